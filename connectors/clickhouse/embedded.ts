@@ -1,0 +1,83 @@
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Session } from 'chdb';
+import { ClickHouseError, ConfigError } from '../../lib/errors';
+import { clickhouseCodeOf, RETRIABLE_CLICKHOUSE_CODES, type ClickHouseClient } from './client';
+
+export interface EmbeddedClickHouseOptions {
+  /**
+   * Directory of the embedded database, created if missing. Only one process can hold
+   * it at a time (chDB locks it). @default '.tributary/chdb'
+   */
+  path?: string;
+}
+
+/**
+ * ClickHouse in this process (chDB): the zero-setup store. Queries and inserts run off
+ * the event loop. The chdb package is loaded on first use, so importing tributary does
+ * not pay for it.
+ *
+ * ## Example
+ * ```ts
+ * import { embeddedClickHouse } from 'tributary';
+ * const clickhouse = embeddedClickHouse({ path: './data/bookings' });
+ * console.log(await clickhouse.query('SELECT count() AS n FROM bookings'));
+ * await clickhouse.close();
+ * ```
+ */
+export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): ClickHouseClient {
+  const path = resolve(options.path ?? '.tributary/chdb');
+  if (path.includes('\0')) throw new ConfigError('path must not contain NUL');
+  let session: Session | undefined;
+  const open = (): Session => {
+    if (session) return session;
+    mkdirSync(path, { recursive: true });
+    const chdb = require('chdb') as typeof import('chdb');
+    try {
+      session = new chdb.Session(path);
+    } catch (cause) {
+      throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
+    }
+    return session;
+  };
+  return {
+    kind: 'embedded',
+    async exec(sql) {
+      try {
+        await open().queryAsync(sql, { format: 'TSV' });
+      } catch (cause) {
+        throw errorOf(cause);
+      }
+    },
+    async query<R>(sql: string) {
+      let text: string;
+      try {
+        text = (await open().queryAsync(sql, { format: 'JSONEachRow' })).text();
+      } catch (cause) {
+        throw errorOf(cause);
+      }
+      return text === '' ? [] : text.trimEnd().split('\n').map((line) => JSON.parse(line) as R);
+    },
+    async insert(table, rows, settings) {
+      try {
+        await open().insert({ table, values: rows, format: 'JSONEachRow', settings: { ...settings } });
+      } catch (cause) {
+        throw errorOf(cause);
+      }
+    },
+    async supportsDeduplicationToken() {
+      return true;
+    },
+    async close() {
+      session?.close();
+      session = undefined;
+    },
+  };
+}
+
+function errorOf(cause: unknown, prefix?: string): ClickHouseError {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  const code = (cause as { clickhouseCode?: number }).clickhouseCode ?? clickhouseCodeOf(message);
+  const retriable = code !== undefined && RETRIABLE_CLICKHOUSE_CODES.has(code);
+  return new ClickHouseError(prefix ? `${prefix}: ${message}` : message, code, retriable, cause);
+}

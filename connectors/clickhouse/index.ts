@@ -1,0 +1,4 @@
+export { type ClickHouseClient } from './client';
+export { embeddedClickHouse, type EmbeddedClickHouseOptions } from './embedded';
+export { loadMigrations, migrate, type Migration } from './migrate';
+export { toClickHouse, type ToClickHouseOptions } from './sink';

@@ -1,0 +1,52 @@
+import { ConfigError } from '../../lib/errors';
+import type { Batch, Sink, WriteContext } from '../../lib/sink';
+import type { ClickHouseClient } from './client';
+
+export interface ToClickHouseOptions {
+  /** The connection: `embeddedClickHouse()` or a server client. */
+  client: ClickHouseClient;
+  /** Target table, optionally `database.table`. */
+  table: string;
+  /**
+   * ClickHouse settings for every insert, passed through as they are. ISO 8601 times are
+   * accepted by default (`date_time_input_format: 'best_effort'`).
+   */
+  settings?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/**
+ * Writes batches into a ClickHouse table as JSONEachRow, one insert per batch.
+ *
+ * Each insert carries the batch's deterministic `insert_deduplication_token` where the
+ * server supports it, so a retried or replayed batch is absorbed by tables with a
+ * deduplication window.
+ *
+ * ## Example
+ * ```ts
+ * import { embeddedClickHouse, toClickHouse } from 'tributary';
+ * const sink = toClickHouse({ client: embeddedClickHouse(), table: 'bookings' });
+ * ```
+ */
+export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
+  if (!options?.client) throw new ConfigError('client is required: embeddedClickHouse() or a server client');
+  if (typeof options.table !== 'string' || !/^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)?$/.test(options.table)) {
+    throw new ConfigError(`table must be a name like bookings or db.bookings, got ${JSON.stringify(options.table)}`);
+  }
+  const { client, table } = options;
+  const settings = { date_time_input_format: 'best_effort', ...options.settings };
+  let tokens: boolean | undefined;
+  return {
+    name: `clickhouse:${table}`,
+    async open() {
+      tokens = await client.supportsDeduplicationToken();
+    },
+    async write(batch: Batch<T>, context: WriteContext) {
+      tokens ??= await client.supportsDeduplicationToken();
+      const envelopes = batch.envelopes;
+      let text = '';
+      for (let i = 0; i < envelopes.length; i++) text += JSON.stringify(envelopes[i]!.value) + '\n';
+      const perInsert = tokens ? { ...settings, insert_deduplication_token: context.token } : settings;
+      await client.insert(table, Buffer.from(text), perInsert);
+    },
+  };
+}

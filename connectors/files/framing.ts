@@ -1,0 +1,326 @@
+import { isUtf8 } from 'node:buffer';
+
+/** One record cut from a byte stream, or the reason a stretch of bytes is not one. */
+export interface Frame {
+  /** The record's bytes (a view into the chunk: decode before the next push). */
+  bytes: Buffer;
+  /** Byte offset of the record's first byte in the file. */
+  offset: number;
+  /** 1-based line of the record's first byte. */
+  line: number;
+  /** Set when `bytes` could not be framed as a record. */
+  error?: { code: string; message: string };
+  /** False when `bytes` is not valid UTF-8. */
+  utf8: boolean;
+}
+
+export interface Framer {
+  /** Frames the records completed by `chunk`. */
+  push(chunk: Buffer): Frame[];
+  /** Frames what is left at the end of the input. */
+  end(): Frame[];
+}
+
+export interface FramingLimits {
+  /** Longest record, in bytes; a longer one is a `RECORD_TOO_LARGE` frame. */
+  maxRecordBytes: number;
+  /** Deepest nesting of arrays and objects (JSON arrays only). */
+  maxDepth: number;
+}
+
+const NEWLINE = 0x0a;
+const CR = 0x0d;
+/** How much of a refused record a frame keeps, for the dead letter. */
+const EXCERPT_BYTES = 1024;
+
+function startsWithBom(data: Buffer, at: number): boolean {
+  return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;
+}
+
+/** Newline-delimited records: one per line, blank lines skipped, CRLF accepted, UTF-8 BOM dropped. */
+export class LineFramer implements Framer {
+  #carry: Buffer | undefined;
+  /** File offset of `#carry`'s first byte (or of the next chunk when there is no carry). */
+  #offset = 0;
+  #line = 1;
+  /** Inside a line already reported as too large: drop bytes until its end. */
+  #skipping = false;
+  readonly #limits: FramingLimits;
+
+  constructor(limits: FramingLimits) {
+    this.#limits = limits;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    let data = this.#carry ? Buffer.concat([this.#carry, chunk]) : chunk;
+    let start = 0;
+    if (this.#offset === 0 && startsWithBom(data, 0)) start = 3;
+    const frames: Frame[] = [];
+    const last = data.lastIndexOf(NEWLINE);
+    const allUtf8 = last < 0 || isUtf8(data.subarray(start, last));
+    let newline = data.indexOf(NEWLINE, start);
+    while (newline >= 0) {
+      if (this.#skipping) this.#skipping = false;
+      else this.#frame(data, start, newline, allUtf8, frames);
+      this.#line++;
+      start = newline + 1;
+      newline = data.indexOf(NEWLINE, start);
+    }
+    this.#offset += start;
+    if (start === data.length) {
+      this.#carry = undefined;
+    } else if (this.#skipping) {
+      this.#offset += data.length - start;
+      this.#carry = undefined;
+    } else if (data.length - start > this.#limits.maxRecordBytes) {
+      frames.push(this.#tooLarge(data, start));
+      this.#skipping = true;
+      this.#offset += data.length - start;
+      this.#carry = undefined;
+    } else {
+      this.#carry = data.subarray(start);
+    }
+    return frames;
+  }
+
+  end(): Frame[] {
+    const frames: Frame[] = [];
+    if (this.#carry && !this.#skipping) this.#frame(this.#carry, 0, this.#carry.length, false, frames);
+    this.#carry = undefined;
+    return frames;
+  }
+
+  #frame(data: Buffer, start: number, end: number, knownUtf8: boolean, frames: Frame[]): void {
+    const offset = this.#offset + start;
+    if (end > start && data[end - 1] === CR) end--;
+    if (end - start > this.#limits.maxRecordBytes) {
+      frames.push(this.#tooLarge(data, start));
+      return;
+    }
+    if (isBlank(data, start, end)) return;
+    const bytes = data.subarray(start, end);
+    frames.push({ bytes, offset, line: this.#line, utf8: knownUtf8 || isUtf8(bytes) });
+  }
+
+  #tooLarge(data: Buffer, start: number): Frame {
+    const bytes = data.subarray(start, start + EXCERPT_BYTES);
+    return {
+      bytes,
+      offset: this.#offset + start,
+      line: this.#line,
+      utf8: isUtf8(bytes),
+      error: { code: 'RECORD_TOO_LARGE', message: `line ${this.#line} is longer than ${this.#limits.maxRecordBytes} bytes` },
+    };
+  }
+}
+
+function isBlank(data: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = data[i];
+    if (c !== 0x20 && c !== 0x09 && c !== CR) return false;
+  }
+  return true;
+}
+
+const enum JsonState {
+  /** Before the opening `[`. */
+  Start,
+  /** After `[` or `,`: a value or `]` comes next. */
+  BeforeValue,
+  /** Inside a value. */
+  InValue,
+  /** After a value: `,` or `]` comes next. */
+  AfterValue,
+  /** After the closing `]`. */
+  Done,
+  /** The input is not a JSON array; the rest is ignored. */
+  Broken,
+}
+
+/**
+ * The elements of one top-level JSON array, cut from the bytes without parsing them:
+ * the array is never held whole, only the element being read.
+ */
+export class JsonArrayFramer implements Framer {
+  #state = JsonState.Start;
+  /** Bytes of the element being read, from earlier chunks. */
+  #carry: Buffer[] = [];
+  #carryBytes = 0;
+  #position = 0;
+  #line = 1;
+  #seenAnyByte = false;
+  // The element being read.
+  #depth = 0;
+  #inString = false;
+  #escaped = false;
+  #scalar = false;
+  #elementOffset = 0;
+  #elementLine = 1;
+  #elementError: Frame['error'];
+  /** Right after `[`: a `]` now closes an empty array. */
+  #justOpened = false;
+  readonly #limits: FramingLimits;
+
+  constructor(limits: FramingLimits) {
+    this.#limits = limits;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    const frames: Frame[] = [];
+    let i = 0;
+    if (this.#position === 0 && startsWithBom(chunk, 0)) i = 3;
+    const chunkStart = this.#position;
+    let elementStart = this.#state === JsonState.InValue ? 0 : -1;
+    for (; i < chunk.length; i++) {
+      const c = chunk[i]!;
+      if (c === NEWLINE) this.#line++;
+      switch (this.#state) {
+        case JsonState.InValue: {
+          if (this.#inString) {
+            if (this.#escaped) this.#escaped = false;
+            else if (c === 0x5c) this.#escaped = true;
+            else if (c === 0x22) {
+              this.#inString = false;
+              if (this.#depth === 0) this.#finishElement(chunk, elementStart, i + 1, frames);
+            }
+          } else if (this.#scalar) {
+            if (c === 0x2c || c === 0x5d || isJsonSpace(c)) {
+              this.#finishElement(chunk, elementStart, i, frames);
+              i--; // let AfterValue see the delimiter
+              if (c === NEWLINE) this.#line--;
+            }
+          } else if (c === 0x22) {
+            this.#inString = true;
+          } else if (c === 0x7b || c === 0x5b) {
+            if (++this.#depth > this.#limits.maxDepth && !this.#elementError) {
+              this.#elementError = { code: 'TOO_DEEP', message: `nesting deeper than ${this.#limits.maxDepth} levels` };
+            }
+          } else if (c === 0x7d || c === 0x5d) {
+            if (--this.#depth === 0) this.#finishElement(chunk, elementStart, i + 1, frames);
+          }
+          break;
+        }
+        case JsonState.BeforeValue:
+          if (isJsonSpace(c)) break;
+          if (c === 0x5d && this.#carryBytes === 0 && this.#justOpened) {
+            this.#state = JsonState.Done;
+            break;
+          }
+          this.#justOpened = false;
+          this.#state = JsonState.InValue;
+          elementStart = i;
+          this.#elementOffset = chunkStart + i;
+          this.#elementLine = this.#line;
+          this.#elementError = undefined;
+          this.#depth = 0;
+          this.#inString = false;
+          this.#escaped = false;
+          this.#scalar = false;
+          if (c === 0x22) this.#inString = true;
+          else if (c === 0x7b || c === 0x5b) this.#depth = 1;
+          else this.#scalar = true;
+          break;
+        case JsonState.AfterValue:
+          if (isJsonSpace(c)) break;
+          if (c === 0x2c) this.#state = JsonState.BeforeValue;
+          else if (c === 0x5d) this.#state = JsonState.Done;
+          else frames.push(this.#broken(chunk, i, `expected ',' or ']' at byte ${chunkStart + i}`));
+          break;
+        case JsonState.Start:
+          this.#seenAnyByte = true;
+          if (isJsonSpace(c)) break;
+          if (c === 0x5b) {
+            this.#state = JsonState.BeforeValue;
+            this.#justOpened = true;
+          } else frames.push(this.#broken(chunk, i, `expected '[' at byte ${chunkStart + i}: not a JSON array`));
+          break;
+        case JsonState.Done:
+          if (!isJsonSpace(c)) frames.push(this.#broken(chunk, i, `unexpected data after the closing ']' at byte ${chunkStart + i}`));
+          break;
+        case JsonState.Broken:
+          i = chunk.length;
+          break;
+      }
+    }
+    if (this.#state === JsonState.InValue) this.#keep(chunk.subarray(Math.max(elementStart, 0)));
+    this.#position = chunkStart + chunk.length;
+    return frames;
+  }
+
+  end(): Frame[] {
+    switch (this.#state) {
+      case JsonState.Done:
+      case JsonState.Broken:
+        return [];
+      case JsonState.Start:
+        return [this.#fileError(this.#seenAnyByte ? 'NOT_ARRAY' : 'EMPTY_FILE', this.#seenAnyByte ? 'no JSON array found' : 'empty file: expected a JSON array')];
+      case JsonState.InValue: {
+        if (this.#scalar) {
+          const frames: Frame[] = [];
+          this.#finishElement(Buffer.alloc(0), 0, 0, frames);
+          return frames.concat(this.#fileError('TRUNCATED', 'truncated JSON array: the closing \']\' is missing'));
+        }
+        const bytes = Buffer.concat(this.#carry).subarray(0, EXCERPT_BYTES);
+        this.#carry = [];
+        return [{
+          bytes,
+          offset: this.#elementOffset,
+          line: this.#elementLine,
+          utf8: isUtf8(bytes),
+          error: { code: 'TRUNCATED', message: `truncated JSON array: the element at byte ${this.#elementOffset} is cut off` },
+        }];
+      }
+      default:
+        return [this.#fileError('TRUNCATED', "truncated JSON array: the closing ']' is missing")];
+    }
+  }
+
+  #keep(part: Buffer): void {
+    if (this.#elementError?.code === 'RECORD_TOO_LARGE') return;
+    this.#carryBytes += part.length;
+    if (this.#carryBytes > this.#limits.maxRecordBytes) {
+      this.#elementError = { code: 'RECORD_TOO_LARGE', message: `element at byte ${this.#elementOffset} is longer than ${this.#limits.maxRecordBytes} bytes` };
+      // Keep an excerpt for the dead letter, drop the rest as it streams by.
+      this.#carry = [Buffer.concat([...this.#carry, part]).subarray(0, EXCERPT_BYTES)];
+      return;
+    }
+    // Copy: the chunk's buffer may be reused by the reader.
+    this.#carry.push(Buffer.from(part));
+  }
+
+  #finishElement(chunk: Buffer, start: number, end: number, frames: Frame[]): void {
+    this.#state = JsonState.AfterValue;
+    let bytes: Buffer;
+    if (this.#carry.length === 0) bytes = chunk.subarray(start, end);
+    else {
+      this.#keep(chunk.subarray(0, end));
+      bytes = Buffer.concat(this.#carry);
+    }
+    this.#carry = [];
+    this.#carryBytes = 0;
+    if (!this.#elementError && bytes.length > this.#limits.maxRecordBytes) {
+      this.#elementError = { code: 'RECORD_TOO_LARGE', message: `element at byte ${this.#elementOffset} is longer than ${this.#limits.maxRecordBytes} bytes` };
+    }
+    const frame: Frame = { bytes, offset: this.#elementOffset, line: this.#elementLine, utf8: true };
+    if (this.#elementError) {
+      frame.bytes = bytes.subarray(0, EXCERPT_BYTES);
+      frame.error = this.#elementError;
+    }
+    frame.utf8 = isUtf8(frame.bytes);
+    frames.push(frame);
+  }
+
+  #broken(chunk: Buffer, at: number, message: string): Frame {
+    this.#state = JsonState.Broken;
+    const bytes = chunk.subarray(at, at + EXCERPT_BYTES);
+    return { bytes, offset: this.#position + at, line: this.#line, utf8: isUtf8(bytes), error: { code: 'NOT_ARRAY', message } };
+  }
+
+  #fileError(code: string, message: string): Frame {
+    return { bytes: Buffer.alloc(0), offset: this.#position, line: this.#line, utf8: true, error: { code, message } };
+  }
+}
+
+function isJsonSpace(c: number): boolean {
+  return c === 0x20 || c === NEWLINE || c === CR || c === 0x09;
+}

@@ -1,0 +1,1 @@
+export { fromFiles, type FromFilesOptions, type FileFormat } from './source';

@@ -1,0 +1,1 @@
+export { fromIterable, type FromIterableOptions } from './source';

@@ -1,0 +1,30 @@
+/**
+ * tributary: many-sourced records into ClickHouse, acknowledged only when durable.
+ * Heavy clients (chdb) load on first use, not on import.
+ */
+export { Credits, type InFlightOptions } from './lib/credits';
+export { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './lib/envelope';
+export {
+  ClickHouseError,
+  ConfigError,
+  ConnectorError,
+  ParseError,
+  SinkError,
+  TributaryError,
+  ValidationError,
+  type FieldIssue,
+  type RecordPosition,
+} from './lib/errors';
+export { Pipeline, type PipelineOptions, type PipelineStats } from './lib/pipeline';
+export { retry, type RetryOptions } from './lib/retry';
+export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
+export type { Source, SourceContext } from './lib/source';
+
+export { batch, type BatchOptions } from './operators/batch';
+export { normalize, type FieldRule, type FieldType, type NormalizeOptions, type VendorMapping } from './operators/normalize';
+export { parse, type ParseOptions } from './operators/parse';
+export { validate, type ValidateOptions } from './operators/validate';
+
+export * from './connectors/clickhouse';
+export * from './connectors/files';
+export * from './connectors/iterable';

@@ -1,0 +1,162 @@
+import { ParseError, TributaryError, ValidationError } from './errors';
+
+/** Where a record came from and how often it was tried. */
+export interface RecordMeta {
+  /** Name of the source that read it. */
+  source: string;
+  /**
+   * Stable identity of the record within its source (`file@byteOffset`,
+   * `topic/partition/offset`): dead letters and insert tokens are built from it.
+   */
+  position: string;
+  vendor?: string;
+  key?: string;
+  file?: string;
+  /** 1-based record number within its file or payload. */
+  record?: number;
+  /** 1-based line of the record's first byte. */
+  line?: number;
+  /** Byte offset of the record's first byte. */
+  offset?: number;
+  /** Epoch milliseconds when the source read it. */
+  receivedAt: number;
+  /** 1 on first delivery; sources that redeliver count up. */
+  attempt: number;
+  /** Version of the schema the record was validated against. */
+  schemaVersion?: string;
+}
+
+/** Why a record was refused: the dead letter's reason. */
+export interface RecordFailure {
+  /** Operator or component that refused it (`parse`, `normalize`, `validate`, `sink`). */
+  stage: string;
+  /** Machine-readable reason (`PARSE_JSON`, `VALIDATION`, `UNKNOWN_VENDOR`, …). */
+  code: string;
+  message: string;
+  /** JSON Pointer of the offending value, `''` when the record as a whole is at fault. */
+  path: string;
+}
+
+/** Routes refused records to the dead-letter sink and reports when they are durable there. */
+export interface DeadLetterRouter {
+  route(envelope: Envelope<unknown>, failure: RecordFailure, done: (error?: Error) => void): void;
+}
+
+/** Receives the fate of records: what a source learns about what it emitted. */
+export interface Settlement {
+  readonly deadLetters: DeadLetterRouter;
+  ack(envelope: Envelope<unknown>): void;
+  nack(envelope: Envelope<unknown>, error: Error): void;
+  reject(envelope: Envelope<unknown>, failure: RecordFailure): void;
+}
+
+/**
+ * One record on its way through a pipeline. It is settled exactly once:
+ * `ack()` when durably written (or deliberately dropped), `nack(err)` when it
+ * could not be, `reject(failure)` to send it to the dead-letter sink, which acks
+ * it once that write is durable. Later calls are ignored.
+ */
+export class Envelope<T> {
+  value: T;
+  readonly meta: RecordMeta;
+  /** The payload as received, kept for dead letters until the record settles. */
+  raw: string | Uint8Array | undefined;
+  /** Size of the payload as received; counts against the in-flight byte budget. */
+  readonly bytes: number;
+  #settlement: Settlement;
+  #settled = false;
+
+  constructor(value: T, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, settlement: Settlement) {
+    this.value = value;
+    this.meta = meta;
+    this.raw = raw;
+    this.bytes = bytes;
+    this.#settlement = settlement;
+  }
+
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  ack(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#settlement.ack(this);
+  }
+
+  nack(error: Error): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#settlement.nack(this, error);
+  }
+
+  /** Sends the record to the dead-letter sink with `failure` as the reason. */
+  reject(failure: RecordFailure): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#settlement.reject(this, failure);
+  }
+
+  /** Carries a new value in this same envelope (no copy: the old value is gone). */
+  map<U>(value: U): Envelope<U> {
+    const next = this as unknown as Envelope<U>;
+    next.value = value;
+    return next;
+  }
+
+  /**
+   * Splits one received payload into several records (an NDJSON body, a JSON array).
+   * This envelope settles once every part has: acked when all are acked or dead-lettered,
+   * nacked as soon as one is nacked. Parts hold no credit of their own.
+   */
+  split<U>(values: readonly U[], positionOf: (index: number) => Partial<RecordMeta> = () => ({})): Envelope<U>[] {
+    if (values.length === 0) {
+      this.ack();
+      return [];
+    }
+    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement.deadLetters);
+    return values.map((value, index) => {
+      const meta: RecordMeta = { ...this.meta, ...positionOf(index) };
+      if (meta.position === this.meta.position) meta.position = `${this.meta.position}#${index + 1}`;
+      return new Envelope(value, meta, undefined, 0, parts);
+    });
+  }
+}
+
+class PartsSettlement implements Settlement {
+  #remaining: number;
+  #whole: Envelope<unknown>;
+  readonly deadLetters: DeadLetterRouter;
+
+  constructor(whole: Envelope<unknown>, parts: number, deadLetters: DeadLetterRouter) {
+    this.#whole = whole;
+    this.#remaining = parts;
+    this.deadLetters = deadLetters;
+  }
+
+  ack(): void {
+    if (--this.#remaining === 0) this.#whole.ack();
+  }
+
+  nack(_part: Envelope<unknown>, error: Error): void {
+    this.#remaining--;
+    this.#whole.nack(error);
+  }
+
+  reject(part: Envelope<unknown>, failure: RecordFailure): void {
+    if (part.raw === undefined) part.raw = JSON.stringify(part.value) ?? '';
+    this.deadLetters.route(part, failure, (error) => (error ? this.nack(part, error) : this.ack()));
+  }
+}
+
+/** Turns an error thrown while handling a record into a dead-letter reason. */
+export function failureFrom(stage: string, error: unknown): RecordFailure {
+  if (error instanceof ValidationError) {
+    return { stage, code: error.code, message: error.message, path: error.issues[0]?.path ?? '' };
+  }
+  if (error instanceof ParseError || error instanceof TributaryError) {
+    return { stage, code: error.code, message: error.message, path: '' };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return { stage, code: 'UNEXPECTED', message, path: '' };
+}

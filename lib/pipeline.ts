@@ -1,0 +1,307 @@
+import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFunction } from 'rxjs';
+import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
+import { Credits, type InFlightOptions } from './credits';
+import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
+import { ConfigError, SinkError, TributaryError } from './errors';
+import { resolveRetryOptions, retry, type RetryOptions } from './retry';
+import type { Batch, DeadLetter, Sink } from './sink';
+import type { Source, SourceContext } from './source';
+
+export interface PipelineOptions<T> {
+  /** Names the pipeline in dead letters, tokens and metrics. @default 'pipeline' */
+  name?: string;
+  source: Source<any>;
+  /** The record steps, e.g. `pipe(parse(), normalize(mappings), validate(schema))`. */
+  transform?: OperatorFunction<Envelope<any>, Envelope<T>>;
+  sink: Sink<T>;
+  /** Where refused records go; a source is acked for them once this write is durable. */
+  deadLetters: Sink<DeadLetter>;
+  /** Batches for the sink. @default { rows: 10000, bytes: 16 MiB, maxWaitMs: 1000 } */
+  batch?: BatchOptions;
+  /** Batches for the dead-letter sink. @default { rows: 1000, maxWaitMs: 200 } */
+  deadLetterBatch?: BatchOptions;
+  /** The in-flight budget; must hold at least one batch. @default { records: 30000, bytes: 64 MiB } */
+  inFlight?: InFlightOptions;
+  /** Sink writes under way at once. @default 2 */
+  sinkConcurrency?: number;
+  /** Retries of a failed sink write whose error is retriable. @default retry's defaults */
+  retry?: RetryOptions;
+}
+
+export interface PipelineStats {
+  /** Records the source emitted (dead-lettered source payloads included). */
+  read: number;
+  /** Records acked after the sink write. */
+  written: number;
+  /** Records acked after the dead-letter write. */
+  deadLettered: number;
+  nacked: number;
+  inFlightRecords: number;
+  inFlightBytes: number;
+}
+
+/**
+ * Runs a source through record steps into a sink, acking each record only once it is
+ * durable in the sink or the dead-letter sink.
+ *
+ * ## Example
+ * ```ts
+ * import { pipe } from 'rxjs';
+ * import { Pipeline, fromFiles, normalize, validate, toClickHouse, embeddedClickHouse } from 'tributary';
+ * const clickhouse = embeddedClickHouse({ path: './data' });
+ * const pipeline = new Pipeline({
+ *   source: fromFiles({ paths: ['bookings.ndjson'], format: 'ndjson', vendor: 'acme' }),
+ *   transform: pipe(normalize({ mappings }), validate({ schema })),
+ *   sink: toClickHouse({ client: clickhouse, table: 'bookings' }),
+ *   deadLetters: toClickHouse({ client: clickhouse, table: 'dead_letters' }),
+ * });
+ * const stats = await pipeline.run();
+ * ```
+ */
+export class Pipeline<T> implements AsyncDisposable {
+  readonly name: string;
+  readonly credits: Credits;
+  #options: PipelineOptions<T>;
+  #batch: Required<BatchOptions>;
+  #deadLetterBatch: Required<BatchOptions>;
+  #retry: ReturnType<typeof resolveRetryOptions>;
+  #sinkConcurrency: number;
+  #abort = new AbortController();
+  #deadLetter$ = new Subject<Envelope<DeadLetter>>();
+  #stats = { read: 0, written: 0, deadLettered: 0, nacked: 0 };
+  #failure: Error | undefined;
+  #started: Promise<void> | undefined;
+  #finished: Promise<PipelineStats> | undefined;
+  #stopping: Promise<PipelineStats> | undefined;
+
+  constructor(options: PipelineOptions<T>) {
+    this.#options = options;
+    this.name = options.name ?? 'pipeline';
+    if (!options.source) throw new ConfigError('source is required');
+    if (!options.sink) throw new ConfigError('sink is required');
+    if (!options.deadLetters) throw new ConfigError('deadLetters is required: refused records must be stored somewhere');
+    this.#batch = resolveBatchOptions(options.batch, 'batch');
+    this.#deadLetterBatch = resolveBatchOptions({ rows: 1000, maxWaitMs: 200, ...options.deadLetterBatch }, 'deadLetterBatch');
+    this.credits = new Credits(options.inFlight);
+    if (this.credits.maxRecords < this.#batch.rows) {
+      throw new ConfigError(`inFlight.records must be >= batch.rows (${this.#batch.rows}), got ${this.credits.maxRecords}`);
+    }
+    this.#sinkConcurrency = options.sinkConcurrency ?? 2;
+    if (!Number.isInteger(this.#sinkConcurrency) || this.#sinkConcurrency < 1) {
+      throw new ConfigError(`sinkConcurrency must be an integer >= 1, got ${options.sinkConcurrency}`);
+    }
+    this.#retry = resolveRetryOptions({ ...options.retry, signal: undefined }, 'retry');
+  }
+
+  get stats(): PipelineStats {
+    return {
+      ...this.#stats,
+      inFlightRecords: this.credits.inFlightRecords,
+      inFlightBytes: this.credits.inFlightBytes,
+    };
+  }
+
+  /** Opens the sinks and starts reading. Resolves once running; safe to call twice. */
+  start(): Promise<void> {
+    this.#started ??= this.#start();
+    return this.#started;
+  }
+
+  /**
+   * Resolves when the source has ended and every record is settled; rejects with the
+   * first infrastructure failure (an unreadable source, a sink that stayed down), after
+   * everything already read has been settled.
+   */
+  finished(): Promise<PipelineStats> {
+    if (!this.#finished) throw new TributaryError('finished() needs start() first', { code: 'NOT_STARTED' });
+    return this.#finished;
+  }
+
+  /** Starts and waits until the source ends. */
+  async run(): Promise<PipelineStats> {
+    await this.start();
+    return this.finished();
+  }
+
+  /** Stops reading, writes what is in flight, closes the sinks. Safe to call twice. */
+  stop(): Promise<PipelineStats> {
+    this.#stopping ??= (async () => {
+      this.#abort.abort();
+      if (!this.#started) return this.stats;
+      await this.#started;
+      return this.finished();
+    })();
+    return this.#stopping;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop().catch(() => undefined);
+  }
+
+  async #start(): Promise<void> {
+    const { sink, deadLetters } = this.#options;
+    await sink.open?.();
+    if (deadLetters !== (sink as unknown)) await deadLetters.open?.();
+    const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#router());
+    const context = this.#sourceContext(settlement);
+    const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
+    const main$ = records$.pipe(
+      (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
+      catchError((error: unknown) => this.#fail(error)),
+      batch<T>(this.#batch),
+      mergeMap((b) => this.#write(sink, b, true), this.#sinkConcurrency),
+    );
+    const deadLetters$ = this.#deadLetter$.pipe(
+      batch<DeadLetter>(this.#deadLetterBatch),
+      mergeMap((b) => this.#write(deadLetters, b, false), 1),
+    );
+    this.#finished = new Promise<void>((resolve) => {
+      deadLetters$.subscribe({ complete: resolve });
+      main$.subscribe({ complete: () => this.#deadLetter$.complete() });
+    }).then(async () => {
+      await sink.close?.();
+      if (deadLetters !== (sink as unknown)) await deadLetters.close?.();
+      if (this.#failure) throw this.#failure;
+      return this.stats;
+    });
+    // A caller that only awaits stop() must not see an unhandled rejection here.
+    this.#finished.catch(() => undefined);
+  }
+
+  #fail(error: unknown): Observable<never> {
+    this.#failure ??= error instanceof Error ? error : new TributaryError(String(error));
+    this.#abort.abort();
+    return EMPTY;
+  }
+
+  #sourceContext(settlement: PipelineSettlement): SourceContext {
+    const stats = this.#stats;
+    return {
+      credits: this.credits,
+      signal: this.#abort.signal,
+      envelope<V>(value: V, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number) {
+        stats.read++;
+        return new Envelope(value, meta, raw, bytes, settlement);
+      },
+      reject(meta, raw, bytes, failure) {
+        stats.read++;
+        new Envelope(undefined, meta, raw, bytes, settlement).reject(failure);
+      },
+    };
+  }
+
+  #router(): DeadLetterRouter {
+    const pipeline = this.name;
+    const subject = this.#deadLetter$;
+    const stats = this.#stats;
+    return {
+      route(envelope, failure, done) {
+        if (subject.closed || subject.isStopped) {
+          done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
+          return;
+        }
+        const letter = deadLetterOf(pipeline, envelope, failure);
+        const onWritten: Settlement = {
+          deadLetters: this,
+          ack: () => {
+            stats.deadLettered++;
+            done();
+          },
+          nack: (_e, error) => done(error),
+          reject: (_e, f) => done(new SinkError(`dead-letter sink refused the record: ${f.message}`)),
+        };
+        subject.next(new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten));
+      },
+    };
+  }
+
+  async #write<V>(sink: Sink<V>, batch: Batch<V>, countWritten: boolean): Promise<void> {
+    const token = insertToken(this.name, sink.name, batch);
+    try {
+      await retry((attempt) => sink.write(batch, { token, attempt }), this.#retry);
+    } catch (cause) {
+      const error =
+        cause instanceof TributaryError ? cause : new SinkError(`sink ${sink.name} failed: ${String(cause)}`, { cause });
+      for (const envelope of batch.envelopes) envelope.nack(error);
+      this.#fail(error);
+      return;
+    }
+    for (const envelope of batch.envelopes) {
+      if (envelope.settled) continue;
+      if (countWritten) this.#stats.written++;
+      envelope.ack();
+    }
+  }
+}
+
+class PipelineSettlement implements Settlement {
+  readonly #source: Source<unknown>;
+  readonly #credits: Credits;
+  readonly #stats: { nacked: number };
+  readonly deadLetters: DeadLetterRouter;
+
+  constructor(source: Source<unknown>, credits: Credits, stats: { nacked: number }, deadLetters: DeadLetterRouter) {
+    this.#source = source;
+    this.#credits = credits;
+    this.#stats = stats;
+    this.deadLetters = deadLetters;
+  }
+
+  ack(envelope: Envelope<unknown>): void {
+    this.#settle(envelope);
+  }
+
+  nack(envelope: Envelope<unknown>, error: Error): void {
+    this.#settle(envelope, error);
+  }
+
+  reject(envelope: Envelope<unknown>, failure: RecordFailure): void {
+    this.deadLetters.route(envelope, failure, (error) => this.#settle(envelope, error));
+  }
+
+  #settle(envelope: Envelope<unknown>, error?: Error): void {
+    if (error) this.#stats.nacked++;
+    envelope.raw = undefined;
+    this.#credits.release(envelope.bytes);
+    this.#source.settled?.(envelope, error);
+  }
+}
+
+/** Same records, same token: the first and last positions and the count, hashed. */
+export function insertToken(pipeline: string, sink: string, batch: Batch<unknown>): string {
+  const envelopes = batch.envelopes;
+  const first = envelopes[0]!.meta;
+  const last = envelopes[envelopes.length - 1]!.meta;
+  return createHash('sha256')
+    .update(`${pipeline}\0${sink}\0${first.source}\0${first.position}\0${last.position}\0${envelopes.length}`)
+    .digest('hex')
+    .slice(0, 32);
+}
+
+function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: RecordFailure): DeadLetter {
+  const { raw, encoding } = rawText(envelope);
+  return {
+    pipeline,
+    source: envelope.meta.source,
+    position: envelope.meta.position,
+    vendor: envelope.meta.vendor ?? '',
+    stage: failure.stage,
+    code: failure.code,
+    message: failure.message,
+    path: failure.path,
+    raw,
+    raw_encoding: encoding,
+    received_at: new Date(envelope.meta.receivedAt).toISOString(),
+    failed_at: new Date().toISOString(),
+  };
+}
+
+function rawText(envelope: Envelope<unknown>): { raw: string; encoding: 'utf8' | 'base64' } {
+  const raw = envelope.raw;
+  if (typeof raw === 'string') return { raw, encoding: 'utf8' };
+  if (raw === undefined) return { raw: JSON.stringify(envelope.value) ?? '', encoding: 'utf8' };
+  const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  return isUtf8(bytes) ? { raw: bytes.toString('utf8'), encoding: 'utf8' } : { raw: bytes.toString('base64'), encoding: 'base64' };
+}

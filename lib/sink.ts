@@ -1,0 +1,51 @@
+import type { Envelope } from './envelope';
+
+/** Records written together; every envelope is settled when the write is. */
+export interface Batch<T> {
+  readonly envelopes: readonly Envelope<T>[];
+  /** Sum of the envelopes' received sizes. */
+  readonly bytes: number;
+}
+
+export interface WriteContext {
+  /**
+   * Deterministic for the records in the batch: the same records give the same token,
+   * so a retried write can be recognised and absorbed (ClickHouse
+   * `insert_deduplication_token`).
+   */
+  readonly token: string;
+  /** 1 on the first attempt. */
+  readonly attempt: number;
+}
+
+/**
+ * Where records land. `write` resolves only once the batch is durable. A sink may
+ * `reject()` single envelopes it cannot store (poison rows); the pipeline acks the rest
+ * when the write resolves. A rejected promise is retried when its error is retriable,
+ * and otherwise nacks the batch.
+ */
+export interface Sink<T> {
+  readonly name: string;
+  open?(): Promise<void>;
+  write(batch: Batch<T>, context: WriteContext): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** A row of the dead-letter sink: the refused payload and why. */
+export interface DeadLetter {
+  pipeline: string;
+  source: string;
+  position: string;
+  vendor: string;
+  stage: string;
+  code: string;
+  message: string;
+  /** JSON Pointer of the offending value, `''` for the whole record. */
+  path: string;
+  /** The payload as received: UTF-8 text, or base64 when it was not valid UTF-8. */
+  raw: string;
+  raw_encoding: 'utf8' | 'base64';
+  /** ISO 8601, UTC. */
+  received_at: string;
+  failed_at: string;
+}

@@ -1,0 +1,34 @@
+import type { Observable } from 'rxjs';
+import type { Credits } from './credits';
+import type { Envelope, RecordFailure, RecordMeta } from './envelope';
+
+/** What a pipeline hands a source when it starts it. */
+export interface SourceContext {
+  /** Take one before emitting each record; wait when there is none. */
+  readonly credits: Credits;
+  /** Aborted when the pipeline stops: stop reading, then complete. */
+  readonly signal: AbortSignal;
+  /** Wraps a received record whose credit was taken. */
+  envelope<T>(value: T, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number): Envelope<T>;
+  /**
+   * Dead-letters a payload the source itself could not read (a malformed line, a
+   * truncated file). Its credit must have been taken, like any record's.
+   */
+  reject(meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, failure: RecordFailure): void;
+}
+
+/**
+ * Where records come from. `open` returns a cold stream of envelopes that completes
+ * when the input ends or the context's signal aborts; it errors only when the source
+ * itself breaks (an unreadable path, a lost connection), never for bad records.
+ */
+export interface Source<T> {
+  readonly name: string;
+  open(context: SourceContext): Observable<Envelope<T>>;
+  /**
+   * The fate of a record this source emitted: called once it is durable in the sink or
+   * the dead-letter sink (no error), or could not be made durable (the error). This is
+   * where a source moves its checkpoint.
+   */
+  settled?(envelope: Envelope<T>, error?: Error): void;
+}

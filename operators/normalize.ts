@@ -1,0 +1,394 @@
+import type { OperatorFunction } from 'rxjs';
+import type { Envelope } from '../lib/envelope';
+import { ConfigError, ValidationError, type FieldIssue } from '../lib/errors';
+import { recordOperator } from './recordOperator';
+
+export type FieldType = 'string' | 'integer' | 'number' | 'decimal' | 'boolean' | 'datetime' | 'date';
+
+/** How one field of the unified model is read from a vendor's record. */
+export interface FieldRule {
+  /** Dotted path(s) in the vendor record (`price.total`, `pax.0.name`); the first present wins. */
+  from?: string | readonly string[];
+  /** Coercion applied to the value. @default 'string' */
+  type?: FieldType;
+  /** A missing (absent, null or empty) value is an error. @default false */
+  required?: boolean;
+  /** Used when the value is missing. */
+  default?: unknown;
+  /** Enum map: the vendor's value (as text) to ours; an unlisted value is an error. */
+  values?: Readonly<Record<string, unknown>>;
+  /** `decimal`: the value is in minor units (cents) with this many digits. */
+  minorUnits?: number;
+  /** `decimal`: the vendor's decimal separator. @default '.' */
+  decimalSeparator?: '.' | ',';
+  /**
+   * `datetime`/`date`: `iso` (ISO 8601), `epoch-s`, `epoch-ms`, or a pattern of
+   * `YYYY MM DD HH mm ss SSS` with any separators (`DD/MM/YYYY HH:mm`). @default 'iso'
+   */
+  format?: string;
+  /**
+   * `datetime`/`date`: zone of vendor times that carry no offset: `UTC`, `+02:00`, or an
+   * IANA name (`Europe/Paris`). @default 'UTC'
+   */
+  timeZone?: string;
+  /** `string`: change case after trimming. */
+  case?: 'upper' | 'lower';
+  /** Computes the value from the whole vendor record instead of reading `from`. */
+  compute?: (record: any) => unknown;
+}
+
+export interface VendorMapping {
+  /** Output field → rule; a string is shorthand for `{ from: thatPath }`. */
+  fields: Readonly<Record<string, FieldRule | string>>;
+  /** Vendor-specific checks on the mapped record; each issue dead-letters it. */
+  check?: (output: Record<string, unknown>, input: any) => FieldIssue[] | undefined | void;
+}
+
+export interface NormalizeOptions {
+  /** One mapping per vendor name. */
+  mappings: Readonly<Record<string, VendorMapping>>;
+  /** The vendor of a record. @default `envelope.meta.vendor` */
+  vendorOf?: (envelope: Envelope<unknown>) => string | undefined;
+}
+
+/**
+ * Maps each vendor's record shape into the unified model, by a declarative mapping per
+ * vendor.
+ *
+ * Every issue in a record is collected (missing fields, bad numbers, unknown status
+ * codes, unparseable dates) and the record is dead-lettered with code `MAPPING` and the
+ * vendor path of the first issue. Mappings are compiled once, at construction.
+ *
+ * ## Example
+ * ```ts
+ * import { normalize } from 'tributary';
+ * normalize({ mappings: { acme: { fields: {
+ *   booking_id: { from: 'ref', required: true },
+ *   total: { from: 'price.cents', type: 'decimal', minorUnits: 2 },
+ *   status: { from: 'state', values: { C: 'confirmed', X: 'cancelled' } },
+ * } } } });
+ * ```
+ *
+ * @returns An operator from vendor records to unified records.
+ */
+export function normalize(options: NormalizeOptions): OperatorFunction<Envelope<unknown>, Envelope<Record<string, unknown>>> {
+  if (!options?.mappings || typeof options.mappings !== 'object') throw new ConfigError('mappings must be an object of vendor → mapping');
+  const compiled = new Map<string, (input: any) => Record<string, unknown>>();
+  for (const [vendor, mapping] of Object.entries(options.mappings)) compiled.set(vendor, compileMapping(vendor, mapping));
+  const vendorOf = options.vendorOf ?? ((envelope: Envelope<unknown>) => envelope.meta.vendor);
+  return recordOperator('normalize', (value: unknown, envelope) => {
+    const vendor = vendorOf(envelope);
+    const map = vendor === undefined ? undefined : compiled.get(vendor);
+    if (!map) {
+      throw new ValidationError([{ path: '', message: vendor === undefined ? 'record has no vendor' : `no mapping for vendor '${vendor}'` }], 'UNKNOWN_VENDOR');
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw new ValidationError([{ path: '', message: `expected an object, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}` }], 'MAPPING');
+    }
+    return map(value);
+  });
+}
+
+type Coerce = (value: unknown) => unknown;
+
+/** Thrown by coercions; becomes a field issue at the rule's path. */
+class CoercionIssue extends Error {}
+
+function compileMapping(vendor: string, mapping: VendorMapping): (input: any) => Record<string, unknown> {
+  if (!mapping?.fields || typeof mapping.fields !== 'object') throw new ConfigError(`mappings.${vendor}.fields must be an object`);
+  const fields = Object.entries(mapping.fields).map(([name, ruleOrPath]) => {
+    const rule: FieldRule = typeof ruleOrPath === 'string' ? { from: ruleOrPath } : ruleOrPath;
+    const where = `mappings.${vendor}.fields.${name}`;
+    const froms = rule.compute ? [] : [rule.from ?? name].flat();
+    return {
+      name,
+      required: rule.required ?? false,
+      fallback: rule.default,
+      read: rule.compute ?? readerOf(froms.map((path) => path.split('.'))),
+      pointer: rule.compute ? `/${name}` : '/' + String(froms[0]).split('.').join('/'),
+      coerce: coercionOf(rule, where),
+    };
+  });
+  const check = mapping.check;
+  return (input) => {
+    const output: Record<string, unknown> = {};
+    let issues: FieldIssue[] | undefined;
+    for (const field of fields) {
+      let value = field.read(input);
+      if (value === undefined || value === null || value === '') {
+        if (field.fallback !== undefined) output[field.name] = field.fallback;
+        else if (field.required) (issues ??= []).push({ path: field.pointer, message: `${field.name} is required` });
+        continue;
+      }
+      try {
+        value = field.coerce(value);
+      } catch (error) {
+        if (!(error instanceof CoercionIssue)) throw error;
+        (issues ??= []).push({ path: field.pointer, message: `${field.name}: ${error.message}` });
+        continue;
+      }
+      output[field.name] = value;
+    }
+    if (!issues && check) issues = check(output, input) || undefined;
+    if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');
+    return output;
+  };
+}
+
+function readerOf(paths: string[][]): (input: any) => unknown {
+  if (paths.length === 1 && paths[0]!.length === 1) {
+    const key = paths[0]![0]!;
+    return (input) => input[key];
+  }
+  return (input) => {
+    for (const path of paths) {
+      let value = input;
+      for (const key of path) {
+        if (value === null || typeof value !== 'object') {
+          value = undefined;
+          break;
+        }
+        value = value[key];
+      }
+      if (value !== undefined && value !== null) return value;
+    }
+    return undefined;
+  };
+}
+
+function coercionOf(rule: FieldRule, where: string): Coerce {
+  const type = rule.type ?? 'string';
+  let coerce: Coerce;
+  switch (type) {
+    case 'string':
+      coerce = toText(rule.case);
+      break;
+    case 'integer':
+      coerce = toInteger;
+      break;
+    case 'number':
+      coerce = toNumber;
+      break;
+    case 'boolean':
+      coerce = toBoolean;
+      break;
+    case 'decimal':
+      coerce = toDecimal(rule, where);
+      break;
+    case 'datetime':
+    case 'date':
+      coerce = toTime(type, rule, where);
+      break;
+    default:
+      throw new ConfigError(`${where}.type must be one of string, integer, number, decimal, boolean, datetime, date; got ${JSON.stringify(type)}`);
+  }
+  const values = rule.values;
+  if (!values) return coerce;
+  const known = Object.keys(values).join(', ');
+  return (value) => {
+    const key = typeof value === 'string' ? value.trim() : String(value);
+    if (!Object.hasOwn(values, key)) throw new CoercionIssue(`'${key}' is not one of ${known}`);
+    return values[key];
+  };
+}
+
+function toText(letterCase: FieldRule['case']): Coerce {
+  return (value) => {
+    if (typeof value === 'object') throw new CoercionIssue(`expected text, got ${Array.isArray(value) ? 'an array' : 'an object'}`);
+    const text = String(value).trim();
+    return letterCase === 'upper' ? text.toUpperCase() : letterCase === 'lower' ? text.toLowerCase() : text;
+  };
+}
+
+function toInteger(value: unknown): number {
+  const number = typeof value === 'string' ? Number(value.trim()) : value;
+  if (typeof number !== 'number' || !Number.isSafeInteger(number) || (typeof value === 'string' && value.trim() === '')) {
+    throw new CoercionIssue(`expected an integer, got ${JSON.stringify(value)}`);
+  }
+  return number;
+}
+
+function toNumber(value: unknown): number {
+  const number = typeof value === 'string' && value.trim() !== '' ? Number(value.trim()) : value;
+  if (typeof number !== 'number' || !Number.isFinite(number)) throw new CoercionIssue(`expected a number, got ${JSON.stringify(value)}`);
+  return number;
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'y']);
+const FALSE = new Set(['false', '0', 'no', 'n']);
+
+function toBoolean(value: unknown): boolean {
+  if (typeof value === 'boolean') return value;
+  const text = String(value).trim().toLowerCase();
+  if (TRUE.has(text)) return true;
+  if (FALSE.has(text)) return false;
+  throw new CoercionIssue(`expected a boolean, got ${JSON.stringify(value)}`);
+}
+
+const DECIMAL = /^([+-]?)(\d+)(?:\.(\d+))?$/;
+
+/** Decimals stay text end to end (`"1234.50"`), so no amount passes through a float. */
+function toDecimal(rule: FieldRule, where: string): Coerce {
+  const minorUnits = rule.minorUnits ?? 0;
+  if (!Number.isInteger(minorUnits) || minorUnits < 0 || minorUnits > 18) {
+    throw new ConfigError(`${where}.minorUnits must be an integer from 0 to 18, got ${rule.minorUnits}`);
+  }
+  const comma = rule.decimalSeparator === ',';
+  return (value) => {
+    let text: string;
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) throw new CoercionIssue(`expected a decimal, got ${value}`);
+      text = Number.isInteger(value) ? value.toFixed(0) : String(value);
+      if (/e/i.test(text)) throw new CoercionIssue(`expected a decimal, got ${value}`);
+    } else if (typeof value === 'string') {
+      text = value.trim();
+      if (comma) text = text.replace(/\./g, '').replace(',', '.');
+    } else {
+      throw new CoercionIssue(`expected a decimal, got ${JSON.stringify(value)}`);
+    }
+    const match = DECIMAL.exec(text);
+    if (!match) throw new CoercionIssue(`expected a decimal, got ${JSON.stringify(value)}`);
+    let [, sign, whole, fraction = ''] = match as unknown as [string, string, string, string?];
+    if (minorUnits > 0) {
+      if (fraction !== '') throw new CoercionIssue(`expected an integer amount in minor units, got ${JSON.stringify(value)}`);
+      whole = whole.padStart(minorUnits + 1, '0');
+      fraction = whole.slice(-minorUnits);
+      whole = whole.slice(0, -minorUnits);
+    }
+    whole = whole.replace(/^0+(?=\d)/, '');
+    return `${sign === '-' ? '-' : ''}${whole}${fraction ? '.' + fraction : ''}`;
+  };
+}
+
+const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+
+interface TimeParts {
+  year: number;
+  month: number;
+  day: number;
+  hour: number;
+  minute: number;
+  second: number;
+  millisecond: number;
+  /** Minutes east of UTC, when the text carries an offset. */
+  offset?: number;
+}
+
+function toTime(type: 'datetime' | 'date', rule: FieldRule, where: string): Coerce {
+  const format = rule.format ?? 'iso';
+  const zone = zoneOf(rule.timeZone ?? 'UTC', `${where}.timeZone`);
+  const render = type === 'date' ? (ms: number) => new Date(ms).toISOString().slice(0, 10) : (ms: number) => new Date(ms).toISOString();
+  if (format === 'epoch-s' || format === 'epoch-ms') {
+    const scale = format === 'epoch-s' ? 1000 : 1;
+    return (value) => {
+      const number = typeof value === 'string' ? Number(value.trim()) : value;
+      if (typeof number !== 'number' || !Number.isFinite(number)) throw new CoercionIssue(`expected ${format} time, got ${JSON.stringify(value)}`);
+      return render(number * scale);
+    };
+  }
+  const parse = format === 'iso' ? parseIso : patternParser(format, where);
+  return (value) => {
+    if (typeof value !== 'string') throw new CoercionIssue(`expected ${format === 'iso' ? 'an ISO 8601' : `a ${format}`} time, got ${JSON.stringify(value)}`);
+    const parts = parse(value.trim());
+    if (!parts || !validParts(parts)) throw new CoercionIssue(`expected ${format === 'iso' ? 'an ISO 8601' : `a ${format}`} time, got ${JSON.stringify(value)}`);
+    const local = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second, parts.millisecond);
+    // A calendar date has no zone: it stays the day the vendor wrote.
+    if (type === 'date' && parts.offset === undefined && parts.hour === 0 && parts.minute === 0) return render(local);
+    return render(parts.offset !== undefined ? local - parts.offset * 60_000 : zone(local));
+  };
+}
+
+function parseIso(text: string): TimeParts | undefined {
+  const m = ISO.exec(text);
+  if (!m) return undefined;
+  const parts: TimeParts = {
+    year: +m[1]!,
+    month: +m[2]!,
+    day: +m[3]!,
+    hour: +(m[4] ?? 0),
+    minute: +(m[5] ?? 0),
+    second: +(m[6] ?? 0),
+    millisecond: m[7] ? Math.floor(+m[7].padEnd(3, '0').slice(0, 3)) : 0,
+  };
+  if (m[8]) parts.offset = offsetMinutes(m[8]);
+  return parts;
+}
+
+function offsetMinutes(text: string): number {
+  if (text.toUpperCase() === 'Z') return 0;
+  const digits = text.slice(1).replace(':', '');
+  const minutes = +digits.slice(0, 2) * 60 + +(digits.slice(2) || 0);
+  return text[0] === '-' ? -minutes : minutes;
+}
+
+const TOKENS: Record<string, keyof TimeParts> = { YYYY: 'year', MM: 'month', DD: 'day', HH: 'hour', mm: 'minute', ss: 'second', SSS: 'millisecond' };
+
+function patternParser(pattern: string, where: string): (text: string) => TimeParts | undefined {
+  const order: (keyof TimeParts)[] = [];
+  const source = pattern.replace(/YYYY|MM|DD|HH|mm|ss|SSS|[.*+?^${}()|[\]\\]/g, (token) => {
+    const part = TOKENS[token];
+    if (!part) return `\\${token}`;
+    order.push(part);
+    return token === 'YYYY' ? '(\\d{4})' : token === 'SSS' ? '(\\d{3})' : '(\\d{1,2})';
+  });
+  if (!order.includes('year') || !order.includes('month') || !order.includes('day')) {
+    throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
+  }
+  const regex = new RegExp(`^${source}$`);
+  return (text) => {
+    const m = regex.exec(text);
+    if (!m) return undefined;
+    const parts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+    order.forEach((part, i) => ((parts as unknown as Record<string, number>)[part] = +m[i + 1]!));
+    return parts;
+  };
+}
+
+function validParts(p: TimeParts): boolean {
+  if (p.month < 1 || p.month > 12 || p.day < 1 || p.hour > 23 || p.minute > 59 || p.second > 59) return false;
+  return p.day <= new Date(Date.UTC(p.year, p.month, 0)).getUTCDate();
+}
+
+/** Converts a wall-clock time (as if UTC) in `zone` to real UTC milliseconds. */
+function zoneOf(zone: string, where: string): (local: number) => number {
+  if (zone === 'UTC' || zone === 'Z') return (local) => local;
+  if (/^[+-]\d{2}:?\d{2}$/.test(zone)) {
+    const offset = offsetMinutes(zone) * 60_000;
+    return (local) => local - offset;
+  }
+  let format: Intl.DateTimeFormat;
+  try {
+    format = new Intl.DateTimeFormat('en-US', {
+      timeZone: zone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
+  } catch {
+    throw new ConfigError(`${where} must be UTC, an offset like +02:00, or an IANA zone name, got ${JSON.stringify(zone)}`);
+  }
+  const offsetAt = (utc: number) => {
+    const p: Record<string, number> = {};
+    for (const { type, value } of format.formatToParts(utc)) p[type] = +value;
+    const wall = Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!, p.second!);
+    return wall - Math.floor(utc / 1000) * 1000;
+  };
+  // Offsets change on the hour at most: remember them per hour of wall-clock time.
+  const byHour = new Map<number, number>();
+  const HOUR = 3_600_000;
+  return (local) => {
+    const hour = Math.floor(local / HOUR);
+    let offset = byHour.get(hour);
+    if (offset === undefined) {
+      // Two passes settle the offset also next to a daylight-saving change.
+      offset = offsetAt(local - offsetAt(hour * HOUR));
+      if (byHour.size >= 100_000) byHour.clear();
+      byHour.set(hour, offset);
+    }
+    return local - offset;
+  };
+}
