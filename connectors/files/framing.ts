@@ -32,6 +32,7 @@ const NEWLINE = 0x0a;
 const CR = 0x0d;
 /** How much of a refused record a frame keeps, for the dead letter. */
 const EXCERPT_BYTES = 1024;
+const BOM = [0xef, 0xbb, 0xbf];
 
 function startsWithBom(data: Buffer, at: number): boolean {
   return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;
@@ -168,7 +169,6 @@ export class JsonArrayFramer implements Framer {
   push(chunk: Buffer): Frame[] {
     const frames: Frame[] = [];
     let i = 0;
-    if (this.#position === 0 && startsWithBom(chunk, 0)) i = 3;
     const chunkStart = this.#position;
     let elementStart = this.#state === JsonState.InValue ? 0 : -1;
     for (; i < chunk.length; i++) {
@@ -227,6 +227,8 @@ export class JsonArrayFramer implements Framer {
           else frames.push(this.#broken(chunk, i, `expected ',' or ']' at byte ${chunkStart + i}`));
           break;
         case JsonState.Start:
+          // A UTF-8 byte order mark may arrive split over chunks.
+          if (chunkStart + i < 3 && c === BOM[chunkStart + i]) break;
           this.#seenAnyByte = true;
           if (isJsonSpace(c)) break;
           if (c === 0x5b) {

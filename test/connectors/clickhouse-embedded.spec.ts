@@ -1,0 +1,112 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { migrate, toClickHouse } from '../../connectors/clickhouse';
+import { fromIterable } from '../../connectors/iterable';
+import { generate, VENDORS } from '../../examples/bookings/generate';
+import { migrationsDir, samplesDir } from '../../examples/bookings/paths';
+import { bookingPipeline } from '../../examples/bookings/pipeline';
+import { ClickHouseError, ConfigError } from '../../lib/errors';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { MemorySink, observed, tempDir, testClickHouse } from '../helpers';
+
+const count = async (sql: string) => Number((await testClickHouse().query<{ n: string }>(sql))[0]!.n);
+
+describe('embedded ClickHouse (chDB)', function () {
+  this.timeout(120_000);
+  const clickhouse = testClickHouse();
+
+  beforeEach(async () => {
+    for (const table of ['bookings', 'dead_letters', 'tributary_migrations']) await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
+    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([1, 2]);
+  });
+
+  it('applies each migration once', async () => {
+    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([]);
+    expect(await count('SELECT count() AS n FROM tributary_migrations')).to.equal(2);
+  });
+
+  it('lands the sample files: valid records in bookings, refused ones in dead_letters with path and reason, nothing else', async () => {
+    const paths = VENDORS.map((v) => join(samplesDir, v));
+    const stats = await bookingPipeline({ client: clickhouse, paths }).run();
+    const bookings = await count('SELECT count() AS n FROM bookings');
+    const letters = await count('SELECT count() AS n FROM dead_letters');
+    expect(stats.read).to.equal(44);
+    expect([bookings, letters]).to.deep.equal([stats.written, stats.deadLettered]);
+    expect(bookings + letters).to.equal(stats.read);
+    const reasons = await clickhouse.query<Record<string, string>>(
+      'SELECT vendor, stage, code, path FROM dead_letters ORDER BY vendor, path',
+    );
+    expect(reasons).to.deep.equal([
+      { vendor: 'globetrek', stage: 'normalize', code: 'MAPPING', path: '/booking_no' },
+      { vendor: 'globetrek', stage: 'normalize', code: 'MAPPING', path: '/status' },
+      { vendor: 'skyway', stage: 'normalize', code: 'MAPPING', path: '/price/currency' },
+      { vendor: 'staylodge', stage: 'source', code: 'INVALID_UTF8', path: '' },
+      { vendor: 'staylodge', stage: 'normalize', code: 'MAPPING', path: '/checkIn' },
+    ]);
+    const [row] = await clickhouse.query<Record<string, string>>(
+      "SELECT booking_id, status, toString(total_amount) AS total_amount, currency, toString(booked_at) AS booked_at FROM bookings WHERE vendor = 'skyway' ORDER BY booking_id LIMIT 1",
+    );
+    expect(row).to.deep.equal({ booking_id: 'SKY-00000001', status: 'confirmed', total_amount: '1584.33', currency: 'USD', booked_at: '2026-01-01 01:29:13.193' });
+
+    // The same files again: the same batches carry the same insert tokens, and are absorbed.
+    await bookingPipeline({ client: clickhouse, paths }).run();
+    expect(await count('SELECT count() AS n FROM bookings')).to.equal(bookings);
+    expect(await count('SELECT count() AS n FROM dead_letters')).to.equal(letters);
+  });
+
+  it('accounts for every record of a large generated file exactly: records in = bookings + dead letters', async () => {
+    const dir = tempDir();
+    try {
+      const file = join(dir.path, 'globetrek', 'feed.ndjson');
+      require('node:fs').mkdirSync(join(dir.path, 'globetrek'));
+      const { faulty } = await generate({ vendor: 'globetrek', records: 30_000, out: file, faultRate: 0.02, seed: 3 });
+      const stats = await bookingPipeline({ client: clickhouse, paths: [file], batch: { rows: 5000 }, inFlight: { records: 12_000 } }).run();
+      expect(stats.read).to.equal(30_000);
+      expect(stats.deadLettered).to.equal(faulty);
+      expect(await count('SELECT count() AS n FROM bookings')).to.equal(30_000 - faulty);
+      expect(await count('SELECT count() AS n FROM dead_letters')).to.equal(faulty);
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it('nacks and never acks when ClickHouse refuses the batch, with the server message', async () => {
+    await clickhouse.exec('DROP TABLE IF EXISTS missing_table');
+    const source = observed(fromIterable([{ a: 1 }, { a: 2 }]));
+    const pipeline = new Pipeline({ source, sink: toClickHouse({ client: clickhouse, table: 'missing_table' }), deadLetters: new MemorySink<DeadLetter>() });
+    const error = await pipeline.run().catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ClickHouseError);
+    expect((error as ClickHouseError).clickhouseCode).to.equal(60); // UNKNOWN_TABLE
+    expect((error as ClickHouseError).retriable).to.equal(false);
+    expect(source.acked).to.deep.equal([]);
+    expect(source.nacked).to.have.length(2);
+  });
+
+  it('refuses a table name that is not an identifier', () => {
+    expect(() => toClickHouse({ client: clickhouse, table: 'x; DROP TABLE bookings' })).to.throw(ConfigError, /table must be a name like bookings/);
+  });
+
+  it('the demo prints the summary, and running it again changes no count', async function () {
+    const dir = tempDir();
+    try {
+      const demo = () =>
+        promisify(execFile)(process.execPath, [join(__dirname, '../../examples/bookings/demo.js')], {
+          env: { ...process.env, TRIBUTARY_DEMO_PATH: dir.path },
+        });
+      const first = await demo();
+      const second = await demo();
+      const totals = (out: string) => out.slice(out.indexOf('Totals'));
+      expect(first.stdout).to.contain('Bookings and revenue by vendor and day');
+      expect(first.stdout).to.contain('Dead letters by reason');
+      expect(totals(first.stdout)).to.match(/bookings\s+dead_letters\n39\s+5/);
+      expect(totals(second.stdout)).to.equal(totals(first.stdout));
+      const summary = (out: string) => out.slice(out.indexOf('Bookings and revenue'));
+      expect(summary(second.stdout)).to.equal(summary(first.stdout));
+    } finally {
+      dir.remove();
+    }
+  });
+});

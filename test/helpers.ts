@@ -1,0 +1,121 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Observable } from 'rxjs';
+import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from '../lib/envelope';
+import type { Batch, DeadLetter, Sink, WriteContext } from '../lib/sink';
+import type { Source } from '../lib/source';
+
+/** A sink that keeps what it was given; writes can be slowed, gated or made to fail. */
+export class MemorySink<T> implements Sink<T> {
+  readonly name: string;
+  readonly rows: T[] = [];
+  readonly writes: { size: number; token: string; attempt: number }[] = [];
+  /** Resolves a write when it returns; default resolves at once. */
+  gate: (batch: Batch<T>, context: WriteContext) => Promise<void> = async () => undefined;
+  closed = 0;
+
+  constructor(name = 'memory') {
+    this.name = name;
+  }
+
+  async write(batch: Batch<T>, context: WriteContext): Promise<void> {
+    this.writes.push({ size: batch.envelopes.length, token: context.token, attempt: context.attempt });
+    await this.gate(batch, context);
+    for (const envelope of batch.envelopes) if (!envelope.settled) this.rows.push(envelope.value);
+  }
+
+  async close(): Promise<void> {
+    this.closed++;
+  }
+}
+
+export type DeadLetterSink = MemorySink<DeadLetter>;
+
+/** The outcomes a source was told about, by position. */
+export interface Observed<T> extends Source<T> {
+  readonly acked: string[];
+  readonly nacked: { position: string; error: Error }[];
+}
+
+/** Wraps a source to record what it learns through `settled`. */
+export function observed<T>(source: Source<T>): Observed<T> {
+  const acked: string[] = [];
+  const nacked: { position: string; error: Error }[] = [];
+  return {
+    name: source.name,
+    acked,
+    nacked,
+    open: (context) => source.open(context) as Observable<Envelope<T>>,
+    settled(envelope, error) {
+      if (error) nacked.push({ position: envelope.meta.position, error });
+      else acked.push(envelope.meta.position);
+      source.settled?.(envelope, error);
+    },
+  };
+}
+
+/** Envelopes outside a pipeline, whose fate is recorded; for operator tests. */
+export class Recorder implements Settlement {
+  readonly acked: Envelope<unknown>[] = [];
+  readonly nacked: Envelope<unknown>[] = [];
+  readonly rejected: { envelope: Envelope<unknown>; failure: RecordFailure }[] = [];
+  readonly deadLetters: DeadLetterRouter = {
+    route: (envelope, failure, done) => {
+      this.rejected.push({ envelope, failure });
+      done();
+    },
+  };
+
+  envelope<T>(value: T, meta: Partial<RecordMeta> = {}): Envelope<T> {
+    const position = meta.position ?? `test@${this.#next++}`;
+    return new Envelope(value, { source: 'test', receivedAt: 0, attempt: 1, ...meta, position }, undefined, 1, this);
+  }
+
+  #next = 1;
+
+  ack(envelope: Envelope<unknown>): void {
+    this.acked.push(envelope);
+  }
+
+  nack(envelope: Envelope<unknown>): void {
+    this.nacked.push(envelope);
+  }
+
+  reject(envelope: Envelope<unknown>, failure: RecordFailure): void {
+    this.deadLetters.route(envelope, failure, () => undefined);
+  }
+}
+
+/** A fresh temporary directory, removed by the returned function. */
+export function tempDir(prefix = 'tributary-test-'): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Polls `condition` until true, or fails after `timeoutMs`. */
+export async function until(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+let shared: { client: import('../connectors/clickhouse').ClickHouseClient; dir: { path: string; remove: () => void } } | undefined;
+
+/**
+ * The embedded ClickHouse of this test process. chDB holds one data directory per
+ * process, so tests share it and each recreates the tables it uses.
+ */
+export function testClickHouse(): import('../connectors/clickhouse').ClickHouseClient {
+  if (!shared) {
+    const { embeddedClickHouse } = require('../connectors/clickhouse') as typeof import('../connectors/clickhouse');
+    const dir = tempDir('tributary-chdb-');
+    shared = { client: embeddedClickHouse({ path: dir.path }), dir };
+    process.once('exit', () => dir.remove());
+  }
+  return shared.client;
+}

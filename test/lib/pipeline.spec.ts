@@ -1,0 +1,253 @@
+import { expect } from 'chai';
+import { fromIterable } from '../../connectors/iterable';
+import { ConfigError, SinkError } from '../../lib/errors';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { normalize } from '../../operators/normalize';
+import { delay, MemorySink, observed, until } from '../helpers';
+
+const noRetry = { retries: 0 };
+
+async function* slowly<T>(items: T[]) {
+  for (const item of items) {
+    yield item;
+    await delay(20);
+  }
+}
+
+describe('Pipeline', () => {
+  it('acks a record only after the sink write resolves', async () => {
+    const source = observed(fromIterable([1, 2, 3]));
+    const sink = new MemorySink<number>();
+    let release!: () => void;
+    sink.gate = () => new Promise<void>((resolve) => (release = resolve));
+    const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
+    await pipeline.start();
+    await until(() => sink.writes.length === 1, 2000, 'the write');
+    await delay(20);
+    expect(source.acked).to.deep.equal([]);
+    expect(pipeline.stats.inFlightRecords).to.equal(3);
+    release();
+    const stats = await pipeline.finished();
+    expect(source.acked).to.deep.equal(['iterable@1', 'iterable@2', 'iterable@3']);
+    expect(stats).to.include({ read: 3, written: 3, deadLettered: 0, nacked: 0, inFlightRecords: 0 });
+  });
+
+  it('nacks and never acks when the sink keeps failing, and reports the failure', async () => {
+    const source = observed(fromIterable([1, 2, 3, 4]));
+    const sink = new MemorySink<number>();
+    sink.gate = async () => {
+      throw new SinkError('disk on fire', { retriable: true });
+    };
+    const pipeline = new Pipeline({
+      source,
+      sink,
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 2 },
+      retry: { retries: 2, initialDelayMs: 1, maxDelayMs: 2 },
+    });
+    const error = await pipeline.run().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).to.be.instanceOf(SinkError).with.property('message', 'disk on fire');
+    expect(source.acked).to.deep.equal([]);
+    expect(source.nacked.map((n) => n.position)).to.include.members(['iterable@1', 'iterable@2']);
+    expect(sink.writes.filter((w) => w.token === sink.writes[0]!.token).map((w) => w.attempt)).to.deep.equal([1, 2, 3]);
+    expect(pipeline.stats.inFlightRecords).to.equal(0);
+  });
+
+  it('does not retry an error that is not retriable', async () => {
+    const sink = new MemorySink<number>();
+    sink.gate = async () => {
+      throw new SinkError('unknown column', { retriable: false });
+    };
+    const pipeline = new Pipeline({ source: fromIterable([1]), sink, deadLetters: new MemorySink<DeadLetter>(), retry: { retries: 5, initialDelayMs: 1 } });
+    await pipeline.run().catch(() => undefined);
+    expect(sink.writes).to.have.length(1);
+    expect(pipeline.stats.nacked).to.equal(1);
+  });
+
+  it('pauses the source at the in-flight limit while the sink is slow, then goes on', async () => {
+    let pulled = 0;
+    function* numbers() {
+      for (let i = 0; i < 1000; i++) {
+        pulled++;
+        yield i;
+      }
+    }
+    const sink = new MemorySink<number>();
+    let open = false;
+    const waiting: Array<() => void> = [];
+    sink.gate = () => (open ? Promise.resolve() : new Promise<void>((resolve) => waiting.push(resolve)));
+    const pipeline = new Pipeline({
+      source: fromIterable(numbers()),
+      sink,
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 10, maxWaitMs: 5 },
+      inFlight: { records: 50 },
+    });
+    await pipeline.start();
+    await delay(100);
+    // The source took one more item from its iterator and waits for credit to emit it.
+    expect(pulled).to.be.at.most(51);
+    expect(pipeline.stats.inFlightRecords).to.equal(50);
+    expect(sink.rows).to.have.length(0);
+    open = true;
+    waiting.forEach((resolve) => resolve());
+    const stats = await pipeline.finished();
+    expect(pulled).to.equal(1000);
+    expect(stats.written).to.equal(1000);
+    expect(sink.rows).to.have.length(1000);
+  });
+
+  it('bounds in-flight bytes as well as records', async () => {
+    const sink = new MemorySink<string>();
+    const waiting: Array<() => void> = [];
+    sink.gate = () => new Promise<void>((resolve) => waiting.push(resolve));
+    const items = Array.from({ length: 100 }, () => 'x'.repeat(100));
+    const pipeline = new Pipeline({
+      source: fromIterable(items),
+      sink,
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 5, maxWaitMs: 5 },
+      inFlight: { records: 100, bytes: 1000 },
+    });
+    await pipeline.start();
+    await delay(50);
+    expect(pipeline.stats.inFlightBytes).to.equal(1000);
+    expect(pipeline.stats.inFlightRecords).to.equal(10);
+    const drain = setInterval(() => waiting.splice(0).forEach((r) => r()), 2);
+    await pipeline.finished();
+    clearInterval(drain);
+    expect(sink.rows).to.have.length(100);
+  });
+
+  it('routes refused records to the dead-letter sink and acks them only after that write', async () => {
+    const source = observed(fromIterable([{ id: '1' }, { nope: true }, { id: '3' }], { vendor: 'acme' }));
+    const sink = new MemorySink<Record<string, unknown>>();
+    const deadLetters = new MemorySink<DeadLetter>();
+    let release!: () => void;
+    deadLetters.gate = () => new Promise<void>((resolve) => (release = resolve));
+    const pipeline = new Pipeline({
+      name: 'p1',
+      source,
+      transform: normalize({ mappings: { acme: { fields: { id: { required: true } } } } }),
+      sink,
+      deadLetters,
+      deadLetterBatch: { maxWaitMs: 1 },
+    });
+    await pipeline.start();
+    await until(() => deadLetters.writes.length === 1, 2000, 'the dead-letter write');
+    await until(() => source.acked.length === 2, 2000, 'the sink acks');
+    expect(source.acked).to.not.include('iterable@2');
+    release();
+    const stats = await pipeline.finished();
+    expect(source.acked).to.include('iterable@2');
+    expect(sink.rows).to.deep.equal([{ id: '1' }, { id: '3' }]);
+    expect(deadLetters.rows).to.have.length(1);
+    expect(deadLetters.rows[0]).to.include({
+      pipeline: 'p1',
+      position: 'iterable@2',
+      vendor: 'acme',
+      stage: 'normalize',
+      code: 'MAPPING',
+      path: '/id',
+      raw: '{"nope":true}',
+      raw_encoding: 'utf8',
+    });
+    expect(stats.read).to.equal(stats.written + stats.deadLettered);
+  });
+
+  it('nacks a refused record whose dead-letter write fails', async () => {
+    const source = observed(fromIterable([{ nope: true }], { vendor: 'acme' }));
+    const deadLetters = new MemorySink<DeadLetter>();
+    deadLetters.gate = async () => {
+      throw new SinkError('dead letters down');
+    };
+    const pipeline = new Pipeline({
+      source,
+      transform: normalize({ mappings: { acme: { fields: { id: { required: true } } } } }),
+      sink: new MemorySink(),
+      deadLetters,
+      retry: noRetry,
+    });
+    const error = await pipeline.run().catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(SinkError);
+    expect(source.acked).to.deep.equal([]);
+    expect(source.nacked.map((n) => n.position)).to.deep.equal(['iterable@1']);
+  });
+
+  it('stop() stops reading, flushes the partial batch, settles everything, and is safe to call twice', async () => {
+    async function* endless() {
+      for (let i = 0; ; i++) {
+        yield i;
+        if (i % 10 === 0) await delay(1);
+      }
+    }
+    const source = observed(fromIterable(endless()));
+    const sink = new MemorySink<number>();
+    const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 1000, maxWaitMs: 60_000 } });
+    await pipeline.start();
+    await until(() => pipeline.stats.read > 200, 2000, 'records to flow');
+    const first = pipeline.stop();
+    const second = pipeline.stop();
+    expect(second).to.equal(first);
+    const stats = await first;
+    expect(stats.read).to.be.greaterThan(200);
+    expect(stats.written).to.equal(stats.read);
+    expect(sink.rows).to.have.length(stats.read);
+    expect(source.acked).to.have.length(stats.read);
+    expect(stats.inFlightRecords).to.equal(0);
+    expect(sink.closed).to.equal(1);
+    await pipeline.stop();
+    expect(sink.closed).to.equal(1);
+  });
+
+  it('stops through Symbol.asyncDispose', async () => {
+    const sink = new MemorySink<number>();
+    const pipeline = new Pipeline({ source: fromIterable(slowly([1, 2, 3])), sink, deadLetters: new MemorySink<DeadLetter>() });
+    await pipeline.start();
+    await until(() => pipeline.stats.read === 1, 2000, 'the first record');
+    await pipeline[Symbol.asyncDispose]();
+    expect(sink.closed).to.equal(1);
+    expect(sink.rows).to.have.length(pipeline.stats.read);
+    expect(pipeline.stats.written).to.equal(pipeline.stats.read);
+  });
+
+  it('fails with the source error after settling what was already read', async () => {
+    async function* broken() {
+      yield 1;
+      yield 2;
+      throw new Error('connection reset');
+    }
+    const source = observed(fromIterable(broken()));
+    const sink = new MemorySink<number>();
+    const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>() });
+    const error = await pipeline.run().catch((e: unknown) => e);
+    expect(String(error)).to.match(/connection reset/);
+    expect(source.acked).to.deep.equal(['iterable@1', 'iterable@2']);
+    expect(sink.rows).to.deep.equal([1, 2]);
+  });
+
+  it('gives the same insert token to the same records', async () => {
+    const tokens = async () => {
+      const sink = new MemorySink<number>();
+      await new Pipeline({ source: fromIterable([1, 2, 3, 4, 5]), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 2 } }).run();
+      return sink.writes.map((w) => w.token);
+    };
+    const first = await tokens();
+    expect(first).to.have.length(3);
+    expect(new Set(first).size).to.equal(3);
+    expect(await tokens()).to.deep.equal(first);
+  });
+
+  it('refuses bad configuration at construction with the rule', () => {
+    const base = { source: fromIterable([]), sink: new MemorySink(), deadLetters: new MemorySink<DeadLetter>() };
+    expect(() => new Pipeline({ ...base, batch: { rows: 0 } })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 0');
+    expect(() => new Pipeline({ ...base, inFlight: { records: 10 } })).to.throw(ConfigError, 'inFlight.records must be >= batch.rows (10000), got 10');
+    expect(() => new Pipeline({ ...base, sinkConcurrency: 0 })).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got 0');
+    expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0, got -1');
+    expect(() => new Pipeline({ ...base, deadLetters: undefined as never })).to.throw(ConfigError, /deadLetters is required/);
+  });
+});

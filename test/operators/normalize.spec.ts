@@ -1,0 +1,150 @@
+import { expect } from 'chai';
+import { from, lastValueFrom, toArray } from 'rxjs';
+import { ConfigError } from '../../lib/errors';
+import { normalize, type VendorMapping } from '../../operators/normalize';
+import { mappings } from '../../examples/bookings/mappings';
+import { Recorder } from '../helpers';
+
+async function run(mapping: VendorMapping, inputs: unknown[], vendor = 'v') {
+  const recorder = new Recorder();
+  const envelopes = inputs.map((value) => recorder.envelope(value, { vendor }));
+  const out = await lastValueFrom(from(envelopes).pipe(normalize({ mappings: { [vendor]: mapping } }), toArray()));
+  return { values: out.map((e) => e.value), rejected: recorder.rejected.map((r) => r.failure) };
+}
+
+const one = async (mapping: VendorMapping, input: unknown) => {
+  const { values, rejected } = await run(mapping, [input]);
+  return values[0] ?? rejected[0];
+};
+
+describe('normalize', () => {
+  it('reads paths and fallbacks, renames, applies defaults, and leaves out absent optional fields', async () => {
+    const mapping: VendorMapping = {
+      fields: {
+        id: { from: 'ref', required: true },
+        city: 'hotel.address.city',
+        first_pax: 'pax.0.name',
+        when: { from: ['updated', 'created'] },
+        channel: { from: 'source', default: 'web' },
+        note: 'comment',
+      },
+    };
+    expect(await one(mapping, { ref: ' A1 ', hotel: { address: { city: 'Rome' } }, pax: [{ name: 'Ada' }], created: 'x' })).to.deep.equal({
+      id: 'A1',
+      city: 'Rome',
+      first_pax: 'Ada',
+      when: 'x',
+      channel: 'web',
+    });
+  });
+
+  it('keeps money as exact decimal text, from decimal strings, commas, floats and minor units', async () => {
+    const money = (rule: object) => ({ fields: { amount: { from: 'a', type: 'decimal' as const, ...rule } } });
+    expect(await one(money({}), { a: '1234.50' })).to.deep.equal({ amount: '1234.50' });
+    expect(await one(money({}), { a: 0.1 })).to.deep.equal({ amount: '0.1' });
+    expect(await one(money({}), { a: '007' })).to.deep.equal({ amount: '7' });
+    expect(await one(money({ decimalSeparator: ',' }), { a: '1.234,5' })).to.deep.equal({ amount: '1234.5' });
+    expect(await one(money({ minorUnits: 2 }), { a: 123456 })).to.deep.equal({ amount: '1234.56' });
+    expect(await one(money({ minorUnits: 2 }), { a: 5 })).to.deep.equal({ amount: '0.05' });
+    expect(await one(money({ minorUnits: 3 }), { a: '-1500' })).to.deep.equal({ amount: '-1.500' });
+    expect(await one(money({}), { a: '12,5' })).to.include({ code: 'MAPPING', path: '/a' });
+    expect(await one(money({}), { a: 1e21 })).to.include({ code: 'MAPPING' });
+    expect(await one(money({ minorUnits: 2 }), { a: '12.5' })).to.include({ code: 'MAPPING' });
+  });
+
+  it('turns vendor times into UTC: ISO with offsets, epochs, patterns in a named zone across daylight saving', async () => {
+    const time = (rule: object) => ({ fields: { t: { from: 't', type: 'datetime' as const, ...rule } } });
+    expect(await one(time({}), { t: '2026-03-01T10:00:00+01:00' })).to.deep.equal({ t: '2026-03-01T09:00:00.000Z' });
+    expect(await one(time({}), { t: '2026-03-01 10:00:00.5' })).to.deep.equal({ t: '2026-03-01T10:00:00.500Z' });
+    expect(await one(time({ timeZone: '-05:00' }), { t: '2026-03-01T10:00' })).to.deep.equal({ t: '2026-03-01T15:00:00.000Z' });
+    expect(await one(time({ format: 'epoch-s' }), { t: 1772359200 })).to.deep.equal({ t: '2026-03-01T10:00:00.000Z' });
+    expect(await one(time({ format: 'epoch-ms' }), { t: '1772359200000' })).to.deep.equal({ t: '2026-03-01T10:00:00.000Z' });
+    const paris = time({ format: 'DD/MM/YYYY HH:mm', timeZone: 'Europe/Paris' });
+    expect(await one(paris, { t: '15/01/2026 12:00' })).to.deep.equal({ t: '2026-01-15T11:00:00.000Z' }); // winter, +01:00
+    expect(await one(paris, { t: '15/07/2026 12:00' })).to.deep.equal({ t: '2026-07-15T10:00:00.000Z' }); // summer, +02:00
+    expect(await one(paris, { t: '29/03/2026 01:30' })).to.deep.equal({ t: '2026-03-29T00:30:00.000Z' }); // before the switch
+    expect(await one(paris, { t: '29/03/2026 03:30' })).to.deep.equal({ t: '2026-03-29T01:30:00.000Z' }); // after it
+    expect(await one(paris, { t: '31/02/2026 12:00' })).to.include({ code: 'MAPPING', path: '/t' });
+    expect(await one(time({}), { t: 'yesterday' })).to.include({ code: 'MAPPING', message: '/t t: expected an ISO 8601 time, got "yesterday"' });
+  });
+
+  it('keeps calendar dates on the day the vendor wrote', async () => {
+    const date = { fields: { d: { from: 'd', type: 'date' as const, timeZone: 'Asia/Tokyo' } } };
+    expect(await one(date, { d: '2026-04-10' })).to.deep.equal({ d: '2026-04-10' });
+    expect(await one({ fields: { d: { from: 'd', type: 'date', format: 'DD/MM/YYYY' } } }, { d: '10/04/2026' })).to.deep.equal({ d: '2026-04-10' });
+  });
+
+  it('maps enums and numbers, and collects every issue of a record', async () => {
+    const mapping: VendorMapping = {
+      fields: {
+        id: { from: 'id', required: true },
+        status: { from: 's', values: { HK: 'confirmed', XX: 'cancelled' } },
+        pax: { from: 'p', type: 'integer' },
+        paid: { from: 'paid', type: 'boolean' },
+      },
+    };
+    expect(await one(mapping, { id: 1, s: 'XX', p: '3', paid: 'yes' })).to.deep.equal({ id: '1', status: 'cancelled', pax: 3, paid: true });
+    const failure = await one(mapping, { s: 'ZZ', p: '2.5', paid: 'maybe' });
+    expect(failure).to.deep.equal({
+      stage: 'normalize',
+      code: 'MAPPING',
+      path: '/id',
+      message: "/id id is required; /s status: 'ZZ' is not one of HK, XX; /p pax: expected an integer, got \"2.5\"; /paid paid: expected a boolean, got \"maybe\"",
+    });
+  });
+
+  it('runs vendor checks and computed fields', async () => {
+    const mapping: VendorMapping = {
+      fields: { n: { compute: (r) => r.items.length, type: 'integer' } },
+      check: (out) => (out.n === 0 ? [{ path: '/items', message: 'a booking needs items' }] : undefined),
+    };
+    expect(await one(mapping, { items: [1, 2] })).to.deep.equal({ n: 2 });
+    expect(await one(mapping, { items: [] })).to.deep.equal({ stage: 'normalize', code: 'MAPPING', path: '/items', message: '/items a booking needs items' });
+  });
+
+  it('dead-letters records of unknown vendors and records that are not objects', async () => {
+    const recorder = new Recorder();
+    const input = [recorder.envelope({}, { vendor: 'nobody' }), recorder.envelope({}), recorder.envelope([1], { vendor: 'v' })];
+    const out = await lastValueFrom(from(input).pipe(normalize({ mappings: { v: { fields: {} } } }), toArray()));
+    expect(out).to.deep.equal([]);
+    expect(recorder.rejected.map((r) => [r.failure.code, r.failure.message])).to.deep.equal([
+      ['UNKNOWN_VENDOR', "/ no mapping for vendor 'nobody'"],
+      ['UNKNOWN_VENDOR', '/ record has no vendor'],
+      ['MAPPING', '/ expected an object, got an array'],
+    ]);
+  });
+
+  it('refuses broken mappings at construction', () => {
+    expect(() => normalize({ mappings: { v: { fields: { t: { type: 'time' as never } } } } })).to.throw(ConfigError, /mappings\.v\.fields\.t\.type must be one of/);
+    expect(() => normalize({ mappings: { v: { fields: { t: { type: 'datetime', timeZone: 'Mars/Olympus' } } } } })).to.throw(ConfigError, /timeZone must be UTC/);
+    expect(() => normalize({ mappings: { v: { fields: { t: { type: 'date', format: 'HH:mm' } } } } })).to.throw(ConfigError, /format must contain YYYY, MM and DD/);
+    expect(() => normalize({ mappings: { v: { fields: { a: { type: 'decimal', minorUnits: -1 } } } } })).to.throw(ConfigError, /minorUnits must be an integer from 0 to 18/);
+  });
+
+  describe('the example vendors (golden records)', () => {
+    const golden: [string, unknown, Record<string, unknown>][] = [
+      [
+        'skyway',
+        { ref: 'SKY-1', created: '2026-03-01T10:00:00+01:00', updated: '2026-03-02T08:00:00+01:00', state: 'HK', route: { from: 'CDG', to: 'JFK' }, departure: '2026-04-10', pax: [{}, {}], price: { amount_cents: 123450, currency: 'eur' } },
+        { vendor: 'skyway', booking_id: 'SKY-1', updated_at: '2026-03-02T07:00:00.000Z', status: 'confirmed', product: 'flight', booked_at: '2026-03-01T09:00:00.000Z', travel_date: '2026-04-10', origin: 'CDG', destination: 'JFK', passengers: 2, total_amount: '1234.50', currency: 'EUR' },
+      ],
+      [
+        'globetrek',
+        { booking_no: 'GT1', booked_on: '01/07/2026 10:00', status: 'CANC', type: 'RAIL', origin: 'Paris', destination: 'Lyon', travel_date: '10/07/2026', travellers: '3', total: '89,90', ccy: 'eur' },
+        { vendor: 'globetrek', booking_id: 'GT1', updated_at: '2026-07-01T08:00:00.000Z', status: 'cancelled', product: 'rail', booked_at: '2026-07-01T08:00:00.000Z', travel_date: '2026-07-10', origin: 'Paris', destination: 'Lyon', passengers: 3, total_amount: '89.90', currency: 'EUR' },
+      ],
+      [
+        'staylodge',
+        { reservationId: 5000001, createdAt: 1772359200, reservationStatus: 'TENTATIVE', hotel: { city: 'Rome' }, checkIn: '2026-04-10', guests: 2, amount: 412.5, currency: 'EUR' },
+        { vendor: 'staylodge', booking_id: '5000001', updated_at: '2026-03-01T10:00:00.000Z', status: 'pending', product: 'hotel', booked_at: '2026-03-01T10:00:00.000Z', travel_date: '2026-04-10', destination: 'Rome', passengers: 2, total_amount: '412.5', currency: 'EUR' },
+      ],
+    ];
+    for (const [vendor, input, expected] of golden) {
+      it(vendor, async () => {
+        const { values, rejected } = await run(mappings[vendor]!, [input], vendor);
+        expect(rejected).to.deep.equal([]);
+        expect(values).to.deep.equal([expected]);
+      });
+    }
+  });
+});
