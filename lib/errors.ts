@@ -80,21 +80,33 @@ export class ConnectorError extends TributaryError {
   }
 }
 
+export interface SinkErrorOptions extends TributaryErrorOptions {
+  /**
+   * The data is at fault, not the sink: some rows of the batch can never be written
+   * (a value of the wrong type). The pipeline then splits the batch to find them and
+   * dead-letters them alone.
+   */
+  rowsAtFault?: boolean;
+}
+
 /** A sink write that did not become durable. */
 export class SinkError extends TributaryError {
-  constructor(message: string, options: TributaryErrorOptions = {}) {
+  readonly rowsAtFault: boolean;
+
+  constructor(message: string, options: SinkErrorOptions = {}) {
     super(message, { code: 'SINK', ...options });
     this.name = 'SinkError';
+    this.rowsAtFault = options.rowsAtFault ?? false;
   }
 }
 
-/** A ClickHouse error, carrying the server's numeric code and name when known. */
+/** A ClickHouse error, carrying the server's numeric code when known. */
 export class ClickHouseError extends SinkError {
   /** ClickHouse's numeric error code (27 = CANNOT_PARSE_INPUT_ASSERTION_FAILED, …). */
   readonly clickhouseCode: number | undefined;
 
-  constructor(message: string, clickhouseCode: number | undefined, retriable: boolean, cause?: unknown) {
-    super(message, { code: 'CLICKHOUSE', retriable, cause });
+  constructor(message: string, clickhouseCode: number | undefined, options: SinkErrorOptions = {}) {
+    super(message, { code: clickhouseCode === undefined ? 'CLICKHOUSE' : `CLICKHOUSE_${clickhouseCode}`, ...options });
     this.name = 'ClickHouseError';
     this.clickhouseCode = clickhouseCode;
   }

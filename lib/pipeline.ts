@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFunction } from 'rxjs';
 import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
+import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
 import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
@@ -26,8 +27,22 @@ export interface PipelineOptions<T> {
   inFlight?: InFlightOptions;
   /** Sink writes under way at once. @default 2 */
   sinkConcurrency?: number;
-  /** Retries of a failed sink write whose error is retriable. @default retry's defaults */
+  /**
+   * Retries of a sink write whose error is retriable. By default a write is tried until
+   * it succeeds or `stop({ timeoutMs })` gives up: records are never dropped because a
+   * sink is down, the source pauses instead. @default { retries: Infinity, maxDelayMs: 5000 }
+   */
   retry?: RetryOptions;
+  /** The circuit breaker around each sink's writes. @default BreakerOptions' defaults */
+  breaker?: BreakerOptions;
+}
+
+export interface StopOptions {
+  /**
+   * How long to keep retrying writes of records already read before giving up and
+   * nacking them. @default no limit
+   */
+  timeoutMs?: number;
 }
 
 export interface PipelineStats {
@@ -69,6 +84,9 @@ export class Pipeline<T> implements AsyncDisposable {
   #retry: ReturnType<typeof resolveRetryOptions>;
   #sinkConcurrency: number;
   #abort = new AbortController();
+  /** Aborted when stop() runs out of patience: retries end, their records are nacked. */
+  #giveUp = new AbortController();
+  #breakers: { sink: SinkBreaker; deadLetters: SinkBreaker };
   #deadLetter$ = new Subject<Envelope<DeadLetter>>();
   #stats = { read: 0, written: 0, deadLettered: 0, nacked: 0 };
   #failure: Error | undefined;
@@ -92,7 +110,16 @@ export class Pipeline<T> implements AsyncDisposable {
     if (!Number.isInteger(this.#sinkConcurrency) || this.#sinkConcurrency < 1) {
       throw new ConfigError(`sinkConcurrency must be an integer >= 1, got ${options.sinkConcurrency}`);
     }
-    this.#retry = resolveRetryOptions({ ...options.retry, signal: undefined }, 'retry');
+    this.#retry = resolveRetryOptions({ retries: Infinity, maxDelayMs: 5000, ...options.retry, signal: this.#giveUp.signal }, 'retry');
+    this.#breakers = {
+      sink: new SinkBreaker(options.sink.name, options.breaker),
+      deadLetters: new SinkBreaker(options.deadLetters.name, options.breaker),
+    };
+  }
+
+  /** The sink's circuit breaker: `open` while the sink is failing and writes are held back. */
+  get breakerState(): BreakerState {
+    return this.#breakers.sink.state;
   }
 
   get stats(): PipelineStats {
@@ -126,7 +153,11 @@ export class Pipeline<T> implements AsyncDisposable {
   }
 
   /** Stops reading, writes what is in flight, closes the sinks. Safe to call twice. */
-  stop(): Promise<PipelineStats> {
+  stop(options: StopOptions = {}): Promise<PipelineStats> {
+    if (options.timeoutMs !== undefined) {
+      if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
+      setTimeout(() => this.#giveUp.abort(), options.timeoutMs).unref();
+    }
     this.#stopping ??= (async () => {
       this.#abort.abort();
       if (!this.#started) return this.stats;
@@ -151,16 +182,18 @@ export class Pipeline<T> implements AsyncDisposable {
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
       batch<T>(this.#batch),
-      mergeMap((b) => this.#write(sink, b, true), this.#sinkConcurrency),
+      mergeMap((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency),
     );
     const deadLetters$ = this.#deadLetter$.pipe(
       batch<DeadLetter>(this.#deadLetterBatch),
-      mergeMap((b) => this.#write(deadLetters, b, false), 1),
+      mergeMap((b) => this.#write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
     this.#finished = new Promise<void>((resolve) => {
       deadLetters$.subscribe({ complete: resolve });
       main$.subscribe({ complete: () => this.#deadLetter$.complete() });
     }).then(async () => {
+      this.#breakers.sink.shutdown();
+      this.#breakers.deadLetters.shutdown();
       await sink.close?.();
       if (deadLetters !== (sink as unknown)) await deadLetters.close?.();
       if (this.#failure) throw this.#failure;
@@ -217,23 +250,44 @@ export class Pipeline<T> implements AsyncDisposable {
     };
   }
 
-  async #write<V>(sink: Sink<V>, batch: Batch<V>, countWritten: boolean): Promise<void> {
+  /**
+   * Writes a batch and settles its envelopes. Retriable failures are retried through the
+   * breaker; a failure that blames the rows splits the batch until the bad rows stand
+   * alone, and those are dead-lettered while the rest is written.
+   */
+  async #write<V>(sink: Sink<V>, breaker: SinkBreaker, batch: Batch<V>, deadLetters: boolean): Promise<void> {
     const token = insertToken(this.name, sink.name, batch);
     try {
-      await retry((attempt) => sink.write(batch, { token, attempt }), this.#retry);
+      await retry((attempt) => breaker.call(() => sink.write(batch, { token, attempt })), this.#retry);
     } catch (cause) {
-      const error =
-        cause instanceof TributaryError ? cause : new SinkError(`sink ${sink.name} failed: ${String(cause)}`, { cause });
-      for (const envelope of batch.envelopes) envelope.nack(error);
+      const error = cause instanceof TributaryError ? cause : new SinkError(`sink ${sink.name} failed: ${String(cause)}`, { cause });
+      const pending = batch.envelopes.filter((envelope) => !envelope.settled);
+      if (error instanceof SinkError && error.rowsAtFault && !deadLetters && pending.length > 0) {
+        if (pending.length === 1) {
+          pending[0]!.reject({ stage: 'sink', code: error.code, message: error.message, path: '' });
+          return;
+        }
+        const middle = Math.ceil(pending.length / 2);
+        await this.#write(sink, breaker, batchOf(pending.slice(0, middle)), deadLetters);
+        await this.#write(sink, breaker, batchOf(pending.slice(middle)), deadLetters);
+        return;
+      }
+      for (const envelope of pending) envelope.nack(error);
       this.#fail(error);
       return;
     }
     for (const envelope of batch.envelopes) {
       if (envelope.settled) continue;
-      if (countWritten) this.#stats.written++;
+      if (!deadLetters) this.#stats.written++;
       envelope.ack();
     }
   }
+}
+
+function batchOf<V>(envelopes: Envelope<V>[]): Batch<V> {
+  let bytes = 0;
+  for (const envelope of envelopes) bytes += envelope.bytes;
+  return { envelopes, bytes };
 }
 
 class PipelineSettlement implements Settlement {

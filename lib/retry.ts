@@ -2,7 +2,7 @@ import { ConfigError, isRetriable } from './errors';
 
 /** How often and how patiently to try again. */
 export interface RetryOptions {
-  /** Attempts after the first one. @default 5 */
+  /** Attempts after the first one; `Infinity` to keep trying until aborted. @default 5 */
   retries?: number;
   /** Delay before the first retry, in ms. @default 100 */
   initialDelayMs?: number;
@@ -31,8 +31,8 @@ export function resolveRetryOptions(options: RetryOptions = {}, where = 'retry')
     signal: options.signal,
     onRetry: options.onRetry,
   };
-  if (!Number.isInteger(resolved.retries) || resolved.retries < 0) {
-    throw new ConfigError(`${where}.retries must be an integer >= 0, got ${resolved.retries}`);
+  if (!(Number.isInteger(resolved.retries) || resolved.retries === Infinity) || resolved.retries < 0) {
+    throw new ConfigError(`${where}.retries must be an integer >= 0 or Infinity, got ${resolved.retries}`);
   }
   if (!(resolved.initialDelayMs >= 0)) {
     throw new ConfigError(`${where}.initialDelayMs must be a number >= 0, got ${resolved.initialDelayMs}`);

@@ -10,8 +10,12 @@ export interface ClickHouseClient {
   insert(table: string, rows: Buffer, settings: Readonly<Record<string, string | number | boolean>>): Promise<void>;
   /** Whether `insert_deduplication_token` makes a repeated insert a no-op. */
   supportsDeduplicationToken(): Promise<boolean>;
+  /** Whether JSONEachRow accepts decimals written as strings (`"12.50"`); old servers need bare numbers. */
+  readsDecimalStrings(): Promise<boolean>;
   close(): Promise<void>;
 }
+
+import { ClickHouseError } from '../../lib/errors';
 
 /** ClickHouse error codes worth another attempt: overload, timeouts, the network. */
 export const RETRIABLE_CLICKHOUSE_CODES = new Set([
@@ -27,6 +31,43 @@ export const RETRIABLE_CLICKHOUSE_CODES = new Set([
   319, // UNKNOWN_STATUS_OF_INSERT
   425, // SYSTEM_ERROR
 ]);
+
+/** ClickHouse error codes that blame the rows of an insert, not the server or the table. */
+export const ROW_ERROR_CODES = new Set([
+  6, // CANNOT_PARSE_TEXT
+  26, // CANNOT_PARSE_QUOTED_STRING
+  27, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+  32, // ATTEMPT_TO_READ_AFTER_EOF
+  38, // CANNOT_PARSE_DATE
+  41, // CANNOT_PARSE_DATETIME
+  53, // TYPE_MISMATCH
+  69, // ARGUMENT_OUT_OF_BOUND
+  70, // CANNOT_CONVERT_TYPE
+  72, // CANNOT_PARSE_NUMBER
+  117, // INCORRECT_DATA (an unknown field in JSONEachRow)
+  131, // TOO_LARGE_STRING_SIZE
+  349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+  407, // DECIMAL_OVERFLOW
+  441, // CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING
+  457, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+  691, // UNKNOWN_ELEMENT_OF_ENUM
+]);
+
+/** Node's codes for a connection that failed or broke: the server may be back soon. */
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_SOCKET']);
+
+/** Turns whatever a ClickHouse driver threw into a {@link ClickHouseError} that says whether to retry. */
+export function clickhouseErrorOf(cause: unknown, prefix?: string): ClickHouseError {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  const given = (cause as { clickhouseCode?: unknown; code?: unknown } | undefined) ?? {};
+  const numeric = typeof given.clickhouseCode === 'number' ? given.clickhouseCode : /^\d+$/.test(String(given.code)) ? Number(given.code) : clickhouseCodeOf(message);
+  const network = NETWORK_ERRORS.has(String(given.code)) || /socket hang up|Timeout error|ECONNREFUSED|ECONNRESET/i.test(message);
+  return new ClickHouseError(prefix ? `${prefix}: ${message}` : message, numeric, {
+    retriable: network || (numeric !== undefined && RETRIABLE_CLICKHOUSE_CODES.has(numeric)),
+    rowsAtFault: numeric !== undefined && ROW_ERROR_CODES.has(numeric),
+    cause,
+  });
+}
 
 /** The numeric code in a ClickHouse message (`Code: 62. DB::Exception: …`). */
 export function clickhouseCodeOf(message: string): number | undefined {

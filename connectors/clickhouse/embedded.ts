@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Session } from 'chdb';
-import { ClickHouseError, ConfigError } from '../../lib/errors';
-import { clickhouseCodeOf, RETRIABLE_CLICKHOUSE_CODES, type ClickHouseClient } from './client';
+import { ConfigError } from '../../lib/errors';
+import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
 
 export interface EmbeddedClickHouseOptions {
   /**
@@ -68,16 +68,12 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     async supportsDeduplicationToken() {
       return true;
     },
+    async readsDecimalStrings() {
+      return true;
+    },
     async close() {
       session?.close();
       session = undefined;
     },
   };
-}
-
-function errorOf(cause: unknown, prefix?: string): ClickHouseError {
-  const message = cause instanceof Error ? cause.message : String(cause);
-  const code = (cause as { clickhouseCode?: number }).clickhouseCode ?? clickhouseCodeOf(message);
-  const retriable = code !== undefined && RETRIABLE_CLICKHOUSE_CODES.has(code);
-  return new ClickHouseError(prefix ? `${prefix}: ${message}` : message, code, retriable, cause);
 }

@@ -2,3 +2,4 @@ export { type ClickHouseClient } from './client';
 export { embeddedClickHouse, type EmbeddedClickHouseOptions } from './embedded';
 export { loadMigrations, migrate, type Migration } from './migrate';
 export { toClickHouse, type ToClickHouseOptions } from './sink';
+export { serverClickHouse, type ServerClickHouseOptions } from './server';

@@ -1,6 +1,6 @@
 import { ConfigError } from '../../lib/errors';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
-import type { ClickHouseClient } from './client';
+import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {
   /** The connection: `embeddedClickHouse()` or a server client. */
@@ -34,17 +34,33 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
   }
   const { client, table } = options;
   const settings = { date_time_input_format: 'best_effort', ...options.settings };
-  let tokens: boolean | undefined;
+  let prepared: Promise<{ tokens: boolean; unquoteDecimals: RegExp | undefined }> | undefined;
+  const prepare = () => {
+    prepared ??= (async () => {
+      const tokens = await client.supportsDeduplicationToken();
+      if (await client.readsDecimalStrings()) return { tokens, unquoteDecimals: undefined };
+      // Old servers read decimals only as bare numbers: write the exact text unquoted.
+      const columns = await client.query<{ name: string; type: string }>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
+      const decimals = columns.filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => c.name.replace(/[^\w]/g, ''));
+      const unquoteDecimals = decimals.length > 0 ? new RegExp(`"(${decimals.join('|')})":"(-?\\d+(?:\\.\\d+)?)"`, 'g') : undefined;
+      return { tokens, unquoteDecimals };
+    })().catch((error: unknown) => {
+      prepared = undefined;
+      throw error;
+    });
+    return prepared;
+  };
   return {
     name: `clickhouse:${table}`,
     async open() {
-      tokens = await client.supportsDeduplicationToken();
+      await prepare();
     },
     async write(batch: Batch<T>, context: WriteContext) {
-      tokens ??= await client.supportsDeduplicationToken();
+      const { tokens, unquoteDecimals } = await prepare();
       const envelopes = batch.envelopes;
       let text = '';
       for (let i = 0; i < envelopes.length; i++) text += JSON.stringify(envelopes[i]!.value) + '\n';
+      if (unquoteDecimals) text = text.replace(unquoteDecimals, '"$1":$2');
       const perInsert = tokens ? { ...settings, insert_deduplication_token: context.token } : settings;
       await client.insert(table, Buffer.from(text), perInsert);
     },

@@ -45,6 +45,7 @@ describe('Pipeline', () => {
       deadLetters: new MemorySink<DeadLetter>(),
       batch: { rows: 2 },
       retry: { retries: 2, initialDelayMs: 1, maxDelayMs: 2 },
+      breaker: { volumeThreshold: 100 },
     });
     const error = await pipeline.run().then(
       () => undefined,
@@ -55,6 +56,71 @@ describe('Pipeline', () => {
     expect(source.nacked.map((n) => n.position)).to.include.members(['iterable@1', 'iterable@2']);
     expect(sink.writes.filter((w) => w.token === sink.writes[0]!.token).map((w) => w.attempt)).to.deep.equal([1, 2, 3]);
     expect(pipeline.stats.inFlightRecords).to.equal(0);
+  });
+
+  it('holds writes while the breaker is open and writes everything once the sink is back', async () => {
+    const source = observed(fromIterable(Array.from({ length: 40 }, (_, i) => i)));
+    const sink = new MemorySink<number>();
+    let failures = 0;
+    sink.gate = async () => {
+      if (failures++ < 6) throw new SinkError('connection refused', { retriable: true });
+    };
+    const states: string[] = [];
+    const pipeline = new Pipeline({
+      source,
+      sink,
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 10, maxWaitMs: 1 },
+      inFlight: { records: 20 },
+      retry: { initialDelayMs: 5, maxDelayMs: 20 },
+      breaker: { volumeThreshold: 2, resetTimeoutMs: 50 },
+    });
+    await pipeline.start();
+    await until(() => pipeline.breakerState === 'open', 5000, 'the breaker to open');
+    states.push(pipeline.breakerState);
+    expect(source.acked).to.deep.equal([]);
+    expect(pipeline.stats.inFlightRecords).to.equal(20); // the source is held at its budget
+    const stats = await pipeline.finished();
+    states.push(pipeline.breakerState);
+    expect(states).to.deep.equal(['open', 'closed']);
+    expect(stats).to.include({ read: 40, written: 40, nacked: 0 });
+    expect([...sink.rows].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 40 }, (_, i) => i));
+  });
+
+  it('gives up on a sink that stays down when stop() runs out of time, nacking what it holds', async () => {
+    const source = observed(fromIterable([1, 2, 3]));
+    const sink = new MemorySink<number>();
+    sink.gate = async () => {
+      throw new SinkError('connection refused', { retriable: true });
+    };
+    const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { maxWaitMs: 1 }, retry: { initialDelayMs: 1, maxDelayMs: 5 } });
+    await pipeline.start();
+    await until(() => sink.writes.length > 2, 2000, 'a few attempts');
+    const error = await pipeline.stop({ timeoutMs: 20 }).catch((e: unknown) => e);
+    expect(String(error)).to.match(/connection refused/);
+    expect(source.acked).to.deep.equal([]);
+    expect(source.nacked).to.have.length(3);
+  });
+
+  it('isolates rows the sink refuses: splits the batch, dead-letters them, writes the rest', async () => {
+    const source = observed(fromIterable(Array.from({ length: 1000 }, (_, i) => i)));
+    const sink = new MemorySink<number>();
+    const poison = new Set([3, 500, 999]);
+    sink.gate = async (batch) => {
+      const bad = batch.envelopes.find((e) => poison.has(e.value));
+      if (bad) throw new SinkError(`Cannot parse input: row with ${bad.value}`, { rowsAtFault: true, code: 'CLICKHOUSE_27' });
+    };
+    const deadLetters = new MemorySink<DeadLetter>();
+    const stats = await new Pipeline({ source, sink, deadLetters, batch: { rows: 1000 } }).run();
+    expect(stats).to.include({ read: 1000, written: 997, deadLettered: 3, nacked: 0 });
+    expect(sink.rows).to.have.length(997);
+    expect(sink.rows.some((v) => poison.has(v))).to.equal(false);
+    expect(deadLetters.rows.map((l) => [l.position, l.stage, l.code])).to.have.deep.members([
+      ['iterable@4', 'sink', 'CLICKHOUSE_27'],
+      ['iterable@501', 'sink', 'CLICKHOUSE_27'],
+      ['iterable@1000', 'sink', 'CLICKHOUSE_27'],
+    ]);
+    expect(source.acked).to.have.length(1000);
   });
 
   it('does not retry an error that is not retriable', async () => {
@@ -247,7 +313,7 @@ describe('Pipeline', () => {
     expect(() => new Pipeline({ ...base, batch: { rows: 0 } })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 0');
     expect(() => new Pipeline({ ...base, inFlight: { records: 10 } })).to.throw(ConfigError, 'inFlight.records must be >= batch.rows (10000), got 10');
     expect(() => new Pipeline({ ...base, sinkConcurrency: 0 })).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got 0');
-    expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0, got -1');
+    expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0 or Infinity, got -1');
     expect(() => new Pipeline({ ...base, deadLetters: undefined as never })).to.throw(ConfigError, /deadLetters is required/);
   });
 });

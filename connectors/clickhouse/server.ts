@@ -1,0 +1,116 @@
+import { Readable } from 'node:stream';
+import type { ClickHouseClient as HttpClient } from '@clickhouse/client';
+import { ConfigError } from '../../lib/errors';
+import { clickhouseErrorOf, quoteIdentifier, type ClickHouseClient } from './client';
+
+export interface ServerClickHouseOptions {
+  /** The server's HTTP interface. @default 'http://127.0.0.1:8123' */
+  url?: string;
+  /** @default 'default' */
+  username?: string;
+  /** @default '' */
+  password?: string;
+  /** Database of unqualified table names. @default 'default' */
+  database?: string;
+  /** One HTTP request's limit; a timed-out insert may still land, and is retried with the same token. @default 30000 */
+  requestTimeoutMs?: number;
+  /** Compress insert bodies (gzip). @default true */
+  compressInserts?: boolean;
+  /** HTTP connections kept open. @default 4 */
+  maxOpenConnections?: number;
+}
+
+/**
+ * A ClickHouse server over HTTP (`@clickhouse/client`), the production target.
+ *
+ * What the server can do is read from its version once: `insert_deduplication_token`
+ * (22.2 and later) makes a retried insert a no-op; older servers rely on the table's
+ * natural-key replacement (ReplacingMergeTree) instead.
+ *
+ * ## Example
+ * ```ts
+ * import { serverClickHouse, toClickHouse } from 'tributary';
+ * const clickhouse = serverClickHouse({ url: 'http://clickhouse:8123', password: process.env.CH_PASSWORD });
+ * const sink = toClickHouse({ client: clickhouse, table: 'bookings' });
+ * ```
+ */
+export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHouseClient & { version(): Promise<string> } {
+  const url = options.url ?? 'http://127.0.0.1:8123';
+  try {
+    new URL(url);
+  } catch {
+    throw new ConfigError(`url must be an http(s) URL, got ${JSON.stringify(url)}`);
+  }
+  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+  if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1) {
+    throw new ConfigError(`requestTimeoutMs must be an integer >= 1, got ${options.requestTimeoutMs}`);
+  }
+  // Loaded on first use, so importing tributary does not pay for the HTTP client.
+  const { createClient } = require('@clickhouse/client') as typeof import('@clickhouse/client');
+  const http: HttpClient = createClient({
+    url,
+    username: options.username ?? 'default',
+    password: options.password ?? '',
+    database: options.database ?? 'default',
+    request_timeout: requestTimeoutMs,
+    max_open_connections: options.maxOpenConnections ?? 4,
+    compression: { request: options.compressInserts ?? true, response: false },
+  });
+  let version: Promise<string> | undefined;
+  const serverVersion = () => {
+    version ??= (async () => {
+      const result = await http.query({ query: 'SELECT version() AS version', format: 'JSONEachRow' });
+      const [row] = await result.json<{ version: string }>();
+      return row!.version;
+    })().catch((cause: unknown) => {
+      version = undefined;
+      throw clickhouseErrorOf(cause);
+    });
+    return version;
+  };
+  return {
+    kind: 'http',
+    version: serverVersion,
+    async exec(sql) {
+      try {
+        await http.command({ query: sql });
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      }
+    },
+    async query<R>(sql: string) {
+      try {
+        const result = await http.query({ query: sql, format: 'JSONEachRow' });
+        return await result.json<R>();
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      }
+    },
+    async insert(table, rows, settings) {
+      try {
+        const result = await http.exec({
+          query: `INSERT INTO ${quoteIdentifier(table)} FORMAT JSONEachRow`,
+          values: Readable.from([rows]),
+          clickhouse_settings: settings as never,
+        });
+        result.stream.resume();
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      }
+    },
+    async supportsDeduplicationToken() {
+      return atLeast(await serverVersion(), 22, 2);
+    },
+    async readsDecimalStrings() {
+      return atLeast(await serverVersion(), 20, 1);
+    },
+    async close() {
+      await http.close();
+    },
+  };
+}
+
+function atLeast(version: string, major: number, minor: number): boolean {
+  const [a = 0, b = 0] = version.split('.').map(Number);
+  return a > major || (a === major && b >= minor);
+}

@@ -1,0 +1,63 @@
+import { expect } from 'chai';
+import { randomUUID } from 'node:crypto';
+import { toClickHouse, type ClickHouseClient } from '../../connectors/clickhouse';
+import { fromIterable } from '../../connectors/iterable';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { MemorySink, observed } from '../helpers';
+
+/**
+ * What every ClickHouse driver must do, run against each: write and ack, absorb a
+ * repeated batch, isolate poison rows.
+ */
+export function clickhouseSinkConformance(client: () => ClickHouseClient): void {
+  let table: string;
+
+  beforeEach(async () => {
+    table = `conformance_${randomUUID().replace(/-/g, '')}`;
+    const window = (await client().supportsDeduplicationToken()) ? ' SETTINGS non_replicated_deduplication_window = 1000' : '';
+    await client().exec(`CREATE TABLE ${table} (id UInt32, name String, amount Decimal(18, 4), at DateTime) ENGINE = ReplacingMergeTree ORDER BY id${window}`);
+  });
+
+  afterEach(async () => {
+    await client().exec(`DROP TABLE IF EXISTS ${table}`);
+  });
+
+  const count = async (sql: string) => Number((await client().query<{ n: string }>(sql))[0]!.n);
+  const rows = (n: number, from = 1) =>
+    Array.from({ length: n }, (_, i) => ({ id: from + i, name: `booking ${from + i}`, amount: `${from + i}.25`, at: '2026-03-01T10:00:00Z' }));
+
+  it('writes every record, exactly as given, and acks each once it is stored', async () => {
+    const source = observed(fromIterable(rows(2500)));
+    const stats = await new Pipeline({ source, sink: toClickHouse({ client: client(), table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 1000 } }).run();
+    expect(stats).to.include({ read: 2500, written: 2500, deadLettered: 0 });
+    expect(source.acked).to.have.length(2500);
+    expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(2500);
+    const [row] = await client().query<Record<string, string>>(`SELECT id, name, toString(amount) AS amount, toString(at) AS at FROM ${table} WHERE id = 7`);
+    expect(row!.name).to.equal('booking 7');
+    expect([Number(row!.id), Number(row!.amount)]).to.deep.equal([7, 7.25]);
+  });
+
+  it('isolates poison rows: a 10k batch with 3 bad rows gives 3 dead letters and 9,997 rows', async () => {
+    const input: Record<string, unknown>[] = rows(10_000);
+    for (const i of [10, 5000, 9999]) input[i] = { ...input[i], id: 'not a number' };
+    const deadLetters = new MemorySink<DeadLetter>();
+    const stats = await new Pipeline({ source: fromIterable(input), sink: toClickHouse({ client: client(), table }), deadLetters, batch: { rows: 10_000 } }).run();
+    expect(stats).to.include({ read: 10_000, written: 9_997, deadLettered: 3, nacked: 0 });
+    expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(9_997);
+    expect(deadLetters.rows.map((l) => l.position).sort()).to.deep.equal(['iterable@10000', 'iterable@11', 'iterable@5001']);
+    for (const letter of deadLetters.rows) {
+      expect(letter.stage).to.equal('sink');
+      expect(letter.code).to.match(/^CLICKHOUSE_\d+$/);
+      expect(letter.message).to.match(/Cannot parse|Cannot read|parse/i);
+    }
+  });
+
+  it('absorbs a batch written twice: with the same insert token where the server has them, by natural key everywhere', async () => {
+    const write = () => new Pipeline({ source: fromIterable(rows(300)), sink: toClickHouse({ client: client(), table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100 } }).run();
+    await write();
+    await write();
+    expect(await count(`SELECT count() AS n FROM ${table} FINAL`)).to.equal(300);
+    if (await client().supportsDeduplicationToken()) expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300);
+  });
+}
