@@ -1,36 +1,97 @@
 import { isUtf8 } from 'node:buffer';
 import { Observable, type OperatorFunction } from 'rxjs';
+import { resolveCsvOptions, CsvFramer, type CsvOptions, type ResolvedCsvOptions } from '../connectors/files/csv';
+import { encodingOption, sniffEncoding, type FileEncoding } from '../connectors/files/encoding';
+import type { Frame, Framer, FramingLimits } from '../connectors/files/framing';
+import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../connectors/files/xml';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, ParseError } from '../lib/errors';
 import { recordOperator } from './recordOperator';
 
 export interface ParseOptions {
   /**
-   * `json`: the payload is one JSON value. `ndjson`: one JSON value per line; the
-   * payload becomes one record per line, and is acked when all of them are.
+   * `json`: the payload is one JSON value. `ndjson`: one JSON value per line. `csv`: a
+   * CSV document (see `csv`). `xml`: an XML document whose `xml.record` elements are the
+   * records. With `ndjson`, `csv` and `xml` the payload becomes one record per line, row
+   * or element, and is acked when all of them are.
    * @default 'json'
    */
-  format?: 'json' | 'ndjson';
+  format?: 'json' | 'ndjson' | 'csv' | 'xml';
+  /** CSV layout. @default header row, ',' and '"' */
+  csv?: CsvOptions;
+  /** Which XML elements are records; required for `xml`. */
+  xml?: XmlOptions;
+  /** Encoding of CSV and XML byte payloads without a BOM (or, for XML, a declaration). @default 'utf-8' */
+  encoding?: FileEncoding | 'utf8' | 'iso-8859-1' | 'cp1252';
+  /** Longest CSV or XML record in bytes; a longer one is dead-lettered. @default 1 MiB */
+  maxRecordBytes?: number;
+  /** Deepest nesting of an XML record; deeper is dead-lettered. @default 64 */
+  maxDepth?: number;
 }
 
+const FORMATS = ['json', 'ndjson', 'csv', 'xml'];
+
 /**
- * Parses payloads (strings or UTF-8 bytes) arriving from Kafka, webhooks or pollers.
+ * Parses payloads (strings or bytes) arriving from Kafka, webhooks or pollers.
  *
  * A payload that is not valid UTF-8 or not valid JSON is dead-lettered with the parser's
- * message; with `ndjson`, only the bad lines are.
+ * message; with `ndjson`, `csv` and `xml`, only the bad lines, rows or elements are, each
+ * naming its line.
  *
  * ## Example
  * ```ts
  * import { parse } from 'tributary';
- * messages$.pipe(parse({ format: 'ndjson' }));
+ * messages$.pipe(parse({ format: 'csv', csv: { delimiter: ';' } }));
  * ```
  *
  * @returns An operator from raw payloads to parsed values.
  */
 export function parse(options: ParseOptions = {}): OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>> {
   const format = options.format ?? 'json';
+  if (!FORMATS.includes(format)) throw new ConfigError(`format must be one of 'json', 'ndjson', 'csv', 'xml', got ${JSON.stringify(format)}`);
   if (format === 'json') return recordOperator('parse', (payload) => parseJson(textOf(payload), ''));
-  if (format !== 'ndjson') throw new ConfigError(`format must be 'json' or 'ndjson', got ${JSON.stringify(format)}`);
+  if (format === 'ndjson') return parseNdjson();
+  const limits: FramingLimits = {
+    maxRecordBytes: positiveInteger(options.maxRecordBytes, 1024 * 1024, 'maxRecordBytes'),
+    maxDepth: positiveInteger(options.maxDepth, 64, 'maxDepth'),
+  };
+  const encoding = encodingOption(options.encoding);
+  const csv: ResolvedCsvOptions | undefined = format === 'csv' ? resolveCsvOptions(options.csv) : undefined;
+  const xml: ResolvedXmlOptions | undefined = format === 'xml' ? resolveXmlOptions(options.xml) : undefined;
+  const framerFor = (bytes: Buffer): Framer => {
+    const sniffed = sniffEncoding(bytes, encoding, xml !== undefined);
+    return csv ? new CsvFramer(csv, limits, sniffed.encoding) : new XmlFramer(xml!, limits, sniffed.encoding, sniffed.bom);
+  };
+  return (source) =>
+    new Observable<Envelope<unknown>>((subscriber) =>
+      source.subscribe({
+        next(envelope) {
+          const payload = envelope.value;
+          const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+          const framer = framerFor(bytes);
+          const frames: Frame[] = framer.push(bytes);
+          frames.push(...framer.end());
+          const parts = envelope.split(frames, (i) => {
+            const frame = frames[i]!;
+            return { record: i + 1, line: frame.line, offset: frame.offset };
+          });
+          for (const part of parts) {
+            const frame = part.value;
+            if (frame.error) {
+              part.raw = Buffer.from(frame.bytes);
+              part.reject({ stage: 'parse', code: frame.error.code, message: frame.error.message, path: '' });
+              continue;
+            }
+            subscriber.next(part.map(frame.value));
+          }
+        },
+        error: (error: unknown) => subscriber.error(error),
+        complete: () => subscriber.complete(),
+      }),
+    );
+}
+
+function parseNdjson(): OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>> {
   return (source) =>
     new Observable<Envelope<unknown>>((subscriber) =>
       source.subscribe({
@@ -65,6 +126,12 @@ export function parse(options: ParseOptions = {}): OperatorFunction<Envelope<str
         complete: () => subscriber.complete(),
       }),
     );
+}
+
+function positiveInteger(value: number | undefined, fallback: number, name: string): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
+  return resolved;
 }
 
 function textOf(payload: string | Uint8Array): string {

@@ -12,6 +12,10 @@ export interface Frame {
   error?: { code: string; message: string };
   /** False when `bytes` is not valid UTF-8. */
   utf8: boolean;
+  /** The record, when the framer parsed it already (CSV, XML); `bytes` is then empty. */
+  value?: unknown;
+  /** Bytes the record took in the input, when `bytes` does not hold them all. */
+  size?: number;
 }
 
 export interface Framer {
@@ -31,7 +35,7 @@ export interface FramingLimits {
 const NEWLINE = 0x0a;
 const CR = 0x0d;
 /** How much of a refused record a frame keeps, for the dead letter. */
-const EXCERPT_BYTES = 1024;
+export const EXCERPT_BYTES = 1024;
 const BOM = [0xef, 0xbb, 0xbf];
 
 function startsWithBom(data: Buffer, at: number): boolean {

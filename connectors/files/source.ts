@@ -1,74 +1,98 @@
-import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
 import { Observable } from 'rxjs';
-import type { Envelope, RecordMeta } from '../../lib/envelope';
+import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import type { Source, SourceContext } from '../../lib/source';
-import { JsonArrayFramer, LineFramer, type Framer, type FramingLimits } from './framing';
+import { resolveCsvOptions, type CsvOptions } from './csv';
+import { encodingOption, type FileEncoding } from './encoding';
+import { readFile, type FileFormat, type FileProgress, type ReadSettings } from './read';
+import { resolveXmlOptions, type XmlOptions } from './xml';
 
-export type FileFormat = 'ndjson' | 'json';
+export type { FileFormat, FileProgress } from './read';
 
 export interface FromFilesOptions {
-  /** Files, or directories whose files (by extension, sorted by name) are read in turn. */
+  /**
+   * Files, or directories whose files (by extension, sorted by name) are read in turn.
+   * A directory's XML files are read only when `xml` is set.
+   */
   paths: string | readonly string[];
   /**
    * `ndjson`: one JSON value per line. `json`: one top-level array, streamed element by
-   * element. @default by extension: `.ndjson`/`.jsonl` → ndjson, `.json` → json
+   * element. `csv`: rows (see `csv`). `xml`: the elements named by `xml.record`.
+   * @default by extension, after any `.gz`: `.ndjson`/`.jsonl` → ndjson, `.json` → json,
+   * `.csv` → csv, `.xml` → xml
    */
   format?: FileFormat;
+  /** CSV layout. @default header row, ',' and '"' */
+  csv?: CsvOptions;
+  /** Which XML elements are records; required to read XML. */
+  xml?: XmlOptions;
+  /**
+   * The files' text encoding when they have no byte order mark (a BOM always wins; an XML
+   * declaration comes next). @default 'utf-8'
+   */
+  encoding?: FileEncoding | 'utf8' | 'iso-8859-1' | 'cp1252';
   /** Names the source in `meta.source`. @default 'files' */
   name?: string;
   /** The vendor of a file's records (`meta.vendor`): fixed, or decided per file. */
   vendor?: string | ((file: string) => string | undefined);
-  /** Longest record in bytes; a longer one is dead-lettered. @default 1 MiB */
+  /** Longest record (a line, an element) in bytes; a longer one is dead-lettered. @default 1 MiB */
   maxRecordBytes?: number;
-  /** Deepest nesting in a JSON array element; deeper is dead-lettered. @default 64 */
+  /** Deepest nesting in a JSON array element or an XML record; deeper is dead-lettered. @default 64 */
   maxDepth?: number;
   /** Read size. @default 256 KiB */
   chunkBytes?: number;
+  /** Called as a file is read (at most every `progressEveryMs`) and when it ends. */
+  onProgress?: (progress: FileProgress) => void;
+  /** Least time between two progress events of a file; 0 sends one per read chunk. @default 1000 */
+  progressEveryMs?: number;
 }
 
-const EXTENSIONS: Record<string, FileFormat> = { '.ndjson': 'ndjson', '.jsonl': 'ndjson', '.json': 'json' };
+const FORMATS: readonly FileFormat[] = ['ndjson', 'json', 'csv', 'xml'];
+const EXTENSIONS: Record<string, FileFormat> = { '.ndjson': 'ndjson', '.jsonl': 'ndjson', '.json': 'json', '.csv': 'csv', '.xml': 'xml' };
+
+/** The format a file name says, looking through a `.gz` suffix. */
+export function formatOfName(name: string): FileFormat | undefined {
+  const lower = name.toLowerCase();
+  return EXTENSIONS[extname(lower.endsWith('.gz') ? lower.slice(0, -3) : lower)];
+}
 
 /**
- * Streams records from NDJSON files and JSON-array files, a chunk at a time.
+ * Streams records from NDJSON, JSON-array, CSV and XML files, gzipped or not, a chunk
+ * at a time.
  *
  * Memory holds one read chunk plus the records in flight, whatever the file size. A
- * record that cannot be read (bad JSON, not UTF-8, too large, a truncated array) becomes
- * a dead letter naming file, line and byte offset, and the file goes on. A path that
- * cannot be read fails the source with a {@link ConnectorError}.
+ * record that cannot be read (bad JSON, a ragged CSV row, broken XML, bad bytes, too
+ * large, too deep) becomes a dead letter naming file, line and byte offset, and the file
+ * goes on. A path that cannot be read fails the source with a {@link ConnectorError}.
  *
  * ## Example
  * ```ts
  * import { fromFiles } from 'tributary';
- * const source = fromFiles({ paths: ['inbox/acme'], vendor: 'acme' });
+ * const source = fromFiles({ paths: ['inbox/acme'], vendor: 'acme', xml: { record: 'Booking' } });
  * ```
  */
 export function fromFiles(options: FromFilesOptions): Source<unknown> {
   const paths = typeof options.paths === 'string' ? [options.paths] : [...(options.paths ?? [])];
   if (paths.length === 0) throw new ConfigError('paths must name at least one file or directory');
-  const limits: FramingLimits = {
-    maxRecordBytes: positiveInteger(options.maxRecordBytes, 1024 * 1024, 'maxRecordBytes'),
-    maxDepth: positiveInteger(options.maxDepth, 64, 'maxDepth'),
-  };
-  const chunkBytes = positiveInteger(options.chunkBytes, 256 * 1024, 'chunkBytes');
-  if (options.format !== undefined && options.format !== 'ndjson' && options.format !== 'json') {
-    throw new ConfigError(`format must be 'ndjson' or 'json', got ${JSON.stringify(options.format)}`);
+  const settings = resolveReadSettings(options, options.name ?? 'files');
+  if (!settings.xml && options.format === undefined) {
+    const xmlPath = paths.find((p) => formatOfName(p) === 'xml');
+    if (xmlPath !== undefined) throw new ConfigError(`${xmlPath} is XML: set xml.record to the element that holds one record`);
   }
-  const name = options.name ?? 'files';
-  const vendorOf = typeof options.vendor === 'function' ? options.vendor : () => options.vendor as string | undefined;
+  const vendorOf = vendorFunction(options.vendor);
 
   return {
-    name,
+    name: settings.source,
     open(context: SourceContext) {
       return new Observable<Envelope<unknown>>((subscriber) => {
         const emit = (envelope: Envelope<unknown>) => subscriber.next(envelope);
         (async () => {
-          const files = await listFiles(paths, options.format);
+          const files = await listFiles(paths, options.format, settings.xml !== undefined);
           for (const { file, format } of files) {
             if (context.signal.aborted) return;
-            await readFile(file, format, vendorOf(file), name, limits, chunkBytes, context, emit);
+            await readFile(file, format, vendorOf(file), settings, context, emit);
           }
         })().then(
           () => subscriber.complete(),
@@ -79,100 +103,63 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
   };
 }
 
-async function listFiles(paths: readonly string[], format: FileFormat | undefined): Promise<{ file: string; format: FileFormat }[]> {
+/** Validates the reading options shared by `fromFiles` and `fromInbox`. */
+export function resolveReadSettings(options: Omit<FromFilesOptions, 'paths'>, source: string): ReadSettings {
+  if (options.format !== undefined && !FORMATS.includes(options.format)) {
+    throw new ConfigError(`format must be one of ${FORMATS.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(options.format)}`);
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw new ConfigError(`onProgress must be a function, got ${typeof options.onProgress}`);
+  }
+  return {
+    source,
+    limits: {
+      maxRecordBytes: positiveInteger(options.maxRecordBytes, 1024 * 1024, 'maxRecordBytes'),
+      maxDepth: positiveInteger(options.maxDepth, 64, 'maxDepth'),
+    },
+    chunkBytes: positiveInteger(options.chunkBytes, 256 * 1024, 'chunkBytes'),
+    encoding: encodingOption(options.encoding),
+    csv: resolveCsvOptions(options.csv),
+    // XML options are required only to read XML; when given, they are checked now.
+    xml: options.xml !== undefined || options.format === 'xml' ? resolveXmlOptions(options.xml) : undefined,
+    onProgress: options.onProgress,
+    progressEveryMs: nonNegativeInteger(options.progressEveryMs, 1000, 'progressEveryMs'),
+  };
+}
+
+export function vendorFunction(vendor: FromFilesOptions['vendor']): (file: string) => string | undefined {
+  return typeof vendor === 'function' ? vendor : () => vendor;
+}
+
+async function listFiles(paths: readonly string[], format: FileFormat | undefined, xml: boolean): Promise<{ file: string; format: FileFormat }[]> {
   const files: { file: string; format: FileFormat }[] = [];
+  const usable = (chosen: FileFormat | undefined) => chosen !== undefined && (chosen !== 'xml' || xml);
   for (const path of paths) {
     const absolute = resolve(path);
     const info = await stat(absolute).catch((cause: NodeJS.ErrnoException) => {
       throw new ConnectorError(`cannot read ${path}: ${cause.code ?? cause.message}`, { cause });
     });
     if (info.isDirectory()) {
-      const names = (await readdir(absolute)).filter((n) => format ?? EXTENSIONS[extname(n).toLowerCase()]).sort();
-      for (const n of names) files.push({ file: join(absolute, n), format: format ?? EXTENSIONS[extname(n).toLowerCase()]! });
+      const names = (await readdir(absolute)).filter((n) => usable(format ?? formatOfName(n))).sort();
+      for (const n of names) files.push({ file: join(absolute, n), format: format ?? formatOfName(n)! });
     } else {
-      const chosen = format ?? EXTENSIONS[extname(path).toLowerCase()];
+      const chosen = format ?? formatOfName(path);
       if (!chosen) throw new ConfigError(`cannot tell the format of ${path} from its extension: set format`);
+      if (chosen === 'xml' && !xml) throw new ConfigError(`${path} is XML: set xml.record to the element that holds one record`);
       files.push({ file: absolute, format: chosen });
     }
   }
   return files;
 }
 
-async function readFile(
-  file: string,
-  format: FileFormat,
-  vendor: string | undefined,
-  source: string,
-  limits: FramingLimits,
-  chunkBytes: number,
-  context: SourceContext,
-  emit: (envelope: Envelope<unknown>) => void,
-): Promise<void> {
-  const framer: Framer = format === 'ndjson' ? new LineFramer(limits) : new JsonArrayFramer(limits);
-  const stream = createReadStream(file, { highWaterMark: chunkBytes });
-  let record = 0;
-  const deliver = async (frames: ReturnType<Framer['push']>) => {
-    for (const frame of frames) {
-      const bytes = frame.bytes.length;
-      const wait = context.credits.take(bytes);
-      if (wait) await wait;
-      const meta: RecordMeta = {
-        source,
-        position: `${file}@${frame.offset}`,
-        file,
-        record: ++record,
-        line: frame.line,
-        offset: frame.offset,
-        receivedAt: Date.now(),
-        attempt: 1,
-      };
-      if (vendor !== undefined) meta.vendor = vendor;
-      if (frame.error) {
-        context.reject(meta, Buffer.from(frame.bytes), bytes, { stage: 'source', path: '', ...frame.error });
-        continue;
-      }
-      if (!frame.utf8) {
-        context.reject(meta, Buffer.from(frame.bytes), bytes, {
-          stage: 'source',
-          code: 'INVALID_UTF8',
-          message: `line ${frame.line} is not valid UTF-8`,
-          path: '',
-        });
-        continue;
-      }
-      const text = frame.bytes.toString('utf8');
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (error) {
-        context.reject(meta, text, bytes, {
-          stage: 'parse',
-          code: 'PARSE_JSON',
-          message: `line ${frame.line}: ${(error as Error).message}`,
-          path: '',
-        });
-        continue;
-      }
-      emit(context.envelope(value, meta, text, bytes));
-    }
-  };
-  try {
-    for await (const chunk of stream) {
-      await deliver(framer.push(chunk as Buffer));
-      if (context.signal.aborted) return;
-    }
-    await deliver(framer.end());
-  } catch (cause) {
-    if (cause instanceof ConnectorError) throw cause;
-    const code = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
-    throw new ConnectorError(`cannot read ${file}: ${code}`, { cause });
-  } finally {
-    stream.destroy();
-  }
-}
-
-function positiveInteger(value: number | undefined, fallback: number, name: string): number {
+export function positiveInteger(value: number | undefined, fallback: number, name: string): number {
   const resolved = value ?? fallback;
   if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
+  return resolved;
+}
+
+function nonNegativeInteger(value: number | undefined, fallback: number, name: string): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < 0) throw new ConfigError(`${name} must be an integer >= 0, got ${value}`);
   return resolved;
 }

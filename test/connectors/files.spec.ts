@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tap } from 'rxjs';
 import { fromFiles, type FromFilesOptions } from '../../connectors/files';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
@@ -130,10 +131,7 @@ describe('fromFiles', () => {
     const vendors: string[] = [];
     await new Pipeline({
       source,
-      transform: (records$) => {
-        records$.subscribe((e) => vendors.push(e.meta.vendor!));
-        return records$;
-      },
+      transform: tap((e) => vendors.push(e.meta.vendor!)),
       sink,
       deadLetters: new MemorySink<DeadLetter>(),
     }).run();
@@ -151,6 +149,7 @@ describe('fromFiles', () => {
   it('refuses bad options at construction', () => {
     expect(() => fromFiles({ paths: [] })).to.throw(ConfigError, 'paths must name at least one file or directory');
     expect(() => fromFiles({ paths: 'a', maxRecordBytes: 0 })).to.throw(ConfigError, 'maxRecordBytes must be an integer >= 1, got 0');
-    expect(() => fromFiles({ paths: 'a', format: 'xml' as never })).to.throw(ConfigError, `format must be 'ndjson' or 'json', got "xml"`);
+    expect(() => fromFiles({ paths: 'a', format: 'yaml' as never })).to.throw(ConfigError, `format must be one of 'ndjson', 'json', 'csv', 'xml', got "yaml"`);
+    expect(() => fromFiles({ paths: 'a', format: 'xml' })).to.throw(ConfigError, "xml.record is required for XML: name the element that holds one record, e.g. { record: 'Booking' }");
   });
 });

@@ -1,0 +1,327 @@
+import { mkdir, readdir, readFile as readText, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, extname, join, resolve } from 'node:path';
+import { Observable } from 'rxjs';
+import type { Envelope } from '../../lib/envelope';
+import { ConfigError, ConnectorError } from '../../lib/errors';
+import type { Source, SourceContext } from '../../lib/source';
+import { readFile, type FileFormat } from './read';
+import { formatOfName, positiveInteger, resolveReadSettings, vendorFunction, type FromFilesOptions } from './source';
+
+export interface FromInboxOptions extends Omit<FromFilesOptions, 'paths'> {
+  /** The directory vendors drop files into. Names starting with `.` or ending in `.part`/`.tmp` are left alone. */
+  dir: string;
+  /** Where a file goes once every record of it is durable (written or dead-lettered). @default `<dir>/done` */
+  doneDir?: string;
+  /** Where a file goes that could not be read to its end as its format (corrupt gzip, not a JSON array). @default `<dir>/failed` */
+  failedDir?: string;
+  /** Where the settled position of each file in progress is kept across restarts. @default `<dir>/.tributary` */
+  stateDir?: string;
+  /** How often the directory is scanned; a file is taken once its size has held still for one scan. @default 1000 */
+  pollMs?: number;
+  /** Complete once the files present at start are done, instead of watching for more. @default false */
+  once?: boolean;
+  /** How often the settled position of a file in progress is saved. @default 200 */
+  checkpointMs?: number;
+}
+
+/** What is saved for a file in progress: records up to `settled` are durable. */
+interface Checkpoint {
+  name: string;
+  size: number;
+  mtimeMs: number;
+  settled: number;
+}
+
+/**
+ * Watches a directory and reads each file that lands there once. A file moves to `done/`
+ * (or `failed/`) only after all its records are durable; until then its settled position
+ * is saved, so after a crash a half-done file resumes after its last settled record.
+ * Records read again after a crash carry the same positions, so ClickHouse absorbs them
+ * (insert tokens, `ReplacingMergeTree` keyed on position).
+ *
+ * ## Example
+ * ```ts
+ * import { fromInbox } from 'tributary';
+ * const source = fromInbox({ dir: 'inbox/acme', vendor: 'acme', csv: { delimiter: ';' } });
+ * ```
+ */
+export function fromInbox(options: FromInboxOptions): Source<unknown> & { readonly inbox: InboxState } {
+  if (typeof options?.dir !== 'string' || options.dir === '') throw new ConfigError(`dir must name the inbox directory, got ${JSON.stringify(options?.dir)}`);
+  const dir = resolve(options.dir);
+  const doneDir = resolve(options.doneDir ?? join(dir, 'done'));
+  const failedDir = resolve(options.failedDir ?? join(dir, 'failed'));
+  const stateDir = resolve(options.stateDir ?? join(dir, '.tributary'));
+  const pollMs = positiveInteger(options.pollMs, 1000, 'pollMs');
+  const checkpointMs = positiveInteger(options.checkpointMs, 200, 'checkpointMs');
+  const settings = resolveReadSettings(options, options.name ?? 'inbox');
+  const vendorOf = vendorFunction(options.vendor);
+  const state = new InboxState(stateDir, doneDir, failedDir, checkpointMs);
+
+  const formatOf = (name: string): FileFormat | undefined => {
+    const format = options.format ?? formatOfName(name);
+    return format === 'xml' && !settings.xml ? undefined : format;
+  };
+
+  async function scan(): Promise<{ name: string; size: number; mtimeMs: number }[]> {
+    const entries = await readdir(dir, { withFileTypes: true }).catch((cause: NodeJS.ErrnoException) => {
+      throw new ConnectorError(`cannot read inbox ${dir}: ${cause.code ?? cause.message}`, { cause });
+    });
+    const found: { name: string; size: number; mtimeMs: number }[] = [];
+    for (const entry of entries) {
+      const name = entry.name;
+      if (!entry.isFile() || name.startsWith('.') || /\.(part|tmp)$/i.test(name) || !formatOf(name)) continue;
+      const info = await stat(join(dir, name)).catch(() => undefined);
+      if (info) found.push({ name, size: info.size, mtimeMs: info.mtimeMs });
+    }
+    return found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  return {
+    name: settings.source,
+    inbox: state,
+    open(context: SourceContext) {
+      return new Observable<Envelope<unknown>>((subscriber) => {
+        const emit = (envelope: Envelope<unknown>) => subscriber.next(envelope);
+        const { signal } = context;
+        (async () => {
+          await Promise.all([mkdir(doneDir, { recursive: true }), mkdir(failedDir, { recursive: true }), mkdir(stateDir, { recursive: true })]);
+          const seen = new Map<string, string>();
+          while (!signal.aborted) {
+            const files = await scan();
+            for (const { name, size, mtimeMs } of files) {
+              if (signal.aborted) break;
+              const file = join(dir, name);
+              if (state.has(file)) continue;
+              // A file still being written changes between scans; take it once it holds still.
+              const stamp = `${size}:${mtimeMs}`;
+              if (!options.once && seen.get(name) !== stamp) {
+                seen.set(name, stamp);
+                continue;
+              }
+              seen.delete(name);
+              const resumed = await state.resume(name, size, mtimeMs);
+              const tracker = state.track(file, name, size, mtimeMs, resumed);
+              const outcome = await readFile(file, formatOf(name)!, vendorOf(file), settings, context, emit, resumed);
+              if (signal.aborted) break;
+              tracker.read(outcome.records, outcome.failure);
+            }
+            if (options.once) break;
+            await sleep(pollMs, signal);
+          }
+          if (options.once) await state.drained(signal);
+        })().then(
+          () => subscriber.complete(),
+          (error: unknown) => subscriber.error(error),
+        );
+      });
+    },
+    settled(envelope, error) {
+      state.settled(envelope.meta.file, envelope.meta.record, error);
+    },
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** The files an inbox has taken and how far each is settled; for tests and health checks. */
+export class InboxState {
+  readonly #stateDir: string;
+  readonly #doneDir: string;
+  readonly #failedDir: string;
+  readonly #checkpointMs: number;
+  readonly #files = new Map<string, FileTracker>();
+  #idle: Array<() => void> = [];
+  /** Files moved out of the inbox: where they went. */
+  readonly moved: { file: string; to: string; failure: string | undefined }[] = [];
+
+  constructor(stateDir: string, doneDir: string, failedDir: string, checkpointMs: number) {
+    this.#stateDir = stateDir;
+    this.#doneDir = doneDir;
+    this.#failedDir = failedDir;
+    this.#checkpointMs = checkpointMs;
+  }
+
+  get inProgress(): number {
+    return this.#files.size;
+  }
+
+  has(file: string): boolean {
+    return this.#files.has(file);
+  }
+
+  /** Records of `name` already durable in an earlier run, when the file is the same one. */
+  async resume(name: string, size: number, mtimeMs: number): Promise<number> {
+    const text = await readText(this.#checkpointPath(name), 'utf8').catch(() => undefined);
+    if (text === undefined) return 0;
+    try {
+      const saved = JSON.parse(text) as Checkpoint;
+      if (saved.name === name && saved.size === size && saved.mtimeMs === mtimeMs && Number.isInteger(saved.settled)) return saved.settled;
+    } catch {
+      // A checkpoint cut short by a crash: start the file over (ClickHouse absorbs repeats).
+    }
+    return 0;
+  }
+
+  track(file: string, name: string, size: number, mtimeMs: number, settled: number): FileTracker {
+    const tracker = new FileTracker(this, file, name, size, mtimeMs, settled);
+    this.#files.set(file, tracker);
+    return tracker;
+  }
+
+  settled(file: string | undefined, record: number | undefined, error: Error | undefined): void {
+    if (file === undefined || record === undefined) return;
+    this.#files.get(file)?.settled(record, error);
+  }
+
+  /** Resolves once every file taken is done and moved, or the signal aborts. */
+  drained(signal: AbortSignal): Promise<void> {
+    if (this.#files.size === 0 || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      signal.addEventListener('abort', done, { once: true });
+      this.#idle.push(done);
+    });
+  }
+
+  /** @internal */
+  checkpointMs(): number {
+    return this.#checkpointMs;
+  }
+
+  /** @internal Saves a file's settled position: write aside, then rename (never half a file). */
+  async save(checkpoint: Checkpoint): Promise<void> {
+    const path = this.#checkpointPath(checkpoint.name);
+    await writeFile(`${path}.tmp`, JSON.stringify(checkpoint));
+    await rename(`${path}.tmp`, path);
+  }
+
+  /** @internal Moves a finished file out of the inbox, then forgets its checkpoint. */
+  async finish(tracker: FileTracker, failure: string | undefined): Promise<void> {
+    await tracker.saving;
+    const to = await freeName(failure ? this.#failedDir : this.#doneDir, tracker.name);
+    await rename(tracker.file, to);
+    await rm(this.#checkpointPath(tracker.name), { force: true });
+    this.moved.push({ file: tracker.file, to, failure });
+    this.#files.delete(tracker.file);
+    if (this.#files.size === 0) {
+      const idle = this.#idle;
+      this.#idle = [];
+      for (const resolve of idle) resolve();
+    }
+  }
+
+  #checkpointPath(name: string): string {
+    return join(this.#stateDir, `${name}.checkpoint.json`);
+  }
+}
+
+async function freeName(dir: string, name: string): Promise<string> {
+  let candidate = join(dir, name);
+  for (let n = 2; await stat(candidate).then(() => true, () => false); n++) {
+    const extension = extname(name);
+    candidate = join(dir, `${basename(name, extension)}.${n}${extension}`);
+  }
+  return candidate;
+}
+
+/** One file in progress: which of its records are settled, contiguously from the first. */
+class FileTracker {
+  readonly file: string;
+  readonly name: string;
+  readonly #inbox: InboxState;
+  readonly #size: number;
+  readonly #mtimeMs: number;
+  /** Every record up to this one is durable. */
+  #contiguous: number;
+  /** Durable records beyond `#contiguous`. */
+  #ahead = new Set<number>();
+  /** Records in the file, once it has been read to its end. */
+  #total: number | undefined;
+  #failure: string | undefined;
+  #failed = false;
+  #saved: number;
+  #saving = false;
+  /** The checkpoint write under way, if any. */
+  saving: Promise<void> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+  #finishing = false;
+
+  constructor(inbox: InboxState, file: string, name: string, size: number, mtimeMs: number, settled: number) {
+    this.#inbox = inbox;
+    this.file = file;
+    this.name = name;
+    this.#size = size;
+    this.#mtimeMs = mtimeMs;
+    this.#contiguous = settled;
+    this.#saved = settled;
+  }
+
+  /** The file has been read: `records` in all. */
+  read(records: number, failure: string | undefined): void {
+    this.#total = records;
+    this.#failure = failure;
+    this.#maybeFinish();
+  }
+
+  settled(record: number, error: Error | undefined): void {
+    if (error) {
+      // Not durable: the file stays in the inbox and resumes from before this record.
+      this.#failed = true;
+      return;
+    }
+    if (record <= this.#contiguous) return;
+    if (record !== this.#contiguous + 1) {
+      this.#ahead.add(record);
+      return;
+    }
+    this.#contiguous = record;
+    while (this.#ahead.delete(this.#contiguous + 1)) this.#contiguous++;
+    if (!this.#maybeFinish()) this.#schedule();
+  }
+
+  #maybeFinish(): boolean {
+    if (this.#failed || this.#finishing || this.#total === undefined || this.#contiguous < this.#total) return false;
+    this.#finishing = true;
+    clearTimeout(this.#timer);
+    this.#inbox.finish(this, this.#failure).catch((error: unknown) => {
+      // The file stays where it is; the next run finds it finished from its checkpoint.
+      process.emitWarning(`tributary inbox: cannot move ${this.file}: ${(error as Error).message}`);
+    });
+    return true;
+  }
+
+  #schedule(): void {
+    if (this.#timer || this.#saving) return;
+    this.#timer = setTimeout(() => (this.saving = this.#save()), this.#inbox.checkpointMs());
+    this.#timer.unref();
+  }
+
+  async #save(): Promise<void> {
+    this.#timer = undefined;
+    if (this.#finishing || this.#contiguous === this.#saved) return;
+    this.#saving = true;
+    const settled = this.#contiguous;
+    try {
+      await this.#inbox.save({ name: this.name, size: this.#size, mtimeMs: this.#mtimeMs, settled });
+      this.#saved = settled;
+    } catch (error) {
+      process.emitWarning(`tributary inbox: cannot save the position of ${this.file}: ${(error as Error).message}`);
+    } finally {
+      this.#saving = false;
+    }
+    if (this.#contiguous !== this.#saved && !this.#finishing) this.#schedule();
+  }
+}

@@ -1,0 +1,286 @@
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import type { Envelope, RecordMeta } from '../../lib/envelope';
+import { ConnectorError } from '../../lib/errors';
+import type { SourceContext } from '../../lib/source';
+import { CsvFramer, type ResolvedCsvOptions } from './csv';
+import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from './encoding';
+import { JsonArrayFramer, LineFramer, type Frame, type Framer, type FramingLimits } from './framing';
+import { XmlFramer, type ResolvedXmlOptions } from './xml';
+
+export type FileFormat = 'ndjson' | 'json' | 'csv' | 'xml';
+
+/** How far a file has been read; sent while reading and once at its end. */
+export interface FileProgress {
+  file: string;
+  /** Bytes of the file read so far (compressed bytes for a gzip file). */
+  bytes: number;
+  /** Size of the file on disk. */
+  totalBytes: number;
+  /** Records read so far, dead letters included. */
+  records: number;
+  elapsedMs: number;
+  /** Bytes per second since the file was opened. */
+  bytesPerSecond: number;
+  recordsPerSecond: number;
+  /** Estimated time left, from the byte rate; `undefined` until there is a rate. */
+  etaMs: number | undefined;
+  /** True on the last event of the file. */
+  done: boolean;
+}
+
+/** Everything about reading files that is fixed when the source is built. */
+export interface ReadSettings {
+  source: string;
+  limits: FramingLimits;
+  chunkBytes: number;
+  encoding: FileEncoding | undefined;
+  csv: ResolvedCsvOptions;
+  xml: ResolvedXmlOptions | undefined;
+  onProgress: ((progress: FileProgress) => void) | undefined;
+  progressEveryMs: number;
+}
+
+/** What reading one file came to. */
+export interface FileOutcome {
+  /** Records read (dead letters included), skipped ones counted. */
+  records: number;
+  /** Set when the file could not be read to its end as its format (a corrupt gzip, not an array). */
+  failure: string | undefined;
+}
+
+/** Frame codes that stop a file or mean it holds nothing readable. */
+const FILE_FAILURES = new Set(['NOT_ARRAY', 'EMPTY_FILE', 'NOT_XML', 'GZIP', 'UNKNOWN_ENCODING', 'FILE_TOO_DEEP']);
+
+/**
+ * Reads one file into envelopes: gunzips it when its first bytes say gzip, chooses its
+ * encoding, frames and parses its records, takes a credit for each. Records numbered up
+ * to `skip` are read but not emitted (they were settled in an earlier run).
+ */
+export async function readFile(
+  file: string,
+  format: FileFormat,
+  vendor: string | undefined,
+  settings: ReadSettings,
+  context: SourceContext,
+  emit: (envelope: Envelope<unknown>) => void,
+  skip = 0,
+): Promise<FileOutcome> {
+  const { source, limits } = settings;
+  let record = 0;
+  let failure: string | undefined;
+  let decodeText: (bytes: Buffer) => string = utf8Text;
+  let checkUtf8 = true;
+
+  const deliver = async (frames: Frame[]) => {
+    for (const frame of frames) {
+      record++;
+      if (frame.error && FILE_FAILURES.has(frame.error.code)) failure ??= `${frame.error.code}: ${frame.error.message}`;
+      if (record <= skip) continue;
+      const bytes = frame.size ?? frame.bytes.length;
+      const wait = context.credits.take(bytes);
+      if (wait) await wait;
+      const meta: RecordMeta = {
+        source,
+        position: `${file}@${frame.offset}`,
+        file,
+        record,
+        line: frame.line,
+        offset: frame.offset,
+        receivedAt: Date.now(),
+        attempt: 1,
+      };
+      if (vendor !== undefined) meta.vendor = vendor;
+      if (frame.error) {
+        context.reject(meta, Buffer.from(frame.bytes), bytes, { stage: 'source', path: '', ...frame.error });
+        continue;
+      }
+      if (frame.value !== undefined) {
+        emit(context.envelope(frame.value, meta, undefined, bytes));
+        continue;
+      }
+      if (checkUtf8 && !frame.utf8) {
+        context.reject(meta, Buffer.from(frame.bytes), bytes, {
+          stage: 'source',
+          code: 'INVALID_UTF8',
+          message: `line ${frame.line} is not valid UTF-8`,
+          path: '',
+        });
+        continue;
+      }
+      const text = decodeText(frame.bytes);
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch (error) {
+        context.reject(meta, text, bytes, {
+          stage: 'parse',
+          code: 'PARSE_JSON',
+          message: `line ${frame.line}: ${(error as Error).message}`,
+          path: '',
+        });
+        continue;
+      }
+      emit(context.envelope(value, meta, text, bytes));
+    }
+  };
+
+  const input = await openInput(file, settings.chunkBytes);
+  const progress = new ProgressReporter(file, input.totalBytes, settings);
+  let framer: Framer | undefined;
+  let transcode: ((chunk: Buffer) => Buffer) | undefined;
+  let head: Buffer[] = [];
+  let headBytes = 0;
+  const start = () => {
+    const first = Buffer.concat(head);
+    head = [];
+    headBytes = 0;
+    const sniffed = sniffEncoding(first, settings.encoding, format === 'xml');
+    const { encoding } = sniffed;
+    if (format === 'csv') framer = new CsvFramer(settings.csv, limits, encoding);
+    else if (format === 'xml') framer = new XmlFramer(settings.xml!, limits, encoding, sniffed.bom);
+    else {
+      framer = format === 'ndjson' ? new LineFramer(limits) : new JsonArrayFramer(limits);
+      if (encoding.startsWith('utf-16')) {
+        // JSON is framed on UTF-8 bytes: offsets then count the UTF-8 text.
+        const decoder = chunkDecoder(encoding);
+        transcode = (chunk) => Buffer.from(decoder.decode(chunk), 'utf8');
+      } else if (encoding !== 'utf-8') {
+        checkUtf8 = false;
+        decodeText = encoding === 'latin1' ? latin1Text : cp1252Text;
+      }
+    }
+    const frames = sniffed.unknownDeclared === undefined ? [] : [unknownEncoding(sniffed.unknownDeclared)];
+    return frames.concat(push(first));
+  };
+  let uncompressed = 0;
+  const push = (chunk: Buffer) => {
+    uncompressed += chunk.length;
+    return framer!.push(transcode ? transcode(chunk) : chunk);
+  };
+  try {
+    for await (const chunk of input.chunks) {
+      if (framer) await deliver(push(chunk as Buffer));
+      else {
+        head.push(chunk as Buffer);
+        headBytes += (chunk as Buffer).length;
+        if (headBytes >= SNIFF_BYTES) await deliver(start());
+      }
+      progress.update(input.bytesRead(), record, false);
+      if (context.signal.aborted) return { records: record, failure };
+    }
+    if (!framer) await deliver(start());
+    await deliver(framer!.end());
+  } catch (cause) {
+    if (cause instanceof ConnectorError) throw cause;
+    const code = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
+    if (typeof code === 'string' && code.startsWith('Z_')) {
+      // A corrupt or cut-off gzip file is bad data, not a broken source.
+      const offset = uncompressed + headBytes;
+      const message = `gzip data is corrupt or cut off after ${offset} uncompressed bytes: ${(cause as Error).message}`;
+      await deliver([{ bytes: Buffer.alloc(0), offset, line: 0, utf8: true, size: 1, error: { code: 'GZIP', message } }]);
+    } else {
+      throw new ConnectorError(`cannot read ${file}: ${code}`, { cause });
+    }
+  } finally {
+    input.close();
+  }
+  progress.update(input.bytesRead(), record, true);
+  return { records: record, failure };
+}
+
+function unknownEncoding(name: string): Frame {
+  return {
+    bytes: Buffer.alloc(0),
+    offset: 0,
+    line: 1,
+    utf8: true,
+    size: 1,
+    error: { code: 'UNKNOWN_ENCODING', message: `the XML declaration names encoding ${JSON.stringify(name)}, which is not supported: read as UTF-8` },
+  };
+}
+
+const utf8Text = (bytes: Buffer) => bytes.toString('utf8');
+const latin1Text = (bytes: Buffer) => bytes.toString('latin1');
+const cp1252Text = (bytes: Buffer) => latin1ToCp1252(bytes.toString('latin1'));
+
+interface Input {
+  chunks: AsyncIterable<Buffer>;
+  totalBytes: number;
+  bytesRead(): number;
+  close(): void;
+}
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+/** The bytes of a file, gunzipped when its first two bytes are gzip's magic number. */
+async function openInput(file: string, chunkBytes: number): Promise<Input> {
+  let totalBytes: number;
+  let gzip: boolean;
+  try {
+    const handle = await open(file, 'r');
+    try {
+      totalBytes = (await handle.stat()).size;
+      const magic = Buffer.alloc(2);
+      const { bytesRead } = await handle.read(magic, 0, 2, 0);
+      gzip = bytesRead === 2 && magic[0] === GZIP_MAGIC[0] && magic[1] === GZIP_MAGIC[1];
+    } finally {
+      await handle.close();
+    }
+  } catch (cause) {
+    throw new ConnectorError(`cannot read ${file}: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, { cause });
+  }
+  const raw = createReadStream(file, { highWaterMark: chunkBytes });
+  if (!gzip) return { chunks: raw, totalBytes, bytesRead: () => raw.bytesRead, close: () => raw.destroy() };
+  const gunzip = createGunzip({ chunkSize: chunkBytes });
+  pipeline(raw, gunzip, () => undefined);
+  return {
+    chunks: gunzip,
+    totalBytes,
+    bytesRead: () => raw.bytesRead,
+    close: () => {
+      gunzip.destroy();
+      raw.destroy();
+    },
+  };
+}
+
+class ProgressReporter {
+  readonly #file: string;
+  readonly #total: number;
+  readonly #callback: ((progress: FileProgress) => void) | undefined;
+  readonly #everyMs: number;
+  readonly #started = Date.now();
+  #last = 0;
+
+  constructor(file: string, totalBytes: number, settings: ReadSettings) {
+    this.#file = file;
+    this.#total = totalBytes;
+    this.#callback = settings.onProgress;
+    this.#everyMs = settings.progressEveryMs;
+  }
+
+  update(bytes: number, records: number, done: boolean): void {
+    if (!this.#callback) return;
+    const now = Date.now();
+    if (!done && now - this.#last < this.#everyMs) return;
+    this.#last = now;
+    const elapsedMs = now - this.#started;
+    const seconds = elapsedMs / 1000;
+    const bytesPerSecond = seconds > 0 ? bytes / seconds : 0;
+    const progress: FileProgress = {
+      file: this.#file,
+      bytes,
+      totalBytes: this.#total,
+      records,
+      elapsedMs,
+      bytesPerSecond: Math.round(bytesPerSecond),
+      recordsPerSecond: seconds > 0 ? Math.round(records / seconds) : 0,
+      etaMs: done ? 0 : bytesPerSecond > 0 ? Math.round(((this.#total - bytes) / bytesPerSecond) * 1000) : undefined,
+      done,
+    };
+    this.#callback(progress);
+  }
+}

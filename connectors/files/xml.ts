@@ -1,0 +1,427 @@
+import sax from 'sax';
+import { ConfigError } from '../../lib/errors';
+import { bytesPerUnit, chunkDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
+import { EXCERPT_BYTES, type Frame, type Framer, type FramingLimits } from './framing';
+
+/** Which elements of an XML file are records, and how they become objects. */
+export interface XmlOptions {
+  /**
+   * Name of the element that holds one record, e.g. `Booking`: a local name matches in
+   * any namespace, a prefixed one (`ota:Booking`) only with that prefix. Required.
+   */
+  record: string;
+  /** Prefix of the keys that hold attributes. @default '@' */
+  attributePrefix?: string;
+  /** Key of an element's text when it also has attributes or children. @default '#text' */
+  textKey?: string;
+  /** Elements (local names) that are arrays even when they occur once. Repeated elements always are. @default [] */
+  arrays?: readonly string[];
+  /** Keys keep namespace prefixes (`ota:Name`) instead of local names (`Name`). @default false */
+  keepPrefixes?: boolean;
+  /** Trims whitespace around text. @default true */
+  trim?: boolean;
+}
+
+export interface ResolvedXmlOptions {
+  record: string;
+  attributePrefix: string;
+  textKey: string;
+  arrays: ReadonlySet<string>;
+  keepPrefixes: boolean;
+  trim: boolean;
+}
+
+const NAME = /^(?:[A-Za-z_][\w.-]*:)?[A-Za-z_][\w.-]*$/;
+
+/** Validates XML options; `prefix` names them in messages (`xml.record …`). */
+export function resolveXmlOptions(options: XmlOptions | undefined, prefix = 'xml'): ResolvedXmlOptions {
+  if (options === undefined || options === null || typeof options !== 'object') {
+    throw new ConfigError(`${prefix}.record is required for XML: name the element that holds one record, e.g. { record: 'Booking' }`);
+  }
+  if (typeof options.record !== 'string' || !NAME.test(options.record)) {
+    throw new ConfigError(`${prefix}.record must be an element name like 'Booking' or 'ota:Booking', got ${JSON.stringify(options.record)}`);
+  }
+  const attributePrefix = options.attributePrefix ?? '@';
+  if (typeof attributePrefix !== 'string') throw new ConfigError(`${prefix}.attributePrefix must be a string, got ${JSON.stringify(attributePrefix)}`);
+  const textKey = options.textKey ?? '#text';
+  if (typeof textKey !== 'string' || textKey === '') throw new ConfigError(`${prefix}.textKey must be a non-empty string, got ${JSON.stringify(textKey)}`);
+  const arrays = options.arrays ?? [];
+  if (!Array.isArray(arrays) || arrays.some((a) => typeof a !== 'string')) {
+    throw new ConfigError(`${prefix}.arrays must be a list of element names, got ${JSON.stringify(arrays)}`);
+  }
+  return { record: options.record, attributePrefix, textKey, arrays: new Set(arrays), keepPrefixes: options.keepPrefixes ?? false, trim: options.trim ?? true };
+}
+
+/** An element of the record being built. */
+interface Node {
+  key: string;
+  /** Attributes and children; `undefined` while there are none. */
+  object: Record<string, unknown> | undefined;
+  text: string;
+}
+
+type Failure = { code: string; message: string };
+
+interface Segment {
+  text: string;
+  /** Index of its first character in the decoded text. */
+  char: number;
+  /** Byte offset of its first character in the file. */
+  byte: number;
+}
+
+/** Decoded text kept behind the newest chunk: more than sax's longest buffer (64 Ki characters). */
+const KEEP_CHARS = 128 * 1024;
+
+/** How far above `maxDepth` a document may nest outside records before the file is given up. */
+const DOCUMENT_DEPTH_FACTOR = 4;
+/** Problems outside records reported per file; each kind once (stray text is one error per character). */
+const MAX_FILE_ERRORS = 10;
+
+/**
+ * XML records streamed with sax: each element named by `record` becomes an object
+ * (attributes as `@name`, children as keys, repeated children as arrays, text and CDATA
+ * as strings), with the byte offset and line of its `<`.
+ *
+ * Hostile input stays harmless: a DTD is never read for entities and nothing is ever
+ * fetched, so entity bombs and external entities (XXE) are dead letters naming the
+ * undeclared entity; nesting, record size and every sax buffer are bounded.
+ */
+export class XmlFramer implements Framer {
+  readonly #options: ResolvedXmlOptions;
+  readonly #limits: FramingLimits;
+  readonly #parser: sax.SAXParser;
+  readonly #decoder: ChunkDecoder;
+  /** Bytes per UTF-16 code unit, 0 for UTF-8 (counted per record). */
+  readonly #unit: number;
+  readonly #bom: number;
+  #frames: Frame[] = [];
+  /** Recent decoded text, oldest first, with where each piece starts in characters and bytes. */
+  #segments: Segment[] = [];
+  /** Characters and bytes decoded before the newest segment's end. */
+  #chars = 0;
+  #bytes = 0;
+  /** Moves forward only: the byte offset of character `#cursorChar`. */
+  #cursorChar = 0;
+  #cursorByte = 0;
+  #replacements = false;
+  #depth = 0;
+  #dead = false;
+  #fileErrors = new Set<string>();
+  // The record being read.
+  #stack: Node[] = [];
+  #recordDepth = 0;
+  #recordChar = 0;
+  #recordOffset = 0;
+  #recordLine = 0;
+  #recordSize = 0;
+  #failure: Failure | undefined;
+  #pendingStart: { char: number; line: number } | undefined;
+  /** A problem found inside the record's own start tag, before the record began. */
+  #pendingFailure: Failure | undefined;
+  /** sax buffers already reported as over-long outside records, since the last record. */
+  #overflowed = new Set<string>();
+  #truncated = false;
+
+  constructor(options: ResolvedXmlOptions, limits: FramingLimits, encoding: FileEncoding, bom: number) {
+    this.#options = options;
+    this.#limits = limits;
+    this.#decoder = chunkDecoder(encoding);
+    this.#unit = bytesPerUnit(encoding);
+    this.#bom = bom;
+    this.#bytes = bom;
+    this.#cursorByte = bom;
+    // strictEntities: only XML's five entities are known; anything else stays unexpanded.
+    const parser = sax.parser(true, { strictEntities: true, position: true, trim: false, normalize: false } as sax.SAXOptions);
+    parser.onopentagstart = (tag) => this.#openStart(tag.name);
+    parser.onopentag = (tag) => this.#open(tag as sax.Tag);
+    parser.onclosetag = () => this.#close();
+    parser.ontext = (text) => this.#addText(text);
+    parser.oncdata = (text) => this.#addText(text);
+    parser.onerror = (error) => this.#onError(error);
+    this.#parser = parser;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    if (!this.#dead) this.#write(this.#decoder.decode(chunk));
+    return this.#take();
+  }
+
+  end(): Frame[] {
+    if (!this.#dead) {
+      this.#write(this.#decoder.end());
+      // sax starts over once closed: ask before.
+      const sawRoot = (this.#parser as unknown as { sawRoot: boolean }).sawRoot;
+      try {
+        this.#parser.close();
+      } catch (error) {
+        if (error !== GIVE_UP) throw error;
+      }
+      if (!sawRoot) {
+        const message = this.#chars === 0 ? 'empty file: expected an XML document' : 'no root element: not an XML document';
+        this.#frames.push({ bytes: EMPTY, offset: this.#bytes, line: this.#parser.line + 1, utf8: true, size: 1, error: { code: 'NOT_XML', message } });
+      }
+    }
+    return this.#take();
+  }
+
+  #take(): Frame[] {
+    const frames = this.#frames;
+    this.#frames = [];
+    return frames;
+  }
+
+  #write(text: string): void {
+    if (text.length === 0) return;
+    const bytes = this.#unit === 0 ? Buffer.byteLength(text) : text.length * this.#unit;
+    this.#segments.push({ text, char: this.#chars, byte: this.#bytes });
+    this.#chars += text.length;
+    this.#bytes += bytes;
+    // Keep enough text to reach back to the start of any tag sax can still be reading.
+    while (this.#segments.length > 2 && this.#segments[1]!.char < this.#chars - KEEP_CHARS) this.#segments.shift();
+    this.#replacements = text.includes('\ufffd');
+    try {
+      this.#parser.write(text);
+    } catch (error) {
+      if (error !== GIVE_UP) throw error;
+      // Drop what sax holds of the document: nothing more of it is read.
+      (this.#parser as unknown as { tags: unknown[] }).tags = [];
+    }
+  }
+
+  /** Byte offset of character `char` of the decoded text. */
+  #byteOf(char: number): number {
+    if (this.#unit !== 0) return this.#bom + char * this.#unit;
+    if (char === this.#cursorChar) return this.#cursorByte;
+    let index = this.#segments.length - 1;
+    while (index > 0 && this.#segments[index]!.char > char) index--;
+    const segment = this.#segments[index];
+    if (!segment || char < segment.char) return this.#cursorByte;
+    const fromCursor = this.#cursorChar >= segment.char && this.#cursorChar < char;
+    const fromChar = fromCursor ? this.#cursorChar : segment.char;
+    const fromByte = fromCursor ? this.#cursorByte : segment.byte;
+    this.#cursorByte = fromByte + Buffer.byteLength(segment.text.slice(fromChar - segment.char, char - segment.char));
+    this.#cursorChar = char;
+    return this.#cursorByte;
+  }
+
+  /** Up to an excerpt's worth of the decoded text from character `char`, when still at hand. */
+  #excerpt(char: number, endChar: number): Buffer {
+    const first = this.#segments.findIndex((s) => s.char + s.text.length > char);
+    if (first < 0 || this.#segments[first]!.char > char) return Buffer.alloc(0);
+    let text = '';
+    for (let i = first; i < this.#segments.length && text.length < EXCERPT_BYTES * 2; i++) text += this.#segments[i]!.text;
+    text = text.slice(char - this.#segments[first]!.char, endChar - this.#segments[first]!.char);
+    const bytes = Buffer.from(text.slice(0, EXCERPT_BYTES), 'utf8');
+    return bytes.subarray(0, EXCERPT_BYTES);
+  }
+
+  #matches(name: string): boolean {
+    const record = this.#options.record;
+    if (name === record) return true;
+    return !record.includes(':') && name.endsWith(record) && name.charCodeAt(name.length - record.length - 1) === 0x3a;
+  }
+
+  #keyOf(name: string): string {
+    if (this.#options.keepPrefixes) return name;
+    const colon = name.indexOf(':');
+    return colon < 0 ? name : name.slice(colon + 1);
+  }
+
+  #openStart(name: string): void {
+    if (this.#stack.length === 0 && this.#recordDepth === 0 && this.#matches(name)) {
+      this.#pendingStart = { char: this.#parser.startTagPosition - 1, line: this.#parser.line + 1 };
+    }
+  }
+
+  #open(tag: sax.Tag): void {
+    if (++this.#depth > this.#limits.maxDepth * DOCUMENT_DEPTH_FACTOR) {
+      this.#giveUp('FILE_TOO_DEEP', `elements nested deeper than ${this.#limits.maxDepth * DOCUMENT_DEPTH_FACTOR} levels: the rest of the file is not read`);
+      return;
+    }
+    if (this.#recordDepth === 0) {
+      if (!this.#pendingStart) return;
+      const { char, line } = this.#pendingStart;
+      this.#pendingStart = undefined;
+      this.#recordDepth = 1;
+      this.#recordChar = char;
+      this.#recordOffset = this.#byteOf(char);
+      this.#recordLine = line;
+      this.#recordSize = 0;
+      this.#failure = undefined;
+      this.#overflowed.clear();
+      this.#stack.push(this.#node(tag));
+      if (this.#pendingFailure) {
+        this.#fail(this.#pendingFailure.code, `record at line ${line}: ${this.#pendingFailure.message}`);
+        this.#pendingFailure = undefined;
+      }
+      return;
+    }
+    this.#recordDepth++;
+    if (this.#failure) return;
+    if (this.#recordDepth > this.#limits.maxDepth) {
+      this.#fail('TOO_DEEP', `record at line ${this.#recordLine} nests deeper than ${this.#limits.maxDepth} levels`);
+      return;
+    }
+    this.#stack.push(this.#node(tag));
+  }
+
+  #node(tag: sax.Tag): Node {
+    const node: Node = { key: this.#keyOf(tag.name), object: undefined, text: '' };
+    const attributes = tag.attributes;
+    for (const name in attributes) {
+      if (name === 'xmlns' || name.startsWith('xmlns:')) continue;
+      const value = attributes[name]!;
+      this.#grow(name.length + value.length);
+      if (this.#replacements) this.#checkText(value);
+      setKey((node.object ??= {}), this.#options.attributePrefix + this.#keyOf(name), value);
+    }
+    return node;
+  }
+
+  #addText(text: string): void {
+    if (this.#recordDepth === 0 || this.#failure) return;
+    const node = this.#stack[this.#stack.length - 1]!;
+    this.#grow(text.length);
+    if (this.#failure) return;
+    if (this.#replacements) this.#checkText(text);
+    node.text += text;
+  }
+
+  #grow(characters: number): void {
+    this.#recordSize += characters;
+    if (this.#recordSize > this.#limits.maxRecordBytes && !this.#failure) {
+      this.#fail('RECORD_TOO_LARGE', `record at line ${this.#recordLine} is longer than ${this.#limits.maxRecordBytes} bytes`);
+    }
+  }
+
+  #checkText(text: string): void {
+    if (text.includes('\ufffd') && !this.#failure) {
+      this.#fail('INVALID_ENCODING', `record at line ${this.#recordLine} has bytes that are not valid in the file's encoding`);
+    }
+  }
+
+  #close(): void {
+    if (this.#dead) return;
+    this.#depth--;
+    if (this.#recordDepth === 0) return;
+    this.#recordDepth--;
+    if (this.#failure) {
+      if (this.#recordDepth === 0) this.#finish(undefined);
+      return;
+    }
+    const node = this.#stack.pop()!;
+    const value = this.#valueOf(node);
+    const parent = this.#stack[this.#stack.length - 1];
+    if (!parent) {
+      this.#finish(value);
+      return;
+    }
+    const object = (parent.object ??= {});
+    if (!Object.prototype.hasOwnProperty.call(object, node.key)) {
+      setKey(object, node.key, this.#options.arrays.has(node.key) ? [value] : value);
+      return;
+    }
+    // Element values are strings or objects: an array here is one we made for repeats.
+    const existing = object[node.key];
+    if (Array.isArray(existing)) existing.push(value);
+    else setKey(object, node.key, [existing, value]);
+  }
+
+  #valueOf(node: Node): unknown {
+    const text = this.#options.trim ? node.text.trim() : node.text;
+    if (node.object === undefined) return text;
+    if (text !== '') setKey(node.object, this.#options.textKey, text);
+    return node.object;
+  }
+
+  /** The record element closed: a record, or the dead letter of a failed one. */
+  #finish(value: unknown): void {
+    const end = this.#byteOf(this.#parser.position);
+    const size = Math.max(end - this.#recordOffset, 1);
+    const frame: Frame = { bytes: EMPTY, offset: this.#recordOffset, line: this.#recordLine, utf8: true, size };
+    if (this.#failure) {
+      frame.bytes = this.#excerpt(this.#recordChar, this.#parser.position);
+      frame.error = this.#failure;
+    } else frame.value = value;
+    this.#frames.push(frame);
+    this.#stack = [];
+    this.#failure = undefined;
+  }
+
+  #fail(code: string, message: string): void {
+    this.#failure = { code, message };
+    // Keep nothing more of this record: only its end is looked for.
+    this.#stack = [];
+  }
+
+  #onError(error: Error): void {
+    const parser = this.#parser as unknown as Record<string, unknown>;
+    const message = error.message.split('\n')[0]!;
+    // sax keeps the error until resumed; it recovers and reads on.
+    parser.error = null;
+    if (this.#dead) return;
+    const buffer = /^Max buffer length exceeded: (\w+)$/.exec(message)?.[1];
+    let failure: Failure;
+    if (buffer) {
+      // sax only complains about an over-long buffer; emptying it keeps memory bounded.
+      parser[buffer] = '';
+      const limit = (sax as unknown as { MAX_BUFFER_LENGTH: number }).MAX_BUFFER_LENGTH;
+      failure = { code: 'RECORD_TOO_LARGE', message: `XML ${buffer} longer than ${limit} characters` };
+      if (this.#recordDepth === 0) {
+        if (this.#pendingStart) {
+          this.#pendingFailure ??= failure;
+          return;
+        }
+        if (this.#overflowed.has(buffer)) return;
+        this.#overflowed.add(buffer);
+        failure.code = 'XML_LIMIT';
+      }
+    } else if (message === 'Invalid character entity') {
+      const entity = typeof parser.entity === 'string' ? parser.entity : '';
+      failure = { code: 'XML_ENTITY', message: `entity &${entity}; is not one of XML's own and is not expanded (DTDs are never read)` };
+    } else if (message === 'Unclosed root tag' || message === 'Unexpected end') {
+      if (this.#truncated) return;
+      this.#truncated = true;
+      failure = { code: 'TRUNCATED', message: 'the file ends before its root element closes' };
+    } else {
+      failure = { code: 'PARSE_XML', message };
+    }
+    if (this.#recordDepth > 0) {
+      if (!this.#failure) this.#fail(failure.code, `record at line ${this.#recordLine}: ${failure.message}`);
+      if (failure.code === 'TRUNCATED') {
+        this.#recordDepth = 0;
+        this.#finish(undefined);
+      }
+      return;
+    }
+    if (this.#fileErrors.has(failure.message) || this.#fileErrors.size >= MAX_FILE_ERRORS) return;
+    this.#fileErrors.add(failure.message);
+    const line = this.#parser.line + 1;
+    this.#frames.push({ bytes: EMPTY, offset: this.#byteOf(this.#parser.position), line, utf8: true, size: 1, error: { code: failure.code, message: `line ${line}: ${failure.message}` } });
+  }
+
+  #giveUp(code: string, message: string): void {
+    this.#dead = true;
+    const line = this.#parser.line + 1;
+    if (this.#recordDepth > 0) {
+      this.#failure = { code, message: `record at line ${this.#recordLine}: ${message}` };
+      this.#recordDepth = 0;
+      this.#finish(undefined);
+    } else {
+      this.#frames.push({ bytes: EMPTY, offset: this.#byteOf(this.#parser.position), line, utf8: true, size: 1, error: { code, message: `line ${line}: ${message}` } });
+    }
+    this.#stack = [];
+    throw GIVE_UP;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Sets a key as an own property, even `__proto__` (an element may be named so). */
+function setKey(object: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(object, key, { value, enumerable: true, writable: true, configurable: true });
+  else object[key] = value;
+}
+/** Thrown from a sax handler to stop reading a file at once. */
+const GIVE_UP = new Error('stop reading this XML file');
