@@ -19,10 +19,17 @@ export { Pipeline, type PipelineOptions, type PipelineStats } from './lib/pipeli
 export { retry, type RetryOptions } from './lib/retry';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext } from './lib/source';
+export { Keyring, type KeyMaterial, type KeyProvider, type KeyringSpec } from './lib/keyring';
 
 export { batch, type BatchOptions } from './operators/batch';
+export { decrypt, type DecryptOptions } from './operators/decrypt';
+export { dedupe, type DedupeOptions, type DedupeStats } from './operators/dedupe';
+export { MemoryDedupeStore, redisDedupeStore, type DedupeStore, type MemoryDedupeStoreOptions, type RedisDedupeStoreOptions } from './operators/dedupeStores';
+export { encrypt, type EncryptOptions } from './operators/encrypt';
+export { mask, maskCardNumber, type MaskOptions } from './operators/mask';
 export { normalize, type FieldRule, type FieldType, type NormalizeOptions, type VendorMapping } from './operators/normalize';
 export { parse, type ParseOptions } from './operators/parse';
+export { tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
 export { validate, type ValidateOptions } from './operators/validate';
 
 export * from './connectors/clickhouse';

@@ -3,7 +3,7 @@ import type { Envelope } from '../lib/envelope';
 import { ConfigError, ValidationError, type FieldIssue } from '../lib/errors';
 import { recordOperator } from './recordOperator';
 
-export type FieldType = 'string' | 'integer' | 'number' | 'decimal' | 'boolean' | 'datetime' | 'date';
+export type FieldType = 'string' | 'integer' | 'number' | 'decimal' | 'boolean' | 'datetime' | 'date' | 'array';
 
 /** How one field of the unified model is read from a vendor's record. */
 export interface FieldRule {
@@ -35,6 +35,13 @@ export interface FieldRule {
   case?: 'upper' | 'lower';
   /** Computes the value from the whole vendor record instead of reading `from`. */
   compute?: (record: any) => unknown;
+  /**
+   * `array`: the value is a list (passengers, segments) and each element, an object, is
+   * mapped by these rules; paths inside are relative to the element, and issues name the
+   * element (`/pax/1/name`). Build the list with `compute` when a vendor flattens it into
+   * columns (`pax1_name`, `pax2_name`).
+   */
+  items?: Readonly<Record<string, FieldRule | string>>;
 }
 
 export interface VendorMapping {
@@ -96,41 +103,71 @@ class CoercionIssue extends Error {}
 
 function compileMapping(vendor: string, mapping: VendorMapping): (input: any) => Record<string, unknown> {
   if (!mapping?.fields || typeof mapping.fields !== 'object') throw new ConfigError(`mappings.${vendor}.fields must be an object`);
-  const fields = Object.entries(mapping.fields).map(([name, ruleOrPath]) => {
+  const map = compileFields(mapping.fields, `mappings.${vendor}.fields`);
+  const check = mapping.check;
+  return (input) => {
+    let issues: FieldIssue[] | undefined;
+    const output = map(input, '', (issue) => (issues ??= []).push(issue));
+    if (!issues && check) issues = check(output, input) || undefined;
+    if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');
+    return output;
+  };
+}
+
+type FieldsMapper = (input: any, base: string, report: (issue: FieldIssue) => void) => Record<string, unknown>;
+
+/** Compiles a set of field rules: the top of a mapping, or the `items` of an array field. */
+function compileFields(rules: Readonly<Record<string, FieldRule | string>>, where: string): FieldsMapper {
+  const fields = Object.entries(rules).map(([name, ruleOrPath]) => {
     const rule: FieldRule = typeof ruleOrPath === 'string' ? { from: ruleOrPath } : ruleOrPath;
-    const where = `mappings.${vendor}.fields.${name}`;
+    const at = `${where}.${name}`;
     const froms = rule.compute ? [] : [rule.from ?? name].flat();
+    if (rule.items !== undefined && (rule.items === null || typeof rule.items !== 'object')) throw new ConfigError(`${at}.items must be an object of field rules for each element`);
+    if (rule.items && rule.type !== undefined && rule.type !== 'array') throw new ConfigError(`${at}.type must be 'array' (or left out) when items is given, got ${JSON.stringify(rule.type)}`);
+    if (rule.type === 'array' && !rule.items) throw new ConfigError(`${at}.items is required when type is 'array'`);
     return {
       name,
       required: rule.required ?? false,
       fallback: rule.default,
       read: rule.compute ?? readerOf(froms.map((path) => path.split('.'))),
       pointer: rule.compute ? `/${name}` : '/' + String(froms[0]).split('.').join('/'),
-      coerce: coercionOf(rule, where),
+      coerce: rule.items ? undefined : coercionOf(rule, at),
+      items: rule.items ? compileFields(rule.items, `${at}.items`) : undefined,
     };
   });
-  const check = mapping.check;
-  return (input) => {
+  return (input, base, report) => {
     const output: Record<string, unknown> = {};
-    let issues: FieldIssue[] | undefined;
     for (const field of fields) {
       let value = field.read(input);
       if (value === undefined || value === null || value === '') {
         if (field.fallback !== undefined) output[field.name] = field.fallback;
-        else if (field.required) (issues ??= []).push({ path: field.pointer, message: `${field.name} is required` });
+        else if (field.required) report({ path: base + field.pointer, message: `${field.name} is required` });
+        continue;
+      }
+      if (field.items) {
+        if (!Array.isArray(value)) {
+          report({ path: base + field.pointer, message: `${field.name}: expected an array, got ${value === null ? 'null' : typeof value}` });
+          continue;
+        }
+        const list = new Array<unknown>(value.length);
+        for (let index = 0; index < value.length; index++) {
+          const element = value[index];
+          const at = `${base}${field.pointer}/${index}`;
+          if (element === null || typeof element !== 'object' || Array.isArray(element)) report({ path: at, message: `${field.name}[${index}]: expected an object` });
+          else list[index] = field.items(element, at, report);
+        }
+        output[field.name] = list;
         continue;
       }
       try {
-        value = field.coerce(value);
+        value = field.coerce!(value);
       } catch (error) {
         if (!(error instanceof CoercionIssue)) throw error;
-        (issues ??= []).push({ path: field.pointer, message: `${field.name}: ${error.message}` });
+        report({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
         continue;
       }
       output[field.name] = value;
     }
-    if (!issues && check) issues = check(output, input) || undefined;
-    if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');
     return output;
   };
 }

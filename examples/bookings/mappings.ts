@@ -1,12 +1,19 @@
 import type { VendorMapping } from '../../index';
 
+const TRIPWIRE_TRAVELLER_TYPES = { ADT: 'adult', CHD: 'child', INF: 'infant' } as const;
+
 /**
- * Three vendors, three shapes:
+ * Five vendors, five shapes:
  * - skyway: an airline's JSON export (arrays of nested records), GDS status codes,
  *   prices in cents, ISO times with offsets.
  * - globetrek: an online agency's NDJSON feed, flat, French dates in Paris time, amounts
  *   with a decimal comma, counts as text.
  * - staylodge: a hotel chain's NDJSON API dump, camelCase, epoch seconds, float amounts.
+ * - tripwire: a webhook payload (an event envelope around the booking), upper-case enums,
+ *   money as decimal text, travellers and flight segments as arrays.
+ * - railbase: a legacy semicolon CSV export (records as the CSV parser gives them, every
+ *   value text), terse column names, compact dates in Berlin time, decimal commas,
+ *   passengers spread over PAX1..PAX4 columns.
  */
 export const mappings: Record<string, VendorMapping> = {
   skyway: {
@@ -60,4 +67,73 @@ export const mappings: Record<string, VendorMapping> = {
       currency: { from: 'currency', case: 'upper', required: true },
     },
   },
+  tripwire: {
+    fields: {
+      vendor: { compute: () => 'tripwire' },
+      booking_id: { from: 'data.booking.id', required: true },
+      updated_at: { from: ['data.booking.updated_at', 'occurred_at'], type: 'datetime', required: true },
+      status: { from: 'data.booking.status', required: true, values: { CONFIRMED: 'confirmed', ON_HOLD: 'pending', CANCELLED: 'cancelled', REFUNDED: 'refunded' } },
+      product: { from: 'data.booking.product_type', required: true, values: { FLIGHT: 'flight', HOTEL: 'hotel', CAR: 'car', TRAIN: 'rail' } },
+      booked_at: { from: 'data.booking.created_at', type: 'datetime', required: true },
+      // The local day of the first departure, as the traveller's ticket shows it.
+      travel_date: { compute: (r) => String(r.data?.booking?.itinerary?.segments?.[0]?.departure?.at ?? '').slice(0, 10), type: 'date', required: true },
+      origin: 'data.booking.itinerary.segments.0.departure.airport',
+      destination: { compute: (r) => r.data?.booking?.itinerary?.segments?.at?.(-1)?.arrival?.airport },
+      passengers: { compute: (r) => (Array.isArray(r.data?.booking?.travellers) ? r.data.booking.travellers.length : undefined), type: 'integer', required: true },
+      total_amount: { from: 'data.booking.total.amount', type: 'decimal', required: true },
+      currency: { from: 'data.booking.total.currency', case: 'upper', required: true },
+      travellers: {
+        from: 'data.booking.travellers',
+        items: {
+          name: { compute: (t) => [t.first_name, t.last_name].filter(Boolean).join(' '), required: true },
+          type: { from: 'type', values: TRIPWIRE_TRAVELLER_TYPES },
+          email: { from: 'contact.email', case: 'lower' },
+        },
+      },
+      segments: {
+        from: 'data.booking.itinerary.segments',
+        items: {
+          carrier: 'marketing_carrier',
+          number: 'flight_number',
+          origin: { from: 'departure.airport', required: true },
+          destination: { from: 'arrival.airport', required: true },
+          departs_at: { from: 'departure.at', type: 'datetime', required: true },
+          arrives_at: { from: 'arrival.at', type: 'datetime' },
+        },
+      },
+    },
+    check: (_booking, input) =>
+      input?.event !== undefined && !String(input.event).startsWith('booking.') ? [{ path: '/event', message: `not a booking event: ${String(input.event).slice(0, 64)}` }] : undefined,
+  },
+  railbase: {
+    fields: {
+      vendor: { compute: () => 'railbase' },
+      booking_id: { from: 'RESNO', required: true },
+      updated_at: { from: ['CHGDATE', 'RESDATE'], type: 'datetime', format: 'YYYYMMDD HHmm', timeZone: 'Europe/Berlin', required: true },
+      status: { from: 'STAT', required: true, values: { B: 'confirmed', V: 'pending', S: 'cancelled', E: 'refunded' } },
+      product: { compute: () => 'rail' },
+      booked_at: { from: 'RESDATE', type: 'datetime', format: 'YYYYMMDD HHmm', timeZone: 'Europe/Berlin', required: true },
+      travel_date: { from: 'TRAVDATE', type: 'date', format: 'DD.MM.YYYY', required: true },
+      origin: 'DEP',
+      destination: 'ARR',
+      passengers: { compute: (r) => railbasePax(r).length || undefined, type: 'integer', required: true },
+      total_amount: { from: 'AMOUNT', type: 'decimal', decimalSeparator: ',', required: true },
+      currency: { from: 'CUR', case: 'upper', default: 'EUR' },
+      travellers: { compute: (r) => railbasePax(r).map((name) => ({ name })), items: { name: { from: 'name', required: true } } },
+    },
+    check: (booking) =>
+      booking.status === 'refunded' && !String(booking.total_amount).startsWith('-')
+        ? [{ path: '/AMOUNT', message: 'a refund must have a negative amount' }]
+        : undefined,
+  },
 };
+
+/** railbase spreads passenger names over PAX1..PAX4; empty columns are no passenger. */
+function railbasePax(record: Record<string, unknown>): string[] {
+  const names: string[] = [];
+  for (const column of ['PAX1', 'PAX2', 'PAX3', 'PAX4']) {
+    const name = record[column];
+    if (typeof name === 'string' && name.trim() !== '') names.push(name.trim());
+  }
+  return names;
+}

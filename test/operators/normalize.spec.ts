@@ -3,6 +3,8 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import { ConfigError } from '../../lib/errors';
 import { normalize, type VendorMapping } from '../../operators/normalize';
 import { mappings } from '../../examples/bookings/mappings';
+import { bookingSchema } from '../../examples/bookings/schema';
+import { validate } from '../../operators/validate';
 import { Recorder } from '../helpers';
 
 async function run(mapping: VendorMapping, inputs: unknown[], vendor = 'v') {
@@ -146,5 +148,53 @@ describe('normalize', () => {
         expect(values).to.deep.equal([expected]);
       });
     }
+  });
+});
+
+describe('normalize: vendor fixtures (test/fixtures/vendors/<vendor>/<case>.json → <case>.expected.json)', () => {
+  const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
+  const { join } = require('node:path') as typeof import('node:path');
+  const root = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'vendors');
+  const validateBooking = validate({ schema: bookingSchema });
+  for (const vendor of readdirSync(root).sort()) {
+    for (const file of readdirSync(join(root, vendor)).filter((f) => f.endsWith('.json') && !f.endsWith('.expected.json')).sort()) {
+      const name = file.slice(0, -'.json'.length);
+      it(`${vendor}/${name}`, async () => {
+        const input = JSON.parse(readFileSync(join(root, vendor, file), 'utf8')) as unknown;
+        const expected = JSON.parse(readFileSync(join(root, vendor, `${name}.expected.json`), 'utf8')) as Record<string, unknown>;
+        const recorder = new Recorder();
+        const out = await lastValueFrom(from([recorder.envelope(input, { vendor })]).pipe(normalize({ mappings }), validateBooking, toArray()));
+        if ('dead' in expected) {
+          expect(out).to.deep.equal([]);
+          expect(recorder.rejected.map((r) => r.failure)).to.deep.equal([expected.dead]);
+        } else {
+          expect(recorder.rejected.map((r) => r.failure)).to.deep.equal([]);
+          expect(out.map((e) => e.value)).to.deep.equal([expected]);
+        }
+      });
+    }
+  }
+});
+
+describe('normalize: arrays', () => {
+  it('maps each element of a list by its own rules, naming the element in issues', async () => {
+    const mapping: VendorMapping = {
+      fields: {
+        pax: { from: 'people', items: { name: { from: 'n', required: true }, age: { from: 'a', type: 'integer' } } },
+      },
+    };
+    expect(await one(mapping, { people: [{ n: 'Ada', a: '36' }, { n: 'Bo' }] })).to.deep.equal({ pax: [{ name: 'Ada', age: 36 }, { name: 'Bo' }] });
+    expect(await one(mapping, { people: [{ n: 'Ada' }, { a: 'x' }, 3] })).to.deep.equal({
+      stage: 'normalize',
+      code: 'MAPPING',
+      path: '/people/1/n',
+      message: '/people/1/n name is required; /people/1/a age: expected an integer, got "x"; /people/2 pax[2]: expected an object',
+    });
+    expect(await one(mapping, { people: 'Ada' })).to.include({ path: '/people', message: '/people pax: expected an array, got string' });
+  });
+
+  it('refuses array rules without items, and items with another type', () => {
+    expect(() => normalize({ mappings: { v: { fields: { a: { type: 'array' } } } } })).to.throw(ConfigError, "mappings.v.fields.a.items is required when type is 'array'");
+    expect(() => normalize({ mappings: { v: { fields: { a: { type: 'string', items: {} } } } } })).to.throw(ConfigError, "mappings.v.fields.a.type must be 'array' (or left out) when items is given, got \"string\"");
   });
 });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { from, lastValueFrom, toArray } from 'rxjs';
-import { bookingSchema } from '../../examples/bookings/schema';
+import { bookingSchema, type Booking } from '../../examples/bookings/schema';
 import { ConfigError } from '../../lib/errors';
 import { validate } from '../../operators/validate';
 import { Recorder } from '../helpers';
@@ -42,5 +42,20 @@ describe('validate', () => {
 
   it('refuses a schema that does not compile', () => {
     expect(() => validate({ schema: { type: 'nonsense' } })).to.throw(ConfigError, /schema does not compile/);
+  });
+});
+
+describe('the booking type', () => {
+  // Compile-time checks: `Booking` is derived from `bookingSchema`, so these break the build if the two part.
+  type Equal<A, B> = (<X>() => X extends A ? 1 : 2) extends <X>() => X extends B ? 1 : 2 ? true : false;
+  const status: Equal<Booking['status'], 'confirmed' | 'pending' | 'cancelled' | 'refunded'> = true;
+  const optional: Equal<Booking['origin'], string | undefined> = true;
+  const traveller: Equal<NonNullable<Booking['travellers']>[number]['type'], 'adult' | 'child' | 'infant' | undefined> = true;
+
+  it('is the schema: a valid record is a Booking, and a Booking without a required field does not compile', () => {
+    const booking: Booking = { ...valid, status: 'confirmed', product: 'flight', travellers: [{ name: 'Ada', type: 'adult' }] };
+    // @ts-expect-error booking_id is required by the schema, hence by the type
+    const missing: Booking = { ...booking, booking_id: undefined };
+    expect([status, optional, traveller, booking.booking_id, missing.vendor]).to.deep.equal([true, true, true, 'SKY-1', 'skyway']);
   });
 });

@@ -1,0 +1,199 @@
+import type { Redis, RedisOptions } from 'ioredis';
+import { ConfigError, TributaryError } from '../lib/errors';
+
+/**
+ * Where `dedupe` remembers the keys it has seen. A key is claimed by an owner (the
+ * record's source and position) for `ttlMs`; a record may pass when its key was free or
+ * is already held by the same owner (the same record delivered again after a nack or a
+ * restart), and is a duplicate otherwise.
+ */
+export interface DedupeStore {
+  /**
+   * Claims `keys[i]` for `owners[i]`, in order (a key twice in one call: the second is a
+   * duplicate unless the owner is the same). `result[i]` is true when record i may pass.
+   */
+  claim(keys: readonly string[], owners: readonly string[], ttlMs: number): boolean[] | Promise<boolean[]>;
+  /** One key at once, for stores in this process: `dedupe` then needs no batching. */
+  claimNow?(key: string, owner: string, ttlMs: number): boolean;
+  close?(): Promise<void>;
+}
+
+export interface MemoryDedupeStoreOptions {
+  /** Keys held at most; past it the oldest are forgotten (counted in `evicted`). @default 1_000_000 */
+  maxEntries?: number;
+  /** Estimated bytes held at most (keys, owners and ~96 bytes of overhead each). @default 256 MiB */
+  maxBytes?: number;
+  /** The clock, for tests. @default Date.now */
+  now?: () => number;
+}
+
+interface Held {
+  owner: string;
+  expiresAt: number;
+  bytes: number;
+}
+
+const ENTRY_OVERHEAD = 96;
+
+/**
+ * A bounded dedupe store in this process's memory.
+ *
+ * It forgets everything when the process ends: after a restart, a duplicate of a record
+ * seen before passes (the sink's ReplacingMergeTree is the backstop). At its bounds it
+ * forgets the oldest keys before their time, so a late duplicate of those passes too;
+ * `evicted` counts them. Use a {@link redisDedupeStore} to share keys between processes
+ * and restarts.
+ */
+export class MemoryDedupeStore implements DedupeStore {
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  /** Keys forgotten before their time to stay within the bounds. */
+  evicted = 0;
+  #held = new Map<string, Held>();
+  #bytes = 0;
+  readonly #now: () => number;
+
+  constructor(options: MemoryDedupeStoreOptions = {}) {
+    this.maxEntries = options.maxEntries ?? 1_000_000;
+    this.maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
+    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) throw new ConfigError(`maxEntries must be an integer >= 1, got ${options.maxEntries}`);
+    if (!Number.isInteger(this.maxBytes) || this.maxBytes < 1024) throw new ConfigError(`maxBytes must be an integer >= 1024, got ${options.maxBytes}`);
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Keys held now (expired ones included until they are swept). */
+  get size(): number {
+    return this.#held.size;
+  }
+
+  /** Estimated bytes held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  claimNow(key: string, owner: string, ttlMs: number): boolean {
+    const now = this.#now();
+    this.#sweep(now);
+    const held = this.#held.get(key);
+    if (held !== undefined) {
+      if (held.expiresAt > now) return held.owner === owner;
+      this.#forget(key, held); // expired: claimed anew below, at the back of the order
+    }
+    const bytes = 2 * (key.length + owner.length) + ENTRY_OVERHEAD;
+    this.#held.set(key, { owner, expiresAt: now + ttlMs, bytes });
+    this.#bytes += bytes;
+    while (this.#held.size > this.maxEntries || (this.#bytes > this.maxBytes && this.#held.size > 1)) {
+      const [oldest, entry] = this.#held.entries().next().value as [string, Held];
+      this.#forget(oldest, entry);
+      this.evicted++;
+    }
+    return true;
+  }
+
+  claim(keys: readonly string[], owners: readonly string[], ttlMs: number): boolean[] {
+    const result = new Array<boolean>(keys.length);
+    for (let i = 0; i < keys.length; i++) result[i] = this.claimNow(keys[i]!, owners[i]!, ttlMs);
+    return result;
+  }
+
+  async close(): Promise<void> {
+    this.#held.clear();
+    this.#bytes = 0;
+  }
+
+  /** Forgets a few expired keys from the front (keys are held in claim order). */
+  #sweep(now: number): void {
+    for (let i = 0; i < 4; i++) {
+      const first = this.#held.entries().next();
+      if (first.done || first.value[1].expiresAt > now) return;
+      this.#forget(first.value[0], first.value[1]);
+    }
+  }
+
+  #forget(key: string, held: Held): void {
+    this.#held.delete(key);
+    this.#bytes -= held.bytes;
+  }
+}
+
+export interface RedisDedupeStoreOptions {
+  /** `redis://host:port/db`; or pass `client`. */
+  url?: string;
+  /** Options for the client made from `url`. */
+  redis?: RedisOptions;
+  /** A client of your own (ioredis); `close()` leaves it open. */
+  client?: Redis;
+  /** Prefix of every key, naming the dedupe domain. @default 'tributary:dedupe:' */
+  prefix?: string;
+}
+
+/**
+ * A dedupe store in Redis (7.0 or later), shared by every process that uses the same
+ * Redis and prefix. Each call is one pipelined round trip of `SET key owner PX ttl NX GET`
+ * per key: atomic per key, so of two processes claiming one key at once exactly one wins.
+ *
+ * Keys live as long as the TTL says, across restarts of the pipelines; a restart of a
+ * Redis without persistence forgets them. Keys are stored as given: make them tokens
+ * (see `tokenize`) rather than plaintext customer data. The ioredis client is loaded
+ * only when a store is made.
+ *
+ * ## Example
+ * ```ts
+ * import { dedupe, redisDedupeStore } from 'tributary';
+ * const store = redisDedupeStore({ url: 'redis://127.0.0.1:6379' });
+ * records$.pipe(dedupe({ key: (b) => `${b.vendor}/${b.booking_id}/${b.updated_at}`, ttlMs: 86_400_000, store }));
+ * await store.close();
+ * ```
+ */
+export function redisDedupeStore(options: RedisDedupeStoreOptions): DedupeStore & { close(): Promise<void> } {
+  if (!options || (options.url === undefined) === (options.client === undefined)) throw new ConfigError('redisDedupeStore needs exactly one of url or client');
+  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
+    throw new ConfigError(`url must start with redis:// or rediss://, got ${JSON.stringify(options.url)}`);
+  }
+  const prefix = options.prefix ?? 'tributary:dedupe:';
+  if (typeof prefix !== 'string') throw new ConfigError(`prefix must be a string, got ${JSON.stringify(prefix)}`);
+  let client = options.client;
+  const owned = client === undefined;
+  if (!client) {
+    // Loaded here, not at import: tributary without Redis never loads ioredis.
+    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    client = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
+    client.on('error', () => undefined); // failures surface through claim(); the client reconnects
+  }
+  return new RedisDedupeStore(client, prefix, owned);
+}
+
+class RedisDedupeStore implements DedupeStore {
+  readonly #client: Redis;
+  readonly #prefix: string;
+  readonly #owned: boolean;
+
+  constructor(client: Redis, prefix: string, owned: boolean) {
+    this.#client = client;
+    this.#prefix = prefix;
+    this.#owned = owned;
+  }
+
+  async claim(keys: readonly string[], owners: readonly string[], ttlMs: number): Promise<boolean[]> {
+    const pipeline = this.#client.pipeline();
+    for (let i = 0; i < keys.length; i++) pipeline.set(this.#prefix + keys[i], owners[i]!, 'PX', ttlMs, 'NX', 'GET');
+    let replies: [Error | null, unknown][] | null;
+    try {
+      replies = await pipeline.exec();
+    } catch (cause) {
+      throw new TributaryError(`dedupe store: Redis failed: ${(cause as Error).message}`, { code: 'DEDUPE_STORE', retriable: true, cause });
+    }
+    if (!replies || replies.length !== keys.length) throw new TributaryError('dedupe store: Redis answered a different number of replies', { code: 'DEDUPE_STORE', retriable: true });
+    const result = new Array<boolean>(keys.length);
+    for (let i = 0; i < replies.length; i++) {
+      const [error, previous] = replies[i]!;
+      if (error) throw new TributaryError(`dedupe store: Redis failed: ${error.message}`, { code: 'DEDUPE_STORE', retriable: !/ERR syntax|WRONGTYPE/.test(error.message), cause: error });
+      result[i] = previous === null || previous === owners[i];
+    }
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.#owned && this.#client.status !== 'end') await this.#client.quit().catch(() => this.#client.disconnect());
+  }
+}

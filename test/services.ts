@@ -1,0 +1,40 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/** The repository root: the nearest folder up from here that holds scripts/services. */
+function repoRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'scripts', 'services', 'redis.sh'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find scripts/services/redis.sh above the test directory');
+    dir = parent;
+  }
+  return dir;
+}
+
+function run(script: string, command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [join(repoRoot(), 'scripts', 'services', script), command], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`scripts/services/${script} ${command} failed (${error.code ?? error.signal}):\n${stdout}${stderr}`));
+      else resolve();
+    });
+  });
+}
+
+let redis: Promise<string> | undefined;
+
+/**
+ * Installs (Debian's redis-server, once) and starts the test Redis on loopback, and
+ * resolves with its URL. Both steps are idempotent; a Redis that cannot be started fails
+ * the test with the script's output. Call it from a mocha `before` hook with a long timeout.
+ */
+export function ensureRedis(): Promise<string> {
+  redis ??= (async () => {
+    await run('redis.sh', 'install');
+    await run('redis.sh', 'start');
+    return `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
+  })();
+  redis.catch(() => (redis = undefined));
+  return redis;
+}
