@@ -61,7 +61,10 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       let text = '';
       for (let i = 0; i < envelopes.length; i++) text += JSON.stringify(envelopes[i]!.value) + '\n';
       if (unquoteDecimals) text = text.replace(unquoteDecimals, '"$1":$2');
-      const perInsert = tokens ? { ...settings, insert_deduplication_token: context.token } : settings;
+      // With a token, views fed by this insert are deduplicated with it too.
+      const perInsert = tokens
+        ? { deduplicate_blocks_in_dependent_materialized_views: 1, ...settings, insert_deduplication_token: context.token }
+        : settings;
       await client.insert(table, Buffer.from(text), perInsert);
     },
   };

@@ -19,13 +19,15 @@ describe('embedded ClickHouse (chDB)', function () {
   const clickhouse = testClickHouse();
 
   beforeEach(async () => {
-    for (const table of ['bookings', 'dead_letters', 'tributary_migrations']) await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
-    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([1, 2]);
+    for (const table of ['vendor_quality_accepted_mv', 'vendor_quality_dead_lettered_mv', 'bookings_per_vendor_day', 'cancellation_rate_per_vendor', 'vendor_quality_hourly', 'bookings', 'dead_letters', 'tributary_migrations']) {
+      await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
+    }
+    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([1, 2, 3]);
   });
 
   it('applies each migration once', async () => {
     expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([]);
-    expect(await count('SELECT count() AS n FROM tributary_migrations')).to.equal(2);
+    expect(await count('SELECT count() AS n FROM tributary_migrations')).to.equal(3);
   });
 
   it('lands the sample files: valid records in bookings, refused ones in dead_letters with path and reason, nothing else', async () => {
@@ -55,6 +57,18 @@ describe('embedded ClickHouse (chDB)', function () {
     await bookingPipeline({ client: clickhouse, paths }).run();
     expect(await count('SELECT count() AS n FROM bookings')).to.equal(bookings);
     expect(await count('SELECT count() AS n FROM dead_letters')).to.equal(letters);
+
+    // The analysts' views agree with the tables, also after the second run.
+    expect(await count('SELECT sum(bookings) AS n FROM bookings_per_vendor_day')).to.equal(bookings);
+    expect(await count("SELECT sum(cancelled) AS n FROM cancellation_rate_per_vendor")).to.equal(await count("SELECT count() AS n FROM bookings FINAL WHERE status = 'cancelled'"));
+    const quality = await clickhouse.query<{ vendor: string; accepted: string; dead_lettered: string }>(
+      'SELECT vendor, sum(accepted) AS accepted, sum(dead_lettered) AS dead_lettered FROM vendor_quality_hourly GROUP BY vendor ORDER BY vendor',
+    );
+    expect(quality.map((q) => [q.vendor, Number(q.accepted), Number(q.dead_lettered)])).to.deep.equal([
+      ['globetrek', 12, 2],
+      ['skyway', 15, 1],
+      ['staylodge', 12, 2],
+    ]);
   });
 
   it('accounts for every record of a large generated file exactly: records in = bookings + dead letters', async () => {
