@@ -106,15 +106,20 @@ function compileMapping(vendor: string, mapping: VendorMapping): (input: any) =>
   const map = compileFields(mapping.fields, `mappings.${vendor}.fields`);
   const check = mapping.check;
   return (input) => {
-    let issues: FieldIssue[] | undefined;
-    const output = map(input, '', (issue) => (issues ??= []).push(issue));
-    if (!issues && check) issues = check(output, input) || undefined;
+    // One array serves every record (mapping is synchronous); a failing record gets a copy.
+    scratch.length = 0;
+    const output = map(input, '', scratch);
+    let issues: FieldIssue[] = scratch.length > 0 ? [...scratch] : [];
+    if (issues.length === 0 && check) issues = check(output, input) || [];
     if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');
     return output;
   };
 }
 
-type FieldsMapper = (input: any, base: string, report: (issue: FieldIssue) => void) => Record<string, unknown>;
+const scratch: FieldIssue[] = [];
+
+/** Maps `input`, adding what is wrong to `issues` (paths below `base`). */
+type FieldsMapper = (input: any, base: string, issues: FieldIssue[]) => Record<string, unknown>;
 
 /** Compiles a set of field rules: the top of a mapping, or the `items` of an array field. */
 function compileFields(rules: Readonly<Record<string, FieldRule | string>>, where: string): FieldsMapper {
@@ -135,26 +140,26 @@ function compileFields(rules: Readonly<Record<string, FieldRule | string>>, wher
       items: rule.items ? compileFields(rule.items, `${at}.items`) : undefined,
     };
   });
-  return (input, base, report) => {
+  return (input, base, issues) => {
     const output: Record<string, unknown> = {};
     for (const field of fields) {
       let value = field.read(input);
       if (value === undefined || value === null || value === '') {
         if (field.fallback !== undefined) output[field.name] = field.fallback;
-        else if (field.required) report({ path: base + field.pointer, message: `${field.name} is required` });
+        else if (field.required) issues.push({ path: base + field.pointer, message: `${field.name} is required` });
         continue;
       }
       if (field.items) {
         if (!Array.isArray(value)) {
-          report({ path: base + field.pointer, message: `${field.name}: expected an array, got ${value === null ? 'null' : typeof value}` });
+          issues.push({ path: base + field.pointer, message: `${field.name}: expected an array, got ${value === null ? 'null' : typeof value}` });
           continue;
         }
         const list = new Array<unknown>(value.length);
         for (let index = 0; index < value.length; index++) {
           const element = value[index];
           const at = `${base}${field.pointer}/${index}`;
-          if (element === null || typeof element !== 'object' || Array.isArray(element)) report({ path: at, message: `${field.name}[${index}]: expected an object` });
-          else list[index] = field.items(element, at, report);
+          if (element === null || typeof element !== 'object' || Array.isArray(element)) issues.push({ path: at, message: `${field.name}[${index}]: expected an object` });
+          else list[index] = field.items(element, at, issues);
         }
         output[field.name] = list;
         continue;
@@ -163,7 +168,7 @@ function compileFields(rules: Readonly<Record<string, FieldRule | string>>, wher
         value = field.coerce!(value);
       } catch (error) {
         if (!(error instanceof CoercionIssue)) throw error;
-        report({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
+        issues.push({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
         continue;
       }
       output[field.name] = value;
@@ -314,7 +319,7 @@ interface TimeParts {
 function toTime(type: 'datetime' | 'date', rule: FieldRule, where: string): Coerce {
   const format = rule.format ?? 'iso';
   const zone = zoneOf(rule.timeZone ?? 'UTC', `${where}.timeZone`);
-  const render = type === 'date' ? (ms: number) => new Date(ms).toISOString().slice(0, 10) : (ms: number) => new Date(ms).toISOString();
+  const render = type === 'date' ? isoDate : isoDateTime;
   if (format === 'epoch-s' || format === 'epoch-ms') {
     const scale = format === 'epoch-s' ? 1000 : 1;
     return (value) => {
@@ -372,18 +377,73 @@ function patternParser(pattern: string, where: string): (text: string) => TimePa
     throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
   }
   const regex = new RegExp(`^${source}$`);
+  // Regex group of each part, 0 when the pattern lacks it.
+  const group = (part: keyof TimeParts) => order.indexOf(part) + 1;
+  const [year, month, day, hour, minute, second, millisecond] = (['year', 'month', 'day', 'hour', 'minute', 'second', 'millisecond'] as const).map(group);
   return (text) => {
     const m = regex.exec(text);
     if (!m) return undefined;
-    const parts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
-    order.forEach((part, i) => ((parts as unknown as Record<string, number>)[part] = +m[i + 1]!));
-    return parts;
+    return {
+      year: +m[year!]!,
+      month: +m[month!]!,
+      day: +m[day!]!,
+      hour: hour ? +m[hour]! : 0,
+      minute: minute ? +m[minute]! : 0,
+      second: second ? +m[second]! : 0,
+      millisecond: millisecond ? +m[millisecond]! : 0,
+    };
   };
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
 function validParts(p: TimeParts): boolean {
   if (p.month < 1 || p.month > 12 || p.day < 1 || p.hour > 23 || p.minute > 59 || p.second > 59) return false;
-  return p.day <= new Date(Date.UTC(p.year, p.month, 0)).getUTCDate();
+  const leap = p.month === 2 && p.year % 4 === 0 && (p.year % 100 !== 0 || p.year % 400 === 0);
+  return p.day <= DAYS_IN_MONTH[p.month - 1]! + (leap ? 1 : 0);
+}
+
+const DAY_MS = 86_400_000;
+/** Year 10000: past it, ISO 8601 needs an expanded year and the slow path renders it. */
+const FAST_RENDER_LIMIT = 253_402_300_800_000;
+const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
+/** `YYYY-MM-DD` per day number; vendor times cluster on few days, so this stays small. */
+const dayTexts = new Map<number, string>();
+
+function dayText(day: number): string {
+  let text = dayTexts.get(day);
+  if (text === undefined) {
+    text = new Date(day * DAY_MS).toISOString().slice(0, 10);
+    if (dayTexts.size >= 20_000) dayTexts.clear();
+    dayTexts.set(day, text);
+  }
+  return text;
+}
+
+function checkedTime(ms: number): void {
+  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new CoercionIssue(`time out of range: ${ms}`);
+}
+
+/** `new Date(ms).toISOString()`, without a Date per call on the common range. */
+function isoDateTime(ms: number): string {
+  if (!(ms >= 0 && ms < FAST_RENDER_LIMIT)) {
+    checkedTime(ms);
+    return new Date(ms).toISOString();
+  }
+  const day = Math.floor(ms / DAY_MS);
+  let rest = ms - day * DAY_MS;
+  const millis = Math.floor(rest % 1000);
+  rest = Math.floor(rest / 1000);
+  return `${dayText(day)}T${TWO_DIGITS[Math.floor(rest / 3600)]}:${TWO_DIGITS[Math.floor(rest / 60) % 60]}:${TWO_DIGITS[rest % 60]}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+}
+
+function isoDate(ms: number): string {
+  if (!(ms >= 0 && ms < FAST_RENDER_LIMIT)) {
+    checkedTime(ms);
+    const iso = new Date(ms).toISOString();
+    return iso.slice(0, iso.indexOf('T'));
+  }
+  return dayText(Math.floor(ms / DAY_MS));
 }
 
 /** Converts a wall-clock time (as if UTC) in `zone` to real UTC milliseconds. */

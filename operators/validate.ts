@@ -12,6 +12,12 @@ export interface ValidateOptions {
   version?: string;
   /** An ajv instance of your own (custom formats, keywords). @default one with all formats */
   ajv?: Ajv;
+  /**
+   * `full` checks formats exactly (`2026-02-30` is no date); `fast` only by pattern, for
+   * values an earlier step already built correctly (dates from `normalize`). Ignored when
+   * `ajv` is given. @default 'full'
+   */
+  formats?: 'full' | 'fast';
 }
 
 /**
@@ -30,7 +36,9 @@ export interface ValidateOptions {
  */
 export function validate<T = Record<string, unknown>>(options: ValidateOptions): OperatorFunction<Envelope<unknown>, Envelope<T>> {
   if (!options?.schema) throw new ConfigError('schema is required');
-  const ajv = options.ajv ?? defaultAjv();
+  const formats = options.formats ?? 'full';
+  if (formats !== 'full' && formats !== 'fast') throw new ConfigError(`formats must be 'full' or 'fast', got ${JSON.stringify(options.formats)}`);
+  const ajv = options.ajv ?? defaultAjv(formats);
   let check: ValidateFunction;
   try {
     check = ajv.compile(options.schema);
@@ -45,9 +53,9 @@ export function validate<T = Record<string, unknown>>(options: ValidateOptions):
   });
 }
 
-function defaultAjv(): Ajv {
+function defaultAjv(formats: 'full' | 'fast'): Ajv {
   const ajv = new Ajv({ allErrors: true, strict: true });
-  addFormats(ajv);
+  addFormats(ajv, { mode: formats });
   return ajv;
 }
 

@@ -75,6 +75,7 @@ export async function readFile(
   let checkUtf8 = true;
 
   const deliver = async (frames: Frame[]) => {
+    const receivedAt = Date.now();
     for (const frame of frames) {
       record++;
       if (frame.error && FILE_FAILURES.has(frame.error.code)) failure ??= `${frame.error.code}: ${frame.error.message}`;
@@ -89,7 +90,7 @@ export async function readFile(
         record,
         line: frame.line,
         offset: frame.offset,
-        receivedAt: Date.now(),
+        receivedAt,
         attempt: 1,
       };
       if (vendor !== undefined) meta.vendor = vendor;
@@ -123,7 +124,8 @@ export async function readFile(
         });
         continue;
       }
-      emit(context.envelope(value, meta, text, bytes));
+      // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
+      emit(context.envelope(value, meta, decodeText === utf8Text ? frame.bytes : text, bytes));
     }
   };
 

@@ -21,7 +21,7 @@ export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booki
       vendor: (file) => basename(dirname(file)),
       ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
     }),
-    transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema })),
+    transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),
     deadLetters: toClickHouse({ client: options.client, table: 'dead_letters' }),
     ...(options.batch && { batch: options.batch }),

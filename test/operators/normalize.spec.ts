@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { ConfigError } from '../../lib/errors';
 import { normalize, type VendorMapping } from '../../operators/normalize';
@@ -68,6 +69,18 @@ describe('normalize', () => {
     expect(await one(paris, { t: '29/03/2026 03:30' })).to.deep.equal({ t: '2026-03-29T01:30:00.000Z' }); // after it
     expect(await one(paris, { t: '31/02/2026 12:00' })).to.include({ code: 'MAPPING', path: '/t' });
     expect(await one(time({}), { t: 'yesterday' })).to.include({ code: 'MAPPING', message: '/t t: expected an ISO 8601 time, got "yesterday"' });
+  });
+
+  it('renders every time exactly as Date#toISOString does', async () => {
+    const mapping = { fields: { t: { from: 't', type: 'datetime' as const, format: 'epoch-ms' }, d: { from: 't', type: 'date' as const, format: 'epoch-ms' } } };
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: -62_000_000_000_000, max: 300_000_000_000_000 }), async (ms) => {
+        const iso = new Date(ms).toISOString();
+        expect(await one(mapping, { t: ms })).to.deep.equal({ t: iso, d: iso.slice(0, iso.indexOf('T')) });
+      }),
+      { numRuns: 2000 },
+    );
+    expect(await one(mapping, { t: 1e17 })).to.include({ code: 'MAPPING', path: '/t' });
   });
 
   it('keeps calendar dates on the day the vendor wrote', async () => {

@@ -40,6 +40,15 @@ describe('validate', () => {
     expect(recorder.rejected[0]!.failure.message).to.contain('/travel_date must match format "date"');
   });
 
+  it("checks formats only by pattern with formats: 'fast', for values normalize already built", async () => {
+    const recorder = new Recorder();
+    const input = [recorder.envelope({ ...valid, travel_date: '2026-02-30' }), recorder.envelope({ ...valid, booked_at: 'noon' })];
+    const out = await lastValueFrom(from(input).pipe(validate({ schema: bookingSchema, formats: 'fast' }), toArray()));
+    expect(out).to.have.length(1);
+    expect(recorder.rejected.map((r) => r.failure.path)).to.deep.equal(['/booked_at']);
+    expect(() => validate({ schema: bookingSchema, formats: 'quick' as never })).to.throw(ConfigError, `formats must be 'full' or 'fast', got "quick"`);
+  });
+
   it('refuses a schema that does not compile', () => {
     expect(() => validate({ schema: { type: 'nonsense' } })).to.throw(ConfigError, /schema does not compile/);
   });
