@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Observable } from 'rxjs';
@@ -91,6 +91,23 @@ export class Recorder implements Settlement {
 export function tempDir(prefix = 'tributary-test-'): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A fresh directory for each test of the calling suite, with a writer of files in it. */
+export function scratchDir(): { readonly path: string; file: (name: string, content: string | Buffer) => string } {
+  let dir: ReturnType<typeof tempDir> | undefined;
+  beforeEach(() => (dir = tempDir()));
+  afterEach(() => dir?.remove());
+  return {
+    get path() {
+      return dir!.path;
+    },
+    file: (name, content) => {
+      const path = join(dir!.path, name);
+      writeFileSync(path, content);
+      return path;
+    },
+  };
 }
 
 export const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

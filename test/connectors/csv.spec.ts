@@ -1,20 +1,13 @@
 import { expect } from 'chai';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fromFiles } from '../../connectors/files';
 import { ConfigError } from '../../lib/errors';
-import { tempDir } from '../helpers';
+import { scratchDir } from '../helpers';
 import { fixture, ingestFiles } from './files-ingest';
 
 describe('fromFiles: CSV', () => {
-  let dir: ReturnType<typeof tempDir>;
-  beforeEach(() => (dir = tempDir()));
-  afterEach(() => dir.remove());
-  const file = (name: string, content: string | Buffer) => {
-    const path = join(dir.path, name);
-    writeFileSync(path, content);
-    return path;
-  };
+  const dir = scratchDir();
+  const file = dir.file;
 
   for (const chunkBytes of [1, 7, 64, 256 * 1024]) {
     it(`reads a BOM, semicolons, CRLF, quoted line breaks and dead-letters ragged rows by line (${chunkBytes}-byte reads)`, async () => {

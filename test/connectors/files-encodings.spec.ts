@@ -1,19 +1,11 @@
 import { expect } from 'chai';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { tempDir } from '../helpers';
+import { scratchDir } from '../helpers';
 import { fixture, ingestFiles } from './files-ingest';
 
 describe('fromFiles: gzip and encodings', () => {
-  let dir: ReturnType<typeof tempDir>;
-  beforeEach(() => (dir = tempDir()));
-  afterEach(() => dir.remove());
-  const file = (name: string, content: string | Buffer) => {
-    const path = join(dir.path, name);
-    writeFileSync(path, content);
-    return path;
-  };
+  const dir = scratchDir();
+  const file = dir.file;
 
   it('reads Windows-1252 and Latin-1 CSV when the encoding is declared', async () => {
     const cp1252 = await ingestFiles({ paths: fixture('latin1.csv'), encoding: 'windows-1252' });

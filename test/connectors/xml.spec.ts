@@ -1,23 +1,17 @@
 import { expect } from 'chai';
-import fs, { readFileSync, writeFileSync } from 'node:fs';
+import fs, { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fromFiles } from '../../connectors/files';
 import { ConfigError } from '../../lib/errors';
-import { tempDir } from '../helpers';
+import { scratchDir } from '../helpers';
 import { fixture, ingestFiles, readInChild, repeat, writeBig } from './files-ingest';
 
 describe('fromFiles: XML', function () {
   this.timeout(120_000);
-  let dir: ReturnType<typeof tempDir>;
-  beforeEach(() => (dir = tempDir()));
-  afterEach(() => dir.remove());
-  const file = (name: string, content: string | Buffer) => {
-    const path = join(dir.path, name);
-    writeFileSync(path, content);
-    return path;
-  };
+  const dir = scratchDir();
+  const file = dir.file;
 
   for (const chunkBytes of [1, 7, 64, 256 * 1024]) {
     it(`streams record elements: attributes, namespaces, repeats as arrays, CDATA, byte offsets (${chunkBytes}-byte reads)`, async () => {
