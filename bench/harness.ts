@@ -1,0 +1,214 @@
+/**
+ * What every benchmark shares: where files go, the machine it ran on, memory sampling,
+ * and running a measurement in a child process of its own (so its RSS is its own, and so
+ * each embedded ClickHouse gets the one data directory a process may hold).
+ */
+import { fork } from 'node:child_process';
+import { cpus, totalmem } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+/** bench/ in the source tree: compiled code runs from dist/bench. */
+export const benchDir = basename(dirname(__dirname)) === 'dist' ? resolve(__dirname, '../../bench') : __dirname;
+export const dataDir = join(benchDir, 'data');
+export const resultsDir = join(benchDir, 'results');
+
+export interface Machine {
+  cpus: string;
+  cores: number;
+  memGb: number;
+  node: string;
+  platform: string;
+}
+
+export function machine(): Machine {
+  const list = cpus();
+  return {
+    cpus: list[0]?.model.trim() ?? 'unknown',
+    cores: list.length,
+    memGb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
+}
+
+export const MB = 1024 * 1024;
+
+export interface MemoryPeaks {
+  /** Highest `process.memoryUsage().rss` seen by the sampler, MiB. */
+  peakRssMb: number;
+  /** Highest V8 `heapUsed` seen by the sampler, MiB. */
+  peakHeapMb: number;
+  /** The kernel's high-water mark of the process (`resourceUsage().maxRSS`), MiB. */
+  maxRssMb: number;
+  /** Highest RSS in each second since the sampler started, MiB: growth or a plateau. */
+  rssTimelineMb: number[];
+  samples: number;
+}
+
+/** Samples RSS and V8 heap every `everyMs` until stopped. */
+export function sampleMemory(everyMs = 100): { stop(): MemoryPeaks } {
+  const started = performance.now();
+  const timeline: number[] = [];
+  let rss = 0;
+  let heap = 0;
+  let samples = 0;
+  const sample = () => {
+    const usage = process.memoryUsage();
+    if (usage.rss > rss) rss = usage.rss;
+    if (usage.heapUsed > heap) heap = usage.heapUsed;
+    const second = Math.floor((performance.now() - started) / 1000);
+    timeline[second] = Math.max(timeline[second] ?? 0, usage.rss);
+    samples++;
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  timer.unref();
+  return {
+    stop() {
+      sample();
+      clearInterval(timer);
+      return {
+        peakRssMb: round(rss / MB, 1),
+        peakHeapMb: round(heap / MB, 1),
+        maxRssMb: round((process.resourceUsage().maxRSS * 1024) / MB, 1),
+        // A second with no sample (a long synchronous stretch) carries the one before.
+        rssTimelineMb: Array.from(timeline, (v, i) => round((v ?? timeline[i - 1] ?? 0) / MB, 0)),
+        samples,
+      };
+    },
+  };
+}
+
+export interface Timed<R> {
+  result: R;
+  seconds: number;
+  /** CPU time of the whole process (all threads, user + system) over `seconds`: cores kept busy. */
+  cores: number;
+  /** Share of the time the main thread was running JS or native calls, not waiting (0..1). */
+  eventLoopBusy: number;
+  /**
+   * Cores the rest of the machine kept busy meanwhile (all CPUs' busy time minus this
+   * process's): above ~0.2 on a 2-core machine, something else competed with the run.
+   */
+  othersCores: number;
+}
+
+/** Busy milliseconds of all CPUs together since boot. */
+function machineBusyMs(): number {
+  let busy = 0;
+  for (const { times } of cpus()) busy += times.user + times.nice + times.sys + times.irq;
+  return busy;
+}
+
+/** Times `work`: wall clock, CPU of the process, and how busy the event loop was. */
+export async function timed<R>(work: () => Promise<R>): Promise<Timed<R>> {
+  const machine = machineBusyMs();
+  const cpu = process.cpuUsage();
+  const loop = performance.eventLoopUtilization();
+  const started = performance.now();
+  const result = await work();
+  const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  const cores = (used.user + used.system) / 1e6 / seconds;
+  const machineCores = (machineBusyMs() - machine) / 1000 / seconds;
+  return {
+    result,
+    seconds,
+    cores: round(cores, 2),
+    eventLoopBusy: round(performance.eventLoopUtilization(loop).utilization, 3),
+    othersCores: round(Math.max(0, machineCores - cores), 2),
+  };
+}
+
+/** Cores the whole machine keeps busy over the next `ms`. */
+export async function machineLoad(ms = 1000): Promise<number> {
+  const busy = machineBusyMs();
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  return (machineBusyMs() - busy) / (performance.now() - started);
+}
+
+/**
+ * Waits until the machine is quiet (under `cores` busy over a second), at most `budget.ms`
+ * in all: a shared budget, so a machine that stays busy delays the whole benchmark only
+ * so long. Resolves with the load last seen.
+ */
+export async function quietMachine(cores: number, budget: { ms: number }): Promise<number> {
+  for (;;) {
+    const started = performance.now();
+    const load = await machineLoad(1000);
+    budget.ms -= performance.now() - started;
+    if (load < cores || budget.ms <= 0) return load;
+  }
+}
+
+export interface ChildOptions {
+  /** Extra node flags for the child (`--cpu-prof`, `--max-old-space-size=…`). */
+  execArgv?: string[];
+  /** Kill the child after this long. @default 10 minutes */
+  timeoutMs?: number;
+}
+
+/**
+ * Runs `script args…` in a fresh Node process and resolves with the one message it
+ * sends over IPC. The child's output is passed through; a child that exits without a
+ * message, or with a non-zero code, rejects.
+ */
+export function runChild<R>(script: string, args: string[], options: ChildOptions = {}): Promise<R> {
+  return new Promise<R>((resolvePromise, reject) => {
+    const child = fork(script, args, {
+      execArgv: options.execArgv ?? [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'json',
+    });
+    let result: { ok: true; value: R } | { ok: false; error: string } | undefined;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${args.join(' ')}: no answer after ${(options.timeoutMs ?? 600_000) / 1000} s, killed`));
+    }, options.timeoutMs ?? 600_000);
+    child.on('message', (message) => {
+      result = message as typeof result;
+    });
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (result?.ok) resolvePromise(result.value);
+      else if (result) reject(new Error(`${args.join(' ')}: ${result.error}`));
+      else reject(new Error(`${args.join(' ')}: child exited with ${signal ?? code} and no result`));
+    });
+  });
+}
+
+/** The child's side of {@link runChild}: run `main`, send its result or error, exit. */
+export function answerParent<R>(main: () => Promise<R>): void {
+  main().then(
+    (value) => process.send!({ ok: true, value }, () => process.exit(0)),
+    (error: unknown) => {
+      const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+      if (process.send) process.send({ ok: false, error: text }, () => process.exit(1));
+      else {
+        console.error(text);
+        process.exit(1);
+      }
+    },
+  );
+}
+
+export function round(value: number, digits = 0): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+/** A plain-text table, columns padded to their widest cell. */
+export function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  // Figures right, text left.
+  const numeric = header.map((_, i) => rows.every((r) => typeof r[i] === 'number' || /^[\d,.–+-]+$/.test(String(r[i]))));
+  const line = (r: string[]) => r.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+}

@@ -1,0 +1,381 @@
+/**
+ * operators: each booking-domain operator against plain code doing the same work, in the
+ * same process, on one core (this is single-threaded JS: the second core stays idle).
+ *
+ * Every case runs its operator (envelopes through `from(envelopes).pipe(operator)`) and
+ * its plain loop over fresh copies of the same records, alternately, three rounds each;
+ * the best round of each counts. Figures: events/s, ns/event, and the operator's share of
+ * the plain code's speed. Encryption must reach 150k fields/s.
+ *
+ * Register in bench/run.ts: `import { benchmark as operators } from './operators';` and add
+ * `operators` to BENCHMARKS. Or run alone: `node dist/bench/operators-main.js`.
+ */
+import { createCipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { from, type OperatorFunction } from 'rxjs';
+import { Envelope, type Settlement } from '../lib/envelope';
+import { Keyring } from '../lib/keyring';
+import { decrypt } from '../operators/decrypt';
+import { dedupe } from '../operators/dedupe';
+import { MemoryDedupeStore, redisDedupeStore } from '../operators/dedupeStores';
+import { encrypt } from '../operators/encrypt';
+import { mask, maskCardNumber } from '../operators/mask';
+import { tokenize } from '../operators/tokenize';
+import { round, sampleMemory } from './harness';
+import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
+
+export const name = 'operators';
+
+const RECORDS = 100_000;
+const DEFAULT_ROUNDS = 3;
+const ENCRYPTION_GOAL = 150_000; // fields/s on one core
+
+interface Case {
+  name: string;
+  /** Fields (or keys) each record costs, for per-field figures. */
+  fieldsPerRecord: number;
+  /** Fresh records for one round. */
+  records(): any[];
+  operator(): OperatorFunction<Envelope<any>, Envelope<any>>;
+  /** The same work in plain code, over the same records. */
+  plain(records: any[]): Promise<void> | void;
+  setup?(): Promise<void>;
+  teardown?(): Promise<void>;
+}
+
+export interface CaseFigures {
+  name: string;
+  rounds: number;
+  /** Slowest and fastest operator rounds, events/s. */
+  operatorRange: [number, number];
+  plainRange: [number, number];
+  /** CPU time ÷ wall time of the process over the case. */
+  cores: number;
+  /** Share of the case's time the event loop was busy. */
+  eventLoopBusy: number;
+  records: number;
+  fieldsPerRecord: number;
+  operatorEventsPerSecond: number;
+  operatorNsPerEvent: number;
+  plainEventsPerSecond: number;
+  plainNsPerEvent: number;
+  /** operator ÷ plain speed. */
+  ratio: number;
+  fieldsPerSecond: number;
+}
+
+const settlement: Settlement = {
+  deadLetters: { route: (_e, _f, done) => done() },
+  ack: () => undefined,
+  nack: () => undefined,
+  reject: () => undefined,
+};
+
+function envelopes(records: any[]): Envelope<any>[] {
+  return records.map((value, i) => new Envelope(value, { source: 'bench', position: `bench@${i}`, receivedAt: 0, attempt: 1 }, undefined, 1, settlement));
+}
+
+function booking(i: number): any {
+  return {
+    booking_id: `B-${i}`,
+    vendor: 'skyway',
+    email: `customer${i % 50_000}@example.com`,
+    phone: `+33 6 12 ${String(i % 100).padStart(2, '0')} 34 56`,
+    passengers: [{ name: `Ada ${i}` }, { name: `Charles ${i}` }],
+    payment: { card_number: '4111 1111 1111 1111', cvv: '123', brand: 'VISA' },
+    total_amount: '1234.50',
+    currency: 'EUR',
+  };
+}
+
+const fresh = () => Array.from({ length: RECORDS }, (_, i) => booking(i));
+
+async function timeOperator(c: Case): Promise<number> {
+  const input = envelopes(c.records());
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let passed = 0;
+    from(input)
+      .pipe(c.operator())
+      .subscribe({ next: () => passed++, error: reject, complete: () => resolve() });
+  });
+  return (performance.now() - started) / 1000;
+}
+
+async function timePlain(c: Case): Promise<number> {
+  const records = c.records();
+  const started = performance.now();
+  await c.plain(records);
+  return (performance.now() - started) / 1000;
+}
+
+function cases(): Case[] {
+  const keyring = new Keyring({ keys: [{ id: 'k1', key: randomBytes(32) }] });
+  const key = keyring.primaryKey();
+  const fields = ['email', 'phone', 'passengers.*.name'];
+  const encryptedRecords = (() => {
+    const records = fresh();
+    const out: any[] = [];
+    from(envelopes(records)).pipe(encrypt({ keyring, fields, recordId: 'booking_id' })).subscribe((e) => out.push(e.value));
+    return out;
+  })();
+  const scoped = createSecretKey(Buffer.from(hkdfSync('sha256', key, 'tributary/tokenize/v1', 'customer-email', 32)));
+  let redisPrefix = '';
+  const operatorStores: { close(): Promise<void> }[] = [];
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:16379';
+
+  return [
+    {
+      name: 'encrypt (4 fields/record)',
+      fieldsPerRecord: 4,
+      records: fresh,
+      operator: () => encrypt({ keyring, fields, recordId: 'booking_id' }),
+      plain(records) {
+        // The best plain code: one KeyObject, IVs cut from one random buffer.
+        const ivs = Buffer.allocUnsafe(12 * 8192);
+        let next = 8192;
+        const seal = (text: string, id: string, field: string) => {
+          if (next === 8192) {
+            randomFillSync(ivs);
+            next = 0;
+          }
+          const iv = ivs.subarray(next * 12, ++next * 12);
+          const cipher = createCipheriv('aes-256-gcm', key, iv);
+          cipher.setAAD(Buffer.from(`v1\0${id.length}:${id}\0${field}`));
+          const body = cipher.update(Buffer.from('s' + text));
+          cipher.final();
+          return `v1:k1:${Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64')}`;
+        };
+        for (const r of records) {
+          r.email = seal(r.email, r.booking_id, 'email');
+          r.phone = seal(r.phone, r.booking_id, 'phone');
+          for (let i = 0; i < r.passengers.length; i++) r.passengers[i].name = seal(r.passengers[i].name, r.booking_id, `passengers.${i}.name`);
+        }
+      },
+    },
+    {
+      name: 'encrypt, naive plain code (randomBytes(12) per field)',
+      fieldsPerRecord: 4,
+      records: fresh,
+      operator: () => encrypt({ keyring, fields, recordId: 'booking_id' }),
+      plain(records) {
+        const seal = (text: string, id: string, field: string) => {
+          const iv = randomBytes(12);
+          const cipher = createCipheriv('aes-256-gcm', key, iv);
+          cipher.setAAD(Buffer.from(`v1\0${id.length}:${id}\0${field}`));
+          const body = Buffer.concat([cipher.update('s' + text, 'utf8'), cipher.final()]);
+          return `v1:k1:${Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64')}`;
+        };
+        for (const r of records) {
+          r.email = seal(r.email, r.booking_id, 'email');
+          r.phone = seal(r.phone, r.booking_id, 'phone');
+          for (let i = 0; i < r.passengers.length; i++) r.passengers[i].name = seal(r.passengers[i].name, r.booking_id, `passengers.${i}.name`);
+        }
+      },
+    },
+    {
+      name: 'decrypt (4 fields/record)',
+      fieldsPerRecord: 4,
+      records: () => structuredClone(encryptedRecords),
+      operator: () => decrypt({ keyring, fields, recordId: 'booking_id' }),
+      plain(records) {
+        const { createDecipheriv } = require('node:crypto') as typeof import('node:crypto');
+        const open = (text: string, id: string, field: string) => {
+          const sealed = Buffer.from(text.slice(text.indexOf(':', 3) + 1), 'base64');
+          const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
+          d.setAAD(Buffer.from(`v1\0${id.length}:${id}\0${field}`));
+          d.setAuthTag(sealed.subarray(sealed.length - 16));
+          return Buffer.concat([d.update(sealed.subarray(12, sealed.length - 16)), d.final()]).toString('utf8', 1);
+        };
+        for (const r of records) {
+          r.email = open(r.email, r.booking_id, 'email');
+          r.phone = open(r.phone, r.booking_id, 'phone');
+          for (let i = 0; i < r.passengers.length; i++) r.passengers[i].name = open(r.passengers[i].name, r.booking_id, `passengers.${i}.name`);
+        }
+      },
+    },
+    {
+      name: 'tokenize (1 field/record)',
+      fieldsPerRecord: 1,
+      records: fresh,
+      operator: () => tokenize({ keyring, fields: { email: { scope: 'customer-email', normalize: 'email', to: 'customer_token' } } }),
+      plain(records) {
+        for (const r of records) r.customer_token = 'k1:' + createHmac('sha256', scoped).update(r.email.trim().toLowerCase()).digest('base64url');
+      },
+    },
+    {
+      name: 'mask (whole record scanned, 1 card, 1 CVV)',
+      fieldsPerRecord: 1,
+      records: fresh,
+      operator: () => mask(),
+      plain(records) {
+        for (const r of records) {
+          delete r.payment.cvv;
+          r.payment.card_number = maskCardNumber(r.payment.card_number);
+        }
+      },
+    },
+    {
+      name: 'dedupe, memory store (50% duplicates)',
+      fieldsPerRecord: 1,
+      records: fresh,
+      operator: () => dedupe({ key: (r: any) => r.email, ttlMs: 3_600_000, store: new MemoryDedupeStore() }),
+      plain(records) {
+        const seen = new Map<string, number>();
+        const out: any[] = [];
+        for (const r of records) {
+          if (seen.has(r.email)) continue;
+          seen.set(r.email, Date.now() + 3_600_000);
+          out.push(r);
+        }
+      },
+    },
+    {
+      name: 'dedupe, Redis store (50% duplicates, 1000 keys per round trip)',
+      fieldsPerRecord: 1,
+      records: fresh,
+      async setup() {
+        redisPrefix = `bench:${Date.now()}:${Math.random()}:`;
+      },
+      // The operator's connections would keep the process alive after the run.
+      async teardown() {
+        await Promise.all(operatorStores.splice(0).map((store) => store.close()));
+      },
+      operator() {
+        redisPrefix = `bench:op:${Date.now()}:${Math.random()}:`;
+        const store = redisDedupeStore({ url: redisUrl, prefix: redisPrefix });
+        operatorStores.push(store);
+        return (source) => source.pipe(dedupe({ key: (r: any) => r.email, ttlMs: 600_000, store, batch: { rows: 1000, maxWaitMs: 1 } }));
+      },
+      async plain(records) {
+        const store = redisDedupeStore({ url: redisUrl, prefix: `bench:plain:${Date.now()}:${Math.random()}:` });
+        try {
+          for (let i = 0; i < records.length; i += 1000) {
+            const chunk = records.slice(i, i + 1000);
+            await store.claim(chunk.map((r) => r.email), chunk.map((_, j) => `p@${i + j}`), 600_000);
+          }
+        } finally {
+          await store.close();
+        }
+      },
+    },
+  ];
+}
+
+async function redisReachable(): Promise<boolean> {
+  const store = redisDedupeStore({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:16379', redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
+  try {
+    await store.claim([`bench:probe:${Math.random()}`], ['probe'], 1000);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Runs every case; Redis cases only when the test Redis answers (scripts/services/redis.sh start). */
+export async function runCases(rounds = DEFAULT_ROUNDS): Promise<{ figures: CaseFigures[]; skipped: string[] }> {
+  const figures: CaseFigures[] = [];
+  const skipped: string[] = [];
+  const haveRedis = await redisReachable();
+  for (const c of cases()) {
+    if (c.name.includes('Redis') && !haveRedis) {
+      skipped.push(`${c.name}: no Redis at ${process.env.REDIS_URL ?? 'redis://127.0.0.1:16379'}`);
+      continue;
+    }
+    await c.setup?.();
+    const operatorRates: number[] = [];
+    const plainRates: number[] = [];
+    const cpu = process.cpuUsage();
+    const elu = performance.eventLoopUtilization();
+    const wall = performance.now();
+    for (let i = 0; i < rounds; i++) {
+      operatorRates.push(RECORDS / (await timeOperator(c)));
+      plainRates.push(RECORDS / (await timePlain(c)));
+    }
+    const used = process.cpuUsage(cpu);
+    const busy = performance.eventLoopUtilization(elu).utilization;
+    const elapsedMs = performance.now() - wall;
+    await c.teardown?.();
+    const operator = median(operatorRates);
+    const plain = median(plainRates);
+    figures.push({
+      name: c.name,
+      rounds,
+      records: RECORDS,
+      fieldsPerRecord: c.fieldsPerRecord,
+      operatorEventsPerSecond: Math.round(operator),
+      operatorNsPerEvent: Math.round(1e9 / operator),
+      operatorRange: [Math.round(Math.min(...operatorRates)), Math.round(Math.max(...operatorRates))],
+      plainEventsPerSecond: Math.round(plain),
+      plainNsPerEvent: Math.round(1e9 / plain),
+      plainRange: [Math.round(Math.min(...plainRates)), Math.round(Math.max(...plainRates))],
+      ratio: round(operator / plain, 3),
+      fieldsPerSecond: Math.round(operator * c.fieldsPerRecord),
+      cores: round((used.user + used.system) / 1000 / elapsedMs, 2),
+      eventLoopBusy: round(busy, 2),
+    });
+    console.log(`${c.name}: operator ${figures.at(-1)!.operatorEventsPerSecond.toLocaleString('en')}/s, plain ${figures.at(-1)!.plainEventsPerSecond.toLocaleString('en')}/s`);
+  }
+  return { figures, skipped };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
+  const rounds = options.repeat ?? DEFAULT_ROUNDS;
+  const memory = sampleMemory();
+  const started = performance.now();
+  const { figures, skipped } = await runCases(rounds);
+  const peaks = memory.stop();
+  const seconds = round((performance.now() - started) / 1000, 2);
+  const enc = figures.find((f) => f.name.startsWith('encrypt ('))!;
+  const figure = (label: string, rate: number, range: [number, number], f: CaseFigures): RunFigures => ({
+    label,
+    records: f.records,
+    mb: 0,
+    seconds: round(f.records / rate, 3),
+    rowsPerSecond: rate,
+    rowsPerSecondRange: range,
+    repeats: f.rounds,
+    peakRssMb: peaks.peakRssMb,
+    maxRssMb: peaks.maxRssMb,
+    idleRssMb: 0,
+    peakHeapMb: peaks.peakHeapMb,
+    cores: f.cores,
+    eventLoopBusy: f.eventLoopBusy,
+    rssTimelineMb: [],
+  });
+  const runs: RunFigures[] = figures.flatMap((f) => [
+    figure(`${f.name}: operator, ${f.operatorNsPerEvent} ns/event`, f.operatorEventsPerSecond, f.operatorRange, f),
+    figure(`${f.name}: plain code, ${f.plainNsPerEvent} ns/event`, f.plainEventsPerSecond, f.plainRange, f),
+  ]);
+  const checks: Check[] = [
+    { name: 'encryption throughput', claim: `encrypt ≥ ${ENCRYPTION_GOAL.toLocaleString('en')} fields/s on one core`, actual: `${enc.fieldsPerSecond.toLocaleString('en')} fields/s`, pass: enc.fieldsPerSecond >= ENCRYPTION_GOAL },
+    ...figures.map((f) => ({ name: `${f.name} overhead`, claim: 'operator ≥ 0.5 × plain code speed', actual: `${f.ratio}`, pass: f.ratio >= 0.5 })),
+    ...skipped.map((s) => ({ name: 'not measured', claim: 'every case measured', actual: s, pass: false })),
+  ];
+  return {
+    name,
+    unit: 'rows/s',
+    value: enc.operatorEventsPerSecond,
+    baseline: { name: 'plain AES-256-GCM loop, bulk IVs, same fields', value: enc.plainEventsPerSecond },
+    ratio: enc.ratio,
+    peakRssMb: peaks.peakRssMb,
+    peakHeapMb: peaks.peakHeapMb,
+    records: RECORDS * figures.length,
+    bytes: 0,
+    seconds,
+    repeat: rounds,
+    settings: { records: RECORDS, rounds, figures },
+    runs,
+    checks,
+  };
+}
+
+export const benchmark: Benchmark = { name, run };
