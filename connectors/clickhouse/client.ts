@@ -6,6 +6,8 @@ export interface ClickHouseClient {
   exec(sql: string): Promise<void>;
   /** Runs a SELECT and returns its rows. */
   query<R = Record<string, unknown>>(sql: string): Promise<R[]>;
+  /** Runs a SELECT and returns its result as text in a ClickHouse output `format`. */
+  queryText(sql: string, format: string): Promise<string>;
   /** Inserts rows already serialized as JSONEachRow (one object per line). */
   insert(table: string, rows: Buffer, settings: Readonly<Record<string, string | number | boolean>>): Promise<void>;
   /** Whether `insert_deduplication_token` makes a repeated insert a no-op. */

@@ -58,6 +58,13 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       }
       return text === '' ? [] : text.trimEnd().split('\n').map((line) => JSON.parse(line) as R);
     },
+    async queryText(sql, format) {
+      try {
+        return (await open().queryAsync(sql, { format })).text();
+      } catch (cause) {
+        throw errorOf(cause);
+      }
+    },
     async insert(table, rows, settings) {
       try {
         await open().insert({ table, values: rows, format: 'JSONEachRow', settings: { ...settings } });

@@ -86,6 +86,13 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
         throw clickhouseErrorOf(cause);
       }
     },
+    async queryText(sql, format) {
+      try {
+        return await (await http.query({ query: sql, format: format as never })).text();
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      }
+    },
     async insert(table, rows, settings) {
       try {
         const result = await http.exec({
