@@ -136,3 +136,9 @@ export function testClickHouse(): import('../connectors/clickhouse').ClickHouseC
   }
   return shared.client;
 }
+
+/** The data directory of {@link testClickHouse}, held by this process. */
+export function testClickHousePath(): string {
+  testClickHouse();
+  return shared!.dir.path;
+}

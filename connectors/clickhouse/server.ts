@@ -46,7 +46,7 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
     throw new ConfigError(`requestTimeoutMs must be an integer >= 1, got ${options.requestTimeoutMs}`);
   }
   // Loaded on first use, so importing tributary does not pay for the HTTP client.
-  const { createClient } = require('@clickhouse/client') as typeof import('@clickhouse/client');
+  const { createClient, ClickHouseLogLevel } = require('@clickhouse/client') as typeof import('@clickhouse/client');
   const http: HttpClient = createClient({
     url,
     username: options.username ?? 'default',
@@ -55,6 +55,8 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
     request_timeout: requestTimeoutMs,
     max_open_connections: options.maxOpenConnections ?? 4,
     compression: { request: options.compressInserts ?? true, response: false },
+    // Every failure reaches the caller as a typed error; the client's own log would say it twice.
+    log: { level: ClickHouseLogLevel.OFF },
   });
   let version: Promise<string> | undefined;
   const serverVersion = () => {
