@@ -20,9 +20,10 @@ import { benchmark as filesToClickHouse } from './files-to-clickhouse';
 import { benchmark as formats } from './formats';
 import { benchDir, machine, resultsDir, table } from './harness';
 import { benchmark as operators } from './operators';
+import { benchmark as sinks } from './sinks';
 import type { Benchmark, StoredResult } from './types';
 
-const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators];
+const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators, sinks];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
