@@ -397,6 +397,17 @@ async function countAndChecksum(clickhouse: ClickHouseClient, table = 'bookings'
   return { counted: Number(row!.n), checksum: row!.checksum };
 }
 
+/** What every measured child reports about its run, whatever the work was. */
+function measured(
+  peaks: MemoryPeaks,
+  records: number,
+  run: { seconds: number; cores: number; eventLoopBusy: number; othersCores: number },
+  idleRssMb: number,
+): Omit<ChildFigures, 'counted' | 'checksum'> {
+  const { seconds, cores, eventLoopBusy, othersCores } = run;
+  return { ...peaks, records, seconds, rowsPerSecond: records / seconds, idleRssMb, cores, eventLoopBusy, othersCores };
+}
+
 /** fromFiles → normalize → validate → bookings, via bookingPipeline. */
 async function pipelineChild(file: string, records: number): Promise<PipelineFigures> {
   const memory = sampleMemory(100);
@@ -404,17 +415,10 @@ async function pipelineChild(file: string, records: number): Promise<PipelineFig
     const idleRssMb = round(process.memoryUsage().rss / MB, 1);
     const pipeline = bookingPipeline({ name: 'bench', client: clickhouse, paths: [file], ...pipelineSettings() });
     // From start (sinks opened, source opened) to finished (every record settled).
-    const { result: stats, seconds, cores, eventLoopBusy, othersCores } = await timed(() => pipeline.run());
-    const peaks = memory.stop();
+    const run = await timed(() => pipeline.run());
+    const stats = run.result;
     return {
-      ...peaks,
-      records,
-      seconds,
-      rowsPerSecond: records / seconds,
-      idleRssMb,
-      cores,
-      eventLoopBusy,
-      othersCores,
+      ...measured(memory.stop(), records, run, idleRssMb),
       ...(await countAndChecksum(clickhouse)),
       read: stats.read,
       written: stats.written,
@@ -444,17 +448,9 @@ async function engineChild(file: string, records: number, mode: 'baseline' | 'ra
     const idleRssMb = round(process.memoryUsage().rss / MB, 1);
     const sql =
       mode === 'raw' ? `INSERT INTO bookings_raw SELECT * FROM file(${sqlString(file)}, JSONEachRow, ${sqlString(RAW_COLUMNS)})` : MAPPED_INSERT(file);
-    const { seconds, cores, eventLoopBusy, othersCores } = await timed(() => clickhouse.exec(sql));
-    const peaks = memory.stop();
+    const run = await timed(() => clickhouse.exec(sql));
     return {
-      ...peaks,
-      records,
-      seconds,
-      rowsPerSecond: records / seconds,
-      idleRssMb,
-      cores,
-      eventLoopBusy,
-      othersCores,
+      ...measured(memory.stop(), records, run, idleRssMb),
       ...(await countAndChecksum(clickhouse, mode === 'raw' ? 'bookings_raw' : 'bookings')),
     };
   });
