@@ -5,6 +5,7 @@
 export { Credits, type InFlightOptions } from './lib/credits';
 export { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './lib/envelope';
 export {
+  AccessDeniedError,
   ClickHouseError,
   ConfigError,
   ConnectorError,
@@ -18,7 +19,8 @@ export {
 export { Pipeline, type PipelineOptions, type PipelineStats } from './lib/pipeline';
 export { retry, type RetryOptions } from './lib/retry';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
-export type { Source, SourceContext } from './lib/source';
+export type { Source, SourceContext, SourceStatus } from './lib/source';
+export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/access';
 export { Keyring, type KeyMaterial, type KeyProvider, type KeyringSpec } from './lib/keyring';
 
 export { batch, type BatchOptions } from './operators/batch';

@@ -116,3 +116,18 @@ export class ClickHouseError extends SinkError {
 export function isRetriable(error: unknown): boolean {
   return error instanceof TributaryError ? error.retriable : false;
 }
+
+/** A caller without a valid key (`UNAUTHENTICATED`) or without the permission (`FORBIDDEN`). */
+export class AccessDeniedError extends TributaryError {
+  /** The permission that was asked for, e.g. `webhook:post:acme`. */
+  readonly permission: string;
+  /** The key's id when one was presented and recognised. */
+  readonly keyId: string | undefined;
+
+  constructor(message: string, code: 'UNAUTHENTICATED' | 'FORBIDDEN', permission: string, keyId?: string) {
+    super(message, { code });
+    this.name = 'AccessDeniedError';
+    this.permission = permission;
+    this.keyId = keyId;
+  }
+}

@@ -31,4 +31,19 @@ export interface Source<T> {
    * where a source moves its checkpoint.
    */
   settled?(envelope: Envelope<T>, error?: Error): void;
+  /**
+   * What the source can tell about itself right now, for `/ready` and metrics. Sources
+   * without a connection need not implement it.
+   */
+  status?(): SourceStatus;
+}
+
+/** A source's own readings. */
+export interface SourceStatus {
+  /** False while the source cannot reach what it reads (a broker, a vendor API). */
+  connected: boolean;
+  /** Messages behind the newest, per partition (`topic/partition` → count). */
+  lag?: Readonly<Record<string, number>>;
+  /** Seconds since a poller's saved cursor last moved. */
+  cursorAgeSeconds?: number;
 }
