@@ -268,6 +268,7 @@ function toBoolean(value: unknown): boolean {
 }
 
 const DECIMAL = /^([+-]?)(\d+)(?:\.(\d+))?$/;
+const CANONICAL_DECIMAL = /^-?(?:0|[1-9]\d*)(?:\.\d+)?$/;
 
 /** Decimals stay text end to end (`"1234.50"`), so no amount passes through a float. */
 function toDecimal(rule: FieldRule, where: string): Coerce {
@@ -284,7 +285,9 @@ function toDecimal(rule: FieldRule, where: string): Coerce {
       if (/e/i.test(text)) throw new CoercionIssue(`expected a decimal, got ${value}`);
     } else if (typeof value === 'string') {
       text = value.trim();
-      if (comma) text = text.replace(/\./g, '').replace(',', '.');
+      if (comma) text = text.indexOf('.') < 0 ? text.replace(',', '.') : text.replace(/\./g, '').replace(',', '.');
+      // Most amounts are already in their canonical form.
+      if (minorUnits === 0 && CANONICAL_DECIMAL.test(text)) return text;
     } else {
       throw new CoercionIssue(`expected a decimal, got ${JSON.stringify(value)}`);
     }
@@ -365,33 +368,53 @@ function offsetMinutes(text: string): number {
 
 const TOKENS: Record<string, keyof TimeParts> = { YYYY: 'year', MM: 'month', DD: 'day', HH: 'hour', mm: 'minute', ss: 'second', SSS: 'millisecond' };
 
+/** One step of a compiled time pattern: digits into a part, or a literal character. */
+type PatternStep = { part: keyof TimeParts; min: number; max: number } | { literal: number };
+
+/**
+ * Compiles `DD/MM/YYYY HH:mm` and the like into a scanner over char codes: no regex, no
+ * match array, and one parts object reused for every value (coercion is synchronous).
+ */
 function patternParser(pattern: string, where: string): (text: string) => TimeParts | undefined {
-  const order: (keyof TimeParts)[] = [];
-  const source = pattern.replace(/YYYY|MM|DD|HH|mm|ss|SSS|[.*+?^${}()|[\]\\]/g, (token) => {
-    const part = TOKENS[token];
-    if (!part) return `\\${token}`;
-    order.push(part);
-    return token === 'YYYY' ? '(\\d{4})' : token === 'SSS' ? '(\\d{3})' : '(\\d{1,2})';
-  });
-  if (!order.includes('year') || !order.includes('month') || !order.includes('day')) {
+  const steps: PatternStep[] = [];
+  for (let i = 0; i < pattern.length; ) {
+    const token = ['YYYY', 'SSS', 'MM', 'DD', 'HH', 'mm', 'ss'].find((t) => pattern.startsWith(t, i));
+    if (token) {
+      steps.push({ part: TOKENS[token]!, min: token === 'YYYY' ? 4 : token === 'SSS' ? 3 : 1, max: token.length });
+      i += token.length;
+    } else {
+      steps.push({ literal: pattern.charCodeAt(i) });
+      i++;
+    }
+  }
+  const parts = new Set(steps.flatMap((step) => ('part' in step ? [step.part] : [])));
+  if (!parts.has('year') || !parts.has('month') || !parts.has('day')) {
     throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
   }
-  const regex = new RegExp(`^${source}$`);
-  // Regex group of each part, 0 when the pattern lacks it.
-  const group = (part: keyof TimeParts) => order.indexOf(part) + 1;
-  const [year, month, day, hour, minute, second, millisecond] = (['year', 'month', 'day', 'hour', 'minute', 'second', 'millisecond'] as const).map(group);
+  const result: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
   return (text) => {
-    const m = regex.exec(text);
-    if (!m) return undefined;
-    return {
-      year: +m[year!]!,
-      month: +m[month!]!,
-      day: +m[day!]!,
-      hour: hour ? +m[hour]! : 0,
-      minute: minute ? +m[minute]! : 0,
-      second: second ? +m[second]! : 0,
-      millisecond: millisecond ? +m[millisecond]! : 0,
-    };
+    result.hour = result.minute = result.second = result.millisecond = 0;
+    let at = 0;
+    for (let s = 0; s < steps.length; s++) {
+      const step = steps[s]!;
+      if ('literal' in step) {
+        if (text.charCodeAt(at) !== step.literal) return undefined;
+        at++;
+        continue;
+      }
+      let value = 0;
+      let digits = 0;
+      while (digits < step.max) {
+        const digit = text.charCodeAt(at) - 48;
+        if (!(digit >= 0 && digit <= 9)) break;
+        value = value * 10 + digit;
+        at++;
+        digits++;
+      }
+      if (digits < step.min) return undefined;
+      result[step.part] = value;
+    }
+    return at === text.length ? result : undefined;
   };
 }
 

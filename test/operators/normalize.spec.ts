@@ -83,6 +83,40 @@ describe('normalize', () => {
     expect(await one(mapping, { t: 1e17 })).to.include({ code: 'MAPPING', path: '/t' });
   });
 
+  it('reads pattern times digit by digit: one- or two-digit fields, nothing more, nothing after', async () => {
+    const rule = { fields: { t: { from: 't', type: 'datetime' as const, format: 'DD/MM/YYYY HH:mm' } } };
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 4_102_444_799_000 }), fc.boolean(), async (ms, pad) => {
+        const d = new Date(Math.floor(ms / 60_000) * 60_000);
+        const two = (n: number) => (pad ? String(n).padStart(2, '0') : String(n));
+        const text = `${two(d.getUTCDate())}/${two(d.getUTCMonth() + 1)}/${d.getUTCFullYear()} ${two(d.getUTCHours())}:${two(d.getUTCMinutes())}`;
+        expect(await one(rule, { t: text })).to.deep.equal({ t: d.toISOString() });
+      }),
+      { numRuns: 1000 },
+    );
+    for (const bad of ['1/2/26 10:00', '123/01/2026 10:00', '01/01/2026 10:00x', '01/01/2026 10', '01-01-2026 10:00', ' /01/2026 10:00', '01/01/2026 24:00', '29/02/2027 10:00']) {
+      expect(await one(rule, { t: bad }), bad).to.include({ code: 'MAPPING', path: '/t' });
+    }
+  });
+
+  it('gives the same decimal text whether or not the amount was already canonical', async () => {
+    const comma = { fields: { a: { from: 'a', type: 'decimal' as const, decimalSeparator: ',' as const } } };
+    const dot = { fields: { a: { from: 'a', type: 'decimal' as const } } };
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), fc.nat(10 ** 9), fc.option(fc.stringMatching(/^\d{1,4}$/)), fc.nat(3), async (negative, whole, fraction, zeros) => {
+        const sign = negative ? '-' : '';
+        const canonical = `${sign}${whole}${fraction === null ? '' : `.${fraction}`}`;
+        const padded = `${sign}${'0'.repeat(zeros)}${whole}${fraction === null ? '' : `.${fraction}`}`;
+        expect(await one(dot, { a: padded })).to.deep.equal({ a: canonical });
+        expect(await one(comma, { a: padded.replace('.', ',') })).to.deep.equal({ a: canonical });
+      }),
+      { numRuns: 1000 },
+    );
+    expect(await one(comma, { a: '1.234.567,89' })).to.deep.equal({ a: '1234567.89' });
+    expect(await one(comma, { a: '+12,50' })).to.deep.equal({ a: '12.50' });
+    for (const bad of ['1,2,3', '--1', '1e5', '12,']) expect(await one(comma, { a: bad }), bad).to.include({ code: 'MAPPING', path: '/a' });
+  });
+
   it('keeps calendar dates on the day the vendor wrote', async () => {
     const date = { fields: { d: { from: 'd', type: 'date' as const, timeZone: 'Asia/Tokyo' } } };
     expect(await one(date, { d: '2026-04-10' })).to.deep.equal({ d: '2026-04-10' });
