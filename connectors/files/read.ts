@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { Envelope, RecordMeta } from '../../lib/envelope';
+import type { Envelope, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from './csv';
@@ -102,6 +102,18 @@ export async function readFile(
         emit(context.envelope(frame.value, meta, undefined, bytes));
         continue;
       }
+      if (frame.text !== undefined) {
+        // ASCII reads the same in every supported encoding.
+        let value: unknown;
+        try {
+          value = JSON.parse(frame.text);
+        } catch (error) {
+          context.reject(meta, frame.text, bytes, jsonFailure(frame.line, error));
+          continue;
+        }
+        emit(context.envelope(value, meta, frame.text, bytes));
+        continue;
+      }
       if (checkUtf8 && !frame.utf8) {
         context.reject(meta, Buffer.from(frame.bytes), bytes, {
           stage: 'source',
@@ -116,12 +128,7 @@ export async function readFile(
       try {
         value = JSON.parse(text);
       } catch (error) {
-        context.reject(meta, text, bytes, {
-          stage: 'parse',
-          code: 'PARSE_JSON',
-          message: `line ${frame.line}: ${(error as Error).message}`,
-          path: '',
-        });
+        context.reject(meta, text, bytes, jsonFailure(frame.line, error));
         continue;
       }
       // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
@@ -191,6 +198,10 @@ export async function readFile(
   }
   progress.update(input.bytesRead(), record, true);
   return { records: record, failure };
+}
+
+function jsonFailure(line: number, error: unknown): RecordFailure {
+  return { stage: 'parse', code: 'PARSE_JSON', message: `line ${line}: ${(error as Error).message}`, path: '' };
 }
 
 function unknownEncoding(name: string): Frame {
