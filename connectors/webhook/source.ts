@@ -280,6 +280,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     let emitted = false;
     try {
       const body = await readBody(request, maxBodyBytes, stats);
+      if (body === null) return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
       if (body === undefined) return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
       if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
         return refuse(response, 401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
@@ -356,29 +357,32 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 }
 
 /**
- * The body, or `undefined` once it grows past `limit`: then reading stops and what was
- * read is dropped.
+ * The body; `undefined` once it grows past `limit` (then reading stops and what was read
+ * is dropped); `null` when the sender went away before the end.
  */
-function readBody(request: IncomingMessage, limit: number, stats: WebhookStats): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
+function readBody(request: IncomingMessage, limit: number, stats: WebhookStats): Promise<Buffer | undefined | null> {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
+    const finish = (result: Buffer | undefined | null) => {
+      request.off('data', onData);
+      request.off('end', onEnd);
+      request.off('close', onClose);
+      chunks.length = 0;
+      resolve(result);
+    };
     const onData = (chunk: Buffer) => {
       stats.bodyBytesRead += chunk.length;
       length += chunk.length;
-      if (length > limit) {
-        request.off('data', onData);
-        request.off('end', onEnd);
-        chunks.length = 0;
-        resolve(undefined);
-        return;
-      }
-      chunks.push(chunk);
+      if (length > limit) finish(undefined);
+      else chunks.push(chunk);
     };
-    const onEnd = () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
+    const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
+    // A sender that disconnects mid-body ends neither with 'end' nor always with 'error'.
+    const onClose = () => finish(null);
     request.on('data', onData);
     request.on('end', onEnd);
-    request.once('error', reject);
+    request.on('close', onClose);
   });
 }
 

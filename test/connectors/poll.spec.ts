@@ -188,6 +188,17 @@ describe('fromPoll', function () {
     expect(densest).to.be.at.most(21);
   });
 
+  it('fails a once-poller whose vendor stays unreachable after its retries, and reports itself disconnected', async () => {
+    await serve(10);
+    await api.stop();
+    const poller = source('page', { type: 'page', size: 50 }, { retry: { retries: 2, initialDelayMs: 1, maxDelayMs: 5 } });
+    const failure = await run(poller).then(() => undefined, (error: Error) => error);
+    expect(failure?.message).to.match(/HTTP_NETWORK|fetch failed|ECONNREFUSED/);
+    expect(poller.stats).to.include({ requests: 3, retries: 2, pages: 0 });
+    expect(poller.status().connected).to.equal(false);
+    expect(existsSync(cursorFile())).to.equal(false);
+  });
+
   it('checks its options at construction', () => {
     const ok: FromPollOptions = { vendor: 'acme', url: 'http://127.0.0.1:1/x', pagination: { type: 'page' }, cursorFile: 'c.json' };
     expect(() => fromPoll({ ...ok, pagination: { type: 'pages' } as unknown as Pagination })).to.throw(ConfigError, "pagination.type must be one of 'page', 'offset', 'cursor', 'link', got \"pages\"");
