@@ -290,17 +290,22 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         records = jsonRecords(body);
         if (!records) return refuse(response, 400, 'PARSE_JSON', 'the body is not valid UTF-8 JSON');
       }
-      const claimed = await replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+      let claimed: boolean | undefined;
+      try {
+        claimed = await replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+      } catch {
+        // Without the store a replay cannot be told apart: refuse, the vendor retries.
+        return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
+      }
       if (claimed === false) return refuse(response, 409, 'REPLAY', `webhook ${id} was already received`);
       if (claimed === undefined) return refuse(response, 503, 'REPLAY_STORE_FULL', 'too many recent webhook ids', { 'retry-after': retryAfter });
       if (isClosed() || subscriber.closed) {
-        await replay.release(`${vendor.name}/${id}`);
+        await Promise.resolve(replay.release(`${vendor.name}/${id}`)).catch(() => undefined);
         return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
       }
       const meta: RecordMeta = { source: name, vendor: vendor.name, key: id, position: `${vendor.name}/${id}`, receivedAt: Date.now(), attempt: 1 };
       const whole = context.envelope<unknown>(body, meta, body, bytes);
       emitted = true;
-      stats.pending++;
       const waiting: Pending = { response, id, records: records?.length ?? 0 };
       pending.set(whole, waiting);
       if (records) {
@@ -338,7 +343,6 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       const waiting = pending.get(envelope);
       if (!waiting) return;
       pending.delete(envelope);
-      stats.pending--;
       const { response, id } = waiting;
       if (error) {
         // The records were not stored: free the id so the vendor's retry gets in.
