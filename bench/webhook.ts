@@ -27,7 +27,7 @@ import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'webhook';
 const SECONDS = 30;
-const SENDERS = 32;
+const SENDERS = 64;
 const RECORDS_PER_REQUEST = 10;
 const SECRET = 'bench-webhook-secret-0123456789abcdef';
 
