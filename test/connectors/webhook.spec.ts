@@ -136,6 +136,27 @@ describe('fromWebhook', function () {
     expect(pipeline!.stats.inFlightBytes).to.equal(0);
   });
 
+  it('accepts a signature list when one v1 entry matches an active secret; other entries count for nothing', async () => {
+    await start();
+    const route = `${url}/webhooks/acme`;
+    const body = JSON.stringify({ ref: 'L1' });
+    const timestamp = Math.floor(Date.now() / 1000);
+    const good = signWebhook(NEXT_SECRET, 'l1', timestamp, body)['webhook-signature']!;
+    const wrong = signWebhook(GLOBE_SECRET, 'l1', timestamp, body)['webhook-signature']!;
+    const headers = (signature: string, id: string) => ({ 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signature });
+    const listed = await post(route, body, { key: poster.token, headers: headers(`${wrong} v2,${good.slice(3)} ${good}`, 'l1') });
+    expect(listed.status, listed.body).to.equal(200);
+    // The right MAC under another scheme name, or cut short, is no signature.
+    const relabelled = await post(route, body, { key: poster.token, headers: headers(`${wrong} v2,${good.slice(3)}`, 'l1') });
+    expect(relabelled.status).to.equal(401);
+    const truncated = await post(route, body, { key: poster.token, headers: headers(good.slice(0, -4), 'l1') });
+    expect(truncated.status).to.equal(401);
+    // The MAC binds the id: the same signature under another id fails.
+    const otherId = await post(route, body, { key: poster.token, headers: headers(good, 'l2') });
+    expect(otherId.status).to.equal(401);
+    expect(await count()).to.equal(1);
+  });
+
   it('answers 413 to an oversized body without reading it, declared or streamed, and holds no credit for it', async () => {
     await start();
     const route = `${url}/webhooks/acme`;
