@@ -3,7 +3,7 @@
  * embedded ClickHouse directory, or reports what that directory holds.
  *
  *   node poll-child.js poll <chdb dir> <api url> <cursor file>   prints its stats when the sync is done
- *   node poll-child.js count <chdb dir>                          prints the table's counts
+ *   node poll-child.js count <chdb dir>                          prints the table's counts (and merges it)
  */
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse } from '../../connectors/clickhouse';
@@ -31,8 +31,11 @@ async function main(): Promise<void> {
              (SELECT uniqExact(id) FROM bookings) AS ids,
              (SELECT min(id) FROM bookings) AS first,
              (SELECT max(id) FROM bookings) AS last`);
+    // Then let ReplacingMergeTree merge everything: what is left is one row per id.
+    await clickhouse.exec('OPTIMIZE TABLE bookings FINAL');
+    const [merged] = await clickhouse.query<{ n: string }>('SELECT toString(count()) AS n FROM bookings');
     await clickhouse.close();
-    process.stdout.write(JSON.stringify(row) + '\n');
+    process.stdout.write(JSON.stringify({ ...row, merged: merged!.n }) + '\n');
     return;
   }
   await clickhouse.exec(TABLE);

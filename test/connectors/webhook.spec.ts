@@ -41,6 +41,7 @@ describe('fromWebhook', function () {
   let pipeline: Pipeline<Row> | undefined;
   let source: WebhookSource;
   let url: string;
+  let deadLetters: MemorySink<DeadLetter>;
 
   const options = (extra: Partial<FromWebhookOptions> = {}): FromWebhookOptions => ({
     port: 0,
@@ -57,11 +58,12 @@ describe('fromWebhook', function () {
     table = `webhook_rows_${process.pid}_${Date.now()}`;
     await clickhouse.exec(`CREATE TABLE ${table} (webhook_id String, record UInt32, ref String) ENGINE = MergeTree ORDER BY (webhook_id, record)`);
     source = fromWebhook(options(extra));
+    deadLetters = new MemorySink<DeadLetter>('dead-letters');
     pipeline = new Pipeline<Row>({
       source,
       transform: toRow,
       sink: toClickHouse({ client: clickhouse, table }),
-      deadLetters: new MemorySink<DeadLetter>('dead-letters'),
+      deadLetters,
       batch: { rows: 100, maxWaitMs: 20 },
     });
     await pipeline.start();
@@ -97,6 +99,13 @@ describe('fromWebhook', function () {
       'c1#1=C1', 'c1#2=C2', 'j1#1=A1', 'j1#2=A2', 'n1#1=N1', 'n1#2=N2', 'n1#3=N3', 'x1#1=X1',
     ]);
     expect(source.stats).to.include({ accepted: 4, records: 8, pending: 0 });
+
+    // A ragged CSV row is dead-lettered; the request is answered once that is durable too.
+    const ragged = await post(route, 'ref,amount\nC3,3\nC4,4,extra\n', { key: poster.token, secret: SECRET, id: 'c2', contentType: 'text/csv' });
+    expect(ragged.status, ragged.body).to.equal(200);
+    expect(JSON.parse(ragged.body)).to.deep.equal({ id: 'c2', records: 1 });
+    expect(deadLetters.rows.map((l) => [l.position, l.stage, l.vendor])).to.deep.equal([['acme/c2#2', 'parse', 'acme']]);
+    expect(await count()).to.equal(9);
   });
 
   it('refuses tampered, expired, unsigned, replayed and undeclared-type requests, and writes nothing for them', async () => {
