@@ -188,6 +188,22 @@ describe('fromPoll', function () {
     expect(densest).to.be.at.most(21);
   });
 
+  it('polls on at its interval until stopped, picking up new items, and stops cleanly mid-wait', async () => {
+    await serve(60);
+    const poller = source('page', { type: 'page', size: 50 }, { once: false, intervalMs: 50 });
+    const pipeline = new Pipeline<Row>({ source: poller, transform: toRow, sink: toClickHouse({ client: clickhouse, table }), deadLetters, batch: { rows: 100, maxWaitMs: 20 } });
+    await pipeline.start();
+    await until(() => poller.stats.syncs >= 1, 10_000, 'the first sync');
+    for (let i = 0; i < 5; i++) api.add();
+    await until(() => existsSync(cursorFile()) && savedCursor().watermark === api.items[64]!.updated_at, 10_000, 'the new items synced');
+    const stats = await pipeline.stop();
+    expect(await counts()).to.include({ final: 65, ids: 65 });
+    // Every sync re-reads the item at the watermark (inclusive), so more than 65 were written.
+    expect(stats.written).to.be.at.least(65);
+    expect(poller.stats.syncs).to.be.at.least(2);
+    expect(poller.status().cursorAgeSeconds).to.be.below(60);
+  });
+
   it('fails a once-poller whose vendor stays unreachable after its retries, and reports itself disconnected', async () => {
     await serve(10);
     await api.stop();

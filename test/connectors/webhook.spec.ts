@@ -311,6 +311,28 @@ describe('fromWebhook', function () {
     pipeline = undefined;
   });
 
+  it('on stop, answers the requests it took once their records are written, and takes no new ones', async () => {
+    table = `webhook_unused_${process.pid}`;
+    const sink = new MemorySink<Row>('gated');
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    sink.gate = () => held;
+    source = fromWebhook(options());
+    pipeline = new Pipeline<Row>({ source, transform: toRow, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 1, maxWaitMs: 1 } });
+    await pipeline.start();
+    url = await source.url();
+    const taken = post(`${url}/webhooks/acme`, JSON.stringify({ ref: 'S1' }), { key: poster.token, secret: SECRET, id: 'stop1' });
+    await until(() => source.stats.pending === 1, 5000, 'the request taken');
+    const stopping = pipeline.stop();
+    const refused = await post(`${url}/webhooks/acme`, JSON.stringify({ ref: 'S2' }), { key: poster.token, secret: SECRET, id: 'stop2' }).then((a) => a.status, (e: NodeJS.ErrnoException) => e.code);
+    expect(refused).to.be.oneOf([503, 'ECONNREFUSED', 'ECONNRESET']);
+    release();
+    expect((await taken).status).to.equal(200);
+    expect((await stopping).written).to.equal(1);
+    expect(sink.rows.map((r) => r.ref)).to.deep.equal(['S1']);
+    pipeline = undefined;
+  });
+
   it('checks its options at construction', () => {
     expect(() => fromWebhook({ ...options(), vendors: {} })).to.throw(ConfigError, 'vendors must name at least one vendor');
     expect(() => fromWebhook({ ...options(), vendors: { acme: { secrets: ['short'] } } })).to.throw(ConfigError, 'vendors.acme.secrets[0] must hold at least 16 bytes, got 5');
