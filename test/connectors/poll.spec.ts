@@ -195,7 +195,8 @@ describe('fromPoll', function () {
     await pipeline.start();
     await until(() => poller.stats.syncs >= 1, 10_000, 'the first sync');
     for (let i = 0; i < 5; i++) api.add();
-    await until(() => existsSync(cursorFile()) && savedCursor().watermark === api.items[64]!.updated_at, 10_000, 'the new items synced');
+    const syncsBefore = poller.stats.syncs;
+    await until(() => poller.stats.syncs > syncsBefore && savedCursor().watermark === api.items[64]!.updated_at, 10_000, 'the new items synced');
     const stats = await pipeline.stop();
     expect(await counts()).to.include({ final: 65, ids: 65 });
     // Every sync re-reads the item at the watermark (inclusive), so more than 65 were written.
