@@ -13,6 +13,7 @@ export {
   SinkError,
   TributaryError,
   ValidationError,
+  VendorApiError,
   type FieldIssue,
   type RecordPosition,
 } from './lib/errors';
@@ -37,3 +38,5 @@ export { validate, type ValidateOptions } from './operators/validate';
 export * from './connectors/clickhouse';
 export * from './connectors/files';
 export * from './connectors/iterable';
+export * from './connectors/poll';
+export * from './connectors/webhook';

@@ -22,8 +22,9 @@ import { benchDir, machine, resultsDir, table } from './harness';
 import { benchmark as operators } from './operators';
 import { benchmark as sinks } from './sinks';
 import type { Benchmark, StoredResult } from './types';
+import { benchmark as webhook } from './webhook';
 
-const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators, sinks];
+const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators, sinks, webhook];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -110,7 +111,7 @@ function report(result: StoredResult): string {
     ['check', 'result', 'actual', 'claim'],
     result.checks.map((c) => [c.name, c.pass ? 'PASS' : 'FAIL', c.actual, c.claim]),
   );
-  return `${runs}\n\nratio ${result.ratio} (${result.value.toLocaleString('en')} ÷ ${result.baseline.value.toLocaleString('en')} rows/s)\n\n${checks}`;
+  return `${runs}\n\nratio ${result.ratio} (${result.value.toLocaleString('en')} ÷ ${result.baseline.value.toLocaleString('en')} ${result.unit})\n\n${checks}`;
 }
 
 function range(r: [number, number] | undefined): string {

@@ -44,7 +44,7 @@ export interface RunFigures {
 /** What a benchmark measures; run() adds machine and date before writing it out. */
 export interface BenchmarkResult {
   name: string;
-  unit: 'rows/s';
+  unit: 'rows/s' | 'requests/s';
   /** The headline figure, in `unit`. */
   value: number;
   baseline: { name: string; value: number };

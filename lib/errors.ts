@@ -131,3 +131,23 @@ export class AccessDeniedError extends TributaryError {
     this.keyId = keyId;
   }
 }
+
+/**
+ * A vendor API answered with an HTTP error. 429, 5xx and network failures are retriable
+ * (honouring the server's Retry-After); other 4xx are permanent.
+ */
+export class VendorApiError extends ConnectorError {
+  /** The HTTP status, 0 when no answer came (network failure, timeout). */
+  readonly status: number;
+  /** The wait the server asked for (Retry-After), in ms. */
+  readonly retryAfterMs: number | undefined;
+  readonly url: string;
+
+  constructor(message: string, status: number, url: string, options: { retryAfterMs?: number; cause?: unknown } = {}) {
+    super(message, { code: status === 0 ? 'HTTP_NETWORK' : `HTTP_${status}`, retriable: status === 0 || status === 429 || status >= 500, cause: options.cause });
+    this.name = 'VendorApiError';
+    this.status = status;
+    this.url = url;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}

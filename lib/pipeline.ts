@@ -211,9 +211,11 @@ export class Pipeline<T> implements AsyncDisposable {
 
   #sourceContext(settlement: PipelineSettlement): SourceContext {
     const stats = this.#stats;
+    const breaker = this.#breakers.sink;
     return {
       credits: this.credits,
       signal: this.#abort.signal,
+      sinkBreakerState: () => breaker.state,
       envelope<V>(value: V, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number) {
         stats.read++;
         return new Envelope(value, meta, raw, bytes, settlement);

@@ -57,7 +57,8 @@ export function backoffDelay(attempt: number, options: ResolvedRetryOptions, ran
 
 /**
  * Runs `operation` until it succeeds, the error is not retriable, `bail` is called,
- * or the retries are spent; then rethrows the last error.
+ * or the retries are spent; then rethrows the last error. An error with `retryAfterMs`
+ * (a server's Retry-After) delays the next attempt at least that long.
  *
  * ## Example
  * ```ts
@@ -81,12 +82,21 @@ export async function retry<T>(
     } catch (error) {
       if (bailed) throw bailed.error;
       if (attempt > resolved.retries || !resolved.retriable(error) || resolved.signal?.aborted) throw error;
-      const delay = backoffDelay(attempt, resolved);
+      const delay = Math.max(backoffDelay(attempt, resolved), retryAfterOf(error));
       resolved.onRetry?.(error, attempt, delay);
       await sleep(delay, resolved.signal);
       if (resolved.signal?.aborted) throw error;
     }
   }
+}
+
+/**
+ * The wait a server asked for (its Retry-After), carried by the error as `retryAfterMs`:
+ * a retry never comes sooner than that, whatever the backoff says.
+ */
+function retryAfterOf(error: unknown): number {
+  const wait = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs;
+  return typeof wait === 'number' && wait > 0 ? wait : 0;
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Observable } from 'rxjs';
+import type { BreakerState } from './breaker';
 import type { Credits } from './credits';
 import type { Envelope, RecordFailure, RecordMeta } from './envelope';
 
@@ -15,6 +16,11 @@ export interface SourceContext {
    * truncated file). Its credit must have been taken, like any record's.
    */
   reject(meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, failure: RecordFailure): void;
+  /**
+   * The sink's circuit breaker right now. A source that can refuse work early (a webhook
+   * answering 503) reads it instead of accepting records that cannot be written.
+   */
+  readonly sinkBreakerState?: () => BreakerState;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ConfigError, SinkError } from '../../lib/errors';
+import { ConfigError, SinkError, VendorApiError } from '../../lib/errors';
 import { backoffDelay, resolveRetryOptions, retry } from '../../lib/retry';
 
 describe('retry', () => {
@@ -50,6 +50,22 @@ describe('retry', () => {
       throw new SinkError('down', { retriable: true });
     }, { retries: 100, initialDelayMs: 10_000, maxDelayMs: 10_000, signal: abort.signal }).catch(() => undefined);
     expect(Date.now() - started).to.be.below(5_000);
+  });
+
+  it("waits at least a server's Retry-After, carried by the error as retryAfterMs", async () => {
+    const delays: number[] = [];
+    let calls = 0;
+    await retry(
+      async () => {
+        if (++calls === 1) throw new VendorApiError('429', 429, 'http://vendor/x', { retryAfterMs: 30 });
+        if (calls === 2) throw new VendorApiError('503', 503, 'http://vendor/x');
+      },
+      { ...fast, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+    );
+    expect(delays[0]).to.equal(30);
+    expect(delays[1]).to.be.at.most(2);
+    // 429 and 5xx are worth retrying; other 4xx are not.
+    expect([429, 500, 503, 0, 404, 401].map((status) => new VendorApiError('x', status, 'u').retriable)).to.deep.equal([true, true, true, true, false, false]);
   });
 
   it('grows the delay ceiling exponentially up to the maximum, with full jitter', () => {

@@ -1,0 +1,69 @@
+import { open, readFile, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ConfigError, ConnectorError } from '../../lib/errors';
+
+/** Where a poller stands, saved only once every record before it is acked. */
+export interface PollCursor {
+  /** The `since` value of the sync under way, or of the next one between syncs. */
+  watermark?: string | number;
+  /** Where the sync under way resumes (page, offset, cursor token or next URL); absent between syncs. */
+  resume?: string | number;
+  /** The highest watermark field among the acked records of the sync under way. */
+  highest?: string | number;
+  /** Epoch ms of the save. */
+  savedAt: number;
+}
+
+/** Keeps one poller's cursor. Replace the file default with a shared store when pollers move between hosts. */
+export interface CursorStore {
+  load(): Promise<PollCursor | undefined>;
+  save(cursor: PollCursor): Promise<void>;
+}
+
+/**
+ * A cursor in a JSON file, written aside, flushed to disk and renamed over the old one, so
+ * a crash leaves either the old cursor or the new one, never half of either.
+ *
+ * ## Example
+ * ```ts
+ * import { fileCursorStore } from 'tributary/poll';
+ * const cursorStore = fileCursorStore('./state/acme-bookings.cursor.json');
+ * ```
+ */
+export function fileCursorStore(path: string): CursorStore {
+  if (typeof path !== 'string' || path === '') throw new ConfigError(`cursor file must be a path, got ${JSON.stringify(path)}`);
+  return {
+    async load() {
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (cause) {
+        if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw new ConnectorError(`cannot read cursor ${path}: ${(cause as Error).message}`, { cause });
+      }
+      try {
+        return JSON.parse(text) as PollCursor;
+      } catch (cause) {
+        throw new ConnectorError(`cursor ${path} is not valid JSON: ${(cause as Error).message}`, { cause });
+      }
+    },
+    async save(cursor) {
+      const aside = `${path}.tmp`;
+      const file = await open(aside, 'w');
+      try {
+        await file.writeFile(JSON.stringify(cursor));
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      await rename(aside, path);
+      // The rename itself is durable once the directory is.
+      const dir = await open(dirname(path), 'r');
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    },
+  };
+}

@@ -1,0 +1,446 @@
+import { isUtf8 } from 'node:buffer';
+import type { KeyObject } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { Observable, Subject, type OperatorFunction, type Subscriber } from 'rxjs';
+import type { AccessControl } from '../../lib/access';
+import type { Envelope, RecordMeta } from '../../lib/envelope';
+import { ConfigError, ConnectorError } from '../../lib/errors';
+import type { Source, SourceContext, SourceStatus } from '../../lib/source';
+import { parse } from '../../operators/parse';
+import type { CsvOptions } from '../files/csv';
+import type { XmlOptions } from '../files/xml';
+import { MemoryReplayStore, type ReplayStore } from './replay';
+import { secretKey, SIGNATURE_HEADERS, signatureMatches, type WebhookSecret } from './signature';
+
+/** One vendor's route, `POST <path>/<vendor>`. */
+export interface WebhookVendorOptions {
+  /** The secrets the vendor may sign with: more than one while a secret is being rotated. */
+  secrets: readonly WebhookSecret[];
+  /** Layout of `text/csv` bodies. @default header row, ',' and '"' */
+  csv?: CsvOptions;
+  /** Which elements of an XML body are records; without it XML bodies are refused (415). */
+  xml?: XmlOptions;
+}
+
+export interface FromWebhookOptions {
+  /** Names the source in `meta.source`. @default 'webhook' */
+  name?: string;
+  /** Port to listen on; 0 picks a free one (see `url()`). @default 8080 */
+  port?: number;
+  /** Address to listen on. @default '127.0.0.1' */
+  host?: string;
+  /** Serve HTTPS with these options (`key`, `cert`, `ca`, `minVersion`, …) instead of HTTP. @default plain HTTP */
+  tls?: TlsServerOptions;
+  /** Prefix of the vendor routes. @default '/webhooks' */
+  path?: string;
+  /** Vendor name → its secrets and body layouts. Names use letters, digits, `_` and `-`. */
+  vendors: Readonly<Record<string, WebhookVendorOptions>>;
+  /**
+   * API keys and roles: posting to a vendor's route needs `webhook:post:<vendor>`,
+   * `GET /admin/status` needs `admin`. The key comes as `Authorization: Bearer <key>` or
+   * `X-Api-Key: <key>`.
+   */
+  access: AccessControl;
+  /** How far a request's `webhook-timestamp` may be from now, either way. @default 300 */
+  toleranceSeconds?: number;
+  /** Where taken webhook ids are remembered (until their timestamp leaves the tolerance). @default new MemoryReplayStore() */
+  replay?: ReplayStore;
+  /** Largest body accepted; a larger one gets 413 and is not read further. @default 1 MiB */
+  maxBodyBytes?: number;
+  /** `Retry-After` sent with 429 (no credit) and 503 (sink unavailable). @default 1 */
+  retryAfterSeconds?: number;
+  /** Time allowed to send a whole request, against slow senders. @default 30000 */
+  requestTimeoutMs?: number;
+}
+
+/** What a webhook source has done since it started. */
+export interface WebhookStats {
+  /** Requests answered 2xx: all their records were durable. */
+  accepted: number;
+  /** Records in accepted requests. */
+  records: number;
+  /** Requests refused, by reason (`UNAUTHENTICATED`, `BAD_SIGNATURE`, `REPLAY`, `TOO_LARGE`, …). */
+  refused: Record<string, number>;
+  /** Body bytes read from the network, refused requests included. */
+  bodyBytesRead: number;
+  /** Requests whose records are on their way to the sink. */
+  pending: number;
+}
+
+/** A webhook source: a {@link Source} that also tells where it listens and what it did. */
+export interface WebhookSource extends Source<unknown> {
+  /** Resolves with the base URL (`http://127.0.0.1:8080`) once the server listens. */
+  url(): Promise<string>;
+  readonly stats: WebhookStats;
+  status(): SourceStatus;
+}
+
+type BodyFormat = 'json' | 'ndjson' | 'csv' | 'xml';
+
+const MEDIA_TYPES: Readonly<Record<string, BodyFormat>> = {
+  'application/json': 'json',
+  'application/x-ndjson': 'ndjson',
+  'application/ndjson': 'ndjson',
+  'application/jsonl': 'ndjson',
+  'text/csv': 'csv',
+  'application/xml': 'xml',
+  'text/xml': 'xml',
+};
+
+interface Vendor {
+  name: string;
+  keys: KeyObject[];
+  permission: string;
+  /** The parse step of each streamed format; `xml` only when its record element is known. */
+  parsers: Partial<Record<Exclude<BodyFormat, 'json'>, OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>>>>;
+}
+
+/** A request whose records were emitted and whose answer waits for their fate. */
+interface Pending {
+  response: ServerResponse;
+  id: string;
+  records: number;
+}
+
+/**
+ * Receives signed webhooks over HTTP(S), one route per vendor, and answers 2xx only once
+ * every record of the request is durable (written, or dead-lettered).
+ *
+ * Each request is checked before its body is read: the API key's role (401/403), the
+ * media type (415), the signature headers and timestamp (400/401), the declared size
+ * (413), the sink's breaker (503) and the pipeline's credit (429). The body is then read
+ * up to `maxBodyBytes` (413 past it, and reading stops), its HMAC-SHA256 signature checked
+ * against each active secret (401), and its webhook id taken in the replay store (409 when
+ * seen). JSON (an object or an array of them), NDJSON, CSV and XML bodies become one
+ * record each per element, line, row or XML record element; bad lines and rows are
+ * dead-lettered. A request whose records cannot be made durable gets 503 and its id is
+ * freed, so the vendor's retry is accepted.
+ *
+ * With a Kafka sink as buffer the answer works the same way: that sink acks on the
+ * broker's acknowledgement, so 2xx means the records are in the topic.
+ *
+ * ## Example
+ * ```ts
+ * import { AccessControl, fromWebhook } from 'tributary';
+ * const source = fromWebhook({
+ *   port: 8443,
+ *   tls: { key, cert },
+ *   vendors: { acme: { secrets: [process.env.ACME_WEBHOOK_SECRET!] } },
+ *   access: new AccessControl({ roles: { 'vendor-acme': ['webhook:post:acme'] }, keys }),
+ * });
+ * ```
+ */
+export function fromWebhook(options: FromWebhookOptions): WebhookSource {
+  const name = options.name ?? 'webhook';
+  const port = options.port ?? 8080;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`port must be an integer in [0, 65535], got ${options.port}`);
+  const host = options.host ?? '127.0.0.1';
+  const prefix = options.path ?? '/webhooks';
+  if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(prefix)) throw new ConfigError(`path must look like /webhooks (segments of letters, digits, _ . -), got ${JSON.stringify(options.path)}`);
+  if (!options.access || typeof options.access.decide !== 'function') throw new ConfigError('access is required: an AccessControl deciding who may post to which vendor');
+  const access = options.access;
+  const toleranceSeconds = positive(options.toleranceSeconds, 300, 'toleranceSeconds');
+  const maxBodyBytes = positiveInteger(options.maxBodyBytes, 1024 * 1024, 'maxBodyBytes');
+  const retryAfter = String(positiveInteger(options.retryAfterSeconds, 1, 'retryAfterSeconds'));
+  const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
+  const replay = options.replay ?? new MemoryReplayStore();
+  const vendors = resolveVendors(options.vendors);
+
+  const stats: WebhookStats = { accepted: 0, records: 0, refused: {}, bodyBytesRead: 0, pending: 0 };
+  const pending = new Map<Envelope<unknown>, Pending>();
+  let server: Server | undefined;
+  let announce!: (url: string) => void;
+  const listening = new Promise<string>((resolve) => (announce = resolve));
+
+  const refuse = (response: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}) => {
+    stats.refused[code] = (stats.refused[code] ?? 0) + 1;
+    if (response.headersSent || response.destroyed) return;
+    response.writeHead(status, { 'content-type': 'application/json', ...headers });
+    response.end(JSON.stringify({ error: code, message }));
+  };
+
+  /** Answers and then closes the connection, so the rest of an unread body is never read. */
+  const refuseAndClose = (request: IncomingMessage, response: ServerResponse, status: number, code: string, message: string) => {
+    request.pause();
+    response.once('finish', () => request.socket.destroy());
+    refuse(response, status, code, message, { connection: 'close' });
+  };
+
+  function open(context: SourceContext): Observable<Envelope<unknown>> {
+    return new Observable<Envelope<unknown>>((subscriber) => {
+      let closed = false;
+      const parsing = new Map<string, Subject<Envelope<string | Uint8Array>>>();
+      let parsed = 0;
+      /** Feeds a body to its vendor's parse step (synchronous) and says how many records came out. */
+      const parseInto = (vendor: Vendor, format: Exclude<BodyFormat, 'json'>, whole: Envelope<Uint8Array>): number => {
+        const key = `${vendor.name}\0${format}`;
+        let input = parsing.get(key);
+        if (!input) {
+          input = new Subject<Envelope<string | Uint8Array>>();
+          input.pipe(vendor.parsers[format]!).subscribe({
+            next: (e) => {
+              parsed++;
+              subscriber.next(e);
+            },
+            error: (e: unknown) => subscriber.error(e),
+          });
+          parsing.set(key, input);
+        }
+        const before = parsed;
+        input.next(whole);
+        return parsed - before;
+      };
+      const handler = (request: IncomingMessage, response: ServerResponse) => {
+        handle(request, response, context, subscriber, parseInto, () => closed).catch((error: unknown) => {
+          refuse(response, 500, 'INTERNAL', error instanceof Error ? error.message : String(error));
+        });
+      };
+      server = options.tls ? createHttpsServer(options.tls, handler) : createHttpServer(handler);
+      server.requestTimeout = requestTimeoutMs;
+      server.headersTimeout = Math.min(requestTimeoutMs, 60_000);
+      server.once('error', (cause: NodeJS.ErrnoException) => {
+        subscriber.error(new ConnectorError(`webhook source ${name} cannot listen on ${host}:${port}: ${cause.code ?? cause.message}`, { cause }));
+      });
+      server.listen(port, host, () => {
+        const address = server!.address() as AddressInfo;
+        const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+        announce(`${options.tls ? 'https' : 'http'}://${shownHost}:${address.port}`);
+      });
+      const shut = () => {
+        if (closed) return;
+        closed = true;
+        // Requests already emitted are answered when their records settle; new ones get 503.
+        server?.close();
+        server?.closeIdleConnections();
+        for (const input of parsing.values()) input.complete();
+        subscriber.complete();
+      };
+      context.signal.addEventListener('abort', shut, { once: true });
+      return () => {
+        context.signal.removeEventListener('abort', shut);
+        shut();
+      };
+    });
+  }
+
+  async function handle(
+    request: IncomingMessage,
+    response: ServerResponse,
+    context: SourceContext,
+    subscriber: Subscriber<Envelope<unknown>>,
+    parseInto: (vendor: Vendor, format: Exclude<BodyFormat, 'json'>, whole: Envelope<Uint8Array>) => number,
+    isClosed: () => boolean,
+  ): Promise<void> {
+    const url = request.url ?? '/';
+    const query = url.indexOf('?');
+    const path = query < 0 ? url : url.slice(0, query);
+    const token = tokenOf(request);
+    if (path === '/admin/status') {
+      if (request.method !== 'GET') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' });
+      if (!allowed(token, 'admin', path, response)) return;
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ source: name, ...status(), breaker: context.sinkBreakerState?.() ?? 'unknown', ...stats, pending: pending.size }));
+      return;
+    }
+    const vendor = path.startsWith(`${prefix}/`) ? vendors.get(path.slice(prefix.length + 1)) : undefined;
+    if (!vendor) return refuse(response, 404, 'NOT_FOUND', `no route ${path}`);
+    if (request.method !== 'POST') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use POST', { allow: 'POST' });
+    if (!allowed(token, vendor.permission, path, response)) return;
+
+    const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const format = MEDIA_TYPES[mediaType];
+    if (!format || (format !== 'json' && !vendor.parsers[format])) {
+      return refuse(response, 415, 'UNSUPPORTED_MEDIA_TYPE', `content-type ${JSON.stringify(mediaType)} is not accepted for ${vendor.name}`);
+    }
+    const id = header(request, SIGNATURE_HEADERS.id);
+    const timestamp = header(request, SIGNATURE_HEADERS.timestamp);
+    const signature = header(request, SIGNATURE_HEADERS.signature);
+    if (!id || !timestamp || !signature) {
+      return refuse(response, 400, 'MISSING_SIGNATURE', `${SIGNATURE_HEADERS.id}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature} are required`);
+    }
+    if (id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return refuse(response, 400, 'BAD_ID', `${SIGNATURE_HEADERS.id} must be 1 to 256 visible ASCII characters`);
+    const sentAt = /^\d{1,12}$/.test(timestamp) ? Number(timestamp) : NaN;
+    if (!(Math.abs(Date.now() / 1000 - sentAt) <= toleranceSeconds)) {
+      return refuse(response, 401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
+    }
+    const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
+    if (declared !== undefined && declared > maxBodyBytes) {
+      return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+    }
+    if (isClosed()) return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
+    if (context.sinkBreakerState?.() === 'open') {
+      return refuse(response, 503, 'SINK_UNAVAILABLE', 'the sink is unavailable', { 'retry-after': retryAfter });
+    }
+    // Credit is taken before reading, for the declared size (or the limit, for a chunked
+    // body), so bodies being read count against the pipeline's byte budget too.
+    const bytes = declared ?? maxBodyBytes;
+    if (!context.credits.tryTake(bytes)) return refuse(response, 429, 'BUSY', 'too many records in flight', { 'retry-after': retryAfter });
+    let emitted = false;
+    try {
+      const body = await readBody(request, maxBodyBytes, stats);
+      if (body === null) return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
+      if (body === undefined) return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+      if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
+        return refuse(response, 401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
+      }
+      let records: unknown[] | undefined;
+      if (format === 'json') {
+        records = jsonRecords(body);
+        if (!records) return refuse(response, 400, 'PARSE_JSON', 'the body is not valid UTF-8 JSON');
+      }
+      let claimed: boolean | undefined;
+      try {
+        claimed = await replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+      } catch {
+        // Without the store a replay cannot be told apart: refuse, the vendor retries.
+        return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
+      }
+      if (claimed === false) return refuse(response, 409, 'REPLAY', `webhook ${id} was already received`);
+      if (claimed === undefined) return refuse(response, 503, 'REPLAY_STORE_FULL', 'too many recent webhook ids', { 'retry-after': retryAfter });
+      if (isClosed() || subscriber.closed) {
+        await Promise.resolve(replay.release(`${vendor.name}/${id}`)).catch(() => undefined);
+        return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
+      }
+      const meta: RecordMeta = { source: name, vendor: vendor.name, key: id, position: `${vendor.name}/${id}`, receivedAt: Date.now(), attempt: 1 };
+      const whole = context.envelope<unknown>(body, meta, body, bytes);
+      emitted = true;
+      const waiting: Pending = { response, id, records: records?.length ?? 0 };
+      pending.set(whole, waiting);
+      if (records) {
+        const parts = whole.split(records, (i) => ({ record: i + 1 }));
+        for (let i = 0; i < parts.length; i++) subscriber.next(parts[i]!);
+      } else {
+        waiting.records = parseInto(vendor, format as Exclude<BodyFormat, 'json'>, whole as Envelope<Uint8Array>);
+      }
+    } finally {
+      if (!emitted) context.credits.release(bytes);
+    }
+  }
+
+  function allowed(token: string | undefined, permission: string, path: string, response: ServerResponse): boolean {
+    const decision = access.decide(token, permission, path);
+    if (decision.allowed) return true;
+    if (decision.outcome === 'UNAUTHENTICATED') refuse(response, 401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
+    else refuse(response, 403, 'FORBIDDEN', `this key may not ${permission}`);
+    return false;
+  }
+
+  function status(): SourceStatus {
+    return { connected: server?.listening ?? false };
+  }
+
+  return {
+    name,
+    open,
+    url: () => listening,
+    status,
+    get stats() {
+      return { ...stats, refused: { ...stats.refused }, pending: pending.size };
+    },
+    settled(envelope, error) {
+      const waiting = pending.get(envelope);
+      if (!waiting) return;
+      pending.delete(envelope);
+      const { response, id } = waiting;
+      if (error) {
+        // The records were not stored: free the id so the vendor's retry gets in.
+        void Promise.resolve(replay.release(`${envelope.meta.vendor}/${id}`)).catch(() => undefined);
+        refuse(response, 503, 'NOT_STORED', `the records could not be stored: ${error.message}`, { 'retry-after': retryAfter });
+        return;
+      }
+      const records = waiting.records;
+      stats.accepted++;
+      stats.records += records;
+      if (response.destroyed) return;
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
+    },
+  };
+}
+
+/**
+ * The body; `undefined` once it grows past `limit` (then reading stops and what was read
+ * is dropped); `null` when the sender went away before the end.
+ */
+function readBody(request: IncomingMessage, limit: number, stats: WebhookStats): Promise<Buffer | undefined | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (result: Buffer | undefined | null) => {
+      request.off('data', onData);
+      request.off('end', onEnd);
+      request.off('close', onClose);
+      chunks.length = 0;
+      resolve(result);
+    };
+    const onData = (chunk: Buffer) => {
+      stats.bodyBytesRead += chunk.length;
+      length += chunk.length;
+      if (length > limit) finish(undefined);
+      else chunks.push(chunk);
+    };
+    const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
+    // A sender that disconnects mid-body ends neither with 'end' nor always with 'error'.
+    const onClose = () => finish(null);
+    request.on('data', onData);
+    request.on('end', onEnd);
+    request.on('close', onClose);
+  });
+}
+
+/** The records of a JSON body: the elements of an array, or the one value; `undefined` if it is not JSON. */
+function jsonRecords(body: Buffer): unknown[] | undefined {
+  if (!isUtf8(body)) return undefined;
+  try {
+    const value: unknown = JSON.parse(body.toString('utf8'));
+    return Array.isArray(value) ? value : [value];
+  } catch {
+    return undefined;
+  }
+}
+
+function tokenOf(request: IncomingMessage): string | undefined {
+  const authorization = request.headers.authorization;
+  if (authorization?.startsWith('Bearer ')) return authorization.slice(7).trim();
+  return header(request, 'x-api-key');
+}
+
+function header(request: IncomingMessage, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendor> {
+  const vendors = new Map<string, Vendor>();
+  for (const [name, vendor] of Object.entries(given ?? {})) {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`vendor names use letters, digits, _ and -, got ${JSON.stringify(name)}`);
+    if (!Array.isArray(vendor?.secrets) || vendor.secrets.length === 0) throw new ConfigError(`vendors.${name}.secrets must hold at least one secret`);
+    const parsers: Vendor['parsers'] = {
+      ndjson: parse({ format: 'ndjson' }),
+      csv: parse({ format: 'csv', ...(vendor.csv ? { csv: vendor.csv } : {}) }),
+    };
+    if (vendor.xml) parsers.xml = parse({ format: 'xml', xml: vendor.xml });
+    vendors.set(name, {
+      name,
+      keys: vendor.secrets.map((secret, i) => secretKey(secret, `vendors.${name}.secrets[${i}]`)),
+      permission: `webhook:post:${name}`,
+      parsers,
+    });
+  }
+  if (vendors.size === 0) throw new ConfigError('vendors must name at least one vendor');
+  return vendors;
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  const resolved = value ?? fallback;
+  if (!(typeof resolved === 'number' && resolved > 0 && Number.isFinite(resolved))) throw new ConfigError(`${name} must be a number > 0, got ${value}`);
+  return resolved;
+}
+
+function positiveInteger(value: number | undefined, fallback: number, name: string): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
+  return resolved;
+}

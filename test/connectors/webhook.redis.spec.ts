@@ -1,0 +1,79 @@
+import { expect } from 'chai';
+import { randomUUID } from 'node:crypto';
+import { fromWebhook, MemoryReplayStore, redisReplayStore, type ReplayStore, type WebhookSource } from '../../connectors/webhook';
+import { AccessControl } from '../../lib/access';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { MemorySink } from '../helpers';
+import { ensureRedis } from '../services';
+import { post } from '../webhookClient';
+
+const SECRET = 'shared-store-secret-0123456789';
+const poster = AccessControl.issueKey('poster', ['acme']);
+const access = new AccessControl({ roles: { acme: ['webhook:post:acme'] }, keys: [poster.record] });
+
+/** One webhook instance: a source, its pipeline and what it stored. */
+async function instance(replay: ReplayStore): Promise<{ url: string; sink: MemorySink<unknown>; stop: () => Promise<unknown>; source: WebhookSource }> {
+  const source = fromWebhook({ port: 0, vendors: { acme: { secrets: [SECRET] } }, access, replay });
+  const sink = new MemorySink<unknown>('rows');
+  const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 10, maxWaitMs: 5 } });
+  await pipeline.start();
+  return { url: `${await source.url()}/webhooks/acme`, sink, source, stop: () => pipeline.stop() };
+}
+
+describe('fromWebhook: replay stores', function () {
+  this.timeout(120_000);
+  let url: string;
+
+  before(async function () {
+    this.timeout(600_000);
+    url = await ensureRedis();
+  });
+
+  it('with a Redis store, a request accepted by one instance is a replay at the other', async () => {
+    const prefix = `test:webhook:${randomUUID()}:`;
+    const storeA = redisReplayStore({ url, prefix });
+    const storeB = redisReplayStore({ url, prefix });
+    const a = await instance(storeA);
+    const b = await instance(storeB);
+    try {
+      const timestamp = Math.floor(Date.now() / 1000);
+      const body = JSON.stringify({ ref: 'R1' });
+      const first = await post(a.url, body, { key: poster.token, secret: SECRET, id: 'evt-1', timestamp });
+      expect(first.status).to.equal(200);
+      const replayed = await post(b.url, body, { key: poster.token, secret: SECRET, id: 'evt-1', timestamp });
+      expect([replayed.status, JSON.parse(replayed.body).error]).to.deep.equal([409, 'REPLAY']);
+      // Concurrent deliveries of one new event to both: exactly one is accepted.
+      const both = await Promise.all([a, b].map((i) => post(i.url, body, { key: poster.token, secret: SECRET, id: 'evt-2', timestamp })));
+      expect(both.map((r) => r.status).sort()).to.deep.equal([200, 409]);
+      expect(a.sink.rows.length + b.sink.rows.length).to.equal(2);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await storeA.close();
+      await storeB.close();
+    }
+  });
+
+  it('answers 503 when the store cannot be reached or is full, and stores nothing', async () => {
+    const unreachable = redisReplayStore({ url: 'redis://127.0.0.1:1', redis: { enableOfflineQueue: false, retryStrategy: () => null } });
+    const down = await instance(unreachable);
+    const full = await instance(new MemoryReplayStore({ maxEntries: 1 }));
+    try {
+      const body = JSON.stringify({ ref: 'D1' });
+      const refused = await post(down.url, body, { key: poster.token, secret: SECRET, id: 'evt-3' });
+      expect([refused.status, JSON.parse(refused.body).error, refused.headers['retry-after']]).to.deep.equal([503, 'REPLAY_STORE_UNAVAILABLE', '1']);
+      expect(down.sink.rows).to.have.length(0);
+
+      expect((await post(full.url, body, { key: poster.token, secret: SECRET, id: 'evt-4' })).status).to.equal(200);
+      const noRoom = await post(full.url, body, { key: poster.token, secret: SECRET, id: 'evt-5' });
+      expect([noRoom.status, JSON.parse(noRoom.body).error]).to.deep.equal([503, 'REPLAY_STORE_FULL']);
+      expect(full.sink.rows).to.have.length(1);
+      expect(full.source.stats.refused).to.deep.equal({ REPLAY_STORE_FULL: 1 });
+    } finally {
+      await down.stop();
+      await full.stop();
+      await unreachable.close();
+    }
+  });
+});
