@@ -37,3 +37,4 @@ export { validate, type ValidateOptions } from './operators/validate';
 export * from './connectors/clickhouse';
 export * from './connectors/files';
 export * from './connectors/iterable';
+export * from './connectors/kafka';
