@@ -26,6 +26,12 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   /** Most bytes fetched per partition per request. @default 1 MiB */
   maxBytesPerPartition?: number;
   /**
+   * Longest a fetch waits for new messages. kafkajs also sleeps this long when every
+   * partition is paused, so it bounds how soon reading resumes after credit comes back.
+   * @default 100
+   */
+  maxWaitMs?: number;
+  /**
    * Batch boundaries for replay: a sink batch holds records of one partition whose offsets
    * fall in one block of this many (`[n·k, (n+1)·k)`). Set it to the pipeline's
    * `batch.rows` so full batches have boundaries a replay after a crash reproduces, and
@@ -81,6 +87,7 @@ interface Settings {
   heartbeatInterval: number;
   rebalanceTimeout: number;
   maxBytesPerPartition: number;
+  maxWaitMs: number;
   batchAlignment: number;
   commitIntervalMs: number;
 }
@@ -119,6 +126,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     heartbeatInterval,
     rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
+    maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
     batchAlignment: positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
     commitIntervalMs,
   };
@@ -180,6 +188,7 @@ class KafkaSource implements Source<Uint8Array> {
         heartbeatInterval: settings.heartbeatInterval,
         rebalanceTimeout: settings.rebalanceTimeout,
         maxBytesPerPartition: settings.maxBytesPerPartition,
+        maxWaitTimeInMs: settings.maxWaitMs,
       });
       this.#consumer = consumer;
       this.#context = context;
