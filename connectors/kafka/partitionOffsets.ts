@@ -18,8 +18,13 @@ export class PartitionOffsets {
   readonly partition: number;
   /** `topic/partition`. */
   readonly id: string;
-  /** Emitted offsets not yet behind the commit point, in order, with their state. */
-  #pending = new Map<number, number>();
+  /**
+   * Emitted offsets not yet behind the commit point, in order, from `#head` on, with their
+   * states alongside: a queue found by binary search, cheap for batches of thousands.
+   */
+  #offsets: number[] = [];
+  #states: number[] = [];
+  #head = 0;
   #lastEmitted = -1;
   #retired = false;
   /** The offset to commit next: one past the highest contiguous settled offset. */
@@ -39,7 +44,7 @@ export class PartitionOffsets {
 
   /** Records emitted and not yet behind the commit point. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#offsets.length - this.#head;
   }
 
   /** False for an offset at or below one already emitted: a fetch that repeated itself. */
@@ -48,21 +53,25 @@ export class PartitionOffsets {
   }
 
   emitted(offset: number): void {
-    if (this.#pending.size === 0 && this.#committable === undefined) this.#committable = offset;
-    this.#pending.set(offset, IN_FLIGHT);
+    if (this.#committable === undefined) this.#committable = offset;
+    this.#offsets.push(offset);
+    this.#states.push(IN_FLIGHT);
     this.#lastEmitted = offset;
   }
 
   /** Marks a record durable; true when the commit point moved. */
   settled(offset: number): boolean {
-    if (this.#retired || this.#pending.get(offset) !== IN_FLIGHT) return false;
-    this.#pending.set(offset, SETTLED);
-    return this.#advance();
+    if (this.#retired) return false;
+    const index = this.#indexOf(offset);
+    if (index < 0 || this.#states[index] !== IN_FLIGHT) return false;
+    this.#states[index] = SETTLED;
+    return index === this.#head && this.#advance();
   }
 
   /** Marks a record that could not be made durable: nothing at or after it is committed. */
   nacked(offset: number): void {
-    if (this.#pending.get(offset) === IN_FLIGHT) this.#pending.set(offset, NACKED);
+    const index = this.#indexOf(offset);
+    if (index >= 0 && this.#states[index] === IN_FLIGHT) this.#states[index] = NACKED;
   }
 
   /**
@@ -83,17 +92,38 @@ export class PartitionOffsets {
     return this.#committable;
   }
 
-  #advance(): boolean {
-    let moved = false;
-    for (const [offset, state] of this.#pending) {
-      if (state !== SETTLED) {
-        if (moved) this.#committable = offset;
-        return moved;
-      }
-      this.#pending.delete(offset);
-      this.#committable = offset + 1;
-      moved = true;
+  #indexOf(offset: number): number {
+    const offsets = this.#offsets;
+    let low = this.#head;
+    let high = offsets.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >>> 1;
+      const at = offsets[middle]!;
+      if (at === offset) return middle;
+      if (at < offset) low = middle + 1;
+      else high = middle - 1;
     }
-    return moved;
+    return -1;
+  }
+
+  #advance(): boolean {
+    const offsets = this.#offsets;
+    const states = this.#states;
+    let head = this.#head;
+    while (head < offsets.length && states[head] === SETTLED) head++;
+    if (head === this.#head) return false;
+    this.#committable = head < offsets.length ? offsets[head]! : offsets[head - 1]! + 1;
+    if (head === offsets.length) {
+      this.#offsets = [];
+      this.#states = [];
+      this.#head = 0;
+    } else if (head > 4096 && head * 2 > offsets.length) {
+      this.#offsets = offsets.slice(head);
+      this.#states = states.slice(head);
+      this.#head = 0;
+    } else {
+      this.#head = head;
+    }
+    return true;
   }
 }
