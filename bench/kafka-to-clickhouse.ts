@@ -39,10 +39,18 @@ const LATENCY_RATE = 2000;
 const LATENCY_SECONDS = 8;
 const BROKERS = [`127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`];
 
+interface Latency {
+  records: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
 interface ChildResult {
   bare: { seconds: number };
   pipeline: { seconds: number; stored: number };
-  latency: { records: number; p50: number; p99: number; max: number };
+  latency: Latency;
+  latencyMixed: Latency;
   peakRssMb: number;
   peakHeapMb: number;
   maxRssMb: number;
@@ -87,7 +95,8 @@ async function run(): Promise<BenchmarkResult> {
   const admin = kafkaClient().admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [topic, latencyTopic].map((t) => ({ topic: t, numPartitions: PARTITIONS })), waitForLeaders: true });
+    const topics = [topic, latencyTopic, `${latencyTopic}-mixed`];
+    await admin.createTopics({ topics: topics.map((t) => ({ topic: t, numPartitions: PARTITIONS })), waitForLeaders: true });
     const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
     const producer = kafkaClient().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
     await producer.connect();
@@ -116,10 +125,11 @@ async function run(): Promise<BenchmarkResult> {
     const runs = [figures('bare kafkajs consumer (eachBatch, count only)', result.bare.seconds), figures('fromKafka → parse → normalize → validate → embedded ClickHouse', result.pipeline.seconds)];
     const checks: Check[] = [
       { name: 'every message stored', claim: `${MESSAGES} bookings in ClickHouse`, actual: String(result.pipeline.stored), pass: result.pipeline.stored === MESSAGES },
-      { name: 'latency measured', claim: `p99 over ${LATENCY_RATE * LATENCY_SECONDS} records`, actual: `${result.latency.records} records`, pass: result.latency.records === LATENCY_RATE * LATENCY_SECONDS },
+      { name: 'latency measured', claim: `p99 over ${LATENCY_RATE * LATENCY_SECONDS} records`, actual: `${result.latencyMixed.records} records`, pass: result.latencyMixed.records === LATENCY_RATE * LATENCY_SECONDS },
     ];
     console.log(table(['run', 'messages/s', 's'], runs.map((r) => [r.label, r.rowsPerSecond.toLocaleString('en'), r.seconds])));
-    console.log(`end-to-end latency, produce → queryable, at ${LATENCY_RATE} msg/s: p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, max ${result.latency.max} ms`);
+    console.log(`end-to-end latency, produce → queryable, at ${LATENCY_RATE} msg/s (defaults, batches mix partitions): p50 ${result.latencyMixed.p50} ms, p99 ${result.latencyMixed.p99} ms, max ${result.latencyMixed.max} ms`);
+    console.log(`  with batchAlignment ${BATCH} (one partition per batch, replay-stable tokens): p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, max ${result.latency.max} ms`);
     return {
       name,
       unit: 'rows/s',
@@ -134,14 +144,19 @@ async function run(): Promise<BenchmarkResult> {
       method: [
         `${MESSAGES} booking messages (${PARTITIONS} partitions) produced before timing; each side reads them with a fresh consumer group, timed from its first message to its last one handled.`,
         'The pipeline side ends when the last batch is written to embedded ClickHouse (batches of 10,000, insert tokens on); the bare side only counts messages.',
-        `Latency: ${LATENCY_RATE} msg/s for ${LATENCY_SECONDS} s from a producer in the same process; send → end of the insert holding the record (batch maxWaitMs 100).`,
+        `Latency: ${LATENCY_RATE} msg/s for ${LATENCY_SECONDS} s from a producer in the same process; send → end of the insert holding the record (batch maxWaitMs 100), with the defaults (batches mix partitions) and with batchAlignment ${BATCH} (one partition per batch, replay-stable tokens).`,
       ],
-      settings: { batchRows: BATCH, partitions: PARTITIONS, latency: { ...result.latency, unit: 'ms', rate: LATENCY_RATE } },
+      settings: {
+        batchRows: BATCH,
+        partitions: PARTITIONS,
+        latency: { ...result.latencyMixed, unit: 'ms', rate: LATENCY_RATE, batchAlignment: false },
+        latencyOnePartitionPerBatch: { ...result.latency, unit: 'ms', rate: LATENCY_RATE, batchAlignment: BATCH },
+      },
       runs,
       checks,
     };
   } finally {
-    await admin.deleteTopics({ topics: [topic, latencyTopic] }).catch(() => undefined);
+    await admin.deleteTopics({ topics: [topic, latencyTopic, `${latencyTopic}-mixed`] }).catch(() => undefined);
     await admin.disconnect();
   }
 }
@@ -179,6 +194,7 @@ function bookingPipeline(
   maxWaitMs: number,
   onWritten: (records: readonly { meta: { headers?: Readonly<Record<string, string>> } }[]) => void,
   onFirstBatch: () => void = () => undefined,
+  batchAlignment: number | false = false,
 ): Pipeline<Booking> {
   const sink = toClickHouse<Booking>({ client, table: 'bookings' });
   const observed: Sink<Booking> = {
@@ -198,6 +214,7 @@ function bookingPipeline(
       fromBeginning: true,
       logLevel: 'nothing',
       vendor: (meta) => meta.headers?.vendor,
+      batchAlignment,
       instrument: (consumer) => consumer.on(consumer.events.START_BATCH_PROCESS, onFirstBatch),
     }),
     transform: pipe(parse(), normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
@@ -238,38 +255,14 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
     await pipeline.stop();
     const [row] = await clickhouse.query<{ n: string }>('SELECT count() AS n FROM bookings');
 
-    // Latency: a steady producer and the pipeline on a second topic.
-    const latencies: number[] = [];
-    const latencyPipeline = bookingPipeline(clickhouse, latencyTopic, 100, (records) => {
-      const now = Date.now();
-      for (const r of records) latencies.push(now - Number(r.meta.headers!['produced-at']));
-    });
-    await latencyPipeline.start();
-    const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
-    const producer = kafkaClient().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
-    await producer.connect();
-    const total = LATENCY_RATE * LATENCY_SECONDS;
-    const values = await bookings(total, 10_000_000);
-    const tick = 50;
-    const perTick = (LATENCY_RATE * tick) / 1000;
-    const startedAt = Date.now();
-    for (let sent = 0; sent < total; sent += perTick) {
-      const due = startedAt + (sent / perTick) * tick;
-      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
-      const at = String(Date.now());
-      await producer.send({ topic: latencyTopic, acks: -1, messages: values.slice(sent, sent + perTick).map((value) => ({ value, headers: { vendor: 'staylodge', 'produced-at': at } })) });
-    }
-    await producer.disconnect();
-    const deadline = Date.now() + 30_000;
-    while (latencies.length < total && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    await latencyPipeline.stop();
-    latencies.sort((a, b) => a - b);
-    const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+    const aligned = await latency(clickhouse, latencyTopic, BATCH);
+    const mixed = await latency(clickhouse, `${latencyTopic}-mixed`, false);
     const peaks = memory.stop();
     return {
       bare: { seconds: bareSeconds },
       pipeline: { seconds: (finished - started) / 1000, stored: Number(row!.n) },
-      latency: { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN },
+      latency: aligned,
+      latencyMixed: mixed,
       peakRssMb: peaks.peakRssMb,
       peakHeapMb: peaks.peakHeapMb,
       maxRssMb: peaks.maxRssMb,
@@ -278,6 +271,44 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
     await clickhouse.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A steady producer and the pipeline on a topic of its own: send → end of the insert holding the record. */
+async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic: string, batchAlignment: number | false): Promise<Latency> {
+  const latencies: number[] = [];
+  const pipeline = bookingPipeline(
+    clickhouse,
+    topic,
+    100,
+    (records) => {
+      const now = Date.now();
+      for (const r of records) latencies.push(now - Number(r.meta.headers!['produced-at']));
+    },
+    undefined,
+    batchAlignment,
+  );
+  await pipeline.start();
+  const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
+  const producer = kafkaClient().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  const total = LATENCY_RATE * LATENCY_SECONDS;
+  const values = await bookings(total, batchAlignment === false ? 20_000_000 : 10_000_000);
+  const tick = 50;
+  const perTick = (LATENCY_RATE * tick) / 1000;
+  const startedAt = Date.now();
+  for (let sent = 0; sent < total; sent += perTick) {
+    const due = startedAt + (sent / perTick) * tick;
+    if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+    const at = String(Date.now());
+    await producer.send({ topic, acks: -1, messages: values.slice(sent, sent + perTick).map((value) => ({ value, headers: { vendor: 'staylodge', 'produced-at': at } })) });
+  }
+  await producer.disconnect();
+  const deadline = Date.now() + 30_000;
+  while (latencies.length < total && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  await pipeline.stop();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
 if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!));

@@ -32,12 +32,15 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
    */
   maxWaitMs?: number;
   /**
-   * Batch boundaries for replay: a sink batch holds records of one partition whose offsets
-   * fall in one block of this many (`[n·k, (n+1)·k)`). Set it to the pipeline's
-   * `batch.rows` so full batches have boundaries a replay after a crash reproduces, and
-   * with them the same insert token. @default 10000
+   * Batch boundaries for replay. A number k: a sink batch holds records of one partition
+   * whose offsets fall in one block of k (`[n·k, (n+1)·k)`); set it to the pipeline's
+   * `batch.rows` and full batches have boundaries a replay after a crash reproduces, so
+   * the replayed insert carries the same token and is dropped. The cost: with several
+   * partitions trickling, batches are small and inserts many (latency grows). `false`:
+   * batches mix partitions, as full as `batch` allows; a replayed batch gets a new token
+   * and the table's natural key (ReplacingMergeTree) absorbs it. @default false
    */
-  batchAlignment?: number;
+  batchAlignment?: number | false;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
   commitIntervalMs?: number;
   /** Called with the kafkajs consumer once made, e.g. to listen to its instrumentation events. */
@@ -88,7 +91,7 @@ interface Settings {
   rebalanceTimeout: number;
   maxBytesPerPartition: number;
   maxWaitMs: number;
-  batchAlignment: number;
+  batchAlignment: number | false;
   commitIntervalMs: number;
 }
 
@@ -127,7 +130,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
     maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
-    batchAlignment: positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
+    batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
     commitIntervalMs,
   };
 }
@@ -168,11 +171,23 @@ class KafkaSource implements Source<Uint8Array> {
   #committing: Promise<void> | undefined;
   #commitAgain = false;
 
+  /** `topic/partition/⌊offset / batchAlignment⌋`: one partition's aligned block of offsets. */
+  readonly batchKey: ((envelope: Envelope<Uint8Array>) => string) | undefined;
+
   constructor(options: FromKafkaOptions) {
     this.#settings = resolveSettings(options);
     this.#kafka = resolveConnection(options);
     this.#instrument = options.instrument;
     this.name = this.#settings.name;
+    const alignment = this.#settings.batchAlignment;
+    this.batchKey =
+      alignment === false
+        ? undefined
+        : (envelope) => {
+            const position = envelope.meta.position;
+            const slash = position.lastIndexOf('/');
+            return `${position.slice(0, slash)}/${Math.floor(parseInt(position.slice(slash + 1), 10) / alignment)}`;
+          };
   }
 
   open(context: SourceContext): Observable<Envelope<Uint8Array>> {
@@ -234,13 +249,6 @@ class KafkaSource implements Source<Uint8Array> {
       if (high !== undefined && position !== undefined) lag[id] = Math.max(0, high - position);
     }
     return { connected: this.#connected, lag };
-  }
-
-  /** `topic/partition/⌊offset / batchAlignment⌋`: one partition's aligned block of offsets. */
-  batchKey(envelope: Envelope<Uint8Array>): string {
-    const position = envelope.meta.position;
-    const slash = position.lastIndexOf('/');
-    return `${position.slice(0, slash)}/${Math.floor(parseInt(position.slice(slash + 1), 10) / this.#settings.batchAlignment)}`;
   }
 
   #listen(consumer: Consumer, subscriber: Subscriber<Envelope<Uint8Array>>): void {
