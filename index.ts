@@ -40,3 +40,4 @@ export * from './connectors/files';
 export * from './connectors/iterable';
 export * from './connectors/poll';
 export * from './connectors/webhook';
+export * from './connectors/kafka';

@@ -18,13 +18,14 @@ import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { benchmark as filesToClickHouse } from './files-to-clickhouse';
 import { benchmark as formats } from './formats';
+import { benchmark as kafkaToClickHouse } from './kafka-to-clickhouse';
 import { benchDir, machine, resultsDir, table } from './harness';
 import { benchmark as operators } from './operators';
 import { benchmark as sinks } from './sinks';
 import type { Benchmark, StoredResult } from './types';
 import { benchmark as webhook } from './webhook';
 
-const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators, sinks, webhook];
+const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, kafkaToClickHouse, operators, sinks, webhook];
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

@@ -60,6 +60,14 @@ export class Credits {
     });
   }
 
+  /**
+   * Resolves at the next release, without taking anything: for sources that pause their
+   * input when out of credit and resume it once some comes back.
+   */
+  released(): Promise<void> {
+    return new Promise<void>((resolve) => this.#waiters.push(resolve));
+  }
+
   release(bytes: number): void {
     this.#records--;
     this.#bytes -= bytes;

@@ -11,6 +11,8 @@ export interface RecordMeta {
   position: string;
   vendor?: string;
   key?: string;
+  /** Message headers as text (Kafka). */
+  headers?: Readonly<Record<string, string>>;
   file?: string;
   /** 1-based record number within its file or payload. */
   record?: number;

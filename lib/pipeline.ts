@@ -79,8 +79,8 @@ export class Pipeline<T> implements AsyncDisposable {
   readonly name: string;
   readonly credits: Credits;
   #options: PipelineOptions<T>;
-  #batch: Required<BatchOptions>;
-  #deadLetterBatch: Required<BatchOptions>;
+  #batch: ReturnType<typeof resolveBatchOptions>;
+  #deadLetterBatch: ReturnType<typeof resolveBatchOptions>;
   #retry: ReturnType<typeof resolveRetryOptions>;
   #sinkConcurrency: number;
   #abort = new AbortController();
@@ -181,7 +181,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
-      batch<T>(this.#batch),
+      batch<T>(this.#options.source.batchKey ? { ...this.#batch, key: (e) => this.#options.source.batchKey!(e) } : this.#batch),
       mergeMap((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency),
     );
     const deadLetters$ = this.#deadLetter$.pipe(

@@ -42,6 +42,12 @@ export interface Source<T> {
    * without a connection need not implement it.
    */
   status?(): SourceStatus;
+  /**
+   * Records with different keys never share a sink batch. A source whose positions can be
+   * replayed (Kafka offsets) uses it to give batches boundaries that a replay after a
+   * crash reproduces, so the batch's insert token is the same and the write is absorbed.
+   */
+  batchKey?(envelope: Envelope<T>): string;
 }
 
 /** A source's own readings. */

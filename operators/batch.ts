@@ -12,15 +12,24 @@ export interface BatchOptions {
   maxWaitMs?: number;
   /** Scheduler for the wait, for tests on virtual time. @default asyncScheduler */
   scheduler?: SchedulerLike;
+  /**
+   * Records with different keys never share a batch: a change of key closes the batch.
+   * @default every record may share a batch
+   */
+  key?: (envelope: Envelope<any>) => string;
 }
 
-export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<BatchOptions> {
+export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key'>> & Pick<BatchOptions, 'key'> {
   const resolved = {
     rows: options.rows ?? 10_000,
     bytes: options.bytes ?? 16 * 1024 * 1024,
     maxWaitMs: options.maxWaitMs ?? 1000,
     scheduler: options.scheduler ?? asyncScheduler,
+    key: options.key,
   };
+  if (resolved.key !== undefined && typeof resolved.key !== 'function') {
+    throw new ConfigError(`${where}.key must be a function, got ${typeof resolved.key}`);
+  }
   if (!Number.isInteger(resolved.rows) || resolved.rows < 1) {
     throw new ConfigError(`${where}.rows must be an integer >= 1, got ${options.rows}`);
   }
@@ -50,12 +59,13 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
  * @returns An operator emitting {@link Batch}es.
  */
 export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<T>, Batch<T>> {
-  const { rows, bytes, maxWaitMs, scheduler } = resolveBatchOptions(options);
+  const { rows, bytes, maxWaitMs, scheduler, key } = resolveBatchOptions(options);
   return (source) =>
     new Observable<Batch<T>>((subscriber) => {
       let envelopes: Envelope<T>[] = [];
       let size = 0;
       let timer: Subscription | undefined;
+      let batchKey: string | undefined;
       const flush = () => {
         timer?.unsubscribe();
         timer = undefined;
@@ -67,6 +77,11 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
       };
       const subscription = source.subscribe({
         next(envelope) {
+          if (key) {
+            const next = key(envelope);
+            if (next !== batchKey && envelopes.length > 0) flush();
+            batchKey = next;
+          }
           envelopes.push(envelope);
           size += envelope.bytes;
           if (envelopes.length >= rows || size >= bytes) flush();

@@ -38,3 +38,26 @@ export function ensureRedis(): Promise<string> {
   redis.catch(() => (redis = undefined));
   return redis;
 }
+
+let kafka: Promise<string[]> | undefined;
+
+/**
+ * Installs (Kafka from Maven Central, once) and starts the test broker on loopback, and
+ * resolves with its bootstrap address. Both steps are idempotent; a broker that cannot be
+ * started fails the test with the script's output. Call it from a mocha `before` hook
+ * with a long timeout.
+ */
+export function ensureKafka(): Promise<string[]> {
+  kafka ??= (async () => {
+    await run('kafka.sh', 'install');
+    await run('kafka.sh', 'start');
+    return [`127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`];
+  })();
+  kafka.catch(() => (kafka = undefined));
+  return kafka;
+}
+
+/** Restarts the test broker (stop, then start and wait until it answers). */
+export function restartKafka(): Promise<void> {
+  return run('kafka.sh', 'restart');
+}

@@ -1,0 +1,470 @@
+import type { Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafkajs';
+import { Observable, type Subscriber } from 'rxjs';
+import type { Envelope, RecordMeta } from '../../lib/envelope';
+import { ConfigError, ConnectorError } from '../../lib/errors';
+import type { Source, SourceContext, SourceStatus } from '../../lib/source';
+import { positiveIntegerOption, resolveConnection, type KafkaConnectionOptions } from './client';
+import { PartitionOffsets } from './partitionOffsets';
+
+export interface FromKafkaOptions extends KafkaConnectionOptions {
+  /** The consumer group: instances with the same id share the topics' partitions. */
+  groupId: string;
+  /** Topics to read. */
+  topics: string | readonly string[];
+  /** Where a group without a committed offset starts: the oldest message, or new ones only. @default false */
+  fromBeginning?: boolean;
+  /** Names the source in `meta.source`. @default 'kafka' */
+  name?: string;
+  /** The vendor of a record (`meta.vendor`): fixed, or read from its meta (key, headers, position). @default none */
+  vendor?: string | ((meta: RecordMeta) => string | undefined);
+  /** A member silent this long is dropped from the group. @default 30000 */
+  sessionTimeoutMs?: number;
+  /** How often the member tells the coordinator it is alive; below `sessionTimeoutMs`. @default 3000 */
+  heartbeatIntervalMs?: number;
+  /** How long the coordinator waits for members to rejoin during a rebalance. @default 60000 */
+  rebalanceTimeoutMs?: number;
+  /** Most bytes fetched per partition per request. @default 1 MiB */
+  maxBytesPerPartition?: number;
+  /**
+   * Longest a fetch waits for new messages. kafkajs also sleeps this long when every
+   * partition is paused, so it bounds how soon reading resumes after credit comes back.
+   * @default 100
+   */
+  maxWaitMs?: number;
+  /**
+   * Batch boundaries for replay. A number k: a sink batch holds records of one partition
+   * whose offsets fall in one block of k (`[n·k, (n+1)·k)`); set it to the pipeline's
+   * `batch.rows` and full batches have boundaries a replay after a crash reproduces, so
+   * the replayed insert carries the same token and is dropped. The cost: with several
+   * partitions trickling, batches are small and inserts many (latency grows). `false`:
+   * batches mix partitions, as full as `batch` allows; a replayed batch gets a new token
+   * and the table's natural key (ReplacingMergeTree) absorbs it. @default false
+   */
+  batchAlignment?: number | false;
+  /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
+  commitIntervalMs?: number;
+  /** Called with the kafkajs consumer once made, e.g. to listen to its instrumentation events. */
+  instrument?: (consumer: Consumer) => void;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Reads topics as a member of a consumer group and commits an offset only once every
+ * record before it is durable.
+ *
+ * Per partition, the committed offset is one past the highest offset whose record and
+ * every record emitted before it were acked or dead-lettered: never past a record in
+ * flight or nacked. A credit is taken before each record is emitted; with none left, the
+ * partition is paused and resumed once half the in-flight budget is free. On a rebalance
+ * or a consumer restart, emission stops, every partition's tracking is dropped, and records
+ * still in flight from before can no longer move a commit: a partition is only ever
+ * committed by the member that owns it now. A nacked record (the pipeline nacks only
+ * when a sink stayed down) stops that partition's commits before it, and consumption of
+ * the partition restarts from the first record not settled, so it is read again.
+ * Delivery is at least once; duplicates after a crash or rebalance are absorbed by the
+ * insert token of a replayed batch (see `batchAlignment`) or, failing that, by the
+ * table's natural key.
+ *
+ * Each record's value is the message's bytes (an empty buffer for a null value) for
+ * `parse`; `meta.key` and `meta.headers` carry the key and headers as text, and
+ * `meta.position` is `topic/partition/offset`.
+ *
+ * ## Example
+ * ```ts
+ * import { fromKafka } from 'tributary/kafka';
+ * const source = fromKafka({ brokers: ['127.0.0.1:9092'], groupId: 'bookings', topics: 'bookings.raw' });
+ * ```
+ */
+export function fromKafka(options: FromKafkaOptions): Source<Uint8Array> {
+  return new KafkaSource(options);
+}
+
+interface Settings {
+  name: string;
+  groupId: string;
+  topics: string[];
+  fromBeginning: boolean;
+  vendor: (meta: RecordMeta) => string | undefined;
+  sessionTimeout: number;
+  heartbeatInterval: number;
+  rebalanceTimeout: number;
+  maxBytesPerPartition: number;
+  maxWaitMs: number;
+  batchAlignment: number | false;
+  commitIntervalMs: number;
+}
+
+function resolveSettings(options: FromKafkaOptions): Settings {
+  if (typeof options.groupId !== 'string' || options.groupId === '') {
+    throw new ConfigError(`groupId must be a non-empty string, got ${JSON.stringify(options.groupId)}`);
+  }
+  const topics = typeof options.topics === 'string' ? [options.topics] : [...(options.topics ?? [])];
+  if (topics.length === 0 || !topics.every((t) => typeof t === 'string' && /^[\w.-]{1,249}$/.test(t))) {
+    throw new ConfigError(`topics must name at least one topic of letters, digits, '.', '_' or '-', got ${JSON.stringify(options.topics)}`);
+  }
+  const sessionTimeout = positiveIntegerOption(options.sessionTimeoutMs, 30_000, 'sessionTimeoutMs');
+  const heartbeatInterval = positiveIntegerOption(options.heartbeatIntervalMs, 3000, 'heartbeatIntervalMs');
+  if (heartbeatInterval >= sessionTimeout) {
+    throw new ConfigError(`heartbeatIntervalMs must be lower than sessionTimeoutMs (${sessionTimeout}), got ${heartbeatInterval}`);
+  }
+  const commitIntervalMs = options.commitIntervalMs ?? 0;
+  if (!Number.isInteger(commitIntervalMs) || commitIntervalMs < 0) {
+    throw new ConfigError(`commitIntervalMs must be an integer >= 0, got ${options.commitIntervalMs}`);
+  }
+  const vendor = options.vendor;
+  if (vendor !== undefined && typeof vendor !== 'string' && typeof vendor !== 'function') {
+    throw new ConfigError(`vendor must be a string or a function, got ${typeof vendor}`);
+  }
+  if (options.instrument !== undefined && typeof options.instrument !== 'function') {
+    throw new ConfigError(`instrument must be a function, got ${typeof options.instrument}`);
+  }
+  return {
+    name: options.name ?? 'kafka',
+    groupId: options.groupId,
+    topics,
+    fromBeginning: options.fromBeginning ?? false,
+    vendor: typeof vendor === 'function' ? vendor : () => vendor,
+    sessionTimeout,
+    heartbeatInterval,
+    rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
+    maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
+    maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
+    batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
+    commitIntervalMs,
+  };
+}
+
+class KafkaSource implements Source<Uint8Array> {
+  readonly name: string;
+  readonly #settings: Settings;
+  readonly #kafka: ReturnType<typeof resolveConnection>;
+  readonly #instrument: FromKafkaOptions['instrument'];
+  #consumer: Consumer | undefined;
+  #context: SourceContext | undefined;
+  /** Live trackers of the partitions owned now, by `topic/partition`. */
+  readonly #trackers = new Map<string, PartitionOffsets>();
+  /** The tracker each emitted record belongs to: a retired one ignores its settlement. */
+  readonly #owner = new WeakMap<Envelope<unknown>, PartitionOffsets>();
+  /** Partitions assigned to this member in the current generation. */
+  readonly #assignment = new Set<string>();
+  /** Commits of trackers retired after a nack: what was settled before the failed record. */
+  readonly #finalCommits = new Map<string, { tracker: PartitionOffsets; offset: number }>();
+  /** Highest offset ever emitted per partition, to count redeliveries in `meta.attempt`. */
+  readonly #emittedUpTo = new Map<string, number>();
+  readonly #highWatermarks = new Map<string, number>();
+  /** Where each owned partition stands: last commit, or where reading began. */
+  readonly #positions = new Map<string, number>();
+  readonly #paused = new Map<string, { topic: string; partition: number }>();
+  #waitingForCredit = false;
+  #outstanding = 0;
+  #drained: (() => void) | undefined;
+  #stopping = false;
+  #connected = false;
+  /**
+   * kafkajs' commit without its retrier, captured from the latest batch. Its retrier
+   * would resend a failed commit after a rejoin under the new generation, i.e. to a
+   * partition this member may no longer own; here a failed commit is recomputed instead.
+   */
+  #commit: ((offsets: Offsets) => Promise<void>) | undefined;
+  #commitTimer: NodeJS.Timeout | undefined;
+  #committing: Promise<void> | undefined;
+  #commitAgain = false;
+
+  /** `topic/partition/⌊offset / batchAlignment⌋`: one partition's aligned block of offsets. */
+  readonly batchKey: ((envelope: Envelope<Uint8Array>) => string) | undefined;
+
+  constructor(options: FromKafkaOptions) {
+    this.#settings = resolveSettings(options);
+    this.#kafka = resolveConnection(options);
+    this.#instrument = options.instrument;
+    this.name = this.#settings.name;
+    const alignment = this.#settings.batchAlignment;
+    this.batchKey =
+      alignment === false
+        ? undefined
+        : (envelope) => {
+            const position = envelope.meta.position;
+            const slash = position.lastIndexOf('/');
+            return `${position.slice(0, slash)}/${Math.floor(parseInt(position.slice(slash + 1), 10) / alignment)}`;
+          };
+  }
+
+  open(context: SourceContext): Observable<Envelope<Uint8Array>> {
+    return new Observable<Envelope<Uint8Array>>((subscriber) => {
+      if (this.#consumer) {
+        subscriber.error(new ConnectorError(`source ${this.name} is already open: open one pipeline per fromKafka()`));
+        return;
+      }
+      const settings = this.#settings;
+      const consumer = this.#kafka().consumer({
+        groupId: settings.groupId,
+        sessionTimeout: settings.sessionTimeout,
+        heartbeatInterval: settings.heartbeatInterval,
+        rebalanceTimeout: settings.rebalanceTimeout,
+        maxBytesPerPartition: settings.maxBytesPerPartition,
+        maxWaitTimeInMs: settings.maxWaitMs,
+      });
+      this.#consumer = consumer;
+      this.#context = context;
+      this.#instrument?.(consumer);
+      this.#listen(consumer, subscriber);
+      const stop = () => void this.#drainAndLeave(subscriber);
+      context.signal.addEventListener('abort', stop, { once: true });
+      (async () => {
+        await consumer.connect();
+        await consumer.subscribe({ topics: settings.topics, fromBeginning: settings.fromBeginning });
+        await consumer.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          eachBatch: (payload) => this.#eachBatch(payload, subscriber),
+        });
+        if (context.signal.aborted) stop();
+      })().catch((cause: unknown) => this.#fail(subscriber, cause));
+      return () => {
+        context.signal.removeEventListener('abort', stop);
+        this.#stopping = true;
+        clearTimeout(this.#commitTimer);
+        void consumer.disconnect().catch(() => undefined);
+      };
+    });
+  }
+
+  settled(envelope: Envelope<Uint8Array>, error?: Error): void {
+    this.#outstanding--;
+    const tracker = this.#owner.get(envelope);
+    if (tracker) {
+      const offset = offsetOf(envelope.meta.position);
+      if (error) this.#rewind(tracker, offset);
+      else if (tracker.settled(offset)) this.#scheduleCommit(this.#settings.commitIntervalMs);
+    }
+    if (this.#outstanding === 0) this.#drained?.();
+  }
+
+  status(): SourceStatus {
+    const lag: Record<string, number> = {};
+    for (const id of this.#assignment) {
+      const high = this.#highWatermarks.get(id);
+      const position = this.#positions.get(id);
+      if (high !== undefined && position !== undefined) lag[id] = Math.max(0, high - position);
+    }
+    return { connected: this.#connected, lag };
+  }
+
+  #listen(consumer: Consumer, subscriber: Subscriber<Envelope<Uint8Array>>): void {
+    const { GROUP_JOIN, REBALANCING, CRASH, DISCONNECT } = consumer.events;
+    consumer.on(GROUP_JOIN, ({ payload }) => {
+      this.#retireAll();
+      for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
+        for (const partition of partitions) this.#assignment.add(`${topic}/${partition}`);
+      }
+      this.#connected = true;
+    });
+    // The coordinator is moving partitions: from now on nothing read before may be
+    // committed, and kafkajs will restart each partition it keeps from its last commit.
+    consumer.on(REBALANCING, () => this.#retireAll());
+    consumer.on(CRASH, ({ payload }) => {
+      this.#retireAll();
+      this.#commit = undefined;
+      this.#connected = false;
+      if (!payload.restart) this.#fail(subscriber, payload.error);
+    });
+    consumer.on(DISCONNECT, () => (this.#connected = false));
+  }
+
+  async #eachBatch(payload: EachBatchPayload, subscriber: Subscriber<Envelope<Uint8Array>>): Promise<void> {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    this.#commit = payload.commitOffsetsIfNecessary;
+    const { topic, partition } = batch;
+    const id = `${topic}/${partition}`;
+    this.#highWatermarks.set(id, Number(batch.highWatermark));
+    // A batch fetched before a rebalance may arrive after it: never emit for a partition not owned.
+    if (this.#stopping || !this.#assignment.has(id)) return;
+    if (!this.#positions.has(id)) this.#positions.set(id, Number(batch.firstOffset()));
+    let tracker = this.#trackers.get(id);
+    if (!tracker) {
+      tracker = new PartitionOffsets(topic, partition);
+      this.#trackers.set(id, tracker);
+    }
+    const context = this.#context!;
+    const settings = this.#settings;
+    const receivedAt = Date.now();
+    const emittedUpTo = this.#emittedUpTo.get(id) ?? -1;
+    let sinceHeartbeat = 0;
+    for (const message of batch.messages) {
+      if (this.#stopping || tracker.retired || !isRunning() || isStale()) break;
+      const offset = Number(message.offset);
+      if (!tracker.accepts(offset)) continue;
+      const value = message.value ?? EMPTY;
+      if (!context.credits.tryTake(value.length)) {
+        this.#pause(topic, partition);
+        break;
+      }
+      tracker.emitted(offset);
+      resolveOffset(message.offset);
+      if (offset > emittedUpTo) this.#emittedUpTo.set(id, offset);
+      const meta: RecordMeta = { source: settings.name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+      if (message.key) meta.key = message.key.toString('utf8');
+      if (message.headers) meta.headers = headersText(message.headers);
+      const vendor = settings.vendor(meta);
+      if (vendor !== undefined) meta.vendor = vendor;
+      this.#outstanding++;
+      const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
+      this.#owner.set(envelope, tracker);
+      subscriber.next(envelope);
+      // Parsing and mapping a large batch takes a while: keep the membership alive.
+      if (++sinceHeartbeat === 500) {
+        sinceHeartbeat = 0;
+        await heartbeat();
+      }
+    }
+  }
+
+  /** Out of credit: stop fetching this partition until half the budget is free again. */
+  #pause(topic: string, partition: number): void {
+    const id = `${topic}/${partition}`;
+    if (!this.#paused.has(id)) {
+      this.#paused.set(id, { topic, partition });
+      this.#consumer!.pause([{ topic, partitions: [partition] }]);
+    }
+    if (this.#waitingForCredit) return;
+    this.#waitingForCredit = true;
+    void (async () => {
+      const credits = this.#context!.credits;
+      while (!this.#stopping && (credits.inFlightRecords > credits.maxRecords / 2 || credits.inFlightBytes > credits.maxBytes / 2)) {
+        await credits.released();
+      }
+      this.#waitingForCredit = false;
+      if (this.#stopping) return;
+      const paused = [...this.#paused.values()];
+      this.#paused.clear();
+      this.#consumer!.resume(paused.map(({ topic: t, partition: p }) => ({ topic: t, partitions: [p] })));
+    })();
+  }
+
+  /**
+   * A record could not be made durable: commit only what was settled before it, and read
+   * the partition again from the first record not settled.
+   */
+  #rewind(tracker: PartitionOffsets, offset: number): void {
+    tracker.nacked(offset);
+    if (tracker.retired) return;
+    const restartAt = tracker.retire();
+    this.#trackers.delete(tracker.id);
+    if (restartAt === undefined || this.#stopping) return;
+    if (restartAt !== tracker.committed) {
+      this.#finalCommits.set(tracker.id, { tracker, offset: restartAt });
+      this.#scheduleCommit(0);
+    }
+    this.#consumer!.seek({ topic: tracker.topic, partition: tracker.partition, offset: String(restartAt) });
+  }
+
+  #retireAll(): void {
+    for (const tracker of this.#trackers.values()) tracker.retire();
+    this.#trackers.clear();
+    this.#finalCommits.clear();
+    this.#assignment.clear();
+    this.#positions.clear();
+  }
+
+  #scheduleCommit(delayMs: number): void {
+    if (this.#commitTimer || this.#committing) {
+      this.#commitAgain = true;
+      return;
+    }
+    this.#commitTimer = setTimeout(() => {
+      this.#commitTimer = undefined;
+      void this.#flushCommits();
+    }, delayMs);
+  }
+
+  /**
+   * Commits every owned partition whose commit point moved. Runs from a timer, never in
+   * the middle of a kafkajs rejoin, and goes from the ownership check to kafkajs reading
+   * its generation without yielding: the commit carries the generation that assignment
+   * belongs to, so the coordinator refuses it if the group has moved on since.
+   */
+  async #flushCommits(): Promise<void> {
+    const commit = this.#commit;
+    if (!commit || this.#committing) return;
+    const due: { tracker: PartitionOffsets; offset: number }[] = [];
+    for (const tracker of this.#trackers.values()) {
+      const offset = tracker.toCommit();
+      if (offset !== undefined && this.#assignment.has(tracker.id)) due.push({ tracker, offset });
+    }
+    for (const final of this.#finalCommits.values()) if (this.#assignment.has(final.tracker.id)) due.push(final);
+    this.#finalCommits.clear();
+    if (due.length === 0) return;
+    const byTopic = new Map<string, { partition: number; offset: string }[]>();
+    for (const { tracker, offset } of due) {
+      let partitions = byTopic.get(tracker.topic);
+      if (!partitions) byTopic.set(tracker.topic, (partitions = []));
+      partitions.push({ partition: tracker.partition, offset: String(offset) });
+    }
+    let failed = false;
+    this.#committing = commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) }).then(
+      () => {
+        for (const { tracker, offset } of due) {
+          tracker.committed = offset;
+          if (this.#assignment.has(tracker.id)) this.#positions.set(tracker.id, offset);
+        }
+      },
+      // Not retried as it was: the next attempt recomputes from what is owned then.
+      () => {
+        failed = true;
+      },
+    );
+    await this.#committing;
+    this.#committing = undefined;
+    if (failed) {
+      for (const final of due) if (final.tracker.retired && !this.#finalCommits.has(final.tracker.id)) this.#finalCommits.set(final.tracker.id, final);
+      this.#scheduleCommit(Math.max(500, this.#settings.commitIntervalMs));
+    } else if (this.#commitAgain) {
+      this.#commitAgain = false;
+      this.#scheduleCommit(this.#settings.commitIntervalMs);
+    }
+  }
+
+  /** Stops emitting, waits for what is in flight to settle, commits, and leaves the group. */
+  async #drainAndLeave(subscriber: Subscriber<Envelope<Uint8Array>>): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    const consumer = this.#consumer!;
+    try {
+      // Nothing more is emitted; stop fetching too rather than fetch the same batch again.
+      consumer.pause(this.#settings.topics.map((topic) => ({ topic })));
+      if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
+      clearTimeout(this.#commitTimer);
+      this.#commitTimer = undefined;
+      await this.#committing;
+      await this.#flushCommits();
+      await consumer.disconnect();
+      this.#connected = false;
+      subscriber.complete();
+    } catch (cause) {
+      this.#fail(subscriber, cause);
+    }
+  }
+
+  #fail(subscriber: Subscriber<Envelope<Uint8Array>>, cause: unknown): void {
+    if (subscriber.closed) return;
+    this.#stopping = true;
+    void this.#consumer?.disconnect().catch(() => undefined);
+    subscriber.error(cause instanceof ConnectorError ? cause : new ConnectorError(`source ${this.name} failed: ${String(cause)}`, { cause, retriable: true }));
+  }
+}
+
+function offsetOf(position: string): number {
+  return parseInt(position.slice(position.lastIndexOf('/') + 1), 10);
+}
+
+function headersText(headers: IHeaders): Record<string, string> {
+  const text: Record<string, string> = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    const last = Array.isArray(value) ? value[value.length - 1] : value;
+    if (last !== undefined) text[name] = typeof last === 'string' ? last : last.toString('utf8');
+  }
+  return text;
+}

@@ -1,0 +1,35 @@
+/**
+ * Stage 2 of 3, normalization and validation: `<prefix>.raw` → each vendor's mapping →
+ * the booking schema → `<prefix>.clean` keyed by booking id; refused records go to
+ * `<prefix>.dead` with the reason in headers. Run as many as there are partitions: they
+ * share the work as one consumer group.
+ *
+ *   node dist/examples/kafka-topology/normalize.js --brokers 127.0.0.1:9092 [--until-idle]
+ */
+import { pipe } from 'rxjs';
+import { normalize, parse, Pipeline, validate, type DeadLetter } from '../../index';
+import { fromKafka, toKafka } from '../../connectors/kafka';
+import { mappings } from '../bookings/mappings';
+import { bookingSchema, type Booking } from '../bookings/schema';
+import { ensureTopics, runUntilStopped, settingsFromArgs, topics } from './topology';
+
+async function main(): Promise<void> {
+  const settings = settingsFromArgs();
+  const names = topics(settings.prefix);
+  await ensureTopics(settings);
+  const groupId = `${settings.prefix}.normalize`;
+  const pipeline = new Pipeline<Booking>({
+    name: 'normalize',
+    source: fromKafka({ brokers: settings.brokers, groupId, topics: names.raw, fromBeginning: true, vendor: (meta) => meta.headers?.vendor, batchAlignment: 2000 }),
+    transform: pipe(parse(), normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
+    sink: toKafka<Booking>({ brokers: settings.brokers, topic: names.clean, key: (e) => `${e.value.vendor}:${e.value.booking_id}` }),
+    deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
+    batch: { rows: 2000, maxWaitMs: 200 },
+  });
+  await runUntilStopped(settings, [{ name: 'normalize', pipeline, groupId, topic: names.raw }]);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,73 @@
+import { expect } from 'chai';
+import { execFile, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir, until } from '../helpers';
+import { caughtUp, committedOffsets, createTopic, produce } from '../kafka';
+import { ensureKafka } from '../services';
+
+const run = promisify(execFile);
+const child = join(__dirname, 'kafka-child.js');
+
+describe('fromKafka: kill -9 mid-batch and restart, against embedded ClickHouse', function () {
+  this.timeout(360_000);
+  let brokers: string[];
+
+  before(async function () {
+    this.timeout(600_000);
+    brokers = await ensureKafka();
+  });
+
+  it('ten kills mid-batch, each followed by a restart: ClickHouse holds every record, none twice by natural key', async () => {
+    const { topic, remove } = await createTopic(brokers, 3);
+    const work = tempDir();
+    try {
+      const total = 24_000;
+      await produce(brokers, topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ id: i }) })));
+      const groupId = `${topic}-group`;
+      const chdb = join(work.path, 'chdb');
+      const count = async () => JSON.parse((await run(process.execPath, [child, 'count', chdb])).stdout) as Record<string, number>;
+      const committedTotal = async () => [...(await committedOffsets(brokers, groupId, topic)).values()].reduce((sum, o) => sum + Math.max(0, o), 0);
+
+      let previousCommitted = 0;
+      for (let round = 1; round <= 10; round++) {
+        const consumer = spawn(process.execPath, [child, 'store', brokers.join(','), topic, groupId, chdb, '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        let writes = 0;
+        consumer.stdout.on('data', (d: Buffer) => {
+          output += d.toString();
+          writes = output.split('\n').filter((l) => l.startsWith('writing')).length;
+        });
+        consumer.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => consumer.on('exit', (_code, signal) => resolve(signal)));
+        // Kill while a write is under way: after a varying number of writes have started.
+        const killAfter = 1 + (round % 4);
+        await until(() => writes >= killAfter || consumer.exitCode !== null, 60_000, `write ${killAfter} of round ${round}`);
+        await new Promise((resolve) => setTimeout(resolve, 10 + ((round * 17) % 40)));
+        consumer.kill('SIGKILL');
+        expect(await exited, output).to.equal('SIGKILL');
+        const committed = await committedTotal();
+        // Commits never go backwards, and some progress is made overall.
+        expect(committed).to.be.at.least(previousCommitted);
+        previousCommitted = committed;
+      }
+      expect(previousCommitted, 'ten rounds committed nothing').to.be.greaterThan(0);
+      const midway = await count();
+      expect(midway.final).to.be.within(1, total - 1);
+
+      // The last run reads to the end.
+      const last = await run(process.execPath, [child, 'store', brokers.join(','), topic, groupId, chdb, '0', 'until-caught-up'], { maxBuffer: 64 * 1024 * 1024 });
+      const stats = JSON.parse(last.stdout.trim().split('\n').pop()!) as { nacked: number };
+      expect(stats.nacked).to.equal(0);
+      expect(await caughtUp(brokers, groupId, topic)).to.equal(true);
+
+      const counts = await count();
+      console.log(`      ${JSON.stringify({ ...counts, total, committedAfterTenKills: previousCommitted })}`);
+      expect(counts).to.include({ final: total, distinct: total, first: 0, last: total - 1, dead_letters: 0 });
+      expect(counts.raw).to.be.at.least(total);
+    } finally {
+      work.remove();
+      await remove();
+    }
+  });
+});

@@ -1,0 +1,73 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { pipe } from 'rxjs';
+import { fromFiles } from '../../connectors/files';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { normalize } from '../../operators/normalize';
+import { validate } from '../../operators/validate';
+import { VENDORS } from '../../examples/bookings/generate';
+import { mappings } from '../../examples/bookings/mappings';
+import { samplesDir } from '../../examples/bookings/paths';
+import { bookingSchema, type Booking } from '../../examples/bookings/schema';
+import { MemorySink, tempDir } from '../helpers';
+import { testKafka } from '../kafka';
+import { ensureKafka } from '../services';
+
+const run = promisify(execFile);
+const example = join(__dirname, '..', '..', 'examples', 'kafka-topology');
+
+describe('examples/kafka-topology: ingestion, normalization and storage as separate processes', function () {
+  this.timeout(240_000);
+  let brokers: string[];
+
+  before(async function () {
+    this.timeout(600_000);
+    brokers = await ensureKafka();
+  });
+
+  it('raw → clean → ClickHouse stores what the in-process booking pipeline stores', async () => {
+    const prefix = `topology-${randomUUID().slice(0, 8)}`;
+    const work = tempDir();
+    try {
+      const args = ['--brokers', brokers.join(','), '--prefix', prefix];
+      const env = { ...process.env, TOPOLOGY_CLICKHOUSE_PATH: join(work.path, 'chdb') };
+      const ingest = await run(process.execPath, [join(example, 'ingest.js'), ...args], { env });
+      const normalizeRun = await run(process.execPath, [join(example, 'normalize.js'), ...args, '--until-idle'], { env });
+      const store = await run(process.execPath, [join(example, 'store.js'), ...args, '--until-idle'], { env });
+      const line = (output: string, prefix: string) => JSON.parse(output.split('\n').find((l) => l.startsWith(prefix))!.slice(prefix.length)) as Record<string, number>;
+      const ingested = line(ingest.stdout, 'ingest: ');
+      const normalized = line(normalizeRun.stdout, 'normalize: ');
+      const stored = line(store.stdout, 'stored: ');
+
+      // The same records through one in-process pipeline, for the expected outcome.
+      const sink = new MemorySink<Booking>();
+      const deadLetters = new MemorySink<DeadLetter>();
+      const reference = await new Pipeline<Booking>({
+        source: fromFiles({ paths: VENDORS.map((v) => join(samplesDir, v)), vendor: (file) => basename(dirname(file)) }),
+        transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
+        sink,
+        deadLetters,
+      }).run();
+      const distinctBookings = new Set(sink.rows.map((b) => `${b.vendor}:${b.booking_id}`)).size;
+
+      expect(ingested.read).to.equal(reference.read);
+      expect(ingested.written + ingested.deadLettered).to.equal(reference.read);
+      expect(normalized.read).to.equal(ingested.written);
+      expect(normalized.written).to.equal(reference.written);
+      expect(normalized.deadLettered + ingested.deadLettered).to.equal(reference.deadLettered);
+      expect(stored).to.deep.equal({ bookings: distinctBookings, dead_letters: reference.deadLettered });
+      expect(distinctBookings).to.be.greaterThan(0);
+      expect(reference.deadLettered).to.be.greaterThan(0);
+    } finally {
+      work.remove();
+      const admin = testKafka(brokers).admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: ['raw', 'clean', 'dead'].map((t) => `${prefix}.${t}`) }).catch(() => undefined);
+      await admin.disconnect();
+    }
+  });
+});

@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import type { Admin, Kafka, Message } from 'kafkajs';
+
+/** A kafkajs client for test set-up and checks (not the code under test). */
+export function testKafka(brokers: string[]): Kafka {
+  const { Kafka, logLevel } = require('kafkajs') as typeof import('kafkajs');
+  return new Kafka({ brokers, clientId: 'tributary-test', logLevel: logLevel.NOTHING });
+}
+
+/** A fresh, uniquely named topic; removed by the returned function. */
+export async function createTopic(brokers: string[], partitions = 1, prefix = 'test'): Promise<{ topic: string; remove: () => Promise<void> }> {
+  const topic = `${prefix}-${randomUUID().slice(0, 8)}`;
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+  return {
+    topic,
+    remove: async () => {
+      const a = testKafka(brokers).admin();
+      await a.connect();
+      await a.deleteTopics({ topics: [topic] }).catch(() => undefined);
+      await a.disconnect();
+    },
+  };
+}
+
+/** Produces messages with an idempotent producer, in chunks, acknowledged by the broker. */
+export async function produce(brokers: string[], topic: string, messages: Message[], chunk = 1000): Promise<void> {
+  const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
+  const producer = testKafka(brokers).producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += chunk) await producer.send({ topic, acks: -1, messages: messages.slice(i, i + chunk) });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** The group's committed offset per partition (-1 when none). */
+export async function committedOffsets(brokers: string[], groupId: string, topic: string): Promise<Map<number, number>> {
+  return withAdmin(brokers, async (admin) => {
+    const [result] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return new Map(result!.partitions.map((p) => [p.partition, Number(p.offset)]));
+  });
+}
+
+/** The topic's end offset per partition. */
+export async function endOffsets(brokers: string[], topic: string): Promise<Map<number, number>> {
+  return withAdmin(brokers, async (admin) => new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, Number(p.high)])));
+}
+
+/** True when the group has committed everything the topic holds. */
+export async function caughtUp(brokers: string[], groupId: string, topic: string): Promise<boolean> {
+  const [committed, ends] = await Promise.all([committedOffsets(brokers, groupId, topic), endOffsets(brokers, topic)]);
+  for (const [partition, end] of ends) if ((committed.get(partition) ?? -1) < end) return false;
+  return true;
+}
+
+async function withAdmin<R>(brokers: string[], work: (admin: Admin) => Promise<R>): Promise<R> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    return await work(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Reads every message of a topic from the beginning, until `count` are read. */
+export async function readAll(brokers: string[], topic: string, count: number, timeoutMs = 60_000): Promise<{ key: string | undefined; value: Buffer; headers: Record<string, string>; partition: number }[]> {
+  const consumer = testKafka(brokers).consumer({ groupId: `reader-${randomUUID()}` });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const read: { key: string | undefined; value: Buffer; headers: Record<string, string>; partition: number }[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`read ${read.length} of ${count} messages from ${topic} within ${timeoutMs} ms`)), timeoutMs);
+      consumer
+        .run({
+          eachMessage: async ({ message, partition }) => {
+            const headers: Record<string, string> = {};
+            for (const [name, value] of Object.entries(message.headers ?? {})) headers[name] = String(value);
+            read.push({ key: message.key?.toString(), value: message.value ?? Buffer.alloc(0), headers, partition });
+            if (read.length >= count) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return read;
+}
