@@ -19,6 +19,7 @@ import { decrypt } from '../operators/decrypt';
 import { dedupe } from '../operators/dedupe';
 import { MemoryDedupeStore, redisDedupeStore } from '../operators/dedupeStores';
 import { encrypt } from '../operators/encrypt';
+import { AccessControl } from '../lib/access';
 import { mask, maskCardNumber } from '../operators/mask';
 import { tokenize } from '../operators/tokenize';
 import { round, sampleMemory } from './harness';
@@ -113,6 +114,8 @@ function cases(): Case[] {
   const keyring = new Keyring({ keys: [{ id: 'k1', key: randomBytes(32) }] });
   const key = keyring.primaryKey();
   const fields = ['email', 'phone', 'passengers.*.name'];
+  const issued = AccessControl.issueKey('bench', ['reader']);
+  const reader = { access: new AccessControl({ roles: { reader: ['decrypt:*'] }, keys: [issued.record] }), principal: issued.token, purpose: 'benchmark' };
   const encryptedRecords = (() => {
     const records = fresh();
     const out: any[] = [];
@@ -177,7 +180,7 @@ function cases(): Case[] {
       name: 'decrypt (4 fields/record)',
       fieldsPerRecord: 4,
       records: () => structuredClone(encryptedRecords),
-      operator: () => decrypt({ keyring, fields, recordId: 'booking_id' }),
+      operator: () => decrypt({ keyring, fields, recordId: 'booking_id', ...reader }),
       plain(records) {
         const { createDecipheriv } = require('node:crypto') as typeof import('node:crypto');
         const open = (text: string, id: string, field: string) => {
