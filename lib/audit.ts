@@ -109,8 +109,10 @@ export class AuditLog implements AsyncDisposable {
       sinkConcurrency: 1,
       retry: { retries: Infinity, maxDelayMs: 5000, ...options.retry },
     });
-    this.#pipeline.start().catch((error: unknown) => this.#fail(error));
-    this.#pipeline.finished().catch((error: unknown) => this.#fail(error));
+    this.#pipeline.start().then(
+      () => this.#pipeline.finished().catch((error: unknown) => this.#fail(error)),
+      (error: unknown) => this.#fail(error),
+    );
   }
 
   /** Records an event; it is written soon after. Throws once the log is closed or failed. */

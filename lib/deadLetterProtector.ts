@@ -25,7 +25,7 @@ export interface DeadLetterProtectorOptions {
  * stay readable for triage. Each ciphertext is bound to the letter's `position` and its
  * field name; read them back with `decrypt({ fields: ['raw', 'message'], recordId: 'position', … })`.
  *
- * With `subjectKeys` and a subject the letter is sealed under the subject's key (made and
+ * With `subjectKeys` and a subject (the one `encrypt` noted on the record, else `subjectOf`) the letter is sealed under the subject's key (made and
  * stored first if the subject is new), so erasing the subject shreds it wherever the
  * letter was copied. A letter whose subject cannot be told is sealed under the keyring's
  * primary key: erasure cannot reach it, so give dead-letter tables a retention TTL
@@ -54,9 +54,9 @@ export function deadLetterProtector(options: DeadLetterProtectorOptions): (lette
   };
 
   return (letter, envelope) => {
-    let subject: string | undefined;
+    let subject: string | undefined = subjectKeys ? envelope.meta.subject : undefined;
     try {
-      subject = subjectOf?.(envelope.value, envelope);
+      subject ??= subjectOf?.(envelope.value, envelope);
     } catch {
       subject = undefined; // a record too broken to name its subject is sealed under the keyring
     }

@@ -115,6 +115,8 @@ export class SubjectKeys {
   readonly #retry: RetryOptions;
   readonly #bySubject = new Map<string, SubjectKey>();
   readonly #byId = new Map<string, SubjectKey>();
+  /** Subjects being looked up or created right now. */
+  readonly #resolving = new Map<string, Promise<void>>();
   /** Key ids the store did not have, until when: a shredded key is not asked for per record. */
   readonly #absent = new Map<string, number>();
 
@@ -164,8 +166,28 @@ export class SubjectKeys {
    * durably before this resolves.
    */
   async resolveSubjects(subjects: readonly string[]): Promise<void> {
-    const wanted = [...new Set(subjects)].filter((subject) => this.cachedForSubject(subject) === undefined);
-    if (wanted.length === 0) return;
+    const waits: Promise<void>[] = [];
+    const wanted: string[] = [];
+    for (const subject of new Set(subjects)) {
+      if (this.cachedForSubject(subject) !== undefined) continue;
+      const pending = this.#resolving.get(subject);
+      if (pending) waits.push(pending);
+      else wanted.push(subject);
+    }
+    if (wanted.length > 0) {
+      // Concurrent callers asking for the same subject share one lookup: two would make two keys.
+      const work = this.#lookUpOrCreate(wanted);
+      const settled = work.catch(() => undefined);
+      for (const subject of wanted) this.#resolving.set(subject, settled);
+      void settled.then(() => {
+        for (const subject of wanted) if (this.#resolving.get(subject) === settled) this.#resolving.delete(subject);
+      });
+      waits.push(work);
+    }
+    await Promise.all(waits);
+  }
+
+  async #lookUpOrCreate(wanted: string[]): Promise<void> {
     const found = await this.#call(() => this.store.findBySubjects(wanted));
     found.sort((a, b) => a.createdAt - b.createdAt || (a.keyId < b.keyId ? -1 : 1));
     const created: SubjectKeyRecord[] = [];

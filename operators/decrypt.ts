@@ -39,7 +39,8 @@ export interface DecryptOptions {
  * audit log), and every record decrypted or refused is recorded in `audit` with the key
  * id, the purpose and the fields.
  *
- * A record is decrypted whole or not at all: if one value fails (unknown or erased key,
+ * Empty strings (what erasure's anonymisation leaves) pass as they are. A record is
+ * decrypted whole or not at all: if one value fails (unknown or erased key,
  * altered text, a ciphertext copied from another record or field), the record is
  * dead-lettered as it arrived, still encrypted, with code `DECRYPT_FAILED`,
  * `DECRYPT_UNKNOWN_KEY`, `DECRYPT_ERASED` or `DECRYPT_FORMAT` and the field's path; no
@@ -155,6 +156,7 @@ class Decryptor implements FieldVisitor {
 
   visit(container: any, key: string | number, path: string): void {
     this.path = path;
+    if (container[key] === '') return; // what erasure leaves in a column: nothing to decrypt
     this.#pending.push(container, key, this.#cipher.decrypt(container[key], this.#recordId, path), path);
   }
 

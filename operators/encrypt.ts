@@ -103,6 +103,7 @@ function encryptPerSubject<T>(fields: FieldPath[], recordIdOf: (value: any) => s
             return;
           }
           if (!encryptRecord(envelope, fields, recordIdOf, encryptor, key)) return;
+          envelope.meta.subject = subject;
           if (subjects.pseudonymize) forEachField(envelope.value, subjects.subjectPath, { visit: (container, name) => (container[name] = key.pseudonym) });
           emit(envelope);
         },
