@@ -10,6 +10,12 @@ export interface RetentionRule {
   column: string;
   /** Rows older than this many days are removed. */
   days: number;
+  /**
+   * Rewrite the existing parts now so expired rows go at once (heavy on a large table);
+   * false leaves them to the next merges. New rows already expired are never stored.
+   * @default true
+   */
+  applyNow?: boolean;
 }
 
 /**
@@ -29,7 +35,8 @@ export async function setRetention(client: ClickHouseClient, rules: readonly Ret
   const can = await clickhouseFeatures(client);
   if (!can.ttl) throw new TributaryError(`ClickHouse ${can.version} has no TTL (19.6 and later): run purgeExpired() on a schedule instead`, { code: 'TTL_UNSUPPORTED' });
   for (const rule of checked) {
-    await client.exec(`ALTER TABLE ${quoteIdentifier(rule.table)} MODIFY TTL toDateTime(${quoteIdentifier(rule.column)}) + INTERVAL ${rule.days} DAY`);
+    const later = rule.applyNow === false ? ' SETTINGS materialize_ttl_after_modify = 0' : '';
+    await client.exec(`ALTER TABLE ${quoteIdentifier(rule.table)} MODIFY TTL toDateTime(${quoteIdentifier(rule.column)}) + INTERVAL ${rule.days} DAY${later}`);
   }
 }
 
@@ -54,5 +61,6 @@ function checkRule(rule: RetentionRule, index: number): RetentionRule {
   if (!rule || typeof rule.table !== 'string' || !/^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$/.test(rule.table)) throw new ConfigError(`${where}.table must be a name like dead_letters or db.dead_letters, got ${JSON.stringify(rule?.table)}`);
   if (typeof rule.column !== 'string' || !/^[A-Za-z_]\w*$/.test(rule.column)) throw new ConfigError(`${where}.column must be a column name, got ${JSON.stringify(rule.column)}`);
   if (!Number.isInteger(rule.days) || rule.days < 1) throw new ConfigError(`${where}.days must be an integer >= 1, got ${rule.days}`);
+  if (rule.applyNow !== undefined && typeof rule.applyNow !== 'boolean') throw new ConfigError(`${where}.applyNow must be a boolean, got ${JSON.stringify(rule.applyNow)}`);
   return rule;
 }

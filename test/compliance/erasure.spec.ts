@@ -237,7 +237,7 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
     expect(() => decrypt({ keyring, subjectKeys, fields: ['travellers_sealed'], recordId: 'booking_id', access, principal: intern.token, purpose: 'curiosity', audit })).to.throw(AccessDeniedError, /lacks permission decrypt:travellers_sealed/);
 
     await audit.flush();
-    const events = await clickhouse.query<{ type: string; actor: string; purpose: string; target: string; outcome: string; details: string }>('SELECT type, actor, purpose, target, outcome, details FROM audit_log ORDER BY at, id');
+    const events = await clickhouse.query<{ type: string; actor: string; purpose: string; target: string; outcome: string; details: string }>('SELECT type, actor, purpose, target, outcome, details FROM audit_log ORDER BY at, length(id), id');
     const of = (type: string) => events.filter((e) => e.type === type);
     expect(of('pipeline.start').map((e) => e.target)).to.deep.equal(['acme-feed', 'globex-feed', 'acme-return']);
     expect(of('pipeline.stop')).to.have.length(3);
