@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Observable } from 'rxjs';
 import type { AccessDecision } from './access';
+import type { BreakerOptions } from './breaker';
 import type { BatchOptions } from '../operators/batch';
 import type { Envelope } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
@@ -61,6 +62,8 @@ export interface AuditLogOptions {
   retry?: RetryOptions;
   /** Events recorded but not yet written, at most; `record` throws beyond it. @default 100000 */
   maxPending?: number;
+  /** The circuit breaker around the sink. @default BreakerOptions' defaults */
+  breaker?: BreakerOptions;
 }
 
 /**
@@ -108,6 +111,7 @@ export class AuditLog implements AsyncDisposable {
       inFlight: { records: Math.max(batch.rows ?? 1000, 1000) * 2 },
       sinkConcurrency: 1,
       retry: { retries: Infinity, maxDelayMs: 5000, ...options.retry },
+      ...(options.breaker && { breaker: options.breaker }),
     });
     this.#pipeline.start().then(
       () => this.#pipeline.finished().catch((error: unknown) => this.#fail(error)),

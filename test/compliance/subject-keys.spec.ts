@@ -170,7 +170,7 @@ describe('audit log', () => {
     sink.gate = async () => {
       if (failures-- > 0) throw new SinkError('audit table unreachable', { retriable: true });
     };
-    const audit = new AuditLog({ sink, batch: { rows: 10, maxWaitMs: 5 }, retry: { initialDelayMs: 1, maxDelayMs: 5 } });
+    const audit = new AuditLog({ sink, batch: { rows: 10, maxWaitMs: 5 }, retry: { initialDelayMs: 1, maxDelayMs: 5 }, breaker: { resetTimeoutMs: 50 } });
     for (let i = 0; i < 25; i++) audit.record({ type: 'decrypt', actor: 'k1', purpose: 'p', target: `r${i}`, outcome: 'ok', details: { fields: ['email'] } });
     let flushed = false;
     const flush = audit.flush().then(() => (flushed = true));
