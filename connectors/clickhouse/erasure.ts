@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { AuditLog } from '../../lib/audit';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { SubjectKeys } from '../../lib/subjectKeys';
+import { SUBJECT_VERSION } from '../../operators/fieldCipher';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 import { deleteRows, literal, updateRows } from './mutations';
 
@@ -9,7 +10,7 @@ import { deleteRows, literal, updateRows } from './mutations';
 export interface ErasureTable {
   /** `bookings` or `db.bookings`. */
   table: string;
-  /** The column naming the subject (its id, or its pseudonym with `pseudonymized`). */
+  /** The column that tells the subject's rows: see `match`. */
   column: string;
   /**
    * `delete` removes the rows; `anonymise` keeps them, so counts and sums stay right, with
@@ -18,8 +19,12 @@ export interface ErasureTable {
   action?: 'delete' | 'anonymise';
   /** With `anonymise`: column → value written (strings and numbers, e.g. encrypted fields → ''). @default {} */
   set?: Readonly<Record<string, string | number>>;
-  /** The column holds pseudonyms (`encrypt({ pseudonymize: true })`), not subject ids. @default false */
-  pseudonymized?: boolean;
+  /**
+   * What the column holds: the subject id; its pseudonym (`encrypt({ pseudonymize: true })`);
+   * or values sealed under the subject's keys (`key`: a dead letter's `raw`), matched by
+   * their `sv1:<keyId>:` prefix. @default 'subject'
+   */
+  match?: 'subject' | 'pseudonym' | 'key';
 }
 
 export interface SubjectErasureOptions {
@@ -68,8 +73,8 @@ export interface ErasureReport {
  * ```ts
  * import { subjectErasure } from 'tributary';
  * const erasure = subjectErasure({ client, subjectKeys, audit, tables: [
- *   { table: 'bookings', column: 'customer_token', action: 'anonymise', set: { travellers: '' } },
- *   { table: 'dead_letters', column: 'subject' },
+ *   { table: 'bookings', column: 'customer_token', match: 'pseudonym', action: 'anonymise', set: { travellers_sealed: '' } },
+ *   { table: 'dead_letters', column: 'raw', match: 'key' },
  * ] });
  * const report = await erasure.erase(customerToken, { actor: 'dpo@example.com', reason: 'GDPR art. 17, ticket 123' });
  * ```
@@ -93,15 +98,18 @@ export function subjectErasure(options: SubjectErasureOptions): { erase(subject:
       audit.record({ type: 'erasure.request', ...event, outcome: 'requested' });
       await audit.flush();
       try {
-        // Pseudonyms come from the keys: find them before the keys are gone.
-        const pseudonyms = tables.some((t) => t.pseudonymized) ? await subjectKeys.pseudonymsOf(subject) : [];
+        // Pseudonyms and key ids come from the keys: find them before the keys are gone.
+        const pseudonyms = tables.some((t) => t.match === 'pseudonym') ? await subjectKeys.pseudonymsOf(subject) : [];
+        const prefixes = tables.some((t) => t.match === 'key') ? (await subjectKeys.keysOf(subject)).map((k) => `${SUBJECT_VERSION}:${k.keyId}:`) : [];
         const keysShredded = await subjectKeys.shred(subject);
         const report: ErasureReport = { subjectHash, keysShredded, tables: [], touched: keysShredded > 0 };
         for (const t of tables) {
-          const values = t.pseudonymized ? pseudonyms : [subject];
+          const values = t.match === 'pseudonym' ? pseudonyms : t.match === 'key' ? prefixes : [subject];
           let rows = 0;
           if (values.length > 0) {
-            const where = `${quoteIdentifier(t.column)} IN (${values.map(literal).join(',')})`;
+            // Every sv1 prefix has the same length; substring() is there on old servers too.
+            const tested = t.match === 'key' ? `substring(${quoteIdentifier(t.column)}, 1, ${values[0]!.length})` : quoteIdentifier(t.column);
+            const where = `${tested} IN (${values.map(literal).join(',')})`;
             const [row] = await client.query<{ n: string | number }>(`SELECT count() AS n FROM ${quoteIdentifier(t.table)} WHERE ${where}`);
             rows = Number(row?.n ?? 0);
             if (rows > 0 && t.action === 'delete') await deleteRows(client, t.table, where);
@@ -134,7 +142,10 @@ function checkTable(t: ErasureTable, where: string): Required<ErasureTable> {
     if (!/^[A-Za-z_]\w*$/.test(column)) throw new ConfigError(`${where}.set keys must be column names, got ${JSON.stringify(column)}`);
     if (typeof value !== 'string' && !(typeof value === 'number' && Number.isFinite(value))) throw new ConfigError(`${where}.set.${column} must be a string or a finite number`);
   }
-  return { table: t.table, column: t.column, action, set, pseudonymized: t.pseudonymized ?? false };
+  const match = t.match ?? 'subject';
+  if (match !== 'subject' && match !== 'pseudonym' && match !== 'key') throw new ConfigError(`${where}.match must be 'subject', 'pseudonym' or 'key', got ${JSON.stringify(t.match)}`);
+  if (match === 'key' && action === 'anonymise') throw new ConfigError(`${where}: match 'key' goes with action 'delete' (the sealed column is what would be emptied)`);
+  return { table: t.table, column: t.column, action, set, match };
 }
 
 function assignments(t: Required<ErasureTable>): string {

@@ -180,15 +180,28 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
     const quality = () => clickhouse.queryText('SELECT vendor, sum(accepted) AS a, sum(dead_lettered) AS d FROM vendor_quality_hourly GROUP BY vendor ORDER BY vendor', 'JSONEachRow');
     const [figuresBefore, qualityBefore] = [await figures(), await quality()];
     const sealedBefore = await bookingRows(); // a copy taken before erasure: a backup, an export
+    const lettersBefore = await tableLetters();
+    const aliceLetters = (await readLetters(lettersBefore)).values.filter((l) => l.raw.includes('alice@example.com') || l.raw.includes(alicePseudonyms[0]!)).map((l) => l.position);
+    expect(aliceLetters).to.have.length(4);
 
     const erasure = subjectErasure({
       client: clickhouse,
       subjectKeys,
       audit,
-      tables: [{ table: 'bookings', column: 'customer_token', action: 'anonymise', set: { travellers_sealed: '' }, pseudonymized: true }],
+      tables: [
+        { table: 'bookings', column: 'customer_token', action: 'anonymise', set: { travellers_sealed: '' }, match: 'pseudonym' },
+        { table: 'dead_letters', column: 'raw', match: 'key' },
+      ],
     });
     const report = await erasure.erase(alice, { actor: 'dpo@example.com', reason: 'GDPR art. 17, ticket 123' });
-    expect(report).to.deep.include({ keysShredded: 1, touched: true, tables: [{ table: 'bookings', action: 'anonymise', rows: 16 }] });
+    expect(report).to.deep.include({
+      keysShredded: 1,
+      touched: true,
+      tables: [
+        { table: 'bookings', action: 'anonymise', rows: 16 },
+        { table: 'dead_letters', action: 'delete', rows: 4 },
+      ],
+    });
 
     // A fresh process: nothing cached, only what is stored.
     const freshKeys = new SubjectKeys({ keyring, store: clickHouseSubjectKeyStore({ client: clickhouse }) });
@@ -205,7 +218,9 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
       expect(copies.refused.map((r) => r.code)).to.deep.equal(Array(16).fill('DECRYPT_ERASED'));
       expect(copies.values).to.have.length(32);
 
-      for (const letters of [await tableLetters(), kafkaLetters]) {
+      // The Kafka topic cannot be rewritten: its letters stay, sealed. The table's are deleted as well.
+      expect((await tableLetters()).map((l) => l.position)).to.deep.equal(kafkaLetters.map((l) => l.position).filter((p) => !aliceLetters.includes(p)).sort());
+      for (const letters of [lettersBefore, kafkaLetters]) {
         const opened = await read(keys, ['raw', 'message'], 'position', 'dead-letter triage', structuredClone(letters));
         expect(opened.refused.map((r) => r.code), 'every letter of the erased subject stays sealed').to.deep.equal(Array(4).fill('DECRYPT_ERASED'));
         expect(opened.values).to.have.length(8);
@@ -231,7 +246,14 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
     // A second erasure of the same request touches nothing... after the returning booking is erased too.
     expect((await erasure.erase(alice, { actor: 'dpo@example.com', reason: 'GDPR art. 17, ticket 123' })).touched).to.equal(true);
     const again = await erasure.erase(alice, { actor: 'dpo@example.com', reason: 'GDPR art. 17, ticket 123' });
-    expect(again).to.deep.include({ keysShredded: 0, touched: false, tables: [{ table: 'bookings', action: 'anonymise', rows: 0 }] });
+    expect(again).to.deep.include({
+      keysShredded: 0,
+      touched: false,
+      tables: [
+        { table: 'bookings', action: 'anonymise', rows: 0 },
+        { table: 'dead_letters', action: 'delete', rows: 0 },
+      ],
+    });
 
     // Reading without the permission is refused, and the refusal is audited.
     expect(() => decrypt({ keyring, subjectKeys, fields: ['travellers_sealed'], recordId: 'booking_id', access, principal: intern.token, purpose: 'curiosity', audit })).to.throw(AccessDeniedError, /lacks permission decrypt:travellers_sealed/);
