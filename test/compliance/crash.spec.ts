@@ -105,4 +105,30 @@ describe('compliance failure paths', function () {
       await clickhouse.exec(`DROP TABLE IF EXISTS ${auditTable}`);
     }
   });
+
+  it('treats hostile subject ids as data: quotes, backslashes and SQL in a subject erase that subject only', async () => {
+    const clickhouse = testClickHouse();
+    const table = unique('people');
+    const keysTable = unique('keys');
+    const auditTable = unique('audit');
+    try {
+      await clickhouse.exec(`CREATE TABLE ${table} (subject String, note String) ENGINE = MergeTree ORDER BY subject`);
+      await clickhouse.exec(`CREATE TABLE ${keysTable} (subject String, key_id String, master_key_id String, wrapped String, created_ms UInt64) ENGINE = MergeTree ORDER BY (subject, key_id)`);
+      await clickhouse.exec(`CREATE TABLE ${auditTable} (id String, at DateTime64(3, 'UTC'), type String, actor String, purpose String, target String, outcome String, details String) ENGINE = MergeTree ORDER BY (at, id)`);
+      const hostile = ["x' OR 1=1 --", 'back\\slash\\', "q'); DROP TABLE people; --", 'plain'];
+      await clickhouse.insert(table, Buffer.from(hostile.map((subject) => JSON.stringify({ subject, note: 'n' })).join('\n') + '\n'), {});
+      const keys = new SubjectKeys({ keyring: new Keyring({ keys: [{ id: 'm1', key: randomBytes(32) }] }), store: clickHouseSubjectKeyStore({ client: clickhouse, table: keysTable }) });
+      await keys.resolveSubjects(hostile);
+      const audit = new AuditLog({ sink: toClickHouse({ client: clickhouse, table: auditTable }), batch: { rows: 10, maxWaitMs: 5 } });
+      const erasure = subjectErasure({ client: clickhouse, subjectKeys: keys, audit, tables: [{ table, column: 'subject' }] });
+      for (const subject of hostile.slice(0, 3)) {
+        expect(await erasure.erase(subject, { actor: 'dpo', reason: 'r' })).to.deep.include({ keysShredded: 1, tables: [{ table, action: 'delete', rows: 1 }] });
+      }
+      expect(await clickhouse.query(`SELECT subject FROM ${table}`)).to.deep.equal([{ subject: 'plain' }]);
+      expect((await clickhouse.query<{ subject: string }>(`SELECT subject FROM ${keysTable}`)).map((r) => r.subject)).to.deep.equal(['plain']);
+      await audit.close();
+    } finally {
+      for (const t of [table, keysTable, auditTable]) await clickhouse.exec(`DROP TABLE IF EXISTS ${t}`);
+    }
+  });
 });
