@@ -17,12 +17,15 @@ export {
   type FieldIssue,
   type RecordPosition,
 } from './lib/errors';
-export { Pipeline, type PipelineOptions, type PipelineStats } from './lib/pipeline';
+export { Pipeline, type PipelineLifecycleEvent, type PipelineOptions, type PipelineStats } from './lib/pipeline';
 export { retry, type RetryOptions } from './lib/retry';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';
 export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/access';
-export { Keyring, type KeyMaterial, type KeyProvider, type KeyringSpec } from './lib/keyring';
+export { Keyring, type KeyMaterial, type KeyProvider, type KeyRotation, type KeyringSpec } from './lib/keyring';
+export { MemorySubjectKeyStore, SubjectKeys, type SubjectKey, type SubjectKeyRecord, type SubjectKeyStore, type SubjectKeysOptions } from './lib/subjectKeys';
+export { AuditLog, auditAccess, type AuditEvent, type AuditEventType, type AuditLogOptions, type AuditRow } from './lib/audit';
+export { deadLetterProtector, type DeadLetterProtectorOptions } from './lib/deadLetterProtector';
 
 export { batch, type BatchOptions } from './operators/batch';
 export { decrypt, type DecryptOptions } from './operators/decrypt';

@@ -10,7 +10,7 @@
  * Register in bench/run.ts: `import { benchmark as operators } from './operators';` and add
  * `operators` to BENCHMARKS. Or run alone: `node dist/bench/operators-main.js`.
  */
-import { createCipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, randomFillSync } from 'node:crypto';
+import { createCipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, randomFillSync, type KeyObject } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { from, type OperatorFunction } from 'rxjs';
 import { Envelope, type Settlement } from '../lib/envelope';
@@ -19,6 +19,8 @@ import { decrypt } from '../operators/decrypt';
 import { dedupe } from '../operators/dedupe';
 import { MemoryDedupeStore, redisDedupeStore } from '../operators/dedupeStores';
 import { encrypt } from '../operators/encrypt';
+import { AccessControl } from '../lib/access';
+import { MemorySubjectKeyStore, SubjectKeys } from '../lib/subjectKeys';
 import { mask, maskCardNumber } from '../operators/mask';
 import { tokenize } from '../operators/tokenize';
 import { round, sampleMemory } from './harness';
@@ -29,6 +31,8 @@ export const name = 'operators';
 const RECORDS = 100_000;
 const DEFAULT_ROUNDS = 3;
 const ENCRYPTION_GOAL = 150_000; // fields/s on one core
+/** ENCRYPTION_GOAL ÷ the plain bulk-IV loop's fields/s on an idle core of this machine (≈195,000). */
+const IDLE_GOAL_RATIO = 0.77;
 
 interface Case {
   name: string;
@@ -113,6 +117,9 @@ function cases(): Case[] {
   const keyring = new Keyring({ keys: [{ id: 'k1', key: randomBytes(32) }] });
   const key = keyring.primaryKey();
   const fields = ['email', 'phone', 'passengers.*.name'];
+  const subjectKeys = new SubjectKeys({ keyring, store: new MemorySubjectKeyStore() });
+  const issued = AccessControl.issueKey('bench', ['reader']);
+  const reader = { access: new AccessControl({ roles: { reader: ['decrypt:*'] }, keys: [issued.record] }), principal: issued.token, purpose: 'benchmark' };
   const encryptedRecords = (() => {
     const records = fresh();
     const out: any[] = [];
@@ -154,6 +161,40 @@ function cases(): Case[] {
       },
     },
     {
+      // Keys of 10,000 customers, resolved before the clock starts: the hot path is a cache hit per record.
+      name: 'encrypt, per-subject keys (4 fields/record)',
+      fieldsPerRecord: 4,
+      records: () => fresh().map((r, i) => ({ ...r, customer: `c${i % 10_000}` })),
+      async setup() {
+        await subjectKeys.resolveSubjects(Array.from({ length: 10_000 }, (_, i) => `c${i}`));
+      },
+      operator: () => encrypt({ keyring, subjectKeys, subject: 'customer', fields, recordId: 'booking_id' }),
+      plain(records) {
+        // The best plain code: one key per customer from a Map, IVs cut from one random buffer.
+        const keys = new Map(Array.from({ length: 10_000 }, (_, i) => [`c${i}`, subjectKeys.cachedForSubject(`c${i}`)!]));
+        const ivs = Buffer.allocUnsafe(12 * 8192);
+        let next = 8192;
+        const seal = (text: string, id: string, field: string, subject: { key: KeyObject; prefix: string }) => {
+          if (next === 8192) {
+            randomFillSync(ivs);
+            next = 0;
+          }
+          const iv = ivs.subarray(next * 12, ++next * 12);
+          const cipher = createCipheriv('aes-256-gcm', subject.key, iv);
+          cipher.setAAD(Buffer.from(`sv1\0${id.length}:${id}\0${field}`));
+          const body = cipher.update(Buffer.from('s' + text));
+          cipher.final();
+          return subject.prefix + Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64');
+        };
+        for (const r of records) {
+          const subject = keys.get(r.customer)!;
+          r.email = seal(r.email, r.booking_id, 'email', subject);
+          r.phone = seal(r.phone, r.booking_id, 'phone', subject);
+          for (let i = 0; i < r.passengers.length; i++) r.passengers[i].name = seal(r.passengers[i].name, r.booking_id, `passengers.${i}.name`, subject);
+        }
+      },
+    },
+    {
       name: 'encrypt, naive plain code (randomBytes(12) per field)',
       fieldsPerRecord: 4,
       records: fresh,
@@ -177,7 +218,7 @@ function cases(): Case[] {
       name: 'decrypt (4 fields/record)',
       fieldsPerRecord: 4,
       records: () => structuredClone(encryptedRecords),
-      operator: () => decrypt({ keyring, fields, recordId: 'booking_id' }),
+      operator: () => decrypt({ keyring, fields, recordId: 'booking_id', ...reader }),
       plain(records) {
         const { createDecipheriv } = require('node:crypto') as typeof import('node:crypto');
         const open = (text: string, id: string, field: string) => {
@@ -357,6 +398,9 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   ]);
   const checks: Check[] = [
     { name: 'encryption throughput', claim: `encrypt ≥ ${ENCRYPTION_GOAL.toLocaleString('en')} fields/s on one core`, actual: `${enc.fieldsPerSecond.toLocaleString('en')} fields/s`, pass: enc.fieldsPerSecond >= ENCRYPTION_GOAL },
+    // The same goal independent of what else loads the machine: the plain bulk-IV loop does
+    // about 195,000 fields/s on an idle core here, so 150,000 is 0.77 of it.
+    { name: 'encryption throughput, load-independent', claim: `encrypt ≥ ${IDLE_GOAL_RATIO} × the plain bulk-IV GCM loop of the same run`, actual: `${enc.ratio}`, pass: enc.ratio >= IDLE_GOAL_RATIO },
     ...figures.map((f) => ({ name: `${f.name} overhead`, claim: 'operator ≥ 0.5 × plain code speed', actual: `${f.ratio}`, pass: f.ratio >= 0.5 })),
     ...skipped.map((s) => ({ name: 'not measured', claim: 'every case measured', actual: s, pass: false })),
   ];

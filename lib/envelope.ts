@@ -26,6 +26,11 @@ export interface RecordMeta {
   attempt: number;
   /** Version of the schema the record was validated against. */
   schemaVersion?: string;
+  /**
+   * The data subject the record is about, set by `encrypt` with subject keys: a later
+   * dead letter is sealed under that subject's key (`deadLetterProtector`). Never stored.
+   */
+  subject?: string;
 }
 
 /** Why a record was refused: the dead letter's reason. */

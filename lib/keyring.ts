@@ -26,6 +26,12 @@ export interface KeyProvider {
   load(): Promise<KeyringSpec> | KeyringSpec;
 }
 
+/** A rotation: the new primary key id and the one it replaced. */
+export interface KeyRotation {
+  keyId: string;
+  previous: string;
+}
+
 const KEY_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const KEY_BYTES = 32;
 
@@ -46,6 +52,7 @@ const KEY_BYTES = 32;
 export class Keyring {
   #keys = new Map<string, KeyObject>();
   #primary!: string;
+  #rotateListeners = new Set<(event: KeyRotation) => void>();
 
   /** @param spec The keys, and which one is primary. */
   constructor(spec: KeyringSpec) {
@@ -79,7 +86,15 @@ export class Keyring {
   /** Adds `material` and makes it primary; earlier keys go on decrypting. */
   rotate(material: KeyMaterial): void {
     this.#add(material);
+    const previous = this.#primary;
     this.#primary = material.id;
+    for (const listener of this.#rotateListeners) listener({ keyId: material.id, previous });
+  }
+
+  /** Calls `listener` after each {@link rotate} (an audit log records them); returns the unsubscribe function. */
+  onRotate(listener: (event: KeyRotation) => void): () => void {
+    this.#rotateListeners.add(listener);
+    return () => this.#rotateListeners.delete(listener);
   }
 
   /**

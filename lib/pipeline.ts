@@ -35,6 +35,24 @@ export interface PipelineOptions<T> {
   retry?: RetryOptions;
   /** The circuit breaker around each sink's writes. @default BreakerOptions' defaults */
   breaker?: BreakerOptions;
+  /**
+   * Rewrites each dead letter before it is written, e.g. to encrypt a payload that may hold
+   * personal data (`deadLetterProtector`). It may return a promise; if it throws or
+   * rejects, the record is nacked rather than dead-lettered unprotected. @default none
+   */
+  protectDeadLetter?: (letter: DeadLetter, envelope: Envelope<unknown>) => DeadLetter | Promise<DeadLetter>;
+  /** Told when the pipeline starts and stops, with its configuration: feed an audit log here. @default none */
+  onLifecycle?: (event: PipelineLifecycleEvent) => void;
+}
+
+/** A pipeline starting or stopping, for audit logs. */
+export interface PipelineLifecycleEvent {
+  type: 'start' | 'stop';
+  pipeline: string;
+  /** The error code or message it stopped with, if any. */
+  error?: string;
+  /** Configuration at start (source, sinks, batch, in-flight budget); stats at stop. */
+  details: Record<string, unknown>;
 }
 
 export interface StopOptions {
@@ -93,6 +111,8 @@ export class Pipeline<T> implements AsyncDisposable {
   #started: Promise<void> | undefined;
   #finished: Promise<PipelineStats> | undefined;
   #stopping: Promise<PipelineStats> | undefined;
+  /** Settles once every dead letter handed to `protectDeadLetter` so far is sent on. */
+  #protecting: Promise<void> = Promise.resolve();
 
   constructor(options: PipelineOptions<T>) {
     this.#options = options;
@@ -175,6 +195,11 @@ export class Pipeline<T> implements AsyncDisposable {
     const { sink, deadLetters } = this.#options;
     await sink.open?.();
     if (deadLetters !== (sink as unknown)) await deadLetters.open?.();
+    this.#options.onLifecycle?.({
+      type: 'start',
+      pipeline: this.name,
+      details: { source: this.#options.source.name, sink: sink.name, deadLetters: deadLetters.name, batch: this.#batch, inFlight: { records: this.credits.maxRecords, bytes: this.credits.maxBytes }, sinkConcurrency: this.#sinkConcurrency, protectedDeadLetters: Boolean(this.#options.protectDeadLetter) },
+    });
     const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#router());
     const context = this.#sourceContext(settlement);
     const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
@@ -190,12 +215,18 @@ export class Pipeline<T> implements AsyncDisposable {
     );
     this.#finished = new Promise<void>((resolve) => {
       deadLetters$.subscribe({ complete: resolve });
-      main$.subscribe({ complete: () => this.#deadLetter$.complete() });
+      const completeDeadLetters = (): void => {
+        const protecting = this.#protecting;
+        void protecting.then(() => (protecting === this.#protecting ? this.#deadLetter$.complete() : completeDeadLetters()));
+      };
+      main$.subscribe({ complete: completeDeadLetters });
     }).then(async () => {
       this.#breakers.sink.shutdown();
       this.#breakers.deadLetters.shutdown();
       await sink.close?.();
       if (deadLetters !== (sink as unknown)) await deadLetters.close?.();
+      const error = this.#failure ? ((this.#failure as TributaryError).code ?? this.#failure.message) : undefined;
+      this.#options.onLifecycle?.({ type: 'stop', pipeline: this.name, ...(error && { error }), details: { ...this.stats } });
       if (this.#failure) throw this.#failure;
       return this.stats;
     });
@@ -231,25 +262,48 @@ export class Pipeline<T> implements AsyncDisposable {
     const pipeline = this.name;
     const subject = this.#deadLetter$;
     const stats = this.#stats;
-    return {
+    const protect = this.#options.protectDeadLetter;
+    // Letters still being protected hold the dead-letter stream open until they are sent.
+    const track = (work: Promise<void>) => {
+      const previous = this.#protecting;
+      this.#protecting = Promise.all([previous, work.catch(() => undefined)]).then(() => undefined);
+    };
+    const router: DeadLetterRouter = {
       route(envelope, failure, done) {
         if (subject.closed || subject.isStopped) {
           done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
           return;
         }
         const letter = deadLetterOf(pipeline, envelope, failure);
-        const onWritten: Settlement = {
-          deadLetters: this,
-          ack: () => {
-            stats.deadLettered++;
-            done();
-          },
-          nack: (_e, error) => done(error),
-          reject: (_e, f) => done(new SinkError(`dead-letter sink refused the record: ${f.message}`)),
-        };
-        subject.next(new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten));
+        if (!protect) return send(envelope, letter, done);
+        let protectedLetter: DeadLetter | Promise<DeadLetter>;
+        try {
+          protectedLetter = protect(letter, envelope);
+        } catch (error) {
+          return done(error instanceof Error ? error : new TributaryError(String(error)));
+        }
+        if (!(protectedLetter instanceof Promise)) return send(envelope, protectedLetter, done);
+        track(protectedLetter.then((ready) => send(envelope, ready, done), (error: unknown) => done(error instanceof Error ? error : new TributaryError(String(error)))));
       },
     };
+    return router;
+
+    function send(envelope: Envelope<unknown>, letter: DeadLetter, done: (error?: Error) => void): void {
+      if (subject.closed || subject.isStopped) {
+        done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
+        return;
+      }
+      const onWritten: Settlement = {
+        deadLetters: router,
+        ack: () => {
+          stats.deadLettered++;
+          done();
+        },
+        nack: (_e, error) => done(error),
+        reject: (_e, f) => done(new SinkError(`dead-letter sink refused the record: ${f.message}`)),
+      };
+      subject.next(new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten));
+    }
   }
 
   /**

@@ -44,7 +44,8 @@ export interface DeadLetter {
   path: string;
   /** The payload as received: UTF-8 text, or base64 when it was not valid UTF-8. */
   raw: string;
-  raw_encoding: 'utf8' | 'base64';
+  /** `encrypted:utf8` / `encrypted:base64` when a `protectDeadLetter` sealed `raw` and `message`. */
+  raw_encoding: 'utf8' | 'base64' | 'encrypted:utf8' | 'encrypted:base64';
   /** ISO 8601, UTC. */
   received_at: string;
   failed_at: string;

@@ -2,7 +2,9 @@ import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
 import { Keyring } from '../lib/keyring';
-import { FieldCipher, recordIdReader, type RecordIdOption } from './fieldCipher';
+import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
+import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from './fieldCipher';
+import { keyGate } from './keyGate';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { rejectRedacted } from './sensitive';
 
@@ -16,13 +18,33 @@ export interface EncryptOptions {
    * not encrypted (`booking_id`), or a function of the record. Decrypt needs the same id.
    */
   recordId: RecordIdOption;
+  /**
+   * Per-subject keys: each record's fields are encrypted under its data subject's own
+   * key (`sv1:` ciphertexts), so erasing the subject shreds them everywhere they were
+   * copied. Needs `subject`. @default none: the keyring's primary key encrypts every record
+   */
+  subjectKeys?: SubjectKeys;
+  /**
+   * Path of the field naming the record's data subject (`customer_token`, as written by
+   * `tokenize`). It is not encrypted. A record without one is dead-lettered
+   * (`ENCRYPT_SUBJECT`). Required with `subjectKeys`.
+   */
+  subject?: string;
+  /**
+   * Replace the subject id in the record by the subject's pseudonym (`p1:…`, derived
+   * from its key): analysts still count and join per subject, but once the subject is
+   * erased no copy of the record can be linked to it again. @default false
+   */
+  pseudonymize?: boolean;
 }
 
 /**
  * Encrypts chosen fields of each record with AES-256-GCM, one ciphertext per value.
  *
  * Each value becomes `v1:<keyId>:<base64(iv ‖ ciphertext ‖ tag)>`, bound to the record id
- * and the field's path. Once a record is encrypted, its received payload is dropped, so a
+ * and the field's path; with `subjectKeys`, `sv1:<subjectKeyId>:…` under the key of the
+ * record's data subject, looked up (or created and stored) for many records at once and
+ * cached, so that erasing the subject shreds every copy. Once a record is encrypted, its received payload is dropped, so a
  * later refusal (a sink rejecting the row) dead-letters the encrypted record, never the
  * plaintext. A record that cannot be encrypted (no record id, a value that is not JSON) is
  * dead-lettered with the configured fields redacted, code `ENCRYPT_*`.
@@ -39,26 +61,14 @@ export interface EncryptOptions {
  */
 export function encrypt<T>(options: EncryptOptions): OperatorFunction<Envelope<T>, Envelope<T>> {
   const { fields, recordIdOf, cipher } = resolveCryptoOptions(options);
+  const subjects = resolveSubjectOptions(options, fields);
+  if (subjects) return encryptPerSubject(fields, recordIdOf, cipher, subjects);
   return (source) =>
     new Observable<Envelope<T>>((subscriber) => {
       const encryptor = new Encryptor(cipher);
       return source.subscribe({
         next(envelope) {
-          const id = recordIdOf(envelope.value);
-          if (id === undefined) {
-            rejectRedacted(envelope, fields, { stage: 'encrypt', code: 'ENCRYPT_RECORD_ID', message: 'the record has no id to bind its ciphertexts to', path: '' });
-            return;
-          }
-          encryptor.recordId = id;
-          try {
-            for (const field of fields) forEachField(envelope.value, field, encryptor);
-          } catch (error) {
-            const code = error instanceof TributaryError ? error.code : 'ENCRYPT_FAILED';
-            rejectRedacted(envelope, fields, { stage: 'encrypt', code, message: `${encryptor.path}: ${(error as Error).message}`, path: pointerOf(encryptor.path) });
-            return;
-          }
-          envelope.raw = undefined; // from here on, a dead letter shows the encrypted record
-          subscriber.next(envelope);
+          if (encryptRecord(envelope, fields, recordIdOf, encryptor, undefined)) subscriber.next(envelope);
         },
         error: (error: unknown) => subscriber.error(error),
         complete: () => subscriber.complete(),
@@ -66,28 +76,110 @@ export function encrypt<T>(options: EncryptOptions): OperatorFunction<Envelope<T
     });
 }
 
+interface SubjectOptions {
+  keys: SubjectKeys;
+  subjectOf: (value: any) => string | undefined;
+  subjectPath: FieldPath;
+  pseudonymize: boolean;
+}
+
+function encryptPerSubject<T>(fields: FieldPath[], recordIdOf: (value: any) => string | undefined, cipher: FieldCipher, subjects: SubjectOptions): OperatorFunction<Envelope<T>, Envelope<T>> {
+  const { keys, subjectOf } = subjects;
+  const none: readonly string[] = [];
+  return (source) => {
+    const encryptor = new Encryptor(cipher);
+    return source.pipe(
+      keyGate<T, T>(
+        (envelope) => {
+          const subject = subjectOf(envelope.value);
+          return subject === undefined || keys.cachedForSubject(subject) ? none : [subject];
+        },
+        (missing) => keys.resolveSubjects(missing),
+        (envelope, emit) => {
+          const subject = subjectOf(envelope.value);
+          const key = subject === undefined ? undefined : keys.cachedForSubject(subject);
+          if (!key) {
+            rejectRedacted(envelope, fields, { stage: 'encrypt', code: 'ENCRYPT_SUBJECT', message: `the record has no data subject at ${subjects.subjectPath.text}`, path: pointerOf(subjects.subjectPath.text) });
+            return;
+          }
+          if (!encryptRecord(envelope, fields, recordIdOf, encryptor, key)) return;
+          envelope.meta.subject = subject;
+          if (subjects.pseudonymize) forEachField(envelope.value, subjects.subjectPath, { visit: (container, name) => (container[name] = key.pseudonym) });
+          emit(envelope);
+        },
+      ),
+    );
+  };
+}
+
+/** Encrypts one record's fields in place; false when it was dead-lettered instead. */
+function encryptRecord(envelope: Envelope<unknown>, fields: readonly FieldPath[], recordIdOf: (value: any) => string | undefined, encryptor: Encryptor, key: SubjectKey | undefined): boolean {
+  const id = recordIdOf(envelope.value);
+  if (id === undefined) {
+    rejectRedacted(envelope, fields, { stage: 'encrypt', code: 'ENCRYPT_RECORD_ID', message: 'the record has no id to bind its ciphertexts to', path: '' });
+    return false;
+  }
+  encryptor.begin(id, key);
+  try {
+    for (const field of fields) forEachField(envelope.value, field, encryptor);
+  } catch (error) {
+    const code = error instanceof TributaryError ? error.code : 'ENCRYPT_FAILED';
+    rejectRedacted(envelope, fields, { stage: 'encrypt', code, message: `${encryptor.path}: ${(error as Error).message}`, path: pointerOf(encryptor.path) });
+    return false;
+  }
+  envelope.raw = undefined; // from here on, a dead letter shows the encrypted record
+  return true;
+}
+
 class Encryptor implements FieldVisitor {
-  recordId = '';
   path = '';
+  #recordId = '';
+  #key: SubjectKey | undefined;
   readonly #cipher: FieldCipher;
 
   constructor(cipher: FieldCipher) {
     this.#cipher = cipher;
   }
 
+  /** The record whose fields are visited next, and its subject's key (none: the keyring's primary). */
+  begin(recordId: string, key: SubjectKey | undefined): void {
+    this.#recordId = recordId;
+    this.#key = key;
+    this.#cipher.beginRecord(recordId, key ? SUBJECT_VERSION : VERSION);
+  }
+
   visit(container: any, key: string | number, path: string): void {
     this.path = path;
-    container[key] = this.#cipher.encrypt(container[key], this.recordId, path);
+    const subjectKey = this.#key;
+    container[key] = subjectKey ? this.#cipher.seal(container[key], path, subjectKey.key, subjectKey.prefix) : this.#cipher.encrypt(container[key], this.#recordId, path);
   }
 }
 
 /** Checks the options `encrypt` and `decrypt` share. */
-export function resolveCryptoOptions(options: EncryptOptions): { fields: FieldPath[]; recordIdOf: (value: any) => string | undefined; cipher: FieldCipher } {
+export function resolveCryptoOptions(options: Pick<EncryptOptions, 'keyring' | 'fields' | 'recordId' | 'subjectKeys'>): { fields: FieldPath[]; recordIdOf: (value: any) => string | undefined; cipher: FieldCipher } {
   if (!options || typeof options !== 'object') throw new ConfigError('options must be an object with keyring, fields and recordId');
   if (!(options.keyring instanceof Keyring)) throw new ConfigError('keyring must be a Keyring (Keyring.fromEnv, Keyring.fromFile, Keyring.load or new Keyring)');
   const fields = compilePaths(options.fields, 'fields');
   const recordIdOf = recordIdReader(options.recordId, fields);
-  return { fields, recordIdOf, cipher: new FieldCipher(options.keyring) };
+  if (options.subjectKeys !== undefined && !(options.subjectKeys instanceof SubjectKeys)) throw new ConfigError('subjectKeys must be a SubjectKeys');
+  return { fields, recordIdOf, cipher: new FieldCipher(options.keyring, options.subjectKeys) };
+}
+
+function resolveSubjectOptions(options: EncryptOptions, fields: readonly FieldPath[]): SubjectOptions | undefined {
+  if (options.subjectKeys === undefined) {
+    if (options.subject !== undefined || options.pseudonymize !== undefined) throw new ConfigError('subject and pseudonymize need subjectKeys');
+    return undefined;
+  }
+  if (typeof options.subject !== 'string' || options.subject === '' || options.subject.includes('*')) {
+    throw new ConfigError(`subject must be the path of the field naming the record's data subject (e.g. "customer_token"), got ${JSON.stringify(options.subject)}`);
+  }
+  const [subjectPath] = compilePaths([options.subject], 'subject');
+  if (fields.some((f) => f.segments.length <= subjectPath!.segments.length && f.segments.every((s, i) => s === '*' || s === subjectPath!.segments[i]))) {
+    throw new ConfigError(`subject ${options.subject} is among the encrypted fields: erasure could not find the subject`);
+  }
+  if (options.pseudonymize !== undefined && typeof options.pseudonymize !== 'boolean') throw new ConfigError(`pseudonymize must be a boolean, got ${JSON.stringify(options.pseudonymize)}`);
+  const subjectOf = recordIdReader(options.subject, []);
+  return { keys: options.subjectKeys, subjectOf, subjectPath: subjectPath!, pseudonymize: options.pseudonymize ?? false };
 }
 
 /** `passengers.1.email` → `/passengers/1/email`. */

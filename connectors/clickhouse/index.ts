@@ -4,3 +4,7 @@ export { loadMigrations, migrate, type Migration } from './migrate';
 export { toClickHouse, type ToClickHouseOptions } from './sink';
 export { serverClickHouse, type ServerClickHouseOptions } from './server';
 export { serveQueries, type QueryServerOptions } from './queryServer';
+export { clickHouseSubjectKeyStore, type ClickHouseSubjectKeyStoreOptions } from './subjectKeyStore';
+export { subjectErasure, type ErasureReport, type ErasureRequest, type ErasureTable, type SubjectErasureOptions } from './erasure';
+export { purgeExpired, setRetention, type RetentionRule } from './retention';
+export { clickhouseFeatures, type ClickHouseFeatures } from './mutations';

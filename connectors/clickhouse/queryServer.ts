@@ -1,14 +1,24 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { AccessControl } from '../../lib/access';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
 
 export interface QueryServerOptions {
   /** The store to read: typically the embedded ClickHouse a running pipeline holds. */
   client: ClickHouseClient;
-  /** Users allowed to query, name → key. A request without a known name and its key is refused. */
-  users: Readonly<Record<string, string>>;
+  /** Users allowed to query, name → key. A request without a known name and its key is refused. Needed unless `access` is given. */
+  users?: Readonly<Record<string, string>>;
+  /**
+   * API keys and roles instead of (or besides) `users`: the key presented as the password
+   * (`X-ClickHouse-Key`, basic auth, `password=`) must grant `permission`. A known key
+   * without it gets 403 (code 497, ACCESS_DENIED); every decision reaches `access`'s
+   * `onDecision`, hence an audit log (`auditAccess`). @default none
+   */
+  access?: AccessControl;
+  /** The permission a query needs under `access`. @default 'query:read' */
+  permission?: string;
   /** @default '127.0.0.1' */
   host?: string;
   /** 0 picks a free port. @default 8123 */
@@ -46,7 +56,10 @@ const FORMAT_CLAUSE = /\bFORMAT\s+(\w+)\s*;?\s*$/i;
 export async function serveQueries(options: QueryServerOptions): Promise<{ url: string; close(): Promise<void> }> {
   if (!options?.client) throw new ConfigError('client is required');
   const users = Object.entries(options.users ?? {});
-  if (users.length === 0) throw new ConfigError('users must name at least one user and key');
+  if (options.access !== undefined && !(options.access instanceof AccessControl)) throw new ConfigError('access must be an AccessControl');
+  if (users.length === 0 && !options.access) throw new ConfigError('users must name at least one user and key, or access must be given');
+  const permission = options.permission ?? 'query:read';
+  if (typeof permission !== 'string' || permission === '') throw new ConfigError(`permission must be a non-empty string, got ${JSON.stringify(options.permission)}`);
   for (const [name, key] of users) {
     if (typeof key !== 'string' || key.length < 8) throw new ConfigError(`users.${name} must be a key of at least 8 characters`);
   }
@@ -60,7 +73,11 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     const url = new URL(request.url ?? '/', 'http://localhost');
     if (url.pathname === '/ping') return reply(response, 200, 0, 'Ok.\n');
     if (url.pathname !== '/') return reply(response, 404, 0, 'Not found\n');
-    if (!authorized(request, url)) {
+    const verdict = authorized(request, url);
+    if (verdict === 'forbidden') {
+      return reply(response, 403, 497, `Code: 497. DB::Exception: the key lacks permission ${permission}. (ACCESS_DENIED)\n`);
+    }
+    if (verdict !== 'ok') {
       return reply(response, 403, 516, 'Code: 516. DB::Exception: Authentication failed: password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)\n');
     }
     const body = await readBody(request, maxQueryBytes);
@@ -81,7 +98,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     }
   }
 
-  function authorized(request: IncomingMessage, url: URL): boolean {
+  function authorized(request: IncomingMessage, url: URL): 'ok' | 'forbidden' | 'unauthenticated' {
     let user = request.headers['x-clickhouse-user'] as string | undefined;
     let key = request.headers['x-clickhouse-key'] as string | undefined;
     const basic = /^Basic (.+)$/i.exec(request.headers.authorization ?? '');
@@ -94,7 +111,10 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     user ??= url.searchParams.get('user') ?? undefined;
     key ??= url.searchParams.get('password') ?? undefined;
     const expected = user === undefined ? undefined : digests.get(user);
-    return expected !== undefined && key !== undefined && timingSafeEqual(expected, digest(key));
+    if (expected !== undefined && key !== undefined && timingSafeEqual(expected, digest(key))) return 'ok';
+    if (!options.access) return 'unauthenticated';
+    const decision = options.access.decide(key, permission, `${request.method ?? 'GET'} ${url.pathname}`);
+    return decision.allowed ? 'ok' : decision.outcome === 'FORBIDDEN' ? 'forbidden' : 'unauthenticated';
   }
 
   await new Promise<void>((resolve, reject) => {

@@ -127,7 +127,7 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
 
   it('refuses bad configuration', async () => {
     let error = await serveQueries({ client: testClickHouse(), users: {} }).catch((e: unknown) => e);
-    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users must name at least one user and key');
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users must name at least one user and key, or access must be given');
     error = await serveQueries({ client: testClickHouse(), users: { a: 'short' } }).catch((e: unknown) => e);
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a must be a key of at least 8 characters');
   });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { from, lastValueFrom, toArray, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
+import { AccessControl } from '../../lib/access';
 import { ConfigError } from '../../lib/errors';
 import { Keyring } from '../../lib/keyring';
 import { decrypt } from '../../operators/decrypt';
@@ -15,6 +16,9 @@ const k1 = randomBytes(32);
 const k2 = randomBytes(32);
 const keyring = (primary = 'k1') => new Keyring({ keys: [{ id: 'k1', key: k1 }, { id: 'k2', key: k2 }], primary });
 const FIELDS = ['email', 'card.holder', 'passengers.*.name'];
+const reading = AccessControl.issueKey('support', ['reader']);
+/** Who decrypts in these tests: a key allowed every field. */
+const READER = { access: new AccessControl({ roles: { reader: ['decrypt:*'] }, keys: [reading.record] }), principal: reading.token, purpose: 'tests' };
 
 async function through<T>(operator: OperatorFunction<Envelope<T>, Envelope<T>>, values: T[], recorder = new Recorder()) {
   const input = values.map((value) => recorder.envelope(value));
@@ -41,7 +45,7 @@ describe('encrypt / decrypt', () => {
     expect(e.passengers[1]!.age).to.equal(40);
     expect(JSON.stringify(e)).not.to.contain('Ada');
     expect(out[0]!.raw, 'the received payload is dropped once encrypted').to.equal(undefined);
-    const back = await through(decrypt({ keyring: keyring(), fields: FIELDS, recordId: 'booking_id' }), values);
+    const back = await through(decrypt({ keyring: keyring(), fields: FIELDS, recordId: 'booking_id', ...READER }), values);
     expect(back.values).to.deep.equal([booking()]);
   });
 
@@ -63,7 +67,7 @@ describe('encrypt / decrypt', () => {
     const swappedRecord = { booking_id: 'B', email: a!.email, phone: b!.phone };
     const swappedField = { booking_id: 'A', email: a!.phone, phone: a!.email };
     const altered = { ...b!, email: b!.email.slice(0, -6) + (b!.email.at(-6) === 'A' ? 'B' : 'A') + b!.email.slice(-5) };
-    const { values: good, recorder } = await through(decrypt({ keyring: keyring(), fields: ['email', 'phone'], recordId: 'booking_id' }), [swappedRecord, swappedField, altered, b!]);
+    const { values: good, recorder } = await through(decrypt({ keyring: keyring(), fields: ['email', 'phone'], recordId: 'booking_id', ...READER }), [swappedRecord, swappedField, altered, b!]);
     expect(good).to.deep.equal([{ booking_id: 'B', email: 'b@x', phone: '2' }]);
     expect(recorder.rejected.map((r) => [r.failure.stage, r.failure.code, r.failure.path])).to.deep.equal([
       ['decrypt', 'DECRYPT_FAILED', '/email'],
@@ -78,7 +82,7 @@ describe('encrypt / decrypt', () => {
   it('decrypts a record whole or not at all: no plaintext of a partly decryptable record reaches the dead letter', async () => {
     const { values } = await through(encrypt({ keyring: keyring(), fields: ['a', 'b'], recordId: 'id' }), [{ id: 'r', a: 'secret-a', b: 'secret-b' }]);
     const broken = { ...values[0]!, b: 'v1:k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' };
-    const { recorder } = await through(decrypt({ keyring: keyring(), fields: ['a', 'b'], recordId: 'id' }), [broken]);
+    const { recorder } = await through(decrypt({ keyring: keyring(), fields: ['a', 'b'], recordId: 'id', ...READER }), [broken]);
     expect(recorder.rejected).to.have.length(1);
     expect(JSON.stringify(recorder.rejected[0]!.envelope.value)).not.to.contain('secret-a');
     expect(recorder.rejected[0]!.envelope.raw).not.to.contain('secret-a');
@@ -93,9 +97,9 @@ describe('encrypt / decrypt', () => {
     const after = (await through(enc, [booking()])).values[0]!;
     expect(before.email).to.match(/^v1:k1:/);
     expect(after.email).to.match(/^v1:k3:/);
-    const { values } = await through<any>(decrypt({ keyring: ring, fields: ["email"], recordId: "booking_id" }), [structuredClone(before), structuredClone(after)]);
+    const { values } = await through<any>(decrypt({ keyring: ring, fields: ["email"], recordId: "booking_id", ...READER }), [structuredClone(before), structuredClone(after)]);
     expect(values.map((v) => v.email)).to.deep.equal(['ada@example.com', 'ada@example.com']);
-    const { recorder } = await through(decrypt({ keyring: keyring(), fields: ['email'], recordId: 'booking_id' }), [after]);
+    const { recorder } = await through(decrypt({ keyring: keyring(), fields: ['email'], recordId: 'booking_id', ...READER }), [after]);
     expect(recorder.rejected.map((r) => [r.failure.code, r.failure.message])).to.deep.equal([['DECRYPT_UNKNOWN_KEY', 'email was encrypted with key "k3", which the keyring does not hold']]);
   });
 
@@ -123,7 +127,7 @@ describe('encrypt / decrypt', () => {
     const { values } = await through(encrypt({ keyring: keyring(), fields, recordId: 'id' }), [structuredClone(record)]);
     expect(values[0]!.a).to.equal(null);
     expect(values[0]).not.to.have.property('missing');
-    const back = await through(decrypt({ keyring: keyring(), fields, recordId: 'id' }), values);
+    const back = await through(decrypt({ keyring: keyring(), fields, recordId: 'id', ...READER }), values);
     expect(back.values).to.deep.equal([record]);
   });
 
@@ -144,7 +148,7 @@ describe('encrypt / decrypt', () => {
           let rejected = 0;
           const options = { keyring: ring, fields: names, recordId: 'id' };
           from([recorder.envelope(record)])
-            .pipe(encrypt(options), decrypt(options))
+            .pipe(encrypt(options), decrypt({ ...options, ...READER }))
             .subscribe((e) => (result = e.value));
           rejected = recorder.rejected.length;
           expect(rejected).to.equal(0);
@@ -181,7 +185,7 @@ describe('encrypt / decrypt', () => {
         expect([fromEnv.primaryId, fromFile.primaryId, fromEnv.ids.join()]).to.deep.equal(['k2', 'k2', 'k1,k2']);
         const options = { fields: ['email'], recordId: 'booking_id' };
         const { values } = await through(encrypt({ keyring: fromEnv, ...options }), [booking()]);
-        const back = await through(decrypt({ keyring: fromFile, ...options }), values);
+        const back = await through(decrypt({ keyring: fromFile, ...options, ...READER }), values);
         expect(back.values[0]!.email).to.equal('ada@example.com');
       } finally {
         dir.remove();
