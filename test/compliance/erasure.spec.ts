@@ -1,8 +1,6 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import { Kafka, logLevel } from 'kafkajs';
 import { from, lastValueFrom, pipe, toArray, type OperatorFunction } from 'rxjs';
 import { clickHouseSubjectKeyStore, migrate, subjectErasure, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
@@ -19,20 +17,11 @@ import type { Batch, DeadLetter, Sink } from '../../lib/sink';
 import { SubjectKeys } from '../../lib/subjectKeys';
 import { decrypt } from '../../operators/decrypt';
 import { recordOperator } from '../../operators/recordOperator';
+import { toKafka } from '../../connectors/kafka';
 import { Recorder, testClickHouse } from '../helpers';
+import { ensureKafka } from '../services';
 
 const TABLES = ['vendor_quality_accepted_mv', 'vendor_quality_dead_lettered_mv', 'bookings_per_vendor_day', 'cancellation_rate_per_vendor', 'vendor_quality_hourly', 'bookings', 'dead_letters', 'subject_keys', 'audit_log', 'tributary_migrations'];
-const KAFKA_BROKER = `127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`;
-
-function startKafka(): Promise<void> {
-  const script = join(__dirname, '..', '..', '..', 'scripts', 'services', 'kafka.sh');
-  const run = (command: string) =>
-    new Promise<void>((resolve, reject) =>
-      execFile('bash', [script, command], { timeout: 600_000 }, (error, stdout, stderr) => (error ? reject(new Error(`kafka.sh ${command} failed:\n${stdout}${stderr}`)) : resolve())),
-    );
-  return run('install').then(() => run('start'));
-}
-
 const CUSTOMERS = ['alice@example.com', 'bob@example.org', 'carol@example.net'];
 const NAMES: Record<string, string> = { 'alice@example.com': 'Alice Erasable', 'bob@example.org': 'Bob Keeper', 'carol@example.net': 'Carol Keeper' };
 
@@ -57,13 +46,19 @@ function bookings(vendor: string) {
   });
 }
 
-/** Dead letters to the ClickHouse table and, like a DLQ, to a Kafka topic (acks from all replicas). */
-function teeSink(table: Sink<DeadLetter>, producer: Producer, topic: string): Sink<DeadLetter> {
+/** Dead letters to the ClickHouse table and, like a DLQ, to a Kafka topic through toKafka (each letter whole, as JSON). */
+function teeSink(table: Sink<DeadLetter>, dlq: Sink<DeadLetter>): Sink<DeadLetter> {
   return {
     name: 'dead-letters-tee',
+    async open() {
+      await dlq.open?.();
+    },
     async write(batch: Batch<DeadLetter>, context) {
       await table.write(batch, context);
-      await producer.send({ topic, acks: -1, messages: batch.envelopes.map((e) => ({ key: e.value.position, value: JSON.stringify(e.value) })) });
+      await dlq.write(batch, context);
+    },
+    async close() {
+      await dlq.close?.();
     },
   };
 }
@@ -78,23 +73,22 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
   this.timeout(240_000);
   const clickhouse = testClickHouse();
   const topic = `tributary-dlq-${randomBytes(4).toString('hex')}`;
-  const kafka = new Kafka({ clientId: 'compliance-test', brokers: [KAFKA_BROKER], logLevel: logLevel.NOTHING });
-  let producer: Producer;
+  let kafka: Kafka;
+  let brokers: string[];
 
   before(async () => {
-    await startKafka();
+    brokers = await ensureKafka();
+    kafka = new Kafka({ clientId: 'compliance-test', brokers, logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
     await admin.disconnect();
-    producer = kafka.producer({ idempotent: true });
-    await producer.connect();
     for (const table of TABLES) await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
     await migrate(clickhouse, migrationsDir);
   });
 
   after(async () => {
-    await producer?.disconnect();
+    if (!kafka) return;
     const admin = kafka.admin();
     await admin.connect();
     await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
@@ -128,7 +122,7 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
           }),
         ),
         sink: toClickHouse({ client: clickhouse, table: 'bookings' }),
-        deadLetters: teeSink(toClickHouse({ client: clickhouse, table: 'dead_letters' }), producer, topic),
+        deadLetters: teeSink(toClickHouse({ client: clickhouse, table: 'dead_letters' }), toKafka({ brokers, topic, key: (e) => e.value.position, value: (e) => JSON.stringify(e.value) })),
         protectDeadLetter: deadLetterProtector({ keyring, subjectKeys, subjectOf: (value) => customerOf(tokenKeys, value) }),
         onLifecycle: audit.lifecycle(),
         batch: { rows: 7, maxWaitMs: 20 },
