@@ -9,7 +9,9 @@
  *       directory, never the repository) and prints the top functions by self time
  *
  * Each run prints a table, writes bench/results/<name>.json and rewrites bench/RESULTS.md
- * from every stored result.
+ * and bench/results/chart.svg from every stored result. A run of every benchmark also
+ * records its total time in bench/results/suite.json: the whole suite is meant to finish
+ * within 15 minutes on a 2-core machine, data generation included.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,12 +20,23 @@ import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { benchmark as filesToClickHouse } from './files-to-clickhouse';
 import { benchmark as formats } from './formats';
-import { benchDir, machine, resultsDir, table } from './harness';
+import { renderChart } from './chart';
+import { benchDir, machine, resultsDir, table, type Machine } from './harness';
 import { benchmark as operators } from './operators';
 import { benchmark as sinks } from './sinks';
 import type { Benchmark, StoredResult } from './types';
 
-const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, operators, sinks];
+/** Every benchmark, in the order `npm run bench` runs them; a new one is one more entry. */
+const BENCHMARKS: readonly Benchmark[] = [operators, sinks, formats, filesToClickHouse];
+
+/** What the last run of the whole suite took. */
+interface SuiteRun {
+  date: string;
+  machine: Machine;
+  wallSeconds: number;
+  benchmarks: { name: string; wallSeconds: number }[];
+}
+const SUITE_FILE = 'suite.json';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -47,20 +60,27 @@ async function main(): Promise<void> {
 
   mkdirSync(resultsDir, { recursive: true });
   let failed = 0;
+  const suiteStarted = Date.now();
+  const suite: SuiteRun = { date: new Date().toISOString(), machine: machine(), wallSeconds: 0, benchmarks: [] };
   for (const bench of chosen) {
     console.log(`\n== ${bench.name}`);
     const started = Date.now();
-    const result: StoredResult = {
-      ...(await bench.run(repeat === undefined ? {} : { repeat })),
-      machine: machine(),
-      date: new Date().toISOString(),
-      revision: revision(),
-    };
+    const measured = await bench.run(repeat === undefined ? {} : { repeat });
+    const wallSeconds = Math.round((Date.now() - started) / 1000);
+    const result: StoredResult = { ...measured, machine: machine(), date: new Date().toISOString(), revision: revision(), wallSeconds };
+    suite.benchmarks.push({ name: bench.name, wallSeconds });
     writeFileSync(join(resultsDir, `${bench.name}.json`), JSON.stringify(result, null, 2) + '\n');
     console.log(`\n${report(result)}\n\n(${((Date.now() - started) / 1000).toFixed(0)} s; written to bench/results/${bench.name}.json)`);
     failed += result.checks.filter((c) => !c.pass).length;
   }
-  writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown());
+  if (chosen.length === BENCHMARKS.length && repeat === undefined) {
+    suite.wallSeconds = Math.round((Date.now() - suiteStarted) / 1000);
+    writeFileSync(join(resultsDir, SUITE_FILE), JSON.stringify(suite, null, 2) + '\n');
+    console.log(`\nwhole suite: ${minutes(suite.wallSeconds)}`);
+  }
+  const stored = storedResults();
+  writeFileSync(join(resultsDir, 'chart.svg'), renderChart(stored));
+  writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown(stored));
   if (failed > 0) console.log(`\n${failed} check(s) failed`);
 }
 
@@ -121,12 +141,33 @@ function percent(share: number | undefined): string {
   return share === undefined ? '' : `${Math.round(share * 100)}%`;
 }
 
+function minutes(seconds: number): string {
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/** Every benchmark's stored result, in the suite's order. */
+function storedResults(): StoredResult[] {
+  const order = (name: string) => {
+    const i = BENCHMARKS.findIndex((b) => b.name === name);
+    return i < 0 ? BENCHMARKS.length : i;
+  };
+  return readdirSync(resultsDir)
+    .filter((f) => f.endsWith('.json') && f !== SUITE_FILE)
+    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as StoredResult)
+    .sort((a, b) => order(a.name) - order(b.name) || a.name.localeCompare(b.name));
+}
+
+function readSuite(): SuiteRun | undefined {
+  try {
+    return JSON.parse(readFileSync(join(resultsDir, SUITE_FILE), 'utf8')) as SuiteRun;
+  } catch {
+    return undefined;
+  }
+}
+
 /** bench/RESULTS.md, from every result stored in bench/results/. */
-function resultsMarkdown(): string {
-  const results = readdirSync(resultsDir)
-    .filter((f) => f.endsWith('.json'))
-    .sort()
-    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as StoredResult);
+function resultsMarkdown(results: StoredResult[]): string {
+  const suite = readSuite();
   const out: string[] = [
     '# Benchmark results',
     '',
@@ -135,6 +176,27 @@ function resultsMarkdown(): string {
     'How to run: `npm run bench` (all), or `npm run build && node dist/bench/run.js files-to-clickhouse` (one);',
     '`--repeat=N` sets the rounds (default 3); `--profile` prints a CPU profile of the pipeline instead.',
     'The data files are generated once into `bench/data/` (git-ignored) and reused.',
+    '',
+    '## Summary',
+    '',
+    ...(suite
+      ? [
+          `Last full run (\`npm run bench\`, data generation included): **${minutes(suite.wallSeconds)}** on ${suite.machine.cores} × ${suite.machine.cpus}, ` +
+            `${suite.machine.memGb} GB RAM, Node ${suite.machine.node} (${suite.machine.platform}), started ${suite.date.slice(0, 16).replace('T', ' ')} UTC` +
+            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}`).join(', ')}).`,
+          '',
+        ]
+      : []),
+    '![Throughput ratio to baseline and peak RSS per benchmark](results/chart.svg)',
+    '',
+    '| benchmark | headline | baseline (same run) | ratio | peak RSS MiB | checks | measured | took |',
+    '|---|---:|---|---:|---:|---:|---|---:|',
+    ...results.map(
+      (r) =>
+        `| [${r.name}](#${r.name}) | ${r.value.toLocaleString('en')} ${r.unit} | ${r.baseline.name}: ${r.baseline.value.toLocaleString('en')} ${r.unit} | ` +
+        `${r.ratio} | ${r.peakRssMb} | ${r.checks.filter((c) => c.pass).length}/${r.checks.length} | ${r.date.slice(0, 16).replace('T', ' ')} | ` +
+        `${r.wallSeconds === undefined ? '' : minutes(r.wallSeconds)} |`,
+    ),
   ];
   for (const r of results) {
     const m = r.machine;
