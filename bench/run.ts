@@ -18,16 +18,24 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
-import { benchmark as filesToClickHouse } from './files-to-clickhouse';
-import { benchmark as formats } from './formats';
 import { renderChart } from './chart';
 import { benchDir, machine, resultsDir, table, type Machine } from './harness';
-import { benchmark as operators } from './operators';
-import { benchmark as sinks } from './sinks';
 import type { Benchmark, StoredResult } from './types';
 
-/** Every benchmark, in the order `npm run bench` runs them; a new one is one more entry. */
-const BENCHMARKS: readonly Benchmark[] = [operators, sinks, formats, filesToClickHouse];
+/**
+ * Every benchmark, in the order `npm run bench` runs them: the name of a module in bench/
+ * that exports `benchmark`. A new benchmark is one more entry. Modules load when they run.
+ */
+const BENCHMARK_NAMES: readonly string[] = ['operators', 'sinks', 'formats', 'files-to-clickhouse'];
+
+const BENCHMARKS: readonly { name: string; load(): Benchmark }[] = BENCHMARK_NAMES.map((name) => ({
+  name,
+  load() {
+    const { benchmark } = require(`./${name}`) as { benchmark: Benchmark };
+    if (benchmark?.name !== name) throw new Error(`bench/${name} must export a benchmark named ${name}`);
+    return benchmark;
+  },
+}));
 
 /** What the last run of the whole suite took. */
 interface SuiteRun {
@@ -54,7 +62,7 @@ async function main(): Promise<void> {
   const chosen = names.length === 0 ? BENCHMARKS : BENCHMARKS.filter((b) => names.includes(b.name));
 
   if (profiling) {
-    for (const bench of chosen) await profileOne(bench);
+    for (const bench of chosen) await profileOne(bench.load());
     return;
   }
 
@@ -65,7 +73,7 @@ async function main(): Promise<void> {
   for (const bench of chosen) {
     console.log(`\n== ${bench.name}`);
     const started = Date.now();
-    const measured = await bench.run(repeat === undefined ? {} : { repeat });
+    const measured = await bench.load().run(repeat === undefined ? {} : { repeat });
     const wallSeconds = Math.round((Date.now() - started) / 1000);
     const result: StoredResult = { ...measured, machine: machine(), date: new Date().toISOString(), revision: revision(), wallSeconds };
     suite.benchmarks.push({ name: bench.name, wallSeconds });
