@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { renderChart } from './chart';
 import { benchDir, machine, resultsDir, table, type Machine } from './harness';
-import type { Benchmark, StoredResult } from './types';
+import type { Benchmark, BenchmarkResult, StoredResult } from './types';
 
 /**
  * Every benchmark, in the order `npm run bench` runs them: the name of a module in bench/
@@ -42,7 +42,8 @@ interface SuiteRun {
   date: string;
   machine: Machine;
   wallSeconds: number;
-  benchmarks: { name: string; wallSeconds: number }[];
+  /** Each benchmark's wall time, and its error when it failed. */
+  benchmarks: { name: string; wallSeconds: number; error?: string }[];
 }
 const SUITE_FILE = 'suite.json';
 
@@ -73,7 +74,17 @@ async function main(): Promise<void> {
   for (const bench of chosen) {
     console.log(`\n== ${bench.name}`);
     const started = Date.now();
-    const measured = await bench.load().run(repeat === undefined ? {} : { repeat });
+    let measured: BenchmarkResult;
+    try {
+      measured = await bench.load().run(repeat === undefined ? {} : { repeat });
+    } catch (error) {
+      // One broken benchmark (a service gone mid-run) must not cost the others their figures.
+      const wallSeconds = Math.round((Date.now() - started) / 1000);
+      console.error(`\n${bench.name} failed after ${wallSeconds} s; its stored result is left as it was:\n`, error);
+      suite.benchmarks.push({ name: bench.name, wallSeconds, error: error instanceof Error ? error.message : String(error) });
+      process.exitCode = 1;
+      continue;
+    }
     const wallSeconds = Math.round((Date.now() - started) / 1000);
     const result: StoredResult = { ...measured, machine: machine(), date: new Date().toISOString(), revision: revision(), wallSeconds };
     suite.benchmarks.push({ name: bench.name, wallSeconds });
@@ -191,7 +202,8 @@ function resultsMarkdown(results: StoredResult[]): string {
       ? [
           `Last full run (\`npm run bench\`, data generation included): **${minutes(suite.wallSeconds)}** on ${suite.machine.cores} × ${suite.machine.cpus}, ` +
             `${suite.machine.memGb} GB RAM, Node ${suite.machine.node} (${suite.machine.platform}), started ${suite.date.slice(0, 16).replace('T', ' ')} UTC` +
-            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}`).join(', ')}).`,
+            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}${b.error ? ' **failed**' : ''}`).join(', ')}).`,
+          ...suite.benchmarks.filter((b) => b.error).map((b) => `- ${b.name} failed in that run: \`${b.error!.split('\n')[0]}\`; its section below is from an earlier run.`),
           '',
         ]
       : []),
