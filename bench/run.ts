@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { renderChart } from './chart';
-import { benchDir, machine, resultsDir, table, type Machine } from './harness';
+import { benchDir, machine, machineBusyMs, ownAndChildrenCpuMs, resultsDir, table, type Machine } from './harness';
 import type { Benchmark, BenchmarkResult, StoredResult } from './types';
 
 /**
@@ -42,6 +42,10 @@ interface SuiteRun {
   date: string;
   machine: Machine;
   wallSeconds: number;
+  /** Cores the rest of the machine kept busy on average meanwhile: above ~0.2, the times are pessimistic. */
+  othersCores?: number;
+  /** Cores the suite itself kept busy on average (its processes and their children). */
+  ownCores?: number;
   /** Each benchmark's wall time, and its error when it failed. */
   benchmarks: { name: string; wallSeconds: number; error?: string }[];
 }
@@ -70,6 +74,8 @@ async function main(): Promise<void> {
   mkdirSync(resultsDir, { recursive: true });
   let failed = 0;
   const suiteStarted = Date.now();
+  const busyAtStart = machineBusyMs();
+  const ownAtStart = ownAndChildrenCpuMs();
   const suite: SuiteRun = { date: new Date().toISOString(), machine: machine(), wallSeconds: 0, benchmarks: [] };
   for (const bench of chosen) {
     console.log(`\n== ${bench.name}`);
@@ -93,9 +99,12 @@ async function main(): Promise<void> {
     failed += result.checks.filter((c) => !c.pass).length;
   }
   if (chosen.length === BENCHMARKS.length && repeat === undefined) {
-    suite.wallSeconds = Math.round((Date.now() - suiteStarted) / 1000);
+    const wallMs = Date.now() - suiteStarted;
+    suite.wallSeconds = Math.round(wallMs / 1000);
+    suite.ownCores = Math.round(((ownAndChildrenCpuMs() - ownAtStart) / wallMs) * 100) / 100;
+    suite.othersCores = Math.max(0, Math.round(((machineBusyMs() - busyAtStart) / wallMs - suite.ownCores) * 100) / 100);
     writeFileSync(join(resultsDir, SUITE_FILE), JSON.stringify(suite, null, 2) + '\n');
-    console.log(`\nwhole suite: ${minutes(suite.wallSeconds)}`);
+    console.log(`\nwhole suite: ${minutes(suite.wallSeconds)}; other processes kept ${suite.othersCores} cores busy on average meanwhile`);
   }
   const stored = storedResults();
   writeFileSync(join(resultsDir, 'chart.svg'), renderChart(stored));
@@ -202,7 +211,11 @@ function resultsMarkdown(results: StoredResult[]): string {
       ? [
           `Last full run (\`npm run bench\`, data generation included): **${minutes(suite.wallSeconds)}** on ${suite.machine.cores} × ${suite.machine.cpus}, ` +
             `${suite.machine.memGb} GB RAM, Node ${suite.machine.node} (${suite.machine.platform}), started ${suite.date.slice(0, 16).replace('T', ' ')} UTC` +
-            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}${b.error ? ' **failed**' : ''}`).join(', ')}).`,
+            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}${b.error ? ' **failed**' : ''}`).join(', ')}).` +
+            (suite.othersCores === undefined
+              ? ''
+              : ` Meanwhile the suite kept ${suite.ownCores} cores busy and other processes ${suite.othersCores}` +
+                (suite.othersCores > 0.2 ? ': the machine was shared, so these times and rates are pessimistic.' : '.')),
           ...suite.benchmarks.filter((b) => b.error).map((b) => `- ${b.name} failed in that run: \`${b.error!.split('\n')[0]}\`; its section below is from an earlier run.`),
           '',
         ]
