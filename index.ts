@@ -17,7 +17,11 @@ export {
   type FieldIssue,
   type RecordPosition,
 } from './lib/errors';
-export { Pipeline, type PipelineLifecycleEvent, type PipelineOptions, type PipelineStats } from './lib/pipeline';
+export { Pipeline, type PipelineLifecycleEvent, type PipelineOptions, type PipelineState, type PipelineStats, type Readiness } from './lib/pipeline';
+export type { EventError, PipelineEvent, PipelineEventListener, PipelineEventPayloads, PipelineEventType, SinkStage } from './lib/events';
+export { consoleLogger, quietLogger, type ConsoleLoggerOptions, type LogFields, type Logger, type LogLevel } from './lib/logger';
+export { pipelineMetrics, type PipelineMetrics, type PipelineMetricsOptions } from './lib/metrics';
+export { METRICS_PERMISSION, serveMetrics, type MetricsServer, type ServeMetricsOptions } from './lib/serveMetrics';
 export { retry, type RetryOptions } from './lib/retry';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';

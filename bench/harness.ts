@@ -4,6 +4,7 @@
  * each embedded ClickHouse gets the one data directory a process may hold).
  */
 import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -95,10 +96,27 @@ export interface Timed<R> {
 }
 
 /** Busy milliseconds of all CPUs together since boot. */
-function machineBusyMs(): number {
+export function machineBusyMs(): number {
   let busy = 0;
   for (const { times } of cpus()) busy += times.user + times.nice + times.sys + times.irq;
   return busy;
+}
+
+/**
+ * CPU milliseconds of this process and of its children that have ended (Linux, from
+ * /proc/self/stat; the process alone elsewhere): what a benchmark run itself used.
+ */
+export function ownAndChildrenCpuMs(): number {
+  const self = process.cpuUsage();
+  let children = 0;
+  try {
+    // Fields after the command name: state is field 3; cutime and cstime are fields 16 and 17, in clock ticks (100/s).
+    const fields = readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /, '').split(' ');
+    children = ((Number(fields[13]) || 0) + (Number(fields[14]) || 0)) * 10;
+  } catch {
+    // Not Linux: children's CPU is not counted.
+  }
+  return (self.user + self.system) / 1000 + children;
 }
 
 /** Times `work`: wall clock, CPU of the process, and how busy the event loop was. */

@@ -9,23 +9,47 @@
  *       directory, never the repository) and prints the top functions by self time
  *
  * Each run prints a table, writes bench/results/<name>.json and rewrites bench/RESULTS.md
- * from every stored result.
+ * and bench/results/chart.svg from every stored result. A run of every benchmark also
+ * records its total time in bench/results/suite.json: the whole suite is meant to finish
+ * within 15 minutes on a 2-core machine, data generation included.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
-import { benchmark as filesToClickHouse } from './files-to-clickhouse';
-import { benchmark as formats } from './formats';
-import { benchmark as kafkaToClickHouse } from './kafka-to-clickhouse';
-import { benchDir, machine, resultsDir, table } from './harness';
-import { benchmark as operators } from './operators';
-import { benchmark as sinks } from './sinks';
-import type { Benchmark, StoredResult } from './types';
-import { benchmark as webhook } from './webhook';
+import { renderChart } from './chart';
+import { benchDir, machine, machineBusyMs, ownAndChildrenCpuMs, resultsDir, table, type Machine } from './harness';
+import type { Benchmark, BenchmarkResult, StoredResult } from './types';
 
-const BENCHMARKS: readonly Benchmark[] = [filesToClickHouse, formats, kafkaToClickHouse, operators, sinks, webhook];
+/**
+ * Every benchmark, in the order `npm run bench` runs them: the name of a module in bench/
+ * that exports `benchmark`. A new benchmark is one more entry. Modules load when they run.
+ */
+const BENCHMARK_NAMES: readonly string[] = ['operators', 'sinks', 'formats', 'files-to-clickhouse', 'kafka-to-clickhouse', 'webhook'];
+
+const BENCHMARKS: readonly { name: string; load(): Benchmark }[] = BENCHMARK_NAMES.map((name) => ({
+  name,
+  load() {
+    const { benchmark } = require(`./${name}`) as { benchmark: Benchmark };
+    if (benchmark?.name !== name) throw new Error(`bench/${name} must export a benchmark named ${name}`);
+    return benchmark;
+  },
+}));
+
+/** What the last run of the whole suite took. */
+interface SuiteRun {
+  date: string;
+  machine: Machine;
+  wallSeconds: number;
+  /** Cores the rest of the machine kept busy on average meanwhile: above ~0.2, the times are pessimistic. */
+  othersCores?: number;
+  /** Cores the suite itself kept busy on average (its processes and their children). */
+  ownCores?: number;
+  /** Each benchmark's wall time, and its error when it failed. */
+  benchmarks: { name: string; wallSeconds: number; error?: string }[];
+}
+const SUITE_FILE = 'suite.json';
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -43,26 +67,48 @@ async function main(): Promise<void> {
   const chosen = names.length === 0 ? BENCHMARKS : BENCHMARKS.filter((b) => names.includes(b.name));
 
   if (profiling) {
-    for (const bench of chosen) await profileOne(bench);
+    for (const bench of chosen) await profileOne(bench.load());
     return;
   }
 
   mkdirSync(resultsDir, { recursive: true });
   let failed = 0;
+  const suiteStarted = Date.now();
+  const busyAtStart = machineBusyMs();
+  const ownAtStart = ownAndChildrenCpuMs();
+  const suite: SuiteRun = { date: new Date().toISOString(), machine: machine(), wallSeconds: 0, benchmarks: [] };
   for (const bench of chosen) {
     console.log(`\n== ${bench.name}`);
     const started = Date.now();
-    const result: StoredResult = {
-      ...(await bench.run(repeat === undefined ? {} : { repeat })),
-      machine: machine(),
-      date: new Date().toISOString(),
-      revision: revision(),
-    };
+    let measured: BenchmarkResult;
+    try {
+      measured = await bench.load().run(repeat === undefined ? {} : { repeat });
+    } catch (error) {
+      // One broken benchmark (a service gone mid-run) must not cost the others their figures.
+      const wallSeconds = Math.round((Date.now() - started) / 1000);
+      console.error(`\n${bench.name} failed after ${wallSeconds} s; its stored result is left as it was:\n`, error);
+      suite.benchmarks.push({ name: bench.name, wallSeconds, error: error instanceof Error ? error.message : String(error) });
+      process.exitCode = 1;
+      continue;
+    }
+    const wallSeconds = Math.round((Date.now() - started) / 1000);
+    const result: StoredResult = { ...measured, machine: machine(), date: new Date().toISOString(), revision: revision(), wallSeconds };
+    suite.benchmarks.push({ name: bench.name, wallSeconds });
     writeFileSync(join(resultsDir, `${bench.name}.json`), JSON.stringify(result, null, 2) + '\n');
     console.log(`\n${report(result)}\n\n(${((Date.now() - started) / 1000).toFixed(0)} s; written to bench/results/${bench.name}.json)`);
     failed += result.checks.filter((c) => !c.pass).length;
   }
-  writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown());
+  if (chosen.length === BENCHMARKS.length && repeat === undefined) {
+    const wallMs = Date.now() - suiteStarted;
+    suite.wallSeconds = Math.round(wallMs / 1000);
+    suite.ownCores = Math.round(((ownAndChildrenCpuMs() - ownAtStart) / wallMs) * 100) / 100;
+    suite.othersCores = Math.max(0, Math.round(((machineBusyMs() - busyAtStart) / wallMs - suite.ownCores) * 100) / 100);
+    writeFileSync(join(resultsDir, SUITE_FILE), JSON.stringify(suite, null, 2) + '\n');
+    console.log(`\nwhole suite: ${minutes(suite.wallSeconds)}; other processes kept ${suite.othersCores} cores busy on average meanwhile`);
+  }
+  const stored = storedResults();
+  writeFileSync(join(resultsDir, 'chart.svg'), renderChart(stored));
+  writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown(stored));
   if (failed > 0) console.log(`\n${failed} check(s) failed`);
 }
 
@@ -123,12 +169,33 @@ function percent(share: number | undefined): string {
   return share === undefined ? '' : `${Math.round(share * 100)}%`;
 }
 
+function minutes(seconds: number): string {
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/** Every benchmark's stored result, in the suite's order. */
+function storedResults(): StoredResult[] {
+  const order = (name: string) => {
+    const i = BENCHMARKS.findIndex((b) => b.name === name);
+    return i < 0 ? BENCHMARKS.length : i;
+  };
+  return readdirSync(resultsDir)
+    .filter((f) => f.endsWith('.json') && f !== SUITE_FILE)
+    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as StoredResult)
+    .sort((a, b) => order(a.name) - order(b.name) || a.name.localeCompare(b.name));
+}
+
+function readSuite(): SuiteRun | undefined {
+  try {
+    return JSON.parse(readFileSync(join(resultsDir, SUITE_FILE), 'utf8')) as SuiteRun;
+  } catch {
+    return undefined;
+  }
+}
+
 /** bench/RESULTS.md, from every result stored in bench/results/. */
-function resultsMarkdown(): string {
-  const results = readdirSync(resultsDir)
-    .filter((f) => f.endsWith('.json'))
-    .sort()
-    .map((f) => JSON.parse(readFileSync(join(resultsDir, f), 'utf8')) as StoredResult);
+function resultsMarkdown(results: StoredResult[]): string {
+  const suite = readSuite();
   const out: string[] = [
     '# Benchmark results',
     '',
@@ -137,6 +204,32 @@ function resultsMarkdown(): string {
     'How to run: `npm run bench` (all), or `npm run build && node dist/bench/run.js files-to-clickhouse` (one);',
     '`--repeat=N` sets the rounds (default 3); `--profile` prints a CPU profile of the pipeline instead.',
     'The data files are generated once into `bench/data/` (git-ignored) and reused.',
+    '',
+    '## Summary',
+    '',
+    ...(suite
+      ? [
+          `Last full run (\`npm run bench\`, data generation included): **${minutes(suite.wallSeconds)}** on ${suite.machine.cores} × ${suite.machine.cpus}, ` +
+            `${suite.machine.memGb} GB RAM, Node ${suite.machine.node} (${suite.machine.platform}), started ${suite.date.slice(0, 16).replace('T', ' ')} UTC` +
+            ` (${suite.benchmarks.map((b) => `${b.name} ${minutes(b.wallSeconds)}${b.error ? ' **failed**' : ''}`).join(', ')}).` +
+            (suite.othersCores === undefined
+              ? ''
+              : ` Meanwhile the suite kept ${suite.ownCores} cores busy and other processes ${suite.othersCores}` +
+                (suite.othersCores > 0.2 ? ': the machine was shared, so these times and rates are pessimistic.' : '.')),
+          ...suite.benchmarks.filter((b) => b.error).map((b) => `- ${b.name} failed in that run: \`${b.error!.split('\n')[0]}\`; its section below is from an earlier run.`),
+          '',
+        ]
+      : []),
+    '![Throughput ratio to baseline and peak RSS per benchmark](results/chart.svg)',
+    '',
+    '| benchmark | headline | baseline (same run) | ratio | peak RSS MiB | checks | measured | took |',
+    '|---|---:|---|---:|---:|---:|---|---:|',
+    ...results.map(
+      (r) =>
+        `| [${r.name}](#${r.name}) | ${r.value.toLocaleString('en')} ${r.unit} | ${r.baseline.name}: ${r.baseline.value.toLocaleString('en')} ${r.unit} | ` +
+        `${r.ratio} | ${r.peakRssMb} | ${r.checks.filter((c) => c.pass).length}/${r.checks.length} | ${r.date.slice(0, 16).replace('T', ' ')} | ` +
+        `${r.wallSeconds === undefined ? '' : minutes(r.wallSeconds)} |`,
+    ),
   ];
   for (const r of results) {
     const m = r.machine;

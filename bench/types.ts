@@ -69,6 +69,8 @@ export interface StoredResult extends BenchmarkResult {
   date: string;
   /** Commit measured (`abc1234`, `+ uncommitted changes` when the tree was dirty). */
   revision?: string;
+  /** Wall time of the whole benchmark, data generation and every child included, s. */
+  wallSeconds?: number;
 }
 
 export interface Benchmark {

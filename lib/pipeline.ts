@@ -1,14 +1,17 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFunction } from 'rxjs';
 import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
 import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
 import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
+import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type SinkStage } from './events';
+import { logEvents, quietLogger, type Logger } from './logger';
 import { resolveRetryOptions, retry, type RetryOptions } from './retry';
 import type { Batch, DeadLetter, Sink } from './sink';
-import type { Source, SourceContext } from './source';
+import type { Source, SourceContext, SourceStatus } from './source';
 
 export interface PipelineOptions<T> {
   /** Names the pipeline in dead letters, tokens and metrics. @default 'pipeline' */
@@ -36,6 +39,11 @@ export interface PipelineOptions<T> {
   /** The circuit breaker around each sink's writes. @default BreakerOptions' defaults */
   breaker?: BreakerOptions;
   /**
+   * Where the pipeline reports starts, stops, failed writes and breaker changes (never
+   * record content). `consoleLogger()` writes to the console. @default quietLogger (silent)
+   */
+  logger?: Logger;
+  /**
    * Rewrites each dead letter before it is written, e.g. to encrypt a payload that may hold
    * personal data (`deadLetterProtector`). It may return a promise; if it throws or
    * rejects, the record is nacked rather than dead-lettered unprotected. @default none
@@ -55,12 +63,27 @@ export interface PipelineLifecycleEvent {
   details: Record<string, unknown>;
 }
 
+/** Where a pipeline is in its life. */
+export type PipelineState = 'idle' | 'running' | 'stopping' | 'stopped' | 'failed';
+
 export interface StopOptions {
   /**
    * How long to keep retrying writes of records already read before giving up and
    * nacking them. @default no limit
    */
   timeoutMs?: number;
+}
+
+/** What `readiness()` found. */
+export interface Readiness {
+  ready: boolean;
+  state: PipelineState;
+  sinkBreaker: BreakerState;
+  deadLetterBreaker: BreakerState;
+  /** The source's own report, when it gives one. */
+  source?: SourceStatus;
+  /** Why it is not ready; empty when it is. */
+  reasons: string[];
 }
 
 export interface PipelineStats {
@@ -107,6 +130,10 @@ export class Pipeline<T> implements AsyncDisposable {
   #breakers: { sink: SinkBreaker; deadLetters: SinkBreaker };
   #deadLetter$ = new Subject<Envelope<DeadLetter>>();
   #stats = { read: 0, written: 0, deadLettered: 0, nacked: 0 };
+  /** Dead-lettered records by the stage that refused them, counted as their dead-letter write lands. */
+  #deadLetteredByStage = new Map<string, number>();
+  #events: Instrumentation;
+  #state: PipelineState = 'idle';
   #failure: Error | undefined;
   #started: Promise<void> | undefined;
   #finished: Promise<PipelineStats> | undefined;
@@ -135,6 +162,83 @@ export class Pipeline<T> implements AsyncDisposable {
       sink: new SinkBreaker(options.sink.name, options.breaker),
       deadLetters: new SinkBreaker(options.deadLetters.name, options.breaker),
     };
+    const logger = options.logger ?? quietLogger;
+    for (const method of ['debug', 'info', 'warn', 'error'] as const) {
+      if (typeof logger?.[method] !== 'function') throw new ConfigError(`logger must have debug, info, warn and error methods, ${method} is missing`);
+    }
+    this.#events = new Instrumentation((error, type) =>
+      logger.error('instrumentation listener threw', { pipeline: this.name, event: type, error: error instanceof Error ? error.message : String(error) }),
+    );
+    logEvents(this.#events, logger);
+    this.#watchBreaker('sink', options.sink.name, this.#breakers.sink);
+    this.#watchBreaker('dead_letters', options.deadLetters.name, this.#breakers.deadLetters);
+  }
+
+  /**
+   * Listens to instrumentation events (`pipeline.start`, `sink.write`, `breaker.open`, …),
+   * each in the envelope `{ id, type, timestamp, payload }`. Returns the function that
+   * removes the listener.
+   *
+   * ## Example
+   * ```ts
+   * pipeline.on('sink.write', ({ payload }) => console.log(payload.sink, payload.rows, payload.durationMs));
+   * ```
+   */
+  on<K extends PipelineEventType>(type: K, listener: PipelineEventListener<K>): () => void {
+    return this.#events.on(type, listener);
+  }
+
+  /** Where the pipeline is: `failed` once it ended, or is ending, on an infrastructure failure. */
+  get state(): PipelineState {
+    return this.#state;
+  }
+
+  /** The source's name, as in records' `meta.source`. */
+  get sourceName(): string {
+    return this.#options.source.name;
+  }
+
+  /** The sink's name. */
+  get sinkName(): string {
+    return this.#options.sink.name;
+  }
+
+  /** The dead-letter sink's name. */
+  get deadLetterSinkName(): string {
+    return this.#options.deadLetters.name;
+  }
+
+  /** What the source reports about itself (connection, lag, cursor age); undefined when it cannot tell. */
+  sourceStatus(): SourceStatus | undefined {
+    return this.#options.source.status?.();
+  }
+
+  /**
+   * Whether the pipeline can do its work now: running, the sink's breaker closed (writes
+   * go through) and the source connected when it reports a connection. For `/ready`.
+   */
+  readiness(): Readiness {
+    const source = this.sourceStatus();
+    const reasons: string[] = [];
+    if (this.#state !== 'running') reasons.push(`pipeline is ${this.#state}`);
+    const sink = this.breakerState;
+    if (sink !== 'closed') reasons.push(`sink ${this.#options.sink.name}: circuit breaker ${sink}`);
+    if (source && !source.connected) reasons.push(`source ${this.#options.source.name} is not connected`);
+    return { ready: reasons.length === 0, state: this.#state, sinkBreaker: sink, deadLetterBreaker: this.deadLetterBreakerState, ...(source ? { source } : {}), reasons };
+  }
+
+  /** The dead-letter sink's circuit breaker. */
+  get deadLetterBreakerState(): BreakerState {
+    return this.#breakers.deadLetters.state;
+  }
+
+  /** Records durably dead-lettered so far, by the stage that refused them (`parse`, `validate`, `sink`, …). */
+  deadLetteredByStage(): ReadonlyMap<string, number> {
+    return this.#deadLetteredByStage;
+  }
+
+  #watchBreaker(stage: SinkStage, sink: string, breaker: SinkBreaker): void {
+    breaker.onStateChange((state) => this.#events.emit(BREAKER_EVENTS[state], { pipeline: this.name, stage, sink }));
   }
 
   /** The sink's circuit breaker: `open` while the sink is failing and writes are held back. */
@@ -179,6 +283,8 @@ export class Pipeline<T> implements AsyncDisposable {
       setTimeout(() => this.#giveUp.abort(), options.timeoutMs).unref();
     }
     this.#stopping ??= (async () => {
+      if (this.#state === 'running') this.#state = 'stopping';
+      this.#events.emit('pipeline.stop', { pipeline: this.name });
       this.#abort.abort();
       if (!this.#started) return this.stats;
       await this.#started;
@@ -213,6 +319,8 @@ export class Pipeline<T> implements AsyncDisposable {
       batch<DeadLetter>(this.#deadLetterBatch),
       mergeMap((b) => this.#write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
+    if (this.#state === 'idle') this.#state = 'running';
+    this.#events.emit('pipeline.start', { pipeline: this.name, source: this.#options.source.name, sink: sink.name, deadLetters: deadLetters.name });
     this.#finished = new Promise<void>((resolve) => {
       deadLetters$.subscribe({ complete: resolve });
       const completeDeadLetters = (): void => {
@@ -227,6 +335,8 @@ export class Pipeline<T> implements AsyncDisposable {
       if (deadLetters !== (sink as unknown)) await deadLetters.close?.();
       const error = this.#failure ? ((this.#failure as TributaryError).code ?? this.#failure.message) : undefined;
       this.#options.onLifecycle?.({ type: 'stop', pipeline: this.name, ...(error && { error }), details: { ...this.stats } });
+      this.#state = this.#failure ? 'failed' : 'stopped';
+      this.#events.emit('pipeline.end', { pipeline: this.name, stats: this.stats, ...(this.#failure ? { error: eventError(this.#failure) } : {}) });
       if (this.#failure) throw this.#failure;
       return this.stats;
     });
@@ -235,7 +345,11 @@ export class Pipeline<T> implements AsyncDisposable {
   }
 
   #fail(error: unknown): Observable<never> {
-    this.#failure ??= error instanceof Error ? error : new TributaryError(String(error));
+    if (!this.#failure) {
+      this.#failure = error instanceof Error ? error : new TributaryError(String(error));
+      this.#state = 'failed';
+      this.#events.emit('pipeline.crash', { pipeline: this.name, error: eventError(this.#failure) });
+    }
     this.#abort.abort();
     return EMPTY;
   }
@@ -262,6 +376,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const pipeline = this.name;
     const subject = this.#deadLetter$;
     const stats = this.#stats;
+    const byStage = this.#deadLetteredByStage;
     const protect = this.#options.protectDeadLetter;
     // Letters still being protected hold the dead-letter stream open until they are sent.
     const track = (work: Promise<void>) => {
@@ -275,20 +390,20 @@ export class Pipeline<T> implements AsyncDisposable {
           return;
         }
         const letter = deadLetterOf(pipeline, envelope, failure);
-        if (!protect) return send(envelope, letter, done);
+        if (!protect) return send(envelope, letter, failure.stage, done);
         let protectedLetter: DeadLetter | Promise<DeadLetter>;
         try {
           protectedLetter = protect(letter, envelope);
         } catch (error) {
           return done(error instanceof Error ? error : new TributaryError(String(error)));
         }
-        if (!(protectedLetter instanceof Promise)) return send(envelope, protectedLetter, done);
-        track(protectedLetter.then((ready) => send(envelope, ready, done), (error: unknown) => done(error instanceof Error ? error : new TributaryError(String(error)))));
+        if (!(protectedLetter instanceof Promise)) return send(envelope, protectedLetter, failure.stage, done);
+        track(protectedLetter.then((ready) => send(envelope, ready, failure.stage, done), (error: unknown) => done(error instanceof Error ? error : new TributaryError(String(error)))));
       },
     };
     return router;
 
-    function send(envelope: Envelope<unknown>, letter: DeadLetter, done: (error?: Error) => void): void {
+    function send(envelope: Envelope<unknown>, letter: DeadLetter, stage: string, done: (error?: Error) => void): void {
       if (subject.closed || subject.isStopped) {
         done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
         return;
@@ -297,6 +412,7 @@ export class Pipeline<T> implements AsyncDisposable {
         deadLetters: router,
         ack: () => {
           stats.deadLettered++;
+          byStage.set(stage, (byStage.get(stage) ?? 0) + 1);
           done();
         },
         nack: (_e, error) => done(error),
@@ -313,8 +429,20 @@ export class Pipeline<T> implements AsyncDisposable {
    */
   async #write<V>(sink: Sink<V>, breaker: SinkBreaker, batch: Batch<V>, deadLetters: boolean): Promise<void> {
     const token = insertToken(this.name, sink.name, batch);
+    const stage: SinkStage = deadLetters ? 'dead_letters' : 'sink';
+    const events = this.#events;
+    const attemptWrite = async (attempt: number) => {
+      const started = performance.now();
+      try {
+        await breaker.call(() => sink.write(batch, { token, attempt }));
+      } catch (error) {
+        events.emit('sink.write', { pipeline: this.name, stage, sink: sink.name, rows: batch.envelopes.length, bytes: batch.bytes, attempt, durationMs: performance.now() - started, error: eventError(error) });
+        throw error;
+      }
+      events.emit('sink.write', { pipeline: this.name, stage, sink: sink.name, rows: batch.envelopes.length, bytes: batch.bytes, attempt, durationMs: performance.now() - started });
+    };
     try {
-      await retry((attempt) => breaker.call(() => sink.write(batch, { token, attempt })), this.#retry);
+      await retry(attemptWrite, this.#retry);
     } catch (cause) {
       const error = cause instanceof TributaryError ? cause : new SinkError(`sink ${sink.name} failed: ${String(cause)}`, { cause });
       const pending = batch.envelopes.filter((envelope) => !envelope.settled);
@@ -323,6 +451,7 @@ export class Pipeline<T> implements AsyncDisposable {
           pending[0]!.reject({ stage: 'sink', code: error.code, message: error.message, path: '' });
           return;
         }
+        events.emit('sink.split', { pipeline: this.name, stage, sink: sink.name, rows: pending.length });
         const middle = Math.ceil(pending.length / 2);
         await this.#write(sink, breaker, batchOf(pending.slice(0, middle)), deadLetters);
         await this.#write(sink, breaker, batchOf(pending.slice(middle)), deadLetters);

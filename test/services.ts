@@ -61,3 +61,16 @@ export function ensureKafka(): Promise<string[]> {
 export function restartKafka(): Promise<void> {
   return run('kafka.sh', 'restart');
 }
+
+let promtool: Promise<string> | undefined;
+
+/**
+ * Installs promtool (Debian's `prometheus` package, once) through
+ * scripts/services/prometheus.sh and resolves with the command name. A promtool that
+ * cannot be installed fails the test with the script's output.
+ */
+export function ensurePromtool(): Promise<string> {
+  promtool ??= run('prometheus.sh', 'install').then(() => 'promtool');
+  promtool.catch(() => (promtool = undefined));
+  return promtool;
+}
