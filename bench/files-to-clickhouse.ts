@@ -203,12 +203,12 @@ interface Series<F extends ChildFigures> {
 }
 
 export interface RunOptions {
-  /** Rounds of measurement; each round runs every kind once, interleaved. @default 3 */
+  /** Rounds of measurement; each round runs every kind once, interleaved. @default 2 (the whole suite must fit in 15 minutes on 2 cores; `--repeat=3` for more) */
   repeat?: number;
 }
 
 export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
-  const repeat = options.repeat ?? 3;
+  const repeat = options.repeat ?? 2;
   const large = await largeFile();
   const small = await dataFile(Math.round(large.records / SCALE), large);
 

@@ -3,7 +3,7 @@
  * same process, on one core (this is single-threaded JS: the second core stays idle).
  *
  * Every case runs its operator (envelopes through `from(envelopes).pipe(operator)`) and
- * its plain loop over fresh copies of the same records, alternately, three rounds each;
+ * its plain loop over fresh copies of the same records, alternately, two rounds each (`--repeat=N` for more);
  * the best round of each counts. Figures: events/s, ns/event, and the operator's share of
  * the plain code's speed. Encryption must reach 150k fields/s.
  *
@@ -29,7 +29,7 @@ import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 export const name = 'operators';
 
 const RECORDS = 100_000;
-const DEFAULT_ROUNDS = 3;
+const DEFAULT_ROUNDS = 2;
 const ENCRYPTION_GOAL = 150_000; // fields/s on one core
 /** ENCRYPTION_GOAL ÷ the plain bulk-IV loop's fields/s on an idle core of this machine (≈195,000). */
 const IDLE_GOAL_RATIO = 0.77;

@@ -3,7 +3,7 @@
  *
  *   npm run bench                                   every benchmark
  *   node dist/bench/run.js files-to-clickhouse      just that one
- *   node dist/bench/run.js --repeat=1 files-to-clickhouse   one round instead of three
+ *   node dist/bench/run.js --repeat=1 files-to-clickhouse   one round only
  *   node dist/bench/run.js --profile files-to-clickhouse
  *       runs the measured code once under `node --cpu-prof` (profile in the OS temp
  *       directory, never the repository) and prints the top functions by self time
@@ -202,7 +202,7 @@ function resultsMarkdown(results: StoredResult[]): string {
     'Written by `npm run bench` (bench/run.ts) from `bench/results/*.json`; do not edit by hand.',
     '',
     'How to run: `npm run bench` (all), or `npm run build && node dist/bench/run.js files-to-clickhouse` (one);',
-    '`--repeat=N` sets the rounds (default 3); `--profile` prints a CPU profile of the pipeline instead.',
+    '`--repeat=N` sets the rounds (default: 1 or 2 per benchmark, so the suite fits in 15 minutes); `--profile` prints a CPU profile of the pipeline instead.',
     'The data files are generated once into `bench/data/` (git-ignored) and reused.',
     '',
     '## Summary',

@@ -156,7 +156,7 @@ function median(runs: Measured[]): { run: Measured; quiet: number; range: [numbe
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
-  const repeat = options.repeat ?? 3;
+  const repeat = options.repeat ?? 1;
   const budget = { ms: 120_000 };
   const pipelines: Measured[] = [];
   const baselines: Measured[] = [];
