@@ -38,6 +38,21 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
     expect([Number(row!.id), Number(row!.amount)]).to.deep.equal([7, 7.25]);
   });
 
+  it('stores decimal strings digit for digit, and leaves look-alike text inside other strings alone', async () => {
+    const input = [
+      { id: 1, name: 'plain', amount: '12345678901234.5678', at: '2026-03-01T10:00:00Z' },
+      { id: 2, name: 'negative', amount: '-0.0001', at: '2026-03-01T10:00:00Z' },
+      { id: 3, name: '"amount":"99" inside a name', amount: '7.1234', at: '2026-03-01T10:00:00Z' },
+    ];
+    await new Pipeline({ source: fromIterable(input), sink: toClickHouse({ client: client(), table }), deadLetters: new MemorySink<DeadLetter>() }).run();
+    const stored = await client().query<{ id: string; name: string; amount: string }>(`SELECT id, name, toString(amount) AS amount FROM ${table} ORDER BY id`);
+    expect(stored.map((r) => [Number(r.id), r.name, r.amount])).to.deep.equal([
+      [1, 'plain', '12345678901234.5678'],
+      [2, 'negative', '-0.0001'],
+      [3, '"amount":"99" inside a name', '7.1234'],
+    ]);
+  });
+
   it('isolates poison rows: a 10k batch with 3 bad rows gives 3 dead letters and 9,997 rows', async () => {
     const input: Record<string, unknown>[] = rows(10_000);
     for (const i of [10, 5000, 9999]) input[i] = { ...input[i], id: 'not a number' };
