@@ -158,7 +158,7 @@ function report(result: StoredResult): string {
     ['check', 'result', 'actual', 'claim'],
     result.checks.map((c) => [c.name, c.pass ? 'PASS' : 'FAIL', c.actual, c.claim]),
   );
-  return `${runs}\n\nratio ${result.ratio} (${result.value.toLocaleString('en')} ÷ ${result.baseline.value.toLocaleString('en')} ${result.unit})\n\n${checks}`;
+  return `${runs}\n\nratio ${result.ratio} (${result.value.toLocaleString('en')} vs ${result.baseline.value.toLocaleString('en')} ${result.unit})\n\n${checks}`;
 }
 
 function range(r: [number, number] | undefined): string {

@@ -48,7 +48,7 @@ export interface BenchmarkResult {
   /** The headline figure, in `unit`. */
   value: number;
   baseline: { name: string; value: number };
-  /** value ÷ baseline.value */
+  /** value ÷ baseline.value, or (where `settings.ratio` says so) the median of each round's own ratio */
   ratio: number;
   peakRssMb: number;
   peakHeapMb: number;
