@@ -17,7 +17,7 @@ import { mappings } from './mappings';
 import { bookingSchema, type Booking } from './schema';
 
 /** The vendors with sample files in `data/<vendor>/`, in the order the demo reads them. */
-export const SAMPLE_VENDORS = ['skyway', 'globetrek', 'staylodge', 'farelink', 'backdesk'] as const;
+export const SAMPLE_VENDORS = ['skyway', 'globetrek', 'staylodge', 'tripwire', 'railbase', 'farelink', 'backdesk'] as const;
 
 /** What a file's name cannot say about how to read it: the CSV layout, the XML record, the encoding. */
 export type VendorReadOptions = Pick<FromFilesOptions, 'csv' | 'xml' | 'encoding'>;
