@@ -7,7 +7,7 @@ export type FieldType = 'string' | 'integer' | 'number' | 'decimal' | 'boolean' 
 
 /** How one field of the unified model is read from a vendor's record. */
 export interface FieldRule {
-  /** Dotted path(s) in the vendor record (`price.total`, `pax.0.name`); the first present wins. */
+  /** Dotted path(s) in the vendor record (`price.total`, `pax.0.name`); the first present (not absent, null or empty) wins. */
   from?: string | readonly string[];
   /** Coercion applied to the value. @default 'string' */
   type?: FieldType;
@@ -192,7 +192,8 @@ function readerOf(paths: string[][]): (input: any) => unknown {
         }
         value = value[key];
       }
-      if (value !== undefined && value !== null) return value;
+      // An empty value (a blank CSV column) is missing too: the next path is tried.
+      if (value !== undefined && value !== null && value !== '') return value;
     }
     return undefined;
   };

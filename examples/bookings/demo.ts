@@ -1,12 +1,11 @@
 import { basename, join } from 'node:path';
 import { embeddedClickHouse, migrate, type FileProgress } from '../../index';
-import { VENDORS } from './generate';
 import { migrationsDir, samplesDir } from './paths';
-import { bookingPipeline } from './pipeline';
+import { bookingPipeline, SAMPLE_VENDORS } from './pipeline';
 
 /**
- * The booking demo: ingests the sample files of three vendors (or the files and
- * directories named on the command line, e.g. generated ones) into embedded ClickHouse
+ * The booking demo: ingests the sample files of the seven example vendors (or the files
+ * and directories named on the command line, e.g. generated ones) into embedded ClickHouse
  * and prints what an analyst asks first. Large files get a progress bar with an ETA on
  * stderr. Running it again changes no count: the same files give the same insert tokens
  * and the same keys.
@@ -17,7 +16,7 @@ async function main(): Promise<void> {
   try {
     const applied = await migrate(clickhouse, migrationsDir);
     if (applied.length > 0) console.log(`applied migrations ${applied.join(', ')}`);
-    const paths = process.argv.length > 2 ? process.argv.slice(2) : VENDORS.map((vendor) => join(samplesDir, vendor));
+    const paths = process.argv.length > 2 ? process.argv.slice(2) : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
     const pipeline = bookingPipeline({
       name: 'bookings-demo',
       client: clickhouse,

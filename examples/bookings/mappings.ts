@@ -2,8 +2,10 @@ import type { VendorMapping } from '../../index';
 
 const TRIPWIRE_TRAVELLER_TYPES = { ADT: 'adult', CHD: 'child', INF: 'infant' } as const;
 
+const FARELINK_PASSENGER_TYPES = { ADT: 'adult', CHD: 'child', INF: 'infant' } as const;
+
 /**
- * Five vendors, five shapes:
+ * Seven vendors, seven shapes:
  * - skyway: an airline's JSON export (arrays of nested records), GDS status codes,
  *   prices in cents, ISO times with offsets.
  * - globetrek: an online agency's NDJSON feed, flat, French dates in Paris time, amounts
@@ -14,6 +16,14 @@ const TRIPWIRE_TRAVELLER_TYPES = { ADT: 'adult', CHD: 'child', INF: 'infant' } a
  * - railbase: a legacy semicolon CSV export (records as the CSV parser gives them, every
  *   value text), terse column names, compact dates in Berlin time, decimal commas,
  *   passengers spread over PAX1..PAX4 columns.
+ * - farelink: a GDS-style XML feed of PNRs: the record locator, status and times as
+ *   attributes, passengers and flight segments as repeated elements, local times with
+ *   their offsets, the fare total as text with its currency as an attribute.
+ * - backdesk: a back-office CSV export (comma-separated, header row, quoted names that
+ *   hold commas), US dates in New York time, English column titles with spaces.
+ *
+ * How each vendor's files are read (CSV delimiter, XML record element, encoding) is in
+ * `pipeline.ts`; what a record means is here.
  */
 export const mappings: Record<string, VendorMapping> = {
   skyway: {
@@ -126,7 +136,88 @@ export const mappings: Record<string, VendorMapping> = {
         ? [{ path: '/AMOUNT', message: 'a refund must have a negative amount' }]
         : undefined,
   },
+  farelink: {
+    fields: {
+      vendor: { compute: () => 'farelink' },
+      booking_id: { from: '@locator', required: true },
+      updated_at: { from: ['@modified', '@created'], type: 'datetime', required: true },
+      // GDS status codes: holding confirmed, confirmed by the airline, waitlisted, cancelled.
+      status: { from: '@status', required: true, values: { HK: 'confirmed', KK: 'confirmed', TK: 'confirmed', HL: 'pending', XX: 'cancelled', HX: 'cancelled' } },
+      product: { compute: () => 'flight' },
+      booked_at: { from: '@created', type: 'datetime', required: true },
+      // The local day of the first departure, as the ticket shows it.
+      travel_date: { compute: (r) => String(r.Itinerary?.Segment?.[0]?.Departure?.['#text'] ?? '').slice(0, 10), type: 'date', required: true },
+      origin: 'Itinerary.Segment.0.Departure.@airport',
+      destination: { compute: farelinkDestination },
+      passengers: { compute: (r) => (Array.isArray(r.Passengers?.Passenger) ? r.Passengers.Passenger.length : undefined), type: 'integer', required: true },
+      total_amount: { from: 'Fare.Total.#text', type: 'decimal', required: true },
+      currency: { from: 'Fare.Total.@currency', case: 'upper', required: true },
+      travellers: {
+        from: 'Passengers.Passenger',
+        items: {
+          name: { compute: (p) => [p.GivenName, p.Surname].filter(Boolean).join(' '), required: true },
+          type: { from: '@type', values: FARELINK_PASSENGER_TYPES },
+        },
+      },
+      segments: {
+        from: 'Itinerary.Segment',
+        items: {
+          carrier: 'Carrier',
+          number: 'Flight',
+          origin: { from: 'Departure.@airport', required: true },
+          destination: { from: 'Arrival.@airport', required: true },
+          departs_at: { from: 'Departure.#text', type: 'datetime', required: true },
+          arrives_at: { from: 'Arrival.#text', type: 'datetime' },
+        },
+      },
+    },
+  },
+  backdesk: {
+    fields: {
+      vendor: { compute: () => 'backdesk' },
+      booking_id: { from: 'Booking Ref', required: true },
+      updated_at: { from: ['Modified', 'Booked'], type: 'datetime', format: 'MM/DD/YYYY HH:mm', timeZone: 'America/New_York', required: true },
+      // OK confirmed, RQ on request, CX cancelled, RF refunded.
+      status: { from: 'Status', required: true, values: { OK: 'confirmed', RQ: 'pending', CX: 'cancelled', RF: 'refunded' } },
+      product: { from: 'Product', required: true, values: { AIR: 'flight', HTL: 'hotel', RAIL: 'rail', CAR: 'car' } },
+      booked_at: { from: 'Booked', type: 'datetime', format: 'MM/DD/YYYY HH:mm', timeZone: 'America/New_York', required: true },
+      travel_date: { from: 'Travel Date', type: 'date', format: 'MM/DD/YYYY', required: true },
+      origin: 'From',
+      destination: 'To',
+      passengers: { from: 'Pax', type: 'integer', required: true },
+      total_amount: { from: 'Amount', type: 'decimal', required: true },
+      currency: { from: 'Currency', case: 'upper', required: true },
+      // "Surname, Given" in the export; the lead passenger is the one traveller it names.
+      travellers: { compute: (r) => backdeskLead(r['Lead Passenger']), items: { name: { from: 'name', required: true } } },
+    },
+    check: (booking) =>
+      booking.status === 'refunded' && !String(booking.total_amount).startsWith('-')
+        ? [{ path: '/Amount', message: 'a refund must have a negative amount' }]
+        : undefined,
+  },
 };
+
+/**
+ * A PNR names no destination: it is where the trip turns, the last arrival that is not
+ * back at the first departure (FRA–JFK–FRA goes to JFK; FRA–JFK one way, to JFK).
+ */
+function farelinkDestination(record: any): unknown {
+  const segments: any[] = Array.isArray(record.Itinerary?.Segment) ? record.Itinerary.Segment : [];
+  const home = segments[0]?.Departure?.['@airport'];
+  for (let i = segments.length - 1; i >= 0; i--) {
+    const airport = segments[i]?.Arrival?.['@airport'];
+    if (airport !== undefined && airport !== home) return airport;
+  }
+  return segments.at(-1)?.Arrival?.['@airport'];
+}
+
+/** backdesk writes the lead passenger as `Surname, Given`; the booking says `Given Surname`. */
+function backdeskLead(value: unknown): { name: string }[] | undefined {
+  if (typeof value !== 'string' || value.trim() === '') return undefined;
+  const comma = value.indexOf(',');
+  const name = comma < 0 ? value.trim() : `${value.slice(comma + 1).trim()} ${value.slice(0, comma).trim()}`.trim();
+  return [{ name }];
+}
 
 /** railbase spreads passenger names over PAX1..PAX4; empty columns are no passenger. */
 function railbasePax(record: Record<string, unknown>): string[] {

@@ -1,8 +1,78 @@
-import { basename, dirname } from 'node:path';
-import { pipe } from 'rxjs';
-import { fromFiles, normalize, Pipeline, toClickHouse, validate, type ClickHouseClient, type FileProgress, type PipelineOptions } from '../../index';
+import { statSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { concat, defer, pipe } from 'rxjs';
+import {
+  fromFiles,
+  normalize,
+  Pipeline,
+  toClickHouse,
+  validate,
+  type ClickHouseClient,
+  type FileProgress,
+  type FromFilesOptions,
+  type PipelineOptions,
+  type Source,
+} from '../../index';
 import { mappings } from './mappings';
 import { bookingSchema, type Booking } from './schema';
+
+/** The vendors with sample files in `data/<vendor>/`, in the order the demo reads them. */
+export const SAMPLE_VENDORS = ['skyway', 'globetrek', 'staylodge', 'tripwire', 'railbase', 'farelink', 'backdesk'] as const;
+
+/** What a file's name cannot say about how to read it: the CSV layout, the XML record, the encoding. */
+export type VendorReadOptions = Pick<FromFilesOptions, 'csv' | 'xml' | 'encoding'>;
+
+/**
+ * Per vendor, how its files are read; a vendor not listed is read by extension with the
+ * defaults (UTF-8, comma CSV with a header row).
+ */
+export const vendorReadOptions: Readonly<Record<string, VendorReadOptions>> = {
+  // A legacy export: semicolons, and Windows-1252 because it predates UTF-8 at the vendor.
+  railbase: { csv: { delimiter: ';' }, encoding: 'windows-1252' },
+  // Names hold commas and are quoted; a name that is not quoted makes a ragged row.
+  backdesk: { csv: { delimiter: ',', quote: '"' } },
+  // One PNR per record; a PNR with one passenger or one segment still gives arrays.
+  farelink: { xml: { record: 'PNR', arrays: ['Passenger', 'Segment'] } },
+};
+
+/** A file's vendor is the name of its directory; a directory given as a path names itself. */
+export function vendorOfPath(path: string, isDirectory: boolean): string {
+  return basename(isDirectory ? resolve(path) : dirname(resolve(path)));
+}
+
+export interface BookingSourceOptions {
+  /** Files or directories; a file's vendor is the name of its directory. */
+  paths: readonly string[];
+  /** Progress of each file as it is read. */
+  onProgress?: (progress: FileProgress) => void;
+}
+
+/**
+ * The booking files as one source: the paths are grouped by vendor (in the order each
+ * vendor first appears) and each group is read with that vendor's options, one group
+ * after the other, so a re-run reads the same records in the same order.
+ */
+export function bookingSource(options: BookingSourceOptions): Source<unknown> {
+  const groups = new Map<string, string[]>();
+  for (const path of options.paths) {
+    // A path that does not exist is left to fromFiles, which fails the source naming it.
+    const isDirectory = statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+    const vendor = vendorOfPath(path, isDirectory);
+    groups.set(vendor, [...(groups.get(vendor) ?? []), path]);
+  }
+  const sources = [...groups].map(([vendor, paths]) =>
+    fromFiles({
+      paths,
+      vendor: (file) => basename(dirname(file)),
+      ...vendorReadOptions[vendor],
+      ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
+    }),
+  );
+  return {
+    name: 'files',
+    open: (context) => concat(...sources.map((source) => defer(() => source.open(context)))),
+  };
+}
 
 export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Booking>, 'batch' | 'inFlight' | 'sinkConcurrency' | 'name'>> {
   client: ClickHouseClient;
@@ -12,16 +82,17 @@ export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Boo
   onProgress?: (progress: FileProgress) => void;
 }
 
+/** The transform every booking goes through: the vendor's mapping, then the unified schema. */
+export function bookingTransform() {
+  return pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' }));
+}
+
 /** Vendor files → normalize → validate → bookings, refused records → dead_letters. */
 export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booking> {
   return new Pipeline<Booking>({
     name: options.name ?? 'bookings',
-    source: fromFiles({
-      paths: options.paths,
-      vendor: (file) => basename(dirname(file)),
-      ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
-    }),
-    transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
+    source: bookingSource({ paths: options.paths, ...(options.onProgress && { onProgress: options.onProgress }) }),
+    transform: bookingTransform(),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),
     deadLetters: toClickHouse({ client: options.client, table: 'dead_letters' }),
     ...(options.batch && { batch: options.batch }),

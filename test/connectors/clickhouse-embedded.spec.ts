@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { migrate, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
-import { generate, VENDORS } from '../../examples/bookings/generate';
+import { generate } from '../../examples/bookings/generate';
 import { migrationsDir, samplesDir } from '../../examples/bookings/paths';
-import { bookingPipeline } from '../../examples/bookings/pipeline';
+import { bookingPipeline, SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
 import { ClickHouseError, ConfigError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
@@ -31,22 +31,31 @@ describe('embedded ClickHouse (chDB)', function () {
   });
 
   it('lands the sample files: valid records in bookings, refused ones in dead_letters with path and reason, nothing else', async () => {
-    const paths = VENDORS.map((v) => join(samplesDir, v));
+    const paths = SAMPLE_VENDORS.map((v) => join(samplesDir, v));
     const stats = await bookingPipeline({ client: clickhouse, paths }).run();
     const bookings = await count('SELECT count() AS n FROM bookings');
     const letters = await count('SELECT count() AS n FROM dead_letters');
-    expect(stats.read).to.equal(44);
+    expect(stats.read).to.equal(68);
     expect([bookings, letters]).to.deep.equal([stats.written, stats.deadLettered]);
     expect(bookings + letters).to.equal(stats.read);
     const reasons = await clickhouse.query<Record<string, string>>(
       'SELECT vendor, stage, code, path FROM dead_letters ORDER BY vendor, path',
     );
     expect(reasons).to.deep.equal([
+      { vendor: 'backdesk', stage: 'source', code: 'PARSE_CSV', path: '' },
+      { vendor: 'backdesk', stage: 'normalize', code: 'MAPPING', path: '/Status' },
+      { vendor: 'backdesk', stage: 'normalize', code: 'MAPPING', path: '/Travel Date' },
+      { vendor: 'farelink', stage: 'normalize', code: 'MAPPING', path: '/@status' },
+      { vendor: 'farelink', stage: 'normalize', code: 'MAPPING', path: '/Itinerary/Segment/1/Arrival/#text' },
       { vendor: 'globetrek', stage: 'normalize', code: 'MAPPING', path: '/booking_no' },
       { vendor: 'globetrek', stage: 'normalize', code: 'MAPPING', path: '/status' },
+      { vendor: 'railbase', stage: 'normalize', code: 'MAPPING', path: '/AMOUNT' },
+      { vendor: 'railbase', stage: 'normalize', code: 'MAPPING', path: '/TRAVDATE' },
       { vendor: 'skyway', stage: 'normalize', code: 'MAPPING', path: '/price/currency' },
       { vendor: 'staylodge', stage: 'source', code: 'INVALID_UTF8', path: '' },
       { vendor: 'staylodge', stage: 'normalize', code: 'MAPPING', path: '/checkIn' },
+      { vendor: 'tripwire', stage: 'normalize', code: 'MAPPING', path: '/data/booking/itinerary/segments/0/arrival/at' },
+      { vendor: 'tripwire', stage: 'normalize', code: 'MAPPING', path: '/event' },
     ]);
     const [row] = await clickhouse.query<Record<string, string>>(
       "SELECT booking_id, status, toString(total_amount) AS total_amount, currency, toString(booked_at) AS booked_at FROM bookings WHERE vendor = 'skyway' ORDER BY booking_id LIMIT 1",
@@ -65,9 +74,13 @@ describe('embedded ClickHouse (chDB)', function () {
       'SELECT vendor, sum(accepted) AS accepted, sum(dead_lettered) AS dead_lettered FROM vendor_quality_hourly GROUP BY vendor ORDER BY vendor',
     );
     expect(quality.map((q) => [q.vendor, Number(q.accepted), Number(q.dead_lettered)])).to.deep.equal([
+      ['backdesk', 5, 3],
+      ['farelink', 3, 2],
       ['globetrek', 12, 2],
+      ['railbase', 4, 2],
       ['skyway', 15, 1],
       ['staylodge', 12, 2],
+      ['tripwire', 3, 2],
     ]);
   });
 
@@ -115,7 +128,10 @@ describe('embedded ClickHouse (chDB)', function () {
       const totals = (out: string) => out.slice(out.indexOf('Totals'));
       expect(first.stdout).to.contain('Bookings and revenue by vendor and day');
       expect(first.stdout).to.contain('Dead letters by reason');
-      expect(totals(first.stdout)).to.match(/bookings\s+dead_letters\n39\s+5/);
+      expect(totals(first.stdout)).to.match(/bookings\s+dead_letters\n54\s+14/);
+      // Every example vendor's samples landed: each has a cancellation rate row.
+      const rates = first.stdout.slice(first.stdout.indexOf('Cancellation rate by vendor'), first.stdout.indexOf('Dead letters by reason'));
+      expect(rates.split('\n').slice(3).map((line) => line.split(/\s+/)[0]).filter(Boolean)).to.deep.equal([...SAMPLE_VENDORS].sort());
       expect(totals(second.stdout)).to.equal(totals(first.stdout));
       const summary = (out: string) => out.slice(out.indexOf('Bookings and revenue'));
       expect(summary(second.stdout)).to.equal(summary(first.stdout));

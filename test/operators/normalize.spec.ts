@@ -41,6 +41,13 @@ describe('normalize', () => {
     });
   });
 
+  it('falls back past an empty value, as a blank CSV column gives, and reports the first path when all are empty', async () => {
+    const mapping: VendorMapping = { fields: { when: { from: ['CHGDATE', 'RESDATE'], required: true } } };
+    expect(await one(mapping, { CHGDATE: '', RESDATE: '20260301 0800' })).to.deep.equal({ when: '20260301 0800' });
+    expect(await one(mapping, { CHGDATE: null, RESDATE: 'r' })).to.deep.equal({ when: 'r' });
+    expect(await one(mapping, { CHGDATE: '', RESDATE: '' })).to.deep.include({ code: 'MAPPING', path: '/CHGDATE' });
+  });
+
   it('keeps money as exact decimal text, from decimal strings, commas, floats and minor units', async () => {
     const money = (rule: object) => ({ fields: { amount: { from: 'a', type: 'decimal' as const, ...rule } } });
     expect(await one(money({}), { a: '1234.50' })).to.deep.equal({ amount: '1234.50' });
