@@ -114,6 +114,25 @@ describe('fromPoll', function () {
     }
   });
 
+  it('waits as long as a 503 Retry-After says before asking again, then lands every item once', async () => {
+    await serve(120, { burst503: { every: 2, count: 1, retryAfterSeconds: 2 } });
+    // Backoff alone would retry within 100 ms: only the Retry-After can make the wait 2 s.
+    const poller = source('page', { type: 'page', size: 50 }, { retry: { initialDelayMs: 10, maxDelayMs: 100 } });
+    const stats = await run(poller);
+    expect(stats.written).to.equal(120);
+    expect(await counts()).to.include({ final: 120, ids: 120 });
+    const unavailable = api.served.filter((r) => r.status === 503);
+    expect(unavailable.length).to.be.at.least(1);
+    expect(poller.stats).to.include({ retries: unavailable.length, deadLetteredRequests: 0 });
+    expect(deadLetters.rows).to.have.length(0);
+    for (const refused of unavailable) {
+      const again = api.served.find((r) => r.path === refused.path && r.at > refused.at);
+      expect(again, `retry of ${refused.path}`).to.not.equal(undefined);
+      expect(again!.status).to.equal(200);
+      expect(again!.at - refused.at, `wait before retrying ${refused.path}`).to.be.at.least(1990);
+    }
+  });
+
   it('syncs incrementally from the saved watermark: only changed and new items are asked for', async () => {
     await serve(120);
     await run(source('page', { type: 'page', size: 50 }));
