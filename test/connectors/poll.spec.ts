@@ -6,9 +6,11 @@ import { toClickHouse } from '../../connectors/clickhouse';
 import { fromPoll, type FromPollOptions, type Pagination, type PollSource } from '../../connectors/poll';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError } from '../../lib/errors';
+import { pipelineMetrics } from '../../lib/metrics';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../lib/sink';
 import { MemorySink, scratchDir, testClickHouse, until } from '../helpers';
+import { metricValue, parseMetrics } from '../metricsText';
 import { VendorApi, type VendorFaults } from '../vendorApi';
 
 interface Row {
@@ -154,8 +156,16 @@ describe('fromPoll', function () {
   it('stores a permanent 4xx as a dead letter, keeps the cursor before it, and resumes there once the page is back', async () => {
     await serve(230, { missingPages: [3] });
     const first = source('page', { type: 'page', size: 50 });
-    await run(first);
+    const pipeline = new Pipeline<Row>({ name: 'poll-acme', source: first, transform: toRow, sink: toClickHouse({ client: clickhouse, table }), deadLetters, batch: { rows: 100, maxWaitMs: 20 } });
+    const metrics = pipelineMetrics(pipeline);
+    const scrape = async (stage: string, outcome: string) => metricValue(parseMetrics(await metrics.registry.metrics()), 'tributary_records_total', { pipeline: 'poll-acme', stage, outcome });
+    expect(await scrape('poll', 'dead_lettered'), 'no poll dead letter before the run').to.equal(undefined);
+    await pipeline.run();
     expect(first.stats.deadLetteredRequests).to.equal(1);
+    // The dead-lettered request is what Prometheus sees, under the stage that refused it.
+    expect(await scrape('poll', 'dead_lettered')).to.equal(1);
+    expect(await scrape('sink', 'written')).to.equal(100);
+    metrics.close();
     expect(deadLetters.rows.map((l) => [l.stage, l.code, l.vendor])).to.deep.equal([['poll', 'HTTP_404', 'acme']]);
     expect(deadLetters.rows[0]!.position).to.match(/\/page\?.*page=3/);
     expect(JSON.parse(deadLetters.rows[0]!.raw)).to.deep.equal({ error: 'page 3 is gone' });
