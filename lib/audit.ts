@@ -14,7 +14,7 @@ import type { Source, SourceContext } from './source';
 /**
  * Kinds of security event: `pipeline.start`, `pipeline.stop`, `key.rotate`,
  * `erasure.request`, `erasure.done`, `erasure.failed`, `decrypt`, `access.denied`,
- * `access.allowed`; applications may add their own (`export.request`).
+ * `access.allowed`, `webhook.denied`; applications may add their own (`export.request`).
  */
 export type AuditEventType = string;
 

@@ -23,7 +23,9 @@ export interface VendorFaults {
   /** Delay of every page answer, ms. */
   slowMs?: number;
   /** After every `every` answered requests, the next `count` get 429 with `Retry-After: retryAfterSeconds`. */
-  burst429?: { every: number; count: number; retryAfterSeconds: number };
+  burst429?: Burst;
+  /** The same with 503 (down for maintenance, `Retry-After: retryAfterSeconds`). */
+  burst503?: Burst;
   /** Every `every`-th request gets a 500. */
   error500Every?: number;
   /** Each page after the first starts with the last item of the page before (an item shown on two pages). */
@@ -32,6 +34,13 @@ export interface VendorFaults {
   renameAfter?: number;
   /** Pages (by number, or by offset ÷ limit + 1) answered 404, permanently. */
   missingPages?: readonly number[];
+}
+
+/** After every `every` answered requests, the next `count` are refused with a `Retry-After`. */
+export interface Burst {
+  every: number;
+  count: number;
+  retryAfterSeconds: number;
 }
 
 export interface ServedRequest {
@@ -52,8 +61,8 @@ export class VendorApi {
   readonly token = 'vendor-token';
   #server: Server | undefined;
   #running = 0;
-  #sinceBurst = 0;
-  #burstLeft = 0;
+  /** Per burst status: answers since the last burst, and refusals left in the current one. */
+  #bursts = { 429: { since: 0, left: 0 }, 503: { since: 0, left: 0 } };
   #clock = 0;
 
   constructor(count: number, faults: VendorFaults = {}) {
@@ -100,10 +109,15 @@ export class VendorApi {
         else send();
       };
       if (request.headers.authorization !== `Bearer ${this.token}`) return answer(401, { error: 'unauthorized' });
-      const burst = this.faults.burst429;
-      if (burst && this.#burstLeft > 0) {
-        this.#burstLeft--;
-        return answer(429, { error: 'slow down' }, { 'retry-after': String(burst.retryAfterSeconds) });
+      const bursts = [
+        [429, this.faults.burst429, 'slow down'],
+        [503, this.faults.burst503, 'down for maintenance'],
+      ] as const;
+      for (const [status, burst, error] of bursts) {
+        if (burst && this.#bursts[status].left > 0) {
+          this.#bursts[status].left--;
+          return answer(status, { error }, { 'retry-after': String(burst.retryAfterSeconds) });
+        }
       }
       if (this.faults.error500Every && this.served.length % this.faults.error500Every === 0) return answer(500, { error: 'oops' });
       const url = new URL(request.url ?? '/', 'http://vendor');
@@ -135,9 +149,11 @@ export class VendorApi {
         following.searchParams.set('page', String(page + 1));
         headers = { link: `<${following.pathname}${following.search}>; rel="next", </link?page=1>; rel="first"` };
       }
-      if (burst && ++this.#sinceBurst >= burst.every) {
-        this.#sinceBurst = 0;
-        this.#burstLeft = burst.count;
+      for (const [status, burst] of bursts) {
+        if (burst && ++this.#bursts[status].since >= burst.every) {
+          this.#bursts[status].since = 0;
+          this.#bursts[status].left = burst.count;
+        }
       }
       answer(200, { data, ...next }, headers);
     });

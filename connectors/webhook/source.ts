@@ -4,7 +4,8 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Observable, Subject, type OperatorFunction, type Subscriber } from 'rxjs';
-import type { AccessControl } from '../../lib/access';
+import type { AccessControl, AccessDecision } from '../../lib/access';
+import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
@@ -53,6 +54,16 @@ export interface FromWebhookOptions {
   retryAfterSeconds?: number;
   /** Time allowed to send a whole request, against slow senders. @default 30000 */
   requestTimeoutMs?: number;
+  /**
+   * Records every denial ({@link WEBHOOK_DENIALS}: no or a wrong API key, a key without the
+   * route's permission, a missing, stale or bad signature, a replay, an oversized body) as a
+   * `webhook.denied` event: actor the key id (`anonymous` when none was recognised), target
+   * the route, outcome the reason, details the vendor, HTTP status, remote address, webhook
+   * id and permission. Never the body, the signature, the key's secret or a vendor secret.
+   * Refusals that are not the caller's fault (429 no credit, 503 sink down) are not recorded.
+   * @default none
+   */
+  audit?: AuditLog;
 }
 
 /** What a webhook source has done since it started. */
@@ -67,6 +78,38 @@ export interface WebhookStats {
   bodyBytesRead: number;
   /** Requests whose records are on their way to the sink. */
   pending: number;
+  /** Denials that could not be recorded in `audit` (closed, failed, or its backlog full); each was still refused. */
+  unaudited: number;
+}
+
+/**
+ * The refusals recorded in `audit` as `webhook.denied`: those that say something about who
+ * calls (a key, a signature, a replay, a body too large), as opposed to the state of the
+ * pipeline (429, 503) or the shape of the data (415, 400 PARSE_JSON).
+ */
+export const WEBHOOK_DENIALS: ReadonlySet<string> = new Set([
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'MISSING_SIGNATURE',
+  'BAD_ID',
+  'TIMESTAMP_OUT_OF_TOLERANCE',
+  'TOO_LARGE',
+  'BAD_SIGNATURE',
+  'REPLAY',
+]);
+
+/** Who was refused what: the `webhook.denied` audit event of one request. */
+interface Caller {
+  request: IncomingMessage;
+  /** The route: `/webhooks/<vendor>` or `/admin/status`. */
+  path: string;
+  vendor: string | undefined;
+  /** The key the access check recognised. */
+  keyId: string | undefined;
+  /** The key id presented with an unrecognised key (the part before the dot; not secret). */
+  presentedKeyId: string | undefined;
+  permission: string;
+  webhookId: string | undefined;
 }
 
 /** A webhook source: a {@link Source} that also tells where it listens and what it did. */
@@ -118,6 +161,11 @@ interface Pending {
  * dead-lettered. A request whose records cannot be made durable gets 503 and its id is
  * freed, so the vendor's retry is accepted.
  *
+ * With `audit`, every denial on the caller's account (key, signature, timestamp, replay,
+ * size) becomes a `webhook.denied` event in the audit log. `access`'s own `onDecision`
+ * (e.g. `auditAccess(audit)`) sees the key decisions too, but not signature, timestamp or
+ * replay refusals, which come after the key is accepted.
+ *
  * With a Kafka sink as buffer the answer works the same way: that sink acks on the
  * broker's acknowledgement, so 2xx means the records are in the topic.
  *
@@ -147,8 +195,10 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   const replay = options.replay ?? new MemoryReplayStore();
   const vendors = resolveVendors(options.vendors);
+  if (options.audit !== undefined && !(options.audit instanceof AuditLog)) throw new ConfigError('audit must be an AuditLog');
+  const audit = options.audit;
 
-  const stats: WebhookStats = { accepted: 0, records: 0, refused: {}, bodyBytesRead: 0, pending: 0 };
+  const stats: WebhookStats = { accepted: 0, records: 0, refused: {}, bodyBytesRead: 0, pending: 0, unaudited: 0 };
   const pending = new Map<Envelope<unknown>, Pending>();
   let server: Server | undefined;
   let announce!: (url: string) => void;
@@ -166,6 +216,24 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     request.pause();
     response.once('finish', () => request.socket.destroy());
     refuse(response, status, code, message, { connection: 'close' });
+  };
+
+  /**
+   * Records a denial in `audit`. The request is refused whether or not this succeeds: a
+   * full or failed audit log must not turn a refusal into an error, nor let a flood of bad
+   * requests stop good ones; the miss is counted in `stats.unaudited` instead.
+   */
+  const recordDenial = (caller: Caller, status: number, code: string) => {
+    if (!audit || !WEBHOOK_DENIALS.has(code)) return;
+    const details: Record<string, unknown> = { source: name, method: caller.request.method ?? '', status, remoteAddress: caller.request.socket.remoteAddress ?? '', permission: caller.permission };
+    if (caller.vendor !== undefined) details.vendor = caller.vendor;
+    if (caller.webhookId !== undefined) details.webhookId = caller.webhookId;
+    if (caller.keyId === undefined && caller.presentedKeyId !== undefined) details.presentedKeyId = caller.presentedKeyId;
+    try {
+      audit.record({ type: 'webhook.denied', actor: caller.keyId ?? 'anonymous', target: caller.path, outcome: code, details });
+    } catch {
+      stats.unaudited++;
+    }
   };
 
   function open(context: SourceContext): Observable<Envelope<unknown>> {
@@ -237,9 +305,15 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     const token = tokenOf(request);
+    const caller: Caller = { request, path, vendor: undefined, keyId: undefined, presentedKeyId: presentedKeyIdOf(token), permission: 'admin', webhookId: undefined };
+    /** Refuses on the caller's account: counted, answered, and recorded in `audit`. */
+    const deny = (status: number, code: string, message: string, headers?: Record<string, string>) => {
+      recordDenial(caller, status, code);
+      refuse(response, status, code, message, headers);
+    };
     if (path === '/admin/status') {
       if (request.method !== 'GET') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' });
-      if (!allowed(token, 'admin', path, response)) return;
+      if (!allowed(token, caller, deny)) return;
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ source: name, ...status(), breaker: context.sinkBreakerState?.() ?? 'unknown', ...stats, pending: pending.size }));
       return;
@@ -247,7 +321,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const vendor = path.startsWith(`${prefix}/`) ? vendors.get(path.slice(prefix.length + 1)) : undefined;
     if (!vendor) return refuse(response, 404, 'NOT_FOUND', `no route ${path}`);
     if (request.method !== 'POST') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use POST', { allow: 'POST' });
-    if (!allowed(token, vendor.permission, path, response)) return;
+    caller.vendor = vendor.name;
+    caller.permission = vendor.permission;
+    if (!allowed(token, caller, deny)) return;
 
     const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const format = MEDIA_TYPES[mediaType];
@@ -258,15 +334,17 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const timestamp = header(request, SIGNATURE_HEADERS.timestamp);
     const signature = header(request, SIGNATURE_HEADERS.signature);
     if (!id || !timestamp || !signature) {
-      return refuse(response, 400, 'MISSING_SIGNATURE', `${SIGNATURE_HEADERS.id}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature} are required`);
+      return deny(400, 'MISSING_SIGNATURE', `${SIGNATURE_HEADERS.id}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature} are required`);
     }
-    if (id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return refuse(response, 400, 'BAD_ID', `${SIGNATURE_HEADERS.id} must be 1 to 256 visible ASCII characters`);
+    if (id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return deny(400, 'BAD_ID', `${SIGNATURE_HEADERS.id} must be 1 to 256 visible ASCII characters`);
+    caller.webhookId = id;
     const sentAt = /^\d{1,12}$/.test(timestamp) ? Number(timestamp) : NaN;
     if (!(Math.abs(Date.now() / 1000 - sentAt) <= toleranceSeconds)) {
-      return refuse(response, 401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
+      return deny(401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
     }
     const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
     if (declared !== undefined && declared > maxBodyBytes) {
+      recordDenial(caller, 413, 'TOO_LARGE');
       return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
     }
     if (isClosed()) return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
@@ -281,9 +359,12 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     try {
       const body = await readBody(request, maxBodyBytes, stats);
       if (body === null) return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
-      if (body === undefined) return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+      if (body === undefined) {
+        recordDenial(caller, 413, 'TOO_LARGE');
+        return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+      }
       if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
-        return refuse(response, 401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
+        return deny(401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
       }
       let records: unknown[] | undefined;
       if (format === 'json') {
@@ -297,7 +378,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         // Without the store a replay cannot be told apart: refuse, the vendor retries.
         return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
       }
-      if (claimed === false) return refuse(response, 409, 'REPLAY', `webhook ${id} was already received`);
+      if (claimed === false) return deny(409, 'REPLAY', `webhook ${id} was already received`);
       if (claimed === undefined) return refuse(response, 503, 'REPLAY_STORE_FULL', 'too many recent webhook ids', { 'retry-after': retryAfter });
       if (isClosed() || subscriber.closed) {
         await Promise.resolve(replay.release(`${vendor.name}/${id}`)).catch(() => undefined);
@@ -319,11 +400,13 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     }
   }
 
-  function allowed(token: string | undefined, permission: string, path: string, response: ServerResponse): boolean {
-    const decision = access.decide(token, permission, path);
+  /** Asks `access` (which tells its own `onDecision`), keeps the key id for later denials, refuses with 401/403. */
+  function allowed(token: string | undefined, caller: Caller, deny: (status: number, code: string, message: string, headers?: Record<string, string>) => void): boolean {
+    const decision: AccessDecision = access.decide(token, caller.permission, caller.path);
+    caller.keyId = decision.keyId;
     if (decision.allowed) return true;
-    if (decision.outcome === 'UNAUTHENTICATED') refuse(response, 401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
-    else refuse(response, 403, 'FORBIDDEN', `this key may not ${permission}`);
+    if (decision.outcome === 'UNAUTHENTICATED') deny(401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
+    else deny(403, 'FORBIDDEN', `this key may not ${caller.permission}`);
     return false;
   }
 
@@ -405,6 +488,14 @@ function tokenOf(request: IncomingMessage): string | undefined {
   const authorization = request.headers.authorization;
   if (authorization?.startsWith('Bearer ')) return authorization.slice(7).trim();
   return header(request, 'x-api-key');
+}
+
+/** The id part of a presented `<id>.<secret>` key, when it looks like a key id; never the secret. */
+function presentedKeyIdOf(token: string | undefined): string | undefined {
+  const dot = token?.indexOf('.') ?? -1;
+  if (dot <= 0 || dot > 64) return undefined;
+  const id = token!.slice(0, dot);
+  return /^[A-Za-z0-9_-]+$/.test(id) ? id : undefined;
 }
 
 function header(request: IncomingMessage, name: string): string | undefined {

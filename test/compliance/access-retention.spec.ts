@@ -2,15 +2,18 @@ import { expect } from 'chai';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { clickHouseSubjectKeyStore, purgeExpired, serveQueries, serverClickHouse, setRetention, subjectErasure, toClickHouse, type ClickHouseClient } from '../../connectors/clickhouse';
+import { fromWebhook, type WebhookSource } from '../../connectors/webhook';
 import { AccessControl } from '../../lib/access';
 import { AuditLog, auditAccess } from '../../lib/audit';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { Keyring } from '../../lib/keyring';
+import { Pipeline } from '../../lib/pipeline';
 import { SubjectKeys } from '../../lib/subjectKeys';
 import { decrypt } from '../../operators/decrypt';
 import { encrypt } from '../../operators/encrypt';
 import { clickhouseServer } from '../clickhouseServer';
-import { Recorder, testClickHouse } from '../helpers';
+import { MemorySink, Recorder, testClickHouse } from '../helpers';
+import { post } from '../webhookClient';
 
 const unique = (prefix: string) => `${prefix}_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 const count = async (client: ClickHouseClient, sql: string) => Number((await client.query<{ n: string }>(sql))[0]!.n);
@@ -64,6 +67,115 @@ describe('query endpoint under access control', function () {
       () => expect.fail('needs users or access'),
       (e: Error) => expect(e).to.be.instanceOf(ConfigError).and.have.property('message', 'users must name at least one user and key, or access must be given'),
     );
+  });
+});
+
+describe('webhook denials in the audit log', function () {
+  this.timeout(60_000);
+  const clickhouse = testClickHouse();
+  const table = unique('audit');
+  const bookings = unique('hooked');
+  const SECRET = 'acme-webhook-secret-0123456789abcdef';
+  const poster = AccessControl.issueKey('acme-poster', ['acme']);
+  const globe = AccessControl.issueKey('globe-poster', ['globe']);
+  const ops = AccessControl.issueKey('ops', ['admin']);
+  let audit: AuditLog;
+  let source: WebhookSource;
+  let pipeline: Pipeline<{ ref: string }>;
+  let url: string;
+
+  interface AuditedRow { type: string; actor: string; purpose: string; target: string; outcome: string; details: string }
+  const audited = async (): Promise<AuditedRow[]> => {
+    await audit.flush();
+    return clickhouse.query<AuditedRow>(`SELECT type, actor, purpose, target, outcome, details FROM ${table} ORDER BY length(id), id`);
+  };
+
+  before(async () => {
+    await clickhouse.exec(auditTable(table));
+    await clickhouse.exec(`CREATE TABLE ${bookings} (ref String) ENGINE = MergeTree ORDER BY ref`);
+    audit = new AuditLog({ sink: toClickHouse({ client: clickhouse, table }), batch: { rows: 10, maxWaitMs: 10 } });
+    // Both paths at once: AccessControl's onDecision (key decisions only) and the source's own audit (every denial).
+    const access = new AccessControl({
+      roles: { acme: ['webhook:post:acme'], globe: ['webhook:post:globe'], admin: ['admin'] },
+      keys: [poster.record, globe.record, ops.record],
+      onDecision: auditAccess(audit),
+    });
+    source = fromWebhook({ port: 0, vendors: { acme: { secrets: [SECRET] }, globe: { secrets: [SECRET] } }, access, audit, maxBodyBytes: 4096 });
+    pipeline = new Pipeline({ source, sink: toClickHouse({ client: clickhouse, table: bookings }), deadLetters: new MemorySink('dead-letters'), batch: { rows: 10, maxWaitMs: 10 } });
+    await pipeline.start();
+    url = await source.url();
+  });
+  after(async () => {
+    await pipeline?.stop().catch(() => undefined);
+    await audit?.close().catch(() => undefined);
+    await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
+    await clickhouse.exec(`DROP TABLE IF EXISTS ${bookings}`);
+  });
+
+  it('records a wrong key (403), a missing key (401), a forbidden admin route, a bad signature, a stale timestamp and a replay, without body or secrets', async () => {
+    const route = `${url}/webhooks/acme`;
+    const body = JSON.stringify({ ref: 'PRIVATE-BODY-1' });
+    const wrongKey = await post(route, body, { key: globe.token, secret: SECRET, id: 'w1' });
+    expect(wrongKey.status).to.equal(403);
+    const missingKey = await post(route, body, { secret: SECRET, id: 'w2' });
+    expect(missingKey.status).to.equal(401);
+    const forgedKey = await post(route, body, { key: `acme-poster.${randomBytes(32).toString('base64url')}`, secret: SECRET, id: 'w3' });
+    expect(forgedKey.status).to.equal(401);
+    const adminAsVendor = await post(`${url}/admin/status`, '', { key: poster.token, method: 'GET' });
+    expect(adminAsVendor.status).to.equal(403);
+    const badSignature = await post(route, body, { key: poster.token, secret: SECRET, id: 'w4', sendInstead: JSON.stringify({ ref: 'PRIVATE-BODY-2' }) });
+    expect(badSignature.status).to.equal(401);
+    const stale = await post(route, body, { key: poster.token, secret: SECRET, id: 'w5', timestamp: Math.floor(Date.now() / 1000) - 600 });
+    expect(stale.status).to.equal(401);
+    const timestamp = Math.floor(Date.now() / 1000);
+    expect((await post(route, body, { key: poster.token, secret: SECRET, id: 'w6', timestamp })).status).to.equal(200);
+    expect((await post(route, body, { key: poster.token, secret: SECRET, id: 'w6', timestamp })).status).to.equal(409);
+    // Allowed requests and admin reads leave no denial.
+    expect((await post(`${url}/admin/status`, '', { key: ops.token, method: 'GET' })).status).to.equal(200);
+
+    const rows = await audited();
+    const denied = rows.filter((r) => r.type === 'webhook.denied').map((r) => ({ ...r, details: JSON.parse(r.details) as Record<string, unknown> }));
+    expect(denied.map((r) => [r.actor, r.target, r.outcome, r.details.status, r.details.vendor ?? null, r.details.permission])).to.deep.equal([
+      ['globe-poster', '/webhooks/acme', 'FORBIDDEN', 403, 'acme', 'webhook:post:acme'],
+      ['anonymous', '/webhooks/acme', 'UNAUTHENTICATED', 401, 'acme', 'webhook:post:acme'],
+      ['anonymous', '/webhooks/acme', 'UNAUTHENTICATED', 401, 'acme', 'webhook:post:acme'],
+      ['acme-poster', '/admin/status', 'FORBIDDEN', 403, null, 'admin'],
+      ['acme-poster', '/webhooks/acme', 'BAD_SIGNATURE', 401, 'acme', 'webhook:post:acme'],
+      ['acme-poster', '/webhooks/acme', 'TIMESTAMP_OUT_OF_TOLERANCE', 401, 'acme', 'webhook:post:acme'],
+      ['acme-poster', '/webhooks/acme', 'REPLAY', 409, 'acme', 'webhook:post:acme'],
+    ]);
+    for (const row of denied) expect(row.details).to.include({ source: 'webhook', remoteAddress: '127.0.0.1' });
+    expect(denied[2]!.details.presentedKeyId, 'the id of a key whose secret was wrong').to.equal('acme-poster');
+    expect(denied[1]!.details).to.not.have.property('presentedKeyId');
+    expect(denied.slice(4).map((r) => r.details.webhookId)).to.deep.equal(['w4', 'w5', 'w6']);
+    // The key decisions also reached AccessControl's onDecision; signature, time and replay did not.
+    expect(rows.filter((r) => r.type === 'access.denied').map((r) => [r.actor, r.target, r.outcome, r.purpose])).to.deep.equal([
+      ['globe-poster', 'webhook:post:acme', 'FORBIDDEN', '/webhooks/acme'],
+      ['anonymous', 'webhook:post:acme', 'UNAUTHENTICATED', '/webhooks/acme'],
+      ['anonymous', 'webhook:post:acme', 'UNAUTHENTICATED', '/webhooks/acme'],
+      ['acme-poster', 'admin', 'FORBIDDEN', '/admin/status'],
+    ]);
+    expect(rows).to.have.length(11);
+    const everything = JSON.stringify(rows);
+    for (const secret of ['PRIVATE-BODY', SECRET, poster.token.split('.')[1]!, globe.token.split('.')[1]!, 'v1,']) expect(everything).to.not.contain(secret);
+    expect(await clickhouse.query(`SELECT ref FROM ${bookings}`)).to.deep.equal([{ ref: 'PRIVATE-BODY-1' }]);
+  });
+
+  it('still refuses when the audit log cannot take the event, and counts the miss', async () => {
+    const closed = new AuditLog({ sink: new MemorySink('unused') });
+    await closed.close();
+    const access = new AccessControl({ roles: { acme: ['webhook:post:acme'] }, keys: [poster.record] });
+    const lonely = fromWebhook({ port: 0, vendors: { acme: { secrets: [SECRET] } }, access, audit: closed });
+    const running = new Pipeline({ source: lonely, sink: new MemorySink<unknown>('rows'), deadLetters: new MemorySink('dead-letters') });
+    await running.start();
+    try {
+      const answer = await post(`${await lonely.url()}/webhooks/acme`, '{}', { secret: SECRET, id: 'x1' });
+      expect(answer.status).to.equal(401);
+      expect(lonely.stats).to.deep.include({ refused: { UNAUTHENTICATED: 1 }, unaudited: 1, accepted: 0 });
+    } finally {
+      await running.stop();
+    }
+    expect(() => fromWebhook({ port: 0, vendors: { acme: { secrets: [SECRET] } }, access, audit: {} as AuditLog })).to.throw(ConfigError, 'audit must be an AuditLog');
   });
 });
 

@@ -17,8 +17,10 @@ import type { Batch, DeadLetter, Sink } from '../../lib/sink';
 import { SubjectKeys } from '../../lib/subjectKeys';
 import { decrypt } from '../../operators/decrypt';
 import { recordOperator } from '../../operators/recordOperator';
+import { encrypt } from '../../operators/encrypt';
+import { tokenOf, tokenize } from '../../operators/tokenize';
 import { toKafka } from '../../connectors/kafka';
-import { Recorder, testClickHouse } from '../helpers';
+import { MemorySink, Recorder, testClickHouse } from '../helpers';
 import { ensureKafka } from '../services';
 
 const TABLES = ['vendor_quality_accepted_mv', 'vendor_quality_dead_lettered_mv', 'bookings_per_vendor_day', 'cancellation_rate_per_vendor', 'vendor_quality_hourly', 'bookings', 'dead_letters', 'subject_keys', 'audit_log', 'tributary_migrations'];
@@ -271,6 +273,60 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
     expect(of('access.denied')).to.deep.equal([{ type: 'access.denied', actor: 'intern', purpose: 'curiosity', target: 'decrypt:travellers_sealed', outcome: 'FORBIDDEN', details: '{}' }]);
     expect(JSON.stringify(events), 'the audit log names the subject by a hash only').not.to.contain(alice);
     await audit.close();
+  });
+});
+
+describe('tokens under erasure (embedded ClickHouse)', function () {
+  this.timeout(60_000);
+  const clickhouse = testClickHouse();
+  const suffix = randomBytes(4).toString('hex');
+  const table = `tokened_${suffix}`;
+  const keysTable = `token_subject_keys_${suffix}`;
+  after(async () => {
+    for (const t of [table, keysTable]) await clickhouse.exec(`DROP TABLE IF EXISTS ${t}`);
+  });
+
+  it('leaves tokenize output linking after erase (one key per scope, not per subject); only the pseudonym stops linking', async () => {
+    await clickhouse.exec(`CREATE TABLE ${table} (booking_id String, customer String, email String, phone String) ENGINE = MergeTree ORDER BY booking_id`);
+    await clickhouse.exec(`CREATE TABLE ${keysTable} (subject String, key_id String, master_key_id String, wrapped String, created_ms UInt64) ENGINE = MergeTree ORDER BY (subject, key_id)`);
+    const keyring = new Keyring({ keys: [{ id: 'm1', key: randomBytes(32) }] });
+    const tokenKeys = new Keyring({ keys: [{ id: 't1', key: randomBytes(32) }] });
+    const subjectKeys = new SubjectKeys({ keyring, store: clickHouseSubjectKeyStore({ client: clickhouse, table: keysTable }) });
+    const people = [
+      { email: 'alice@example.com', phone: '+49 30 1234567' },
+      { email: 'bob@example.org', phone: '+33 1 7654321' },
+    ];
+    const input = Array.from({ length: 6 }, (_, i) => ({ booking_id: `b${i}`, customer: '', ...people[i % 2]! }));
+    // The customer is the token of the e-mail (the subject id), then replaced by its pseudonym; the phone is tokenized in place.
+    const stored = await through(
+      pipe(
+        tokenize<(typeof input)[number]>({ keyring: tokenKeys, fields: { email: { scope: 'customer-email', normalize: 'email', to: 'customer' }, phone: { scope: 'phone', normalize: 'digits' } } }),
+        encrypt({ keyring, subjectKeys, subject: 'customer', pseudonymize: true, fields: ['email'], recordId: 'booking_id' }),
+      ),
+      input,
+    );
+    expect(stored.refused).to.deep.equal([]);
+    await clickhouse.insert(table, Buffer.from(stored.values.map((r) => JSON.stringify(r)).join('\n') + '\n'), {});
+    const alice = tokenOf(tokenKeys, 't1', 'customer-email', 'alice@example.com', 'email');
+    const alicePhone = tokenOf(tokenKeys, 't1', 'phone', '+49 30 1234567', 'digits');
+    const [pseudonym] = await subjectKeys.pseudonymsOf(alice);
+    const rowsOf = (column: string, value: string) => clickhouse.query<{ booking_id: string }>(`SELECT booking_id FROM ${table} WHERE ${column} = '${value}' ORDER BY booking_id`);
+    expect(await rowsOf('customer', pseudonym!)).to.deep.equal([{ booking_id: 'b0' }, { booking_id: 'b2' }, { booking_id: 'b4' }]);
+    expect(await rowsOf('phone', alicePhone)).to.deep.equal([{ booking_id: 'b0' }, { booking_id: 'b2' }, { booking_id: 'b4' }]);
+
+    const audit = new AuditLog({ sink: new MemorySink('audit') });
+    const erasure = subjectErasure({ client: clickhouse, subjectKeys, audit, tables: [{ table, column: 'customer', action: 'anonymise', set: { email: '' }, match: 'pseudonym' }] });
+    expect(await erasure.erase(alice, { actor: 'dpo', reason: 'tokens check' })).to.deep.include({ keysShredded: 1, tables: [{ table, action: 'anonymise', rows: 3 }] });
+    await audit.close();
+
+    // The pseudonym stops linking: it is gone from the rows and can no longer be derived.
+    expect(await subjectKeys.pseudonymsOf(alice)).to.deep.equal([]);
+    expect(await rowsOf('customer', pseudonym!)).to.deep.equal([]);
+    // The tokens do not: the scope key was not shredded, so the same e-mail and phone give the
+    // same tokens as before, and a tokenized column left out of `set` still ties the rows together.
+    expect(tokenOf(tokenKeys, 't1', 'customer-email', 'alice@example.com', 'email')).to.equal(alice);
+    expect(tokenOf(tokenKeys, 't1', 'phone', '+49 30 1234567', 'digits')).to.equal(alicePhone);
+    expect(await rowsOf('phone', alicePhone)).to.deep.equal([{ booking_id: 'b0' }, { booking_id: 'b2' }, { booking_id: 'b4' }]);
   });
 });
 

@@ -6,9 +6,11 @@ import { toClickHouse } from '../../connectors/clickhouse';
 import { fromPoll, type FromPollOptions, type Pagination, type PollSource } from '../../connectors/poll';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError } from '../../lib/errors';
+import { pipelineMetrics } from '../../lib/metrics';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../lib/sink';
 import { MemorySink, scratchDir, testClickHouse, until } from '../helpers';
+import { metricValue, parseMetrics } from '../metricsText';
 import { VendorApi, type VendorFaults } from '../vendorApi';
 
 interface Row {
@@ -114,6 +116,25 @@ describe('fromPoll', function () {
     }
   });
 
+  it('waits as long as a 503 Retry-After says before asking again, then lands every item once', async () => {
+    await serve(120, { burst503: { every: 2, count: 1, retryAfterSeconds: 2 } });
+    // Backoff alone would retry within 100 ms: only the Retry-After can make the wait 2 s.
+    const poller = source('page', { type: 'page', size: 50 }, { retry: { initialDelayMs: 10, maxDelayMs: 100 } });
+    const stats = await run(poller);
+    expect(stats.written).to.equal(120);
+    expect(await counts()).to.include({ final: 120, ids: 120 });
+    const unavailable = api.served.filter((r) => r.status === 503);
+    expect(unavailable.length).to.be.at.least(1);
+    expect(poller.stats).to.include({ retries: unavailable.length, deadLetteredRequests: 0 });
+    expect(deadLetters.rows).to.have.length(0);
+    for (const refused of unavailable) {
+      const again = api.served.find((r) => r.path === refused.path && r.at > refused.at);
+      expect(again, `retry of ${refused.path}`).to.not.equal(undefined);
+      expect(again!.status).to.equal(200);
+      expect(again!.at - refused.at, `wait before retrying ${refused.path}`).to.be.at.least(1990);
+    }
+  });
+
   it('syncs incrementally from the saved watermark: only changed and new items are asked for', async () => {
     await serve(120);
     await run(source('page', { type: 'page', size: 50 }));
@@ -135,8 +156,16 @@ describe('fromPoll', function () {
   it('stores a permanent 4xx as a dead letter, keeps the cursor before it, and resumes there once the page is back', async () => {
     await serve(230, { missingPages: [3] });
     const first = source('page', { type: 'page', size: 50 });
-    await run(first);
+    const pipeline = new Pipeline<Row>({ name: 'poll-acme', source: first, transform: toRow, sink: toClickHouse({ client: clickhouse, table }), deadLetters, batch: { rows: 100, maxWaitMs: 20 } });
+    const metrics = pipelineMetrics(pipeline);
+    const scrape = async (stage: string, outcome: string) => metricValue(parseMetrics(await metrics.registry.metrics()), 'tributary_records_total', { pipeline: 'poll-acme', stage, outcome });
+    expect(await scrape('poll', 'dead_lettered'), 'no poll dead letter before the run').to.equal(undefined);
+    await pipeline.run();
     expect(first.stats.deadLetteredRequests).to.equal(1);
+    // The dead-lettered request is what Prometheus sees, under the stage that refused it.
+    expect(await scrape('poll', 'dead_lettered')).to.equal(1);
+    expect(await scrape('sink', 'written')).to.equal(100);
+    metrics.close();
     expect(deadLetters.rows.map((l) => [l.stage, l.code, l.vendor])).to.deep.equal([['poll', 'HTTP_404', 'acme']]);
     expect(deadLetters.rows[0]!.position).to.match(/\/page\?.*page=3/);
     expect(JSON.parse(deadLetters.rows[0]!.raw)).to.deep.equal({ error: 'page 3 is gone' });
