@@ -68,6 +68,28 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
     }
   });
 
+  it('passes settings through to every insert: input_format_skip_unknown_fields decides whether a row with an extra key lands', async () => {
+    // Both values are given explicitly: the setting's default changed between releases.
+    const input = [...rows(2), { ...rows(1, 3)[0], coupon: 'SPRING' }];
+    const run = async (skip: 0 | 1) => {
+      const deadLetters = new MemorySink<DeadLetter>();
+      const sink = toClickHouse({ client: client(), table, settings: { input_format_skip_unknown_fields: skip } });
+      const stats = await new Pipeline({ source: fromIterable(input), sink, deadLetters, batch: { rows: 10 } }).run();
+      return { stats, deadLetters: deadLetters.rows };
+    };
+
+    const strict = await run(0);
+    expect(strict.stats).to.include({ read: 3, written: 2, deadLettered: 1, nacked: 0 });
+    expect(strict.deadLetters).to.have.length(1);
+    expect(strict.deadLetters[0]).to.include({ stage: 'sink', position: 'iterable@3' });
+    expect(strict.deadLetters[0]!.message).to.match(/coupon/);
+    expect(await count(`SELECT count() AS n FROM ${table} WHERE id = 3`)).to.equal(0);
+
+    const lenient = await run(1);
+    expect(lenient.stats).to.include({ read: 3, written: 3, deadLettered: 0, nacked: 0 });
+    expect(await count(`SELECT count() AS n FROM ${table} FINAL WHERE id = 3`)).to.equal(1);
+  });
+
   it('absorbs a batch written twice: with the same insert token where the server has them, by natural key everywhere', async () => {
     const write = () => new Pipeline({ source: fromIterable(rows(300)), sink: toClickHouse({ client: client(), table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100 } }).run();
     await write();
