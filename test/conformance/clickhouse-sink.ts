@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { toClickHouse, type ClickHouseClient } from '../../connectors/clickhouse';
+import { clickhouseErrorOf } from '../../connectors/clickhouse/client';
 import { fromIterable } from '../../connectors/iterable';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
@@ -96,5 +97,49 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
     await write();
     expect(await count(`SELECT count() AS n FROM ${table} FINAL`)).to.equal(300);
     if (await client().supportsDeduplicationToken()) expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300);
+  });
+
+  it('retries an insert that landed but timed out with the same token, and the table holds it once', async () => {
+    const real = client();
+    const inserts: { token: unknown; rows: number }[] = [];
+    // The real store, whose first insert lands and then reports the HTTP client's timeout.
+    const landsThenTimesOut: ClickHouseClient = {
+      kind: real.kind,
+      exec: (sql) => real.exec(sql),
+      query: (sql) => real.query(sql),
+      queryText: (sql, format) => real.queryText(sql, format),
+      supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
+      readsDecimalStrings: () => real.readsDecimalStrings(),
+      close: () => real.close(),
+      async insert(target, body, settings) {
+        const first = inserts.length === 0;
+        inserts.push({ token: settings['insert_deduplication_token'], rows: body.toString('utf8').trimEnd().split('\n').length });
+        await real.insert(target, body, settings);
+        if (first) throw clickhouseErrorOf(new Error('Timeout error.'));
+      },
+    };
+    const source = observed(fromIterable(rows(300)));
+    const stats = await new Pipeline({
+      source,
+      sink: toClickHouse({ client: landsThenTimesOut, table }),
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 100 },
+      retry: { initialDelayMs: 10, maxDelayMs: 50 },
+    }).run();
+    expect(stats).to.include({ read: 300, written: 300, deadLettered: 0, nacked: 0 });
+    expect(source.acked).to.have.length(300);
+    expect(inserts).to.have.length(4); // three batches, the first one twice
+    expect(await count(`SELECT count() AS n FROM ${table} FINAL`)).to.equal(300);
+    if (await real.supportsDeduplicationToken()) {
+      expect(inserts[0]!.token).to.be.a('string').and.not.equal('');
+      expect(inserts.filter((i) => i.token === inserts[0]!.token)).to.have.length(2);
+      expect(new Set(inserts.map((i) => i.token)).size).to.equal(3);
+      // Without FINAL: the retried insert was absorbed by its token, not left to a merge.
+      expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300);
+    } else {
+      // No tokens (before 22.2): the retry stored the batch again until ReplacingMergeTree merges it.
+      expect(inserts.map((i) => i.token)).to.deep.equal([undefined, undefined, undefined, undefined]);
+      expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300 + inserts[0]!.rows);
+    }
   });
 }
