@@ -58,14 +58,23 @@ export const ROW_ERROR_CODES = new Set([
 /** Node's codes for a connection that failed or broke: the server may be back soon. */
 const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_SOCKET']);
 
+/**
+ * What a proxy or load balancer in front of ClickHouse answers when it cannot reach it
+ * (502, 503, 504 pages). `@clickhouse/client` drops the HTTP status of a failed response
+ * and keeps only its body, so a 5xx that is not a ClickHouse exception is known by its text.
+ */
+const GATEWAY_FAILURE = /\b50[0-9]\b|Bad Gateway|Service (?:Temporarily )?Unavailable|Gateway Time-?out|no healthy upstream|upstream connect error/i;
+
 /** Turns whatever a ClickHouse driver threw into a {@link ClickHouseError} that says whether to retry. */
 export function clickhouseErrorOf(cause: unknown, prefix?: string): ClickHouseError {
   const message = cause instanceof Error ? cause.message : String(cause);
   const given = (cause as { clickhouseCode?: unknown; code?: unknown } | undefined) ?? {};
   const numeric = typeof given.clickhouseCode === 'number' ? given.clickhouseCode : /^\d+$/.test(String(given.code)) ? Number(given.code) : clickhouseCodeOf(message);
   const network = NETWORK_ERRORS.has(String(given.code)) || /socket hang up|Timeout error|ECONNREFUSED|ECONNRESET/i.test(message);
+  // Only a codeless answer can be a gateway's page: a ClickHouse exception is judged by its code.
+  const gateway = numeric === undefined && GATEWAY_FAILURE.test(message);
   return new ClickHouseError(prefix ? `${prefix}: ${message}` : message, numeric, {
-    retriable: network || (numeric !== undefined && RETRIABLE_CLICKHOUSE_CODES.has(numeric)),
+    retriable: network || gateway || (numeric !== undefined && RETRIABLE_CLICKHOUSE_CODES.has(numeric)),
     rowsAtFault: numeric !== undefined && ROW_ERROR_CODES.has(numeric),
     cause,
   });

@@ -51,6 +51,35 @@ export interface FileOutcome {
   failure: string | undefined;
 }
 
+/** What each format expected of a file that turned out empty. */
+const EXPECTED: Record<FileFormat, string> = {
+  ndjson: 'NDJSON records, one per line',
+  json: 'a JSON array',
+  csv: 'CSV records',
+  xml: 'an XML document',
+};
+
+/** The dead letter of a file with nothing in it (no bytes, or only a byte order mark and whitespace). */
+function emptyFile(format: FileFormat): Frame {
+  return { bytes: Buffer.alloc(0), offset: 0, line: 1, utf8: true, size: 1, error: { code: 'EMPTY_FILE', message: `empty file: expected ${EXPECTED[format]}` } };
+}
+
+const BOMS = [Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from([0xff, 0xfe]), Buffer.from([0xfe, 0xff])];
+
+/** True when `chunk`, found at byte `at` of the file, holds only whitespace (and a byte order mark at the start). */
+function isBlank(chunk: Buffer, at: number): boolean {
+  let i = 0;
+  if (at === 0) {
+    const bom = BOMS.find((b) => chunk.subarray(0, b.length).equals(b));
+    if (bom) i = bom.length;
+  }
+  for (; i < chunk.length; i++) {
+    const c = chunk[i]!;
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return false;
+  }
+  return true;
+}
+
 /** Frame codes that stop a file or mean it holds nothing readable. */
 const FILE_FAILURES = new Set(['NOT_ARRAY', 'EMPTY_FILE', 'NOT_XML', 'GZIP', 'UNKNOWN_ENCODING', 'FILE_TOO_DEEP']);
 
@@ -165,7 +194,10 @@ export async function readFile(
     return frames.concat(push(first));
   };
   let uncompressed = 0;
+  // Whether everything so far is a byte order mark or whitespace: such a file is empty.
+  let blank = true;
   const push = (chunk: Buffer) => {
+    if (blank) blank = isBlank(chunk, uncompressed);
     uncompressed += chunk.length;
     return framer!.push(transcode ? transcode(chunk) : chunk);
   };
@@ -181,7 +213,9 @@ export async function readFile(
       if (context.signal.aborted) return { records: record, failure };
     }
     if (!framer) await deliver(start());
-    await deliver(framer!.end());
+    const last = framer!.end();
+    // An empty file is the same failure in every format: one EMPTY_FILE dead letter at its start.
+    await deliver(blank && record === 0 ? [emptyFile(format)] : last);
   } catch (cause) {
     if (cause instanceof ConnectorError) throw cause;
     const code = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;

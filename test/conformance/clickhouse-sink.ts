@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { toClickHouse, type ClickHouseClient } from '../../connectors/clickhouse';
+import { clickhouseErrorOf } from '../../connectors/clickhouse/client';
 import { fromIterable } from '../../connectors/iterable';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
@@ -68,11 +69,77 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
     }
   });
 
+  it('passes settings through to every insert: input_format_skip_unknown_fields decides whether a row with an extra key lands', async () => {
+    // Both values are given explicitly: the setting's default changed between releases.
+    const input = [...rows(2), { ...rows(1, 3)[0], coupon: 'SPRING' }];
+    const run = async (skip: 0 | 1) => {
+      const deadLetters = new MemorySink<DeadLetter>();
+      const sink = toClickHouse({ client: client(), table, settings: { input_format_skip_unknown_fields: skip } });
+      const stats = await new Pipeline({ source: fromIterable(input), sink, deadLetters, batch: { rows: 10 } }).run();
+      return { stats, deadLetters: deadLetters.rows };
+    };
+
+    const strict = await run(0);
+    expect(strict.stats).to.include({ read: 3, written: 2, deadLettered: 1, nacked: 0 });
+    expect(strict.deadLetters).to.have.length(1);
+    expect(strict.deadLetters[0]).to.include({ stage: 'sink', position: 'iterable@3' });
+    expect(strict.deadLetters[0]!.message).to.match(/coupon/);
+    expect(await count(`SELECT count() AS n FROM ${table} WHERE id = 3`)).to.equal(0);
+
+    const lenient = await run(1);
+    expect(lenient.stats).to.include({ read: 3, written: 3, deadLettered: 0, nacked: 0 });
+    expect(await count(`SELECT count() AS n FROM ${table} FINAL WHERE id = 3`)).to.equal(1);
+  });
+
   it('absorbs a batch written twice: with the same insert token where the server has them, by natural key everywhere', async () => {
     const write = () => new Pipeline({ source: fromIterable(rows(300)), sink: toClickHouse({ client: client(), table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100 } }).run();
     await write();
     await write();
     expect(await count(`SELECT count() AS n FROM ${table} FINAL`)).to.equal(300);
     if (await client().supportsDeduplicationToken()) expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300);
+  });
+
+  it('retries an insert that landed but timed out with the same token, and the table holds it once', async () => {
+    const real = client();
+    const inserts: { token: unknown; rows: number }[] = [];
+    // The real store, whose first insert lands and then reports the HTTP client's timeout.
+    const landsThenTimesOut: ClickHouseClient = {
+      kind: real.kind,
+      exec: (sql) => real.exec(sql),
+      query: (sql) => real.query(sql),
+      queryText: (sql, format) => real.queryText(sql, format),
+      supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
+      readsDecimalStrings: () => real.readsDecimalStrings(),
+      close: () => real.close(),
+      async insert(target, body, settings) {
+        const first = inserts.length === 0;
+        inserts.push({ token: settings['insert_deduplication_token'], rows: body.toString('utf8').trimEnd().split('\n').length });
+        await real.insert(target, body, settings);
+        if (first) throw clickhouseErrorOf(new Error('Timeout error.'));
+      },
+    };
+    const source = observed(fromIterable(rows(300)));
+    const stats = await new Pipeline({
+      source,
+      sink: toClickHouse({ client: landsThenTimesOut, table }),
+      deadLetters: new MemorySink<DeadLetter>(),
+      batch: { rows: 100 },
+      retry: { initialDelayMs: 10, maxDelayMs: 50 },
+    }).run();
+    expect(stats).to.include({ read: 300, written: 300, deadLettered: 0, nacked: 0 });
+    expect(source.acked).to.have.length(300);
+    expect(inserts).to.have.length(4); // three batches, the first one twice
+    expect(await count(`SELECT count() AS n FROM ${table} FINAL`)).to.equal(300);
+    if (await real.supportsDeduplicationToken()) {
+      expect(inserts[0]!.token).to.be.a('string').and.not.equal('');
+      expect(inserts.filter((i) => i.token === inserts[0]!.token)).to.have.length(2);
+      expect(new Set(inserts.map((i) => i.token)).size).to.equal(3);
+      // Without FINAL: the retried insert was absorbed by its token, not left to a merge.
+      expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300);
+    } else {
+      // No tokens (before 22.2): the retry stored the batch again until ReplacingMergeTree merges it.
+      expect(inserts.map((i) => i.token)).to.deep.equal([undefined, undefined, undefined, undefined]);
+      expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(300 + inserts[0]!.rows);
+    }
   });
 }

@@ -84,6 +84,23 @@ describe('embedded ClickHouse (chDB)', function () {
     ]);
   });
 
+  it('counts an updated booking once in the analysts\' figures, in its latest version', async () => {
+    const booking = (id: string, version: string, status: string, amount: string) =>
+      JSON.stringify({ vendor: 'skyway', booking_id: id, updated_at: `2026-03-01 ${version}`, status, product: 'flight', booked_at: '2026-03-01 09:00:00', travel_date: '2026-04-01', origin: 'LIS', destination: 'OSL', passengers: 1, total_amount: amount, currency: 'EUR' });
+    const insert = (...rows: string[]) => clickhouse.insert('bookings', Buffer.from(rows.join('\n') + '\n'), { date_time_input_format: 'best_effort' });
+    await insert(booking('A', '10:00:00', 'confirmed', '100.00'), booking('B', '10:00:00', 'confirmed', '50.00'));
+    // A later version of A: re-priced, then cancelled. Three rows arrived for A in all.
+    await insert(booking('A', '11:00:00', 'confirmed', '120.00'));
+    await insert(booking('A', '12:00:00', 'cancelled', '120.00'));
+    expect(await count('SELECT count() AS n FROM bookings')).to.equal(4); // before any merge
+    const [day] = await clickhouse.query<Record<string, string | number>>("SELECT bookings, cancelled, toString(revenue) AS revenue FROM bookings_per_vendor_day WHERE vendor = 'skyway'");
+    expect([Number(day!.bookings), Number(day!.cancelled), day!.revenue]).to.deep.equal([2, 1, '50']);
+    const [rate] = await clickhouse.query<Record<string, string | number>>("SELECT bookings, cancelled, cancellation_rate FROM cancellation_rate_per_vendor WHERE vendor = 'skyway'");
+    expect([rate!.bookings, rate!.cancelled, Number(rate!.cancellation_rate)].map(Number)).to.deep.equal([2, 1, 0.5]);
+    // Data quality counts arrivals, by design: every accepted record, updates included.
+    expect(await count("SELECT sum(accepted) AS n FROM vendor_quality_hourly WHERE vendor = 'skyway'")).to.equal(4);
+  });
+
   it('accounts for every record of a large generated file exactly: records in = bookings + dead letters', async () => {
     const dir = tempDir();
     try {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { tap } from 'rxjs';
 import { fromFiles, type FromFilesOptions } from '../../connectors/files';
 import { ConfigError, ConnectorError } from '../../lib/errors';
@@ -99,9 +100,37 @@ describe('fromFiles', () => {
     expect(trailing.letters.map((l) => l.code)).to.deep.equal(['NOT_ARRAY']);
   });
 
-  it('reads an empty NDJSON file as no records', async () => {
-    const { rows, letters, stats, error } = await ingest({ paths: file('empty.ndjson', '') });
-    expect([rows, letters, stats.read, error]).to.deep.equal([[], [], 0, undefined]);
+  describe('an empty file gives one EMPTY_FILE dead letter at its start, whatever its format', () => {
+    const formats = [
+      { name: 'bookings.ndjson', expected: 'NDJSON records, one per line' },
+      { name: 'bookings.json', expected: 'a JSON array' },
+      { name: 'bookings.csv', expected: 'CSV records' },
+      { name: 'bookings.xml', expected: 'an XML document', xml: { record: 'Booking' } },
+    ];
+    const contents: [string, string | Buffer][] = [
+      ['no bytes', ''],
+      ['a byte order mark and blank lines', '\ufeff\n \r\n\t\n'],
+      ['gzip of nothing', gzipSync(Buffer.alloc(0))],
+    ];
+    for (const { name, expected, xml } of formats) {
+      for (const [what, content] of contents) {
+        it(`${name}: ${what}`, async () => {
+          const path = file(name, content);
+          const { rows, letters, stats, error, source } = await ingest({ paths: path, ...(xml ? { xml } : {}) });
+          expect([rows, stats.read, stats.deadLettered, error]).to.deep.equal([[], 1, 1, undefined]);
+          expect(letters).to.have.length(1);
+          expect(letters[0]).to.include({ source: 'files', position: `${path}@0`, stage: 'source', code: 'EMPTY_FILE', message: `empty file: expected ${expected}` });
+          expect(source.acked).to.deep.equal([`${path}@0`]);
+        });
+      }
+    }
+
+    it('a file with a record, or a CSV file with only its header, is not empty', async () => {
+      const one = await ingest({ paths: file('one.ndjson', '\n{"id":1}\n') });
+      expect([one.rows, one.letters]).to.deep.equal([[{ id: 1 }], []]);
+      const header = await ingest({ paths: file('header.csv', 'id,name\n') });
+      expect([header.rows, header.letters, header.stats.read]).to.deep.equal([[], [], 0]);
+    });
   });
 
   it('dead-letters records over the size limit without holding them, and goes on', async () => {

@@ -197,7 +197,7 @@ describe('fromFiles: XML', function () {
 
   it('reports an empty file, and a file that is not XML, once each', async () => {
     const empty = await ingestFiles({ paths: file('empty.xml', ''), xml: { record: 'Booking' } });
-    expect(empty.letters.map((l) => [l.code, l.message])).to.deep.equal([['NOT_XML', 'empty file: expected an XML document']]);
+    expect(empty.letters.map((l) => [l.code, l.message])).to.deep.equal([['EMPTY_FILE', 'empty file: expected an XML document']]);
     const text = await ingestFiles({ paths: file('text.xml', 'not xml at all, a long line of text'), xml: { record: 'Booking' } });
     expect(text.letters.map((l) => [l.code, l.message])).to.deep.equal([
       ['PARSE_XML', 'line 1: Non-whitespace before first tag.'],
