@@ -1,0 +1,84 @@
+import { expect } from 'chai';
+import { map } from 'rxjs';
+import { fromKafka } from '../../connectors/kafka';
+import type { Envelope } from '../../lib/envelope';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { parse } from '../../operators/parse';
+import { MemorySink, until } from '../helpers';
+import { caughtUp, createTopic, produce } from '../kafka';
+import { ensureKafka } from '../services';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('Kafka source membership against a real broker', function () {
+  this.timeout(120_000);
+  let brokers: string[];
+
+  before(async function () {
+    this.timeout(600_000);
+    brokers = await ensureKafka();
+  });
+
+  it('stays in its group while a sink write is held past the session timeout: one join, no rebalance, nothing delivered twice', async () => {
+    const { topic, remove } = await createTopic(brokers, 2);
+    try {
+      const total = 2000;
+      const sessionTimeoutMs = 6000;
+      await produce(brokers, topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
+      const groupId = `${topic}-group`;
+      const events = { joins: 0, rebalances: 0, heartbeatsDuringHold: 0 };
+      let holding = false;
+      const source = fromKafka({
+        brokers,
+        groupId,
+        topics: topic,
+        fromBeginning: true,
+        logLevel: 'nothing',
+        sessionTimeoutMs,
+        heartbeatIntervalMs: 1000,
+        instrument: (consumer) => {
+          consumer.on(consumer.events.GROUP_JOIN, () => events.joins++);
+          consumer.on(consumer.events.REBALANCING, () => events.rebalances++);
+          consumer.on(consumer.events.HEARTBEAT, () => (events.heartbeatsDuringHold += holding ? 1 : 0));
+        },
+      });
+      const sink = new MemorySink<{ n: number; attempt: number }>();
+      let held = 0;
+      // The first write is held well past the session timeout. Nothing after its records
+      // can be committed meanwhile, so a member dropped from the group would be handed its
+      // partition again from the start and deliver those records a second time.
+      sink.gate = async () => {
+        if (held++ > 0) return;
+        holding = true;
+        await sleep(sessionTimeoutMs + 4000);
+        holding = false;
+      };
+      const pipeline = new Pipeline({
+        source,
+        transform: (records$) => records$.pipe(parse(), map((e: Envelope<any>) => e.map({ n: e.value.n as number, attempt: e.meta.attempt }))),
+        sink,
+        deadLetters: new MemorySink<DeadLetter>(),
+        batch: { rows: 100, maxWaitMs: 20 },
+        inFlight: { records: 400 },
+      });
+      await pipeline.start();
+      await until(() => held > 0, 30_000, 'the first write');
+      await until(() => !holding, 30_000, 'the held write to return');
+      await until(() => sink.rows.length >= total, 60_000, 'every record');
+      for (let i = 0; !(await caughtUp(brokers, groupId, topic)); i++) {
+        if (i > 300) expect.fail('the group never committed the end of the topic');
+        await sleep(100);
+      }
+      await pipeline.stop();
+      expect(events.heartbeatsDuringHold, 'heartbeats while the write was held').to.be.greaterThan(0);
+      expect(events).to.include({ joins: 1, rebalances: 0 });
+      expect(sink.rows.length).to.equal(total);
+      expect(new Set(sink.rows.map((r) => r.n)).size).to.equal(total);
+      expect(sink.rows.every((r) => r.attempt === 1)).to.equal(true);
+      expect(sink.writes.every((w) => w.attempt === 1)).to.equal(true);
+    } finally {
+      await remove();
+    }
+  });
+});
