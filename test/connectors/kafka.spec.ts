@@ -31,6 +31,7 @@ describe('Kafka connectors against a real broker', function () {
       'heartbeatIntervalMs must be lower than sessionTimeoutMs (5000), got 5000',
     );
     expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', batchAlignment: 0 })).to.throw(ConfigError, 'batchAlignment must be an integer >= 1, got 0');
+    expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', lagRefreshMs: 0 })).to.throw(ConfigError, 'lagRefreshMs must be an integer >= 1, got 0');
     expect(() => toKafka({ brokers: ['h:1'], topic: 'bad topic' })).to.throw(ConfigError, 'topic must be a topic name');
     expect(() => toKafka({ brokers: ['h:1'], topic: 't', compression: 'lz4' as 'gzip' })).to.throw(ConfigError, "compression must be 'none' or 'gzip'");
   });
