@@ -62,6 +62,16 @@ export function restartKafka(): Promise<void> {
   return run('kafka.sh', 'restart');
 }
 
+/** Stops the test broker; resolves once its process is gone. Pair with `startKafka` in a `finally`. */
+export function stopKafka(): Promise<void> {
+  return run('kafka.sh', 'stop');
+}
+
+/** Starts the test broker again and resolves once it answers. */
+export function startKafka(): Promise<void> {
+  return run('kafka.sh', 'start');
+}
+
 let promtool: Promise<string> | undefined;
 
 /**

@@ -1,4 +1,4 @@
-import type { Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafkajs';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
@@ -41,6 +41,12 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
    * and the table's natural key (ReplacingMergeTree) absorbs it. @default false
    */
   batchAlignment?: number | false;
+  /**
+   * How often the end offsets of paused partitions are asked of the broker. A paused
+   * partition is not fetched, so without this its lag would stay where it was when credits
+   * ran out, just when it matters: while the pipeline cannot keep up. @default 5000
+   */
+  lagRefreshMs?: number;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
   commitIntervalMs?: number;
   /** Called with the kafkajs consumer once made, e.g. to listen to its instrumentation events. */
@@ -92,6 +98,7 @@ interface Settings {
   maxBytesPerPartition: number;
   maxWaitMs: number;
   batchAlignment: number | false;
+  lagRefreshMs: number;
   commitIntervalMs: number;
 }
 
@@ -131,6 +138,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
     maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
     batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
+    lagRefreshMs: positiveIntegerOption(options.lagRefreshMs, 5000, 'lagRefreshMs'),
     commitIntervalMs,
   };
 }
@@ -170,6 +178,8 @@ class KafkaSource implements Source<Uint8Array> {
   #commitTimer: NodeJS.Timeout | undefined;
   #committing: Promise<void> | undefined;
   #commitAgain = false;
+  #lagTimer: NodeJS.Timeout | undefined;
+  #admin: Promise<Admin> | undefined;
 
   /** `topic/partition/⌊offset / batchAlignment⌋`: one partition's aligned block of offsets. */
   readonly batchKey: ((envelope: Envelope<Uint8Array>) => string) | undefined;
@@ -209,6 +219,7 @@ class KafkaSource implements Source<Uint8Array> {
       this.#context = context;
       this.#instrument?.(consumer);
       this.#listen(consumer, subscriber);
+      this.#lagTimer = setInterval(() => void this.#refreshPausedEnds(), settings.lagRefreshMs).unref();
       const stop = () => void this.#drainAndLeave(subscriber);
       context.signal.addEventListener('abort', stop, { once: true });
       (async () => {
@@ -225,6 +236,7 @@ class KafkaSource implements Source<Uint8Array> {
         context.signal.removeEventListener('abort', stop);
         this.#stopping = true;
         clearTimeout(this.#commitTimer);
+        this.#stopLagRefresh();
         void consumer.disconnect().catch(() => undefined);
       };
     });
@@ -277,7 +289,7 @@ class KafkaSource implements Source<Uint8Array> {
     this.#commit = payload.commitOffsetsIfNecessary;
     const { topic, partition } = batch;
     const id = `${topic}/${partition}`;
-    this.#highWatermarks.set(id, Number(batch.highWatermark));
+    this.#highWatermarks.set(id, Math.max(Number(batch.highWatermark), this.#highWatermarks.get(id) ?? 0));
     // A batch fetched before a rebalance may arrive after it: never emit for a partition not owned.
     if (this.#stopping || !this.#assignment.has(id)) return;
     if (!this.#positions.has(id)) this.#positions.set(id, Number(batch.firstOffset()));
@@ -318,6 +330,44 @@ class KafkaSource implements Source<Uint8Array> {
         await heartbeat();
       }
     }
+  }
+
+  /**
+   * Reads the end offsets of the topics with paused partitions, so their lag keeps growing
+   * with the topic while nothing is fetched. A broker that cannot answer leaves the last
+   * known ends in place; the next round tries again.
+   */
+  async #refreshPausedEnds(): Promise<void> {
+    if (this.#stopping || this.#paused.size === 0) return;
+    const topics = new Set([...this.#paused.values()].map((p) => p.topic));
+    try {
+      this.#admin ??= (async () => {
+        const admin = this.#kafka().admin();
+        await admin.connect();
+        return admin;
+      })().catch((cause: unknown) => {
+        this.#admin = undefined;
+        throw cause;
+      });
+      const admin = await this.#admin;
+      for (const topic of topics) {
+        for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
+          const id = `${topic}/${partition}`;
+          // A fetch may have seen a newer end meanwhile: ends only grow.
+          if (this.#assignment.has(id)) this.#highWatermarks.set(id, Math.max(Number(high), this.#highWatermarks.get(id) ?? 0));
+        }
+      }
+    } catch {
+      // Lag is a reading, not a duty: keep the last one.
+    }
+  }
+
+  #stopLagRefresh(): void {
+    clearInterval(this.#lagTimer);
+    this.#lagTimer = undefined;
+    const admin = this.#admin;
+    this.#admin = undefined;
+    void admin?.then((a) => a.disconnect()).catch(() => undefined);
   }
 
   /** Out of credit: stop fetching this partition until half the budget is free again. */
@@ -436,6 +486,7 @@ class KafkaSource implements Source<Uint8Array> {
       if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
       clearTimeout(this.#commitTimer);
       this.#commitTimer = undefined;
+      this.#stopLagRefresh();
       await this.#committing;
       await this.#flushCommits();
       await consumer.disconnect();
@@ -449,6 +500,7 @@ class KafkaSource implements Source<Uint8Array> {
   #fail(subscriber: Subscriber<Envelope<Uint8Array>>, cause: unknown): void {
     if (subscriber.closed) return;
     this.#stopping = true;
+    this.#stopLagRefresh();
     void this.#consumer?.disconnect().catch(() => undefined);
     subscriber.error(cause instanceof ConnectorError ? cause : new ConnectorError(`source ${this.name} failed: ${String(cause)}`, { cause, retriable: true }));
   }
