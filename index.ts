@@ -39,7 +39,7 @@ export { encrypt, type EncryptOptions } from './operators/encrypt';
 export { mask, maskCardNumber, type MaskOptions } from './operators/mask';
 export { normalize, type FieldRule, type FieldType, type NormalizeOptions, type VendorMapping } from './operators/normalize';
 export { parse, type ParseOptions } from './operators/parse';
-export { tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
+export { subjectTokenOf, subjectTokensOf, tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
 export { validate, type ValidateOptions } from './operators/validate';
 
 export * from './connectors/clickhouse';

@@ -27,7 +27,7 @@ export interface RecordMeta {
   /** Version of the schema the record was validated against. */
   schemaVersion?: string;
   /**
-   * The data subject the record is about, set by `encrypt` with subject keys: a later
+   * The data subject the record is about, set by `encrypt` or `tokenize` with subject keys: a later
    * dead letter is sealed under that subject's key (`deadLetterProtector`). Never stored.
    */
   subject?: string;

@@ -76,7 +76,8 @@ export function encrypt<T>(options: EncryptOptions): OperatorFunction<Envelope<T
     });
 }
 
-interface SubjectOptions {
+/** The per-subject options as `encrypt` and `tokenize` resolve them. */
+export interface SubjectOptions {
   keys: SubjectKeys;
   subjectOf: (value: any) => string | undefined;
   subjectPath: FieldPath;
@@ -165,17 +166,23 @@ export function resolveCryptoOptions(options: Pick<EncryptOptions, 'keyring' | '
   return { fields, recordIdOf, cipher: new FieldCipher(options.keyring, options.subjectKeys) };
 }
 
-function resolveSubjectOptions(options: EncryptOptions, fields: readonly FieldPath[]): SubjectOptions | undefined {
+/**
+ * Checks `subjectKeys`, `subject` and `pseudonymize`, shared by `encrypt` and `tokenize`:
+ * undefined without `subjectKeys`. `fields` are the paths the operator writes (`written`
+ * names them in errors); the subject may not be among them, or erasure could not find it.
+ */
+export function resolveSubjectOptions(options: Pick<EncryptOptions, 'subjectKeys' | 'subject' | 'pseudonymize'>, fields: readonly FieldPath[], written = 'encrypted'): SubjectOptions | undefined {
   if (options.subjectKeys === undefined) {
     if (options.subject !== undefined || options.pseudonymize !== undefined) throw new ConfigError('subject and pseudonymize need subjectKeys');
     return undefined;
   }
+  if (!(options.subjectKeys instanceof SubjectKeys)) throw new ConfigError('subjectKeys must be a SubjectKeys');
   if (typeof options.subject !== 'string' || options.subject === '' || options.subject.includes('*')) {
     throw new ConfigError(`subject must be the path of the field naming the record's data subject (e.g. "customer_token"), got ${JSON.stringify(options.subject)}`);
   }
   const [subjectPath] = compilePaths([options.subject], 'subject');
   if (fields.some((f) => f.segments.length <= subjectPath!.segments.length && f.segments.every((s, i) => s === '*' || s === subjectPath!.segments[i]))) {
-    throw new ConfigError(`subject ${options.subject} is among the encrypted fields: erasure could not find the subject`);
+    throw new ConfigError(`subject ${options.subject} is among the ${written} fields: erasure could not find the subject`);
   }
   if (options.pseudonymize !== undefined && typeof options.pseudonymize !== 'boolean') throw new ConfigError(`pseudonymize must be a boolean, got ${JSON.stringify(options.pseudonymize)}`);
   const subjectOf = recordIdReader(options.subject, []);

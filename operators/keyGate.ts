@@ -2,7 +2,7 @@ import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 
 /**
- * Shared machinery of `encrypt` and `decrypt` with subject keys: records whose keys are
+ * Shared machinery of `encrypt`, `decrypt` and `tokenize` with subject keys: records whose keys are
  * cached go through at once; a record whose keys are not is held, with every record
  * behind it (order is kept), while one lookup fetches the keys of all held records.
  *

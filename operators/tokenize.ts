@@ -1,10 +1,12 @@
 import { createHmac, hkdfSync, type KeyObject, createSecretKey } from 'node:crypto';
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
-import { ConfigError } from '../lib/errors';
+import { ConfigError, TributaryError } from '../lib/errors';
 import { Keyring } from '../lib/keyring';
-import { pointerOf } from './encrypt';
+import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
+import { pointerOf, resolveSubjectOptions } from './encrypt';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
+import { keyGate } from './keyGate';
 import { rejectRedacted } from './sensitive';
 
 /** How a value is made canonical before hashing, so one customer gives one token. */
@@ -23,46 +25,84 @@ export interface TokenField {
 }
 
 export interface TokenizeOptions {
-  /** The keys. Tokens use one key for good: rotating it changes every token. */
-  keyring: Keyring;
-  /** The key id tokens are made with. @default the keyring's primary at construction */
+  /**
+   * The keys of scope-keyed tokens (one key per scope, shared by every subject). Tokens use
+   * one key for good: rotating it changes every token. Required unless `subjectKeys` is
+   * given; not allowed with it.
+   */
+  keyring?: Keyring;
+  /** The key id scope-keyed tokens are made with. @default the keyring's primary at construction */
   keyId?: string;
   /** Field path → how it is tokenized. Paths may use `*` for array elements; `to` then is not allowed. */
   fields: Readonly<Record<string, TokenField>>;
+  /**
+   * Per-subject tokens: each record's tokens are made under a key derived from its data
+   * subject's key (`st1:<subjectKeyId>:…`), as `encrypt` seals with `subjectKeys`. They
+   * link the subject's records only while the subject's key lives: erasing the subject
+   * shreds the key, so nobody can make its tokens again, and a returning subject gets new
+   * ones. Needs `subject`. @default none: one key per scope from `keyring`
+   */
+  subjectKeys?: SubjectKeys;
+  /**
+   * Path of the field naming the record's data subject (`customer_token`, as written by a
+   * scope-keyed `tokenize` before this one). It is not tokenized here. A record without
+   * one is dead-lettered (`TOKENIZE_SUBJECT`). Required with `subjectKeys`.
+   */
+  subject?: string;
 }
 
 /**
  * Replaces chosen fields by a blind index: HMAC-SHA256 under a key scoped to what the
  * field identifies, so analysts can count and join distinct customers without plaintext.
  *
- * A token is `<keyId>:<base64url of the HMAC>`: the same value, scope and key always give
- * the same token; another key or scope gives another. Strings and numbers are tokenized;
- * a record with any other value there is dead-lettered, its configured fields redacted,
- * with code `TOKENIZE_TYPE`. Once tokenized, a record's received payload is dropped, so a
- * later refusal dead-letters the tokenized record, never the plaintext.
+ * Two kinds of key, chosen by the options:
+ * - **One key per scope** (`keyring`): a token is `<keyId>:<base64url of the HMAC>`, the
+ *   same for the same value, scope and key in every record of every subject. Erasing a
+ *   subject does not change it: the subject's tokens keep linking its records, and whoever
+ *   holds the token key and the value can find them. Use it for the subject id itself
+ *   (erasure must still be able to name the subject) and for values that are not personal.
+ * - **One key per subject and scope** (`subjectKeys` and `subject`): a token is
+ *   `st1:<subjectKeyId>:<base64url of the HMAC>` under a key derived (HKDF) from the
+ *   subject's data key and the scope. Within one subject the same value and scope give
+ *   the same token, so analysts still count and join per customer; another subject's
+ *   token for the same value differs. Erasing the subject shreds its key: its stored
+ *   tokens can no longer be made from a value, and a returning subject gets a new key
+ *   and new tokens, so they stop linking. Keys not cached are looked up for many records
+ *   at once, as `encrypt` does; a record without a subject is dead-lettered, its
+ *   configured fields redacted, with code `TOKENIZE_SUBJECT`.
+ *
+ * Another key or scope gives another token. Strings and numbers are tokenized; a record
+ * with any other value there is dead-lettered, its configured fields redacted, with code
+ * `TOKENIZE_TYPE`. Once tokenized, a record's received payload is dropped, so a later
+ * refusal dead-letters the tokenized record, never the plaintext.
  *
  * ## Example
  * ```ts
  * import { tokenize, Keyring } from 'tributary';
  * const keyring = Keyring.fromEnv('TRIBUTARY_TOKEN_KEYS');
- * records$.pipe(tokenize({ keyring, fields: {
- *   email: { scope: 'customer-email', normalize: 'email', to: 'customer_token' },
- *   'passengers.*.phone': { scope: 'phone', normalize: 'digits' },
- * } }));
+ * records$.pipe(
+ *   tokenize({ keyring, fields: { email: { scope: 'customer-email', normalize: 'email', to: 'customer_token' } } }),
+ *   tokenize({ subjectKeys, subject: 'customer_token', fields: { 'passengers.*.phone': { scope: 'phone', normalize: 'digits' } } }),
+ * );
  * ```
  *
- * @param options The keyring, the key id and the fields.
+ * @param options The keyring and key id, or the subject keys and the subject; the fields.
  * @returns An operator passing records on with the tokens written.
  */
 export function tokenize<T>(options: TokenizeOptions): OperatorFunction<Envelope<T>, Envelope<T>> {
   if (!options || typeof options !== 'object') throw new ConfigError('options must be an object with keyring and fields');
+  if (options.subjectKeys !== undefined) return tokenizePerSubject(options);
+  if (options.subject !== undefined) throw new ConfigError('subject needs subjectKeys');
   if (!(options.keyring instanceof Keyring)) throw new ConfigError('keyring must be a Keyring (Keyring.fromEnv, Keyring.fromFile, Keyring.load or new Keyring)');
   const keyId = options.keyId ?? options.keyring.primaryId;
   const master = options.keyring.key(keyId);
   if (!master) throw new ConfigError(`keyId must be one of the keyring's ids (${options.keyring.ids.join(', ')}), got ${JSON.stringify(options.keyId)}`);
   if (!options.fields || typeof options.fields !== 'object') throw new ConfigError('fields must be an object of field path → { scope }');
   const paths = compilePaths(Object.keys(options.fields), 'fields');
-  const rules = paths.map((path) => compileRule(path, options.fields[path.text]!, master, keyId));
+  const rules = paths.map((path) => {
+    const field = checkField(path, options.fields[path.text]!);
+    return new TokenRule(path, scopedKey(master, field.scope), `${keyId}:`, field.normalize, field.to);
+  });
   return (source) =>
     new Observable<Envelope<T>>((subscriber) =>
       source.subscribe({
@@ -83,6 +123,57 @@ export function tokenize<T>(options: TokenizeOptions): OperatorFunction<Envelope
     );
 }
 
+/** Per-subject tokens: the options checked, then `tokenize`'s loop behind a key gate. */
+function tokenizePerSubject<T>(options: TokenizeOptions): OperatorFunction<Envelope<T>, Envelope<T>> {
+  if (!(options.subjectKeys instanceof SubjectKeys)) throw new ConfigError('subjectKeys must be a SubjectKeys');
+  if (options.keyring !== undefined || options.keyId !== undefined) {
+    throw new ConfigError("keyring and keyId make one key per scope; with subjectKeys each subject's key makes its tokens: give one or the other");
+  }
+  if ((options as { pseudonymize?: unknown }).pseudonymize !== undefined) {
+    throw new ConfigError('pseudonymize is an option of encrypt: give it to the encrypt with subjectKeys that follows, so both see the same subject');
+  }
+  if (!options.fields || typeof options.fields !== 'object') throw new ConfigError('fields must be an object of field path → { scope }');
+  const paths = compilePaths(Object.keys(options.fields), 'fields');
+  const checked = paths.map((path) => checkField(path, options.fields[path.text]!));
+  // Where tokens are written: the subject must not be among them, or erasure could not name it.
+  const written = compilePaths([...new Set(paths.map((path, i) => (checked[i]!.to === undefined ? path.text : [...path.segments.slice(0, -1), checked[i]!.to].join('.'))))], 'fields');
+  const { keys, subjectOf, subjectPath } = resolveSubjectOptions({ subjectKeys: options.subjectKeys, subject: options.subject }, written, 'tokenized')!;
+  const none: readonly string[] = [];
+  return (source) => {
+    const rules = paths.map((path, i) => new SubjectTokenRule(path, checked[i]!.scope, checked[i]!.normalize, checked[i]!.to));
+    return source.pipe(
+      keyGate<T, T>(
+        (envelope) => {
+          const subject = subjectOf(envelope.value);
+          return subject === undefined || keys.cachedForSubject(subject) ? none : [subject];
+        },
+        (missing) => keys.resolveSubjects(missing),
+        (envelope, emit) => {
+          const subject = subjectOf(envelope.value);
+          const key = subject === undefined ? undefined : keys.cachedForSubject(subject);
+          if (!key) {
+            rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_SUBJECT', message: `the record has no data subject at ${subjectPath.text}`, path: pointerOf(subjectPath.text) });
+            return;
+          }
+          let rule: SubjectTokenRule | undefined;
+          try {
+            for (rule of rules) {
+              rule.begin(key);
+              forEachField(envelope.value, rule.path, rule);
+            }
+          } catch (error) {
+            rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
+            return;
+          }
+          envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
+          envelope.meta.subject = subject; // a later dead letter is sealed under the subject's key
+          emit(envelope);
+        },
+      ),
+    );
+  };
+}
+
 /**
  * The token of `value` for `scope` under the keyring key `keyId`: what `tokenize` writes,
  * for looking a customer up (`WHERE customer_token = …`) without storing plaintext.
@@ -91,6 +182,42 @@ export function tokenOf(keyring: Keyring, keyId: string, scope: string, value: s
   const master = keyring.key(keyId);
   if (!master) throw new ConfigError(`keyId must be one of the keyring's ids (${keyring.ids.join(', ')}), got ${JSON.stringify(keyId)}`);
   return `${keyId}:${createHmac('sha256', scopedKey(master, scope)).update(normalizerOf(normalize, 'normalize')(value)).digest('base64url')}`;
+}
+
+/**
+ * The per-subject token of `value` for `scope` under the subject key `keyId` (the middle
+ * of a stored `st1:<keyId>:…` token): checks whether a stored token is that value's.
+ * Rejects with code `TOKENIZE_ERASED` once the key is erased (or was never stored): then
+ * nobody can make the token again.
+ */
+export async function subjectTokenOf(subjectKeys: SubjectKeys, keyId: string, scope: string, value: string, normalize: TokenNormalization = 'none'): Promise<string> {
+  if (!(subjectKeys instanceof SubjectKeys)) throw new ConfigError('subjectKeys must be a SubjectKeys');
+  await subjectKeys.resolveIds([keyId]);
+  const key = subjectKeys.cachedById(keyId);
+  if (!key) throw new TributaryError(`subject key ${JSON.stringify(keyId.slice(0, 64))} is erased or unknown: its tokens cannot be made again`, { code: 'TOKENIZE_ERASED' });
+  return subjectToken(key, scope, value, normalize);
+}
+
+/**
+ * The per-subject tokens of `value` for `scope` under every stored key of `subject`:
+ * what `tokenize` with `subjectKeys` wrote for it, for answering an access request
+ * (`WHERE phone IN (…)`). Empty once the subject is erased. Never creates a key.
+ */
+export async function subjectTokensOf(subjectKeys: SubjectKeys, subject: string, scope: string, value: string, normalize: TokenNormalization = 'none'): Promise<string[]> {
+  if (!(subjectKeys instanceof SubjectKeys)) throw new ConfigError('subjectKeys must be a SubjectKeys');
+  const ids = (await subjectKeys.keysOf(subject)).map((record) => record.keyId);
+  await subjectKeys.resolveIds(ids);
+  const tokens: string[] = [];
+  for (const id of ids) {
+    const key = subjectKeys.cachedById(id);
+    if (key) tokens.push(subjectToken(key, scope, value, normalize));
+  }
+  return tokens;
+}
+
+function subjectToken(key: SubjectKey, scope: string, value: string, normalize: TokenNormalization): string {
+  if (typeof scope !== 'string' || scope === '') throw new ConfigError(`scope must be a non-empty string, got ${JSON.stringify(scope)}`);
+  return subjectTokenPrefix(key.keyId) + createHmac('sha256', subjectScopedKey(key.key, scope)).update(normalizerOf(normalize, 'normalize')(value)).digest('base64url');
 }
 
 class TokenRule implements FieldVisitor {
@@ -120,7 +247,52 @@ class TokenRule implements FieldVisitor {
   }
 }
 
-function compileRule(path: FieldPath, field: TokenField, master: KeyObject, keyId: string): TokenRule {
+/**
+ * A rule of per-subject tokens: before each record, {@link begin} picks the record's
+ * subject key; the key derived for it and the scope is kept for as long as the subject
+ * key is cached (a weak map: an evicted key takes its derived key with it).
+ */
+class SubjectTokenRule implements FieldVisitor {
+  readonly path: FieldPath;
+  current = '';
+  readonly #scope: string;
+  readonly #normalize: (text: string) => string;
+  readonly #to: string | undefined;
+  readonly #derived = new WeakMap<SubjectKey, { key: KeyObject; prefix: string }>();
+  #key: KeyObject | undefined;
+  #prefix = '';
+
+  constructor(path: FieldPath, scope: string, normalize: (text: string) => string, to: string | undefined) {
+    this.path = path;
+    this.#scope = scope;
+    this.#normalize = normalize;
+    this.#to = to;
+  }
+
+  /** The subject key of the record whose fields are visited next. */
+  begin(subjectKey: SubjectKey): void {
+    let derived = this.#derived.get(subjectKey);
+    if (derived === undefined) {
+      derived = { key: subjectScopedKey(subjectKey.key, this.#scope), prefix: subjectTokenPrefix(subjectKey.keyId) };
+      this.#derived.set(subjectKey, derived);
+    }
+    this.#key = derived.key;
+    this.#prefix = derived.prefix;
+  }
+
+  visit(container: any, key: string | number, path: string): void {
+    this.current = path;
+    const value = container[key];
+    if (typeof value !== 'string' && !(typeof value === 'number' && Number.isFinite(value))) {
+      throw new TypeError(`${path}: expected text or a number to tokenize, got ${Array.isArray(value) ? 'an array' : typeof value}`);
+    }
+    const token = this.#prefix + createHmac('sha256', this.#key!).update(this.#normalize(String(value))).digest('base64url');
+    container[this.#to ?? key] = token;
+  }
+}
+
+/** Checks one entry of `fields`. */
+function checkField(path: FieldPath, field: TokenField): { scope: string; normalize: (text: string) => string; to: string | undefined } {
   const where = `fields[${JSON.stringify(path.text)}]`;
   if (!field || typeof field !== 'object') throw new ConfigError(`${where} must be an object like { scope: 'customer-email' }`);
   if (typeof field.scope !== 'string' || field.scope === '') throw new ConfigError(`${where}.scope must be a non-empty string, got ${JSON.stringify(field.scope)}`);
@@ -128,12 +300,26 @@ function compileRule(path: FieldPath, field: TokenField, master: KeyObject, keyI
     if (typeof field.to !== 'string' || field.to === '' || field.to.includes('.')) throw new ConfigError(`${where}.to must be a field name without dots, got ${JSON.stringify(field.to)}`);
     if (!path.plain) throw new ConfigError(`${where}.to is not allowed on a path with *: the token replaces each value in place`);
   }
-  return new TokenRule(path, scopedKey(master, field.scope), `${keyId}:`, normalizerOf(field.normalize ?? 'none', `${where}.normalize`), field.to);
+  return { scope: field.scope, normalize: normalizerOf(field.normalize ?? 'none', `${where}.normalize`), to: field.to };
 }
 
 /** One key per scope, derived with HKDF-SHA256: a token of one scope says nothing about another. */
 function scopedKey(master: KeyObject, scope: string): KeyObject {
   return createSecretKey(Buffer.from(hkdfSync('sha256', master, 'tributary/tokenize/v1', scope, 32)));
+}
+
+/**
+ * One key per subject and scope, derived with HKDF-SHA256 from the subject's random data
+ * key under its own label (apart from the pseudonym's and the cipher's use of that key):
+ * it exists only while the data key does.
+ */
+function subjectScopedKey(subjectKey: KeyObject, scope: string): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', subjectKey, 'tributary/tokenize/subject/v1', scope, 32)));
+}
+
+/** `st1:<subjectKeyId>:`: two colons, so never a scope-keyed `<keyId>:` token. */
+function subjectTokenPrefix(subjectKeyId: string): string {
+  return `st1:${subjectKeyId}:`;
 }
 
 function normalizerOf(normalize: TokenNormalization, where: string): (text: string) => string {

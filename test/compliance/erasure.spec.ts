@@ -18,7 +18,7 @@ import { SubjectKeys } from '../../lib/subjectKeys';
 import { decrypt } from '../../operators/decrypt';
 import { recordOperator } from '../../operators/recordOperator';
 import { encrypt } from '../../operators/encrypt';
-import { tokenOf, tokenize } from '../../operators/tokenize';
+import { subjectTokenOf, subjectTokensOf, tokenOf, tokenize } from '../../operators/tokenize';
 import { toKafka } from '../../connectors/kafka';
 import { MemorySink, Recorder, testClickHouse } from '../helpers';
 import { ensureKafka } from '../services';
@@ -282,11 +282,13 @@ describe('tokens under erasure (embedded ClickHouse)', function () {
   const suffix = randomBytes(4).toString('hex');
   const table = `tokened_${suffix}`;
   const keysTable = `token_subject_keys_${suffix}`;
+  const subjectTable = `subject_tokened_${suffix}`;
+  const subjectKeysTable = `subject_token_keys_${suffix}`;
   after(async () => {
-    for (const t of [table, keysTable]) await clickhouse.exec(`DROP TABLE IF EXISTS ${t}`);
+    for (const t of [table, keysTable, subjectTable, subjectKeysTable]) await clickhouse.exec(`DROP TABLE IF EXISTS ${t}`);
   });
 
-  it('leaves tokenize output linking after erase (one key per scope, not per subject); only the pseudonym stops linking', async () => {
+  it('leaves scope-keyed tokenize output linking after erase (one key per scope, not per subject); only the pseudonym stops linking', async () => {
     await clickhouse.exec(`CREATE TABLE ${table} (booking_id String, customer String, email String, phone String) ENGINE = MergeTree ORDER BY booking_id`);
     await clickhouse.exec(`CREATE TABLE ${keysTable} (subject String, key_id String, master_key_id String, wrapped String, created_ms UInt64) ENGINE = MergeTree ORDER BY (subject, key_id)`);
     const keyring = new Keyring({ keys: [{ id: 'm1', key: randomBytes(32) }] });
@@ -327,6 +329,93 @@ describe('tokens under erasure (embedded ClickHouse)', function () {
     expect(tokenOf(tokenKeys, 't1', 'customer-email', 'alice@example.com', 'email')).to.equal(alice);
     expect(tokenOf(tokenKeys, 't1', 'phone', '+49 30 1234567', 'digits')).to.equal(alicePhone);
     expect(await rowsOf('phone', alicePhone)).to.deep.equal([{ booking_id: 'b0' }, { booking_id: 'b2' }, { booking_id: 'b4' }]);
+  });
+
+  it('unlinks per-subject tokens: after erase nobody can make them again, a returning subject gets new ones, others keep theirs', async () => {
+    await clickhouse.exec(`CREATE TABLE ${subjectTable} (booking_id String, customer String, email String, email_token String, phone String) ENGINE = MergeTree ORDER BY booking_id`);
+    await clickhouse.exec(`CREATE TABLE ${subjectKeysTable} (subject String, key_id String, master_key_id String, wrapped String, created_ms UInt64) ENGINE = MergeTree ORDER BY (subject, key_id)`);
+    const keyring = new Keyring({ keys: [{ id: 'm1', key: randomBytes(32) }] });
+    const tokenKeys = new Keyring({ keys: [{ id: 't1', key: randomBytes(32) }] });
+    const store = () => clickHouseSubjectKeyStore({ client: clickhouse, table: subjectKeysTable });
+    const subjectKeys = new SubjectKeys({ keyring, store: store() });
+    const people = [
+      { email: 'alice@example.com', phone: '+49 30 1234567' },
+      { email: 'bob@example.org', phone: '+33 1 7654321' },
+    ];
+    type Row = { booking_id: string; customer: string; email: string; email_token?: string; phone: string };
+    // The subject id is a scope-keyed token of the e-mail (erasure must be able to name it); the
+    // e-mail and phone tokens are per subject; the e-mail itself is sealed under the subject's key.
+    const store$ = async (rows: Row[]) => {
+      const stored = await through(
+        pipe(
+          tokenize<Row>({ keyring: tokenKeys, fields: { email: { scope: 'customer-id', normalize: 'email', to: 'customer' } } }),
+          tokenize<Row>({ subjectKeys, subject: 'customer', fields: { email: { scope: 'customer-email', normalize: 'email', to: 'email_token' }, phone: { scope: 'phone', normalize: 'digits' } } }),
+          encrypt<Row>({ keyring, subjectKeys, subject: 'customer', fields: ['email'], recordId: 'booking_id' }),
+        ),
+        rows,
+      );
+      expect(stored.refused).to.deep.equal([]);
+      await clickhouse.insert(subjectTable, Buffer.from(stored.values.map((r) => JSON.stringify(r)).join('\n') + '\n'), {});
+    };
+    await store$(Array.from({ length: 6 }, (_, i) => ({ booking_id: `b${i}`, customer: '', ...people[i % 2]! })));
+    const alice = tokenOf(tokenKeys, 't1', 'customer-id', 'alice@example.com', 'email');
+    const bob = tokenOf(tokenKeys, 't1', 'customer-id', 'bob@example.org', 'email');
+    const rows = () => clickhouse.query<Row>(`SELECT booking_id, customer, email, email_token, phone FROM ${subjectTable} ORDER BY booking_id`);
+    const before = await rows(); // a copy taken before erasure: an export, a backup
+    const rowsOf = (subject: string) => before.filter((r) => r.customer === subject);
+    expect(JSON.stringify(before)).not.to.contain('alice@example.com').and.not.to.contain('1234567');
+
+    // Before erasure: one subject's rows share their tokens, and the tokens can be made again from the values.
+    const [aliceEmail, alicePhone] = [rowsOf(alice).map((r) => r.email_token), rowsOf(alice).map((r) => r.phone)];
+    expect(aliceEmail).to.have.length(3);
+    expect(new Set(aliceEmail).size).to.equal(1);
+    expect(new Set(alicePhone).size).to.equal(1);
+    expect(aliceEmail[0]).to.match(/^st1:[A-Za-z0-9_-]{22}:[A-Za-z0-9_-]{43}$/);
+    const aliceKeyId = aliceEmail[0]!.split(':')[1]!;
+    expect(await subjectTokensOf(subjectKeys, alice, 'customer-email', ' Alice@Example.com', 'email')).to.deep.equal([aliceEmail[0]]);
+    expect(await subjectTokenOf(subjectKeys, aliceKeyId, 'phone', '+49 30 1234567', 'digits')).to.equal(alicePhone[0]);
+    const bobEmail = rowsOf(bob)[0]!.email_token!;
+    const bobPhone = rowsOf(bob)[0]!.phone;
+    expect(bobEmail).not.to.equal(aliceEmail[0]);
+
+    const audit = new AuditLog({ sink: new MemorySink('audit') });
+    // The token columns are deliberately left out of `set`: what stays behind must not link any more.
+    const erasure = subjectErasure({ client: clickhouse, subjectKeys, audit, tables: [{ table: subjectTable, column: 'customer', action: 'anonymise', set: { email: '' } }] });
+    expect(await erasure.erase(alice, { actor: 'dpo', reason: 'tokens check' })).to.deep.include({ keysShredded: 1, tables: [{ table: subjectTable, action: 'anonymise', rows: 3 }] });
+    await audit.close();
+
+    // In the erasing process and in a fresh one: the subject's tokens cannot be made again from its values.
+    for (const keys of [subjectKeys, new SubjectKeys({ keyring, store: store() })]) {
+      expect(await subjectTokensOf(keys, alice, 'customer-email', 'alice@example.com', 'email')).to.deep.equal([]);
+      for (const [scope, value, normalize] of [['customer-email', 'alice@example.com', 'email'], ['phone', '+49 30 1234567', 'digits']] as const) {
+        const error = await subjectTokenOf(keys, aliceKeyId, scope, value, normalize).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).to.be.instanceOf(TributaryError).and.have.property('code', 'TOKENIZE_ERASED');
+      }
+      // The other subject's tokens are unchanged and still made from its values.
+      expect(await subjectTokensOf(keys, bob, 'customer-email', 'bob@example.org', 'email')).to.deep.equal([bobEmail]);
+      expect(await subjectTokensOf(keys, bob, 'phone', '+33 1 7654321', 'digits')).to.deep.equal([bobPhone]);
+    }
+
+    // A returning customer with the same e-mail and phone gets a new key, so new tokens that match no earlier row.
+    await store$([{ booking_id: 'b6', ...people[0]!, customer: '' }]);
+    const after = await rows();
+    const returning = after.find((r) => r.booking_id === 'b6')!;
+    expect(returning.customer).to.equal(alice);
+    expect(returning.email_token).to.match(/^st1:/).and.not.equal(aliceEmail[0]);
+    expect(returning.email_token!.split(':')[1]).not.to.equal(aliceKeyId);
+    expect(returning.phone).not.to.equal(alicePhone[0]);
+    expect(after.filter((r) => r.email_token === returning.email_token).map((r) => r.booking_id)).to.deep.equal(['b6']);
+    expect(after.filter((r) => r.phone === returning.phone).map((r) => r.booking_id)).to.deep.equal(['b6']);
+    // The rows left behind still share the old token with each other, but with no value and no person.
+    expect(after.filter((r) => r.email_token === aliceEmail[0]).map((r) => [r.booking_id, r.customer, r.email])).to.deep.equal([
+      ['b0', '', ''],
+      ['b2', '', ''],
+      ['b4', '', ''],
+    ]);
+    expect(after.filter((r) => r.customer === bob).map((r) => [r.email_token, r.phone])).to.deep.equal(Array(3).fill([bobEmail, bobPhone]));
   });
 });
 
