@@ -37,7 +37,12 @@ describe('fromKafka: three instances in one group, one killed and one added mid-
       await produce(brokers, input.topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ id: i }) })));
       const groupId = `${input.topic}-group`;
       const eventsFile = join(work.path, 'events.ndjson');
-      const events = () => (existsSync(eventsFile) ? readFileSync(eventsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as GroupEvent) : []);
+      // Children append while this reads: only whole lines (ended by a newline) count.
+      const events = () => {
+        if (!existsSync(eventsFile)) return [];
+        const text = readFileSync(eventsFile, 'utf8');
+        return text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as GroupEvent);
+      };
       const start = () => {
         const c = spawn(process.execPath, [child, 'relay', brokers.join(','), input.topic, output.topic, groupId, eventsFile, '40'], { stdio: ['ignore', 'inherit', 'inherit'] });
         children.push(c);
