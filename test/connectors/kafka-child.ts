@@ -3,8 +3,9 @@
  *
  *   node kafka-child.js store <brokers> <topic> <group> <chdb dir> <slowMs> [until-caught-up]
  *       topic → parse → embedded ClickHouse in its own directory; prints `writing` as each
- *       write starts and, with until-caught-up, its stats once the group has committed the
- *       end of every partition
+ *       write starts and `wrote` once it has landed and, with until-caught-up, its stats once
+ *       the group has committed the end of every partition; COMMIT_INTERVAL_MS in the
+ *       environment sets the source's commitIntervalMs
  *   node kafka-child.js count <chdb dir>           prints what the table holds
  *   node kafka-child.js relay <brokers> <in> <out> <group> <events file> <slowMs>
  *       in → out (keyed by id) until SIGTERM; appends every group join, heartbeat and
@@ -49,6 +50,7 @@ function slowed<T>(sink: Sink<T>, ms: number, announce: boolean): Sink<T> {
       if (announce) process.stdout.write(`writing ${batch.envelopes.length}\n`);
       await new Promise((resolve) => setTimeout(resolve, ms));
       await sink.write(batch, context);
+      if (announce) process.stdout.write(`wrote ${batch.envelopes.length}\n`);
     },
     close: () => sink.close?.() ?? Promise.resolve(),
   };
@@ -62,7 +64,17 @@ async function store(brokers: string[], topic: string, groupId: string, path: st
   await clickhouse.exec(DEAD_LETTERS);
   const pipeline = new Pipeline({
     name: 'kafka-crash',
-    source: fromKafka({ brokers, groupId, topics: topic, fromBeginning: true, logLevel: 'nothing', sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000, batchAlignment: 500 }),
+    source: fromKafka({
+      brokers,
+      groupId,
+      topics: topic,
+      fromBeginning: true,
+      logLevel: 'nothing',
+      sessionTimeoutMs: 6000,
+      heartbeatIntervalMs: 1000,
+      batchAlignment: 500,
+      commitIntervalMs: Number(process.env.COMMIT_INTERVAL_MS ?? 0),
+    }),
     transform: (records$) => records$.pipe(parse(), toRow),
     sink: slowed(toClickHouse({ client: clickhouse, table: 'kafka_rows' }), slowMs, true),
     deadLetters: toClickHouse({ client: clickhouse, table: 'dead_letters' }),
