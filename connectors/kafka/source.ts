@@ -214,6 +214,10 @@ class KafkaSource implements Source<Uint8Array> {
         rebalanceTimeout: settings.rebalanceTimeout,
         maxBytesPerPartition: settings.maxBytesPerPartition,
         maxWaitTimeInMs: settings.maxWaitMs,
+        // A request cut off by our own disconnect crashes the consumer with a retriable
+        // error, and kafkajs would start it again, rejoining the group and keeping the
+        // process alive after stop(): never restart once stopping.
+        retry: { retries: 5, restartOnFailure: async () => !this.#stopping },
       });
       this.#consumer = consumer;
       this.#context = context;
@@ -276,6 +280,7 @@ class KafkaSource implements Source<Uint8Array> {
     // committed, and kafkajs will restart each partition it keeps from its last commit.
     consumer.on(REBALANCING, () => this.#retireAll());
     consumer.on(CRASH, ({ payload }) => {
+      if (this.#stopping) return; // our own disconnect cut a request short
       this.#retireAll();
       this.#commit = undefined;
       this.#connected = false;
