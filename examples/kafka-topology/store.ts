@@ -1,13 +1,16 @@
 /**
  * Stage 3 of 3, storage: `<prefix>.clean` → the bookings table, `<prefix>.dead` → the
- * dead_letters table, in embedded ClickHouse (the booking example's migrations). A
- * ClickHouse server client scales this stage out the same way as the others.
+ * dead_letters table (the booking example's migrations), in embedded ClickHouse or, with
+ * `--clickhouse-url`, on a ClickHouse server (22.2 or later for the booking schema). chDB
+ * lets one process hold its data directory, so embedded storage runs as one instance; on
+ * a server, start as many as the other stages.
  *
- *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:9092 [--until-idle]
- *   (TOPOLOGY_CLICKHOUSE_PATH picks the data directory; default .tributary/topology)
+ *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:9092 [--clickhouse-url http://host:8123] [--until-idle]
+ *   (TOPOLOGY_CLICKHOUSE_PATH picks the embedded data directory; default .tributary/topology;
+ *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url)
  */
 import { map } from 'rxjs';
-import { embeddedClickHouse, migrate, parse, Pipeline, toClickHouse, type DeadLetter, type Envelope } from '../../index';
+import { embeddedClickHouse, migrate, serverClickHouse, parse, Pipeline, toClickHouse, type DeadLetter, type Envelope } from '../../index';
 import { fromKafka } from '../../connectors/kafka';
 import { migrationsDir } from '../bookings/paths';
 import type { Booking } from '../bookings/schema';
@@ -39,7 +42,9 @@ async function main(): Promise<void> {
   const settings = settingsFromArgs();
   const names = topics(settings.prefix);
   await ensureTopics(settings);
-  const clickhouse = embeddedClickHouse({ path: process.env.TOPOLOGY_CLICKHOUSE_PATH ?? '.tributary/topology' });
+  const flag = process.argv.indexOf('--clickhouse-url');
+  const url = flag >= 0 ? process.argv[flag + 1] : process.env.TOPOLOGY_CLICKHOUSE_URL;
+  const clickhouse = url ? serverClickHouse({ url }) : embeddedClickHouse({ path: process.env.TOPOLOGY_CLICKHOUSE_PATH ?? '.tributary/topology' });
   await migrate(clickhouse, migrationsDir);
   const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters' });
   const bookingsGroup = `${settings.prefix}.store`;
