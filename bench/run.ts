@@ -8,7 +8,7 @@
  *       runs the measured code once under `node --cpu-prof` (profile in the OS temp
  *       directory, never the repository) and prints the top functions by self time
  *
- * Each run prints a table, writes bench/results/<name>.json and rewrites bench/RESULTS.md
+ * Each benchmark runs in a child process of its own. Each run prints a table, writes bench/results/<name>.json and rewrites bench/RESULTS.md
  * and bench/results/chart.svg from every stored result. A run of every benchmark also
  * records its total time in bench/results/suite.json: the whole suite is meant to finish
  * within 15 minutes on a 2-core machine, data generation included; suite.json says whether
@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { renderChart } from './chart';
-import { benchDir, dataDir, machine, machineBusyMs, ownAndChildrenCpuMs, resultsDir, table, type Machine } from './harness';
+import { answerParent, benchDir, dataDir, machine, machineBusyMs, ownAndChildrenCpuMs, resultsDir, runChild, table, type Machine } from './harness';
 import type { Benchmark, BenchmarkResult, StoredResult } from './types';
 
 /**
@@ -63,13 +63,19 @@ async function main(): Promise<void> {
   const repeat = repeatArg ? Number(repeatArg.slice('--repeat='.length)) : undefined;
   const names = args.filter((a) => !a.startsWith('--'));
   const unknown = names.filter((n) => !BENCHMARKS.some((b) => b.name === n));
-  const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== repeatArg);
+  const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== '--measure' && a !== repeatArg);
   if (unknown.length > 0 || badFlag || (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1))) {
     console.error(`usage: run.js [--profile] [--repeat=N] [${BENCHMARKS.map((b) => b.name).join(' ')}]`);
     if (unknown.length > 0) console.error(`unknown benchmark: ${unknown.join(', ')}`);
     process.exit(2);
   }
   const chosen = names.length === 0 ? BENCHMARKS : BENCHMARKS.filter((b) => names.includes(b.name));
+
+  // The child side of measureInChild: one benchmark, its result sent to the parent.
+  if (args.includes('--measure')) {
+    answerParent(() => chosen[0]!.load().run(repeat === undefined ? {} : { repeat }));
+    return;
+  }
 
   if (profiling) {
     for (const bench of chosen) await profileOne(bench.load());
@@ -88,7 +94,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     let measured: BenchmarkResult;
     try {
-      measured = await bench.load().run(repeat === undefined ? {} : { repeat });
+      measured = await measureInChild(bench.name, repeat);
     } catch (error) {
       // One broken benchmark (a service gone mid-run) must not cost the others their figures.
       const wallSeconds = Math.round((Date.now() - started) / 1000);
@@ -119,6 +125,14 @@ async function main(): Promise<void> {
     console.log(`\n${failed} check(s) failed`);
     process.exitCode = 1;
   }
+}
+
+/**
+ * Runs one benchmark in a process of its own: what an earlier benchmark left on the heap
+ * (the sink benchmark ran with 800 MiB of it after the operators) must not slow the next.
+ */
+function measureInChild(name: string, repeat: number | undefined): Promise<BenchmarkResult> {
+  return runChild<BenchmarkResult>(__filename, ['--measure', name, ...(repeat === undefined ? [] : [`--repeat=${repeat}`])], { timeoutMs: 30 * 60_000 });
 }
 
 /**
