@@ -85,32 +85,48 @@ export interface SubjectOptions {
 }
 
 function encryptPerSubject<T>(fields: FieldPath[], recordIdOf: (value: any) => string | undefined, cipher: FieldCipher, subjects: SubjectOptions): OperatorFunction<Envelope<T>, Envelope<T>> {
-  const { keys, subjectOf } = subjects;
-  const none: readonly string[] = [];
   return (source) => {
     const encryptor = new Encryptor(cipher);
     return source.pipe(
-      keyGate<T, T>(
-        (envelope) => {
-          const subject = subjectOf(envelope.value);
-          return subject === undefined || keys.cachedForSubject(subject) ? none : [subject];
-        },
-        (missing) => keys.resolveSubjects(missing),
-        (envelope, emit) => {
-          const subject = subjectOf(envelope.value);
-          const key = subject === undefined ? undefined : keys.cachedForSubject(subject);
-          if (!key) {
-            rejectRedacted(envelope, fields, { stage: 'encrypt', code: 'ENCRYPT_SUBJECT', message: `the record has no data subject at ${subjects.subjectPath.text}`, path: pointerOf(subjects.subjectPath.text) });
-            return;
-          }
-          if (!encryptRecord(envelope, fields, recordIdOf, encryptor, key)) return;
-          envelope.meta.subject = subject;
-          if (subjects.pseudonymize) forEachField(envelope.value, subjects.subjectPath, { visit: (container, name) => (container[name] = key.pseudonym) });
-          emit(envelope);
-        },
-      ),
+      subjectKeyGate<T>(subjects, fields, { stage: 'encrypt', code: 'ENCRYPT_SUBJECT' }, (envelope, key, subject, emit) => {
+        if (!encryptRecord(envelope, fields, recordIdOf, encryptor, key)) return;
+        envelope.meta.subject = subject;
+        if (subjects.pseudonymize) forEachField(envelope.value, subjects.subjectPath, { visit: (container, name) => (container[name] = key.pseudonym) });
+        emit(envelope);
+      }),
     );
   };
+}
+
+/**
+ * The per-subject machinery `encrypt` and `tokenize` share: each record waits in a
+ * {@link keyGate} until its data subject's key is cached, then goes to `process` with that
+ * key. A record naming no subject is dead-lettered with `fields` redacted.
+ */
+export function subjectKeyGate<T>(
+  subjects: Pick<SubjectOptions, 'keys' | 'subjectOf' | 'subjectPath'>,
+  fields: readonly FieldPath[],
+  refusal: { stage: string; code: string },
+  process: (envelope: Envelope<T>, key: SubjectKey, subject: string, emit: (envelope: Envelope<T>) => void) => void,
+): OperatorFunction<Envelope<T>, Envelope<T>> {
+  const { keys, subjectOf, subjectPath } = subjects;
+  const none: readonly string[] = [];
+  return keyGate<T, T>(
+    (envelope) => {
+      const subject = subjectOf(envelope.value);
+      return subject === undefined || keys.cachedForSubject(subject) ? none : [subject];
+    },
+    (missing) => keys.resolveSubjects(missing),
+    (envelope, emit) => {
+      const subject = subjectOf(envelope.value);
+      const key = subject === undefined ? undefined : keys.cachedForSubject(subject);
+      if (!key) {
+        rejectRedacted(envelope, fields, { ...refusal, message: `the record has no data subject at ${subjectPath.text}`, path: pointerOf(subjectPath.text) });
+        return;
+      }
+      process(envelope, key, subject!, emit);
+    },
+  );
 }
 
 /** Encrypts one record's fields in place; false when it was dead-lettered instead. */

@@ -4,9 +4,8 @@ import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
 import { Keyring } from '../lib/keyring';
 import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
-import { pointerOf, resolveSubjectOptions } from './encrypt';
+import { pointerOf, resolveSubjectOptions, subjectKeyGate } from './encrypt';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
-import { keyGate } from './keyGate';
 import { rejectRedacted } from './sensitive';
 
 /** How a value is made canonical before hashing, so one customer gives one token. */
@@ -137,39 +136,25 @@ function tokenizePerSubject<T>(options: TokenizeOptions): OperatorFunction<Envel
   const checked = paths.map((path) => checkField(path, options.fields[path.text]!));
   // Where tokens are written: the subject must not be among them, or erasure could not name it.
   const written = compilePaths([...new Set(paths.map((path, i) => (checked[i]!.to === undefined ? path.text : [...path.segments.slice(0, -1), checked[i]!.to].join('.'))))], 'fields');
-  const { keys, subjectOf, subjectPath } = resolveSubjectOptions({ subjectKeys: options.subjectKeys, subject: options.subject }, written, 'tokenized')!;
-  const none: readonly string[] = [];
+  const subjects = resolveSubjectOptions({ subjectKeys: options.subjectKeys, subject: options.subject }, written, 'tokenized')!;
   return (source) => {
     const rules = paths.map((path, i) => new SubjectTokenRule(path, checked[i]!.scope, checked[i]!.normalize, checked[i]!.to));
     return source.pipe(
-      keyGate<T, T>(
-        (envelope) => {
-          const subject = subjectOf(envelope.value);
-          return subject === undefined || keys.cachedForSubject(subject) ? none : [subject];
-        },
-        (missing) => keys.resolveSubjects(missing),
-        (envelope, emit) => {
-          const subject = subjectOf(envelope.value);
-          const key = subject === undefined ? undefined : keys.cachedForSubject(subject);
-          if (!key) {
-            rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_SUBJECT', message: `the record has no data subject at ${subjectPath.text}`, path: pointerOf(subjectPath.text) });
-            return;
+      subjectKeyGate<T>(subjects, paths, { stage: 'tokenize', code: 'TOKENIZE_SUBJECT' }, (envelope, key, subject, emit) => {
+        let rule: SubjectTokenRule | undefined;
+        try {
+          for (rule of rules) {
+            rule.begin(key);
+            forEachField(envelope.value, rule.path, rule);
           }
-          let rule: SubjectTokenRule | undefined;
-          try {
-            for (rule of rules) {
-              rule.begin(key);
-              forEachField(envelope.value, rule.path, rule);
-            }
-          } catch (error) {
-            rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
-            return;
-          }
-          envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
-          envelope.meta.subject = subject; // a later dead letter is sealed under the subject's key
-          emit(envelope);
-        },
-      ),
+        } catch (error) {
+          rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
+          return;
+        }
+        envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
+        envelope.meta.subject = subject; // a later dead letter is sealed under the subject's key
+        emit(envelope);
+      }),
     );
   };
 }
