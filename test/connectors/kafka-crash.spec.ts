@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { tempDir, until } from '../helpers';
+import { delay, tempDir, until } from '../helpers';
 import { caughtUp, committedOffsets, createTopic, produce } from '../kafka';
 import { ensureKafka } from '../services';
 
@@ -52,7 +52,7 @@ describe('fromKafka: kill -9 mid-batch and restart, against embedded ClickHouse'
         const exited = new Promise<NodeJS.Signals | null>((resolve) => consumer.on('exit', (_code, signal) => resolve(signal)));
         const killAfter = 1 + (round % 4);
         await until(() => writes >= killAfter || consumer.exitCode !== null, 60_000, `write ${killAfter} of round ${round}`);
-        if (!landed) await new Promise((resolve) => setTimeout(resolve, 10 + ((round * 17) % 40)));
+        if (!landed) await delay(10 + ((round * 17) % 40));
         consumer.kill('SIGKILL');
         expect(await exited, output).to.equal('SIGKILL');
         const committed = await committedTotal();

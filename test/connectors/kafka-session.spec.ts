@@ -6,12 +6,10 @@ import { Pipeline } from '../../lib/pipeline';
 import { serveMetrics } from '../../lib/serveMetrics';
 import type { DeadLetter } from '../../lib/sink';
 import { parse } from '../../operators/parse';
-import { MemorySink, until } from '../helpers';
+import { delay, MemorySink, until } from '../helpers';
 import { caughtUp, committedOffsets, createTopic, endOffsets, produce } from '../kafka';
 import { parseMetrics } from '../metricsText';
 import { ensureKafka } from '../services';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('Kafka source membership and lag against a real broker', function () {
   this.timeout(120_000);
@@ -53,7 +51,7 @@ describe('Kafka source membership and lag against a real broker', function () {
       sink.gate = async () => {
         if (held++ > 0) return;
         holding = true;
-        await sleep(sessionTimeoutMs + 4000);
+        await delay(sessionTimeoutMs + 4000);
         holding = false;
       };
       const pipeline = new Pipeline({
@@ -70,7 +68,7 @@ describe('Kafka source membership and lag against a real broker', function () {
       await until(() => sink.rows.length >= total, 60_000, 'every record');
       for (let i = 0; !(await caughtUp(brokers, groupId, topic)); i++) {
         if (i > 300) expect.fail('the group never committed the end of the topic');
-        await sleep(100);
+        await delay(100);
       }
       await pipeline.stop();
       expect(events.heartbeatsDuringHold, 'heartbeats while the write was held').to.be.greaterThan(0);

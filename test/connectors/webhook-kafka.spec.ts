@@ -6,7 +6,7 @@ import { AccessControl } from '../../lib/access';
 import type { Envelope } from '../../lib/envelope';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
-import { MemorySink, until } from '../helpers';
+import { delay, MemorySink, until } from '../helpers';
 import { createTopic, endOffsets, readAll } from '../kafka';
 import { ensureKafka, startKafka, stopKafka } from '../services';
 import { post, type Answer } from '../webhookClient';
@@ -79,7 +79,7 @@ describe('fromWebhook with a Kafka topic as its durable buffer', function () {
         retried = await send('w5', ['w5-a', 'w5-b']);
         if (retried.status === 200 || i > 30) break;
         expect(retried.status, retried.body).to.equal(503);
-        await new Promise((resolve) => setTimeout(resolve, Number(retried.headers['retry-after']) * 1000));
+        await delay(Number(retried.headers['retry-after']) * 1000);
       }
       expect(retried.status, retried.body).to.equal(200);
 
