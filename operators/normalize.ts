@@ -337,7 +337,7 @@ function toTime(type: 'datetime' | 'date', rule: FieldRule, where: string): Coer
     if (typeof value !== 'string') throw new CoercionIssue(`expected ${format === 'iso' ? 'an ISO 8601' : `a ${format}`} time, got ${JSON.stringify(value)}`);
     const parts = parse(value.trim());
     if (!parts || !validParts(parts)) throw new CoercionIssue(`expected ${format === 'iso' ? 'an ISO 8601' : `a ${format}`} time, got ${JSON.stringify(value)}`);
-    const local = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second, parts.millisecond);
+    const local = wallClockMs(parts);
     // A calendar date has no zone: it stays the day the vendor wrote.
     if (type === 'date' && parts.offset === undefined && parts.hour === 0 && parts.minute === 0) return render(local);
     return render(parts.offset !== undefined ? local - parts.offset * 60_000 : zone(local));
@@ -367,55 +367,74 @@ function offsetMinutes(text: string): number {
   return text[0] === '-' ? -minutes : minutes;
 }
 
-const TOKENS: Record<string, keyof TimeParts> = { YYYY: 'year', MM: 'month', DD: 'day', HH: 'hour', mm: 'minute', ss: 'second', SSS: 'millisecond' };
-
-/** One step of a compiled time pattern: digits into a part, or a literal character. */
-type PatternStep = { part: keyof TimeParts; min: number; max: number } | { literal: number };
+/** The part of a time each token fills, by index: year, month, day, hour, minute, second, millisecond. */
+const TOKENS: Record<string, number> = { YYYY: 0, MM: 1, DD: 2, HH: 3, mm: 4, ss: 5, SSS: 6 };
+/** A step that is a literal character, not a part. */
+const LITERAL = -1;
 
 /**
  * Compiles `DD/MM/YYYY HH:mm` and the like into a scanner over char codes: no regex, no
  * match array, and one parts object reused for every value (coercion is synchronous).
+ * Steps are kept in typed arrays so the scanner's loads stay monomorphic.
  */
 function patternParser(pattern: string, where: string): (text: string) => TimeParts | undefined {
-  const steps: PatternStep[] = [];
+  const kinds: number[] = [];
+  const mins: number[] = [];
+  const maxes: number[] = [];
   for (let i = 0; i < pattern.length; ) {
     const token = ['YYYY', 'SSS', 'MM', 'DD', 'HH', 'mm', 'ss'].find((t) => pattern.startsWith(t, i));
     if (token) {
-      steps.push({ part: TOKENS[token]!, min: token === 'YYYY' ? 4 : token === 'SSS' ? 3 : 1, max: token.length });
+      kinds.push(TOKENS[token]!);
+      mins.push(token === 'YYYY' ? 4 : token === 'SSS' ? 3 : 1);
+      maxes.push(token.length);
       i += token.length;
     } else {
-      steps.push({ literal: pattern.charCodeAt(i) });
+      kinds.push(LITERAL);
+      mins.push(pattern.charCodeAt(i));
+      maxes.push(0);
       i++;
     }
   }
-  const parts = new Set(steps.flatMap((step) => ('part' in step ? [step.part] : [])));
-  if (!parts.has('year') || !parts.has('month') || !parts.has('day')) {
+  if (![0, 1, 2].every((part) => kinds.includes(part))) {
     throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
   }
+  const kind = Int8Array.from(kinds);
+  const min = Int32Array.from(mins);
+  const max = Int8Array.from(maxes);
+  const steps = kind.length;
+  const values = new Int32Array(7);
   const result: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
   return (text) => {
-    result.hour = result.minute = result.second = result.millisecond = 0;
+    values.fill(0);
     let at = 0;
-    for (let s = 0; s < steps.length; s++) {
-      const step = steps[s]!;
-      if ('literal' in step) {
-        if (text.charCodeAt(at) !== step.literal) return undefined;
+    for (let s = 0; s < steps; s++) {
+      const part = kind[s]!;
+      if (part === LITERAL) {
+        if (text.charCodeAt(at) !== min[s]) return undefined;
         at++;
         continue;
       }
       let value = 0;
       let digits = 0;
-      while (digits < step.max) {
+      while (digits < max[s]!) {
         const digit = text.charCodeAt(at) - 48;
         if (!(digit >= 0 && digit <= 9)) break;
         value = value * 10 + digit;
         at++;
         digits++;
       }
-      if (digits < step.min) return undefined;
-      result[step.part] = value;
+      if (digits < min[s]!) return undefined;
+      values[part] = value;
     }
-    return at === text.length ? result : undefined;
+    if (at !== text.length) return undefined;
+    result.year = values[0]!;
+    result.month = values[1]!;
+    result.day = values[2]!;
+    result.hour = values[3]!;
+    result.minute = values[4]!;
+    result.second = values[5]!;
+    result.millisecond = values[6]!;
+    return result;
   };
 }
 
@@ -428,6 +447,21 @@ function validParts(p: TimeParts): boolean {
 }
 
 const DAY_MS = 86_400_000;
+
+/**
+ * The parts read as a UTC time, in milliseconds: days from the civil date by integer
+ * arithmetic (H. Hinnant's algorithm) instead of `Date.UTC`, a call into the runtime that
+ * also reads years 0–99 as 1900–1999.
+ */
+function wallClockMs(p: TimeParts): number {
+  const year = p.month <= 2 ? p.year - 1 : p.year;
+  const era = Math.floor(year / 400);
+  const yearOfEra = year - era * 400;
+  const dayOfYear = Math.floor((153 * (p.month > 2 ? p.month - 3 : p.month + 9) + 2) / 5) + p.day - 1;
+  const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear;
+  const days = era * 146_097 + dayOfEra - 719_468;
+  return days * DAY_MS + p.hour * 3_600_000 + p.minute * 60_000 + p.second * 1000 + p.millisecond;
+}
 /** Year 10000: past it, ISO 8601 needs an expanded year and the slow path renders it. */
 const FAST_RENDER_LIMIT = 253_402_300_800_000;
 const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));

@@ -90,6 +90,21 @@ describe('normalize', () => {
     expect(await one(mapping, { t: 1e17 })).to.include({ code: 'MAPPING', path: '/t' });
   });
 
+  it('reads times of every year from 0000 to 9999 as they are written, years below 100 included', async () => {
+    const iso = { fields: { t: { from: 't', type: 'datetime' as const } } };
+    const pattern = { fields: { t: { from: 't', type: 'datetime' as const, format: 'YYYY-MM-DD HH:mm:ss.SSS', timeZone: '+01:00' } } };
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: -62_167_219_200_000, max: 253_402_300_799_999 }), async (ms) => {
+        const text = new Date(ms).toISOString();
+        expect(await one(iso, { t: text })).to.deep.equal({ t: text });
+        const shifted = new Date(ms - 3_600_000).toISOString();
+        if (ms >= -62_167_215_600_000) expect(await one(pattern, { t: text.slice(0, 23).replace('T', ' ') })).to.deep.equal({ t: shifted });
+      }),
+      { numRuns: 2000 },
+    );
+    expect(await one(iso, { t: '0050-06-01T00:00:00Z' })).to.deep.equal({ t: '0050-06-01T00:00:00.000Z' });
+  });
+
   it('reads pattern times digit by digit: one- or two-digit fields, nothing more, nothing after', async () => {
     const rule = { fields: { t: { from: 't', type: 'datetime' as const, format: 'DD/MM/YYYY HH:mm' } } };
     await fc.assert(
