@@ -121,9 +121,29 @@ const scratch: FieldIssue[] = [];
 /** Maps `input`, adding what is wrong to `issues` (paths below `base`). */
 type FieldsMapper = (input: any, base: string, issues: FieldIssue[]) => Record<string, unknown>;
 
-/** Compiles a set of field rules: the top of a mapping, or the `items` of an array field. */
+/** One field of a compiled mapping. */
+interface CompiledField {
+  name: string;
+  required: boolean;
+  fallback: unknown;
+  /** Dotted paths split into keys, tried in order; empty for a computed field. */
+  paths: string[][];
+  compute: ((record: any) => unknown) | undefined;
+  /** JSON Pointer of the field's (first) vendor path, for issues. */
+  pointer: string;
+  coerce: Coerce | undefined;
+  items: FieldsMapper | undefined;
+}
+
+/**
+ * Compiles a set of field rules (the top of a mapping, or the `items` of an array field)
+ * into one function of straight-line code, as ajv does with a schema: each field's read,
+ * coercion and store is its own site, so property loads and stores stay monomorphic and
+ * coercions inline. Field names and paths enter the code only as JSON string literals.
+ * Where code cannot be generated from strings, the same fields are interpreted.
+ */
 function compileFields(rules: Readonly<Record<string, FieldRule | string>>, where: string): FieldsMapper {
-  const fields = Object.entries(rules).map(([name, ruleOrPath]) => {
+  const fields: CompiledField[] = Object.entries(rules).map(([name, ruleOrPath]) => {
     const rule: FieldRule = typeof ruleOrPath === 'string' ? { from: ruleOrPath } : ruleOrPath;
     const at = `${where}.${name}`;
     const froms = rule.compute ? [] : [rule.from ?? name].flat();
@@ -134,54 +154,109 @@ function compileFields(rules: Readonly<Record<string, FieldRule | string>>, wher
       name,
       required: rule.required ?? false,
       fallback: rule.default,
-      read: rule.compute ?? readerOf(froms.map((path) => path.split('.'))),
+      paths: froms.map((path) => String(path).split('.')),
+      compute: rule.compute,
       pointer: rule.compute ? `/${name}` : '/' + String(froms[0]).split('.').join('/'),
       coerce: rule.items ? undefined : coercionOf(rule, at),
       items: rule.items ? compileFields(rule.items, `${at}.items`) : undefined,
     };
   });
+  try {
+    return generatedMapper(fields);
+  } catch (error) {
+    // --disallow-code-generation-from-strings, or a CSP: the loop below does the same work.
+    if (!(error instanceof EvalError)) throw error;
+    return interpretedMapper(fields);
+  }
+}
+
+function generatedMapper(fields: CompiledField[]): FieldsMapper {
+  const code: string[] = [];
+  fields.forEach((field, i) => {
+    const key = JSON.stringify(field.name);
+    code.push(field.compute ? `v = f[${i}].compute(input);` : readCode(field.paths));
+    code.push(`if (v === undefined || v === null || v === '') {`);
+    if (field.fallback !== undefined) code.push(`  out[${key}] = f[${i}].fallback;`);
+    else if (field.required) code.push(`  missing(f[${i}], base, issues);`);
+    code.push('} else {');
+    if (field.items) code.push(`  out[${key}] = list(f[${i}], v, base, issues);`);
+    else code.push(`  try { out[${key}] = f[${i}].coerce(v); } catch (error) { refused(f[${i}], error, base, issues); }`);
+    code.push('}');
+  });
+  const body = `return function map(input, base, issues) {\n  const out = {};\n  let v, t;\n  ${code.join('\n  ')}\n  return out;\n};`;
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiled once per mapping, from JSON literals only
+  return new Function('f', 'missing', 'list', 'refused', body)(fields, missing, list, refused) as FieldsMapper;
+}
+
+/**
+ * Code reading the first present value of `paths` into `v`: `input.a`, then `input.b.c`
+ * if that is missing. `input` is always an object; keys below it are read only from
+ * objects.
+ */
+function readCode(paths: string[][]): string {
+  let code = 'v = undefined;';
+  for (let p = paths.length - 1; p >= 0; p--) {
+    const [first, ...rest] = paths[p]!;
+    const walk = [`t = input[${JSON.stringify(first)}];`, ...rest.map((key) => `t = t !== null && typeof t === 'object' ? t[${JSON.stringify(key)}] : undefined;`)];
+    code = p === paths.length - 1 ? `${walk.join(' ')} v = t;` : `${walk.join(' ')} if (t !== undefined && t !== null && t !== '') v = t; else { ${code} }`;
+  }
+  return code;
+}
+
+function interpretedMapper(fields: CompiledField[]): FieldsMapper {
+  const readers = fields.map((field) => field.compute ?? readerOf(field.paths));
   return (input, base, issues) => {
-    const output: Record<string, unknown> = {};
-    for (const field of fields) {
-      let value = field.read(input);
+    const out: Record<string, unknown> = {};
+    for (let i = 0; i < fields.length; i++) {
+      const field = fields[i]!;
+      const value = readers[i]!(input);
       if (value === undefined || value === null || value === '') {
-        if (field.fallback !== undefined) output[field.name] = field.fallback;
-        else if (field.required) issues.push({ path: base + field.pointer, message: `${field.name} is required` });
-        continue;
-      }
-      if (field.items) {
-        if (!Array.isArray(value)) {
-          issues.push({ path: base + field.pointer, message: `${field.name}: expected an array, got ${value === null ? 'null' : typeof value}` });
-          continue;
+        if (field.fallback !== undefined) out[field.name] = field.fallback;
+        else if (field.required) missing(field, base, issues);
+      } else if (field.items) {
+        out[field.name] = list(field, value, base, issues);
+      } else {
+        try {
+          out[field.name] = field.coerce!(value);
+        } catch (error) {
+          refused(field, error, base, issues);
         }
-        const list = new Array<unknown>(value.length);
-        for (let index = 0; index < value.length; index++) {
-          const element = value[index];
-          const at = `${base}${field.pointer}/${index}`;
-          if (element === null || typeof element !== 'object' || Array.isArray(element)) issues.push({ path: at, message: `${field.name}[${index}]: expected an object` });
-          else list[index] = field.items(element, at, issues);
-        }
-        output[field.name] = list;
-        continue;
       }
-      try {
-        value = field.coerce!(value);
-      } catch (error) {
-        if (!(error instanceof CoercionIssue)) throw error;
-        issues.push({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
-        continue;
-      }
-      output[field.name] = value;
     }
-    return output;
+    return out;
   };
 }
 
-function readerOf(paths: string[][]): (input: any) => unknown {
-  if (paths.length === 1 && paths[0]!.length === 1) {
-    const key = paths[0]![0]!;
-    return (input) => input[key];
+function missing(field: CompiledField, base: string, issues: FieldIssue[]): void {
+  issues.push({ path: base + field.pointer, message: `${field.name} is required` });
+}
+
+/** A coercion's refusal becomes an issue at the field; any other error is a bug and goes on. */
+function refused(field: CompiledField, error: unknown, base: string, issues: FieldIssue[]): void {
+  if (!(error instanceof CoercionIssue)) throw error;
+  issues.push({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
+}
+
+/**
+ * An array field: each element mapped by the field's item rules. A value that is not an
+ * array, or an element that is not an object, is an issue; the list keeps its length.
+ */
+function list(field: CompiledField, value: unknown, base: string, issues: FieldIssue[]): unknown[] | undefined {
+  if (!Array.isArray(value)) {
+    issues.push({ path: base + field.pointer, message: `${field.name}: expected an array, got ${value === null ? 'null' : typeof value}` });
+    return undefined;
   }
+  const items = new Array<unknown>(value.length);
+  for (let index = 0; index < value.length; index++) {
+    const element: unknown = value[index];
+    const at = `${base}${field.pointer}/${index}`;
+    if (element === null || typeof element !== 'object' || Array.isArray(element)) issues.push({ path: at, message: `${field.name}[${index}]: expected an object` });
+    else items[index] = field.items!(element, at, issues);
+  }
+  return items;
+}
+
+function readerOf(paths: string[][]): (input: any) => unknown {
   return (input) => {
     for (const path of paths) {
       let value = input;
@@ -465,16 +540,20 @@ function wallClockMs(p: TimeParts): number {
 /** Year 10000: past it, ISO 8601 needs an expanded year and the slow path renders it. */
 const FAST_RENDER_LIMIT = 253_402_300_800_000;
 const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
-/** `YYYY-MM-DD` per day number; vendor times cluster on few days, so this stays small. */
-const dayTexts = new Map<number, string>();
+/**
+ * `YYYY-MM-DD` per day number, in a direct-mapped cache: a slot per day modulo its size,
+ * so 11 years of consecutive days never evict each other, and a lookup is two array reads.
+ */
+const DAY_SLOTS = 4096;
+const dayKeys = new Float64Array(DAY_SLOTS).fill(NaN);
+const dayTexts = new Array<string>(DAY_SLOTS).fill('');
 
 function dayText(day: number): string {
-  let text = dayTexts.get(day);
-  if (text === undefined) {
-    text = new Date(day * DAY_MS).toISOString().slice(0, 10);
-    if (dayTexts.size >= 20_000) dayTexts.clear();
-    dayTexts.set(day, text);
-  }
+  const slot = day & (DAY_SLOTS - 1);
+  if (dayKeys[slot] === day) return dayTexts[slot]!;
+  const text = new Date(day * DAY_MS).toISOString().slice(0, 10);
+  dayKeys[slot] = day;
+  dayTexts[slot] = text;
   return text;
 }
 
@@ -532,17 +611,22 @@ function zoneOf(zone: string, where: string): (local: number) => number {
     const wall = Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!, p.second!);
     return wall - Math.floor(utc / 1000) * 1000;
   };
-  // Offsets change on the hour at most: remember them per hour of wall-clock time.
-  const byHour = new Map<number, number>();
+  // Offsets change on the hour at most: remember them per hour of wall-clock time, in a
+  // direct-mapped cache (a slot per hour modulo its size: the hours of a year fit).
   const HOUR = 3_600_000;
+  const SLOTS = 16_384;
+  const hours = new Float64Array(SLOTS).fill(NaN);
+  const offsets = new Float64Array(SLOTS);
   return (local) => {
     const hour = Math.floor(local / HOUR);
-    let offset = byHour.get(hour);
-    if (offset === undefined) {
+    const slot = hour & (SLOTS - 1);
+    let offset: number;
+    if (hours[slot] === hour) offset = offsets[slot]!;
+    else {
       // Two passes settle the offset also next to a daylight-saving change.
       offset = offsetAt(local - offsetAt(hour * HOUR));
-      if (byHour.size >= 100_000) byHour.clear();
-      byHour.set(hour, offset);
+      hours[slot] = hour;
+      offsets[slot] = offset;
     }
     return local - offset;
   };

@@ -6,7 +6,12 @@ import { normalize, type VendorMapping } from '../../operators/normalize';
 import { mappings } from '../../examples/bookings/mappings';
 import { bookingSchema } from '../../examples/bookings/schema';
 import { validate } from '../../operators/validate';
-import { Recorder } from '../helpers';
+import { join } from 'node:path';
+import { samplesDir } from '../../examples/bookings/paths';
+import { bookingSource, SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
+import { Pipeline } from '../../lib/pipeline';
+import type { DeadLetter } from '../../lib/sink';
+import { MemorySink, Recorder } from '../helpers';
 
 async function run(mapping: VendorMapping, inputs: unknown[], vendor = 'v') {
   const recorder = new Recorder();
@@ -222,7 +227,6 @@ describe('normalize', () => {
 
 describe('normalize: vendor fixtures (test/fixtures/vendors/<vendor>/<case>.json → <case>.expected.json)', () => {
   const { readdirSync, readFileSync } = require('node:fs') as typeof import('node:fs');
-  const { join } = require('node:path') as typeof import('node:path');
   const root = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'vendors');
   const validateBooking = validate({ schema: bookingSchema });
   for (const vendor of readdirSync(root).sort()) {
@@ -265,5 +269,60 @@ describe('normalize: arrays', () => {
   it('refuses array rules without items, and items with another type', () => {
     expect(() => normalize({ mappings: { v: { fields: { a: { type: 'array' } } } } })).to.throw(ConfigError, "mappings.v.fields.a.items is required when type is 'array'");
     expect(() => normalize({ mappings: { v: { fields: { a: { type: 'string', items: {} } } } } })).to.throw(ConfigError, "mappings.v.fields.a.type must be 'array' (or left out) when items is given, got \"string\"");
+  });
+});
+
+describe('normalize where code cannot be generated from strings', () => {
+  /** Builds `make()` as under --disallow-code-generation-from-strings: `new Function` throws EvalError. */
+  function withoutCodeGeneration<T>(make: () => T): T {
+    const original = globalThis.Function;
+    globalThis.Function = function () {
+      throw new EvalError('Code generation from strings disallowed for this context');
+    } as unknown as FunctionConstructor;
+    try {
+      return make();
+    } finally {
+      globalThis.Function = original;
+    }
+  }
+
+  async function outcomes(operator: ReturnType<typeof normalize>, vendor: string, inputs: unknown[]) {
+    const recorder = new Recorder();
+    const envelopes = inputs.map((value) => recorder.envelope(value, { vendor }));
+    const out = await lastValueFrom(from(envelopes).pipe(operator, toArray()));
+    return { values: out.map((e) => e.value), rejected: recorder.rejected.map((r) => r.failure) };
+  }
+
+  it('interprets every vendor mapping with the same results as the generated code', async () => {
+    const interpreted = withoutCodeGeneration(() => normalize({ mappings }));
+    const generated = normalize({ mappings });
+    const keys = [...new Set(Object.values(mappings).flatMap((m) => Object.values(m.fields).flatMap((rule) => (typeof rule === 'string' ? [rule] : [rule.from ?? []].flat()))))];
+    const leaf = fc.oneof(
+      fc.constantFrom('', ' 12 ', '12,50', '-3.5', '1250', 'CONF', 'HK', 'x', '01/07/2026 10:00', '2026-03-01T10:00:00+01:00', '20260301', '1772359200', 'eur'),
+      fc.constantFrom(null, 0, 3, 12.5, -1, 1772359200, true),
+      fc.string({ maxLength: 6 }),
+    );
+    const value = fc.oneof(leaf, fc.dictionary(fc.constantFrom('from', 'to', 'city', 'amount_cents', 'currency', 'id', '0', 'n'), leaf), fc.array(fc.dictionary(fc.constantFrom('name', 'type', 'from', 'to', 'n'), leaf), { maxLength: 3 }));
+    const record = fc.dictionary(fc.constantFrom(...keys.map((key) => key.split('.')[0]!)), value);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...Object.keys(mappings)), fc.array(record, { minLength: 1, maxLength: 5 }), async (vendor, inputs) => {
+        expect(await outcomes(interpreted, vendor, inputs)).to.deep.equal(await outcomes(generated, vendor, inputs));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('reads every vendor\'s sample files the same way', async () => {
+    const read = async (operator: ReturnType<typeof normalize>, vendor: string) => {
+      const sink = new MemorySink<Record<string, unknown>>();
+      const deadLetters = new MemorySink<DeadLetter>();
+      await new Pipeline({ source: bookingSource({ paths: [join(samplesDir, vendor)] }), transform: operator, sink, deadLetters, batch: { rows: 1000, maxWaitMs: 20 }, deadLetterBatch: { maxWaitMs: 1 } }).run();
+      return { rows: sink.rows, letters: deadLetters.rows.map((l) => [l.position, l.stage, l.code, l.path, l.message]) };
+    };
+    for (const vendor of SAMPLE_VENDORS) {
+      const expected = await read(normalize({ mappings }), vendor);
+      expect(expected.rows.length, vendor).to.be.greaterThan(0);
+      expect(await read(withoutCodeGeneration(() => normalize({ mappings })), vendor), vendor).to.deep.equal(expected);
+    }
   });
 });
