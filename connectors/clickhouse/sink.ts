@@ -1,4 +1,5 @@
 import { ConfigError } from '../../lib/errors';
+import type { Envelope } from '../../lib/envelope';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
@@ -49,6 +50,7 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     });
     return prepared;
   };
+  const rows = new JsonEachRow();
   return {
     name: `clickhouse:${table}`,
     async open() {
@@ -56,17 +58,44 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     },
     async write(batch: Batch<T>, context: WriteContext) {
       const { tokens, unquoteDecimals } = await prepare();
-      const envelopes = batch.envelopes;
-      let text = '';
-      if (unquoteDecimals) for (let i = 0; i < envelopes.length; i++) text += unquoted(JSON.stringify(envelopes[i]!.value), unquoteDecimals) + '\n';
-      else for (let i = 0; i < envelopes.length; i++) text += JSON.stringify(envelopes[i]!.value) + '\n';
+      const body = rows.body(batch.envelopes, unquoteDecimals);
       // With a token, views fed by this insert are deduplicated with it too.
       const perInsert = tokens
         ? { deduplicate_blocks_in_dependent_materialized_views: 1, ...settings, insert_deduplication_token: context.token }
         : settings;
-      await client.insert(table, Buffer.from(text), perInsert);
+      await client.insert(table, body, perInsert);
     },
   };
+}
+
+/**
+ * Writes batches as JSONEachRow: each row's JSON goes straight into one buffer, sized from
+ * the bytes per row of the last batch. Joining the rows as text and encoding that cost a
+ * fifth more: the text is copied to flatten it, then again to encode it.
+ */
+class JsonEachRow {
+  #bytesPerRow = 256;
+
+  body(envelopes: readonly Envelope<unknown>[], unquoteDecimals: readonly string[] | undefined): Buffer {
+    let buffer = Buffer.allocUnsafe(Math.ceil(envelopes.length * this.#bytesPerRow * 1.25) + 1024);
+    let at = 0;
+    for (let i = 0; i < envelopes.length; i++) {
+      // A value JSON cannot write (undefined) goes as `null`, which ClickHouse refuses as that row's fault.
+      let row = JSON.stringify(envelopes[i]!.value) ?? 'null';
+      if (unquoteDecimals) row = unquoted(row, unquoteDecimals);
+      // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
+      const most = row.length * 3 + 1;
+      if (at + most > buffer.length) {
+        const larger = Buffer.allocUnsafe(Math.max(buffer.length * 2, at + most));
+        buffer.copy(larger, 0, 0, at);
+        buffer = larger;
+      }
+      at += buffer.write(row, at);
+      buffer[at++] = 0x0a;
+    }
+    if (envelopes.length > 0) this.#bytesPerRow = at / envelopes.length;
+    return buffer.subarray(0, at);
+  }
 }
 
 const DECIMAL_TEXT = /^-?\d+(?:\.\d+)?$/;

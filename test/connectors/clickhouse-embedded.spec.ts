@@ -129,6 +129,34 @@ describe('embedded ClickHouse (chDB)', function () {
     expect(source.nacked).to.have.length(2);
   });
 
+  it('stores every row exactly when row sizes and scripts change from batch to batch', async () => {
+    await clickhouse.exec('DROP TABLE IF EXISTS texts');
+    await clickhouse.exec('CREATE TABLE texts (id UInt32, text String) ENGINE = MergeTree ORDER BY id');
+    // Tiny ASCII rows first (the body is sized from them), then rows of 4-byte and 3-byte
+    // characters thousands of units long, then tiny again: the body must grow and shrink.
+    const texts = [
+      ...Array.from({ length: 300 }, (_, i) => `r${i}`),
+      ...Array.from({ length: 40 }, (_, i) => '😀'.repeat(2000 + i) + 'ü€'.repeat(i)),
+      ...Array.from({ length: 300 }, (_, i) => `\u0000"\\\n${i}`),
+    ];
+    const deadLetters = new MemorySink<DeadLetter>();
+    const pipeline = new Pipeline({
+      source: fromIterable(texts.map((text, id) => ({ id, text }))),
+      sink: toClickHouse({ client: clickhouse, table: 'texts' }),
+      deadLetters,
+      batch: { rows: 100, maxWaitMs: 10 },
+    });
+    // A cut body would be refused, and splitting the batch could hide that: none may happen.
+    let splits = 0;
+    pipeline.on('sink.split', () => splits++);
+    expect((await pipeline.run()).written).to.equal(texts.length);
+    expect(splits).to.equal(0);
+    expect(deadLetters.rows).to.deep.equal([]);
+    const rows = await clickhouse.query<{ id: number; text: string }>('SELECT id, text FROM texts ORDER BY id');
+    expect(rows.map((r) => r.text)).to.deep.equal(texts);
+    await clickhouse.exec('DROP TABLE texts');
+  });
+
   it('refuses a table name that is not an identifier', () => {
     expect(() => toClickHouse({ client: clickhouse, table: 'x; DROP TABLE bookings' })).to.throw(ConfigError, /table must be a name like bookings/);
   });
