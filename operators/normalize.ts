@@ -568,10 +568,27 @@ function isoDateTime(ms: number): string {
     return new Date(ms).toISOString();
   }
   const day = Math.floor(ms / DAY_MS);
-  let rest = ms - day * DAY_MS;
-  const millis = Math.floor(rest % 1000);
-  rest = Math.floor(rest / 1000);
-  return `${dayText(day)}T${TWO_DIGITS[Math.floor(rest / 3600)]}:${TWO_DIGITS[Math.floor(rest / 60) % 60]}:${TWO_DIGITS[rest % 60]}.${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+  return dayText(day) + timeText(ms - day * DAY_MS);
+}
+
+/**
+ * `Thh:mm:ss.sssZ` per millisecond of the day, in a direct-mapped cache with a slot per
+ * second modulo its size: vendor times repeat their times of day, and building the text
+ * from its pieces each time allocated ten times the string it made.
+ */
+const TIME_SLOTS = 8192;
+const timeKeys = new Float64Array(TIME_SLOTS).fill(NaN);
+const timeTexts = new Array<string>(TIME_SLOTS).fill('');
+
+function timeText(msOfDay: number): string {
+  const slot = Math.floor(msOfDay / 1000) & (TIME_SLOTS - 1);
+  if (timeKeys[slot] === msOfDay) return timeTexts[slot]!;
+  const millis = Math.floor(msOfDay % 1000);
+  const seconds = Math.floor(msOfDay / 1000);
+  const text = `T${TWO_DIGITS[Math.floor(seconds / 3600)]}:${TWO_DIGITS[Math.floor(seconds / 60) % 60]}:${TWO_DIGITS[seconds % 60]}.${String(millis).padStart(3, '0')}Z`;
+  timeKeys[slot] = msOfDay;
+  timeTexts[slot] = text;
+  return text;
 }
 
 function isoDate(ms: number): string {
