@@ -2,7 +2,7 @@ import { ConfigError } from './errors';
 
 /** The in-flight budget of a pipeline. */
 export interface InFlightOptions {
-  /** Records read but not yet settled. @default 30000 */
+  /** Records read but not yet settled. @default 60000 */
   records?: number;
   /** Bytes (as received) read but not yet settled. @default 64 MiB */
   bytes?: number;
@@ -21,7 +21,7 @@ export class Credits {
   #waiters: Array<() => void> = [];
 
   constructor(options: InFlightOptions = {}) {
-    this.maxRecords = options.records ?? 30_000;
+    this.maxRecords = options.records ?? 60_000;
     this.maxBytes = options.bytes ?? 64 * 1024 * 1024;
     if (!Number.isInteger(this.maxRecords) || this.maxRecords < 1) {
       throw new ConfigError(`inFlight.records must be an integer >= 1, got ${options.records}`);

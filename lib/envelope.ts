@@ -104,6 +104,15 @@ export class Envelope<T> {
     this.#settlement.reject(this, failure);
   }
 
+  /**
+   * Lets go of the value once a sink has encoded it, so a batch waiting to be written
+   * holds bytes, not objects. Only an envelope that keeps its payload as received (`raw`,
+   * what a dead letter stores) lets go; `value` is `undefined` afterwards.
+   */
+  release(): void {
+    if (this.raw !== undefined) this.value = undefined as T;
+  }
+
   /** Carries a new value in this same envelope (no copy: the old value is gone). */
   map<U>(value: U): Envelope<U> {
     const next = this as unknown as Envelope<U>;

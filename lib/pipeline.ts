@@ -22,11 +22,17 @@ export interface PipelineOptions<T> {
   sink: Sink<T>;
   /** Where refused records go; a source is acked for them once this write is durable. */
   deadLetters: Sink<DeadLetter>;
-  /** Batches for the sink. @default { rows: 10000, bytes: 16 MiB, maxWaitMs: 1000 } */
+  /**
+   * Batches for the sink; its `encode` comes from the sink, and values are released after
+   * encoding unless `protectDeadLetter` is set. @default { rows: 20000, bytes: 16 MiB, maxWaitMs: 1000 }
+   */
   batch?: BatchOptions;
   /** Batches for the dead-letter sink. @default { rows: 1000, maxWaitMs: 200 } */
   deadLetterBatch?: BatchOptions;
-  /** The in-flight budget; must hold at least one batch. @default { records: 30000, bytes: 64 MiB } */
+  /**
+   * The in-flight budget; must hold at least one batch, and three keep two writes going
+   * while the next batch fills. @default { records: 60000, bytes: 64 MiB }
+   */
   inFlight?: InFlightOptions;
   /** Sink writes under way at once. @default 2 */
   sinkConcurrency?: number;
@@ -309,14 +315,16 @@ export class Pipeline<T> implements AsyncDisposable {
     const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#router());
     const context = this.#sourceContext(settlement);
     const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
+    const batchKey = this.#options.source.batchKey?.bind(this.#options.source);
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
-      batch<T>(this.#options.source.batchKey ? { ...this.#batch, key: (e) => this.#options.source.batchKey!(e) } : this.#batch),
+      // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
+      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
       mergeMap((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency),
     );
     const deadLetters$ = this.#deadLetter$.pipe(
-      batch<DeadLetter>(this.#deadLetterBatch),
+      batch<DeadLetter>({ ...this.#deadLetterBatch, ...encoding(deadLetters) }),
       mergeMap((b) => this.#write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
     if (this.#state === 'idle') this.#state = 'running';
@@ -445,19 +453,19 @@ export class Pipeline<T> implements AsyncDisposable {
       await retry(attemptWrite, this.#retry);
     } catch (cause) {
       const error = cause instanceof TributaryError ? cause : new SinkError(`sink ${sink.name} failed: ${String(cause)}`, { cause });
-      const pending = batch.envelopes.filter((envelope) => !envelope.settled);
+      const pending = batch.envelopes.flatMap((envelope, index) => (envelope.settled ? [] : [index]));
       if (error instanceof SinkError && error.rowsAtFault && !deadLetters && pending.length > 0) {
         if (pending.length === 1) {
-          pending[0]!.reject({ stage: 'sink', code: error.code, message: error.message, path: '' });
+          batch.envelopes[pending[0]!]!.reject({ stage: 'sink', code: error.code, message: error.message, path: '' });
           return;
         }
         events.emit('sink.split', { pipeline: this.name, stage, sink: sink.name, rows: pending.length });
         const middle = Math.ceil(pending.length / 2);
-        await this.#write(sink, breaker, batchOf(pending.slice(0, middle)), deadLetters);
-        await this.#write(sink, breaker, batchOf(pending.slice(middle)), deadLetters);
+        await this.#write(sink, breaker, part(batch, pending.slice(0, middle)), deadLetters);
+        await this.#write(sink, breaker, part(batch, pending.slice(middle)), deadLetters);
         return;
       }
-      for (const envelope of pending) envelope.nack(error);
+      for (const index of pending) batch.envelopes[index]!.nack(error);
       this.#fail(error);
       return;
     }
@@ -469,10 +477,29 @@ export class Pipeline<T> implements AsyncDisposable {
   }
 }
 
-function batchOf<V>(envelopes: Envelope<V>[]): Batch<V> {
+/** The sink's encoder for the batch step, when it has one. */
+function encoding(sink: Sink<any>): { encode?: (value: unknown) => string } {
+  return sink.encode ? { encode: (value) => sink.encode!(value) } : {};
+}
+
+/** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows. */
+function part<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
+  const envelopes = indices.map((index) => batch.envelopes[index]!);
   let bytes = 0;
   for (const envelope of envelopes) bytes += envelope.bytes;
-  return { envelopes, bytes };
+  const rows = batch.encoded;
+  if (!rows) return { envelopes, bytes };
+  const start = (index: number) => (index === 0 ? 0 : rows.ends[index - 1]!);
+  const first = indices[0]!;
+  const last = indices[indices.length - 1]!;
+  if (last - first + 1 === indices.length) {
+    // Consecutive records: their rows are one stretch of the body.
+    const offset = start(first);
+    return { envelopes, bytes, encoded: { body: rows.body.subarray(offset, rows.ends[last]), ends: indices.map((index) => rows.ends[index]! - offset) } };
+  }
+  const pieces = indices.map((index) => rows.body.subarray(start(index), rows.ends[index]));
+  let end = 0;
+  return { envelopes, bytes, encoded: { body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) } };
 }
 
 class PipelineSettlement implements Settlement {

@@ -5,6 +5,18 @@ export interface Batch<T> {
   readonly envelopes: readonly Envelope<T>[];
   /** Sum of the envelopes' received sizes. */
   readonly bytes: number;
+  /**
+   * The records as the sink's `encode` wrote them, in envelope order, when the sink has
+   * one. An envelope may no longer hold its value then: write these bytes.
+   */
+  readonly encoded?: EncodedRows;
+}
+
+/** Records encoded one after the other, each followed by a newline. */
+export interface EncodedRows {
+  readonly body: Buffer;
+  /** Where each record ends in `body`, its newline included. */
+  readonly ends: readonly number[];
 }
 
 export interface WriteContext {
@@ -27,6 +39,15 @@ export interface WriteContext {
 export interface Sink<T> {
   readonly name: string;
   open?(): Promise<void>;
+  /**
+   * The record as one line of the sink's format, without the newline (a JSONEachRow row).
+   * A sink that has it gets each batch already encoded (`Batch.encoded`): the pipeline
+   * encodes a record as it joins its batch and, when the record keeps its payload as
+   * received for a dead letter, lets go of the value, so batches wait in memory as bytes,
+   * not objects. Called only after `open()` resolved; a throw dead-letters the record
+   * (stage `sink`, code `ENCODE`).
+   */
+  encode?(value: T): string;
   write(batch: Batch<T>, context: WriteContext): Promise<void>;
   close?(): Promise<void>;
 }

@@ -1,10 +1,10 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError } from '../lib/errors';
-import type { Batch } from '../lib/sink';
+import type { Batch, EncodedRows } from '../lib/sink';
 
 export interface BatchOptions {
-  /** Emit when this many records are gathered. @default 10000 */
+  /** Emit when this many records are gathered. @default 20000 */
   rows?: number;
   /** Emit when the gathered records reach this many bytes (as received). @default 16 MiB */
   bytes?: number;
@@ -17,18 +17,34 @@ export interface BatchOptions {
    * @default every record may share a batch
    */
   key?: (envelope: Envelope<any>) => string;
+  /**
+   * Encodes each record as it joins the batch (a sink's `encode`): the batch carries the
+   * bytes as `encoded`. A record whose encoding throws is dead-lettered (stage `sink`,
+   * code `ENCODE`) and left out of the batch. @default records are not encoded
+   */
+  encode?: (value: any) => string;
+  /**
+   * With `encode`: drop each encoded record's value when it keeps its payload as received
+   * (`raw`, what a dead letter stores), so the batch holds bytes, not objects.
+   * @default false
+   */
+  releaseValues?: boolean;
 }
 
-export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key'>> & Pick<BatchOptions, 'key'> {
+export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode'>> & Pick<BatchOptions, 'key' | 'encode'> {
   const resolved = {
-    rows: options.rows ?? 10_000,
+    rows: options.rows ?? 20_000,
     bytes: options.bytes ?? 16 * 1024 * 1024,
     maxWaitMs: options.maxWaitMs ?? 1000,
     scheduler: options.scheduler ?? asyncScheduler,
     key: options.key,
+    encode: options.encode,
+    releaseValues: options.releaseValues ?? false,
   };
-  if (resolved.key !== undefined && typeof resolved.key !== 'function') {
-    throw new ConfigError(`${where}.key must be a function, got ${typeof resolved.key}`);
+  for (const name of ['key', 'encode'] as const) {
+    if (resolved[name] !== undefined && typeof resolved[name] !== 'function') {
+      throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
+    }
   }
   if (!Number.isInteger(resolved.rows) || resolved.rows < 1) {
     throw new ConfigError(`${where}.rows must be an integer >= 1, got ${options.rows}`);
@@ -52,25 +68,26 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
  * ## Example
  * ```ts
  * import { batch } from 'tributary';
- * records$.pipe(batch({ rows: 10_000, maxWaitMs: 500 }));
+ * records$.pipe(batch({ rows: 20_000, maxWaitMs: 500 }));
  * ```
  *
  * @param options Limits of one batch; whichever is reached first closes it.
  * @returns An operator emitting {@link Batch}es.
  */
 export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<T>, Batch<T>> {
-  const { rows, bytes, maxWaitMs, scheduler, key } = resolveBatchOptions(options);
+  const { rows, bytes, maxWaitMs, scheduler, key, encode, releaseValues } = resolveBatchOptions(options);
   return (source) =>
     new Observable<Batch<T>>((subscriber) => {
       let envelopes: Envelope<T>[] = [];
       let size = 0;
       let timer: Subscription | undefined;
       let batchKey: string | undefined;
+      const body = encode ? new BodyBuilder() : undefined;
       const flush = () => {
         timer?.unsubscribe();
         timer = undefined;
         if (envelopes.length === 0) return;
-        const full: Batch<T> = { envelopes, bytes: size };
+        const full: Batch<T> = body ? { envelopes, bytes: size, encoded: body.take() } : { envelopes, bytes: size };
         envelopes = [];
         size = 0;
         subscriber.next(full);
@@ -81,6 +98,15 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
             const next = key(envelope);
             if (next !== batchKey && envelopes.length > 0) flush();
             batchKey = next;
+          }
+          if (body) {
+            try {
+              body.add(encode!(envelope.value));
+            } catch (error) {
+              envelope.reject({ stage: 'sink', code: 'ENCODE', message: `cannot encode the record: ${error instanceof Error ? error.message : String(error)}`, path: '' });
+              return;
+            }
+            if (releaseValues && envelope.raw !== undefined) envelope.release();
           }
           envelopes.push(envelope);
           size += envelope.bytes;
@@ -100,4 +126,40 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
         timer?.unsubscribe();
       };
     });
+}
+
+/** `envelopes` encoded by `encode`, one row each, as a batch's `encoded` holds them. */
+export function encodeRows<T>(envelopes: readonly Envelope<T>[], encode: (value: T) => string): EncodedRows {
+  const body = new BodyBuilder();
+  for (const envelope of envelopes) body.add(encode(envelope.value));
+  return body.take();
+}
+
+/** Encoded records appended to one buffer, sized from the last batch and grown as needed. */
+class BodyBuilder {
+  #buffer = Buffer.allocUnsafe(64 * 1024);
+  #at = 0;
+  #ends: number[] = [];
+
+  add(row: string): void {
+    // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
+    const most = row.length * 3 + 1;
+    if (this.#at + most > this.#buffer.length) {
+      const larger = Buffer.allocUnsafe(Math.max(this.#buffer.length * 2, this.#at + most));
+      this.#buffer.copy(larger, 0, 0, this.#at);
+      this.#buffer = larger;
+    }
+    this.#at += this.#buffer.write(row, this.#at);
+    this.#buffer[this.#at++] = 0x0a;
+    this.#ends.push(this.#at);
+  }
+
+  /** The rows so far; the next batch starts in a new buffer a quarter larger than these. */
+  take(): EncodedRows {
+    const rows: EncodedRows = { body: this.#buffer.subarray(0, this.#at), ends: this.#ends };
+    this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, Math.ceil(this.#at * 1.25)));
+    this.#at = 0;
+    this.#ends = [];
+    return rows;
+  }
 }

@@ -1,6 +1,6 @@
-import { ConfigError } from '../../lib/errors';
-import type { Envelope } from '../../lib/envelope';
+import { ConfigError, TributaryError } from '../../lib/errors';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
+import { encodeRows } from '../../operators/batch';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {
@@ -50,15 +50,21 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     });
     return prepared;
   };
-  const rows = new JsonEachRow();
+  // What open() found: whether decimals go unquoted. Encoding needs it synchronously.
+  let opened: { unquoteDecimals: string[] | undefined } | undefined;
   return {
     name: `clickhouse:${table}`,
     async open() {
-      await prepare();
+      opened = await prepare();
+    },
+    encode(value: T) {
+      if (!opened) throw new TributaryError(`sink clickhouse:${table} must be opened before it encodes`, { code: 'NOT_OPEN' });
+      return jsonRow(value, opened.unquoteDecimals);
     },
     async write(batch: Batch<T>, context: WriteContext) {
       const { tokens, unquoteDecimals } = await prepare();
-      const body = rows.body(batch.envelopes, unquoteDecimals);
+      // Batches from a pipeline come encoded; others (a sink used on its own) are encoded here.
+      const body = (batch.encoded ?? encodeRows(batch.envelopes, (value) => jsonRow(value, unquoteDecimals))).body;
       // With a token, views fed by this insert are deduplicated with it too.
       const perInsert = tokens
         ? { deduplicate_blocks_in_dependent_materialized_views: 1, ...settings, insert_deduplication_token: context.token }
@@ -68,34 +74,10 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
   };
 }
 
-/**
- * Writes batches as JSONEachRow: each row's JSON goes straight into one buffer, sized from
- * the bytes per row of the last batch. Joining the rows as text and encoding that cost a
- * fifth more: the text is copied to flatten it, then again to encode it.
- */
-class JsonEachRow {
-  #bytesPerRow = 256;
-
-  body(envelopes: readonly Envelope<unknown>[], unquoteDecimals: readonly string[] | undefined): Buffer {
-    let buffer = Buffer.allocUnsafe(Math.ceil(envelopes.length * this.#bytesPerRow * 1.25) + 1024);
-    let at = 0;
-    for (let i = 0; i < envelopes.length; i++) {
-      // A value JSON cannot write (undefined) goes as `null`, which ClickHouse refuses as that row's fault.
-      let row = JSON.stringify(envelopes[i]!.value) ?? 'null';
-      if (unquoteDecimals) row = unquoted(row, unquoteDecimals);
-      // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
-      const most = row.length * 3 + 1;
-      if (at + most > buffer.length) {
-        const larger = Buffer.allocUnsafe(Math.max(buffer.length * 2, at + most));
-        buffer.copy(larger, 0, 0, at);
-        buffer = larger;
-      }
-      at += buffer.write(row, at);
-      buffer[at++] = 0x0a;
-    }
-    if (envelopes.length > 0) this.#bytesPerRow = at / envelopes.length;
-    return buffer.subarray(0, at);
-  }
+/** One JSONEachRow row. A value JSON cannot write (undefined) goes as `null`, which ClickHouse refuses as that row's fault. */
+function jsonRow(value: unknown, unquoteDecimals: readonly string[] | undefined): string {
+  const row = JSON.stringify(value) ?? 'null';
+  return unquoteDecimals ? unquoted(row, unquoteDecimals) : row;
 }
 
 const DECIMAL_TEXT = /^-?\d+(?:\.\d+)?$/;

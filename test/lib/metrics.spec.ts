@@ -133,7 +133,7 @@ describe('metrics, events and probes', () => {
     const held = await scrape();
     expect(metricValue(held, 'tributary_in_flight_records', { pipeline: 'bookings' })).to.equal(4);
     expect(metricValue(held, 'tributary_in_flight_bytes', { pipeline: 'bookings' })).to.equal(pipeline.stats.inFlightBytes).and.greaterThan(0);
-    expect(metricValue(held, 'tributary_in_flight_records_limit', { pipeline: 'bookings' })).to.equal(30_000);
+    expect(metricValue(held, 'tributary_in_flight_records_limit', { pipeline: 'bookings' })).to.equal(60_000);
     release();
     gated = false;
     feed.end();

@@ -2,7 +2,9 @@ import { expect } from 'chai';
 import { fromIterable } from '../../connectors/iterable';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
-import type { DeadLetter } from '../../lib/sink';
+import type { Envelope } from '../../lib/envelope';
+import type { DeadLetter, Sink } from '../../lib/sink';
+import type { SourceContext } from '../../lib/source';
 import { normalize } from '../../operators/normalize';
 import { delay, MemorySink, observed, until } from '../helpers';
 
@@ -121,6 +123,65 @@ describe('Pipeline', () => {
       ['iterable@1000', 'sink', 'CLICKHOUSE_27'],
     ]);
     expect(source.acked).to.have.length(1000);
+  });
+
+  it('writes encoded rows, splits them with their records, and dead-letters a refused row from its raw payload', async () => {
+    const records = Array.from({ length: 1000 }, (_, i) => ({ id: i }));
+    const poison = new Set([3, 500, 501, 999]);
+    const received: string[] = [];
+    // A source whose records keep their payload as received, as files and Kafka do.
+    const base = fromIterable(records);
+    const source = observed({
+      name: base.name,
+      open: (context) => base.open({ ...context, envelope: (value, meta, _raw, bytes) => context.envelope(value, meta, `raw:${(value as { id: number }).id}`, bytes) }),
+    });
+    const bodies: string[][] = [];
+    const sink: Sink<{ id: number }> = {
+      name: 'encoded',
+      encode: (value) => `row ${value.id}`,
+      async write(batch) {
+        expect(batch.encoded, 'every batch arrives encoded').to.not.equal(undefined);
+        const rows = batch.encoded!.body.toString().split('\n').slice(0, -1);
+        // The rows are exactly the batch's records, in order, whatever the split.
+        expect(rows).to.have.length(batch.envelopes.length);
+        expect(batch.encoded!.ends.at(-1)).to.equal(batch.encoded!.body.length);
+        bodies.push(rows);
+        // The sink refuses record 10 itself first: the rest of its batch is no longer one stretch of rows.
+        const ten = rows.indexOf('row 10');
+        if (ten >= 0) batch.envelopes[ten]!.reject({ stage: 'sink', code: 'REFUSED', message: 'ten', path: '' });
+        const bad = rows.find((row) => poison.has(Number(row.slice(4))));
+        if (bad) throw new SinkError(`Cannot parse input: ${bad}`, { rowsAtFault: true, code: 'CLICKHOUSE_27' });
+        received.push(...rows.filter((row) => row !== 'row 10'));
+        // Values were let go once encoded: the batch holds bytes.
+        expect(batch.envelopes.every((e) => e.value === undefined)).to.equal(true);
+      },
+    };
+    const deadLetters = new MemorySink<DeadLetter>();
+    const stats = await new Pipeline({ source, sink, deadLetters, batch: { rows: 1000 }, inFlight: { records: 1000 } }).run();
+    expect(stats).to.include({ read: 1000, written: 995, deadLettered: 5, nacked: 0 });
+    expect(received.map((row) => Number(row.slice(4))).sort((a, b) => a - b)).to.deep.equal(records.map((r) => r.id).filter((id) => !poison.has(id) && id !== 10));
+    expect(deadLetters.rows.map((l) => [l.raw, l.code])).to.have.deep.members([...[...poison].map((id) => [`raw:${id}`, 'CLICKHOUSE_27']), ['raw:10', 'REFUSED']]);
+    expect(bodies.length).to.be.greaterThan(4);
+  });
+
+  it('keeps values for protectDeadLetter, which may read them', async () => {
+    const base = fromIterable([{ id: 1, subject: 'ada' }]);
+    const source = { name: base.name, open: (context: SourceContext) => base.open({ ...context, envelope: (value, meta, _raw, bytes) => context.envelope(value, meta, 'raw', bytes) }) };
+    const seen: unknown[] = [];
+    const sink: Sink<unknown> = {
+      name: 'refusing',
+      encode: (value) => JSON.stringify(value),
+      async write() {
+        throw new SinkError('Cannot parse input', { rowsAtFault: true, code: 'CLICKHOUSE_27' });
+      },
+    };
+    const deadLetters = new MemorySink<DeadLetter>();
+    const protectDeadLetter = (letter: DeadLetter, envelope: Envelope<unknown>) => {
+      seen.push(envelope.value);
+      return letter;
+    };
+    expect(await new Pipeline({ source, sink, deadLetters, protectDeadLetter }).run()).to.include({ deadLettered: 1 });
+    expect(seen).to.deep.equal([{ id: 1, subject: 'ada' }]);
   });
 
   it('does not retry an error that is not retriable', async () => {
@@ -311,7 +372,7 @@ describe('Pipeline', () => {
   it('refuses bad configuration at construction with the rule', () => {
     const base = { source: fromIterable([]), sink: new MemorySink(), deadLetters: new MemorySink<DeadLetter>() };
     expect(() => new Pipeline({ ...base, batch: { rows: 0 } })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 0');
-    expect(() => new Pipeline({ ...base, inFlight: { records: 10 } })).to.throw(ConfigError, 'inFlight.records must be >= batch.rows (10000), got 10');
+    expect(() => new Pipeline({ ...base, inFlight: { records: 10 } })).to.throw(ConfigError, 'inFlight.records must be >= batch.rows (20000), got 10');
     expect(() => new Pipeline({ ...base, sinkConcurrency: 0 })).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got 0');
     expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0 or Infinity, got -1');
     expect(() => new Pipeline({ ...base, deadLetters: undefined as never })).to.throw(ConfigError, /deadLetters is required/);

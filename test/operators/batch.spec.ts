@@ -1,8 +1,9 @@
 import { expect } from 'chai';
-import { map } from 'rxjs';
+import { from, lastValueFrom, map, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { batch } from '../../operators/batch';
 import { ConfigError } from '../../lib/errors';
+import type { Batch } from '../../lib/sink';
 import { Recorder } from '../helpers';
 
 describe('batch', () => {
@@ -41,9 +42,41 @@ describe('batch', () => {
     });
   });
 
+  it('encodes each record as it joins the batch, releases values kept as raw, and dead-letters what will not encode', async () => {
+    const recorder = new Recorder();
+    const withRaw = (value: unknown, raw?: string) => {
+      const envelope = recorder.envelope(value);
+      envelope.raw = raw;
+      return envelope;
+    };
+    const big = 'ü€😀'.repeat(30_000); // past the first buffer: it must grow
+    const inputs = [withRaw({ id: 1 }, '{"id":1}'), withRaw({ id: 2 }), withRaw({ id: 3, n: 10n }, 'n=10'), withRaw({ id: 4, text: big }, 'big'), withRaw({ id: 5 }, '5')];
+    const batches = await lastValueFrom(from(inputs).pipe(batch({ rows: 3, encode: (value) => JSON.stringify(value), releaseValues: true }), toArray()));
+    const rowsOf = (b: Batch<unknown>) => b.encoded!.ends.map((end, i) => b.encoded!.body.toString('utf8', i === 0 ? 0 : b.encoded!.ends[i - 1], end));
+    expect(batches.map(rowsOf)).to.deep.equal([
+      ['{"id":1}\n', '{"id":2}\n', `{"id":4,"text":"${big}"}\n`],
+      ['{"id":5}\n'],
+    ]);
+    expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
+    // Released where a dead letter could use raw instead; kept where it could not.
+    expect(batches[0]!.envelopes.map((e) => e.value)).to.deep.equal([undefined, { id: 2 }, undefined]);
+    expect(recorder.rejected.map((r) => [r.envelope.raw, r.failure.stage, r.failure.code])).to.deep.equal([['n=10', 'sink', 'ENCODE']]);
+    expect(recorder.rejected[0]!.failure.message).to.match(/^cannot encode the record: .*BigInt/);
+  });
+
+  it('keeps values when asked to encode only', async () => {
+    const recorder = new Recorder();
+    const envelope = recorder.envelope({ id: 1 });
+    envelope.raw = '{"id":1}';
+    const [only] = await lastValueFrom(from([envelope]).pipe(batch({ encode: (value) => JSON.stringify(value) }), toArray()));
+    expect(only!.envelopes[0]!.value).to.deep.equal({ id: 1 });
+    expect(only!.encoded!.body.toString()).to.equal('{"id":1}\n');
+  });
+
   it('refuses limits that make no sense', () => {
     expect(() => batch({ rows: 1.5 })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 1.5');
     expect(() => batch({ bytes: -1 })).to.throw(ConfigError, 'batch.bytes must be an integer >= 1, got -1');
     expect(() => batch({ maxWaitMs: Infinity })).to.throw(ConfigError, 'batch.maxWaitMs must be a finite number >= 0, got Infinity');
+    expect(() => batch({ encode: 'json' as never })).to.throw(ConfigError, 'batch.encode must be a function, got string');
   });
 });
