@@ -35,7 +35,8 @@ export interface FileProgress {
 export interface ReadSettings {
   source: string;
   limits: FramingLimits;
-  chunkBytes: number;
+  /** Read size; undefined for the format's default. */
+  chunkBytes: number | undefined;
   encoding: FileEncoding | undefined;
   csv: ResolvedCsvOptions;
   xml: ResolvedXmlOptions | undefined;
@@ -165,7 +166,7 @@ export async function readFile(
     }
   };
 
-  const input = await openInput(file, settings.chunkBytes);
+  const input = await openInput(file, settings.chunkBytes ?? (format === 'xml' ? 256 * 1024 : 1024 * 1024));
   const progress = new ProgressReporter(file, input.totalBytes, settings);
   let framer: Framer | undefined;
   let transcode: ((chunk: Buffer) => Buffer) | undefined;
