@@ -17,7 +17,7 @@ export {
   type FieldIssue,
   type RecordPosition,
 } from './lib/errors';
-export { Pipeline, type PipelineLifecycleEvent, type PipelineOptions, type PipelineState, type PipelineStats, type Readiness } from './lib/pipeline';
+export { Pipeline, type PipelineBatchOptions, type PipelineLifecycleEvent, type PipelineOptions, type PipelineState, type PipelineStats, type Readiness } from './lib/pipeline';
 export type { EventError, PipelineEvent, PipelineEventListener, PipelineEventPayloads, PipelineEventType, SinkStage } from './lib/events';
 export { consoleLogger, quietLogger, type ConsoleLoggerOptions, type LogFields, type Logger, type LogLevel } from './lib/logger';
 export { pipelineMetrics, type PipelineMetrics, type PipelineMetricsOptions } from './lib/metrics';

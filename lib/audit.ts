@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { Observable } from 'rxjs';
 import type { AccessDecision } from './access';
 import type { BreakerOptions } from './breaker';
-import type { BatchOptions } from '../operators/batch';
 import type { Envelope } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
 import type { Keyring } from './keyring';
-import { Pipeline, type PipelineLifecycleEvent } from './pipeline';
+import { Pipeline, type PipelineBatchOptions, type PipelineLifecycleEvent } from './pipeline';
 import type { RetryOptions } from './retry';
 import type { DeadLetter, Sink } from './sink';
 import type { Source, SourceContext } from './source';
@@ -57,7 +56,7 @@ export interface AuditLogOptions {
    */
   deadLetters?: Sink<DeadLetter>;
   /** Batches of rows. @default { rows: 1000, maxWaitMs: 200 } */
-  batch?: BatchOptions;
+  batch?: PipelineBatchOptions;
   /** Retries of a failed write. @default { retries: Infinity, maxDelayMs: 5000 }: kept until written */
   retry?: RetryOptions;
   /** Events recorded but not yet written, at most; `record` throws beyond it. @default 100000 */

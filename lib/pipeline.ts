@@ -23,12 +23,12 @@ export interface PipelineOptions<T> {
   /** Where refused records go; a source is acked for them once this write is durable. */
   deadLetters: Sink<DeadLetter>;
   /**
-   * Batches for the sink; its `encode` comes from the sink, and values are released after
-   * encoding unless `protectDeadLetter` is set. @default { rows: 20000, bytes: 16 MiB, maxWaitMs: 1000 }
+   * Batches for the sink. Records are encoded by the sink's `encode`, when it has one, and
+   * let go of their values unless `protectDeadLetter` is set. @default { rows: 20000, bytes: 16 MiB, maxWaitMs: 1000 }
    */
-  batch?: BatchOptions;
+  batch?: PipelineBatchOptions;
   /** Batches for the dead-letter sink. @default { rows: 1000, maxWaitMs: 200 } */
-  deadLetterBatch?: BatchOptions;
+  deadLetterBatch?: PipelineBatchOptions;
   /**
    * The in-flight budget; must hold at least one batch, and three keep two writes going
    * while the next batch fills. @default { records: 60000, bytes: 64 MiB }
@@ -58,6 +58,9 @@ export interface PipelineOptions<T> {
   /** Told when the pipeline starts and stops, with its configuration: feed an audit log here. @default none */
   onLifecycle?: (event: PipelineLifecycleEvent) => void;
 }
+
+/** Batch limits of a pipeline; how records are encoded is the sink's to say. */
+export type PipelineBatchOptions = Omit<BatchOptions, 'encode' | 'releaseValues'>;
 
 /** A pipeline starting or stopping, for audit logs. */
 export interface PipelineLifecycleEvent {
@@ -477,9 +480,9 @@ export class Pipeline<T> implements AsyncDisposable {
   }
 }
 
-/** The sink's encoder for the batch step, when it has one. */
-function encoding(sink: Sink<any>): { encode?: (value: unknown) => string } {
-  return sink.encode ? { encode: (value) => sink.encode!(value) } : {};
+/** The sink's encoder for the batch step; none when the sink has none, whatever the batch options say. */
+function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode'> {
+  return { encode: sink.encode ? (value) => sink.encode!(value) : undefined };
 }
 
 /** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows. */

@@ -106,7 +106,7 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
               envelope.reject({ stage: 'sink', code: 'ENCODE', message: `cannot encode the record: ${error instanceof Error ? error.message : String(error)}`, path: '' });
               return;
             }
-            if (releaseValues && envelope.raw !== undefined) envelope.release();
+            if (releaseValues) envelope.release();
           }
           envelopes.push(envelope);
           size += envelope.bytes;
