@@ -51,6 +51,8 @@ export class MemoryDedupeStore implements DedupeStore {
   evicted = 0;
   #held = new Map<string, Held>();
   #bytes = 0;
+  /** When the front key expires, as last seen; 0 when it must be looked at again. */
+  #frontExpiresAt = 0;
   readonly #now: () => number;
 
   constructor(options: MemoryDedupeStoreOptions = {}) {
@@ -99,13 +101,22 @@ export class MemoryDedupeStore implements DedupeStore {
   async close(): Promise<void> {
     this.#held.clear();
     this.#bytes = 0;
+    this.#frontExpiresAt = 0;
   }
 
-  /** Forgets a few expired keys from the front (keys are held in claim order). */
+  /**
+   * Forgets a few expired keys from the front (keys are held in claim order). Until the
+   * front key expires there is nothing to look at: most claims skip the iterator.
+   */
   #sweep(now: number): void {
+    if (now < this.#frontExpiresAt) return;
     for (let i = 0; i < 4; i++) {
       const first = this.#held.entries().next();
-      if (first.done || first.value[1].expiresAt > now) return;
+      if (first.done) return;
+      if (first.value[1].expiresAt > now) {
+        this.#frontExpiresAt = first.value[1].expiresAt;
+        return;
+      }
       this.#forget(first.value[0], first.value[1]);
     }
   }
@@ -113,6 +124,8 @@ export class MemoryDedupeStore implements DedupeStore {
   #forget(key: string, held: Held): void {
     this.#held.delete(key);
     this.#bytes -= held.bytes;
+    // The front may have changed: the next sweep looks again.
+    this.#frontExpiresAt = 0;
   }
 }
 
