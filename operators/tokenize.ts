@@ -100,21 +100,13 @@ export function tokenize<T>(options: TokenizeOptions): OperatorFunction<Envelope
   const paths = compilePaths(Object.keys(options.fields), 'fields');
   const rules = paths.map((path) => {
     const field = checkField(path, options.fields[path.text]!);
-    return new TokenRule(path, scopedKey(master, field.scope), `${keyId}:`, field.normalize, field.to);
+    return new TokenRule(path, field.normalize, field.to).use(scopedKey(master, field.scope), `${keyId}:`);
   });
   return (source) =>
     new Observable<Envelope<T>>((subscriber) =>
       source.subscribe({
         next(envelope) {
-          let rule: TokenRule | undefined;
-          try {
-            for (rule of rules) forEachField(envelope.value, rule.path, rule);
-          } catch (error) {
-            rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
-            return;
-          }
-          envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
-          subscriber.next(envelope);
+          if (tokenizeRecord(envelope, rules, paths)) subscriber.next(envelope);
         },
         error: (error: unknown) => subscriber.error(error),
         complete: () => subscriber.complete(),
@@ -141,17 +133,8 @@ function tokenizePerSubject<T>(options: TokenizeOptions): OperatorFunction<Envel
     const rules = paths.map((path, i) => new SubjectTokenRule(path, checked[i]!.scope, checked[i]!.normalize, checked[i]!.to));
     return source.pipe(
       subjectKeyGate<T>(subjects, paths, { stage: 'tokenize', code: 'TOKENIZE_SUBJECT' }, (envelope, key, subject, emit) => {
-        let rule: SubjectTokenRule | undefined;
-        try {
-          for (rule of rules) {
-            rule.begin(key);
-            forEachField(envelope.value, rule.path, rule);
-          }
-        } catch (error) {
-          rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
-          return;
-        }
-        envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
+        for (const rule of rules) rule.begin(key);
+        if (!tokenizeRecord(envelope, rules, paths)) return;
         envelope.meta.subject = subject; // a later dead letter is sealed under the subject's key
         emit(envelope);
       }),
@@ -205,64 +188,42 @@ function subjectToken(key: SubjectKey, scope: string, value: string, normalize: 
   return subjectTokenPrefix(key.keyId) + createHmac('sha256', subjectScopedKey(key.key, scope)).update(normalizerOf(normalize, 'normalize')(value)).digest('base64url');
 }
 
+/**
+ * Writes each rule's tokens into the record; false when a value cannot be tokenized and
+ * the record was dead-lettered instead, its configured fields redacted.
+ */
+function tokenizeRecord(envelope: Envelope<unknown>, rules: readonly TokenRule[], paths: readonly FieldPath[]): boolean {
+  let rule: TokenRule | undefined;
+  try {
+    for (rule of rules) forEachField(envelope.value, rule.path, rule);
+  } catch (error) {
+    rejectRedacted(envelope, paths, { stage: 'tokenize', code: 'TOKENIZE_TYPE', message: (error as Error).message, path: pointerOf(rule?.current ?? '') });
+    return false;
+  }
+  envelope.raw = undefined; // the received payload holds the plaintext: a later dead letter shows this record
+  return true;
+}
+
+/** Tokenizes one field path: the value (or `to`) becomes the prefix and the HMAC of the normalized value. */
 class TokenRule implements FieldVisitor {
   readonly path: FieldPath;
   current = '';
-  readonly #key: KeyObject;
-  readonly #prefix: string;
   readonly #normalize: (text: string) => string;
   readonly #to: string | undefined;
-
-  constructor(path: FieldPath, key: KeyObject, prefix: string, normalize: (text: string) => string, to: string | undefined) {
-    this.path = path;
-    this.#key = key;
-    this.#prefix = prefix;
-    this.#normalize = normalize;
-    this.#to = to;
-  }
-
-  visit(container: any, key: string | number, path: string): void {
-    this.current = path;
-    const value = container[key];
-    if (typeof value !== 'string' && !(typeof value === 'number' && Number.isFinite(value))) {
-      throw new TypeError(`${path}: expected text or a number to tokenize, got ${Array.isArray(value) ? 'an array' : typeof value}`);
-    }
-    const token = this.#prefix + createHmac('sha256', this.#key).update(this.#normalize(String(value))).digest('base64url');
-    container[this.#to ?? key] = token;
-  }
-}
-
-/**
- * A rule of per-subject tokens: before each record, {@link begin} picks the record's
- * subject key; the key derived for it and the scope is kept for as long as the subject
- * key is cached (a weak map: an evicted key takes its derived key with it).
- */
-class SubjectTokenRule implements FieldVisitor {
-  readonly path: FieldPath;
-  current = '';
-  readonly #scope: string;
-  readonly #normalize: (text: string) => string;
-  readonly #to: string | undefined;
-  readonly #derived = new WeakMap<SubjectKey, { key: KeyObject; prefix: string }>();
   #key: KeyObject | undefined;
   #prefix = '';
 
-  constructor(path: FieldPath, scope: string, normalize: (text: string) => string, to: string | undefined) {
+  constructor(path: FieldPath, normalize: (text: string) => string, to: string | undefined) {
     this.path = path;
-    this.#scope = scope;
     this.#normalize = normalize;
     this.#to = to;
   }
 
-  /** The subject key of the record whose fields are visited next. */
-  begin(subjectKey: SubjectKey): void {
-    let derived = this.#derived.get(subjectKey);
-    if (derived === undefined) {
-      derived = { key: subjectScopedKey(subjectKey.key, this.#scope), prefix: subjectTokenPrefix(subjectKey.keyId) };
-      this.#derived.set(subjectKey, derived);
-    }
-    this.#key = derived.key;
-    this.#prefix = derived.prefix;
+  /** The key and prefix tokens are made with from now on. */
+  use(key: KeyObject, prefix: string): this {
+    this.#key = key;
+    this.#prefix = prefix;
+    return this;
   }
 
   visit(container: any, key: string | number, path: string): void {
@@ -273,6 +234,31 @@ class SubjectTokenRule implements FieldVisitor {
     }
     const token = this.#prefix + createHmac('sha256', this.#key!).update(this.#normalize(String(value))).digest('base64url');
     container[this.#to ?? key] = token;
+  }
+}
+
+/**
+ * A rule of per-subject tokens: before each record, {@link begin} picks the record's
+ * subject key; the key derived for it and the scope is kept for as long as the subject
+ * key is cached (a weak map: an evicted key takes its derived key with it).
+ */
+class SubjectTokenRule extends TokenRule {
+  readonly #scope: string;
+  readonly #derived = new WeakMap<SubjectKey, { key: KeyObject; prefix: string }>();
+
+  constructor(path: FieldPath, scope: string, normalize: (text: string) => string, to: string | undefined) {
+    super(path, normalize, to);
+    this.#scope = scope;
+  }
+
+  /** The subject key of the record whose fields are visited next. */
+  begin(subjectKey: SubjectKey): void {
+    let derived = this.#derived.get(subjectKey);
+    if (derived === undefined) {
+      derived = { key: subjectScopedKey(subjectKey.key, this.#scope), prefix: subjectTokenPrefix(subjectKey.keyId) };
+      this.#derived.set(subjectKey, derived);
+    }
+    this.use(derived.key, derived.prefix);
   }
 }
 
