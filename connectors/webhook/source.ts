@@ -311,6 +311,11 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       recordDenial(caller, status, code);
       refuse(response, status, code, message, headers);
     };
+    /** A body over the limit, declared or found while reading: denied, and the connection closed. */
+    const tooLarge = () => {
+      recordDenial(caller, 413, 'TOO_LARGE');
+      refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+    };
     if (path === '/admin/status') {
       if (request.method !== 'GET') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' });
       if (!allowed(token, caller, deny)) return;
@@ -343,10 +348,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       return deny(401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
     }
     const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
-    if (declared !== undefined && declared > maxBodyBytes) {
-      recordDenial(caller, 413, 'TOO_LARGE');
-      return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
-    }
+    if (declared !== undefined && declared > maxBodyBytes) return tooLarge();
     if (isClosed()) return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
     if (context.sinkBreakerState?.() === 'open') {
       return refuse(response, 503, 'SINK_UNAVAILABLE', 'the sink is unavailable', { 'retry-after': retryAfter });
@@ -359,10 +361,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     try {
       const body = await readBody(request, maxBodyBytes, stats);
       if (body === null) return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
-      if (body === undefined) {
-        recordDenial(caller, 413, 'TOO_LARGE');
-        return refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
-      }
+      if (body === undefined) return tooLarge();
       if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
         return deny(401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
       }
