@@ -294,7 +294,7 @@ class KafkaSource implements Source<Uint8Array> {
     this.#commit = payload.commitOffsetsIfNecessary;
     const { topic, partition } = batch;
     const id = `${topic}/${partition}`;
-    this.#highWatermarks.set(id, Math.max(Number(batch.highWatermark), this.#highWatermarks.get(id) ?? 0));
+    this.#raiseEnd(id, Number(batch.highWatermark));
     // A batch fetched before a rebalance may arrive after it: never emit for a partition not owned.
     if (this.#stopping || !this.#assignment.has(id)) return;
     if (!this.#positions.has(id)) this.#positions.set(id, Number(batch.firstOffset()));
@@ -358,13 +358,17 @@ class KafkaSource implements Source<Uint8Array> {
       for (const topic of topics) {
         for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
           const id = `${topic}/${partition}`;
-          // A fetch may have seen a newer end meanwhile: ends only grow.
-          if (this.#assignment.has(id)) this.#highWatermarks.set(id, Math.max(Number(high), this.#highWatermarks.get(id) ?? 0));
+          if (this.#assignment.has(id)) this.#raiseEnd(id, Number(high));
         }
       }
     } catch {
       // Lag is a reading, not a duty: keep the last one.
     }
+  }
+
+  /** Notes a partition's end offset, from a fetch or from the broker: ends only grow, whichever answer came last. */
+  #raiseEnd(id: string, end: number): void {
+    this.#highWatermarks.set(id, Math.max(end, this.#highWatermarks.get(id) ?? 0));
   }
 
   #stopLagRefresh(): void {
