@@ -60,9 +60,14 @@ const EXPECTED: Record<FileFormat, string> = {
   xml: 'an XML document',
 };
 
+/** A failure of the file rather than of one record: no bytes of its own, one credit byte. */
+function fileFailure(offset: number, line: number, code: string, message: string): Frame {
+  return { bytes: Buffer.alloc(0), offset, line, utf8: true, size: 1, error: { code, message } };
+}
+
 /** The dead letter of a file with nothing in it (no bytes, or only a byte order mark and whitespace). */
 function emptyFile(format: FileFormat): Frame {
-  return { bytes: Buffer.alloc(0), offset: 0, line: 1, utf8: true, size: 1, error: { code: 'EMPTY_FILE', message: `empty file: expected ${EXPECTED[format]}` } };
+  return fileFailure(0, 1, 'EMPTY_FILE', `empty file: expected ${EXPECTED[format]}`);
 }
 
 const BOMS = [Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from([0xff, 0xfe]), Buffer.from([0xfe, 0xff])];
@@ -224,7 +229,7 @@ export async function readFile(
       // A corrupt or cut-off gzip file is bad data, not a broken source.
       const offset = uncompressed + headBytes;
       const message = `gzip data is corrupt or cut off after ${offset} uncompressed bytes: ${(cause as Error).message}`;
-      await deliver([{ bytes: Buffer.alloc(0), offset, line: 0, utf8: true, size: 1, error: { code: 'GZIP', message } }]);
+      await deliver([fileFailure(offset, 0, 'GZIP', message)]);
     } else {
       throw new ConnectorError(`cannot read ${file}: ${code}`, { cause });
     }
@@ -240,14 +245,7 @@ function jsonFailure(line: number, error: unknown): RecordFailure {
 }
 
 function unknownEncoding(name: string): Frame {
-  return {
-    bytes: Buffer.alloc(0),
-    offset: 0,
-    line: 1,
-    utf8: true,
-    size: 1,
-    error: { code: 'UNKNOWN_ENCODING', message: `the XML declaration names encoding ${JSON.stringify(name)}, which is not supported: read as UTF-8` },
-  };
+  return fileFailure(0, 1, 'UNKNOWN_ENCODING', `the XML declaration names encoding ${JSON.stringify(name)}, which is not supported: read as UTF-8`);
 }
 
 const utf8Text = (bytes: Buffer) => bytes.toString('utf8');
