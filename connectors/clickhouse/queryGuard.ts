@@ -146,7 +146,7 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
       if (trimmed.startsWith('TABLE_FUNCTION ')) refuse('table functions are not allowed');
       const table = /^TABLE id: \d+(?:, alias: __table\d+)?, table_name: (.+?)(?:, [a-z_]+: .*)?$/.exec(trimmed);
       if (table) checkTable(table[1]!);
-      else if (trimmed.startsWith('TABLE ')) refuse('a table the engine named could not be read');
+      else if (trimmed.startsWith('TABLE ') && trimmed !== 'TABLE EXPRESSION') refuse('a table the engine named could not be read');
     }
   }
   return { kind, sql, format };

@@ -327,8 +327,9 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       }
       response.writeHead(200, headers);
       try {
-        while (!next.done) {
-          if (!out.write(next.value)) await new Promise<void>((resolve) => out.once('drain', resolve));
+        while (!next.done && !abort.signal.aborted) {
+          if (!out.write(next.value)) await drained(out, abort.signal);
+          if (abort.signal.aborted) break;
           next = await chunks.next();
         }
       } catch (error) {
@@ -338,6 +339,8 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
         setImmediate(() => response.destroy());
         return;
       }
+      // A client that went away leaves the engine's stream to be cancelled, not run out.
+      if (abort.signal.aborted) await chunks.return?.();
       out.end();
     } finally {
       clearTimeout(timer);
@@ -395,6 +398,19 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
         server.closeAllConnections();
       }),
   };
+}
+
+/** Resolves when `out` can take more, or the request was given up. */
+function drained(out: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    out.once('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** An error the endpoint answers itself, with ClickHouse's code. */
