@@ -30,6 +30,15 @@ export interface QueryLimits {
   maxThreads?: number;
 }
 
+/** The limits a server runs with when none are given. */
+export const DEFAULT_QUERY_LIMITS: Readonly<Required<QueryLimits>> = {
+  maxExecutionTimeS: 60,
+  maxResultRows: 1_000_000_000,
+  maxResultBytes: 64 * 1024 ** 3,
+  maxMemoryUsage: 2 * 1024 ** 3,
+  maxThreads: 1,
+};
+
 export interface QueryServerOptions {
   /** The store to read: typically the embedded ClickHouse a running pipeline holds. */
   client: ClickHouseClient;
@@ -198,11 +207,11 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   if (typeof permission !== 'string' || permission === '') throw new ConfigError(`permission must be a non-empty string, got ${JSON.stringify(options.permission)}`);
   const serverTables = options.tables === undefined ? undefined : tableMatcher(options.tables, 'tables');
   const limits: Required<QueryLimits> = {
-    maxExecutionTimeS: positive(options.limits?.maxExecutionTimeS, 60, 'limits.maxExecutionTimeS'),
-    maxResultRows: positive(options.limits?.maxResultRows, 1_000_000_000, 'limits.maxResultRows'),
-    maxResultBytes: positive(options.limits?.maxResultBytes, 64 * 1024 ** 3, 'limits.maxResultBytes'),
-    maxMemoryUsage: positive(options.limits?.maxMemoryUsage, 2 * 1024 ** 3, 'limits.maxMemoryUsage'),
-    maxThreads: positive(options.limits?.maxThreads, 1, 'limits.maxThreads'),
+    maxExecutionTimeS: positive(options.limits?.maxExecutionTimeS, DEFAULT_QUERY_LIMITS.maxExecutionTimeS, 'limits.maxExecutionTimeS'),
+    maxResultRows: positive(options.limits?.maxResultRows, DEFAULT_QUERY_LIMITS.maxResultRows, 'limits.maxResultRows'),
+    maxResultBytes: positive(options.limits?.maxResultBytes, DEFAULT_QUERY_LIMITS.maxResultBytes, 'limits.maxResultBytes'),
+    maxMemoryUsage: positive(options.limits?.maxMemoryUsage, DEFAULT_QUERY_LIMITS.maxMemoryUsage, 'limits.maxMemoryUsage'),
+    maxThreads: positive(options.limits?.maxThreads, DEFAULT_QUERY_LIMITS.maxThreads, 'limits.maxThreads'),
   };
   const maxConcurrent = positive(options.maxConcurrentQueries, 4, 'maxConcurrentQueries');
   const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
@@ -424,7 +433,7 @@ class QueryError extends Error {
 }
 
 /** The SETTINGS every reader's query runs under: its own lowerings, then the bounds, then readonly=1 last. */
-function settingsClause(given: Readonly<Record<string, string>>, limits: Required<QueryLimits>): string {
+export function settingsClause(given: Readonly<Record<string, string>>, limits: Required<QueryLimits>): string {
   const effective: Record<string, string> = {};
   for (const [name, value] of Object.entries(given)) {
     const bound = LOWERABLE[name];
@@ -443,6 +452,9 @@ function settingsClause(given: Readonly<Record<string, string>>, limits: Require
   effective['max_threads'] ??= String(limits.maxThreads);
   effective['result_overflow_mode'] ??= "'throw'";
   effective['timeout_overflow_mode'] = "'throw'";
+  // Readers' engine threads run at a lower CPU priority than the pipeline's (no effect
+  // without CAP_SYS_NICE).
+  effective['os_thread_priority'] = '10';
   effective['readonly'] = '1';
   return Object.entries(effective)
     .map(([name, value]) => `${name} = ${value}`)

@@ -4,6 +4,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { serveQueries } from '../../connectors/clickhouse';
+import { DEFAULT_QUERY_LIMITS, settingsClause } from '../../connectors/clickhouse/queryServer';
 import { AuditLog } from '../../lib/audit';
 import { MemorySink, tempDir, testClickHouse } from '../helpers';
 
@@ -204,6 +205,27 @@ describe('analyst endpoint against hostile queries', function () {
     expect(await rows(table), 'rows after the attempts').to.equal(before);
     expect(readdirSync(scratch.path), 'files the attempts made').to.deep.equal([]);
     expect(await testClickHouse().query(`EXISTS TABLE evil_${suffix}`)).to.deep.equal([{ result: 0 }]);
+  });
+
+  it('holds with the parser lock gone: the engine alone refuses writes and table functions under the settings every query runs with', async () => {
+    const settings = settingsClause({}, DEFAULT_QUERY_LIMITS);
+    for (const query of [
+      "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+      `SELECT * FROM url('http://127.0.0.1:${port}/', 'LineAsString')`,
+      `SELECT * FROM remote('127.0.0.1:${port}', 'system', 'one')`,
+      `SELECT * FROM ${table} UNION ALL SELECT 1, line FROM file('/etc/passwd', 'LineAsString')`,
+    ]) {
+      const error = await (async () => {
+        for await (const chunk of testClickHouse().stream(`SELECT * FROM (${query}) SETTINGS ${settings}`, { format: 'TSV' })) void chunk;
+      })().catch((e: unknown) => e);
+      expect((error as { clickhouseCode?: number }).clickhouseCode, query).to.equal(164);
+    }
+    for (const statement of [`INSERT INTO ${table} SELECT 9, 'x'`, `INSERT INTO FUNCTION file('${join(scratch.path, 'x.tsv')}') SELECT 1`]) {
+      const error = await testClickHouse().exec(`${statement} SETTINGS ${settings}`).catch((e: unknown) => e);
+      expect((error as { clickhouseCode?: number }).clickhouseCode, statement).to.equal(164);
+    }
+    expect(connections).to.deep.equal([]);
+    expect(readdirSync(scratch.path)).to.deep.equal([]);
   });
 
   it('refuses SETTINGS in the query and settings in the URL beyond its allowlist, and never raises its limits', async () => {
