@@ -1,6 +1,8 @@
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -8,6 +10,7 @@ import { serveQueries, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
 import { ConfigError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
+import { serveMetrics } from '../../lib/serveMetrics';
 import type { DeadLetter } from '../../lib/sink';
 import { delay, MemorySink, tempDir, testClickHouse, testClickHousePath, until } from '../helpers';
 
@@ -209,6 +212,46 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
       expect(Date.now() - started, 'waited for the cancelled query').to.be.below(20_000);
     } finally {
       await one.close();
+    }
+  });
+});
+
+describe('query and metrics endpoints over HTTPS', function () {
+  this.timeout(60_000);
+
+  it('serve HTTPS with the same tls option the webhook takes, and a driver that trusts the certificate reads', async () => {
+    const dir = tempDir();
+    const keyFile = join(dir.path, 'key.pem');
+    const certFile = join(dir.path, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const tls = { key: readFileSync(keyFile), cert: readFileSync(certFile) };
+    const endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: 'analyst-key-tls-1' }, port: 0, tls });
+    const pipeline = new Pipeline({ source: fromIterable([{ id: 1 }]), sink: new MemorySink(), deadLetters: new MemorySink<DeadLetter>() });
+    const metrics = await serveMetrics(pipeline, { port: 0, tls });
+    const reader = createClient({ url: endpoint.url, username: 'analyst', password: 'analyst-key-tls-1', tls: { ca_cert: tls.cert }, log: { level: ClickHouseLogLevel.OFF } });
+    try {
+      expect(endpoint.url).to.match(/^https:\/\/127\.0\.0\.1:\d+$/);
+      expect(metrics.url).to.match(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const rows = await (await reader.query({ query: 'SELECT 40 + 2 AS answer', format: 'JSONEachRow' })).json<{ answer: number }>();
+      expect(rows).to.deep.equal([{ answer: 42 }]);
+      const get = (url: string, ca?: Buffer) =>
+        new Promise<string>((resolve, reject) => {
+          request(url, ca ? { ca } : {}, (response) => {
+            let text = '';
+            response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            response.on('end', () => resolve(`${response.statusCode} ${text}`));
+          })
+            .on('error', reject)
+            .end();
+        });
+      expect(await get(`${metrics.url}/health`, tls.cert)).to.match(/^200 /);
+      // Without trusting the certificate a client refuses both servers.
+      for (const url of [`${endpoint.url}/ping`, `${metrics.url}/health`]) expect(await get(url).catch((e: Error) => e.message)).to.match(/self[- ]signed/i);
+    } finally {
+      await reader.close();
+      await metrics.close();
+      await endpoint.close();
+      dir.remove();
     }
   });
 });
