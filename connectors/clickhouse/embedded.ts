@@ -96,7 +96,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         }
         try {
           for (let next = first; !next.done; ) {
-            yield next.value.raw();
+            // A copy: the engine may reuse the chunk's memory for the next fetch while a
+            // consumer (a socket's write queue) still holds this one.
+            yield Buffer.from(next.value.raw());
             try {
               next = await iterator.next();
             } catch (cause) {

@@ -142,8 +142,12 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
       checkTable(qualified(root.children[0]!.text.trim()));
       break;
     case 'ShowTables':
-      // Names only (SHOW TABLES, SHOW DATABASES): no row of any table.
-      if (root.children.length !== 0) refuse('SHOW takes no subquery');
+      // The parser's tree of a SHOW leaves its WHERE and LIKE out, and a WHERE may hold a
+      // subquery. So only the plain forms pass, matched whole against the engine's own
+      // single-line text: names, a database, a LIKE pattern, a limit.
+      if (!/^SHOW (?:FULL )?(?:TABLES|DATABASES)(?: FROM [A-Za-z_][A-Za-z0-9_]*)?(?: (?:NOT )?I?LIKE '[^'\\]*')?(?: LIMIT \d+)?$/.test(canonical)) {
+        refuse('only SHOW TABLES and SHOW DATABASES, with FROM, LIKE and LIMIT, are allowed');
+      }
       kind = 'show';
       break;
     default:

@@ -165,6 +165,31 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect(Buffer.from(await rowBinary.arrayBuffer()).toString('hex')).to.equal('ffffffffe803');
   });
 
+  it('streams a result of many chunks intact, as plain and as compress=1 blocks', async () => {
+    const rows = 3_000_000;
+    const query = `SELECT toUInt64(number) FROM system.one ARRAY JOIN range(${rows}) AS number FORMAT RowBinary`;
+    for (const search of ['', 'compress=1']) {
+      const response = await fetch(`${endpoint.url}/?${search}`, { method: 'POST', body: query, headers });
+      let body = Buffer.from(await response.arrayBuffer());
+      if (search) {
+        const { cityHash128 } = await import('../../connectors/clickhouse/compressedBlocks.js');
+        const parts: Buffer[] = [];
+        for (let at = 0; at < body.length; ) {
+          const size = body.readUInt32LE(at + 17);
+          const [low, high] = cityHash128(body.subarray(at + 16, at + 16 + size));
+          expect([low, high], `checksum of the block at ${at}`).to.deep.equal([body.readBigUInt64LE(at), body.readBigUInt64LE(at + 8)]);
+          parts.push(body.subarray(at + 25, at + 16 + size));
+          at += 16 + size;
+        }
+        body = Buffer.concat(parts);
+      }
+      expect(body.length, search).to.equal(rows * 8);
+      let wrong = 0;
+      for (let i = 0; i < rows; i++) if (body.readBigUInt64LE(i * 8) !== BigInt(i)) wrong++;
+      expect(wrong, `${search}: rows out of place`).to.equal(0);
+    }
+  });
+
   it('binds param_<name> query parameters, takes database=default and refuses another', async () => {
     const bound = await fetch(`${endpoint.url}/?param_n=41&param_s=${encodeURIComponent("it's; DROP")}&database=default`, { method: 'POST', body: 'SELECT {n:UInt8} + 1, {s:String}', headers });
     expect([bound.status, await bound.text()]).to.deep.equal([200, "42\tit\\'s; DROP\n"]);
