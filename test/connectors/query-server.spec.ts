@@ -190,6 +190,31 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     }
   });
 
+  it('keeps one header and one frame per result, however many chunks the engine streams', async () => {
+    const rows = 300_000;
+    const numbers = `chunked_${randomUUID().replace(/-/g, '')}`;
+    await testClickHouse().exec(`CREATE TABLE ${numbers} (n UInt64) ENGINE = MergeTree ORDER BY n`);
+    await testClickHouse().exec(`INSERT INTO ${numbers} SELECT number FROM numbers(${rows})`);
+    after(() => testClickHouse().exec(`DROP TABLE IF EXISTS ${numbers}`));
+    const query = `SELECT n FROM ${numbers} ORDER BY n`;
+    const fetchAs = async (format: string) => Buffer.from(await (await fetch(`${endpoint.url}/?default_format=${format}&max_block_size=1000`, { method: 'POST', body: query, headers })).arrayBuffer());
+    for (const format of ['CSVWithNames', 'TSVWithNamesAndTypes', 'JSONCompactEachRowWithNamesAndTypes']) {
+      const lines = (await fetchAs(format)).toString().trimEnd().split('\n');
+      const header = format.endsWith('AndTypes') ? 2 : 1;
+      expect(lines.length, format).to.equal(rows + header);
+      expect(lines.slice(header).filter((line) => /n|UInt64/.test(line)), `${format}: headers inside the rows`).to.deep.equal([]);
+    }
+    const binary = await fetchAs('RowBinaryWithNamesAndTypes');
+    const header = Buffer.from([1, 1, 0x6e, 6, ...Buffer.from('UInt64')]);
+    expect(binary.subarray(0, header.length).equals(header)).to.equal(true);
+    expect(binary.length).to.equal(header.length + rows * 8);
+    expect(binary.readBigUInt64LE(binary.length - 8)).to.equal(BigInt(rows - 1));
+    const json = JSON.parse((await fetchAs('JSON')).toString()) as { rows: number; data: unknown[] };
+    expect([json.rows, json.data.length]).to.deep.equal([rows, rows]);
+    const parquet = await fetchAs('Parquet');
+    expect([parquet.subarray(0, 4).toString(), parquet.subarray(-4).toString(), parquet.indexOf('PAR1', 4)]).to.deep.equal(['PAR1', 'PAR1', parquet.length - 4]);
+  });
+
   it('binds param_<name> query parameters, takes database=default and refuses another', async () => {
     const bound = await fetch(`${endpoint.url}/?param_n=41&param_s=${encodeURIComponent("it's; DROP")}&database=default`, { method: 'POST', body: 'SELECT {n:UInt8} + 1, {s:String}', headers });
     expect([bound.status, await bound.text()]).to.deep.equal([200, "42\tit\\'s; DROP\n"]);
