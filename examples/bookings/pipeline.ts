@@ -10,7 +10,9 @@ import {
   type ClickHouseClient,
   type FileProgress,
   type FromFilesOptions,
+  type DeadLetter,
   type PipelineOptions,
+  type Sink,
   type Source,
 } from '../../index';
 import { mappings } from './mappings';
@@ -80,6 +82,8 @@ export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Boo
   paths: string[];
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
+  /** Each refused record as it joins a dead-letter batch (to count them by reason). */
+  onDeadLetter?: (letter: DeadLetter) => void;
 }
 
 /** The transform every booking goes through: the vendor's mapping, then the unified schema. */
@@ -94,9 +98,25 @@ export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booki
     source: bookingSource({ paths: options.paths, ...(options.onProgress && { onProgress: options.onProgress }) }),
     transform: bookingTransform(),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),
-    deadLetters: toClickHouse({ client: options.client, table: 'dead_letters' }),
+    deadLetters: watched(toClickHouse<DeadLetter>({ client: options.client, table: 'dead_letters' }), options.onDeadLetter),
     ...(options.batch && { batch: options.batch }),
     ...(options.inFlight && { inFlight: options.inFlight }),
     ...(options.sinkConcurrency && { sinkConcurrency: options.sinkConcurrency }),
   });
+}
+
+/** `sink` with `onLetter` told of each letter as it is encoded for a batch. */
+function watched(sink: Sink<DeadLetter>, onLetter: ((letter: DeadLetter) => void) | undefined): Sink<DeadLetter> {
+  if (!onLetter || !sink.encode) return sink;
+  const encode = sink.encode.bind(sink);
+  return {
+    name: sink.name,
+    ...(sink.open && { open: sink.open.bind(sink) }),
+    encode(letter) {
+      onLetter(letter);
+      return encode(letter);
+    },
+    write: sink.write.bind(sink),
+    ...(sink.close && { close: sink.close.bind(sink) }),
+  };
 }
