@@ -1,34 +1,11 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { samplesDir } from '../../examples/bookings/paths';
 import { SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
 import { tempDir, until } from '../helpers';
-
-const BIN = join(__dirname, '../../../bin/tributary.js');
-const PACKAGE = JSON.parse(readFileSync(join(__dirname, '../../../package.json'), 'utf8')) as { version: string };
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The built command, as a user runs it: a child process, its output and exit code. */
-export function tributary(args: string[], options: { env?: Record<string, string | undefined>; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, ...options.env };
-    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-    const child = spawn(process.execPath, [BIN, ...args], { env, cwd: options.cwd ?? process.cwd() });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { BIN, PACKAGE, tributary } from './run';
 
 /** No store, no endpoint and no path from the surroundings: each test says what it uses. */
 const CLEAN = { TRIBUTARY_PATH: undefined, TRIBUTARY_QUERY_URL: undefined, TRIBUTARY_QUERY_USER: undefined, TRIBUTARY_QUERY_KEY: undefined };
