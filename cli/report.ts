@@ -17,7 +17,8 @@ const PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00
 export function renderReport(data: ReportData): string {
   const vendors = [...new Set(data.bookings.map((r) => r.vendor))].sort();
   const colour = new Map(vendors.map((v, i) => [v, PALETTE[i % PALETTE.length]!]));
-  const currencies = [...new Set(data.bookings.map((r) => r.currency))].sort();
+  // A currency whose bookings were all cancelled has no revenue to chart.
+  const currencies = [...new Set(data.bookings.filter((r) => Number(r.revenue) !== 0).map((r) => r.currency))].sort();
   const count = (rows: readonly BookingsByVendorDay[]) => sumBy(rows, (r) => Number(r.bookings));
   const sections = [
     section('Bookings per vendor per day', stackedBars(data.bookings, vendors, colour, (rows) => count(rows), 'bookings')),

@@ -77,22 +77,38 @@ describe('tributary report', function () {
       const screenshot = join(dir.path, 'report.png');
       const { stderr } = await promisify(execFile)(
         CHROMIUM,
-        ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', '--enable-logging=stderr', '--v=0', '--window-size=1000,2400', `--screenshot=${screenshot}`, `file://${out}`],
+        ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', '--enable-logging=stderr', '--v=0', '--window-size=1000,3400', `--screenshot=${screenshot}`, `file://${out}`],
         { timeout: 120_000 },
       );
       expect(stderr.split('\n').filter((line) => /:CONSOLE[:(]/.test(line))).to.deep.equal([]);
       const { width, height, rgba } = pixels(readFileSync(screenshot));
-      expect([width, height]).to.deep.equal([1000, 2400]);
-      // The vendors' colours fill the charts' bars: far more than the legend's seven 12-pixel squares.
+      expect([width, height]).to.deep.equal([1000, 3400]);
+      // Each chart is a band of rows holding the vendors' colours (bars), taller than the
+      // legend's squares; bands are apart where headings stand between charts.
       const vendorColours = new Set(['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442']);
-      const seen = new Map<string, number>();
-      for (let i = 0; i < rgba.length; i += 4) {
-        const hex = `#${[rgba[i]!, rgba[i + 1]!, rgba[i + 2]!].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
-        if (vendorColours.has(hex)) seen.set(hex, (seen.get(hex) ?? 0) + 1);
+      const seen = new Set<string>();
+      const bands: { from: number; to: number }[] = [];
+      for (let y = 0; y < height; y++) {
+        let coloured = false;
+        for (let x = 0; x < width; x++) {
+          const i = (y * width + x) * 4;
+          const hex = `#${[rgba[i]!, rgba[i + 1]!, rgba[i + 2]!].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+          if (vendorColours.has(hex)) {
+            seen.add(hex);
+            coloured = true;
+          }
+        }
+        if (!coloured) continue;
+        const last = bands[bands.length - 1];
+        if (last && y - last.to <= 12) last.to = y;
+        else bands.push({ from: y, to: y });
       }
-      expect([...seen.keys()].sort()).to.deep.equal([...vendorColours].sort());
-      const coloured = [...seen.values()].reduce((a, b) => a + b, 0);
-      expect(coloured, 'pixels in vendor colours').to.be.above(20 * 7 * 12 * 12);
+      expect([...seen].sort()).to.deep.equal([...vendorColours].sort());
+      const currencies = new Set([...html.matchAll(/Revenue per vendor per day \((\w+)/g)].map((m) => m[1]));
+      expect(currencies.size).to.be.above(1);
+      // Bookings, one revenue chart per currency, dead letters.
+      const charts = bands.filter((b) => b.to - b.from >= 40);
+      expect(charts, JSON.stringify(bands)).to.have.length(1 + currencies.size + 1);
     } finally {
       dir.remove();
     }
