@@ -99,6 +99,18 @@ describe('the examples in README.md and docs/ run as written against the packed 
     for (const block of blocks) expect(EXPECTED_OUTPUT.some((e) => block.code.includes(e.contains)), `${block.where} has no expected output`).to.equal(true);
   });
 
+  it("the packed package's tributary command runs the demo, status and help in a project", async () => {
+    const cwd = join(scratch.path, 'cli');
+    mkdirSync(cwd);
+    const bin = join(scratch.path, 'node_modules', 'tributary', 'bin', 'tributary.js');
+    const { TRIBUTARY_PATH: _path, TRIBUTARY_QUERY_URL: _url, ...env } = process.env;
+    expect((await run(process.execPath, [bin, '--help'], { cwd, env })).stdout).to.match(/^Usage: tributary <command> \[options\]/);
+    const demo = await run(process.execPath, [bin, 'demo'], { cwd, env });
+    expect(demo.stdout).to.match(/bookings\s+dead_letters\n54\s+14/);
+    const status = await run(process.execPath, [bin, 'status'], { cwd, env });
+    expect(status.stdout).to.contain(`store: ${join(cwd, '.tributary', 'demo')}`).and.to.contain('bookings: 54, dead letters: 14');
+  });
+
   for (const kind of ['esm', 'cjs'] as const) {
     it(`compiles with tsc --strict and runs as ${kind === 'esm' ? 'an ES module' : 'CommonJS'}`, async () => {
       const dir = join(scratch.path, kind);
