@@ -5,7 +5,7 @@ import { bookingPipeline, SAMPLE_VENDORS } from './pipeline';
 import { BOOKINGS_BY_VENDOR_DAY, DEAD_LETTERS_BY_REASON, formatTable } from './summary';
 
 export interface DemoOptions {
-  /** The store directory. @default TRIBUTARY_PATH, else TRIBUTARY_DEMO_PATH, else '.tributary/demo' */
+  /** The store directory. @default TRIBUTARY_DEMO_PATH, else TRIBUTARY_PATH, else '.tributary/demo' */
   path?: string;
   /** Files and directories to ingest. @default the seven sample vendors' directories */
   paths?: readonly string[];
@@ -19,7 +19,7 @@ export interface DemoOptions {
  * and the same keys.
  */
 export async function demo(options: DemoOptions = {}): Promise<void> {
-  const path = options.path ?? process.env.TRIBUTARY_PATH ?? process.env.TRIBUTARY_DEMO_PATH ?? '.tributary/demo';
+  const path = options.path ?? process.env.TRIBUTARY_DEMO_PATH ?? process.env.TRIBUTARY_PATH ?? '.tributary/demo';
   const clickhouse = embeddedClickHouse({ path });
   try {
     const applied = await migrate(clickhouse, migrationsDir);
