@@ -52,7 +52,7 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     const seconds = (Date.now() - started) / 1000;
     const rows = [...reasons.values()].sort((a, b) => a.vendor.localeCompare(b.vendor) || b.records - a.records || a.code.localeCompare(b.code));
     process.stdout.write(
-      `${stats.read.toLocaleString('en')} records read from ${bar?.files() ?? paths.length} ${bar ? 'files' : 'paths'} in ${seconds.toFixed(1)} s: ` +
+      `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(paths.length, 'path')} in ${seconds.toFixed(1)} s: ` +
         `${stats.written.toLocaleString('en')} written to bookings, ${stats.deadLettered.toLocaleString('en')} dead-lettered` +
         `${stats.nacked > 0 ? `, ${stats.nacked} not stored` : ''} (store ${resolve(path)})\n\n` +
         formatTable('Dead letters by reason (this run)', rows),
@@ -74,7 +74,7 @@ function directoryBytes(directory: string): number {
 /** One bar over all files on stderr: redrawn in place on a terminal, a line per finished file otherwise. */
 function progressBar(totalBytes: number) {
   const tty = process.stderr.isTTY === true;
-  const done = new Map<string, number>();
+  const done = new Map<string, { bytes: number; records: number }>();
   const current = new Map<string, FileProgress>();
   const started = Date.now();
   let drawn = 0;
@@ -86,21 +86,24 @@ function progressBar(totalBytes: number) {
       bytes += p.bytes;
       records += p.records;
     }
-    for (const b of done.values()) bytes += b;
+    for (const d of done.values()) {
+      bytes += d.bytes;
+      records += d.records;
+    }
     const share = totalBytes > 0 ? Math.min(bytes / totalBytes, 1) : 1;
     const width = 30;
     const seconds = (Date.now() - started) / 1000;
     const eta = share > 0 && share < 1 ? clock(((seconds / share) * (1 - share)) * 1000) : '--:--';
     const line =
       `[${'#'.repeat(Math.round(share * width)).padEnd(width, '-')}] ${(share * 100).toFixed(0).padStart(3)}%` +
-      `  ${finished} files  ${mib(bytes)}/${mib(totalBytes)} MiB  ${seconds > 0 ? Math.round(records / seconds).toLocaleString('en') : 0} records/s  ETA ${eta}`;
+      `  ${plural(finished, 'file')}  ${mib(bytes)}/${mib(totalBytes)} MiB  ${seconds > 0 ? Math.round(records / seconds).toLocaleString('en') : 0} records/s  ETA ${eta}`;
     process.stderr.write(`\r${line}\x1b[K`);
   };
   return {
     update(p: FileProgress) {
       if (p.done) {
         current.delete(p.file);
-        done.set(p.file, p.bytes);
+        done.set(p.file, { bytes: p.bytes, records: p.records });
         finished++;
         if (!tty) process.stderr.write(`${relative(process.cwd(), p.file) || p.file}: ${p.records} records\n`);
       } else {
@@ -117,6 +120,8 @@ function progressBar(totalBytes: number) {
     files: () => finished,
   };
 }
+
+const plural = (n: number, noun: string) => `${n.toLocaleString('en')} ${noun}${n === 1 ? '' : 's'}`;
 
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
