@@ -1,13 +1,13 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { inflateSync } from 'node:zlib';
 import { tempDir } from '../helpers';
+import { ensureChromium } from '../services';
 import { tributary } from './run';
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((path) => existsSync(path));
 
 /** RGBA pixels of an 8-bit RGB or RGBA PNG (what Chromium writes). */
 function pixels(png: Buffer): { width: number; height: number; rgba: Buffer } {
@@ -59,8 +59,13 @@ function pixels(png: Buffer): { width: number; height: number; rgba: Buffer } {
 describe('tributary report', function () {
   this.timeout(180_000);
 
+  let chromium: string;
+  before(async function () {
+    this.timeout(600_000);
+    chromium = await ensureChromium();
+  });
+
   it('writes a page whose charts draw in headless Chromium, with no console errors', async () => {
-    if (!CHROMIUM) throw new Error('headless Chromium is needed: apt-get install chromium');
     const dir = tempDir();
     try {
       const env = { TRIBUTARY_PATH: join(dir.path, 'store'), TRIBUTARY_QUERY_URL: undefined };
@@ -76,7 +81,7 @@ describe('tributary report', function () {
 
       const screenshot = join(dir.path, 'report.png');
       const { stderr } = await promisify(execFile)(
-        CHROMIUM,
+        chromium,
         ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', '--enable-logging=stderr', '--v=0', '--window-size=1000,3400', `--screenshot=${screenshot}`, `file://${out}`],
         { timeout: 120_000 },
       );
