@@ -49,7 +49,7 @@ export async function statusCommand(path: string): Promise<number> {
       out.push(
         `bookings: ${last!.bookings}, dead letters: ${last!.dead_letters}, last ingest: ${empty ? 'never' : `${last!.last_ingest} UTC`}\n`,
       );
-      if (names.has('bookings_per_vendor_day')) out.push(formatTable('Bookings by vendor and day', await store.query(BOOKINGS_BY_VENDOR_DAY)));
+      if (names.has('bookings_per_vendor_day')) out.push(await bookingsByDay(store, STATUS_DAYS));
       out.push(formatTable('Dead letters by reason', await store.query(DEAD_LETTERS_BY_REASON)));
     } else {
       out.push('no booking tables yet: `tributary migrate` creates them, `tributary ingest <files…>` fills them\n');
@@ -59,6 +59,26 @@ export async function statusCommand(path: string): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/** Days the status shows: enough for a first look, short enough for a terminal. */
+const STATUS_DAYS = 14;
+
+/** Bookings per day (rows) and vendor (columns) over the latest `days` days with bookings. */
+async function bookingsByDay(store: StoreReader, days: number): Promise<string> {
+  const rows = await store.query<{ vendor: string; day: string; bookings: string | number }>(`
+    SELECT vendor, day, sum(bookings) AS bookings FROM bookings_per_vendor_day
+    WHERE day IN (SELECT DISTINCT day FROM bookings_per_vendor_day ORDER BY day DESC LIMIT ${days})
+    GROUP BY vendor, day ORDER BY day, vendor`);
+  const vendors = (await store.query<{ vendor: string }>('SELECT DISTINCT vendor FROM bookings_per_vendor_day ORDER BY vendor')).map((r) => r.vendor);
+  const table = new Map<string, Record<string, string | number>>();
+  for (const { vendor, day, bookings } of rows) {
+    const row = table.get(day) ?? { day, ...Object.fromEntries(vendors.map((v) => [v, 0])), total: 0 };
+    row[vendor] = Number(bookings);
+    row.total = Number(row.total) + Number(bookings);
+    table.set(day, row);
+  }
+  return formatTable(`Bookings by vendor and day (latest ${days} days; \`tributary report\` charts all)`, [...table.values()]);
 }
 
 /** `tributary report`: the HTML page, written where `--out` says. */
