@@ -1,7 +1,8 @@
 /**
  * `tributary/bookings`: the booking example as a package subpath, so the README's pipeline
  * runs as written: the unified schema, the seven vendors' mappings and read options, the
- * migrations and sample files, and the pipeline that puts them together.
+ * migrations and sample files, the pipeline that puts them together, and the compliance
+ * helpers (`customerOf`, `sealBookings`) the README's compliance example uses.
  */
 export { bookingSchema, type Booking } from './schema';
 export { mappings } from './mappings';
@@ -17,3 +18,4 @@ export {
   type BookingSourceOptions,
   type VendorReadOptions,
 } from './pipeline';
+export { customerOf, CUSTOMER_SCOPE, sealBookings, type SealedBooking } from './compliance';
