@@ -69,9 +69,10 @@ First steps:
     .command('ingest')
     .description('bulk import vendor files into the store: a progress bar, then a summary and the dead letters by reason')
     .argument('<paths...>', "files or directories; a file's vendor is the name of its directory (data/skyway/x.json is skyway's)")
+    .option('--vendor <name>', "the vendor of every file, instead of their directories' names (skyway, railbase, …)")
     .option('--no-progress', 'no progress bar')
     .addHelpText('after', '\nThe store is created and migrated if needed. Reading the same files again changes no count.')
-    .action(async (paths: string[], options: { progress: boolean }) => run(await ingestCommand(path(), paths, options)));
+    .action(async (paths: string[], options: { progress: boolean; vendor?: string }) => run(await ingestCommand(path(), paths, options)));
 
   cli
     .command('query')

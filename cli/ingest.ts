@@ -3,6 +3,7 @@ import { join, relative, resolve } from 'node:path';
 import { embeddedClickHouse } from '../connectors/clickhouse/embedded';
 import { migrate } from '../connectors/clickhouse/migrate';
 import type { FileProgress } from '../connectors/files/read';
+import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline } from '../examples/bookings/pipeline';
 import { formatTable } from '../examples/bookings/summary';
@@ -13,7 +14,10 @@ import { CliError, EXIT, requireFree } from './store';
  * with a progress bar over all their bytes on stderr, then what this run did and its
  * dead letters by reason.
  */
-export async function ingestCommand(path: string, paths: string[], options: { progress: boolean }): Promise<number> {
+export async function ingestCommand(path: string, paths: string[], options: { progress: boolean; vendor?: string }): Promise<number> {
+  if (options.vendor !== undefined && !Object.hasOwn(mappings, options.vendor)) {
+    throw new CliError(`--vendor must be one of ${Object.keys(mappings).sort().join(', ')}, got ${JSON.stringify(options.vendor)}`, EXIT.USAGE);
+  }
   let totalBytes = 0;
   for (const p of paths) {
     const info = statSync(p, { throwIfNoEntry: false });
@@ -30,6 +34,7 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
       name: 'ingest',
       client,
       paths,
+      ...(options.vendor !== undefined && { vendor: options.vendor }),
       batch: { rows: 10_000, maxWaitMs: 500 },
       ...(bar && { onProgress: bar.update }),
       onDeadLetter: (letter) => {
@@ -57,6 +62,13 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
         `${stats.nacked > 0 ? `, ${stats.nacked} not stored` : ''} (store ${resolve(path)})\n\n` +
         formatTable('Dead letters by reason (this run)', rows),
     );
+    const unknown = rows.filter((r) => r.code === 'UNKNOWN_VENDOR');
+    if (unknown.length > 0) {
+      const names = [...new Set(unknown.map((r) => r.vendor || '(none)'))].join(', ');
+      process.stdout.write(
+        `\nno mapping for vendor ${names}: a file's vendor is its directory's name; put the files in a directory named after their vendor, or pass --vendor (one of ${Object.keys(mappings).sort().join(', ')})\n`,
+      );
+    }
     return stats.nacked > 0 ? EXIT.FAILED : EXIT.OK;
   } finally {
     await client.close();

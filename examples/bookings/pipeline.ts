@@ -43,8 +43,10 @@ export function vendorOfPath(path: string, isDirectory: boolean): string {
 }
 
 export interface BookingSourceOptions {
-  /** Files or directories; a file's vendor is the name of its directory. */
+  /** Files or directories; a file's vendor is the name of its directory, unless `vendor` is given. */
   paths: readonly string[];
+  /** The vendor of every file, instead of their directories' names. @default none */
+  vendor?: string;
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
 }
@@ -59,13 +61,13 @@ export function bookingSource(options: BookingSourceOptions): Source<unknown> {
   for (const path of options.paths) {
     // A path that does not exist is left to fromFiles, which fails the source naming it.
     const isDirectory = statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
-    const vendor = vendorOfPath(path, isDirectory);
+    const vendor = options.vendor ?? vendorOfPath(path, isDirectory);
     groups.set(vendor, [...(groups.get(vendor) ?? []), path]);
   }
   const sources = [...groups].map(([vendor, paths]) =>
     fromFiles({
       paths,
-      vendor: (file) => basename(dirname(file)),
+      vendor: options.vendor ?? ((file) => basename(dirname(file))),
       ...vendorReadOptions[vendor],
       ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
     }),
@@ -78,8 +80,10 @@ export function bookingSource(options: BookingSourceOptions): Source<unknown> {
 
 export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Booking>, 'batch' | 'inFlight' | 'sinkConcurrency' | 'name'>> {
   client: ClickHouseClient;
-  /** Files or directories; a file's vendor is the name of its directory. */
+  /** Files or directories; a file's vendor is the name of its directory, unless `vendor` is given. */
   paths: string[];
+  /** The vendor of every file, instead of their directories' names. @default none */
+  vendor?: string;
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
   /** Each refused record as it joins a dead-letter batch (to count them by reason). */
@@ -95,7 +99,11 @@ export function bookingTransform() {
 export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booking> {
   return new Pipeline<Booking>({
     name: options.name ?? 'bookings',
-    source: bookingSource({ paths: options.paths, ...(options.onProgress && { onProgress: options.onProgress }) }),
+    source: bookingSource({
+      paths: options.paths,
+      ...(options.vendor !== undefined && { vendor: options.vendor }),
+      ...(options.onProgress && { onProgress: options.onProgress }),
+    }),
     transform: bookingTransform(),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),
     deadLetters: watched(toClickHouse<DeadLetter>({ client: options.client, table: 'dead_letters' }), options.onDeadLetter),

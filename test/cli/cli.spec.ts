@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { samplesDir } from '../../examples/bookings/paths';
 import { SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
@@ -207,6 +207,18 @@ describe('tributary (the command line)', function () {
         expect(again.stderr).to.equal('');
         const status = await tributary(['status'], { env });
         expect(status.stdout).to.contain('bookings: 54, dead letters: 14');
+        // A file outside a vendor's directory: the summary says how to name its vendor.
+        const loose = join(dir.path, 'export.json');
+        copyFileSync(join(samplesDir, 'skyway', '2026-03-01.json'), loose);
+        const unnamed = await tributary(['ingest', loose], { env });
+        expect(unnamed.stdout).to.match(/^\S+\s+normalize\s+UNKNOWN_VENDOR\s+8\s/m);
+        expect(unnamed.stdout).to.contain("a file's vendor is its directory's name").and.to.contain('--vendor (one of backdesk, farelink');
+        const named = await tributary(['ingest', '--vendor', 'skyway', loose], { env });
+        expect(named.stdout).to.match(/^8 records read from 1 file in [\d.]+ s: 8 written to bookings, 0 dead-lettered/);
+        const wrong = await tributary(['ingest', '--vendor', 'acme', loose], { env });
+        expect(wrong.code).to.equal(2);
+        expectOneLine(wrong.stderr);
+        expect(wrong.stderr).to.contain('--vendor must be one of backdesk,');
         const missing = await tributary(['ingest', join(dir.path, 'nothing-here')], { env });
         expect(missing.code).to.equal(2);
         expectOneLine(missing.stderr);
