@@ -54,6 +54,11 @@ export async function demo(options: DemoOptions = {}): Promise<void> {
         SELECT (SELECT count() FROM bookings FINAL) AS bookings,
                (SELECT count() FROM dead_letters FINAL) AS dead_letters`),
     );
+    const at = path === '.tributary/demo' ? '' : ` --path ${path}`;
+    console.log(
+      `Next: npx tributary status${at}   npx tributary query${at} "SELECT * FROM bookings_per_vendor_day"\n` +
+        `      npx tributary report${at} -o report.html   npx tributary --help`,
+    );
   } finally {
     await clickhouse.close();
   }
