@@ -19,10 +19,23 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     throw new CliError(`--vendor must be one of ${Object.keys(mappings).sort().join(', ')}, got ${JSON.stringify(options.vendor)}`, EXIT.USAGE);
   }
   let totalBytes = 0;
-  for (const p of paths) {
+  const given = paths;
+  paths = [];
+  for (const p of given) {
     const info = statSync(p, { throwIfNoEntry: false });
     if (!info) throw new CliError(`no such file or directory: ${p}`, EXIT.USAGE);
-    totalBytes += info.isDirectory() ? directoryBytes(p) : info.size;
+    paths.push(p);
+    if (!info.isDirectory()) {
+      totalBytes += info.size;
+      continue;
+    }
+    totalBytes += directoryBytes(p);
+    // A directory of vendors' directories (examples/bookings/data) is read as those directories.
+    for (const entry of readdirSync(p, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+      paths.push(join(p, entry.name));
+      totalBytes += directoryBytes(join(p, entry.name));
+    }
   }
   requireFree(path, 'ingest');
   const client = embeddedClickHouse({ path });
@@ -57,11 +70,12 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     const seconds = (Date.now() - started) / 1000;
     const rows = [...reasons.values()].sort((a, b) => a.vendor.localeCompare(b.vendor) || b.records - a.records || a.code.localeCompare(b.code));
     process.stdout.write(
-      `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(paths.length, 'path')} in ${seconds.toFixed(1)} s: ` +
+      `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(given.length, 'path')} in ${seconds.toFixed(1)} s: ` +
         `${stats.written.toLocaleString('en')} written to bookings, ${stats.deadLettered.toLocaleString('en')} dead-lettered` +
         `${stats.nacked > 0 ? `, ${stats.nacked} not stored` : ''} (store ${resolve(path)})\n\n` +
         formatTable('Dead letters by reason (this run)', rows),
     );
+    if (stats.read === 0) process.stderr.write(`tributary: nothing was read: ${given.join(' ')} holds no files (hidden files are skipped)\n`);
     const unknown = rows.filter((r) => r.code === 'UNKNOWN_VENDOR');
     if (unknown.length > 0) {
       const names = [...new Set(unknown.map((r) => r.vendor || '(none)'))].join(', ');
@@ -117,7 +131,7 @@ function progressBar(totalBytes: number) {
         current.delete(p.file);
         done.set(p.file, { bytes: p.bytes, records: p.records });
         finished++;
-        if (!tty) process.stderr.write(`${relative(process.cwd(), p.file) || p.file}: ${p.records} records\n`);
+        if (!tty) process.stderr.write(`${shown(p.file)}: ${plural(p.records, 'record')}\n`);
       } else {
         current.set(p.file, p);
       }
@@ -131,6 +145,12 @@ function progressBar(totalBytes: number) {
     },
     files: () => finished,
   };
+}
+
+/** A path as short as it stays clear: relative below the working directory, else absolute. */
+function shown(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel === '' || rel.startsWith('..') ? path : rel;
 }
 
 const plural = (n: number, noun: string) => `${n.toLocaleString('en')} ${noun}${n === 1 ? '' : 's'}`;

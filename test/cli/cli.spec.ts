@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { samplesDir } from '../../examples/bookings/paths';
 import { SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
@@ -203,8 +203,15 @@ describe('tributary (the command line)', function () {
         // Not a terminal: one progress line per file read.
         expect(first.stderr.trimEnd().split('\n')).to.have.length(8);
         expect(first.stderr).to.match(/railbase\/export-20260302\.csv: 6 records/);
-        const again = await tributary(['ingest', '--no-progress', ...paths], { env });
+        // A directory of vendors' directories reads as those directories.
+        const again = await tributary(['ingest', '--no-progress', samplesDir], { env });
         expect(again.stderr).to.equal('');
+        expect(again.stdout).to.match(/^68 records read from 1 path in [\d.]+ s: 54 written to bookings, 14 dead-lettered/);
+        const empty = join(dir.path, 'empty');
+        mkdirSync(empty);
+        const nothing = await tributary(['ingest', empty], { env });
+        expect(nothing.code).to.equal(0);
+        expect(nothing.stderr).to.equal(`tributary: nothing was read: ${empty} holds no files (hidden files are skipped)\n`);
         const status = await tributary(['status'], { env });
         expect(status.stdout).to.contain('bookings: 54, dead letters: 14');
         // A file outside a vendor's directory: the summary says how to name its vendor.
