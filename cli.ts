@@ -16,7 +16,8 @@ Exit codes:
 
 Environment:
   TRIBUTARY_PATH       the store directory, instead of --path
-  TRIBUTARY_QUERY_URL  the query endpoint to ask when another process holds the store
+  TRIBUTARY_QUERY_URL  the query endpoint reads ask when another process holds the store,
+                       or when there is none at --path
   TRIBUTARY_QUERY_USER, TRIBUTARY_QUERY_KEY  the endpoint's user (default "default") and key;
                        \`serve\` takes its key from TRIBUTARY_QUERY_KEY too`;
 

@@ -90,10 +90,17 @@ export interface OpenOptions {
 /**
  * Opens the store at `path` for reading: directly when no process holds it (the session
  * set `readonly=1`, so only reads run), through the query endpoint named by
- * `TRIBUTARY_QUERY_URL` when a running pipeline or `tributary serve` holds it.
+ * `TRIBUTARY_QUERY_URL` when a running pipeline or `tributary serve` holds it, or when
+ * there is no store at `path` but an endpoint is named.
  */
 export async function openStore(path: string, options: OpenOptions = {}): Promise<StoreReader> {
   const directory = resolve(path);
+  const url = process.env.TRIBUTARY_QUERY_URL;
+  if (url && !options.write && !existsSync(join(directory, 'metadata'))) {
+    // The store lives elsewhere (another machine, a container): its endpoint answers.
+    options.notice?.(`no store at ${directory}; asking the endpoint ${url}`);
+    return endpointReader(url, process.env.TRIBUTARY_QUERY_USER ?? 'default', process.env.TRIBUTARY_QUERY_KEY ?? '');
+  }
   requireStore(directory);
   let holder = storeHolder(directory);
   if (holder === undefined) {
@@ -110,7 +117,6 @@ export async function openStore(path: string, options: OpenOptions = {}): Promis
   }
   const held = `the store at ${directory} is held by ${holder ? `process ${holder}` : 'another process'}`;
   if (options.write) throw new CliError(`${held}; --write needs the store itself: stop that process and try again`, EXIT.STORE);
-  const url = process.env.TRIBUTARY_QUERY_URL;
   if (!url) {
     throw new CliError(`${held}; set TRIBUTARY_QUERY_URL (and TRIBUTARY_QUERY_USER, TRIBUTARY_QUERY_KEY) to its query endpoint, e.g. the one \`tributary serve\` prints`, EXIT.STORE);
   }

@@ -167,6 +167,11 @@ describe('tributary (the command line)', function () {
         expectOneLine(read.stderr);
         expect(read.stderr).to.match(/is held by process \d+; asking its endpoint/);
         expect(read.stderr).not.to.contain('Cannot lock');
+        // No store here, an endpoint named: it answers, and nothing is created.
+        const elsewhere = join(dir.path, 'elsewhere');
+        const remote = await tributary(['query', 'SELECT count() FROM bookings FINAL', '-f', 'TSV', '--path', elsewhere], { env: endpoint });
+        expect(remote).to.include({ code: 0, stdout: '54\n', stderr: `no store at ${elsewhere}; asking the endpoint ${url}\n` });
+        expect(existsSync(elsewhere)).to.equal(false);
         const status = await tributary(['status'], { env: endpoint });
         expect(status.code).to.equal(0);
         expect(status.stdout).to.contain('bookings: 54, dead letters: 14');
