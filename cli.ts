@@ -11,7 +11,8 @@ Exit codes:
   0  done
   1  the command failed (a query error, an ingest that could not finish, the endpoint refused)
   2  the command line is wrong (unknown command or option, missing argument, bad value)
-  3  the store cannot be used: none at --path, or held by another process and no endpoint set
+  3  the store cannot be used: none at --path or held by another process, and no endpoint
+     set; or held, for a command that writes
   4  refused: a query that is not a read, without --write
 
 Environment:
