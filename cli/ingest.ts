@@ -18,23 +18,25 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
   if (options.vendor !== undefined && !Object.hasOwn(mappings, options.vendor)) {
     throw new CliError(`--vendor must be one of ${Object.keys(mappings).sort().join(', ')}, got ${JSON.stringify(options.vendor)}`, EXIT.USAGE);
   }
+  // Each file or directory once, however often it is named.
+  const toRead = new Map<string, string>();
   let totalBytes = 0;
-  const given = paths;
-  paths = [];
-  for (const p of given) {
+  const add = (p: string, bytes: number) => {
+    if (toRead.has(resolve(p))) return;
+    toRead.set(resolve(p), p);
+    totalBytes += bytes;
+  };
+  for (const p of paths) {
     const info = statSync(p, { throwIfNoEntry: false });
     if (!info) throw new CliError(`no such file or directory: ${p}`, EXIT.USAGE);
-    paths.push(p);
     if (!info.isDirectory()) {
-      totalBytes += info.size;
+      add(p, info.size);
       continue;
     }
-    totalBytes += directoryBytes(p);
+    add(p, directoryBytes(p));
     // A directory of vendors' directories (examples/bookings/data) is read as those directories.
     for (const entry of readdirSync(p, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
-      paths.push(join(p, entry.name));
-      totalBytes += directoryBytes(join(p, entry.name));
+      if (entry.isDirectory() && !entry.name.startsWith('.')) add(join(p, entry.name), directoryBytes(join(p, entry.name)));
     }
   }
   requireFree(path, 'ingest');
@@ -46,7 +48,7 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     const pipeline = bookingPipeline({
       name: 'ingest',
       client,
-      paths,
+      paths: [...toRead.values()],
       ...(options.vendor !== undefined && { vendor: options.vendor }),
       batch: { rows: 10_000, maxWaitMs: 500 },
       ...(bar && { onProgress: bar.update }),
@@ -70,12 +72,12 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     const seconds = (Date.now() - started) / 1000;
     const rows = [...reasons.values()].sort((a, b) => a.vendor.localeCompare(b.vendor) || b.records - a.records || a.code.localeCompare(b.code));
     process.stdout.write(
-      `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(given.length, 'path')} in ${seconds.toFixed(1)} s: ` +
+      `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(paths.length, 'path')} in ${seconds.toFixed(1)} s: ` +
         `${stats.written.toLocaleString('en')} written to bookings, ${stats.deadLettered.toLocaleString('en')} dead-lettered` +
         `${stats.nacked > 0 ? `, ${stats.nacked} not stored` : ''} (store ${resolve(path)})\n\n` +
         formatTable('Dead letters by reason (this run)', rows),
     );
-    if (stats.read === 0) process.stderr.write(`tributary: nothing was read: ${given.join(' ')} holds no files (hidden files are skipped)\n`);
+    if (stats.read === 0) process.stderr.write(`tributary: nothing was read: ${paths.join(' ')} holds no files (hidden files are skipped)\n`);
     const unknown = rows.filter((r) => r.code === 'UNKNOWN_VENDOR');
     if (unknown.length > 0) {
       const names = [...new Set(unknown.map((r) => r.vendor || '(none)'))].join(', ');
