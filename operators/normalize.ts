@@ -56,6 +56,12 @@ export interface NormalizeOptions {
   mappings: Readonly<Record<string, VendorMapping>>;
   /** The vendor of a record. @default `envelope.meta.vendor` */
   vendorOf?: (envelope: Envelope<unknown>) => string | undefined;
+  /**
+   * The output field that receives the record's vendor (the name of the mapping that read
+   * it, e.g. the `vendor` given to `fromFiles`), unless the mapping sets that field itself;
+   * `false` writes none. @default 'vendor'
+   */
+  vendorField?: string | false;
 }
 
 /**
@@ -81,7 +87,11 @@ export interface NormalizeOptions {
 export function normalize(options: NormalizeOptions): OperatorFunction<Envelope<unknown>, Envelope<Record<string, unknown>>> {
   if (!options?.mappings || typeof options.mappings !== 'object') throw new ConfigError('mappings must be an object of vendor → mapping');
   const compiled = new Map<string, (input: any) => Record<string, unknown>>();
-  for (const [vendor, mapping] of Object.entries(options.mappings)) compiled.set(vendor, compileMapping(vendor, mapping));
+  const vendorField = options.vendorField ?? 'vendor';
+  if (vendorField !== false && (typeof vendorField !== 'string' || vendorField === '')) {
+    throw new ConfigError(`vendorField must be a field name or false, got ${JSON.stringify(options.vendorField)}`);
+  }
+  for (const [vendor, mapping] of Object.entries(options.mappings)) compiled.set(vendor, compileMapping(vendor, mapping, vendorField));
   const vendorOf = options.vendorOf ?? ((envelope: Envelope<unknown>) => envelope.meta.vendor);
   return recordOperator('normalize', (value: unknown, envelope) => {
     const vendor = vendorOf(envelope);
@@ -101,14 +111,17 @@ type Coerce = (value: unknown) => unknown;
 /** Thrown by coercions; becomes a field issue at the rule's path. */
 class CoercionIssue extends Error {}
 
-function compileMapping(vendor: string, mapping: VendorMapping): (input: any) => Record<string, unknown> {
+function compileMapping(vendor: string, mapping: VendorMapping, vendorField: string | false): (input: any) => Record<string, unknown> {
   if (!mapping?.fields || typeof mapping.fields !== 'object') throw new ConfigError(`mappings.${vendor}.fields must be an object`);
   const map = compileFields(mapping.fields, `mappings.${vendor}.fields`);
   const check = mapping.check;
+  // The mapping's own rule for the field wins.
+  const stamp = vendorField !== false && !Object.hasOwn(mapping.fields, vendorField) ? vendorField : undefined;
   return (input) => {
     // One array serves every record (mapping is synchronous); a failing record gets a copy.
     scratch.length = 0;
     const output = map(input, '', scratch);
+    if (stamp !== undefined) output[stamp] = vendor;
     let issues: FieldIssue[] = scratch.length > 0 ? [...scratch] : [];
     if (issues.length === 0 && check) issues = check(output, input) || [];
     if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');

@@ -84,3 +84,16 @@ export function ensurePromtool(): Promise<string> {
   promtool.catch(() => (promtool = undefined));
   return promtool;
 }
+
+let chromium: Promise<string> | undefined;
+
+/**
+ * Installs headless Chromium (Debian's `chromium` package, once) through
+ * scripts/services/chromium.sh and resolves with the command name. A browser that cannot be
+ * installed fails the test with the script's output.
+ */
+export function ensureChromium(): Promise<string> {
+  chromium ??= run('chromium.sh', 'install').then(() => 'chromium');
+  chromium.catch(() => (chromium = undefined));
+  return chromium;
+}

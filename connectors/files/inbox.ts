@@ -4,11 +4,16 @@ import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import type { Source, SourceContext } from '../../lib/source';
-import { readFile, type FileFormat } from './read';
+import { readFile, rejectUnreadable, type FileFormat } from './read';
 import { formatOfName, positiveInteger, resolveReadSettings, vendorFunction, type FromFilesOptions } from './source';
 
 export interface FromInboxOptions extends Omit<FromFilesOptions, 'paths'> {
-  /** The directory vendors drop files into. Names starting with `.` or ending in `.part`/`.tmp` are left alone. */
+  /**
+   * The directory vendors drop files into. Names starting with `.` or ending in `.part`/`.tmp`
+   * are left alone; a file no configured format reads (an XML file without `xml`, an
+   * extension with no format) is one `UNREADABLE_FILE` dead letter naming the option to set,
+   * and moves to `failedDir`.
+   */
   dir: string;
   /** Where a file goes once every record of it is durable (written or dead-lettered). @default `<dir>/done` */
   doneDir?: string;
@@ -62,6 +67,11 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
     return format === 'xml' && !settings.xml ? undefined : format;
   };
 
+  const unreadable = (name: string) =>
+    (options.format ?? formatOfName(name)) === 'xml'
+      ? `${name} is XML: set xml.record to the element that holds one record`
+      : `cannot tell the format of ${name} from its extension: set format`;
+
   async function scan(): Promise<{ name: string; size: number; mtimeMs: number }[]> {
     const entries = await readdir(dir, { withFileTypes: true }).catch((cause: NodeJS.ErrnoException) => {
       throw new ConnectorError(`cannot read inbox ${dir}: ${cause.code ?? cause.message}`, { cause });
@@ -69,7 +79,7 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
     const found: { name: string; size: number; mtimeMs: number }[] = [];
     for (const entry of entries) {
       const name = entry.name;
-      if (!entry.isFile() || name.startsWith('.') || /\.(part|tmp)$/i.test(name) || !formatOf(name)) continue;
+      if (!entry.isFile() || name.startsWith('.') || /\.(part|tmp)$/i.test(name)) continue;
       const info = await stat(join(dir, name)).catch(() => undefined);
       if (info) found.push({ name, size: info.size, mtimeMs: info.mtimeMs });
     }
@@ -101,7 +111,15 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
               seen.delete(name);
               const resumed = await state.resume(name, size, mtimeMs);
               const tracker = state.track(file, name, size, mtimeMs, resumed);
-              const outcome = await readFile(file, formatOf(name)!, vendorOf(file), settings, context, emit, resumed);
+              const format = formatOf(name);
+              if (format === undefined) {
+                // A file no configured format reads: one dead letter, then failed/, never left unsaid.
+                const why = unreadable(name);
+                if (resumed === 0) await rejectUnreadable(file, vendorOf(file), why, settings, context);
+                tracker.read(1, `UNREADABLE_FILE: ${why}`);
+                continue;
+              }
+              const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed);
               if (signal.aborted) break;
               tracker.read(outcome.records, outcome.failure);
             }

@@ -65,6 +65,18 @@ function fileFailure(offset: number, line: number, code: string, message: string
   return { bytes: Buffer.alloc(0), offset, line, utf8: true, size: 1, error: { code, message } };
 }
 
+/**
+ * A file that no configured format reads, as one dead letter (`UNREADABLE_FILE`) naming
+ * it and the option to set: a file is never passed over in silence.
+ */
+export async function rejectUnreadable(file: string, vendor: string | undefined, message: string, settings: ReadSettings, context: SourceContext): Promise<void> {
+  const wait = context.credits.take(1);
+  if (wait) await wait;
+  const meta: RecordMeta = { source: settings.source, position: `${file}@0`, file, record: 1, line: 1, offset: 0, receivedAt: Date.now(), attempt: 1 };
+  if (vendor !== undefined) meta.vendor = vendor;
+  context.reject(meta, undefined, 1, { stage: 'source', code: 'UNREADABLE_FILE', message, path: '' });
+}
+
 /** The dead letter of a file with nothing in it (no bytes, or only a byte order mark and whitespace). */
 function emptyFile(format: FileFormat): Frame {
   return fileFailure(0, 1, 'EMPTY_FILE', `empty file: expected ${EXPECTED[format]}`);

@@ -6,7 +6,7 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import type { Source, SourceContext } from '../../lib/source';
 import { resolveCsvOptions, type CsvOptions } from './csv';
 import { encodingOption, type FileEncoding } from './encoding';
-import { readFile, type FileFormat, type FileProgress, type ReadSettings } from './read';
+import { readFile, rejectUnreadable, type FileFormat, type FileProgress, type ReadSettings } from './read';
 import { resolveXmlOptions, type XmlOptions } from './xml';
 
 export type { FileFormat, FileProgress } from './read';
@@ -14,7 +14,10 @@ export type { FileFormat, FileProgress } from './read';
 export interface FromFilesOptions {
   /**
    * Files, or directories whose files (by extension, sorted by name) are read in turn.
-   * A directory's XML files are read only when `xml` is set.
+   * In a directory, a file no configured format reads (an XML file without `xml`, an
+   * extension with no format and no `format` set) becomes one `UNREADABLE_FILE` dead
+   * letter naming it and the option to set; hidden files (`.name`) and subdirectories
+   * are left alone.
    */
   paths: string | readonly string[];
   /**
@@ -94,9 +97,10 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
         const emit = (envelope: Envelope<unknown>) => subscriber.next(envelope);
         (async () => {
           const files = await listFiles(paths, options.format, settings.xml !== undefined);
-          for (const { file, format } of files) {
+          for (const entry of files) {
             if (context.signal.aborted) return;
-            await readFile(file, format, vendorOf(file), settings, context, emit);
+            if (entry.unreadable !== undefined) await rejectUnreadable(entry.file, vendorOf(entry.file), entry.unreadable, settings, context);
+            else await readFile(entry.file, entry.format, vendorOf(entry.file), settings, context, emit);
           }
         })().then(
           () => subscriber.complete(),
@@ -135,17 +139,25 @@ export function vendorFunction(vendor: FromFilesOptions['vendor']): (file: strin
   return typeof vendor === 'function' ? vendor : () => vendor;
 }
 
-async function listFiles(paths: readonly string[], format: FileFormat | undefined, xml: boolean): Promise<{ file: string; format: FileFormat }[]> {
-  const files: { file: string; format: FileFormat }[] = [];
-  const usable = (chosen: FileFormat | undefined) => chosen !== undefined && (chosen !== 'xml' || xml);
+/** A file to read in its format, or one no configured format reads and why. */
+type Listed = { file: string; format: FileFormat; unreadable?: undefined } | { file: string; format?: undefined; unreadable: string };
+
+async function listFiles(paths: readonly string[], format: FileFormat | undefined, xml: boolean): Promise<Listed[]> {
+  const files: Listed[] = [];
   for (const path of paths) {
     const absolute = resolve(path);
     const info = await stat(absolute).catch((cause: NodeJS.ErrnoException) => {
       throw new ConnectorError(`cannot read ${path}: ${cause.code ?? cause.message}`, { cause });
     });
     if (info.isDirectory()) {
-      const names = (await readdir(absolute)).filter((n) => usable(format ?? formatOfName(n))).sort();
-      for (const n of names) files.push({ file: join(absolute, n), format: format ?? formatOfName(n)! });
+      const entries = (await readdir(absolute, { withFileTypes: true })).filter((e) => !e.name.startsWith('.') && (e.isFile() || e.isSymbolicLink()));
+      for (const name of entries.map((e) => e.name).sort()) {
+        const file = join(absolute, name);
+        const chosen = format ?? formatOfName(name);
+        if (chosen === undefined) files.push({ file, unreadable: `cannot tell the format of ${name} from its extension: set format (or keep it out of ${path})` });
+        else if (chosen === 'xml' && !xml) files.push({ file, unreadable: `${name} is XML: set xml.record to the element that holds one record` });
+        else files.push({ file, format: chosen });
+      }
     } else {
       const chosen = format ?? formatOfName(path);
       if (!chosen) throw new ConfigError(`cannot tell the format of ${path} from its extension: set format`);

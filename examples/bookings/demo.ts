@@ -2,6 +2,14 @@ import { basename, join } from 'node:path';
 import { embeddedClickHouse, migrate, type FileProgress } from '../../index';
 import { migrationsDir, samplesDir } from './paths';
 import { bookingPipeline, SAMPLE_VENDORS } from './pipeline';
+import { BOOKINGS_BY_VENDOR_DAY, DEAD_LETTERS_BY_REASON, formatTable } from './summary';
+
+export interface DemoOptions {
+  /** The store directory. @default TRIBUTARY_DEMO_PATH, else TRIBUTARY_PATH, else '.tributary/demo' */
+  path?: string;
+  /** Files and directories to ingest. @default the seven sample vendors' directories */
+  paths?: readonly string[];
+}
 
 /**
  * The booking demo: ingests the sample files of the seven example vendors (or the files
@@ -10,13 +18,13 @@ import { bookingPipeline, SAMPLE_VENDORS } from './pipeline';
  * stderr. Running it again changes no count: the same files give the same insert tokens
  * and the same keys.
  */
-async function main(): Promise<void> {
-  const path = process.env.TRIBUTARY_DEMO_PATH ?? '.tributary/demo';
+export async function demo(options: DemoOptions = {}): Promise<void> {
+  const path = options.path ?? process.env.TRIBUTARY_DEMO_PATH ?? process.env.TRIBUTARY_PATH ?? '.tributary/demo';
   const clickhouse = embeddedClickHouse({ path });
   try {
     const applied = await migrate(clickhouse, migrationsDir);
     if (applied.length > 0) console.log(`applied migrations ${applied.join(', ')}`);
-    const paths = process.argv.length > 2 ? process.argv.slice(2) : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
+    const paths = options.paths?.length ? [...options.paths] : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
     const pipeline = bookingPipeline({
       name: 'bookings-demo',
       client: clickhouse,
@@ -30,20 +38,9 @@ async function main(): Promise<void> {
     process.off('SIGINT', stop).off('SIGTERM', stop);
     console.log(`\nthis run: ${stats.read} records read, ${stats.written} written to bookings, ${stats.deadLettered} dead-lettered\n`);
 
-    printTable(
-      'Bookings and revenue by vendor and day',
-      await clickhouse.query(`
-        SELECT vendor, day, bookings, cancelled, currency, revenue
-        FROM bookings_per_vendor_day ORDER BY vendor, day, currency`),
-    );
+    printTable('Bookings and revenue by vendor and day', await clickhouse.query(BOOKINGS_BY_VENDOR_DAY));
     printTable('Cancellation rate by vendor', await clickhouse.query('SELECT * FROM cancellation_rate_per_vendor ORDER BY vendor'));
-    printTable(
-      'Dead letters by reason',
-      await clickhouse.query(`
-        SELECT vendor, stage, code, count() AS records, any(message) AS example
-        FROM dead_letters FINAL
-        GROUP BY vendor, stage, code ORDER BY vendor, records DESC, code`),
-    );
+    printTable('Dead letters by reason', await clickhouse.query(DEAD_LETTERS_BY_REASON));
     printTable(
       'Vendor data quality (records as they arrived)',
       await clickhouse.query(`
@@ -56,6 +53,11 @@ async function main(): Promise<void> {
       await clickhouse.query(`
         SELECT (SELECT count() FROM bookings FINAL) AS bookings,
                (SELECT count() FROM dead_letters FINAL) AS dead_letters`),
+    );
+    const at = path === '.tributary/demo' ? '' : ` --path ${path}`;
+    console.log(
+      `Next: npx tributary status${at}   npx tributary query${at} "SELECT * FROM bookings_per_vendor_day"\n` +
+        `      npx tributary report${at} -o report.html   npx tributary --help`,
     );
   } finally {
     await clickhouse.close();
@@ -90,25 +92,12 @@ function clock(ms: number): string {
 }
 
 function printTable(title: string, rows: Record<string, unknown>[]): void {
-  console.log(`${title}\n${'-'.repeat(title.length)}`);
-  if (rows.length === 0) {
-    console.log('(none)\n');
-    return;
-  }
-  const columns = Object.keys(rows[0]!);
-  const cells = rows.map((row) => columns.map((c) => truncate(String(row[c]))));
-  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
-  const line = (values: string[]) => values.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
-  console.log(line(columns));
-  for (const row of cells) console.log(line(row));
-  console.log('');
+  console.log(formatTable(title, rows));
 }
 
-function truncate(text: string): string {
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+if (require.main === module) {
+  demo({ paths: process.argv.slice(2) }).catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exitCode = 1;
+  });
 }
-
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});

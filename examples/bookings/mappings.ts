@@ -28,7 +28,6 @@ const FARELINK_PASSENGER_TYPES = { ADT: 'adult', CHD: 'child', INF: 'infant' } a
 export const mappings: Record<string, VendorMapping> = {
   skyway: {
     fields: {
-      vendor: { compute: () => 'skyway' },
       booking_id: { from: 'ref', required: true },
       updated_at: { from: ['updated', 'created'], type: 'datetime', required: true },
       status: { from: 'state', required: true, values: { HK: 'confirmed', KK: 'confirmed', HL: 'pending', XX: 'cancelled', RF: 'refunded' } },
@@ -44,7 +43,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   globetrek: {
     fields: {
-      vendor: { compute: () => 'globetrek' },
       booking_id: { from: 'booking_no', required: true },
       updated_at: { from: ['last_modified', 'booked_on'], type: 'datetime', format: 'DD/MM/YYYY HH:mm', timeZone: 'Europe/Paris', required: true },
       status: { from: 'status', required: true, values: { CONF: 'confirmed', PEND: 'pending', CANC: 'cancelled', RFND: 'refunded' } },
@@ -64,7 +62,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   staylodge: {
     fields: {
-      vendor: { compute: () => 'staylodge' },
       booking_id: { from: 'reservationId', required: true },
       updated_at: { from: ['modifiedAt', 'createdAt'], type: 'datetime', format: 'epoch-s', required: true },
       status: { from: 'reservationStatus', required: true, values: { CONFIRMED: 'confirmed', TENTATIVE: 'pending', CANCELLED: 'cancelled' } },
@@ -79,7 +76,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   tripwire: {
     fields: {
-      vendor: { compute: () => 'tripwire' },
       booking_id: { from: 'data.booking.id', required: true },
       updated_at: { from: ['data.booking.updated_at', 'occurred_at'], type: 'datetime', required: true },
       status: { from: 'data.booking.status', required: true, values: { CONFIRMED: 'confirmed', ON_HOLD: 'pending', CANCELLED: 'cancelled', REFUNDED: 'refunded' } },
@@ -117,7 +113,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   railbase: {
     fields: {
-      vendor: { compute: () => 'railbase' },
       booking_id: { from: 'RESNO', required: true },
       updated_at: { from: ['CHGDATE', 'RESDATE'], type: 'datetime', format: 'YYYYMMDD HHmm', timeZone: 'Europe/Berlin', required: true },
       status: { from: 'STAT', required: true, values: { B: 'confirmed', V: 'pending', S: 'cancelled', E: 'refunded' } },
@@ -138,7 +133,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   farelink: {
     fields: {
-      vendor: { compute: () => 'farelink' },
       booking_id: { from: '@locator', required: true },
       updated_at: { from: ['@modified', '@created'], type: 'datetime', required: true },
       // GDS status codes: holding confirmed, confirmed by the airline, waitlisted, cancelled.
@@ -174,7 +168,6 @@ export const mappings: Record<string, VendorMapping> = {
   },
   backdesk: {
     fields: {
-      vendor: { compute: () => 'backdesk' },
       booking_id: { from: 'Booking Ref', required: true },
       updated_at: { from: ['Modified', 'Booked'], type: 'datetime', format: 'MM/DD/YYYY HH:mm', timeZone: 'America/New_York', required: true },
       // OK confirmed, RQ on request, CX cancelled, RF refunded.

@@ -10,7 +10,9 @@ import {
   type ClickHouseClient,
   type FileProgress,
   type FromFilesOptions,
+  type DeadLetter,
   type PipelineOptions,
+  type Sink,
   type Source,
 } from '../../index';
 import { mappings } from './mappings';
@@ -41,8 +43,10 @@ export function vendorOfPath(path: string, isDirectory: boolean): string {
 }
 
 export interface BookingSourceOptions {
-  /** Files or directories; a file's vendor is the name of its directory. */
+  /** Files or directories; a file's vendor is the name of its directory, unless `vendor` is given. */
   paths: readonly string[];
+  /** The vendor of every file, instead of their directories' names. @default none */
+  vendor?: string;
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
 }
@@ -57,13 +61,13 @@ export function bookingSource(options: BookingSourceOptions): Source<unknown> {
   for (const path of options.paths) {
     // A path that does not exist is left to fromFiles, which fails the source naming it.
     const isDirectory = statSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
-    const vendor = vendorOfPath(path, isDirectory);
+    const vendor = options.vendor ?? vendorOfPath(path, isDirectory);
     groups.set(vendor, [...(groups.get(vendor) ?? []), path]);
   }
   const sources = [...groups].map(([vendor, paths]) =>
     fromFiles({
       paths,
-      vendor: (file) => basename(dirname(file)),
+      vendor: options.vendor ?? ((file) => basename(dirname(file))),
       ...vendorReadOptions[vendor],
       ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
     }),
@@ -76,10 +80,14 @@ export function bookingSource(options: BookingSourceOptions): Source<unknown> {
 
 export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Booking>, 'batch' | 'inFlight' | 'sinkConcurrency' | 'name'>> {
   client: ClickHouseClient;
-  /** Files or directories; a file's vendor is the name of its directory. */
+  /** Files or directories; a file's vendor is the name of its directory, unless `vendor` is given. */
   paths: string[];
+  /** The vendor of every file, instead of their directories' names. @default none */
+  vendor?: string;
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
+  /** Each refused record as it joins a dead-letter batch (to count them by reason). */
+  onDeadLetter?: (letter: DeadLetter) => void;
 }
 
 /** The transform every booking goes through: the vendor's mapping, then the unified schema. */
@@ -91,12 +99,32 @@ export function bookingTransform() {
 export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booking> {
   return new Pipeline<Booking>({
     name: options.name ?? 'bookings',
-    source: bookingSource({ paths: options.paths, ...(options.onProgress && { onProgress: options.onProgress }) }),
+    source: bookingSource({
+      paths: options.paths,
+      ...(options.vendor !== undefined && { vendor: options.vendor }),
+      ...(options.onProgress && { onProgress: options.onProgress }),
+    }),
     transform: bookingTransform(),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),
-    deadLetters: toClickHouse({ client: options.client, table: 'dead_letters' }),
+    deadLetters: watched(toClickHouse<DeadLetter>({ client: options.client, table: 'dead_letters' }), options.onDeadLetter),
     ...(options.batch && { batch: options.batch }),
     ...(options.inFlight && { inFlight: options.inFlight }),
     ...(options.sinkConcurrency && { sinkConcurrency: options.sinkConcurrency }),
   });
+}
+
+/** `sink` with `onLetter` told of each letter as it is encoded for a batch. */
+function watched(sink: Sink<DeadLetter>, onLetter: ((letter: DeadLetter) => void) | undefined): Sink<DeadLetter> {
+  if (!onLetter || !sink.encode) return sink;
+  const encode = sink.encode.bind(sink);
+  return {
+    name: sink.name,
+    ...(sink.open && { open: sink.open.bind(sink) }),
+    encode(letter) {
+      onLetter(letter);
+      return encode(letter);
+    },
+    write: sink.write.bind(sink),
+    ...(sink.close && { close: sink.close.bind(sink) }),
+  };
 }

@@ -3,13 +3,16 @@
  * with the vendor in a header. Nothing is interpreted here, so this stage stays cheap and
  * can run wherever the files arrive.
  *
- *   node dist/examples/kafka-topology/ingest.js --brokers 127.0.0.1:9092 [files or dirs…]
+ * Files are read as the booking example reads them (`bookingSource`): a file's vendor is its
+ * directory's name, and each vendor's CSV layout, XML record and encoding apply.
+ *
+ *   node dist/examples/kafka-topology/ingest.js --brokers 127.0.0.1:19092 [files or dirs…]
  */
-import { basename, dirname, join } from 'node:path';
-import { fromFiles, Pipeline, type DeadLetter } from '../../index';
+import { join } from 'node:path';
+import { Pipeline, type DeadLetter } from '../../index';
 import { toKafka } from '../../connectors/kafka';
-import { VENDORS } from '../bookings/generate';
 import { samplesDir } from '../bookings/paths';
+import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
 import { ensureTopics, settingsFromArgs, topics } from './topology';
 
 async function main(): Promise<void> {
@@ -17,10 +20,10 @@ async function main(): Promise<void> {
   const names = topics(settings.prefix);
   await ensureTopics(settings);
   const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !['--brokers', '--prefix'].includes(all[i - 1] ?? ''));
-  const paths = args.length > 0 ? args : VENDORS.map((vendor) => join(samplesDir, vendor));
+  const paths = args.length > 0 ? args : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
   const pipeline = new Pipeline({
     name: 'ingest',
-    source: fromFiles({ paths, vendor: (file) => basename(dirname(file)) }),
+    source: bookingSource({ paths }),
     sink: toKafka<unknown>({
       brokers: settings.brokers,
       topic: names.raw,

@@ -4,7 +4,7 @@
  * `<prefix>.dead` with the reason in headers. Run as many as there are partitions: they
  * share the work as one consumer group.
  *
- *   node dist/examples/kafka-topology/normalize.js --brokers 127.0.0.1:9092 [--until-idle]
+ *   node dist/examples/kafka-topology/normalize.js --brokers 127.0.0.1:19092 [--until-idle]
  */
 import { pipe } from 'rxjs';
 import { normalize, parse, Pipeline, validate, type DeadLetter } from '../../index';

@@ -5,7 +5,7 @@
  * lets one process hold its data directory, so embedded storage runs as one instance; on
  * a server, start as many as the other stages.
  *
- *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:9092 [--clickhouse-url http://host:8123] [--until-idle]
+ *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]
  *   (TOPOLOGY_CLICKHOUSE_PATH picks the embedded data directory; default .tributary/topology;
  *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url)
  */

@@ -12,14 +12,18 @@ export interface TopologySettings {
   untilIdle: boolean;
 }
 
-/** `--brokers host:port,… --prefix name --until-idle`; the environment gives defaults. */
+/**
+ * `--brokers host:port,… --prefix name --until-idle`; the environment gives defaults
+ * (`KAFKA_BROKERS`, else 127.0.0.1 on `KAFKA_PORT`, else 19092: where
+ * `scripts/services/kafka.sh` runs Kafka).
+ */
 export function settingsFromArgs(argv = process.argv.slice(2)): TopologySettings {
   const value = (flag: string) => {
     const i = argv.indexOf(flag);
     return i >= 0 ? argv[i + 1] : undefined;
   };
   return {
-    brokers: (value('--brokers') ?? process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(','),
+    brokers: (value('--brokers') ?? process.env.KAFKA_BROKERS ?? `127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`).split(','),
     prefix: value('--prefix') ?? process.env.TOPOLOGY_PREFIX ?? 'bookings',
     untilIdle: argv.includes('--until-idle'),
   };

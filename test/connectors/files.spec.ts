@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { tap } from 'rxjs';
@@ -154,7 +154,6 @@ describe('fromFiles', () => {
   it('reads a directory in name order, by extension, with a vendor per file', async () => {
     file('b.ndjson', '{"f":"b"}\n');
     file('a.json', '[{"f":"a"}]');
-    file('notes.txt', 'ignored');
     const source = fromFiles({ paths: dir.path, vendor: (path) => (path.endsWith('.json') ? 'json-vendor' : 'ndjson-vendor') });
     const sink = new MemorySink<unknown>();
     const vendors: string[] = [];
@@ -166,6 +165,25 @@ describe('fromFiles', () => {
     }).run();
     expect(sink.rows).to.deep.equal([{ f: 'a' }, { f: 'b' }]);
     expect(vendors).to.deep.equal(['json-vendor', 'ndjson-vendor']);
+  });
+
+  it("never skips a directory's file in silence: one no format reads is a dead letter naming the option", async () => {
+    file('a.ndjson', '{"f":"a"}\n');
+    file('b.xml', '<Bookings><Booking id="1"/></Bookings>');
+    file('notes.txt', 'not a record');
+    file('.DS_Store', 'hidden files are left alone');
+    mkdirSync(join(dir.path, 'done'));
+    const { rows, letters, stats } = await ingest({ paths: dir.path, vendor: 'acme' });
+    expect(rows).to.deep.equal([{ f: 'a' }]);
+    expect(letters.map((l) => [l.position, l.vendor, l.stage, l.code, l.message])).to.deep.equal([
+      [`${join(dir.path, 'b.xml')}@0`, 'acme', 'source', 'UNREADABLE_FILE', 'b.xml is XML: set xml.record to the element that holds one record'],
+      [`${join(dir.path, 'notes.txt')}@0`, 'acme', 'source', 'UNREADABLE_FILE', `cannot tell the format of notes.txt from its extension: set format (or keep it out of ${dir.path})`],
+    ]);
+    expect(stats).to.include({ read: 3, written: 1, deadLettered: 2 });
+    // With xml set, the XML file is read.
+    const withXml = await ingest({ paths: dir.path, xml: { record: 'Booking' } });
+    expect(withXml.rows).to.have.length(2);
+    expect(withXml.letters.map((l) => l.code)).to.deep.equal(['UNREADABLE_FILE']);
   });
 
   it('fails with a clear error for an unreadable path, before reading anything', async () => {

@@ -30,17 +30,30 @@ describe('fromInbox', () => {
     drop('c.json', '{"not":"an array"}');
     drop('.hidden.csv', csv(1, 1));
     drop('upload.csv.part', csv(1, 1));
-    drop('notes.txt', 'ignored');
+    drop('notes.txt', 'no format reads this');
+    drop('d.xml', '<Bookings><Booking id="1"/></Bookings>');
     const { pipeline, sink, deadLetters, inbox } = pipelineOf();
     const stats = await pipeline.run();
     expect(sink.rows).to.have.length(12);
-    expect(deadLetters.rows.map((l) => l.code)).to.deep.equal(['PARSE_CSV', 'NOT_ARRAY']);
-    expect(stats.read).to.equal(14);
+    // A file no configured format reads is one dead letter naming the option, then failed/: never skipped in silence.
+    expect(deadLetters.rows.map((l) => [l.code, l.message]).sort()).to.deep.equal([
+      ['NOT_ARRAY', "expected '[' at byte 0: not a JSON array"],
+      ['PARSE_CSV', 'line 12: 1 fields, expected 2'],
+      ['UNREADABLE_FILE', 'cannot tell the format of notes.txt from its extension: set format'],
+      ['UNREADABLE_FILE', 'd.xml is XML: set xml.record to the element that holds one record'],
+    ]);
+    expect(stats.read).to.equal(16);
     expect(ls('done')).to.deep.equal(['a.csv', 'b.ndjson']);
-    expect(ls('failed')).to.deep.equal(['c.json']);
-    expect(ls().filter((n) => !['done', 'failed', '.tributary'].includes(n))).to.deep.equal(['.hidden.csv', 'notes.txt', 'upload.csv.part']);
+    expect(ls('failed')).to.deep.equal(['c.json', 'd.xml', 'notes.txt']);
+    expect(ls().filter((n) => !['done', 'failed', '.tributary'].includes(n))).to.deep.equal(['.hidden.csv', 'upload.csv.part']);
     expect(ls('.tributary')).to.deep.equal([]);
-    expect(inbox.inbox.moved.map((m) => m.failure)).to.deep.equal([undefined, undefined, "NOT_ARRAY: expected '[' at byte 0: not a JSON array"]);
+    expect(inbox.inbox.moved.map((m) => [m.file.slice(dir.path.length + 1), m.failure]).sort()).to.deep.equal([
+      ['a.csv', undefined],
+      ['b.ndjson', undefined],
+      ['c.json', "NOT_ARRAY: expected '[' at byte 0: not a JSON array"],
+      ['d.xml', 'UNREADABLE_FILE: d.xml is XML: set xml.record to the element that holds one record'],
+      ['notes.txt', 'UNREADABLE_FILE: cannot tell the format of notes.txt from its extension: set format'],
+    ]);
   });
 
   it('keeps a file in the inbox until its last record is acked', async () => {

@@ -1,18 +1,17 @@
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { expect } from 'chai';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { serveQueries, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
 import { ConfigError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
 import { serveMetrics } from '../../lib/serveMetrics';
 import type { DeadLetter } from '../../lib/sink';
-import { delay, MemorySink, tempDir, testClickHouse, testClickHousePath, until } from '../helpers';
+import { delay, MemorySink, tempDir, testClickHouse, until } from '../helpers';
 
 describe('read-only query endpoint over embedded ClickHouse', function () {
   this.timeout(60_000);
@@ -104,29 +103,6 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
     expect(response.status).to.equal(404);
     expect(response.headers.get('x-clickhouse-exception-code')).to.equal('60');
     expect(await response.text()).to.match(/Code: 60\..*no_such_table/s);
-  });
-
-  it('tributary query reads a free store directly, and a held one through the endpoint', async () => {
-    const cli = (args: string[], env: Record<string, string> = {}) =>
-      promisify(execFile)(process.execPath, [join(__dirname, '../../../bin/tributary.js'), 'query', ...args], { env: { ...process.env, ...env } });
-    const free = tempDir();
-    try {
-      const direct = await cli(['SELECT 40 + 2 AS answer', '--path', free.path, '--format', 'TSV']);
-      expect(direct.stdout).to.equal('42\n');
-    } finally {
-      free.remove();
-    }
-    await testClickHouse().exec(`INSERT INTO ${table} VALUES (1), (2), (3)`);
-    // This process holds the test store, so the command cannot open it and asks the endpoint.
-    const held = await cli([`SELECT count() FROM ${table}`, '--path', testClickHousePath(), '--format', 'TSV'], {
-      TRIBUTARY_QUERY_URL: endpoint.url,
-      TRIBUTARY_QUERY_USER: 'analyst',
-      TRIBUTARY_QUERY_KEY: key,
-    });
-    expect(held.stdout).to.equal('3\n');
-    const refused = await cli([`DROP TABLE ${table}`, '--path', testClickHousePath()], { TRIBUTARY_QUERY_URL: endpoint.url, TRIBUTARY_QUERY_USER: 'analyst', TRIBUTARY_QUERY_KEY: key }).catch((e: { code: number; stderr: string }) => e);
-    expect(refused).to.include({ code: 1 });
-    expect((refused as { stderr: string }).stderr).to.contain('READONLY');
   });
 
   it('refuses bad configuration', async () => {

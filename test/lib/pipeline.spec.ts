@@ -271,7 +271,7 @@ describe('Pipeline', () => {
     release();
     const stats = await pipeline.finished();
     expect(source.acked).to.include('iterable@2');
-    expect(sink.rows).to.deep.equal([{ id: '1' }, { id: '3' }]);
+    expect(sink.rows).to.deep.equal([{ id: '1', vendor: 'acme' }, { id: '3', vendor: 'acme' }]);
     expect(deadLetters.rows).to.have.length(1);
     expect(deadLetters.rows[0]).to.include({
       pipeline: 'p1',

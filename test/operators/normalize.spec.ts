@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { ConfigError } from '../../lib/errors';
-import { normalize, type VendorMapping } from '../../operators/normalize';
+import { normalize, type NormalizeOptions, type VendorMapping } from '../../operators/normalize';
 import { mappings } from '../../examples/bookings/mappings';
 import { bookingSchema } from '../../examples/bookings/schema';
 import { validate } from '../../operators/validate';
@@ -13,10 +13,11 @@ import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { MemorySink, Recorder } from '../helpers';
 
-async function run(mapping: VendorMapping, inputs: unknown[], vendor = 'v') {
+async function run(mapping: VendorMapping, inputs: unknown[], vendor = 'v', options: Partial<NormalizeOptions> = { vendorField: false }) {
   const recorder = new Recorder();
   const envelopes = inputs.map((value) => recorder.envelope(value, { vendor }));
-  const out = await lastValueFrom(from(envelopes).pipe(normalize({ mappings: { [vendor]: mapping } }), toArray()));
+  // By default the field rules alone: the vendor stamp has its own test.
+  const out = await lastValueFrom(from(envelopes).pipe(normalize({ mappings: { [vendor]: mapping }, ...options }), toArray()));
   return { values: out.map((e) => e.value), rejected: recorder.rejected.map((r) => r.failure) };
 }
 
@@ -178,6 +179,24 @@ describe('normalize', () => {
     expect(await one(mapping, { items: [] })).to.deep.equal({ stage: 'normalize', code: 'MAPPING', path: '/items', message: '/items a booking needs items' });
   });
 
+  it("writes the record's vendor into the row unless the mapping sets it; vendorField renames or turns it off", async () => {
+    const recorder = new Recorder();
+    const mappings = { acme: { fields: { id: 'ref' } }, globex: { fields: { id: 'ref', vendor: { compute: () => 'Globex Corp.' } } } };
+    const input = () => [recorder.envelope({ ref: 'a1' }, { vendor: 'acme' }), recorder.envelope({ ref: 'g1' }, { vendor: 'globex' })];
+    const values = async (options: Partial<NormalizeOptions>) =>
+      (await lastValueFrom(from(input()).pipe(normalize({ mappings, ...options }), toArray()))).map((e) => e.value);
+    expect(await values({})).to.deep.equal([
+      { id: 'a1', vendor: 'acme' },
+      { id: 'g1', vendor: 'Globex Corp.' },
+    ]);
+    expect(await values({ vendorField: 'supplier' })).to.deep.equal([
+      { id: 'a1', supplier: 'acme' },
+      { id: 'g1', vendor: 'Globex Corp.', supplier: 'globex' },
+    ]);
+    expect(await values({ vendorField: false })).to.deep.equal([{ id: 'a1' }, { id: 'g1', vendor: 'Globex Corp.' }]);
+    expect(() => normalize({ mappings, vendorField: '' })).to.throw(ConfigError, 'vendorField must be a field name or false, got ""');
+  });
+
   it('dead-letters records of unknown vendors and records that are not objects', async () => {
     const recorder = new Recorder();
     const input = [recorder.envelope({}, { vendor: 'nobody' }), recorder.envelope({}), recorder.envelope([1], { vendor: 'v' })];
@@ -217,7 +236,7 @@ describe('normalize', () => {
     ];
     for (const [vendor, input, expected] of golden) {
       it(vendor, async () => {
-        const { values, rejected } = await run(mappings[vendor]!, [input], vendor);
+        const { values, rejected } = await run(mappings[vendor]!, [input], vendor, {});
         expect(rejected).to.deep.equal([]);
         expect(values).to.deep.equal([expected]);
       });

@@ -1,0 +1,166 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir } from '../helpers';
+
+const run = promisify(execFile);
+const ROOT = join(__dirname, '..', '..', '..');
+
+interface Block {
+  /** `README.md:31`: the file and line of the opening fence. */
+  where: string;
+  code: string;
+}
+
+/** Every ```ts block of README.md and docs/*.md. */
+function typeScriptBlocks(): Block[] {
+  const files = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const blocks: Block[] = [];
+  for (const file of files) {
+    const lines = readFileSync(join(ROOT, file), 'utf8').split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      if (!/^```(ts|typescript)\s*$/.test(lines[i]!)) continue;
+      const start = i;
+      const code: string[] = [];
+      for (i++; i < lines.length && !/^```\s*$/.test(lines[i]!); i++) code.push(lines[i]!);
+      blocks.push({ where: `${file}:${start + 1}`, code: code.join('\n') });
+    }
+  }
+  return blocks;
+}
+
+/**
+ * Blocks that show a piece of a program (they use names defined elsewhere: `clickhouse`,
+ * `mappings`, `options`, …), known by their first line, with the declarations that make
+ * them a whole module. They are compiled as ES modules (type-checked against the packed
+ * package's types), not run.
+ */
+const FRAGMENTS = new Map<string, string | undefined>([
+  [
+    'const server = await serveQueries({ client: clickhouse, users: { analyst: process.env.ANALYST_KEY! }, port: 8123 });',
+    "import { embeddedClickHouse, serveQueries } from 'tributary';\nconst clickhouse = embeddedClickHouse();",
+  ],
+  ["import { AccessControl, fromWebhook, fromPoll } from 'tributary';", "import { readFileSync } from 'node:fs';"],
+  ['const bookings = fromPoll({', "import { fromPoll } from 'tributary';"],
+  [
+    "import { pipe } from 'rxjs';\nimport { Pipeline, parse, normalize, validate, toClickHouse, embeddedClickHouse, type DeadLetter } from 'tributary';",
+    "import { bookingSchema, mappings } from 'tributary/bookings';",
+  ],
+  [
+    'import { AuditLog, AccessControl, SubjectKeys, Keyring, auditAccess, clickHouseSubjectKeyStore,',
+    "import { pipe, type Observable } from 'rxjs';\n" +
+      "import { Pipeline, normalize, serveQueries, type ApiKeyRecord, type ClickHouseClient, type DeadLetter, type Envelope, type KeyProvider, type Sink, type Source } from 'tributary';\n" +
+      "import { customerOf, mappings } from 'tributary/bookings';\n" +
+      'declare const kms: KeyProvider;\ndeclare const client: ClickHouseClient;\ndeclare const source: Source<unknown>;\n' +
+      'declare const sink: Sink<Record<string, unknown>>;\ndeclare const deadLetters: Sink<DeadLetter>;\ndeclare const tokenKeys: Keyring;\n' +
+      'declare const keys: readonly ApiKeyRecord[];\ndeclare const rows$: Observable<Envelope<Record<string, unknown>>>;\n' +
+      'declare const apiKey: string;\ndeclare const customerToken: string;',
+  ],
+  [
+    "import { AccessControl, consoleLogger, Pipeline, serveMetrics } from 'tributary';",
+    "import type { DedupeStats, PipelineOptions } from 'tributary';\n" +
+      'declare const options: PipelineOptions<unknown>;\ndeclare const access: AccessControl;\ndeclare const dedupeStats: DedupeStats;\ndeclare function page(text: string): void;',
+  ],
+]);
+const fragmentOf = (block: Block) => [...FRAGMENTS.keys()].find((start) => block.code.trimStart().startsWith(start));
+const isFragment = (block: Block) => fragmentOf(block) !== undefined;
+
+/** What each runnable block prints, by the file and a line of its code. */
+const EXPECTED_OUTPUT: { contains: string; prints: RegExp }[] = [
+  { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
+];
+
+describe('the examples in README.md and docs/ run as written against the packed package', function () {
+  this.timeout(300_000);
+  const blocks = typeScriptBlocks().filter((b) => !isFragment(b));
+  let scratch: ReturnType<typeof tempDir>;
+
+  before(async function () {
+    this.timeout(300_000);
+    scratch = tempDir('tributary-examples-');
+    // The package as published: npm pack's tarball, unpacked where an install puts it.
+    const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch.path], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
+    const tarball = join(scratch.path, (JSON.parse(stdout) as { filename: string }[])[0]!.filename);
+    const modules = join(scratch.path, 'node_modules');
+    mkdirSync(join(modules, 'tributary'), { recursive: true });
+    await run('tar', ['-xzf', tarball, '-C', join(modules, 'tributary'), '--strip-components=1']);
+    // Its dependencies (and theirs) as npm installed them here, without the development ones,
+    // so a type or module the package needs but does not declare fails the test.
+    // npm ls exits 1 over a stray package in node_modules but still lists the tree.
+    const { stdout: tree } = await run('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 }).catch(
+      (e: { stdout: string }) => e,
+    );
+    const top = join(ROOT, 'node_modules');
+    const installed = tree.split('\n').filter((p) => dirname(p) === top || dirname(dirname(p)) === top && basename(dirname(p)).startsWith('@'));
+    // @types/node: what any TypeScript project on Node has.
+    for (const path of [...installed, join(top, '@types', 'node')]) {
+      const target = join(modules, relative(top, path));
+      if (existsSync(target)) continue;
+      mkdirSync(dirname(target), { recursive: true });
+      symlinkSync(path, target, 'dir');
+    }
+    const tsconfig = (module: string) =>
+      JSON.stringify({ compilerOptions: { target: 'ES2022', module, moduleResolution: module, strict: true, skipLibCheck: true, types: ['node'] }, include: ['*.ts'] });
+    for (const [kind, type] of [
+      ['esm', 'module'],
+      ['cjs', 'commonjs'],
+    ] as const) {
+      mkdirSync(join(scratch.path, kind));
+      writeFileSync(join(scratch.path, kind, 'package.json'), JSON.stringify({ name: `examples-${kind}`, private: true, type }));
+      writeFileSync(join(scratch.path, kind, 'tsconfig.json'), tsconfig('nodenext'));
+      blocks.forEach((block, i) => writeFileSync(join(scratch.path, kind, `example${i + 1}.ts`), `// ${block.where}\n${block.code}\n`));
+    }
+    mkdirSync(join(scratch.path, 'fragments'));
+    writeFileSync(join(scratch.path, 'fragments', 'package.json'), JSON.stringify({ name: 'examples-fragments', private: true, type: 'module' }));
+    writeFileSync(join(scratch.path, 'fragments', 'tsconfig.json'), tsconfig('nodenext'));
+    typeScriptBlocks().forEach((block, i) => {
+      const prelude = FRAGMENTS.get(fragmentOf(block) ?? '');
+      if (prelude !== undefined) writeFileSync(join(scratch.path, 'fragments', `fragment${i + 1}.ts`), `${prelude}\n// ${block.where}\n${block.code}\nexport {};\n`);
+    });
+  });
+  after(() => scratch?.remove());
+
+  it('finds the examples, and every block is runnable or a listed fragment', () => {
+    const all = typeScriptBlocks();
+    expect(blocks.length).to.be.at.least(1);
+    // A fragment made self-contained must leave the list: each entry still names a block.
+    for (const start of FRAGMENTS.keys()) expect(all.some((b) => b.code.trimStart().startsWith(start)), start).to.equal(true);
+    for (const block of blocks) expect(EXPECTED_OUTPUT.some((e) => block.code.includes(e.contains)), `${block.where} has no expected output`).to.equal(true);
+  });
+
+  it('the fragments, with declarations for the names they borrow, compile against the packed types', async () => {
+    const tsc = await run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(scratch.path, 'fragments'), '--noEmit']).catch((e: { stdout: string }) => e);
+    expect((tsc as { stdout: string }).stdout, 'tsc').to.equal('');
+  });
+
+  it("the packed package's tributary command runs the demo, status and help in a project", async () => {
+    const cwd = join(scratch.path, 'cli');
+    mkdirSync(cwd);
+    const bin = join(scratch.path, 'node_modules', 'tributary', 'bin', 'tributary.js');
+    const { TRIBUTARY_PATH: _path, TRIBUTARY_QUERY_URL: _url, ...env } = process.env;
+    expect((await run(process.execPath, [bin, '--help'], { cwd, env })).stdout).to.match(/^Usage: tributary <command> \[options\]/);
+    const demo = await run(process.execPath, [bin, 'demo'], { cwd, env });
+    expect(demo.stdout).to.match(/bookings\s+dead_letters\n54\s+14/);
+    const status = await run(process.execPath, [bin, 'status'], { cwd, env });
+    expect(status.stdout).to.contain(`store: ${join(cwd, '.tributary', 'demo')}`).and.to.contain('bookings: 54, dead letters: 14');
+  });
+
+  for (const kind of ['esm', 'cjs'] as const) {
+    it(`compiles with tsc --strict and runs as ${kind === 'esm' ? 'an ES module' : 'CommonJS'}`, async () => {
+      const dir = join(scratch.path, kind);
+      const tsc = await run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir]).catch((e: { stdout: string }) => e);
+      expect((tsc as { stdout: string }).stdout, 'tsc').to.equal('');
+      for (const [i, block] of blocks.entries()) {
+        const cwd = join(dir, `run${i + 1}`);
+        mkdirSync(cwd);
+        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd }).catch((e: { stdout: string; stderr: string }) => {
+          throw new Error(`${block.where} failed as ${kind}: ${e.stderr || e.stdout}`);
+        });
+        expect(stderr, block.where).to.equal('');
+        expect(stdout, `${block.where}: ${JSON.stringify(stdout)}`).to.match(EXPECTED_OUTPUT.find((e) => block.code.includes(e.contains))!.prints);
+      }
+    });
+  }
+});
