@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSelfTimes, selfTimes } from './cpuprofile';
 import { renderChart } from './chart';
+import { MUTATION_FILE, mutationMarkdown, type MutationSummary } from './mutation';
 import { answerParent, benchDir, dataDir, machine, machineBusyMs, ownAndChildrenCpuMs, resultsDir, runChild, table, type Machine } from './harness';
 import type { Benchmark, BenchmarkResult, StoredResult } from './types';
 
@@ -63,6 +64,10 @@ async function main(): Promise<void> {
   const repeat = repeatArg ? Number(repeatArg.slice('--repeat='.length)) : undefined;
   const names = args.filter((a) => !a.startsWith('--'));
   const unknown = names.filter((n) => !BENCHMARKS.some((b) => b.name === n));
+  if (args.includes('--markdown')) {
+    writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown(storedResults()));
+    return;
+  }
   const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== '--measure' && a !== repeatArg);
   if (unknown.length > 0 || badFlag || (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1))) {
     console.error(`usage: run.js [--profile] [--repeat=N] [${BENCHMARKS.map((b) => b.name).join(' ')}]`);
@@ -285,6 +290,7 @@ function resultsMarkdown(results: StoredResult[]): string {
     const settings = JSON.stringify(r.settings);
     if (settings !== undefined && settings.length <= 400) out.push('', `Settings: \`${settings}\`.`);
   }
+  if (existsSync(MUTATION_FILE)) out.push(...mutationMarkdown(JSON.parse(readFileSync(MUTATION_FILE, 'utf8')) as MutationSummary));
   return out.join('\n') + '\n';
 }
 
