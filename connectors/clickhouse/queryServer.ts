@@ -464,6 +464,9 @@ export function settingsClause(given: Readonly<Record<string, string>>, limits: 
   effective['max_memory_usage'] ??= String(limits.maxMemoryUsage);
   effective['max_threads'] ??= String(limits.maxThreads);
   effective['result_overflow_mode'] ??= "'throw'";
+  // A server's default (the embedded engine's is 0): 64-bit integers quoted in JSON, so no
+  // JavaScript client rounds them.
+  effective['output_format_json_quote_64bit_integers'] ??= '1';
   effective['timeout_overflow_mode'] = "'throw'";
   // Readers' engine threads run at a lower CPU priority than the pipeline's (no effect
   // without CAP_SYS_NICE).
