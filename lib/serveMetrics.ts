@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { AccessControl } from './access';
@@ -17,10 +18,12 @@ export interface ServeMetricsOptions extends PipelineMetricsOptions {
    * permission. `/health` and `/ready` stay open for probes. @default none: all open
    */
   access?: AccessControl;
+  /** Serve HTTPS with these `node:https` options (`key`, `cert`, …), as the webhook's `tls`. @default plain HTTP */
+  tls?: TlsServerOptions;
 }
 
 export interface MetricsServer extends AsyncDisposable {
-  /** `http://host:port`, without a trailing slash. */
+  /** `http://host:port` (`https://` with `tls`), without a trailing slash. */
   readonly url: string;
   /** The registry `/metrics` serves. */
   readonly registry: Registry;
@@ -57,9 +60,10 @@ export async function serveMetrics(pipelines: Pipeline<any> | readonly Pipeline<
   if (access !== undefined && typeof access?.decide !== 'function') throw new ConfigError('access must be an AccessControl');
   const metrics = pipelineMetrics(list, options);
 
-  const server = createServer((request, response) => {
+  const handler = (request: IncomingMessage, response: ServerResponse) => {
     handle(request, response).catch((error: unknown) => send(response, 500, 'text/plain', `${error instanceof Error ? error.message : String(error)}\n`));
-  });
+  };
+  const server = options.tls ? createHttpsServer(options.tls, handler) : createHttpServer(handler);
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
@@ -108,7 +112,7 @@ export async function serveMetrics(pipelines: Pipeline<any> | readonly Pipeline<
       server.close(() => resolve());
       server.closeIdleConnections();
     }));
-  return { url: `http://${host}:${address.port}`, registry: metrics.registry, close, [Symbol.asyncDispose]: close };
+  return { url: `${options.tls ? 'https' : 'http'}://${host}:${address.port}`, registry: metrics.registry, close, [Symbol.asyncDispose]: close };
 }
 
 /** The API key of a request: `Authorization: Bearer <key>`, else `X-API-Key`. */

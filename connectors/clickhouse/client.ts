@@ -1,3 +1,13 @@
+/** How {@link ClickHouseClient.stream} runs a read. */
+export interface StreamQueryOptions {
+  /** A ClickHouse output format: `TabSeparated`, `JSONEachRow`, `RowBinary`, `Native`, `Parquet`, … */
+  format: string;
+  /** Values for the query's `{name:Type}` placeholders, as text (as `param_<name>` in ClickHouse's HTTP interface). */
+  params?: Readonly<Record<string, string>>;
+  /** Cancels the query. */
+  signal?: AbortSignal;
+}
+
 /** What the ClickHouse sink, migrations and queries need of a ClickHouse connection. */
 export interface ClickHouseClient {
   /** `embedded` (chDB in this process) or `http` (a ClickHouse server). */
@@ -8,6 +18,13 @@ export interface ClickHouseClient {
   query<R = Record<string, unknown>>(sql: string): Promise<R[]>;
   /** Runs a SELECT and returns its result as text in a ClickHouse output `format`. */
   queryText(sql: string, format: string): Promise<string>;
+  /**
+   * Runs a read and yields its result as raw bytes in an output `format`, chunk by chunk,
+   * so memory stays flat for any result size. `params` fill `{name:Type}` placeholders (bound
+   * by the engine, never spliced into the text). Aborting `signal` cancels the query. On the
+   * embedded store a stream runs beside inserts instead of queueing them behind itself.
+   */
+  stream(sql: string, options: StreamQueryOptions): AsyncIterable<Uint8Array>;
   /** Inserts rows already serialized as JSONEachRow (one object per line). */
   insert(table: string, rows: Buffer, settings: Readonly<Record<string, string | number | boolean>>): Promise<void>;
   /** Whether `insert_deduplication_token` makes a repeated insert a no-op. */

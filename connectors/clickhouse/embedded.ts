@@ -29,17 +29,21 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   const path = resolve(options.path ?? '.tributary/chdb');
   if (path.includes('\0')) throw new ConfigError('path must not contain NUL');
   let session: Session | undefined;
-  const open = (): Session => {
-    if (session) return session;
+  // Sessions on the same directory share the engine; each holds one stream at a time.
+  // A stream runs beside inserts and queries on the other sessions, where a query through
+  // `queryAsync` waits for the one before it: readers streaming a long result never hold up
+  // the sink.
+  const idleReaders: Session[] = [];
+  const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
     try {
-      session = new chdb.Session(path);
+      return new chdb.Session(path);
     } catch (cause) {
       throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
     }
-    return session;
   };
+  const open = (): Session => (session ??= connect());
   return {
     kind: 'embedded',
     async exec(sql) {
@@ -65,6 +69,48 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         throw errorOf(cause);
       }
     },
+    async *stream(sql, { format, params, signal }) {
+      open();
+      const reader = idleReaders.pop() ?? connect();
+      const bound = params !== undefined && Object.keys(params).length > 0;
+      try {
+        let chunks: ReturnType<Session['queryStream']> | undefined;
+        let iterator: AsyncIterator<{ raw(): Uint8Array }> | undefined;
+        let first: IteratorResult<{ raw(): Uint8Array }> | undefined;
+        try {
+          chunks = bound ? reader.queryStreamBind(sql, params, { format, signal }) : reader.queryStream(sql, { format, signal });
+          iterator = chunks[Symbol.asyncIterator]();
+          first = await iterator.next();
+        } catch (cause) {
+          chunks?.cancel();
+          // EXPLAIN, SHOW and DESCRIBE do not stream: their answers are small, so run them whole.
+          if (!/Streaming query is not supported/.test(String((cause as Error)?.message))) throw errorOf(cause);
+        }
+        if (!chunks || !iterator || first === undefined) {
+          try {
+            yield (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
+          } catch (cause) {
+            throw errorOf(cause);
+          }
+          return;
+        }
+        try {
+          for (let next = first; !next.done; ) {
+            yield next.value.raw();
+            try {
+              next = await iterator.next();
+            } catch (cause) {
+              throw errorOf(cause);
+            }
+          }
+        } finally {
+          chunks.cancel();
+        }
+      } finally {
+        if (session) idleReaders.push(reader);
+        else reader.close();
+      }
+    },
     async insert(table, rows, settings) {
       try {
         await open().insert({ table, values: rows, format: 'JSONEachRow', settings: { ...settings } });
@@ -79,6 +125,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       return true;
     },
     async close() {
+      for (const reader of idleReaders.splice(0)) reader.close();
       session?.close();
       session = undefined;
     },

@@ -1,49 +1,190 @@
-import { timingSafeEqual, createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { createGunzip, createGzip, createInflate, type Gzip } from 'node:zlib';
 import { AccessControl } from '../../lib/access';
+import type { AuditLog } from '../../lib/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
+import { admitQuery, QueryRefusedError } from './queryGuard';
+
+/** A reader given by name: its key and, if narrower than the server's, its tables. */
+export interface QueryUser {
+  key: string;
+  /** Tables and views this user may read (`name` or `db.name`). @default the server's `tables` */
+  tables?: readonly string[];
+}
+
+/** Bounds every query runs under. A reader may lower them with URL settings, never raise them. */
+export interface QueryLimits {
+  /** `max_execution_time`, seconds. @default 60 */
+  maxExecutionTimeS?: number;
+  /** `max_result_rows`, with `result_overflow_mode=throw`. @default 1_000_000_000 */
+  maxResultRows?: number;
+  /** `max_result_bytes`. @default 64 GiB */
+  maxResultBytes?: number;
+  /** `max_memory_usage`, bytes. @default 2 GiB */
+  maxMemoryUsage?: number;
+  /** `max_threads` a query may use, so readers leave cores to the pipeline. @default 1 */
+  maxThreads?: number;
+}
+
+/** The limits a server runs with when none are given. */
+export const DEFAULT_QUERY_LIMITS: Readonly<Required<QueryLimits>> = {
+  maxExecutionTimeS: 60,
+  maxResultRows: 1_000_000_000,
+  maxResultBytes: 64 * 1024 ** 3,
+  maxMemoryUsage: 2 * 1024 ** 3,
+  maxThreads: 1,
+};
 
 export interface QueryServerOptions {
   /** The store to read: typically the embedded ClickHouse a running pipeline holds. */
   client: ClickHouseClient;
-  /** Users allowed to query, name → key. A request without a known name and its key is refused. Needed unless `access` is given. */
-  users?: Readonly<Record<string, string>>;
+  /** Users allowed to query, name → key (or key and tables). Needed unless `access` is given. */
+  users?: Readonly<Record<string, string | QueryUser>>;
   /**
    * API keys and roles instead of (or besides) `users`: the key presented as the password
-   * (`X-ClickHouse-Key`, basic auth, `password=`) must grant `permission`. A known key
-   * without it gets 403 (code 497, ACCESS_DENIED); every decision reaches `access`'s
-   * `onDecision`, hence an audit log (`auditAccess`). @default none
+   * (`X-ClickHouse-Key`, basic auth) must grant `permission`. A known key without it gets
+   * 403 (code 497, ACCESS_DENIED); every decision reaches `access`'s `onDecision`.
+   * @default none
    */
   access?: AccessControl;
   /** The permission a query needs under `access`. @default 'query:read' */
   permission?: string;
+  /**
+   * Tables and views readers may read (`name` or `db.name`, `db.*` for a whole database).
+   * @default every table and view of the `default` database except the library's own
+   * bookkeeping (`tributary_migrations`, `subject_keys`, `audit_log`)
+   */
+  tables?: readonly string[];
+  /** @default {} (see {@link QueryLimits}) */
+  limits?: QueryLimits;
+  /** Queries running at once; more wait, and past `maxQueuedQueries` get 503 (code 202). @default 4 */
+  maxConcurrentQueries?: number;
+  /** @default 64 */
+  maxQueuedQueries?: number;
+  /** Longest query text accepted, in bytes (after decompression). @default 1 MiB */
+  maxQueryBytes?: number;
+  /** Time to receive a request's headers and body, ms. @default 30000 */
+  requestTimeoutMs?: number;
+  /** Failed authentications a client address may make per minute before 429. @default 20 */
+  maxFailedAuthPerMinute?: number;
+  /** Accept `user=`/`password=` in the URL (logged by proxies; off unless a tool needs it). @default false */
+  allowKeyInUrl?: boolean;
+  /** Records every refusal (`query.denied`): wrong keys, missing permission, refused queries, rate limits. @default none */
+  audit?: AuditLog;
+  /** Serve HTTPS with these `node:https` options (`key`, `cert`, …). @default plain HTTP */
+  tls?: TlsServerOptions;
   /** @default '127.0.0.1' */
   host?: string;
   /** 0 picks a free port. @default 8123 */
   port?: number;
-  /** Longest query text accepted, in bytes. @default 1 MiB */
-  maxQueryBytes?: number;
 }
 
-/** Statements a reader may run. */
-const READ_STATEMENT = /^\s*(?:\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b/i;
-/** Table functions and clauses that would reach beyond the store (files, the network, other servers). */
-const OUTSIDE = /\b(file|url|s3|s3Cluster|hdfs|remote|remoteSecure|mysql|postgresql|odbc|jdbc|executable|input|azureBlobStorage|gcs|iceberg|deltaLake|hudi|cluster|clusterAllReplicas)\s*\(|\bINTO\s+OUTFILE\b/i;
-const FORMAT_CLAUSE = /\bFORMAT\s+(\w+)\s*;?\s*$/i;
+/** The library's own tables: never readable by default. */
+const BOOKKEEPING = new Set(['default.tributary_migrations', 'default.subject_keys', 'default.audit_log']);
+
+/** Settings a reader may give in the URL that only shape the output. */
+const OUTPUT_SETTINGS = new Set([
+  'output_format_json_quote_64bit_integers',
+  'output_format_json_quote_64bit_floats',
+  'output_format_json_quote_denormals',
+  'output_format_json_quote_decimals',
+  'output_format_json_named_tuples_as_objects',
+  'output_format_json_escape_forward_slashes',
+  'output_format_decimal_trailing_zeros',
+  'output_format_arrow_string_as_string',
+  'output_format_parquet_string_as_string',
+  'output_format_native_encode_types_in_binary_format',
+  'output_format_binary_encode_types_in_binary_format',
+  'output_format_write_statistics',
+  'output_format_pretty_max_rows',
+  'date_time_output_format',
+  'session_timezone',
+  'extremes',
+  'join_use_nulls',
+  'result_overflow_mode',
+  'max_block_size',
+]);
+
+/** Bounds a reader may lower: URL name → the limit it lowers. */
+const LOWERABLE: Readonly<Record<string, keyof Required<QueryLimits>>> = {
+  max_execution_time: 'maxExecutionTimeS',
+  max_result_rows: 'maxResultRows',
+  max_result_bytes: 'maxResultBytes',
+  max_memory_usage: 'maxMemoryUsage',
+  max_threads: 'maxThreads',
+};
+
+/** URL parameters of ClickHouse's HTTP interface that are not settings, and what we do with them. */
+const PROTOCOL_PARAMS = new Set([
+  'query',
+  'database',
+  'default_format',
+  'user',
+  'password',
+  'query_id',
+  'session_id',
+  'session_timeout',
+  'session_check',
+  'enable_http_compression',
+  'http_zlib_compression_level',
+  'wait_end_of_query',
+  'send_progress_in_http_headers',
+  'http_headers_progress_interval_ms',
+  'buffer_size',
+  'cancel_http_readonly_queries_on_client_close',
+  'client_protocol_version',
+  'readonly',
+  'compress',
+  'decompress',
+  'add_http_cors_header',
+]);
+
+/** ClickHouse's HTTP status for an exception code, as its own server answers. */
+function statusOf(code: number): number {
+  if (code === 194) return 401;
+  // READONLY is 500 on a server; 403 says what it is here, a refusal.
+  if ([192, 193, 516, 512, 497, 164].includes(code)) return 403;
+  if ([36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 27, 376, 15, 44, 37, 123, 8, 167, 168, 223, 62, 117, 53, 321, 456, 457].includes(code)) return 400;
+  if ([60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511].includes(code)) return 404;
+  if (code === 229) return 413;
+  if (code === 48) return 501;
+  if (code === 209 || code === 76 || code === 439 || code === 202) return 503;
+  if (code === 381) return 411;
+  if (code === 159) return 408;
+  if (code === 779) return 415;
+  return 500;
+}
+
+/** The Content-Type a ClickHouse server sends for an output format. */
+function contentTypeOf(format: string): string {
+  const name = format.toLowerCase();
+  if (name.startsWith('json') || name === 'ndjson') return 'application/json; charset=UTF-8';
+  if (name.startsWith('tabseparated') || name.startsWith('tsv')) return 'text/tab-separated-values; charset=UTF-8';
+  if (name.startsWith('csv')) return `text/csv; charset=UTF-8; header=${name.includes('names') ? 'present' : 'absent'}`;
+  if (name === 'xml') return 'application/xml; charset=UTF-8';
+  if (name.startsWith('pretty') || ['vertical', 'values', 'markdown', 'null', 'lineasstring', 'raw', 'prometheus', 'sqlinsert'].includes(name)) return 'text/plain; charset=UTF-8';
+  return 'application/octet-stream';
+}
 
 /**
- * A read-only query endpoint over the store of a running pipeline, speaking the part
- * of ClickHouse's HTTP interface that clients use for SELECTs: the query in the URL
- * (`?query=`) or the body, `FORMAT` or `default_format`, users by basic auth,
- * `X-ClickHouse-User`/`X-ClickHouse-Key` or `user`/`password` parameters, and errors
- * as ClickHouse writes them (`Code: N. DB::Exception: …`, `X-ClickHouse-Exception-Code`).
+ * A read-only query endpoint over the store of a running pipeline, speaking ClickHouse's
+ * HTTP interface so its drivers, Grafana, DBeaver and curl work unchanged: the query in the
+ * URL (`?query=`) or the body (plain, gzip or deflate), `FORMAT` or `default_format`, every
+ * output format passed through byte for byte (RowBinary, Native, Parquet, Arrow, …),
+ * `param_<name>` query parameters, allowlisted settings in the URL, gzip responses with
+ * `enable_http_compression=1`, `X-ClickHouse-*` headers, ClickHouse's statuses and codes,
+ * `/ping` and `/replicas_status`.
  *
- * Embedded ClickHouse locks its directory to one process; this is how analysts, curl,
- * `@clickhouse/client` or Grafana read it while the pipeline writes. Only reading
- * statements pass; writes, DDL, several statements and table functions that reach files
- * or the network are refused with code 164 (READONLY).
+ * Two locks, neither a pattern over the text. The engine's own parser reads each query
+ * and only reads of allowed tables pass (see `admitQuery`); and every query runs with
+ * `readonly=1` and the server's limits in its SETTINGS, so the engine refuses writes and
+ * table functions on its own. Results stream in the engine's chunks, so memory stays flat
+ * for any result size, and on the embedded store a streamed read runs beside the
+ * pipeline's inserts instead of ahead of them. A query is cancelled when its client goes.
  *
  * ## Example
  * ```ts
@@ -55,66 +196,201 @@ const FORMAT_CLAUSE = /\bFORMAT\s+(\w+)\s*;?\s*$/i;
  */
 export async function serveQueries(options: QueryServerOptions): Promise<{ url: string; close(): Promise<void> }> {
   if (!options?.client) throw new ConfigError('client is required');
-  const users = Object.entries(options.users ?? {});
+  const users = Object.entries(options.users ?? {}).map(([name, given]) => {
+    const user = typeof given === 'string' ? { key: given } : given;
+    if (typeof user?.key !== 'string' || user.key.length < 8) throw new ConfigError(`users.${name} must be a key of at least 8 characters`);
+    return { name, digest: digest(user.key), tables: user.tables === undefined ? undefined : tableMatcher(user.tables, `users.${name}.tables`) };
+  });
   if (options.access !== undefined && !(options.access instanceof AccessControl)) throw new ConfigError('access must be an AccessControl');
   if (users.length === 0 && !options.access) throw new ConfigError('users must name at least one user and key, or access must be given');
   const permission = options.permission ?? 'query:read';
   if (typeof permission !== 'string' || permission === '') throw new ConfigError(`permission must be a non-empty string, got ${JSON.stringify(options.permission)}`);
-  for (const [name, key] of users) {
-    if (typeof key !== 'string' || key.length < 8) throw new ConfigError(`users.${name} must be a key of at least 8 characters`);
+  const serverTables = options.tables === undefined ? undefined : tableMatcher(options.tables, 'tables');
+  const limits: Required<QueryLimits> = {
+    maxExecutionTimeS: positive(options.limits?.maxExecutionTimeS, DEFAULT_QUERY_LIMITS.maxExecutionTimeS, 'limits.maxExecutionTimeS'),
+    maxResultRows: positive(options.limits?.maxResultRows, DEFAULT_QUERY_LIMITS.maxResultRows, 'limits.maxResultRows'),
+    maxResultBytes: positive(options.limits?.maxResultBytes, DEFAULT_QUERY_LIMITS.maxResultBytes, 'limits.maxResultBytes'),
+    maxMemoryUsage: positive(options.limits?.maxMemoryUsage, DEFAULT_QUERY_LIMITS.maxMemoryUsage, 'limits.maxMemoryUsage'),
+    maxThreads: positive(options.limits?.maxThreads, DEFAULT_QUERY_LIMITS.maxThreads, 'limits.maxThreads'),
+  };
+  const maxConcurrent = positive(options.maxConcurrentQueries, 4, 'maxConcurrentQueries');
+  const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
+  const maxQueryBytes = positive(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
+  const requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
+  const maxFailedAuth = positive(options.maxFailedAuthPerMinute, 20, 'maxFailedAuthPerMinute');
+  const client = options.client;
+
+  // Which tables the default policy admits: the default database less the bookkeeping,
+  // read from the engine at most once a second so new tables appear without a restart.
+  let defaultTables: { at: number; names: Promise<Set<string>> } | undefined;
+  const defaultAllowed = async (): Promise<(table: string) => boolean> => {
+    if (!defaultTables || Date.now() - defaultTables.at > 1000) {
+      const names = client.query<{ name: string }>("SELECT concat(database, '.', name) AS name FROM system.tables WHERE database = 'default'").then((rows) => new Set(rows.map((row) => row.name).filter((name) => !BOOKKEEPING.has(name))));
+      defaultTables = { at: Date.now(), names };
+      names.catch(() => (defaultTables = undefined));
+    }
+    const names = await defaultTables.names;
+    return (table) => names.has(table);
+  };
+
+  const failures = new Map<string, { count: number; since: number }>();
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const slot = async (): Promise<() => void> => {
+    if (running >= maxConcurrent) {
+      if (waiting.length >= maxQueued) throw new QueryError(202, `Too many simultaneous queries. Maximum: ${maxConcurrent}. (TOO_MANY_SIMULTANEOUS_QUERIES)`);
+      await new Promise<void>((resolve) => waiting.push(resolve));
+    }
+    running++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      running--;
+      waiting.shift()?.();
+    };
+  };
+
+  const handler = (request: IncomingMessage, response: ServerResponse) => {
+    handle(request, response).catch((error: unknown) => fail(response, error));
+  };
+  const server: Server = options.tls ? createHttpsServer(options.tls, handler) : createHttpServer(handler);
+  server.headersTimeout = requestTimeoutMs;
+  server.requestTimeout = requestTimeoutMs;
+
+  function deny(request: IncomingMessage, actor: string, outcome: string, reason: string): void {
+    options.audit?.record({ type: 'query.denied', actor, target: 'query', outcome, details: { remote: request.socket.remoteAddress ?? '', reason } });
   }
-  const digests = new Map(users.map(([name, key]) => [name, digest(key)]));
-  const maxQueryBytes = options.maxQueryBytes ?? 1024 * 1024;
-  const server: Server = createServer((request, response) => {
-    handle(request, response).catch((error: unknown) => reply(response, 500, 1001, `Code: 1001. DB::Exception: ${String(error)}`));
-  });
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? '/', 'http://localhost');
-    if (url.pathname === '/ping') return reply(response, 200, 0, 'Ok.\n');
-    if (url.pathname !== '/') return reply(response, 404, 0, 'Not found\n');
-    const verdict = authorized(request, url);
-    if (verdict === 'forbidden') {
-      return reply(response, 403, 497, `Code: 497. DB::Exception: the key lacks permission ${permission}. (ACCESS_DENIED)\n`);
+    if (url.pathname === '/ping' || url.pathname === '/replicas_status') return reply(response, 200, 0, 'Ok.\n');
+    if (url.pathname !== '/') return reply(response, 404, 0, 'There is no handle ' + url.pathname + '\n');
+    if (request.method !== 'GET' && request.method !== 'POST' && request.method !== 'HEAD') return reply(response, 405, 0, 'Only GET and POST are allowed\n');
+    const remote = request.socket.remoteAddress ?? '';
+    const failed = failures.get(remote);
+    if (failed && Date.now() - failed.since < 60_000 && failed.count >= maxFailedAuth) {
+      deny(request, 'anonymous', 'RATE_LIMITED', 'too many failed authentications');
+      response.setHeader('Retry-After', String(Math.ceil((failed.since + 60_000 - Date.now()) / 1000)));
+      return reply(response, 429, 516, 'Code: 516. DB::Exception: too many failed authentications from this address; try again later. (AUTHENTICATION_FAILED)\n');
     }
-    if (verdict !== 'ok') {
-      return reply(response, 403, 516, 'Code: 516. DB::Exception: Authentication failed: password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED)\n');
+    const who = authorized(request, url);
+    if (who.outcome !== 'ok') {
+      const entry = failed && Date.now() - failed.since < 60_000 ? failed : { count: 0, since: Date.now() };
+      entry.count++;
+      failures.set(remote, entry);
+      if (failures.size > 10_000) failures.delete(failures.keys().next().value!);
+      deny(request, who.actor, who.outcome, who.reason);
+      if (who.outcome === 'FORBIDDEN') return reply(response, 403, 497, `Code: 497. DB::Exception: ${who.reason}. (ACCESS_DENIED)\n`);
+      return reply(response, 403, 516, `Code: 516. DB::Exception: ${who.reason}. (AUTHENTICATION_FAILED)\n`);
     }
     const body = await readBody(request, maxQueryBytes);
-    if (body === undefined) return reply(response, 413, 1001, `Code: 1001. DB::Exception: query is longer than ${maxQueryBytes} bytes\n`);
-    const query = [url.searchParams.get('query'), body].filter((part) => part).join('\n').trim();
-    if (query === '') return reply(response, 400, 62, 'Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)\n');
-    const refusal = refuse(query);
-    if (refusal) return reply(response, 403, 164, `Code: 164. DB::Exception: ${refusal}: cannot execute query in readonly mode. (READONLY)\n`);
-    const format = FORMAT_CLAUSE.exec(query)?.[1] ?? url.searchParams.get('default_format') ?? 'TabSeparated';
-    const sql = query.replace(FORMAT_CLAUSE, '').trim();
+    const given = url.searchParams.get('query');
+    const query = given && body ? `${given}\n${body}` : (given ?? body);
+    if (query.trim() === '') {
+      if (request.method === 'GET' && !given) return reply(response, 200, 0, 'Ok.\n');
+      throw new QueryError(62, 'Empty query. (SYNTAX_ERROR)');
+    }
+    const params: Record<string, string> = {};
+    const settings: Record<string, string> = {};
+    for (const [name, value] of url.searchParams) {
+      if (name.startsWith('param_')) params[name.slice('param_'.length)] = value;
+      else if (LOWERABLE[name] !== undefined || OUTPUT_SETTINGS.has(name)) settings[name] = value;
+      else if (!PROTOCOL_PARAMS.has(name)) throw new QueryRefusedError(`setting ${name} is not allowed for readers`);
+    }
+    if (url.searchParams.get('readonly') === '0') throw new QueryRefusedError('readers cannot turn readonly off');
+    if (url.searchParams.get('compress') === '1') throw new QueryError(48, "ClickHouse's own block compression (compress=1) is not available here; use enable_http_compression=1 with Accept-Encoding: gzip. (NOT_IMPLEMENTED)");
+    const database = url.searchParams.get('database') ?? request.headers['x-clickhouse-database'];
+    if (database !== undefined && database !== '' && database !== 'default') throw new QueryError(81, `Database ${database} does not exist. (UNKNOWN_DATABASE)`);
+
+    const release = await slot();
+    const abort = new AbortController();
+    const cancel = () => abort.abort();
+    response.once('close', cancel);
+    const timer = setTimeout(cancel, (limits.maxExecutionTimeS + 5) * 1000);
     try {
-      const rows = await options.client.queryText(sql, format);
-      response.writeHead(200, { 'Content-Type': 'text/plain; charset=UTF-8', 'X-ClickHouse-Format': format });
-      response.end(rows);
-    } catch (error) {
-      const code = (error as { clickhouseCode?: number }).clickhouseCode ?? 1001;
-      reply(response, 400, code, `${(error as Error).message}\n`);
+      const allowed = who.tables ?? serverTables ?? (await defaultAllowed());
+      const admitted = await admitQuery(client, query, params, allowed);
+      const format = admitted.format ?? url.searchParams.get('default_format') ?? request.headers['x-clickhouse-format']?.toString() ?? 'TabSeparated';
+      if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
+      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, limits)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, limits)}`;
+      const chunks = client.stream(sql, { format, params, signal: abort.signal })[Symbol.asyncIterator]();
+      // The first chunk (or the error) comes before any header, so a failed query gets its
+      // own status, as from a server.
+      let next = await chunks.next();
+      const headers: Record<string, string> = {
+        'Content-Type': contentTypeOf(format),
+        'X-ClickHouse-Format': format,
+        'X-ClickHouse-Query-Id': url.searchParams.get('query_id') ?? randomUUID(),
+        'X-ClickHouse-Timezone': 'UTC',
+        'X-ClickHouse-Server-Display-Name': 'tributary',
+        'X-ClickHouse-Summary': '{"read_rows":"0","read_bytes":"0","written_rows":"0","written_bytes":"0","total_rows_to_read":"0","result_rows":"0","result_bytes":"0"}',
+      };
+      let out: ServerResponse | Gzip = response;
+      if (url.searchParams.get('enable_http_compression') === '1' && /\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''))) {
+        headers['Content-Encoding'] = 'gzip';
+        const level = Number(url.searchParams.get('http_zlib_compression_level') ?? 3);
+        const gzip: Gzip = createGzip({ level: Number.isInteger(level) && level >= 1 && level <= 9 ? level : 3 });
+        gzip.pipe(response);
+        out = gzip;
+      }
+      response.writeHead(200, headers);
+      try {
+        while (!next.done && !abort.signal.aborted) {
+          if (!out.write(next.value)) await drained(out, abort.signal);
+          if (abort.signal.aborted) break;
+          next = await chunks.next();
+        }
+      } catch (error) {
+        // Headers are gone: say what failed in the body, as a server does, and cut the
+        // connection so no client takes a partial binary result for a whole one.
+        out.end(`\n${messageOf(error)}\n`);
+        setImmediate(() => response.destroy());
+        return;
+      }
+      // A client that went away leaves the engine's stream to be cancelled, not run out.
+      if (abort.signal.aborted) await chunks.return?.();
+      out.end();
+    } finally {
+      clearTimeout(timer);
+      response.off('close', cancel);
+      release();
     }
   }
 
-  function authorized(request: IncomingMessage, url: URL): 'ok' | 'forbidden' | 'unauthenticated' {
-    let user = request.headers['x-clickhouse-user'] as string | undefined;
-    let key = request.headers['x-clickhouse-key'] as string | undefined;
+  function fail(response: ServerResponse, error: unknown): void {
+    const code = (error as { clickhouseCode?: number }).clickhouseCode ?? 1001;
+    if (error instanceof QueryRefusedError) deny(response.req, 'reader', 'READONLY', error.message);
+    reply(response, code === 1001 ? 500 : statusOf(code), code, `${messageOf(error)}\n`);
+  }
+
+  function authorized(request: IncomingMessage, url: URL): { outcome: 'ok' | 'FORBIDDEN' | 'UNAUTHENTICATED'; actor: string; reason: string; tables?: (table: string) => boolean } {
+    let user = header(request, 'x-clickhouse-user');
+    let key = header(request, 'x-clickhouse-key');
     const basic = /^Basic (.+)$/i.exec(request.headers.authorization ?? '');
     if (basic) {
       const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
-      user = decoded.slice(0, colon);
-      key = decoded.slice(colon + 1);
+      user = colon < 0 ? decoded : decoded.slice(0, colon);
+      key = colon < 0 ? '' : decoded.slice(colon + 1);
     }
-    user ??= url.searchParams.get('user') ?? undefined;
-    key ??= url.searchParams.get('password') ?? undefined;
-    const expected = user === undefined ? undefined : digests.get(user);
-    if (expected !== undefined && key !== undefined && timingSafeEqual(expected, digest(key))) return 'ok';
-    if (!options.access) return 'unauthenticated';
+    const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '');
+    if (bearer) key = bearer[1];
+    if (options.allowKeyInUrl) {
+      user ??= url.searchParams.get('user') ?? undefined;
+      key ??= url.searchParams.get('password') ?? undefined;
+    } else if (url.searchParams.has('password')) {
+      return { outcome: 'UNAUTHENTICATED', actor: user ?? 'anonymous', reason: 'Authentication failed: keys are not accepted in the URL; send them as basic auth or X-ClickHouse-Key' };
+    }
+    const known = users.find((candidate) => candidate.name === (user ?? 'default'));
+    if (known && key !== undefined && timingSafeEqual(known.digest, digest(key))) return { outcome: 'ok', actor: known.name, reason: '', tables: known.tables };
+    const failed = 'Authentication failed: password is incorrect, or there is no user with such name';
+    if (!options.access) return { outcome: 'UNAUTHENTICATED', actor: user ?? 'anonymous', reason: failed };
     const decision = options.access.decide(key, permission, `${request.method ?? 'GET'} ${url.pathname}`);
-    return decision.allowed ? 'ok' : decision.outcome === 'FORBIDDEN' ? 'forbidden' : 'unauthenticated';
+    if (decision.allowed) return { outcome: 'ok', actor: decision.keyId ?? 'anonymous', reason: '' };
+    return decision.outcome === 'FORBIDDEN'
+      ? { outcome: 'FORBIDDEN', actor: decision.keyId ?? 'anonymous', reason: `the key lacks permission ${permission}` }
+      : { outcome: 'UNAUTHENTICATED', actor: user ?? 'anonymous', reason: failed };
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -122,32 +398,114 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     server.listen(options.port ?? 8123, options.host ?? '127.0.0.1', () => resolve());
   });
   const { address, port } = server.address() as AddressInfo;
+  const shown = address.includes(':') ? `[${address}]` : address;
   return {
-    url: `http://${address}:${port}`,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    url: `${options.tls ? 'https' : 'http'}://${shown}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
-/** Why a query is not for a reader, or undefined when it may run. */
-function refuse(query: string): string | undefined {
-  const withoutTrailing = query.replace(/;\s*$/, '');
-  if (withoutTrailing.includes(';')) return 'several statements';
-  if (!READ_STATEMENT.test(withoutTrailing)) return 'only SELECT, WITH, SHOW, DESCRIBE, EXISTS and EXPLAIN are allowed';
-  if (OUTSIDE.test(withoutTrailing)) return 'table functions that reach files or the network are not allowed';
-  return undefined;
+/** Resolves when `out` can take more, or the request was given up. */
+function drained(out: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    out.once('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** An error the endpoint answers itself, with ClickHouse's code. */
+class QueryError extends Error {
+  constructor(
+    readonly clickhouseCode: number,
+    text: string,
+  ) {
+    super(`Code: ${clickhouseCode}. DB::Exception: ${text}`);
+  }
+}
+
+/** The SETTINGS every reader's query runs under: its own lowerings, then the bounds, then readonly=1 last. */
+export function settingsClause(given: Readonly<Record<string, string>>, limits: Required<QueryLimits>): string {
+  const effective: Record<string, string> = {};
+  for (const [name, value] of Object.entries(given)) {
+    const bound = LOWERABLE[name];
+    if (bound !== undefined) {
+      if (!/^\d+$/.test(value)) throw new QueryError(72, `Cannot parse ${name}=${JSON.stringify(value)} as a number. (CANNOT_PARSE_NUMBER)`);
+      // 0 means "no limit" to ClickHouse: never lower than the bound, so it keeps the bound.
+      if (Number(value) > 0 && Number(value) < limits[bound]) effective[name] = value;
+    } else {
+      effective[name] = /^-?\d+(?:\.\d+)?$/.test(value) ? value : `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+    }
+  }
+  effective['max_execution_time'] ??= String(limits.maxExecutionTimeS);
+  effective['max_result_rows'] ??= String(limits.maxResultRows);
+  effective['max_result_bytes'] ??= String(limits.maxResultBytes);
+  effective['max_memory_usage'] ??= String(limits.maxMemoryUsage);
+  effective['max_threads'] ??= String(limits.maxThreads);
+  effective['result_overflow_mode'] ??= "'throw'";
+  effective['timeout_overflow_mode'] = "'throw'";
+  // Readers' engine threads run at a lower CPU priority than the pipeline's (no effect
+  // without CAP_SYS_NICE).
+  effective['os_thread_priority'] = '10';
+  effective['readonly'] = '1';
+  return Object.entries(effective)
+    .map(([name, value]) => `${name} = ${value}`)
+    .join(', ');
+}
+
+function tableMatcher(tables: readonly string[], option: string): (table: string) => boolean {
+  if (!Array.isArray(tables) || tables.some((table) => typeof table !== 'string' || table === '')) throw new ConfigError(`${option} must be an array of table names`);
+  const exact = new Set(tables.filter((table) => !table.endsWith('.*')).map((table) => (table.includes('.') ? table : `default.${table}`)));
+  const databases = new Set(tables.filter((table) => table.endsWith('.*')).map((table) => table.slice(0, -2)));
+  return (table) => exact.has(table) || databases.has(table.slice(0, table.indexOf('.')));
+}
+
+function positive(value: number | undefined, fallback: number, option: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${option} must be an integer >= 1, got ${value}`);
+  return value;
+}
+
+function header(request: IncomingMessage, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function messageOf(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.startsWith('Code: ') ? message : `Code: 1001. DB::Exception: ${message}`;
 }
 
 function digest(key: string): Buffer {
   return createHash('sha256').update(key).digest();
 }
 
-async function readBody(request: IncomingMessage, limit: number): Promise<string | undefined> {
+/** The request body as text, decompressed per Content-Encoding, refused past `limit` bytes. */
+async function readBody(request: IncomingMessage, limit: number): Promise<string> {
+  const encoding = String(request.headers['content-encoding'] ?? '').toLowerCase();
+  let stream: AsyncIterable<Buffer> = request;
+  if (encoding === 'gzip') stream = request.pipe(createGunzip());
+  else if (encoding === 'deflate') stream = request.pipe(createInflate());
+  else if (encoding !== '' && encoding !== 'identity') throw new QueryError(48, `Unknown Content-Encoding ${encoding}. (NOT_IMPLEMENTED)`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of request) {
-    size += (chunk as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of stream) {
+      size += chunk.length;
+      if (size > limit) throw new QueryError(229, `query is longer than ${limit} bytes. (QUERY_IS_TOO_LARGE)`);
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof QueryError) throw error;
+    throw new QueryError(27, `cannot read the request body: ${(error as Error).message}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)`);
   }
   return Buffer.concat(chunks).toString('utf8');
 }

@@ -95,6 +95,21 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
         throw clickhouseErrorOf(cause);
       }
     },
+    async *stream(sql, { format, params, signal }) {
+      let result;
+      try {
+        result = await http.exec({ query: `${sql}\nFORMAT ${format}`, query_params: { ...params }, abort_signal: signal });
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      }
+      try {
+        for await (const chunk of result.stream) yield chunk as Buffer;
+      } catch (cause) {
+        throw clickhouseErrorOf(cause);
+      } finally {
+        result.stream.destroy();
+      }
+    },
     async insert(table, rows, settings) {
       try {
         const result = await http.exec({

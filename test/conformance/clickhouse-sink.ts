@@ -108,6 +108,7 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
       exec: (sql) => real.exec(sql),
       query: (sql) => real.query(sql),
       queryText: (sql, format) => real.queryText(sql, format),
+      stream: (sql, options) => real.stream(sql, options),
       supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
       readsDecimalStrings: () => real.readsDecimalStrings(),
       close: () => real.close(),

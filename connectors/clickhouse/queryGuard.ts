@@ -1,0 +1,194 @@
+import { ClickHouseError } from '../../lib/errors';
+import type { ClickHouseClient } from './client';
+
+/**
+ * Scalar functions that read beyond the tables a reader was given: a file, a table or a
+ * dictionary named by a string (which the table allowlist cannot see), or a model file.
+ * Table functions need no list: every one is refused where it stands, in a FROM.
+ */
+const OUTSIDE_FUNCTIONS = new Set([
+  'file',
+  'catboostevaluate',
+  'joinget',
+  'joingetornull',
+  'hascolumnintable',
+  'dictget',
+  'dictgetornull',
+  'dictgetordefault',
+  'dicthas',
+  'dictisin',
+  'dictgethierarchy',
+  'dictgetchildren',
+  'dictgetdescendants',
+  'dictgetall',
+]);
+
+/** Tables every query may touch: `SELECT 1` reads `system.one`. */
+const IMPLICIT_TABLES = new Set(['system.one']);
+
+/** A query the engine's parser read and the reader's policy admits, ready to run. */
+export interface AdmittedQuery {
+  /** `select` (SELECT, UNION, INTERSECT), `explain`, `describe`, `exists`, `show`. */
+  kind: 'select' | 'explain' | 'describe' | 'exists' | 'show';
+  /** The engine's own single-line form of the query, without its FORMAT clause. */
+  sql: string;
+  /** The query's FORMAT clause, if it had one. */
+  format: string | undefined;
+}
+
+/** A query refused by the policy: ClickHouse's READONLY (164), as a server in readonly mode says it. */
+export class QueryRefusedError extends ClickHouseError {
+  constructor(reason: string) {
+    super(`Code: 164. DB::Exception: ${reason}: cannot execute query in readonly mode. (READONLY)`, 164, { retriable: false, rowsAtFault: false });
+    this.name = 'QueryRefusedError';
+  }
+}
+
+interface AstNode {
+  type: string;
+  /** What follows the type on its line (a name, a literal), without `(children N)`. */
+  text: string;
+  children: AstNode[];
+}
+
+/**
+ * Reads a query with the engine's own parser and admits it only if it reads, and reads
+ * only `allowed` tables: one statement (`formatQuerySingleLine` refuses several), of an
+ * admitted kind, no table function, no INTO OUTFILE, no SETTINGS clause (settings come
+ * from the caller's allowlist), no function that reaches files, dictionaries or tables by
+ * name. Tables are taken from the analyzer's resolved query tree, so CTEs, views, `IN t`
+ * and aliases name the real tables. Nothing the query says is run: the text only reaches
+ * the engine as a bound string, then as the argument of `EXPLAIN`.
+ */
+export async function admitQuery(client: ClickHouseClient, query: string, params: Readonly<Record<string, string>>, allowed: (table: string) => boolean): Promise<AdmittedQuery> {
+  const canonical = (await collect(client, 'SELECT formatQuerySingleLine({tributary_query_text:String})', { tributary_query_text: query }, 'RawBLOB')).trim();
+  const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw'));
+  const tableOf = (text: string) => qualified(text.replace(/ \(alias .*$/s, ''));
+  const checkTable = (name: string) => {
+    if (!allowed(name) && !IMPLICIT_TABLES.has(name)) refuse(`table ${name} is not among the tables this reader may query`);
+  };
+  const walk = (node: AstNode, parent: AstNode | undefined): void => {
+    if (node.type === 'Set') refuse('SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters');
+    if (node.type === 'Function') {
+      const name = node.text.replace(/ \(alias .*$/s, '').trim();
+      if (parent?.type === 'TableExpression' && parent.children[0] === node) refuse(`table function ${name} is not allowed`);
+      if (OUTSIDE_FUNCTIONS.has(name.toLowerCase())) refuse(`function ${name} is not allowed`);
+    }
+    // A SELECT's tables are checked once the analyzer has resolved them (below), so an
+    // unknown one is the engine's UNKNOWN_TABLE, as from a server; DESCRIBE's here.
+    if (node.type === 'TableIdentifier' && root.type === 'DescribeQuery') checkTable(tableOf(node.text));
+    for (const child of node.children) walk(child, node);
+  };
+  // A SELECT's own clauses hang below its first child; anything else at its top is FORMAT (an
+  // identifier), SETTINGS (Set) or INTO OUTFILE (literals).
+  const selectFormat = (select: AstNode): string | undefined => {
+    let format: string | undefined;
+    for (const extra of select.children.slice(1)) {
+      if (extra.type === 'Identifier' && format === undefined) format = extra.text.trim();
+      else if (extra.type === 'Set') refuse('SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters');
+      else refuse('INTO OUTFILE is not allowed');
+    }
+    return format;
+  };
+  let kind: AdmittedQuery['kind'];
+  let format: string | undefined;
+  let inner = canonical;
+  switch (root.type) {
+    case 'SelectWithUnionQuery':
+      kind = 'select';
+      format = selectFormat(root);
+      walk(root.children[0]!, root);
+      break;
+    case 'Explain': {
+      kind = 'explain';
+      const [select, ...rest] = root.children;
+      if (select?.type !== 'SelectWithUnionQuery' || !canonical.startsWith(`${root.text.trim()} `)) refuse('only EXPLAIN of a SELECT is allowed');
+      for (const extra of rest) {
+        if (extra.type === 'Identifier' && format === undefined) format = extra.text.trim();
+        else refuse('EXPLAIN settings and INTO OUTFILE are not allowed');
+      }
+      if (selectFormat(select!) !== undefined) refuse('FORMAT belongs after the EXPLAIN');
+      walk(select!.children[0]!, select);
+      inner = canonical.slice(root.text.trim().length + 1);
+      break;
+    }
+    case 'DescribeQuery':
+      kind = 'describe';
+      if (root.children.length !== 1) refuse('DESCRIBE takes one table');
+      walk(root.children[0]!, root);
+      break;
+    case 'ExistsTableQuery':
+    case 'ShowCreateTableQuery':
+      kind = root.type === 'ExistsTableQuery' ? 'exists' : 'show';
+      if (root.children.length !== 1 || root.children[0]!.type !== 'Identifier') refuse('EXISTS and SHOW CREATE take one table');
+      checkTable(qualified(root.children[0]!.text.trim()));
+      break;
+    case 'ShowTables':
+      // Names only (SHOW TABLES, SHOW DATABASES): no row of any table.
+      if (root.children.length !== 0) refuse('SHOW takes no subquery');
+      kind = 'show';
+      break;
+    default:
+      refuse('only SELECT, EXPLAIN of a SELECT, DESCRIBE, EXISTS, SHOW TABLES and SHOW CREATE TABLE are allowed');
+  }
+  let sql = canonical;
+  if (format !== undefined) {
+    if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format) || !canonical.endsWith(` FORMAT ${format}`)) refuse(`FORMAT ${format} is not an output format`);
+    sql = canonical.slice(0, -` FORMAT ${format}`.length);
+    if (kind === 'explain' && inner.endsWith(` FORMAT ${format}`)) inner = inner.slice(0, -` FORMAT ${format}`.length);
+  }
+  if (kind === 'select' || kind === 'explain') {
+    // The analyzer resolves CTEs, views and `IN table` to the tables they read; aliases are
+    // renamed (__tableN), so no name a reader wrote stands in a table's place.
+    const tree = await collect(client, `EXPLAIN QUERY TREE ${kind === 'select' ? sql : inner}`, params, 'TSVRaw');
+    for (const line of tree.split('\n')) {
+      const trimmed = line.trimStart();
+      if (trimmed.startsWith('TABLE_FUNCTION ')) refuse('table functions are not allowed');
+      const table = /^TABLE id: \d+(?:, alias: __table\d+)?, table_name: (.+?)(?:, [a-z_]+: .*)?$/.exec(trimmed);
+      if (table) checkTable(table[1]!);
+      else if (trimmed.startsWith('TABLE ') && trimmed !== 'TABLE EXPRESSION') refuse('a table the engine named could not be read');
+    }
+  }
+  return { kind, sql, format };
+}
+
+function refuse(reason: string): never {
+  throw new QueryRefusedError(reason);
+}
+
+/** `db.name` for a name written with or without its database. */
+function qualified(name: string): string {
+  return name.includes('.') ? name : `default.${name}`;
+}
+
+async function collect(client: ClickHouseClient, sql: string, params: Readonly<Record<string, string>>, format: string): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of client.stream(sql, { format, params })) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The tree `EXPLAIN AST` prints: one node a line, indented one space per level, with
+ * `(children N)` on nodes that have any. Names are printed as written, so a name holding a
+ * line break can add lines; a dump whose indents and counts do not agree exactly is refused
+ * rather than guessed at. Added lines can only add nodes, which are checked like any other.
+ */
+export function parseAstDump(dump: string): AstNode {
+  const lines = dump.replace(/\n+$/, '').split('\n');
+  let next = 0;
+  const read = (depth: number): AstNode => {
+    const line = lines[next++];
+    if (line === undefined) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+    const indent = line.length - line.trimStart().length;
+    if (indent !== depth) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+    const counted = / \(children (\d+)\)$/.exec(line);
+    const body = (counted ? line.slice(0, counted.index) : line).slice(indent);
+    const space = body.indexOf(' ');
+    const node: AstNode = { type: space < 0 ? body : body.slice(0, space), text: space < 0 ? '' : body.slice(space + 1), children: [] };
+    for (let i = 0; i < Number(counted?.[1] ?? 0); i++) node.children.push(read(depth + 1));
+    return node;
+  };
+  const root = read(0);
+  if (next !== lines.length) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+  return root;
+}
