@@ -37,7 +37,7 @@ describe('official ClickHouse drivers against the query endpoint', function () {
     if (install.code !== 0) throw new Error(`scripts/compat/install.sh failed (${install.code}): a driver or its toolchain is missing\n${install.stdout}${install.stderr}`);
     await testClickHouse().exec(`CREATE TABLE ${table} (n UInt64) ENGINE = MergeTree ORDER BY n`);
     await testClickHouse().exec(`INSERT INTO ${table} SELECT number FROM numbers(${rows})`);
-    endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0 });
+    endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0 });
   });
   after(async () => {
     await endpoint?.close();
