@@ -73,7 +73,19 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       open();
       const reader = idleReaders.pop() ?? connect();
       const bound = params !== undefined && Object.keys(params).length > 0;
+      const framing = framingOf(format);
+      const whole = async (): Promise<Uint8Array> => {
+        try {
+          return (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
+        } catch (cause) {
+          throw errorOf(cause);
+        }
+      };
       try {
+        if (framing === 'whole') {
+          yield await whole();
+          return;
+        }
         let chunks: ReturnType<Session['queryStream']> | undefined;
         let iterator: AsyncIterator<{ raw(): Uint8Array }> | undefined;
         let first: IteratorResult<{ raw(): Uint8Array }> | undefined;
@@ -87,16 +99,14 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           if (!/Streaming query is not supported/.test(String((cause as Error)?.message))) throw errorOf(cause);
         }
         if (!chunks || !iterator || first === undefined) {
-          try {
-            yield (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
-          } catch (cause) {
-            throw errorOf(cause);
-          }
+          yield await whole();
           return;
         }
         try {
-          for (let next = first; !next.done; ) {
-            yield next.value.raw();
+          for (let next = first, index = 0; !next.done; index++) {
+            // Each chunk comes formatted on its own: a header repeats in every one.
+            const raw = next.value.raw();
+            yield index === 0 || framing === 'rows' ? Buffer.from(raw) : Buffer.from(raw.subarray(headerLength(raw, framing)));
             try {
               next = await iterator.next();
             } catch (cause) {
@@ -130,4 +140,48 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       session = undefined;
     },
   };
+}
+
+/**
+ * How a streamed result's chunks join up. The engine formats each chunk on its own, so
+ * only formats whose output is a plain sequence of rows or blocks (`rows`) stream as they
+ * come; formats with a header (`…WithNames`, `…WithNamesAndTypes`) stream with the header
+ * kept from the first chunk only; formats that frame the whole result (JSON, XML, Pretty,
+ * Parquet, Arrow, ORC, Avro, …) are built whole, on the reader's own session.
+ */
+type Framing = 'rows' | 'whole' | { lines: number } | { sections: number };
+
+const ROW_FORMATS = new Set(['tabseparated', 'tsv', 'tabseparatedraw', 'tsvraw', 'raw', 'csv', 'jsoneachrow', 'jsonlines', 'ndjson', 'jsonstringseachrow', 'jsoncompacteachrow', 'jsoncompactstringseachrow', 'rowbinary', 'native', 'lineasstring', 'rawblob', 'msgpack', 'null', 'tskv', 'bsoneachrow']);
+
+function framingOf(format: string): Framing {
+  const name = format.toLowerCase();
+  if (ROW_FORMATS.has(name)) return 'rows';
+  const headed = /^(tabseparated|tsv|tabseparatedraw|tsvraw|csv|jsoncompacteachrow|jsoncompactstringseachrow|rowbinary)with(names|namesandtypes)$/.exec(name);
+  if (!headed) return 'whole';
+  const count = headed[2] === 'names' ? 1 : 2;
+  return headed[1] === 'rowbinary' ? { sections: count } : { lines: count };
+}
+
+/** Bytes of the header a chunk starts with: text lines, or RowBinary's count and strings. */
+function headerLength(chunk: Uint8Array, framing: { lines: number } | { sections: number }): number {
+  if ('lines' in framing) {
+    let at = 0;
+    for (let line = 0; line < framing.lines; line++) at = chunk.indexOf(0x0a, at) + 1;
+    return at;
+  }
+  let at = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = chunk[at++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return value;
+    }
+  };
+  const columns = varint();
+  for (let i = 0; i < columns * framing.sections; i++) {
+    const length = varint();
+    at += length;
+  }
+  return at;
 }

@@ -23,8 +23,26 @@ const OUTSIDE_FUNCTIONS = new Set([
   'dictgetall',
 ]);
 
-/** Tables every query may touch: `SELECT 1` reads `system.one`. */
-const IMPLICIT_TABLES = new Set(['system.one']);
+/**
+ * Tables every reader may read: `system.one` (what `SELECT 1` reads) and the engine's
+ * catalogue that drivers and tools read when they connect (settings, functions, formats,
+ * types, time zones; databases, tables and columns by name and type, as DBeaver's navigator
+ * lists them). None holds a row of a table.
+ */
+export const METADATA_TABLES: ReadonlySet<string> = new Set([
+  'system.one',
+  'system.settings',
+  'system.functions',
+  'system.formats',
+  'system.data_type_families',
+  'system.time_zones',
+  'system.build_options',
+  'system.collations',
+  'system.table_engines',
+  'system.databases',
+  'system.tables',
+  'system.columns',
+]);
 
 /** A query the engine's parser read and the reader's policy admits, ready to run. */
 export interface AdmittedQuery {
@@ -65,7 +83,7 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
   const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw'));
   const tableOf = (text: string) => qualified(text.replace(/ \(alias .*$/s, ''));
   const checkTable = (name: string) => {
-    if (!allowed(name) && !IMPLICIT_TABLES.has(name)) refuse(`table ${name} is not among the tables this reader may query`);
+    if (!allowed(name) && !METADATA_TABLES.has(name)) refuse(`table ${name} is not among the tables this reader may query`);
   };
   const walk = (node: AstNode, parent: AstNode | undefined): void => {
     if (node.type === 'Set') refuse('SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters');
@@ -124,8 +142,12 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
       checkTable(qualified(root.children[0]!.text.trim()));
       break;
     case 'ShowTables':
-      // Names only (SHOW TABLES, SHOW DATABASES): no row of any table.
-      if (root.children.length !== 0) refuse('SHOW takes no subquery');
+      // The parser's tree of a SHOW leaves its WHERE and LIKE out, and a WHERE may hold a
+      // subquery. So only the plain forms pass, matched whole against the engine's own
+      // single-line text: names, a database, a LIKE pattern, a limit.
+      if (!/^SHOW (?:FULL )?(?:TABLES|DATABASES)(?: FROM [A-Za-z_][A-Za-z0-9_]*)?(?: (?:NOT )?I?LIKE '[^'\\]*')?(?: LIMIT \d+)?$/.test(canonical)) {
+        refuse('only SHOW TABLES and SHOW DATABASES, with FROM, LIKE and LIMIT, are allowed');
+      }
       kind = 'show';
       break;
     default:

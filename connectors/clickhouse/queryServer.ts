@@ -7,6 +7,7 @@ import { AccessControl } from '../../lib/access';
 import type { AuditLog } from '../../lib/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
+import { compressedBlock } from './compressedBlocks';
 import { admitQuery, QueryRefusedError } from './queryGuard';
 
 /** A reader given by name: its key and, if narrower than the server's, its tables. */
@@ -82,6 +83,9 @@ export interface QueryServerOptions {
   /** 0 picks a free port. @default 8123 */
   port?: number;
 }
+
+/** Largest block of a `compress=1` answer, as a server cuts them. */
+const FRAME_BYTES = 1024 * 1024;
 
 /** The library's own tables: never readable by default. */
 const BOOKKEEPING = new Set(['default.tributary_migrations', 'default.subject_keys', 'default.audit_log']);
@@ -294,12 +298,11 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     const params: Record<string, string> = {};
     const settings: Record<string, string> = {};
     for (const [name, value] of url.searchParams) {
-      if (name.startsWith('param_')) params[name.slice('param_'.length)] = value;
+      if (name.startsWith('param_')) params[name.slice('param_'.length)] = unescapeParam(value);
       else if (LOWERABLE[name] !== undefined || OUTPUT_SETTINGS.has(name)) settings[name] = value;
       else if (!PROTOCOL_PARAMS.has(name)) throw new QueryRefusedError(`setting ${name} is not allowed for readers`);
     }
     if (url.searchParams.get('readonly') === '0') throw new QueryRefusedError('readers cannot turn readonly off');
-    if (url.searchParams.get('compress') === '1') throw new QueryError(48, "ClickHouse's own block compression (compress=1) is not available here; use enable_http_compression=1 with Accept-Encoding: gzip. (NOT_IMPLEMENTED)");
     const database = url.searchParams.get('database') ?? request.headers['x-clickhouse-database'];
     if (database !== undefined && database !== '' && database !== 'default') throw new QueryError(81, `Database ${database} does not exist. (UNKNOWN_DATABASE)`);
 
@@ -334,10 +337,15 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
         gzip.pipe(response);
         out = gzip;
       }
+      // compress=1: ClickHouse's own framing, checksummed, which some drivers ask for.
+      const framed = url.searchParams.get('compress') === '1';
       response.writeHead(200, headers);
       try {
         while (!next.done && !abort.signal.aborted) {
-          if (!out.write(next.value)) await drained(out, abort.signal);
+          let written = true;
+          if (!framed) written = out.write(next.value);
+          else for (let at = 0; at < next.value.length; at += FRAME_BYTES) written = out.write(compressedBlock(next.value.subarray(at, at + FRAME_BYTES))) && written;
+          if (!written) await drained(out, abort.signal);
           if (abort.signal.aborted) break;
           next = await chunks.next();
         }
@@ -466,6 +474,15 @@ function tableMatcher(tables: readonly string[], option: string): (table: string
   const exact = new Set(tables.filter((table) => !table.endsWith('.*')).map((table) => (table.includes('.') ? table : `default.${table}`)));
   const databases = new Set(tables.filter((table) => table.endsWith('.*')).map((table) => table.slice(0, -2)));
   return (table) => exact.has(table) || databases.has(table.slice(0, table.indexOf('.')));
+}
+
+/**
+ * A `param_<name>` value as ClickHouse reads it: in its escaped text form (`\t`, `\n`,
+ * `\'`, `\\`, …). The store binds plain values and escapes them itself.
+ */
+function unescapeParam(value: string): string {
+  const named: Readonly<Record<string, string>> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', '0': '\0', a: '\x07', v: '\v' };
+  return value.replace(/\\(x[0-9A-Fa-f]{2}|[\s\S])/g, (_, escaped: string) => (escaped.length === 3 ? String.fromCharCode(parseInt(escaped.slice(1), 16)) : (named[escaped] ?? escaped)));
 }
 
 function positive(value: number | undefined, fallback: number, option: string): number {

@@ -84,6 +84,8 @@ describe('analyst endpoint against hostile queries', function () {
       [`select NAME from ${table} where id = 2`.replace('NAME', 'name'), 'b\n'],
       [`DESCRIBE TABLE ${table}`, 'id\tUInt32\t\t\t\t\t\nname\tString\t\t\t\t\t\n'],
       [`EXISTS TABLE ${table}`, '1\n'],
+      [`SHOW TABLES LIKE '${table}'`, `${table}\n`],
+      [`SHOW TABLES FROM default LIKE '${view}'`, `${view}\n`],
     ] as const) {
       const answer = await ask(query);
       expect([answer.status, answer.text], query).to.deep.equal([200, expected]);
@@ -107,9 +109,12 @@ describe('analyst endpoint against hostile queries', function () {
       `SELECT * FROM ${table} AS \`x\n TableIdentifier ${table}\` , ${secret}`,
       'SELECT * FROM system.users',
       'SELECT * FROM system.processes',
-      'SELECT * FROM system.settings',
-      'SELECT * FROM system.tables',
+      'SELECT * FROM system.disks',
+      "SELECT * FROM system.tables WHERE name = 'x' UNION ALL SELECT * FROM system.users",
       'SELECT * FROM information_schema.tables',
+      `SHOW TABLES WHERE name IN (SELECT token FROM ${secret})`,
+      `SHOW TABLES WHERE (SELECT substring(token, 1, 1) FROM ${secret}) = 'd'`,
+      `SHOW DATABASES WHERE name IN (SELECT token FROM ${secret})`,
       `DESCRIBE TABLE ${secret}`,
       `SHOW CREATE TABLE ${secret}`,
       `EXPLAIN SELECT * FROM ${secret}`,

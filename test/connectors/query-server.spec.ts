@@ -165,6 +165,56 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect(Buffer.from(await rowBinary.arrayBuffer()).toString('hex')).to.equal('ffffffffe803');
   });
 
+  it('streams a result of many chunks intact, as plain and as compress=1 blocks', async () => {
+    const rows = 3_000_000;
+    const query = `SELECT toUInt64(number) FROM system.one ARRAY JOIN range(${rows}) AS number FORMAT RowBinary`;
+    for (const search of ['', 'compress=1']) {
+      const response = await fetch(`${endpoint.url}/?${search}`, { method: 'POST', body: query, headers });
+      let body = Buffer.from(await response.arrayBuffer());
+      if (search) {
+        const { cityHash128 } = await import('../../connectors/clickhouse/compressedBlocks.js');
+        const parts: Buffer[] = [];
+        for (let at = 0; at < body.length; ) {
+          const size = body.readUInt32LE(at + 17);
+          const [low, high] = cityHash128(body.subarray(at + 16, at + 16 + size));
+          expect([low, high], `checksum of the block at ${at}`).to.deep.equal([body.readBigUInt64LE(at), body.readBigUInt64LE(at + 8)]);
+          parts.push(body.subarray(at + 25, at + 16 + size));
+          at += 16 + size;
+        }
+        body = Buffer.concat(parts);
+      }
+      expect(body.length, search).to.equal(rows * 8);
+      let wrong = 0;
+      for (let i = 0; i < rows; i++) if (body.readBigUInt64LE(i * 8) !== BigInt(i)) wrong++;
+      expect(wrong, `${search}: rows out of place`).to.equal(0);
+    }
+  });
+
+  it('keeps one header and one frame per result, however many chunks the engine streams', async () => {
+    const rows = 300_000;
+    const numbers = `chunked_${randomUUID().replace(/-/g, '')}`;
+    await testClickHouse().exec(`CREATE TABLE ${numbers} (n UInt64) ENGINE = MergeTree ORDER BY n`);
+    await testClickHouse().exec(`INSERT INTO ${numbers} SELECT number FROM numbers(${rows})`);
+    after(() => testClickHouse().exec(`DROP TABLE IF EXISTS ${numbers}`));
+    const query = `SELECT n FROM ${numbers} ORDER BY n`;
+    const fetchAs = async (format: string) => Buffer.from(await (await fetch(`${endpoint.url}/?default_format=${format}&max_block_size=1000`, { method: 'POST', body: query, headers })).arrayBuffer());
+    for (const format of ['CSVWithNames', 'TSVWithNamesAndTypes', 'JSONCompactEachRowWithNamesAndTypes']) {
+      const lines = (await fetchAs(format)).toString().trimEnd().split('\n');
+      const header = format.endsWith('AndTypes') ? 2 : 1;
+      expect(lines.length, format).to.equal(rows + header);
+      expect(lines.slice(header).filter((line) => /n|UInt64/.test(line)), `${format}: headers inside the rows`).to.deep.equal([]);
+    }
+    const binary = await fetchAs('RowBinaryWithNamesAndTypes');
+    const header = Buffer.from([1, 1, 0x6e, 6, ...Buffer.from('UInt64')]);
+    expect(binary.subarray(0, header.length).equals(header)).to.equal(true);
+    expect(binary.length).to.equal(header.length + rows * 8);
+    expect(binary.readBigUInt64LE(binary.length - 8)).to.equal(BigInt(rows - 1));
+    const json = JSON.parse((await fetchAs('JSON')).toString()) as { rows: number; data: unknown[] };
+    expect([json.rows, json.data.length]).to.deep.equal([rows, rows]);
+    const parquet = await fetchAs('Parquet');
+    expect([parquet.subarray(0, 4).toString(), parquet.subarray(-4).toString(), parquet.indexOf('PAR1', 4)]).to.deep.equal(['PAR1', 'PAR1', parquet.length - 4]);
+  });
+
   it('binds param_<name> query parameters, takes database=default and refuses another', async () => {
     const bound = await fetch(`${endpoint.url}/?param_n=41&param_s=${encodeURIComponent("it's; DROP")}&database=default`, { method: 'POST', body: 'SELECT {n:UInt8} + 1, {s:String}', headers });
     expect([bound.status, await bound.text()]).to.deep.equal([200, "42\tit\\'s; DROP\n"]);
