@@ -8,6 +8,7 @@ import type { AuditLog } from '../../lib/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
+import { nativeForRevision } from './nativeRevision';
 import { admitQuery, QueryRefusedError } from './queryGuard';
 
 /** A reader given by name: its key and, if narrower than the server's, its tables. */
@@ -339,12 +340,16 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       }
       // compress=1: ClickHouse's own framing, checksummed, which some drivers ask for.
       const framed = url.searchParams.get('compress') === '1';
+      // The embedded engine writes Native as for protocol revision 0; a driver that names
+      // its revision reads the blocks of that revision.
+      const revision = client.kind === 'embedded' && format.toLowerCase() === 'native' ? Number(url.searchParams.get('client_protocol_version') ?? 0) || 0 : 0;
       response.writeHead(200, headers);
       try {
         while (!next.done && !abort.signal.aborted) {
+          const data = revision > 0 ? nativeForRevision(next.value, revision) : next.value;
           let written = true;
-          if (!framed) written = out.write(next.value);
-          else for (let at = 0; at < next.value.length; at += FRAME_BYTES) written = out.write(compressedBlock(next.value.subarray(at, at + FRAME_BYTES))) && written;
+          if (!framed) written = out.write(data);
+          else for (let at = 0; at < data.length; at += FRAME_BYTES) written = out.write(compressedBlock(data.subarray(at, at + FRAME_BYTES))) && written;
           if (!written) await drained(out, abort.signal);
           if (abort.signal.aborted) break;
           next = await chunks.next();

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -163,6 +164,9 @@ describe('analyst endpoint against hostile queries', function () {
     }
     expect(connections, 'connections the queries opened').to.deep.equal([]);
     expect(existsSync(file), 'sqlite() made its file').to.equal(false);
+    // executable() and friends would leave a child of this process (the engine runs in it).
+    const children = execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n');
+    expect(children, 'processes the queries started').to.deep.equal(['ps']);
   });
 
   it('refuses writes and OUTFILE in every disguise, and no row or file appears', async () => {
