@@ -308,6 +308,8 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     if (database !== undefined && database !== '' && database !== 'default') throw new QueryError(81, `Database ${database} does not exist. (UNKNOWN_DATABASE)`);
 
     const release = await slot();
+    // A client that left while its query waited for a slot gets nothing run for it.
+    if (response.destroyed || request.socket.destroyed) return release();
     const abort = new AbortController();
     const cancel = () => abort.abort();
     response.once('close', cancel);
