@@ -33,6 +33,18 @@ export interface RecordMeta {
   subject?: string;
 }
 
+/**
+ * A refused payload too large to keep whole: its first bytes, with the length and SHA-256
+ * of all of it, so a dead letter still says exactly which bytes it stands for.
+ */
+export interface RawExcerpt {
+  readonly excerpt: Uint8Array;
+  /** Length of the whole payload, in bytes. */
+  readonly bytes: number;
+  /** SHA-256 of the whole payload, hex. */
+  readonly sha256: string;
+}
+
 /** Why a record was refused: the dead letter's reason. */
 export interface RecordFailure {
   /** Operator or component that refused it (`parse`, `normalize`, `validate`, `sink`). */
@@ -67,13 +79,13 @@ export class Envelope<T> {
   value: T;
   readonly meta: RecordMeta;
   /** The payload as received, kept for dead letters until the record settles. */
-  raw: string | Uint8Array | undefined;
+  raw: string | Uint8Array | RawExcerpt | undefined;
   /** Size of the payload as received; counts against the in-flight byte budget. */
   readonly bytes: number;
   #settlement: Settlement;
   #settled = false;
 
-  constructor(value: T, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, settlement: Settlement) {
+  constructor(value: T, meta: RecordMeta, raw: string | Uint8Array | RawExcerpt | undefined, bytes: number, settlement: Settlement) {
     this.value = value;
     this.meta = meta;
     this.raw = raw;

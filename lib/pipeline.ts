@@ -55,6 +55,14 @@ export interface PipelineOptions<T> {
    * rejects, the record is nacked rather than dead-lettered unprotected. @default none
    */
   protectDeadLetter?: (letter: DeadLetter, envelope: Envelope<unknown>) => DeadLetter | Promise<DeadLetter>;
+  /**
+   * Longest refused payload a dead letter holds whole, in bytes. A longer one keeps its
+   * first bytes up to this length (cut at a UTF-8 character), with `raw_bytes` and
+   * `raw_sha256` of the whole, so a dead letter always fits its sink (a Kafka topic's
+   * `max.message.bytes`, 1 MiB by default). `Infinity` keeps every payload whole.
+   * @default 256 KiB
+   */
+  deadLetterRawBytes?: number;
   /** Told when the pipeline starts and stops, with its configuration: feed an audit log here. @default none */
   onLifecycle?: (event: PipelineLifecycleEvent) => void;
 }
@@ -133,6 +141,7 @@ export class Pipeline<T> implements AsyncDisposable {
   #deadLetterBatch: ReturnType<typeof resolveBatchOptions>;
   #retry: ReturnType<typeof resolveRetryOptions>;
   #sinkConcurrency: number;
+  #deadLetterRawBytes: number;
   #abort = new AbortController();
   /** Aborted when stop() runs out of patience: retries end, their records are nacked. */
   #giveUp = new AbortController();
@@ -161,6 +170,10 @@ export class Pipeline<T> implements AsyncDisposable {
     this.credits = new Credits(options.inFlight);
     if (this.credits.maxRecords < this.#batch.rows) {
       throw new ConfigError(`inFlight.records must be >= batch.rows (${this.#batch.rows}), got ${this.credits.maxRecords}`);
+    }
+    this.#deadLetterRawBytes = options.deadLetterRawBytes ?? 256 * 1024;
+    if (!(this.#deadLetterRawBytes === Infinity || (Number.isInteger(this.#deadLetterRawBytes) && this.#deadLetterRawBytes >= 1))) {
+      throw new ConfigError(`deadLetterRawBytes must be an integer >= 1 or Infinity, got ${options.deadLetterRawBytes}`);
     }
     this.#sinkConcurrency = options.sinkConcurrency ?? 2;
     if (!Number.isInteger(this.#sinkConcurrency) || this.#sinkConcurrency < 1) {
@@ -389,6 +402,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const stats = this.#stats;
     const byStage = this.#deadLetteredByStage;
     const protect = this.#options.protectDeadLetter;
+    const maxRaw = this.#deadLetterRawBytes;
     // Letters still being protected hold the dead-letter stream open until they are sent.
     const track = (work: Promise<void>) => {
       const previous = this.#protecting;
@@ -400,7 +414,7 @@ export class Pipeline<T> implements AsyncDisposable {
           done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
           return;
         }
-        const letter = deadLetterOf(pipeline, envelope, failure);
+        const letter = deadLetterOf(pipeline, envelope, failure, maxRaw);
         if (!protect) return send(envelope, letter, failure.stage, done);
         let protectedLetter: DeadLetter | Promise<DeadLetter>;
         try {
@@ -549,8 +563,8 @@ export function insertToken(pipeline: string, sink: string, batch: Batch<unknown
     .slice(0, 32);
 }
 
-function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: RecordFailure): DeadLetter {
-  const { raw, encoding } = rawText(envelope);
+function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: RecordFailure, maxRaw: number): DeadLetter {
+  const { raw, encoding, bytes, sha256 } = rawOf(envelope, maxRaw);
   return {
     pipeline,
     source: envelope.meta.source,
@@ -562,15 +576,40 @@ function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: Re
     path: failure.path,
     raw,
     raw_encoding: encoding,
+    raw_bytes: bytes,
+    raw_sha256: sha256,
     received_at: new Date(envelope.meta.receivedAt).toISOString(),
     failed_at: new Date().toISOString(),
   };
 }
 
-function rawText(envelope: Envelope<unknown>): { raw: string; encoding: 'utf8' | 'base64' } {
+/** The refused payload for a dead letter: whole up to `maxRaw` bytes, else its head, with the length and hash of the whole. */
+function rawOf(envelope: Envelope<unknown>, maxRaw: number): { raw: string; encoding: 'utf8' | 'base64'; bytes: number; sha256: string } {
   const raw = envelope.raw;
-  if (typeof raw === 'string') return { raw, encoding: 'utf8' };
-  if (raw === undefined) return { raw: JSON.stringify(envelope.value) ?? '', encoding: 'utf8' };
-  const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-  return isUtf8(bytes) ? { raw: bytes.toString('utf8'), encoding: 'utf8' } : { raw: bytes.toString('base64'), encoding: 'base64' };
+  let whole: Buffer;
+  let head: Buffer;
+  let bytes: number;
+  let sha256: string;
+  if (raw !== undefined && typeof raw !== 'string' && !(raw instanceof Uint8Array)) {
+    whole = Buffer.from(raw.excerpt.buffer, raw.excerpt.byteOffset, raw.excerpt.byteLength);
+    head = utf8Head(whole, maxRaw);
+    ({ bytes, sha256 } = raw);
+  } else {
+    if (typeof raw === 'string') whole = Buffer.from(raw, 'utf8');
+    else if (raw === undefined) whole = Buffer.from(JSON.stringify(envelope.value) ?? '', 'utf8');
+    else whole = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    head = utf8Head(whole, maxRaw);
+    bytes = whole.length;
+    sha256 = createHash('sha256').update(whole).digest('hex');
+  }
+  return isUtf8(head) ? { raw: head.toString('utf8'), encoding: 'utf8', bytes, sha256 } : { raw: head.toString('base64'), encoding: 'base64', bytes, sha256 };
+}
+
+/** The first `max` bytes at most, cut before a UTF-8 character that would not fit whole. */
+export function utf8Head(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  // Back off over continuation bytes (10xxxxxx) to the start of the character that is cut.
+  while (end > 0 && end > max - 3 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
 }

@@ -1,4 +1,5 @@
 import { isAscii, isUtf8 } from 'node:buffer';
+import { createHash, type Hash } from 'node:crypto';
 
 /** One record cut from a byte stream, or the reason a stretch of bytes is not one. */
 export interface Frame {
@@ -18,6 +19,11 @@ export interface Frame {
   value?: unknown;
   /** Bytes the record took in the input, when `bytes` does not hold them all. */
   size?: number;
+  /**
+   * Set on a refused stretch too long to keep: `bytes` is then its first bytes, `size` its
+   * length and this its SHA-256 (hex).
+   */
+  sha256?: string;
 }
 
 export interface Framer {
@@ -39,6 +45,58 @@ const CR = 0x0d;
 /** How much of a refused record a frame keeps, for the dead letter. */
 export const EXCERPT_BYTES = 1024;
 const BOM = [0xef, 0xbb, 0xbf];
+
+/**
+ * A refused stretch of input, from where its record began to where reading resumes, as
+ * it streams by: kept whole while it is within `keep` bytes; beyond, only its first
+ * {@link EXCERPT_BYTES}, with the length and SHA-256 of all of it. So a dead letter
+ * accounts for every byte it stands for, and no record can hide in it unseen.
+ */
+export class RefusedBytes {
+  readonly #keep: number;
+  readonly #hash: Hash = createHash('sha256');
+  #head: Buffer[] = [];
+  #kept = 0;
+  #length = 0;
+
+  constructor(keep: number) {
+    this.#keep = keep;
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  add(part: Buffer): void {
+    if (part.length === 0) return;
+    this.#hash.update(part);
+    this.#length += part.length;
+    if (this.#length > this.#keep) {
+      if (this.#kept < EXCERPT_BYTES) this.#head.push(Buffer.from(part.subarray(0, EXCERPT_BYTES - this.#kept)));
+      this.#head = [Buffer.concat(this.#head).subarray(0, EXCERPT_BYTES)];
+      this.#kept = this.#head[0]!.length;
+    } else {
+      // Copy: the chunk's buffer may be reused by the reader.
+      this.#head.push(Buffer.from(part));
+      this.#kept += part.length;
+    }
+  }
+
+  /** The dead-letter frame of the stretch (at least one byte of credit, even when empty). */
+  frame(offset: number, line: number, error: { code: string; message: string }): Frame {
+    const bytes = Buffer.concat(this.#head);
+    const frame: Frame = { bytes, offset, line, utf8: isUtf8(bytes), error, size: Math.max(this.#length, 1) };
+    if (this.#length > this.#keep) frame.sha256 = this.#hash.digest('hex');
+    return frame;
+  }
+}
+
+/** A refused stretch held whole: its frame, as {@link RefusedBytes} would give it. */
+export function refusedFrame(bytes: Buffer, offset: number, line: number, error: { code: string; message: string }, keep: number): Frame {
+  const refused = new RefusedBytes(keep);
+  refused.add(bytes);
+  return refused.frame(offset, line, error);
+}
 
 function startsWithBom(data: Buffer, at: number): boolean {
   return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { Envelope, RecordFailure, RecordMeta } from '../../lib/envelope';
+import type { Envelope, RawExcerpt, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from './csv';
@@ -130,7 +130,7 @@ export async function readFile(
       };
       if (vendor !== undefined) meta.vendor = vendor;
       if (frame.error) {
-        context.reject(meta, Buffer.from(frame.bytes), bytes, { stage: 'source', path: '', ...frame.error });
+        context.reject(meta, refusedRaw(frame), bytes, { stage: 'source', path: '', ...frame.error });
         continue;
       }
       if (frame.value !== undefined) {
@@ -238,6 +238,12 @@ export async function readFile(
   }
   progress.update(input.bytesRead(), record, true);
   return { records: record, failure };
+}
+
+/** What a refused frame's dead letter holds: its bytes, or their head with the length and hash of all. */
+export function refusedRaw(frame: Frame): Uint8Array | RawExcerpt {
+  const bytes = Buffer.from(frame.bytes);
+  return frame.sha256 === undefined ? bytes : { excerpt: bytes, bytes: frame.size ?? bytes.length, sha256: frame.sha256 };
 }
 
 function jsonFailure(line: number, error: unknown): RecordFailure {

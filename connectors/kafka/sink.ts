@@ -23,7 +23,8 @@ export interface ToKafkaOptions<T> extends KafkaConnectionOptions {
    * Makes this the pipeline's dead-letter sink: each refused record is written as the
    * payload it arrived with (base64-decoded when it was not text), keyed by its position,
    * with the reason in headers `tributary-stage`, `-code`, `-message`, `-path`,
-   * `-pipeline`, `-source`, `-position`, `-vendor`, `-received-at`, `-failed-at`.
+   * `-pipeline`, `-source`, `-position`, `-vendor`, `-raw-bytes`, `-raw-sha256`,
+   * `-received-at`, `-failed-at`. A payload shorter than `-raw-bytes` is the head of it.
    * @default false
    */
   deadLetters?: boolean;
@@ -137,6 +138,8 @@ export function deadLetterHeaders(letter: DeadLetter): Record<string, string> {
     'tributary-source': letter.source,
     'tributary-position': letter.position,
     'tributary-vendor': letter.vendor,
+    'tributary-raw-bytes': String(letter.raw_bytes),
+    'tributary-raw-sha256': letter.raw_sha256,
     'tributary-received-at': letter.received_at,
     'tributary-failed-at': letter.failed_at,
   };

@@ -22,12 +22,12 @@ describe('embedded ClickHouse (chDB)', function () {
     for (const table of ['vendor_quality_accepted_mv', 'vendor_quality_dead_lettered_mv', 'bookings_per_vendor_day', 'cancellation_rate_per_vendor', 'vendor_quality_hourly', 'bookings', 'dead_letters', 'subject_keys', 'audit_log', 'tributary_migrations']) {
       await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
     }
-    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([1, 2, 3, 4]);
+    expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([1, 2, 3, 4, 5]);
   });
 
   it('applies each migration once', async () => {
     expect(await migrate(clickhouse, migrationsDir)).to.deep.equal([]);
-    expect(await count('SELECT count() AS n FROM tributary_migrations')).to.equal(4);
+    expect(await count('SELECT count() AS n FROM tributary_migrations')).to.equal(5);
   });
 
   it('lands the sample files: valid records in bookings, refused ones in dead_letters with path and reason, nothing else', async () => {
