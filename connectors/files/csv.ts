@@ -1,5 +1,6 @@
 import { Parser } from 'csv-parse';
 import { ConfigError } from '../../lib/errors';
+import { tooLarge } from '../../lib/limits';
 import { ByteSwapper, latin1ToCp1252, type FileEncoding } from './encoding';
 import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
@@ -205,14 +206,14 @@ export class CsvFramer implements Framer {
       this.#restart(this.#fed);
     } else if (!end && !this.#overlong && this.#pending() && this.#fed - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
       const { offset, line } = this.#startOfRecord();
-      const message = `record at line ${line} is longer than ${this.#limits.maxRecordBytes} bytes`;
+      const { message } = tooLarge(`record at line ${line}`, Infinity, this.#limits)!;
       const resume = this.#history.nextLineStart(offset, false);
       if (resume < 0) this.#startOverlong(offset, line, 'RECORD_TOO_LARGE', message);
       else {
         // It runs over lines, most likely from a quote left open: refuse its first line and read on from the next.
         this.#frames.push(refusedFrame(this.#history.slice(offset, resume), offset, line, { code: 'RECORD_TOO_LARGE', message }, this.#limits.maxRecordBytes));
         this.#restart(resume);
-        return this.#frames.concat(this.#parse(this.#history.slice(resume, this.#fed), false));
+        return this.#parse(this.#history.slice(resume, this.#fed), false);
       }
     }
     this.#history.release(this.#nextStart, chunk?.length ?? 0);

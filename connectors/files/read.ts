@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Envelope, RawExcerpt, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
+import { checkJsonText } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from './csv';
 import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from './encoding';
@@ -139,6 +140,11 @@ export async function readFile(
       }
       if (frame.text !== undefined) {
         // ASCII reads the same in every supported encoding.
+        const refused = checkJsonText(frame.text, bytes, `line ${frame.line}`, limits);
+        if (refused) {
+          context.reject(meta, frame.text, bytes, refused);
+          continue;
+        }
         let value: unknown;
         try {
           value = JSON.parse(frame.text);
@@ -159,6 +165,11 @@ export async function readFile(
         continue;
       }
       const text = decodeText(frame.bytes);
+      const refused = checkJsonText(text, bytes, `line ${frame.line}`, limits);
+      if (refused) {
+        context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
+        continue;
+      }
       let value: unknown;
       try {
         value = JSON.parse(text);

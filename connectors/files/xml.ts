@@ -1,5 +1,6 @@
 import sax from 'sax';
 import { ConfigError } from '../../lib/errors';
+import { tooDeep, tooLarge } from '../../lib/limits';
 import { bytesPerUnit, chunkDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
 import { EXCERPT_BYTES, type Frame, type Framer, type FramingLimits } from './framing';
 
@@ -260,7 +261,8 @@ export class XmlFramer implements Framer {
     this.#recordDepth++;
     if (this.#failure) return;
     if (this.#recordDepth > this.#limits.maxDepth) {
-      this.#fail('TOO_DEEP', `record at line ${this.#recordLine} nests deeper than ${this.#limits.maxDepth} levels`);
+      const { code, message } = tooDeep(`record at line ${this.#recordLine}`, this.#limits);
+      this.#fail(code, message);
       return;
     }
     this.#stack.push(this.#node(tag));
@@ -291,7 +293,8 @@ export class XmlFramer implements Framer {
   #grow(characters: number): void {
     this.#recordSize += characters;
     if (this.#recordSize > this.#limits.maxRecordBytes && !this.#failure) {
-      this.#fail('RECORD_TOO_LARGE', `record at line ${this.#recordLine} is longer than ${this.#limits.maxRecordBytes} bytes`);
+      const { code, message } = tooLarge(`record at line ${this.#recordLine}`, this.#recordSize, this.#limits)!;
+      this.#fail(code, message);
     }
   }
 

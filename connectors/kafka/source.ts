@@ -2,6 +2,7 @@ import type { Admin, Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafka
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { resolveRecordLimits, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { positiveIntegerOption, resolveConnection, type KafkaConnectionOptions } from './client';
 import { PartitionOffsets } from './partitionOffsets';
@@ -25,6 +26,8 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   rebalanceTimeoutMs?: number;
   /** Most bytes fetched per partition per request. @default 1 MiB */
   maxBytesPerPartition?: number;
+  /** Longest message value, in bytes; a longer one is dead-lettered (`RECORD_TOO_LARGE`) as it is read. @default 1 MiB */
+  maxRecordBytes?: number;
   /**
    * Longest a fetch waits for new messages. kafkajs also sleeps this long when every
    * partition is paused, so it bounds how soon reading resumes after credit comes back.
@@ -96,6 +99,7 @@ interface Settings {
   heartbeatInterval: number;
   rebalanceTimeout: number;
   maxBytesPerPartition: number;
+  limits: ResolvedRecordLimits;
   maxWaitMs: number;
   batchAlignment: number | false;
   lagRefreshMs: number;
@@ -136,6 +140,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     heartbeatInterval,
     rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
+    limits: resolveRecordLimits({ maxRecordBytes: options.maxRecordBytes }),
     maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
     batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
     lagRefreshMs: positiveIntegerOption(options.lagRefreshMs, 5000, 'lagRefreshMs'),
@@ -328,7 +333,9 @@ class KafkaSource implements Source<Uint8Array> {
       this.#outstanding++;
       const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
       this.#owner.set(envelope, tracker);
-      subscriber.next(envelope);
+      const refused = tooLarge(`message ${meta.position}`, value.length, settings.limits);
+      if (refused) envelope.reject(refused);
+      else subscriber.next(envelope);
       // Parsing and mapping a large batch takes a while: keep the membership alive.
       if (++sinceHeartbeat === 500) {
         sinceHeartbeat = 0;
