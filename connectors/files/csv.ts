@@ -238,6 +238,9 @@ export class CsvFramer implements Framer {
       trim: o.trim,
       bom: this.#base === 0,
       encoding: this.#csvEncoding,
+      // Every line break ends a row, whichever the file began with: a file whose lines
+      // mix CRLF and LF (appended to by two tools) is read row by row, not as ragged rows.
+      record_delimiter: ['\r\n', '\n', '\r'],
       skip_empty_lines: true,
       skip_records_with_error: true,
       on_skip: (error: CsvParseError | undefined) => {
@@ -293,7 +296,7 @@ export class CsvFramer implements Framer {
     const blank = info.empty_lines - this.#emptyLines;
     const comments = info.comment_lines - this.#commentLines;
     return {
-      offset: this.#nextStart + blank * (this.#core.state.recordDelimiterMaxLength || 1),
+      offset: blank === 0 ? this.#nextStart : this.#history.skipLineBreaks(this.#nextStart, blank),
       line: this.#nextLine + blank + comments,
     };
   }
@@ -314,6 +317,13 @@ export class CsvFramer implements Framer {
   #record(record: Record<string, string>): void {
     const { offset, line } = this.#startOfRecord();
     const end = this.#base + this.#core.info.bytes;
+    if (end - offset > this.#limits.maxRecordBytes) {
+      // Within one read: it ended before the check between reads could see it.
+      const { code, message } = tooLarge(`record at line ${line}`, end - offset, this.#limits)!;
+      this.#frames.push(refusedFrame(this.#history.slice(offset, end), offset, line, { code, message }, this.#limits.maxRecordBytes));
+      this.#advance(end);
+      return;
+    }
     if (this.#cp1252) for (const key in record) record[key] = latin1ToCp1252(record[key]!);
     this.#frames.push({ bytes: EMPTY, offset, line, utf8: true, value: record, size: end - offset });
     this.#advance(end);
@@ -420,6 +430,18 @@ class ByteHistory {
       base = chunkEnd;
     }
     return -1;
+  }
+
+  /** The offset after `count` line breaks (blank lines) starting at `from`. */
+  skipLineBreaks(from: number, count: number): number {
+    let at = from;
+    for (let i = 0; i < count; i++) {
+      const byte = this.#byteAt(at);
+      if (byte !== 0x0d && byte !== 0x0a) break;
+      at += this.#step;
+      if (byte === 0x0d && this.#byteAt(at) === 0x0a) at += this.#step;
+    }
+    return at;
   }
 
   #byteAt(offset: number): number | undefined {
