@@ -45,6 +45,15 @@ export interface RawExcerpt {
   readonly sha256: string;
 }
 
+/** The first `max` bytes at most, cut before a UTF-8 character that would not fit whole. */
+export function utf8Head(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  // Back off over continuation bytes (10xxxxxx) to the start of the character that is cut.
+  while (end > 0 && end > max - 3 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
 /** Why a record was refused: the dead letter's reason. */
 export interface RecordFailure {
   /** Operator or component that refused it (`parse`, `normalize`, `validate`, `sink`). */

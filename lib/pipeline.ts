@@ -5,7 +5,7 @@ import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFun
 import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
 import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
-import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
+import { Envelope, utf8Head, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
 import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type SinkStage } from './events';
 import { logEvents, quietLogger, type Logger } from './logger';
@@ -142,6 +142,7 @@ export class Pipeline<T> implements AsyncDisposable {
   #retry: ReturnType<typeof resolveRetryOptions>;
   #sinkConcurrency: number;
   #deadLetterRawBytes: number;
+  #logger: Logger;
   #abort = new AbortController();
   /** Aborted when stop() runs out of patience: retries end, their records are nacked. */
   #giveUp = new AbortController();
@@ -185,6 +186,7 @@ export class Pipeline<T> implements AsyncDisposable {
       deadLetters: new SinkBreaker(options.deadLetters.name, options.breaker),
     };
     const logger = options.logger ?? quietLogger;
+    this.#logger = logger;
     for (const method of ['debug', 'info', 'warn', 'error'] as const) {
       if (typeof logger?.[method] !== 'function') throw new ConfigError(`logger must have debug, info, warn and error methods, ${method} is missing`);
     }
@@ -302,7 +304,13 @@ export class Pipeline<T> implements AsyncDisposable {
   stop(options: StopOptions = {}): Promise<PipelineStats> {
     if (options.timeoutMs !== undefined) {
       if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
-      setTimeout(() => this.#giveUp.abort(), options.timeoutMs).unref();
+      const timeoutMs = options.timeoutMs;
+      setTimeout(() => {
+        if (this.#giveUp.signal.aborted || this.#state === 'stopped' || this.#state === 'failed') return;
+        // Say what is given up: these records are nacked, their sources redeliver them.
+        this.#logger.warn('stop gave up waiting for writes: the records in flight are nacked', { pipeline: this.name, timeoutMs, inFlightRecords: this.credits.inFlightRecords, inFlightBytes: this.credits.inFlightBytes });
+        this.#giveUp.abort();
+      }, timeoutMs).unref();
     }
     this.#stopping ??= (async () => {
       if (this.#state === 'running') this.#state = 'stopping';
@@ -605,11 +613,3 @@ function rawOf(envelope: Envelope<unknown>, maxRaw: number): { raw: string; enco
   return isUtf8(head) ? { raw: head.toString('utf8'), encoding: 'utf8', bytes, sha256 } : { raw: head.toString('base64'), encoding: 'base64', bytes, sha256 };
 }
 
-/** The first `max` bytes at most, cut before a UTF-8 character that would not fit whole. */
-export function utf8Head(bytes: Buffer, max: number): Buffer {
-  if (bytes.length <= max) return bytes;
-  let end = max;
-  // Back off over continuation bytes (10xxxxxx) to the start of the character that is cut.
-  while (end > 0 && end > max - 3 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end);
-}
