@@ -73,6 +73,11 @@ export interface DeadLetterRouter {
 /** Receives the fate of records: what a source learns about what it emitted. */
 export interface Settlement {
   readonly deadLetters: DeadLetterRouter;
+  /**
+   * One record read turned out to hold `parts` records (0: none), each settled on its
+   * own: counts of records read follow records, not payloads.
+   */
+  split?(parts: number): void;
   ack(envelope: Envelope<unknown>): void;
   nack(envelope: Envelope<unknown>, error: Error): void;
   reject(envelope: Envelope<unknown>, failure: RecordFailure): void;
@@ -147,11 +152,12 @@ export class Envelope<T> {
    * nacked as soon as one is nacked. Parts hold no credit of their own.
    */
   split<U>(values: readonly U[], positionOf: (index: number) => Partial<RecordMeta> = () => ({})): Envelope<U>[] {
+    this.#settlement.split?.(values.length);
     if (values.length === 0) {
       this.ack();
       return [];
     }
-    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement.deadLetters);
+    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement);
     return values.map((value, index) => {
       const meta: RecordMeta = { ...this.meta, ...positionOf(index) };
       if (meta.position === this.meta.position) meta.position = `${this.meta.position}#${index + 1}`;
@@ -165,10 +171,17 @@ class PartsSettlement implements Settlement {
   #whole: Envelope<unknown>;
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(whole: Envelope<unknown>, parts: number, deadLetters: DeadLetterRouter) {
+  readonly #parent: Settlement;
+
+  constructor(whole: Envelope<unknown>, parts: number, parent: Settlement) {
     this.#whole = whole;
     this.#remaining = parts;
-    this.deadLetters = deadLetters;
+    this.#parent = parent;
+    this.deadLetters = parent.deadLetters;
+  }
+
+  split(parts: number): void {
+    this.#parent.split?.(parts);
   }
 
   ack(): void {

@@ -104,7 +104,10 @@ export interface Readiness {
 }
 
 export interface PipelineStats {
-  /** Records the source emitted (dead-lettered source payloads included). */
+  /**
+   * Records the source emitted (dead-lettered source payloads included), a payload split
+   * into records (a poller's page, an NDJSON message) counted as its records.
+   */
   read: number;
   /** Records acked after the sink write. */
   written: number;
@@ -530,14 +533,22 @@ function part<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
 class PipelineSettlement implements Settlement {
   readonly #source: Source<unknown>;
   readonly #credits: Credits;
-  readonly #stats: { nacked: number };
+  readonly #stats: { read: number; nacked: number };
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(source: Source<unknown>, credits: Credits, stats: { nacked: number }, deadLetters: DeadLetterRouter) {
+  constructor(source: Source<unknown>, credits: Credits, stats: { read: number; nacked: number }, deadLetters: DeadLetterRouter) {
     this.#source = source;
     this.#credits = credits;
     this.#stats = stats;
     this.deadLetters = deadLetters;
+  }
+
+  /**
+   * A page, a request or a payload read as one turned out to hold `parts` records. Splits
+   * happen in the tick the whole was read in, so a scrape never sees the count go down.
+   */
+  split(parts: number): void {
+    this.#stats.read += parts - 1;
   }
 
   ack(envelope: Envelope<unknown>): void {
