@@ -9,7 +9,8 @@ import { ingestFiles } from './files-ingest';
 /**
  * Every input byte accounted for, whatever the corruption: files are generated from
  * well-formed records and random damage (unterminated and stray quotes, truncation,
- * invalid bytes, deep nesting, huge fields, CR/LF mixes, BOMs), and for every run:
+ * invalid bytes, deep nesting, huge fields, CR/LF mixes, BOMs; in XML also undeclared
+ * entities, mismatched and unclosed tags, stray text), and for every run:
  * - each well-formed record is either stored as written or inside exactly one dead
  *   letter's span (its position's offset, `raw_bytes` long), never both; in CSV and
  *   NDJSON, where a line break always ends a bad record's damage, it is stored;
@@ -55,7 +56,7 @@ function layout(header: string | undefined, pieces: Piece[], breaks: string[], b
   if (bom) add(Buffer.from([0xef, 0xbb, 0xbf]));
   if (header !== undefined) add(text(`${header}\n`));
   pieces.forEach((piece, i) => {
-    if (piece.value) records.push({ id: String(piece.value.id), start: at, end: at + piece.bytes.length, value: piece.value });
+    if (piece.value) records.push({ id: String(piece.value.id ?? piece.value['@id']), start: at, end: at + piece.bytes.length, value: piece.value });
     add(piece.bytes);
     add(text(breaks[i % breaks.length]!));
   });
@@ -81,7 +82,7 @@ function arrayLayout(pieces: Piece[], spaces: string[], bom: boolean, cut: numbe
   add(text('['));
   pieces.forEach((piece, i) => {
     if (i > 0) add(text(`,${spaces[i % spaces.length]}`));
-    if (piece.value) records.push({ id: String(piece.value.id), start: at, end: at + piece.bytes.length, value: piece.value });
+    if (piece.value) records.push({ id: String(piece.value.id ?? piece.value['@id']), start: at, end: at + piece.bytes.length, value: piece.value });
     add(piece.bytes);
   });
   add(text(']\n'));
@@ -161,6 +162,29 @@ const csvFile = fc
   })
   .map(({ pieces, breaks, bom, cut }) => layout('id;a;b', numbered(pieces), breaks, bom, cut ?? undefined));
 
+const xmlRecord = fc.tuple(word, word).map(([name, v]) => (id: string): Piece => ({ bytes: text(`<B id="${id}"><name>${name}</name><v>${v}</v></B>`), value: { '@id': id, name, v } }));
+
+const xmlDamage = fc.oneof(
+  fc.integer({ min: MAX_DEPTH + 1, max: 40 }).map((n) => ({ bytes: text(`<B id="deep">${'<a>'.repeat(n)}x${'</a>'.repeat(n)}</B>`) })),
+  huge.map((h) => ({ bytes: text(`<B id="huge">${h}</B>`) })),
+  fc.constantFrom('<B id="e">&undeclared;</B>', '<B id="m"><x></B>', '<B id="open"><x>1</x>', 'stray text', '<B id="a" id="b"/>', '</B>', '<B id="lt"><x>a < b</x></B>').map((d) => ({ bytes: text(d) })),
+);
+
+const xmlFile = fc
+  .record({
+    pieces: fc.array(fc.oneof({ weight: 3, arbitrary: xmlRecord }, { weight: 1, arbitrary: xmlDamage }), { maxLength: 20 }),
+    breaks: fc.array(fc.constantFrom('', '\n', '\r\n', ' '), { minLength: 1, maxLength: 5 }),
+    bom: fc.boolean(),
+    cut: fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { freq: 3 }),
+  })
+  .map(({ pieces, breaks, bom, cut }) => {
+    const written = layout('<?xml version="1.0" encoding="UTF-8"?>\n<root>', numbered(pieces), breaks, bom, undefined);
+    const bytes = Buffer.concat([written.bytes, text('</root>\n')]);
+    if (cut === null) return { bytes, records: written.records };
+    const end = Math.floor(cut * bytes.length);
+    return { bytes: bytes.subarray(0, end), records: written.records.filter((r) => r.end <= end) };
+  });
+
 const chunkBytes = fc.constantFrom(1, 2, 3, 7, 64, 4096);
 
 describe('framing: every input byte accounted for (property, seeded)', function () {
@@ -169,12 +193,12 @@ describe('framing: every input byte accounted for (property, seeded)', function 
 
   async function check(format: FileFormat, written: Written, chunk: number, allStored: boolean): Promise<void> {
     const path = dir.file(`file.${format}`, written.bytes);
-    const { rows, letters, stats, error } = await ingestFiles({ paths: path, format, chunkBytes: chunk, maxRecordBytes: MAX_RECORD_BYTES, maxDepth: MAX_DEPTH, csv: { delimiter: ';' } });
+    const { rows, letters, stats, error } = await ingestFiles({ paths: path, format, chunkBytes: chunk, maxRecordBytes: MAX_RECORD_BYTES, maxDepth: MAX_DEPTH, csv: { delimiter: ';' }, xml: { record: 'B' } });
     expect(error).to.equal(undefined);
     const spans = letters.map((letter) => spanOf(letter, written.bytes));
     const stored = new Map<string, unknown[]>();
     for (const row of rows as Record<string, unknown>[]) {
-      const id = String(row?.id);
+      const id = String(row?.id ?? row?.['@id']);
       stored.set(id, [...(stored.get(id) ?? []), row]);
     }
     for (const record of written.records) {
@@ -196,6 +220,10 @@ describe('framing: every input byte accounted for (property, seeded)', function 
 
   it('JSON arrays', async () => {
     await fc.assert(fc.asyncProperty(jsonFile, chunkBytes, (file, chunk) => check('json', file, chunk, false)), { seed: SEED, numRuns: RUNS });
+  });
+
+  it('XML', async () => {
+    await fc.assert(fc.asyncProperty(xmlFile, chunkBytes, (file, chunk) => check('xml', file, chunk, false)), { seed: SEED, numRuns: RUNS });
   });
 
   it('CSV', async () => {
