@@ -453,8 +453,18 @@ class ByteHistory {
     return undefined;
   }
 
-  /** A copy of the bytes in [start, end) that are still kept. */
+  /**
+   * The bytes in [start, end) that are still kept: a view when they lie in one chunk (a
+   * line of broken rows after another must not cost a copy of the rest of the read each),
+   * else a copy.
+   */
   slice(start: number, end: number): Buffer {
+    let at = this.#start;
+    for (const chunk of this.#chunks) {
+      if (start >= at && end <= at + chunk.length) return chunk.subarray(start - at, end - at);
+      if (start < at + chunk.length) break;
+      at += chunk.length;
+    }
     const parts: Buffer[] = [];
     let base = this.#start;
     for (const chunk of this.#chunks) {
