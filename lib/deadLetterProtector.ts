@@ -50,7 +50,8 @@ export function deadLetterProtector(options: DeadLetterProtectorOptions): (lette
     const key = subject === undefined ? undefined : subjectKeys!.cachedForSubject(subject);
     cipher.beginRecord(letter.position, key ? SUBJECT_VERSION : VERSION);
     const sealed = (value: string, field: string) => (key ? cipher.seal(value, field, key.key, key.prefix) : cipher.encrypt(value, letter.position, field));
-    return { ...letter, raw: sealed(letter.raw, 'raw'), message: sealed(letter.message, 'message'), raw_encoding: `encrypted:${letter.raw_encoding}` as DeadLetter['raw_encoding'] };
+    // A hash of the plaintext would let anyone confirm a guessed payload: it goes too.
+    return { ...letter, raw: sealed(letter.raw, 'raw'), message: sealed(letter.message, 'message'), raw_sha256: '', raw_encoding: `encrypted:${letter.raw_encoding}` as DeadLetter['raw_encoding'] };
   };
 
   return (letter, envelope) => {

@@ -33,6 +33,27 @@ export interface RecordMeta {
   subject?: string;
 }
 
+/**
+ * A refused payload too large to keep whole: its first bytes, with the length and SHA-256
+ * of all of it, so a dead letter still says exactly which bytes it stands for.
+ */
+export interface RawExcerpt {
+  readonly excerpt: Uint8Array;
+  /** Length of the whole payload, in bytes. */
+  readonly bytes: number;
+  /** SHA-256 of the whole payload, hex. */
+  readonly sha256: string;
+}
+
+/** The first `max` bytes at most, cut before a UTF-8 character that would not fit whole. */
+export function utf8Head(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  // Back off over continuation bytes (10xxxxxx) to the start of the character that is cut.
+  while (end > 0 && end > max - 3 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
 /** Why a record was refused: the dead letter's reason. */
 export interface RecordFailure {
   /** Operator or component that refused it (`parse`, `normalize`, `validate`, `sink`). */
@@ -52,6 +73,11 @@ export interface DeadLetterRouter {
 /** Receives the fate of records: what a source learns about what it emitted. */
 export interface Settlement {
   readonly deadLetters: DeadLetterRouter;
+  /**
+   * One record read turned out to hold `parts` records (0: none), each settled on its
+   * own: counts of records read follow records, not payloads.
+   */
+  split?(parts: number): void;
   ack(envelope: Envelope<unknown>): void;
   nack(envelope: Envelope<unknown>, error: Error): void;
   reject(envelope: Envelope<unknown>, failure: RecordFailure): void;
@@ -67,13 +93,13 @@ export class Envelope<T> {
   value: T;
   readonly meta: RecordMeta;
   /** The payload as received, kept for dead letters until the record settles. */
-  raw: string | Uint8Array | undefined;
+  raw: string | Uint8Array | RawExcerpt | undefined;
   /** Size of the payload as received; counts against the in-flight byte budget. */
   readonly bytes: number;
   #settlement: Settlement;
   #settled = false;
 
-  constructor(value: T, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, settlement: Settlement) {
+  constructor(value: T, meta: RecordMeta, raw: string | Uint8Array | RawExcerpt | undefined, bytes: number, settlement: Settlement) {
     this.value = value;
     this.meta = meta;
     this.raw = raw;
@@ -126,11 +152,12 @@ export class Envelope<T> {
    * nacked as soon as one is nacked. Parts hold no credit of their own.
    */
   split<U>(values: readonly U[], positionOf: (index: number) => Partial<RecordMeta> = () => ({})): Envelope<U>[] {
+    this.#settlement.split?.(values.length);
     if (values.length === 0) {
       this.ack();
       return [];
     }
-    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement.deadLetters);
+    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement);
     return values.map((value, index) => {
       const meta: RecordMeta = { ...this.meta, ...positionOf(index) };
       if (meta.position === this.meta.position) meta.position = `${this.meta.position}#${index + 1}`;
@@ -144,10 +171,17 @@ class PartsSettlement implements Settlement {
   #whole: Envelope<unknown>;
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(whole: Envelope<unknown>, parts: number, deadLetters: DeadLetterRouter) {
+  readonly #parent: Settlement;
+
+  constructor(whole: Envelope<unknown>, parts: number, parent: Settlement) {
     this.#whole = whole;
     this.#remaining = parts;
-    this.deadLetters = deadLetters;
+    this.#parent = parent;
+    this.deadLetters = parent.deadLetters;
+  }
+
+  split(parts: number): void {
+    this.#parent.split?.(parts);
   }
 
   ack(): void {

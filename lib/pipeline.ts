@@ -5,7 +5,7 @@ import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFun
 import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
 import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
-import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
+import { Envelope, utf8Head, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
 import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type SinkStage } from './events';
 import { logEvents, quietLogger, type Logger } from './logger';
@@ -55,6 +55,14 @@ export interface PipelineOptions<T> {
    * rejects, the record is nacked rather than dead-lettered unprotected. @default none
    */
   protectDeadLetter?: (letter: DeadLetter, envelope: Envelope<unknown>) => DeadLetter | Promise<DeadLetter>;
+  /**
+   * Longest refused payload a dead letter holds whole, in bytes. A longer one keeps its
+   * first bytes up to this length (cut at a UTF-8 character), with `raw_bytes` and
+   * `raw_sha256` of the whole, so a dead letter always fits its sink (a Kafka topic's
+   * `max.message.bytes`, 1 MiB by default). `Infinity` keeps every payload whole.
+   * @default 256 KiB
+   */
+  deadLetterRawBytes?: number;
   /** Told when the pipeline starts and stops, with its configuration: feed an audit log here. @default none */
   onLifecycle?: (event: PipelineLifecycleEvent) => void;
 }
@@ -96,7 +104,10 @@ export interface Readiness {
 }
 
 export interface PipelineStats {
-  /** Records the source emitted (dead-lettered source payloads included). */
+  /**
+   * Records the source emitted (dead-lettered source payloads included), a payload split
+   * into records (a poller's page, an NDJSON message) counted as its records.
+   */
   read: number;
   /** Records acked after the sink write. */
   written: number;
@@ -133,6 +144,8 @@ export class Pipeline<T> implements AsyncDisposable {
   #deadLetterBatch: ReturnType<typeof resolveBatchOptions>;
   #retry: ReturnType<typeof resolveRetryOptions>;
   #sinkConcurrency: number;
+  #deadLetterRawBytes: number;
+  #logger: Logger;
   #abort = new AbortController();
   /** Aborted when stop() runs out of patience: retries end, their records are nacked. */
   #giveUp = new AbortController();
@@ -162,6 +175,10 @@ export class Pipeline<T> implements AsyncDisposable {
     if (this.credits.maxRecords < this.#batch.rows) {
       throw new ConfigError(`inFlight.records must be >= batch.rows (${this.#batch.rows}), got ${this.credits.maxRecords}`);
     }
+    this.#deadLetterRawBytes = options.deadLetterRawBytes ?? 256 * 1024;
+    if (!(this.#deadLetterRawBytes === Infinity || (Number.isInteger(this.#deadLetterRawBytes) && this.#deadLetterRawBytes >= 1))) {
+      throw new ConfigError(`deadLetterRawBytes must be an integer >= 1 or Infinity, got ${options.deadLetterRawBytes}`);
+    }
     this.#sinkConcurrency = options.sinkConcurrency ?? 2;
     if (!Number.isInteger(this.#sinkConcurrency) || this.#sinkConcurrency < 1) {
       throw new ConfigError(`sinkConcurrency must be an integer >= 1, got ${options.sinkConcurrency}`);
@@ -172,6 +189,7 @@ export class Pipeline<T> implements AsyncDisposable {
       deadLetters: new SinkBreaker(options.deadLetters.name, options.breaker),
     };
     const logger = options.logger ?? quietLogger;
+    this.#logger = logger;
     for (const method of ['debug', 'info', 'warn', 'error'] as const) {
       if (typeof logger?.[method] !== 'function') throw new ConfigError(`logger must have debug, info, warn and error methods, ${method} is missing`);
     }
@@ -289,7 +307,13 @@ export class Pipeline<T> implements AsyncDisposable {
   stop(options: StopOptions = {}): Promise<PipelineStats> {
     if (options.timeoutMs !== undefined) {
       if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
-      setTimeout(() => this.#giveUp.abort(), options.timeoutMs).unref();
+      const timeoutMs = options.timeoutMs;
+      setTimeout(() => {
+        if (this.#giveUp.signal.aborted || this.#state === 'stopped' || this.#state === 'failed') return;
+        // Say what is given up: these records are nacked, their sources redeliver them.
+        this.#logger.warn('stop gave up waiting for writes: the records in flight are nacked', { pipeline: this.name, timeoutMs, inFlightRecords: this.credits.inFlightRecords, inFlightBytes: this.credits.inFlightBytes });
+        this.#giveUp.abort();
+      }, timeoutMs).unref();
     }
     this.#stopping ??= (async () => {
       if (this.#state === 'running') this.#state = 'stopping';
@@ -389,6 +413,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const stats = this.#stats;
     const byStage = this.#deadLetteredByStage;
     const protect = this.#options.protectDeadLetter;
+    const maxRaw = this.#deadLetterRawBytes;
     // Letters still being protected hold the dead-letter stream open until they are sent.
     const track = (work: Promise<void>) => {
       const previous = this.#protecting;
@@ -400,7 +425,7 @@ export class Pipeline<T> implements AsyncDisposable {
           done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
           return;
         }
-        const letter = deadLetterOf(pipeline, envelope, failure);
+        const letter = deadLetterOf(pipeline, envelope, failure, maxRaw);
         if (!protect) return send(envelope, letter, failure.stage, done);
         let protectedLetter: DeadLetter | Promise<DeadLetter>;
         try {
@@ -508,14 +533,22 @@ function part<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
 class PipelineSettlement implements Settlement {
   readonly #source: Source<unknown>;
   readonly #credits: Credits;
-  readonly #stats: { nacked: number };
+  readonly #stats: { read: number; nacked: number };
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(source: Source<unknown>, credits: Credits, stats: { nacked: number }, deadLetters: DeadLetterRouter) {
+  constructor(source: Source<unknown>, credits: Credits, stats: { read: number; nacked: number }, deadLetters: DeadLetterRouter) {
     this.#source = source;
     this.#credits = credits;
     this.#stats = stats;
     this.deadLetters = deadLetters;
+  }
+
+  /**
+   * A page, a request or a payload read as one turned out to hold `parts` records. Splits
+   * happen in the tick the whole was read in, so a scrape never sees the count go down.
+   */
+  split(parts: number): void {
+    this.#stats.read += parts - 1;
   }
 
   ack(envelope: Envelope<unknown>): void {
@@ -549,8 +582,8 @@ export function insertToken(pipeline: string, sink: string, batch: Batch<unknown
     .slice(0, 32);
 }
 
-function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: RecordFailure): DeadLetter {
-  const { raw, encoding } = rawText(envelope);
+function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: RecordFailure, maxRaw: number): DeadLetter {
+  const { raw, encoding, bytes, sha256 } = rawOf(envelope, maxRaw);
   return {
     pipeline,
     source: envelope.meta.source,
@@ -562,15 +595,32 @@ function deadLetterOf(pipeline: string, envelope: Envelope<unknown>, failure: Re
     path: failure.path,
     raw,
     raw_encoding: encoding,
+    raw_bytes: bytes,
+    raw_sha256: sha256,
     received_at: new Date(envelope.meta.receivedAt).toISOString(),
     failed_at: new Date().toISOString(),
   };
 }
 
-function rawText(envelope: Envelope<unknown>): { raw: string; encoding: 'utf8' | 'base64' } {
+/** The refused payload for a dead letter: whole up to `maxRaw` bytes, else its head, with the length and hash of the whole. */
+function rawOf(envelope: Envelope<unknown>, maxRaw: number): { raw: string; encoding: 'utf8' | 'base64'; bytes: number; sha256: string } {
   const raw = envelope.raw;
-  if (typeof raw === 'string') return { raw, encoding: 'utf8' };
-  if (raw === undefined) return { raw: JSON.stringify(envelope.value) ?? '', encoding: 'utf8' };
-  const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-  return isUtf8(bytes) ? { raw: bytes.toString('utf8'), encoding: 'utf8' } : { raw: bytes.toString('base64'), encoding: 'base64' };
+  let whole: Buffer;
+  let head: Buffer;
+  let bytes: number;
+  let sha256: string;
+  if (raw !== undefined && typeof raw !== 'string' && !(raw instanceof Uint8Array)) {
+    whole = Buffer.from(raw.excerpt.buffer, raw.excerpt.byteOffset, raw.excerpt.byteLength);
+    head = utf8Head(whole, maxRaw);
+    ({ bytes, sha256 } = raw);
+  } else {
+    if (typeof raw === 'string') whole = Buffer.from(raw, 'utf8');
+    else if (raw === undefined) whole = Buffer.from(JSON.stringify(envelope.value) ?? '', 'utf8');
+    else whole = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    head = utf8Head(whole, maxRaw);
+    bytes = whole.length;
+    sha256 = createHash('sha256').update(whole).digest('hex');
+  }
+  return isUtf8(head) ? { raw: head.toString('utf8'), encoding: 'utf8', bytes, sha256 } : { raw: head.toString('base64'), encoding: 'base64', bytes, sha256 };
 }
+

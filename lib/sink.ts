@@ -63,10 +63,18 @@ export interface DeadLetter {
   message: string;
   /** JSON Pointer of the offending value, `''` for the whole record. */
   path: string;
-  /** The payload as received: UTF-8 text, or base64 when it was not valid UTF-8. */
+  /**
+   * The payload as received: UTF-8 text, or base64 when it was not valid UTF-8. Only its
+   * first bytes when it was longer than the pipeline's `deadLetterRawBytes` or than a
+   * source could hold (`raw_bytes` then exceeds the length of what `raw` holds).
+   */
   raw: string;
   /** `encrypted:utf8` / `encrypted:base64` when a `protectDeadLetter` sealed `raw` and `message`. */
   raw_encoding: 'utf8' | 'base64' | 'encrypted:utf8' | 'encrypted:base64';
+  /** Length in bytes of the whole refused payload: for a source, every byte from where the record began to where reading resumed. */
+  raw_bytes: number;
+  /** SHA-256 of the whole refused payload, hex; `''` when a `protectDeadLetter` sealed `raw`. */
+  raw_sha256: string;
   /** ISO 8601, UTC. */
   received_at: string;
   failed_at: string;

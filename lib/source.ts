@@ -1,7 +1,7 @@
 import type { Observable } from 'rxjs';
 import type { BreakerState } from './breaker';
 import type { Credits } from './credits';
-import type { Envelope, RecordFailure, RecordMeta } from './envelope';
+import type { Envelope, RawExcerpt, RecordFailure, RecordMeta } from './envelope';
 
 /** What a pipeline hands a source when it starts it. */
 export interface SourceContext {
@@ -15,7 +15,7 @@ export interface SourceContext {
    * Dead-letters a payload the source itself could not read (a malformed line, a
    * truncated file). Its credit must have been taken, like any record's.
    */
-  reject(meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number, failure: RecordFailure): void;
+  reject(meta: RecordMeta, raw: string | Uint8Array | RawExcerpt | undefined, bytes: number, failure: RecordFailure): void;
   /**
    * The sink's circuit breaker right now. A source that can refuse work early (a webhook
    * answering 503) reads it instead of accepting records that cannot be written.

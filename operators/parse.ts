@@ -2,10 +2,12 @@ import { isUtf8 } from 'node:buffer';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { resolveCsvOptions, CsvFramer, type CsvOptions, type ResolvedCsvOptions } from '../connectors/files/csv';
 import { encodingOption, sniffEncoding, type FileEncoding } from '../connectors/files/encoding';
-import type { Frame, Framer, FramingLimits } from '../connectors/files/framing';
+import type { Frame, Framer } from '../connectors/files/framing';
+import { refusedRaw } from '../connectors/files/read';
 import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../connectors/files/xml';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, ParseError } from '../lib/errors';
+import { checkJsonText, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';
 import { recordOperator } from './recordOperator';
 
 export interface ParseOptions {
@@ -23,9 +25,9 @@ export interface ParseOptions {
   xml?: XmlOptions;
   /** Encoding of CSV and XML byte payloads without a BOM (or, for XML, a declaration). @default 'utf-8' */
   encoding?: FileEncoding | 'utf8' | 'iso-8859-1' | 'cp1252';
-  /** Longest CSV or XML record in bytes; a longer one is dead-lettered. @default 1 MiB */
+  /** Longest record (a JSON payload, an NDJSON line, a CSV row, an XML record) in bytes; a longer one is dead-lettered. @default 1 MiB */
   maxRecordBytes?: number;
-  /** Deepest nesting of an XML record; deeper is dead-lettered. @default 64 */
+  /** Deepest nesting of arrays and objects (XML elements) in a record; deeper is dead-lettered. @default 64 */
   maxDepth?: number;
 }
 
@@ -49,12 +51,16 @@ const FORMATS = ['json', 'ndjson', 'csv', 'xml'];
 export function parse(options: ParseOptions = {}): OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>> {
   const format = options.format ?? 'json';
   if (!FORMATS.includes(format)) throw new ConfigError(`format must be one of 'json', 'ndjson', 'csv', 'xml', got ${JSON.stringify(format)}`);
-  if (format === 'json') return recordOperator('parse', (payload) => parseJson(textOf(payload), ''));
-  if (format === 'ndjson') return parseNdjson();
-  const limits: FramingLimits = {
-    maxRecordBytes: positiveInteger(options.maxRecordBytes, 1024 * 1024, 'maxRecordBytes'),
-    maxDepth: positiveInteger(options.maxDepth, 64, 'maxDepth'),
-  };
+  const limits = resolveRecordLimits(options);
+  if (format === 'json') {
+    return recordOperator('parse', (payload) => {
+      const text = textOf(payload);
+      const refused = checkJsonText(text, typeof payload === 'string' ? Buffer.byteLength(text) : payload.byteLength, 'payload', limits, 'parse');
+      if (refused) throw new ParseError(refused.message, refused.code);
+      return parseJson(text, '');
+    });
+  }
+  if (format === 'ndjson') return parseNdjson(limits);
   const encoding = encodingOption(options.encoding);
   const csv: ResolvedCsvOptions | undefined = format === 'csv' ? resolveCsvOptions(options.csv) : undefined;
   const xml: ResolvedXmlOptions | undefined = format === 'xml' ? resolveXmlOptions(options.xml) : undefined;
@@ -78,7 +84,7 @@ export function parse(options: ParseOptions = {}): OperatorFunction<Envelope<str
           for (const part of parts) {
             const frame = part.value;
             if (frame.error) {
-              part.raw = Buffer.from(frame.bytes);
+              part.raw = refusedRaw(frame);
               part.reject({ stage: 'parse', code: frame.error.code, message: frame.error.message, path: '' });
               continue;
             }
@@ -91,7 +97,7 @@ export function parse(options: ParseOptions = {}): OperatorFunction<Envelope<str
     );
 }
 
-function parseNdjson(): OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>> {
+function parseNdjson(limits: ResolvedRecordLimits): OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>> {
   return (source) =>
     new Observable<Envelope<unknown>>((subscriber) =>
       source.subscribe({
@@ -112,6 +118,11 @@ function parseNdjson(): OperatorFunction<Envelope<string | Uint8Array>, Envelope
           for (const part of parts) {
             const { text, line } = part.value;
             part.raw = text;
+            const refused = checkJsonText(text, Buffer.byteLength(text), `line ${line}`, limits, 'parse');
+            if (refused) {
+              part.reject(refused);
+              continue;
+            }
             let value: unknown;
             try {
               value = parseJson(text, `line ${line}: `);
@@ -126,12 +137,6 @@ function parseNdjson(): OperatorFunction<Envelope<string | Uint8Array>, Envelope
         complete: () => subscriber.complete(),
       }),
     );
-}
-
-function positiveInteger(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
-  return resolved;
 }
 
 function textOf(payload: string | Uint8Array): string {

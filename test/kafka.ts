@@ -14,6 +14,7 @@ export async function createTopic(brokers: string[], partitions = 1, prefix = 't
   await admin.connect();
   try {
     await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+    await served(admin, topic);
   } finally {
     await admin.disconnect();
   }
@@ -26,6 +27,25 @@ export async function createTopic(brokers: string[], partitions = 1, prefix = 't
       await a.disconnect();
     },
   };
+}
+
+/**
+ * Waits until every partition's leader answers for the topic. createTopics resolves once
+ * the controller has leaders for it, but the broker may not host the partitions yet:
+ * a produce or fetch in between fails with "This server does not host this
+ * topic-partition" (the race that failed a test's set-up once).
+ */
+export async function served(admin: Admin, topic: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await admin.fetchTopicOffsets(topic);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 /** Produces messages with an idempotent producer, in chunks, acknowledged by the broker. */

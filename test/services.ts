@@ -22,6 +22,42 @@ function run(script: string, command: string): Promise<void> {
   });
 }
 
+/** Whether `script status` finds its service running (exit 0); stopped is 3, unhealthy 1. */
+function isRunning(script: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile('bash', [join(repoRoot(), 'scripts', 'services', script), 'status'], { timeout: 60_000 }, (error) => resolve(!error));
+  });
+}
+
+/** Services this test process started (not found running): stopped once the run ends. */
+const startedHere = new Set<string>();
+
+/** Starts a service, remembering it when it was not already running (someone else's stays theirs). */
+async function start(script: string): Promise<void> {
+  if (!(await isRunning(script))) startedHere.add(script);
+  await run(script, 'start');
+}
+
+/**
+ * Stops every service this process started, unless `TRIBUTARY_KEEP_SERVICES` is set (to
+ * keep them for the next run). Services that were already running are left alone.
+ */
+export async function stopServicesStartedHere(): Promise<string[]> {
+  if (process.env.TRIBUTARY_KEEP_SERVICES) return [];
+  const stopped: string[] = [];
+  for (const script of startedHere) {
+    await run(script, 'stop');
+    stopped.push(script);
+  }
+  startedHere.clear();
+  return stopped;
+}
+
+/** For starts done synchronously elsewhere (the ClickHouse server helper). */
+export function noteStarted(script: string): void {
+  startedHere.add(script);
+}
+
 let redis: Promise<string> | undefined;
 
 /**
@@ -32,7 +68,7 @@ let redis: Promise<string> | undefined;
 export function ensureRedis(): Promise<string> {
   redis ??= (async () => {
     await run('redis.sh', 'install');
-    await run('redis.sh', 'start');
+    await start('redis.sh');
     return `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
   })();
   redis.catch(() => (redis = undefined));
@@ -50,7 +86,7 @@ let kafka: Promise<string[]> | undefined;
 export function ensureKafka(): Promise<string[]> {
   kafka ??= (async () => {
     await run('kafka.sh', 'install');
-    await run('kafka.sh', 'start');
+    await start('kafka.sh');
     return [`127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`];
   })();
   kafka.catch(() => (kafka = undefined));

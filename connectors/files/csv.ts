@@ -1,7 +1,8 @@
 import { Parser } from 'csv-parse';
 import { ConfigError } from '../../lib/errors';
+import { tooLarge } from '../../lib/limits';
 import { ByteSwapper, latin1ToCp1252, type FileEncoding } from './encoding';
-import { EXCERPT_BYTES, type Frame, type Framer, type FramingLimits } from './framing';
+import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
 /** How a CSV file is laid out. */
 export interface CsvOptions {
@@ -91,11 +92,25 @@ interface CsvParseError extends Error {
   record?: string[];
 }
 
+/** Thrown from csv-parse's `on_skip` to stop the core at a broken quote: it is read again from the next line. */
+const RESYNC = new Error('read the broken record again from its next line');
+
+/** Error codes after which csv-parse knows where the record ended: the row is whole, only its field count is wrong. */
+const RAGGED = new Set(['CSV_RECORD_INCONSISTENT_COLUMNS', 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH']);
+
 /**
  * CSV records cut from a byte stream by csv-parse, each with its exact byte offset and the
- * line of its first byte (quoted fields may hold line breaks). A ragged row or a broken
- * quote is a frame with an error, and the file goes on. A record over the size limit is
- * dropped as it streams by and the parser starts again at the next line.
+ * line of its first byte (quoted fields may hold line breaks). A ragged row is a frame
+ * with an error, and the file goes on.
+ *
+ * A broken quote (left open, closed in the middle of a field, opened inside one) says
+ * nothing reliable about where its record ends: an opening quote that is never closed
+ * would swallow every following row. So the broken record is refused as its first line
+ * only, and reading starts again on the next line with a fresh parser: the rows after it
+ * are read as rows. A record over the size limit is refused the same way when it spans
+ * lines; a single line over the limit is dropped as it streams by, up to its end. Each
+ * refused frame holds every byte from where its record began to where reading resumed
+ * (the head of it, with length and SHA-256, when it is over the limit).
  */
 export class CsvFramer implements Framer {
   readonly #options: ResolvedCsvOptions;
@@ -115,8 +130,10 @@ export class CsvFramer implements Framer {
   #nextLine = 1;
   /** Bytes fed so far (after a byte swap, the same offsets). */
   #fed = 0;
-  /** After a record over the limit: bytes are dropped up to the next line break. */
-  #resyncing = false;
+  /** The record a broken quote stopped the core in. */
+  #broken: { offset: number; line: number; error: CsvParseError } | undefined;
+  /** A line over the limit, dropped as it streams by until its end; its dead letter waits for that end. */
+  #overlong: { refused: RefusedBytes; offset: number; line: number; code: string; message: string; through: number } | undefined;
   #frames: Frame[] = [];
   readonly #onRecord = (record: Record<string, string>) => this.#record(record);
   readonly #close = () => undefined;
@@ -137,17 +154,16 @@ export class CsvFramer implements Framer {
     this.#history.append(chunk);
     const start = this.#fed;
     this.#fed += chunk.length;
-    if (this.#resyncing) {
-      const at = this.#history.nextNewline(start);
+    if (this.#overlong) {
+      const at = this.#history.nextLineStart(start, false);
       if (at < 0) {
-        // Still inside the refused record: keep none of it.
-        this.#history.release(this.#fed);
+        // Still inside the refused line: keep none of it.
+        this.#overlong.refused.add(chunk);
+        this.#overlong.through = this.#fed;
+        this.#history.release(this.#fed, chunk.length);
         return [];
       }
-      this.#resyncing = false;
-      this.#base = at;
-      this.#nextStart = at;
-      this.#nextLine = this.#history.lineAt(at);
+      this.#endOverlong(at);
       chunk = chunk.subarray(at - start);
     }
     return this.#parse(chunk, false);
@@ -158,22 +174,49 @@ export class CsvFramer implements Framer {
       const rest = this.#swap.end();
       if (rest.length > 0) this.#frames.push(this.#error('TRUNCATED', `the file ends inside a UTF-16 character`, this.#fed));
     }
-    if (this.#resyncing) return this.#take();
+    if (this.#overlong) {
+      this.#endOverlong(this.#fed);
+      return this.#take();
+    }
     return this.#parse(undefined, true);
   }
 
   #parse(chunk: Buffer | undefined, end: boolean): Frame[] {
-    const error = this.#core.parse(chunk, end, this.#onRecord, this.#close) as CsvParseError | undefined;
-    if (error) {
+    let error = this.#core.parse(chunk, end, this.#onRecord, this.#close) as CsvParseError | undefined;
+    while (error === RESYNC) {
+      const { offset, line, error: cause } = this.#broken!;
+      this.#broken = undefined;
+      let resume = this.#history.nextLineStart(offset, end);
+      if (resume < 0) {
+        if (!end) {
+          // The broken record's first line has not ended yet: drop it up to its end.
+          this.#startOverlong(offset, line, 'PARSE_CSV', this.#csvMessage(cause, line));
+          break;
+        }
+        resume = this.#fed;
+      }
+      const code = cause.code === 'CSV_QUOTE_NOT_CLOSED' && resume === this.#fed && end ? 'TRUNCATED' : 'PARSE_CSV';
+      this.#frames.push(refusedFrame(this.#history.slice(offset, resume), offset, line, { code, message: this.#csvMessage(cause, line) }, this.#limits.maxRecordBytes));
+      this.#restart(resume);
+      error = this.#core.parse(this.#history.slice(resume, this.#fed), end, this.#onRecord, this.#close) as CsvParseError | undefined;
+    }
+    if (error && error !== RESYNC) {
       // Only option or hook failures get here: record errors are skipped and reported.
       this.#frames.push(this.#error('PARSE_CSV', error.message, this.#fed));
       this.#restart(this.#fed);
-    } else if (!end && this.#core.state.record_length + this.#core.state.field.length > this.#limits.maxRecordBytes) {
-      this.#frames.push(this.#error('RECORD_TOO_LARGE', `record at line ${this.#nextLine} is longer than ${this.#limits.maxRecordBytes} bytes`, this.#fed));
-      this.#restart(this.#fed);
-      this.#resyncing = true;
+    } else if (!end && !this.#overlong && this.#pending() && this.#fed - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
+      const { offset, line } = this.#startOfRecord();
+      const { message } = tooLarge(`record at line ${line}`, Infinity, this.#limits)!;
+      const resume = this.#history.nextLineStart(offset, false);
+      if (resume < 0) this.#startOverlong(offset, line, 'RECORD_TOO_LARGE', message);
+      else {
+        // It runs over lines, most likely from a quote left open: refuse its first line and read on from the next.
+        this.#frames.push(refusedFrame(this.#history.slice(offset, resume), offset, line, { code: 'RECORD_TOO_LARGE', message }, this.#limits.maxRecordBytes));
+        this.#restart(resume);
+        return this.#parse(this.#history.slice(resume, this.#fed), false);
+      }
     }
-    this.#history.release(this.#nextStart);
+    this.#history.release(this.#nextStart, chunk?.length ?? 0);
     return this.#take();
   }
 
@@ -195,6 +238,9 @@ export class CsvFramer implements Framer {
       trim: o.trim,
       bom: this.#base === 0,
       encoding: this.#csvEncoding,
+      // Every line break ends a row, whichever the file began with: a file whose lines
+      // mix CRLF and LF (appended to by two tools) is read row by row, not as ragged rows.
+      record_delimiter: ['\r\n', '\n', '\r'],
       skip_empty_lines: true,
       skip_records_with_error: true,
       on_skip: (error: CsvParseError | undefined) => {
@@ -211,7 +257,30 @@ export class CsvFramer implements Framer {
   #restart(offset: number): void {
     this.#base = offset;
     this.#nextStart = offset;
+    this.#nextLine = this.#history.lineAt(offset);
     this.#core = this.#newCore();
+  }
+
+  #startOverlong(offset: number, line: number, code: string, message: string): void {
+    const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+    refused.add(this.#history.slice(offset, this.#fed));
+    this.#overlong = { refused, offset, line, code, message, through: this.#fed };
+    this.#restart(this.#fed);
+  }
+
+  /** The overlong line ends at `at`: its dead letter, then a fresh core from there. */
+  #endOverlong(at: number): void {
+    const { refused, offset, line, code, message, through } = this.#overlong!;
+    this.#overlong = undefined;
+    refused.add(this.#history.slice(through, at));
+    this.#frames.push(refused.frame(offset, line, { code, message }));
+    this.#restart(at);
+  }
+
+  /** Whether the core is inside a record (a field or a quote begun). */
+  #pending(): boolean {
+    const state = this.#core.state as CsvCore['state'] & { quoting?: boolean };
+    return state.record_length > 0 || state.field.length > 0 || state.quoting === true;
   }
 
   #header(header: string[]): string[] {
@@ -221,17 +290,23 @@ export class CsvFramer implements Framer {
     return header;
   }
 
-  /** The start and line of the record that just ended, after skipped blank and comment lines. */
-  #startOfRecord(): { offset: number; line: number } {
+  /** Where the record being read starts, past blank lines skipped since the last one (counters untouched). */
+  #pendingStart(): { offset: number; line: number } {
     const info = this.#core.info;
     const blank = info.empty_lines - this.#emptyLines;
     const comments = info.comment_lines - this.#commentLines;
-    this.#emptyLines = info.empty_lines;
-    this.#commentLines = info.comment_lines;
     return {
-      offset: this.#nextStart + blank * (this.#core.state.recordDelimiterMaxLength || 1),
+      offset: blank === 0 ? this.#nextStart : this.#history.skipLineBreaks(this.#nextStart, blank),
       line: this.#nextLine + blank + comments,
     };
+  }
+
+  /** The start and line of the record that just ended, after skipped blank and comment lines. */
+  #startOfRecord(): { offset: number; line: number } {
+    const start = this.#pendingStart();
+    this.#emptyLines = this.#core.info.empty_lines;
+    this.#commentLines = this.#core.info.comment_lines;
+    return start;
   }
 
   #advance(end: number): void {
@@ -242,6 +317,13 @@ export class CsvFramer implements Framer {
   #record(record: Record<string, string>): void {
     const { offset, line } = this.#startOfRecord();
     const end = this.#base + this.#core.info.bytes;
+    if (end - offset > this.#limits.maxRecordBytes) {
+      // Within one read: it ended before the check between reads could see it.
+      const { code, message } = tooLarge(`record at line ${line}`, end - offset, this.#limits)!;
+      this.#frames.push(refusedFrame(this.#history.slice(offset, end), offset, line, { code, message }, this.#limits.maxRecordBytes));
+      this.#advance(end);
+      return;
+    }
     if (this.#cp1252) for (const key in record) record[key] = latin1ToCp1252(record[key]!);
     this.#frames.push({ bytes: EMPTY, offset, line, utf8: true, value: record, size: end - offset });
     this.#advance(end);
@@ -249,30 +331,27 @@ export class CsvFramer implements Framer {
 
   #skipped(error: CsvParseError): void {
     const { offset, line } = this.#startOfRecord();
-    const at = this.#base + (error.bytes ?? 0);
-    const ragged = error.code === 'CSV_RECORD_INCONSISTENT_COLUMNS' || error.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH';
-    const columns = Array.isArray(this.#columns) ? this.#columns.length : undefined;
-    const message = ragged && error.record
-      ? `line ${line}: ${error.record.length} fields, expected ${columns ?? 'as many as the first row'}`
-      : `line ${line}: ${error.message.replace(/,? (at|on) line \d+/, '').replace(/ at line \d+/, '')}`;
-    const code = error.code === 'CSV_QUOTE_NOT_CLOSED' ? 'TRUNCATED' : 'PARSE_CSV';
-    // A quote left open runs to the end of the input.
-    const end = error.code === 'CSV_QUOTE_NOT_CLOSED' ? this.#fed : Math.max(at, offset);
-    const bytes = this.#history.slice(offset, Math.min(end > offset ? end : this.#fed, offset + EXCERPT_BYTES));
-    this.#frames.push({ bytes, offset, line, utf8: false, error: { code, message }, size: Math.max(end - offset, 1) });
-    // A ragged row has ended; after a broken quote the row goes on, and the next record
-    // starts somewhere after the error.
-    if (ragged) this.#advance(at);
-    else {
-      this.#nextStart = Math.max(end, offset + 1);
-      this.#nextLine = line;
+    if (!RAGGED.has(error.code ?? '')) {
+      // The core is lost inside a quote: stop it; #parse reads on from the record's next line.
+      this.#broken = { offset, line, error };
+      throw RESYNC;
     }
+    const at = Math.max(this.#base + (error.bytes ?? 0), offset);
+    this.#frames.push(refusedFrame(this.#history.slice(offset, at), offset, line, { code: 'PARSE_CSV', message: this.#csvMessage(error, line) }, this.#limits.maxRecordBytes));
+    this.#advance(at);
+  }
+
+  #csvMessage(error: CsvParseError, line: number): string {
+    if (RAGGED.has(error.code ?? '') && error.record) {
+      const columns = Array.isArray(this.#columns) ? this.#columns.length : undefined;
+      return `line ${line}: ${error.record.length} fields, expected ${columns ?? 'as many as the first row'}`;
+    }
+    return `line ${line}: ${error.message.replace(/,? (at|on) line \d+/, '').replace(/ at line \d+/, '')}`;
   }
 
   #error(code: string, message: string, end: number): Frame {
     const offset = this.#nextStart;
-    const bytes = this.#history.slice(offset, Math.min(end, offset + EXCERPT_BYTES));
-    const frame: Frame = { bytes, offset, line: this.#nextLine, utf8: false, error: { code, message }, size: Math.max(end - offset, 1) };
+    const frame = refusedFrame(this.#history.slice(offset, end), offset, this.#nextLine, { code, message }, this.#limits.maxRecordBytes);
     this.#nextStart = Math.max(end, offset + 1);
     return frame;
   }
@@ -327,16 +406,25 @@ class ByteHistory {
     return this.#cursorLine;
   }
 
-  /** File offset of the byte after the first line feed at or after `from`, -1 when none yet. */
-  nextNewline(from: number): number {
+  /**
+   * File offset of the first byte after the first line break (LF, CR or CRLF) at or after
+   * `from`; -1 when none yet. A CR as the last byte seen counts as a break only `atEnd`.
+   */
+  nextLineStart(from: number, atEnd: boolean): number {
+    const step = this.#step;
     let base = this.#start;
-    for (const chunk of this.#chunks) {
+    for (let c = 0; c < this.#chunks.length; c++) {
+      const chunk = this.#chunks[c]!;
       const chunkEnd = base + chunk.length;
       if (chunkEnd > from) {
-        let i = Math.max(from - base, 0);
-        while ((i = chunk.indexOf(0x0a, i)) >= 0) {
-          if (this.#step === 1 || (base + i) % 2 === 0) return base + i + this.#step;
-          i++;
+        for (let i = Math.max(from - base, 0); i < chunk.length; i++) {
+          const byte = chunk[i]!;
+          if ((byte !== 0x0a && byte !== 0x0d) || (step === 2 && ((base + i) % 2 !== 0 || this.#byteAt(base + i + 1) !== 0))) continue;
+          const after = base + i + step;
+          if (byte === 0x0a) return after;
+          const next = this.#byteAt(after);
+          if (next === undefined) return atEnd ? after : -1;
+          return next === 0x0a && (step === 1 || this.#byteAt(after + 1) === 0) ? after + step : after;
         }
       }
       base = chunkEnd;
@@ -344,8 +432,39 @@ class ByteHistory {
     return -1;
   }
 
-  /** A copy of the bytes in [start, end) that are still kept. */
+  /** The offset after `count` line breaks (blank lines) starting at `from`. */
+  skipLineBreaks(from: number, count: number): number {
+    let at = from;
+    for (let i = 0; i < count; i++) {
+      const byte = this.#byteAt(at);
+      if (byte !== 0x0d && byte !== 0x0a) break;
+      at += this.#step;
+      if (byte === 0x0d && this.#byteAt(at) === 0x0a) at += this.#step;
+    }
+    return at;
+  }
+
+  #byteAt(offset: number): number | undefined {
+    let base = this.#start;
+    for (const chunk of this.#chunks) {
+      if (offset < base + chunk.length) return offset >= base ? chunk[offset - base] : undefined;
+      base += chunk.length;
+    }
+    return undefined;
+  }
+
+  /**
+   * The bytes in [start, end) that are still kept: a view when they lie in one chunk (a
+   * line of broken rows after another must not cost a copy of the rest of the read each),
+   * else a copy.
+   */
   slice(start: number, end: number): Buffer {
+    let at = this.#start;
+    for (const chunk of this.#chunks) {
+      if (start >= at && end <= at + chunk.length) return chunk.subarray(start - at, end - at);
+      if (start < at + chunk.length) break;
+      at += chunk.length;
+    }
     const parts: Buffer[] = [];
     let base = this.#start;
     for (const chunk of this.#chunks) {
@@ -356,9 +475,13 @@ class ByteHistory {
     return Buffer.from(Buffer.concat(parts));
   }
 
-  /** Forgets chunks before `offset` (counting their lines first), and anything beyond the limit. */
-  release(offset: number): void {
-    const floor = Math.max(offset, this.#end - this.#keep);
+  /**
+   * Forgets chunks before `offset` (counting their lines first). A record still being read
+   * began at most the size limit before the last chunk, so nothing older than that and
+   * `chunkLength` is kept (blank lines do not hold bytes).
+   */
+  release(offset: number, chunkLength: number): void {
+    const floor = Math.max(offset, this.#end - this.#keep - chunkLength);
     if (floor > this.#cursor) this.lineAt(floor);
     while (this.#chunks.length > 1 && this.#start + this.#chunks[0]!.length <= Math.min(floor, this.#cursor)) {
       this.#start += this.#chunks.shift()!.length;

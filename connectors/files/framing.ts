@@ -1,4 +1,6 @@
 import { isAscii, isUtf8 } from 'node:buffer';
+import { createHash, type Hash } from 'node:crypto';
+import { tooDeep, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
 
 /** One record cut from a byte stream, or the reason a stretch of bytes is not one. */
 export interface Frame {
@@ -18,6 +20,11 @@ export interface Frame {
   value?: unknown;
   /** Bytes the record took in the input, when `bytes` does not hold them all. */
   size?: number;
+  /**
+   * Set on a refused stretch too long to keep: `bytes` is then its first bytes, `size` its
+   * length and this its SHA-256 (hex).
+   */
+  sha256?: string;
 }
 
 export interface Framer {
@@ -27,18 +34,66 @@ export interface Framer {
   end(): Frame[];
 }
 
-export interface FramingLimits {
-  /** Longest record, in bytes; a longer one is a `RECORD_TOO_LARGE` frame. */
-  maxRecordBytes: number;
-  /** Deepest nesting of arrays and objects (JSON arrays only). */
-  maxDepth: number;
-}
+/** Longest record and deepest nesting: the limits every entry shares (`lib/limits.ts`). */
+export type FramingLimits = ResolvedRecordLimits;
 
 const NEWLINE = 0x0a;
 const CR = 0x0d;
 /** How much of a refused record a frame keeps, for the dead letter. */
 export const EXCERPT_BYTES = 1024;
 const BOM = [0xef, 0xbb, 0xbf];
+
+/**
+ * A refused stretch of input, from where its record began to where reading resumes, as
+ * it streams by: kept whole while it is within `keep` bytes; beyond, only its first
+ * {@link EXCERPT_BYTES}, with the length and SHA-256 of all of it. So a dead letter
+ * accounts for every byte it stands for, and no record can hide in it unseen.
+ */
+export class RefusedBytes {
+  readonly #keep: number;
+  readonly #hash: Hash = createHash('sha256');
+  #head: Buffer[] = [];
+  #kept = 0;
+  #length = 0;
+
+  constructor(keep: number) {
+    this.#keep = keep;
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  add(part: Buffer): void {
+    if (part.length === 0) return;
+    this.#hash.update(part);
+    this.#length += part.length;
+    if (this.#length > this.#keep) {
+      if (this.#kept < EXCERPT_BYTES) this.#head.push(Buffer.from(part.subarray(0, EXCERPT_BYTES - this.#kept)));
+      this.#head = [Buffer.concat(this.#head).subarray(0, EXCERPT_BYTES)];
+      this.#kept = this.#head[0]!.length;
+    } else {
+      // Copy: the chunk's buffer may be reused by the reader.
+      this.#head.push(Buffer.from(part));
+      this.#kept += part.length;
+    }
+  }
+
+  /** The dead-letter frame of the stretch (at least one byte of credit, even when empty). */
+  frame(offset: number, line: number, error: { code: string; message: string }): Frame {
+    const bytes = Buffer.concat(this.#head);
+    const frame: Frame = { bytes, offset, line, utf8: isUtf8(bytes), error, size: Math.max(this.#length, 1) };
+    if (this.#length > this.#keep) frame.sha256 = this.#hash.digest('hex');
+    return frame;
+  }
+}
+
+/** A refused stretch held whole: its frame, as {@link RefusedBytes} would give it. */
+export function refusedFrame(bytes: Buffer, offset: number, line: number, error: { code: string; message: string }, keep: number): Frame {
+  const refused = new RefusedBytes(keep);
+  refused.add(bytes);
+  return refused.frame(offset, line, error);
+}
 
 function startsWithBom(data: Buffer, at: number): boolean {
   return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;
@@ -50,8 +105,8 @@ export class LineFramer implements Framer {
   /** File offset of `#carry`'s first byte (or of the next chunk when there is no carry). */
   #offset = 0;
   #line = 1;
-  /** Inside a line already reported as too large: drop bytes until its end. */
-  #skipping = false;
+  /** A line over the limit, dropped as it streams by until its end. */
+  #overlong: { refused: RefusedBytes; offset: number; line: number } | undefined;
   readonly #limits: FramingLimits;
 
   constructor(limits: FramingLimits) {
@@ -64,11 +119,11 @@ export class LineFramer implements Framer {
     if (this.#offset === 0 && startsWithBom(data, 0)) start = 3;
     const frames: Frame[] = [];
     const last = data.lastIndexOf(NEWLINE);
-    if (last > start && !this.#skipping && isAscii(data.subarray(start, last))) start = this.#asciiLines(data, start, last, frames);
+    if (last > start && !this.#overlong && isAscii(data.subarray(start, last))) start = this.#asciiLines(data, start, last, frames);
     const allUtf8 = last < 0 || isUtf8(data.subarray(start, last));
     let newline = data.indexOf(NEWLINE, start);
     while (newline >= 0) {
-      if (this.#skipping) this.#skipping = false;
+      if (this.#overlong) this.#endOverlong(data.subarray(start, newline), frames);
       else this.#frame(data, start, newline, allUtf8, frames);
       this.#line++;
       start = newline + 1;
@@ -77,12 +132,15 @@ export class LineFramer implements Framer {
     this.#offset += start;
     if (start === data.length) {
       this.#carry = undefined;
-    } else if (this.#skipping) {
+    } else if (this.#overlong) {
+      this.#overlong.refused.add(data.subarray(start));
       this.#offset += data.length - start;
       this.#carry = undefined;
     } else if (data.length - start > this.#limits.maxRecordBytes) {
-      frames.push(this.#tooLarge(data, start));
-      this.#skipping = true;
+      // Over the limit before its end: kept no further, its dead letter waits for its end.
+      const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+      refused.add(data.subarray(start));
+      this.#overlong = { refused, offset: this.#offset, line: this.#line };
       this.#offset += data.length - start;
       this.#carry = undefined;
     } else {
@@ -93,9 +151,22 @@ export class LineFramer implements Framer {
 
   end(): Frame[] {
     const frames: Frame[] = [];
-    if (this.#carry && !this.#skipping) this.#frame(this.#carry, 0, this.#carry.length, false, frames);
+    if (this.#overlong) this.#endOverlong(EMPTY, frames);
+    else if (this.#carry) this.#frame(this.#carry, 0, this.#carry.length, false, frames);
     this.#carry = undefined;
     return frames;
+  }
+
+  /** The line over the limit ends after `rest`: its dead letter, with every byte of it. */
+  #endOverlong(rest: Buffer, frames: Frame[]): void {
+    const { refused, offset, line } = this.#overlong!;
+    this.#overlong = undefined;
+    refused.add(rest.length > 0 && rest[rest.length - 1] === CR ? rest.subarray(0, -1) : rest);
+    frames.push(refused.frame(offset, line, this.#tooLargeError(line)));
+  }
+
+  #tooLargeError(line: number): { code: string; message: string } {
+    return reason(tooLarge(`line ${line}`, Infinity, this.#limits)!);
   }
 
   /**
@@ -110,7 +181,7 @@ export class LineFramer implements Framer {
     while (newline >= 0) {
       let end = newline;
       if (end > from && text.charCodeAt(end - 1) === CR) end--;
-      if (end - from > this.#limits.maxRecordBytes) frames.push(this.#tooLarge(data, start + from));
+      if (end - from > this.#limits.maxRecordBytes) frames.push(this.#tooLarge(data, start + from, start + end));
       else if (!isBlankText(text, from, end)) {
         frames.push({ bytes: EMPTY, text: text.slice(from, end), offset: this.#offset + start + from, line: this.#line, utf8: true, size: end - from });
       }
@@ -125,7 +196,7 @@ export class LineFramer implements Framer {
     const offset = this.#offset + start;
     if (end > start && data[end - 1] === CR) end--;
     if (end - start > this.#limits.maxRecordBytes) {
-      frames.push(this.#tooLarge(data, start));
+      frames.push(this.#tooLarge(data, start, end));
       return;
     }
     if (isBlank(data, start, end)) return;
@@ -133,19 +204,17 @@ export class LineFramer implements Framer {
     frames.push({ bytes, offset, line: this.#line, utf8: knownUtf8 || isUtf8(bytes) });
   }
 
-  #tooLarge(data: Buffer, start: number): Frame {
-    const bytes = data.subarray(start, start + EXCERPT_BYTES);
-    return {
-      bytes,
-      offset: this.#offset + start,
-      line: this.#line,
-      utf8: isUtf8(bytes),
-      error: { code: 'RECORD_TOO_LARGE', message: `line ${this.#line} is longer than ${this.#limits.maxRecordBytes} bytes` },
-    };
+  #tooLarge(data: Buffer, start: number, end: number): Frame {
+    return refusedFrame(data.subarray(start, end), this.#offset + start, this.#line, this.#tooLargeError(this.#line), this.#limits.maxRecordBytes);
   }
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A frame's error from a refusal of the shared limits. */
+function reason(failure: { code: string; message: string }): { code: string; message: string } {
+  return { code: failure.code, message: failure.message };
+}
 
 function isBlankText(text: string, start: number, end: number): boolean {
   for (let i = start; i < end; i++) {
@@ -198,6 +267,10 @@ export class JsonArrayFramer implements Framer {
   #elementOffset = 0;
   #elementLine = 1;
   #elementError: Frame['error'];
+  /** The element being read once it is over the size limit: only its head and hash are kept. */
+  #overlong: RefusedBytes | undefined;
+  /** After the input stopped being a JSON array: every byte from there to the end, for one dead letter. */
+  #rest: { refused: RefusedBytes; offset: number; line: number; error: { code: string; message: string } } | undefined;
   /** Right after `[`: a `]` now closes an empty array. */
   #justOpened = false;
   readonly #limits: FramingLimits;
@@ -233,7 +306,7 @@ export class JsonArrayFramer implements Framer {
             this.#inString = true;
           } else if (c === 0x7b || c === 0x5b) {
             if (++this.#depth > this.#limits.maxDepth && !this.#elementError) {
-              this.#elementError = { code: 'TOO_DEEP', message: `nesting deeper than ${this.#limits.maxDepth} levels` };
+              this.#elementError = reason(tooDeep(`element at byte ${this.#elementOffset}`, this.#limits));
             }
           } else if (c === 0x7d || c === 0x5d) {
             if (--this.#depth === 0) this.#finishElement(chunk, elementStart, i + 1, frames);
@@ -264,7 +337,7 @@ export class JsonArrayFramer implements Framer {
           if (isJsonSpace(c)) break;
           if (c === 0x2c) this.#state = JsonState.BeforeValue;
           else if (c === 0x5d) this.#state = JsonState.Done;
-          else frames.push(this.#broken(chunk, i, `expected ',' or ']' at byte ${chunkStart + i}`));
+          else this.#broken(chunk, i, `expected ',' or ']' at byte ${chunkStart + i}`);
           break;
         case JsonState.Start:
           // A UTF-8 byte order mark may arrive split over chunks.
@@ -274,12 +347,14 @@ export class JsonArrayFramer implements Framer {
           if (c === 0x5b) {
             this.#state = JsonState.BeforeValue;
             this.#justOpened = true;
-          } else frames.push(this.#broken(chunk, i, `expected '[' at byte ${chunkStart + i}: not a JSON array`));
+          } else this.#broken(chunk, i, `expected '[' at byte ${chunkStart + i}: not a JSON array`);
           break;
         case JsonState.Done:
-          if (!isJsonSpace(c)) frames.push(this.#broken(chunk, i, `unexpected data after the closing ']' at byte ${chunkStart + i}`));
+          if (!isJsonSpace(c)) this.#broken(chunk, i, `unexpected data after the closing ']' at byte ${chunkStart + i}`);
           break;
         case JsonState.Broken:
+          // The rest of the chunk that broke it went in already.
+          if (i === 0) this.#rest!.refused.add(chunk);
           i = chunk.length;
           break;
       }
@@ -292,8 +367,12 @@ export class JsonArrayFramer implements Framer {
   end(): Frame[] {
     switch (this.#state) {
       case JsonState.Done:
-      case JsonState.Broken:
         return [];
+      case JsonState.Broken: {
+        const { refused, offset, line, error } = this.#rest!;
+        this.#rest = undefined;
+        return [refused.frame(offset, line, error)];
+      }
       case JsonState.Start:
         return [this.#fileError(this.#seenAnyByte ? 'NOT_ARRAY' : 'EMPTY_FILE', this.#seenAnyByte ? 'no JSON array found' : 'empty file: expected a JSON array')];
       case JsonState.InValue: {
@@ -302,15 +381,11 @@ export class JsonArrayFramer implements Framer {
           this.#finishElement(Buffer.alloc(0), 0, 0, frames);
           return frames.concat(this.#fileError('TRUNCATED', 'truncated JSON array: the closing \']\' is missing'));
         }
-        const bytes = Buffer.concat(this.#carry).subarray(0, EXCERPT_BYTES);
+        const refused = this.#overlong ?? new RefusedBytes(this.#limits.maxRecordBytes);
+        if (!this.#overlong) for (const kept of this.#carry) refused.add(kept);
         this.#carry = [];
-        return [{
-          bytes,
-          offset: this.#elementOffset,
-          line: this.#elementLine,
-          utf8: isUtf8(bytes),
-          error: { code: 'TRUNCATED', message: `truncated JSON array: the element at byte ${this.#elementOffset} is cut off` },
-        }];
+        this.#overlong = undefined;
+        return [refused.frame(this.#elementOffset, this.#elementLine, { code: 'TRUNCATED', message: `truncated JSON array: the element at byte ${this.#elementOffset} is cut off` })];
       }
       default:
         return [this.#fileError('TRUNCATED', "truncated JSON array: the closing ']' is missing")];
@@ -318,12 +393,18 @@ export class JsonArrayFramer implements Framer {
   }
 
   #keep(part: Buffer): void {
-    if (this.#elementError?.code === 'RECORD_TOO_LARGE') return;
+    if (this.#overlong) {
+      this.#overlong.add(part);
+      return;
+    }
     this.#carryBytes += part.length;
     if (this.#carryBytes > this.#limits.maxRecordBytes) {
-      this.#elementError = { code: 'RECORD_TOO_LARGE', message: `element at byte ${this.#elementOffset} is longer than ${this.#limits.maxRecordBytes} bytes` };
-      // Keep an excerpt for the dead letter, drop the rest as it streams by.
-      this.#carry = [Buffer.concat([...this.#carry, part]).subarray(0, EXCERPT_BYTES)];
+      this.#elementError = reason(tooLarge(`element at byte ${this.#elementOffset}`, this.#carryBytes, this.#limits)!);
+      // Keep the head for the dead letter and hash the rest as it streams by.
+      this.#overlong = new RefusedBytes(this.#limits.maxRecordBytes);
+      for (const kept of this.#carry) this.#overlong.add(kept);
+      this.#overlong.add(part);
+      this.#carry = [];
       return;
     }
     // Copy: the chunk's buffer may be reused by the reader.
@@ -333,29 +414,31 @@ export class JsonArrayFramer implements Framer {
   #finishElement(chunk: Buffer, start: number, end: number, frames: Frame[]): void {
     this.#state = JsonState.AfterValue;
     let bytes: Buffer;
-    if (this.#carry.length === 0) bytes = chunk.subarray(start, end);
+    if (this.#carry.length === 0 && !this.#overlong) bytes = chunk.subarray(start, end);
     else {
       this.#keep(chunk.subarray(0, end));
-      bytes = Buffer.concat(this.#carry);
+      bytes = this.#overlong ? EMPTY : Buffer.concat(this.#carry);
     }
     this.#carry = [];
     this.#carryBytes = 0;
     if (!this.#elementError && bytes.length > this.#limits.maxRecordBytes) {
-      this.#elementError = { code: 'RECORD_TOO_LARGE', message: `element at byte ${this.#elementOffset} is longer than ${this.#limits.maxRecordBytes} bytes` };
+      this.#elementError = reason(tooLarge(`element at byte ${this.#elementOffset}`, bytes.length, this.#limits)!);
     }
-    const frame: Frame = { bytes, offset: this.#elementOffset, line: this.#elementLine, utf8: true };
+    const overlong = this.#overlong;
+    this.#overlong = undefined;
     if (this.#elementError) {
-      frame.bytes = bytes.subarray(0, EXCERPT_BYTES);
-      frame.error = this.#elementError;
+      frames.push(overlong ? overlong.frame(this.#elementOffset, this.#elementLine, this.#elementError) : refusedFrame(bytes, this.#elementOffset, this.#elementLine, this.#elementError, this.#limits.maxRecordBytes));
+      return;
     }
-    frame.utf8 = isUtf8(frame.bytes);
-    frames.push(frame);
+    frames.push({ bytes, offset: this.#elementOffset, line: this.#elementLine, utf8: isUtf8(bytes) });
   }
 
-  #broken(chunk: Buffer, at: number, message: string): Frame {
+  /** The input stops being a JSON array at `at`: nothing after is read, and it all goes in one dead letter at the end. */
+  #broken(chunk: Buffer, at: number, message: string): void {
     this.#state = JsonState.Broken;
-    const bytes = chunk.subarray(at, at + EXCERPT_BYTES);
-    return { bytes, offset: this.#position + at, line: this.#line, utf8: isUtf8(bytes), error: { code: 'NOT_ARRAY', message } };
+    const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+    refused.add(chunk.subarray(at));
+    this.#rest = { refused, offset: this.#position + at, line: this.#line, error: { code: 'NOT_ARRAY', message } };
   }
 
   #fileError(code: string, message: string): Frame {

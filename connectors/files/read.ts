@@ -2,8 +2,9 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { Envelope, RecordFailure, RecordMeta } from '../../lib/envelope';
+import type { Envelope, RawExcerpt, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
+import { checkJsonText } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from './csv';
 import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from './encoding';
@@ -142,7 +143,7 @@ export async function readFile(
       };
       if (vendor !== undefined) meta.vendor = vendor;
       if (frame.error) {
-        context.reject(meta, Buffer.from(frame.bytes), bytes, { stage: 'source', path: '', ...frame.error });
+        context.reject(meta, refusedRaw(frame), bytes, { stage: 'source', path: '', ...frame.error });
         continue;
       }
       if (frame.value !== undefined) {
@@ -151,6 +152,11 @@ export async function readFile(
       }
       if (frame.text !== undefined) {
         // ASCII reads the same in every supported encoding.
+        const refused = checkJsonText(frame.text, bytes, `line ${frame.line}`, limits);
+        if (refused) {
+          context.reject(meta, frame.text, bytes, refused);
+          continue;
+        }
         let value: unknown;
         try {
           value = JSON.parse(frame.text);
@@ -171,6 +177,11 @@ export async function readFile(
         continue;
       }
       const text = decodeText(frame.bytes);
+      const refused = checkJsonText(text, bytes, `line ${frame.line}`, limits);
+      if (refused) {
+        context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
+        continue;
+      }
       let value: unknown;
       try {
         value = JSON.parse(text);
@@ -250,6 +261,12 @@ export async function readFile(
   }
   progress.update(input.bytesRead(), record, true);
   return { records: record, failure };
+}
+
+/** What a refused frame's dead letter holds: its bytes, or their head with the length and hash of all. */
+export function refusedRaw(frame: Frame): Uint8Array | RawExcerpt {
+  const bytes = Buffer.from(frame.bytes);
+  return frame.sha256 === undefined ? bytes : { excerpt: bytes, bytes: frame.size ?? bytes.length, sha256: frame.sha256 };
 }
 
 function jsonFailure(line: number, error: unknown): RecordFailure {

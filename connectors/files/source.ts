@@ -3,6 +3,7 @@ import { extname, join, resolve } from 'node:path';
 import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { resolveRecordLimits } from '../../lib/limits';
 import type { Source, SourceContext } from '../../lib/source';
 import { resolveCsvOptions, type CsvOptions } from './csv';
 import { encodingOption, type FileEncoding } from './encoding';
@@ -42,7 +43,7 @@ export interface FromFilesOptions {
   vendor?: string | ((file: string) => string | undefined);
   /** Longest record (a line, an element) in bytes; a longer one is dead-lettered. @default 1 MiB */
   maxRecordBytes?: number;
-  /** Deepest nesting in a JSON array element or an XML record; deeper is dead-lettered. @default 64 */
+  /** Deepest nesting in an NDJSON line, a JSON array element or an XML record; deeper is dead-lettered. @default 64 */
   maxDepth?: number;
   /**
    * Read size. @default 1 MiB for NDJSON, JSON and CSV (framing ASCII lines costs half
@@ -121,10 +122,7 @@ export function resolveReadSettings(options: Omit<FromFilesOptions, 'paths'>, so
   }
   return {
     source,
-    limits: {
-      maxRecordBytes: positiveInteger(options.maxRecordBytes, 1024 * 1024, 'maxRecordBytes'),
-      maxDepth: positiveInteger(options.maxDepth, 64, 'maxDepth'),
-    },
+    limits: resolveRecordLimits(options),
     chunkBytes: options.chunkBytes === undefined ? undefined : positiveInteger(options.chunkBytes, 0, 'chunkBytes'),
     encoding: encodingOption(options.encoding),
     csv: resolveCsvOptions(options.csv),

@@ -1,7 +1,8 @@
 import sax from 'sax';
 import { ConfigError } from '../../lib/errors';
+import { tooDeep, tooLarge } from '../../lib/limits';
 import { bytesPerUnit, chunkDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
-import { EXCERPT_BYTES, type Frame, type Framer, type FramingLimits } from './framing';
+import { RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
 /** Which elements of an XML file are records, and how they become objects. */
 export interface XmlOptions {
@@ -62,6 +63,14 @@ interface Node {
 
 type Failure = { code: string; message: string };
 
+/** The stretch a framer that gave up refuses whole: from `offset` to the end of the input. */
+interface Rest {
+  refused: RefusedBytes;
+  offset: number;
+  line: number;
+  error: Failure;
+}
+
 interface Segment {
   text: string;
   /** Index of its first character in the decoded text. */
@@ -69,6 +78,9 @@ interface Segment {
   /** Byte offset of its first character in the file. */
   byte: number;
 }
+
+/** Input bytes kept between records: more than sax's longest buffer can take, in any encoding. */
+const KEEP_RAW_BYTES = 4 * 128 * 1024;
 
 /** Decoded text kept behind the newest chunk: more than sax's longest buffer (64 Ki characters). */
 const KEEP_CHARS = 128 * 1024;
@@ -111,7 +123,6 @@ export class XmlFramer implements Framer {
   // The record being read.
   #stack: Node[] = [];
   #recordDepth = 0;
-  #recordChar = 0;
   #recordOffset = 0;
   #recordLine = 0;
   #recordSize = 0;
@@ -122,6 +133,15 @@ export class XmlFramer implements Framer {
   /** sax buffers already reported as over-long outside records, since the last record. */
   #overflowed = new Set<string>();
   #truncated = false;
+  /** After giving up: every byte from where its dead letter starts to the end of the file. */
+  #rest: Rest | undefined;
+  /** Input bytes as read, from file offset `#rawStart` to `#rawEnd`. */
+  #raw: Buffer[] = [];
+  #rawStart = 0;
+  #rawEnd = 0;
+  /** The open record's bytes up to `#refusedThrough`, once it outgrew the size limit. */
+  #recordRefused: RefusedBytes | undefined;
+  #refusedThrough = 0;
 
   constructor(options: ResolvedXmlOptions, limits: FramingLimits, encoding: FileEncoding, bom: number) {
     this.#options = options;
@@ -143,8 +163,48 @@ export class XmlFramer implements Framer {
   }
 
   push(chunk: Buffer): Frame[] {
-    if (!this.#dead) this.#write(this.#decoder.decode(chunk));
+    this.#rest?.refused.add(chunk);
+    if (!this.#dead) {
+      this.#keepRaw(chunk);
+      this.#write(this.#decoder.decode(chunk));
+    }
     return this.#take();
+  }
+
+  /**
+   * Keeps the input's bytes as read, for a refused record's dead letter: from the open
+   * record's first byte (hashed as they pass once there are too many to keep), or, between
+   * records, enough to reach back to the start of any tag sax can still be reading.
+   */
+  #keepRaw(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#raw.push(chunk);
+    this.#rawEnd += chunk.length;
+    const newest = this.#rawEnd - chunk.length;
+    if (this.#recordDepth > 0) {
+      if (this.#rawEnd - this.#recordOffset <= this.#limits.maxRecordBytes) return;
+      // All but the newest chunk, which may run past the record's end.
+      this.#recordRefused ??= new RefusedBytes(this.#limits.maxRecordBytes);
+      this.#recordRefused.add(this.#rawSlice(this.#refusedThrough, newest));
+      this.#refusedThrough = newest;
+      this.#dropRawBefore(newest);
+    } else this.#dropRawBefore(Math.min(newest, this.#rawEnd - KEEP_RAW_BYTES));
+  }
+
+  #dropRawBefore(offset: number): void {
+    while (this.#raw.length > 1 && this.#rawStart + this.#raw[0]!.length <= offset) this.#rawStart += this.#raw.shift()!.length;
+  }
+
+  /** The kept bytes in [start, end). */
+  #rawSlice(start: number, end: number): Buffer {
+    const parts: Buffer[] = [];
+    let base = this.#rawStart;
+    for (const chunk of this.#raw) {
+      const chunkEnd = base + chunk.length;
+      if (chunkEnd > start && base < end) parts.push(chunk.subarray(Math.max(start - base, 0), Math.min(end, chunkEnd) - base));
+      base = chunkEnd;
+    }
+    return Buffer.concat(parts);
   }
 
   end(): Frame[] {
@@ -161,6 +221,11 @@ export class XmlFramer implements Framer {
         const message = this.#chars === 0 ? 'empty file: expected an XML document' : 'no root element: not an XML document';
         this.#frames.push({ bytes: EMPTY, offset: this.#bytes, line: this.#parser.line + 1, utf8: true, size: 1, error: { code: 'NOT_XML', message } });
       }
+    }
+    if (this.#rest) {
+      const { refused, offset, line, error } = this.#rest;
+      this.#rest = undefined;
+      this.#frames.push(refused.frame(offset, line, error));
     }
     return this.#take();
   }
@@ -205,17 +270,6 @@ export class XmlFramer implements Framer {
     return this.#cursorByte;
   }
 
-  /** Up to an excerpt's worth of the decoded text from character `char`, when still at hand. */
-  #excerpt(char: number, endChar: number): Buffer {
-    const first = this.#segments.findIndex((s) => s.char + s.text.length > char);
-    if (first < 0 || this.#segments[first]!.char > char) return Buffer.alloc(0);
-    let text = '';
-    for (let i = first; i < this.#segments.length && text.length < EXCERPT_BYTES * 2; i++) text += this.#segments[i]!.text;
-    text = text.slice(char - this.#segments[first]!.char, endChar - this.#segments[first]!.char);
-    const bytes = Buffer.from(text.slice(0, EXCERPT_BYTES), 'utf8');
-    return bytes.subarray(0, EXCERPT_BYTES);
-  }
-
   #matches(name: string): boolean {
     const record = this.#options.record;
     if (name === record) return true;
@@ -244,8 +298,9 @@ export class XmlFramer implements Framer {
       const { char, line } = this.#pendingStart;
       this.#pendingStart = undefined;
       this.#recordDepth = 1;
-      this.#recordChar = char;
       this.#recordOffset = this.#byteOf(char);
+      this.#recordRefused = undefined;
+      this.#refusedThrough = this.#recordOffset;
       this.#recordLine = line;
       this.#recordSize = 0;
       this.#failure = undefined;
@@ -260,7 +315,8 @@ export class XmlFramer implements Framer {
     this.#recordDepth++;
     if (this.#failure) return;
     if (this.#recordDepth > this.#limits.maxDepth) {
-      this.#fail('TOO_DEEP', `record at line ${this.#recordLine} nests deeper than ${this.#limits.maxDepth} levels`);
+      const { code, message } = tooDeep(`record at line ${this.#recordLine}`, this.#limits);
+      this.#fail(code, message);
       return;
     }
     this.#stack.push(this.#node(tag));
@@ -291,7 +347,8 @@ export class XmlFramer implements Framer {
   #grow(characters: number): void {
     this.#recordSize += characters;
     if (this.#recordSize > this.#limits.maxRecordBytes && !this.#failure) {
-      this.#fail('RECORD_TOO_LARGE', `record at line ${this.#recordLine} is longer than ${this.#limits.maxRecordBytes} bytes`);
+      const { code, message } = tooLarge(`record at line ${this.#recordLine}`, this.#recordSize, this.#limits)!;
+      this.#fail(code, message);
     }
   }
 
@@ -338,13 +395,15 @@ export class XmlFramer implements Framer {
   /** The record element closed: a record, or the dead letter of a failed one. */
   #finish(value: unknown): void {
     const end = this.#byteOf(this.#parser.position);
-    const size = Math.max(end - this.#recordOffset, 1);
-    const frame: Frame = { bytes: EMPTY, offset: this.#recordOffset, line: this.#recordLine, utf8: true, size };
+    const refused = this.#recordRefused;
+    this.#recordRefused = undefined;
     if (this.#failure) {
-      frame.bytes = this.#excerpt(this.#recordChar, this.#parser.position);
-      frame.error = this.#failure;
-    } else frame.value = value;
-    this.#frames.push(frame);
+      // Every byte of the record, from its `<` to the end of its closing tag.
+      if (refused) {
+        refused.add(this.#rawSlice(this.#refusedThrough, end));
+        this.#frames.push(refused.frame(this.#recordOffset, this.#recordLine, this.#failure));
+      } else this.#frames.push(refusedFrame(this.#rawSlice(this.#recordOffset, end), this.#recordOffset, this.#recordLine, this.#failure, this.#limits.maxRecordBytes));
+    } else this.#frames.push({ bytes: EMPTY, offset: this.#recordOffset, line: this.#recordLine, utf8: true, size: Math.max(end - this.#recordOffset, 1), value });
     this.#stack = [];
     this.#failure = undefined;
   }
@@ -401,19 +460,34 @@ export class XmlFramer implements Framer {
     this.#frames.push({ bytes: EMPTY, offset: this.#byteOf(this.#parser.position), line, utf8: true, size: 1, error: { code: failure.code, message: `line ${line}: ${failure.message}` } });
   }
 
+  /**
+   * Stops reading the file. Nothing after is read, so it all goes in one dead letter, from
+   * the open record's start (or where reading stopped) to the end of the file: no record
+   * after it is lost unaccounted.
+   */
   #giveUp(code: string, message: string): void {
     this.#dead = true;
     const line = this.#parser.line + 1;
+    let rest: Rest;
     if (this.#recordDepth > 0) {
-      this.#failure = { code, message: `record at line ${this.#recordLine}: ${message}` };
+      const refused = this.#recordRefused ?? new RefusedBytes(this.#limits.maxRecordBytes);
+      refused.add(this.#rawSlice(this.#refusedThrough, this.#rawEnd));
+      rest = { refused, offset: this.#recordOffset, line: this.#recordLine, error: { code, message: `record at line ${this.#recordLine}: ${message}` } };
+      this.#recordRefused = undefined;
       this.#recordDepth = 0;
-      this.#finish(undefined);
     } else {
-      this.#frames.push({ bytes: EMPTY, offset: this.#byteOf(this.#parser.position), line, utf8: true, size: 1, error: { code, message: `line ${line}: ${message}` } });
+      const offset = this.#byteOf(this.#parser.position);
+      const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+      refused.add(this.#rawSlice(offset, this.#rawEnd));
+      rest = { refused, offset, line, error: { code, message: `line ${line}: ${message}` } };
     }
+    this.#rest = rest;
+    this.#raw = [];
     this.#stack = [];
     throw GIVE_UP;
   }
+
+
 }
 
 const EMPTY = Buffer.alloc(0);

@@ -1,5 +1,5 @@
 import type { CompressionTypes, Message, Producer } from 'kafkajs';
-import type { Envelope } from '../../lib/envelope';
+import { utf8Head, type Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
 import type { Batch, DeadLetter, Sink } from '../../lib/sink';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
@@ -23,7 +23,8 @@ export interface ToKafkaOptions<T> extends KafkaConnectionOptions {
    * Makes this the pipeline's dead-letter sink: each refused record is written as the
    * payload it arrived with (base64-decoded when it was not text), keyed by its position,
    * with the reason in headers `tributary-stage`, `-code`, `-message`, `-path`,
-   * `-pipeline`, `-source`, `-position`, `-vendor`, `-received-at`, `-failed-at`.
+   * `-pipeline`, `-source`, `-position`, `-vendor`, `-raw-bytes`, `-raw-sha256`,
+   * `-received-at`, `-failed-at`. A payload shorter than `-raw-bytes` is the head of it.
    * @default false
    */
   deadLetters?: boolean;
@@ -96,15 +97,17 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
         messages.push(message);
       }
       if (byTopic.size === 0) return;
-      try {
+      const send = (topicMessages: { topic: string; messages: Message[] }[]) =>
         // acks -1: resolved once every in-sync replica has the messages.
-        await connected.sendBatch({
-          acks: -1,
-          compression: (compression === 'gzip' ? 1 : 0) as CompressionTypes,
-          topicMessages: [...byTopic].map(([name, messages]) => ({ topic: name, messages })),
-        });
+        connected.sendBatch({ acks: -1, compression: (compression === 'gzip' ? 1 : 0) as CompressionTypes, topicMessages });
+      try {
+        await send([...byTopic].map(([name, messages]) => ({ topic: name, messages })));
       } catch (cause) {
-        throw new SinkError(`Kafka did not acknowledge the batch: ${String(cause)}`, { cause, retriable: true });
+        const refusal = permanentRefusal(cause);
+        if (!refusal) throw new SinkError(`Kafka did not acknowledge the batch: ${String(cause)}`, { cause, retriable: true });
+        // A dead letter must land: one too large for the topic goes again as the head of its payload.
+        if (refusal.messagesAtFault && deadLetters) return sendReduced(byTopic, send);
+        throw new SinkError(`Kafka refused the batch for good (${refusal.type}): ${String(cause)}`, { cause, code: refusal.type, retriable: false, rowsAtFault: refusal.messagesAtFault });
       }
     },
     async close() {
@@ -113,6 +116,65 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
       if (connected) await (await connected.catch(() => undefined))?.disconnect();
     },
   };
+}
+
+/** Broker answers no retry can change. */
+const PERMANENT: Record<string, { messagesAtFault: boolean }> = {
+  MESSAGE_TOO_LARGE: { messagesAtFault: true },
+  RECORD_LIST_TOO_LARGE: { messagesAtFault: true },
+  INVALID_RECORD: { messagesAtFault: true },
+  INVALID_TOPIC_EXCEPTION: { messagesAtFault: false },
+  TOPIC_AUTHORIZATION_FAILED: { messagesAtFault: false },
+  CLUSTER_AUTHORIZATION_FAILED: { messagesAtFault: false },
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED: { messagesAtFault: false },
+  INVALID_REQUIRED_ACKS: { messagesAtFault: false },
+};
+
+/**
+ * The broker's permanent refusal inside a produce failure, if it is one. kafkajs wraps
+ * protocol errors (in `cause`, or `errors` of an aggregate): its own `retriable: false`
+ * is not enough, since it also marks transient errors whose retries it spent.
+ */
+export function permanentRefusal(error: unknown): { type: string; messagesAtFault: boolean } | undefined {
+  const seen = new Set<unknown>();
+  const queue = [error];
+  while (queue.length > 0) {
+    const item = queue.shift() as { type?: unknown; cause?: unknown; originalError?: unknown; errors?: unknown } | null;
+    if (item === null || typeof item !== 'object' || seen.has(item)) continue;
+    seen.add(item);
+    if (typeof item.type === 'string' && PERMANENT[item.type]) return { type: item.type, ...PERMANENT[item.type]! };
+    queue.push(item.cause, item.originalError, ...(Array.isArray(item.errors) ? item.errors : []));
+  }
+  return undefined;
+}
+
+/** How much of a dead letter's payload goes when the whole does not fit its topic. */
+const REDUCED_BYTES = 1024;
+
+/**
+ * Sends dead letters one at a time; one refused for its size goes again as the head of its
+ * payload (its headers keep the length and SHA-256 of the whole), so it lands, and the
+ * pipeline's commits move on.
+ */
+async function sendReduced(byTopic: Map<string, Message[]>, send: (topicMessages: { topic: string; messages: Message[] }[]) => Promise<unknown>): Promise<void> {
+  for (const [topic, messages] of byTopic) {
+    for (const message of messages) {
+      try {
+        await send([{ topic, messages: [message] }]);
+      } catch (cause) {
+        const refusal = permanentRefusal(cause);
+        if (!refusal) throw new SinkError(`Kafka did not acknowledge the batch: ${String(cause)}`, { cause, retriable: true });
+        if (!refusal.messagesAtFault) throw new SinkError(`Kafka refused the batch for good (${refusal.type}): ${String(cause)}`, { cause, code: refusal.type, retriable: false });
+        const value = typeof message.value === 'string' ? Buffer.from(message.value) : (message.value ?? Buffer.alloc(0));
+        const reduced: Message = { ...message, value: utf8Head(value, REDUCED_BYTES), headers: { ...message.headers, 'tributary-message': String(message.headers?.['tributary-message'] ?? '').slice(0, REDUCED_BYTES) } };
+        try {
+          await send([{ topic, messages: [reduced] }]);
+        } catch (again) {
+          throw new SinkError(`Kafka refused even the reduced dead letter (${permanentRefusal(again)?.type ?? 'unknown'}): ${String(again)}`, { cause: again, retriable: permanentRefusal(again) === undefined });
+        }
+      }
+    }
+  }
 }
 
 function defaultValue(envelope: Envelope<unknown>): string | Buffer {
@@ -137,6 +199,8 @@ export function deadLetterHeaders(letter: DeadLetter): Record<string, string> {
     'tributary-source': letter.source,
     'tributary-position': letter.position,
     'tributary-vendor': letter.vendor,
+    'tributary-raw-bytes': String(letter.raw_bytes),
+    'tributary-raw-sha256': letter.raw_sha256,
     'tributary-received-at': letter.received_at,
     'tributary-failed-at': letter.failed_at,
   };

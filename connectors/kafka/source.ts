@@ -2,6 +2,8 @@ import type { Admin, Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafka
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { resolveRecordLimits, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
+import { retry } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { positiveIntegerOption, resolveConnection, type KafkaConnectionOptions } from './client';
 import { PartitionOffsets } from './partitionOffsets';
@@ -25,6 +27,8 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   rebalanceTimeoutMs?: number;
   /** Most bytes fetched per partition per request. @default 1 MiB */
   maxBytesPerPartition?: number;
+  /** Longest message value, in bytes; a longer one is dead-lettered (`RECORD_TOO_LARGE`) as it is read. @default 1 MiB */
+  maxRecordBytes?: number;
   /**
    * Longest a fetch waits for new messages. kafkajs also sleeps this long when every
    * partition is paused, so it bounds how soon reading resumes after credit comes back.
@@ -49,6 +53,13 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   lagRefreshMs?: number;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
   commitIntervalMs?: number;
+  /**
+   * Topics that do not exist yet are waited for (retried with backoff, the source not
+   * connected meanwhile, so `/ready` says so) and never fail the source. `true` creates
+   * them instead, with the broker's default partitions and replication; an object says
+   * how many. @default false
+   */
+  createTopics?: boolean | { partitions?: number; replicationFactor?: number };
   /** Called with the kafkajs consumer once made, e.g. to listen to its instrumentation events. */
   instrument?: (consumer: Consumer) => void;
 }
@@ -96,10 +107,13 @@ interface Settings {
   heartbeatInterval: number;
   rebalanceTimeout: number;
   maxBytesPerPartition: number;
+  limits: ResolvedRecordLimits;
   maxWaitMs: number;
   batchAlignment: number | false;
   lagRefreshMs: number;
   commitIntervalMs: number;
+  /** How to create missing topics; `undefined` to wait for them. */
+  createTopics: { partitions: number; replicationFactor: number } | undefined;
 }
 
 function resolveSettings(options: FromKafkaOptions): Settings {
@@ -123,6 +137,16 @@ function resolveSettings(options: FromKafkaOptions): Settings {
   if (vendor !== undefined && typeof vendor !== 'string' && typeof vendor !== 'function') {
     throw new ConfigError(`vendor must be a string or a function, got ${typeof vendor}`);
   }
+  const create = options.createTopics ?? false;
+  if (typeof create !== 'boolean' && (typeof create !== 'object' || create === null)) {
+    throw new ConfigError(`createTopics must be true, false or { partitions, replicationFactor }, got ${JSON.stringify(create)}`);
+  }
+  const createTopics =
+    create === false
+      ? undefined
+      : create === true
+        ? { partitions: -1, replicationFactor: -1 }
+        : { partitions: positiveIntegerOption(create.partitions, 1, 'createTopics.partitions'), replicationFactor: positiveIntegerOption(create.replicationFactor, 1, 'createTopics.replicationFactor') };
   if (options.instrument !== undefined && typeof options.instrument !== 'function') {
     throw new ConfigError(`instrument must be a function, got ${typeof options.instrument}`);
   }
@@ -136,10 +160,12 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     heartbeatInterval,
     rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
+    limits: resolveRecordLimits({ maxRecordBytes: options.maxRecordBytes }),
     maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
     batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
     lagRefreshMs: positiveIntegerOption(options.lagRefreshMs, 5000, 'lagRefreshMs'),
     commitIntervalMs,
+    createTopics,
   };
 }
 
@@ -169,6 +195,8 @@ class KafkaSource implements Source<Uint8Array> {
   #drained: (() => void) | undefined;
   #stopping = false;
   #connected = false;
+  /** Set once the consumer runs (pause() needs its group). */
+  #running = false;
   /**
    * kafkajs' commit without its retrier, captured from the latest batch. Its retrier
    * would resend a failed commit after a rejoin under the new generation, i.e. to a
@@ -227,8 +255,12 @@ class KafkaSource implements Source<Uint8Array> {
       const stop = () => void this.#drainAndLeave(subscriber);
       context.signal.addEventListener('abort', stop, { once: true });
       (async () => {
+        await this.#awaitTopics(context.signal);
+        // Stopped while waiting: the abort already drains and completes.
+        if (context.signal.aborted) return;
         await consumer.connect();
         await consumer.subscribe({ topics: settings.topics, fromBeginning: settings.fromBeginning });
+        this.#running = true;
         await consumer.run({
           autoCommit: false,
           eachBatchAutoResolve: false,
@@ -328,7 +360,9 @@ class KafkaSource implements Source<Uint8Array> {
       this.#outstanding++;
       const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
       this.#owner.set(envelope, tracker);
-      subscriber.next(envelope);
+      const refused = tooLarge(`message ${meta.position}`, value.length, settings.limits);
+      if (refused) envelope.reject(refused);
+      else subscriber.next(envelope);
       // Parsing and mapping a large batch takes a while: keep the membership alive.
       if (++sinceHeartbeat === 500) {
         sinceHeartbeat = 0;
@@ -346,15 +380,7 @@ class KafkaSource implements Source<Uint8Array> {
     if (this.#stopping || this.#paused.size === 0) return;
     const topics = new Set([...this.#paused.values()].map((p) => p.topic));
     try {
-      this.#admin ??= (async () => {
-        const admin = this.#kafka().admin();
-        await admin.connect();
-        return admin;
-      })().catch((cause: unknown) => {
-        this.#admin = undefined;
-        throw cause;
-      });
-      const admin = await this.#admin;
+      const admin = await this.#adminClient();
       for (const topic of topics) {
         for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
           const id = `${topic}/${partition}`;
@@ -364,6 +390,44 @@ class KafkaSource implements Source<Uint8Array> {
     } catch {
       // Lag is a reading, not a duty: keep the last one.
     }
+  }
+
+  #adminClient(): Promise<Admin> {
+    this.#admin ??= (async () => {
+      const admin = this.#kafka().admin();
+      await admin.connect();
+      return admin;
+    })().catch((cause: unknown) => {
+      this.#admin = undefined;
+      throw cause;
+    });
+    return this.#admin;
+  }
+
+  /**
+   * Resolves once every topic is served: each partition's leader answers for it (a topic
+   * just created is listed before its leader hosts it, and a fetch or produce in between
+   * fails with "This server does not host this topic-partition"). Missing topics are
+   * created when configured, else waited for with backoff until the pipeline stops.
+   */
+  async #awaitTopics(signal: AbortSignal): Promise<void> {
+    const { topics, createTopics } = this.#settings;
+    await retry(
+      async () => {
+        const admin = await this.#adminClient();
+        if (createTopics) {
+          const existing = new Set(await admin.listTopics());
+          const missing = topics.filter((topic) => !existing.has(topic));
+          if (missing.length > 0) {
+            await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: createTopics.partitions, replicationFactor: createTopics.replicationFactor })), waitForLeaders: true });
+          }
+        }
+        for (const topic of topics) await admin.fetchTopicOffsets(topic);
+      },
+      { retries: Infinity, initialDelayMs: 100, maxDelayMs: 5000, retriable: () => true, signal },
+    ).catch((error: unknown) => {
+      if (!signal.aborted) throw error;
+    });
   }
 
   /** Notes a partition's end offset, from a fetch or from the broker: ends only grow, whichever answer came last. */
@@ -491,7 +555,7 @@ class KafkaSource implements Source<Uint8Array> {
     const consumer = this.#consumer!;
     try {
       // Nothing more is emitted; stop fetching too rather than fetch the same batch again.
-      consumer.pause(this.#settings.topics.map((topic) => ({ topic })));
+      if (this.#running) consumer.pause(this.#settings.topics.map((topic) => ({ topic })));
       if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
       clearTimeout(this.#commitTimer);
       this.#commitTimer = undefined;

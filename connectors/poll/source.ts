@@ -1,6 +1,7 @@
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError, VendorApiError } from '../../lib/errors';
+import { resolveRecordLimits, tooDeep, tooLarge, valueTooDeep, type RecordLimits } from '../../lib/limits';
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { fileCursorStore, type CursorStore, type PollCursor } from './cursorStore';
@@ -56,7 +57,7 @@ export interface WatermarkOptions {
   initial?: string | number;
 }
 
-export interface FromPollOptions {
+export interface FromPollOptions extends RecordLimits {
   /** Names the source in `meta.source`. @default 'poll' */
   name?: string;
   /** Stamped on every record's `meta.vendor`. */
@@ -166,6 +167,7 @@ export function fromPoll(options: FromPollOptions): PollSource {
   const limit = new RateLimit(options.requestsPerSecond ?? 5, concurrency);
   const intervalMs = options.intervalMs ?? 60_000;
   if (!Number.isInteger(intervalMs) || intervalMs < 0) throw new ConfigError(`intervalMs must be an integer >= 0, got ${options.intervalMs}`);
+  const limits = resolveRecordLimits(options);
   const timeoutMs = options.timeoutMs ?? 30_000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new ConfigError(`timeoutMs must be an integer >= 1, got ${options.timeoutMs}`);
   if (!options.cursorStore === !options.cursorFile) throw new ConfigError('give exactly one of cursorStore and cursorFile: where the poller remembers its position');
@@ -334,7 +336,21 @@ export function fromPoll(options: FromPollOptions): PollSource {
       const page = context.envelope<unknown>(fetched.items, meta, undefined, fetched.bytes);
       tickets.set(page, ticket);
       const parts = page.split(fetched.items, keyField === undefined ? (i) => ({ record: i + 1 }) : (i) => ({ record: i + 1, key: keyOf(fetched.items[i], keyField) }));
-      for (let i = 0; i < parts.length; i++) subscriber.next(parts[i]!);
+      // No item can be over the size limit when the whole page is not.
+      const sizeOf = fetched.bytes > limits.maxRecordBytes ? (item: unknown) => Buffer.byteLength(JSON.stringify(item) ?? '') : () => 0;
+      for (let i = 0; i < parts.length; i++) {
+        const part = parts[i]!;
+        const what = `item ${i + 1} of ${label}`;
+        if (valueTooDeep(part.value, limits.maxDepth)) {
+          // Nothing can write it out without the stack it would exhaust: the dead letter says so, empty.
+          part.raw = '';
+          part.reject(tooDeep(what, limits));
+          continue;
+        }
+        const refused = tooLarge(what, sizeOf(part.value), limits);
+        if (refused) part.reject(refused);
+        else subscriber.next(part);
+      }
     };
 
     try {

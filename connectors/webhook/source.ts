@@ -8,6 +8,7 @@ import type { AccessControl, AccessDecision } from '../../lib/access';
 import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { checkJsonBytes } from '../../lib/limits';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { parse } from '../../operators/parse';
 import type { CsvOptions } from '../files/csv';
@@ -367,6 +368,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       }
       let records: unknown[] | undefined;
       if (format === 'json') {
+        const refused = checkJsonBytes(body, 'the body');
+        if (refused) return refuse(response, 400, refused.code, refused.message);
         records = jsonRecords(body);
         if (!records) return refuse(response, 400, 'PARSE_JSON', 'the body is not valid UTF-8 JSON');
       }

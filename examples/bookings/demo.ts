@@ -11,6 +11,9 @@ export interface DemoOptions {
   paths?: readonly string[];
 }
 
+/** How long Ctrl-C waits for writes under way before giving them up (they are read again on the next run). */
+const STOP_TIMEOUT_MS = 30_000;
+
 /**
  * The booking demo: ingests the sample files of the seven example vendors (or the files
  * and directories named on the command line, e.g. generated ones) into embedded ClickHouse
@@ -32,7 +35,7 @@ export async function demo(options: DemoOptions = {}): Promise<void> {
       batch: { rows: 1000, maxWaitMs: 200 },
       onProgress: progressBar(),
     });
-    const stop = () => void pipeline.stop();
+    const stop = () => void pipeline.stop({ timeoutMs: STOP_TIMEOUT_MS }).catch(() => undefined);
     process.once('SIGINT', stop).once('SIGTERM', stop);
     const stats = await pipeline.run();
     process.off('SIGINT', stop).off('SIGTERM', stop);

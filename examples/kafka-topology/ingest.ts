@@ -13,7 +13,7 @@ import { Pipeline, type DeadLetter } from '../../index';
 import { toKafka } from '../../connectors/kafka';
 import { samplesDir } from '../bookings/paths';
 import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
-import { ensureTopics, settingsFromArgs, topics } from './topology';
+import { ensureTopics, settingsFromArgs, STOP_TIMEOUT_MS, topics } from './topology';
 
 async function main(): Promise<void> {
   const settings = settingsFromArgs();
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
     batch: { rows: 1000, maxWaitMs: 200 },
   });
-  const stop = () => void pipeline.stop();
+  const stop = () => void pipeline.stop({ timeoutMs: STOP_TIMEOUT_MS }).catch(() => undefined);
   process.once('SIGINT', stop).once('SIGTERM', stop);
   console.log(`ingest: ${JSON.stringify(await pipeline.run())}`);
 }

@@ -33,6 +33,8 @@ function letterOf(envelope: Envelope<Uint8Array>): DeadLetter {
     path: h['tributary-path'] ?? '',
     raw: utf8 ? text : bytes.toString('base64'),
     raw_encoding: utf8 ? 'utf8' : 'base64',
+    raw_bytes: Number(h['tributary-raw-bytes'] ?? bytes.length),
+    raw_sha256: h['tributary-raw-sha256'] ?? '',
     received_at: h['tributary-received-at'] ?? new Date(envelope.meta.receivedAt).toISOString(),
     failed_at: h['tributary-failed-at'] ?? new Date(envelope.meta.receivedAt).toISOString(),
   };

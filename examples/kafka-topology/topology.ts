@@ -3,6 +3,7 @@
  * address, and how a process run with `--until-idle` knows its input is done.
  */
 import { Kafka, logLevel } from 'kafkajs';
+import type { StopOptions } from '../../lib/pipeline';
 
 export interface TopologySettings {
   brokers: string[];
@@ -69,14 +70,24 @@ export async function idle(settings: TopologySettings, groupId: string, topicNam
   }
 }
 
+/**
+ * How long a stop on SIGTERM waits for writes under way: a sink that stays down (or a
+ * dead letter it keeps refusing) must not keep the process from ending. What is still
+ * in flight then is nacked, read again from the last commit, and the stop says so.
+ */
+export const STOP_TIMEOUT_MS = 30_000;
+
 /** Stops the pipelines on SIGTERM/SIGINT, or once idle with `--until-idle`; prints their stats. */
 export async function runUntilStopped(
   settings: TopologySettings,
-  pipelines: { name: string; pipeline: { start(): Promise<void>; stop(): Promise<unknown> }; groupId: string; topic: string }[],
+  pipelines: { name: string; pipeline: { start(): Promise<void>; stop(options?: StopOptions): Promise<unknown> }; groupId: string; topic: string }[],
 ): Promise<void> {
   for (const { pipeline } of pipelines) await pipeline.start();
   const stopAll = async () => {
-    for (const { name, pipeline } of pipelines) console.log(`${name}: ${JSON.stringify(await pipeline.stop())}`);
+    for (const { name, pipeline } of pipelines) {
+      const stats = await pipeline.stop({ timeoutMs: STOP_TIMEOUT_MS }).catch((error: unknown) => `gave up: ${(error as Error).message}`);
+      console.log(`${name}: ${JSON.stringify(stats)}`);
+    }
   };
   if (settings.untilIdle) {
     for (const { groupId, topic } of pipelines) await idle(settings, groupId, [topic]);

@@ -51,17 +51,39 @@ describe('fromFiles: CSV', () => {
     expect(letters).to.deep.equal([]);
   });
 
-  it('dead-letters a quote left open to the end of the file, keeping the rows before it', async () => {
+  it('dead-letters the first line of a record whose quote is never closed, and reads the rows after it', async () => {
     const path = fixture('unclosed-quote.csv');
-    const { rows, letters } = await ingestFiles({ paths: path });
-    expect(rows).to.deep.equal([]);
-    expect(letters.map((l) => [l.code, l.message, l.position, l.raw])).to.deep.equal([
-      ['TRUNCATED', 'line 2: Quote Not Closed: the parsing is finished with an opening quote', `${path}@9`, 'Q-1,"never closed\nQ-2,x\n'],
+    const { rows, letters, stats } = await ingestFiles({ paths: path });
+    expect(rows).to.deep.equal([{ ref: 'Q-2', name: 'x' }]);
+    expect(letters.map((l) => [l.code, l.message, l.position, l.raw, l.raw_bytes])).to.deep.equal([
+      ['PARSE_CSV', 'line 2: Quote Not Closed: the parsing is finished with an opening quote', `${path}@9`, 'Q-1,"never closed\n', 18],
     ]);
+    expect(stats.read).to.equal(2);
+    // On the last line, the open quote runs to the end of the file: the file is cut off.
     const more = await ingestFiles({ paths: file('late.csv', 'ref,name\nQ-0,ok\nQ-1,"open\n') });
     expect(more.rows).to.deep.equal([{ ref: 'Q-0', name: 'ok' }]);
-    expect(more.letters.map((l) => l.code)).to.deep.equal(['TRUNCATED']);
+    expect(more.letters.map((l) => [l.code, l.raw])).to.deep.equal([['TRUNCATED', 'Q-1,"open\n']]);
   });
+
+  // A vendor file: semicolons, BOM, CRLF, and one hotel name whose quote is never closed.
+  for (const [name, row] of [
+    ['rows quoted after it', (i: number) => `R-${i};"Hotel ${i}";Paris;${i},00`],
+    ['a quote further down', (i: number) => `R-${i};Hotel ${i};${i % 7 === 0 ? '"Paris"' : 'Paris'};${i},00`],
+    ['no other quote in the file', (i: number) => `R-${i};Hotel ${i};Paris;${i},00`],
+  ] as const) {
+    for (const chunkBytes of [3, 4096]) {
+      it(`loses no row after a field with an unterminated quote, ${name} (${chunkBytes}-byte reads)`, async () => {
+        const lines = Array.from({ length: 1000 }, (_, k) => (k === 499 ? `R-500;"Hotel X;Paris;500,00` : row(k + 1)));
+        const text = `\ufeffref;hotel;city;amount\r\n${lines.join('\r\n')}\r\n`;
+        const path = file('vendor.csv', text);
+        const { rows, letters, stats } = await ingestFiles({ paths: path, csv: { delimiter: ';' }, chunkBytes });
+        expect(rows.map((r) => (r as { ref: string }).ref)).to.deep.equal(lines.flatMap((_, k) => (k === 499 ? [] : [`R-${k + 1}`])));
+        const bad = 'R-500;"Hotel X;Paris;500,00\r\n';
+        expect(letters.map((l) => [l.code, l.position, l.raw, l.raw_bytes])).to.deep.equal([['PARSE_CSV', `${path}@${Buffer.from(text).indexOf(bad)}`, bad, bad.length]]);
+        expect(stats).to.include({ read: 1000, written: 999, deadLettered: 1, nacked: 0 });
+      });
+    }
+  }
 
   it('dead-letters a record over maxRecordBytes without holding it, then reads on from the next line', async () => {
     const huge = 'x'.repeat(300_000);

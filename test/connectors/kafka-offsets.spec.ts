@@ -55,3 +55,51 @@ describe('PartitionOffsets: the commit point of one partition', () => {
     expect(tracker.accepts(6)).to.equal(true);
   });
 });
+
+describe('PartitionOffsets past its compaction point (10,000+ offsets)', () => {
+  it('property: emitting and settling interleaved in random order, the commit point is always just past the settled prefix', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 10_000, max: 14_000 }), fc.integer(), (count, seed) => {
+        let state = seed >>> 0;
+        // Math.imul: a 32-bit product, so the low bits stay random.
+        const random = (n: number) => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0), (state >>> 8) % n);
+        const offsets: number[] = [];
+        let next = 0;
+        for (let i = 0; i < count; i++) offsets.push((next += 1 + random(3)));
+        const tracker = new PartitionOffsets('t', 0);
+        const settled = new Set<number>();
+        let firstUnsettled = 0;
+        let emitted = 0;
+        let inFlight: number[] = [];
+        while (firstUnsettled < offsets.length) {
+          // Emit a batch, then settle a random share of what is in flight, in random order.
+          const batch = Math.min(offsets.length - emitted, 1 + random(1500));
+          for (const offset of offsets.slice(emitted, emitted + batch)) tracker.emitted(offset);
+          inFlight.push(...offsets.slice(emitted, emitted + batch));
+          emitted += batch;
+          const settleNow = emitted === offsets.length ? inFlight.length : random(inFlight.length + 1);
+          for (let k = 0; k < settleNow; k++) {
+            const pick = random(inFlight.length);
+            const offset = inFlight[pick]!;
+            inFlight[pick] = inFlight[inFlight.length - 1]!;
+            inFlight.pop();
+            tracker.settled(offset);
+            settled.add(offset);
+            while (firstUnsettled < offsets.length && settled.has(offsets[firstUnsettled]!)) firstUnsettled++;
+            if (firstUnsettled === 0) continue;
+            // Never past the first record not settled, and past every settled record before it
+            // (offsets between two records hold none: either end of the gap commits the same).
+            const point = (tracker.toCommit() ?? tracker.committed)!;
+            const ceiling = firstUnsettled < emitted ? offsets[firstUnsettled]! : offsets[emitted - 1]! + 1;
+            if (!(point <= ceiling && point > offsets[firstUnsettled - 1]!)) {
+              expect.fail(`after settling ${offset}: commit point ${point}, must be in (${offsets[firstUnsettled - 1]}, ${ceiling}]`);
+            }
+          }
+          inFlight = [...inFlight];
+        }
+        expect(tracker.inFlight).to.equal(0);
+      }),
+      { seed: 15, numRuns: 20 },
+    );
+  });
+});
