@@ -244,7 +244,7 @@ describe('tributary (the command line)', function () {
       const dir = tempDir();
       try {
         const env = { ...CLEAN, TRIBUTARY_PATH: join(dir.path, 'store') };
-        expect((await tributary(['migrate'], { env })).stdout).to.match(/^applied migrations 1, 2, 3, 4 to /);
+        expect((await tributary(['migrate'], { env })).stdout).to.match(/^applied migrations 1, 2, 3, 4, 5 to /);
         expect((await tributary(['migrate'], { env })).stdout).to.match(/ is up to date\n$/);
         const status = await tributary(['status'], { env });
         expect(status.stdout).to.contain('bookings: 0, dead letters: 0, last ingest: never');
