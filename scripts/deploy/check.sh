@@ -7,7 +7,9 @@
 #   kube-apiserver; actionlint (with shellcheck) on the CI workflow; the Kafka topology as
 #   containers of the image against the test services (test/deploy/container-topology.ts,
 #   which starts Kafka and ClickHouse with scripts/services and honours their port
-#   variables); and the workflow's bench job under act in podman (act.sh).
+#   variables); the cluster form of the migrations on two ClickHouse 18.16 replicas with
+#   ZooKeeper (test/deploy/clickhouse-cluster.ts, clickhouse-cluster.sh); and the
+#   workflow's bench job under act in podman (act.sh).
 # Prints each step's time. Stops at the first failure.
 #
 # Usage: scripts/deploy/check.sh
@@ -68,5 +70,7 @@ topology() {
     npx mocha --no-config --timeout 900000 --exit --enable-source-maps dist/test/deploy/container-topology.js)
 }
 step "container topology test (Kafka, ClickHouse server)" topology
+step "cluster migrations on two ClickHouse 18.16 replicas + ZooKeeper" bash -c \
+  "cd '$REPO_ROOT' && npx mocha --no-config --timeout 300000 --exit --enable-source-maps dist/test/deploy/clickhouse-cluster.js"
 step "CI workflow under act (job bench)" "$DEPLOY_SCRIPTS/act.sh" bench
 log "all deployment checks passed in $(($(date +%s) - started)) s"
