@@ -100,18 +100,24 @@ export async function runUntilStopped(
   const stopAll = async () => {
     // One deadline for the whole process, so its drain fits the grace period whatever the count.
     const deadline = Date.now() + settings.drainMs;
+    const failures: unknown[] = [];
     for (const { name, pipeline } of pipelines) {
-      console.log(`${name}: ${JSON.stringify(await pipeline.stop({ timeoutMs: Math.max(0, deadline - Date.now()) }))}`);
+      // A drain that gave up rejects with the sink's error; stop the others all the same.
+      await pipeline.stop({ timeoutMs: Math.max(0, deadline - Date.now()) }).then(
+        (stats) => console.log(`${name}: ${JSON.stringify(stats)}`),
+        (error: unknown) => failures.push(error),
+      );
     }
     await metrics?.close();
+    if (failures.length > 0) throw failures[0];
   };
   if (settings.untilIdle) {
     for (const { groupId, topic } of pipelines) await idle(settings, groupId, [topic]);
     await stopAll();
     return;
   }
-  await new Promise<void>((resolve) => {
-    const stop = () => void stopAll().then(resolve);
+  await new Promise<void>((resolve, reject) => {
+    const stop = () => void stopAll().then(resolve, reject);
     process.once('SIGTERM', stop).once('SIGINT', stop);
   });
 }

@@ -71,19 +71,23 @@ describe('the Kafka topology as containers of the image (ingest, normalize, stor
     });
   });
 
-  it('stores every booking and dead letter once, with the store container killed mid-stream and started again', async () => {
+  it('stores every booking and dead letter once: store killed mid-stream and restarted, then stopped while ClickHouse is down', async () => {
     const prefix = `ctopo-${randomUUID().slice(0, 8)}`;
     const work = tempDir();
-    const names = ['ingest', 'normalize', 'store'].map((s) => `${prefix}-${s}`);
-    const [ingestName, normalizeName, storeName] = names as [string, string, string];
+    const names = ['ingest', 'normalize', 'store', 'ingest-later'].map((s) => `${prefix}-${s}`);
+    const [ingestName, normalizeName, storeName, laterName] = names as [string, string, string, string];
     const clickhouse = serverClickHouse({ url: clickhouseServer.url });
     const count = async (sql: string) => Number((await clickhouse.query<{ n: string }>(sql))[0]!.n);
     try {
-      // Enough records that storage is still writing when it is killed.
+      // Enough records that storage is still writing when it is killed; a second set, with
+      // other booking ids, arrives while ClickHouse is down.
       const input = join(work.path, 'in');
+      const later = join(work.path, 'later');
       for (const vendor of VENDORS) {
         mkdirSync(join(input, vendor), { recursive: true });
+        mkdirSync(join(later, vendor), { recursive: true });
         await generate({ vendor, records: 20_000, out: join(input, vendor, 'bookings.ndjson'), faultRate: 0.01, seed: 7 });
+        await generate({ vendor, records: 2_000, start: 100_001, out: join(later, vendor, 'bookings.ndjson'), faultRate: 0.01, seed: 8 });
       }
       // The containers run as uid 10001: let them read the input.
       const open = (path: string) => {
@@ -92,15 +96,19 @@ describe('the Kafka topology as containers of the image (ingest, normalize, stor
       };
       open(work.path);
 
-      // What the same records give through one in-process pipeline.
-      const sink = new MemorySink<Booking>();
-      const reference = await new Pipeline<Booking>({
-        source: fromFiles({ paths: VENDORS.map((v) => join(input, v)), vendor: (file) => basename(dirname(file)) }),
-        transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
-        sink,
-        deadLetters: new MemorySink<DeadLetter>(),
-      }).run();
-      const expectedKeys = [...new Set(sink.rows.map((b) => `${b.vendor}:${b.booking_id}`))].sort();
+      // What the same records give through one in-process pipeline: the first set, and both.
+      const referenceOf = async (dirs: string[]) => {
+        const sink = new MemorySink<Booking>();
+        const stats = await new Pipeline<Booking>({
+          source: fromFiles({ paths: dirs.flatMap((dir) => VENDORS.map((v) => join(dir, v))), vendor: (file) => basename(dirname(file)) }),
+          transform: pipe(normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
+          sink,
+          deadLetters: new MemorySink<DeadLetter>(),
+        }).run();
+        return { stats, keys: [...new Set(sink.rows.map((b) => `${b.vendor}:${b.booking_id}`))].sort() };
+      };
+      const firstKeys = (await referenceOf([input])).keys.length;
+      const { stats: reference, keys: expectedKeys } = await referenceOf([input, later]);
       expect(reference.deadLettered).to.be.greaterThan(0);
 
       const [normalizePort, storePort] = [await freePort(), await freePort()];
@@ -109,7 +117,7 @@ describe('the Kafka topology as containers of the image (ingest, normalize, stor
       const storeArgs = [
         'run', '-d', '--name', storeName, ...common,
         '-v', `${join(root, 'test', 'fixtures', 'clickhouse-18.16-bookings')}:/migrations:ro`,
-        '-e', 'TOPOLOGY_MIGRATIONS=/migrations', '-e', `TOPOLOGY_CLICKHOUSE_URL=${clickhouseServer.url}`,
+        '-e', 'TOPOLOGY_MIGRATIONS=/migrations', '-e', `TOPOLOGY_CLICKHOUSE_URL=${clickhouseServer.url}`, '-e', 'TOPOLOGY_DRAIN_MS=3000',
         image, stage('store'), ...args, '--metrics-port', String(storePort),
       ];
       await podman('run', '-d', '--name', ingestName, ...common, '-v', `${input}:/in:ro`, image, stage('ingest'), ...args, ...VENDORS.map((v) => `/in/${v}`));
@@ -131,18 +139,39 @@ describe('the Kafka topology as containers of the image (ingest, normalize, stor
       await podman('kill', '--signal', 'KILL', storeName);
       await podman('wait', storeName);
       const beforeRestart = await count('SELECT count() AS n FROM bookings');
-      expect(beforeRestart, 'storage was killed before it had written everything').to.be.below(expectedKeys.length);
+      expect(beforeRestart, 'storage was killed before it had written everything').to.be.below(firstKeys);
+      await podman('start', storeName);
+
+      // The first set stored; then ClickHouse goes down while the second set arrives.
+      await until('the first set in ClickHouse', async () => ((await count('SELECT count() AS n FROM bookings FINAL')) >= firstKeys ? true : undefined), 300_000);
+      await until('/ready after the restart', async () => ((await fetch(`http://127.0.0.1:${storePort}/ready`)).status === 200 ? true : undefined), 60_000);
+      clickhouseServer.stop();
+      try {
+        await podman('run', '-d', '--name', laterName, ...common, '-v', `${later}:/in:ro`, image, stage('ingest'), ...args, ...VENDORS.map((v) => `/in/${v}`));
+        // Storage holds records it cannot write: its breaker opens and it reports not ready.
+        await until('store not ready with ClickHouse down', async () => ((await fetch(`http://127.0.0.1:${storePort}/ready`)).status === 503 ? true : undefined), 120_000);
+        // SIGTERM with the sink down: the drain gives up after TOPOLOGY_DRAIN_MS and the
+        // process exits by itself, long before podman's 60 s would SIGKILL it (137),
+        // nacking what it could not write rather than acking it.
+        await podman('stop', '--time', '60', storeName);
+        const { stdout: code } = await podman('inspect', '--format', '{{.State.ExitCode}}', storeName);
+        expect(code.trim(), 'store exit code after a drain against a dead ClickHouse').to.not.equal('137');
+        expect(code.trim(), 'store exits 1 (main reports the drain that gave up)').to.equal('1');
+        expect((await podman('logs', storeName)).stderr).to.match(/^SinkError: sink clickhouse:bookings is unavailable/m);
+      } finally {
+        clickhouseServer.start();
+      }
       await podman('start', storeName);
 
       await until('every booking and dead letter in ClickHouse', async () => {
         const [bookings, letters] = [await count('SELECT count() AS n FROM bookings FINAL'), await count('SELECT count() AS n FROM dead_letters FINAL')];
         return bookings >= expectedKeys.length && letters >= reference.deadLettered ? true : undefined;
       }, 300_000);
-      await until('/ready after the restart', async () => ((await fetch(`http://127.0.0.1:${storePort}/ready`)).status === 200 ? true : undefined), 60_000);
+      await until('/ready after ClickHouse came back', async () => ((await fetch(`http://127.0.0.1:${storePort}/ready`)).status === 200 ? true : undefined), 60_000);
 
       // SIGTERM: each stage drains, commits and exits 0.
       await podman('stop', '--time', '40', normalizeName, storeName);
-      for (const name of [ingestName, normalizeName, storeName]) {
+      for (const name of [ingestName, laterName, normalizeName, storeName]) {
         const { stdout } = await podman('inspect', '--format', '{{.State.ExitCode}}', name);
         expect(stdout.trim(), `${name} exit code`).to.equal('0');
       }
