@@ -48,6 +48,8 @@ render() {
   done
 }
 step "helm lint --strict + template (${#values[@]} values sets)" render
+refuses_typos() { ! helm lint --strict --quiet --set clickhouse.mod=server "$CHART" >/dev/null 2>&1; }
+step "values.schema.json refuses a misspelt value" refuses_typos
 step "kubeconform (strict, Kubernetes $KUBERNETES_VERSION + KEDA schemas, offline)" \
   kubeconform -strict -summary -kubernetes-version "$KUBERNETES_VERSION" \
   -schema-location "$TRIBUTARY_DEPLOY_DIR/k8s-schemas" \
