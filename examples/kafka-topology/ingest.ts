@@ -13,13 +13,13 @@ import { Pipeline, type DeadLetter } from '../../index';
 import { toKafka } from '../../connectors/kafka';
 import { samplesDir } from '../bookings/paths';
 import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
-import { ensureTopics, settingsFromArgs, STOP_TIMEOUT_MS, topics } from './topology';
+import { ensureTopics, settingsFromArgs, topics, VALUE_FLAGS } from './topology';
 
 async function main(): Promise<void> {
   const settings = settingsFromArgs();
   const names = topics(settings.prefix);
   await ensureTopics(settings);
-  const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !['--brokers', '--prefix'].includes(all[i - 1] ?? ''));
+  const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !VALUE_FLAGS.includes(all[i - 1] ?? ''));
   const paths = args.length > 0 ? args : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
   const pipeline = new Pipeline({
     name: 'ingest',
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
     deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
     batch: { rows: 1000, maxWaitMs: 200 },
   });
-  const stop = () => void pipeline.stop({ timeoutMs: STOP_TIMEOUT_MS }).catch(() => undefined);
+  const stop = () => void pipeline.stop({ timeoutMs: settings.drainMs }).catch(() => undefined);
   process.once('SIGINT', stop).once('SIGTERM', stop);
   console.log(`ingest: ${JSON.stringify(await pipeline.run())}`);
 }

@@ -7,7 +7,8 @@
  *
  *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]
  *   (TOPOLOGY_CLICKHOUSE_PATH picks the embedded data directory; default .tributary/topology;
- *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url)
+ *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url; TOPOLOGY_MIGRATIONS names another
+ *   migrations directory with the same tables, e.g. one written for an older server)
  */
 import { map } from 'rxjs';
 import { embeddedClickHouse, migrate, serverClickHouse, parse, Pipeline, toClickHouse, type DeadLetter, type Envelope } from '../../index';
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
   const flag = process.argv.indexOf('--clickhouse-url');
   const url = flag >= 0 ? process.argv[flag + 1] : process.env.TOPOLOGY_CLICKHOUSE_URL;
   const clickhouse = url ? serverClickHouse({ url }) : embeddedClickHouse({ path: process.env.TOPOLOGY_CLICKHOUSE_PATH ?? '.tributary/topology' });
-  await migrate(clickhouse, migrationsDir);
+  await migrate(clickhouse, process.env.TOPOLOGY_MIGRATIONS ?? migrationsDir);
   const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters' });
   const bookingsGroup = `${settings.prefix}.store`;
   const lettersGroup = `${settings.prefix}.store-dead`;
@@ -55,7 +56,9 @@ async function main(): Promise<void> {
     name: 'store',
     source: fromKafka({ brokers: settings.brokers, groupId: bookingsGroup, topics: names.clean, fromBeginning: true }),
     transform: parse() as never,
-    sink: toClickHouse<Booking>({ client: clickhouse, table: 'bookings' }),
+    // travellers and segments are not columns of bookings; servers before 23.x refuse
+    // unknown fields unless told to skip them.
+    sink: toClickHouse<Booking>({ client: clickhouse, table: 'bookings', settings: { input_format_skip_unknown_fields: 1 } }),
     deadLetters,
     batch: { rows: 10_000, maxWaitMs: 500 },
   });
