@@ -55,6 +55,12 @@ export interface Settlement {
   ack(envelope: Envelope<unknown>): void;
   nack(envelope: Envelope<unknown>, error: Error): void;
   reject(envelope: Envelope<unknown>, failure: RecordFailure): void;
+  /**
+   * Records read and nacked beyond one per envelope: a split envelope's parts are the
+   * records (`read` is parts - 1, and -1 when it held none), and every part nacked after
+   * the first counts once more.
+   */
+  count?(read: number, nacked: number): void;
 }
 
 /**
@@ -126,11 +132,12 @@ export class Envelope<T> {
    * nacked as soon as one is nacked. Parts hold no credit of their own.
    */
   split<U>(values: readonly U[], positionOf: (index: number) => Partial<RecordMeta> = () => ({})): Envelope<U>[] {
+    this.#settlement.count?.(values.length - 1, 0);
     if (values.length === 0) {
       this.ack();
       return [];
     }
-    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement.deadLetters);
+    const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement);
     return values.map((value, index) => {
       const meta: RecordMeta = { ...this.meta, ...positionOf(index) };
       if (meta.position === this.meta.position) meta.position = `${this.meta.position}#${index + 1}`;
@@ -142,12 +149,19 @@ export class Envelope<T> {
 class PartsSettlement implements Settlement {
   #remaining: number;
   #whole: Envelope<unknown>;
+  /** The whole's settlement, which counts for the pipeline. */
+  #parent: Settlement;
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(whole: Envelope<unknown>, parts: number, deadLetters: DeadLetterRouter) {
+  constructor(whole: Envelope<unknown>, parts: number, parent: Settlement) {
     this.#whole = whole;
     this.#remaining = parts;
-    this.deadLetters = deadLetters;
+    this.#parent = parent;
+    this.deadLetters = parent.deadLetters;
+  }
+
+  count(read: number, nacked: number): void {
+    this.#parent.count?.(read, nacked);
   }
 
   ack(): void {
@@ -156,7 +170,9 @@ class PartsSettlement implements Settlement {
 
   nack(_part: Envelope<unknown>, error: Error): void {
     this.#remaining--;
-    this.#whole.nack(error);
+    // The whole's nack counts the first part; each later one is a record nacked too.
+    if (this.#whole.settled) this.count(0, 1);
+    else this.#whole.nack(error);
   }
 
   reject(part: Envelope<unknown>, failure: RecordFailure): void {

@@ -96,12 +96,16 @@ export interface Readiness {
 }
 
 export interface PipelineStats {
-  /** Records the source emitted (dead-lettered source payloads included). */
+  /**
+   * Records the source emitted (dead-lettered source payloads included); a payload split
+   * into records (a webhook body, a polled page) counts its records.
+   */
   read: number;
   /** Records acked after the sink write. */
   written: number;
   /** Records acked after the dead-letter write. */
   deadLettered: number;
+  /** Records failed back to the source. */
   nacked: number;
   inFlightRecords: number;
   inFlightBytes: number;
@@ -508,10 +512,10 @@ function part<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
 class PipelineSettlement implements Settlement {
   readonly #source: Source<unknown>;
   readonly #credits: Credits;
-  readonly #stats: { nacked: number };
+  readonly #stats: { read: number; nacked: number };
   readonly deadLetters: DeadLetterRouter;
 
-  constructor(source: Source<unknown>, credits: Credits, stats: { nacked: number }, deadLetters: DeadLetterRouter) {
+  constructor(source: Source<unknown>, credits: Credits, stats: { read: number; nacked: number }, deadLetters: DeadLetterRouter) {
     this.#source = source;
     this.#credits = credits;
     this.#stats = stats;
@@ -528,6 +532,11 @@ class PipelineSettlement implements Settlement {
 
   reject(envelope: Envelope<unknown>, failure: RecordFailure): void {
     this.deadLetters.route(envelope, failure, (error) => this.#settle(envelope, error));
+  }
+
+  count(read: number, nacked: number): void {
+    this.#stats.read += read;
+    this.#stats.nacked += nacked;
   }
 
   #settle(envelope: Envelope<unknown>, error?: Error): void {

@@ -9,9 +9,11 @@ import { fromWebhook, MemoryReplayStore, signWebhook, type FromWebhookOptions, t
 import { AccessControl } from '../../lib/access';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
+import { pipelineMetrics } from '../../lib/metrics';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { MemorySink, tempDir, testClickHouse, until } from '../helpers';
+import { metricValue, parseMetrics } from '../metricsText';
 import { post } from '../webhookClient';
 
 const SECRET = 'whsec_' + Buffer.from('acme-secret-0123456789abcdef').toString('base64');
@@ -308,6 +310,46 @@ describe('fromWebhook', function () {
     expect(sink.rows.map((r) => r.ref)).to.have.members(['h1', 'h2']);
     expect(replay.claim('acme/h4', Date.now() + 1000), 'the id of the request that was not stored is free').to.equal(true);
     expect(replay.claim('acme/h1', Date.now() + 1000), 'the stored one is still taken').to.equal(false);
+    pipeline = undefined;
+  });
+
+  it('counts records, not requests: read = written + dead-lettered + nacked, in stats and in tributary_records_total', async () => {
+    table = `webhook_unused_${process.pid}`;
+    const sink = new MemorySink<Row>('rows');
+    let failing = false;
+    sink.gate = async () => {
+      if (failing) throw new SinkError('sink down', { retriable: true });
+    };
+    source = fromWebhook(options());
+    pipeline = new Pipeline<Row>({
+      source,
+      transform: toRow,
+      sink,
+      deadLetters: new MemorySink<DeadLetter>('dead-letters'),
+      batch: { rows: 100, maxWaitMs: 1 },
+      retry: { initialDelayMs: 1, maxDelayMs: 10 },
+    });
+    const { registry } = pipelineMetrics(pipeline);
+    await pipeline.start();
+    url = await source.url();
+    const route = `${url}/webhooks/acme`;
+    const json = await post(route, JSON.stringify([{ ref: 'A1' }, { ref: 'A2' }, { ref: 'A3' }]), { key: poster.token, secret: SECRET, id: 'cnt1' });
+    expect(json.status, json.body).to.equal(200);
+    const ndjson = await post(route, '{"ref":"N1"}\n{"ref":\n{"ref":"N3"}\n', { key: poster.token, secret: SECRET, id: 'cnt2', contentType: 'application/x-ndjson' });
+    expect(ndjson.status, ndjson.body).to.equal(200);
+    const empty = await post(route, '[]', { key: poster.token, secret: SECRET, id: 'cnt3' });
+    expect(empty.status, empty.body).to.equal(200);
+    // Four records that cannot be stored: every one of them is nacked, not just the request.
+    failing = true;
+    const lost = post(route, JSON.stringify([{ ref: 'L1' }, { ref: 'L2' }, { ref: 'L3' }, { ref: 'L4' }]), { key: poster.token, secret: SECRET, id: 'cnt4' });
+    await until(() => source.stats.pending === 1, 5000, 'the failing request taken');
+    const stats = await pipeline.stop({ timeoutMs: 50 }).catch(() => pipeline!.stats);
+    expect((await lost).status).to.equal(503);
+    expect({ read: stats.read, written: stats.written, deadLettered: stats.deadLettered, nacked: stats.nacked }).to.deep.equal({ read: 10, written: 5, deadLettered: 1, nacked: 4 });
+    const samples = parseMetrics(await registry.metrics());
+    const records = (stage: string, outcome: string) => metricValue(samples, 'tributary_records_total', { stage, outcome }) ?? 0;
+    expect(records('source', 'in')).to.equal(10);
+    expect(records('sink', 'written') + records('parse', 'dead_lettered') + records('sink', 'nacked')).to.equal(10);
     pipeline = undefined;
   });
 
