@@ -47,8 +47,20 @@ export interface FromWebhookOptions {
   access: AccessControl;
   /** How far a request's `webhook-timestamp` may be from now, either way. @default 300 */
   toleranceSeconds?: number;
-  /** Where taken webhook ids are remembered (until their timestamp leaves the tolerance). @default new MemoryReplayStore() */
+  /**
+   * Where taken webhook ids are remembered (until their timestamp leaves the tolerance).
+   * In memory, sized by `peakRequestsPerSecond`; for several replicas behind one address
+   * use `redisReplayStore`, so a request replayed to another replica is refused too.
+   * @default new MemoryReplayStore({ peakRequestsPerSecond, toleranceSeconds })
+   */
   replay?: ReplayStore;
+  /**
+   * The highest rate of accepted requests to plan for: sizes the default replay store
+   * (`replayCapacity`: 602,000 ids, at most 24 MB, at the defaults). Past it for
+   * long, the store fills and new requests get 503 `REPLAY_STORE_FULL`; its fill is
+   * `tributary_webhook_replay_fill_ratio`. @default 1000
+   */
+  peakRequestsPerSecond?: number;
   /**
    * Largest body accepted; a larger one gets 413 and is not read further. Bodies are read
    * before their signature is checked and outside the pipeline's in-flight budget, so at
@@ -239,7 +251,10 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   }
   /** Requests of each API key being handled: from accepted headers to the answer. */
   const requestsOfKey = new Map<string, number>();
-  const replay = options.replay ?? new MemoryReplayStore();
+  if (options.replay !== undefined && options.peakRequestsPerSecond !== undefined) {
+    throw new ConfigError('peakRequestsPerSecond sizes the default replay store: give it to your own store instead');
+  }
+  const replay = options.replay ?? new MemoryReplayStore({ peakRequestsPerSecond: options.peakRequestsPerSecond, toleranceSeconds });
   const vendors = resolveVendors(options.vendors);
   if (options.audit !== undefined && !(options.audit instanceof AuditLog)) throw new ConfigError('audit must be an AuditLog');
   const audit = options.audit;
@@ -474,7 +489,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   }
 
   function status(): SourceStatus {
-    return { connected: server?.listening ?? false };
+    const fill = replay.fill?.();
+    return fill === undefined ? { connected: server?.listening ?? false } : { connected: server?.listening ?? false, replayFill: fill };
   }
 
   return {

@@ -217,9 +217,9 @@ describe('fromWebhook', function () {
     expect(asAdmin.status).to.equal(200);
     expect(JSON.parse(asAdmin.body)).to.include({ connected: true, breaker: 'closed', accepted: 0 });
     expect(JSON.parse(asAdmin.body).refused).to.deep.equal({ UNAUTHENTICATED: 2, FORBIDDEN: 3, NOT_FOUND: 1 });
-    expect(source.status()).to.deep.equal({ connected: true });
+    expect(source.status()).to.deep.equal({ connected: true, replayFill: 0 });
     await pipeline!.stop();
-    expect(source.status()).to.deep.equal({ connected: false });
+    expect(source.status()).to.deep.equal({ connected: false, replayFill: 0 });
   });
 
   it('serves HTTPS with the given certificate', async () => {
@@ -331,6 +331,8 @@ describe('fromWebhook', function () {
     const records = (stage: string, outcome: string) => metricValue(samples, 'tributary_records_total', { stage, outcome }) ?? 0;
     expect(records('source', 'in')).to.equal(10);
     expect(records('sink', 'written') + records('parse', 'dead_lettered') + records('sink', 'nacked')).to.equal(10);
+    // Three ids held (the one not stored was freed) in a store sized for the defaults.
+    expect(metricValue(samples, 'tributary_webhook_replay_fill_ratio', { source: 'webhook' })).to.equal(3 / 602_000);
     pipeline = undefined;
   });
 
@@ -363,5 +365,7 @@ describe('fromWebhook', function () {
     expect(() => fromWebhook({ ...options(), toleranceSeconds: -1 })).to.throw(ConfigError, 'toleranceSeconds must be a number > 0, got -1');
     expect(() => fromWebhook({ ...options(), access: undefined as unknown as AccessControl })).to.throw(ConfigError, 'access is required');
     expect(() => fromWebhook({ ...options(), vendors: { 'a/b': { secrets: [SECRET] } } })).to.throw(ConfigError, 'vendor names use letters');
+    expect(() => fromWebhook({ ...options(), peakRequestsPerSecond: 0 })).to.throw(ConfigError, 'peakRequestsPerSecond must be a number > 0, got 0');
+    expect(() => fromWebhook({ ...options(), replay: new MemoryReplayStore(), peakRequestsPerSecond: 5000 })).to.throw(ConfigError, 'peakRequestsPerSecond sizes the default replay store');
   });
 });
