@@ -12,6 +12,7 @@ import { logEvents, quietLogger, type Logger } from './logger';
 import { resolveRetryOptions, retry, type RetryOptions } from './retry';
 import type { Batch, DeadLetter, Sink } from './sink';
 import type { Source, SourceContext, SourceStatus } from './source';
+import { writeBatches } from './writeBatches';
 
 export interface PipelineOptions<T> {
   /** Names the pipeline in dead letters, tokens and metrics. @default 'pipeline' */
@@ -34,7 +35,11 @@ export interface PipelineOptions<T> {
    * while the next batch fills. @default { records: 60000, bytes: 64 MiB }
    */
   inFlight?: InFlightOptions;
-  /** Sink writes under way at once. @default 2 */
+  /**
+   * Sink writes under way at once. Batches cut while every write is busy wait joined into
+   * one (up to `batch.rows` and `batch.bytes`), so a slow sink gets fewer, larger writes;
+   * a source with `batchKey` keeps its boundaries. @default 2
+   */
   sinkConcurrency?: number;
   /**
    * Retries of a sink write whose error is retriable. By default a write is tried until
@@ -328,7 +333,8 @@ export class Pipeline<T> implements AsyncDisposable {
       catchError((error: unknown) => this.#fail(error)),
       // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
       batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
-      mergeMap((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency),
+      // Batches wait for a write slot joined, unless the source's boundaries must be kept.
+      writeBatches((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : this.#batch),
     );
     const deadLetters$ = this.#deadLetter$.pipe(
       batch<DeadLetter>({ ...this.#deadLetterBatch, ...encoding(deadLetters) }),
