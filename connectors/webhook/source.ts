@@ -203,15 +203,16 @@ interface Pending {
  * progress (429). The body is then read up to `maxBodyBytes` (413 past it, and reading
  * stops) within `bodyTimeoutMs` (408), its HMAC-SHA256 signature checked against each
  * active secret (401), and only then the pipeline's credit taken (429) and its webhook id
- * in the replay store (409 when seen). JSON (an object or an array of them), NDJSON, CSV and XML bodies become one
- * record each per element, line, row or XML record element; bad lines and rows are
- * dead-lettered. A request whose records cannot be made durable gets 503 and its id is
- * freed, so the vendor's retry is accepted.
+ * in the replay store (409 when seen). JSON (an object or an array of them), NDJSON, CSV
+ * and XML bodies become one record each per element, line, row or XML record element; bad
+ * lines and rows are dead-lettered. A request whose records cannot be made durable gets
+ * 503 and its id is freed, so the vendor's retry is accepted.
  *
  * With `audit`, every denial on the caller's account (key, wrong-key limit, key busy,
- * signature, timestamp, replay, size, body timeout) becomes a `webhook.denied` event in the audit log. `access`'s own `onDecision`
- * (e.g. `auditAccess(audit)`) sees the key decisions too, but not signature, timestamp or
- * replay refusals, which come after the key is accepted.
+ * signature, timestamp, replay, size, body timeout) becomes a `webhook.denied` event in
+ * the audit log. `access`'s own `onDecision` (e.g. `auditAccess(audit)`) sees the key
+ * decisions too, but not signature, timestamp or replay refusals, which come after the key
+ * is accepted.
  *
  * With a Kafka sink as buffer the answer works the same way: that sink acks on the
  * broker's acknowledgement, so 2xx means the records are in the topic.
