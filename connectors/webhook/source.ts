@@ -152,8 +152,8 @@ interface Caller {
   vendor: string | undefined;
   /** The key the access check recognised. */
   keyId: string | undefined;
-  /** The key id presented with an unrecognised key (the part before the dot; not secret). */
-  presentedKeyId: string | undefined;
+  /** The presented key: only its id part (before the dot; not secret) is ever recorded. */
+  token: string | undefined;
   permission: string;
   webhookId: string | undefined;
 }
@@ -290,7 +290,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const details: Record<string, unknown> = { source: name, method: caller.request.method ?? '', status, remoteAddress: caller.request.socket.remoteAddress ?? '', permission: caller.permission };
     if (caller.vendor !== undefined) details.vendor = caller.vendor;
     if (caller.webhookId !== undefined) details.webhookId = caller.webhookId;
-    if (caller.keyId === undefined && caller.presentedKeyId !== undefined) details.presentedKeyId = caller.presentedKeyId;
+    const presentedKeyId = caller.keyId === undefined ? presentedKeyIdOf(caller.token) : undefined;
+    if (presentedKeyId !== undefined) details.presentedKeyId = presentedKeyId;
     try {
       audit.record({ type: 'webhook.denied', actor: caller.keyId ?? 'anonymous', target: caller.path, outcome: code, details });
     } catch {
@@ -368,7 +369,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     const token = tokenOf(request, keyParameter);
-    const caller: Caller = { request, path, vendor: undefined, keyId: undefined, presentedKeyId: presentedKeyIdOf(token), permission: 'admin', webhookId: undefined };
+    const caller: Caller = { request, path, vendor: undefined, keyId: undefined, token, permission: 'admin', webhookId: undefined };
     /** Refuses on the caller's account: counted, answered, and recorded in `audit`. */
     const deny = (status: number, code: string, message: string, headers?: Record<string, string>) => {
       recordDenial(caller, status, code);
@@ -532,11 +533,13 @@ function readBody(request: IncomingMessage, limit: number, timeoutMs: number, st
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
+    let done = false;
     const finish = (result: Buffer | 'tooLarge' | 'timeout' | 'gone') => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
-      request.off('data', onData);
-      request.off('end', onEnd);
-      request.off('close', onClose);
+      // Only a body cut short leaves data to come: stop taking it.
+      if (typeof result === 'string') request.off('data', onData);
       chunks.length = 0;
       resolve(result);
     };
