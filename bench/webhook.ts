@@ -1,24 +1,27 @@
 /**
  * Webhook source under load on loopback: signed NDJSON requests from concurrent senders
  * for a fixed time, against fromWebhook → embedded ClickHouse, in a child process of its
- * own; then the same load against a bare node:http server that reads the body, checks the
- * same HMAC-SHA256 signature and answers 200 (the baseline: what HTTP and the signature
- * cost before tributary does anything). The senders run in this process.
+ * own; then the same load against a hand-written durable handler in the same kind of child
+ * (the baseline: node:http, HMAC-SHA256 check, NDJSON parse, map, grouped insert into the
+ * same table, 200 after the insert). Then a soak: the pipeline with the senders at full
+ * speed for twice its tolerance window (shortened from 300 s in proportion), its replay
+ * store's size sampled every second. The senders run in this process.
  *
  * Checks: every request answered 2xx has all its records in ClickHouse (counted there after
- * the run), and nothing was refused but for backpressure (429/503).
+ * the run), nothing was refused but for backpressure (429/503), and in the soak nothing at
+ * all was refused and the replay store's memory stayed flat once the window was full.
  */
 import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, createServer, request } from 'node:http';
+import { Agent, createServer, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { map } from 'rxjs';
-import { embeddedClickHouse, toClickHouse } from '../connectors/clickhouse';
-import { fromWebhook, signWebhook } from '../connectors/webhook';
+import { embeddedClickHouse, toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
+import { fromWebhook, MemoryReplayStore, signWebhook } from '../connectors/webhook';
 import { AccessControl } from '../lib/access';
 import type { Envelope } from '../lib/envelope';
 import { Pipeline } from '../lib/pipeline';
@@ -30,13 +33,21 @@ const SECONDS = 30;
 const SENDERS = 64;
 const RECORDS_PER_REQUEST = 10;
 const SECRET = 'bench-webhook-secret-0123456789abcdef';
+/** The soak: senders at full speed for this long, against a tolerance window of SOAK_WINDOW s (10 min against 300 s, shortened in proportion). */
+const SOAK_SECONDS = 60;
+const SOAK_WINDOW = 30;
+/** What the soak's replay store is sized for: above what two cores serve. */
+const SOAK_PEAK_RATE = 10_000;
+const BATCH = { rows: 5000, maxWaitMs: 10 };
 /** A run is quiet when other processes kept at most this many cores busy meanwhile. */
 const QUIET_CORES = 0.3;
 
 /** What the server child reports when told to stop. */
 interface ServerReport extends MemoryPeaks {
-  /** Webhook id → records of it stored in ClickHouse (pipeline only). */
+  /** Webhook id → records of it stored in ClickHouse. */
   stored?: Record<string, number>;
+  /** Soak: each second, the replay store's ids held inside the window and its bytes, and the requests accepted so far. */
+  replay?: { ids: number; bytes: number; accepted: number }[];
   idleRssMb: number;
   cores: number;
 }
@@ -59,8 +70,8 @@ function body(id: string): string {
   return text;
 }
 
-/** `SENDERS` keep-alive senders posting back to back for `SECONDS`. */
-async function load(url: string, token: string): Promise<LoadFigures> {
+/** `SENDERS` keep-alive senders posting back to back for `forSeconds`. */
+async function load(url: string, token: string, forSeconds = SECONDS): Promise<LoadFigures> {
   const agent = new Agent({ keepAlive: true, maxSockets: SENDERS });
   const target = new URL(`${url}/webhooks/acme`);
   const latencies: number[] = [];
@@ -68,11 +79,12 @@ async function load(url: string, token: string): Promise<LoadFigures> {
   const refused: Record<string, number> = {};
   let errors = 0;
   let next = 0;
+  const run = Math.random().toString(36).slice(2, 8);
   const started = performance.now();
-  const deadline = started + SECONDS * 1000;
+  const deadline = started + forSeconds * 1000;
   const sender = async () => {
     while (performance.now() < deadline) {
-      const id = `b-${++next}`;
+      const id = `b-${run}-${++next}`;
       const payload = body(id);
       const headers = {
         'content-type': 'application/x-ndjson',
@@ -107,8 +119,10 @@ async function load(url: string, token: string): Promise<LoadFigures> {
   return { ok: okIds.length, refused, errors, seconds, p50Ms: pick(0.5), p99Ms: pick(0.99), okIds };
 }
 
-function startServer(mode: 'pipeline' | 'baseline'): Promise<{ child: ChildProcess; url: string; token: string }> {
-  const child = fork(__filename, [mode], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+type Mode = 'pipeline' | 'handler' | 'soak';
+
+function startServer(mode: Mode, execArgv: string[] = []): Promise<{ child: ChildProcess; url: string; token: string }> {
+  const child = fork(__filename, [mode], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json', execArgv: [...process.execArgv, ...execArgv] });
   return new Promise((resolve, reject) => {
     child.once('message', (message: { url: string; token: string }) => resolve({ child, ...message }));
     child.once('exit', (code) => reject(new Error(`${mode} server exited with ${code} before listening`)));
@@ -130,12 +144,13 @@ interface Measured {
   othersCores: number;
 }
 
-async function measure(mode: 'pipeline' | 'baseline', budget: { ms: number }): Promise<Measured> {
+async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
   const before = await quietMachine(QUIET_CORES, budget);
   if (before >= QUIET_CORES) console.log(`  (the machine stays busy: ${before.toFixed(2)} cores in use before the run; going on)`);
   const { child, url, token } = await startServer(mode);
-  process.stdout.write(`  ${mode}: ${SENDERS} senders for ${SECONDS} s … `);
-  const timing = await timed(() => load(url, token));
+  const seconds = mode === 'soak' ? SOAK_SECONDS : SECONDS;
+  process.stdout.write(`  ${mode}: ${SENDERS} senders for ${seconds} s … `);
+  const timing = await timed(() => load(url, token, seconds));
   const figures = timing.result;
   const server = await stopServer(child);
   const othersCores = round(Math.max(0, timing.othersCores - server.cores), 2);
@@ -155,6 +170,28 @@ function median(runs: Measured[]): { run: Measured; quiet: number; range: [numbe
   return { run: pool[pool.length >> 1]!, quiet: quiet.length, range: [rate(pool[0]!.load), rate(pool[pool.length - 1]!.load)] };
 }
 
+/** Every 2xx of these runs has all its records stored: the ids answered and those missing. */
+function completeness(runs: Measured[]): { answered: number; missing: string[] } {
+  let answered = 0;
+  const missing: string[] = [];
+  for (const m of runs) {
+    const stored = m.server.stored ?? {};
+    answered += m.load.ok;
+    for (const id of m.load.okIds) if (stored[id] !== RECORDS_PER_REQUEST) missing.push(id);
+  }
+  return { answered, missing };
+}
+
+function refusals(runs: Measured[]): { refused: Record<string, number>; errors: number } {
+  const refused: Record<string, number> = {};
+  let errors = 0;
+  for (const m of runs) {
+    errors += m.load.errors;
+    for (const [status, n] of Object.entries(m.load.refused)) refused[status] = (refused[status] ?? 0) + n;
+  }
+  return { refused, errors };
+}
+
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const repeat = options.repeat ?? 1;
   const budget = { ms: 120_000 };
@@ -162,26 +199,32 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const baselines: Measured[] = [];
   for (let i = 0; i < repeat; i++) {
     pipelines.push(await measure('pipeline', budget));
-    baselines.push(await measure('baseline', budget));
+    baselines.push(await measure('handler', budget));
   }
+  const soak = await measure('soak', budget);
   const chosen = median(pipelines);
   const chosenBaseline = median(baselines);
   const pipeline = chosen.run;
   const baseline = chosenBaseline.run;
-  let answered = 0;
-  const missing: string[] = [];
-  for (const m of pipelines) {
-    const stored = m.server.stored ?? {};
-    answered += m.load.ok;
-    for (const id of m.load.okIds) if (stored[id] !== RECORDS_PER_REQUEST) missing.push(id);
-  }
-  const refused: Record<string, number> = {};
-  let errors = 0;
-  for (const m of pipelines) {
-    errors += m.load.errors;
-    for (const [status, n] of Object.entries(m.load.refused)) refused[status] = (refused[status] ?? 0) + n;
-  }
+  const stored = completeness(pipelines);
+  const storedByHandler = completeness(baselines);
+  const storedInSoak = completeness([soak]);
+  const { refused, errors } = refusals(pipelines);
+  const soakRefusals = refusals([soak]);
   const refusedOther = Object.keys(refused).filter((status) => status !== '429' && status !== '503');
+  // Once the window is full, the store holds only the ids of its last window: an id lives
+  // until its timestamp (whole seconds) + the window + 1 s, so those accepted in the last
+  // SOAK_WINDOW + 3 s bound it. The table's size then follows the rate, not the run's length.
+  const replay = soak.server.replay ?? [];
+  const held = SOAK_WINDOW + 3;
+  const full = replay.slice(held);
+  const overheld = full.filter((r, i) => r.ids > r.accepted - replay[i]!.accepted);
+  const bytesAfterFull = new Set(full.map((r) => r.bytes));
+  const idsAfterFull = full.map((r) => r.ids);
+  const mostIds = Math.max(0, ...replay.map((r) => r.ids));
+  const mostBytes = Math.max(0, ...replay.map((r) => r.bytes));
+  const soakRate = rate(soak.load);
+  const cpuPerRequest = (m: Measured) => round((m.server.cores * m.load.seconds * 1e6) / m.load.ok, 0);
   const figures = (label: string, runs: Measured[], picked: ReturnType<typeof median>): RunFigures => {
     const m = picked.run;
     return {
@@ -205,8 +248,14 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     {
       name: 'every 2xx is stored',
       claim: `all ${RECORDS_PER_REQUEST} records of every request answered 2xx are in ClickHouse (every pipeline run)`,
-      actual: `${answered - missing.length} of ${answered} requests complete${missing.length > 0 ? `; missing e.g. ${missing.slice(0, 3).join(', ')}` : ''}`,
-      pass: missing.length === 0 && answered > 0,
+      actual: `${stored.answered - stored.missing.length} of ${stored.answered} requests complete${stored.missing.length > 0 ? `; missing e.g. ${stored.missing.slice(0, 3).join(', ')}` : ''}`,
+      pass: stored.missing.length === 0 && stored.answered > 0,
+    },
+    {
+      name: 'the baseline is durable too',
+      claim: `all ${RECORDS_PER_REQUEST} records of every request the hand-written handler answered 200 are in ClickHouse`,
+      actual: `${storedByHandler.answered - storedByHandler.missing.length} of ${storedByHandler.answered} requests complete`,
+      pass: storedByHandler.missing.length === 0 && storedByHandler.answered > 0,
     },
     {
       name: 'refusals are backpressure only',
@@ -214,12 +263,27 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       actual: `refused ${JSON.stringify(refused)}, errors ${errors}`,
       pass: refusedOther.length === 0 && errors === 0,
     },
+    {
+      name: 'soak: nothing refused, every 2xx stored',
+      claim: `${SENDERS} senders at full speed for ${SOAK_SECONDS} s against a ${SOAK_WINDOW} s tolerance window: 0 refusals, every 2xx in ClickHouse`,
+      actual: `${soak.load.ok.toLocaleString('en')} requests (${soakRate.toLocaleString('en')}/s), refused ${JSON.stringify(soakRefusals.refused)}, errors ${soakRefusals.errors}, ${storedInSoak.missing.length} incomplete`,
+      pass: soak.load.ok > 0 && Object.keys(soakRefusals.refused).length === 0 && soakRefusals.errors === 0 && storedInSoak.missing.length === 0,
+    },
+    {
+      name: 'soak: replay store memory follows the window',
+      claim: `from ${held} s on, the replay store holds no more ids than were accepted in the last ${held} s, in at most 100 bytes per id at the peak (80 just after the table doubles; the peak is sampled each second) plus its first 20 KiB`,
+      actual:
+        full.length === 0
+          ? 'no samples'
+          : `${[...bytesAfterFull].map((b) => `${round(b / MB, 1)} MiB`).join(', ')} for ${Math.min(...idsAfterFull).toLocaleString('en')}–${Math.max(...idsAfterFull).toLocaleString('en')} ids held; ${overheld.length} samples held more than the window's ids`,
+      pass: full.length > 0 && overheld.length === 0 && mostBytes <= 100 * mostIds + 20 * 1024,
+    },
   ];
-  const result: BenchmarkResult & { latencyMs: Record<string, { p50: number; p99: number }> } = {
+  const result: BenchmarkResult & { latencyMs: Record<string, { p50: number; p99: number }>; cpuMicrosecondsPerRequest: Record<string, number>; soak: unknown } = {
     name,
     unit: 'requests/s',
     value: rate(pipeline.load),
-    baseline: { name: 'bare node:http server: body read + HMAC-SHA256 check + 200', value: rate(baseline.load) },
+    baseline: { name: 'hand-written durable handler: node:http + HMAC-SHA256 + NDJSON parse + map + grouped insert, 200 after the insert', value: rate(baseline.load) },
     ratio: round(rate(pipeline.load) / rate(baseline.load), 3),
     peakRssMb: Math.max(...pipelines.map((r) => r.server.peakRssMb)),
     peakHeapMb: Math.max(...pipelines.map((r) => r.server.peakHeapMb)),
@@ -229,99 +293,175 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     repeat,
     method: [
       `${SENDERS} keep-alive senders in the parent process post signed ${RECORDS_PER_REQUEST}-record NDJSON bodies (~${body('b-000000').length} B) back to back for ${SECONDS} s over loopback; the server runs in a child process.`,
+      'The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (5000 rows or 10 ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. It checks no API key, timestamp or replay.',
       `${repeat} rounds of pipeline then baseline; the figures are those of the median run, among the runs during which other processes kept at most ${QUIET_CORES} cores busy when there are any.`,
-      `Latency is from sending a request to its answer, of requests answered 2xx (median run): pipeline p50 ${pipeline.load.p50Ms} ms, p99 **${pipeline.load.p99Ms} ms**; baseline p50 ${baseline.load.p50Ms} ms, p99 ${baseline.load.p99Ms} ms.`,
-      'The pipeline answers only once the records are in ClickHouse (batch maxWaitMs 10 ms): its latency includes the insert, the baseline\'s does not.',
+      `Latency is from sending a request to its answer, of requests answered 2xx (median run): pipeline p50 ${pipeline.load.p50Ms} ms, p99 **${pipeline.load.p99Ms} ms**; handler p50 ${baseline.load.p50Ms} ms, p99 ${baseline.load.p99Ms} ms.`,
+      `CPU per request (server process, user + system): pipeline ${cpuPerRequest(pipeline)} µs, handler ${cpuPerRequest(baseline)} µs.`,
+      `Soak: the pipeline with toleranceSeconds ${SOAK_WINDOW} (10 min against 300 s, shortened in proportion) and a replay store sized for ${SOAK_PEAK_RATE.toLocaleString('en')} requests/s, ${SENDERS} senders at full speed for ${SOAK_SECONDS} s: ${soakRate.toLocaleString('en')} requests/s, p99 ${soak.load.p99Ms} ms, peak RSS ${soak.server.peakRssMb} MiB; replay store each 5 s (ids held / MiB): ${replay.filter((_, i) => i % 5 === 4).map((r) => `${r.ids.toLocaleString('en')}/${round(r.bytes / MB, 1)}`).join(', ')}.`,
       'rows/s in the table below counts records (10 per request); the headline counts requests.',
+      ...(chosen.quiet === 0 || chosenBaseline.quiet === 0
+        ? [`The machine was shared: other processes kept up to ${Math.max(...[...pipelines, ...baselines, soak].map((m) => m.othersCores))} cores (of ${cpus().length}) busy during these runs, so the rates are pessimistic and the ratio noisy.`]
+        : []),
     ],
-    settings: { senders: SENDERS, seconds: SECONDS, recordsPerRequest: RECORDS_PER_REQUEST, batch: { rows: 5000, maxWaitMs: 10 } },
-    runs: [figures('fromWebhook → embedded ClickHouse', pipelines, chosen), figures('baseline: node:http + HMAC', baselines, chosenBaseline)],
+    settings: { senders: SENDERS, seconds: SECONDS, recordsPerRequest: RECORDS_PER_REQUEST, batch: BATCH, soak: { seconds: SOAK_SECONDS, toleranceSeconds: SOAK_WINDOW, peakRequestsPerSecond: SOAK_PEAK_RATE } },
+    runs: [figures('fromWebhook → embedded ClickHouse', pipelines, chosen), figures('hand-written durable handler', baselines, chosenBaseline), figures(`soak (${SOAK_SECONDS} s, ${SOAK_WINDOW} s window)`, [soak], { run: soak, quiet: soak.othersCores <= QUIET_CORES ? 1 : 0, range: [soakRate, soakRate] })],
     checks,
-    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: pipeline.load.p99Ms }, baseline: { p50: baseline.load.p50Ms, p99: baseline.load.p99Ms } },
+    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: pipeline.load.p99Ms }, baseline: { p50: baseline.load.p50Ms, p99: baseline.load.p99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
+    cpuMicrosecondsPerRequest: { pipeline: cpuPerRequest(pipeline), baseline: cpuPerRequest(baseline) },
+    soak: { requestsPerSecond: soakRate, replay },
   };
   return result;
+}
+
+/** A CPU profile of the pipeline child under the load, written into `dir`. */
+async function profile(dir: string): Promise<void> {
+  const { child, url, token } = await startServer('pipeline', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+  const figures = await load(url, token, 20);
+  await stopServer(child);
+  await new Promise((resolve) => child.once('exit', resolve));
+  console.log(`pipeline under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms`);
 }
 
 // ---------------------------------------------------------------------------------------
 // The server children: listen, say where, serve until told to stop, report, exit
 
-async function pipelineServer(): Promise<void> {
+const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
+
+/** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds. */
+async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {
   const memory = sampleMemory(100);
-  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-webhook-'));
-  const clickhouse = embeddedClickHouse({ path: dir });
-  await clickhouse.exec('CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, \'UTC\')) ENGINE = MergeTree ORDER BY (webhook_id, record)');
-  const key = AccessControl.issueKey('acme', ['acme']);
-  const source = fromWebhook({
-    port: 0,
-    vendors: { acme: { secrets: [SECRET] } },
-    access: new AccessControl({ roles: { acme: ['webhook:post:acme'] }, keys: [key.record] }),
-  });
-  const pipeline = new Pipeline({
-    name: 'bench-webhook',
-    source,
-    transform: map((e: Envelope<any>) =>
-      e.map({ webhook_id: e.meta.key, record: e.meta.record, booking_id: e.value.booking_id, status: e.value.status, amount: e.value.amount, currency: e.value.currency, updated_at: e.value.updated_at }),
-    ),
-    sink: toClickHouse({ client: clickhouse, table: 'bookings' }),
-    deadLetters: toClickHouse({ client: clickhouse, table: 'bookings' }),
-    batch: { rows: 5000, maxWaitMs: 10 },
-  });
-  await pipeline.start();
+  await clickhouse.exec(TABLE);
+  const serving = await serve();
   const idleRssMb = round(process.memoryUsage().rss / MB, 1);
   const cpu = process.cpuUsage();
   const started = performance.now();
-  process.send!({ url: await source.url(), token: key.token });
+  process.send!({ url: serving.url, token: serving.token });
   await new Promise<void>((resolve) => process.once('message', () => resolve()));
   const used = process.cpuUsage(cpu);
   const cores = round((used.user + used.system) / 1000 / (performance.now() - started), 2);
-  await pipeline.stop();
+  await serving.stop();
   const rows = await clickhouse.query<{ webhook_id: string; n: string | number }>('SELECT webhook_id, count() AS n FROM bookings GROUP BY webhook_id');
   await clickhouse.close();
   rmSync(dir, { recursive: true, force: true });
-  const report: ServerReport = { ...memory.stop(), idleRssMb, cores, stored: Object.fromEntries(rows.map((r) => [r.webhook_id, Number(r.n)])) };
+  const report: ServerReport = { ...memory.stop(), idleRssMb, cores, stored: Object.fromEntries(rows.map((r) => [r.webhook_id, Number(r.n)])), ...serving.extra?.() };
   process.send!(report, () => process.exit(0));
 }
 
-async function baselineServer(): Promise<void> {
-  const memory = sampleMemory(100);
-  const secret = createSecretKey(Buffer.from(SECRET, 'utf8'));
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const id = String(req.headers['webhook-id']);
-      const timestamp = String(req.headers['webhook-timestamp']);
-      const presented = Buffer.from(String(req.headers['webhook-signature']).slice(3), 'base64');
-      const expected = createHmac('sha256', secret).update(`${id}.${timestamp}.`).update(Buffer.concat(chunks)).digest();
-      const ok = presented.length === expected.length && timingSafeEqual(presented, expected);
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
-      res.end(ok ? `{"id":${JSON.stringify(id)},"records":${RECORDS_PER_REQUEST}}` : '{}');
+async function pipelineServer(soak: boolean): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-webhook-'));
+  const clickhouse = embeddedClickHouse({ path: dir });
+  await serveUntilStopped(clickhouse, dir, async () => {
+    const key = AccessControl.issueKey('acme', ['acme']);
+    const replay = soak ? new MemoryReplayStore({ peakRequestsPerSecond: SOAK_PEAK_RATE, toleranceSeconds: SOAK_WINDOW }) : undefined;
+    const source = fromWebhook({
+      port: 0,
+      vendors: { acme: { secrets: [SECRET] } },
+      access: new AccessControl({ roles: { acme: ['webhook:post:acme'] }, keys: [key.record] }),
+      ...(replay ? { replay, toleranceSeconds: SOAK_WINDOW } : {}),
     });
+    const pipeline = new Pipeline({
+      name: 'bench-webhook',
+      source,
+      transform: map((e: Envelope<any>) =>
+        e.map({ webhook_id: e.meta.key, record: e.meta.record, booking_id: e.value.booking_id, status: e.value.status, amount: e.value.amount, currency: e.value.currency, updated_at: e.value.updated_at }),
+      ),
+      sink: toClickHouse({ client: clickhouse, table: 'bookings' }),
+      deadLetters: toClickHouse({ client: clickhouse, table: 'bookings' }),
+      batch: BATCH,
+    });
+    await pipeline.start();
+    const samples: { ids: number; bytes: number; accepted: number }[] = [];
+    // fill() sweeps out expired ids first: the count is of ids inside the window.
+    const sampler = replay ? setInterval(() => samples.push({ ids: Math.round(replay.fill() * replay.maxEntries), bytes: replay.bytes, accepted: source.stats.accepted }), 1000) : undefined;
+    return {
+      url: await source.url(),
+      token: key.token,
+      stop: async () => {
+        clearInterval(sampler);
+        await pipeline.stop();
+      },
+      extra: () => (replay ? { replay: samples } : {}),
+    };
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const idleRssMb = round(process.memoryUsage().rss / MB, 1);
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  process.send!({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: 'none' });
-  await new Promise<void>((resolve) => process.once('message', () => resolve()));
-  const used = process.cpuUsage(cpu);
-  const cores = round((used.user + used.system) / 1000 / (performance.now() - started), 2);
-  server.closeAllConnections();
-  server.close();
-  const report: ServerReport = { ...memory.stop(), idleRssMb, cores };
-  process.send!(report, () => process.exit(0));
+}
+
+/** The hand-written peer: what a careful engineer writes for one vendor without the library. */
+async function handlerServer(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-webhook-'));
+  const clickhouse = embeddedClickHouse({ path: dir });
+  await serveUntilStopped(clickhouse, dir, async () => {
+    const secret = createSecretKey(Buffer.from(SECRET, 'utf8'));
+    let group: { lines: string[]; rows: number; answers: { res: ServerResponse; id: string }[] } = { lines: [], rows: 0, answers: [] };
+    let timer: NodeJS.Timeout | undefined;
+    let inserting = 0;
+    const flush = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (group.rows === 0 || inserting >= 2) return;
+      const { lines, answers } = group;
+      group = { lines: [], rows: 0, answers: [] };
+      inserting++;
+      clickhouse.insert('bookings', Buffer.from(lines.join('')), {}).then(
+        () => {
+          for (const { res, id } of answers) res.writeHead(200, { 'content-type': 'application/json' }).end(`{"id":${JSON.stringify(id)},"records":${RECORDS_PER_REQUEST}}`);
+        },
+        () => {
+          for (const { res } of answers) res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{}');
+        },
+      ).finally(() => {
+        inserting--;
+        if (group.rows >= BATCH.rows) flush();
+        else if (group.rows > 0) timer ??= setTimeout(flush, BATCH.maxWaitMs);
+      });
+    };
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const id = String(req.headers['webhook-id']);
+        const timestamp = String(req.headers['webhook-timestamp']);
+        const payload = Buffer.concat(chunks);
+        const presented = Buffer.from(String(req.headers['webhook-signature']).slice(3), 'base64');
+        const expected = createHmac('sha256', secret).update(`${id}.${timestamp}.`).update(payload).digest();
+        if (!(presented.length === expected.length && timingSafeEqual(presented, expected))) return void res.writeHead(401).end();
+        let record = 0;
+        for (const line of payload.toString('utf8').split('\n')) {
+          if (line === '') continue;
+          const v = JSON.parse(line) as Record<string, string>;
+          group.lines.push(JSON.stringify({ webhook_id: id, record: ++record, booking_id: v.booking_id, status: v.status, amount: v.amount, currency: v.currency, updated_at: v.updated_at }) + '\n');
+        }
+        group.rows += record;
+        group.answers.push({ res, id });
+        if (group.rows >= BATCH.rows) flush();
+        else timer ??= setTimeout(flush, BATCH.maxWaitMs);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      token: 'none',
+      stop: async () => {
+        server.close();
+        while (group.rows > 0 || inserting > 0) {
+          flush();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        server.closeAllConnections();
+      },
+    };
+  });
 }
 
 if (require.main === module) {
   const [mode] = process.argv.slice(2);
-  if (mode !== 'pipeline' && mode !== 'baseline') {
-    console.error('usage (run by bench/run): webhook.js pipeline|baseline');
+  if (mode !== 'pipeline' && mode !== 'handler' && mode !== 'soak') {
+    console.error('usage (run by bench/run): webhook.js pipeline|handler|soak');
     process.exit(2);
   }
-  (mode === 'pipeline' ? pipelineServer() : baselineServer()).catch((error: unknown) => {
+  (mode === 'handler' ? handlerServer() : pipelineServer(mode === 'soak')).catch((error: unknown) => {
     console.error(error);
     process.exit(1);
   });
 }
 
-export const benchmark: Benchmark = { name, run };
+export const benchmark: Benchmark = { name, run, profile };

@@ -118,6 +118,10 @@ class RegistryMetrics {
       const age = pipeline.sourceStatus()?.cursorAgeSeconds;
       if (age !== undefined) set({ pipeline: pipeline.name, source: pipeline.sourceName }, age);
     });
+    gauge('tributary_webhook_replay_fill_ratio', "Share of a webhook source's replay store in use, 0 to 1: at 1 new requests get 503 REPLAY_STORE_FULL", ['pipeline', 'source'], (set, { pipeline }) => {
+      const fill = pipeline.sourceStatus()?.replayFill;
+      if (fill !== undefined) set({ pipeline: pipeline.name, source: pipeline.sourceName }, fill);
+    });
     this.latency = new Histogram({
       name: 'tributary_sink_write_duration_seconds',
       help: 'Time of each attempt to write a batch to a sink (stage sink or dead_letters), by outcome ok or error',

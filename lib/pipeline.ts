@@ -12,6 +12,7 @@ import { logEvents, quietLogger, type Logger } from './logger';
 import { resolveRetryOptions, retry, type RetryOptions } from './retry';
 import type { Batch, DeadLetter, Sink } from './sink';
 import type { Source, SourceContext, SourceStatus } from './source';
+import { writeBatches } from './writeBatches';
 
 export interface PipelineOptions<T> {
   /** Names the pipeline in dead letters, tokens and metrics. @default 'pipeline' */
@@ -34,7 +35,11 @@ export interface PipelineOptions<T> {
    * while the next batch fills. @default { records: 60000, bytes: 64 MiB }
    */
   inFlight?: InFlightOptions;
-  /** Sink writes under way at once. @default 2 */
+  /**
+   * Sink writes under way at once. Batches cut while every write is busy wait joined into
+   * one (up to `batch.rows` and `batch.bytes`), so a slow sink gets fewer, larger writes;
+   * a source with `batchKey` keeps its boundaries. @default 2
+   */
   sinkConcurrency?: number;
   /**
    * Retries of a sink write whose error is retriable. By default a write is tried until
@@ -105,14 +110,15 @@ export interface Readiness {
 
 export interface PipelineStats {
   /**
-   * Records the source emitted (dead-lettered source payloads included), a payload split
-   * into records (a poller's page, an NDJSON message) counted as its records.
+   * Records the source emitted (dead-lettered source payloads included); a payload split
+   * into records (a webhook body, a polled page, an NDJSON message) counts its records.
    */
   read: number;
   /** Records acked after the sink write. */
   written: number;
   /** Records acked after the dead-letter write. */
   deadLettered: number;
+  /** Records failed back to the source. */
   nacked: number;
   inFlightRecords: number;
   inFlightBytes: number;
@@ -348,7 +354,8 @@ export class Pipeline<T> implements AsyncDisposable {
       catchError((error: unknown) => this.#fail(error)),
       // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
       batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
-      mergeMap((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency),
+      // Batches wait for a write slot joined, unless the source's boundaries must be kept.
+      writeBatches((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : this.#batch),
     );
     const deadLetters$ = this.#deadLetter$.pipe(
       batch<DeadLetter>({ ...this.#deadLetterBatch, ...encoding(deadLetters) }),
@@ -543,14 +550,6 @@ class PipelineSettlement implements Settlement {
     this.deadLetters = deadLetters;
   }
 
-  /**
-   * A page, a request or a payload read as one turned out to hold `parts` records. Splits
-   * happen in the tick the whole was read in, so a scrape never sees the count go down.
-   */
-  split(parts: number): void {
-    this.#stats.read += parts - 1;
-  }
-
   ack(envelope: Envelope<unknown>): void {
     this.#settle(envelope);
   }
@@ -561,6 +560,16 @@ class PipelineSettlement implements Settlement {
 
   reject(envelope: Envelope<unknown>, failure: RecordFailure): void {
     this.deadLetters.route(envelope, failure, (error) => this.#settle(envelope, error));
+  }
+
+  /**
+   * Records beyond one per envelope: a page, a request or a payload read as one that held
+   * several. Splits happen in the tick the whole was read in, so a scrape never sees the
+   * count go down.
+   */
+  count(read: number, nacked: number): void {
+    this.#stats.read += read;
+    this.#stats.nacked += nacked;
   }
 
   #settle(envelope: Envelope<unknown>, error?: Error): void {

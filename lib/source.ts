@@ -58,4 +58,6 @@ export interface SourceStatus {
   lag?: Readonly<Record<string, number>>;
   /** Seconds since a poller's saved cursor last moved. */
   cursorAgeSeconds?: number;
+  /** Share of a webhook replay store's capacity in use, 0 to 1 (at 1 new requests are refused). */
+  replayFill?: number;
 }

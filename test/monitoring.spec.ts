@@ -41,13 +41,13 @@ function dashboardExpressions(): string[] {
   return exprs;
 }
 
-/** The series names a running pipeline exports, with a source that reports lag and a cursor age. */
+/** The series names a running pipeline exports, with a source that reports lag, a cursor age and a replay store's fill. */
 async function exportedNames(): Promise<{ names: Set<string>; families: Set<string> }> {
   const inner = fromIterable(Array.from({ length: 50 }, (_, i) => ({ id: i })));
   const source: Source<{ id: number }> = {
     name: 'reporting',
     open: (context) => inner.open(context),
-    status: () => ({ connected: true, lag: { 'bookings/0': 3 }, cursorAgeSeconds: 1 }),
+    status: () => ({ connected: true, lag: { 'bookings/0': 3 }, cursorAgeSeconds: 1, replayFill: 0.5 }),
   };
   const pipeline = new Pipeline({ name: 'names', source, sink: new MemorySink<{ id: number }>(), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 5 } });
   const server = await serveMetrics(pipeline, { port: 0 });
@@ -70,7 +70,7 @@ describe('monitoring: alert rules and dashboard', function () {
 
   it('passes promtool check rules', async () => {
     const { code, output } = await promtool('check', 'rules', rulesFile);
-    expect(output).to.include('SUCCESS: 6 rules found');
+    expect(output).to.include('SUCCESS: 7 rules found');
     expect(code).to.equal(0);
   });
 
@@ -80,7 +80,7 @@ describe('monitoring: alert rules and dashboard', function () {
     expect(code).to.equal(0);
     const tested = new Set([...readFileSync(rulesTestFile, 'utf8').matchAll(/alertname: (\w+)/g)].map((m) => m[1]));
     const defined = [...readFileSync(rulesFile, 'utf8').matchAll(/- alert: (\w+)/g)].map((m) => m[1]);
-    expect(defined).to.have.length(6);
+    expect(defined).to.have.length(7);
     expect([...tested].sort()).to.deep.equal([...defined].sort());
   });
 
@@ -108,6 +108,6 @@ describe('monitoring: alert rules and dashboard', function () {
     expect([...inDashboard].filter((n) => !names.has(n)), 'named by the dashboard but not exported').to.deep.equal([]);
     const shown = new Set([...inDashboard].map((n) => n.replace(/_(bucket|sum|count)$/, '')));
     expect([...families].filter((f) => !shown.has(f)), 'exported but not on the dashboard').to.deep.equal([]);
-    expect(families.size).to.equal(14);
+    expect(families.size).to.equal(15);
   });
 });

@@ -1,4 +1,5 @@
 import type { Redis, RedisOptions } from 'ioredis';
+import { createHash, hash, randomBytes } from 'node:crypto';
 import { ConfigError, TributaryError } from '../../lib/errors';
 
 /**
@@ -14,49 +15,210 @@ export interface ReplayStore {
   claim(id: string, expiresAt: number): boolean | undefined | Promise<boolean | undefined>;
   /** Frees `id` again: its request failed, and the vendor's retry must be accepted. */
   release(id: string): void | Promise<void>;
+  /**
+   * Share of the store's capacity that unexpired ids take, 0 to 1, reported as
+   * `tributary_webhook_replay_fill_ratio`: at 1 new requests are refused. Stores without a
+   * capacity of their own (Redis: its `maxmemory`) leave it out.
+   */
+  fill?(): number;
 }
 
 export interface MemoryReplayStoreOptions {
-  /** Ids held at most; when all are unexpired, new requests are refused (503) rather than an id forgotten early. @default 100000 */
+  /**
+   * Ids held at most; when all are unexpired, new requests are refused (503) rather than an
+   * id forgotten early. Give it, or let it follow from `peakRequestsPerSecond` and
+   * `toleranceSeconds` ({@link replayCapacity}). Memory: at most 40 bytes per id of this
+   * capacity (40 MB per million), taken as ids come, not up front.
+   * @default replayCapacity({ peakRequestsPerSecond, toleranceSeconds }): 602,000
+   */
   maxEntries?: number;
+  /** The highest rate of accepted requests to plan for, per second. @default 1000 */
+  peakRequestsPerSecond?: number;
+  /** The webhook source's `toleranceSeconds`: how long an id must be held. @default 300 */
+  toleranceSeconds?: number;
+  /** The clock, epoch ms (for tests). @default Date.now */
+  now?: () => number;
 }
 
 /**
- * Ids in a Map in the order they were taken. Every id lives for the same tolerance, so the
- * oldest entries expire first and are dropped from the front.
+ * The ids a replay store must hold to never refuse a sender at `peakRequestsPerSecond`:
+ * an id is held until its timestamp leaves the tolerance, about `toleranceSeconds` + 1 s
+ * after it arrives, and up to twice that for a sender whose clock runs ahead; so twice
+ * what a steady peak holds.
+ */
+export function replayCapacity(options: { peakRequestsPerSecond?: number; toleranceSeconds?: number } = {}): number {
+  const peak = options.peakRequestsPerSecond ?? 1000;
+  const tolerance = options.toleranceSeconds ?? 300;
+  if (!(peak > 0 && Number.isFinite(peak))) throw new ConfigError(`peakRequestsPerSecond must be a number > 0, got ${options.peakRequestsPerSecond}`);
+  if (!(tolerance > 0 && Number.isFinite(tolerance))) throw new ConfigError(`toleranceSeconds must be a number > 0, got ${options.toleranceSeconds}`);
+  return Math.ceil(peak * (tolerance + 1) * 2);
+}
+
+/** Words of the digest kept per id: 128 bits, so two ids sharing one is never expected. */
+const WORDS = 4;
+const FIRST_SLOTS = 1024;
+
+/**
+ * Ids as 16-byte digests in an open-addressing table of typed arrays (20 bytes a slot, at
+ * most half the slots used): no strings and no objects per id, whatever the ids' length.
+ * The digest is keyed with a random key of this store, so nobody (a vendor included) can
+ * pick ids that crowd one part of the table. Expired ids are swept out when the table
+ * would otherwise grow or refuse, and when its fill is read; the table doubles as it
+ * fills, up to twice `maxEntries` slots.
  */
 export class MemoryReplayStore implements ReplayStore {
   readonly maxEntries: number;
-  readonly #ids = new Map<string, number>();
+  readonly #now: () => number;
+  readonly #key = randomBytes(32).toString('base64');
+  readonly #maxSlots: number;
+  #slots = FIRST_SLOTS;
+  /** The digests, WORDS per slot. */
+  #digests = new Uint32Array(FIRST_SLOTS * WORDS);
+  /** Seconds until which each slot's id is held, counted from #epoch; 0 for an empty slot. */
+  #expiries = new Uint32Array(FIRST_SLOTS);
+  #size = 0;
+  /** Epoch seconds that #expiries count from, minus one so that no held id stores 0. */
+  readonly #epoch: number;
+  /** The earliest expiry in the table (in #expiries' terms): before it, a sweep frees nothing. */
+  #nextExpiry = Infinity;
 
   constructor(options: MemoryReplayStoreOptions = {}) {
-    this.maxEntries = options.maxEntries ?? 100_000;
+    this.maxEntries = options.maxEntries ?? replayCapacity(options);
     if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
       throw new ConfigError(`replay.maxEntries must be an integer >= 1, got ${options.maxEntries}`);
     }
+    this.#now = options.now ?? Date.now;
+    this.#epoch = Math.floor(this.#now() / 1000) - 1;
+    this.#maxSlots = Math.max(FIRST_SLOTS, this.maxEntries * 2);
   }
 
+  /** Ids held, expired ones not yet swept out included. */
   get size(): number {
-    return this.#ids.size;
+    return this.#size;
+  }
+
+  /** Bytes the table takes now. */
+  get bytes(): number {
+    return this.#digests.byteLength + this.#expiries.byteLength;
+  }
+
+  /** Share of `maxEntries` held by unexpired ids, 0 to 1. */
+  fill(): number {
+    this.#sweepIfDue(this.#seconds(this.#now()));
+    return this.#size / this.maxEntries;
   }
 
   claim(id: string, expiresAt: number): boolean | undefined {
-    const now = Date.now();
-    const held = this.#ids.get(id);
-    if (held !== undefined && held > now) return false;
-    if (held !== undefined) this.#ids.delete(id);
-    for (const [oldest, expiry] of this.#ids) {
-      if (expiry > now) break;
-      this.#ids.delete(oldest);
+    const now = this.#seconds(this.#now());
+    const digest = this.#digest(id);
+    let slot = this.#find(digest);
+    if (slot >= 0) {
+      if (this.#expiries[slot]! > now) return false;
+      // Held before and expired since: taken again in place.
+      this.#hold(slot, expiresAt);
+      return true;
     }
-    // Forgetting an unexpired id would let its request be replayed: refuse instead.
-    if (this.#ids.size >= this.maxEntries) return undefined;
-    this.#ids.set(id, expiresAt);
+    if (this.#size >= this.maxEntries || this.#size >= this.#slots >> 1) {
+      this.#sweepIfDue(now);
+      // Forgetting an unexpired id would let its request be replayed: refuse instead.
+      if (this.#size >= this.maxEntries) return undefined;
+      if (this.#size >= this.#slots >> 1) this.#resize(Math.min(this.#maxSlots, this.#slots * 2));
+    }
+    slot = this.#emptySlotFor(digest);
+    this.#digests.set(digest, slot * WORDS);
+    this.#hold(slot, expiresAt);
+    this.#size++;
     return true;
   }
 
   release(id: string): void {
-    this.#ids.delete(id);
+    const slot = this.#find(this.#digest(id));
+    if (slot >= 0) this.#remove(slot);
+  }
+
+  #seconds(ms: number): number {
+    return Math.floor(ms / 1000) - this.#epoch;
+  }
+
+  #hold(slot: number, expiresAt: number): void {
+    // Rounded up: an id is never forgotten before its time.
+    const expiry = Math.max(1, Math.ceil(expiresAt / 1000) - this.#epoch);
+    this.#expiries[slot] = expiry;
+    if (expiry < this.#nextExpiry) this.#nextExpiry = expiry;
+  }
+
+  #digest(id: string): Uint32Array {
+    // SHA-256 of the secret prefix and the id: unpredictable without the prefix, and half
+    // the cost of an HMAC (no length extension matters for a table index).
+    const bytes = hash('sha256', this.#key + id, 'buffer');
+    return new Uint32Array(bytes.buffer, bytes.byteOffset, WORDS);
+  }
+
+  /** The slot holding `digest`, or -1. */
+  #find(digest: Uint32Array): number {
+    const digests = this.#digests;
+    for (let slot = digest[0]! % this.#slots; this.#expiries[slot] !== 0; slot = (slot + 1) % this.#slots) {
+      const at = slot * WORDS;
+      if (digests[at] === digest[0] && digests[at + 1] === digest[1] && digests[at + 2] === digest[2] && digests[at + 3] === digest[3]) return slot;
+    }
+    return -1;
+  }
+
+  #emptySlotFor(digest: Uint32Array): number {
+    let slot = digest[0]! % this.#slots;
+    while (this.#expiries[slot] !== 0) slot = (slot + 1) % this.#slots;
+    return slot;
+  }
+
+  /** Empties `slot` and moves later ids of its run back, so every id stays reachable from its home slot. */
+  #remove(slot: number): void {
+    const slots = this.#slots;
+    let hole = slot;
+    for (let next = (hole + 1) % slots; this.#expiries[next] !== 0; next = (next + 1) % slots) {
+      const home = this.#digests[next * WORDS]! % slots;
+      // The id at `next` may fill the hole unless its home lies cyclically in (hole, next].
+      const reachable = hole <= next ? home > hole && home <= next : home > hole || home <= next;
+      if (reachable) continue;
+      this.#digests.copyWithin(hole * WORDS, next * WORDS, next * WORDS + WORDS);
+      this.#expiries[hole] = this.#expiries[next]!;
+      hole = next;
+    }
+    this.#expiries[hole] = 0;
+    this.#size--;
+  }
+
+  /** Removes every expired id, when one may have expired since the last sweep. */
+  #sweepIfDue(now: number): void {
+    if (now < this.#nextExpiry) return;
+    let next = Infinity;
+    for (let slot = 0; slot < this.#slots; ) {
+      const expiry = this.#expiries[slot]!;
+      if (expiry !== 0 && expiry <= now) {
+        // An id moved back into this slot is looked at next.
+        this.#remove(slot);
+        continue;
+      }
+      if (expiry !== 0 && expiry < next) next = expiry;
+      slot++;
+    }
+    this.#nextExpiry = next;
+  }
+
+  #resize(slots: number): void {
+    if (slots === this.#slots) return;
+    const digests = this.#digests;
+    const expiries = this.#expiries;
+    const old = this.#slots;
+    this.#slots = slots;
+    this.#digests = new Uint32Array(slots * WORDS);
+    this.#expiries = new Uint32Array(slots);
+    for (let slot = 0; slot < old; slot++) {
+      if (expiries[slot] === 0) continue;
+      const digest = digests.subarray(slot * WORDS, slot * WORDS + WORDS);
+      const to = this.#emptySlotFor(digest);
+      this.#digests.set(digest, to * WORDS);
+      this.#expiries[to] = expiries[slot]!;
+    }
   }
 }
 
@@ -71,10 +233,18 @@ export interface RedisReplayStoreOptions {
   prefix?: string;
 }
 
+/** An id's Redis key after the prefix: 22 characters whatever the id (base64url of 16 bytes of its SHA-256). */
+function redisKeyOf(id: string): string {
+  return createHash('sha256').update(id).digest().subarray(0, 16).toString('base64url');
+}
+
 /**
- * Webhook ids in Redis (6.2 or later), shared by every instance behind one address: `SET
- * key 1 PXAT expiresAt NX` takes an id atomically, so of two instances receiving the same
- * request exactly one accepts it. The ioredis client is loaded only when a store is made.
+ * Webhook ids in Redis (6.2 or later), shared by every instance behind one address: the
+ * store to use when the webhook runs as several replicas. `SET key 1 PXAT expiresAt NX`
+ * takes an id atomically, so of two instances receiving the same request exactly one
+ * accepts it. Keys are a fixed-size digest of the id (prefix + 22 characters) and expire
+ * with it; size Redis for them (`maxmemory` with `noeviction`: an evicted id could be
+ * replayed). The ioredis client is loaded only when a store is made.
  *
  * ## Example
  * ```ts
@@ -104,14 +274,14 @@ export function redisReplayStore(options: RedisReplayStoreOptions): ReplayStore 
   return {
     async claim(id, expiresAt) {
       try {
-        return (await redis.set(prefix + id, '1', 'PXAT', expiresAt, 'NX')) === 'OK';
+        return (await redis.set(prefix + redisKeyOf(id), '1', 'PXAT', expiresAt, 'NX')) === 'OK';
       } catch (cause) {
         throw failed(cause);
       }
     },
     async release(id) {
       try {
-        await redis.del(prefix + id);
+        await redis.del(prefix + redisKeyOf(id));
       } catch (cause) {
         throw failed(cause);
       }

@@ -15,6 +15,7 @@ import type { CsvOptions } from '../files/csv';
 import type { XmlOptions } from '../files/xml';
 import { MemoryReplayStore, type ReplayStore } from './replay';
 import { secretKey, SIGNATURE_HEADERS, signatureMatches, type WebhookSecret } from './signature';
+import { WrongKeyLimiter, type WrongKeyLimit } from './wrongKeys';
 
 /** One vendor's route, `POST <path>/<vendor>`. */
 export interface WebhookVendorOptions {
@@ -47,17 +48,59 @@ export interface FromWebhookOptions {
   access: AccessControl;
   /** How far a request's `webhook-timestamp` may be from now, either way. @default 300 */
   toleranceSeconds?: number;
-  /** Where taken webhook ids are remembered (until their timestamp leaves the tolerance). @default new MemoryReplayStore() */
+  /**
+   * Where taken webhook ids are remembered (until their timestamp leaves the tolerance).
+   * In memory, sized by `peakRequestsPerSecond`; for several replicas behind one address
+   * use `redisReplayStore`, so a request replayed to another replica is refused too.
+   * @default new MemoryReplayStore({ peakRequestsPerSecond, toleranceSeconds })
+   */
   replay?: ReplayStore;
-  /** Largest body accepted; a larger one gets 413 and is not read further. @default 1 MiB */
+  /**
+   * The highest rate of accepted requests to plan for: sizes the default replay store
+   * (`replayCapacity`: 602,000 ids, at most 24 MB, at the defaults). Past it for
+   * long, the store fills and new requests get 503 `REPLAY_STORE_FULL`; its fill is
+   * `tributary_webhook_replay_fill_ratio`. @default 1000
+   */
+  peakRequestsPerSecond?: number;
+  /**
+   * Largest body accepted; a larger one gets 413 and is not read further. Bodies are read
+   * before their signature is checked and outside the pipeline's in-flight budget, so at
+   * most `maxRequestsPerKey` × `maxBodyBytes` of unverified body is held per API key.
+   * @default 1 MiB
+   */
   maxBodyBytes?: number;
+  /**
+   * Requests of one API key handled at once, from its headers to its answer; more get 429
+   * `KEY_BUSY`. A key whose holder lacks the signing secret can so hold only this many
+   * connections and bodies, and never the pipeline's credit, which only signed requests take.
+   * @default 64
+   */
+  maxRequestsPerKey?: number;
+  /**
+   * Requests without a valid API key each client address may make: past it, every request
+   * from that address gets 429 `TOO_MANY_WRONG_KEYS` (a right key too) until the bucket
+   * refills. Behind a proxy every client shares the proxy's address.
+   * @default { attempts: 10, perSeconds: 60 }
+   */
+  wrongKeyLimit?: WrongKeyLimit;
+  /**
+   * Also take the API key from this query parameter (`?api_key=…`), for vendors that cannot
+   * set headers. URLs end up in access logs and proxies, so keys there are ignored unless
+   * this names the parameter. @default none: only `Authorization` and `X-Api-Key`
+   */
+  apiKeyQueryParameter?: string;
   /** `Retry-After` sent with 429 (no credit) and 503 (sink unavailable). @default 1 */
   retryAfterSeconds?: number;
   /** Time allowed to send a whole request, against slow senders. @default 30000 */
   requestTimeoutMs?: number;
+  /** Time allowed to send the request line and headers (slowloris); then 408 and the connection closed. @default 10000 */
+  headersTimeoutMs?: number;
+  /** Time allowed for the body once the headers are in; then 408 `BODY_TIMEOUT` and the connection closed. @default 20000 */
+  bodyTimeoutMs?: number;
   /**
-   * Records every denial ({@link WEBHOOK_DENIALS}: no or a wrong API key, a key without the
-   * route's permission, a missing, stale or bad signature, a replay, an oversized body) as a
+   * Records every denial ({@link WEBHOOK_DENIALS}: no or a wrong API key, too many of those
+   * from one address, a key without the route's permission or with too many requests in
+   * progress, a missing, stale or bad signature, a replay, an oversized or too slow body) as a
    * `webhook.denied` event: actor the key id (`anonymous` when none was recognised), target
    * the route, outcome the reason, details the vendor, HTTP status, remote address, webhook
    * id and permission. Never the body, the signature, the key's secret or a vendor secret.
@@ -89,7 +132,10 @@ export interface WebhookStats {
  * pipeline (429, 503) or the shape of the data (415, 400 PARSE_JSON).
  */
 export const WEBHOOK_DENIALS: ReadonlySet<string> = new Set([
+  'TOO_MANY_WRONG_KEYS',
   'UNAUTHENTICATED',
+  'KEY_BUSY',
+  'BODY_TIMEOUT',
   'FORBIDDEN',
   'MISSING_SIGNATURE',
   'BAD_ID',
@@ -107,8 +153,8 @@ interface Caller {
   vendor: string | undefined;
   /** The key the access check recognised. */
   keyId: string | undefined;
-  /** The key id presented with an unrecognised key (the part before the dot; not secret). */
-  presentedKeyId: string | undefined;
+  /** The presented key: only its id part (before the dot; not secret) is ever recorded. */
+  token: string | undefined;
   permission: string;
   webhookId: string | undefined;
 }
@@ -152,20 +198,22 @@ interface Pending {
  * Receives signed webhooks over HTTP(S), one route per vendor, and answers 2xx only once
  * every record of the request is durable (written, or dead-lettered).
  *
- * Each request is checked before its body is read: the API key's role (401/403), the
- * media type (415), the signature headers and timestamp (400/401), the declared size
- * (413), the sink's breaker (503) and the pipeline's credit (429). The body is then read
- * up to `maxBodyBytes` (413 past it, and reading stops), its HMAC-SHA256 signature checked
- * against each active secret (401), and its webhook id taken in the replay store (409 when
- * seen). JSON (an object or an array of them), NDJSON, CSV and XML bodies become one
- * record each per element, line, row or XML record element; bad lines and rows are
- * dead-lettered. A request whose records cannot be made durable gets 503 and its id is
- * freed, so the vendor's retry is accepted.
+ * Each request is checked before its body is read: the client's recent wrong keys (429),
+ * the API key's role (401/403), the media type (415), the signature headers and timestamp
+ * (400/401), the declared size (413), the sink's breaker (503) and the key's requests in
+ * progress (429). The body is then read up to `maxBodyBytes` (413 past it, and reading
+ * stops) within `bodyTimeoutMs` (408), its HMAC-SHA256 signature checked against each
+ * active secret (401), and only then the pipeline's credit taken (429) and its webhook id
+ * in the replay store (409 when seen). JSON (an object or an array of them), NDJSON, CSV
+ * and XML bodies become one record each per element, line, row or XML record element; bad
+ * lines and rows are dead-lettered. A request whose records cannot be made durable gets
+ * 503 and its id is freed, so the vendor's retry is accepted.
  *
- * With `audit`, every denial on the caller's account (key, signature, timestamp, replay,
- * size) becomes a `webhook.denied` event in the audit log. `access`'s own `onDecision`
- * (e.g. `auditAccess(audit)`) sees the key decisions too, but not signature, timestamp or
- * replay refusals, which come after the key is accepted.
+ * With `audit`, every denial on the caller's account (key, wrong-key limit, key busy,
+ * signature, timestamp, replay, size, body timeout) becomes a `webhook.denied` event in
+ * the audit log. `access`'s own `onDecision` (e.g. `auditAccess(audit)`) sees the key
+ * decisions too, but not signature, timestamp or replay refusals, which come after the key
+ * is accepted.
  *
  * With a Kafka sink as buffer the answer works the same way: that sink acks on the
  * broker's acknowledgement, so 2xx means the records are in the topic.
@@ -194,7 +242,21 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   const maxBodyBytes = positiveInteger(options.maxBodyBytes, 1024 * 1024, 'maxBodyBytes');
   const retryAfter = String(positiveInteger(options.retryAfterSeconds, 1, 'retryAfterSeconds'));
   const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
-  const replay = options.replay ?? new MemoryReplayStore();
+  const headersTimeoutMs = positiveInteger(options.headersTimeoutMs, Math.min(10_000, requestTimeoutMs), 'headersTimeoutMs');
+  if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError(`headersTimeoutMs must be <= requestTimeoutMs (${requestTimeoutMs}), got ${headersTimeoutMs}`);
+  const bodyTimeoutMs = positiveInteger(options.bodyTimeoutMs, 20_000, 'bodyTimeoutMs');
+  const maxRequestsPerKey = positiveInteger(options.maxRequestsPerKey, 64, 'maxRequestsPerKey');
+  const wrongKeys = new WrongKeyLimiter(options.wrongKeyLimit);
+  const keyParameter = options.apiKeyQueryParameter;
+  if (keyParameter !== undefined && !(typeof keyParameter === 'string' && /^[A-Za-z0-9_.-]+$/.test(keyParameter))) {
+    throw new ConfigError(`apiKeyQueryParameter must be a parameter name (letters, digits, _ . -), got ${JSON.stringify(keyParameter)}`);
+  }
+  /** Requests of each API key being handled: from accepted headers to the answer. */
+  const requestsOfKey = new Map<string, number>();
+  if (options.replay !== undefined && options.peakRequestsPerSecond !== undefined) {
+    throw new ConfigError('peakRequestsPerSecond sizes the default replay store: give it to your own store instead');
+  }
+  const replay = options.replay ?? new MemoryReplayStore({ peakRequestsPerSecond: options.peakRequestsPerSecond, toleranceSeconds });
   const vendors = resolveVendors(options.vendors);
   if (options.audit !== undefined && !(options.audit instanceof AuditLog)) throw new ConfigError('audit must be an AuditLog');
   const audit = options.audit;
@@ -229,7 +291,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const details: Record<string, unknown> = { source: name, method: caller.request.method ?? '', status, remoteAddress: caller.request.socket.remoteAddress ?? '', permission: caller.permission };
     if (caller.vendor !== undefined) details.vendor = caller.vendor;
     if (caller.webhookId !== undefined) details.webhookId = caller.webhookId;
-    if (caller.keyId === undefined && caller.presentedKeyId !== undefined) details.presentedKeyId = caller.presentedKeyId;
+    const presentedKeyId = caller.keyId === undefined ? presentedKeyIdOf(caller.token) : undefined;
+    if (presentedKeyId !== undefined) details.presentedKeyId = presentedKeyId;
     try {
       audit.record({ type: 'webhook.denied', actor: caller.keyId ?? 'anonymous', target: caller.path, outcome: code, details });
     } catch {
@@ -266,9 +329,10 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
           refuse(response, 500, 'INTERNAL', error instanceof Error ? error.message : String(error));
         });
       };
-      server = options.tls ? createHttpsServer(options.tls, handler) : createHttpServer(handler);
-      server.requestTimeout = requestTimeoutMs;
-      server.headersTimeout = Math.min(requestTimeoutMs, 60_000);
+      // Node checks these timeouts every connectionsCheckingInterval (30 s by default): often
+      // enough that a slow sender is cut off near its deadline.
+      const timeouts = { requestTimeout: requestTimeoutMs, headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.max(100, Math.min(1000, headersTimeoutMs >> 1)) };
+      server = options.tls ? createHttpsServer({ ...options.tls, ...timeouts }, handler) : createHttpServer(timeouts, handler);
       server.once('error', (cause: NodeJS.ErrnoException) => {
         subscriber.error(new ConnectorError(`webhook source ${name} cannot listen on ${host}:${port}: ${cause.code ?? cause.message}`, { cause }));
       });
@@ -305,8 +369,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const url = request.url ?? '/';
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
-    const token = tokenOf(request);
-    const caller: Caller = { request, path, vendor: undefined, keyId: undefined, presentedKeyId: presentedKeyIdOf(token), permission: 'admin', webhookId: undefined };
+    const token = tokenOf(request, keyParameter);
+    const caller: Caller = { request, path, vendor: undefined, keyId: undefined, token, permission: 'admin', webhookId: undefined };
     /** Refuses on the caller's account: counted, answered, and recorded in `audit`. */
     const deny = (status: number, code: string, message: string, headers?: Record<string, string>) => {
       recordDenial(caller, status, code);
@@ -317,6 +381,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       recordDenial(caller, 413, 'TOO_LARGE');
       refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
     };
+    const wait = wrongKeys.waitSeconds(request.socket.remoteAddress ?? '');
+    if (wait > 0) return deny(429, 'TOO_MANY_WRONG_KEYS', 'too many requests without a valid API key from this address', { 'retry-after': String(wait) });
     if (path === '/admin/status') {
       if (request.method !== 'GET') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' });
       if (!allowed(token, caller, deny)) return;
@@ -354,25 +420,39 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     if (context.sinkBreakerState?.() === 'open') {
       return refuse(response, 503, 'SINK_UNAVAILABLE', 'the sink is unavailable', { 'retry-after': retryAfter });
     }
-    // Credit is taken before reading, for the declared size (or the limit, for a chunked
-    // body), so bodies being read count against the pipeline's byte budget too.
-    const bytes = declared ?? maxBodyBytes;
+    const keyId = caller.keyId!;
+    const held = requestsOfKey.get(keyId) ?? 0;
+    if (held >= maxRequestsPerKey) return deny(429, 'KEY_BUSY', `this key has ${maxRequestsPerKey} requests in progress`, { 'retry-after': retryAfter });
+    requestsOfKey.set(keyId, held + 1);
+    response.once('close', () => {
+      const left = requestsOfKey.get(keyId)! - 1;
+      if (left === 0) requestsOfKey.delete(keyId);
+      else requestsOfKey.set(keyId, left);
+    });
+    // The body is read and its signature checked before any credit is taken: a sender
+    // with a key but not the secret holds only its own per-key share, never the budget
+    // that signed requests need.
+    const body = await readBody(request, maxBodyBytes, bodyTimeoutMs, stats);
+    if (body === 'gone') return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
+    if (body === 'tooLarge') return tooLarge();
+    if (body === 'timeout') {
+      recordDenial(caller, 408, 'BODY_TIMEOUT');
+      return refuseAndClose(request, response, 408, 'BODY_TIMEOUT', `the body must arrive within ${bodyTimeoutMs} ms`);
+    }
+    if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
+      return deny(401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
+    }
+    let records: unknown[] | undefined;
+    if (format === 'json') {
+      const refused = checkJsonBytes(body, 'the body');
+      if (refused) return refuse(response, 400, refused.code, refused.message);
+      records = jsonRecords(body);
+      if (!records) return refuse(response, 400, 'PARSE_JSON', 'the body is not valid UTF-8 JSON');
+    }
+    const bytes = body.length;
     if (!context.credits.tryTake(bytes)) return refuse(response, 429, 'BUSY', 'too many records in flight', { 'retry-after': retryAfter });
     let emitted = false;
     try {
-      const body = await readBody(request, maxBodyBytes, stats);
-      if (body === null) return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
-      if (body === undefined) return tooLarge();
-      if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
-        return deny(401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
-      }
-      let records: unknown[] | undefined;
-      if (format === 'json') {
-        const refused = checkJsonBytes(body, 'the body');
-        if (refused) return refuse(response, 400, refused.code, refused.message);
-        records = jsonRecords(body);
-        if (!records) return refuse(response, 400, 'PARSE_JSON', 'the body is not valid UTF-8 JSON');
-      }
       let claimed: boolean | undefined;
       try {
         claimed = await replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
@@ -407,13 +487,15 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const decision: AccessDecision = access.decide(token, caller.permission, caller.path);
     caller.keyId = decision.keyId;
     if (decision.allowed) return true;
+    if (decision.outcome === 'UNAUTHENTICATED') wrongKeys.failed(caller.request.socket.remoteAddress ?? '');
     if (decision.outcome === 'UNAUTHENTICATED') deny(401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
     else deny(403, 'FORBIDDEN', `this key may not ${caller.permission}`);
     return false;
   }
 
   function status(): SourceStatus {
-    return { connected: server?.listening ?? false };
+    const fill = replay.fill?.();
+    return fill === undefined ? { connected: server?.listening ?? false } : { connected: server?.listening ?? false, replayFill: fill };
   }
 
   return {
@@ -446,29 +528,34 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 }
 
 /**
- * The body; `undefined` once it grows past `limit` (then reading stops and what was read
- * is dropped); `null` when the sender went away before the end.
+ * The body, or why there is none: `tooLarge` once it grows past `limit` (reading stops and
+ * what was read is dropped), `timeout` when it has not ended within `timeoutMs`, `gone` when
+ * the sender went away before the end.
  */
-function readBody(request: IncomingMessage, limit: number, stats: WebhookStats): Promise<Buffer | undefined | null> {
+function readBody(request: IncomingMessage, limit: number, timeoutMs: number, stats: WebhookStats): Promise<Buffer | 'tooLarge' | 'timeout' | 'gone'> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
-    const finish = (result: Buffer | undefined | null) => {
-      request.off('data', onData);
-      request.off('end', onEnd);
-      request.off('close', onClose);
+    let done = false;
+    const finish = (result: Buffer | 'tooLarge' | 'timeout' | 'gone') => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      // Only a body cut short leaves data to come: stop taking it.
+      if (typeof result === 'string') request.off('data', onData);
       chunks.length = 0;
       resolve(result);
     };
     const onData = (chunk: Buffer) => {
       stats.bodyBytesRead += chunk.length;
       length += chunk.length;
-      if (length > limit) finish(undefined);
+      if (length > limit) finish('tooLarge');
       else chunks.push(chunk);
     };
     const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
     // A sender that disconnects mid-body ends neither with 'end' nor always with 'error'.
-    const onClose = () => finish(null);
+    const onClose = () => finish('gone');
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
     request.on('data', onData);
     request.on('end', onEnd);
     request.on('close', onClose);
@@ -486,10 +573,12 @@ function jsonRecords(body: Buffer): unknown[] | undefined {
   }
 }
 
-function tokenOf(request: IncomingMessage): string | undefined {
+function tokenOf(request: IncomingMessage, queryParameter: string | undefined): string | undefined {
   const authorization = request.headers.authorization;
   if (authorization?.startsWith('Bearer ')) return authorization.slice(7).trim();
-  return header(request, 'x-api-key');
+  const fromHeader = header(request, 'x-api-key');
+  if (fromHeader !== undefined || queryParameter === undefined) return fromHeader;
+  return new URL(request.url ?? '/', 'http://webhook').searchParams.get(queryParameter) ?? undefined;
 }
 
 /** The id part of a presented `<id>.<secret>` key, when it looks like a key id; never the secret. */

@@ -55,6 +55,32 @@ describe('fromWebhook: replay stores', function () {
     }
   });
 
+  it('with a Redis store, refuses every replayed id inside the window, keyed by a fixed-size digest, and frees released ids', async () => {
+    const prefix = `test:webhook:${randomUUID()}:`;
+    const store = redisReplayStore({ url, prefix });
+    const { Redis } = await import('ioredis');
+    const client = new Redis(url);
+    try {
+      const ids = Array.from({ length: 1000 }, (_, i) => `acme/${'evt'.repeat(i % 80)}-${i}`);
+      const expiresAt = Date.now() + 60_000;
+      expect(await Promise.all(ids.map((id) => store.claim(id, expiresAt)))).to.deep.equal(ids.map(() => true));
+      expect(await Promise.all(ids.map((id) => store.claim(id, expiresAt)))).to.deep.equal(ids.map(() => false));
+      const keys = await client.keys(`${prefix}*`);
+      expect(keys).to.have.length(1000);
+      expect(new Set(keys.map((k) => k.length - prefix.length))).to.deep.equal(new Set([22]));
+      const ttl = await client.pttl(keys[0]!);
+      expect(ttl).to.be.within(1, 60_000);
+      await store.release(ids[5]!);
+      expect(await store.claim(ids[5]!, expiresAt)).to.equal(true);
+      expect(await store.claim(ids[6]!, expiresAt)).to.equal(false);
+    } finally {
+      const keys = await client.keys(`${prefix}*`);
+      if (keys.length > 0) await client.del(...keys);
+      client.disconnect();
+      await store.close();
+    }
+  });
+
   it('answers 503 when the store cannot be reached or is full, and stores nothing', async () => {
     const unreachable = redisReplayStore({ url: 'redis://127.0.0.1:1', redis: { enableOfflineQueue: false, retryStrategy: () => null } });
     const down = await instance(unreachable);

@@ -9,9 +9,11 @@ import { fromWebhook, MemoryReplayStore, signWebhook, type FromWebhookOptions, t
 import { AccessControl } from '../../lib/access';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
+import { pipelineMetrics } from '../../lib/metrics';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { MemorySink, tempDir, testClickHouse, until } from '../helpers';
+import { metricValue, parseMetrics } from '../metricsText';
 import { post } from '../webhookClient';
 
 const SECRET = 'whsec_' + Buffer.from('acme-secret-0123456789abcdef').toString('base64');
@@ -195,25 +197,6 @@ describe('fromWebhook', function () {
     expect(await count()).to.equal(1);
   });
 
-  it('gives back the credit of a sender that goes away mid-body', async () => {
-    await start();
-    const { request } = await import('node:http');
-    const target = new URL(`${url}/webhooks/acme`);
-    const body = JSON.stringify({ ref: 'G1' });
-    const req = request(target, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'content-length': '5000', authorization: `Bearer ${poster.token}`, ...signWebhook(SECRET, 'g1', Math.floor(Date.now() / 1000), body) },
-    });
-    req.on('error', () => undefined);
-    req.write(body);
-    await until(() => source.stats.bodyBytesRead === body.length, 5000, 'the first bytes read');
-    expect(pipeline!.stats.inFlightBytes).to.equal(5000);
-    req.destroy();
-    await until(() => source.stats.refused.CLIENT_GONE === 1, 5000, 'the sender to be noticed gone');
-    expect(pipeline!.stats.inFlightBytes).to.equal(0);
-    expect(await count()).to.equal(0);
-  });
-
   it('lets a key post only to the vendors its roles name, and keeps the admin endpoint to admins', async () => {
     await start();
     const body = JSON.stringify({ ref: 'K1' });
@@ -234,9 +217,9 @@ describe('fromWebhook', function () {
     expect(asAdmin.status).to.equal(200);
     expect(JSON.parse(asAdmin.body)).to.include({ connected: true, breaker: 'closed', accepted: 0 });
     expect(JSON.parse(asAdmin.body).refused).to.deep.equal({ UNAUTHENTICATED: 2, FORBIDDEN: 3, NOT_FOUND: 1 });
-    expect(source.status()).to.deep.equal({ connected: true });
+    expect(source.status()).to.deep.equal({ connected: true, replayFill: 0 });
     await pipeline!.stop();
-    expect(source.status()).to.deep.equal({ connected: false });
+    expect(source.status()).to.deep.equal({ connected: false, replayFill: 0 });
   });
 
   it('serves HTTPS with the given certificate', async () => {
@@ -311,6 +294,48 @@ describe('fromWebhook', function () {
     pipeline = undefined;
   });
 
+  it('counts records, not requests: read = written + dead-lettered + nacked, in stats and in tributary_records_total', async () => {
+    table = `webhook_unused_${process.pid}`;
+    const sink = new MemorySink<Row>('rows');
+    let failing = false;
+    sink.gate = async () => {
+      if (failing) throw new SinkError('sink down', { retriable: true });
+    };
+    source = fromWebhook(options());
+    pipeline = new Pipeline<Row>({
+      source,
+      transform: toRow,
+      sink,
+      deadLetters: new MemorySink<DeadLetter>('dead-letters'),
+      batch: { rows: 100, maxWaitMs: 1 },
+      retry: { initialDelayMs: 1, maxDelayMs: 10 },
+    });
+    const { registry } = pipelineMetrics(pipeline);
+    await pipeline.start();
+    url = await source.url();
+    const route = `${url}/webhooks/acme`;
+    const json = await post(route, JSON.stringify([{ ref: 'A1' }, { ref: 'A2' }, { ref: 'A3' }]), { key: poster.token, secret: SECRET, id: 'cnt1' });
+    expect(json.status, json.body).to.equal(200);
+    const ndjson = await post(route, '{"ref":"N1"}\n{"ref":\n{"ref":"N3"}\n', { key: poster.token, secret: SECRET, id: 'cnt2', contentType: 'application/x-ndjson' });
+    expect(ndjson.status, ndjson.body).to.equal(200);
+    const empty = await post(route, '[]', { key: poster.token, secret: SECRET, id: 'cnt3' });
+    expect(empty.status, empty.body).to.equal(200);
+    // Four records that cannot be stored: every one of them is nacked, not just the request.
+    failing = true;
+    const lost = post(route, JSON.stringify([{ ref: 'L1' }, { ref: 'L2' }, { ref: 'L3' }, { ref: 'L4' }]), { key: poster.token, secret: SECRET, id: 'cnt4' });
+    await until(() => source.stats.pending === 1, 5000, 'the failing request taken');
+    const stats = await pipeline.stop({ timeoutMs: 50 }).catch(() => pipeline!.stats);
+    expect((await lost).status).to.equal(503);
+    expect({ read: stats.read, written: stats.written, deadLettered: stats.deadLettered, nacked: stats.nacked }).to.deep.equal({ read: 10, written: 5, deadLettered: 1, nacked: 4 });
+    const samples = parseMetrics(await registry.metrics());
+    const records = (stage: string, outcome: string) => metricValue(samples, 'tributary_records_total', { stage, outcome }) ?? 0;
+    expect(records('source', 'in')).to.equal(10);
+    expect(records('sink', 'written') + records('parse', 'dead_lettered') + records('sink', 'nacked')).to.equal(10);
+    // Three ids held (the one not stored was freed) in a store sized for the defaults.
+    expect(metricValue(samples, 'tributary_webhook_replay_fill_ratio', { source: 'webhook' })).to.equal(3 / 602_000);
+    pipeline = undefined;
+  });
+
   it('on stop, answers the requests it took once their records are written, and takes no new ones', async () => {
     table = `webhook_unused_${process.pid}`;
     const sink = new MemorySink<Row>('gated');
@@ -340,5 +365,7 @@ describe('fromWebhook', function () {
     expect(() => fromWebhook({ ...options(), toleranceSeconds: -1 })).to.throw(ConfigError, 'toleranceSeconds must be a number > 0, got -1');
     expect(() => fromWebhook({ ...options(), access: undefined as unknown as AccessControl })).to.throw(ConfigError, 'access is required');
     expect(() => fromWebhook({ ...options(), vendors: { 'a/b': { secrets: [SECRET] } } })).to.throw(ConfigError, 'vendor names use letters');
+    expect(() => fromWebhook({ ...options(), peakRequestsPerSecond: 0 })).to.throw(ConfigError, 'peakRequestsPerSecond must be a number > 0, got 0');
+    expect(() => fromWebhook({ ...options(), replay: new MemoryReplayStore(), peakRequestsPerSecond: 5000 })).to.throw(ConfigError, 'peakRequestsPerSecond sizes the default replay store');
   });
 });

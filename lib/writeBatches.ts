@@ -1,0 +1,68 @@
+import { Observable, type OperatorFunction } from 'rxjs';
+import type { Batch } from './sink';
+
+/** How far batches waiting for the sink may be joined: the batch limits. */
+export interface JoinLimits {
+  rows: number;
+  bytes: number;
+}
+
+/**
+ * Writes batches with at most `concurrency` writes at once, like `mergeMap(write,
+ * concurrency)`, except that a batch arriving while every write slot is busy joins the
+ * batch already waiting, up to `limits`. A sink whose writes cost about the same whatever
+ * their size (an insert into ClickHouse) then writes more rows per write the slower it
+ * is, instead of a queue of small batches each waiting its turn: latency stays near one
+ * write, not one write per queued batch. Without `limits` batches are never joined (a
+ * source whose batch boundaries must be reproducible, for its insert tokens).
+ */
+export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concurrency: number, limits: JoinLimits | undefined): OperatorFunction<Batch<T>, never> {
+  return (source) =>
+    new Observable<never>((subscriber) => {
+      const waiting: Batch<T>[] = [];
+      let writing = 0;
+      let ended = false;
+      const start = (batch: Batch<T>) => {
+        writing++;
+        write(batch).then(
+          () => {
+            writing--;
+            const next = waiting.shift();
+            if (next) start(next);
+            else if (ended && writing === 0) subscriber.complete();
+          },
+          (error: unknown) => subscriber.error(error),
+        );
+      };
+      const subscription = source.subscribe({
+        next(batch) {
+          if (writing < concurrency) return start(batch);
+          const last = waiting[waiting.length - 1];
+          const joined = last && limits ? join(last, batch, limits) : undefined;
+          if (joined) waiting[waiting.length - 1] = joined;
+          else waiting.push(batch);
+        },
+        error: (error: unknown) => subscriber.error(error),
+        complete() {
+          ended = true;
+          if (writing === 0 && waiting.length === 0) subscriber.complete();
+        },
+      });
+      return () => subscription.unsubscribe();
+    });
+}
+
+/** One batch of `a`'s records then `b`'s, or `undefined` when it would pass `limits` or their forms differ. */
+function join<T>(a: Batch<T>, b: Batch<T>, limits: JoinLimits): Batch<T> | undefined {
+  if (a.envelopes.length + b.envelopes.length > limits.rows || a.bytes + b.bytes > limits.bytes) return undefined;
+  if ((a.encoded === undefined) !== (b.encoded === undefined)) return undefined;
+  const envelopes = [...a.envelopes, ...b.envelopes];
+  const bytes = a.bytes + b.bytes;
+  if (!a.encoded || !b.encoded) return { envelopes, bytes };
+  const offset = a.encoded.body.length;
+  return {
+    envelopes,
+    bytes,
+    encoded: { body: Buffer.concat([a.encoded.body, b.encoded.body]), ends: [...a.encoded.ends, ...b.encoded.ends.map((end) => end + offset)] },
+  };
+}

@@ -1,0 +1,70 @@
+import { expect } from 'chai';
+import { Subject } from 'rxjs';
+import type { Batch } from '../../lib/sink';
+import { writeBatches } from '../../lib/writeBatches';
+import type { Envelope } from '../../lib/envelope';
+
+/** A batch of `values` as the batch step makes it: one encoded row each, `bytes` per record. */
+function batchOf(values: string[], bytes = 10): Batch<string> {
+  const rows = values.map((v) => `"${v}"\n`);
+  let end = 0;
+  return {
+    envelopes: values.map((value) => ({ value }) as unknown as Envelope<string>),
+    bytes: values.length * bytes,
+    encoded: { body: Buffer.from(rows.join('')), ends: rows.map((row) => (end += row.length)) },
+  };
+}
+
+describe('writeBatches: batches waiting for a write slot are joined', () => {
+  function harness(concurrency: number, limits?: { rows: number; bytes: number }) {
+    const written: Batch<string>[] = [];
+    const open: (() => void)[] = [];
+    const input = new Subject<Batch<string>>();
+    let completed = false;
+    input.pipe(writeBatches<string>((b) => new Promise<void>((resolve) => {
+      written.push(b);
+      open.push(resolve);
+    }), concurrency, limits)).subscribe({ complete: () => (completed = true) });
+    const settle = async () => {
+      open.shift()!();
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    return { input, written, settle, completed: () => completed };
+  }
+
+  it('writes at most `concurrency` at once and joins what waits, records and encoded rows in order, up to the limits', async () => {
+    const h = harness(2, { rows: 5, bytes: 1000 });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c', 'd']));
+    h.input.next(batchOf(['e', 'f']));
+    h.input.next(batchOf(['g', 'h'])); // would make 6 rows: waits on its own
+    h.input.next(batchOf(['i']));
+    expect(h.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b']);
+    await h.settle();
+    await h.settle();
+    h.input.complete();
+    expect(h.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b', 'cdef', 'ghi']);
+    const joined = h.written[2]!;
+    expect(joined.encoded!.body.toString()).to.equal('"c"\n"d"\n"e"\n"f"\n');
+    expect(joined.encoded!.ends).to.deep.equal([4, 8, 12, 16]);
+    expect(joined.bytes).to.equal(40);
+    expect(h.completed(), 'complete only once every write is done').to.equal(false);
+    await h.settle();
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
+  it('keeps the byte limit, and never joins without limits (boundaries a source must keep)', async () => {
+    const bytes = harness(1, { rows: 100, bytes: 25 });
+    for (const v of ['a', 'b', 'c', 'd']) bytes.input.next(batchOf([v]));
+    await bytes.settle();
+    await bytes.settle();
+    expect(bytes.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'bc', 'd']);
+    const kept = harness(1);
+    for (const v of ['a', 'b', 'c']) kept.input.next(batchOf([v]));
+    await kept.settle();
+    await kept.settle();
+    expect(kept.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b', 'c']);
+  });
+});
