@@ -44,6 +44,7 @@ const FRAGMENTS = new Map<string, string | undefined>([
   ],
   ["import { AccessControl, fromWebhook, fromPoll } from 'tributary';", "import { readFileSync } from 'node:fs';"],
   ['const bookings = fromPoll({', "import { fromPoll } from 'tributary';"],
+  ["await migrate(clickhouse, './migrations', { cluster: 'tributary' });", "import { embeddedClickHouse, migrate } from 'tributary';\nconst clickhouse = embeddedClickHouse();"],
   [
     "import { pipe } from 'rxjs';\nimport { Pipeline, parse, normalize, validate, toClickHouse, embeddedClickHouse, type DeadLetter } from 'tributary';",
     "import { bookingSchema, mappings } from 'tributary/bookings';",
