@@ -104,11 +104,14 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         }
         try {
           for (let next = first, index = 0; !next.done; index++) {
+            // The engine computes the next chunk while this one is on its way out.
+            const ahead = iterator.next();
+            ahead.catch(() => undefined);
             // Each chunk comes formatted on its own: a header repeats in every one.
             const raw = next.value.raw();
             yield index === 0 || framing === 'rows' ? Buffer.from(raw) : Buffer.from(raw.subarray(headerLength(raw, framing)));
             try {
-              next = await iterator.next();
+              next = await ahead;
             } catch (cause) {
               throw errorOf(cause);
             }

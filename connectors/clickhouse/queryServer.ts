@@ -63,7 +63,12 @@ export interface QueryServerOptions {
   tables?: readonly string[];
   /** @default {} (see {@link QueryLimits}) */
   limits?: QueryLimits;
-  /** Queries running at once; more wait, and past `maxQueuedQueries` get 503 (code 202). @default 4 */
+  /**
+   * Queries running at once; more wait, and past `maxQueuedQueries` get 503 (code 202). On
+   * the embedded store a running query holds one of libuv's pool threads while the engine
+   * computes its next chunk, and the sink's inserts need that pool too: keep this below
+   * `UV_THREADPOOL_SIZE`. @default UV_THREADPOOL_SIZE (4) less 2, at least 1
+   */
   maxConcurrentQueries?: number;
   /** @default 64 */
   maxQueuedQueries?: number;
@@ -218,7 +223,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     maxMemoryUsage: positive(options.limits?.maxMemoryUsage, DEFAULT_QUERY_LIMITS.maxMemoryUsage, 'limits.maxMemoryUsage'),
     maxThreads: positive(options.limits?.maxThreads, DEFAULT_QUERY_LIMITS.maxThreads, 'limits.maxThreads'),
   };
-  const maxConcurrent = positive(options.maxConcurrentQueries, 4, 'maxConcurrentQueries');
+  const maxConcurrent = positive(options.maxConcurrentQueries, defaultConcurrency(), 'maxConcurrentQueries');
   const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
   const maxQueryBytes = positive(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
   const requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
@@ -493,6 +498,12 @@ function tableMatcher(tables: readonly string[], option: string): (table: string
 function unescapeParam(value: string): string {
   const named: Readonly<Record<string, string>> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', '0': '\0', a: '\x07', v: '\v' };
   return value.replace(/\\(x[0-9A-Fa-f]{2}|[\s\S])/g, (_, escaped: string) => (escaped.length === 3 ? String.fromCharCode(parseInt(escaped.slice(1), 16)) : (named[escaped] ?? escaped)));
+}
+
+/** libuv's pool less two threads, for the pipeline's inserts and file reads. */
+function defaultConcurrency(): number {
+  const pool = Number(process.env.UV_THREADPOOL_SIZE);
+  return Math.max(1, (Number.isInteger(pool) && pool > 0 ? pool : 4) - 2);
 }
 
 function positive(value: number | undefined, fallback: number, option: string): number {
