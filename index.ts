@@ -49,3 +49,4 @@ export * from './connectors/iterable';
 export * from './connectors/poll';
 export * from './connectors/webhook';
 export * from './connectors/kafka';
+export * from './connectors/redis';

@@ -39,6 +39,16 @@ export function ensureRedis(): Promise<string> {
   return redis;
 }
 
+/** Stops the test Redis; resolves once its process is gone (its data goes with it: it has no persistence). Pair with `startRedis` in a `finally`. */
+export function stopRedis(): Promise<void> {
+  return run('redis.sh', 'stop');
+}
+
+/** Starts the test Redis again and resolves once it answers PING. */
+export function startRedis(): Promise<void> {
+  return run('redis.sh', 'start');
+}
+
 let kafka: Promise<string[]> | undefined;
 
 /**
