@@ -44,26 +44,43 @@ export interface RedisCacheStats {
 }
 
 /**
- * Stores `value` at KEYS[1] unless the version there is later, indexes it in KEYS[2] (vendor)
- * and KEYS[3] (customer, when ARGV[6] is '1'), and drops index entries past their TTL. The
- * value is `<version>|<row>`. Returns 1 when stored, 0 when a later version was there.
+ * Puts rows, three keys and six arguments each: stores the row at its key unless the
+ * version there is later, and adds it to the vendor index and (when its flag is '1') the
+ * customer index. The value is `<version>|<row>`. Returns { stored, older }. Many rows a
+ * call: a command per row cost ioredis more than Redis the work.
  */
 const PUT = `
-local current = redis.call('GET', KEYS[1])
-if current then
-  local version = tonumber(string.match(current, '^([^|]*)|'))
-  if version and version > tonumber(ARGV[2]) then return 0 end
+local stored = 0
+local rows = #KEYS / 3
+for i = 0, rows - 1 do
+  local k = i * 3
+  local a = i * 6
+  local current = redis.call('GET', KEYS[k + 1])
+  local version = current and tonumber(string.match(current, '^([^|]*)|'))
+  if not (version and version > tonumber(ARGV[a + 2])) then
+    redis.call('SET', KEYS[k + 1], ARGV[a + 2] .. '|' .. ARGV[a + 1], 'PXAT', ARGV[a + 3])
+    redis.call('ZADD', KEYS[k + 2], ARGV[a + 5], ARGV[a + 4])
+    if ARGV[a + 6] == '1' then redis.call('ZADD', KEYS[k + 3], ARGV[a + 5], ARGV[a + 4]) end
+    stored = stored + 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[1], 'PXAT', ARGV[3])
-local function index(key)
-  redis.call('ZADD', key, ARGV[5], ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[7])
-  if redis.call('PEXPIRETIME', key) < tonumber(ARGV[3]) then redis.call('PEXPIREAT', key, ARGV[3]) end
-end
-index(KEYS[2])
-if ARGV[6] == '1' then index(KEYS[3]) end
-return 1
+return { stored, rows - stored }
 `;
+
+/**
+ * Once per index and batch, not per row: drops the entries past their TTL (scores below
+ * ARGV[1]) and keeps each index KEYS[i] at least until ARGV[i + 1].
+ */
+const TRIM = `
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1])
+  if redis.call('PEXPIRETIME', KEYS[i]) < tonumber(ARGV[i + 1]) then redis.call('PEXPIREAT', KEYS[i], ARGV[i + 1]) end
+end
+return 'trimmed'
+`;
+
+/** Rows per call of the put script: long scripts hold up every other client of Redis. */
+const ROWS_PER_CALL = 500;
 
 /** Marks the cache complete at the end of a warm-up, unless a loss happened meanwhile (`warming` no longer holds ARGV[1]). */
 const FRESH = `
@@ -76,7 +93,8 @@ return 0
 `;
 
 type CacheRedis = Redis & {
-  tributaryCachePut(k1: string, k2: string, k3: string, row: string, version: number, expireAt: number, member: string, time: number, customer: string, floor: number): Promise<number>;
+  tributaryCachePut(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<[number, number]>;
+  tributaryCacheTrim(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<string>;
   tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
 };
 
@@ -129,7 +147,8 @@ export function redisClient(options: RedisConnectionOptions, what: string): { cl
     client.on('error', (error: Error) => lastConnectionErrors.set(client!, error));
   }
   if (typeof (client as unknown as Partial<CacheRedis>).tributaryCachePut !== 'function') {
-    client.defineCommand('tributaryCachePut', { numberOfKeys: 3, lua: PUT });
+    client.defineCommand('tributaryCachePut', { lua: PUT });
+    client.defineCommand('tributaryCacheTrim', { lua: TRIM });
     client.defineCommand('tributaryCacheFresh', { numberOfKeys: 2, lua: FRESH });
   }
   return { client: client as unknown as CacheRedis, owned };
@@ -171,39 +190,64 @@ export class CacheKeys {
 
 export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 
+/** Rows not queued, by why. */
+export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
+
 /**
- * Queues the put of one row on `pipeline`; returns why it was not queued, or undefined.
- * The row is stored as JSON as it is given: encrypted fields stay encrypted.
+ * Queues the puts of `rows` on `pipeline`, then one trim per index they touch. Rows are
+ * stored as JSON as they are given: encrypted fields stay encrypted.
  */
-export function queuePut(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, row: Record<string, unknown>, now: number): Exclude<PutOutcome, 'stored' | 'older'> | undefined {
+export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: Iterable<Record<string, unknown>>, now: number): Unqueued {
   const { layout } = keys;
-  const parts: string[] = [];
-  for (const field of layout.keyFields) {
-    const part = row?.[field];
-    if ((typeof part !== 'string' && typeof part !== 'number') || part === '') return 'unkeyed';
-    parts.push(String(part));
+  const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
+  const commands = pipeline as unknown as CacheRedis;
+  /** Each index touched, and the latest expiry of its rows. */
+  const indexes = new Map<string, number>();
+  const touch = (index: string, expireAt: number) => {
+    if (!(indexes.get(index)! >= expireAt)) indexes.set(index, expireAt);
+  };
+  let keyArgs: string[] = [];
+  let valueArgs: (string | number)[] = [];
+  const flush = () => {
+    if (keyArgs.length > 0) commands.tributaryCachePut(keyArgs.length, ...keyArgs, ...valueArgs);
+    keyArgs = [];
+    valueArgs = [];
+  };
+  for (const row of rows) {
+    const parts: string[] = [];
+    for (const field of layout.keyFields) {
+      const part = row?.[field];
+      if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts.push(String(part));
+      else break;
+    }
+    const time = parts.length === layout.keyFields.length ? timeMs(row[layout.timeField]) : undefined;
+    const version = timeMs(row?.[layout.versionField]);
+    if (time === undefined || version === undefined) {
+      unqueued.unkeyed++;
+      continue;
+    }
+    const expireAt = time + layout.ttlMs;
+    if (expireAt <= now) {
+      unqueued.expired++;
+      continue;
+    }
+    const member = keys.member(parts);
+    const vendorIndex = keys.vendorIndex(parts[0]!);
+    const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
+    const customerIndex = typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : undefined;
+    keyArgs.push(keys.booking(member), vendorIndex, customerIndex ?? vendorIndex);
+    valueArgs.push(JSON.stringify(row), version, expireAt, member, time, customerIndex ? '1' : '0');
+    if (keyArgs.length === 3 * ROWS_PER_CALL) flush();
+    touch(vendorIndex, expireAt);
+    if (customerIndex) touch(customerIndex, expireAt);
   }
-  const time = timeMs(row[layout.timeField]);
-  const version = timeMs(row[layout.versionField]) ?? (typeof row[layout.versionField] === 'number' ? (row[layout.versionField] as number) : undefined);
-  if (time === undefined || version === undefined) return 'unkeyed';
-  const expireAt = time + layout.ttlMs;
-  if (expireAt <= now) return 'expired';
-  const member = keys.member(parts);
-  const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
-  const hasCustomer = typeof customer === 'string' && customer !== '';
-  (pipeline as unknown as CacheRedis).tributaryCachePut(
-    keys.booking(member),
-    keys.vendorIndex(parts[0]!),
-    hasCustomer ? keys.customerIndex(customer) : keys.vendorIndex(parts[0]!),
-    JSON.stringify(row),
-    version,
-    expireAt,
-    member,
-    time,
-    hasCustomer ? '1' : '0',
-    now - layout.ttlMs,
-  );
-  return undefined;
+  flush();
+  const indexKeys = [...indexes.keys()];
+  for (let at = 0; at < indexKeys.length; at += ROWS_PER_CALL) {
+    const part = indexKeys.slice(at, at + ROWS_PER_CALL);
+    commands.tributaryCacheTrim(part.length, ...part, now - layout.ttlMs, ...part.map((index) => indexes.get(index)!));
+  }
+  return unqueued;
 }
 
 /** Runs a pipeline of puts; counts outcomes. Redis failures become retriable `SinkError`s. */
@@ -218,8 +262,10 @@ export async function execPuts(client: Redis, pipeline: ReturnType<Redis['pipeli
   let older = 0;
   for (const [error, reply] of replies ?? []) {
     if (error) throw new SinkError(redisFailure(client, `${what}: Redis failed: ${error.message}`), { code: 'REDIS', retriable: !/WRONGTYPE|NOPERM|ERR syntax/.test(error.message), cause: error });
-    if (reply === 1) stored++;
-    else if (reply === 0) older++;
+    if (Array.isArray(reply)) {
+      stored += Number(reply[0]);
+      older += Number(reply[1]);
+    }
   }
   return { stored, older };
 }
@@ -267,15 +313,10 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       // whatever a warm-up said. (The same batch retried is not a loss.)
       const lost = missed.size > (missed.has(context.token) ? 1 : 0);
       if (lost) pipeline.del(keys.fresh, keys.warming);
-      const now = Date.now();
-      let skipped = 0;
-      for (const envelope of batch.envelopes) {
-        const outcome = queuePut(pipeline, keys, envelope.value as Record<string, unknown>, now);
-        if (outcome) {
-          stats[outcome]++;
-          skipped++;
-        }
-      }
+      const unqueued = queuePuts(pipeline, keys, batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>), Date.now());
+      stats.expired += unqueued.expired;
+      stats.unkeyed += unqueued.unkeyed;
+      const skipped = unqueued.expired + unqueued.unkeyed;
       if (skipped === batch.envelopes.length && !lost) return;
       try {
         const { stored, older } = await execPuts(client, pipeline, `sink ${name}`);

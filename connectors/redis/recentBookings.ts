@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { quoteIdentifier, type ClickHouseClient } from '../clickhouse/client';
-import { CacheKeys, execPuts, queuePut, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
+import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
 export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
   /** The cache's Redis: `{ url }`, `{ url, redis: { username, password, tls } }` or `{ client }`. Same layout options as the `toRedisCache` that fills it. */
@@ -22,6 +22,12 @@ export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
   registry?: Registry | 'global';
   /** Names the cache in the metrics' `cache` label. @default the prefix */
   name?: string;
+  /**
+   * How long reads trust the last look at whether Redis holds a complete cache, ms: a
+   * lost Redis is noticed this late, and reads cost one round trip instead of two. `isStale()`
+   * always looks. @default 1000
+   */
+  staleCheckMs?: number;
 }
 
 /** A time range, inclusive, as epoch ms, `Date`s or ISO 8601 text. */
@@ -75,6 +81,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     throw new ConfigError(`table must be a name like bookings or db.bookings, got ${JSON.stringify(options.table)}`);
   }
   if (options.stale !== undefined && typeof options.stale !== 'function') throw new ConfigError('stale must be a function returning a boolean');
+  const staleCheckMs = options.staleCheckMs ?? 1000;
+  if (!Number.isInteger(staleCheckMs) || staleCheckMs < 0) throw new ConfigError(`staleCheckMs must be an integer >= 0, got ${options.staleCheckMs}`);
   const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
   if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
   const { client, owned } = redisClient(options.redis, 'recentBookings redis');
@@ -97,15 +105,23 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     misses.inc(label);
   };
 
+  /** What Redis said last: whether it holds a complete cache, and when it was asked. */
+  let looked = { at: -Infinity, complete: false };
   const isStale = async (): Promise<boolean> => {
-    let stale = options.stale?.() === true;
-    if (!stale) {
-      try {
-        stale = (await client.exists(keys.fresh)) === 0;
-      } catch {
-        stale = true; // Redis cannot be reached: ClickHouse answers
-      }
+    let complete: boolean;
+    try {
+      complete = (await client.exists(keys.fresh)) === 1;
+    } catch {
+      complete = false; // Redis cannot be reached: ClickHouse answers
     }
+    looked = { at: performance.now(), complete };
+    const stale = !complete || options.stale?.() === true;
+    staleGauge.set(label, stale ? 1 : 0);
+    return stale;
+  };
+  const staleForRead = async (): Promise<boolean> => {
+    if (performance.now() - looked.at >= staleCheckMs) return isStale();
+    const stale = !looked.complete || options.stale?.() === true;
     staleGauge.set(label, stale ? 1 : 0);
     return stale;
   };
@@ -126,7 +142,9 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     const now = Date.now();
     for (let at = 0; at < rows.length; at += 1000) {
       const pipeline = client.pipeline();
-      for (const row of rows.slice(at, at + 1000)) if (!queuePut(pipeline, keys, row, now)) queued++;
+      const part = rows.slice(at, at + 1000);
+      const unqueued = queuePuts(pipeline, keys, part, now);
+      queued += part.length - unqueued.expired - unqueued.unkeyed;
       await execPuts(client, pipeline, 'recentBookings');
     }
     return queued;
@@ -148,7 +166,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
   const list = async (indexKey: string, field: string, value: string, range: TimeRange): Promise<R[]> => {
     const [from, to] = rangeOf(range);
     // Older than the TTL: the cache no longer holds all of it.
-    if (from >= Date.now() - layout.ttlMs && !(await isStale())) {
+    if (from >= Date.now() - layout.ttlMs && !(await staleForRead())) {
       try {
         const members = await client.zrangebyscore(indexKey, from, to);
         const stored = members.length === 0 ? [] : await client.mget(members.map((m) => keys.booking(m)));
@@ -181,7 +199,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       if (key.length !== layout.keyFields.length || key.some((part) => typeof part !== 'string')) {
         throw new TributaryError(`get needs ${layout.keyFields.length} key parts (${layout.keyFields.join(', ')}), got ${key.length}`, { code: 'BAD_KEY' });
       }
-      if (!(await isStale())) {
+      if (!(await staleForRead())) {
         try {
           const found = parse(await client.get(keys.booking(keys.member(key))));
           if (found !== undefined) {

@@ -85,7 +85,20 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(expiresAt, 'booked_at + 24 h, not now + 24 h').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
         expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-3']), JSON.stringify(['acme', 'B-1'])]);
         expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([JSON.stringify(['globex', 'B-2'])]);
+        expect(await redis.pexpiretime(`${prefix}v:"acme"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
         expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('drops index entries whose booking expired', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, ttlMs: 1000 });
+      try {
+        await write(cache, [booking(1, { booked_at: iso(Date.now() - 800) }), booking(5, { booked_at: iso(Date.now()) })]);
+        await delay(300);
+        await write(cache, [booking(3, { booked_at: iso(Date.now()) })]);
+        expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-5']), JSON.stringify(['acme', 'B-3'])]);
       } finally {
         await cache.close();
       }
