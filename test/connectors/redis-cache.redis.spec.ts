@@ -9,7 +9,7 @@ import { fanOut } from '../../lib/fanOut';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../lib/sink';
 import { delay, MemorySink, Recorder, testClickHouse, until } from '../helpers';
-import { ensureRedis, startRedis, stopRedis } from '../services';
+import { ensureRedis, ensureRedisTls, startRedis, stopRedis, stopRedisTls } from '../services';
 
 interface Booking {
   vendor: string;
@@ -162,6 +162,36 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await good.close();
         await bad.close();
         await acl('DELUSER', user);
+      }
+    });
+  });
+
+  describe('over TLS (a TLS-only redis-server)', () => {
+    let tls: { url: string; ca: string };
+    before(async () => {
+      tls = await ensureRedisTls();
+    });
+    after(async () => {
+      await stopRedisTls();
+    });
+
+    it('passes tls options through to ioredis: writes and reads with the trusted certificate, refuses an untrusted one', async () => {
+      const cache = toRedisCache<Booking>({ url: tls.url, prefix, redis: { tls: { ca: tls.ca } } });
+      const untrusted = toRedisCache<Booking>({ url: tls.url, prefix, redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
+      const reader = recentBookings<Booking>({ redis: { url: tls.url, redis: { tls: { ca: tls.ca } } }, clickhouse, table, prefix });
+      try {
+        await write(cache, [booking(1)]);
+        expect(cache.stats.stored).to.equal(1);
+        await reader.warm();
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1', card: booking(1).card });
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 0 });
+        const error = await write(untrusted, [booking(2)]).then(() => undefined, (e: unknown) => e);
+        expect(error).to.be.instanceOf(SinkError);
+        expect((error as Error).message).to.match(/self[- ]signed certificate/);
+      } finally {
+        await cache.close();
+        await untrusted.close();
+        await reader.close();
       }
     });
   });
