@@ -54,6 +54,9 @@ export interface FanOutSink<T> extends Sink<T> {
   idle(): Promise<void>;
 }
 
+/** Batches being retried whose required sinks are remembered; far more than sinkConcurrency ever holds. */
+const MAX_REMEMBERED = 1024;
+
 class Target<T> {
   readonly sink: Sink<T>;
   readonly required: boolean;
@@ -195,8 +198,13 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
       const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
       if (failures.length > 0) {
         // Kept only while the pipeline will try this token again.
-        if (failures.every(isRetriable) && done.size > 0) landed.set(context.token, done);
-        else landed.delete(context.token);
+        if (failures.every(isRetriable) && done.size > 0) {
+          landed.set(context.token, done);
+          // A batch the pipeline gave up on is never written again: forget the oldest.
+          if (landed.size > MAX_REMEMBERED) landed.delete(landed.keys().next().value!);
+        } else {
+          landed.delete(context.token);
+        }
         throw failures.find((f) => !isRetriable(f)) ?? failures[0];
       }
       landed.delete(context.token);
