@@ -208,6 +208,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token', fill: false });
       try {
         expect(await reader.isStale()).to.equal(true);
+        expect(await reader.registry.metrics()).to.include(`tributary_cache_stale{cache="${prefix}"} 1`);
         expect(await reader.get('acme', 'B-1')).to.include({ status: 'cancelled' });
         expect(reader.counts).to.deep.equal({ hits: 0, misses: 1 });
         expect(await reader.warm()).to.equal(20);
