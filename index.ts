@@ -23,6 +23,7 @@ export { consoleLogger, quietLogger, type ConsoleLoggerOptions, type LogFields, 
 export { pipelineMetrics, type PipelineMetrics, type PipelineMetricsOptions } from './lib/metrics';
 export { METRICS_PERMISSION, serveMetrics, type MetricsServer, type ServeMetricsOptions } from './lib/serveMetrics';
 export { retry, type RetryOptions } from './lib/retry';
+export { fanOut, type FanOutSink, type FanOutSinkStats, type FanOutTarget } from './lib/fanOut';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';
 export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/access';
@@ -48,3 +49,4 @@ export * from './connectors/iterable';
 export * from './connectors/poll';
 export * from './connectors/webhook';
 export * from './connectors/kafka';
+export * from './connectors/redis';

@@ -13,9 +13,9 @@ function repoRoot(): string {
   return dir;
 }
 
-function run(script: string, command: string): Promise<void> {
+function run(script: string, command: string, env?: Record<string, string>): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile('bash', [join(repoRoot(), 'scripts', 'services', script), command], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+    execFile('bash', [join(repoRoot(), 'scripts', 'services', script), command], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024, ...(env && { env: { ...process.env, ...env } }) }, (error, stdout, stderr) => {
       if (error) reject(new Error(`scripts/services/${script} ${command} failed (${error.code ?? error.signal}):\n${stdout}${stderr}`));
       else resolve();
     });
@@ -73,6 +73,40 @@ export function ensureRedis(): Promise<string> {
   })();
   redis.catch(() => (redis = undefined));
   return redis;
+}
+
+/** The TLS-only test Redis: on the port after the test Redis's, with its own run directory. */
+function redisTlsEnv(): Record<string, string> {
+  return { REDIS_PORT: String(Number(process.env.REDIS_PORT ?? 16379) + 1), REDIS_TLS: '1' };
+}
+
+/**
+ * Installs and starts a second test Redis that speaks only TLS, with a self-signed
+ * certificate for 127.0.0.1, and resolves with its `rediss://` URL and the certificate
+ * (PEM) to trust. Stop it with `stopRedisTls` in an `after` hook.
+ */
+export async function ensureRedisTls(): Promise<{ url: string; ca: string }> {
+  const env = redisTlsEnv();
+  await run('redis.sh', 'install');
+  await run('redis.sh', 'start', env);
+  const { readFileSync } = await import('node:fs');
+  const dir = process.env.TRIBUTARY_SERVICES_DIR ?? join(process.env.TMPDIR ?? '/tmp', 'tributary-services');
+  return { url: `rediss://127.0.0.1:${env.REDIS_PORT}`, ca: readFileSync(join(dir, 'redis', `run-${env.REDIS_PORT}`, 'tls', 'redis.crt'), 'utf8') };
+}
+
+/** Stops the TLS test Redis. */
+export function stopRedisTls(): Promise<void> {
+  return run('redis.sh', 'stop', redisTlsEnv());
+}
+
+/** Stops the test Redis; resolves once its process is gone (its data goes with it: it has no persistence). Pair with `startRedis` in a `finally`. */
+export function stopRedis(): Promise<void> {
+  return run('redis.sh', 'stop');
+}
+
+/** Starts the test Redis again and resolves once it answers PING. */
+export function startRedis(): Promise<void> {
+  return run('redis.sh', 'start');
 }
 
 let kafka: Promise<string[]> | undefined;

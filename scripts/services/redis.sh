@@ -7,6 +7,8 @@
 # Environment:
 #   REDIS_PORT               port, default 16379
 #   REDIS_START_TIMEOUT      seconds `start` waits for PONG, default 20
+#   REDIS_TLS                1: TLS only on REDIS_PORT, with a self-signed certificate for
+#                            127.0.0.1 made once in the run directory (tls/redis.crt)
 #   TRIBUTARY_SERVICES_DIR   state root, default ${TMPDIR:-/tmp}/tributary-services
 set -euo pipefail
 
@@ -20,6 +22,8 @@ RUN="$TRIBUTARY_SERVICES_DIR/redis/run-$REDIS_PORT"
 CONF="$RUN/redis.conf"
 LOG="$RUN/redis.log"
 PIDFILE="$RUN/redis.pid"
+REDIS_TLS="${REDIS_TLS:-0}"
+TLS_DIR="$RUN/tls"
 
 cmd_install() {
   apt_install redis-server redis-tools
@@ -29,7 +33,18 @@ cmd_install() {
 }
 
 ping() {
-  [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true)" == "PONG" ]]
+  local tls=()
+  [[ "$REDIS_TLS" == 1 ]] && tls=(--tls --cacert "$TLS_DIR/redis.crt")
+  [[ "$(redis-cli "${tls[@]}" -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true)" == "PONG" ]]
+}
+
+# A self-signed certificate for 127.0.0.1, made once.
+make_certificate() {
+  [[ -s "$TLS_DIR/redis.crt" && -s "$TLS_DIR/redis.key" ]] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for REDIS_TLS=1"
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$TLS_DIR/redis.key" -out "$TLS_DIR/redis.crt" >/dev/null 2>&1 || die "openssl could not make a certificate in $TLS_DIR"
 }
 
 cmd_start() {
@@ -56,6 +71,17 @@ save ""
 appendonly no
 databases 16
 CONF
+  if [[ "$REDIS_TLS" == 1 ]]; then
+    make_certificate
+    cat >>"$CONF" <<CONF
+port 0
+tls-port ${REDIS_PORT}
+tls-cert-file ${TLS_DIR}/redis.crt
+tls-key-file ${TLS_DIR}/redis.key
+tls-ca-cert-file ${TLS_DIR}/redis.crt
+tls-auth-clients no
+CONF
+  fi
   if ! pid_alive "$PIDFILE"; then
     log "starting redis-server on 127.0.0.1:$REDIS_PORT (log: $LOG)"
     nohup redis-server "$CONF" >>"$RUN/redis.out" 2>&1 </dev/null &

@@ -43,6 +43,7 @@ const FRAGMENTS = new Map<string, string | undefined>([
     "import { embeddedClickHouse, serveQueries } from 'tributary';\nconst clickhouse = embeddedClickHouse();",
   ],
   ["import { AccessControl, fromWebhook, fromPoll } from 'tributary';", "import { readFileSync } from 'node:fs';"],
+  ["import { recentBookings, toRedisCache } from 'tributary/redis';", "import type { ClickHouseClient } from 'tributary';\ndeclare const client: ClickHouseClient;\ndeclare const customerToken: string;"],
   ['const bookings = fromPoll({', "import { fromPoll } from 'tributary';"],
   ["await migrate(clickhouse, './migrations', { cluster: 'tributary' });", "import { embeddedClickHouse, migrate } from 'tributary';\nconst clickhouse = embeddedClickHouse();"],
   [

@@ -1,0 +1,336 @@
+import type { Redis, RedisOptions } from 'ioredis';
+import { ConfigError, SinkError } from '../../lib/errors';
+import type { Batch, Sink, WriteContext } from '../../lib/sink';
+
+/** Where and how bookings are laid out in Redis; shared by the cache sink and its reader. */
+export interface RedisCacheLayoutOptions {
+  /** Prefix of every key. @default 'tributary:bookings:' */
+  prefix?: string;
+  /** The columns that name a booking, vendor first. @default ['vendor', 'booking_id'] */
+  keyFields?: readonly string[];
+  /** The booking's time: the TTL and the time indexes count from it. @default 'booked_at' */
+  timeField?: string;
+  /** The version column: a row never replaces one with a later version. @default 'updated_at' */
+  versionField?: string;
+  /** A column to index bookings by (a customer token); none when omitted. @default none */
+  customerField?: string;
+  /** How long a booking stays, from its time. @default 86_400_000 (24 h) */
+  ttlMs?: number;
+}
+
+export interface RedisConnectionOptions {
+  /** `redis://host:port/db` or `rediss://` (TLS); or pass `client`. */
+  url?: string;
+  /** Options for the client made from `url`, passed to ioredis as they are: `username` and `password` of an ACL user, `tls`, timeouts. */
+  redis?: RedisOptions;
+  /** A client of your own (ioredis); `close()` leaves it open. */
+  client?: Redis;
+}
+
+export interface ToRedisCacheOptions extends RedisCacheLayoutOptions, RedisConnectionOptions {}
+
+export type ResolvedLayout = Required<Omit<RedisCacheLayoutOptions, 'customerField'>> & { customerField: string | undefined };
+
+/** Stats of a cache sink. */
+export interface RedisCacheStats {
+  /** Rows stored or replacing an older version. */
+  stored: number;
+  /** Rows not stored: a newer version was there. */
+  older: number;
+  /** Rows past their TTL already (time + ttlMs before now). */
+  expired: number;
+  /** Rows without a key, time or version that can be read. */
+  unkeyed: number;
+}
+
+/**
+ * Puts rows, three keys and six arguments each: stores the row at its key unless the
+ * version there is later, and adds it to the vendor index and (when its flag is '1') the
+ * customer index. The value is `<version>|<row>`. Returns { stored, older }. Many rows a
+ * call: a command per row cost ioredis more than Redis the work.
+ */
+const PUT = `
+local stored = 0
+local rows = #KEYS / 3
+for i = 0, rows - 1 do
+  local k = i * 3
+  local a = i * 6
+  local current = redis.call('GET', KEYS[k + 1])
+  local version = current and tonumber(string.match(current, '^([^|]*)|'))
+  if not (version and version > tonumber(ARGV[a + 2])) then
+    redis.call('SET', KEYS[k + 1], ARGV[a + 2] .. '|' .. ARGV[a + 1], 'PXAT', ARGV[a + 3])
+    redis.call('ZADD', KEYS[k + 2], ARGV[a + 5], ARGV[a + 4])
+    if ARGV[a + 6] == '1' then redis.call('ZADD', KEYS[k + 3], ARGV[a + 5], ARGV[a + 4]) end
+    stored = stored + 1
+  end
+end
+return { stored, rows - stored }
+`;
+
+/**
+ * Once per index and batch, not per row: drops the entries past their TTL (scores below
+ * ARGV[1]) and keeps each index KEYS[i] at least until ARGV[i + 1].
+ */
+const TRIM = `
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1])
+  if redis.call('PEXPIRETIME', KEYS[i]) < tonumber(ARGV[i + 1]) then redis.call('PEXPIREAT', KEYS[i], ARGV[i + 1]) end
+end
+return 'trimmed'
+`;
+
+/** Rows per call of the put script: long scripts hold up every other client of Redis. */
+const ROWS_PER_CALL = 500;
+
+/** Marks the cache complete at the end of a warm-up, unless a loss happened meanwhile (`warming` no longer holds ARGV[1]). */
+const FRESH = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '1')
+  return 1
+end
+return 0
+`;
+
+type CacheRedis = Redis & {
+  tributaryCachePut(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<[number, number]>;
+  tributaryCacheTrim(keyCount: number, ...keysThenArgs: (string | number)[]): Promise<string>;
+  tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
+};
+
+export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout {
+  const prefix = options.prefix ?? 'tributary:bookings:';
+  if (typeof prefix !== 'string') throw new ConfigError(`prefix must be a string, got ${JSON.stringify(prefix)}`);
+  const keyFields = options.keyFields ?? ['vendor', 'booking_id'];
+  if (!Array.isArray(keyFields) || keyFields.length === 0 || keyFields.some((f) => typeof f !== 'string' || f === '')) {
+    throw new ConfigError(`keyFields must be a non-empty list of column names, vendor first, got ${JSON.stringify(options.keyFields)}`);
+  }
+  const field = (name: string, value: unknown, fallback: string | undefined) => {
+    if (value === undefined) return fallback;
+    if (typeof value !== 'string' || !/^[A-Za-z_]\w*$/.test(value)) throw new ConfigError(`${name} must be a column name, got ${JSON.stringify(value)}`);
+    return value;
+  };
+  for (const name of keyFields) field('keyFields[]', name, undefined);
+  const ttlMs = options.ttlMs ?? 86_400_000;
+  if (!Number.isInteger(ttlMs) || ttlMs < 1000) throw new ConfigError(`ttlMs must be an integer >= 1000, got ${options.ttlMs}`);
+  return {
+    prefix,
+    keyFields,
+    timeField: field('timeField', options.timeField, 'booked_at')!,
+    versionField: field('versionField', options.versionField, 'updated_at')!,
+    customerField: field('customerField', options.customerField, undefined),
+    ttlMs,
+  };
+}
+
+/** The last connection failure of each client made here, for the errors of the commands it then fails. */
+const lastConnectionErrors = new WeakMap<Redis, Error>();
+
+/** `message` with the client's last connection failure when it has one. */
+export function redisFailure(client: Redis, message: string): string {
+  const last = lastConnectionErrors.get(client);
+  return last && !message.includes(last.message) ? `${message} (last connection error: ${last.message})` : message;
+}
+
+/** Makes or takes the ioredis client, loading ioredis only now: tributary without Redis never loads it. */
+export function redisClient(options: RedisConnectionOptions, what: string): { client: CacheRedis; owned: boolean } {
+  if (!options || (options.url === undefined) === (options.client === undefined)) throw new ConfigError(`${what} needs exactly one of url or client`);
+  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
+    throw new ConfigError(`url must start with redis:// or rediss://, got ${JSON.stringify(options.url)}`);
+  }
+  let client = options.client;
+  const owned = client === undefined;
+  if (!client) {
+    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    client = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
+    // Failures surface through writes and reads, which name the last one (a refused login); the client reconnects.
+    client.on('error', (error: Error) => lastConnectionErrors.set(client!, error));
+  }
+  if (typeof (client as unknown as Partial<CacheRedis>).tributaryCachePut !== 'function') {
+    client.defineCommand('tributaryCachePut', { lua: PUT });
+    client.defineCommand('tributaryCacheTrim', { lua: TRIM });
+    client.defineCommand('tributaryCacheFresh', { numberOfKeys: 2, lua: FRESH });
+  }
+  return { client: client as unknown as CacheRedis, owned };
+}
+
+/** Milliseconds since the epoch of a time column: epoch ms, or ISO 8601 / ClickHouse text (UTC when it names no zone). */
+export function timeMs(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  if (value instanceof Date) return Number.isFinite(value.getTime()) ? value.getTime() : undefined;
+  if (typeof value !== 'string' || value === '') return undefined;
+  const zoned = /[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value.replace(' ', 'T')}Z`;
+  const ms = Date.parse(zoned);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** The keys of one cache. Key parts are JSON-quoted so no vendor value can reach into another's keys. */
+export class CacheKeys {
+  constructor(readonly layout: ResolvedLayout) {}
+  member(parts: readonly string[]): string {
+    return JSON.stringify(parts);
+  }
+  booking(member: string): string {
+    return `${this.layout.prefix}b:${member}`;
+  }
+  vendorIndex(vendor: string): string {
+    return `${this.layout.prefix}v:${JSON.stringify(vendor)}`;
+  }
+  customerIndex(customer: string): string {
+    return `${this.layout.prefix}c:${JSON.stringify(customer)}`;
+  }
+  /** Present only while the cache is known complete (set by `warm()`). */
+  get fresh(): string {
+    return `${this.layout.prefix}fresh`;
+  }
+  get warming(): string {
+    return `${this.layout.prefix}warming`;
+  }
+}
+
+export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
+
+/** Rows not queued, by why. */
+export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
+
+/**
+ * Queues the puts of `rows` on `pipeline`, then one trim per index they touch. Rows are
+ * stored as JSON as they are given: encrypted fields stay encrypted.
+ */
+export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: Iterable<Record<string, unknown>>, now: number): Unqueued {
+  const { layout } = keys;
+  const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
+  const commands = pipeline as unknown as CacheRedis;
+  /** Each index touched, and the latest expiry of its rows. */
+  const indexes = new Map<string, number>();
+  const touch = (index: string, expireAt: number) => {
+    if (!(indexes.get(index)! >= expireAt)) indexes.set(index, expireAt);
+  };
+  let keyArgs: string[] = [];
+  let valueArgs: (string | number)[] = [];
+  const flush = () => {
+    if (keyArgs.length > 0) commands.tributaryCachePut(keyArgs.length, ...keyArgs, ...valueArgs);
+    keyArgs = [];
+    valueArgs = [];
+  };
+  for (const row of rows) {
+    const parts: string[] = [];
+    for (const field of layout.keyFields) {
+      const part = row?.[field];
+      if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts.push(String(part));
+      else break;
+    }
+    const time = parts.length === layout.keyFields.length ? timeMs(row[layout.timeField]) : undefined;
+    const version = timeMs(row?.[layout.versionField]);
+    if (time === undefined || version === undefined) {
+      unqueued.unkeyed++;
+      continue;
+    }
+    const expireAt = time + layout.ttlMs;
+    if (expireAt <= now) {
+      unqueued.expired++;
+      continue;
+    }
+    const member = keys.member(parts);
+    const vendorIndex = keys.vendorIndex(parts[0]!);
+    const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
+    const customerIndex = typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : undefined;
+    keyArgs.push(keys.booking(member), vendorIndex, customerIndex ?? vendorIndex);
+    valueArgs.push(JSON.stringify(row), version, expireAt, member, time, customerIndex ? '1' : '0');
+    if (keyArgs.length === 3 * ROWS_PER_CALL) flush();
+    touch(vendorIndex, expireAt);
+    if (customerIndex) touch(customerIndex, expireAt);
+  }
+  flush();
+  const indexKeys = [...indexes.keys()];
+  for (let at = 0; at < indexKeys.length; at += ROWS_PER_CALL) {
+    const part = indexKeys.slice(at, at + ROWS_PER_CALL);
+    commands.tributaryCacheTrim(part.length, ...part, now - layout.ttlMs, ...part.map((index) => indexes.get(index)!));
+  }
+  return unqueued;
+}
+
+/** Runs a pipeline of puts; counts outcomes. Redis failures become retriable `SinkError`s. */
+export async function execPuts(client: Redis, pipeline: ReturnType<Redis['pipeline']>, what: string): Promise<{ stored: number; older: number }> {
+  let replies: [Error | null, unknown][] | null;
+  try {
+    replies = await pipeline.exec();
+  } catch (cause) {
+    throw new SinkError(redisFailure(client, `${what}: Redis failed: ${(cause as Error).message}`), { code: 'REDIS', retriable: true, cause });
+  }
+  let stored = 0;
+  let older = 0;
+  for (const [error, reply] of replies ?? []) {
+    if (error) throw new SinkError(redisFailure(client, `${what}: Redis failed: ${error.message}`), { code: 'REDIS', retriable: !/WRONGTYPE|NOPERM|ERR syntax/.test(error.message), cause: error });
+    if (Array.isArray(reply)) {
+      stored += Number(reply[0]);
+      older += Number(reply[1]);
+    }
+  }
+  return { stored, older };
+}
+
+/** A cache sink: `stats` counts rows by outcome; `close()` quits a client it made. */
+export interface RedisCacheSink<T> extends Sink<T> {
+  readonly stats: RedisCacheStats;
+  close(): Promise<void>;
+}
+
+/**
+ * Keeps recent bookings in Redis (7.0 or later), each under its natural key with a TTL
+ * counted from the booking's time, plus sorted-set indexes by vendor and (optionally)
+ * customer token scored by that time. Idempotent: a Lua script stores a row only when no
+ * later version is there, so a replayed or older row never replaces a newer one. One
+ * pipelined round trip per batch. Rows are stored as the sink receives them (JSON):
+ * fields encrypted upstream stay encrypted.
+ *
+ * After a failed write, the next write first marks the cache incomplete (the reader then
+ * reads through to ClickHouse until `warm()` rebuilds it). Use it in a {@link fanOut}
+ * beside ClickHouse; read with `recentBookings`.
+ *
+ * ## Example
+ * ```ts
+ * import { fanOut, toClickHouse } from 'tributary';
+ * import { toRedisCache } from 'tributary/redis';
+ * const cache = toRedisCache({ url: 'redis://127.0.0.1:6379', customerField: 'customer_token' });
+ * const sink = fanOut([{ sink: toClickHouse({ client, table: 'bookings' }), required: true }, { sink: cache, bestEffort: true }]);
+ * ```
+ */
+export function toRedisCache<T extends object>(options: ToRedisCacheOptions): RedisCacheSink<T> {
+  const layout = resolveLayout(options ?? {});
+  const { client, owned } = redisClient(options, 'toRedisCache');
+  const keys = new CacheKeys(layout);
+  const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, unkeyed: 0 };
+  const name = `redis-cache:${layout.prefix}`;
+  /** Tokens of batches whose write failed and has not landed since. */
+  const missed = new Set<string>();
+  return {
+    name,
+    stats,
+    async write(batch: Batch<T>, context: WriteContext) {
+      const pipeline = client.pipeline();
+      // Another batch failed and was not written since: this cache is no longer complete,
+      // whatever a warm-up said. (The same batch retried is not a loss.)
+      const lost = missed.size > (missed.has(context.token) ? 1 : 0);
+      if (lost) pipeline.del(keys.fresh, keys.warming);
+      const unqueued = queuePuts(pipeline, keys, batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>), Date.now());
+      stats.expired += unqueued.expired;
+      stats.unkeyed += unqueued.unkeyed;
+      const skipped = unqueued.expired + unqueued.unkeyed;
+      if (skipped === batch.envelopes.length && !lost) return;
+      try {
+        const { stored, older } = await execPuts(client, pipeline, `sink ${name}`);
+        stats.stored += stored;
+        stats.older += older;
+      } catch (error) {
+        missed.add(context.token);
+        throw error;
+      }
+      if (lost) missed.clear();
+      else missed.delete(context.token);
+    },
+    async close() {
+      if (owned && client.status !== 'end') await client.quit().catch(() => client.disconnect());
+    },
+  };
+}

@@ -1,0 +1,244 @@
+import { randomUUID } from 'node:crypto';
+import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
+import { ConfigError, TributaryError } from '../../lib/errors';
+import { quoteIdentifier, type ClickHouseClient } from '../clickhouse/client';
+import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
+
+export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
+  /** The cache's Redis: `{ url }`, `{ url, redis: { username, password, tls } }` or `{ client }`. Same layout options as the `toRedisCache` that fills it. */
+  redis: RedisConnectionOptions;
+  /** Where bookings are read through to on a miss or a stale cache (read with FINAL). */
+  clickhouse: ClickHouseClient;
+  /** The ClickHouse table. @default 'bookings' */
+  table?: string;
+  /** Whether a booking read through to ClickHouse is put into the cache. @default true */
+  fill?: boolean;
+  /**
+   * Also stale while this says so, e.g. `() => sinks.stale` of the `fanOut` in this
+   * process, which knows of batches the cache missed before Redis does. @default none
+   */
+  stale?: () => boolean;
+  /** Where the cache metrics go: a prom-client Registry, or `'global'`. @default a new Registry, in `.registry` */
+  registry?: Registry | 'global';
+  /** Names the cache in the metrics' `cache` label. @default the prefix */
+  name?: string;
+  /**
+   * How long reads trust the last look at whether Redis holds a complete cache, ms: a
+   * lost Redis is noticed this late, and reads cost one round trip instead of two. `isStale()`
+   * always looks. @default 1000
+   */
+  staleCheckMs?: number;
+}
+
+/** A time range, inclusive, as epoch ms, `Date`s or ISO 8601 text. */
+export interface TimeRange {
+  from: number | Date | string;
+  to: number | Date | string;
+}
+
+/** Reads recent bookings from the cache, through to ClickHouse when the cache cannot answer. */
+export interface RecentBookings<R = Record<string, unknown>> {
+  readonly registry: Registry;
+  /** The booking named by its key parts (vendor first, as `keyFields`), or undefined. */
+  get(...key: string[]): Promise<R | undefined>;
+  /** A vendor's bookings whose time is in `range`, by time. */
+  byVendor(vendor: string, range: TimeRange): Promise<R[]>;
+  /** A customer token's bookings whose time is in `range`, by time (needs `customerField`). */
+  byCustomer(customer: string, range: TimeRange): Promise<R[]>;
+  /** Whether reads now go to ClickHouse: the cache was not warmed, lost data, or `stale()` says so. */
+  isStale(): Promise<boolean>;
+  /** Rebuilds the bookings of the last TTL from ClickHouse and marks the cache complete; resolves with the rows put. */
+  warm(): Promise<number>;
+  readonly counts: { hits: number; misses: number };
+  close(): Promise<void>;
+}
+
+/**
+ * Reads the bookings a `toRedisCache` keeps: by key, or by vendor or customer token and
+ * time range. A miss, a range older than the TTL, or a stale cache reads through to
+ * ClickHouse (`FINAL`, so the latest version), and by default fills the cache. The cache
+ * counts as complete only after `warm()`; a Redis that lost its data, or a cache sink
+ * that missed a batch, makes it stale again until the next `warm()`.
+ *
+ * Metrics: `tributary_cache_hits_total`, `tributary_cache_misses_total` and
+ * `tributary_cache_stale` (1 while reads go to ClickHouse), labelled `cache`.
+ *
+ * ## Example
+ * ```ts
+ * import { recentBookings } from 'tributary/redis';
+ * const bookings = recentBookings({ redis: { url: 'redis://127.0.0.1:6379' }, clickhouse });
+ * await bookings.warm();
+ * const booking = await bookings.get('acme', 'B-1001');
+ * const today = await bookings.byVendor('acme', { from: Date.now() - 86_400_000, to: Date.now() });
+ * ```
+ */
+export function recentBookings<R = Record<string, unknown>>(options: RecentBookingsOptions): RecentBookings<R> {
+  if (!options?.clickhouse) throw new ConfigError('clickhouse is required: embeddedClickHouse() or a server client');
+  if (!options.redis) throw new ConfigError('redis is required: { url } or { client }');
+  const layout = resolveLayout(options);
+  const table = options.table ?? 'bookings';
+  if (typeof table !== 'string' || !/^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)?$/.test(table)) {
+    throw new ConfigError(`table must be a name like bookings or db.bookings, got ${JSON.stringify(options.table)}`);
+  }
+  if (options.stale !== undefined && typeof options.stale !== 'function') throw new ConfigError('stale must be a function returning a boolean');
+  const staleCheckMs = options.staleCheckMs ?? 1000;
+  if (!Number.isInteger(staleCheckMs) || staleCheckMs < 0) throw new ConfigError(`staleCheckMs must be an integer >= 0, got ${options.staleCheckMs}`);
+  const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
+  if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
+  const { client, owned } = redisClient(options.redis, 'recentBookings redis');
+  const keys = new CacheKeys(layout);
+  const clickhouse = options.clickhouse;
+  const fill = options.fill ?? true;
+  const label = { cache: options.name ?? layout.prefix };
+  const counts = { hits: 0, misses: 0 };
+
+  const metric = <M>(name: string, make: () => M): M => (registry.getSingleMetric(name) as M | undefined) ?? make();
+  const hits = metric('tributary_cache_hits_total', () => new Counter({ name: 'tributary_cache_hits_total', help: 'Cache reads answered by Redis', labelNames: ['cache'], registers: [registry] }));
+  const misses = metric('tributary_cache_misses_total', () => new Counter({ name: 'tributary_cache_misses_total', help: 'Cache reads answered by ClickHouse: a miss, a range older than the TTL, or a stale cache', labelNames: ['cache'], registers: [registry] }));
+  const staleGauge = metric('tributary_cache_stale', () => new Gauge({ name: 'tributary_cache_stale', help: '1 while the cache is known incomplete and reads go to ClickHouse', labelNames: ['cache'], registers: [registry] }));
+  const hit = () => {
+    counts.hits++;
+    hits.inc(label);
+  };
+  const miss = () => {
+    counts.misses++;
+    misses.inc(label);
+  };
+
+  /** What Redis said last: whether it holds a complete cache, and when it was asked. */
+  let looked = { at: -Infinity, complete: false };
+  const isStale = async (): Promise<boolean> => {
+    let complete: boolean;
+    try {
+      complete = (await client.exists(keys.fresh)) === 1;
+    } catch {
+      complete = false; // Redis cannot be reached: ClickHouse answers
+    }
+    looked = { at: performance.now(), complete };
+    const stale = !complete || options.stale?.() === true;
+    staleGauge.set(label, stale ? 1 : 0);
+    return stale;
+  };
+  const staleForRead = async (): Promise<boolean> => {
+    if (performance.now() - looked.at >= staleCheckMs) return isStale();
+    const stale = !looked.complete || options.stale?.() === true;
+    staleGauge.set(label, stale ? 1 : 0);
+    return stale;
+  };
+
+  const select = async (where: string, params: Record<string, string>): Promise<Record<string, unknown>[]> => {
+    const sql = `SELECT * FROM ${quoteIdentifier(table)} FINAL WHERE ${where} ORDER BY ${quoteIdentifier(layout.timeField)} SETTINGS date_time_output_format = 'iso'`;
+    const chunks: Buffer[] = [];
+    for await (const chunk of clickhouse.stream(sql, { format: 'JSONEachRow', params })) chunks.push(Buffer.from(chunk));
+    return Buffer.concat(chunks)
+      .toString('utf8')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  };
+
+  const put = async (rows: readonly Record<string, unknown>[]): Promise<number> => {
+    let queued = 0;
+    const now = Date.now();
+    for (let at = 0; at < rows.length; at += 1000) {
+      const pipeline = client.pipeline();
+      const part = rows.slice(at, at + 1000);
+      const unqueued = queuePuts(pipeline, keys, part, now);
+      queued += part.length - unqueued.expired - unqueued.unkeyed;
+      await execPuts(client, pipeline, 'recentBookings');
+    }
+    return queued;
+  };
+  const fillQuietly = async (rows: readonly Record<string, unknown>[]) => {
+    if (fill && rows.length > 0) await put(rows).catch(() => undefined); // a cache that cannot be filled still answers from ClickHouse
+  };
+
+  const parse = (stored: string | null): R | undefined => (stored === null ? undefined : (JSON.parse(stored.slice(stored.indexOf('|') + 1)) as R));
+  const column = (name: string) => quoteIdentifier(name);
+  const rangeOf = (range: TimeRange): [number, number] => {
+    const from = timeMs(range?.from);
+    const to = timeMs(range?.to);
+    if (from === undefined || to === undefined) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
+    return [from, to];
+  };
+  const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+
+  const list = async (indexKey: string, field: string, value: string, range: TimeRange): Promise<R[]> => {
+    const [from, to] = rangeOf(range);
+    // Older than the TTL: the cache no longer holds all of it.
+    if (from >= Date.now() - layout.ttlMs && !(await staleForRead())) {
+      try {
+        const members = await client.zrangebyscore(indexKey, from, to);
+        const stored = members.length === 0 ? [] : await client.mget(members.map((m) => keys.booking(m)));
+        hit();
+        // An entry may outlive a change of the booking's customer, and a newer version may
+        // land between the range read and the MGET: the row as read decides.
+        return stored
+          .map(parse)
+          .filter((row): row is R => {
+            if (row === undefined) return false;
+            const time = timeMs((row as Record<string, unknown>)[layout.timeField]);
+            return time !== undefined && time >= from && time <= to && String((row as Record<string, unknown>)[field]) === value;
+          })
+          .sort((a, b) => timeMs((a as Record<string, unknown>)[layout.timeField])! - timeMs((b as Record<string, unknown>)[layout.timeField])!);
+      } catch {
+        // Redis failed: ClickHouse answers below.
+      }
+    }
+    miss();
+    const rows = await select(`${column(field)} = {value:String} AND ${column(layout.timeField)} BETWEEN {from:DateTime64(3, 'UTC')} AND {to:DateTime64(3, 'UTC')}`, { value, from: chTime(from), to: chTime(to) });
+    await fillQuietly(rows);
+    return rows as R[];
+  };
+
+  return {
+    registry,
+    counts,
+    isStale,
+    async get(...key: string[]) {
+      if (key.length !== layout.keyFields.length || key.some((part) => typeof part !== 'string')) {
+        throw new TributaryError(`get needs ${layout.keyFields.length} key parts (${layout.keyFields.join(', ')}), got ${key.length}`, { code: 'BAD_KEY' });
+      }
+      if (!(await staleForRead())) {
+        try {
+          const found = parse(await client.get(keys.booking(keys.member(key))));
+          if (found !== undefined) {
+            hit();
+            return found;
+          }
+        } catch {
+          // Redis failed: ClickHouse answers below.
+        }
+      }
+      miss();
+      const params: Record<string, string> = {};
+      const where = layout.keyFields.map((field, i) => {
+        params[`k${i}`] = key[i]!;
+        return `${column(field)} = {k${i}:String}`;
+      });
+      const rows = await select(where.join(' AND '), params);
+      await fillQuietly(rows);
+      return rows[0] as R | undefined;
+    },
+    byVendor(vendor: string, range: TimeRange) {
+      return list(keys.vendorIndex(vendor), layout.keyFields[0]!, vendor, range);
+    },
+    byCustomer(customer: string, range: TimeRange) {
+      if (layout.customerField === undefined) return Promise.reject(new ConfigError('byCustomer needs customerField'));
+      return list(keys.customerIndex(customer), layout.customerField, customer, range);
+    },
+    async warm() {
+      const id = randomUUID();
+      await client.set(keys.warming, id);
+      const since = Date.now() - layout.ttlMs;
+      const rows = await select(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(since) });
+      const put_ = await put(rows);
+      await client.tributaryCacheFresh(keys.warming, keys.fresh, id);
+      await isStale();
+      return put_;
+    },
+    async close() {
+      if (owned && client.status !== 'end') await client.quit().catch(() => client.disconnect());
+    },
+  };
+}

@@ -1,0 +1,221 @@
+import { SinkBreaker, type BreakerOptions } from './breaker';
+import { ConfigError, isRetriable, TributaryError } from './errors';
+import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from './retry';
+import type { Batch, Sink, WriteContext } from './sink';
+
+/** One sink of a {@link fanOut}: required (it acks the records) or best-effort (it never holds them back). */
+export interface FanOutTarget<T> {
+  sink: Sink<T>;
+  /** Records are acked only once this sink has them. Exactly one of `required` and `bestEffort` must be true. */
+  required?: boolean;
+  /**
+   * Written after every required sink has the batch, in the background: its failures are
+   * counted and mark it stale, never delay, nack or fail the records.
+   */
+  bestEffort?: boolean;
+  /**
+   * Best-effort only: retries of a failed write before the batch counts as failed (the
+   * pipeline's `retry` governs the required sinks). @default { retries: 2, maxDelayMs: 1000 }
+   */
+  retry?: RetryOptions;
+  /** Best-effort only: the circuit breaker around this sink's writes. @default BreakerOptions' defaults */
+  breaker?: BreakerOptions;
+  /**
+   * Best-effort only: batches being written to this sink at once; a batch past it is
+   * skipped (counted, the sink marked stale) so a slow sink cannot hold memory. @default 4
+   */
+  maxPending?: number;
+}
+
+/** What happened to the writes of one sink of a fan-out. */
+export interface FanOutSinkStats {
+  name: string;
+  required: boolean;
+  /** Batches written. */
+  written: number;
+  /** Best-effort batches that failed after their retries. */
+  failed: number;
+  /** Best-effort batches not written because `maxPending` were under way. */
+  skipped: number;
+  /** A best-effort sink missed a batch since it was last marked fresh. */
+  stale: boolean;
+  lastError?: string;
+}
+
+/** A sink writing every batch to several sinks. */
+export interface FanOutSink<T> extends Sink<T> {
+  /** True while any best-effort sink is stale. */
+  readonly stale: boolean;
+  /** One entry per sink, in the order given. */
+  stats(): FanOutSinkStats[];
+  /** Marks a best-effort sink (by name; all when omitted) complete again, e.g. after a rebuild. */
+  markFresh(name?: string): void;
+  /** Resolves once the best-effort writes under way have ended. */
+  idle(): Promise<void>;
+}
+
+/** Batches being retried whose required sinks are remembered; far more than sinkConcurrency ever holds. */
+const MAX_REMEMBERED = 1024;
+
+class Target<T> {
+  readonly sink: Sink<T>;
+  readonly required: boolean;
+  readonly stats: FanOutSinkStats;
+  readonly retry: ResolvedRetryOptions | undefined;
+  readonly breaker: SinkBreaker | undefined;
+  readonly maxPending: number;
+  readonly pending = new Set<Promise<void>>();
+  opened = false;
+
+  constructor(target: FanOutTarget<T>, index: number) {
+    if (!target?.sink || typeof target.sink.write !== 'function') throw new ConfigError(`sinks[${index}].sink must be a sink`);
+    if (Boolean(target.required) === Boolean(target.bestEffort)) throw new ConfigError(`sinks[${index}] must set exactly one of required and bestEffort`);
+    this.sink = target.sink;
+    this.required = Boolean(target.required);
+    this.stats = { name: target.sink.name, required: this.required, written: 0, failed: 0, skipped: 0, stale: false };
+    if (this.required) {
+      for (const option of ['retry', 'breaker', 'maxPending'] as const) {
+        if (target[option] !== undefined) throw new ConfigError(`sinks[${index}].${option} is for best-effort sinks; a required sink uses the pipeline's`);
+      }
+      this.maxPending = 0;
+      return;
+    }
+    this.retry = resolveRetryOptions({ retries: 2, maxDelayMs: 1000, ...target.retry }, `sinks[${index}].retry`);
+    this.breaker = new SinkBreaker(target.sink.name, target.breaker);
+    this.maxPending = target.maxPending ?? 4;
+    if (!Number.isInteger(this.maxPending) || this.maxPending < 1) throw new ConfigError(`sinks[${index}].maxPending must be an integer >= 1, got ${target.maxPending}`);
+  }
+
+  missed(error: unknown): void {
+    this.stats.stale = true;
+    this.stats.lastError = error instanceof Error ? error.message : String(error);
+  }
+}
+
+/**
+ * Writes each batch to several sinks with one acknowledgement: records are acked once
+ * every required sink has them. Best-effort sinks (a cache) get the batch after that, in
+ * the background, behind their own retry and circuit breaker; their failures are counted
+ * and mark them `stale`, and never hold records back.
+ *
+ * Every sink gets the batch's insert token: a retried batch is absorbed where the sink
+ * deduplicates by it. A required sink that failed is retried by the pipeline (its retry
+ * and breaker); the required sinks that already have that token are not written again.
+ * Values are kept in batches (the fan-out has no `encode` of its own): each sink encodes
+ * the rows itself.
+ *
+ * ## Example
+ * ```ts
+ * import { fanOut, toClickHouse } from 'tributary';
+ * import { toRedisCache } from 'tributary/redis';
+ * const cache = toRedisCache({ url: 'redis://127.0.0.1:6379' });
+ * const sink = fanOut([{ sink: toClickHouse({ client, table: 'bookings' }), required: true }, { sink: cache, bestEffort: true }]);
+ * ```
+ *
+ * @param sinks At least one required sink; names must differ.
+ * @param options `name` of the fan-out. @default name `fanOut(<names>)`
+ */
+export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: string } = {}): FanOutSink<T> {
+  if (!Array.isArray(sinks) || sinks.length === 0) throw new ConfigError('fanOut needs at least one sink');
+  const targets = sinks.map((target, index) => new Target(target, index));
+  const required = targets.filter((t) => t.required);
+  const bestEffort = targets.filter((t) => !t.required);
+  if (required.length === 0) throw new ConfigError('fanOut needs at least one required sink: a best-effort sink cannot ack records');
+  const names = new Set<string>();
+  for (const { sink } of targets) {
+    if (names.has(sink.name)) throw new ConfigError(`fanOut sink names must differ, ${JSON.stringify(sink.name)} is given twice`);
+    names.add(sink.name);
+  }
+  /** Required sinks that already hold a token whose batch is still being retried. */
+  const landed = new Map<string, Set<Target<T>>>();
+
+  const writeBestEffort = (target: Target<T>, batch: Batch<T>, context: WriteContext): void => {
+    if (target.pending.size >= target.maxPending) {
+      target.stats.skipped++;
+      target.missed(new TributaryError(`${target.maxPending} writes were under way`, { code: 'SKIPPED' }));
+      return;
+    }
+    // Its own batch object: the pipeline may split the original while this write goes on.
+    const own: Batch<T> = { envelopes: batch.envelopes, bytes: batch.bytes };
+    const work = (async () => {
+      try {
+        await retry(async (attempt) => {
+          await target.breaker!.call(async () => {
+            if (!target.opened) {
+              await target.sink.open?.();
+              target.opened = true;
+            }
+            await target.sink.write(own, { token: context.token, attempt });
+          });
+        }, target.retry!);
+        target.stats.written++;
+      } catch (error) {
+        target.stats.failed++;
+        target.missed(error);
+      }
+    })();
+    target.pending.add(work);
+    void work.then(() => target.pending.delete(work));
+  };
+
+  return {
+    name: options.name ?? `fanOut(${targets.map((t) => t.sink.name).join(',')})`,
+    get stale() {
+      return bestEffort.some((t) => t.stats.stale);
+    },
+    stats: () => targets.map((t) => ({ ...t.stats })),
+    markFresh(name?: string) {
+      for (const t of bestEffort) if (name === undefined || t.sink.name === name) t.stats.stale = false;
+    },
+    async idle() {
+      while (bestEffort.some((t) => t.pending.size > 0)) await Promise.all(bestEffort.flatMap((t) => [...t.pending]));
+    },
+    async open() {
+      await Promise.all(required.map((t) => t.sink.open?.()));
+      for (const t of required) t.opened = true;
+      // A best-effort sink that cannot open now is opened again by its next write.
+      await Promise.all(
+        bestEffort.map(async (t) => {
+          try {
+            await t.sink.open?.();
+            t.opened = true;
+          } catch (error) {
+            t.missed(error);
+          }
+        }),
+      );
+    },
+    async write(batch: Batch<T>, context: WriteContext) {
+      const done = landed.get(context.token) ?? new Set<Target<T>>();
+      const results = await Promise.allSettled(
+        required.map(async (t) => {
+          if (done.has(t)) return;
+          await t.sink.write(batch, context);
+          done.add(t);
+          t.stats.written++;
+        }),
+      );
+      const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+      if (failures.length > 0) {
+        // Kept only while the pipeline will try this token again.
+        if (failures.every(isRetriable) && done.size > 0) {
+          landed.set(context.token, done);
+          // A batch the pipeline gave up on is never written again: forget the oldest.
+          if (landed.size > MAX_REMEMBERED) landed.delete(landed.keys().next().value!);
+        } else {
+          landed.delete(context.token);
+        }
+        throw failures.find((f) => !isRetriable(f)) ?? failures[0];
+      }
+      landed.delete(context.token);
+      for (const t of bestEffort) writeBestEffort(t, batch, context);
+    },
+    async close() {
+      await this.idle();
+      for (const t of bestEffort) t.breaker!.shutdown();
+      const results = await Promise.allSettled(targets.map((t) => t.sink.close?.()));
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    },
+  } satisfies FanOutSink<T> & { idle(): Promise<void> };
+}
