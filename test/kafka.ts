@@ -7,13 +7,14 @@ export function testKafka(brokers: string[]): Kafka {
   return new Kafka({ brokers, clientId: 'tributary-test', logLevel: logLevel.NOTHING });
 }
 
-/** A fresh, uniquely named topic; removed by the returned function. */
-export async function createTopic(brokers: string[], partitions = 1, prefix = 'test'): Promise<{ topic: string; remove: () => Promise<void> }> {
+/** A fresh, uniquely named topic (with topic-level `config`, e.g. `max.message.bytes`); removed by the returned function. */
+export async function createTopic(brokers: string[], partitions = 1, prefix = 'test', config: Readonly<Record<string, string>> = {}): Promise<{ topic: string; remove: () => Promise<void> }> {
   const topic = `${prefix}-${randomUUID().slice(0, 8)}`;
   const admin = testKafka(brokers).admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
+    const configEntries = Object.entries(config).map(([name, value]) => ({ name, value }));
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1, configEntries }], waitForLeaders: true });
     await served(admin, topic);
   } finally {
     await admin.disconnect();

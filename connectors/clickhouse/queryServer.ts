@@ -552,6 +552,9 @@ function reply(response: ServerResponse, status: number, code: number, text: str
   if (response.headersSent) return void response.end();
   const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=UTF-8' };
   if (code !== 0) headers['X-ClickHouse-Exception-Code'] = String(code);
+  // A body left unread (refused before or while reading it) would be read as the next
+  // request on this connection: close it instead.
+  if (!response.req.complete) headers['Connection'] = 'close';
   response.writeHead(status, headers);
   response.end(text);
 }

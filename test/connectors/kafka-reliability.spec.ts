@@ -6,30 +6,12 @@ import { permanentRefusal } from '../../connectors/kafka/sink';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { delay, MemorySink, until } from '../helpers';
-import { produce, readAll, served, testKafka } from '../kafka';
+import { createTopic, produce, readAll, testKafka } from '../kafka';
 import { ensureKafka } from '../services';
 
 /** A topic that refuses messages over `maxMessageBytes`; removed by the returned function. */
-async function smallTopic(brokers: string[], maxMessageBytes: number): Promise<{ topic: string; remove: () => Promise<void> }> {
-  const topic = `small-${randomUUID().slice(0, 8)}`;
-  const admin = testKafka(brokers).admin();
-  await admin.connect();
-  try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1, configEntries: [{ name: 'max.message.bytes', value: String(maxMessageBytes) }] }], waitForLeaders: true });
-    // Served once its leader answers for it.
-    await served(admin, topic);
-  } finally {
-    await admin.disconnect();
-  }
-  return {
-    topic,
-    remove: async () => {
-      const a = testKafka(brokers).admin();
-      await a.connect();
-      await a.deleteTopics({ topics: [topic] }).catch(() => undefined);
-      await a.disconnect();
-    },
-  };
+function smallTopic(brokers: string[], maxMessageBytes: number): Promise<{ topic: string; remove: () => Promise<void> }> {
+  return createTopic(brokers, 1, 'small', { 'max.message.bytes': String(maxMessageBytes) });
 }
 
 async function deleteTopic(brokers: string[], topic: string): Promise<void> {

@@ -223,6 +223,16 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect((await fetch(`${endpoint.url}/`, { method: 'POST', body: '-- a comment\nSELECT 2', headers })).status).to.equal(200);
   });
 
+  it('closes a connection whose body it refused unread, so the rest is never read as a request', async () => {
+    const huge = await fetch(`${endpoint.url}/`, { method: 'POST', body: `SELECT ${'1+'.repeat(600_000)}1`, headers });
+    expect([huge.status, huge.headers.get('x-clickhouse-exception-code'), huge.headers.get('connection')]).to.deep.equal([413, '229', 'close']);
+    await huge.text();
+    for (let i = 0; i < 3; i++) {
+      const next = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT 1', headers });
+      expect([next.status, await next.text()]).to.deep.equal([200, '1\n']);
+    }
+  });
+
   it('cancels a query whose client went away, freeing its slot', async () => {
     const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1 });
     try {
