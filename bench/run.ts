@@ -104,7 +104,7 @@ async function main(): Promise<void> {
       // One broken benchmark (a service gone mid-run) must not cost the others their figures.
       const wallSeconds = Math.round((Date.now() - started) / 1000);
       console.error(`\n${bench.name} failed after ${wallSeconds} s; its stored result is left as it was:\n`, error);
-      suite.benchmarks.push({ name: bench.name, wallSeconds, error: error instanceof Error ? error.message : String(error) });
+      suite.benchmarks.push({ name: bench.name, wallSeconds, error: (error instanceof Error ? error.message : String(error)).split('\n')[0]! });
       process.exitCode = 1;
       continue;
     }
