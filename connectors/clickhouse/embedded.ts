@@ -81,9 +81,14 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           throw errorOf(cause);
         }
       };
+      // A session whose query failed or was abandoned can hand that query's output to the
+      // next one it runs (seen after a result limit cut a JSON answer): only a session that
+      // finished cleanly goes back to the pool.
+      let reusable = false;
       try {
         if (framing === 'whole') {
           yield await whole();
+          reusable = true;
           return;
         }
         let chunks: ReturnType<Session['queryStream']> | undefined;
@@ -100,6 +105,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         }
         if (!chunks || !iterator || first === undefined) {
           yield await whole();
+          reusable = true;
           return;
         }
         try {
@@ -116,11 +122,12 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
               throw errorOf(cause);
             }
           }
+          reusable = true;
         } finally {
           chunks.cancel();
         }
       } finally {
-        if (session) idleReaders.push(reader);
+        if (session && reusable) idleReaders.push(reader);
         else reader.close();
       }
     },
@@ -156,7 +163,7 @@ type Framing = 'rows' | 'whole' | { lines: number } | { sections: number };
 
 const ROW_FORMATS = new Set(['tabseparated', 'tsv', 'tabseparatedraw', 'tsvraw', 'raw', 'csv', 'jsoneachrow', 'jsonlines', 'ndjson', 'jsonstringseachrow', 'jsoncompacteachrow', 'jsoncompactstringseachrow', 'rowbinary', 'native', 'lineasstring', 'rawblob', 'msgpack', 'null', 'tskv', 'bsoneachrow']);
 
-function framingOf(format: string): Framing {
+export function framingOf(format: string): Framing {
   const name = format.toLowerCase();
   if (ROW_FORMATS.has(name)) return 'rows';
   const headed = /^(tabseparated|tsv|tabseparatedraw|tsvraw|csv|jsoncompacteachrow|jsoncompactstringseachrow|rowbinary)with(names|namesandtypes)$/.exec(name);

@@ -8,6 +8,7 @@ import type { AuditLog } from '../../lib/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
+import { framingOf } from './embedded';
 import { nativeForRevision } from './nativeRevision';
 import { admitQuery, QueryRefusedError } from './queryGuard';
 
@@ -72,6 +73,12 @@ export interface QueryServerOptions {
   maxConcurrentQueries?: number;
   /** @default 64 */
   maxQueuedQueries?: number;
+  /**
+   * On the embedded store, formats that frame a whole result (JSON, XML, Pretty, Parquet,
+   * Arrow, …) are built in memory before they are sent: their `max_result_bytes` is at most
+   * this. Row formats stream and are bound by `limits.maxResultBytes` only. @default 256 MiB
+   */
+  maxBufferedResultBytes?: number;
   /** Longest query text accepted, in bytes (after decompression). @default 1 MiB */
   maxQueryBytes?: number;
   /** Time to receive a request's headers and body, ms. @default 30000 */
@@ -225,6 +232,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   };
   const maxConcurrent = positive(options.maxConcurrentQueries, defaultConcurrency(), 'maxConcurrentQueries');
   const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
+  const maxBuffered = positive(options.maxBufferedResultBytes, 256 * 1024 * 1024, 'maxBufferedResultBytes');
   const maxQueryBytes = positive(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
   const requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   const maxFailedAuth = positive(options.maxFailedAuthPerMinute, 20, 'maxFailedAuthPerMinute');
@@ -324,7 +332,9 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       const admitted = await admitQuery(client, query, params, allowed);
       const format = admitted.format ?? url.searchParams.get('default_format') ?? request.headers['x-clickhouse-format']?.toString() ?? 'TabSeparated';
       if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
-      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, limits)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, limits)}`;
+      // A result built whole in memory is bounded by what memory can hold, not by bandwidth.
+      const bounds = client.kind === 'embedded' && framingOf(format) === 'whole' ? { ...limits, maxResultBytes: Math.min(limits.maxResultBytes, maxBuffered) } : limits;
+      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, bounds)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, bounds)}`;
       const chunks = client.stream(sql, { format, params, signal: abort.signal })[Symbol.asyncIterator]();
       // The first chunk (or the error) comes before any header, so a failed query gets its
       // own status, as from a server.

@@ -223,6 +223,21 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect((await fetch(`${endpoint.url}/`, { method: 'POST', body: '-- a comment\nSELECT 2', headers })).status).to.equal(200);
   });
 
+  it('bounds a result built whole in memory (JSON, Parquet) by maxBufferedResultBytes, and streams row formats past it', async () => {
+    const small = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxBufferedResultBytes: 4096 });
+    try {
+      const query = 'SELECT number FROM system.one ARRAY JOIN range(10000) AS number';
+      for (const format of ['JSON', 'Parquet']) {
+        const whole = await fetch(`${small.url}/?default_format=${format}`, { method: 'POST', body: query, headers });
+        expect([whole.status, whole.headers.get('x-clickhouse-exception-code')], format).to.deep.equal([500, '396']);
+      }
+      const rows = await fetch(`${small.url}/?default_format=TSV`, { method: 'POST', body: query, headers });
+      expect([rows.status, (await rows.text()).split('\n').length]).to.deep.equal([200, 10001]);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('closes a connection whose body it refused unread, so the rest is never read as a request', async () => {
     const huge = await fetch(`${endpoint.url}/`, { method: 'POST', body: `SELECT ${'1+'.repeat(600_000)}1`, headers });
     expect([huge.status, huge.headers.get('x-clickhouse-exception-code'), huge.headers.get('connection')]).to.deep.equal([413, '229', 'close']);
