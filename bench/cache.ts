@@ -19,7 +19,7 @@ import { recentBookings, toRedisCache } from '../connectors/redis';
 import { fanOut } from '../lib/fanOut';
 import { Pipeline } from '../lib/pipeline';
 import type { DeadLetter, Sink } from '../lib/sink';
-import { benchDir, round, sampleMemory, table } from './harness';
+import { benchDir, quantile, round, sampleMemory, table } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'cache';
@@ -65,8 +65,8 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
   return (performance.now() - started) / 1000;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.99)]!;
+const median = (xs: number[]) => quantile(xs, 0.5);
+const p99 = (xs: number[]) => quantile(xs, 0.99);
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const repeat = options.repeat ?? 3;

@@ -216,6 +216,12 @@ export function answerParent<R>(main: () => Promise<R>): void {
   );
 }
 
+/** The value at quantile `q` (0.5: the median, 0.99: p99) of `values`; 0 for none. */
+export function quantile(values: readonly number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0;
+}
+
 export function round(value: number, digits = 0): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;

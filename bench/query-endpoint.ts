@@ -17,7 +17,7 @@ import { embeddedClickHouse, serveQueries, toClickHouse } from '../connectors/cl
 import { fromIterable } from '../connectors/iterable';
 import { Pipeline } from '../lib/pipeline';
 import type { DeadLetter, Sink } from '../lib/sink';
-import { MB, round, sampleMemory, table } from './harness';
+import { MB, quantile, round, sampleMemory, table } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'query-endpoint';
@@ -38,11 +38,6 @@ function curl(url: string, body: string): Promise<number> {
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve(Number(out)) : reject(new Error(`curl exited ${code}: ${out}`))));
   });
-}
-
-function p99(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? 0;
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
@@ -131,11 +126,11 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const median = (xs: number[]) => quantile(xs, 0.5);
   const ratio = median(seconds.engine.map((engine, i) => engine / seconds.endpoint[i]!));
   const overIdleMb = round((peakRss - idleRss) / MB, 1);
-  const aloneP99 = p99(writes.alone);
-  const readersP99 = p99(writes.readers);
+  const aloneP99 = quantile(writes.alone, 0.99);
+  const readersP99 = quantile(writes.readers, 0.99);
   const figures = (label: string, rows: number, s: number): RunFigures => ({ label, records: rows, mb: round(bytes / MB), seconds: round(s, 2), rowsPerSecond: round(rows / s), repeats: repeat, peakRssMb: round(peakRss / MB, 1), maxRssMb: round(peakRss / MB, 1), idleRssMb: round(idleRss / MB, 1), peakHeapMb: 0 });
   const runs: RunFigures[] = [
     figures('100M-row SELECT through the endpoint (RowBinary, curl)', ROWS, median(seconds.endpoint)),
