@@ -1,9 +1,13 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../helpers';
+import { ensureRedis } from '../services';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '..', '..', '..');
@@ -38,13 +42,6 @@ function typeScriptBlocks(): Block[] {
  * package's types), not run.
  */
 const FRAGMENTS = new Map<string, string | undefined>([
-  [
-    'const server = await serveQueries({ client: clickhouse, users: { analyst: process.env.ANALYST_KEY! }, port: 8123 });',
-    "import { embeddedClickHouse, serveQueries } from 'tributary';\nconst clickhouse = embeddedClickHouse();",
-  ],
-  ["import { AccessControl, fromWebhook, fromPoll } from 'tributary';", "import { readFileSync } from 'node:fs';"],
-  ["import { recentBookings, toRedisCache } from 'tributary/redis';", "import type { ClickHouseClient } from 'tributary';\ndeclare const client: ClickHouseClient;\ndeclare const customerToken: string;"],
-  ['const bookings = fromPoll({', "import { fromPoll } from 'tributary';"],
   ["await migrate(clickhouse, './migrations', { cluster: 'tributary' });", "import { embeddedClickHouse, migrate } from 'tributary';\nconst clickhouse = embeddedClickHouse();"],
   [
     "import { pipe } from 'rxjs';\nimport { Pipeline, parse, normalize, validate, toClickHouse, embeddedClickHouse, type DeadLetter } from 'tributary';",
@@ -69,18 +66,58 @@ const FRAGMENTS = new Map<string, string | undefined>([
 const fragmentOf = (block: Block) => [...FRAGMENTS.keys()].find((start) => block.code.trimStart().startsWith(start));
 const isFragment = (block: Block) => fragmentOf(block) !== undefined;
 
-/** What each runnable block prints, by the file and a line of its code. */
+/**
+ * What each runnable block prints, found by a line of its code. The blocks read their ports,
+ * keys and service addresses from environment variables (with defaults for a reader's
+ * machine); `exampleEnv` sets them for the test's services.
+ */
 const EXPECTED_OUTPUT: { contains: string; prints: RegExp }[] = [
   { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
+  // The booking written through the fan-out and read back from Redis: three reads, three hits.
+  { contains: "toRedisCache({ url: REDIS_URL, customerField: 'customer_token' })", prints: /^confirmed\n1 1\n\{ hits: 3, misses: 0 \}\n$/ },
+  // The analyst's key reads the 54 sample bookings; an INSERT with it is refused (403, READONLY).
+  { contains: 'serveQueries({ client: clickhouse, users: { analyst: ANALYST_KEY }, port: PORT })', prints: /^200 54\n403 164\n$/ },
+  // A signed post with the vendor's key is answered 200, and its booking is in the table.
+  { contains: "fromWebhook({", prints: /^200\n\[ \{ vendor: 'tripwire', booking_id: 'TW-77821', status: 'confirmed' \} \]\n$/ },
+  // The staylodge sample served by `vendorApi` in three cursor pages, with the bearer token checked.
+  { contains: 'fromPoll({', prints: /^14 read, 13 written, 1 dead-lettered\n$/ },
 ];
+
+/** The staylodge sample as a vendor's REST API: five reservations a page, a cursor to the next, a bearer token required. */
+function vendorApi(token: string): Promise<Server> {
+  const reservations = readFileSync(join(ROOT, 'examples', 'bookings', 'data', 'staylodge', 'reservations.ndjson'), 'utf8').split('\n').filter(Boolean);
+  const server = createServer((request, response) => {
+    if (request.headers.authorization !== `Bearer ${token}`) return void response.writeHead(401).end();
+    const from = Number(new URL(request.url ?? '/', 'http://localhost').searchParams.get('cursor') ?? 0);
+    const next = from + 5 < reservations.length ? String(from + 5) : undefined;
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(`{"data":[${reservations.slice(from, from + 5).join(',')}],"meta":${JSON.stringify({ next_cursor: next })}}`);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
 
 describe('the examples in README.md and docs/ run as written against the packed package', function () {
   this.timeout(300_000);
   const blocks = typeScriptBlocks().filter((b) => !isFragment(b));
   let scratch: ReturnType<typeof tempDir>;
+  let api: Server | undefined;
+  /** The variables the blocks read: every server on a port of its own choosing, the test's Redis, the vendor API above. */
+  let exampleEnv: NodeJS.ProcessEnv;
 
   before(async function () {
-    this.timeout(300_000);
+    this.timeout(600_000); // the first run installs Debian's redis-server
+    const token = randomUUID();
+    api = await vendorApi(token);
+    exampleEnv = {
+      ...process.env,
+      QUERY_PORT: '0',
+      WEBHOOK_PORT: '0',
+      ANALYST_KEY: randomUUID(),
+      TRIPWIRE_SECRET: randomUUID(),
+      REDIS_URL: await ensureRedis(),
+      STAYLODGE_API: `http://127.0.0.1:${(api.address() as AddressInfo).port}/v1/reservations`,
+      STAYLODGE_TOKEN: token,
+    };
     scratch = tempDir('tributary-examples-');
     // The package as published: npm pack's tarball, unpacked where an install puts it.
     const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch.path], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
@@ -122,7 +159,10 @@ describe('the examples in README.md and docs/ run as written against the packed 
       if (prelude !== undefined) writeFileSync(join(scratch.path, 'fragments', `fragment${i + 1}.ts`), `${prelude}\n// ${block.where}\n${block.code}\nexport {};\n`);
     });
   });
-  after(() => scratch?.remove());
+  after(async () => {
+    scratch?.remove();
+    await new Promise((resolve) => (api ? api.close(resolve) : resolve(undefined)));
+  });
 
   it('finds the examples, and every block is runnable or a listed fragment', () => {
     const all = typeScriptBlocks();
@@ -157,7 +197,7 @@ describe('the examples in README.md and docs/ run as written against the packed 
       for (const [i, block] of blocks.entries()) {
         const cwd = join(dir, `run${i + 1}`);
         mkdirSync(cwd);
-        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd }).catch((e: { stdout: string; stderr: string }) => {
+        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd, env: exampleEnv }).catch((e: { stdout: string; stderr: string }) => {
           throw new Error(`${block.where} failed as ${kind}: ${e.stderr || e.stdout}`);
         });
         expect(stderr, block.where).to.equal('');
