@@ -11,6 +11,7 @@ import { ensureRedis } from '../services';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '..', '..', '..');
+const CLUSTER_SCRIPT = join(ROOT, 'scripts', 'deploy', 'clickhouse-cluster.sh');
 
 interface Block {
   /** `README.md:31`: the file and line of the opening fence. */
@@ -42,7 +43,6 @@ function typeScriptBlocks(): Block[] {
  * package's types), not run.
  */
 const FRAGMENTS = new Map<string, string | undefined>([
-  ["await migrate(clickhouse, './migrations', { cluster: 'tributary' });", "import { embeddedClickHouse, migrate } from 'tributary';\nconst clickhouse = embeddedClickHouse();"],
   [
     "import { pipe } from 'rxjs';\nimport { Pipeline, parse, normalize, validate, toClickHouse, embeddedClickHouse, type DeadLetter } from 'tributary';",
     "import { bookingSchema, mappings } from 'tributary/bookings';",
@@ -57,21 +57,25 @@ const FRAGMENTS = new Map<string, string | undefined>([
       'declare const keys: readonly ApiKeyRecord[];\ndeclare const rows$: Observable<Envelope<Record<string, unknown>>>;\n' +
       'declare const apiKey: string;\ndeclare const customerToken: string;',
   ],
-  [
-    "import { AccessControl, consoleLogger, Pipeline, serveMetrics } from 'tributary';",
-    "import type { DedupeStats, PipelineOptions } from 'tributary';\n" +
-      'declare const options: PipelineOptions<unknown>;\ndeclare const access: AccessControl;\ndeclare const dedupeStats: DedupeStats;\ndeclare function page(text: string): void;',
-  ],
 ]);
 const fragmentOf = (block: Block) => [...FRAGMENTS.keys()].find((start) => block.code.trimStart().startsWith(start));
 const isFragment = (block: Block) => fragmentOf(block) !== undefined;
 
 /**
- * What each runnable block prints, found by a line of its code. The blocks read their ports,
+ * What each runnable block prints (all of it, or a pattern), found by a line of its code. The blocks read their ports,
  * keys and service addresses from environment variables (with defaults for a reader's
  * machine); `exampleEnv` sets them for the test's services.
  */
-const EXPECTED_OUTPUT: { contains: string; prints: RegExp }[] = [
+type Output = RegExp | string;
+const CLUSTER_TABLES = [
+  'bookings: Distributed',
+  'bookings_local: ReplicatedReplacingMergeTree',
+  'dead_letters: Distributed',
+  'dead_letters_local: ReplicatedReplacingMergeTree',
+  'tributary_migrations: ReplicatedMergeTree',
+  '',
+].join('\n');
+const EXPECTED_OUTPUT: { contains: string; prints: Output | { esm: Output; cjs: Output } }[] = [
   { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
   // The booking written through the fan-out and read back from Redis: three reads, three hits.
   { contains: "toRedisCache({ url: REDIS_URL, customerField: 'customer_token' })", prints: /^confirmed\n1 1\n\{ hits: 3, misses: 0 \}\n$/ },
@@ -81,6 +85,21 @@ const EXPECTED_OUTPUT: { contains: string; prints: RegExp }[] = [
   { contains: "fromWebhook({", prints: /^200\n\[ \{ vendor: 'tripwire', booking_id: 'TW-77821', status: 'confirmed' \} \]\n$/ },
   // The staylodge sample served by `vendorApi` in three cursor pages, with the bearer token checked.
   { contains: 'fromPoll({', prints: /^14 read, 13 written, 1 dead-lettered\n$/ },
+  // Prometheus' scrape with its key: the sample vendors' 68 records, as 54 written and 12 + 2 dead-lettered.
+  {
+    contains: 'serveMetrics(pipeline, { port: PORT, access })',
+    prints: [
+      'tributary_records_total{pipeline="bookings",stage="source",outcome="in"} 68',
+      'tributary_records_total{pipeline="bookings",stage="sink",outcome="written"} 54',
+      'tributary_records_total{pipeline="bookings",stage="sink",outcome="nacked"} 0',
+      'tributary_records_total{pipeline="bookings",stage="normalize",outcome="dead_lettered"} 12',
+      'tributary_records_total{pipeline="bookings",stage="source",outcome="dead_lettered"} 2',
+      '',
+    ].join('\n'),
+  },
+  // Two ClickHouse replicas with ZooKeeper: the ES module (run first) applies both migrations
+  // through one replica, and the CommonJS run, through the other, finds them applied.
+  { contains: "migrate(clickhouse, MIGRATIONS_DIR, { cluster: 'tributary' })", prints: { esm: `applied [ 1, 2 ]\n${CLUSTER_TABLES}`, cjs: `applied []\n${CLUSTER_TABLES}` } },
 ];
 
 /** The staylodge sample as a vendor's REST API: five reservations a page, a cursor to the next, a bearer token required. */
@@ -101,24 +120,47 @@ describe('the examples in README.md and docs/ run as written against the packed 
   const blocks = typeScriptBlocks().filter((b) => !isFragment(b));
   let scratch: ReturnType<typeof tempDir>;
   let api: Server | undefined;
+  /** The cluster's two replicas (scripts/deploy/clickhouse-cluster.sh), for the deploy docs' `migrate({ cluster })`. */
+  let cluster: string[] = [];
+  let clusterEnv: NodeJS.ProcessEnv | undefined;
   /** The variables the blocks read: every server on a port of its own choosing, the test's Redis, the vendor API above. */
   let exampleEnv: NodeJS.ProcessEnv;
 
   before(async function () {
-    this.timeout(600_000); // the first run installs Debian's redis-server
+    this.timeout(600_000); // the first run installs Debian's redis-server, clickhouse-server and zookeeper
+    scratch = tempDir('tributary-examples-');
     const token = randomUUID();
     api = await vendorApi(token);
+    // Its ports follow this run's ClickHouse server's, so runs with their own ports do not meet.
+    const http = Number(process.env.CLUSTER_HTTP_PORT ?? Number(process.env.CLICKHOUSE_HTTP_PORT ?? 18123) + 10);
+    const tcp = Number(process.env.CLUSTER_TCP_PORT ?? Number(process.env.CLICKHOUSE_TCP_PORT ?? 19000) + 10);
+    clusterEnv = {
+      ...process.env,
+      CLUSTER_HTTP_PORT: String(http),
+      CLUSTER_TCP_PORT: String(tcp),
+      CLUSTER_INTERSERVER_PORT: String(tcp + 10),
+      ZOOKEEPER_PORT: String(tcp + 20),
+      TRIBUTARY_DEPLOY_DIR: join(scratch.path, 'deploy'),
+    };
+    for (const command of ['install', 'start']) {
+      await run('bash', [CLUSTER_SCRIPT, command], { env: clusterEnv }).catch((e: { stdout?: string; stderr?: string }) => {
+        throw new Error(`scripts/deploy/clickhouse-cluster.sh ${command} failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+      });
+    }
+    cluster = [`http://127.0.0.1:${http}`, `http://127.0.0.1:${http + 1}`];
     exampleEnv = {
       ...process.env,
       QUERY_PORT: '0',
+      METRICS_PORT: '0',
       WEBHOOK_PORT: '0',
       ANALYST_KEY: randomUUID(),
       TRIPWIRE_SECRET: randomUUID(),
       REDIS_URL: await ensureRedis(),
       STAYLODGE_API: `http://127.0.0.1:${(api.address() as AddressInfo).port}/v1/reservations`,
       STAYLODGE_TOKEN: token,
+      // The booking schema needs ClickHouse 22.2; the cluster's servers are 18.16.
+      MIGRATIONS_DIR: join(ROOT, 'test', 'fixtures', 'clickhouse-18.16-bookings'),
     };
-    scratch = tempDir('tributary-examples-');
     // The package as published: npm pack's tarball, unpacked where an install puts it.
     const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', scratch.path], { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
     const tarball = join(scratch.path, (JSON.parse(stdout) as { filename: string }[])[0]!.filename);
@@ -160,6 +202,7 @@ describe('the examples in README.md and docs/ run as written against the packed 
     });
   });
   after(async () => {
+    if (clusterEnv) await run('bash', [CLUSTER_SCRIPT, 'stop'], { env: clusterEnv });
     scratch?.remove();
     await new Promise((resolve) => (api ? api.close(resolve) : resolve(undefined)));
   });
@@ -197,11 +240,14 @@ describe('the examples in README.md and docs/ run as written against the packed 
       for (const [i, block] of blocks.entries()) {
         const cwd = join(dir, `run${i + 1}`);
         mkdirSync(cwd);
-        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd, env: exampleEnv }).catch((e: { stdout: string; stderr: string }) => {
+        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd, env: { ...exampleEnv, CLICKHOUSE_URL: cluster[kind === 'esm' ? 0 : 1] } }).catch((e: { stdout: string; stderr: string }) => {
           throw new Error(`${block.where} failed as ${kind}: ${e.stderr || e.stdout}`);
         });
         expect(stderr, block.where).to.equal('');
-        expect(stdout, `${block.where}: ${JSON.stringify(stdout)}`).to.match(EXPECTED_OUTPUT.find((e) => block.code.includes(e.contains))!.prints);
+        const prints = EXPECTED_OUTPUT.find((e) => block.code.includes(e.contains))!.prints;
+        const expected = typeof prints === 'string' || prints instanceof RegExp ? prints : prints[kind];
+        if (typeof expected === 'string') expect(stdout, block.where).to.equal(expected);
+        else expect(stdout, `${block.where}: ${JSON.stringify(stdout)}`).to.match(expected);
       }
     });
   }
