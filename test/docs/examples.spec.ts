@@ -1,13 +1,14 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
-import { tempDir } from '../helpers';
-import { ensureRedis } from '../services';
+import { delay, tempDir } from '../helpers';
+import { caughtUp, committedOffsets, createTopic, produce, readAll, served, testKafka } from '../kafka';
+import { ensureKafka, ensureRedis } from '../services';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '..', '..', '..');
@@ -44,10 +45,6 @@ function typeScriptBlocks(): Block[] {
  */
 const FRAGMENTS = new Map<string, string | undefined>([
   [
-    "import { pipe } from 'rxjs';\nimport { Pipeline, parse, normalize, validate, toClickHouse, embeddedClickHouse, type DeadLetter } from 'tributary';",
-    "import { bookingSchema, mappings } from 'tributary/bookings';",
-  ],
-  [
     'import { AuditLog, AccessControl, SubjectKeys, Keyring, auditAccess, clickHouseSubjectKeyStore,',
     "import { pipe, type Observable } from 'rxjs';\n" +
       "import { Pipeline, normalize, serveQueries, type ApiKeyRecord, type ClickHouseClient, type DeadLetter, type Envelope, type KeyProvider, type Sink, type Source } from 'tributary';\n" +
@@ -75,7 +72,20 @@ const CLUSTER_TABLES = [
   'tributary_migrations: ReplicatedMergeTree',
   '',
 ].join('\n');
-const EXPECTED_OUTPUT: { contains: string; prints: Output | { esm: Output; cjs: Output } }[] = [
+interface Expected {
+  /** A line of the block's code that finds it. */
+  contains: string;
+  /** All it prints (a string), or a pattern; per module kind where the two runs differ. */
+  prints: Output | { esm: Output; cjs: Output };
+  /** A program that runs until SIGTERM: what it needs before it starts (the variables it gets), when to stop it, and what to check after. */
+  service?: {
+    before(): Promise<NodeJS.ProcessEnv>;
+    stopWhen(env: NodeJS.ProcessEnv): Promise<void>;
+    after(env: NodeJS.ProcessEnv): Promise<void>;
+  };
+}
+
+const EXPECTED_OUTPUT: Expected[] = [
   { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
   // The booking written through the fan-out and read back from Redis: three reads, three hits.
   { contains: "toRedisCache({ url: REDIS_URL, customerField: 'customer_token' })", prints: /^confirmed\n1 1\n\{ hits: 3, misses: 0 \}\n$/ },
@@ -97,10 +107,84 @@ const EXPECTED_OUTPUT: { contains: string; prints: Output | { esm: Output; cjs: 
       '',
     ].join('\n'),
   },
+  // The skyway sample, a record a message, on a fresh topic: stopped once the group has committed
+  // every offset; the refused record is on the dead-letter topic with its reason in the headers.
+  {
+    contains: "fromKafka({ brokers, groupId: 'bookings-store'",
+    prints: '16 read, 15 written, 1 dead-lettered\n',
+    service: {
+      async before() {
+        const brokers = await ensureKafka();
+        const { topic } = await createTopic(brokers, 1, 'bookings-raw');
+        // As the README asks: a topic the producer would create logs an error while the broker makes it.
+        const admin = testKafka(brokers).admin();
+        await admin.connect();
+        await admin.createTopics({ topics: [{ topic: `${topic}.dead` }], waitForLeaders: true });
+        await served(admin, `${topic}.dead`);
+        await admin.disconnect();
+        const dir = join(ROOT, 'examples', 'bookings', 'data', 'skyway');
+        const records = readdirSync(dir).sort().flatMap((file) => JSON.parse(readFileSync(join(dir, file), 'utf8')) as unknown[]);
+        await produce(brokers, topic, records.map((record) => ({ value: JSON.stringify(record), headers: { vendor: 'skyway' } })));
+        // Finds the group's coordinator (and creates the offsets topic of a new broker) before the program asks.
+        await committedOffsets(brokers, 'bookings-store', topic);
+        return { KAFKA_BROKERS: brokers.join(','), KAFKA_TOPIC: topic };
+      },
+      async stopWhen(env) {
+        const brokers = env.KAFKA_BROKERS!.split(',');
+        for (const deadline = Date.now() + 120_000; !(await caughtUp(brokers, 'bookings-store', env.KAFKA_TOPIC!)); ) {
+          if (Date.now() > deadline) throw new Error('the Kafka example did not commit every offset');
+          await delay(200);
+        }
+      },
+      async after(env) {
+        const brokers = env.KAFKA_BROKERS!.split(',');
+        const [letter, ...more] = await readAll(brokers, `${env.KAFKA_TOPIC}.dead`, 1);
+        expect(more).to.deep.equal([]);
+        expect([letter!.headers['tributary-stage'], letter!.headers['tributary-vendor']]).to.deep.equal(['normalize', 'skyway']);
+        const admin = testKafka(brokers).admin();
+        await admin.connect();
+        await admin.deleteTopics({ topics: [env.KAFKA_TOPIC!, `${env.KAFKA_TOPIC}.dead`] });
+        await admin.disconnect();
+      },
+    },
+  },
   // Two ClickHouse replicas with ZooKeeper: the ES module (run first) applies both migrations
   // through one replica, and the CommonJS run, through the other, finds them applied.
   { contains: "migrate(clickhouse, MIGRATIONS_DIR, { cluster: 'tributary' })", prints: { esm: `applied [ 1, 2 ]\n${CLUSTER_TABLES}`, cjs: `applied []\n${CLUSTER_TABLES}` } },
 ];
+
+/**
+ * Runs a compiled example; one that serves until stopped gets SIGTERM once `stopWhen`
+ * resolves. Fails with its output when it exits with an error, or has not exited two
+ * minutes on (a server left open).
+ */
+async function runProgram(file: string, cwd: string, env: NodeJS.ProcessEnv, stopWhen?: () => Promise<void>): Promise<{ stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [file], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const hung = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const exited = new Promise<void>((resolve, reject) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(hung);
+      if (code === 0) resolve();
+      else reject(new Error(`${signal === 'SIGKILL' ? 'did not exit' : `exit ${code ?? signal}`}: ${stderr || stdout}`));
+    }),
+  );
+  if (stopWhen) {
+    const early = exited.then(() => Promise.reject(new Error(`exited before it was stopped: ${stderr || stdout}`)));
+    try {
+      await Promise.race([stopWhen(), early]);
+    } catch (error) {
+      child.kill('SIGKILL');
+      throw error;
+    }
+    child.kill('SIGTERM');
+  }
+  await exited;
+  return { stdout, stderr };
+}
 
 /** The staylodge sample as a vendor's REST API: five reservations a page, a cursor to the next, a bearer token required. */
 function vendorApi(token: string): Promise<Server> {
@@ -240,11 +324,14 @@ describe('the examples in README.md and docs/ run as written against the packed 
       for (const [i, block] of blocks.entries()) {
         const cwd = join(dir, `run${i + 1}`);
         mkdirSync(cwd);
-        const { stdout, stderr } = await run(process.execPath, [join(dir, `example${i + 1}.js`)], { cwd, env: { ...exampleEnv, CLICKHOUSE_URL: cluster[kind === 'esm' ? 0 : 1] } }).catch((e: { stdout: string; stderr: string }) => {
-          throw new Error(`${block.where} failed as ${kind}: ${e.stderr || e.stdout}`);
+        const expectation = EXPECTED_OUTPUT.find((e) => block.code.includes(e.contains))!;
+        const env = { ...exampleEnv, CLICKHOUSE_URL: cluster[kind === 'esm' ? 0 : 1], ...(await expectation.service?.before()) };
+        const { stdout, stderr } = await runProgram(join(dir, `example${i + 1}.js`), cwd, env, expectation.service && (() => expectation.service!.stopWhen(env))).catch((e: Error) => {
+          throw new Error(`${block.where} failed as ${kind}: ${e.message}`);
         });
+        await expectation.service?.after(env);
         expect(stderr, block.where).to.equal('');
-        const prints = EXPECTED_OUTPUT.find((e) => block.code.includes(e.contains))!.prints;
+        const prints = expectation.prints;
         const expected = typeof prints === 'string' || prints instanceof RegExp ? prints : prints[kind];
         if (typeof expected === 'string') expect(stdout, block.where).to.equal(expected);
         else expect(stdout, `${block.where}: ${JSON.stringify(stdout)}`).to.match(expected);
