@@ -37,12 +37,6 @@ function typeScriptBlocks(): Block[] {
   return blocks;
 }
 
-
-/**
- * What each runnable block prints (all of it, or a pattern), found by a line of its code. The blocks read their ports,
- * keys and service addresses from environment variables (with defaults for a reader's
- * machine); `exampleEnv` sets them for the test's services.
- */
 type Output = RegExp | string;
 const CLUSTER_TABLES = [
   'bookings: Distributed',
@@ -65,6 +59,11 @@ interface Expected {
   };
 }
 
+/**
+ * What each block prints (all of it, or a pattern), found by a line of its code. The blocks
+ * read their ports, keys and service addresses from environment variables, with defaults
+ * for a reader's machine; `exampleEnv` points them at the test's services.
+ */
 const EXPECTED_OUTPUT: Expected[] = [
   { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
   // The booking written through the fan-out and read back from Redis: three reads, three hits.
