@@ -1,4 +1,4 @@
-import { open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 
@@ -22,7 +22,8 @@ export interface CursorStore {
 
 /**
  * A cursor in a JSON file, written aside, flushed to disk and renamed over the old one, so
- * a crash leaves either the old cursor or the new one, never half of either.
+ * a crash leaves either the old cursor or the new one, never half of either. The file's
+ * directory is created if needed.
  *
  * ## Example
  * ```ts
@@ -32,6 +33,7 @@ export interface CursorStore {
  */
 export function fileCursorStore(path: string): CursorStore {
   if (typeof path !== 'string' || path === '') throw new ConfigError(`cursor file must be a path, got ${JSON.stringify(path)}`);
+  let dirMade = false;
   return {
     async load() {
       let text: string;
@@ -49,6 +51,11 @@ export function fileCursorStore(path: string): CursorStore {
     },
     async save(cursor) {
       const aside = `${path}.tmp`;
+      // The first save creates the cursor's directory (`./state/` of a fresh checkout).
+      if (!dirMade) {
+        await mkdir(dirname(path), { recursive: true });
+        dirMade = true;
+      }
       const file = await open(aside, 'w');
       try {
         await file.writeFile(JSON.stringify(cursor));
