@@ -31,8 +31,36 @@ need() {
   command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
 }
 
+# go_toolchain: puts a Go of at least go.mod's version first on PATH. Without one on this
+# machine, that version's toolchain comes from the Go module proxy (golang.org/toolchain),
+# as `go` itself would fetch it, into $COMPAT_DIR/go/toolchain.
+go_toolchain() {
+  local wanted have arch proxy dir
+  wanted="$(awk '/^go /{print $2}' "$SOURCES/go/go.mod")"
+  have="$(go env GOVERSION 2>/dev/null | sed 's/^go//' || true)"
+  if [[ -n "$have" && "$(printf '%s\n%s\n' "$wanted" "$have" | sort -V | head -1)" == "$wanted" ]]; then return; fi
+  dir="$COMPAT_DIR/go/toolchain/go$wanted"
+  if [[ ! -x "$dir/bin/go" ]]; then
+    case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) die "no Go toolchain for $(uname -m): install Go $wanted" ;; esac
+    proxy="${GOPROXY:-https://proxy.golang.org}"
+    proxy="${proxy%%[,|]*}"
+    [[ "$proxy" == http* ]] || proxy=https://proxy.golang.org
+    apt_install curl unzip ca-certificates
+    log "go: ${have:+Go $have is older than $wanted; }fetching Go $wanted from $proxy"
+    rm -rf "$COMPAT_DIR/go/toolchain"
+    mkdir -p "$COMPAT_DIR/go/toolchain"
+    curl -fsSL "$proxy/golang.org/toolchain/@v/v0.0.1-go$wanted.linux-$arch.zip" -o "$COMPAT_DIR/go/toolchain/go.zip" \
+      || die "could not fetch Go $wanted from $proxy: install Go $wanted or later"
+    unzip -q "$COMPAT_DIR/go/toolchain/go.zip" -d "$COMPAT_DIR/go/toolchain/unpacked"
+    mv "$COMPAT_DIR/go/toolchain/unpacked/golang.org/toolchain@v0.0.1-go$wanted.linux-$arch" "$dir"
+    rm -rf "$COMPAT_DIR/go/toolchain/go.zip" "$COMPAT_DIR/go/toolchain/unpacked"
+    chmod +x "$dir/bin/"* "$dir/pkg/tool/"*/* 2>/dev/null || true
+  fi
+  export PATH="$dir/bin:$PATH"
+}
+
 install_go() {
-  need go "install Go $(awk '/^go /{print $2}' "$SOURCES/go/go.mod") or later (clickhouse-go needs it)"
+  go_toolchain
   TOOL_VERSION="$(go version)"
   if fresh go "$SOURCES/go/go.mod" "$SOURCES/go/go.sum" "$SOURCES/go/main.go" && [[ -x "$COMPAT_DIR/go/compat-go" ]]; then
     log "go: clickhouse-go program up to date"
@@ -48,6 +76,7 @@ install_go() {
 }
 
 install_python() {
+  command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
   need python3 "install Python 3.9 or later"
   TOOL_VERSION="$(python3 --version)"
   if fresh python "$SOURCES/python/requirements.txt" && [[ -x "$COMPAT_DIR/python/venv/bin/python" ]]; then
@@ -67,6 +96,8 @@ install_python() {
 }
 
 install_java() {
+  command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
+  command -v mvn >/dev/null 2>&1 || apt_install maven
   need java "install a Java 17 JDK (Debian: openjdk-17-jdk-headless)"
   need javac "install a Java 17 JDK (Debian: openjdk-17-jdk-headless)"
   need mvn "install Maven (Debian: maven)"
