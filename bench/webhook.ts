@@ -395,13 +395,17 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   return result;
 }
 
-/** A CPU profile of the pipeline child under the load, written into `dir`. */
+/** CPU profiles of the pipeline child and of the handler child under the same load, written into `dir` as pipeline.cpuprofile and handler.cpuprofile. */
 async function profile(dir: string): Promise<void> {
-  const { child, url, token } = await startServer('pipeline', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-  const figures = await load(url, token, 20);
-  await stopServer(child);
-  await new Promise((resolve) => child.once('exit', resolve));
-  console.log(`pipeline under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms`);
+  for (const mode of ['pipeline', 'handler'] as const) {
+    const { child, url, token } = await startServer(mode, ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${mode}.cpuprofile`]);
+    const cpuBefore = await cpuOf(child);
+    const figures = await load(url, token, 20);
+    const cpu = (await cpuOf(child)) - cpuBefore;
+    await stopServer(child);
+    await new Promise((resolve) => child.once('exit', resolve));
+    console.log(`${mode} under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms, server CPU ${Math.round(cpu / figures.ok)} µs per request`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
