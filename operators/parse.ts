@@ -7,7 +7,7 @@ import { refusedRaw } from '../connectors/files/read';
 import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../connectors/files/xml';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, ParseError } from '../lib/errors';
-import { checkJsonText, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';
+import { checkJsonText, hasMoreOpenings, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';
 import { recordOperator } from './recordOperator';
 
 export interface ParseOptions {
@@ -138,12 +138,15 @@ export function emitNdjson(envelope: Envelope<string | Uint8Array>, limits: Reso
     start = end + 1;
   }
   const parts = envelope.split(texts, (i) => ({ line: lines[i]!, record: i + 1 }));
+  // A payload within both limits as a whole has no line past them: each line is checked
+  // only when the whole is not (a long or bracket-heavy payload).
+  const checkLines = Buffer.byteLength(text) > limits.maxRecordBytes || hasMoreOpenings(text, limits.maxDepth);
   let emitted = 0;
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i]!;
     const text = texts[i]!;
     part.raw = text;
-    const refused = checkJsonText(text, Buffer.byteLength(text), `line ${lines[i]}`, limits, 'parse');
+    const refused = checkLines ? checkJsonText(text, Buffer.byteLength(text), `line ${lines[i]}`, limits, 'parse') : undefined;
     if (refused) {
       part.reject(refused);
       continue;

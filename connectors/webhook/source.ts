@@ -460,7 +460,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     try {
       let claimed: boolean | undefined;
       try {
-        claimed = await replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+        // The memory store answers at once: no await (and no extra turn) for it.
+        const claim = replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+        claimed = claim instanceof Promise ? await claim : claim;
       } catch {
         // Without the store a replay cannot be told apart: refuse, the vendor retries.
         return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
