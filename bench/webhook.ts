@@ -33,9 +33,11 @@ const name = 'webhook';
 /** Each side's slice of a round: short slices, many of them, pair better on a shared machine than long runs. */
 const SECONDS = 6;
 /** Paired rounds by default (`--repeat=N` sets them). */
-const ROUNDS = 10;
+const ROUNDS = 8;
 /** A slice of load each server gets before the rounds, not counted: the JIT warms up. */
 const WARM_UP_SECONDS = 3;
+/** The paced rounds' rate: this share of the slower side's median rate, so that both keep up. */
+const PACED_SHARE = 0.7;
 const SENDERS = 64;
 const RECORDS_PER_REQUEST = 10;
 const SECRET = 'bench-webhook-secret-0123456789abcdef';
@@ -76,8 +78,12 @@ function body(id: string): string {
   return text;
 }
 
-/** `SENDERS` keep-alive senders posting back to back for `forSeconds`. */
-async function load(url: string, token: string, forSeconds = SECONDS): Promise<LoadFigures> {
+/**
+ * `SENDERS` keep-alive senders posting back to back for `forSeconds`; with `perSecond`, paced
+ * to that many requests per second in all, each request's latency counted from when it was
+ * due (so a server that falls behind is not flattered by requests sent late).
+ */
+async function load(url: string, token: string, forSeconds = SECONDS, perSecond?: number): Promise<LoadFigures> {
   const agent = new Agent({ keepAlive: true, maxSockets: SENDERS });
   const target = new URL(`${url}/webhooks/acme`);
   const latencies: number[] = [];
@@ -90,14 +96,21 @@ async function load(url: string, token: string, forSeconds = SECONDS): Promise<L
   const deadline = started + forSeconds * 1000;
   const sender = async () => {
     while (performance.now() < deadline) {
-      const id = `b-${run}-${++next}`;
+      const n = ++next;
+      const due = perSecond === undefined ? undefined : started + (n * 1000) / perSecond;
+      if (due !== undefined) {
+        if (due >= deadline) break;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+      const id = `b-${run}-${n}`;
       const payload = body(id);
       const headers = {
         'content-type': 'application/x-ndjson',
         authorization: `Bearer ${token}`,
         ...signWebhook(SECRET, id, Math.floor(Date.now() / 1000), payload),
       };
-      const sent = performance.now();
+      const sent = due ?? performance.now();
       const status = await new Promise<number>((resolve) => {
         const req = request(target, { method: 'POST', agent, headers }, (res) => {
           res.resume();
@@ -185,32 +198,46 @@ async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
  * machine than runs of minutes: whatever else runs changes less between the two halves of a
  * round. Each slice is a `Measured` whose `server` is its side's report with the slice's own
  * cores (from the child's CPU time before and after it).
+ *
+ * First `rounds` rounds at full speed (each side's own rate); then `pacedRounds` rounds with
+ * the senders paced to one rate for both, `PACED_SHARE` of the slower side's median: latency
+ * compared at the same load, where a faster server is not penalised for taking more load
+ * (with a fixed number of senders, a server that answers faster gets more requests, so its
+ * inserts are larger and take longer).
  */
-async function paired(rounds: number, budget: { ms: number }): Promise<{ pipelines: Measured[]; baselines: Measured[] }> {
+async function paired(rounds: number, budget: { ms: number }, pacedRounds = Math.ceil(rounds / 2)): Promise<{ pipelines: Measured[]; baselines: Measured[]; paced: { perSecond: number; pipelines: Measured[]; baselines: Measured[] } }> {
   const before = await quietMachine(QUIET_CORES, budget);
   if (before >= QUIET_CORES) console.log(`  (the machine stays busy: ${before.toFixed(2)} cores in use before the rounds; going on)`);
   const servers = { pipeline: await startServer('pipeline'), handler: await startServer('handler') };
   for (const mode of ['pipeline', 'handler'] as const) await load(servers[mode].url, servers[mode].token, WARM_UP_SECONDS);
-  const slices: Record<'pipeline' | 'handler', Omit<Measured, 'server'>[]> = { pipeline: [], handler: [] };
-  const cores: Record<'pipeline' | 'handler', number[]> = { pipeline: [], handler: [] };
-  for (let i = 0; i < rounds; i++) {
-    const order = i % 2 === 0 ? (['pipeline', 'handler'] as const) : (['handler', 'pipeline'] as const);
-    const line: string[] = [];
-    for (const mode of order) {
-      const { child, url, token } = servers[mode];
-      const cpuBefore = await cpuOf(child);
-      const timing = await timed(() => load(url, token, SECONDS));
-      const serverCores = round((await cpuOf(child)) - cpuBefore, 0) / 1e6 / timing.seconds;
-      const figures = timing.result;
-      slices[mode].push({ load: figures, othersCores: round(Math.max(0, timing.othersCores - serverCores), 2), senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy } });
-      cores[mode].push(round(serverCores, 2));
-      line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${round(Math.max(0, timing.othersCores - serverCores), 2)}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+  type Slice = Omit<Measured, 'server'> & { cores: number };
+  const runRounds = async (count: number, perSecond?: number): Promise<Record<'pipeline' | 'handler', Slice[]>> => {
+    const slices: Record<'pipeline' | 'handler', Slice[]> = { pipeline: [], handler: [] };
+    for (let i = 0; i < count; i++) {
+      const order = i % 2 === 0 ? (['pipeline', 'handler'] as const) : (['handler', 'pipeline'] as const);
+      const line: string[] = [];
+      for (const mode of order) {
+        const { child, url, token } = servers[mode];
+        const cpuBefore = await cpuOf(child);
+        const timing = await timed(() => load(url, token, SECONDS, perSecond));
+        const serverCores = round((await cpuOf(child)) - cpuBefore, 0) / 1e6 / timing.seconds;
+        const figures = timing.result;
+        const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
+        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2) });
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+      }
+      console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
-    console.log(`  round ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
-  }
+    return slices;
+  };
+  const full = await runRounds(rounds);
+  const slower = Math.min(middle(full.pipeline.map((m) => rate(m.load))), middle(full.handler.map((m) => rate(m.load))));
+  const perSecond = Math.max(100, Math.round((slower * PACED_SHARE) / 100) * 100);
+  console.log(`  then paced: both sides at ${perSecond.toLocaleString('en')} requests/s`);
+  const paced = await runRounds(pacedRounds, perSecond);
   const reports = { pipeline: await stopServer(servers.pipeline.child), handler: await stopServer(servers.handler.child) };
-  const side = (mode: 'pipeline' | 'handler'): Measured[] => slices[mode].map((m, i) => ({ ...m, server: { ...reports[mode], cores: cores[mode][i]! } }));
-  return { pipelines: side('pipeline'), baselines: side('handler') };
+  const side = (slices: Slice[], mode: 'pipeline' | 'handler'): Measured[] => slices.map(({ cores, ...m }) => ({ ...m, server: { ...reports[mode], cores } }));
+  return { pipelines: side(full.pipeline, 'pipeline'), baselines: side(full.handler, 'handler'), paced: { perSecond, pipelines: side(paced.pipeline, 'pipeline'), baselines: side(paced.handler, 'handler') } };
 }
 
 const rate = (f: LoadFigures) => round(f.ok / f.seconds, 0);
@@ -254,7 +281,7 @@ function refusals(runs: Measured[]): { refused: Record<string, number>; errors: 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const repeat = options.repeat ?? ROUNDS;
   const budget = { ms: 120_000 };
-  const { pipelines, baselines } = await paired(repeat, budget);
+  const { pipelines, baselines, paced } = await paired(repeat, budget);
   const rounds = pipelines.map((p, i) => {
     const h = baselines[i]!;
     return { round: i + 1, pipeline: rate(p.load), handler: rate(h.load), ratio: round(rate(p.load) / rate(h.load), 3), pipelineP99Ms: p.load.p99Ms, handlerP99Ms: h.load.p99Ms, pipelineCores: p.server.cores, handlerCores: h.server.cores, sendersCores: [p.senders.cores, h.senders.cores], othersCores: [p.othersCores, h.othersCores] };
@@ -265,18 +292,22 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     pipelineP99Ms: round(middle(rounds.map((r) => r.pipelineP99Ms)), 1),
     handlerP99Ms: round(middle(rounds.map((r) => r.handlerP99Ms)), 1),
     ratioOfRounds: round(middle(rounds.map((r) => r.ratio)), 3),
+    pacedPipelineP99Ms: round(middle(paced.pipelines.map((m) => m.load.p99Ms)), 1),
+    pacedHandlerP99Ms: round(middle(paced.baselines.map((m) => m.load.p99Ms)), 1),
+    pacedPipelineP50Ms: round(middle(paced.pipelines.map((m) => m.load.p50Ms)), 1),
+    pacedHandlerP50Ms: round(middle(paced.baselines.map((m) => m.load.p50Ms)), 1),
   };
   const ratio = round(medians.pipeline / medians.handler, 3);
-  console.log(`  medians over ${repeat} rounds: pipeline ${medians.pipeline.toLocaleString('en')} requests/s (p99 ${medians.pipelineP99Ms} ms), handler ${medians.handler.toLocaleString('en')} requests/s (p99 ${medians.handlerP99Ms} ms); ratio of medians ${ratio}, median of the rounds' ratios ${medians.ratioOfRounds}`);
+  console.log(`  medians over ${repeat} rounds: pipeline ${medians.pipeline.toLocaleString('en')} requests/s (p99 ${medians.pipelineP99Ms} ms), handler ${medians.handler.toLocaleString('en')} requests/s (p99 ${medians.handlerP99Ms} ms); ratio of medians ${ratio}, median of the rounds' ratios ${medians.ratioOfRounds}; paced at ${paced.perSecond.toLocaleString('en')} requests/s, p99 pipeline ${medians.pacedPipelineP99Ms} ms, handler ${medians.pacedHandlerP99Ms} ms`);
   const soak = await measure('soak', budget);
   const chosen = median(pipelines);
   const chosenBaseline = median(baselines);
   const pipeline = chosen.run;
   const baseline = chosenBaseline.run;
-  const stored = completeness(pipelines);
-  const storedByHandler = completeness(baselines);
+  const stored = completeness([...pipelines, ...paced.pipelines]);
+  const storedByHandler = completeness([...baselines, ...paced.baselines]);
   const storedInSoak = completeness([soak]);
-  const { refused, errors } = refusals(pipelines);
+  const { refused, errors } = refusals([...pipelines, ...paced.pipelines]);
   const soakRefusals = refusals([soak]);
   const refusedOther = Object.keys(refused).filter((status) => status !== '429' && status !== '503');
   // Once the window is full, the store holds only the ids of its last window: an id lives
@@ -325,6 +356,12 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       claim: `median over ${repeat} paired rounds of each round's p99 at most the hand-written durable handler's`,
       actual: `${medians.pipelineP99Ms} vs ${medians.handlerP99Ms} ms (rounds: ${rounds.map((r) => `${r.pipelineP99Ms}/${r.handlerP99Ms}`).join(', ')})`,
       pass: medians.pipelineP99Ms <= medians.handlerP99Ms,
+    },
+    {
+      name: 'p99 at the same rate no worse than the handler',
+      claim: `both sides paced to the same ${paced.perSecond.toLocaleString('en')} requests/s (${PACED_SHARE} of the slower side's median) for ${paced.pipelines.length} paired rounds: median of each round's p99 at most the handler's`,
+      actual: `${medians.pacedPipelineP99Ms} vs ${medians.pacedHandlerP99Ms} ms (rounds: ${paced.pipelines.map((m, i) => `${m.load.p99Ms}/${paced.baselines[i]!.load.p99Ms}`).join(', ')})`,
+      pass: medians.pacedPipelineP99Ms <= medians.pacedHandlerP99Ms,
     },
     {
       name: 'every 2xx is stored',
@@ -377,6 +414,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       `The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (${BATCH.rows} rows or ${BATCH.maxWaitMs} ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. The pipeline has the same batch settings and also answers only once the insert is done. The handler checks no API key, timestamp or replay.`,
       `${repeat} paired rounds against both servers, started once and side by side (the one not under load idles), after a ${WARM_UP_SECONDS} s warm-up each; in each round a ${SECONDS} s slice against each, alternating which goes first; the headline figures are the medians over the rounds of each side's requests/s, the ratio is the ratio of those medians (the median of each round's own ratio: ${medians.ratioOfRounds}). Per round (pipeline/handler requests/s, p99 ms): ${rounds.map((r) => `${r.pipeline}/${r.handler} (${r.pipelineP99Ms}/${r.handlerP99Ms})`).join('; ')}.`,
       `Latency is from sending a request to its answer, of requests answered 2xx; median of the rounds' p99: pipeline **${medians.pipelineP99Ms} ms**, handler ${medians.handlerP99Ms} ms (median-rate run's p50: pipeline ${pipeline.load.p50Ms} ms, handler ${baseline.load.p50Ms} ms).`,
+      `Then ${paced.pipelines.length} paired rounds with the senders paced to the same ${paced.perSecond.toLocaleString('en')} requests/s for both (${PACED_SHARE} of the slower side's median; latency from when each request was due): median p50/p99 pipeline ${medians.pacedPipelineP50Ms}/**${medians.pacedPipelineP99Ms} ms**, handler ${medians.pacedHandlerP50Ms}/${medians.pacedHandlerP99Ms} ms. At full speed a side that answers faster gets more requests from the fixed senders, so its inserts grow and its p99 is taken at a higher load; the paced rounds compare latency at the same load.`,
       `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
       `Soak: the pipeline with toleranceSeconds ${SOAK_WINDOW} (10 min against 300 s, shortened in proportion) and a replay store sized for ${SOAK_PEAK_RATE.toLocaleString('en')} requests/s, ${SENDERS} senders at full speed for ${SOAK_SECONDS} s: ${soakRate.toLocaleString('en')} requests/s, p99 ${soak.load.p99Ms} ms, peak RSS ${soak.server.peakRssMb} MiB; replay store each 5 s (ids held / MiB): ${replay.filter((_, i) => i % 5 === 4).map((r) => `${r.ids.toLocaleString('en')}/${round(r.bytes / MB, 1)}`).join(', ')}.`,
       'rows/s in the table below counts records (10 per request); the headline counts requests.',
@@ -384,10 +422,10 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         ? [`The machine was shared: other processes kept up to ${Math.max(...[...pipelines, ...baselines, soak].map((m) => m.othersCores))} cores (of ${cpus().length}) busy during these runs, so the rates are pessimistic; the pairing keeps the ratio fairer than either rate.`]
         : []),
     ],
-    settings: { senders: SENDERS, seconds: SECONDS, rounds: repeat, recordsPerRequest: RECORDS_PER_REQUEST, batch: BATCH, soak: { seconds: SOAK_SECONDS, toleranceSeconds: SOAK_WINDOW, peakRequestsPerSecond: SOAK_PEAK_RATE } },
+    settings: { senders: SENDERS, seconds: SECONDS, rounds: repeat, pacedRounds: paced.pipelines.length, pacedRequestsPerSecond: paced.perSecond, recordsPerRequest: RECORDS_PER_REQUEST, batch: BATCH, soak: { seconds: SOAK_SECONDS, toleranceSeconds: SOAK_WINDOW, peakRequestsPerSecond: SOAK_PEAK_RATE } },
     runs: [figures('fromWebhook → embedded ClickHouse', pipelines, chosen), figures('hand-written durable handler', baselines, chosenBaseline), figures(`soak (${SOAK_SECONDS} s, ${SOAK_WINDOW} s window)`, [soak], { run: soak, quiet: soak.othersCores <= QUIET_CORES ? 1 : 0, range: [soakRate, soakRate] })],
     checks,
-    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: medians.pipelineP99Ms }, baseline: { p50: baseline.load.p50Ms, p99: medians.handlerP99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
+    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: medians.pipelineP99Ms }, baseline: { p50: baseline.load.p50Ms, p99: medians.handlerP99Ms }, pacedPipeline: { p50: medians.pacedPipelineP50Ms, p99: medians.pacedPipelineP99Ms }, pacedBaseline: { p50: medians.pacedHandlerP50Ms, p99: medians.pacedHandlerP99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
     cpuMicrosecondsPerRequest: { pipeline: medianCpuPerRequest(pipelines), baseline: medianCpuPerRequest(baselines) },
     rounds,
     soak: { requestsPerSecond: soakRate, replay },
