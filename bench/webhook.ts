@@ -37,7 +37,7 @@ const ROUNDS = 8;
 /** A slice of load each server gets before the rounds, not counted: the JIT warms up. */
 const WARM_UP_SECONDS = 3;
 /** The paced rounds' rate: this share of the slower side's median rate, so that both keep up. */
-const PACED_SHARE = 0.7;
+const PACED_SHARE = 0.5;
 const SENDERS = 64;
 const RECORDS_PER_REQUEST = 10;
 const SECRET = 'bench-webhook-secret-0123456789abcdef';
