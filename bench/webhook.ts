@@ -33,7 +33,7 @@ const name = 'webhook';
 /** Each side's slice of a round: short slices, many of them, pair better on a shared machine than long runs. */
 const SECONDS = 6;
 /** Paired rounds by default (`--repeat=N` sets them). */
-const ROUNDS = 8;
+const ROUNDS = 6;
 /** A slice of load each server gets before the rounds, not counted: the JIT warms up. */
 const WARM_UP_SECONDS = 3;
 /** The paced rounds' rate: this share of the slower side's median rate, so that both keep up. */
