@@ -1,16 +1,17 @@
 /**
- * Webhook source under load on loopback: signed NDJSON requests from concurrent senders
- * for a fixed time, against fromWebhook → embedded ClickHouse, in a child process of its
- * own; then the same load against a hand-written durable handler in the same kind of child
- * (the baseline: node:http, HMAC-SHA256 check, NDJSON parse, map, grouped insert into the
- * same table, 200 after the insert). Then a soak: the pipeline with the senders at full
- * speed for twice its tolerance window (shortened from 300 s in proportion), its replay
+ * Webhook source under load on loopback: signed NDJSON requests from concurrent senders,
+ * against fromWebhook → embedded ClickHouse and against a hand-written durable handler (the
+ * baseline: node:http, HMAC-SHA256 check, NDJSON parse, map, grouped insert into the same
+ * table, 200 after the insert), each in a child process of its own, in paired rounds of
+ * short slices alternating between the two. Then a soak: the pipeline with the senders at
+ * full speed for twice its tolerance window (shortened from 300 s in proportion), its replay
  * store's size sampled every second. The senders run in this process.
  *
- * Checks: every request answered 2xx has all its records in ClickHouse (counted there after
- * the run), nothing was refused but for backpressure (429/503), and in the soak nothing at
- * all was refused and the replay store's memory stayed flat once the window was full.
- */
+ * Checks: the pipeline's median requests/s at least the handler's and its median p99 at
+ * most the handler's; every request answered 2xx has all its records in ClickHouse (counted
+ * there after the run), nothing was refused but for backpressure (429/503), and in the soak
+ * nothing at all was refused and the replay store's memory stayed flat once the window was
+ * full. */
 import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -29,7 +30,14 @@ import { MB, quietMachine, round, sampleMemory, timed, type MemoryPeaks } from '
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'webhook';
-const SECONDS = 30;
+/** Each side's slice of a round: short slices, many of them, pair better on a shared machine than long runs. */
+const SECONDS = 6;
+/** Paired rounds by default (`--repeat=N` sets them). */
+const ROUNDS = 6;
+/** A slice of load each server gets before the rounds, not counted: the JIT warms up. */
+const WARM_UP_SECONDS = 3;
+/** The paced rounds' rate: this share of the slower side's median rate, so that both keep up. */
+const PACED_SHARE = 0.5;
 const SENDERS = 64;
 const RECORDS_PER_REQUEST = 10;
 const SECRET = 'bench-webhook-secret-0123456789abcdef';
@@ -70,8 +78,12 @@ function body(id: string): string {
   return text;
 }
 
-/** `SENDERS` keep-alive senders posting back to back for `forSeconds`. */
-async function load(url: string, token: string, forSeconds = SECONDS): Promise<LoadFigures> {
+/**
+ * `SENDERS` keep-alive senders posting back to back for `forSeconds`; with `perSecond`, paced
+ * to that many requests per second in all, each request's latency counted from when it was
+ * due (so a server that falls behind is not flattered by requests sent late).
+ */
+async function load(url: string, token: string, forSeconds = SECONDS, perSecond?: number): Promise<LoadFigures> {
   const agent = new Agent({ keepAlive: true, maxSockets: SENDERS });
   const target = new URL(`${url}/webhooks/acme`);
   const latencies: number[] = [];
@@ -84,14 +96,21 @@ async function load(url: string, token: string, forSeconds = SECONDS): Promise<L
   const deadline = started + forSeconds * 1000;
   const sender = async () => {
     while (performance.now() < deadline) {
-      const id = `b-${run}-${++next}`;
+      const n = ++next;
+      const due = perSecond === undefined ? undefined : started + (n * 1000) / perSecond;
+      if (due !== undefined) {
+        if (due >= deadline) break;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+      const id = `b-${run}-${n}`;
       const payload = body(id);
       const headers = {
         'content-type': 'application/x-ndjson',
         authorization: `Bearer ${token}`,
         ...signWebhook(SECRET, id, Math.floor(Date.now() / 1000), payload),
       };
-      const sent = performance.now();
+      const sent = due ?? performance.now();
       const status = await new Promise<number>((resolve) => {
         const req = request(target, { method: 'POST', agent, headers }, (res) => {
           res.resume();
@@ -137,11 +156,21 @@ function stopServer(child: ChildProcess): Promise<ServerReport> {
   });
 }
 
+/** CPU microseconds the server child has used so far, all threads. */
+function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (message: { cpuMicros: number }) => resolve(message.cpuMicros));
+    child.send('cpu');
+  });
+}
+
 interface Measured {
   load: LoadFigures;
   server: ServerReport;
   /** Cores other processes (neither the senders nor the server) kept busy during the load. */
   othersCores: number;
+  /** The senders' process: cores it kept busy, and the share of the time its event loop was busy (near 1: the senders, not the server, set the pace). */
+  senders: { cores: number; eventLoopBusy: number };
 }
 
 async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
@@ -149,25 +178,82 @@ async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
   if (before >= QUIET_CORES) console.log(`  (the machine stays busy: ${before.toFixed(2)} cores in use before the run; going on)`);
   const { child, url, token } = await startServer(mode);
   const seconds = mode === 'soak' ? SOAK_SECONDS : SECONDS;
-  process.stdout.write(`  ${mode}: ${SENDERS} senders for ${seconds} s … `);
+  process.stdout.write(`  ${mode.padEnd(8)}: ${SENDERS} senders for ${seconds} s … `);
   const timing = await timed(() => load(url, token, seconds));
   const figures = timing.result;
   const server = await stopServer(child);
   const othersCores = round(Math.max(0, timing.othersCores - server.cores), 2);
+  const senders = { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy };
   console.log(
     `${Math.round(figures.ok / figures.seconds).toLocaleString('en')} requests/s, p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms, ` +
-      `refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}, peak RSS ${server.peakRssMb} MiB, others ${othersCores} cores`,
+      `refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}, server ${server.cores} cores, senders ${senders.cores} cores (loop ${Math.round(senders.eventLoopBusy * 100)}% busy), others ${othersCores} cores, peak RSS ${server.peakRssMb} MiB`,
   );
-  return { load: figures, server, othersCores };
+  return { load: figures, server, othersCores, senders };
+}
+
+/**
+ * Paired rounds against both servers, started once and side by side (the one not under load
+ * idles): in each round one slice of `SECONDS` against each, the order alternating, after
+ * a warm-up slice each that is not counted. Slices of a few seconds pair better on a shared
+ * machine than runs of minutes: whatever else runs changes less between the two halves of a
+ * round. Each slice is a `Measured` whose `server` is its side's report with the slice's own
+ * cores (from the child's CPU time before and after it).
+ *
+ * First `rounds` rounds at full speed (each side's own rate); then `pacedRounds` rounds with
+ * the senders paced to one rate for both, `PACED_SHARE` of the slower side's median: latency
+ * compared at the same load, where a faster server is not penalised for taking more load
+ * (with a fixed number of senders, a server that answers faster gets more requests, so its
+ * inserts are larger and take longer).
+ */
+async function paired(rounds: number, budget: { ms: number }, pacedRounds = Math.ceil(rounds / 2)): Promise<{ pipelines: Measured[]; baselines: Measured[]; paced: { perSecond: number; pipelines: Measured[]; baselines: Measured[] } }> {
+  const before = await quietMachine(QUIET_CORES, budget);
+  if (before >= QUIET_CORES) console.log(`  (the machine stays busy: ${before.toFixed(2)} cores in use before the rounds; going on)`);
+  const servers = { pipeline: await startServer('pipeline'), handler: await startServer('handler') };
+  for (const mode of ['pipeline', 'handler'] as const) await load(servers[mode].url, servers[mode].token, WARM_UP_SECONDS);
+  type Slice = Omit<Measured, 'server'> & { cores: number };
+  const runRounds = async (count: number, perSecond?: number): Promise<Record<'pipeline' | 'handler', Slice[]>> => {
+    const slices: Record<'pipeline' | 'handler', Slice[]> = { pipeline: [], handler: [] };
+    for (let i = 0; i < count; i++) {
+      const order = i % 2 === 0 ? (['pipeline', 'handler'] as const) : (['handler', 'pipeline'] as const);
+      const line: string[] = [];
+      for (const mode of order) {
+        const { child, url, token } = servers[mode];
+        const cpuBefore = await cpuOf(child);
+        const timing = await timed(() => load(url, token, SECONDS, perSecond));
+        const serverCores = round((await cpuOf(child)) - cpuBefore, 0) / 1e6 / timing.seconds;
+        const figures = timing.result;
+        const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
+        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2) });
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+      }
+      console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
+    }
+    return slices;
+  };
+  const full = await runRounds(rounds);
+  const slower = Math.min(middle(full.pipeline.map((m) => rate(m.load))), middle(full.handler.map((m) => rate(m.load))));
+  const perSecond = Math.max(100, Math.round((slower * PACED_SHARE) / 100) * 100);
+  console.log(`  then paced: both sides at ${perSecond.toLocaleString('en')} requests/s`);
+  const paced = await runRounds(pacedRounds, perSecond);
+  const reports = { pipeline: await stopServer(servers.pipeline.child), handler: await stopServer(servers.handler.child) };
+  const side = (slices: Slice[], mode: 'pipeline' | 'handler'): Measured[] => slices.map(({ cores, ...m }) => ({ ...m, server: { ...reports[mode], cores } }));
+  return { pipelines: side(full.pipeline, 'pipeline'), baselines: side(full.handler, 'handler'), paced: { perSecond, pipelines: side(paced.pipeline, 'pipeline'), baselines: side(paced.handler, 'handler') } };
 }
 
 const rate = (f: LoadFigures) => round(f.ok / f.seconds, 0);
 
-/** The run at the median rate, among the quiet runs when there are any. */
+/** The run at the median rate. */
 function median(runs: Measured[]): { run: Measured; quiet: number; range: [number, number] } {
   const quiet = runs.filter((r) => r.othersCores <= QUIET_CORES);
-  const pool = (quiet.length > 0 ? quiet : runs).slice().sort((a, b) => rate(a.load) - rate(b.load));
+  const pool = runs.slice().sort((a, b) => rate(a.load) - rate(b.load));
   return { run: pool[pool.length >> 1]!, quiet: quiet.length, range: [rate(pool[0]!.load), rate(pool[pool.length - 1]!.load)] };
+}
+
+/** The middle value (the mean of the two middle ones for an even count). */
+function middle(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const half = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[half]! : (sorted[half - 1]! + sorted[half]!) / 2;
 }
 
 /** Every 2xx of these runs has all its records stored: the ids answered and those missing. */
@@ -193,23 +279,35 @@ function refusals(runs: Measured[]): { refused: Record<string, number>; errors: 
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
-  const repeat = options.repeat ?? 1;
+  const repeat = options.repeat ?? ROUNDS;
   const budget = { ms: 120_000 };
-  const pipelines: Measured[] = [];
-  const baselines: Measured[] = [];
-  for (let i = 0; i < repeat; i++) {
-    pipelines.push(await measure('pipeline', budget));
-    baselines.push(await measure('handler', budget));
-  }
+  const { pipelines, baselines, paced } = await paired(repeat, budget);
+  const rounds = pipelines.map((p, i) => {
+    const h = baselines[i]!;
+    return { round: i + 1, pipeline: rate(p.load), handler: rate(h.load), ratio: round(rate(p.load) / rate(h.load), 3), pipelineP99Ms: p.load.p99Ms, handlerP99Ms: h.load.p99Ms, pipelineCores: p.server.cores, handlerCores: h.server.cores, sendersCores: [p.senders.cores, h.senders.cores], othersCores: [p.othersCores, h.othersCores] };
+  });
+  const medians = {
+    pipeline: round(middle(rounds.map((r) => r.pipeline)), 0),
+    handler: round(middle(rounds.map((r) => r.handler)), 0),
+    pipelineP99Ms: round(middle(rounds.map((r) => r.pipelineP99Ms)), 1),
+    handlerP99Ms: round(middle(rounds.map((r) => r.handlerP99Ms)), 1),
+    ratioOfRounds: round(middle(rounds.map((r) => r.ratio)), 3),
+    pacedPipelineP99Ms: round(middle(paced.pipelines.map((m) => m.load.p99Ms)), 1),
+    pacedHandlerP99Ms: round(middle(paced.baselines.map((m) => m.load.p99Ms)), 1),
+    pacedPipelineP50Ms: round(middle(paced.pipelines.map((m) => m.load.p50Ms)), 1),
+    pacedHandlerP50Ms: round(middle(paced.baselines.map((m) => m.load.p50Ms)), 1),
+  };
+  const ratio = round(medians.pipeline / medians.handler, 3);
+  console.log(`  medians over ${repeat} rounds: pipeline ${medians.pipeline.toLocaleString('en')} requests/s (p99 ${medians.pipelineP99Ms} ms), handler ${medians.handler.toLocaleString('en')} requests/s (p99 ${medians.handlerP99Ms} ms); ratio of medians ${ratio}, median of the rounds' ratios ${medians.ratioOfRounds}; paced at ${paced.perSecond.toLocaleString('en')} requests/s, p99 pipeline ${medians.pacedPipelineP99Ms} ms, handler ${medians.pacedHandlerP99Ms} ms`);
   const soak = await measure('soak', budget);
   const chosen = median(pipelines);
   const chosenBaseline = median(baselines);
   const pipeline = chosen.run;
   const baseline = chosenBaseline.run;
-  const stored = completeness(pipelines);
-  const storedByHandler = completeness(baselines);
+  const stored = completeness([...pipelines, ...paced.pipelines]);
+  const storedByHandler = completeness([...baselines, ...paced.baselines]);
   const storedInSoak = completeness([soak]);
-  const { refused, errors } = refusals(pipelines);
+  const { refused, errors } = refusals([...pipelines, ...paced.pipelines]);
   const soakRefusals = refusals([soak]);
   const refusedOther = Object.keys(refused).filter((status) => status !== '429' && status !== '503');
   // Once the window is full, the store holds only the ids of its last window: an id lives
@@ -225,6 +323,8 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const mostBytes = Math.max(0, ...replay.map((r) => r.bytes));
   const soakRate = rate(soak.load);
   const cpuPerRequest = (m: Measured) => round((m.server.cores * m.load.seconds * 1e6) / m.load.ok, 0);
+  const medianCpuPerRequest = (runs: Measured[]) => round(middle(runs.map(cpuPerRequest)), 0);
+  const sendersBusiest = Math.max(...[...pipelines, ...baselines].map((m) => m.senders.eventLoopBusy));
   const figures = (label: string, runs: Measured[], picked: ReturnType<typeof median>): RunFigures => {
     const m = picked.run;
     return {
@@ -245,6 +345,24 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     };
   };
   const checks: Check[] = [
+    {
+      name: 'as fast as the hand-written handler',
+      claim: `median requests/s over ${repeat} paired rounds at least the hand-written durable handler's`,
+      actual: `${medians.pipeline.toLocaleString('en')} vs ${medians.handler.toLocaleString('en')} requests/s (${ratio}×; rounds: ${rounds.map((r) => r.ratio).join(', ')})`,
+      pass: ratio >= 1,
+    },
+    {
+      name: 'p99 no worse than the hand-written handler',
+      claim: `median over ${repeat} paired rounds of each round's p99 at most the hand-written durable handler's`,
+      actual: `${medians.pipelineP99Ms} vs ${medians.handlerP99Ms} ms (rounds: ${rounds.map((r) => `${r.pipelineP99Ms}/${r.handlerP99Ms}`).join(', ')})`,
+      pass: medians.pipelineP99Ms <= medians.handlerP99Ms,
+    },
+    {
+      name: 'p99 at the same rate no worse than the handler',
+      claim: `both sides paced to the same ${paced.perSecond.toLocaleString('en')} requests/s (${PACED_SHARE} of the slower side's median) for ${paced.pipelines.length} paired rounds: median of each round's p99 at most the handler's`,
+      actual: `${medians.pacedPipelineP99Ms} vs ${medians.pacedHandlerP99Ms} ms (rounds: ${paced.pipelines.map((m, i) => `${m.load.p99Ms}/${paced.baselines[i]!.load.p99Ms}`).join(', ')})`,
+      pass: medians.pacedPipelineP99Ms <= medians.pacedHandlerP99Ms,
+    },
     {
       name: 'every 2xx is stored',
       claim: `all ${RECORDS_PER_REQUEST} records of every request answered 2xx are in ClickHouse (every pipeline run)`,
@@ -279,12 +397,12 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       pass: full.length > 0 && overheld.length === 0 && mostBytes <= 100 * mostIds + 20 * 1024,
     },
   ];
-  const result: BenchmarkResult & { latencyMs: Record<string, { p50: number; p99: number }>; cpuMicrosecondsPerRequest: Record<string, number>; soak: unknown } = {
+  const result: BenchmarkResult & { latencyMs: Record<string, { p50: number; p99: number }>; cpuMicrosecondsPerRequest: Record<string, number>; rounds: typeof rounds; soak: unknown } = {
     name,
     unit: 'requests/s',
-    value: rate(pipeline.load),
-    baseline: { name: 'hand-written durable handler: node:http + HMAC-SHA256 + NDJSON parse + map + grouped insert, 200 after the insert', value: rate(baseline.load) },
-    ratio: round(rate(pipeline.load) / rate(baseline.load), 3),
+    value: medians.pipeline,
+    baseline: { name: 'hand-written durable handler: node:http + HMAC-SHA256 + NDJSON parse + map + grouped insert, 200 after the insert', value: medians.handler },
+    ratio,
     peakRssMb: Math.max(...pipelines.map((r) => r.server.peakRssMb)),
     peakHeapMb: Math.max(...pipelines.map((r) => r.server.peakHeapMb)),
     records: pipeline.load.ok * RECORDS_PER_REQUEST,
@@ -292,34 +410,40 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     seconds: round(pipeline.load.seconds, 1),
     repeat,
     method: [
-      `${SENDERS} keep-alive senders in the parent process post signed ${RECORDS_PER_REQUEST}-record NDJSON bodies (~${body('b-000000').length} B) back to back for ${SECONDS} s over loopback; the server runs in a child process.`,
-      'The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (5000 rows or 10 ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. It checks no API key, timestamp or replay.',
-      `${repeat} rounds of pipeline then baseline; the figures are those of the median run, among the runs during which other processes kept at most ${QUIET_CORES} cores busy when there are any.`,
-      `Latency is from sending a request to its answer, of requests answered 2xx (median run): pipeline p50 ${pipeline.load.p50Ms} ms, p99 **${pipeline.load.p99Ms} ms**; handler p50 ${baseline.load.p50Ms} ms, p99 ${baseline.load.p99Ms} ms.`,
-      `CPU per request (server process, user + system): pipeline ${cpuPerRequest(pipeline)} µs, handler ${cpuPerRequest(baseline)} µs.`,
+      `${SENDERS} keep-alive senders in the parent process post signed ${RECORDS_PER_REQUEST}-record NDJSON bodies (~${body('b-000000').length} B) back to back over loopback; the server runs in a child process. The same senders, with the same concurrency, load both sides.`,
+      `The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (${BATCH.rows} rows or ${BATCH.maxWaitMs} ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. The pipeline has the same batch settings and also answers only once the insert is done. The handler checks no API key, timestamp or replay.`,
+      `${repeat} paired rounds against both servers, started once and side by side (the one not under load idles), after a ${WARM_UP_SECONDS} s warm-up each; in each round a ${SECONDS} s slice against each, alternating which goes first; the headline figures are the medians over the rounds of each side's requests/s, the ratio is the ratio of those medians (the median of each round's own ratio: ${medians.ratioOfRounds}). Per round (pipeline/handler requests/s, p99 ms): ${rounds.map((r) => `${r.pipeline}/${r.handler} (${r.pipelineP99Ms}/${r.handlerP99Ms})`).join('; ')}.`,
+      `Latency is from sending a request to its answer, of requests answered 2xx; median of the rounds' p99: pipeline **${medians.pipelineP99Ms} ms**, handler ${medians.handlerP99Ms} ms (median-rate run's p50: pipeline ${pipeline.load.p50Ms} ms, handler ${baseline.load.p50Ms} ms).`,
+      `Then ${paced.pipelines.length} paired rounds with the senders paced to the same ${paced.perSecond.toLocaleString('en')} requests/s for both (${PACED_SHARE} of the slower side's median; latency from when each request was due): median p50/p99 pipeline ${medians.pacedPipelineP50Ms}/**${medians.pacedPipelineP99Ms} ms**, handler ${medians.pacedHandlerP50Ms}/${medians.pacedHandlerP99Ms} ms. At full speed a side that answers faster gets more requests from the fixed senders, so its inserts grow and its p99 is taken at a higher load; the paced rounds compare latency at the same load.`,
+      `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
       `Soak: the pipeline with toleranceSeconds ${SOAK_WINDOW} (10 min against 300 s, shortened in proportion) and a replay store sized for ${SOAK_PEAK_RATE.toLocaleString('en')} requests/s, ${SENDERS} senders at full speed for ${SOAK_SECONDS} s: ${soakRate.toLocaleString('en')} requests/s, p99 ${soak.load.p99Ms} ms, peak RSS ${soak.server.peakRssMb} MiB; replay store each 5 s (ids held / MiB): ${replay.filter((_, i) => i % 5 === 4).map((r) => `${r.ids.toLocaleString('en')}/${round(r.bytes / MB, 1)}`).join(', ')}.`,
       'rows/s in the table below counts records (10 per request); the headline counts requests.',
-      ...(chosen.quiet === 0 || chosenBaseline.quiet === 0
-        ? [`The machine was shared: other processes kept up to ${Math.max(...[...pipelines, ...baselines, soak].map((m) => m.othersCores))} cores (of ${cpus().length}) busy during these runs, so the rates are pessimistic and the ratio noisy.`]
+      ...(chosen.quiet < pipelines.length || chosenBaseline.quiet < baselines.length
+        ? [`The machine was shared: other processes kept up to ${Math.max(...[...pipelines, ...baselines, soak].map((m) => m.othersCores))} cores (of ${cpus().length}) busy during these runs, so the rates are pessimistic; the pairing keeps the ratio fairer than either rate.`]
         : []),
     ],
-    settings: { senders: SENDERS, seconds: SECONDS, recordsPerRequest: RECORDS_PER_REQUEST, batch: BATCH, soak: { seconds: SOAK_SECONDS, toleranceSeconds: SOAK_WINDOW, peakRequestsPerSecond: SOAK_PEAK_RATE } },
+    settings: { senders: SENDERS, seconds: SECONDS, rounds: repeat, pacedRounds: paced.pipelines.length, pacedRequestsPerSecond: paced.perSecond, recordsPerRequest: RECORDS_PER_REQUEST, batch: BATCH, soak: { seconds: SOAK_SECONDS, toleranceSeconds: SOAK_WINDOW, peakRequestsPerSecond: SOAK_PEAK_RATE } },
     runs: [figures('fromWebhook → embedded ClickHouse', pipelines, chosen), figures('hand-written durable handler', baselines, chosenBaseline), figures(`soak (${SOAK_SECONDS} s, ${SOAK_WINDOW} s window)`, [soak], { run: soak, quiet: soak.othersCores <= QUIET_CORES ? 1 : 0, range: [soakRate, soakRate] })],
     checks,
-    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: pipeline.load.p99Ms }, baseline: { p50: baseline.load.p50Ms, p99: baseline.load.p99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
-    cpuMicrosecondsPerRequest: { pipeline: cpuPerRequest(pipeline), baseline: cpuPerRequest(baseline) },
+    latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: medians.pipelineP99Ms }, baseline: { p50: baseline.load.p50Ms, p99: medians.handlerP99Ms }, pacedPipeline: { p50: medians.pacedPipelineP50Ms, p99: medians.pacedPipelineP99Ms }, pacedBaseline: { p50: medians.pacedHandlerP50Ms, p99: medians.pacedHandlerP99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
+    cpuMicrosecondsPerRequest: { pipeline: medianCpuPerRequest(pipelines), baseline: medianCpuPerRequest(baselines) },
+    rounds,
     soak: { requestsPerSecond: soakRate, replay },
   };
   return result;
 }
 
-/** A CPU profile of the pipeline child under the load, written into `dir`. */
+/** CPU profiles of the pipeline child and of the handler child under the same load, written into `dir` as pipeline.cpuprofile and handler.cpuprofile. */
 async function profile(dir: string): Promise<void> {
-  const { child, url, token } = await startServer('pipeline', ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
-  const figures = await load(url, token, 20);
-  await stopServer(child);
-  await new Promise((resolve) => child.once('exit', resolve));
-  console.log(`pipeline under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms`);
+  for (const mode of ['pipeline', 'handler'] as const) {
+    const { child, url, token } = await startServer(mode, ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${mode}.cpuprofile`]);
+    const cpuBefore = await cpuOf(child);
+    const figures = await load(url, token, 20);
+    const cpu = (await cpuOf(child)) - cpuBefore;
+    await stopServer(child);
+    await new Promise((resolve) => child.once('exit', resolve));
+    console.log(`${mode} under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms, server CPU ${Math.round(cpu / figures.ok)} µs per request`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -336,7 +460,19 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
   const cpu = process.cpuUsage();
   const started = performance.now();
   process.send!({ url: serving.url, token: serving.token });
-  await new Promise<void>((resolve) => process.once('message', () => resolve()));
+  // 'cpu' asks for the CPU time used so far (the parent measures each slice of load); anything else stops.
+  await new Promise<void>((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (message === 'cpu') {
+        const usage = process.cpuUsage();
+        process.send!({ cpuMicros: usage.user + usage.system });
+        return;
+      }
+      process.off('message', onMessage);
+      resolve();
+    };
+    process.on('message', onMessage);
+  });
   const used = process.cpuUsage(cpu);
   const cores = round((used.user + used.system) / 1000 / (performance.now() - started), 2);
   await serving.stop();
@@ -465,3 +601,6 @@ if (require.main === module) {
 }
 
 export const benchmark: Benchmark = { name, run, profile };
+
+/** The paired rounds alone, without the soak. */
+export { paired };

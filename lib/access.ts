@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AccessDeniedError, ConfigError } from './errors';
 
 /**
@@ -59,7 +59,8 @@ export interface IssuedKey {
  */
 export class AccessControl {
   readonly #roles = new Map<string, readonly RegExp[]>();
-  readonly #keys = new Map<string, ApiKeyRecord>();
+  /** Key id → its record and the bytes of its secret's hash. */
+  readonly #keys = new Map<string, { record: ApiKeyRecord; hash: Buffer }>();
   readonly #onDecision: ((decision: AccessDecision) => void) | undefined;
 
   constructor(options: AccessControlOptions) {
@@ -73,7 +74,7 @@ export class AccessControl {
       for (const role of key.roles) {
         if (!this.#roles.has(role)) throw new ConfigError(`API key ${key.id} names unknown role ${JSON.stringify(role)}`);
       }
-      this.#keys.set(key.id, key);
+      this.#keys.set(key.id, { record: key, hash: Buffer.from(key.secretHash, 'hex') });
     }
     this.#onDecision = options.onDecision;
   }
@@ -113,8 +114,9 @@ export class AccessControl {
     if (dot <= 0) return undefined;
     const key = this.#keys.get(token.slice(0, dot));
     if (!key) return undefined;
-    const presented = createHash('sha256').update(token.slice(dot + 1)).digest();
-    return timingSafeEqual(presented, Buffer.from(key.secretHash, 'hex')) ? key : undefined;
+    // One-shot hash: no Hash object per request.
+    const presented = hash('sha256', token.slice(dot + 1), 'buffer');
+    return timingSafeEqual(presented, key.hash) ? key.record : undefined;
   }
 
   #grants(key: ApiKeyRecord, permission: Permission): boolean {

@@ -68,7 +68,11 @@ export function jsonTooDeep(text: string, maxDepth: number): boolean {
   return false;
 }
 
-function hasMoreOpenings(text: string, limit: number): boolean {
+/**
+ * Whether `text` holds more than `limit` opening brackets (`{` and `[`), counted natively:
+ * text with no more than the limit cannot nest deeper than it, nor can any part of it.
+ */
+export function hasMoreOpenings(text: string, limit: number): boolean {
   let count = 0;
   for (const bracket of ['{', '[']) {
     let at = text.indexOf(bracket);

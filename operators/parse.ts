@@ -7,7 +7,7 @@ import { refusedRaw } from '../connectors/files/read';
 import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../connectors/files/xml';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, ParseError } from '../lib/errors';
-import { checkJsonText, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';
+import { checkJsonText, hasMoreOpenings, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';
 import { recordOperator } from './recordOperator';
 
 export interface ParseOptions {
@@ -102,41 +102,66 @@ function parseNdjson(limits: ResolvedRecordLimits): OperatorFunction<Envelope<st
     new Observable<Envelope<unknown>>((subscriber) =>
       source.subscribe({
         next(envelope) {
-          let lines: string[];
-          try {
-            lines = textOf(envelope.value).split('\n');
-          } catch (error) {
-            envelope.reject({ stage: 'parse', code: (error as ParseError).code, message: (error as Error).message, path: '' });
-            return;
-          }
-          const numbered: { text: string; line: number }[] = [];
-          lines.forEach((text, index) => {
-            const trimmed = text.endsWith('\r') ? text.slice(0, -1) : text;
-            if (trimmed.trim() !== '') numbered.push({ text: trimmed, line: index + 1 });
-          });
-          const parts = envelope.split(numbered, (i) => ({ line: numbered[i]!.line, record: i + 1 }));
-          for (const part of parts) {
-            const { text, line } = part.value;
-            part.raw = text;
-            const refused = checkJsonText(text, Buffer.byteLength(text), `line ${line}`, limits, 'parse');
-            if (refused) {
-              part.reject(refused);
-              continue;
-            }
-            let value: unknown;
-            try {
-              value = parseJson(text, `line ${line}: `);
-            } catch (error) {
-              part.reject({ stage: 'parse', code: 'PARSE_JSON', message: (error as Error).message, path: '' });
-              continue;
-            }
-            subscriber.next(part.map(value));
-          }
+          emitNdjson(envelope, limits, (part) => subscriber.next(part));
         },
         error: (error: unknown) => subscriber.error(error),
         complete: () => subscriber.complete(),
       }),
     );
+}
+
+/**
+ * Splits an NDJSON payload into one record per non-blank line and hands each parsed one to
+ * `next`; lines over `limits` or not JSON are dead-lettered (stage `parse`), the whole
+ * payload when it is not UTF-8. Each part keeps its line as `raw` and its `line` and
+ * `record` numbers. Returns how many records went to `next`.
+ */
+export function emitNdjson(envelope: Envelope<string | Uint8Array>, limits: ResolvedRecordLimits, next: (part: Envelope<unknown>) => void): number {
+  let text: string;
+  try {
+    text = textOf(envelope.value);
+  } catch (error) {
+    envelope.reject({ stage: 'parse', code: (error as ParseError).code, message: (error as Error).message, path: '' });
+    return 0;
+  }
+  const texts: string[] = [];
+  const lines: number[] = [];
+  for (let start = 0, line = 1; start <= text.length; line++) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const cut = end > start && text.charCodeAt(end - 1) === 13 ? end - 1 : end;
+    const trimmed = text.slice(start, cut);
+    if (trimmed.trim() !== '') {
+      texts.push(trimmed);
+      lines.push(line);
+    }
+    start = end + 1;
+  }
+  const parts = envelope.split(texts, (i) => ({ line: lines[i]!, record: i + 1 }));
+  // A payload within both limits as a whole has no line past them: each line is checked
+  // only when the whole is not (a long or bracket-heavy payload).
+  const checkLines = Buffer.byteLength(text) > limits.maxRecordBytes || hasMoreOpenings(text, limits.maxDepth);
+  let emitted = 0;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
+    const text = texts[i]!;
+    part.raw = text;
+    const refused = checkLines ? checkJsonText(text, Buffer.byteLength(text), `line ${lines[i]}`, limits, 'parse') : undefined;
+    if (refused) {
+      part.reject(refused);
+      continue;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text) as unknown;
+    } catch (error) {
+      part.reject({ stage: 'parse', code: 'PARSE_JSON', message: `line ${lines[i]}: ${(error as Error).message}`, path: '' });
+      continue;
+    }
+    emitted++;
+    next(part.map(value));
+  }
+  return emitted;
 }
 
 function textOf(payload: string | Uint8Array): string {
