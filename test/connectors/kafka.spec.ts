@@ -10,7 +10,7 @@ import type { DeadLetter } from '../../lib/sink';
 import type { SourceContext } from '../../lib/source';
 import { parse } from '../../operators/parse';
 import { delay, MemorySink, testClickHouse, until } from '../helpers';
-import { caughtUp, committedOffsets, createTopic, produce, readAll } from '../kafka';
+import { caughtUp, committedOffsets, createTopic, produce, readAll, testKafka } from '../kafka';
 import { ensureKafka, startKafka, stopKafka } from '../services';
 
 describe('Kafka connectors against a real broker', function () {
@@ -116,11 +116,11 @@ describe('Kafka connectors against a real broker', function () {
     }
   });
 
-  it('with batchAlignment, reading the topic again gives the same batches and the same insert tokens', async () => {
+  it('with batchAlignment, reading the topic again gives the same batches and the same insert tokens, from wherever the replay starts', async () => {
     const { topic, remove } = await createTopic(brokers, 3);
     try {
       await produce(brokers, topic, Array.from({ length: 3000 }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
-      const readOnce = async (groupId: string) => {
+      const readOnce = async (groupId: string, records: number) => {
         const sink = new MemorySink<unknown>();
         const pipeline = new Pipeline({
           name: 'replay',
@@ -128,18 +128,35 @@ describe('Kafka connectors against a real broker', function () {
           transform: parse() as any,
           sink,
           deadLetters: new MemorySink<DeadLetter>(),
-          batch: { rows: 250, maxWaitMs: 5000 },
+          // Long enough that no block is ever cut by time while the topic is read (~0.1-0.4 s).
+          batch: { rows: 250, maxWaitMs: 2000 },
         });
         await pipeline.start();
-        await until(() => sink.rows.length === 3000, 60_000, 'every record');
+        // Every record read; stop() writes the partial batches the wait still holds (after
+        // the wait: the source completes only once its records are settled).
+        await until(() => pipeline.stats.read === records, 60_000, 'every record');
         await pipeline.stop();
+        expect(sink.rows.length).to.equal(records);
         return sink.writes.filter((w) => w.size === 250).map((w) => w.token).sort();
       };
       // A second group stands for the replay: same records, read from the same offsets.
-      const first = await readOnce(`${topic}-a`);
-      const second = await readOnce(`${topic}-b`);
+      const first = await readOnce(`${topic}-a`, 3000);
+      const second = await readOnce(`${topic}-b`, 3000);
       expect(first.length).to.be.greaterThan(6);
       expect(second).to.deep.equal(first);
+      // A replay starts at the last commit, which need not be a block boundary (a partial
+      // batch cut by time, a crash between two commits): from offset 100 of each partition,
+      // the blocks after the first are the same batches with the same tokens.
+      const admin = testKafka(brokers).admin();
+      await admin.connect();
+      try {
+        await admin.setOffsets({ groupId: `${topic}-c`, topic, partitions: [0, 1, 2].map((partition) => ({ partition, offset: '100' })) });
+      } finally {
+        await admin.disconnect();
+      }
+      const fromMidBlock = await readOnce(`${topic}-c`, 3000 - 3 * 100);
+      expect(fromMidBlock.filter((token) => !first.includes(token)), 'full batches with tokens the first read never wrote').to.deep.equal([]);
+      expect(fromMidBlock.length).to.equal(first.length - 3);
     } finally {
       await remove();
     }
