@@ -59,12 +59,22 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
         reasons.set(key, entry);
       },
     });
-    const stop = () => void pipeline.stop();
+    // On a signal, writes of what was read are retried at most this long; what is then
+    // given up is nacked, and said.
+    let signalled = false;
+    const stop = () => {
+      signalled = true;
+      void pipeline.stop({ timeoutMs: STOP_TIMEOUT_MS }).catch(() => undefined);
+    };
     process.once('SIGINT', stop).once('SIGTERM', stop);
     const started = Date.now();
     let stats;
     try {
       stats = await pipeline.run();
+    } catch (error) {
+      const { nacked } = pipeline.stats;
+      if (!signalled || nacked === 0) throw error;
+      throw new CliError(`stopped by a signal: gave up on ${plural(nacked, 'record')} read but not stored after ${STOP_TIMEOUT_MS / 1000} s (${error instanceof Error ? error.message : String(error)})`, EXIT.FAILED);
     } finally {
       process.off('SIGINT', stop).off('SIGTERM', stop);
       bar?.end();
@@ -154,6 +164,9 @@ function shown(path: string): string {
   const rel = relative(process.cwd(), path);
   return rel === '' || rel.startsWith('..') ? path : rel;
 }
+
+/** How long a signalled ingest keeps trying to write what it has read. */
+const STOP_TIMEOUT_MS = 30_000;
 
 const plural = (n: number, noun: string) => `${n.toLocaleString('en')} ${noun}${n === 1 ? '' : 's'}`;
 

@@ -164,11 +164,16 @@ export function emitNdjson(envelope: Envelope<string | Uint8Array>, limits: Reso
   return emitted;
 }
 
+/** The payload as text, without a leading byte order mark (JSON.parse would refuse the first record over it). */
 function textOf(payload: string | Uint8Array): string {
-  if (typeof payload === 'string') return payload;
-  const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  if (!isUtf8(bytes)) throw new ParseError('payload is not valid UTF-8', 'INVALID_UTF8');
-  return bytes.toString('utf8');
+  let text: string;
+  if (typeof payload === 'string') text = payload;
+  else {
+    const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (!isUtf8(bytes)) throw new ParseError('payload is not valid UTF-8', 'INVALID_UTF8');
+    text = bytes.toString('utf8');
+  }
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 function parseJson(text: string, where: string): unknown {

@@ -49,6 +49,8 @@ export interface ServedRequest {
   status: number;
   /** Requests being answered at this one's start, this one included. */
   concurrent: number;
+  /** Items in the answer's data (200 answers only). */
+  items?: number;
 }
 
 const BASE_TIME = Date.parse('2026-01-01T00:00:00Z');
@@ -155,6 +157,7 @@ export class VendorApi {
           this.#bursts[status].left = burst.count;
         }
       }
+      entry.items = data.length;
       answer(200, { data, ...next }, headers);
     });
     await new Promise<void>((resolve) => this.#server!.listen(0, '127.0.0.1', resolve));

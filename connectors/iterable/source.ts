@@ -39,7 +39,8 @@ export function fromIterable<T>(items: Iterable<T> | AsyncIterable<T>, options: 
           index++;
           const meta: RecordMeta = { source: name, position: `${name}@${index}`, record: index, receivedAt: Date.now(), attempt: 1 };
           if (options.vendor !== undefined) meta.vendor = options.vendor;
-          subscriber.next(context.envelope(item, meta, typeof item === 'string' ? item : undefined, bytes));
+          // Text and bytes are their own payload for a dead letter; other values are written as JSON there.
+          subscriber.next(context.envelope(item, meta, typeof item === 'string' || item instanceof Uint8Array ? item : undefined, bytes));
         };
         (async () => {
           // A synchronous iterable is read synchronously while credits last: `for await`

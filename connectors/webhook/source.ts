@@ -584,7 +584,9 @@ function readBody(request: IncomingMessage, limit: number, timeoutMs: number, st
 function jsonRecords(body: Buffer): unknown[] | undefined {
   if (!isUtf8(body)) return undefined;
   try {
-    const value: unknown = JSON.parse(body.toString('utf8'));
+    const text = body.toString('utf8');
+    // A leading byte order mark is no part of the JSON.
+    const value: unknown = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
     return Array.isArray(value) ? value : [value];
   } catch {
     return undefined;

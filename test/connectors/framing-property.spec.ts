@@ -1,9 +1,13 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import type { FileFormat } from '../../connectors/files';
+import { fromIterable } from '../../connectors/iterable';
+import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
-import { scratchDir } from '../helpers';
+import { parse } from '../../operators/parse';
+import { MemorySink, scratchDir } from '../helpers';
 import { ingestFiles } from './files-ingest';
 
 /**
@@ -230,6 +234,77 @@ describe('framing: every input byte accounted for (property, seeded)', function 
     await fc.assert(fc.asyncProperty(csvFile, chunkBytes, (file, chunk) => check('csv', file, chunk, true)), { seed: SEED, numRuns: RUNS });
   });
 });
+
+/**
+ * The same files as payloads through `parse`, the path of Kafka messages and webhook bodies:
+ * each well-formed record is stored as written or inside exactly one dead letter, whose
+ * `raw` is a stretch of the payload with its length and SHA-256; in NDJSON and CSV every
+ * well-formed record is stored, unless (NDJSON) the payload is not UTF-8 at all, when it
+ * is one dead letter whole; read = written + dead-lettered + nacked.
+ */
+describe('parse: every payload byte accounted for (property, seeded)', function () {
+  this.timeout(300_000);
+
+  async function check(format: 'ndjson' | 'csv' | 'xml', written: Written): Promise<void> {
+    const payload = written.bytes;
+    const sink = new MemorySink<unknown>();
+    const deadLetters = new MemorySink<DeadLetter>();
+    const pipeline = new Pipeline({
+      source: fromIterable([payload]),
+      transform: parse({ format, maxRecordBytes: MAX_RECORD_BYTES, maxDepth: MAX_DEPTH, csv: { delimiter: ';' }, xml: { record: 'B' } }),
+      sink,
+      deadLetters,
+      batch: { rows: 7, maxWaitMs: 5 },
+      deadLetterBatch: { maxWaitMs: 1 },
+    });
+    const stats = await pipeline.run();
+    const spans = deadLetters.rows.map((letter) => payloadSpanOf(letter, payload));
+    const stored = new Map<string, unknown[]>();
+    for (const row of sink.rows as Record<string, unknown>[]) {
+      const id = String(row?.id ?? row?.['@id']);
+      stored.set(id, [...(stored.get(id) ?? []), row]);
+    }
+    const allStored = format === 'csv' || (format === 'ndjson' && isUtf8(payload));
+    for (const record of written.records) {
+      const copies = stored.get(record.id) ?? [];
+      const holding = spans.filter((span) => span.start <= record.start && record.end <= span.end).length;
+      const where = `record ${record.id} at ${record.start}..${record.end}`;
+      expect(copies.length + holding, `${where}: stored ${copies.length}×, in ${holding} dead letters`).to.equal(1);
+      if (allStored) expect(copies.length, `${where}: not stored`).to.equal(1);
+      if (copies.length === 1) expect(copies[0], where).to.deep.equal(record.value);
+    }
+    if (format === 'ndjson' && !isUtf8(payload)) expect(spans, 'a payload that is not UTF-8: one dead letter, whole').to.deep.equal([{ start: 0, end: payload.length }]);
+    expect(stats.read, 'read = written + dead-lettered + nacked').to.equal(stats.written + stats.deadLettered + stats.nacked);
+    expect(stats.nacked).to.equal(0);
+    expect([stats.written, stats.deadLettered]).to.deep.equal([sink.rows.length, deadLetters.rows.length]);
+  }
+
+  it('NDJSON', async () => {
+    await fc.assert(fc.asyncProperty(ndjsonFile, (file) => check('ndjson', file)), { seed: SEED, numRuns: RUNS });
+  });
+
+  it('CSV', async () => {
+    await fc.assert(fc.asyncProperty(csvFile, (file) => check('csv', file)), { seed: SEED, numRuns: RUNS });
+  });
+
+  it('XML', async () => {
+    await fc.assert(fc.asyncProperty(xmlFile, (file) => check('xml', file)), { seed: SEED, numRuns: RUNS });
+  });
+});
+
+/**
+ * Where a dead letter of a payload lies in it: a payload's dead letters carry no offset, so
+ * the span is found where `raw` (the whole span or its head) occurs and the `raw_bytes`
+ * from there hash to `raw_sha256`.
+ */
+function payloadSpanOf(letter: DeadLetter, payload: Buffer): { start: number; end: number } {
+  const raw = letter.raw_encoding === 'base64' ? Buffer.from(letter.raw, 'base64') : Buffer.from(letter.raw, 'utf8');
+  for (let at = payload.indexOf(raw); at >= 0; at = payload.indexOf(raw, at + 1)) {
+    const whole = payload.subarray(at, at + letter.raw_bytes);
+    if (whole.length === letter.raw_bytes && createHash('sha256').update(whole).digest('hex') === letter.raw_sha256) return { start: at, end: at + letter.raw_bytes };
+  }
+  throw new Error(`dead letter ${letter.code} ${letter.position}: no ${letter.raw_bytes} bytes of the payload start with its raw and hash to its raw_sha256`);
+}
 
 /** Where a dead letter's bytes lie in the file, checked against the file itself. */
 function spanOf(letter: DeadLetter, file: Buffer): { start: number; end: number } {

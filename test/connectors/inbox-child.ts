@@ -3,7 +3,8 @@
  * ClickHouse directory, or reports what that directory holds.
  *
  *   node inbox-child.js ingest <inbox> <chdb dir> [checkpointMs] [slowMs]   prints its stats when done
- *   node inbox-child.js count <chdb dir>                     prints the table's counts
+ *   node inbox-child.js count <chdb dir> [after]             prints the tables' counts, with plain count(); with
+ *                                                            `after`, also the rows of records past that one
  */
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse } from '../../connectors/clickhouse';
@@ -12,6 +13,8 @@ import type { Envelope } from '../../lib/envelope';
 import { Pipeline } from '../../lib/pipeline';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
 
+// Plain MergeTrees, not the ReplacingMergeTrees real tables would be: no merge, in the
+// background or by FINAL, folds a row written twice, so count() shows every repeat.
 const TABLE = `
 CREATE TABLE IF NOT EXISTS inbox_rows
 (
@@ -21,7 +24,7 @@ CREATE TABLE IF NOT EXISTS inbox_rows
     ref      String,
     n        UInt64
 )
-ENGINE = ReplacingMergeTree
+ENGINE = MergeTree
 ORDER BY position
 SETTINGS non_replicated_deduplication_window = 10000`;
 
@@ -32,7 +35,7 @@ CREATE TABLE IF NOT EXISTS dead_letters
     message String, path String, raw String, raw_encoding String,
     received_at DateTime64(3, 'UTC'), failed_at DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree(failed_at)
+ENGINE = MergeTree
 ORDER BY (pipeline, source, position)
 SETTINGS non_replicated_deduplication_window = 10000`;
 
@@ -53,13 +56,15 @@ async function main(): Promise<void> {
   const [mode, ...args] = process.argv.slice(2);
   if (mode === 'count') {
     const clickhouse = embeddedClickHouse({ path: args[0]! });
+    const after = Number(args[1] ?? 0);
     const [row] = await clickhouse.query<Record<string, string>>(`
       SELECT (SELECT count() FROM inbox_rows) AS raw,
-             (SELECT count() FROM inbox_rows FINAL) AS final,
              (SELECT uniqExact(record) FROM inbox_rows) AS records,
              (SELECT min(record) FROM inbox_rows) AS first,
              (SELECT max(record) FROM inbox_rows) AS last,
-             (SELECT count() FROM dead_letters FINAL) AS dead_letters`);
+             (SELECT countIf(record > ${after}) FROM inbox_rows) AS past,
+             (SELECT count() FROM dead_letters) AS dead_letters,
+             (SELECT uniqExact(position) FROM dead_letters) AS dead_letter_positions`);
     await clickhouse.close();
     process.stdout.write(JSON.stringify(Object.fromEntries(Object.entries(row!).map(([k, v]) => [k, Number(v)]))) + '\n');
     return;

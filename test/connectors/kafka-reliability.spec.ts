@@ -5,8 +5,9 @@ import { fromKafka, toKafka } from '../../connectors/kafka';
 import { permanentRefusal } from '../../connectors/kafka/sink';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
+import { parse } from '../../operators/parse';
 import { delay, MemorySink, until } from '../helpers';
-import { createTopic, produce, readAll, testKafka } from '../kafka';
+import { caughtUp, createTopic, produce, readAll, testKafka } from '../kafka';
 import { ensureKafka } from '../services';
 
 /** A topic that refuses messages over `maxMessageBytes`; removed by the returned function. */
@@ -51,6 +52,38 @@ describe('Kafka: missing topics are waited for, permanent refusals never stall a
       const stats = await pipeline.stop();
       await deleteTopic(brokers, topic);
       expect(stats).to.include({ read: 10, written: 10, nacked: 0 });
+    }
+  });
+
+  it('fromKafka dead-letters a message over maxRecordBytes as it is read, with the code and message of every entry, and commits past it', async () => {
+    const { topic, remove } = await createTopic(brokers, 1);
+    const groupId = `${topic}-group`;
+    const sink = new MemorySink<unknown>();
+    const deadLetters = new MemorySink<DeadLetter>();
+    const big = JSON.stringify({ id: 'big', pad: 'x'.repeat(3000) });
+    // Parsed, as it would be; the refusal comes before parse could meet the big one.
+    const pipeline = new Pipeline({
+      source: fromKafka({ brokers, groupId, topics: topic, fromBeginning: true, logLevel: 'nothing', maxRecordBytes: 1024 }),
+      transform: parse() as any,
+      sink,
+      deadLetters,
+      batch: { rows: 10, maxWaitMs: 20 },
+      deadLetterBatch: { maxWaitMs: 1 },
+    });
+    try {
+      await produce(brokers, topic, [{ value: '{"id":"a"}' }, { value: big }, { value: '{"id":"b"}' }]);
+      await pipeline.start();
+      await until(() => pipeline.stats.written + pipeline.stats.deadLettered === 3, 30_000, 'the three messages settled');
+      const stats = await pipeline.stop();
+      expect(sink.rows).to.deep.equal([{ id: 'a' }, { id: 'b' }]);
+      const [letter] = deadLetters.rows;
+      expect([letter!.stage, letter!.code, letter!.message, letter!.position]).to.deep.equal(['source', 'RECORD_TOO_LARGE', `message ${topic}/0/1 is longer than 1024 bytes`, `${topic}/0/1`]);
+      expect([letter!.raw, letter!.raw_bytes]).to.deep.equal([big, Buffer.byteLength(big)]);
+      expect(stats).to.include({ read: 3, written: 2, deadLettered: 1, nacked: 0 });
+      expect(await caughtUp(brokers, groupId, topic), 'committed past the dead-lettered message').to.equal(true);
+    } finally {
+      await pipeline.stop().catch(() => undefined);
+      await remove();
     }
   });
 

@@ -9,8 +9,8 @@ import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import type { SourceContext } from '../../lib/source';
 import { parse } from '../../operators/parse';
-import { MemorySink, testClickHouse, until } from '../helpers';
-import { caughtUp, committedOffsets, createTopic, produce, readAll } from '../kafka';
+import { delay, MemorySink, testClickHouse, until } from '../helpers';
+import { caughtUp, committedOffsets, createTopic, produce, readAll, testKafka } from '../kafka';
 import { ensureKafka, startKafka, stopKafka } from '../services';
 
 describe('Kafka connectors against a real broker', function () {
@@ -116,11 +116,11 @@ describe('Kafka connectors against a real broker', function () {
     }
   });
 
-  it('with batchAlignment, reading the topic again gives the same batches and the same insert tokens', async () => {
+  it('with batchAlignment, reading the topic again gives the same batches and the same insert tokens, from wherever the replay starts', async () => {
     const { topic, remove } = await createTopic(brokers, 3);
     try {
       await produce(brokers, topic, Array.from({ length: 3000 }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
-      const readOnce = async (groupId: string) => {
+      const readOnce = async (groupId: string, records: number) => {
         const sink = new MemorySink<unknown>();
         const pipeline = new Pipeline({
           name: 'replay',
@@ -128,18 +128,35 @@ describe('Kafka connectors against a real broker', function () {
           transform: parse() as any,
           sink,
           deadLetters: new MemorySink<DeadLetter>(),
-          batch: { rows: 250, maxWaitMs: 5000 },
+          // Long enough that no block is ever cut by time while the topic is read (~0.1-0.4 s).
+          batch: { rows: 250, maxWaitMs: 2000 },
         });
         await pipeline.start();
-        await until(() => sink.rows.length === 3000, 60_000, 'every record');
+        // Every record read; stop() writes the partial batches the wait still holds (after
+        // the wait: the source completes only once its records are settled).
+        await until(() => pipeline.stats.read === records, 60_000, 'every record');
         await pipeline.stop();
+        expect(sink.rows.length).to.equal(records);
         return sink.writes.filter((w) => w.size === 250).map((w) => w.token).sort();
       };
       // A second group stands for the replay: same records, read from the same offsets.
-      const first = await readOnce(`${topic}-a`);
-      const second = await readOnce(`${topic}-b`);
+      const first = await readOnce(`${topic}-a`, 3000);
+      const second = await readOnce(`${topic}-b`, 3000);
       expect(first.length).to.be.greaterThan(6);
       expect(second).to.deep.equal(first);
+      // A replay starts at the last commit, which need not be a block boundary (a partial
+      // batch cut by time, a crash between two commits): from offset 100 of each partition,
+      // the blocks after the first are the same batches with the same tokens.
+      const admin = testKafka(brokers).admin();
+      await admin.connect();
+      try {
+        await admin.setOffsets({ groupId: `${topic}-c`, topic, partitions: [0, 1, 2].map((partition) => ({ partition, offset: '100' })) });
+      } finally {
+        await admin.disconnect();
+      }
+      const fromMidBlock = await readOnce(`${topic}-c`, 3000 - 3 * 100);
+      expect(fromMidBlock.filter((token) => !first.includes(token)), 'full batches with tokens the first read never wrote').to.deep.equal([]);
+      expect(fromMidBlock.length).to.equal(first.length - 3);
     } finally {
       await remove();
     }
@@ -213,38 +230,64 @@ describe('Kafka connectors against a real broker', function () {
     }
   });
 
-  it('pauses partitions when credits run out and reads everything as they come back', async () => {
+  it('with the sink blocked, fetches no further than its credit (partitions paused); released, reads everything once', async () => {
     const { topic, remove } = await createTopic(brokers, 2);
+    const groupId = `${topic}-group`;
+    let release!: () => void;
+    const open = new Promise<void>((resolve) => (release = resolve));
+    let pipeline: Pipeline<{ n: number }> | undefined;
     try {
-      const total = 3000;
-      await produce(brokers, topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
-      let pausedSeen = 0;
-      let maxInFlight = 0;
+      const total = 4000;
+      const pad = 'x'.repeat(60);
+      // Produced 40 at a time: the broker keeps record batches of about 20 per partition,
+      // and a fetch returns whole record batches up to maxBytesPerPartition (2 KiB here).
+      await produce(brokers, topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i, pad }) })), 40);
+      // What the consumer took from the broker (every message of every fetched batch handed
+      // to the source) and what the source emitted: counted apart from the credit gauge.
+      let fetched = 0;
+      let emitted = 0;
       const source = fromKafka({
         brokers,
-        groupId: `${topic}-group`,
+        groupId,
         topics: topic,
         fromBeginning: true,
         logLevel: 'nothing',
-        instrument: (consumer) => {
-          const timer = setInterval(() => (pausedSeen += consumer.paused().length > 0 ? 1 : 0), 5);
-          consumer.on(consumer.events.STOP, () => clearInterval(timer));
-        },
+        maxBytesPerPartition: 2048,
+        instrument: (consumer) => consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => (fetched += payload.batchSize)),
       });
       const sink = new MemorySink<{ n: number }>();
-      const pipeline = new Pipeline({ source, transform: parse() as any, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 50, maxWaitMs: 20 }, inFlight: { records: 100 } });
-      sink.gate = async () => {
-        maxInFlight = Math.max(maxInFlight, pipeline.credits.inFlightRecords);
-        await new Promise((resolve) => setTimeout(resolve, 2));
-      };
+      sink.gate = () => open;
+      const budget = 200;
+      pipeline = new Pipeline({
+        source,
+        transform: (records$) => records$.pipe(map((e: Envelope<Uint8Array>) => (emitted++, e)), parse()) as any,
+        sink,
+        deadLetters: new MemorySink<DeadLetter>(),
+        batch: { rows: 50, maxWaitMs: 20 },
+        inFlight: { records: budget },
+      });
       await pipeline.start();
-      const progress = setInterval(() => process.env.DEBUG_KAFKA && console.log(sink.rows.length, pipeline.credits.inFlightRecords, JSON.stringify(source.status!())), 1000);
-      await until(() => sink.rows.length === total, 120_000, 'every record').finally(() => clearInterval(progress));
-      await pipeline.stop();
-      expect(new Set(sink.rows.map((r) => r.n)).size).to.equal(total);
-      expect(maxInFlight).to.be.at.most(100);
-      expect(pausedSeen).to.be.greaterThan(0);
+      await until(() => sink.writes.length > 0 && emitted >= budget, 30_000, 'the budget spent on a blocked sink');
+      // A consumer that ignored its credit, or kept fetching paused partitions, would fetch
+      // on every maxWaitMs (100 ms) meanwhile.
+      await delay(1000);
+      const [fetchedWhileBlocked, emittedWhileBlocked] = [fetched, emitted];
+      expect(emittedWhileBlocked, 'records emitted while the sink was blocked').to.equal(budget);
+      // The budget, plus at most two fetches per partition beyond it (the one whose records
+      // ran out of credit, and one under way when it did), each at most 2 KiB of ~90-byte
+      // messages or one record batch of ~20.
+      expect(fetchedWhileBlocked, `messages fetched while the sink was blocked (of ${total})`).to.be.at.most(budget + 2 * 2 * 25);
+
+      release();
+      await until(() => sink.rows.length >= total, 60_000, 'every record');
+      const stats = await pipeline.stop();
+      expect(await caughtUp(brokers, groupId, topic), 'the group committed to the end').to.equal(true);
+      expect(sink.rows.length, 'records stored').to.equal(total);
+      expect(new Set(sink.rows.map((r) => r.n)).size, 'distinct records stored').to.equal(total);
+      expect(stats).to.include({ read: total, written: total, deadLettered: 0, nacked: 0 });
     } finally {
+      release();
+      await pipeline?.stop().catch(() => undefined);
       await remove();
     }
   });

@@ -12,7 +12,7 @@ const child = join(__dirname, 'poll-child.js');
 describe('fromPoll: killed mid-pagination', function () {
   this.timeout(180_000);
 
-  it('resumes from the saved cursor after a SIGKILL, and ClickHouse holds every item once', async () => {
+  it('resumes from the saved cursor after a SIGKILL: every item stored, by plain count() none more often than the API served it', async () => {
     const work = tempDir();
     // Slow pages, 429 bursts, 500s, items on two pages and a renamed field, all at once.
     const api = new VendorApi(3000, { slowMs: 25, burst429: { every: 10, count: 1, retryAfterSeconds: 1 }, error500Every: 13, duplicates: true, renameAfter: 1500 });
@@ -44,19 +44,14 @@ describe('fromPoll: killed mid-pagination', function () {
       expect(second.poll.syncs).to.equal(1);
 
       const counts = await count();
-      // Every item once by natural key (uniqExact(id), and FINAL keeps one row per id).
-      // The raw count may be higher: items the API put on two pages and pages fetched again
-      // after the kill are written twice, less what ReplacingMergeTree already merged away.
-      expect({ ids: Number(counts.ids), final: Number(counts.final), first: counts.first, last: counts.last }).to.deep.equal({
-        ids: 3000,
-        final: 3000,
-        first: 'BK-000001',
-        last: 'BK-003000',
-      });
-      expect(Number(counts.raw)).to.be.at.least(3000);
-      // Fully merged, the table holds exactly one row per item: the extra raw rows were all
-      // duplicates of stored items, which ReplacingMergeTree absorbs.
-      expect(Number(counts.merged)).to.equal(3000);
+      // Plain count(), no FINAL, on a table whose merges never drop a row: every item is
+      // stored, and none more often than the API served it in a page (items it put on two
+      // pages, and pages fetched again after the kill, may be stored twice; a table keyed
+      // by id, as the bookings table is, keeps one).
+      const servedItems = api.served.reduce((sum, r) => sum + (r.status === 200 ? (r.items ?? 0) : 0), 0);
+      console.log(`      ${JSON.stringify({ ...counts, servedItems })}`);
+      expect({ ids: Number(counts.ids), first: counts.first, last: counts.last }).to.deep.equal({ ids: 3000, first: 'BK-000001', last: 'BK-003000' });
+      expect(Number(counts.raw)).to.be.within(3000, servedItems);
       expect(JSON.parse(readFileSync(cursorFile, 'utf8'))).to.include({ watermark: api.items[2999]!.updated_at });
       expect(api.served.some((r) => r.status === 429) && api.served.some((r) => r.status === 500)).to.equal(true);
     } finally {

@@ -110,6 +110,18 @@ describe('fromWebhook', function () {
     expect(await count()).to.equal(9);
   });
 
+  it('reads JSON and NDJSON bodies that start with a byte order mark, the first record included', async () => {
+    await start();
+    const route = `${url}/webhooks/acme`;
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    const json = await post(route, Buffer.concat([bom, Buffer.from('[{"ref":"B1"},{"ref":"B2"}]')]), { key: poster.token, secret: SECRET, id: 'bom-json' });
+    expect([json.status, json.body]).to.deep.equal([200, '{"id":"bom-json","records":2}']);
+    const ndjson = await post(route, Buffer.concat([bom, Buffer.from('{"ref":"B3"}\n{"ref":"B4"}\n')]), { key: poster.token, secret: SECRET, id: 'bom-ndjson', contentType: 'application/x-ndjson' });
+    expect([ndjson.status, ndjson.body]).to.deep.equal([200, '{"id":"bom-ndjson","records":2}']);
+    expect((await rows()).map((r) => r.ref)).to.deep.equal(['B1', 'B2', 'B3', 'B4']);
+    expect(deadLetters.rows).to.deep.equal([]);
+  });
+
   it('refuses tampered, expired, unsigned, replayed and undeclared-type requests, and writes nothing for them', async () => {
     await start();
     const route = `${url}/webhooks/acme`;
