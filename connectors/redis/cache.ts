@@ -89,7 +89,7 @@ const ROWS_PER_CALL = 500;
 const BYTES_PER_CALL = 4 << 20;
 
 /** A MessagePack array of strings (what the scripts unpack with cmsgpack), written in one Buffer. */
-export function packStrings(strings: readonly string[]): Buffer {
+function packStrings(strings: readonly string[]): Buffer {
   let size = 5;
   const lengths = new Array<number>(strings.length);
   for (let i = 0; i < strings.length; i++) {
