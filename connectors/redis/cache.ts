@@ -47,24 +47,34 @@ export interface RedisCacheStats {
  * Puts rows given as one MessagePack array of strings, eight a row: the booking's key, its
  * version, the value to store (`<version>|<row>`), its expiry (epoch ms), the vendor index,
  * the index member, the booking's time and the customer index ('' for none). Stores the
- * row unless the version there is later, and adds it to the indexes. Returns
+ * row unless the version there is later, and adds it to the indexes (one ZADD per vendor
+ * index and call). Returns
  * { stored, older }. Many rows a call, packed into one argument: ioredis spent more per
  * argument than Redis spent on the row, and cmsgpack unpacks in C.
  */
 const PUT = `
 local a = cmsgpack.unpack(ARGV[1])
 local stored = 0
+local vendors = {}
 local n = #a
 for i = 1, n, 8 do
   local current = redis.call('GET', a[i])
   local version = current and tonumber(string.match(current, '^([^|]*)|'))
   if not (version and version > tonumber(a[i + 1])) then
     redis.call('SET', a[i], a[i + 2], 'PXAT', a[i + 3])
-    redis.call('ZADD', a[i + 4], a[i + 6], a[i + 5])
+    local entries = vendors[a[i + 4]]
+    if not entries then
+      entries = {}
+      vendors[a[i + 4]] = entries
+    end
+    entries[#entries + 1] = a[i + 6]
+    entries[#entries + 1] = a[i + 5]
     if a[i + 7] ~= '' then redis.call('ZADD', a[i + 7], a[i + 6], a[i + 5]) end
     stored = stored + 1
   end
 end
+-- One ZADD per vendor index (in row order: the last version stored sets the score); at most 2 * ROWS_PER_CALL values, far below unpack's limit (8000).
+for index, entries in pairs(vendors) do redis.call('ZADD', index, unpack(entries)) end
 return { stored, n / 8 - stored }
 `;
 
@@ -239,11 +249,10 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const { layout } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const commands = pipeline as unknown as CacheRedis;
-  /** Each index touched, and the latest expiry of its rows. */
-  const indexes = new Map<string, number>();
-  const touch = (index: string, expireAt: number) => {
-    if (!(indexes.get(index)! >= expireAt)) indexes.set(index, expireAt);
-  };
+  /** Each vendor's index and the latest expiry of its rows: a few vendors, many rows each. */
+  const vendors = new Map<string, { index: string; expireAt: number }>();
+  /** Each customer index touched, and the latest expiry of its rows. */
+  const customers = new Map<string, number>();
   let args: string[] = [];
   let bytes = 0;
   const flush = () => {
@@ -270,26 +279,29 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       continue;
     }
     const member = keys.member(parts);
-    const vendorIndex = keys.vendorIndex(parts[0]!);
+    let vendor = vendors.get(parts[0]!);
+    if (vendor === undefined) vendors.set(parts[0]!, (vendor = { index: keys.vendorIndex(parts[0]!), expireAt }));
+    else if (expireAt > vendor.expireAt) vendor.expireAt = expireAt;
     const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
     const customerIndex = typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '';
     const versionArg = String(version);
     const value = `${versionArg}|${JSON.stringify(row)}`;
-    args.push(keys.booking(member), versionArg, value, String(expireAt), vendorIndex, member, String(time), customerIndex);
+    args.push(keys.booking(member), versionArg, value, String(expireAt), vendor.index, member, String(time), customerIndex);
     bytes += value.length;
     if (args.length === 8 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
-    touch(vendorIndex, expireAt);
-    if (customerIndex !== '') touch(customerIndex, expireAt);
+    if (customerIndex !== '' && !(customers.get(customerIndex)! >= expireAt)) customers.set(customerIndex, expireAt);
   }
   flush();
   const cut = String(now - layout.ttlMs);
-  for (const [index, expireAt] of indexes) {
+  const trim = (index: string, expireAt: number) => {
     args.push(index, String(expireAt));
     if (args.length === 2 * ROWS_PER_CALL) {
       commands.tributaryCacheTrim(packStrings(args), cut);
       args = [];
     }
-  }
+  };
+  for (const { index, expireAt } of vendors.values()) trim(index, expireAt);
+  for (const [index, expireAt] of customers) trim(index, expireAt);
   if (args.length > 0) commands.tributaryCacheTrim(packStrings(args), cut);
   return unqueued;
 }
