@@ -44,24 +44,35 @@ export interface RedisCacheStats {
 }
 
 /**
- * Puts rows given as one MessagePack array of strings, eight a row: the booking's key, its
- * version, the value to store (`<version>|<row>`), its expiry (epoch ms), the vendor index,
- * the index member, the booking's time and the customer index ('' for none). Stores the
- * row unless the version there is later, and adds it to the indexes (one ZADD per vendor
- * index and call). Returns
- * { stored, older }. Many rows a call, packed into one argument: ioredis spent more per
- * argument than Redis spent on the row, and cmsgpack unpacks in C.
+ * Puts rows given as one MessagePack array of strings (ARGV[1]), eight a row: the booking's
+ * key, its version, the value to store (`<version>|<row>`), its expiry (epoch ms), the
+ * vendor index, the index member, the booking's time and the customer index ('' for none).
+ * Stores the row unless the version there is later and adds it to the indexes; then, once
+ * per index the call touched, drops the entries past their TTL (scores below ARGV[2]) and
+ * keeps the index at least as long as its latest booking. Returns { stored, older }.
+ *
+ * Many rows a call, packed into one argument: ioredis spent more per argument than Redis
+ * spent on the row, and cmsgpack unpacks in C. One ZADD per vendor index and call, in row
+ * order (the last version stored sets the score): at most 2 * ROWS_PER_CALL values, far
+ * below the limit of Lua's unpack (8000).
  */
 const PUT = `
 local a = cmsgpack.unpack(ARGV[1])
+local cut = '(' .. ARGV[2]
 local stored = 0
 local vendors = {}
+local expiries = {}
+local function touch(index, expireAt)
+  local known = expiries[index]
+  if not (known and known >= expireAt) then expiries[index] = expireAt end
+end
 local n = #a
 for i = 1, n, 8 do
   local current = redis.call('GET', a[i])
   local version = current and tonumber(string.match(current, '^([^|]*)|'))
   if not (version and version > tonumber(a[i + 1])) then
     redis.call('SET', a[i], a[i + 2], 'PXAT', a[i + 3])
+    local expireAt = tonumber(a[i + 3])
     local entries = vendors[a[i + 4]]
     if not entries then
       entries = {}
@@ -69,28 +80,20 @@ for i = 1, n, 8 do
     end
     entries[#entries + 1] = a[i + 6]
     entries[#entries + 1] = a[i + 5]
-    if a[i + 7] ~= '' then redis.call('ZADD', a[i + 7], a[i + 6], a[i + 5]) end
+    touch(a[i + 4], expireAt)
+    if a[i + 7] ~= '' then
+      redis.call('ZADD', a[i + 7], a[i + 6], a[i + 5])
+      touch(a[i + 7], expireAt)
+    end
     stored = stored + 1
   end
 end
--- One ZADD per vendor index (in row order: the last version stored sets the score); at most 2 * ROWS_PER_CALL values, far below unpack's limit (8000).
 for index, entries in pairs(vendors) do redis.call('ZADD', index, unpack(entries)) end
-return { stored, n / 8 - stored }
-`;
-
-/**
- * Once per index and batch, not per row: the indexes and their latest expiry, packed as
- * PUT's rows; drops the entries past their TTL (scores below ARGV[2]) and keeps each index
- * at least until its expiry.
- */
-const TRIM = `
-local a = cmsgpack.unpack(ARGV[1])
-local cut = '(' .. ARGV[2]
-for i = 1, #a, 2 do
-  redis.call('ZREMRANGEBYSCORE', a[i], '-inf', cut)
-  if redis.call('PEXPIRETIME', a[i]) < tonumber(a[i + 1]) then redis.call('PEXPIREAT', a[i], a[i + 1]) end
+for index, expireAt in pairs(expiries) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', cut)
+  if redis.call('PEXPIRETIME', index) < expireAt then redis.call('PEXPIREAT', index, string.format('%d', expireAt)) end
 end
-return 'trimmed'
+return { stored, n / 8 - stored }
 `;
 
 /** Rows per call of the put script: long scripts hold up every other client of Redis. */
@@ -141,8 +144,7 @@ return 0
 `;
 
 type CacheRedis = Redis & {
-  tributaryCachePut(rows: Buffer): Promise<[number, number]>;
-  tributaryCacheTrim(indexes: Buffer, cut: string): Promise<string>;
+  tributaryCachePut(rows: Buffer, cut: string): Promise<[number, number]>;
   tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
 };
 
@@ -196,7 +198,6 @@ export function redisClient(options: RedisConnectionOptions, what: string): { cl
   }
   if (typeof (client as unknown as Partial<CacheRedis>).tributaryCachePut !== 'function') {
     client.defineCommand('tributaryCachePut', { numberOfKeys: 0, lua: PUT });
-    client.defineCommand('tributaryCacheTrim', { numberOfKeys: 0, lua: TRIM });
     client.defineCommand('tributaryCacheFresh', { numberOfKeys: 2, lua: FRESH });
   }
   return { client: client as unknown as CacheRedis, owned };
@@ -242,21 +243,20 @@ export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
 
 /**
- * Queues the puts of `rows` on `pipeline`, then one trim per index they touch. Rows are
+ * Queues the puts of `rows` on `pipeline`, ROWS_PER_CALL rows a call. Rows are
  * stored as JSON as they are given: encrypted fields stay encrypted.
  */
 export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: Iterable<Record<string, unknown>>, now: number): Unqueued {
   const { layout } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const commands = pipeline as unknown as CacheRedis;
-  /** Each vendor's index and the latest expiry of its rows: a few vendors, many rows each. */
-  const vendors = new Map<string, { index: string; expireAt: number }>();
-  /** Each customer index touched, and the latest expiry of its rows. */
-  const customers = new Map<string, number>();
+  /** Each vendor's index key: a few vendors, many rows each. */
+  const vendors = new Map<string, string>();
+  const cut = String(now - layout.ttlMs);
   let args: string[] = [];
   let bytes = 0;
   const flush = () => {
-    if (args.length > 0) commands.tributaryCachePut(packStrings(args));
+    if (args.length > 0) commands.tributaryCachePut(packStrings(args), cut);
     args = [];
     bytes = 0;
   };
@@ -279,30 +279,17 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       continue;
     }
     const member = keys.member(parts);
-    let vendor = vendors.get(parts[0]!);
-    if (vendor === undefined) vendors.set(parts[0]!, (vendor = { index: keys.vendorIndex(parts[0]!), expireAt }));
-    else if (expireAt > vendor.expireAt) vendor.expireAt = expireAt;
+    let vendorIndex = vendors.get(parts[0]!);
+    if (vendorIndex === undefined) vendors.set(parts[0]!, (vendorIndex = keys.vendorIndex(parts[0]!)));
     const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
     const customerIndex = typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '';
     const versionArg = String(version);
     const value = `${versionArg}|${JSON.stringify(row)}`;
-    args.push(keys.booking(member), versionArg, value, String(expireAt), vendor.index, member, String(time), customerIndex);
+    args.push(keys.booking(member), versionArg, value, String(expireAt), vendorIndex, member, String(time), customerIndex);
     bytes += value.length;
     if (args.length === 8 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
-    if (customerIndex !== '' && !(customers.get(customerIndex)! >= expireAt)) customers.set(customerIndex, expireAt);
   }
   flush();
-  const cut = String(now - layout.ttlMs);
-  const trim = (index: string, expireAt: number) => {
-    args.push(index, String(expireAt));
-    if (args.length === 2 * ROWS_PER_CALL) {
-      commands.tributaryCacheTrim(packStrings(args), cut);
-      args = [];
-    }
-  };
-  for (const { index, expireAt } of vendors.values()) trim(index, expireAt);
-  for (const [index, expireAt] of customers) trim(index, expireAt);
-  if (args.length > 0) commands.tributaryCacheTrim(packStrings(args), cut);
   return unqueued;
 }
 

@@ -86,7 +86,13 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-3']), JSON.stringify(['acme', 'B-1'])]);
         expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([JSON.stringify(['globex', 'B-2'])]);
         expect(await redis.pexpiretime(`${prefix}v:"acme"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
         expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
+        // An earlier booking later on never shortens an index's life.
+        await write(cache, [booking(7, { customer_token: 'tok-2' })]);
+        expect(await redis.pexpiretime(`${prefix}v:"acme"`)).to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        expect(await redis.zcard(`${prefix}c:"tok-2"`)).to.equal(2);
       } finally {
         await cache.close();
       }
