@@ -98,7 +98,7 @@ return { stored, n / 8 - stored }
 
 /** Rows per call of the put script: long scripts hold up every other client of Redis. */
 const ROWS_PER_CALL = 500;
-/** Bytes of strings per call, however few rows: Redis refuses an argument past proto-max-bulk-len (512 MiB by default). */
+/** Characters of stored rows per call, however few rows: Redis refuses an argument past proto-max-bulk-len (512 MiB by default), and a long script holds up other clients. */
 const BYTES_PER_CALL = 4 << 20;
 
 /** A MessagePack array of strings (what the scripts unpack with cmsgpack), written in one Buffer. */
