@@ -86,7 +86,13 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-3']), JSON.stringify(['acme', 'B-1'])]);
         expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([JSON.stringify(['globex', 'B-2'])]);
         expect(await redis.pexpiretime(`${prefix}v:"acme"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
         expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
+        // An earlier booking later on never shortens an index's life.
+        await write(cache, [booking(7, { customer_token: 'tok-2' })]);
+        expect(await redis.pexpiretime(`${prefix}v:"acme"`)).to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        expect(await redis.zcard(`${prefix}c:"tok-2"`)).to.equal(2);
       } finally {
         await cache.close();
       }
@@ -115,6 +121,52 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         const stored = await redis.get(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
         expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.include({ status: 'cancelled' });
         expect(cache.stats).to.include({ stored: 2, older: 3 });
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('keeps the newest version of a booking seen several times in one batch, whatever the order, across the calls a large batch is split into', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      try {
+        const at = (minutes: number) => iso(Date.now() - HOUR + minutes * 60_000);
+        // 1,200 rows: more than one put call (500 rows); the versions of B-1 and B-2 land in different calls.
+        const rows = Array.from({ length: 1200 }, (_, i) => booking(i + 10));
+        rows[10] = booking(1, { status: 'second', updated_at: at(2) });
+        rows[600] = booking(1, { status: 'newest', updated_at: at(3), customer_token: 'tok-new' });
+        rows[1100] = booking(1, { status: 'oldest', updated_at: at(1) });
+        rows[20] = booking(2, { status: 'newest', updated_at: at(3) });
+        rows[1150] = booking(2, { status: 'older', updated_at: at(1) });
+        await write(cache, rows);
+        const stored = (vendor: string, id: string) => redis.get(`${prefix}b:${JSON.stringify([vendor, id])}`).then((s) => JSON.parse(s!.slice(s!.indexOf('|') + 1)) as Booking);
+        expect(await stored('acme', 'B-1')).to.deep.equal(rows[600]);
+        expect((await stored('globex', 'B-2')).status).to.equal('newest');
+        expect(cache.stats).to.deep.equal({ stored: 1198, older: 2, expired: 0, unkeyed: 0 });
+        expect(await redis.zcard(`${prefix}v:"acme"`)).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
+        expect(await redis.zrange(`${prefix}c:"tok-new"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-1'])]);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      try {
+        const rows = [
+          booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
+          booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
+          booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
+          // Over the bytes one call carries: the rows after it go in another call.
+          ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
+        ];
+        await write(cache, rows);
+        expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
+        for (const row of rows) {
+          const stored = await redis.get(`${prefix}b:${JSON.stringify([row.vendor, row.booking_id])}`);
+          expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.deep.equal(row);
+        }
+        expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([JSON.stringify(['café', 'Ünïcødé-✈️-𝄞'])]);
+        expect(await redis.zscore(`${prefix}v:"café"`, JSON.stringify(['café', 'Ünïcødé-✈️-𝄞']))).to.equal(String(Date.parse(rows[0]!.booked_at)));
       } finally {
         await cache.close();
       }
