@@ -5,17 +5,20 @@
  * lets one process hold its data directory, so embedded storage runs as one instance; on
  * a server, start as many as the other stages.
  *
- *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]
- *   (TOPOLOGY_CLICKHOUSE_PATH picks the embedded data directory; default .tributary/topology;
- *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url; TOPOLOGY_MIGRATIONS names another
- *   migrations directory with the same tables, e.g. one written for an older server)
+ *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]   (--help: every option)
  */
 import { map } from 'rxjs';
+import { Option } from 'commander';
 import { embeddedClickHouse, migrate, serverClickHouse, parse, Pipeline, toClickHouse, type DeadLetter, type Envelope } from '../../index';
 import { fromKafka } from '../../connectors/kafka';
 import { migrationsDir } from '../bookings/paths';
 import type { Booking } from '../bookings/schema';
-import { ensureTopics, runUntilStopped, settingsFromArgs, topics } from './topology';
+import { ensureTopics, groups, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+
+const command = stageCommand('store', 'Stage 3 of 3: reads <prefix>.clean (group <prefix>.store) into the bookings table and <prefix>.dead (group <prefix>.store-dead) into dead_letters, in embedded ClickHouse or, with --clickhouse-url, on a ClickHouse server. Embedded storage runs as one instance.', { consumer: true })
+  .addOption(new Option('--clickhouse-url <url>', 'a ClickHouse server (22.2 or later for the booking schema) instead of embedded storage').env('TOPOLOGY_CLICKHOUSE_URL'))
+  .addOption(new Option('--clickhouse-path <dir>', 'the embedded ClickHouse data directory (one process at a time)').env('TOPOLOGY_CLICKHOUSE_PATH').default('.tributary/topology'))
+  .addOption(new Option('--migrations <dir>', 'another migrations directory with the same tables (e.g. one written for an older server)').env('TOPOLOGY_MIGRATIONS'));
 
 /** A dead-letter message back into a row: the payload is the record, the headers say why. */
 function letterOf(envelope: Envelope<Uint8Array>): DeadLetter {
@@ -42,19 +45,17 @@ function letterOf(envelope: Envelope<Uint8Array>): DeadLetter {
 }
 
 async function main(): Promise<void> {
-  const settings = settingsFromArgs();
+  const settings = parseStage(command);
+  const options = command.opts<{ clickhouseUrl?: string; clickhousePath: string; migrations?: string }>();
   const names = topics(settings.prefix);
   await ensureTopics(settings);
-  const flag = process.argv.indexOf('--clickhouse-url');
-  const url = flag >= 0 ? process.argv[flag + 1] : process.env.TOPOLOGY_CLICKHOUSE_URL;
-  const clickhouse = url ? serverClickHouse({ url }) : embeddedClickHouse({ path: process.env.TOPOLOGY_CLICKHOUSE_PATH ?? '.tributary/topology' });
-  await migrate(clickhouse, process.env.TOPOLOGY_MIGRATIONS ?? migrationsDir);
+  const clickhouse = options.clickhouseUrl ? serverClickHouse({ url: options.clickhouseUrl }) : embeddedClickHouse({ path: options.clickhousePath });
+  await migrate(clickhouse, options.migrations ?? migrationsDir);
   const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters' });
-  const bookingsGroup = `${settings.prefix}.store`;
-  const lettersGroup = `${settings.prefix}.store-dead`;
+  const { store: bookingsGroup, storeDead: lettersGroup } = groups(settings.prefix);
   const bookings = new Pipeline<Booking>({
     name: 'store',
-    source: fromKafka({ brokers: settings.brokers, groupId: bookingsGroup, topics: names.clean, fromBeginning: true }),
+    source: fromKafka({ brokers: settings.brokers, groupId: bookingsGroup, topics: names.clean, fromBeginning: true, ...settings.consumer }),
     transform: parse() as never,
     // travellers and segments are not columns of bookings; servers before 23.x refuse
     // unknown fields unless told to skip them.
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
   });
   const letters = new Pipeline<DeadLetter>({
     name: 'store-dead',
-    source: fromKafka({ brokers: settings.brokers, groupId: lettersGroup, topics: names.dead, fromBeginning: true }),
+    source: fromKafka({ brokers: settings.brokers, groupId: lettersGroup, topics: names.dead, fromBeginning: true, ...settings.consumer }),
     transform: map((e: Envelope<Uint8Array>) => e.map(letterOf(e))),
     sink: deadLetters,
     deadLetters,
@@ -80,7 +81,11 @@ async function main(): Promise<void> {
   await clickhouse.close();
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+// Exit once stopped: a group join still pending in kafkajs must not hold the process past its drain.
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
