@@ -61,9 +61,10 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
    */
   batchAlignment?: number | false;
   /**
-   * How often the end offsets of paused partitions are asked of the broker. A paused
-   * partition is not fetched, so without this its lag would stay where it was when credits
-   * ran out, just when it matters: while the pipeline cannot keep up. @default 5000
+   * How often the end offsets of paused partitions, and of owned partitions nothing was
+   * fetched from yet, are asked of the broker. A paused partition is not fetched, so
+   * without this its lag would stay where it was when credits ran out, just when it
+   * matters: while the pipeline cannot keep up. @default 5000
    */
   lagRefreshMs?: number;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
@@ -268,7 +269,7 @@ class KafkaSource implements Source<Uint8Array> {
       this.#context = context;
       this.#instrument?.(consumer);
       this.#listen(consumer, subscriber);
-      this.#lagTimer = setInterval(() => void this.#refreshPausedEnds(), settings.lagRefreshMs).unref();
+      this.#lagTimer = setInterval(() => void this.#refreshLag(), settings.lagRefreshMs).unref();
       const stop = () => void this.#drainAndLeave(subscriber);
       context.signal.addEventListener('abort', stop, { once: true });
       (async () => {
@@ -325,6 +326,8 @@ class KafkaSource implements Source<Uint8Array> {
       }
       this.#connected = true;
       this.#joined = true;
+      // Every owned partition gets a lag now, not only once a fetch returns records.
+      void this.#refreshLag();
     });
     // The coordinator is moving partitions: from now on nothing read before may be
     // committed, and kafkajs will restart each partition it keeps from its last commit.
@@ -394,19 +397,31 @@ class KafkaSource implements Source<Uint8Array> {
   }
 
   /**
-   * Reads the end offsets of the topics with paused partitions, so their lag keeps growing
-   * with the topic while nothing is fetched. A broker that cannot answer leaves the last
-   * known ends in place; the next round tries again.
+   * Asks the broker what fetches do not tell: the end offsets of paused partitions (not
+   * fetched, so their lag would stay where it was when credits ran out, just when it
+   * matters), and, for an owned partition nothing was fetched from yet (empty, or not
+   * reached since the last rebalance), its end and the group's committed offset, so every
+   * owned partition reports a lag. A broker that cannot answer leaves the last known
+   * figures in place; the next round tries again.
    */
-  async #refreshPausedEnds(): Promise<void> {
-    if (this.#stopping || this.#paused.size === 0) return;
-    const topics = new Set([...this.#paused.values()].map((p) => p.topic));
+  async #refreshLag(): Promise<void> {
+    if (this.#stopping) return;
+    const unread = [...this.#assignment].filter((id) => !this.#positions.has(id));
+    const topics = new Set([...[...this.#paused.values()].map((p) => p.topic), ...unread.map((id) => id.slice(0, id.lastIndexOf('/')))]);
+    if (topics.size === 0) return;
     try {
       const admin = await this.#adminClient();
       for (const topic of topics) {
-        for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
+        const [ends, [committed]] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId: this.#settings.groupId, topics: [topic] })]);
+        const at = new Map(committed!.partitions.map((p) => [p.partition, Number(p.offset)]));
+        for (const { partition, high, low } of ends) {
           const id = `${topic}/${partition}`;
-          if (this.#assignment.has(id)) this.#raiseEnd(id, Number(high));
+          if (!this.#assignment.has(id)) continue;
+          this.#raiseEnd(id, Number(high));
+          if (!this.#positions.has(id)) {
+            const commit = at.get(partition) ?? -1;
+            this.#positions.set(id, commit >= 0 ? commit : this.#settings.fromBeginning ? Number(low) : Number(high));
+          }
         }
       }
     } catch {
