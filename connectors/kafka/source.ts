@@ -101,7 +101,7 @@ const EMPTY = Buffer.alloc(0);
  *
  * Each record's value is the message's bytes (an empty buffer for a null value) for
  * `parse`; `meta.key` and `meta.headers` carry the key and headers as text, and
- * `meta.position` is `topic/partition/offset`.
+ * `meta.position` is `topic/partition/offset`, `meta.timestamp` the message's timestamp.
  *
  * ## Example
  * ```ts
@@ -378,6 +378,8 @@ class KafkaSource implements Source<Uint8Array> {
       resolveOffset(message.offset);
       if (offset > emittedUpTo) this.#emittedUpTo.set(id, offset);
       const meta: RecordMeta = { source: settings.name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+      const timestamp = Number(message.timestamp);
+      if (timestamp >= 0) meta.timestamp = timestamp;
       if (message.key) meta.key = message.key.toString('utf8');
       if (message.headers) meta.headers = headersText(message.headers);
       const vendor = settings.vendor(meta);

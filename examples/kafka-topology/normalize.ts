@@ -8,10 +8,10 @@
  */
 import { pipe } from 'rxjs';
 import { normalize, parse, Pipeline, validate, type DeadLetter } from '../../index';
-import { fromKafka, toKafka } from '../../connectors/kafka';
+import { deadLetterHeaders, fromKafka, toKafka } from '../../connectors/kafka';
 import { mappings } from '../bookings/mappings';
 import { bookingSchema, type Booking } from '../bookings/schema';
-import { ensureTopics, groups, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+import { ensureTopics, groups, originHeaders, parseStage, runUntilStopped, stageCommand, topics } from './topology';
 
 const command = stageCommand('normalize', 'Stage 2 of 3: reads <prefix>.raw as group <prefix>.normalize, maps each vendor\'s records to the unified booking and validates it; writes bookings to <prefix>.clean and refused records to <prefix>.dead.', { consumer: true });
 
@@ -24,8 +24,8 @@ async function main(): Promise<void> {
     name: 'normalize',
     source: fromKafka({ brokers: settings.brokers, groupId, topics: names.raw, fromBeginning: true, ...settings.consumer, vendor: (meta) => meta.headers?.vendor, batchAlignment: 2000 }),
     transform: pipe(parse(), normalize({ mappings }), validate<Booking>({ schema: bookingSchema, formats: 'fast' })),
-    sink: toKafka<Booking>({ brokers: settings.brokers, topic: names.clean, key: (e) => `${e.value.vendor}:${e.value.booking_id}` }),
-    deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
+    sink: toKafka<Booking>({ brokers: settings.brokers, topic: names.clean, key: (e) => `${e.value.vendor}:${e.value.booking_id}`, headers: originHeaders }),
+    deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true, headers: (e) => ({ ...deadLetterHeaders(e.value), ...originHeaders(e) }) }),
     batch: { rows: 2000, maxWaitMs: 200 },
   });
   await runUntilStopped(settings, [{ name: 'normalize', pipeline, groupId, topic: names.raw }]);

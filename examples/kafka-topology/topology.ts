@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { Kafka, logLevel } from 'kafkajs';
 import { serveMetrics, type Pipeline } from '../../index';
 import type { FromKafkaOptions } from '../../connectors/kafka';
+import type { Envelope } from '../../index';
 
 export interface TopologySettings {
   brokers: string[];
@@ -138,6 +139,16 @@ export const topics = (prefix: string) => ({
   /** Refused records as received, the reason in `tributary-*` headers. */
   dead: `${prefix}.dead`,
 });
+
+/**
+ * A record's identity, fixed where it first entered Kafka: its raw message's position
+ * (`topic/partition/offset`) and timestamp. Normalization writes them as headers on what
+ * it produces from the record, so a copy made again after a crash carries the same ones
+ * and storage can count each record once (see migrations/001_origin_counts.sql).
+ */
+export function originHeaders(envelope: Envelope<unknown>): Record<string, string> {
+  return { 'tributary-origin-position': envelope.meta.position, 'tributary-origin-time': new Date(envelope.meta.timestamp ?? envelope.meta.receivedAt).toISOString() };
+}
 
 export const groups = (prefix: string) => ({
   normalize: `${prefix}.normalize`,
