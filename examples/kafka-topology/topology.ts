@@ -6,9 +6,8 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Kafka, logLevel } from 'kafkajs';
-import { serveMetrics, type Pipeline } from '../../index';
+import { serveMetrics, type Envelope, type Pipeline } from '../../index';
 import type { FromKafkaOptions } from '../../connectors/kafka';
-import type { Envelope } from '../../index';
 
 export interface TopologySettings {
   brokers: string[];
@@ -223,6 +222,8 @@ export async function runUntilStopped(
   pipelines: { name: string; pipeline: Pipeline<any>; groupId?: string; topic?: string }[],
   { finite = false }: { finite?: boolean } = {},
 ): Promise<void> {
+  // Listening from the start: a signal while the pipelines start stops them once started.
+  const signalled = new Promise<void>((resolve) => process.once('SIGTERM', resolve).once('SIGINT', resolve));
   const metrics = settings.metricsPort === undefined ? undefined : await serveMetrics(pipelines.map((p) => p.pipeline), { host: settings.metricsHost, port: settings.metricsPort });
   if (metrics) console.log(`metrics: ${metrics.url}/metrics`);
   const progress = settings.progressMs > 0 ? setInterval(() => pipelines.forEach(({ name, pipeline }) => console.log(progressLine(name, pipeline))), settings.progressMs).unref() : undefined;
@@ -244,7 +245,6 @@ export async function runUntilStopped(
       await metrics?.close();
       if (failures.length > 0) throw failures[0];
     })());
-  const signalled = new Promise<void>((resolve) => process.once('SIGTERM', resolve).once('SIGINT', resolve));
   // A consuming pipeline only finishes by failing: then the process stops too, so its
   // orchestrator restarts it (the exit code says it failed).
   const finishedAll = pipelines.map(({ pipeline }) => pipeline.finished().then(noop, noop));
