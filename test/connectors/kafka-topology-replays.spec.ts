@@ -40,10 +40,16 @@ const QUERIES = {
 describe('examples/kafka-topology: counts under replays', function () {
   this.timeout(180_000);
   let brokers: string[];
+  /** Stages started in the background: killed after each test, even one that timed out. */
+  const children: ChildProcess[] = [];
 
   before(async function () {
     this.timeout(600_000);
     brokers = await ensureKafka();
+  });
+
+  afterEach(() => {
+    for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
 
   it('after normalization and storage read everything again, vendor_quality_exact, bookings FINAL and dead letters by origin hold what one clean pass left, row for row', async () => {
@@ -112,7 +118,6 @@ describe('examples/kafka-topology: counts under replays', function () {
     const admin = testKafka(brokers).admin();
     await admin.connect();
     const prefixes = [`clean-${randomUUID().slice(0, 8)}`, `chaos-${randomUUID().slice(0, 8)}`];
-    const children: ChildProcess[] = [];
     try {
       const pass = (prefix: string) => {
         const common = ['--brokers', brokers.join(','), '--prefix', prefix, '--progress-ms', '0'];
@@ -187,7 +192,6 @@ describe('examples/kafka-topology: counts under replays', function () {
       expect(chaos.letters).to.deep.equal(clean.letters);
       console.log(`      per insert: clean ${JSON.stringify(clean.perInsert![0])}, with the kills ${JSON.stringify(chaos.perInsert![0])}`);
     } finally {
-      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       work.remove();
       await admin.deleteTopics({ topics: prefixes.flatMap((prefix) => ['raw', 'clean', 'dead'].map((t) => `${prefix}.${t}`)) }).catch(() => undefined);
       await admin.disconnect();
