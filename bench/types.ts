@@ -44,7 +44,8 @@ export interface RunFigures {
 /** What a benchmark measures; run() adds machine and date before writing it out. */
 export interface BenchmarkResult {
   name: string;
-  unit: 'rows/s' | 'requests/s';
+  /** 's' for a time (lower is better). */
+  unit: 'rows/s' | 'requests/s' | 's';
   /** The headline figure, in `unit`. */
   value: number;
   baseline: { name: string; value: number };

@@ -22,6 +22,8 @@ export interface RecordMeta {
   offset?: number;
   /** Epoch milliseconds when the source read it. */
   receivedAt: number;
+  /** Epoch milliseconds the record was made, when its source says (Kafka: the message's timestamp). */
+  timestamp?: number;
   /** 1 on first delivery; sources that redeliver count up. */
   attempt: number;
   /** Version of the schema the record was validated against. */

@@ -1,4 +1,4 @@
-import type { Kafka, KafkaConfig } from 'kafkajs';
+import type { Kafka, KafkaConfig, LogEntry } from 'kafkajs';
 import { ConfigError } from '../../lib/errors';
 
 /** How to reach the brokers; shared by `fromKafka` and `toKafka`. */
@@ -13,8 +13,11 @@ export interface KafkaConnectionOptions {
    */
   kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logLevel'>;
   /**
-   * kafkajs' own log output. Connection errors it retries are logged at `error`, so tests
-   * and services that report through metrics may prefer `'nothing'`.
+   * kafkajs' own log output, one JSON line each on stderr. Two kinds of kafkajs errors are
+   * shown a level lower, as warnings: a broker's error answer to a request (kafkajs logs
+   * each, e.g. "The group is rebalancing" during an ordinary rebalance, although the
+   * request's caller receives it and retries or fails with it), and anything logged while
+   * the source or sink is being stopped (requests cut short by its own disconnect).
    * @default 'error'
    */
   logLevel?: 'nothing' | 'error' | 'warn' | 'info' | 'debug';
@@ -22,8 +25,11 @@ export interface KafkaConnectionOptions {
 
 const LOG_LEVELS = { nothing: 0, error: 1, warn: 2, info: 4, debug: 5 } as const;
 
-/** Checks the connection options at construction; the client itself is made on first use. */
-export function resolveConnection(options: KafkaConnectionOptions | undefined): () => Kafka {
+/**
+ * Checks the connection options at construction; the client itself is made on first use.
+ * `stopping` tells the client's log when its owner is shutting down.
+ */
+export function resolveConnection(options: KafkaConnectionOptions | undefined, stopping: () => boolean = () => false): () => Kafka {
   const brokers = options?.brokers;
   if (!Array.isArray(brokers) || brokers.length === 0 || !brokers.every((b) => typeof b === 'string' && /^[^\s:]+:\d+$/.test(b))) {
     throw new ConfigError(`brokers must be a non-empty array of 'host:port', got ${JSON.stringify(brokers)}`);
@@ -38,7 +44,7 @@ export function resolveConnection(options: KafkaConnectionOptions | undefined): 
   return () => {
     // kafkajs loads on first use, so importing tributary does not pay for it.
     const { Kafka } = require('kafkajs') as typeof import('kafkajs');
-    kafka ??= new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel] });
+    kafka ??= new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel], logCreator: (level) => logEntry(level, stopping) });
     return kafka;
   };
 }
@@ -47,4 +53,17 @@ export function positiveIntegerOption(value: number | undefined, fallback: numbe
   const resolved = value ?? fallback;
   if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
   return resolved;
+}
+
+/** A kafkajs log entry as one JSON line (kafkajs' own format), at the level it deserves (see `logLevel`). */
+function logEntry(configured: number, stopping: () => boolean): (entry: LogEntry) => void {
+  return ({ namespace, level, log }) => {
+    let shown = level;
+    if (level === LOG_LEVELS.error && (stopping() || (namespace === 'Connection' && log.message.startsWith('Response ')))) shown = LOG_LEVELS.warn;
+    if (shown > configured) return;
+    const label = shown === LOG_LEVELS.error ? 'ERROR' : shown === LOG_LEVELS.warn ? 'WARN' : shown === LOG_LEVELS.info ? 'INFO' : 'DEBUG';
+    const line = JSON.stringify({ level: label, ...log, message: `${namespace ? `[${namespace}] ` : ''}${log.message}` });
+    if (shown <= LOG_LEVELS.warn) console.error(line);
+    else console.log(line);
+  };
 }

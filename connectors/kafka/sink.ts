@@ -49,7 +49,8 @@ export interface ToKafkaOptions<T> extends KafkaConnectionOptions {
  * ```
  */
 export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
-  const kafka = resolveConnection(options);
+  let closing = false;
+  const kafka = resolveConnection(options, () => closing);
   const { topic } = options;
   if (typeof topic === 'string' ? !/^[\w.-]{1,249}$/.test(topic) : typeof topic !== 'function') {
     throw new ConfigError(`topic must be a topic name of letters, digits, '.', '_' or '-', or a function, got ${JSON.stringify(topic)}`);
@@ -67,6 +68,7 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
   let producer: Promise<Producer> | undefined;
   const connect = () => {
     producer ??= (async () => {
+      closing = false;
       const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
       const made = kafka().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
       await made.connect();
@@ -111,6 +113,7 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
       }
     },
     async close() {
+      closing = true;
       const connected = producer;
       producer = undefined;
       if (connected) await (await connected.catch(() => undefined))?.disconnect();

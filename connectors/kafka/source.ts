@@ -19,11 +19,26 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   name?: string;
   /** The vendor of a record (`meta.vendor`): fixed, or read from its meta (key, headers, position). @default none */
   vendor?: string | ((meta: RecordMeta) => string | undefined);
-  /** A member silent this long is dropped from the group. @default 30000 */
+  /**
+   * A member silent this long is dropped from the group and its partitions handed to the
+   * others: after a process is killed (no chance to leave the group), its partitions wait
+   * this long. kafkajs' own default is 30 s; a service that is restarted when it crashes
+   * wants it short. The broker accepts 6 s to 30 min (`group.min/max.session.timeout.ms`).
+   * Heartbeats go on while sink writes are slow, so a slow sink does not get a member dropped.
+   *
+   * kafkajs 2.x has no static membership (`group.instance.id`, KIP-345: a restarted member
+   * taking its old place without a rebalance) nor cooperative rebalancing: every rebalance
+   * stops the whole group briefly, and a killed member is only noticed after this timeout.
+   * @default 10000
+   */
   sessionTimeoutMs?: number;
-  /** How often the member tells the coordinator it is alive; below `sessionTimeoutMs`. @default 3000 */
+  /** How often the member tells the coordinator it is alive; below `sessionTimeoutMs` (a third or less). @default 1000 */
   heartbeatIntervalMs?: number;
-  /** How long the coordinator waits for members to rejoin during a rebalance. @default 60000 */
+  /**
+   * How long the coordinator waits for members to rejoin during a rebalance; a member
+   * killed while rejoining holds the group this long. kafkajs' default is 60 s. A member of
+   * this source rejoins as soon as it is told (records in flight do not hold it). @default 10000
+   */
   rebalanceTimeoutMs?: number;
   /** Most bytes fetched per partition per request. @default 1 MiB */
   maxBytesPerPartition?: number;
@@ -46,9 +61,10 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
    */
   batchAlignment?: number | false;
   /**
-   * How often the end offsets of paused partitions are asked of the broker. A paused
-   * partition is not fetched, so without this its lag would stay where it was when credits
-   * ran out, just when it matters: while the pipeline cannot keep up. @default 5000
+   * How often the end offsets of paused partitions, and of owned partitions nothing was
+   * fetched from yet, are asked of the broker. A paused partition is not fetched, so
+   * without this its lag would stay where it was when credits ran out, just when it
+   * matters: while the pipeline cannot keep up. @default 5000
    */
   lagRefreshMs?: number;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
@@ -85,7 +101,7 @@ const EMPTY = Buffer.alloc(0);
  *
  * Each record's value is the message's bytes (an empty buffer for a null value) for
  * `parse`; `meta.key` and `meta.headers` carry the key and headers as text, and
- * `meta.position` is `topic/partition/offset`.
+ * `meta.position` is `topic/partition/offset`, `meta.timestamp` the message's timestamp.
  *
  * ## Example
  * ```ts
@@ -124,8 +140,8 @@ function resolveSettings(options: FromKafkaOptions): Settings {
   if (topics.length === 0 || !topics.every((t) => typeof t === 'string' && /^[\w.-]{1,249}$/.test(t))) {
     throw new ConfigError(`topics must name at least one topic of letters, digits, '.', '_' or '-', got ${JSON.stringify(options.topics)}`);
   }
-  const sessionTimeout = positiveIntegerOption(options.sessionTimeoutMs, 30_000, 'sessionTimeoutMs');
-  const heartbeatInterval = positiveIntegerOption(options.heartbeatIntervalMs, 3000, 'heartbeatIntervalMs');
+  const sessionTimeout = positiveIntegerOption(options.sessionTimeoutMs, 10_000, 'sessionTimeoutMs');
+  const heartbeatInterval = positiveIntegerOption(options.heartbeatIntervalMs, 1000, 'heartbeatIntervalMs');
   if (heartbeatInterval >= sessionTimeout) {
     throw new ConfigError(`heartbeatIntervalMs must be lower than sessionTimeoutMs (${sessionTimeout}), got ${heartbeatInterval}`);
   }
@@ -158,7 +174,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     vendor: typeof vendor === 'function' ? vendor : () => vendor,
     sessionTimeout,
     heartbeatInterval,
-    rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 60_000, 'rebalanceTimeoutMs'),
+    rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 10_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
     limits: resolveRecordLimits({ maxRecordBytes: options.maxRecordBytes }),
     maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
@@ -195,6 +211,8 @@ class KafkaSource implements Source<Uint8Array> {
   #drained: (() => void) | undefined;
   #stopping = false;
   #connected = false;
+  /** In the group with an assignment: false while joining or rejoining. */
+  #joined = false;
   /** Set once the consumer runs (pause() needs its group). */
   #running = false;
   /**
@@ -214,7 +232,7 @@ class KafkaSource implements Source<Uint8Array> {
 
   constructor(options: FromKafkaOptions) {
     this.#settings = resolveSettings(options);
-    this.#kafka = resolveConnection(options);
+    this.#kafka = resolveConnection(options, () => this.#stopping);
     this.#instrument = options.instrument;
     this.name = this.#settings.name;
     const alignment = this.#settings.batchAlignment;
@@ -251,7 +269,7 @@ class KafkaSource implements Source<Uint8Array> {
       this.#context = context;
       this.#instrument?.(consumer);
       this.#listen(consumer, subscriber);
-      this.#lagTimer = setInterval(() => void this.#refreshPausedEnds(), settings.lagRefreshMs).unref();
+      this.#lagTimer = setInterval(() => void this.#refreshLag(), settings.lagRefreshMs).unref();
       const stop = () => void this.#drainAndLeave(subscriber);
       context.signal.addEventListener('abort', stop, { once: true });
       (async () => {
@@ -307,15 +325,22 @@ class KafkaSource implements Source<Uint8Array> {
         for (const partition of partitions) this.#assignment.add(`${topic}/${partition}`);
       }
       this.#connected = true;
+      this.#joined = true;
+      // Every owned partition gets a lag now, not only once a fetch returns records.
+      void this.#refreshLag();
     });
     // The coordinator is moving partitions: from now on nothing read before may be
     // committed, and kafkajs will restart each partition it keeps from its last commit.
-    consumer.on(REBALANCING, () => this.#retireAll());
+    consumer.on(REBALANCING, () => {
+      this.#joined = false;
+      this.#retireAll();
+    });
     consumer.on(CRASH, ({ payload }) => {
       if (this.#stopping) return; // our own disconnect cut a request short
       this.#retireAll();
       this.#commit = undefined;
       this.#connected = false;
+      this.#joined = false;
       if (!payload.restart) this.#fail(subscriber, payload.error);
     });
     consumer.on(DISCONNECT, () => (this.#connected = false));
@@ -353,6 +378,8 @@ class KafkaSource implements Source<Uint8Array> {
       resolveOffset(message.offset);
       if (offset > emittedUpTo) this.#emittedUpTo.set(id, offset);
       const meta: RecordMeta = { source: settings.name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+      const timestamp = Number(message.timestamp);
+      if (timestamp >= 0) meta.timestamp = timestamp;
       if (message.key) meta.key = message.key.toString('utf8');
       if (message.headers) meta.headers = headersText(message.headers);
       const vendor = settings.vendor(meta);
@@ -372,19 +399,31 @@ class KafkaSource implements Source<Uint8Array> {
   }
 
   /**
-   * Reads the end offsets of the topics with paused partitions, so their lag keeps growing
-   * with the topic while nothing is fetched. A broker that cannot answer leaves the last
-   * known ends in place; the next round tries again.
+   * Asks the broker what fetches do not tell: the end offsets of paused partitions (not
+   * fetched, so their lag would stay where it was when credits ran out, just when it
+   * matters), and, for an owned partition nothing was fetched from yet (empty, or not
+   * reached since the last rebalance), its end and the group's committed offset, so every
+   * owned partition reports a lag. A broker that cannot answer leaves the last known
+   * figures in place; the next round tries again.
    */
-  async #refreshPausedEnds(): Promise<void> {
-    if (this.#stopping || this.#paused.size === 0) return;
-    const topics = new Set([...this.#paused.values()].map((p) => p.topic));
+  async #refreshLag(): Promise<void> {
+    if (this.#stopping) return;
+    const unread = [...this.#assignment].filter((id) => !this.#positions.has(id));
+    const topics = new Set([...[...this.#paused.values()].map((p) => p.topic), ...unread.map((id) => id.slice(0, id.lastIndexOf('/')))]);
+    if (topics.size === 0) return;
     try {
       const admin = await this.#adminClient();
       for (const topic of topics) {
-        for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
+        const [ends, [committed]] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId: this.#settings.groupId, topics: [topic] })]);
+        const at = new Map(committed!.partitions.map((p) => [p.partition, Number(p.offset)]));
+        for (const { partition, high, low } of ends) {
           const id = `${topic}/${partition}`;
-          if (this.#assignment.has(id)) this.#raiseEnd(id, Number(high));
+          if (!this.#assignment.has(id)) continue;
+          this.#raiseEnd(id, Number(high));
+          if (!this.#positions.has(id)) {
+            const commit = at.get(partition) ?? -1;
+            this.#positions.set(id, commit >= 0 ? commit : this.#settings.fromBeginning ? Number(low) : Number(high));
+          }
         }
       }
     } catch {
@@ -562,7 +601,13 @@ class KafkaSource implements Source<Uint8Array> {
       this.#stopLagRefresh();
       await this.#committing;
       await this.#flushCommits();
-      await consumer.disconnect();
+      // A member still joining cannot leave before the coordinator answers its join, which
+      // it holds until every member rejoined or the rebalance timeout passed; it owns
+      // nothing to commit, so it does not wait: the disconnect finishes in the background
+      // and the coordinator drops the member after its session timeout.
+      const leaving = consumer.disconnect();
+      if (this.#joined) await leaving;
+      else leaving.catch(() => undefined);
       this.#connected = false;
       subscriber.complete();
     } catch (cause) {

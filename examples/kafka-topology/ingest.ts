@@ -6,24 +6,26 @@
  * Files are read as the booking example reads them (`bookingSource`): a file's vendor is its
  * directory's name, and each vendor's CSV layout, XML record and encoding apply.
  *
- *   node dist/examples/kafka-topology/ingest.js --brokers 127.0.0.1:19092 [files or dirs…]
+ *   node dist/examples/kafka-topology/ingest.js --brokers 127.0.0.1:19092 [files or dirs…]   (--help: every option)
  */
 import { join } from 'node:path';
 import { Pipeline, type DeadLetter } from '../../index';
 import { toKafka } from '../../connectors/kafka';
 import { samplesDir } from '../bookings/paths';
 import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
-import { ensureTopics, settingsFromArgs, topics, VALUE_FLAGS } from './topology';
+import { ensureTopics, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+
+const command = stageCommand('ingest', 'Stage 1 of 3: reads vendor files into <prefix>.raw, one message per record with a "vendor" header; unreadable records go to <prefix>.dead. Exits once the files are read.', { consumer: false })
+  .argument('[paths...]', "files or directories; a file's vendor is its directory's name (default: the sample vendors)");
 
 async function main(): Promise<void> {
-  const settings = settingsFromArgs();
+  const settings = parseStage(command);
   const names = topics(settings.prefix);
   await ensureTopics(settings);
-  const args = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !VALUE_FLAGS.includes(all[i - 1] ?? ''));
-  const paths = args.length > 0 ? args : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor));
+  const paths = command.processedArgs[0] as string[];
   const pipeline = new Pipeline({
     name: 'ingest',
-    source: bookingSource({ paths }),
+    source: bookingSource({ paths: paths.length > 0 ? paths : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor)) }),
     sink: toKafka<unknown>({
       brokers: settings.brokers,
       topic: names.raw,
@@ -33,12 +35,14 @@ async function main(): Promise<void> {
     deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
     batch: { rows: 1000, maxWaitMs: 200 },
   });
-  const stop = () => void pipeline.stop({ timeoutMs: settings.drainMs }).catch(() => undefined);
-  process.once('SIGINT', stop).once('SIGTERM', stop);
-  console.log(`ingest: ${JSON.stringify(await pipeline.run())}`);
+  await runUntilStopped(settings, [{ name: 'ingest', pipeline }], { finite: true });
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+// Exit once stopped: a group join still pending in kafkajs must not hold the process past its drain.
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

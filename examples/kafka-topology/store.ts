@@ -5,20 +5,38 @@
  * lets one process hold its data directory, so embedded storage runs as one instance; on
  * a server, start as many as the other stages.
  *
- *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]
- *   (TOPOLOGY_CLICKHOUSE_PATH picks the embedded data directory; default .tributary/topology;
- *   TOPOLOGY_CLICKHOUSE_URL is the same as --clickhouse-url; TOPOLOGY_MIGRATIONS names another
- *   migrations directory with the same tables, e.g. one written for an older server)
+ *   node dist/examples/kafka-topology/store.js --brokers 127.0.0.1:19092 [--clickhouse-url http://host:8123] [--until-idle]   (--help: every option)
  */
-import { map } from 'rxjs';
+import { join, resolve } from 'node:path';
+import { map, pipe } from 'rxjs';
+import { Option } from 'commander';
 import { embeddedClickHouse, migrate, serverClickHouse, parse, Pipeline, toClickHouse, type DeadLetter, type Envelope } from '../../index';
 import { fromKafka } from '../../connectors/kafka';
 import { migrationsDir } from '../bookings/paths';
 import type { Booking } from '../bookings/schema';
-import { ensureTopics, runUntilStopped, settingsFromArgs, topics } from './topology';
+import { ensureTopics, groups, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+
+const command = stageCommand('store', 'Stage 3 of 3: reads <prefix>.clean (group <prefix>.store) into the bookings table and <prefix>.dead (group <prefix>.store-dead) into dead_letters, in embedded ClickHouse or, with --clickhouse-url, on a ClickHouse server. Embedded storage runs as one instance.', { consumer: true })
+  .addOption(new Option('--clickhouse-url <url>', 'a ClickHouse server (22.2 or later for the booking schema) instead of embedded storage').env('TOPOLOGY_CLICKHOUSE_URL'))
+  .addOption(new Option('--clickhouse-path <dir>', 'the embedded ClickHouse data directory (one process at a time)').env('TOPOLOGY_CLICKHOUSE_PATH').default('.tributary/topology'))
+  .addOption(new Option('--migrations <dir>', 'another migrations directory with the same tables (e.g. one written for an older server); the origin columns and vendor_quality_exact are then not made').env('TOPOLOGY_MIGRATIONS'));
+
+/** This stage's own migrations (origin columns, counts replays cannot inflate), beside its sources. */
+const topologyMigrationsDir = join(resolve(__dirname, __dirname.includes(`${'/'}dist${'/'}`) ? '../../../examples/kafka-topology' : '.'), 'migrations');
+
+/** Where a record first entered Kafka (see `originHeaders`); a message without the headers is its own origin. */
+interface Origin {
+  origin_position: string;
+  origin_time: string;
+}
+
+function originOf(envelope: Envelope<unknown>): Origin {
+  const h = envelope.meta.headers ?? {};
+  return { origin_position: h['tributary-origin-position'] ?? envelope.meta.position, origin_time: h['tributary-origin-time'] ?? new Date(envelope.meta.timestamp ?? envelope.meta.receivedAt).toISOString() };
+}
 
 /** A dead-letter message back into a row: the payload is the record, the headers say why. */
-function letterOf(envelope: Envelope<Uint8Array>): DeadLetter {
+function letterOf(envelope: Envelope<Uint8Array>): DeadLetter & Origin {
   const h = envelope.meta.headers ?? {};
   const bytes = Buffer.from(envelope.value);
   const text = bytes.toString('utf8');
@@ -38,35 +56,38 @@ function letterOf(envelope: Envelope<Uint8Array>): DeadLetter {
     raw_sha256: h['tributary-raw-sha256'] ?? '',
     received_at: h['tributary-received-at'] ?? new Date(envelope.meta.receivedAt).toISOString(),
     failed_at: h['tributary-failed-at'] ?? new Date(envelope.meta.receivedAt).toISOString(),
+    ...originOf(envelope),
   };
 }
 
 async function main(): Promise<void> {
-  const settings = settingsFromArgs();
+  const settings = parseStage(command);
+  const options = command.opts<{ clickhouseUrl?: string; clickhousePath: string; migrations?: string }>();
   const names = topics(settings.prefix);
   await ensureTopics(settings);
-  const flag = process.argv.indexOf('--clickhouse-url');
-  const url = flag >= 0 ? process.argv[flag + 1] : process.env.TOPOLOGY_CLICKHOUSE_URL;
-  const clickhouse = url ? serverClickHouse({ url }) : embeddedClickHouse({ path: process.env.TOPOLOGY_CLICKHOUSE_PATH ?? '.tributary/topology' });
-  await migrate(clickhouse, process.env.TOPOLOGY_MIGRATIONS ?? migrationsDir);
-  const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters' });
-  const bookingsGroup = `${settings.prefix}.store`;
-  const lettersGroup = `${settings.prefix}.store-dead`;
-  const bookings = new Pipeline<Booking>({
+  const clickhouse = options.clickhouseUrl ? serverClickHouse({ url: options.clickhouseUrl }) : embeddedClickHouse({ path: options.clickhousePath });
+  await migrate(clickhouse, options.migrations ?? migrationsDir);
+  // Another migrations directory (an older server's) has no origin columns: rows keep
+  // their origin fields, skipped on insert.
+  if (!options.migrations) await migrate(clickhouse, topologyMigrationsDir, { table: 'tributary_topology_migrations' });
+  const skipUnknown = { input_format_skip_unknown_fields: 1 };
+  const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown });
+  const { store: bookingsGroup, storeDead: lettersGroup } = groups(settings.prefix);
+  const bookings = new Pipeline<Booking & Origin>({
     name: 'store',
-    source: fromKafka({ brokers: settings.brokers, groupId: bookingsGroup, topics: names.clean, fromBeginning: true }),
-    transform: parse() as never,
+    source: fromKafka({ brokers: settings.brokers, groupId: bookingsGroup, topics: names.clean, fromBeginning: true, ...settings.consumer }),
+    transform: pipe(parse(), map((e: Envelope<unknown>) => e.map({ ...(e.value as Booking), ...originOf(e) }))) as never,
     // travellers and segments are not columns of bookings; servers before 23.x refuse
     // unknown fields unless told to skip them.
-    sink: toClickHouse<Booking>({ client: clickhouse, table: 'bookings', settings: { input_format_skip_unknown_fields: 1 } }),
+    sink: toClickHouse<Booking & Origin>({ client: clickhouse, table: 'bookings', settings: skipUnknown }),
     deadLetters,
     batch: { rows: 10_000, maxWaitMs: 500 },
   });
-  const letters = new Pipeline<DeadLetter>({
+  const letters = new Pipeline<DeadLetter & Origin>({
     name: 'store-dead',
-    source: fromKafka({ brokers: settings.brokers, groupId: lettersGroup, topics: names.dead, fromBeginning: true }),
+    source: fromKafka({ brokers: settings.brokers, groupId: lettersGroup, topics: names.dead, fromBeginning: true, ...settings.consumer }),
     transform: map((e: Envelope<Uint8Array>) => e.map(letterOf(e))),
-    sink: deadLetters,
+    sink: toClickHouse<DeadLetter & Origin>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown }),
     deadLetters,
     batch: { rows: 1000, maxWaitMs: 500 },
   });
@@ -80,7 +101,11 @@ async function main(): Promise<void> {
   await clickhouse.close();
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+// Exit once stopped: a group join still pending in kafkajs must not hold the process past its drain.
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,200 @@
+import { expect } from 'chai';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir } from '../helpers';
+import { samplesDir } from '../../examples/bookings/paths';
+import { committedOffsets, endOffsets, testKafka } from '../kafka';
+import { ensureKafka } from '../services';
+
+const run = promisify(execFile);
+const dist = join(__dirname, '..', '..');
+const example = join(dist, 'examples', 'kafka-topology');
+
+/** Runs queries on an embedded store in a process of its own (chDB opens one data directory per process). */
+async function query(path: string, queries: Record<string, string>): Promise<Record<string, unknown[]>> {
+  const script = `
+    const { embeddedClickHouse } = require(${JSON.stringify(join(dist, 'connectors', 'clickhouse'))});
+    (async () => {
+      const client = embeddedClickHouse({ path: ${JSON.stringify(path)} });
+      const out = {};
+      for (const [name, sql] of Object.entries(JSON.parse(process.argv[1]))) out[name] = await client.query(sql);
+      await client.close();
+      process.stdout.write(JSON.stringify(out));
+    })().catch((error) => { console.error(error); process.exit(1); });`;
+  const { stdout } = await run(process.execPath, ['-e', script, JSON.stringify(queries)], { maxBuffer: 64 * 1024 * 1024 });
+  return JSON.parse(stdout) as Record<string, unknown[]>;
+}
+
+const QUERIES = {
+  // Exact by construction: each record's identity counted once per vendor and hour.
+  quality: 'SELECT vendor, hour, accepted, dead_lettered FROM vendor_quality_exact ORDER BY vendor, hour',
+  bookings: 'SELECT vendor, booking_id, status, total_amount, currency, updated_at, origin_position, origin_time FROM bookings FINAL ORDER BY vendor, booking_id',
+  letters: 'SELECT vendor, stage, code, uniqExact(origin_position) AS records FROM dead_letters GROUP BY vendor, stage, code ORDER BY vendor, stage, code',
+  // Counted per insert: what replays inflate.
+  perInsert: 'SELECT sum(accepted) AS accepted, sum(dead_lettered) AS dead_lettered FROM vendor_quality_hourly',
+};
+
+describe('examples/kafka-topology: counts under replays', function () {
+  this.timeout(180_000);
+  let brokers: string[];
+  /** Stages started in the background: killed after each test, even one that timed out. */
+  const children: ChildProcess[] = [];
+
+  before(async function () {
+    this.timeout(600_000);
+    brokers = await ensureKafka();
+  });
+
+  afterEach(() => {
+    for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+
+  it('after normalization and storage read everything again, vendor_quality_exact, bookings FINAL and dead letters by origin hold what one clean pass left, row for row', async () => {
+    const prefix = `replays-${randomUUID().slice(0, 8)}`;
+    const work = tempDir();
+    const common = ['--brokers', brokers.join(','), '--prefix', prefix, '--progress-ms', '0'];
+    const args = [...common, '--session-timeout-ms', '6000', '--heartbeat-interval-ms', '500'];
+    const store = ['--clickhouse-path', join(work.path, 'chdb')];
+    const admin = testKafka(brokers).admin();
+    await admin.connect();
+    const replay = (groupId: string, topic: string) => admin.resetOffsets({ groupId, topic, earliest: true });
+    try {
+      await run(process.execPath, [join(example, 'ingest.js'), ...common]);
+      await run(process.execPath, [join(example, 'normalize.js'), ...args, '--until-idle']);
+      await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
+      const clean = await query(join(work.path, 'chdb'), QUERIES);
+      expect(clean.bookings).to.have.length(54);
+      expect(clean.perInsert).to.deep.equal([{ accepted: 54, dead_lettered: 14 }]);
+
+      // Normalization reads the raw topic again (as after a crash before its commits):
+      // every booking and refusal is produced a second time, at new offsets.
+      await replay(`${prefix}.normalize`, `${prefix}.raw`);
+      await run(process.execPath, [join(example, 'normalize.js'), ...args, '--until-idle']);
+      await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
+      // Then storage reads both of its topics again (as after a crash before its commits).
+      await replay(`${prefix}.store`, `${prefix}.clean`);
+      await replay(`${prefix}.store-dead`, `${prefix}.dead`);
+      await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
+      const replayed = await query(join(work.path, 'chdb'), { ...QUERIES, rows: 'SELECT (SELECT count() FROM bookings) AS bookings, (SELECT count() FROM dead_letters) AS dead_letters' });
+
+      // The replays happened and were inserted: per-insert counts and raw rows grew.
+      const perInsert = replayed.perInsert[0] as { accepted: number; dead_lettered: number };
+      expect(Number(perInsert.accepted), 'accepted counted per insert').to.be.greaterThan(54);
+      expect(Number(perInsert.dead_lettered), 'dead-lettered counted per insert').to.be.greaterThan(14);
+      // Counts by origin are those of the clean pass, row for row, without FINAL.
+      expect(replayed.quality).to.deep.equal(clean.quality);
+      expect(replayed.bookings).to.deep.equal(clean.bookings);
+      expect(replayed.letters).to.deep.equal(clean.letters);
+      const totals = (clean.quality as { accepted: number; dead_lettered: number }[]).reduce((t, r) => ({ accepted: t.accepted + Number(r.accepted), dead_lettered: t.dead_lettered + Number(r.dead_lettered) }), { accepted: 0, dead_lettered: 0 });
+      expect(totals).to.deep.equal({ accepted: 54, dead_lettered: 14 });
+      console.log(`      per insert after the replays: ${JSON.stringify(perInsert)}; rows: ${JSON.stringify(replayed.rows![0])}`);
+    } finally {
+      work.remove();
+      await admin.deleteTopics({ topics: ['raw', 'clean', 'dead'].map((t) => `${prefix}.${t}`) }).catch(() => undefined);
+      await admin.disconnect();
+    }
+  });
+
+  it('kill -9 of normalization and storage at random points, each restarted: the exact counts, bookings FINAL and dead letters by origin equal a clean run', async function () {
+    this.timeout(300_000);
+    const began = Date.now();
+    const step = (what: string) => console.log(`      ${((Date.now() - began) / 1000).toFixed(1)} s: ${what}`);
+    const work = tempDir();
+    const records = 30_000;
+    // Unique bookings, one in 40 refused (no status).
+    const samples = readFileSync(join(samplesDir, 'staylodge', 'reservations.ndjson'), 'utf8').split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+    mkdirSync(join(work.path, 'in', 'staylodge'), { recursive: true });
+    writeFileSync(
+      join(work.path, 'in', 'staylodge', 'many.ndjson'),
+      Array.from({ length: records }, (_, i) => {
+        const record: Record<string, unknown> = { ...samples[i % samples.length], reservationId: 7_000_000 + i, reservationStatus: 'CONFIRMED' };
+        if (i % 40 === 0) delete record.reservationStatus;
+        return JSON.stringify(record);
+      }).join('\n') + '\n',
+    );
+    const admin = testKafka(brokers).admin();
+    await admin.connect();
+    const prefixes = [`clean-${randomUUID().slice(0, 8)}`, `chaos-${randomUUID().slice(0, 8)}`];
+    try {
+      const pass = (prefix: string) => {
+        const common = ['--brokers', brokers.join(','), '--prefix', prefix, '--progress-ms', '0'];
+        const args = [...common, '--session-timeout-ms', '6000', '--heartbeat-interval-ms', '500'];
+        const store = ['--clickhouse-path', join(work.path, prefix)];
+        return { common, args, store };
+      };
+      const finish = async (prefix: string) => {
+        const { args, store } = pass(prefix);
+        await run(process.execPath, [join(example, 'normalize.js'), ...args, '--until-idle']);
+        await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
+      };
+      const [cleanPrefix, chaosPrefix] = prefixes as [string, string];
+      await run(process.execPath, [join(example, 'ingest.js'), ...pass(cleanPrefix).common, join(work.path, 'in', 'staylodge')]);
+      await finish(cleanPrefix);
+      step('clean run done');
+
+      // The chaos run: each stage killed (SIGKILL: no drain, no commit, no leave) a random
+      // moment after its group's latest commit moved, and started again at once.
+      const { common, args, store } = pass(chaosPrefix);
+      await run(process.execPath, [join(example, 'ingest.js'), ...common, join(work.path, 'in', 'staylodge')]);
+      const start = (stage: 'normalize' | 'store') => {
+        const child = spawn(process.execPath, [join(example, `${stage}.js`), ...args, ...(stage === 'store' ? store : [])], { stdio: 'ignore' });
+        children.push(child);
+        return child;
+      };
+      const committed = async (groupId: string, topic: string) => [...(await committedOffsets(brokers, groupId, topic)).values()].reduce((sum, o) => sum + Math.max(0, o), 0);
+      const end = async (topic: string) => [...(await endOffsets(brokers, topic)).values()].reduce((sum, o) => sum + o, 0);
+      // Killed a random moment after its group's next commit, or at once when it has nothing left to read.
+      const killAfterCommit = async (child: ChildProcess, groupId: string, topic: string) => {
+        const before = await committed(groupId, topic);
+        for (let i = 0; i < 600; i++) {
+          const now = await committed(groupId, topic);
+          if (now !== before || now >= (await end(topic))) break;
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.floor(Math.random() * 300)));
+        child.kill('SIGKILL');
+        await new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+      };
+      let normalize = start('normalize');
+      let storage = start('store');
+      for (let round = 0; round < 2; round++) {
+        await killAfterCommit(normalize, `${chaosPrefix}.normalize`, `${chaosPrefix}.raw`);
+        normalize = start('normalize');
+        step(`normalize killed at ${await committed(`${chaosPrefix}.normalize`, `${chaosPrefix}.raw`)} of ${await end(`${chaosPrefix}.raw`)}`);
+        await killAfterCommit(storage, `${chaosPrefix}.store`, `${chaosPrefix}.clean`);
+        storage = start('store');
+        step(`store killed at ${await committed(`${chaosPrefix}.store`, `${chaosPrefix}.clean`)} of ${await end(`${chaosPrefix}.clean`)}`);
+      }
+      for (const child of [normalize, storage]) {
+        child.kill('SIGTERM');
+        await new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+      }
+      step('services stopped');
+      await finish(chaosPrefix);
+      step('chaos run done');
+
+      const totals = {
+        quality: 'SELECT vendor, sum(accepted) AS accepted, sum(dead_lettered) AS dead_lettered FROM vendor_quality_exact GROUP BY vendor ORDER BY vendor',
+        bookings: 'SELECT vendor, booking_id, status, total_amount, currency, updated_at FROM bookings FINAL ORDER BY vendor, booking_id',
+        letters: 'SELECT vendor, stage, code, uniqExact(origin_position) AS records FROM dead_letters GROUP BY vendor, stage, code ORDER BY vendor, stage, code',
+        perInsert: QUERIES.perInsert,
+      };
+      const clean = await query(join(work.path, cleanPrefix), totals);
+      const chaos = await query(join(work.path, chaosPrefix), totals);
+      const [counted] = clean.quality as { accepted: number; dead_lettered: number }[];
+      expect(counted!.accepted + counted!.dead_lettered, 'every record counted once in the clean run').to.equal(records);
+      expect(counted!.dead_lettered).to.be.at.least(records / 40);
+      expect(chaos.quality).to.deep.equal(clean.quality);
+      expect(chaos.bookings).to.deep.equal(clean.bookings);
+      expect(chaos.letters).to.deep.equal(clean.letters);
+      console.log(`      per insert: clean ${JSON.stringify(clean.perInsert![0])}, with the kills ${JSON.stringify(chaos.perInsert![0])}`);
+    } finally {
+      work.remove();
+      await admin.deleteTopics({ topics: prefixes.flatMap((prefix) => ['raw', 'clean', 'dead'].map((t) => `${prefix}.${t}`)) }).catch(() => undefined);
+      await admin.disconnect();
+    }
+  });
+});
