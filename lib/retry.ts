@@ -1,4 +1,5 @@
 import { ConfigError, isRetriable } from './errors';
+import { sleep } from './sleep';
 
 /** How often and how patiently to try again. */
 export interface RetryOptions {
@@ -97,19 +98,4 @@ export async function retry<T>(
 function retryAfterOf(error: unknown): number {
   const wait = (error as { retryAfterMs?: unknown } | null)?.retryAfterMs;
   return typeof wait === 'number' && wait > 0 ? wait : 0;
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -5,7 +5,9 @@ import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import type { Source, SourceContext } from '../../lib/source';
 import { readFile, rejectUnreadable, type FileFormat } from './read';
-import { formatOfName, positiveInteger, resolveReadSettings, vendorFunction, type FromFilesOptions } from './source';
+import { positiveInteger } from '../../lib/options';
+import { sleep } from '../../lib/sleep';
+import { formatOfName, resolveReadSettings, vendorFunction, type FromFilesOptions } from './source';
 
 export interface FromInboxOptions extends Omit<FromFilesOptions, 'paths'> {
   /**
@@ -137,18 +139,6 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
       state.settled(envelope.meta.file, envelope.meta.record, error);
     },
   };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** The files an inbox has taken and how far each is settled; for tests and health checks. */

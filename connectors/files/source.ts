@@ -4,6 +4,7 @@ import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits } from '../../lib/limits';
+import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext } from '../../lib/source';
 import { resolveCsvOptions, type CsvOptions } from './csv';
 import { encodingOption, type FileEncoding } from './encoding';
@@ -164,16 +165,4 @@ async function listFiles(paths: readonly string[], format: FileFormat | undefine
     }
   }
   return files;
-}
-
-export function positiveInteger(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
-  return resolved;
-}
-
-function nonNegativeInteger(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 0) throw new ConfigError(`${name} must be an integer >= 0, got ${value}`);
-  return resolved;
 }

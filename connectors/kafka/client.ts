@@ -49,12 +49,6 @@ export function resolveConnection(options: KafkaConnectionOptions | undefined, s
   };
 }
 
-export function positiveIntegerOption(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
-  return resolved;
-}
-
 /** A kafkajs log entry as one JSON line (kafkajs' own format), at the level it deserves (see `logLevel`). */
 function logEntry(configured: number, stopping: () => boolean): (entry: LogEntry) => void {
   return ({ namespace, level, log }) => {

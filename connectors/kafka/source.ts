@@ -5,7 +5,8 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
 import { retry } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
-import { positiveIntegerOption, resolveConnection, type KafkaConnectionOptions } from './client';
+import { positiveInteger } from '../../lib/options';
+import { resolveConnection, type KafkaConnectionOptions } from './client';
 import { PartitionOffsets } from './partitionOffsets';
 
 export interface FromKafkaOptions extends KafkaConnectionOptions {
@@ -140,8 +141,8 @@ function resolveSettings(options: FromKafkaOptions): Settings {
   if (topics.length === 0 || !topics.every((t) => typeof t === 'string' && /^[\w.-]{1,249}$/.test(t))) {
     throw new ConfigError(`topics must name at least one topic of letters, digits, '.', '_' or '-', got ${JSON.stringify(options.topics)}`);
   }
-  const sessionTimeout = positiveIntegerOption(options.sessionTimeoutMs, 10_000, 'sessionTimeoutMs');
-  const heartbeatInterval = positiveIntegerOption(options.heartbeatIntervalMs, 1000, 'heartbeatIntervalMs');
+  const sessionTimeout = positiveInteger(options.sessionTimeoutMs, 10_000, 'sessionTimeoutMs');
+  const heartbeatInterval = positiveInteger(options.heartbeatIntervalMs, 1000, 'heartbeatIntervalMs');
   if (heartbeatInterval >= sessionTimeout) {
     throw new ConfigError(`heartbeatIntervalMs must be lower than sessionTimeoutMs (${sessionTimeout}), got ${heartbeatInterval}`);
   }
@@ -162,7 +163,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
       ? undefined
       : create === true
         ? { partitions: -1, replicationFactor: -1 }
-        : { partitions: positiveIntegerOption(create.partitions, 1, 'createTopics.partitions'), replicationFactor: positiveIntegerOption(create.replicationFactor, 1, 'createTopics.replicationFactor') };
+        : { partitions: positiveInteger(create.partitions, 1, 'createTopics.partitions'), replicationFactor: positiveInteger(create.replicationFactor, 1, 'createTopics.replicationFactor') };
   if (options.instrument !== undefined && typeof options.instrument !== 'function') {
     throw new ConfigError(`instrument must be a function, got ${typeof options.instrument}`);
   }
@@ -174,12 +175,12 @@ function resolveSettings(options: FromKafkaOptions): Settings {
     vendor: typeof vendor === 'function' ? vendor : () => vendor,
     sessionTimeout,
     heartbeatInterval,
-    rebalanceTimeout: positiveIntegerOption(options.rebalanceTimeoutMs, 10_000, 'rebalanceTimeoutMs'),
-    maxBytesPerPartition: positiveIntegerOption(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
+    rebalanceTimeout: positiveInteger(options.rebalanceTimeoutMs, 10_000, 'rebalanceTimeoutMs'),
+    maxBytesPerPartition: positiveInteger(options.maxBytesPerPartition, 1024 * 1024, 'maxBytesPerPartition'),
     limits: resolveRecordLimits({ maxRecordBytes: options.maxRecordBytes }),
-    maxWaitMs: positiveIntegerOption(options.maxWaitMs, 100, 'maxWaitMs'),
-    batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveIntegerOption(options.batchAlignment, 10_000, 'batchAlignment'),
-    lagRefreshMs: positiveIntegerOption(options.lagRefreshMs, 5000, 'lagRefreshMs'),
+    maxWaitMs: positiveInteger(options.maxWaitMs, 100, 'maxWaitMs'),
+    batchAlignment: options.batchAlignment === false || options.batchAlignment === undefined ? false : positiveInteger(options.batchAlignment, 10_000, 'batchAlignment'),
+    lagRefreshMs: positiveInteger(options.lagRefreshMs, 5000, 'lagRefreshMs'),
     commitIntervalMs,
     createTopics,
   };

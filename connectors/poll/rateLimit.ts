@@ -1,4 +1,5 @@
 import { ConfigError } from '../../lib/errors';
+import { sleep } from '../../lib/sleep';
 
 /**
  * Spaces request starts at least `1 / requestsPerSecond` apart and keeps at most
@@ -42,17 +43,4 @@ export class RateLimit {
       this.#waiting.shift()?.();
     }
   }
-}
-
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

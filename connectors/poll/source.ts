@@ -5,7 +5,8 @@ import { resolveRecordLimits, tooDeep, tooLarge, valueTooDeep, type RecordLimits
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { fileCursorStore, type CursorStore, type PollCursor } from './cursorStore';
-import { RateLimit, sleep } from './rateLimit';
+import { sleep } from '../../lib/sleep';
+import { RateLimit } from './rateLimit';
 
 /** `?page=1&per_page=100`, …: the next page is the next number; a short page is the last. */
 export interface PagePagination {

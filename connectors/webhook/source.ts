@@ -9,6 +9,7 @@ import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
+import { positiveInteger } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { emitNdjson, parse } from '../../operators/parse';
 import type { CsvOptions } from '../files/csv';
@@ -637,11 +638,5 @@ function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendo
 function positive(value: number | undefined, fallback: number, name: string): number {
   const resolved = value ?? fallback;
   if (!(typeof resolved === 'number' && resolved > 0 && Number.isFinite(resolved))) throw new ConfigError(`${name} must be a number > 0, got ${value}`);
-  return resolved;
-}
-
-function positiveInteger(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${name} must be an integer >= 1, got ${value}`);
   return resolved;
 }
