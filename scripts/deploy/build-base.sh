@@ -21,7 +21,8 @@ if [[ "${FORCE:-0}" != 1 ]] && podman image exists "$BASE_IMAGE" && podman image
   log "base images $BASE_IMAGE and $build_image already built"
   exit 0
 fi
-mirror="${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(\S*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}"
+# (A host without deb822 sources, such as an image with /etc/apt/sources.list, has none to read.)
+mirror="${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\(\S*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 work="$TRIBUTARY_DEPLOY_DIR/base"
 mkdir -p "$work"
