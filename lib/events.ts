@@ -1,5 +1,21 @@
 import type { BreakerState } from './breaker';
-import type { PipelineStats } from './pipeline';
+
+/** What a pipeline has done with the records it read; once it has finished, read = written + deadLettered + nacked. */
+export interface PipelineStats {
+  /**
+   * Records the source emitted (dead-lettered source payloads included); a payload split
+   * into records (a webhook body, a polled page, an NDJSON message) counts its records.
+   */
+  read: number;
+  /** Records acked after the sink write. */
+  written: number;
+  /** Records acked after the dead-letter write. */
+  deadLettered: number;
+  /** Records failed back to the source. */
+  nacked: number;
+  inFlightRecords: number;
+  inFlightBytes: number;
+}
 
 /** Which of a pipeline's two writers: the sink, or the dead-letter sink. */
 export type SinkStage = 'sink' | 'dead_letters';

@@ -7,12 +7,14 @@ import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
 import { Envelope, utf8Head, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
-import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type SinkStage } from './events';
+import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type PipelineStats, type SinkStage } from './events';
 import { logEvents, quietLogger, type Logger } from './logger';
 import { resolveRetryOptions, retry, type RetryOptions } from './retry';
 import type { Batch, DeadLetter, Sink } from './sink';
 import type { Source, SourceContext, SourceStatus } from './source';
 import { writeBatches } from './writeBatches';
+
+export type { PipelineStats } from './events';
 
 export interface PipelineOptions<T> {
   /** Names the pipeline in dead letters, tokens and metrics. @default 'pipeline' */
@@ -108,21 +110,6 @@ export interface Readiness {
   reasons: string[];
 }
 
-export interface PipelineStats {
-  /**
-   * Records the source emitted (dead-lettered source payloads included); a payload split
-   * into records (a webhook body, a polled page, an NDJSON message) counts its records.
-   */
-  read: number;
-  /** Records acked after the sink write. */
-  written: number;
-  /** Records acked after the dead-letter write. */
-  deadLettered: number;
-  /** Records failed back to the source. */
-  nacked: number;
-  inFlightRecords: number;
-  inFlightBytes: number;
-}
 
 /**
  * Runs a source through record steps into a sink, acking each record only once it is
