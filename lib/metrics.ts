@@ -1,8 +1,17 @@
 import { Counter, Gauge, Histogram, register as globalRegistry, Registry } from 'prom-client';
-import type { DedupeStats } from '../operators/dedupe';
 import type { BreakerState } from './breaker';
 import { ConfigError } from './errors';
 import type { Pipeline } from './pipeline';
+
+/** What the `dedupe` operator did with the records it saw (pass one to it as `stats` to have it counted). */
+export interface DedupeStats {
+  /** Records passed on: first sightings and redeliveries of the same record. */
+  passed: number;
+  /** Duplicates acked and dropped. */
+  duplicates: number;
+  /** Records dead-lettered because their key could not be computed. */
+  rejected: number;
+}
 
 export interface PipelineMetricsOptions {
   /**

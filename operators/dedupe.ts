@@ -1,18 +1,12 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
+import type { DedupeStats } from '../lib/metrics';
 import { resolveRetryOptions, retry, type RetryOptions } from '../lib/retry';
 import type { DedupeStore } from './dedupeStores';
 
-/** What `dedupe` counted. */
-export interface DedupeStats {
-  /** Records passed on: first sightings and redeliveries of the same record. */
-  passed: number;
-  /** Duplicates acked and dropped. */
-  duplicates: number;
-  /** Records dead-lettered because their key could not be computed. */
-  rejected: number;
-}
+/** What `dedupe` counted (defined beside the metrics that read it). */
+export type { DedupeStats } from '../lib/metrics';
 
 export interface DedupeOptions<T> {
   /** The record's identity for deduplication; records with equal keys within `ttlMs` are duplicates. */

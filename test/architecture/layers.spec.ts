@@ -16,7 +16,6 @@ const LIBRARY = ['lib', 'operators', 'connectors', 'cli', 'cli.ts', 'index.ts'];
 const KNOWN: readonly string[] = [
   'lib/deadLetterProtector.ts -> operators/fieldCipher',
   'lib/pipeline.ts -> operators/batch',
-  'lib/metrics.ts -> operators/dedupe',
   'operators/parse.ts -> connectors/files/csv',
   'operators/parse.ts -> connectors/files/encoding',
   'operators/parse.ts -> connectors/files/framing',
