@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
 import { ConfigError, TributaryError } from '../../lib/errors';
-import { quoteIdentifier, type ClickHouseClient } from '../clickhouse/client';
+import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
 import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
 export interface RecentBookingsOptions extends RedisCacheLayoutOptions {

@@ -24,7 +24,6 @@ const KNOWN: readonly string[] = [
   'connectors/webhook/source.ts -> operators/parse',
   'connectors/webhook/source.ts -> connectors/files/csv',
   'connectors/webhook/source.ts -> connectors/files/xml',
-  'connectors/redis/recentBookings.ts -> connectors/clickhouse/client',
   'connectors/clickhouse/erasure.ts -> operators/fieldCipher',
   'connectors/clickhouse/sink.ts -> operators/batch',
 ];
