@@ -1,4 +1,4 @@
-import { FieldCipher, SUBJECT_VERSION, VERSION } from '../operators/fieldCipher';
+import { FieldCipher, SUBJECT_VERSION, VERSION } from './fieldCipher';
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
 import { Keyring } from './keyring';

@@ -6,7 +6,7 @@ import { ConfigError, TributaryError } from '../lib/errors';
 import type { Keyring } from '../lib/keyring';
 import type { SubjectKeys } from '../lib/subjectKeys';
 import { pointerOf, resolveCryptoOptions } from './encrypt';
-import { FieldCipher, type RecordIdOption } from './fieldCipher';
+import { FieldCipher, type RecordIdOption } from '../lib/fieldCipher';
 import { forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { keyGate } from './keyGate';
 

@@ -3,7 +3,7 @@ import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
 import { Keyring } from '../lib/keyring';
 import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
-import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from './fieldCipher';
+import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from '../lib/fieldCipher';
 import { keyGate } from './keyGate';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { rejectRedacted } from './sensitive';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { AuditLog } from '../../lib/audit';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { SubjectKeys } from '../../lib/subjectKeys';
-import { SUBJECT_VERSION } from '../../operators/fieldCipher';
+import { SUBJECT_VERSION } from '../../lib/fieldCipher';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 import { deleteRows, literal, updateRows } from './mutations';
 

@@ -14,7 +14,6 @@ const ROOT = join(__dirname, '..', '..', '..');
 const LIBRARY = ['lib', 'operators', 'connectors', 'cli', 'cli.ts', 'index.ts'];
 
 const KNOWN: readonly string[] = [
-  'lib/deadLetterProtector.ts -> operators/fieldCipher',
   'lib/pipeline.ts -> operators/batch',
   'operators/parse.ts -> connectors/files/csv',
   'operators/parse.ts -> connectors/files/encoding',
@@ -24,7 +23,6 @@ const KNOWN: readonly string[] = [
   'connectors/webhook/source.ts -> operators/parse',
   'connectors/webhook/source.ts -> connectors/files/csv',
   'connectors/webhook/source.ts -> connectors/files/xml',
-  'connectors/clickhouse/erasure.ts -> operators/fieldCipher',
   'connectors/clickhouse/sink.ts -> operators/batch',
 ];
 

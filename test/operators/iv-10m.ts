@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Keyring } from '../../lib/keyring';
-import { FieldCipher } from '../../operators/fieldCipher';
+import { FieldCipher } from '../../lib/fieldCipher';
 
 const IV_BYTES = 12;
 

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Keyring } from '../../lib/keyring';
-import { FieldCipher } from '../../operators/fieldCipher';
+import { FieldCipher } from '../../lib/fieldCipher';
 
 const run = promisify(execFile);
 const ivOf = (ciphertext: string) => Buffer.from(ciphertext.split(':')[2]!, 'base64').subarray(0, 12).toString('hex');

@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, randomFillSync, type KeyObject } from 'node:crypto';
-import { ConfigError, TributaryError } from '../lib/errors';
-import type { Keyring } from '../lib/keyring';
-import type { SubjectKeys } from '../lib/subjectKeys';
+import { ConfigError, TributaryError } from './errors';
+import type { Keyring } from './keyring';
+import type { SubjectKeys } from './subjectKeys';
 
 /**
  * AES-256-GCM of single field values: the machinery shared by `encrypt` and `decrypt`.
