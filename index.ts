@@ -32,7 +32,7 @@ export { MemorySubjectKeyStore, SubjectKeys, type SubjectKey, type SubjectKeyRec
 export { AuditLog, auditAccess, type AuditEvent, type AuditEventType, type AuditLogOptions, type AuditRow } from './lib/audit';
 export { deadLetterProtector, type DeadLetterProtectorOptions } from './lib/deadLetterProtector';
 
-export { batch, type BatchOptions } from './operators/batch';
+export { batch, type BatchOptions } from './lib/batch';
 export { decrypt, type DecryptOptions } from './operators/decrypt';
 export { dedupe, type DedupeOptions, type DedupeStats } from './operators/dedupe';
 export { MemoryDedupeStore, redisDedupeStore, type DedupeStore, type MemoryDedupeStoreOptions, type RedisDedupeStoreOptions } from './operators/dedupeStores';

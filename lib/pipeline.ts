@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { catchError, EMPTY, mergeMap, Subject, type Observable, type OperatorFunction } from 'rxjs';
-import { batch, resolveBatchOptions, type BatchOptions } from '../operators/batch';
+import { batch, resolveBatchOptions, type BatchOptions } from './batch';
 import { SinkBreaker, type BreakerOptions, type BreakerState } from './breaker';
 import { Credits, type InFlightOptions } from './credits';
 import { Envelope, utf8Head, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from './envelope';

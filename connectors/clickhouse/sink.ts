@@ -1,6 +1,6 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
-import { encodeRows } from '../../operators/batch';
+import { encodeRows } from '../../lib/batch';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {

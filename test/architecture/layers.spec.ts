@@ -14,7 +14,6 @@ const ROOT = join(__dirname, '..', '..', '..');
 const LIBRARY = ['lib', 'operators', 'connectors', 'cli', 'cli.ts', 'index.ts'];
 
 const KNOWN: readonly string[] = [
-  'lib/pipeline.ts -> operators/batch',
   'operators/parse.ts -> connectors/files/csv',
   'operators/parse.ts -> connectors/files/encoding',
   'operators/parse.ts -> connectors/files/framing',
@@ -23,7 +22,6 @@ const KNOWN: readonly string[] = [
   'connectors/webhook/source.ts -> operators/parse',
   'connectors/webhook/source.ts -> connectors/files/csv',
   'connectors/webhook/source.ts -> connectors/files/xml',
-  'connectors/clickhouse/sink.ts -> operators/batch',
 ];
 
 /** The layer a file belongs to: `lib`, `operators`, `connectors/<name>`, or another top-level name. */

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { fromKafka } from '../../connectors/kafka';
-import { batch } from '../../operators/batch';
+import { batch } from '../../lib/batch';
 import { Recorder } from '../helpers';
 
 describe('batch by key: replay-stable boundaries for Kafka', () => {

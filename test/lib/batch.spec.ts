@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { from, lastValueFrom, map, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { batch } from '../../operators/batch';
+import { batch } from '../../lib/batch';
 import { ConfigError } from '../../lib/errors';
 import type { Batch } from '../../lib/sink';
 import { Recorder } from '../helpers';

@@ -1,7 +1,7 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
-import type { Envelope } from '../lib/envelope';
-import { ConfigError } from '../lib/errors';
-import type { Batch, EncodedRows } from '../lib/sink';
+import type { Envelope } from './envelope';
+import { ConfigError } from './errors';
+import type { Batch, EncodedRows } from './sink';
 
 export interface BatchOptions {
   /** Emit when this many records are gathered. @default 20000 */
