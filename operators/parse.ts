@@ -1,10 +1,9 @@
 import { isUtf8 } from 'node:buffer';
 import { Observable, type OperatorFunction } from 'rxjs';
-import { resolveCsvOptions, CsvFramer, type CsvOptions, type ResolvedCsvOptions } from '../connectors/files/csv';
-import { encodingOption, sniffEncoding, type FileEncoding } from '../connectors/files/encoding';
-import type { Frame, Framer } from '../connectors/files/framing';
-import { refusedRaw } from '../connectors/files/read';
-import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../connectors/files/xml';
+import { resolveCsvOptions, CsvFramer, type CsvOptions, type ResolvedCsvOptions } from '../formats/csv';
+import { encodingOption, sniffEncoding, type FileEncoding } from '../formats/encoding';
+import { refusedRaw, type Frame, type Framer } from '../formats/framing';
+import { resolveXmlOptions, XmlFramer, type ResolvedXmlOptions, type XmlOptions } from '../formats/xml';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, ParseError } from '../lib/errors';
 import { checkJsonText, hasMoreOpenings, resolveRecordLimits, type ResolvedRecordLimits } from '../lib/limits';

@@ -2,14 +2,14 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import type { Envelope, RawExcerpt, RecordFailure, RecordMeta } from '../../lib/envelope';
+import type { Envelope, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
 import { checkJsonText } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
-import { CsvFramer, type ResolvedCsvOptions } from './csv';
-import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from './encoding';
-import { JsonArrayFramer, LineFramer, type Frame, type Framer, type FramingLimits } from './framing';
-import { XmlFramer, type ResolvedXmlOptions } from './xml';
+import { CsvFramer, type ResolvedCsvOptions } from '../../formats/csv';
+import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from '../../formats/encoding';
+import { JsonArrayFramer, LineFramer, refusedRaw, type Frame, type Framer, type FramingLimits } from '../../formats/framing';
+import { XmlFramer, type ResolvedXmlOptions } from '../../formats/xml';
 
 export type FileFormat = 'ndjson' | 'json' | 'csv' | 'xml';
 
@@ -261,12 +261,6 @@ export async function readFile(
   }
   progress.update(input.bytesRead(), record, true);
   return { records: record, failure };
-}
-
-/** What a refused frame's dead letter holds: its bytes, or their head with the length and hash of all. */
-export function refusedRaw(frame: Frame): Uint8Array | RawExcerpt {
-  const bytes = Buffer.from(frame.bytes);
-  return frame.sha256 === undefined ? bytes : { excerpt: bytes, bytes: frame.size ?? bytes.length, sha256: frame.sha256 };
 }
 
 function jsonFailure(line: number, error: unknown): RecordFailure {

@@ -6,10 +6,10 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits } from '../../lib/limits';
 import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext } from '../../lib/source';
-import { resolveCsvOptions, type CsvOptions } from './csv';
-import { encodingOption, type FileEncoding } from './encoding';
+import { resolveCsvOptions, type CsvOptions } from '../../formats/csv';
+import { encodingOption, type FileEncoding } from '../../formats/encoding';
 import { readFile, rejectUnreadable, type FileFormat, type FileProgress, type ReadSettings } from './read';
-import { resolveXmlOptions, type XmlOptions } from './xml';
+import { resolveXmlOptions, type XmlOptions } from '../../formats/xml';
 
 export type { FileFormat, FileProgress } from './read';
 

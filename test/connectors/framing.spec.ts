@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { LineFramer, type Frame } from '../../connectors/files/framing';
+import { LineFramer, type Frame } from '../../formats/framing';
 
 /** What a frame says, whichever way the framer carried the record. */
 function seen(frames: Frame[]) {

@@ -1,6 +1,7 @@
 import { isAscii, isUtf8 } from 'node:buffer';
 import { createHash, type Hash } from 'node:crypto';
-import { tooDeep, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
+import type { RawExcerpt } from '../lib/envelope';
+import { tooDeep, tooLarge, type ResolvedRecordLimits } from '../lib/limits';
 
 /** One record cut from a byte stream, or the reason a stretch of bytes is not one. */
 export interface Frame {
@@ -448,4 +449,10 @@ export class JsonArrayFramer implements Framer {
 
 function isJsonSpace(c: number): boolean {
   return c === 0x20 || c === NEWLINE || c === CR || c === 0x09;
+}
+
+/** What a refused frame's dead letter holds: its bytes, or their head with the length and hash of all. */
+export function refusedRaw(frame: Frame): Uint8Array | RawExcerpt {
+  const bytes = Buffer.from(frame.bytes);
+  return frame.sha256 === undefined ? bytes : { excerpt: bytes, bytes: frame.size ?? bytes.length, sha256: frame.sha256 };
 }

@@ -1,6 +1,6 @@
 import sax from 'sax';
-import { ConfigError } from '../../lib/errors';
-import { tooDeep, tooLarge } from '../../lib/limits';
+import { ConfigError } from '../lib/errors';
+import { tooDeep, tooLarge } from '../lib/limits';
 import { bytesPerUnit, chunkDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
 import { RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 

@@ -1,4 +1,4 @@
-import { ConfigError } from '../../lib/errors';
+import { ConfigError } from '../lib/errors';
 
 /** Text encodings a vendor file may use. */
 export type FileEncoding = 'utf-8' | 'utf-16le' | 'utf-16be' | 'latin1' | 'windows-1252';

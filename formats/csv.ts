@@ -1,6 +1,6 @@
 import { Parser } from 'csv-parse';
-import { ConfigError } from '../../lib/errors';
-import { tooLarge } from '../../lib/limits';
+import { ConfigError } from '../lib/errors';
+import { tooLarge } from '../lib/limits';
 import { ByteSwapper, latin1ToCp1252, type FileEncoding } from './encoding';
 import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
