@@ -15,8 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 ca="${BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}"
 secret=()
 [[ -s "$ca" ]] && secret=(--secret "id=ca,src=$ca")
-podman build --quiet --pull=never --network=host "${secret[@]}" \
+podman build --pull=never --network=host "${secret[@]}" \
   --build-arg "WITH_EMBEDDED=${WITH_EMBEDDED:-true}" \
   --build-arg "RUNTIME_IMAGE=$BASE_IMAGE" --build-arg "BUILD_IMAGE=${BASE_IMAGE/debian-node20:/debian-node20-build:}" \
-  --tag "$IMAGE" --file "$REPO_ROOT/Containerfile" "$REPO_ROOT" >/dev/null
+  --tag "$IMAGE" --file "$REPO_ROOT/Containerfile" "$REPO_ROOT" >"$TRIBUTARY_DEPLOY_DIR/build-image.log" 2>&1 ||
+  { tail -n 40 "$TRIBUTARY_DEPLOY_DIR/build-image.log" >&2; die "podman build failed (log: $TRIBUTARY_DEPLOY_DIR/build-image.log)"; }
 log "built $IMAGE ($(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}'))"
