@@ -74,6 +74,12 @@ export interface QueryServerOptions {
   /** @default 64 */
   maxQueuedQueries?: number;
   /**
+   * CPU priority (`os_thread_priority`, a nice value 0-19) of the engine threads running
+   * readers' queries: above 0 they give way to the pipeline's inserts when the CPUs are
+   * busy. Needs CAP_SYS_NICE, else the engine ignores it. @default 10
+   */
+  readerPriority?: number;
+  /**
    * On the embedded store, formats that frame a whole result (JSON, XML, Pretty, Parquet,
    * Arrow, …) are built in memory before they are sent: their `max_result_bytes` is at most
    * this. Row formats stream and are bound by `limits.maxResultBytes` only. @default 256 MiB
@@ -232,6 +238,8 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   };
   const maxConcurrent = positive(options.maxConcurrentQueries, defaultConcurrency(), 'maxConcurrentQueries');
   const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
+  const readerPriority = options.readerPriority ?? 10;
+  if (!Number.isInteger(readerPriority) || readerPriority < 0 || readerPriority > 19) throw new ConfigError(`readerPriority must be an integer from 0 to 19, got ${options.readerPriority}`);
   const maxBuffered = positive(options.maxBufferedResultBytes, 256 * 1024 * 1024, 'maxBufferedResultBytes');
   const maxQueryBytes = positive(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
   const requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
@@ -334,7 +342,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
       // A result built whole in memory is bounded by what memory can hold, not by bandwidth.
       const bounds = client.kind === 'embedded' && framingOf(format) === 'whole' ? { ...limits, maxResultBytes: Math.min(limits.maxResultBytes, maxBuffered) } : limits;
-      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, bounds)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, bounds)}`;
+      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, bounds, readerPriority)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, bounds, readerPriority)}`;
       const chunks = client.stream(sql, { format, params, signal: abort.signal })[Symbol.asyncIterator]();
       // The first chunk (or the error) comes before any header, so a failed query gets its
       // own status, as from a server.
@@ -463,7 +471,7 @@ class QueryError extends Error {
 }
 
 /** The SETTINGS every reader's query runs under: its own lowerings, then the bounds, then readonly=1 last. */
-export function settingsClause(given: Readonly<Record<string, string>>, limits: Required<QueryLimits>): string {
+export function settingsClause(given: Readonly<Record<string, string>>, limits: Required<QueryLimits>, priority = 10): string {
   const effective: Record<string, string> = {};
   for (const [name, value] of Object.entries(given)) {
     const bound = LOWERABLE[name];
@@ -487,7 +495,7 @@ export function settingsClause(given: Readonly<Record<string, string>>, limits: 
   effective['timeout_overflow_mode'] = "'throw'";
   // Readers' engine threads run at a lower CPU priority than the pipeline's (no effect
   // without CAP_SYS_NICE).
-  effective['os_thread_priority'] = '10';
+  effective['os_thread_priority'] = String(priority);
   effective['readonly'] = '1';
   return Object.entries(effective)
     .map(([name, value]) => `${name} = ${value}`)

@@ -110,6 +110,20 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users must name at least one user and key, or access must be given');
     error = await serveQueries({ client: testClickHouse(), users: { a: 'short' } }).catch((e: unknown) => e);
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a must be a key of at least 8 characters');
+    error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, readerPriority: 20 }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'readerPriority must be an integer from 0 to 19, got 20');
+  });
+
+  it('runs readers at readerPriority: 10 unless set', async () => {
+    for (const [priority, expected] of [[undefined, '10'], [0, '0'], [19, '19']] as const) {
+      const server = await serveQueries({ client: testClickHouse(), users: { analyst: 'analyst-key-priority' }, port: 0, ...(priority === undefined ? {} : { readerPriority: priority }) });
+      try {
+        const response = await fetch(`${server.url}/`, { method: 'POST', body: "SELECT getSetting('os_thread_priority')", headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': 'analyst-key-priority' } });
+        expect(await response.text(), `readerPriority ${priority}`).to.equal(`${expected}\n`);
+      } finally {
+        await server.close();
+      }
+    }
   });
 });
 
