@@ -109,15 +109,15 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           return;
         }
         try {
-          // The engine computes chunks while earlier ones are on their way out, up to
-          // READ_AHEAD_BYTES: a slow client holds the engine back, a fast one never waits
-          // for it to start the next chunk.
-          const ahead = readAhead(iterator, first);
-          for (let index = 0; ; index++) {
-            const raw = await ahead.next();
-            if (raw === undefined) break;
-            // Each chunk comes formatted on its own: a header repeats in every one.
+          for (let next = first, index = 0; !next.done; index++) {
+            // The engine computes the next chunk while this one is on its way out.
+            const ahead = iterator.next();
+            ahead.catch(() => undefined);
+            // Each chunk comes formatted on its own: a header repeats in every one. chDB
+            // hands each over as a Buffer of its own: passed on without a copy.
+            const raw = next.value.raw();
             yield index === 0 || framing === 'rows' ? raw : raw.subarray(headerLength(raw, framing));
+            next = await ahead;
           }
           reusable = true;
         } catch (cause) {
@@ -147,62 +147,6 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       for (const reader of idleReaders.splice(0)) reader.close();
       session?.close();
       session = undefined;
-    },
-  };
-}
-
-/** How many bytes of a streamed result the engine may compute before the client takes them. */
-const READ_AHEAD_BYTES = 8 * 1024 * 1024;
-
-/**
- * Chunks of a stream, fetched ahead of the reader up to READ_AHEAD_BYTES (and always one),
- * one fetch at a time as the engine requires. `next()` resolves to undefined at the end and
- * rejects with the engine's error.
- */
-function readAhead(iterator: AsyncIterator<{ raw(): Uint8Array }>, first: IteratorResult<{ raw(): Uint8Array }>): { next(): Promise<Uint8Array | undefined> } {
-  const queue: Uint8Array[] = [];
-  let queued = 0;
-  let fetching = false;
-  let ended = false;
-  let failure: unknown;
-  let wake: (() => void) | undefined;
-  const arrived = (result: IteratorResult<{ raw(): Uint8Array }>) => {
-    fetching = false;
-    if (result.done) ended = true;
-    else {
-      const raw = result.value.raw();
-      queue.push(raw);
-      queued += raw.length;
-    }
-    wake?.();
-    fetch();
-  };
-  const failed = (cause: unknown) => {
-    fetching = false;
-    ended = true;
-    failure = cause;
-    wake?.();
-  };
-  const fetch = () => {
-    if (fetching || ended || queued >= READ_AHEAD_BYTES) return;
-    fetching = true;
-    iterator.next().then(arrived, failed);
-  };
-  arrived(first);
-  return {
-    async next() {
-      while (queue.length === 0) {
-        if (ended) {
-          if (failure !== undefined) throw failure;
-          return undefined;
-        }
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-      }
-      const raw = queue.shift()!;
-      queued -= raw.length;
-      fetch();
-      return raw;
     },
   };
 }
