@@ -29,9 +29,11 @@ step "image" "$DEPLOY_SCRIPTS/build-image.sh"
 image_smoke() {
   [[ "$(podman run --rm --entrypoint id "$IMAGE" -u)" == 10001 ]] || { echo "the image must run as uid 10001" >&2; return 1; }
   # The CLI is the entrypoint, and embedded ClickHouse works on a read-only root: all it
-  # writes goes to /data and /tmp.
-  podman run --rm --network=none --read-only --tmpfs /tmp --tmpfs /data:U "$IMAGE" query "SELECT 40 + 2 AS answer" --path /data/chdb --format TSV >"$out/query.txt"
-  [[ "$(cat "$out/query.txt")" == 42 ]] || { echo "query through the image printed $(cat "$out/query.txt")" >&2; return 1; }
+  # writes goes to /data and /tmp. A read creates no store, so the demo makes one first.
+  podman run --rm --network=none --read-only --tmpfs /tmp --tmpfs /data:U "$IMAGE" --version >/dev/null
+  podman run --rm --network=none --read-only --tmpfs /tmp --tmpfs /data:U --entrypoint sh "$IMAGE" -c \
+    'tributary demo --path /data/chdb >/dev/null && tributary query "SELECT count() FROM bookings" --path /data/chdb --format TSV' >"$out/query.txt"
+  [[ "$(cat "$out/query.txt")" == 54 ]] || { echo "the demo's bookings counted through the image: $(cat "$out/query.txt")" >&2; return 1; }
 }
 step "image: uid 10001, CLI entrypoint, embedded query on a read-only root" image_smoke
 
