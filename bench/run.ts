@@ -4,6 +4,7 @@
  *   npm run bench                                   every benchmark
  *   node dist/bench/run.js files-to-clickhouse      just that one
  *   node dist/bench/run.js --repeat=1 files-to-clickhouse   one round only
+ *   node dist/bench/run.js --smoke --repeat=1 webhook       fail on correctness checks only, not on speed goals (CI)
  *   node dist/bench/run.js --profile files-to-clickhouse
  *       runs the measured code once under `node --cpu-prof` (profile in the OS temp
  *       directory, never the repository) and prints the top functions by self time
@@ -60,6 +61,7 @@ const SUITE_FILE = 'suite.json';
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const profiling = args.includes('--profile');
+  const smoke = args.includes('--smoke');
   const repeatArg = args.find((a) => a.startsWith('--repeat='));
   const repeat = repeatArg ? Number(repeatArg.slice('--repeat='.length)) : undefined;
   const names = args.filter((a) => !a.startsWith('--'));
@@ -70,7 +72,7 @@ async function main(): Promise<void> {
   }
   const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== '--measure' && a !== repeatArg);
   if (unknown.length > 0 || badFlag || (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1))) {
-    console.error(`usage: run.js [--profile] [--repeat=N] [${BENCHMARKS.map((b) => b.name).join(' ')}]`);
+    console.error(`usage: run.js [--profile] [--smoke] [--repeat=N] [${BENCHMARKS.map((b) => b.name).join(' ')}]`);
     if (unknown.length > 0) console.error(`unknown benchmark: ${unknown.join(', ')}`);
     process.exit(2);
   }
@@ -113,7 +115,8 @@ async function main(): Promise<void> {
     suite.benchmarks.push({ name: bench.name, wallSeconds });
     writeFileSync(join(resultsDir, `${bench.name}.json`), JSON.stringify(result, null, 2) + '\n');
     console.log(`\n${report(result)}\n\n(${((Date.now() - started) / 1000).toFixed(0)} s; written to bench/results/${bench.name}.json)`);
-    failed += result.checks.filter((c) => !c.pass).length;
+    // A smoke run (CI on shared runners, whose figures mean little) fails on correctness only.
+    failed += result.checks.filter((c) => !c.pass && !(smoke && c.goal)).length;
   }
   if (chosen.length === BENCHMARKS.length && repeat === undefined) {
     const wallMs = Date.now() - suiteStarted;

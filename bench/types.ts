@@ -6,6 +6,8 @@ export interface Check {
   claim: string;
   actual: string;
   pass: boolean;
+  /** A speed or latency target, not a correctness claim: `--smoke` runs report it without failing on it. */
+  goal?: boolean;
 }
 
 /** Figures of one measured run (one child process), or the summary of its repeats. */

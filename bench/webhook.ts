@@ -347,18 +347,21 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const checks: Check[] = [
     {
       name: 'as fast as the hand-written handler',
+      goal: true,
       claim: `median requests/s over ${repeat} paired rounds at least the hand-written durable handler's`,
       actual: `${medians.pipeline.toLocaleString('en')} vs ${medians.handler.toLocaleString('en')} requests/s (${ratio}×; rounds: ${rounds.map((r) => r.ratio).join(', ')})`,
       pass: ratio >= 1,
     },
     {
       name: 'p99 no worse than the hand-written handler',
+      goal: true,
       claim: `median over ${repeat} paired rounds of each round's p99 at most the hand-written durable handler's`,
       actual: `${medians.pipelineP99Ms} vs ${medians.handlerP99Ms} ms (rounds: ${rounds.map((r) => `${r.pipelineP99Ms}/${r.handlerP99Ms}`).join(', ')})`,
       pass: medians.pipelineP99Ms <= medians.handlerP99Ms,
     },
     {
       name: 'p99 at the same rate no worse than the handler',
+      goal: true,
       claim: `both sides paced to the same ${paced.perSecond.toLocaleString('en')} requests/s (${PACED_SHARE} of the slower side's median) for ${paced.pipelines.length} paired rounds: median of each round's p99 at most the handler's`,
       actual: `${medians.pacedPipelineP99Ms} vs ${medians.pacedHandlerP99Ms} ms (rounds: ${paced.pipelines.map((m, i) => `${m.load.p99Ms}/${paced.baselines[i]!.load.p99Ms}`).join(', ')})`,
       pass: medians.pacedPipelineP99Ms <= medians.pacedHandlerP99Ms,
