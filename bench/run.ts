@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     writeFileSync(join(benchDir, 'RESULTS.md'), resultsMarkdown(storedResults()));
     return;
   }
-  const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== '--measure' && a !== repeatArg);
+  const badFlag = args.some((a) => a.startsWith('--') && a !== '--profile' && a !== '--smoke' && a !== '--measure' && a !== repeatArg);
   if (unknown.length > 0 || badFlag || (repeat !== undefined && !(Number.isInteger(repeat) && repeat >= 1))) {
     console.error(`usage: run.js [--profile] [--smoke] [--repeat=N] [${BENCHMARKS.map((b) => b.name).join(' ')}]`);
     if (unknown.length > 0) console.error(`unknown benchmark: ${unknown.join(', ')}`);
