@@ -1,4 +1,5 @@
 import { TributaryError } from '../../lib/errors';
+import { sleep } from '../../lib/sleep';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 /** What the server can do, read from its version once per client. */
@@ -65,7 +66,7 @@ async function mutate(client: ClickHouseClient, table: string, command: string):
     const [row] = await client.query<{ n: string | number }>(`SELECT count() AS n FROM system.mutations WHERE ${where}`);
     if (Number(row?.n ?? 0) === 0) return;
     if (waited > 120_000) throw new TributaryError(`mutation on ${table} did not finish within 120 s`, { code: 'MUTATION_TIMEOUT', retriable: true });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 

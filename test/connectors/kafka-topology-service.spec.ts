@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import type { GroupDescription } from 'kafkajs';
 import { samplesDir } from '../../examples/bookings/paths';
 import { tempDir, until } from '../helpers';
 import { caughtUp, testKafka } from '../kafka';
@@ -78,11 +79,16 @@ describe('examples/kafka-topology stages as services', function () {
         if (i > 600) expect.fail('the group never committed the end of the raw topic');
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
-      const stable = async () => (await admin.describeGroups([groupId])).groups[0]!;
-      for (let i = 0; (await stable()).state !== 'Stable' || (await stable()).members.length !== 2; i++) {
-        if (i > 600) expect.fail(`the group never held both members: ${JSON.stringify(await stable())}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      /** Polls the group every `everyMs` until `reached` holds, at most `tries` times; fails saying `what` and the group's last state. */
+      const groupReaches = async (reached: (group: GroupDescription) => boolean, what: string, tries: number, everyMs: number) => {
+        for (let i = 0; ; i++) {
+          const group = (await admin.describeGroups([groupId])).groups[0]!;
+          if (reached(group)) return;
+          if (i >= tries) expect.fail(`${what}: ${JSON.stringify(group)}`);
+          await new Promise((resolve) => setTimeout(resolve, everyMs));
+        }
+      };
+      await groupReaches((g) => g.state === 'Stable' && g.members.length === 2, 'the group never held both members', 600, 100);
 
       // An orderly stop of a member of the group: it commits, leaves and exits.
       const stopped = await terminate(b);
@@ -93,20 +99,14 @@ describe('examples/kafka-topology stages as services', function () {
 
       // The other is killed: it stays a member until its session times out (10 s). A new
       // instance asks to join meanwhile, and the coordinator holds its join until then.
-      for (let i = 0; (await stable()).state !== 'Stable' || (await stable()).members.length !== 1; i++) {
-        if (i > 600) expect.fail(`the group never settled on one member: ${JSON.stringify(await stable())}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      await groupReaches((g) => g.state === 'Stable' && g.members.length === 1, 'the group never settled on one member', 600, 100);
       // The survivor went through two rebalances (b joining, b leaving): ordinary, no ERROR.
       expect(a.output()).not.to.match(/ERROR/);
       a.child.kill('SIGKILL');
       await a.exited;
       const c = startStage('normalize', args);
       stages.push(c);
-      for (let i = 0; (await stable()).state !== 'PreparingRebalance'; i++) {
-        if (i > 300) expect.fail(`the new instance never asked to join: ${JSON.stringify(await stable())}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
+      await groupReaches((g) => g.state === 'PreparingRebalance', 'the new instance never asked to join', 300, 50);
       const joining = await terminate(c);
       expect(joining.code, c.output()).to.equal(0);
       expect(joining.ms, 'ms from SIGTERM to exit while joining').to.be.below(drainMs);
