@@ -243,10 +243,12 @@ describe('analyst endpoint against hostile queries', function () {
       `SELECT * FROM ${table} SETTINGS max_execution_time = 100000`,
       `SELECT * FROM (SELECT * FROM ${table} SETTINGS max_threads = 64)`,
       `SELECT * FROM ${table} FORMAT TSV SETTINGS max_result_rows = 0`,
+      // A reader raising its threads' CPU priority over the pipeline's.
+      `SELECT * FROM ${table} SETTINGS os_thread_priority = -20`,
     ]) {
       await expectRefused(query);
     }
-    for (const search of ['readonly=0', 'allow_ddl=1', 'output_format_schema=/tmp/x.capnp', 'format_template_resultset=/etc/passwd', 'user_files_path=/', 'max_memory_usage=0&allow_introspection_functions=1']) {
+    for (const search of ['readonly=0', 'allow_ddl=1', 'output_format_schema=/tmp/x.capnp', 'format_template_resultset=/etc/passwd', 'user_files_path=/', 'max_memory_usage=0&allow_introspection_functions=1', 'os_thread_priority=-20', 'os_thread_priority=0']) {
       await expectRefused(`SELECT * FROM ${table}`, search);
     }
     // A limit given in the URL can lower the bound, not lift it.
