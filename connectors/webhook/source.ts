@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { Observable, Subject, type OperatorFunction, type Subscriber } from 'rxjs';
+import { Observable, type Subscriber } from 'rxjs';
 import type { AccessControl, AccessDecision } from '../../lib/access';
 import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
@@ -11,9 +11,9 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
 import { positiveInteger } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
-import { emitNdjson, parse } from '../../operators/parse';
 import type { CsvOptions } from '../../formats/csv';
 import type { XmlOptions } from '../../formats/xml';
+import { documentSplitter, emitNdjson, type PayloadSplitter } from '../../formats/payload';
 import { MemoryReplayStore, type ReplayStore } from './replay';
 import { secretKey, SIGNATURE_HEADERS, signatureMatches, type WebhookSecret } from './signature';
 import { WrongKeyLimiter, type WrongKeyLimit } from './wrongKeys';
@@ -169,11 +169,11 @@ export interface WebhookSource extends Source<unknown> {
 }
 
 type BodyFormat = 'json' | 'ndjson' | 'csv' | 'xml';
-/** The formats parsed by a parse step of their own. */
+/** The formats split by a vendor's own splitter (its CSV layout, its XML record). */
 type ParsedFormat = Exclude<BodyFormat, 'json' | 'ndjson'>;
 
-/** Limits of one NDJSON line: those of `parse`. */
-const NDJSON_LIMITS = resolveRecordLimits();
+/** Limits of one record (an NDJSON line, a CSV row, an XML record): those of `parse`. */
+const RECORD_LIMITS = resolveRecordLimits();
 
 const MEDIA_TYPES: Readonly<Record<string, BodyFormat>> = {
   'application/json': 'json',
@@ -189,8 +189,8 @@ interface Vendor {
   name: string;
   keys: KeyObject[];
   permission: string;
-  /** The parse step of CSV and XML bodies; `xml` only when its record element is known. (JSON and NDJSON are parsed in the request's handler.) */
-  parsers: Partial<Record<ParsedFormat, OperatorFunction<Envelope<string | Uint8Array>, Envelope<unknown>>>>;
+  /** The splitters of CSV and XML bodies; `xml` only when its record element is known. (JSON and NDJSON are split in the request's handler.) */
+  splitters: Partial<Record<ParsedFormat, PayloadSplitter>>;
 }
 
 /** A request whose records were emitted and whose answer waits for their fate. */
@@ -315,29 +315,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   function open(context: SourceContext): Observable<Envelope<unknown>> {
     return new Observable<Envelope<unknown>>((subscriber) => {
       let closed = false;
-      const parsing = new Map<string, Subject<Envelope<string | Uint8Array>>>();
-      let parsed = 0;
-      /** Feeds a body to its vendor's parse step (synchronous) and says how many records came out. */
-      const parseInto = (vendor: Vendor, format: ParsedFormat, whole: Envelope<Uint8Array>): number => {
-        const key = `${vendor.name}\0${format}`;
-        let input = parsing.get(key);
-        if (!input) {
-          input = new Subject<Envelope<string | Uint8Array>>();
-          input.pipe(vendor.parsers[format]!).subscribe({
-            next: (e) => {
-              parsed++;
-              subscriber.next(e);
-            },
-            error: (e: unknown) => subscriber.error(e),
-          });
-          parsing.set(key, input);
-        }
-        const before = parsed;
-        input.next(whole);
-        return parsed - before;
-      };
       const handler = (request: IncomingMessage, response: ServerResponse) => {
-        handle(request, response, context, subscriber, parseInto, () => closed).catch((error: unknown) => {
+        handle(request, response, context, subscriber, () => closed).catch((error: unknown) => {
           refuse(response, 500, 'INTERNAL', error instanceof Error ? error.message : String(error));
         });
       };
@@ -359,7 +338,6 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         // Requests already emitted are answered when their records settle; new ones get 503.
         server?.close();
         server?.closeIdleConnections();
-        for (const input of parsing.values()) input.complete();
         subscriber.complete();
       };
       context.signal.addEventListener('abort', shut, { once: true });
@@ -375,7 +353,6 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     response: ServerResponse,
     context: SourceContext,
     subscriber: Subscriber<Envelope<unknown>>,
-    parseInto: (vendor: Vendor, format: ParsedFormat, whole: Envelope<Uint8Array>) => number,
     isClosed: () => boolean,
   ): Promise<void> {
     const url = request.url ?? '/';
@@ -411,7 +388,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 
     const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const format = MEDIA_TYPES[mediaType];
-    if (!format || (format !== 'json' && format !== 'ndjson' && !vendor.parsers[format])) {
+    if (!format || (format !== 'json' && format !== 'ndjson' && !vendor.splitters[format])) {
       return refuse(response, 415, 'UNSUPPORTED_MEDIA_TYPE', `content-type ${JSON.stringify(mediaType)} is not accepted for ${vendor.name}`);
     }
     const id = header(request, SIGNATURE_HEADERS.id);
@@ -491,9 +468,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         for (let i = 0; i < parts.length; i++) subscriber.next(parts[i]!);
       } else if (format === 'ndjson') {
         // Parsed here, not through a parse step: no stream hop per request.
-        waiting.records = emitNdjson(whole as Envelope<Uint8Array>, NDJSON_LIMITS, (part) => subscriber.next(part));
+        waiting.records = emitNdjson(whole as Envelope<Uint8Array>, RECORD_LIMITS, (part) => subscriber.next(part));
       } else {
-        waiting.records = parseInto(vendor, format as ParsedFormat, whole as Envelope<Uint8Array>);
+        waiting.records = vendor.splitters[format as ParsedFormat]!(whole as Envelope<Uint8Array>, (part) => subscriber.next(part));
       }
     } finally {
       if (!emitted) context.credits.release(bytes);
@@ -620,15 +597,15 @@ function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendo
   for (const [name, vendor] of Object.entries(given ?? {})) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`vendor names use letters, digits, _ and -, got ${JSON.stringify(name)}`);
     if (!Array.isArray(vendor?.secrets) || vendor.secrets.length === 0) throw new ConfigError(`vendors.${name}.secrets must hold at least one secret`);
-    const parsers: Vendor['parsers'] = {
-      csv: parse({ format: 'csv', ...(vendor.csv ? { csv: vendor.csv } : {}) }),
+    const splitters: Vendor['splitters'] = {
+      csv: documentSplitter('csv', vendor.csv ? { csv: vendor.csv } : {}, RECORD_LIMITS),
     };
-    if (vendor.xml) parsers.xml = parse({ format: 'xml', xml: vendor.xml });
+    if (vendor.xml) splitters.xml = documentSplitter('xml', { xml: vendor.xml }, RECORD_LIMITS);
     vendors.set(name, {
       name,
       keys: vendor.secrets.map((secret, i) => secretKey(secret, `vendors.${name}.secrets[${i}]`)),
       permission: `webhook:post:${name}`,
-      parsers,
+      splitters,
     });
   }
   if (vendors.size === 0) throw new ConfigError('vendors must name at least one vendor');
