@@ -1,5 +1,6 @@
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { ConfigError, TributaryError } from '../lib/errors';
+import { connectRedis, redisFailure, redisPrefix, type RedisConnection, type RedisConnectionOptions } from '../lib/redis';
 
 /**
  * Where `dedupe` remembers the keys it has seen. A key is claimed by an owner (the
@@ -129,13 +130,7 @@ export class MemoryDedupeStore implements DedupeStore {
   }
 }
 
-export interface RedisDedupeStoreOptions {
-  /** `redis://host:port/db`; or pass `client`. */
-  url?: string;
-  /** Options for the client made from `url`. */
-  redis?: RedisOptions;
-  /** A client of your own (ioredis); `close()` leaves it open. */
-  client?: Redis;
+export interface RedisDedupeStoreOptions extends RedisConnectionOptions {
   /** Prefix of every key, naming the dedupe domain. @default 'tributary:dedupe:' */
   prefix?: string;
 }
@@ -159,32 +154,19 @@ export interface RedisDedupeStoreOptions {
  * ```
  */
 export function redisDedupeStore(options: RedisDedupeStoreOptions): DedupeStore & { close(): Promise<void> } {
-  if (!options || (options.url === undefined) === (options.client === undefined)) throw new ConfigError('redisDedupeStore needs exactly one of url or client');
-  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
-    throw new ConfigError(`url must start with redis:// or rediss://, got ${JSON.stringify(options.url)}`);
-  }
-  const prefix = options.prefix ?? 'tributary:dedupe:';
-  if (typeof prefix !== 'string') throw new ConfigError(`prefix must be a string, got ${JSON.stringify(prefix)}`);
-  let client = options.client;
-  const owned = client === undefined;
-  if (!client) {
-    // Loaded here, not at import: tributary without Redis never loads ioredis.
-    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
-    client = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
-    client.on('error', () => undefined); // failures surface through claim(); the client reconnects
-  }
-  return new RedisDedupeStore(client, prefix, owned);
+  const connection = connectRedis(options, 'redisDedupeStore');
+  return new RedisDedupeStore(connection, redisPrefix(options.prefix, 'tributary:dedupe:'));
 }
 
 class RedisDedupeStore implements DedupeStore {
+  readonly #connection: RedisConnection;
   readonly #client: Redis;
   readonly #prefix: string;
-  readonly #owned: boolean;
 
-  constructor(client: Redis, prefix: string, owned: boolean) {
-    this.#client = client;
+  constructor(connection: RedisConnection, prefix: string) {
+    this.#connection = connection;
+    this.#client = connection.client;
     this.#prefix = prefix;
-    this.#owned = owned;
   }
 
   async claim(keys: readonly string[], owners: readonly string[], ttlMs: number): Promise<boolean[]> {
@@ -194,19 +176,19 @@ class RedisDedupeStore implements DedupeStore {
     try {
       replies = await pipeline.exec();
     } catch (cause) {
-      throw new TributaryError(`dedupe store: Redis failed: ${(cause as Error).message}`, { code: 'DEDUPE_STORE', retriable: true, cause });
+      throw new TributaryError(redisFailure(this.#client, `dedupe store: Redis failed: ${(cause as Error).message}`), { code: 'DEDUPE_STORE', retriable: true, cause });
     }
     if (!replies || replies.length !== keys.length) throw new TributaryError('dedupe store: Redis answered a different number of replies', { code: 'DEDUPE_STORE', retriable: true });
     const result = new Array<boolean>(keys.length);
     for (let i = 0; i < replies.length; i++) {
       const [error, previous] = replies[i]!;
-      if (error) throw new TributaryError(`dedupe store: Redis failed: ${error.message}`, { code: 'DEDUPE_STORE', retriable: !/ERR syntax|WRONGTYPE/.test(error.message), cause: error });
+      if (error) throw new TributaryError(redisFailure(this.#client, `dedupe store: Redis failed: ${error.message}`), { code: 'DEDUPE_STORE', retriable: !/ERR syntax|WRONGTYPE/.test(error.message), cause: error });
       result[i] = previous === null || previous === owners[i];
     }
     return result;
   }
 
-  async close(): Promise<void> {
-    if (this.#owned && this.#client.status !== 'end') await this.#client.quit().catch(() => this.#client.disconnect());
+  close(): Promise<void> {
+    return this.#connection.close();
   }
 }

@@ -1,6 +1,9 @@
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { ConfigError, SinkError } from '../../lib/errors';
+import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
+
+export type { RedisConnectionOptions };
 
 /** Where and how bookings are laid out in Redis; shared by the cache sink and its reader. */
 export interface RedisCacheLayoutOptions {
@@ -16,15 +19,6 @@ export interface RedisCacheLayoutOptions {
   customerField?: string;
   /** How long a booking stays, from its time. @default 86_400_000 (24 h) */
   ttlMs?: number;
-}
-
-export interface RedisConnectionOptions {
-  /** `redis://host:port/db` or `rediss://` (TLS); or pass `client`. */
-  url?: string;
-  /** Options for the client made from `url`, passed to ioredis as they are: `username` and `password` of an ACL user, `tls`, timeouts. */
-  redis?: RedisOptions;
-  /** A client of your own (ioredis); `close()` leaves it open. */
-  client?: Redis;
 }
 
 export interface ToRedisCacheOptions extends RedisCacheLayoutOptions, RedisConnectionOptions {}
@@ -173,34 +167,14 @@ export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout 
   };
 }
 
-/** The last connection failure of each client made here, for the errors of the commands it then fails. */
-const lastConnectionErrors = new WeakMap<Redis, Error>();
-
-/** `message` with the client's last connection failure when it has one. */
-export function redisFailure(client: Redis, message: string): string {
-  const last = lastConnectionErrors.get(client);
-  return last && !message.includes(last.message) ? `${message} (last connection error: ${last.message})` : message;
-}
-
-/** Makes or takes the ioredis client, loading ioredis only now: tributary without Redis never loads it. */
-export function redisClient(options: RedisConnectionOptions, what: string): { client: CacheRedis; owned: boolean } {
-  if (!options || (options.url === undefined) === (options.client === undefined)) throw new ConfigError(`${what} needs exactly one of url or client`);
-  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
-    throw new ConfigError(`url must start with redis:// or rediss://, got ${JSON.stringify(options.url)}`);
-  }
-  let client = options.client;
-  const owned = client === undefined;
-  if (!client) {
-    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
-    client = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
-    // Failures surface through writes and reads, which name the last one (a refused login); the client reconnects.
-    client.on('error', (error: Error) => lastConnectionErrors.set(client!, error));
-  }
+/** Makes or takes the ioredis client, with the cache's scripts defined on it. */
+export function redisClient(options: RedisConnectionOptions, what: string): { client: CacheRedis; close(): Promise<void> } {
+  const { client, close } = connectRedis(options, what);
   if (typeof (client as unknown as Partial<CacheRedis>).tributaryCachePut !== 'function') {
     client.defineCommand('tributaryCachePut', { numberOfKeys: 0, lua: PUT });
     client.defineCommand('tributaryCacheFresh', { numberOfKeys: 2, lua: FRESH });
   }
-  return { client: client as unknown as CacheRedis, owned };
+  return { client: client as unknown as CacheRedis, close };
 }
 
 /** Milliseconds since the epoch of a time column: epoch ms, or ISO 8601 / ClickHouse text (UTC when it names no zone). */
@@ -341,7 +315,7 @@ export interface RedisCacheSink<T> extends Sink<T> {
  */
 export function toRedisCache<T extends object>(options: ToRedisCacheOptions): RedisCacheSink<T> {
   const layout = resolveLayout(options ?? {});
-  const { client, owned } = redisClient(options, 'toRedisCache');
+  const { client, close } = redisClient(options, 'toRedisCache');
   const keys = new CacheKeys(layout);
   const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, unkeyed: 0 };
   const name = `redis-cache:${layout.prefix}`;
@@ -372,8 +346,6 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       if (lost) missed.clear();
       else missed.delete(context.token);
     },
-    async close() {
-      if (owned && client.status !== 'end') await client.quit().catch(() => client.disconnect());
-    },
+    close,
   };
 }

@@ -85,7 +85,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
   if (!Number.isInteger(staleCheckMs) || staleCheckMs < 0) throw new ConfigError(`staleCheckMs must be an integer >= 0, got ${options.staleCheckMs}`);
   const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
   if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
-  const { client, owned } = redisClient(options.redis, 'recentBookings redis');
+  const { client, close: closeClient } = redisClient(options.redis, 'recentBookings redis');
   const keys = new CacheKeys(layout);
   const clickhouse = options.clickhouse;
   const fill = options.fill ?? true;
@@ -237,8 +237,6 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       await isStale();
       return put_;
     },
-    async close() {
-      if (owned && client.status !== 'end') await client.quit().catch(() => client.disconnect());
-    },
+    close: closeClient,
   };
 }

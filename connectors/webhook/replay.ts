@@ -1,6 +1,6 @@
-import type { Redis, RedisOptions } from 'ioredis';
 import { createHash, hash, randomBytes } from 'node:crypto';
 import { ConfigError, TributaryError } from '../../lib/errors';
+import { connectRedis, redisFailure, redisPrefix, type RedisConnectionOptions } from '../../lib/redis';
 
 /**
  * Remembers the webhook ids already taken, so a replayed request is refused. The default
@@ -222,13 +222,7 @@ export class MemoryReplayStore implements ReplayStore {
   }
 }
 
-export interface RedisReplayStoreOptions {
-  /** `redis://host:port/db`; or pass `client`. */
-  url?: string;
-  /** Options for the client made from `url`. */
-  redis?: RedisOptions;
-  /** A client of your own (ioredis); `close()` leaves it open. */
-  client?: Redis;
+export interface RedisReplayStoreOptions extends RedisConnectionOptions {
   /** Prefix of every key. @default 'tributary:webhook:' */
   prefix?: string;
 }
@@ -254,23 +248,10 @@ function redisKeyOf(id: string): string {
  * ```
  */
 export function redisReplayStore(options: RedisReplayStoreOptions): ReplayStore & { close(): Promise<void> } {
-  if (!options || (options.url === undefined) === (options.client === undefined)) throw new ConfigError('redisReplayStore needs exactly one of url or client');
-  if (options.url !== undefined && (typeof options.url !== 'string' || !/^rediss?:\/\//.test(options.url))) {
-    throw new ConfigError(`url must start with redis:// or rediss://, got ${JSON.stringify(options.url)}`);
-  }
-  const prefix = options.prefix ?? 'tributary:webhook:';
-  if (typeof prefix !== 'string') throw new ConfigError(`prefix must be a string, got ${JSON.stringify(prefix)}`);
-  let client = options.client;
-  const owned = client === undefined;
-  if (!client) {
-    // Loaded here, not at import: webhooks without Redis never load ioredis.
-    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
-    client = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
-    client.on('error', () => undefined); // failures surface through claim(); the client reconnects
-  }
-  const redis = client;
+  const { client: redis, close } = connectRedis(options, 'redisReplayStore');
+  const prefix = redisPrefix(options.prefix, 'tributary:webhook:');
   const failed = (cause: unknown) =>
-    new TributaryError(`replay store: Redis failed: ${(cause as Error).message}`, { code: 'REPLAY_STORE', retriable: true, cause });
+    new TributaryError(redisFailure(redis, `replay store: Redis failed: ${(cause as Error).message}`), { code: 'REPLAY_STORE', retriable: true, cause });
   return {
     async claim(id, expiresAt) {
       try {
@@ -286,8 +267,6 @@ export function redisReplayStore(options: RedisReplayStoreOptions): ReplayStore 
         throw failed(cause);
       }
     },
-    async close() {
-      if (owned && redis.status !== 'end') await redis.quit().catch(() => redis.disconnect());
-    },
+    close,
   };
 }
