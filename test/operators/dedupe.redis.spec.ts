@@ -49,13 +49,14 @@ describe('dedupe with Redis (real redis-server)', function () {
     }
   });
 
-  it('fails claims with a retriable error when Redis cannot be reached', async () => {
+  it('fails claims with a retriable error when Redis cannot be reached, naming why', async () => {
     const store = redisDedupeStore({ url: 'redis://127.0.0.1:1', redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
     try {
       let error: (Error & { retriable?: boolean; code?: string }) | undefined;
       await Promise.resolve(store.claim(['k'], ['o'], 1000)).catch((e: Error) => (error = e));
       expect(error?.code).to.equal('DEDUPE_STORE');
       expect(error?.retriable).to.equal(true);
+      expect(error?.message).to.match(/^dedupe store: Redis failed: .*ECONNREFUSED 127\.0\.0\.1:1/);
     } finally {
       await store.close();
     }
