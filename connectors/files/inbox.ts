@@ -1,8 +1,9 @@
-import { mkdir, readdir, readFile as readText, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile as readText, rm, stat } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { renameDurably, writeFileDurably } from '../../lib/durable';
 import type { Source, SourceContext } from '../../lib/source';
 import { readFile, rejectUnreadable, type FileFormat } from './read';
 import { positiveInteger } from '../../lib/options';
@@ -209,18 +210,18 @@ export class InboxState {
     return this.#checkpointMs;
   }
 
-  /** @internal Saves a file's settled position: write aside, then rename (never half a file). */
+  /** @internal Saves a file's settled position durably (never half a file, on disk when this resolves). */
   async save(checkpoint: Checkpoint): Promise<void> {
-    const path = this.#checkpointPath(checkpoint.name);
-    await writeFile(`${path}.tmp`, JSON.stringify(checkpoint));
-    await rename(`${path}.tmp`, path);
+    await writeFileDurably(this.#checkpointPath(checkpoint.name), JSON.stringify(checkpoint));
   }
 
   /** @internal Moves a finished file out of the inbox, then forgets its checkpoint. */
   async finish(tracker: FileTracker, failure: string | undefined): Promise<void> {
     await tracker.saving;
     const to = await freeName(failure ? this.#failedDir : this.#doneDir, tracker.name);
-    await rename(tracker.file, to);
+    // On disk in done/ (or failed/) before its checkpoint goes: a crash between the two
+    // leaves a checkpoint of a file no longer in the inbox, never a file read again from 0.
+    await renameDurably(tracker.file, to);
     await rm(this.#checkpointPath(tracker.name), { force: true });
     this.moved.push({ file: tracker.file, to, failure });
     this.#files.delete(tracker.file);

@@ -1,5 +1,6 @@
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { writeFileDurably } from '../../lib/durable';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 
 /** Where a poller stands, saved only once every record before it is acked. */
@@ -50,27 +51,12 @@ export function fileCursorStore(path: string): CursorStore {
       }
     },
     async save(cursor) {
-      const aside = `${path}.tmp`;
       // The first save creates the cursor's directory (`./state/` of a fresh checkout).
       if (!dirMade) {
         await mkdir(dirname(path), { recursive: true });
         dirMade = true;
       }
-      const file = await open(aside, 'w');
-      try {
-        await file.writeFile(JSON.stringify(cursor));
-        await file.sync();
-      } finally {
-        await file.close();
-      }
-      await rename(aside, path);
-      // The rename itself is durable once the directory is.
-      const dir = await open(dirname(path), 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
+      await writeFileDurably(path, JSON.stringify(cursor));
     },
   };
 }

@@ -1,0 +1,48 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/**
+ * State files that survive a crash or a power cut: a new version replaces the old one whole
+ * (a reader never sees half of either), and once the call returns the new one is on disk.
+ */
+
+/**
+ * Writes `text` to `path` durably: into a file of its own beside it (a unique name, so two
+ * writers never share one), flushed to disk, renamed over `path`, and the directory flushed
+ * so the rename is too. A failure leaves the old file as it was and no file beside it.
+ */
+export async function writeFileDurably(path: string, text: string): Promise<void> {
+  const aside = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const file = await open(aside, 'wx', 0o600);
+    try {
+      await file.writeFile(text);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(aside, path);
+  } catch (error) {
+    await rm(aside, { force: true });
+    throw error;
+  }
+  await syncDirectory(dirname(path));
+}
+
+/** Renames `from` to `to` durably: both directories are flushed, so after a crash the file is in one place, the new one. */
+export async function renameDurably(from: string, to: string): Promise<void> {
+  await rename(from, to);
+  await syncDirectory(dirname(to));
+  if (dirname(from) !== dirname(to)) await syncDirectory(dirname(from));
+}
+
+/** Flushes a directory's entries (a file made, renamed or removed in it) to disk. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
