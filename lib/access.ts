@@ -1,4 +1,5 @@
 import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { AccessDeniedError, ConfigError } from './errors';
 
 /**
@@ -137,4 +138,17 @@ function patternOf(pattern: string, role: string): RegExp {
     return segment.replace(/[.-]/g, '\\$&');
   });
   return new RegExp(`^${segments.join(':')}$`);
+}
+
+/** The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 7235); `undefined` for any other header. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return /^Bearer[ \t]+([^\s]+)[ \t]*$/i.exec(authorization ?? '')?.[1];
+}
+
+/** The API key a request presents: `Authorization: Bearer <key>`, else `X-API-Key: <key>`. */
+export function presentedKey(request: IncomingMessage): string | undefined {
+  const bearer = bearerToken(request.headers.authorization);
+  if (bearer !== undefined) return bearer;
+  const header = request.headers['x-api-key'];
+  return typeof header === 'string' ? header : undefined;
 }

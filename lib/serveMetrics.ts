@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import type { AccessControl } from './access';
+import { presentedKey, type AccessControl } from './access';
 import { ConfigError } from './errors';
 import { pipelineMetrics, type PipelineMetricsOptions } from './metrics';
 import type { Pipeline, Readiness } from './pipeline';
@@ -113,14 +113,6 @@ export async function serveMetrics(pipelines: Pipeline<any> | readonly Pipeline<
       server.closeIdleConnections();
     }));
   return { url: `${options.tls ? 'https' : 'http'}://${host}:${address.port}`, registry: metrics.registry, close, [Symbol.asyncDispose]: close };
-}
-
-/** The API key of a request: `Authorization: Bearer <key>`, else `X-API-Key`. */
-function presentedKey(request: IncomingMessage): string | undefined {
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
-  if (bearer) return bearer[1];
-  const header = request.headers['x-api-key'];
-  return typeof header === 'string' ? header : undefined;
 }
 
 function json(response: ServerResponse, status: number, body: unknown): void {

@@ -3,7 +3,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createGunzip, createGzip, createInflate, type Gzip } from 'node:zlib';
-import { AccessControl } from '../../lib/access';
+import { AccessControl, bearerToken } from '../../lib/access';
 import type { AuditLog } from '../../lib/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
@@ -412,8 +412,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       user = colon < 0 ? decoded : decoded.slice(0, colon);
       key = colon < 0 ? '' : decoded.slice(colon + 1);
     }
-    const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? '');
-    if (bearer) key = bearer[1];
+    key = bearerToken(request.headers.authorization) ?? key;
     if (options.allowKeyInUrl) {
       user ??= url.searchParams.get('user') ?? undefined;
       key ??= url.searchParams.get('password') ?? undefined;

@@ -4,7 +4,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Observable, type Subscriber } from 'rxjs';
-import type { AccessControl, AccessDecision } from '../../lib/access';
+import { presentedKey, type AccessControl, type AccessDecision } from '../../lib/access';
 import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
@@ -572,10 +572,8 @@ function jsonRecords(body: Buffer): unknown[] | undefined {
 }
 
 function tokenOf(request: IncomingMessage, queryParameter: string | undefined): string | undefined {
-  const authorization = request.headers.authorization;
-  if (authorization?.startsWith('Bearer ')) return authorization.slice(7).trim();
-  const fromHeader = header(request, 'x-api-key');
-  if (fromHeader !== undefined || queryParameter === undefined) return fromHeader;
+  const presented = presentedKey(request);
+  if (presented !== undefined || queryParameter === undefined) return presented;
   return new URL(request.url ?? '/', 'http://webhook').searchParams.get(queryParameter) ?? undefined;
 }
 

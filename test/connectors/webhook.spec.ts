@@ -227,6 +227,9 @@ describe('fromWebhook', function () {
     expect(asVendor.status).to.equal(403);
     const asAdmin = await post(`${url}/admin/status`, '', { key: ops.token, method: 'GET' });
     expect(asAdmin.status).to.equal(200);
+    // The auth scheme's name is case-insensitive (RFC 7235), and X-API-Key carries a key too.
+    expect((await post(`${url}/admin/status`, '', { headers: { authorization: `bearer ${ops.token}` }, method: 'GET' })).status).to.equal(200);
+    expect((await post(`${url}/admin/status`, '', { headers: { 'x-api-key': ops.token }, method: 'GET' })).status).to.equal(200);
     expect(JSON.parse(asAdmin.body)).to.include({ connected: true, breaker: 'closed', accepted: 0 });
     expect(JSON.parse(asAdmin.body).refused).to.deep.equal({ UNAUTHENTICATED: 2, FORBIDDEN: 3, NOT_FOUND: 1 });
     expect(source.status()).to.deep.equal({ connected: true, replayFill: 0 });

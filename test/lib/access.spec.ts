@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { AccessControl, type AccessDecision } from '../../lib/access';
+import type { IncomingMessage } from 'node:http';
+import { AccessControl, bearerToken, presentedKey, type AccessDecision } from '../../lib/access';
 import { AccessDeniedError, ConfigError } from '../../lib/errors';
 
 describe('AccessControl', () => {
@@ -60,5 +61,28 @@ describe('AccessControl', () => {
     expect(() => new AccessControl({ roles, keys: [{ ...key, id: 'a.b' }] })).to.throw(ConfigError, 'key id must match');
     expect(() => new AccessControl({ roles: { r: ['web*'] }, keys: [] })).to.throw(ConfigError, 'whole segment');
     expect(() => new AccessControl({ roles: { r: ['a b'] }, keys: [] })).to.throw(ConfigError, 'permission patterns');
+  });
+});
+
+describe('the API key a request presents', () => {
+  const request = (headers: Record<string, string>) => ({ headers }) as unknown as IncomingMessage;
+
+  it('reads a Bearer token whatever the case of the scheme, and nothing from other schemes or extra words', () => {
+    expect(bearerToken('Bearer k1.s')).to.equal('k1.s');
+    expect(bearerToken('bearer k1.s')).to.equal('k1.s');
+    expect(bearerToken('BEARER \tk1.s  ')).to.equal('k1.s');
+    expect(bearerToken('Bearer')).to.equal(undefined);
+    expect(bearerToken('Bearer ')).to.equal(undefined);
+    expect(bearerToken('Bearer a b')).to.equal(undefined);
+    expect(bearerToken('Basic a2V5OnNlY3JldA==')).to.equal(undefined);
+    expect(bearerToken('XBearer k')).to.equal(undefined);
+    expect(bearerToken(undefined)).to.equal(undefined);
+  });
+
+  it('takes the Bearer token first, else X-API-Key', () => {
+    expect(presentedKey(request({ authorization: 'Bearer a', 'x-api-key': 'b' }))).to.equal('a');
+    expect(presentedKey(request({ authorization: 'Basic x', 'x-api-key': 'b' }))).to.equal('b');
+    expect(presentedKey(request({ 'x-api-key': 'b' }))).to.equal('b');
+    expect(presentedKey(request({}))).to.equal(undefined);
   });
 });
