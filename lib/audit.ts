@@ -4,6 +4,7 @@ import type { AccessDecision } from './access';
 import type { BreakerOptions } from './breaker';
 import type { Envelope } from './envelope';
 import { ConfigError, SinkError, TributaryError } from './errors';
+import { positiveInteger } from './options';
 import type { Keyring } from './keyring';
 import { Pipeline, type PipelineBatchOptions, type PipelineLifecycleEvent } from './pipeline';
 import type { RetryOptions } from './retry';
@@ -97,8 +98,7 @@ export class AuditLog implements AsyncDisposable {
 
   constructor(options: AuditLogOptions) {
     if (!options?.sink || typeof options.sink.write !== 'function') throw new ConfigError('sink is required: where the audit rows are written');
-    this.#maxPending = options.maxPending ?? 100_000;
-    if (!Number.isInteger(this.#maxPending) || this.#maxPending < 1) throw new ConfigError(`maxPending must be an integer >= 1, got ${options.maxPending}`);
+    this.#maxPending = positiveInteger(options.maxPending, 100_000, 'maxPending');
     const batch = { rows: 1000, maxWaitMs: 200, ...options.batch };
     this.#pipeline = new Pipeline<AuditRow>({
       name: 'audit',

@@ -1,5 +1,6 @@
 import CircuitBreaker from 'opossum';
 import { ConfigError, SinkError, isRetriable } from './errors';
+import { positiveInteger } from './options';
 
 export interface BreakerOptions {
   /** Share of failed calls, in percent, that opens the breaker. @default 50 */
@@ -33,10 +34,7 @@ export class SinkBreaker {
     if (!(threshold > 0 && threshold <= 100)) {
       throw new ConfigError(`breaker.errorThresholdPercentage must be a number in (0, 100], got ${options.errorThresholdPercentage}`);
     }
-    this.resetTimeoutMs = options.resetTimeoutMs ?? 5000;
-    if (!Number.isInteger(this.resetTimeoutMs) || this.resetTimeoutMs < 1) {
-      throw new ConfigError(`breaker.resetTimeoutMs must be an integer >= 1, got ${options.resetTimeoutMs}`);
-    }
+    this.resetTimeoutMs = positiveInteger(options.resetTimeoutMs, 5000, 'breaker.resetTimeoutMs');
     this.#breaker = new CircuitBreaker((write: () => Promise<void>) => write(), {
       name,
       timeout: false,

@@ -1,4 +1,4 @@
-import { ConfigError } from './errors';
+import { positiveInteger } from './options';
 
 /** The in-flight budget of a pipeline. */
 export interface InFlightOptions {
@@ -21,14 +21,8 @@ export class Credits {
   #waiters: Array<() => void> = [];
 
   constructor(options: InFlightOptions = {}) {
-    this.maxRecords = options.records ?? 60_000;
-    this.maxBytes = options.bytes ?? 64 * 1024 * 1024;
-    if (!Number.isInteger(this.maxRecords) || this.maxRecords < 1) {
-      throw new ConfigError(`inFlight.records must be an integer >= 1, got ${options.records}`);
-    }
-    if (!Number.isInteger(this.maxBytes) || this.maxBytes < 1) {
-      throw new ConfigError(`inFlight.bytes must be an integer >= 1, got ${options.bytes}`);
-    }
+    this.maxRecords = positiveInteger(options.records, 60_000, 'inFlight.records');
+    this.maxBytes = positiveInteger(options.bytes, 64 * 1024 * 1024, 'inFlight.bytes');
   }
 
   get inFlightRecords(): number {

@@ -1,5 +1,6 @@
 import { SinkBreaker, type BreakerOptions } from './breaker';
 import { ConfigError, isRetriable, TributaryError } from './errors';
+import { positiveInteger } from './options';
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from './retry';
 import type { Batch, Sink, WriteContext } from './sink';
 
@@ -82,8 +83,7 @@ class Target<T> {
     }
     this.retry = resolveRetryOptions({ retries: 2, maxDelayMs: 1000, ...target.retry }, `sinks[${index}].retry`);
     this.breaker = new SinkBreaker(target.sink.name, target.breaker);
-    this.maxPending = target.maxPending ?? 4;
-    if (!Number.isInteger(this.maxPending) || this.maxPending < 1) throw new ConfigError(`sinks[${index}].maxPending must be an integer >= 1, got ${target.maxPending}`);
+    this.maxPending = positiveInteger(target.maxPending, 4, `sinks[${index}].maxPending`);
   }
 
   missed(error: unknown): void {

@@ -1,4 +1,4 @@
-import { ConfigError } from './errors';
+import { positiveInteger } from './options';
 import type { RecordFailure } from './envelope';
 
 /**
@@ -24,11 +24,7 @@ export const DEFAULT_MAX_DEPTH = 64;
 
 /** Validates record limits; `prefix` names them in messages (`maxDepth …`, `limits.maxDepth …`). */
 export function resolveRecordLimits(options: RecordLimits = {}, prefix = ''): ResolvedRecordLimits {
-  const positive = (value: number | undefined, fallback: number, name: string): number => {
-    const resolved = value ?? fallback;
-    if (!Number.isInteger(resolved) || resolved < 1) throw new ConfigError(`${prefix}${name} must be an integer >= 1, got ${value}`);
-    return resolved;
-  };
+  const positive = (value: number | undefined, fallback: number, name: string): number => positiveInteger(value, fallback, `${prefix}${name}`);
   return {
     maxRecordBytes: positive(options.maxRecordBytes, DEFAULT_MAX_RECORD_BYTES, 'maxRecordBytes'),
     maxDepth: positive(options.maxDepth, DEFAULT_MAX_DEPTH, 'maxDepth'),

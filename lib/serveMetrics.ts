@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { presentedKey, type AccessControl } from './access';
 import { ConfigError } from './errors';
+import { portOption } from './options';
 import { pipelineMetrics, type PipelineMetricsOptions } from './metrics';
 import type { Pipeline, Readiness } from './pipeline';
 
@@ -54,8 +55,7 @@ export const METRICS_PERMISSION = 'metrics:read';
  */
 export async function serveMetrics(pipelines: Pipeline<any> | readonly Pipeline<any>[], options: ServeMetricsOptions = {}): Promise<MetricsServer> {
   const list = Array.isArray(pipelines) ? (pipelines as readonly Pipeline<any>[]) : [pipelines as Pipeline<any>];
-  const port = options.port ?? 9464;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`port must be an integer in [0, 65535], got ${options.port}`);
+  const port = portOption(options.port, 9464);
   const access = options.access;
   if (access !== undefined && typeof access?.decide !== 'function') throw new ConfigError('access must be an AccessControl');
   const metrics = pipelineMetrics(list, options);

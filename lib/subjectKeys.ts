@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { ConfigError, TributaryError } from './errors';
+import { positiveInteger } from './options';
 import { Keyring } from './keyring';
 import { retry, type RetryOptions } from './retry';
 
@@ -128,8 +129,7 @@ export class SubjectKeys {
     }
     this.keyring = options.keyring;
     this.store = store;
-    this.#cacheSize = options.cacheSize ?? 100_000;
-    if (!Number.isInteger(this.#cacheSize) || this.#cacheSize < 1) throw new ConfigError(`cacheSize must be an integer >= 1, got ${options.cacheSize}`);
+    this.#cacheSize = positiveInteger(options.cacheSize, 100_000, 'cacheSize');
     this.#ttlMs = options.cacheTtlMs ?? 60_000;
     if (!(this.#ttlMs >= 0) || !Number.isFinite(this.#ttlMs)) throw new ConfigError(`cacheTtlMs must be a finite number >= 0, got ${options.cacheTtlMs}`);
     this.#retry = { retries: 5, maxDelayMs: 2000, ...options.retry };

@@ -1,6 +1,7 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
+import { positiveInteger } from '../lib/options';
 import type { DedupeStats } from '../lib/metrics';
 import { resolveRetryOptions, retry, type RetryOptions } from '../lib/retry';
 import type { DedupeStore } from './dedupeStores';
@@ -52,11 +53,10 @@ export interface DedupeOptions<T> {
 export function dedupe<T>(options: DedupeOptions<T>): OperatorFunction<Envelope<T>, Envelope<T>> {
   if (!options || typeof options !== 'object') throw new ConfigError('options must be an object with key, ttlMs and store');
   if (typeof options.key !== 'function') throw new ConfigError('key must be a function of the record returning a string');
-  if (!Number.isInteger(options.ttlMs) || options.ttlMs < 1) throw new ConfigError(`ttlMs must be an integer >= 1, got ${options.ttlMs}`);
+  positiveInteger(options.ttlMs, NaN, 'ttlMs');
   if (!options.store || typeof options.store.claim !== 'function') throw new ConfigError('store must be a DedupeStore (new MemoryDedupeStore() or redisDedupeStore({ url }))');
-  const rows = options.batch?.rows ?? 1000;
+  const rows = positiveInteger(options.batch?.rows, 1000, 'batch.rows');
   const maxWaitMs = options.batch?.maxWaitMs ?? 5;
-  if (!Number.isInteger(rows) || rows < 1) throw new ConfigError(`batch.rows must be an integer >= 1, got ${options.batch?.rows}`);
   if (!(Number.isFinite(maxWaitMs) && maxWaitMs >= 0)) throw new ConfigError(`batch.maxWaitMs must be a finite number >= 0, got ${options.batch?.maxWaitMs}`);
   const retryOptions = resolveRetryOptions({ retries: 5, ...options.retry }, 'retry');
   const stats = options.stats ?? { passed: 0, duplicates: 0, rejected: 0 };

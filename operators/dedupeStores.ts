@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { ConfigError, TributaryError } from '../lib/errors';
+import { TributaryError } from '../lib/errors';
+import { integerAtLeast, positiveInteger } from '../lib/options';
 import { connectRedis, redisFailure, redisPrefix, type RedisConnection, type RedisConnectionOptions } from '../lib/redis';
 
 /**
@@ -57,10 +58,8 @@ export class MemoryDedupeStore implements DedupeStore {
   readonly #now: () => number;
 
   constructor(options: MemoryDedupeStoreOptions = {}) {
-    this.maxEntries = options.maxEntries ?? 1_000_000;
-    this.maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
-    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) throw new ConfigError(`maxEntries must be an integer >= 1, got ${options.maxEntries}`);
-    if (!Number.isInteger(this.maxBytes) || this.maxBytes < 1024) throw new ConfigError(`maxBytes must be an integer >= 1024, got ${options.maxBytes}`);
+    this.maxEntries = positiveInteger(options.maxEntries, 1_000_000, 'maxEntries');
+    this.maxBytes = integerAtLeast(options.maxBytes, 256 * 1024 * 1024, 'maxBytes', 1024);
     this.#now = options.now ?? Date.now;
   }
 

@@ -1,4 +1,5 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
+import { positiveInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 import { clickhouseFeatures, deleteRows } from './mutations';
 
@@ -60,7 +61,7 @@ function checkRule(rule: RetentionRule, index: number): RetentionRule {
   const where = `rules[${index}]`;
   if (!rule || typeof rule.table !== 'string' || !/^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$/.test(rule.table)) throw new ConfigError(`${where}.table must be a name like dead_letters or db.dead_letters, got ${JSON.stringify(rule?.table)}`);
   if (typeof rule.column !== 'string' || !/^[A-Za-z_]\w*$/.test(rule.column)) throw new ConfigError(`${where}.column must be a column name, got ${JSON.stringify(rule.column)}`);
-  if (!Number.isInteger(rule.days) || rule.days < 1) throw new ConfigError(`${where}.days must be an integer >= 1, got ${rule.days}`);
+  positiveInteger(rule.days, NaN, `${where}.days`);
   if (rule.applyNow !== undefined && typeof rule.applyNow !== 'boolean') throw new ConfigError(`${where}.applyNow must be a boolean, got ${JSON.stringify(rule.applyNow)}`);
   return rule;
 }

@@ -1,4 +1,5 @@
 import { ConfigError } from '../../lib/errors';
+import { positiveInteger } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 
 /**
@@ -19,7 +20,7 @@ export class RateLimit {
     if (!(requestsPerSecond > 0 && Number.isFinite(requestsPerSecond))) {
       throw new ConfigError(`requestsPerSecond must be a number > 0, got ${requestsPerSecond}`);
     }
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new ConfigError(`concurrency must be an integer >= 1, got ${concurrency}`);
+    positiveInteger(concurrency, NaN, 'concurrency');
     this.#intervalMs = 1000 / requestsPerSecond;
     this.#concurrency = concurrency;
     this.#perSecond = Math.max(1, Math.floor(requestsPerSecond));

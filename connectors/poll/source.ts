@@ -1,6 +1,7 @@
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError, VendorApiError } from '../../lib/errors';
+import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import { resolveRecordLimits, tooDeep, tooLarge, valueTooDeep, type RecordLimits } from '../../lib/limits';
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
@@ -166,11 +167,9 @@ export function fromPoll(options: FromPollOptions): PollSource {
   const pagination = resolvePagination(options.pagination);
   const concurrency = options.concurrency ?? 1;
   const limit = new RateLimit(options.requestsPerSecond ?? 5, concurrency);
-  const intervalMs = options.intervalMs ?? 60_000;
-  if (!Number.isInteger(intervalMs) || intervalMs < 0) throw new ConfigError(`intervalMs must be an integer >= 0, got ${options.intervalMs}`);
+  const intervalMs = nonNegativeInteger(options.intervalMs, 60_000, 'intervalMs');
   const limits = resolveRecordLimits(options);
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new ConfigError(`timeoutMs must be an integer >= 1, got ${options.timeoutMs}`);
+  const timeoutMs = positiveInteger(options.timeoutMs, 30_000, 'timeoutMs');
   if (!options.cursorStore === !options.cursorFile) throw new ConfigError('give exactly one of cursorStore and cursorFile: where the poller remembers its position');
   const store = options.cursorStore ?? fileCursorStore(options.cursorFile!);
   const retryOptions: ResolvedRetryOptions = resolveRetryOptions({ retries: 5, initialDelayMs: 500, maxDelayMs: 30_000, ...options.retry }, 'retry');
@@ -443,16 +442,13 @@ function resolvePagination(given: Pagination): Required<PagePagination> | Requir
   switch (type) {
     case 'page': {
       const p = given as PagePagination;
-      const resolved = { type, param: p.param ?? 'page', sizeParam: p.sizeParam ?? 'per_page', size: p.size ?? 100, first: p.first ?? 1 } as const;
-      if (!Number.isInteger(resolved.size) || resolved.size < 1) throw new ConfigError(`pagination.size must be an integer >= 1, got ${p.size}`);
-      if (!Number.isInteger(resolved.first) || resolved.first < 0) throw new ConfigError(`pagination.first must be an integer >= 0, got ${p.first}`);
-      return resolved;
+      const size = positiveInteger(p.size, 100, 'pagination.size');
+      const first = nonNegativeInteger(p.first, 1, 'pagination.first');
+      return { type, param: p.param ?? 'page', sizeParam: p.sizeParam ?? 'per_page', size, first } as const;
     }
     case 'offset': {
       const p = given as OffsetPagination;
-      const resolved = { type, param: p.param ?? 'offset', limitParam: p.limitParam ?? 'limit', limit: p.limit ?? 100 } as const;
-      if (!Number.isInteger(resolved.limit) || resolved.limit < 1) throw new ConfigError(`pagination.limit must be an integer >= 1, got ${p.limit}`);
-      return resolved;
+      return { type, param: p.param ?? 'offset', limitParam: p.limitParam ?? 'limit', limit: positiveInteger(p.limit, 100, 'pagination.limit') } as const;
     }
     case 'cursor': {
       const p = given as CursorPagination;

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { ConfigError, SinkError } from '../../lib/errors';
+import { integerAtLeast } from '../../lib/options';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
 
@@ -155,8 +156,7 @@ export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout 
     return value;
   };
   for (const name of keyFields) field('keyFields[]', name, undefined);
-  const ttlMs = options.ttlMs ?? 86_400_000;
-  if (!Number.isInteger(ttlMs) || ttlMs < 1000) throw new ConfigError(`ttlMs must be an integer >= 1000, got ${options.ttlMs}`);
+  const ttlMs = integerAtLeast(options.ttlMs, 86_400_000, 'ttlMs', 1000);
   return {
     prefix,
     keyFields,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
 import { ConfigError, TributaryError } from '../../lib/errors';
+import { nonNegativeInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
 import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
@@ -81,8 +82,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     throw new ConfigError(`table must be a name like bookings or db.bookings, got ${JSON.stringify(options.table)}`);
   }
   if (options.stale !== undefined && typeof options.stale !== 'function') throw new ConfigError('stale must be a function returning a boolean');
-  const staleCheckMs = options.staleCheckMs ?? 1000;
-  if (!Number.isInteger(staleCheckMs) || staleCheckMs < 0) throw new ConfigError(`staleCheckMs must be an integer >= 0, got ${options.staleCheckMs}`);
+  const staleCheckMs = nonNegativeInteger(options.staleCheckMs, 1000, 'staleCheckMs');
   const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
   if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
   const { client, close: closeClient } = redisClient(options.redis, 'recentBookings redis');

@@ -1,5 +1,6 @@
 import { createHash, hash, randomBytes } from 'node:crypto';
 import { ConfigError, TributaryError } from '../../lib/errors';
+import { positiveInteger } from '../../lib/options';
 import { connectRedis, redisFailure, redisPrefix, type RedisConnectionOptions } from '../../lib/redis';
 
 /**
@@ -83,10 +84,7 @@ export class MemoryReplayStore implements ReplayStore {
   #nextExpiry = Infinity;
 
   constructor(options: MemoryReplayStoreOptions = {}) {
-    this.maxEntries = options.maxEntries ?? replayCapacity(options);
-    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
-      throw new ConfigError(`replay.maxEntries must be an integer >= 1, got ${options.maxEntries}`);
-    }
+    this.maxEntries = options.maxEntries === undefined ? replayCapacity(options) : positiveInteger(options.maxEntries, 0, 'replay.maxEntries');
     this.#now = options.now ?? Date.now;
     this.#epoch = Math.floor(this.#now() / 1000) - 1;
     this.#maxSlots = Math.max(FIRST_SLOTS, this.maxEntries * 2);

@@ -9,7 +9,7 @@ import { AuditLog } from '../../lib/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
-import { positiveInteger } from '../../lib/options';
+import { portOption, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import type { CsvOptions } from '../../formats/csv';
 import type { XmlOptions } from '../../formats/xml';
@@ -237,8 +237,7 @@ interface Pending {
  */
 export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   const name = options.name ?? 'webhook';
-  const port = options.port ?? 8080;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`port must be an integer in [0, 65535], got ${options.port}`);
+  const port = portOption(options.port, 8080);
   const host = options.host ?? '127.0.0.1';
   const prefix = options.path ?? '/webhooks';
   if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(prefix)) throw new ConfigError(`path must look like /webhooks (segments of letters, digits, _ . -), got ${JSON.stringify(options.path)}`);

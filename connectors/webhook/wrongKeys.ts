@@ -1,4 +1,5 @@
 import { ConfigError } from '../../lib/errors';
+import { positiveInteger } from '../../lib/options';
 
 /** How many requests without a valid API key one client may make before it waits. */
 export interface WrongKeyLimit {
@@ -24,9 +25,8 @@ export class WrongKeyLimiter {
   readonly #clients = new Map<string, { tokens: number; at: number }>();
 
   constructor(limit: WrongKeyLimit = {}) {
-    this.attempts = limit.attempts ?? 10;
+    this.attempts = positiveInteger(limit.attempts, 10, 'wrongKeyLimit.attempts');
     this.perSeconds = limit.perSeconds ?? 60;
-    if (!Number.isInteger(this.attempts) || this.attempts < 1) throw new ConfigError(`wrongKeyLimit.attempts must be an integer >= 1, got ${limit.attempts}`);
     if (!(this.perSeconds > 0 && Number.isFinite(this.perSeconds))) throw new ConfigError(`wrongKeyLimit.perSeconds must be a number > 0, got ${limit.perSeconds}`);
   }
 

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError } from '../../lib/errors';
-import { nonNegativeInteger, positiveInteger } from '../../lib/options';
+import { integerAtLeast, nonNegativeInteger, portOption, positiveInteger } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 
 /** Which settles first: `promise`, or a 10 s timer (far past anything here that works). */
@@ -42,5 +42,24 @@ describe('option checks', () => {
     expect(() => positiveInteger(1.5, 1, 'batch.rows')).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 1.5');
     expect(() => nonNegativeInteger(-1, 0, 'retries')).to.throw(ConfigError, 'retries must be an integer >= 0, got -1');
     expect(() => nonNegativeInteger(Number.NaN, 0, 'retries')).to.throw(ConfigError, 'retries must be an integer >= 0, got NaN');
+  });
+});
+
+describe('lib/options: integerAtLeast and portOption', () => {
+  it('takes the value or the fallback, and refuses what breaks the rule with the rule', () => {
+    expect(integerAtLeast(undefined, 86_400_000, 'ttlMs', 1000)).to.equal(86_400_000);
+    expect(integerAtLeast(1000, 5, 'ttlMs', 1000)).to.equal(1000);
+    expect(() => integerAtLeast(999, 86_400_000, 'ttlMs', 1000)).to.throw(ConfigError, 'ttlMs must be an integer >= 1000, got 999');
+    expect(() => integerAtLeast(1000.5, 1, 'ttlMs', 1000)).to.throw(ConfigError, 'ttlMs must be an integer >= 1000, got 1000.5');
+    expect(() => integerAtLeast(undefined, NaN, 'days', 1)).to.throw(ConfigError, 'days must be an integer >= 1, got undefined');
+  });
+
+  it('takes ports 0 to 65535', () => {
+    expect(portOption(undefined, 8080)).to.equal(8080);
+    expect(portOption(0, 8080)).to.equal(0);
+    expect(portOption(65535, 8080)).to.equal(65535);
+    expect(() => portOption(65536, 8080)).to.throw(ConfigError, 'port must be an integer in [0, 65535], got 65536');
+    expect(() => portOption(-1, 8080, 'metrics.port')).to.throw(ConfigError, 'metrics.port must be an integer in [0, 65535], got -1');
+    expect(() => portOption(80.5, 8080)).to.throw(ConfigError, 'port must be an integer in [0, 65535], got 80.5');
   });
 });
