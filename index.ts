@@ -26,11 +26,11 @@ export { retry, type RetryOptions } from './lib/retry';
 export { fanOut, type FanOutSink, type FanOutSinkStats, type FanOutTarget } from './lib/fanOut';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';
-export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/access';
-export { Keyring, type KeyMaterial, type KeyProvider, type KeyRotation, type KeyringSpec } from './lib/keyring';
-export { MemorySubjectKeyStore, SubjectKeys, type SubjectKey, type SubjectKeyRecord, type SubjectKeyStore, type SubjectKeysOptions } from './lib/subjectKeys';
-export { AuditLog, auditAccess, type AuditEvent, type AuditEventType, type AuditLogOptions, type AuditRow } from './lib/audit';
-export { deadLetterProtector, type DeadLetterProtectorOptions } from './lib/deadLetterProtector';
+export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/security/access';
+export { Keyring, type KeyMaterial, type KeyProvider, type KeyRotation, type KeyringSpec } from './lib/security/keyring';
+export { MemorySubjectKeyStore, SubjectKeys, type SubjectKey, type SubjectKeyRecord, type SubjectKeyStore, type SubjectKeysOptions } from './lib/security/subjectKeys';
+export { AuditLog, auditAccess, type AuditEvent, type AuditEventType, type AuditLogOptions, type AuditRow } from './lib/security/audit';
+export { deadLetterProtector, type DeadLetterProtectorOptions } from './lib/security/deadLetterProtector';
 
 export { batch, type BatchOptions } from './lib/batch';
 export { decrypt, type DecryptOptions } from './operators/decrypt';

@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
 import { fromWebhook, MemoryReplayStore, signWebhook } from '../connectors/webhook';
-import { AccessControl } from '../lib/access';
+import { AccessControl } from '../lib/security/access';
 import type { Envelope } from '../lib/envelope';
 import { Pipeline } from '../lib/pipeline';
 import { MB, quietMachine, round, sampleMemory, timed, type MemoryPeaks } from './harness';

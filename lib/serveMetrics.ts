@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { presentedKey, type AccessControl } from './access';
+import { presentedKey, type AccessControl } from './security/access';
 import { ConfigError } from './errors';
 import { portOption } from './options';
 import { pipelineMetrics, type PipelineMetricsOptions } from './metrics';

@@ -1,12 +1,12 @@
 import { Observable, type OperatorFunction } from 'rxjs';
-import { AccessControl } from '../lib/access';
-import { AuditLog } from '../lib/audit';
+import { AccessControl } from '../lib/security/access';
+import { AuditLog } from '../lib/security/audit';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
-import type { Keyring } from '../lib/keyring';
-import type { SubjectKeys } from '../lib/subjectKeys';
+import type { Keyring } from '../lib/security/keyring';
+import type { SubjectKeys } from '../lib/security/subjectKeys';
 import { pointerOf, resolveCryptoOptions } from './encrypt';
-import { FieldCipher, type RecordIdOption } from '../lib/fieldCipher';
+import { FieldCipher, type RecordIdOption } from '../lib/security/fieldCipher';
 import { forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { keyGate } from './keyGate';
 

@@ -1,9 +1,9 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
-import { Keyring } from '../lib/keyring';
-import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
-import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from '../lib/fieldCipher';
+import { Keyring } from '../lib/security/keyring';
+import { SubjectKeys, type SubjectKey } from '../lib/security/subjectKeys';
+import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from '../lib/security/fieldCipher';
 import { keyGate } from './keyGate';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { rejectRedacted } from './sensitive';

@@ -2,8 +2,8 @@ import { createHmac, hkdfSync, type KeyObject, createSecretKey } from 'node:cryp
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
-import { Keyring } from '../lib/keyring';
-import { SubjectKeys, type SubjectKey } from '../lib/subjectKeys';
+import { Keyring } from '../lib/security/keyring';
+import { SubjectKeys, type SubjectKey } from '../lib/security/subjectKeys';
 import { pointerOf, resolveSubjectOptions, subjectKeyGate } from './encrypt';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { rejectRedacted } from './sensitive';

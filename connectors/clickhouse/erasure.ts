@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { AuditLog } from '../../lib/audit';
+import { AuditLog } from '../../lib/security/audit';
 import { ConfigError, TributaryError } from '../../lib/errors';
-import { SubjectKeys } from '../../lib/subjectKeys';
-import { SUBJECT_VERSION } from '../../lib/fieldCipher';
+import { SubjectKeys } from '../../lib/security/subjectKeys';
+import { SUBJECT_VERSION } from '../../lib/security/fieldCipher';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 import { deleteRows, literal, updateRows } from './mutations';
 

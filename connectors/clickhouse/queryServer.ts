@@ -3,8 +3,8 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createGunzip, createGzip, createInflate, type Gzip } from 'node:zlib';
-import { AccessControl, bearerToken } from '../../lib/access';
-import type { AuditLog } from '../../lib/audit';
+import { AccessControl, bearerToken } from '../../lib/security/access';
+import type { AuditLog } from '../../lib/security/audit';
 import { ConfigError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';

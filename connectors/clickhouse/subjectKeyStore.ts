@@ -1,5 +1,5 @@
 import { ConfigError } from '../../lib/errors';
-import type { SubjectKeyRecord, SubjectKeyStore } from '../../lib/subjectKeys';
+import type { SubjectKeyRecord, SubjectKeyStore } from '../../lib/security/subjectKeys';
 import { clickhouseErrorOf, quoteIdentifier, type ClickHouseClient } from './client';
 import { deleteRows, literal } from './mutations';
 

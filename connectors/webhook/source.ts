@@ -4,8 +4,8 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Observable, type Subscriber } from 'rxjs';
-import { presentedKey, type AccessControl, type AccessDecision } from '../../lib/access';
-import { AuditLog } from '../../lib/audit';
+import { presentedKey, type AccessControl, type AccessDecision } from '../../lib/security/access';
+import { AuditLog } from '../../lib/security/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';

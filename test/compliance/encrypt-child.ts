@@ -6,9 +6,9 @@
  */
 import { clickHouseSubjectKeyStore, serverClickHouse, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
-import { Keyring } from '../../lib/keyring';
+import { Keyring } from '../../lib/security/keyring';
 import { Pipeline } from '../../lib/pipeline';
-import { SubjectKeys } from '../../lib/subjectKeys';
+import { SubjectKeys } from '../../lib/security/subjectKeys';
 import { encrypt } from '../../operators/encrypt';
 import { MemorySink } from '../helpers';
 

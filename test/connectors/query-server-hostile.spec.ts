@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { serveQueries } from '../../connectors/clickhouse';
 import { DEFAULT_QUERY_LIMITS, settingsClause } from '../../connectors/clickhouse/queryServer';
-import { AuditLog } from '../../lib/audit';
+import { AuditLog } from '../../lib/security/audit';
 import { MemorySink, tempDir, testClickHouse } from '../helpers';
 
 /**

@@ -8,7 +8,7 @@
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse } from '../../connectors/clickhouse';
 import { fromWebhook } from '../../connectors/webhook';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import type { Envelope } from '../../lib/envelope';
 import { Pipeline } from '../../lib/pipeline';
 

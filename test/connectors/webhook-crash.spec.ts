@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import { tempDir } from '../helpers';
 import { post } from '../webhookClient';
 

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { map } from 'rxjs';
 import { toKafka } from '../../connectors/kafka';
 import { fromWebhook } from '../../connectors/webhook';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import type { Envelope } from '../../lib/envelope';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { fromWebhook, MemoryReplayStore, redisReplayStore, type ReplayStore, type WebhookSource } from '../../connectors/webhook';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { MemorySink } from '../helpers';

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { map } from 'rxjs';
 import { toClickHouse } from '../../connectors/clickhouse';
 import { fromWebhook, MemoryReplayStore, signWebhook, type FromWebhookOptions, type WebhookSource } from '../../connectors/webhook';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { pipelineMetrics } from '../../lib/metrics';

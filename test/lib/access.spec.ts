@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { IncomingMessage } from 'node:http';
-import { AccessControl, bearerToken, presentedKey, type AccessDecision } from '../../lib/access';
+import { AccessControl, bearerToken, presentedKey, type AccessDecision } from '../../lib/security/access';
 import { AccessDeniedError, ConfigError } from '../../lib/errors';
 
 describe('AccessControl', () => {

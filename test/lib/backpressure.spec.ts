@@ -6,7 +6,7 @@ import { fromFiles, type FileProgress } from '../../connectors/files';
 import { fromIterable } from '../../connectors/iterable';
 import { fromPoll } from '../../connectors/poll';
 import { fromWebhook } from '../../connectors/webhook';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import type { Envelope } from '../../lib/envelope';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';

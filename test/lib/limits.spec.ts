@@ -8,7 +8,7 @@ import { ConfigError } from '../../lib/errors';
 import { checkJsonText, jsonTooDeep, resolveRecordLimits, valueTooDeep } from '../../lib/limits';
 import { Pipeline } from '../../lib/pipeline';
 import type { Batch, DeadLetter, Sink } from '../../lib/sink';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import { parse } from '../../operators/parse';
 import { MemorySink, scratchDir } from '../helpers';
 import { post } from '../webhookClient';

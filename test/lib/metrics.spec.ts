@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { register as globalRegistry, Registry } from 'prom-client';
 import { map, pipe } from 'rxjs';
 import { fromIterable } from '../../connectors/iterable';
-import { AccessControl } from '../../lib/access';
+import { AccessControl } from '../../lib/security/access';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
 import type { PipelineEvent } from '../../lib/events';

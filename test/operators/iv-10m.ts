@@ -9,8 +9,8 @@
  * every 12-byte IV, and exits 1 if any repeats. Defaults: 10,000,000 over 10 instances.
  */
 import { randomBytes } from 'node:crypto';
-import { Keyring } from '../../lib/keyring';
-import { FieldCipher } from '../../lib/fieldCipher';
+import { Keyring } from '../../lib/security/keyring';
+import { FieldCipher } from '../../lib/security/fieldCipher';
 
 const IV_BYTES = 12;
 

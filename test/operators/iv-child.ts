@@ -1,6 +1,6 @@
 /** Encrypts `count` values under the key given in hex and prints each ciphertext's IV, one per line (for the IV tests). */
-import { Keyring } from '../../lib/keyring';
-import { FieldCipher } from '../../lib/fieldCipher';
+import { Keyring } from '../../lib/security/keyring';
+import { FieldCipher } from '../../lib/security/fieldCipher';
 
 const [keyHex, count] = process.argv.slice(2);
 const cipher = new FieldCipher(new Keyring({ keys: [{ id: 'k', key: Buffer.from(keyHex!, 'hex') }] }));

@@ -3,8 +3,8 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Keyring } from '../../lib/keyring';
-import { FieldCipher } from '../../lib/fieldCipher';
+import { Keyring } from '../../lib/security/keyring';
+import { FieldCipher } from '../../lib/security/fieldCipher';
 
 const run = promisify(execFile);
 const ivOf = (ciphertext: string) => Buffer.from(ciphertext.split(':')[2]!, 'base64').subarray(0, 12).toString('hex');

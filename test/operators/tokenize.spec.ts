@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { ConfigError } from '../../lib/errors';
-import { Keyring } from '../../lib/keyring';
-import { MemorySubjectKeyStore, SubjectKeys, type SubjectKeyRecord } from '../../lib/subjectKeys';
+import { Keyring } from '../../lib/security/keyring';
+import { MemorySubjectKeyStore, SubjectKeys, type SubjectKeyRecord } from '../../lib/security/subjectKeys';
 import { subjectTokenOf, subjectTokensOf, tokenize, tokenOf, type TokenizeOptions } from '../../operators/tokenize';
 import { Recorder } from '../helpers';
 

@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { Observable } from 'rxjs';
 import type { AccessDecision } from './access';
-import type { BreakerOptions } from './breaker';
-import type { Envelope } from './envelope';
-import { ConfigError, SinkError, TributaryError } from './errors';
-import { positiveInteger } from './options';
+import type { BreakerOptions } from '../breaker';
+import type { Envelope } from '../envelope';
+import { ConfigError, SinkError, TributaryError } from '../errors';
+import { positiveInteger } from '../options';
 import type { Keyring } from './keyring';
-import { Pipeline, type PipelineBatchOptions, type PipelineLifecycleEvent } from './pipeline';
-import type { RetryOptions } from './retry';
-import type { DeadLetter, Sink } from './sink';
-import type { Source, SourceContext } from './source';
+import { Pipeline, type PipelineBatchOptions, type PipelineLifecycleEvent } from '../pipeline';
+import type { RetryOptions } from '../retry';
+import type { DeadLetter, Sink } from '../sink';
+import type { Source, SourceContext } from '../source';
 
 /**
  * Kinds of security event: `pipeline.start`, `pipeline.stop`, `key.rotate`,

@@ -1,6 +1,6 @@
 import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { AccessDeniedError, ConfigError } from './errors';
+import { AccessDeniedError, ConfigError } from '../errors';
 
 /**
  * Permissions are colon-separated names, checked in one place for every HTTP endpoint and

@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
-import { ConfigError, TributaryError } from './errors';
-import { positiveInteger } from './options';
+import { ConfigError, TributaryError } from '../errors';
+import { positiveInteger } from '../options';
 import { Keyring } from './keyring';
-import { retry, type RetryOptions } from './retry';
+import { retry, type RetryOptions } from '../retry';
 
 /** One data key of a data subject as it is stored: wrapped, never in plaintext. */
 export interface SubjectKeyRecord {

@@ -1,8 +1,8 @@
 import { FieldCipher, SUBJECT_VERSION, VERSION } from './fieldCipher';
-import type { Envelope } from './envelope';
-import { ConfigError } from './errors';
+import type { Envelope } from '../envelope';
+import { ConfigError } from '../errors';
 import { Keyring } from './keyring';
-import type { DeadLetter } from './sink';
+import type { DeadLetter } from '../sink';
 import { SubjectKeys } from './subjectKeys';
 
 export interface DeadLetterProtectorOptions {

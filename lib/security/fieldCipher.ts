@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomFillSync, type KeyObject } from 'node:crypto';
-import { ConfigError, TributaryError } from './errors';
+import { ConfigError, TributaryError } from '../errors';
 import type { Keyring } from './keyring';
 import type { SubjectKeys } from './subjectKeys';
 

@@ -1,6 +1,6 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ConfigError } from './errors';
+import { ConfigError } from '../errors';
 
 /** One secret of a keyring, as a provider hands it over. */
 export interface KeyMaterial {
