@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { generate } from '../../examples/bookings/generate';
 import { samplesDir } from '../../examples/bookings/paths';
 import { SAMPLE_VENDORS } from '../../examples/bookings/pipeline';
 import { tempDir, until } from '../helpers';
@@ -235,6 +236,44 @@ describe('tributary (the command line)', function () {
         expect(missing.code).to.equal(2);
         expectOneLine(missing.stderr);
         expect(missing.stderr).to.contain('no such file or directory');
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('ingest stopped by SIGTERM mid-way: exits 0 with what it stored, and the store holds exactly that', async function () {
+      this.timeout(300_000);
+      const dir = tempDir();
+      try {
+        // 20 files of 25,000 bookings (distinct numbers): a line on stderr as each is read,
+        // so the signal comes while most are still to read.
+        const FILES = 20;
+        const PER_FILE = 25_000;
+        const vendorDir = join(dir.path, 'globetrek');
+        mkdirSync(vendorDir);
+        for (let i = 0; i < FILES; i++) {
+          await generate({ vendor: 'globetrek', records: PER_FILE, start: i * PER_FILE + 1, out: join(vendorDir, `part-${String(i).padStart(2, '0')}.ndjson`) });
+        }
+        const env: Record<string, string | undefined> = { ...process.env, ...CLEAN, TRIBUTARY_PATH: join(dir.path, 'store') };
+        for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+        const child = spawn(process.execPath, [BIN, 'ingest', vendorDir], { env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+        await until(() => (stderr.match(/records/g) ?? []).length >= 2 || child.exitCode !== null, 240_000, 'two files read');
+        child.kill('SIGTERM');
+        expect(await exited, stderr).to.equal(0);
+        const summary = /^([\d,]+) records read from [\d,]+ files? in [\d.]+ s: ([\d,]+) written to bookings, ([\d,]+) dead-lettered \(store /.exec(stdout);
+        expect(summary, stdout).to.not.equal(null);
+        const [read, written, deadLettered] = summary!.slice(1, 4).map((n) => Number(n.replace(/,/g, '')));
+        expect(read, 'stopped before the end').to.be.within(1, FILES * PER_FILE - 1);
+        expect(written).to.equal(read);
+        expect(deadLettered).to.equal(0);
+        // Every booking number distinct: a plain count() is what was stored, once each.
+        const count = await tributary(['query', '--format', 'TSV', 'SELECT count(), uniqExact(booking_id) FROM bookings'], { env: { ...CLEAN, TRIBUTARY_PATH: join(dir.path, 'store') } });
+        expect(count.stdout.trim().split(/\s+/).map(Number)).to.deep.equal([written, written]);
       } finally {
         dir.remove();
       }
