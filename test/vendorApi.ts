@@ -34,7 +34,21 @@ export interface VendorFaults {
   renameAfter?: number;
   /** Pages (by number, or by offset ÷ limit + 1) answered 404, permanently. */
   missingPages?: readonly number[];
+  /** Pages answered 200 with a damaged body, the first `times` times they are asked for (Infinity: always). */
+  corruptPages?: ReadonlyMap<number, { kind: Corruption; times: number }>;
+  /** Items (by number, 1-based) whose `guest` is nested deeper than any limit, or longer than 1 MiB. */
+  hostileItems?: ReadonlyMap<number, 'deep' | 'huge'>;
 }
+
+/** The body with bytes that are not UTF-8 inside its first string value (where a lenient decoder would hide them as U+FFFD). */
+function withInvalidUtf8(body: Buffer): Buffer {
+  const at = body.indexOf('"guest":"');
+  const cut = at < 0 ? 9 : at + '"guest":"'.length;
+  return Buffer.concat([body.subarray(0, cut), Buffer.from([0xff, 0xfe, 0xc3]), body.subarray(cut)]);
+}
+
+/** How a page's body is damaged: cut mid-way, bytes that are not UTF-8 inside a string, HTML from a proxy, or JSON without the record array. */
+export type Corruption = 'truncated' | 'invalid-utf8' | 'html' | 'no-array';
 
 /** After every `every` answered requests, the next `count` are refused with a `Retry-After`. */
 export interface Burst {
@@ -49,8 +63,10 @@ export interface ServedRequest {
   status: number;
   /** Requests being answered at this one's start, this one included. */
   concurrent: number;
-  /** Items in the answer's data (200 answers only). */
+  /** Items in the answer's data (200 answers only; 0 for a damaged one). */
   items?: number;
+  /** Set when the answer's body was damaged. */
+  corrupted?: Corruption;
 }
 
 const BASE_TIME = Date.parse('2026-01-01T00:00:00Z');
@@ -66,6 +82,8 @@ export class VendorApi {
   /** Per burst status: answers since the last burst, and refusals left in the current one. */
   #bursts = { 429: { since: 0, left: 0 }, 503: { since: 0, left: 0 } };
   #clock = 0;
+  /** Damaged answers given per page so far. */
+  #corrupted = new Map<number, number>();
 
   constructor(count: number, faults: VendorFaults = {}) {
     this.faults = faults;
@@ -78,6 +96,9 @@ export class VendorApi {
     const item: Item = { id: `BK-${String(n).padStart(6, '0')}`, updated_at: this.#tick(), guest: `guest ${n}` };
     if (this.faults.renameAfter !== undefined && n > this.faults.renameAfter) item.amount = n * 1.5;
     else item.price = n * 1.5;
+    const hostile = this.faults.hostileItems?.get(n);
+    if (hostile === 'deep') (item as unknown as { guest: unknown }).guest = JSON.parse('['.repeat(200) + ']'.repeat(200));
+    if (hostile === 'huge') item.guest = 'g'.repeat(1024 * 1024 + 1);
     this.items.push(item);
     return item;
   }
@@ -158,6 +179,23 @@ export class VendorApi {
         }
       }
       entry.items = data.length;
+      const damage = this.faults.corruptPages?.get(page);
+      const given = this.#corrupted.get(page) ?? 0;
+      if (damage && given < damage.times) {
+        this.#corrupted.set(page, given + 1);
+        entry.items = 0;
+        entry.corrupted = damage.kind;
+        const whole = Buffer.from(JSON.stringify({ data, ...next }));
+        const body =
+          damage.kind === 'truncated' ? whole.subarray(0, Math.max(1, whole.length >> 1))
+          : damage.kind === 'invalid-utf8' ? withInvalidUtf8(whole)
+          : damage.kind === 'html' ? Buffer.from('<html><body>502 Bad Gateway</body></html>')
+          : Buffer.from(JSON.stringify({ data: { items: data }, ...next }));
+        this.#running--;
+        response.writeHead(200, { 'content-type': 'application/json', ...headers });
+        response.end(body);
+        return;
+      }
       answer(200, { data, ...next }, headers);
     });
     await new Promise<void>((resolve) => this.#server!.listen(0, '127.0.0.1', resolve));

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError, VendorApiError } from '../../lib/errors';
@@ -185,7 +186,7 @@ export function fromPoll(options: FromPollOptions): PollSource {
   let savedAt = Date.now();
   const tickets = new Map<Envelope<unknown>, PageTicket>();
 
-  async function fetchPage(url: URL, signal: AbortSignal): Promise<{ body: unknown; bytes: number; link: string | null }> {
+  async function fetchPage(url: URL, signal: AbortSignal): Promise<{ body: unknown; items: unknown[]; bytes: number; link: string | null }> {
     return retry(
       (attempt) =>
         limit.run(async () => {
@@ -198,7 +199,10 @@ export function fromPoll(options: FromPollOptions): PollSource {
             connected = false;
             throw new VendorApiError(`${url.href}: ${(cause as Error).message}`, 0, url.href, { cause });
           }
-          const text = await response.text();
+          const bytes = Buffer.from(await response.arrayBuffer());
+          // A lenient decoder would store bytes that are not UTF-8 as U+FFFD: refuse them.
+          const utf8 = isUtf8(bytes);
+          const text = bytes.toString('utf8');
           if (!response.ok) {
             const retryAfterMs = retryAfterOf(response.headers.get('retry-after'));
             const error = new VendorApiError(`${url.href} answered ${response.status}: ${text.slice(0, 200)}`, response.status, url.href, retryAfterMs === undefined ? {} : { retryAfterMs });
@@ -206,13 +210,17 @@ export function fromPoll(options: FromPollOptions): PollSource {
             throw error;
           }
           connected = true;
+          if (!utf8) throw new VendorApiError(`${url.href} answered with a body that is not UTF-8`, 0, url.href);
           let body: unknown;
           try {
             body = JSON.parse(text);
           } catch (cause) {
             throw new VendorApiError(`${url.href} answered with a body that is not JSON`, 0, url.href, { cause });
           }
-          return { body, bytes: Buffer.byteLength(text), link: response.headers.get('link') };
+          // A page without its record array is damaged like one that is not JSON: asked for again.
+          const items = recordsPath ? at(body, recordsPath) : Array.isArray(body) ? body : at(body, ['data']);
+          if (!Array.isArray(items)) throw new VendorApiError(`${url.href}: no record array at ${options.records ?? 'data'}`, 0, url.href);
+          return { body, items, bytes: bytes.length, link: response.headers.get('link') };
         }, signal),
       { ...retryOptions, signal },
     );
@@ -235,9 +243,7 @@ export function fromPoll(options: FromPollOptions): PollSource {
         url.searchParams.set(pagination.param, String(position));
       }
     }
-    const { body, bytes, link } = await fetchPage(url, signal);
-    const items = recordsPath ? at(body, recordsPath) : Array.isArray(body) ? body : at(body, ['data']);
-    if (!Array.isArray(items)) throw new VendorApiError(`${url.href}: no record array at ${options.records ?? 'data'}`, 0, url.href);
+    const { body, items, bytes, link } = await fetchPage(url, signal);
     let next: string | number | undefined;
     if (pagination.type === 'page') next = items.length < pagination.size ? undefined : (position as number) + 1;
     else if (pagination.type === 'offset') next = items.length < pagination.limit ? undefined : (position as number) + pagination.limit;
