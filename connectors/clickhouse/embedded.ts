@@ -1,8 +1,10 @@
 import { mkdirSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Session } from 'chdb';
 import { ConfigError } from '../../lib/errors';
 import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
+import { Fifos, openReadEnd, quoteString, releaseWriters, removeFifo, signalEnd } from './fifo';
 
 export interface EmbeddedClickHouseOptions {
   /**
@@ -32,8 +34,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   // Sessions on the same directory share the engine; each holds one stream at a time.
   // A stream runs beside inserts and queries on the other sessions, where a query through
   // `queryAsync` waits for the one before it: readers streaming a long result never hold up
-  // the sink.
-  const idleReaders: Session[] = [];
+  // the sink. A reader keeps the FIFO its queries write into (see `Fifos`).
+  const idleReaders: Reader[] = [];
+  const fifos = new Fifos();
   const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
@@ -42,6 +45,10 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     } catch (cause) {
       throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
     }
+  };
+  const retire = (reader: Reader) => {
+    reader.session.close();
+    if (reader.fifo !== undefined) removeFifo(reader.fifo);
   };
   const open = (): Session => (session ??= connect());
   return {
@@ -71,20 +78,81 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     },
     async *stream(sql, { format, params, signal }) {
       open();
-      const reader = idleReaders.pop() ?? connect();
+      const reader = idleReaders.pop() ?? { session: connect(), fifo: undefined };
       const bound = params !== undefined && Object.keys(params).length > 0;
       const framing = framingOf(format);
-      const whole = async (): Promise<Uint8Array> => {
-        try {
-          return (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
-        } catch (cause) {
-          throw errorOf(cause);
-        }
-      };
       // A session whose query failed or was abandoned can hand that query's output to the
       // next one it runs (seen after a result limit cut a JSON answer): only a session that
       // finished cleanly goes back to the pool.
       let reusable = false;
+      // What the engine writes into a FIFO (INTO OUTFILE) comes out faster than chunks of
+      // its streaming API, formatted as one output (one header). Not for: formats that frame
+      // the whole result (the engine closes them on an error, JSON with zero rows, Parquet
+      // with its footer, which would read as a whole answer up to the error appended to it;
+      // built whole, an error gets its own status); bound parameters (chdb runs every bound query of the process one after
+      // another, so a long read would hold up all the others, the query guard's included);
+      // Native (the endpoint rewrites it block by block for drivers, so it needs chunks that
+      // are whole blocks); and statements other than SELECT (SHOW and EXISTS take no INTO
+      // OUTFILE, EXPLAIN AST ignores it; their answers are small). The clause goes after
+      // the caller's whole query, which must not carry its own FORMAT or INTO OUTFILE: the
+      // engine refuses a second one as a syntax error, so nothing in the query can send
+      // the result elsewhere.
+      // (Which path a query takes is routing, not a lock: the query guard and readonly=1
+      // are the locks.)
+      const piped = framing !== 'whole' && !bound && format.toLowerCase() !== 'native' && /^[A-Za-z][A-Za-z0-9]*$/.test(format) && /^\s*(?:SELECT|WITH)\b/i.test(sql);
+      if (piped) reader.fifo ??= await fifos.make();
+      if (piped && reader.fifo !== undefined) {
+        const fifo = reader.fifo;
+        let socket: Socket | undefined;
+        let outcome: Promise<{ error?: unknown; inBand?: Uint8Array }> | undefined;
+        const cut = () => socket?.destroy();
+        try {
+          // The read end opens first, without waiting: the engine's open of the write end
+          // then returns at once.
+          socket = new Socket({ fd: await openReadEnd(fifo), readable: true, writable: false });
+          signal?.addEventListener('abort', cut, { once: true });
+          if (signal?.aborted) return;
+          outcome = reader.session.queryAsync(`${sql}\nINTO OUTFILE ${quoteString(fifo)} TRUNCATE FORMAT ${format}`, { format }).then(
+            (result) => ({ inBand: result.bytes() }),
+            (error: unknown) => ({ error }),
+          );
+          // A query that failed before it opened the FIFO never closes it: its end comes
+          // from here, after whatever it wrote.
+          void outcome.then(() => signalEnd(fifo));
+          try {
+            for await (const chunk of socket) yield chunk as Buffer;
+          } catch (cause) {
+            if (signal?.aborted) return;
+            throw errorOf(cause);
+          }
+          if (signal?.aborted) return;
+          const { error, inBand } = await outcome;
+          // An error after some bytes went out is raised after them, as from the stream.
+          if (error !== undefined) throw errorOf(error);
+          if (inBand !== undefined && inBand.length > 0) yield inBand;
+          reusable = true;
+        } finally {
+          signal?.removeEventListener('abort', cut);
+          socket?.destroy();
+          if (session && reusable) idleReaders.push(reader);
+          else if (outcome === undefined) retire(reader);
+          else {
+            // Abandoned or failed: the read end is closed, so the engine's next write fails
+            // (EPIPE) and the query ends; the FIFO goes once it has.
+            releaseWriters(fifo, outcome);
+            void outcome.then(() => retire(reader));
+          }
+        }
+        return;
+      }
+      const chdb = reader.session;
+      const whole = async (): Promise<Uint8Array> => {
+        try {
+          return (bound ? await chdb.queryBindAsync(sql, params, { format, signal }) : await chdb.queryAsync(sql, { format, signal })).bytes();
+        } catch (cause) {
+          throw errorOf(cause);
+        }
+      };
       try {
         if (framing === 'whole') {
           yield await whole();
@@ -95,7 +163,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         let iterator: AsyncIterator<{ raw(): Uint8Array }> | undefined;
         let first: IteratorResult<{ raw(): Uint8Array }> | undefined;
         try {
-          chunks = bound ? reader.queryStreamBind(sql, params, { format, signal }) : reader.queryStream(sql, { format, signal });
+          chunks = bound ? chdb.queryStreamBind(sql, params, { format, signal }) : chdb.queryStream(sql, { format, signal });
           iterator = chunks[Symbol.asyncIterator]();
           first = await iterator.next();
         } catch (cause) {
@@ -127,7 +195,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         }
       } finally {
         if (session && reusable) idleReaders.push(reader);
-        else reader.close();
+        else retire(reader);
       }
     },
     async insert(table, rows, settings) {
@@ -144,11 +212,18 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       return true;
     },
     async close() {
-      for (const reader of idleReaders.splice(0)) reader.close();
+      for (const reader of idleReaders.splice(0)) retire(reader);
       session?.close();
       session = undefined;
+      fifos.close();
     },
   };
+}
+
+/** A session for streamed reads, with the FIFO its reads write into once it has one. */
+interface Reader {
+  session: Session;
+  fifo: string | undefined;
 }
 
 /**
