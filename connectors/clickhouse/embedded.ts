@@ -86,25 +86,29 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       // finished cleanly goes back to the pool.
       let reusable = false;
       // What the engine writes into a FIFO (INTO OUTFILE) comes out faster than chunks of
-      // its streaming API, formatted as one output (one header). Not for: formats that frame
-      // the whole result (the engine closes them on an error, JSON with zero rows, Parquet
-      // with its footer, which would read as a whole answer up to the error appended to it;
-      // built whole, an error gets its own status); bound parameters (chdb runs every bound query of the process one after
-      // another, so a long read would hold up all the others, the query guard's included);
-      // Native (the endpoint rewrites it block by block for drivers, so it needs chunks that
-      // are whole blocks); and statements other than SELECT (SHOW and EXISTS take no INTO
-      // OUTFILE, EXPLAIN AST ignores it; their answers are small). The clause goes after
-      // the caller's whole query, which must not carry its own FORMAT or INTO OUTFILE: the
-      // engine refuses a second one as a syntax error, so nothing in the query can send
-      // the result elsewhere.
-      // (Which path a query takes is routing, not a lock: the query guard and readonly=1
-      // are the locks.)
-      const piped = framing !== 'whole' && !bound && format.toLowerCase() !== 'native' && /^[A-Za-z][A-Za-z0-9]*$/.test(format) && /^\s*(?:SELECT|WITH)\b/i.test(sql);
+      // its streaming API. Only for:
+      // - plain row formats: the engine writes a format's header and closes its framing
+      //   even when the query fails (a header alone, JSON with zero rows, Parquet with its
+      //   footer), so a failed query would start a 200 answer that reads as whole up to the
+      //   error after it, where on the other paths an error before the first row gets its
+      //   own status;
+      // - no bound parameters: chdb runs the bound queries of the whole process one after
+      //   another, so a long read would hold up every other, the query guard's included;
+      // - not Native: the endpoint rewrites it block by block for drivers, so it needs
+      //   chunks that are whole blocks;
+      // - SELECTs: SHOW and EXISTS take no INTO OUTFILE, EXPLAIN AST ignores it, and their
+      //   answers are small.
+      // The clause goes after the caller's whole query, which must not carry its own FORMAT
+      // or INTO OUTFILE: the engine refuses a second one as a syntax error, so nothing in the
+      // query can send the result elsewhere. Which path a query takes is routing, not a
+      // lock: the query guard and readonly=1 are the locks.
+      const piped = framing === 'rows' && !bound && format.toLowerCase() !== 'native' && /^[A-Za-z][A-Za-z0-9]*$/.test(format) && /^\s*(?:SELECT|WITH)\b/i.test(sql);
       if (piped) reader.fifo ??= await fifos.make();
       if (piped && reader.fifo !== undefined) {
         const fifo = reader.fifo;
         let socket: Socket | undefined;
         let outcome: Promise<{ error?: unknown; inBand?: Uint8Array }> | undefined;
+        let text = '';
         const cut = () => socket?.destroy();
         try {
           // The read end opens first, without waiting: the engine's open of the write end
@@ -112,7 +116,8 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           socket = new Socket({ fd: await openReadEnd(fifo), readable: true, writable: false });
           signal?.addEventListener('abort', cut, { once: true });
           if (signal?.aborted) return;
-          outcome = reader.session.queryAsync(`${sql}\nINTO OUTFILE ${quoteString(fifo)} TRUNCATE FORMAT ${format}`, { format }).then(
+          text = `${sql}\nINTO OUTFILE ${quoteString(fifo)} TRUNCATE FORMAT ${format}`;
+          outcome = reader.session.queryAsync(text, { format }).then(
             (result) => ({ inBand: result.bytes() }),
             (error: unknown) => ({ error }),
           );
@@ -137,10 +142,26 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           if (session && reusable) idleReaders.push(reader);
           else if (outcome === undefined) retire(reader);
           else {
-            // Abandoned or failed: the read end is closed, so the engine's next write fails
-            // (EPIPE) and the query ends; the FIFO goes once it has.
+            // Abandoned or failed. The engine goes on computing a result nobody reads (its
+            // writes to a FIFO without a reader fail, but do not stop the query): it is
+            // killed, found by its text, which holds the FIFO's random name. Until it ends,
+            // a writer opening the FIFO late is let through (see `releaseWriters`); the FIFO
+            // goes once the query has ended.
+            let ended = false;
+            void outcome.then(() => {
+              ended = true;
+              retire(reader);
+            });
             releaseWriters(fifo, outcome);
-            void outcome.then(() => retire(reader));
+            void (async () => {
+              // Again until it ends: a query aborted at once may not be known to the engine yet.
+              while (!ended) {
+                await open()
+                  .queryAsync(`KILL QUERY WHERE query = ${quoteString(text)} ASYNC`, { format: 'TSV' })
+                  .catch(() => undefined);
+                await Promise.race([outcome, new Promise((resolve) => setTimeout(resolve, 200).unref())]);
+              }
+            })();
           }
         }
         return;
