@@ -79,6 +79,8 @@ describe('analyst endpoint against hostile queries', function () {
     for (const [query, expected] of [
       [`SELECT count() FROM ${table}`, '3\n'],
       [`-- a comment first\nSELECT sum(id) FROM ${table}`, '6\n'],
+      [`SELECT sum(id) FROM ${table} -- a comment last`, '6\n'],
+      [`SELECT ' INTO OUTFILE ''out.tsv'' FORMAT TSV --' AS s`, " INTO OUTFILE \\'out.tsv\\' FORMAT TSV --\n"],
       [`WITH t AS (SELECT id FROM ${table}) SELECT max(id) FROM t`, '3\n'],
       [`SELECT count() FROM ${view} AS v JOIN ${table} AS t ON v.id = t.id`, '3\n'],
       [`SELECT count() FROM ${table} WHERE id IN (SELECT id FROM ${view})`, '3\n'],
@@ -186,6 +188,14 @@ describe('analyst endpoint against hostile queries', function () {
       `SELECT * FROM ${table} INTO OUTFILE '${out('format.tsv')}' FORMAT TSV`,
       `SELECT * FROM ${table} INTO OUTFILE '${out('compressed.gz')}' COMPRESSION 'gzip'`,
       `EXPLAIN SELECT 1 INTO OUTFILE '${out('explain.tsv')}'`,
+      // The endpoint's own reads end in an INTO OUTFILE of its FIFO, after the query it
+      // wraps: breaking out of that wrapping, or bringing a clause of one's own, does not
+      // reach it.
+      `SELECT * FROM ${table}) INTO OUTFILE '${out('break-out.tsv')}' --`,
+      `SELECT * FROM ${table}) SETTINGS readonly = 0 --`,
+      `SELECT * FROM ${table} FORMAT TSV INTO OUTFILE '${out('after-format.tsv')}'`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('with-format.tsv')}' TRUNCATE FORMAT RowBinary`,
+      `SELECT * FROM ${table} /*`,
       `DROP TABLE ${table}`,
       `TRUNCATE TABLE ${table}`,
       `ALTER TABLE ${table} DELETE WHERE 1`,
@@ -232,6 +242,14 @@ describe('analyst endpoint against hostile queries', function () {
     for (const statement of [`INSERT INTO ${table} SELECT 9, 'x'`, `INSERT INTO FUNCTION file('${join(scratch.path, 'x.tsv')}') SELECT 1`]) {
       const error = await testClickHouse().exec(`${statement} SETTINGS ${settings}`).catch((e: unknown) => e);
       expect((error as { clickhouseCode?: number }).clickhouseCode, statement).to.equal(164);
+    }
+    // Nor can a query that carries its own INTO OUTFILE or FORMAT send its rows anywhere but
+    // the store's FIFO: the engine refuses the second clause the store adds.
+    for (const query of [`SELECT * FROM ${table} INTO OUTFILE '${join(scratch.path, 'own.tsv')}'`, `SELECT * FROM ${table} FORMAT JSON`]) {
+      const error = await (async () => {
+        for await (const chunk of testClickHouse().stream(`${query} SETTINGS ${settings}`, { format: 'TSV' })) void chunk;
+      })().catch((e: unknown) => e);
+      expect((error as { clickhouseCode?: number }).clickhouseCode, query).to.equal(62);
     }
     expect(connections).to.deep.equal([]);
     expect(readdirSync(scratch.path)).to.deep.equal([]);
