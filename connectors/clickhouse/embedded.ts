@@ -1,10 +1,8 @@
 import { mkdirSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Session } from 'chdb';
 import { ConfigError } from '../../lib/errors';
 import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
-import { Fifos, openReadEnd, quoteString, releaseWriters, removeFifo, signalEnd } from './fifo';
 
 export interface EmbeddedClickHouseOptions {
   /**
@@ -34,9 +32,8 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   // Sessions on the same directory share the engine; each holds one stream at a time.
   // A stream runs beside inserts and queries on the other sessions, where a query through
   // `queryAsync` waits for the one before it: readers streaming a long result never hold up
-  // the sink. A reader keeps the FIFO its queries write into (see `Fifos`).
-  const idleReaders: Reader[] = [];
-  const fifos = new Fifos();
+  // the sink.
+  const idleReaders: Session[] = [];
   const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
@@ -45,10 +42,6 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     } catch (cause) {
       throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
     }
-  };
-  const retire = (reader: Reader) => {
-    reader.session.close();
-    if (reader.fifo !== undefined) removeFifo(reader.fifo);
   };
   const open = (): Session => (session ??= connect());
   return {
@@ -78,102 +71,20 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     },
     async *stream(sql, { format, params, signal }) {
       open();
-      const reader = idleReaders.pop() ?? { session: connect(), fifo: undefined };
+      const reader = idleReaders.pop() ?? connect();
       const bound = params !== undefined && Object.keys(params).length > 0;
       const framing = framingOf(format);
-      // A session whose query failed or was abandoned can hand that query's output to the
-      // next one it runs (seen after a result limit cut a JSON answer): only a session that
-      // finished cleanly goes back to the pool.
-      let reusable = false;
-      // What the engine writes into a FIFO (INTO OUTFILE) comes out faster than chunks of
-      // its streaming API. Only for:
-      // - plain row formats: the engine writes a format's header and closes its framing
-      //   even when the query fails (a header alone, JSON with zero rows, Parquet with its
-      //   footer), so a failed query would start a 200 answer that reads as whole up to the
-      //   error after it, where on the other paths an error before the first row gets its
-      //   own status;
-      // - no bound parameters: chdb runs the bound queries of the whole process one after
-      //   another, so a long read would hold up every other, the query guard's included;
-      // - not Native: the endpoint rewrites it block by block for drivers, so it needs
-      //   chunks that are whole blocks;
-      // - SELECTs: SHOW and EXISTS take no INTO OUTFILE, EXPLAIN AST ignores it, and their
-      //   answers are small.
-      // The clause goes after the caller's whole query, which must not carry its own FORMAT
-      // or INTO OUTFILE: the engine refuses a second one as a syntax error, so nothing in the
-      // query can send the result elsewhere. Which path a query takes is routing, not a
-      // lock: the query guard and readonly=1 are the locks.
-      const piped = framing === 'rows' && !bound && format.toLowerCase() !== 'native' && /^[A-Za-z][A-Za-z0-9]*$/.test(format) && /^\s*(?:SELECT|WITH)\b/i.test(sql);
-      if (piped) reader.fifo ??= await fifos.make();
-      if (piped && reader.fifo !== undefined) {
-        const fifo = reader.fifo;
-        let socket: Socket | undefined;
-        let outcome: Promise<{ error?: unknown; inBand?: Uint8Array }> | undefined;
-        let text = '';
-        const cut = () => socket?.destroy();
-        try {
-          // The read end opens first, without waiting: the engine's open of the write end
-          // then returns at once.
-          socket = new Socket({ fd: await openReadEnd(fifo), readable: true, writable: false });
-          signal?.addEventListener('abort', cut, { once: true });
-          if (signal?.aborted) return;
-          text = `${sql}\nINTO OUTFILE ${quoteString(fifo)} TRUNCATE FORMAT ${format}`;
-          outcome = reader.session.queryAsync(text, { format }).then(
-            (result) => ({ inBand: result.bytes() }),
-            (error: unknown) => ({ error }),
-          );
-          // A query that failed before it opened the FIFO never closes it: its end comes
-          // from here, after whatever it wrote.
-          void outcome.then(() => signalEnd(fifo));
-          try {
-            for await (const chunk of socket) yield chunk as Buffer;
-          } catch (cause) {
-            if (signal?.aborted) return;
-            throw errorOf(cause);
-          }
-          if (signal?.aborted) return;
-          const { error, inBand } = await outcome;
-          // An error after some bytes went out is raised after them, as from the stream.
-          if (error !== undefined) throw errorOf(error);
-          if (inBand !== undefined && inBand.length > 0) yield inBand;
-          reusable = true;
-        } finally {
-          signal?.removeEventListener('abort', cut);
-          socket?.destroy();
-          if (session && reusable) idleReaders.push(reader);
-          else if (outcome === undefined) retire(reader);
-          else {
-            // Abandoned or failed. The engine goes on computing a result nobody reads (its
-            // writes to a FIFO without a reader fail, but do not stop the query): it is
-            // killed, found by its text, which holds the FIFO's random name. Until it ends,
-            // a writer opening the FIFO late is let through (see `releaseWriters`); the FIFO
-            // goes once the query has ended.
-            let ended = false;
-            void outcome.then(() => {
-              ended = true;
-              retire(reader);
-            });
-            releaseWriters(fifo, outcome);
-            void (async () => {
-              // Again until it ends: a query aborted at once may not be known to the engine yet.
-              while (!ended) {
-                await open()
-                  .queryAsync(`KILL QUERY WHERE query = ${quoteString(text)} ASYNC`, { format: 'TSV' })
-                  .catch(() => undefined);
-                await Promise.race([outcome, new Promise((resolve) => setTimeout(resolve, 200).unref())]);
-              }
-            })();
-          }
-        }
-        return;
-      }
-      const chdb = reader.session;
       const whole = async (): Promise<Uint8Array> => {
         try {
-          return (bound ? await chdb.queryBindAsync(sql, params, { format, signal }) : await chdb.queryAsync(sql, { format, signal })).bytes();
+          return (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
         } catch (cause) {
           throw errorOf(cause);
         }
       };
+      // A session whose query failed or was abandoned can hand that query's output to the
+      // next one it runs (seen after a result limit cut a JSON answer): only a session that
+      // finished cleanly goes back to the pool.
+      let reusable = false;
       try {
         if (framing === 'whole') {
           yield await whole();
@@ -184,7 +95,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         let iterator: AsyncIterator<{ raw(): Uint8Array }> | undefined;
         let first: IteratorResult<{ raw(): Uint8Array }> | undefined;
         try {
-          chunks = bound ? chdb.queryStreamBind(sql, params, { format, signal }) : chdb.queryStream(sql, { format, signal });
+          chunks = bound ? reader.queryStreamBind(sql, params, { format, signal }) : reader.queryStream(sql, { format, signal });
           iterator = chunks[Symbol.asyncIterator]();
           first = await iterator.next();
         } catch (cause) {
@@ -216,7 +127,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         }
       } finally {
         if (session && reusable) idleReaders.push(reader);
-        else retire(reader);
+        else reader.close();
       }
     },
     async insert(table, rows, settings) {
@@ -233,18 +144,11 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       return true;
     },
     async close() {
-      for (const reader of idleReaders.splice(0)) retire(reader);
+      for (const reader of idleReaders.splice(0)) reader.close();
       session?.close();
       session = undefined;
-      fifos.close();
     },
   };
-}
-
-/** A session for streamed reads, with the FIFO its reads write into once it has one. */
-interface Reader {
-  session: Session;
-  fifo: string | undefined;
 }
 
 /**
