@@ -79,6 +79,8 @@ describe('analyst endpoint against hostile queries', function () {
     for (const [query, expected] of [
       [`SELECT count() FROM ${table}`, '3\n'],
       [`-- a comment first\nSELECT sum(id) FROM ${table}`, '6\n'],
+      [`SELECT sum(id) FROM ${table} -- a comment last`, '6\n'],
+      [`SELECT ' INTO OUTFILE ''out.tsv'' FORMAT TSV --' AS s`, " INTO OUTFILE \\'out.tsv\\' FORMAT TSV --\n"],
       [`WITH t AS (SELECT id FROM ${table}) SELECT max(id) FROM t`, '3\n'],
       [`SELECT count() FROM ${view} AS v JOIN ${table} AS t ON v.id = t.id`, '3\n'],
       [`SELECT count() FROM ${table} WHERE id IN (SELECT id FROM ${view})`, '3\n'],
@@ -186,6 +188,13 @@ describe('analyst endpoint against hostile queries', function () {
       `SELECT * FROM ${table} INTO OUTFILE '${out('format.tsv')}' FORMAT TSV`,
       `SELECT * FROM ${table} INTO OUTFILE '${out('compressed.gz')}' COMPRESSION 'gzip'`,
       `EXPLAIN SELECT 1 INTO OUTFILE '${out('explain.tsv')}'`,
+      // The endpoint wraps the query (`SELECT * FROM (<query>) SETTINGS …`): breaking out
+      // of the wrapping, or leaving a comment open over what follows it, does not reach past it.
+      `SELECT * FROM ${table}) INTO OUTFILE '${out('break-out.tsv')}' --`,
+      `SELECT * FROM ${table}) SETTINGS readonly = 0 --`,
+      `SELECT * FROM ${table} FORMAT TSV INTO OUTFILE '${out('after-format.tsv')}'`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('with-format.tsv')}' TRUNCATE FORMAT RowBinary`,
+      `SELECT * FROM ${table} /*`,
       `DROP TABLE ${table}`,
       `TRUNCATE TABLE ${table}`,
       `ALTER TABLE ${table} DELETE WHERE 1`,
