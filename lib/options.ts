@@ -17,6 +17,13 @@ export function nonNegativeInteger(value: number | undefined, fallback: number, 
   return integerAtLeast(value, fallback, name, 0);
 }
 
+/** `value` (or `fallback` when it is not given), which must be an integer from `min` to `max`. */
+export function integerInRange(value: number | undefined, fallback: number, name: string, min: number, max: number): number {
+  const resolved = value ?? fallback;
+  if (!Number.isInteger(resolved) || resolved < min || resolved > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got ${value}`);
+  return resolved;
+}
+
 /** A TCP port to listen on, `value` or `fallback` (0: any free port). */
 export function portOption(value: number | undefined, fallback: number, name = 'port'): number {
   const resolved = value ?? fallback;

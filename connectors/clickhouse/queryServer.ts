@@ -6,6 +6,7 @@ import { createGunzip, createGzip, createInflate, type Gzip } from 'node:zlib';
 import { AccessControl, bearerToken } from '../../lib/security/access';
 import type { AuditLog } from '../../lib/security/audit';
 import { ConfigError } from '../../lib/errors';
+import { integerInRange, positiveInteger } from '../../lib/options';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
 import { framingOf } from './embedded';
@@ -230,20 +231,19 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   if (typeof permission !== 'string' || permission === '') throw new ConfigError(`permission must be a non-empty string, got ${JSON.stringify(options.permission)}`);
   const serverTables = options.tables === undefined ? undefined : tableMatcher(options.tables, 'tables');
   const limits: Required<QueryLimits> = {
-    maxExecutionTimeS: positive(options.limits?.maxExecutionTimeS, DEFAULT_QUERY_LIMITS.maxExecutionTimeS, 'limits.maxExecutionTimeS'),
-    maxResultRows: positive(options.limits?.maxResultRows, DEFAULT_QUERY_LIMITS.maxResultRows, 'limits.maxResultRows'),
-    maxResultBytes: positive(options.limits?.maxResultBytes, DEFAULT_QUERY_LIMITS.maxResultBytes, 'limits.maxResultBytes'),
-    maxMemoryUsage: positive(options.limits?.maxMemoryUsage, DEFAULT_QUERY_LIMITS.maxMemoryUsage, 'limits.maxMemoryUsage'),
-    maxThreads: positive(options.limits?.maxThreads, DEFAULT_QUERY_LIMITS.maxThreads, 'limits.maxThreads'),
+    maxExecutionTimeS: positiveInteger(options.limits?.maxExecutionTimeS, DEFAULT_QUERY_LIMITS.maxExecutionTimeS, 'limits.maxExecutionTimeS'),
+    maxResultRows: positiveInteger(options.limits?.maxResultRows, DEFAULT_QUERY_LIMITS.maxResultRows, 'limits.maxResultRows'),
+    maxResultBytes: positiveInteger(options.limits?.maxResultBytes, DEFAULT_QUERY_LIMITS.maxResultBytes, 'limits.maxResultBytes'),
+    maxMemoryUsage: positiveInteger(options.limits?.maxMemoryUsage, DEFAULT_QUERY_LIMITS.maxMemoryUsage, 'limits.maxMemoryUsage'),
+    maxThreads: positiveInteger(options.limits?.maxThreads, DEFAULT_QUERY_LIMITS.maxThreads, 'limits.maxThreads'),
   };
-  const maxConcurrent = positive(options.maxConcurrentQueries, defaultConcurrency(), 'maxConcurrentQueries');
-  const maxQueued = positive(options.maxQueuedQueries, 64, 'maxQueuedQueries');
-  const readerPriority = options.readerPriority ?? 10;
-  if (!Number.isInteger(readerPriority) || readerPriority < 0 || readerPriority > 19) throw new ConfigError(`readerPriority must be an integer from 0 to 19, got ${options.readerPriority}`);
-  const maxBuffered = positive(options.maxBufferedResultBytes, 256 * 1024 * 1024, 'maxBufferedResultBytes');
-  const maxQueryBytes = positive(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
-  const requestTimeoutMs = positive(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
-  const maxFailedAuth = positive(options.maxFailedAuthPerMinute, 20, 'maxFailedAuthPerMinute');
+  const maxConcurrent = positiveInteger(options.maxConcurrentQueries, defaultConcurrency(), 'maxConcurrentQueries');
+  const maxQueued = positiveInteger(options.maxQueuedQueries, 64, 'maxQueuedQueries');
+  const readerPriority = integerInRange(options.readerPriority, 10, 'readerPriority', 0, 19);
+  const maxBuffered = positiveInteger(options.maxBufferedResultBytes, 256 * 1024 * 1024, 'maxBufferedResultBytes');
+  const maxQueryBytes = positiveInteger(options.maxQueryBytes, 1024 * 1024, 'maxQueryBytes');
+  const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
+  const maxFailedAuth = positiveInteger(options.maxFailedAuthPerMinute, 20, 'maxFailedAuthPerMinute');
   const client = options.client;
 
   // Which tables the default policy admits: the default database less the bookkeeping,
@@ -521,12 +521,6 @@ function unescapeParam(value: string): string {
 function defaultConcurrency(): number {
   const pool = Number(process.env.UV_THREADPOOL_SIZE);
   return Math.max(1, (Number.isInteger(pool) && pool > 0 ? pool : 4) - 2);
-}
-
-function positive(value: number | undefined, fallback: number, option: string): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`${option} must be an integer >= 1, got ${value}`);
-  return value;
 }
 
 function header(request: IncomingMessage, name: string): string | undefined {

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError } from '../../lib/errors';
-import { integerAtLeast, nonNegativeInteger, portOption, positiveInteger } from '../../lib/options';
+import { integerAtLeast, integerInRange, nonNegativeInteger, portOption, positiveInteger } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 
 /** Which settles first: `promise`, or a 10 s timer (far past anything here that works). */
@@ -52,6 +52,15 @@ describe('lib/options: integerAtLeast and portOption', () => {
     expect(() => integerAtLeast(999, 86_400_000, 'ttlMs', 1000)).to.throw(ConfigError, 'ttlMs must be an integer >= 1000, got 999');
     expect(() => integerAtLeast(1000.5, 1, 'ttlMs', 1000)).to.throw(ConfigError, 'ttlMs must be an integer >= 1000, got 1000.5');
     expect(() => integerAtLeast(undefined, NaN, 'days', 1)).to.throw(ConfigError, 'days must be an integer >= 1, got undefined');
+  });
+
+  it('takes an integer in a range, its ends included', () => {
+    expect(integerInRange(undefined, 10, 'readerPriority', 0, 19)).to.equal(10);
+    expect(integerInRange(0, 10, 'readerPriority', 0, 19)).to.equal(0);
+    expect(integerInRange(19, 10, 'readerPriority', 0, 19)).to.equal(19);
+    expect(() => integerInRange(20, 10, 'readerPriority', 0, 19)).to.throw(ConfigError, 'readerPriority must be an integer from 0 to 19, got 20');
+    expect(() => integerInRange(-1, 10, 'readerPriority', 0, 19)).to.throw(ConfigError, 'readerPriority must be an integer from 0 to 19, got -1');
+    expect(() => integerInRange(1.5, 10, 'readerPriority', 0, 19)).to.throw(ConfigError, 'readerPriority must be an integer from 0 to 19, got 1.5');
   });
 
   it('takes ports 0 to 65535', () => {
