@@ -2,10 +2,11 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { createGunzip, createGzip, createInflate, type Gzip } from 'node:zlib';
+import { createGzip, type Gzip } from 'node:zlib';
 import { AccessControl, bearerToken } from '../../lib/security/access';
 import type { AuditLog } from '../../lib/security/audit';
 import { ConfigError } from '../../lib/errors';
+import { readBody } from '../../lib/http';
 import { integerInRange, positiveInteger } from '../../lib/options';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
@@ -310,7 +311,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       if (who.outcome === 'FORBIDDEN') return reply(response, 403, 497, `Code: 497. DB::Exception: ${who.reason}. (ACCESS_DENIED)\n`);
       return reply(response, 403, 516, `Code: 516. DB::Exception: ${who.reason}. (AUTHENTICATION_FAILED)\n`);
     }
-    const body = await readBody(request, maxQueryBytes);
+    const body = await queryBody(request, maxQueryBytes);
     const given = url.searchParams.get('query');
     const query = given && body ? `${given}\n${body}` : (given ?? body);
     if (query.trim() === '') {
@@ -538,25 +539,12 @@ function digest(key: string): Buffer {
 }
 
 /** The request body as text, decompressed per Content-Encoding, refused past `limit` bytes. */
-async function readBody(request: IncomingMessage, limit: number): Promise<string> {
-  const encoding = String(request.headers['content-encoding'] ?? '').toLowerCase();
-  let stream: AsyncIterable<Buffer> = request;
-  if (encoding === 'gzip') stream = request.pipe(createGunzip());
-  else if (encoding === 'deflate') stream = request.pipe(createInflate());
-  else if (encoding !== '' && encoding !== 'identity') throw new QueryError(48, `Unknown Content-Encoding ${encoding}. (NOT_IMPLEMENTED)`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  try {
-    for await (const chunk of stream) {
-      size += chunk.length;
-      if (size > limit) throw new QueryError(229, `query is longer than ${limit} bytes. (QUERY_IS_TOO_LARGE)`);
-      chunks.push(chunk);
-    }
-  } catch (error) {
-    if (error instanceof QueryError) throw error;
-    throw new QueryError(27, `cannot read the request body: ${(error as Error).message}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)`);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+async function queryBody(request: IncomingMessage, limit: number): Promise<string> {
+  const body = await readBody(request, { limit, decompress: true });
+  if (body === 'tooLarge') throw new QueryError(229, `query is longer than ${limit} bytes. (QUERY_IS_TOO_LARGE)`);
+  if (body === 'unsupportedEncoding') throw new QueryError(48, `Unknown Content-Encoding ${String(request.headers['content-encoding']).toLowerCase()}. (NOT_IMPLEMENTED)`);
+  if (typeof body === 'string') throw new QueryError(27, `cannot read the request body: ${body === 'corrupt' ? 'it does not decompress' : 'the client went away'}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)`);
+  return body.toString('utf8');
 }
 
 function reply(response: ServerResponse, status: number, code: number, text: string): void {

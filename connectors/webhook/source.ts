@@ -8,6 +8,7 @@ import { presentedKey, type AccessControl, type AccessDecision } from '../../lib
 import { AuditLog } from '../../lib/security/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
+import { readBody } from '../../lib/http';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
 import { portOption, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
@@ -420,9 +421,11 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     // The body is read and its signature checked before any credit is taken: a sender
     // with a key but not the secret holds only its own per-key share, never the budget
     // that signed requests need.
-    const body = await readBody(request, maxBodyBytes, bodyTimeoutMs, stats);
+    const body = await readBody(request, { limit: maxBodyBytes, timeoutMs: bodyTimeoutMs, onBytes: (n) => (stats.bodyBytesRead += n) });
     if (body === 'gone') return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
     if (body === 'tooLarge') return tooLarge();
+    // Bodies are signed and read as sent: a compressed one is refused before it is read.
+    if (body === 'unsupportedEncoding' || body === 'corrupt') return refuseAndClose(request, response, 415, 'UNSUPPORTED_ENCODING', 'bodies are sent without Content-Encoding');
     if (body === 'timeout') {
       recordDenial(caller, 408, 'BODY_TIMEOUT');
       return refuseAndClose(request, response, 408, 'BODY_TIMEOUT', `the body must arrive within ${bodyTimeoutMs} ms`);
@@ -520,41 +523,6 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
     },
   };
-}
-
-/**
- * The body, or why there is none: `tooLarge` once it grows past `limit` (reading stops and
- * what was read is dropped), `timeout` when it has not ended within `timeoutMs`, `gone` when
- * the sender went away before the end.
- */
-function readBody(request: IncomingMessage, limit: number, timeoutMs: number, stats: WebhookStats): Promise<Buffer | 'tooLarge' | 'timeout' | 'gone'> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    let done = false;
-    const finish = (result: Buffer | 'tooLarge' | 'timeout' | 'gone') => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      // Only a body cut short leaves data to come: stop taking it.
-      if (typeof result === 'string') request.off('data', onData);
-      chunks.length = 0;
-      resolve(result);
-    };
-    const onData = (chunk: Buffer) => {
-      stats.bodyBytesRead += chunk.length;
-      length += chunk.length;
-      if (length > limit) finish('tooLarge');
-      else chunks.push(chunk);
-    };
-    const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
-    // A sender that disconnects mid-body ends neither with 'end' nor always with 'error'.
-    const onClose = () => finish('gone');
-    const timer = setTimeout(() => finish('timeout'), timeoutMs);
-    request.on('data', onData);
-    request.on('end', onEnd);
-    request.on('close', onClose);
-  });
 }
 
 /** The records of a JSON body: the elements of an array, or the one value; `undefined` if it is not JSON. */

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { gzipSync } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -201,6 +202,9 @@ describe('fromWebhook', function () {
     const read = source.stats.bodyBytesRead - readBefore;
     expect(read, 'bytes read of the streamed body').to.be.within(64 * 1024, 64 * 1024 + 256 * 1024);
     expect(source.stats.refused).to.deep.equal({ TOO_LARGE: 2 });
+    // Bodies are signed and read as sent: a compressed one is refused, not misread.
+    const gzipped = await post(route, gzipSync('{"ref":"Z1"}'), { key: poster.token, secret: SECRET, id: 'gz1', headers: { 'content-encoding': 'gzip' } });
+    expect([gzipped.status, JSON.parse(gzipped.body).error]).to.deep.equal([415, 'UNSUPPORTED_ENCODING']);
     expect(pipeline!.stats.inFlightBytes).to.equal(0);
     // The limit is on bytes: a body of exactly the limit gets in.
     const exact = JSON.stringify([{ ref: 'E'.repeat(64 * 1024 - 12) }]);
