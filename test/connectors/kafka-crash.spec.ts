@@ -23,7 +23,14 @@ describe('fromKafka: kill -9 mid-batch and restart, against embedded ClickHouse'
     const work = tempDir();
     try {
       const total = 24_000;
-      await produce(brokers, topic, Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ id: i }) })));
+      const messages = Array.from({ length: total }, (_, i) => ({ key: String(i), value: JSON.stringify({ id: i }) }));
+      // A trickle through most of the rounds: batches reach the end of their partitions and
+      // are cut by time (maxWaitMs) wherever the trickle stands, short of their block of
+      // offsets, at places a replay reading what piled up since would not cut by itself.
+      // The source commits where each batch ends before writing it, and the replay cuts
+      // there again.
+      const trickle = produce(brokers, topic, messages, 9, 20);
+      trickle.catch(() => undefined);
       const groupId = `${topic}-group`;
       const chdb = join(work.path, 'chdb');
       const count = async () => JSON.parse((await run(process.execPath, [child, 'count', chdb])).stdout) as Record<string, number>;
@@ -32,10 +39,9 @@ describe('fromKafka: kill -9 mid-batch and restart, against embedded ClickHouse'
       let previousCommitted = 0;
       // Rounds whose kill left rows in ClickHouse past the committed offsets: the restart reads
       // them again, and only the insert token of the replayed batch keeps them from counting
-      // twice (the table is a plain MergeTree). Batches wait 5 ms and the in-flight budget
-      // (1700) is no multiple of the batch (500), so many are cut by time, short of their
-      // block of offsets, at places a replay would not cut by itself: the source commits
-      // where each batch ends before writing it, and the replay cuts there again.
+      // twice (the table is a plain MergeTree). Batches wait 5 ms, and the in-flight budget
+      // (1700) is no multiple of the batch (500), so a batch is also cut by time where the
+      // credit ran out.
       const batching = { BATCH_WAIT_MS: '5', IN_FLIGHT: '1700' };
       let replays = 0;
       for (let round = 1; round <= 10; round++) {
@@ -74,6 +80,7 @@ describe('fromKafka: kill -9 mid-batch and restart, against embedded ClickHouse'
       expect(midway.distinct).to.be.within(1, total - 1);
 
       // The last run reads to the end.
+      await trickle;
       const last = await run(process.execPath, [child, 'store', brokers.join(','), topic, groupId, chdb, '0', 'until-caught-up'], { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ...batching } });
       const stats = JSON.parse(last.stdout.trim().split('\n').pop()!) as { nacked: number };
       expect(stats.nacked).to.equal(0);
