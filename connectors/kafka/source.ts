@@ -287,15 +287,17 @@ class KafkaSource implements Source<Uint8Array> {
     if (replayed && this.#stopping && compareCuts(replayed, last) !== 0) return false;
     if (tracker.retired) return false;
     const version = tracker.addCut(last);
-    for (let attempt = 0; tracker.cutsCommitted < version; attempt++) {
-      if (tracker.retired || (this.#stopping && attempt > 0)) return false;
+    for (let failures = 0; tracker.cutsCommitted < version; ) {
+      if (tracker.retired) return false;
       if (this.#committing) {
         await this.#committing;
         continue;
       }
       await this.#flushCommits();
-      // Refused or failed: the next round tries again (the coordinator may be moving).
-      if (tracker.cutsCommitted < version && !tracker.retired) await sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)));
+      if (tracker.cutsCommitted >= version || tracker.retired) continue;
+      // The commit failed: try again (the coordinator may be moving), unless stopping.
+      if (this.#stopping) return false;
+      await sleep(Math.min(1000, 50 * 2 ** Math.min(failures++, 5)));
     }
     return true;
   }
