@@ -198,7 +198,8 @@ describe('Kafka connectors against a real broker', function () {
 
   for (const batchAlignment of [false, 10_000] as const) {
     it(`stop() writes the batch it is gathering at once, not after batch.maxWaitMs (10 minutes here), and commits it (batchAlignment: ${batchAlignment})`, async () => {
-      const { topic, remove } = await createTopic(brokers, 2);
+      // One partition: with batchAlignment, a record of another partition would close the batch.
+      const { topic, remove } = await createTopic(brokers, 1);
       try {
         const groupId = `${topic}-group`;
         await produce(brokers, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
