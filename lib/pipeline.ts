@@ -296,7 +296,10 @@ export class Pipeline<T> implements AsyncDisposable {
     return this.finished();
   }
 
-  /** Stops reading, writes what is in flight, closes the sinks. Safe to call twice. */
+  /**
+   * Stops reading, writes what is in flight (a batch being gathered goes at once, without
+   * waiting out `maxWaitMs`), closes the sinks. Safe to call twice.
+   */
   stop(options: StopOptions = {}): Promise<PipelineStats> {
     if (options.timeoutMs !== undefined) {
       if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
