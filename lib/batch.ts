@@ -19,9 +19,10 @@ export interface BatchOptions {
   key?: (envelope: Envelope<any>) => string;
   /**
    * With `key`: whether a record belongs to a batch cut before, in an earlier run, that a
-   * replay must cut at the same place. `within`: the batch is not cut by time (its last
-   * record is still to come); `last`: this record ends the batch, which is emitted now.
-   * @default no record is replayed
+   * replay must cut at the same place. `within`: the batch is not cut by `maxWaitMs` (its
+   * last record is still to come; only after 30 s, in case it never does, e.g. an
+   * in-flight budget below two batches keeping the source paused); `last`: this record
+   * ends the batch, which is emitted now. @default no record is replayed
    */
   replayed?: (envelope: Envelope<any>) => 'within' | 'last' | undefined;
   /**
@@ -43,6 +44,9 @@ export interface BatchOptions {
    */
   releaseValues?: boolean;
 }
+
+/** How long a replayed batch waits for its last record before it is cut all the same. */
+const REPLAY_WAIT_MS = 30_000;
 
 export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'> {
   const resolved = {
@@ -130,7 +134,7 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
           size += envelope.bytes;
           const replay = replayed?.(envelope);
           if (envelopes.length >= rows || size >= bytes || replay === 'last') flush();
-          else if (envelopes.length === 1 && replay !== 'within') timer = scheduler.schedule(flush, signal?.aborted ? 0 : maxWaitMs);
+          else if (envelopes.length === 1) timer = scheduler.schedule(flush, signal?.aborted ? 0 : replay === 'within' ? Math.max(maxWaitMs, REPLAY_WAIT_MS) : maxWaitMs);
         },
         error(error) {
           subscriber.error(error);

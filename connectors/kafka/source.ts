@@ -86,6 +86,8 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Longest commit metadata written: below Kafka's default `offset.metadata.max.bytes` (4096), one cut to spare. */
+const MAX_METADATA = 4000;
 
 /**
  * Reads topics as a member of a consumer group and commits an offset only once every
@@ -285,6 +287,11 @@ class KafkaSource implements Source<Uint8Array> {
     const last = cutAt(envelopes[envelopes.length - 1]!.meta.position);
     const replayed = tracker.replayCut(cutAt(envelopes[0]!.meta.position));
     if (replayed && this.#stopping && compareCuts(replayed, last) !== 0) return false;
+    // Cuts pile up past a commit point held back (a dead letter not yet durable): past what
+    // a commit's metadata may hold, writes wait for the commit to move rather than lose one.
+    while (!tracker.retired && !this.#stopping && cutsMetadata(tracker.cutsFrom(tracker.commitPoint ?? 0), tracker.commitPoint ?? 0).length > MAX_METADATA) {
+      await sleep(200);
+    }
     if (tracker.retired) return false;
     const version = tracker.addCut(last);
     for (let failures = 0; tracker.cutsCommitted < version; ) {
