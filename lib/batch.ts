@@ -18,6 +18,20 @@ export interface BatchOptions {
    */
   key?: (envelope: Envelope<any>) => string;
   /**
+   * With `key`: whether a record belongs to a batch cut before, in an earlier run, that a
+   * replay must cut at the same place. `within`: the batch is not cut by `maxWaitMs` (its
+   * last record is still to come; only after 30 s, in case it never does, e.g. an
+   * in-flight budget below two batches keeping the source paused); `last`: this record
+   * ends the batch, which is emitted now. @default no record is replayed
+   */
+  replayed?: (envelope: Envelope<any>) => 'within' | 'last' | undefined;
+  /**
+   * Once aborted, a batch no longer waits `maxWaitMs`: the one gathering is emitted at
+   * once and later ones in the next turn, so a stop does not wait out the batch's time.
+   * @default never
+   */
+  signal?: AbortSignal;
+  /**
    * Encodes each record as it joins the batch (a sink's `encode`): the batch carries the
    * bytes as `encoded`. A record whose encoding throws is dead-lettered (stage `sink`,
    * code `ENCODE`) and left out of the batch. @default records are not encoded
@@ -31,7 +45,10 @@ export interface BatchOptions {
   releaseValues?: boolean;
 }
 
-export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode'>> & Pick<BatchOptions, 'key' | 'encode'> {
+/** How long a replayed batch waits for its last record before it is cut all the same. */
+const REPLAY_WAIT_MS = 30_000;
+
+export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'> {
   const resolved = {
     rows: options.rows ?? 20_000,
     bytes: options.bytes ?? 16 * 1024 * 1024,
@@ -39,9 +56,11 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
     scheduler: options.scheduler ?? asyncScheduler,
     key: options.key,
     encode: options.encode,
+    replayed: options.replayed,
+    signal: options.signal,
     releaseValues: options.releaseValues ?? false,
   };
-  for (const name of ['key', 'encode'] as const) {
+  for (const name of ['key', 'encode', 'replayed'] as const) {
     if (resolved[name] !== undefined && typeof resolved[name] !== 'function') {
       throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
     }
@@ -75,7 +94,7 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
  * @returns An operator emitting {@link Batch}es.
  */
 export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<T>, Batch<T>> {
-  const { rows, bytes, maxWaitMs, scheduler, key, encode, releaseValues } = resolveBatchOptions(options);
+  const { rows, bytes, maxWaitMs, scheduler, key, encode, replayed, signal, releaseValues } = resolveBatchOptions(options);
   return (source) =>
     new Observable<Batch<T>>((subscriber) => {
       let envelopes: Envelope<T>[] = [];
@@ -92,6 +111,9 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
         size = 0;
         subscriber.next(full);
       };
+      // Stopping: what is gathered goes now, not when its wait runs out.
+      const hurry = () => flush();
+      signal?.addEventListener('abort', hurry, { once: true });
       const subscription = source.subscribe({
         next(envelope) {
           if (key) {
@@ -110,8 +132,9 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
           }
           envelopes.push(envelope);
           size += envelope.bytes;
-          if (envelopes.length >= rows || size >= bytes) flush();
-          else if (envelopes.length === 1) timer = scheduler.schedule(flush, maxWaitMs);
+          const replay = replayed?.(envelope);
+          if (envelopes.length >= rows || size >= bytes || replay === 'last') flush();
+          else if (envelopes.length === 1) timer = scheduler.schedule(flush, signal?.aborted ? 0 : replay === 'within' ? Math.max(maxWaitMs, REPLAY_WAIT_MS) : maxWaitMs);
         },
         error(error) {
           subscriber.error(error);
@@ -122,6 +145,7 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
         },
       });
       return () => {
+        signal?.removeEventListener('abort', hurry);
         subscription.unsubscribe();
         timer?.unsubscribe();
       };

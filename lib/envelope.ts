@@ -142,6 +142,11 @@ export class Envelope<T> {
     if (this.raw !== undefined) this.value = undefined as T;
   }
 
+  /** The envelope its source emitted: this one, or the payload it was split from. */
+  get received(): Envelope<unknown> {
+    return this.#settlement instanceof PartsSettlement ? this.#settlement.whole.received : (this as Envelope<unknown>);
+  }
+
   /** Carries a new value in this same envelope (no copy: the old value is gone). */
   map<U>(value: U): Envelope<U> {
     const next = this as unknown as Envelope<U>;
@@ -182,6 +187,11 @@ class PartsSettlement implements Settlement {
     this.#remaining = parts;
     this.#parent = parent;
     this.deadLetters = parent.deadLetters;
+  }
+
+  /** The payload the parts were split from. */
+  get whole(): Envelope<unknown> {
+    return this.#whole;
   }
 
   count(read: number, nacked: number): void {

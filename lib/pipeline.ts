@@ -296,7 +296,10 @@ export class Pipeline<T> implements AsyncDisposable {
     return this.finished();
   }
 
-  /** Stops reading, writes what is in flight, closes the sinks. Safe to call twice. */
+  /**
+   * Stops reading, writes what is in flight (a batch being gathered goes at once, without
+   * waiting out `maxWaitMs`), closes the sinks. Safe to call twice.
+   */
   stop(options: StopOptions = {}): Promise<PipelineStats> {
     if (options.timeoutMs !== undefined) {
       if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
@@ -335,17 +338,20 @@ export class Pipeline<T> implements AsyncDisposable {
     const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#router());
     const context = this.#sourceContext(settlement);
     const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
-    const batchKey = this.#options.source.batchKey?.bind(this.#options.source);
+    const source = this.#options.source;
+    const batchKey = source.batchKey?.bind(source);
+    const replayed = batchKey && source.replayedBatch?.bind(source);
+    const signal = this.#abort.signal;
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
       // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
-      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
+      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
       writeBatches((b) => this.#write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : this.#batch),
     );
     const deadLetters$ = this.#deadLetter$.pipe(
-      batch<DeadLetter>({ ...this.#deadLetterBatch, ...encoding(deadLetters) }),
+      batch<DeadLetter>({ ...this.#deadLetterBatch, signal, ...encoding(deadLetters) }),
       mergeMap((b) => this.#write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
     if (this.#state === 'idle') this.#state = 'running';
@@ -457,7 +463,22 @@ export class Pipeline<T> implements AsyncDisposable {
    * breaker; a failure that blames the rows splits the batch until the bad rows stand
    * alone, and those are dead-lettered while the rest is written.
    */
-  async #write<V>(sink: Sink<V>, breaker: SinkBreaker, batch: Batch<V>, deadLetters: boolean): Promise<void> {
+  async #write<V>(sink: Sink<V>, breaker: SinkBreaker, batch: Batch<V>, deadLetters: boolean, split = false): Promise<void> {
+    const beforeWrite = this.#options.source.beforeWrite;
+    if (!deadLetters && !split && beforeWrite) {
+      let ours: boolean;
+      try {
+        ours = await beforeWrite.call(this.#options.source, batch.envelopes as readonly Envelope<any>[]);
+      } catch (cause) {
+        ours = false;
+        this.#logger.warn('the source could not prepare a batch for writing: its records are nacked and read again', { pipeline: this.name, error: cause instanceof Error ? cause.message : String(cause) });
+      }
+      if (!ours) {
+        const error = new TributaryError(`source ${this.#options.source.name} no longer holds these records: left for their next reader`, { code: 'NOT_OURS', retriable: true });
+        for (const envelope of batch.envelopes) envelope.nack(error);
+        return;
+      }
+    }
     const token = insertToken(this.name, sink.name, batch);
     const stage: SinkStage = deadLetters ? 'dead_letters' : 'sink';
     const events = this.#events;
@@ -483,8 +504,8 @@ export class Pipeline<T> implements AsyncDisposable {
         }
         events.emit('sink.split', { pipeline: this.name, stage, sink: sink.name, rows: pending.length });
         const middle = Math.ceil(pending.length / 2);
-        await this.#write(sink, breaker, part(batch, pending.slice(0, middle)), deadLetters);
-        await this.#write(sink, breaker, part(batch, pending.slice(middle)), deadLetters);
+        await this.#write(sink, breaker, part(batch, pending.slice(0, middle)), deadLetters, true);
+        await this.#write(sink, breaker, part(batch, pending.slice(middle)), deadLetters, true);
         return;
       }
       for (const index of pending) batch.envelopes[index]!.nack(error);

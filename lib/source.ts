@@ -48,6 +48,22 @@ export interface Source<T> {
    * crash reproduces, so the batch's insert token is the same and the write is absorbed.
    */
   batchKey?(envelope: Envelope<T>): string;
+  /**
+   * With `batchKey`: whether the record belongs to a batch an earlier reader already cut
+   * (a replay after a crash or a rebalance). `within`: its batch ends at a later record, so
+   * it is not cut by time; `last`: the batch ends with this record, so it is cut now. A
+   * replayed batch then holds the same records as the first time, and the same insert token.
+   */
+  replayedBatch?(envelope: Envelope<T>): 'within' | 'last' | undefined;
+  /**
+   * Called once before each sink batch of this source's records is written, and the write
+   * waits for it: a source whose replays must cut batches where this run cut them makes
+   * the batch's boundary durable here (Kafka: in the offset commit's metadata). False when
+   * the records are no longer this reader's to write (a partition handed to another
+   * member, or a replayed batch cut short by a stop): they are nacked unwritten, and read
+   * again by whoever reads them next.
+   */
+  beforeWrite?(envelopes: readonly Envelope<T>[]): boolean | Promise<boolean>;
 }
 
 /** A source's own readings. */

@@ -50,12 +50,16 @@ export async function served(admin: Admin, topic: string, timeoutMs = 30_000): P
 }
 
 /** Produces messages with an idempotent producer, in chunks, acknowledged by the broker. */
-export async function produce(brokers: string[], topic: string, messages: Message[], chunk = 1000): Promise<void> {
+/** Produces `messages` in sends of `chunk`, waiting `pauseMs` between sends (a trickle, when small). */
+export async function produce(brokers: string[], topic: string, messages: Message[], chunk = 1000, pauseMs = 0): Promise<void> {
   const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
   const producer = testKafka(brokers).producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
   await producer.connect();
   try {
-    for (let i = 0; i < messages.length; i += chunk) await producer.send({ topic, acks: -1, messages: messages.slice(i, i + chunk) });
+    for (let i = 0; i < messages.length; i += chunk) {
+      await producer.send({ topic, acks: -1, messages: messages.slice(i, i + chunk) });
+      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    }
   } finally {
     await producer.disconnect();
   }

@@ -1,3 +1,63 @@
+/**
+ * Where a sink batch ended: the position of its last record, an offset and, for a message
+ * split into several records (an NDJSON message), the part (`#2`, or `''` for the whole).
+ */
+export interface Cut {
+  readonly offset: number;
+  readonly part: string;
+}
+
+/** The cut a record position (`topic/partition/offset[#part…]`) stands for. */
+export function cutAt(position: string): Cut {
+  const slash = position.lastIndexOf('/');
+  const hash = position.indexOf('#', slash);
+  return hash < 0 ? { offset: parseInt(position.slice(slash + 1), 10), part: '' } : { offset: parseInt(position.slice(slash + 1, hash), 10), part: position.slice(hash) };
+}
+
+/** Negative, zero or positive as `a` comes before, at or after `b` in a partition. */
+export function compareCuts(a: Cut, b: Cut): number {
+  if (a.offset !== b.offset) return a.offset - b.offset;
+  if (a.part === b.part) return 0;
+  const x = a.part.split('#');
+  const y = b.part.split('#');
+  for (let i = 1; i < Math.max(x.length, y.length); i++) {
+    if (x[i] === undefined) return -1;
+    if (y[i] === undefined) return 1;
+    if (x[i] !== y[i]) return Number(x[i]) - Number(y[i]);
+  }
+  return 0;
+}
+
+const METADATA = 'tributary-cuts/1:';
+const PART = /^(#[1-9]\d{0,8})*$/;
+
+/**
+ * Offset commit metadata holding the cuts at or past `offset`, each as its distance from
+ * it: `tributary-cuts/1:0,17#2,40`. Kafka keeps up to 4096 characters by default
+ * (`offset.metadata.max.bytes`).
+ */
+export function cutsMetadata(cuts: readonly Cut[], offset: number): string {
+  return METADATA + cuts.filter((cut) => cut.offset >= offset).map((cut) => `${cut.offset - offset}${cut.part}`).join(',');
+}
+
+/** The cuts a commit's metadata holds, in order; none when it holds something else (another client's metadata). */
+export function cutsOfMetadata(metadata: string | null | undefined, offset: number): Cut[] {
+  if (!metadata?.startsWith(METADATA) || !Number.isSafeInteger(offset) || offset < 0) return [];
+  const text = metadata.slice(METADATA.length);
+  if (text === '') return [];
+  const cuts: Cut[] = [];
+  for (const item of text.split(',')) {
+    const hash = item.indexOf('#');
+    const distance = hash < 0 ? item : item.slice(0, hash);
+    const part = hash < 0 ? '' : item.slice(hash);
+    if (!/^\d{1,15}$/.test(distance) || !PART.test(part)) return [];
+    const cut = { offset: offset + Number(distance), part };
+    if (cuts.length > 0 && compareCuts(cuts[cuts.length - 1]!, cut) >= 0) return [];
+    cuts.push(cut);
+  }
+  return cuts;
+}
+
 const IN_FLIGHT = 0;
 const SETTLED = 1;
 const NACKED = 2;
@@ -31,11 +91,67 @@ export class PartitionOffsets {
   #committable: number | undefined;
   /** The offset last committed by this tracker. */
   committed: number | undefined;
+  /** Tells this assignment's records from those of the partition's earlier trackers. */
+  readonly epoch: number;
+  /** Where batches past the commit point end, in order, each with the version it was noted at. */
+  #cuts: { cut: Cut; version: number }[] = [];
+  /** Cuts an earlier reader made, which this one must make again. */
+  #replayCuts: Cut[] = [];
+  #cutVersion = 0;
+  /** The version of the cuts the last successful commit carried. */
+  cutsCommitted = 0;
 
-  constructor(topic: string, partition: number) {
+  constructor(topic: string, partition: number, epoch = 0, replayCuts: readonly Cut[] = []) {
     this.topic = topic;
     this.partition = partition;
     this.id = `${topic}/${partition}`;
+    this.epoch = epoch;
+    this.#replayCuts = [...replayCuts];
+    this.#cuts = replayCuts.map((cut) => ({ cut, version: 0 }));
+  }
+
+  /** The first cut an earlier reader made at or after `at`: where the batch holding `at` must end. */
+  replayCut(at: Cut): Cut | undefined {
+    const cuts = this.#replayCuts;
+    let low = 0;
+    let high = cuts.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (compareCuts(cuts[middle]!, at) < 0) low = middle + 1;
+      else high = middle;
+    }
+    return cuts[low];
+  }
+
+  /** Notes where a batch ends; returns the version a commit must carry for the cut to be durable. */
+  addCut(cut: Cut): number {
+    const cuts = this.#cuts;
+    let at = cuts.length;
+    while (at > 0 && compareCuts(cuts[at - 1]!.cut, cut) > 0) at--;
+    if (at > 0 && compareCuts(cuts[at - 1]!.cut, cut) === 0) return cuts[at - 1]!.version;
+    cuts.splice(at, 0, { cut, version: ++this.#cutVersion });
+    return this.#cutVersion;
+  }
+
+  /** Noted cuts no commit carried yet. */
+  get cutsPending(): boolean {
+    return this.#cutVersion > this.cutsCommitted;
+  }
+
+  /** The version of the cuts noted so far. */
+  get cutVersion(): number {
+    return this.#cutVersion;
+  }
+
+  /** The cuts at or past `offset`, for a commit there, dropping those behind it. */
+  cutsFrom(offset: number): Cut[] {
+    this.#cuts = this.#cuts.filter(({ cut }) => cut.offset >= offset);
+    return this.#cuts.map(({ cut }) => cut);
+  }
+
+  /** Where a commit may go now: past every settled record, or where emission began; undefined before any. */
+  get commitPoint(): number | undefined {
+    return this.#committable;
   }
 
   get retired(): boolean {

@@ -7,7 +7,8 @@ import { retry } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { positiveInteger } from '../../lib/options';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
-import { PartitionOffsets } from './partitionOffsets';
+import { sleep } from '../../lib/sleep';
+import { compareCuts, cutAt, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
 
 export interface FromKafkaOptions extends KafkaConnectionOptions {
   /** The consumer group: instances with the same id share the topics' partitions. */
@@ -53,12 +54,15 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   maxWaitMs?: number;
   /**
    * Batch boundaries for replay. A number k: a sink batch holds records of one partition
-   * whose offsets fall in one block of k (`[n·k, (n+1)·k)`); set it to the pipeline's
-   * `batch.rows` and full batches have boundaries a replay after a crash reproduces, so
-   * the replayed insert carries the same token and is dropped. The cost: with several
-   * partitions trickling, batches are small and inserts many (latency grows). `false`:
-   * batches mix partitions, as full as `batch` allows; a replayed batch gets a new token
-   * and the table's natural key (ReplacingMergeTree) absorbs it. @default false
+   * whose offsets fall in one block of k (`[n·k, (n+1)·k)`), and before it is written
+   * where it ends is committed with the partition's offset (in the commit's metadata), so
+   * whoever reads the partition again after a crash or a rebalance cuts its batches at
+   * the same records, whether they were cut by count or by time (`maxWaitMs`): the
+   * replayed insert carries the same token and is dropped. Set it to the pipeline's
+   * `batch.rows`. The cost: a commit before each write, and, with several partitions
+   * trickling, small batches and many inserts. `false`: batches mix partitions, as full
+   * as `batch` allows; a replayed batch gets a new token and the table's natural key
+   * (ReplacingMergeTree) absorbs it. @default false
    */
   batchAlignment?: number | false;
   /**
@@ -82,6 +86,8 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Longest commit metadata written: below Kafka's default `offset.metadata.max.bytes` (4096), one cut to spare. */
+const MAX_METADATA = 4000;
 
 /**
  * Reads topics as a member of a consumer group and commits an offset only once every
@@ -227,8 +233,17 @@ class KafkaSource implements Source<Uint8Array> {
   #commitAgain = false;
   #lagTimer: NodeJS.Timeout | undefined;
   #admin: Promise<Admin> | undefined;
+  /** Trackers made so far: each one's epoch keeps its records' batches apart from earlier ones'. */
+  #epochs = 0;
+  /** Per topic, the cuts the group's committed metadata holds for each partition, read once per assignment. */
+  #committedCuts = new Map<string, Promise<Map<number, Cut[]>>>();
+  /** Cuts of a tracker retired after a nack, for the one that reads the partition again. */
+  readonly #carriedCuts = new Map<string, Cut[]>();
 
-  /** `topic/partition/⌊offset / batchAlignment⌋`: one partition's aligned block of offsets. */
+  /**
+   * `topic/partition/epoch/⌊offset / batchAlignment⌋/replay cut`: one partition's aligned
+   * block of offsets, read under one assignment, up to where an earlier reader's batch ended.
+   */
   readonly batchKey: ((envelope: Envelope<Uint8Array>) => string) | undefined;
 
   constructor(options: FromKafkaOptions) {
@@ -242,9 +257,56 @@ class KafkaSource implements Source<Uint8Array> {
         ? undefined
         : (envelope) => {
             const position = envelope.meta.position;
-            const slash = position.lastIndexOf('/');
-            return `${position.slice(0, slash)}/${Math.floor(parseInt(position.slice(slash + 1), 10) / alignment)}`;
+            const at = cutAt(position);
+            const tracker = this.#owner.get(envelope.received);
+            const end = tracker?.replayCut(at);
+            return `${position.slice(0, position.lastIndexOf('/'))}/${tracker?.epoch ?? ''}/${Math.floor(at.offset / alignment)}/${end ? `${end.offset}${end.part}` : ''}`;
           };
+  }
+
+  /** `within` or `last` for a record of a batch an earlier reader cut (and committed where). */
+  replayedBatch(envelope: Envelope<Uint8Array>): 'within' | 'last' | undefined {
+    const tracker = this.#owner.get(envelope.received);
+    if (!tracker) return undefined;
+    const at = cutAt(envelope.meta.position);
+    const end = tracker.replayCut(at);
+    if (!end) return undefined;
+    return compareCuts(end, at) === 0 ? 'last' : 'within';
+  }
+
+  /**
+   * With `batchAlignment`: commits where the batch ends (in the metadata of the
+   * partition's commit) before it is written, so a replay cuts there too. False when the
+   * partition was handed on before that commit (the next owner would not know the cut),
+   * or when a replayed batch was cut short by a stop: those records are left to be read again.
+   */
+  async beforeWrite(envelopes: readonly Envelope<Uint8Array>[]): Promise<boolean> {
+    if (this.#settings.batchAlignment === false || envelopes.length === 0) return true;
+    const tracker = this.#owner.get(envelopes[0]!.received);
+    if (!tracker) return true;
+    const last = cutAt(envelopes[envelopes.length - 1]!.meta.position);
+    const replayed = tracker.replayCut(cutAt(envelopes[0]!.meta.position));
+    if (replayed && this.#stopping && compareCuts(replayed, last) !== 0) return false;
+    // Cuts pile up past a commit point held back (a dead letter not yet durable): past what
+    // a commit's metadata may hold, writes wait for the commit to move rather than lose one.
+    while (!tracker.retired && !this.#stopping && cutsMetadata(tracker.cutsFrom(tracker.commitPoint ?? 0), tracker.commitPoint ?? 0).length > MAX_METADATA) {
+      await sleep(200);
+    }
+    if (tracker.retired) return false;
+    const version = tracker.addCut(last);
+    for (let failures = 0; tracker.cutsCommitted < version; ) {
+      if (tracker.retired) return false;
+      if (this.#committing) {
+        await this.#committing;
+        continue;
+      }
+      await this.#flushCommits();
+      if (tracker.cutsCommitted >= version || tracker.retired) continue;
+      // The commit failed: try again (the coordinator may be moving), unless stopping.
+      if (this.#stopping) return false;
+      await sleep(Math.min(1000, 50 * 2 ** Math.min(failures++, 5)));
+    }
+    return true;
   }
 
   open(context: SourceContext): Observable<Envelope<Uint8Array>> {
@@ -352,17 +414,32 @@ class KafkaSource implements Source<Uint8Array> {
     this.#commit = payload.commitOffsetsIfNecessary;
     const { topic, partition } = batch;
     const id = `${topic}/${partition}`;
+    const settings = this.#settings;
     this.#raiseEnd(id, Number(batch.highWatermark));
     // A batch fetched before a rebalance may arrive after it: never emit for a partition not owned.
     if (this.#stopping || !this.#assignment.has(id)) return;
     if (!this.#positions.has(id)) this.#positions.set(id, Number(batch.firstOffset()));
     let tracker = this.#trackers.get(id);
     if (!tracker) {
-      tracker = new PartitionOffsets(topic, partition);
+      let cuts = this.#carriedCuts.get(id);
+      if (!cuts && settings.batchAlignment !== false) {
+        // Where the previous reader's batches past the commit ended: cut there again.
+        for (let attempt = 0; !cuts; attempt++) {
+          try {
+            cuts = (await this.#committedCutsOf(topic)).get(partition) ?? [];
+          } catch {
+            if (this.#stopping || !isRunning() || isStale()) return;
+            await heartbeat().catch(() => undefined);
+            await sleep(Math.min(2000, 100 * 2 ** Math.min(attempt, 4)));
+          }
+        }
+        if (this.#stopping || !this.#assignment.has(id) || !isRunning() || isStale()) return;
+      }
+      this.#carriedCuts.delete(id);
+      tracker = this.#trackers.get(id) ?? new PartitionOffsets(topic, partition, ++this.#epochs, cuts);
       this.#trackers.set(id, tracker);
     }
     const context = this.#context!;
-    const settings = this.#settings;
     const receivedAt = Date.now();
     const emittedUpTo = this.#emittedUpTo.get(id) ?? -1;
     let sinceHeartbeat = 0;
@@ -430,6 +507,23 @@ class KafkaSource implements Source<Uint8Array> {
     } catch {
       // Lag is a reading, not a duty: keep the last one.
     }
+  }
+
+  /** The cuts in the group's committed metadata for each partition of `topic`; asked once per assignment. */
+  #committedCutsOf(topic: string): Promise<Map<number, Cut[]>> {
+    let cuts = this.#committedCuts.get(topic);
+    if (!cuts) {
+      cuts = (async () => {
+        const admin = await this.#adminClient();
+        const [committed] = await admin.fetchOffsets({ groupId: this.#settings.groupId, topics: [topic] });
+        return new Map(committed!.partitions.map((p) => [p.partition, cutsOfMetadata(p.metadata, Number(p.offset))]));
+      })();
+      this.#committedCuts.set(topic, cuts);
+      cuts.catch(() => {
+        if (this.#committedCuts.get(topic) === cuts) this.#committedCuts.delete(topic);
+      });
+    }
+    return cuts;
   }
 
   #adminClient(): Promise<Admin> {
@@ -515,6 +609,8 @@ class KafkaSource implements Source<Uint8Array> {
     const restartAt = tracker.retire();
     this.#trackers.delete(tracker.id);
     if (restartAt === undefined || this.#stopping) return;
+    // Batches past the failed record may have been written: the rereading cuts them alike.
+    this.#carriedCuts.set(tracker.id, tracker.cutsFrom(restartAt));
     if (restartAt !== tracker.committed) {
       this.#finalCommits.set(tracker.id, { tracker, offset: restartAt });
       this.#scheduleCommit(0);
@@ -528,6 +624,8 @@ class KafkaSource implements Source<Uint8Array> {
     this.#finalCommits.clear();
     this.#assignment.clear();
     this.#positions.clear();
+    this.#committedCuts.clear();
+    this.#carriedCuts.clear();
   }
 
   #scheduleCommit(delayMs: number): void {
@@ -550,25 +648,29 @@ class KafkaSource implements Source<Uint8Array> {
   async #flushCommits(): Promise<void> {
     const commit = this.#commit;
     if (!commit || this.#committing) return;
-    const due: { tracker: PartitionOffsets; offset: number }[] = [];
+    const due: { tracker: PartitionOffsets; offset: number; cutVersion?: number }[] = [];
     for (const tracker of this.#trackers.values()) {
-      const offset = tracker.toCommit();
-      if (offset !== undefined && this.#assignment.has(tracker.id)) due.push({ tracker, offset });
+      // A cut not yet committed is committed at once, with the offset where it stands.
+      const offset = tracker.toCommit() ?? (tracker.cutsPending ? tracker.commitPoint : undefined);
+      if (offset !== undefined && this.#assignment.has(tracker.id)) due.push({ tracker, offset, cutVersion: tracker.cutVersion });
     }
     for (const final of this.#finalCommits.values()) if (this.#assignment.has(final.tracker.id)) due.push(final);
     this.#finalCommits.clear();
     if (due.length === 0) return;
-    const byTopic = new Map<string, { partition: number; offset: string }[]>();
+    const aligned = this.#settings.batchAlignment !== false;
+    const byTopic = new Map<string, { partition: number; offset: string; metadata?: string }[]>();
     for (const { tracker, offset } of due) {
       let partitions = byTopic.get(tracker.topic);
       if (!partitions) byTopic.set(tracker.topic, (partitions = []));
-      partitions.push({ partition: tracker.partition, offset: String(offset) });
+      // Every commit carries the cuts past it: the last one is what a replay reads.
+      partitions.push({ partition: tracker.partition, offset: String(offset), ...(aligned && { metadata: cutsMetadata(tracker.cutsFrom(offset), offset) }) });
     }
     let failed = false;
     this.#committing = commit({ topics: [...byTopic].map(([topic, partitions]) => ({ topic, partitions })) }).then(
       () => {
-        for (const { tracker, offset } of due) {
+        for (const { tracker, offset, cutVersion } of due) {
           tracker.committed = offset;
+          if (cutVersion !== undefined) tracker.cutsCommitted = Math.max(tracker.cutsCommitted, cutVersion);
           if (this.#assignment.has(tracker.id)) this.#positions.set(tracker.id, offset);
         }
       },

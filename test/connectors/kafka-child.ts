@@ -5,7 +5,8 @@
  *       topic → parse → embedded ClickHouse in its own directory; prints `writing` as each
  *       write starts and `wrote` once it has landed and, with until-caught-up, its stats once
  *       the group has committed the end of every partition; COMMIT_INTERVAL_MS in the
- *       environment sets the source's commitIntervalMs
+ *       environment sets the source's commitIntervalMs, BATCH_WAIT_MS the batches' maxWaitMs
+ *       (200) and IN_FLIGHT the in-flight records (2000)
  *   node kafka-child.js count <chdb dir>           prints what the table holds, with plain count()
  *   node kafka-child.js relay <brokers> <in> <out> <group> <events file> <slowMs>
  *       in → out (keyed by id) until SIGTERM; appends every group join, heartbeat and
@@ -81,8 +82,8 @@ async function store(brokers: string[], topic: string, groupId: string, path: st
     transform: (records$) => records$.pipe(parse(), toRow),
     sink: slowed(toClickHouse({ client: clickhouse, table: 'kafka_rows' }), slowMs, true),
     deadLetters: toClickHouse({ client: clickhouse, table: 'dead_letters' }),
-    batch: { rows: 500, maxWaitMs: 200 },
-    inFlight: { records: 2000 },
+    batch: { rows: 500, maxWaitMs: Number(process.env.BATCH_WAIT_MS ?? 200) },
+    inFlight: { records: Number(process.env.IN_FLIGHT ?? 2000) },
   });
   await pipeline.start();
   if (!untilCaughtUp) return;

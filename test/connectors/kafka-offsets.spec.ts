@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { PartitionOffsets } from '../../connectors/kafka/partitionOffsets';
+import { compareCuts, cutAt, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../../connectors/kafka/partitionOffsets';
 
 describe('PartitionOffsets: the commit point of one partition', () => {
   it('is always just past the longest settled prefix, whatever the settlement order and offset gaps', () => {
@@ -101,5 +101,50 @@ describe('PartitionOffsets past its compaction point (10,000+ offsets)', () => {
       }),
       { seed: 15, numRuns: 20 },
     );
+  });
+});
+
+describe('batch cuts in offset commit metadata', () => {
+  it('orders cuts by offset, then part (a message split into records), the whole before its parts', () => {
+    const order = ['t/0/4', 't/0/5', 't/0/5#1', 't/0/5#1#2', 't/0/5#2', 't/0/5#10', 't/0/6'].map(cutAt);
+    for (let i = 1; i < order.length; i++) expect(compareCuts(order[i - 1]!, order[i]!), `${i}`).to.be.lessThan(0);
+    expect(cutAt('my.topic/12/340#3')).to.deep.equal({ offset: 340, part: '#3' });
+  });
+
+  it('round-trips the cuts at or past the committed offset, as distances from it', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.uniqueArray(fc.integer({ min: 0, max: 100_000 }), { maxLength: 40 }), fc.array(fc.constantFrom('', '#1', '#2#3'), { maxLength: 40 }), (offset, distances, parts) => {
+        const cuts = [...distances].sort((a, b) => a - b).map((d, i) => ({ offset: offset + d, part: parts[i] ?? '' }));
+        const metadata = cutsMetadata(cuts, offset);
+        expect(cutsOfMetadata(metadata, offset)).to.deep.equal(cuts);
+        // A cut behind the commit is left out.
+        expect(cutsMetadata([{ offset: offset - 1, part: '' }, ...cuts], offset)).to.equal(metadata);
+      }),
+      { seed: 7, numRuns: 200 },
+    );
+  });
+
+  it('reads no cuts from metadata it did not write, or that is out of order or malformed', () => {
+    for (const metadata of [null, undefined, '', 'someone else', 'tributary-cuts/2:1', 'tributary-cuts/1:2,1', 'tributary-cuts/1:1,1', 'tributary-cuts/1:-1', 'tributary-cuts/1:1e3', 'tributary-cuts/1:1#0', 'tributary-cuts/1:1#', 'tributary-cuts/1:9999999999999999', 'tributary-cuts/1:1,,2']) {
+      expect(cutsOfMetadata(metadata, 10), String(metadata)).to.deep.equal([]);
+    }
+    expect(cutsOfMetadata('tributary-cuts/1:', 10)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0,3#2', 10)).to.deep.equal([{ offset: 10, part: '' }, { offset: 13, part: '#2' }]);
+  });
+
+  it('a tracker tells the replayed batch a record ends in, notes new cuts once, and drops those behind a commit', () => {
+    const tracker = new PartitionOffsets('t', 0, 1, [{ offset: 9, part: '' }, { offset: 20, part: '#2' }]);
+    expect(tracker.replayCut(cutAt('t/0/3'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutAt('t/0/9'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutAt('t/0/20#1'))).to.deep.equal({ offset: 20, part: '#2' });
+    expect(tracker.replayCut(cutAt('t/0/20#3'))).to.equal(undefined);
+    // Replayed cuts are known to the commit already; a new one needs a commit.
+    expect(tracker.addCut({ offset: 9, part: '' })).to.equal(0);
+    expect(tracker.cutsPending).to.equal(false);
+    const version = tracker.addCut({ offset: 30, part: '' });
+    expect(version).to.equal(1);
+    expect(tracker.addCut({ offset: 30, part: '' })).to.equal(1);
+    expect(tracker.cutsPending).to.equal(true);
+    expect(tracker.cutsFrom(10)).to.deep.equal([{ offset: 20, part: '#2' }, { offset: 30, part: '' }]);
   });
 });

@@ -4,7 +4,7 @@ import { fromKafka, toKafka } from '../../connectors/kafka';
 import { toClickHouse } from '../../connectors/clickhouse';
 import { Credits } from '../../lib/credits';
 import { Envelope, type Settlement } from '../../lib/envelope';
-import { ConfigError } from '../../lib/errors';
+import { ConfigError, SinkError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import type { SourceContext } from '../../lib/source';
@@ -132,8 +132,7 @@ describe('Kafka connectors against a real broker', function () {
           batch: { rows: 250, maxWaitMs: 2000 },
         });
         await pipeline.start();
-        // Every record read; stop() writes the partial batches the wait still holds (after
-        // the wait: the source completes only once its records are settled).
+        // Every record read; stop() writes the partial batches the wait still holds at once.
         await until(() => pipeline.stats.read === records, 60_000, 'every record');
         await pipeline.stop();
         expect(sink.rows.length).to.equal(records);
@@ -161,6 +160,69 @@ describe('Kafka connectors against a real broker', function () {
       await remove();
     }
   });
+
+  it('with batchAlignment, a batch cut by time, written and never committed is cut at the same record by the next reader, with the same insert token', async () => {
+    const { topic, remove } = await createTopic(brokers, 1);
+    try {
+      const groupId = `${topic}-group`;
+      const messages = Array.from({ length: 200 }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) }));
+      await produce(brokers, topic, messages.slice(0, 100));
+      const options = { brokers, groupId, topics: topic, fromBeginning: true, logLevel: 'nothing' as const, batchAlignment: 1000 };
+      // The first reader: its batch of the 100 records there are is cut by time (short of the
+      // block of 1000); the write lands, then fails for good, so nothing is committed past it.
+      const landedThenFailed = new MemorySink<unknown>();
+      landedThenFailed.gate = async () => {
+        throw new SinkError('the sink went away after the insert landed');
+      };
+      const first = new Pipeline({ name: 'cut', source: fromKafka(options), transform: parse() as any, sink: landedThenFailed, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 1000, maxWaitMs: 50 }, retry: { retries: 0 } });
+      await first.start();
+      const failed = await first.finished().then(() => undefined, (error: Error) => error);
+      expect(failed?.message).to.contain('went away');
+      expect(landedThenFailed.writes.map((w) => w.size)).to.deep.equal([100]);
+      expect([...(await committedOffsets(brokers, groupId, topic)).values()]).to.deep.equal([0]);
+      // The partition grows meanwhile: the next reader finds 200 records, and would put them
+      // in one batch of its own if it did not know where the first reader cut.
+      await produce(brokers, topic, messages.slice(100));
+      const sink = new MemorySink<unknown>();
+      const second = new Pipeline({ name: 'cut', source: fromKafka(options), transform: parse() as any, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 1000, maxWaitMs: 50 } });
+      await second.start();
+      await until(() => sink.rows.length === 200, 60_000, 'every record');
+      expect(await second.stop()).to.include({ read: 200, written: 200, nacked: 0 });
+      expect(sink.writes[0]).to.deep.include({ size: 100, token: landedThenFailed.writes[0]!.token });
+      expect(sink.writes.map((w) => w.size).reduce((a, b) => a + b)).to.equal(200);
+      expect(await caughtUp(brokers, groupId, topic)).to.equal(true);
+    } finally {
+      await remove();
+    }
+  });
+
+  for (const batchAlignment of [false, 10_000] as const) {
+    it(`stop() writes the batch it is gathering at once, not after batch.maxWaitMs (10 minutes here), and commits it (batchAlignment: ${batchAlignment})`, async () => {
+      // One partition: with batchAlignment, a record of another partition would close the batch.
+      const { topic, remove } = await createTopic(brokers, 1);
+      try {
+        const groupId = `${topic}-group`;
+        await produce(brokers, topic, Array.from({ length: 50 }, (_, i) => ({ key: String(i), value: JSON.stringify({ n: i }) })));
+        const sink = new MemorySink<unknown>();
+        const pipeline = new Pipeline({
+          source: fromKafka({ brokers, groupId, topics: topic, fromBeginning: true, logLevel: 'nothing', batchAlignment }),
+          transform: parse() as any,
+          sink,
+          deadLetters: new MemorySink<DeadLetter>(),
+          batch: { rows: 10_000, maxWaitMs: 600_000 },
+        });
+        await pipeline.start();
+        await until(() => pipeline.stats.read === 50, 60_000, 'every record read');
+        expect(sink.writes, 'written before the stop: the wait did not hold').to.deep.equal([]);
+        // This test's own timeout (3 minutes) is far below the wait: finishing is the proof.
+        expect(await pipeline.stop()).to.include({ read: 50, written: 50, nacked: 0 });
+        expect(sink.rows).to.have.length(50);
+        expect(await caughtUp(brokers, groupId, topic)).to.equal(true);
+      } finally {
+        await remove();
+      }
+    });
+  }
 
   it('a nacked record k keeps the committed offset at or below k until k is written or dead-lettered', async () => {
     const { topic, remove } = await createTopic(brokers, 1);

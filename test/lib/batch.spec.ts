@@ -28,6 +28,26 @@ describe('batch', () => {
     });
   });
 
+  it('holds a replayed batch past the wait until its last record, which emits it at once; other batches are cut by time', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      // a, b, c were one batch for an earlier reader (c its last record); d is new.
+      const input = cold('a 9ms b 9ms c 9ms d 20ms |').pipe(map((v) => recorder.envelope(v)));
+      const replayed = (e: { value: unknown }) => (e.value === 'c' ? 'last' : e.value === 'd' ? undefined : 'within');
+      const key = (e: { value: unknown }) => (e.value === 'd' ? 'new' : 'replayed');
+      expectObservable(input.pipe(batch({ rows: 100, maxWaitMs: 5, key, replayed }), toBatches)).toBe('20ms x 14ms y 15ms |', { x: 'abc', y: 'd' });
+    });
+  });
+
+  it('once its signal aborts, emits what it holds at once and waits no more for later records', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const stop = new AbortController();
+      const input = cold('a 9ms b 9ms c 99ms |').pipe(map((v) => recorder.envelope(v)));
+      // Aborted as b arrives: a goes at once, b and c each in the turn they arrive in.
+      const aborting = input.pipe(map((e) => (e.value === 'b' && stop.abort(), e)));
+      expectObservable(aborting.pipe(batch({ rows: 100, maxWaitMs: 1000, signal: stop.signal }), toBatches)).toBe('10ms (xy) 6ms z 99ms |', { x: 'a', y: 'b', z: 'c' });
+    });
+  });
+
   it('emits a batch when it reaches the byte limit', () => {
     scheduler().run(({ cold, expectObservable }) => {
       const input = cold('a-b-c|').pipe(map((v) => recorder.envelope(v))); // one byte each
