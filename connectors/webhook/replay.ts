@@ -3,6 +3,9 @@ import { ConfigError, TributaryError } from '../../lib/errors';
 import { positiveInteger } from '../../lib/options';
 import { connectRedis, redisFailure, redisPrefix, type RedisConnectionOptions } from '../../lib/redis';
 
+/** What a claim found: see {@link ReplayStore.claim}. */
+export type ClaimResult = boolean | 'pending' | undefined;
+
 /**
  * Remembers the webhook ids already taken, so a replayed request is refused. The default
  * keeps them in memory; several instances behind one address need a shared store (Redis
@@ -10,10 +13,19 @@ import { connectRedis, redisFailure, redisPrefix, type RedisConnectionOptions } 
  */
 export interface ReplayStore {
   /**
-   * Takes `id` until `expiresAt` (epoch ms): `true` if it was free, `false` if it was
-   * already taken, `undefined` if the store is full and cannot safely take it.
+   * Takes `id` until `expiresAt` (epoch ms) for a request whose records are not stored yet:
+   * `true` if it was free, `false` if its records were stored (see `confirm`), `'pending'`
+   * if another request holds it and is still in progress, `undefined` if the store is full
+   * and cannot safely take it. A store without `confirm` answers `false` for any held id.
    */
-  claim(id: string, expiresAt: number): boolean | undefined | Promise<boolean | undefined>;
+  claim(id: string, expiresAt: number): ClaimResult | Promise<ClaimResult>;
+  /**
+   * The records of `id`'s request are stored: hold it until `expiresAt`, a replay now
+   * answered 409. A claim is held only briefly until then (the webhook's `replayHoldMs`),
+   * so the id of a request whose process died before storing is soon free for the
+   * vendor's retry.
+   */
+  confirm?(id: string, expiresAt: number): void | Promise<void>;
   /** Frees `id` again: its request failed, and the vendor's retry must be accepted. */
   release(id: string): void | Promise<void>;
   /**
@@ -58,6 +70,9 @@ export function replayCapacity(options: { peakRequestsPerSecond?: number; tolera
 /** Words of the digest kept per id: 128 bits, so two ids sharing one is never expected. */
 const WORDS = 4;
 const FIRST_SLOTS = 1024;
+/** The bit of an expiry set while the id's request is in progress; the bits below it are seconds. */
+const PENDING = 0x80000000;
+const SECONDS = 0x7fffffff;
 
 /**
  * Ids as 16-byte digests in an open-addressing table of typed arrays (20 bytes a slot, at
@@ -75,7 +90,10 @@ export class MemoryReplayStore implements ReplayStore {
   #slots = FIRST_SLOTS;
   /** The digests, WORDS per slot. */
   #digests = new Uint32Array(FIRST_SLOTS * WORDS);
-  /** Seconds until which each slot's id is held, counted from #epoch; 0 for an empty slot. */
+  /**
+   * Seconds until which each slot's id is held, counted from #epoch, with PENDING set while
+   * its request is in progress (not confirmed); 0 for an empty slot.
+   */
   #expiries = new Uint32Array(FIRST_SLOTS);
   #size = 0;
   /** Epoch seconds that #expiries count from, minus one so that no held id stores 0. */
@@ -106,14 +124,15 @@ export class MemoryReplayStore implements ReplayStore {
     return this.#size / this.maxEntries;
   }
 
-  claim(id: string, expiresAt: number): boolean | undefined {
+  claim(id: string, expiresAt: number): ClaimResult {
     const now = this.#seconds(this.#now());
     const digest = this.#digest(id);
     let slot = this.#find(digest);
     if (slot >= 0) {
-      if (this.#expiries[slot]! > now) return false;
+      const held = this.#expiries[slot]!;
+      if ((held & SECONDS) > now) return held & PENDING ? 'pending' : false;
       // Held before and expired since: taken again in place.
-      this.#hold(slot, expiresAt);
+      this.#hold(slot, expiresAt, true);
       return true;
     }
     if (this.#size >= this.maxEntries || this.#size >= this.#slots >> 1) {
@@ -124,9 +143,16 @@ export class MemoryReplayStore implements ReplayStore {
     }
     slot = this.#emptySlotFor(digest);
     this.#digests.set(digest, slot * WORDS);
-    this.#hold(slot, expiresAt);
+    this.#hold(slot, expiresAt, true);
     this.#size++;
     return true;
+  }
+
+  confirm(id: string, expiresAt: number): void {
+    const slot = this.#find(this.#digest(id));
+    // An id no longer held (released, or expired though not swept yet) stays free.
+    if (slot < 0 || (this.#expiries[slot]! & SECONDS) <= this.#seconds(this.#now())) return;
+    this.#hold(slot, expiresAt, false);
   }
 
   release(id: string): void {
@@ -138,10 +164,10 @@ export class MemoryReplayStore implements ReplayStore {
     return Math.floor(ms / 1000) - this.#epoch;
   }
 
-  #hold(slot: number, expiresAt: number): void {
+  #hold(slot: number, expiresAt: number, pending: boolean): void {
     // Rounded up: an id is never forgotten before its time.
-    const expiry = Math.max(1, Math.ceil(expiresAt / 1000) - this.#epoch);
-    this.#expiries[slot] = expiry;
+    const expiry = Math.min(SECONDS, Math.max(1, Math.ceil(expiresAt / 1000) - this.#epoch));
+    this.#expiries[slot] = pending ? expiry + PENDING : expiry;
     if (expiry < this.#nextExpiry) this.#nextExpiry = expiry;
   }
 
@@ -190,7 +216,7 @@ export class MemoryReplayStore implements ReplayStore {
     if (now < this.#nextExpiry) return;
     let next = Infinity;
     for (let slot = 0; slot < this.#slots; ) {
-      const expiry = this.#expiries[slot]!;
+      const expiry = this.#expiries[slot]! & SECONDS;
       if (expiry !== 0 && expiry <= now) {
         // An id moved back into this slot is looked at next.
         this.#remove(slot);
@@ -231,9 +257,9 @@ function redisKeyOf(id: string): string {
 }
 
 /**
- * Webhook ids in Redis (6.2 or later), shared by every instance behind one address: the
- * store to use when the webhook runs as several replicas. `SET key 1 PXAT expiresAt NX`
- * takes an id atomically, so of two instances receiving the same request exactly one
+ * Webhook ids in Redis (7.0 or later), shared by every instance behind one address: the
+ * store to use when the webhook runs as several replicas. `SET key p PXAT expiresAt NX GET`
+ * takes an id atomically (and tells a request in progress from one stored), so of two instances receiving the same request exactly one
  * accepts it. Keys are a fixed-size digest of the id (prefix + 22 characters) and expire
  * with it; size Redis for them (`maxmemory` with `noeviction`: an evicted id could be
  * replayed). The ioredis client is loaded only when a store is made.
@@ -252,8 +278,18 @@ export function redisReplayStore(options: RedisReplayStoreOptions): ReplayStore 
     new TributaryError(redisFailure(redis, `replay store: Redis failed: ${(cause as Error).message}`), { code: 'REPLAY_STORE', retriable: true, cause });
   return {
     async claim(id, expiresAt) {
+      let previous: string | null;
       try {
-        return (await redis.set(prefix + redisKeyOf(id), '1', 'PXAT', expiresAt, 'NX')) === 'OK';
+        // 'p' while the request is in progress, '1' once its records are stored.
+        previous = await redis.set(prefix + redisKeyOf(id), 'p', 'PXAT', expiresAt, 'NX', 'GET');
+      } catch (cause) {
+        throw failed(cause);
+      }
+      return previous === null ? true : previous === 'p' ? 'pending' : false;
+    },
+    async confirm(id, expiresAt) {
+      try {
+        await redis.set(prefix + redisKeyOf(id), '1', 'PXAT', expiresAt);
       } catch (cause) {
         throw failed(cause);
       }

@@ -15,7 +15,7 @@ import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import type { CsvOptions } from '../../formats/csv';
 import type { XmlOptions } from '../../formats/xml';
 import { documentSplitter, emitNdjson, type PayloadSplitter } from '../../formats/payload';
-import { MemoryReplayStore, type ReplayStore } from './replay';
+import { MemoryReplayStore, type ClaimResult, type ReplayStore } from './replay';
 import { secretKey, SIGNATURE_HEADERS, signatureMatches, type WebhookSecret } from './signature';
 import { WrongKeyLimiter, type WrongKeyLimit } from './wrongKeys';
 
@@ -57,6 +57,14 @@ export interface FromWebhookOptions {
    * @default new MemoryReplayStore({ peakRequestsPerSecond, toleranceSeconds })
    */
   replay?: ReplayStore;
+  /**
+   * How long a request's id is held before its records are stored (after that, until its
+   * timestamp leaves the tolerance). A replay meanwhile gets 503 `IN_PROGRESS`; if the
+   * process dies before storing, the vendor's retry gets in once this has passed instead of
+   * being refused as a replay. A request whose records take longer than this to store may
+   * be stored twice if the vendor retries it meanwhile. @default 60000
+   */
+  replayHoldMs?: number;
   /**
    * The highest rate of accepted requests to plan for: sizes the default replay store
    * (`replayCapacity`: 602,000 ids, at most 24 MB, at the defaults). Past it for
@@ -126,6 +134,8 @@ export interface WebhookStats {
   pending: number;
   /** Denials that could not be recorded in `audit` (closed, failed, or its backlog full); each was still refused. */
   unaudited: number;
+  /** Stored requests whose id the replay store could not confirm (a replay of one may get in after `replayHoldMs`). */
+  unconfirmed: number;
 }
 
 /**
@@ -199,6 +209,8 @@ interface Pending {
   response: ServerResponse;
   id: string;
   records: number;
+  /** Until when the id is held once the records are stored. */
+  heldUntil: number;
 }
 
 /**
@@ -246,6 +258,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   const access = options.access;
   const toleranceSeconds = positive(options.toleranceSeconds, 300, 'toleranceSeconds');
   const maxBodyBytes = positiveInteger(options.maxBodyBytes, 1024 * 1024, 'maxBodyBytes');
+  const replayHoldMs = positiveInteger(options.replayHoldMs, 60_000, 'replayHoldMs');
   const retryAfter = String(positiveInteger(options.retryAfterSeconds, 1, 'retryAfterSeconds'));
   const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   const headersTimeoutMs = positiveInteger(options.headersTimeoutMs, Math.min(10_000, requestTimeoutMs), 'headersTimeoutMs');
@@ -267,7 +280,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   if (options.audit !== undefined && !(options.audit instanceof AuditLog)) throw new ConfigError('audit must be an AuditLog');
   const audit = options.audit;
 
-  const stats: WebhookStats = { accepted: 0, records: 0, refused: {}, bodyBytesRead: 0, pending: 0, unaudited: 0 };
+  const stats: WebhookStats = { accepted: 0, records: 0, refused: {}, bodyBytesRead: 0, pending: 0, unaudited: 0, unconfirmed: 0 };
   // Weakly keyed: a Map churned by every request leaves behind, at each of its rehashes, a
   // dead table still holding the requests then in flight; once such a table is in the old
   // generation it keeps them (response, socket state, body) alive through young
@@ -444,16 +457,22 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     if (!context.credits.tryTake(bytes)) return refuse(response, 429, 'BUSY', 'too many records in flight', { 'retry-after': retryAfter });
     let emitted = false;
     try {
-      let claimed: boolean | undefined;
+      let claimed: ClaimResult;
+      // Held briefly until the records are stored, then until the timestamp leaves the
+      // tolerance: the id of a request whose process died before storing comes free for
+      // the vendor's retry (with a store that outlives the process) instead of being refused.
+      const heldUntil = (sentAt + toleranceSeconds) * 1000 + 1000;
       try {
         // The memory store answers at once: no await (and no extra turn) for it.
-        const claim = replay.claim(`${vendor.name}/${id}`, (sentAt + toleranceSeconds) * 1000 + 1000);
+        const claim = replay.claim(`${vendor.name}/${id}`, replay.confirm ? Math.min(heldUntil, Date.now() + replayHoldMs) : heldUntil);
         claimed = claim instanceof Promise ? await claim : claim;
       } catch {
         // Without the store a replay cannot be told apart: refuse, the vendor retries.
         return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
       }
       if (claimed === false) return deny(409, 'REPLAY', `webhook ${id} was already received`);
+      // Not 409: the first request may yet fail, and a sender may take a 4xx as final.
+      if (claimed === 'pending') return refuse(response, 503, 'IN_PROGRESS', `webhook ${id} is being received`, { 'retry-after': retryAfter });
       if (claimed === undefined) return refuse(response, 503, 'REPLAY_STORE_FULL', 'too many recent webhook ids', { 'retry-after': retryAfter });
       if (isClosed() || subscriber.closed) {
         await Promise.resolve(replay.release(`${vendor.name}/${id}`)).catch(() => undefined);
@@ -462,7 +481,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       const meta: RecordMeta = { source: name, vendor: vendor.name, key: id, position: `${vendor.name}/${id}`, receivedAt: Date.now(), attempt: 1 };
       const whole = context.envelope<unknown>(body, meta, body, bytes);
       emitted = true;
-      const waiting: Pending = { response, id, records: records?.length ?? 0 };
+      const waiting: Pending = { response, id, records: records?.length ?? 0, heldUntil };
       pending.set(whole, waiting);
       pendingCount++;
       if (records) {
@@ -518,9 +537,19 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       const records = waiting.records;
       stats.accepted++;
       stats.records += records;
-      if (response.destroyed) return;
-      response.writeHead(200, { 'content-type': 'application/json' });
-      response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
+      const answer = () => {
+        if (response.destroyed) return;
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
+      };
+      if (!replay.confirm) return answer();
+      // Stored: a replay is now refused (409) until the timestamp leaves the tolerance. A
+      // confirmation that fails leaves the brief hold, and a later replay may get in (stored
+      // twice, never lost); it is counted.
+      const confirmed = Promise.resolve()
+        .then(() => replay.confirm!(`${envelope.meta.vendor}/${id}`, waiting.heldUntil))
+        .catch(() => void stats.unconfirmed++);
+      void confirmed.then(answer);
     },
   };
 }

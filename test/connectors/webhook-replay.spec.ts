@@ -39,7 +39,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
       now += 1000;
     }
     expect(store.size).to.equal(150_000);
-    for (const id of ids) expect(store.claim(id, expiry()), id).to.equal(false);
+    for (const id of ids) expect(store.claim(id, expiry()), id).to.equal('pending');
     expect(store.fill()).to.be.closeTo(150_000 / 602_000, 1e-9);
   });
 
@@ -50,8 +50,8 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     for (let second = 0; second < 60; second++) {
       for (let i = 0; i < 100; i++) expect(store.claim(`acme/${second}-${i}`, shortExpiry()), `second ${second}`).to.equal(true);
       // Every id of the last 10 s is a replay; older ones have left the window.
-      expect(store.claim(`acme/${second}-0`, shortExpiry())).to.equal(false);
-      if (second >= 10) expect(store.claim(`acme/${second - 10}-1`, shortExpiry())).to.equal(false);
+      expect(store.claim(`acme/${second}-0`, shortExpiry())).to.equal('pending');
+      if (second >= 10) expect(store.claim(`acme/${second - 10}-1`, shortExpiry())).to.equal('pending');
       if (second === 20) bytesAtFull = store.bytes;
       now += 1000;
     }
@@ -72,16 +72,18 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     now += 6000;
     expect(store.claim('e', now + 5000), 'the others expired: room again').to.equal(true);
     expect(store.claim('a', now + 5000)).to.equal(true);
-    expect(store.claim('e', now + 5000)).to.equal(false);
+    expect(store.claim('e', now + 5000)).to.equal('pending');
+    store.confirm('e', now + 5000);
+    expect(store.claim('e', now + 5000), 'stored: a replay').to.equal(false);
   });
 
-  it('answers as a plain map of ids would, through claims, releases, expiries, sweeps and growth', () => {
+  it('answers as a plain map of ids would, through claims, confirmations, releases, expiries, sweeps and growth', () => {
     const store = new MemoryReplayStore({ maxEntries: 600, now: clock });
-    /** The model: id → when it expires. */
-    const model = new Map<string, number>();
+    /** The model: id → when it expires, and whether its records were stored (confirmed). */
+    const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
     let seed = 7;
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const counts = { true: 0, false: 0, undefined: 0 };
+    const counts = { true: 0, false: 0, pending: 0, undefined: 0 };
     for (let step = 0; step < 50_000; step++) {
       const id = `id-${Math.floor(random() * 5000)}`;
       const roll = random();
@@ -90,19 +92,26 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
         model.delete(id);
       } else if (roll < 0.053) {
         now += 1000;
-        for (const [held, expiresAt] of model) if (expiresAt <= now) model.delete(held);
+        for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
+      } else if (roll < 0.3) {
+        // Confirming an id not held changes nothing.
+        const expiresAt = now + Math.ceil(random() * 5) * 1000;
+        store.confirm(id, expiresAt);
+        if (model.has(id)) model.set(id, { expiresAt, confirmed: true });
       } else {
         const expiresAt = now + Math.ceil(random() * 5) * 1000;
-        const expected = model.has(id) ? false : model.size >= store.maxEntries ? undefined : true;
+        const held = model.get(id);
+        const expected = held ? (held.confirmed ? false : 'pending') : model.size >= store.maxEntries ? undefined : true;
         const taken = store.claim(id, expiresAt);
         expect(taken, `step ${step}: ${id}`).to.equal(expected);
-        if (taken) model.set(id, expiresAt);
+        if (taken === true) model.set(id, { expiresAt, confirmed: false });
         counts[String(taken) as keyof typeof counts]++;
       }
     }
     // Every outcome was exercised, the full store included.
     expect(counts.true).to.be.greaterThan(1000);
-    expect(counts.false).to.be.greaterThan(1000);
+    expect(counts.false, JSON.stringify(counts)).to.be.greaterThan(100);
+    expect(counts.pending, JSON.stringify(counts)).to.be.greaterThan(100);
     expect(counts.undefined).to.be.greaterThan(100);
   });
 });
