@@ -42,6 +42,8 @@ export { normalize, type FieldCondition, type FieldRule, type FieldType, type No
 export { parse, type ParseOptions } from './operators/parse';
 export { subjectTokenOf, subjectTokensOf, tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
 export { validate, type ValidateOptions } from './operators/validate';
+export { planPushdown, type PlanPushdownOptions, type PushdownColumn } from './pushdown/compile';
+export type { PushdownInput, PushdownPlan } from './pushdown/plan';
 
 export * from './connectors/clickhouse';
 export * from './connectors/files';

@@ -21,6 +21,12 @@ export type PushdownPlan =
       readonly columns: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
       /** SQL boolean over `line`: 1 only when the JS path would store this record with exactly `columns`' values. */
       readonly accepted: string;
+      /**
+       * The parts of `accepted` (it is their AND), each named after the rule it stands for
+       * (`line`, `fields.total_amount`, `checks[0]`, `schema.properties.currency`,
+       * `columns.passengers`): to explain why a record was left to the JS path.
+       */
+      readonly conditions?: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
     }
   | {
       readonly pushable: false;
