@@ -78,27 +78,52 @@ export function planPushdown(options: PlanPushdownOptions): PushdownPlan {
 const bodies = new Map<string, string>();
 
 /**
- * `sql` as a named subexpression: each rendered expression defines it where it first uses
- * it (`(… AS __pd_<hash>)`) and refers to it by name after, so shared parts are written
- * once. The name is a hash of the text: the same name is always the same expression, as
- * ClickHouse requires of an alias defined twice in a query (in a column and in `accepted`).
+ * `sql` as a named subexpression: computed once per row, however often it is used. The name
+ * is a hash of the text, so the same subexpression is always the same node.
  */
 function named(sql: string): string {
   if (/^(?:[\w.]+|'[^'\\]*')$/.test(sql) || /^\u0001\w+\u0002$/.test(sql)) return sql;
-  const alias = `__pd_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}`;
+  const alias = createHash('sha256').update(sql).digest('hex').slice(0, 16);
   bodies.set(alias, sql);
   return `\u0001${alias}\u0002`;
 }
 
+const MARKER = /\u0001(\w+)\u0002/g;
+
+/**
+ * An expression with its named subexpressions bound once each, as nested `let`s: the
+ * subexpressions in dependency levels, each level a tuple passed to a one-element
+ * `arrayMap` whose lambda sees the levels before it (`tupleElement(__pd_s1, 3)`).
+ * Writing a shared subexpression out at each use (or by alias, which the engine expands)
+ * made trees the engine took seconds to analyse; these stay linear in the mapping's size.
+ */
 function render(sql: string): string {
-  const defined = new Set<string>();
-  const expand = (text: string): string =>
-    text.replace(/\u0001(\w+)\u0002/g, (_, alias: string) => {
-      if (defined.has(alias)) return alias;
-      defined.add(alias);
-      return `(${expand(bodies.get(alias)!)} AS ${alias})`;
-    });
-  return expand(sql);
+  const level = new Map<string, number>();
+  const order: string[] = [];
+  const visit = (alias: string): number => {
+    const known = level.get(alias);
+    if (known !== undefined) return known;
+    let depth = 1;
+    for (const [, dep] of bodies.get(alias)!.matchAll(MARKER)) depth = Math.max(depth, visit(dep!) + 1);
+    level.set(alias, depth);
+    order.push(alias);
+    return depth;
+  };
+  for (const [, alias] of sql.matchAll(MARKER)) visit(alias!);
+  const levels: string[][] = [];
+  const slot = new Map<string, string>();
+  for (const alias of order) {
+    const l = level.get(alias)!;
+    const members = (levels[l] ??= []);
+    members.push(alias);
+    slot.set(alias, `tupleElement(__pd_s${l}, ${members.length})`);
+  }
+  const bound = (text: string) => text.replace(MARKER, (_, alias: string) => slot.get(alias)!);
+  let out = bound(sql);
+  for (let l = levels.length - 1; l >= 1; l--) {
+    out = `arrayMap(__pd_s${l} -> ${out}, [tuple(${levels[l]!.map((alias) => bound(bodies.get(alias)!)).join(', ')})])[1]`;
+  }
+  return out;
 }
 
 /** A named part of `accepted`. */
@@ -285,10 +310,10 @@ class Compiler {
     let raw = rawAt('line', keys[0]!);
     for (const key of keys.slice(1)) {
       const parent = raw;
-      // An array parent: JS indexes it (`pax.0`); not translated, so the record is refused.
-      if (INDEX.test(key)) this.#guards.push({ name: `${where}: ${keys.join('.')}`, sql: `NOT startsWith(${parent}, '[')` });
       this.#guards.push({ name: `${where}: ${keys.join('.')}`, sql: `if(startsWith(${parent}, '{'), ${distinctKeys(parent)}, 1)` });
-      raw = named(`if(startsWith(${parent}, '{'), ${rawAt(parent, key)}, '')`);
+      // An array parent: JS indexes it with a key like '0' (`pax.0`), and reads nothing else of it (other keys are refused above).
+      const index = INDEX.test(key) && Number(key) < 2 ** 31 ? `, startsWith(${parent}, '['), JSONExtractRaw(${parent}, ${Number(key) + 1})` : '';
+      raw = named(`multiIf(startsWith(${parent}, '{'), ${rawAt(parent, key)}${index}, '')`);
     }
     return { present: named(`(${raw} NOT IN ('', 'null', '""'))`), raw };
   }
@@ -788,7 +813,8 @@ class Compiler {
         if (precision > 38 || scale > precision) return refuse();
         const digits = precision - scale;
         const fits = `match(${value.sql}, ${lit(`^-?[0-9]{1,${Math.max(digits, 1)}}(\\.[0-9]{1,${Math.max(scale, 1)}})?$`)})${scale === 0 ? ` AND position(${value.sql}, '.') = 0` : ''}${digits === 0 ? ` AND match(${value.sql}, '^-?0')` : ''}`;
-        return { sql: cast(`toDecimal128OrZero(${value.sql}, ${scale})`), fits: `(${fits})` };
+        // Total: a value that does not fit becomes 0 before the cast (and the row is not accepted).
+        return { sql: cast(`toDecimal128OrZero(if(${fits}, ${value.sql}, '0'), ${scale})`), fits: `(${fits})` };
       }
       case 'integer': {
         if (!integer) return refuse();
@@ -799,11 +825,11 @@ class Compiler {
       case 'boolean':
         return base === 'Bool' || base === 'UInt8' ? { sql: cast(value.sql), fits: '1' } : refuse();
       case 'datetime':
-        return /^DateTime64\(3(?:,\s*'[A-Za-z0-9_/+-]+')?\)$/.test(base) ? { sql: cast(`fromUnixTimestamp64Milli(${value.sql}, 'UTC')`), fits: '1' } : refuse();
+        return /^DateTime64\(3(?:,\s*'[A-Za-z0-9_/+-]+')?\)$/.test(base) ? { sql: cast(`fromUnixTimestamp64Milli(least(greatest(${value.sql}, 0), ${MAX_MS}), 'UTC')`), fits: '1' } : refuse();
       case 'date':
         // Date holds 1970-01-01 to 2149-06-06; Date32 more.
-        if (base === 'Date') return { sql: cast(value.sql), fits: `(${value.sql} >= 0 AND ${value.sql} < 65535)` };
-        if (base === 'Date32') return { sql: cast(value.sql), fits: '1' };
+        if (base === 'Date') return { sql: cast(`least(greatest(${value.sql}, 0), 65534)`), fits: `(${value.sql} >= 0 AND ${value.sql} < 65535)` };
+        if (base === 'Date32') return { sql: cast(`least(greatest(${value.sql}, 0), ${MAX_MS / DAY_MS})`), fits: '1' };
         return refuse();
     }
   }
