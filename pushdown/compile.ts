@@ -68,6 +68,7 @@ export function planPushdown(options: PlanPushdownOptions): PushdownPlan {
       columns: result.columns.map((c) => ({ name: c.name, sql: render(c.sql) })),
       accepted: render(and(result.conditions.map((c) => c.sql))),
       conditions: result.conditions.map((c) => ({ name: c.name, sql: render(c.sql) })),
+      row: render(`tuple(${[and(result.conditions.map((c) => c.sql)), ...result.columns.map((c) => c.sql)].join(', ')})`),
     };
   } finally {
     bodies.clear();

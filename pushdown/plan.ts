@@ -27,6 +27,12 @@ export type PushdownPlan =
        * `columns.passengers`): to explain why a record was left to the JS path.
        */
       readonly conditions?: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
+      /**
+       * `tuple(accepted, <columns in order>)` as one expression over `line`, its shared parts
+       * computed once for all: `SELECT r.2, r.3, … FROM (SELECT <row> AS r FROM …) WHERE r.1`
+       * does the work of `columns` and `accepted` without repeating it per column.
+       */
+      readonly row?: string;
     }
   | {
       readonly pushable: false;
