@@ -38,10 +38,12 @@ export { dedupe, type DedupeOptions, type DedupeStats } from './operators/dedupe
 export { MemoryDedupeStore, redisDedupeStore, type DedupeStore, type MemoryDedupeStoreOptions, type RedisDedupeStoreOptions } from './operators/dedupeStores';
 export { encrypt, type EncryptOptions } from './operators/encrypt';
 export { mask, maskCardNumber, type MaskOptions } from './operators/mask';
-export { normalize, type FieldRule, type FieldType, type NormalizeOptions, type VendorMapping } from './operators/normalize';
+export { normalize, type FieldCondition, type FieldRule, type FieldType, type NormalizeOptions, type VendorCheck, type VendorMapping } from './operators/normalize';
 export { parse, type ParseOptions } from './operators/parse';
 export { subjectTokenOf, subjectTokensOf, tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
 export { validate, type ValidateOptions } from './operators/validate';
+export { planPushdown, type PlanPushdownOptions, type PushdownColumn } from './pushdown/compile';
+export type { PushdownInput, PushdownPlan } from './pushdown/plan';
 
 export * from './connectors/clickhouse';
 export * from './connectors/files';

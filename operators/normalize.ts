@@ -33,6 +33,12 @@ export interface FieldRule {
   timeZone?: string;
   /** `string`: change case after trimming. */
   case?: 'upper' | 'lower';
+  /**
+   * The field's value, the same for every record, instead of reading `from`: a constant
+   * stated as data (`{ value: 'flight' }`), coerced like a value read from the record. Unlike
+   * `compute`, a bulk import can run it in the engine (see `planPushdown`).
+   */
+  value?: string | number | boolean;
   /** Computes the value from the whole vendor record instead of reading `from`. */
   compute?: (record: any) => unknown;
   /**
@@ -44,10 +50,45 @@ export interface FieldRule {
   items?: Readonly<Record<string, FieldRule | string>>;
 }
 
+/**
+ * A vendor rule on the mapped record, stated as data: when the record matches `when`, each
+ * field in `require` must satisfy its condition, or the record is dead-lettered (code
+ * `MAPPING`) with `path` and `message`.
+ *
+ * ## Example
+ * ```ts
+ * // A refund must have a negative total.
+ * { when: { status: 'refunded' }, require: { total_amount: { startsWith: '-' } }, path: '/total', message: 'a refund must have a negative total' }
+ * ```
+ */
+export interface VendorCheck {
+  /** The check applies when every listed output field equals (`===`) its value; to every record when left out. */
+  when?: Readonly<Record<string, string | number | boolean>>;
+  /** Output field → what it must satisfy; every condition given must hold. */
+  require: Readonly<Record<string, FieldCondition>>;
+  /** The dead letter's path (JSON Pointer into the vendor record). */
+  path: string;
+  /** The dead letter's message. */
+  message: string;
+}
+
+/** A condition on one output field of a mapped record. */
+export interface FieldCondition {
+  /** The field, as text (`String(value)`: an absent field is `'undefined'`), starts with this. */
+  startsWith?: string;
+  /** The field equals (`===`) this. */
+  equals?: string | number | boolean;
+}
+
 export interface VendorMapping {
   /** Output field → rule; a string is shorthand for `{ from: thatPath }`. */
   fields: Readonly<Record<string, FieldRule | string>>;
-  /** Vendor-specific checks on the mapped record; each issue dead-letters it. */
+  /**
+   * Vendor rules on the mapped record, as data; checked in order when every field mapped
+   * without an issue, each failing one an issue.
+   */
+  checks?: readonly VendorCheck[];
+  /** Vendor-specific checks on the mapped record, as a function (after `checks`); each issue dead-letters it. */
   check?: (output: Record<string, unknown>, input: any) => FieldIssue[] | undefined | void;
 }
 
@@ -114,6 +155,7 @@ class CoercionIssue extends Error {}
 function compileMapping(vendor: string, mapping: VendorMapping, vendorField: string | false): (input: any) => Record<string, unknown> {
   if (!mapping?.fields || typeof mapping.fields !== 'object') throw new ConfigError(`mappings.${vendor}.fields must be an object`);
   const map = compileFields(mapping.fields, `mappings.${vendor}.fields`);
+  const checks = compileChecks(mapping.checks, `mappings.${vendor}.checks`);
   const check = mapping.check;
   // The mapping's own rule for the field wins.
   const stamp = vendorField !== false && !Object.hasOwn(mapping.fields, vendorField) ? vendorField : undefined;
@@ -123,6 +165,7 @@ function compileMapping(vendor: string, mapping: VendorMapping, vendorField: str
     const output = map(input, '', scratch);
     if (stamp !== undefined) output[stamp] = vendor;
     let issues: FieldIssue[] = scratch.length > 0 ? [...scratch] : [];
+    if (issues.length === 0 && checks) issues = checks(output);
     if (issues.length === 0 && check) issues = check(output, input) || [];
     if (issues && issues.length > 0) throw new ValidationError(issues, 'MAPPING');
     return output;
@@ -130,6 +173,48 @@ function compileMapping(vendor: string, mapping: VendorMapping, vendorField: str
 }
 
 const scratch: FieldIssue[] = [];
+
+/** The declarative checks of a mapping as one function giving the issues of a mapped record. */
+function compileChecks(checks: VendorMapping['checks'], where: string): ((output: Record<string, unknown>) => FieldIssue[]) | undefined {
+  if (checks === undefined) return undefined;
+  if (!Array.isArray(checks)) throw new ConfigError(`${where} must be an array of checks`);
+  const literal = (value: unknown) => typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
+  for (const [i, check] of checks.entries()) {
+    const at = `${where}[${i}]`;
+    if (check === null || typeof check !== 'object') throw new ConfigError(`${at} must be an object with require, path and message`);
+    if (typeof check.path !== 'string' || typeof check.message !== 'string') throw new ConfigError(`${at}.path and ${at}.message must be strings`);
+    if (check.when !== undefined && (check.when === null || typeof check.when !== 'object' || !Object.values(check.when).every(literal))) {
+      throw new ConfigError(`${at}.when must be an object of output field → string, number or boolean`);
+    }
+    if (check.require === null || typeof check.require !== 'object' || Object.keys(check.require).length === 0) {
+      throw new ConfigError(`${at}.require must be an object of output field → condition`);
+    }
+    for (const [field, condition] of Object.entries(check.require) as [string, FieldCondition][]) {
+      const known = condition !== null && typeof condition === 'object' && Object.keys(condition).every((key) => key === 'startsWith' || key === 'equals');
+      if (!known || Object.keys(condition).length === 0) throw new ConfigError(`${at}.require.${field} must be a condition: { startsWith: text } and/or { equals: value }`);
+      if (condition.startsWith !== undefined && typeof condition.startsWith !== 'string') throw new ConfigError(`${at}.require.${field}.startsWith must be a string`);
+      if (condition.equals !== undefined && !literal(condition.equals)) throw new ConfigError(`${at}.require.${field}.equals must be a string, number or boolean`);
+    }
+  }
+  const compiled = checks.map((check) => ({
+    when: Object.entries(check.when ?? {}),
+    require: Object.entries(check.require) as [string, FieldCondition][],
+    issue: { path: check.path, message: check.message },
+  }));
+  return (output) => {
+    const issues: FieldIssue[] = [];
+    for (const check of compiled) {
+      if (!check.when.every(([field, value]) => output[field] === value)) continue;
+      const holds = check.require.every(
+        ([field, condition]) =>
+          (condition.startsWith === undefined || String(output[field]).startsWith(condition.startsWith)) &&
+          (condition.equals === undefined || output[field] === condition.equals),
+      );
+      if (!holds) issues.push({ ...check.issue });
+    }
+    return issues;
+  };
+}
 
 /** Maps `input`, adding what is wrong to `issues` (paths below `base`). */
 type FieldsMapper = (input: any, base: string, issues: FieldIssue[]) => Record<string, unknown>;
@@ -157,8 +242,14 @@ interface CompiledField {
  */
 function compileFields(rules: Readonly<Record<string, FieldRule | string>>, where: string): FieldsMapper {
   const fields: CompiledField[] = Object.entries(rules).map(([name, ruleOrPath]) => {
-    const rule: FieldRule = typeof ruleOrPath === 'string' ? { from: ruleOrPath } : ruleOrPath;
+    let rule: FieldRule = typeof ruleOrPath === 'string' ? { from: ruleOrPath } : ruleOrPath;
     const at = `${where}.${name}`;
+    if (rule.value !== undefined) {
+      if (rule.compute !== undefined || rule.from !== undefined || rule.items !== undefined) throw new ConfigError(`${at}.value is the field's value: leave out from, compute and items`);
+      if (!['string', 'number', 'boolean'].includes(typeof rule.value)) throw new ConfigError(`${at}.value must be a string, number or boolean, got ${JSON.stringify(rule.value)}`);
+      const constant = rule.value;
+      rule = { ...rule, compute: () => constant };
+    }
     const froms = rule.compute ? [] : [rule.from ?? name].flat();
     if (rule.items !== undefined && (rule.items === null || typeof rule.items !== 'object')) throw new ConfigError(`${at}.items must be an object of field rules for each element`);
     if (rule.items && rule.type !== undefined && rule.type !== 'array') throw new ConfigError(`${at}.type must be 'array' (or left out) when items is given, got ${JSON.stringify(rule.type)}`);

@@ -21,6 +21,18 @@ export type PushdownPlan =
       readonly columns: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
       /** SQL boolean over `line`: 1 only when the JS path would store this record with exactly `columns`' values. */
       readonly accepted: string;
+      /**
+       * The parts of `accepted` (it is their AND), each named after the rule it stands for
+       * (`line`, `fields.total_amount`, `checks[0]`, `schema.properties.currency`,
+       * `columns.passengers`): to explain why a record was left to the JS path.
+       */
+      readonly conditions?: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
+      /**
+       * `tuple(accepted, <columns in order>)` as one expression over `line`, its shared parts
+       * computed once for all: `SELECT r.2, r.3, … FROM (SELECT <row> AS r FROM …) WHERE r.1`
+       * does the work of `columns` and `accepted` without repeating it per column.
+       */
+      readonly row?: string;
     }
   | {
       readonly pushable: false;

@@ -31,7 +31,7 @@ export const mappings: Record<string, VendorMapping> = {
       booking_id: { from: 'ref', required: true },
       updated_at: { from: ['updated', 'created'], type: 'datetime', required: true },
       status: { from: 'state', required: true, values: { HK: 'confirmed', KK: 'confirmed', HL: 'pending', XX: 'cancelled', RF: 'refunded' } },
-      product: { compute: () => 'flight' },
+      product: { value: 'flight' },
       booked_at: { from: 'created', type: 'datetime', required: true },
       travel_date: { from: 'departure', type: 'date', required: true },
       origin: 'route.from',
@@ -55,17 +55,14 @@ export const mappings: Record<string, VendorMapping> = {
       total_amount: { from: 'total', type: 'decimal', decimalSeparator: ',', required: true },
       currency: { from: 'ccy', case: 'upper', required: true },
     },
-    check: (booking) =>
-      booking.status === 'refunded' && !String(booking.total_amount).startsWith('-')
-        ? [{ path: '/total', message: 'a refund must have a negative total' }]
-        : undefined,
+    checks: [{ when: { status: 'refunded' }, require: { total_amount: { startsWith: '-' } }, path: '/total', message: 'a refund must have a negative total' }],
   },
   staylodge: {
     fields: {
       booking_id: { from: 'reservationId', required: true },
       updated_at: { from: ['modifiedAt', 'createdAt'], type: 'datetime', format: 'epoch-s', required: true },
       status: { from: 'reservationStatus', required: true, values: { CONFIRMED: 'confirmed', TENTATIVE: 'pending', CANCELLED: 'cancelled' } },
-      product: { compute: () => 'hotel' },
+      product: { value: 'hotel' },
       booked_at: { from: 'createdAt', type: 'datetime', format: 'epoch-s', required: true },
       travel_date: { from: 'checkIn', type: 'date', required: true },
       destination: 'hotel.city',
@@ -116,7 +113,7 @@ export const mappings: Record<string, VendorMapping> = {
       booking_id: { from: 'RESNO', required: true },
       updated_at: { from: ['CHGDATE', 'RESDATE'], type: 'datetime', format: 'YYYYMMDD HHmm', timeZone: 'Europe/Berlin', required: true },
       status: { from: 'STAT', required: true, values: { B: 'confirmed', V: 'pending', S: 'cancelled', E: 'refunded' } },
-      product: { compute: () => 'rail' },
+      product: { value: 'rail' },
       booked_at: { from: 'RESDATE', type: 'datetime', format: 'YYYYMMDD HHmm', timeZone: 'Europe/Berlin', required: true },
       travel_date: { from: 'TRAVDATE', type: 'date', format: 'DD.MM.YYYY', required: true },
       origin: 'DEP',
@@ -126,10 +123,7 @@ export const mappings: Record<string, VendorMapping> = {
       currency: { from: 'CUR', case: 'upper', default: 'EUR' },
       travellers: { compute: (r) => railbasePax(r).map((name) => ({ name })), items: { name: { from: 'name', required: true } } },
     },
-    check: (booking) =>
-      booking.status === 'refunded' && !String(booking.total_amount).startsWith('-')
-        ? [{ path: '/AMOUNT', message: 'a refund must have a negative amount' }]
-        : undefined,
+    checks: [{ when: { status: 'refunded' }, require: { total_amount: { startsWith: '-' } }, path: '/AMOUNT', message: 'a refund must have a negative amount' }],
   },
   farelink: {
     fields: {
@@ -137,7 +131,7 @@ export const mappings: Record<string, VendorMapping> = {
       updated_at: { from: ['@modified', '@created'], type: 'datetime', required: true },
       // GDS status codes: holding confirmed, confirmed by the airline, waitlisted, cancelled.
       status: { from: '@status', required: true, values: { HK: 'confirmed', KK: 'confirmed', TK: 'confirmed', HL: 'pending', XX: 'cancelled', HX: 'cancelled' } },
-      product: { compute: () => 'flight' },
+      product: { value: 'flight' },
       booked_at: { from: '@created', type: 'datetime', required: true },
       // The local day of the first departure, as the ticket shows it.
       travel_date: { compute: (r) => String(r.Itinerary?.Segment?.[0]?.Departure?.['#text'] ?? '').slice(0, 10), type: 'date', required: true },
@@ -183,10 +177,7 @@ export const mappings: Record<string, VendorMapping> = {
       // "Surname, Given" in the export; the lead passenger is the one traveller it names.
       travellers: { compute: (r) => backdeskLead(r['Lead Passenger']), items: { name: { from: 'name', required: true } } },
     },
-    check: (booking) =>
-      booking.status === 'refunded' && !String(booking.total_amount).startsWith('-')
-        ? [{ path: '/Amount', message: 'a refund must have a negative amount' }]
-        : undefined,
+    checks: [{ when: { status: 'refunded' }, require: { total_amount: { startsWith: '-' } }, path: '/Amount', message: 'a refund must have a negative amount' }],
   },
 };
 

@@ -179,6 +179,36 @@ describe('normalize', () => {
     expect(await one(mapping, { items: [] })).to.deep.equal({ stage: 'normalize', code: 'MAPPING', path: '/items', message: '/items a booking needs items' });
   });
 
+  it('sets a constant field from value, coerced like a read value, and refuses value beside from or compute', async () => {
+    expect(await one({ fields: { product: { value: 'flight' }, n: { value: '7', type: 'integer' }, c: { value: ' eur ', case: 'upper' } } }, {})).to.deep.equal({
+      product: 'flight',
+      n: 7,
+      c: 'EUR',
+    });
+    expect(() => normalize({ mappings: { v: { fields: { p: { value: 'x', from: 'y' } } } } })).to.throw(ConfigError, 'mappings.v.fields.p.value is the field');
+    expect(() => normalize({ mappings: { v: { fields: { p: { value: {} as never } } } } })).to.throw(ConfigError, 'must be a string, number or boolean');
+  });
+
+  it('runs declarative checks: when the record matches, each required condition holds or the record is dead-lettered with the check path and message', async () => {
+    const mapping: VendorMapping = {
+      fields: { status: 'status', total: 'total' },
+      checks: [
+        { when: { status: 'refunded' }, require: { total: { startsWith: '-' } }, path: '/total', message: 'a refund must have a negative total' },
+        { require: { status: { equals: 'refunded' }, total: { startsWith: '-' } }, path: '/x', message: 'second' },
+      ],
+    };
+    expect(await one(mapping, { status: 'refunded', total: '-5' })).to.deep.equal({ status: 'refunded', total: '-5' });
+    expect(await one(mapping, { status: 'refunded', total: '5' })).to.deep.equal({ stage: 'normalize', code: 'MAPPING', path: '/total', message: '/total a refund must have a negative total; /x second' });
+    expect(await one(mapping, { status: 'confirmed', total: '-5' })).to.deep.include({ path: '/x', message: '/x second' });
+    // An absent field is the text 'undefined', as String() gives it.
+    expect(await one({ fields: { t: 't' }, checks: [{ require: { t: { startsWith: 'u' } }, path: '/t', message: 'm' }] }, {})).to.deep.equal({});
+    expect(() => normalize({ mappings: { v: { fields: {}, checks: [{ require: { t: { endsWith: 'x' } as never }, path: '/t', message: 'm' }] } } })).to.throw(
+      ConfigError,
+      'mappings.v.checks[0].require.t must be a condition',
+    );
+    expect(() => normalize({ mappings: { v: { fields: {}, checks: [{ require: {}, path: '/t', message: 'm' }] } } })).to.throw(ConfigError, 'require must be an object');
+  });
+
   it("writes the record's vendor into the row unless the mapping sets it; vendorField renames or turns it off", async () => {
     const recorder = new Recorder();
     const mappings = { acme: { fields: { id: 'ref' } }, globex: { fields: { id: 'ref', vendor: { compute: () => 'Globex Corp.' } } } };
