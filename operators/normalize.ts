@@ -1,5 +1,6 @@
 import type { OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
+import { isoDate, isoDateTime, parseIso, patternParser, TimeOutOfRange, validParts, wallClockMs, zoneOf } from '../lib/dates';
 import { ConfigError, ValidationError, type FieldIssue } from '../lib/errors';
 import { recordOperator } from './recordOperator';
 
@@ -337,7 +338,7 @@ function missing(field: CompiledField, base: string, issues: FieldIssue[]): void
 
 /** A coercion's refusal becomes an issue at the field; any other error is a bug and goes on. */
 function refused(field: CompiledField, error: unknown, base: string, issues: FieldIssue[]): void {
-  if (!(error instanceof CoercionIssue)) throw error;
+  if (!(error instanceof CoercionIssue || error instanceof TimeOutOfRange)) throw error;
   issues.push({ path: base + field.pointer, message: `${field.name}: ${error.message}` });
 }
 
@@ -485,20 +486,6 @@ function toDecimal(rule: FieldRule, where: string): Coerce {
   };
 }
 
-const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
-
-interface TimeParts {
-  year: number;
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
-  millisecond: number;
-  /** Minutes east of UTC, when the text carries an offset. */
-  offset?: number;
-}
-
 function toTime(type: 'datetime' | 'date', rule: FieldRule, where: string): Coerce {
   const format = rule.format ?? 'iso';
   const zone = zoneOf(rule.timeZone ?? 'UTC', `${where}.timeZone`);
@@ -520,235 +507,5 @@ function toTime(type: 'datetime' | 'date', rule: FieldRule, where: string): Coer
     // A calendar date has no zone: it stays the day the vendor wrote.
     if (type === 'date' && parts.offset === undefined && parts.hour === 0 && parts.minute === 0) return render(local);
     return render(parts.offset !== undefined ? local - parts.offset * 60_000 : zone(local));
-  };
-}
-
-function parseIso(text: string): TimeParts | undefined {
-  const m = ISO.exec(text);
-  if (!m) return undefined;
-  const parts: TimeParts = {
-    year: +m[1]!,
-    month: +m[2]!,
-    day: +m[3]!,
-    hour: +(m[4] ?? 0),
-    minute: +(m[5] ?? 0),
-    second: +(m[6] ?? 0),
-    millisecond: m[7] ? Math.floor(+m[7].padEnd(3, '0').slice(0, 3)) : 0,
-  };
-  if (m[8]) parts.offset = offsetMinutes(m[8]);
-  return parts;
-}
-
-function offsetMinutes(text: string): number {
-  if (text.toUpperCase() === 'Z') return 0;
-  const digits = text.slice(1).replace(':', '');
-  const minutes = +digits.slice(0, 2) * 60 + +(digits.slice(2) || 0);
-  return text[0] === '-' ? -minutes : minutes;
-}
-
-/** The part of a time each token fills, by index: year, month, day, hour, minute, second, millisecond. */
-const TOKENS: Record<string, number> = { YYYY: 0, MM: 1, DD: 2, HH: 3, mm: 4, ss: 5, SSS: 6 };
-/** A step that is a literal character, not a part. */
-const LITERAL = -1;
-
-/**
- * Compiles `DD/MM/YYYY HH:mm` and the like into a scanner over char codes: no regex, no
- * match array, and one parts object reused for every value (coercion is synchronous).
- * Steps are kept in typed arrays so the scanner's loads stay monomorphic.
- */
-function patternParser(pattern: string, where: string): (text: string) => TimeParts | undefined {
-  const kinds: number[] = [];
-  const mins: number[] = [];
-  const maxes: number[] = [];
-  for (let i = 0; i < pattern.length; ) {
-    const token = ['YYYY', 'SSS', 'MM', 'DD', 'HH', 'mm', 'ss'].find((t) => pattern.startsWith(t, i));
-    if (token) {
-      kinds.push(TOKENS[token]!);
-      mins.push(token === 'YYYY' ? 4 : token === 'SSS' ? 3 : 1);
-      maxes.push(token.length);
-      i += token.length;
-    } else {
-      kinds.push(LITERAL);
-      mins.push(pattern.charCodeAt(i));
-      maxes.push(0);
-      i++;
-    }
-  }
-  if (![0, 1, 2].every((part) => kinds.includes(part))) {
-    throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
-  }
-  const kind = Int8Array.from(kinds);
-  const min = Int32Array.from(mins);
-  const max = Int8Array.from(maxes);
-  const steps = kind.length;
-  const values = new Int32Array(7);
-  const result: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
-  return (text) => {
-    values.fill(0);
-    let at = 0;
-    for (let s = 0; s < steps; s++) {
-      const part = kind[s]!;
-      if (part === LITERAL) {
-        if (text.charCodeAt(at) !== min[s]) return undefined;
-        at++;
-        continue;
-      }
-      let value = 0;
-      let digits = 0;
-      while (digits < max[s]!) {
-        const digit = text.charCodeAt(at) - 48;
-        if (!(digit >= 0 && digit <= 9)) break;
-        value = value * 10 + digit;
-        at++;
-        digits++;
-      }
-      if (digits < min[s]!) return undefined;
-      values[part] = value;
-    }
-    if (at !== text.length) return undefined;
-    result.year = values[0]!;
-    result.month = values[1]!;
-    result.day = values[2]!;
-    result.hour = values[3]!;
-    result.minute = values[4]!;
-    result.second = values[5]!;
-    result.millisecond = values[6]!;
-    return result;
-  };
-}
-
-const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
-function validParts(p: TimeParts): boolean {
-  if (p.month < 1 || p.month > 12 || p.day < 1 || p.hour > 23 || p.minute > 59 || p.second > 59) return false;
-  const leap = p.month === 2 && p.year % 4 === 0 && (p.year % 100 !== 0 || p.year % 400 === 0);
-  return p.day <= DAYS_IN_MONTH[p.month - 1]! + (leap ? 1 : 0);
-}
-
-const DAY_MS = 86_400_000;
-
-/**
- * The parts read as a UTC time, in milliseconds: days from the civil date by integer
- * arithmetic (H. Hinnant's algorithm) instead of `Date.UTC`, a call into the runtime that
- * also reads years 0–99 as 1900–1999.
- */
-function wallClockMs(p: TimeParts): number {
-  const year = p.month <= 2 ? p.year - 1 : p.year;
-  const era = Math.floor(year / 400);
-  const yearOfEra = year - era * 400;
-  const dayOfYear = Math.floor((153 * (p.month > 2 ? p.month - 3 : p.month + 9) + 2) / 5) + p.day - 1;
-  const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear;
-  const days = era * 146_097 + dayOfEra - 719_468;
-  return days * DAY_MS + p.hour * 3_600_000 + p.minute * 60_000 + p.second * 1000 + p.millisecond;
-}
-/** Year 10000: past it, ISO 8601 needs an expanded year and the slow path renders it. */
-const FAST_RENDER_LIMIT = 253_402_300_800_000;
-const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
-/**
- * `YYYY-MM-DD` per day number, in a direct-mapped cache: a slot per day modulo its size,
- * so 11 years of consecutive days never evict each other, and a lookup is two array reads.
- */
-const DAY_SLOTS = 4096;
-const dayKeys = new Float64Array(DAY_SLOTS).fill(NaN);
-const dayTexts = new Array<string>(DAY_SLOTS).fill('');
-
-function dayText(day: number): string {
-  const slot = day & (DAY_SLOTS - 1);
-  if (dayKeys[slot] === day) return dayTexts[slot]!;
-  const text = new Date(day * DAY_MS).toISOString().slice(0, 10);
-  dayKeys[slot] = day;
-  dayTexts[slot] = text;
-  return text;
-}
-
-function checkedTime(ms: number): void {
-  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new CoercionIssue(`time out of range: ${ms}`);
-}
-
-/** `new Date(ms).toISOString()`, without a Date per call on the common range. */
-function isoDateTime(ms: number): string {
-  if (!(ms >= 0 && ms < FAST_RENDER_LIMIT)) {
-    checkedTime(ms);
-    return new Date(ms).toISOString();
-  }
-  const day = Math.floor(ms / DAY_MS);
-  return dayText(day) + timeText(ms - day * DAY_MS);
-}
-
-/**
- * `Thh:mm:ss.sssZ` per millisecond of the day, in a direct-mapped cache with a slot per
- * second modulo its size: vendor times repeat their times of day, and building the text
- * from its pieces each time allocated ten times the string it made.
- */
-const TIME_SLOTS = 8192;
-const timeKeys = new Float64Array(TIME_SLOTS).fill(NaN);
-const timeTexts = new Array<string>(TIME_SLOTS).fill('');
-
-function timeText(msOfDay: number): string {
-  const slot = Math.floor(msOfDay / 1000) & (TIME_SLOTS - 1);
-  if (timeKeys[slot] === msOfDay) return timeTexts[slot]!;
-  const millis = Math.floor(msOfDay % 1000);
-  const seconds = Math.floor(msOfDay / 1000);
-  const text = `T${TWO_DIGITS[Math.floor(seconds / 3600)]}:${TWO_DIGITS[Math.floor(seconds / 60) % 60]}:${TWO_DIGITS[seconds % 60]}.${String(millis).padStart(3, '0')}Z`;
-  timeKeys[slot] = msOfDay;
-  timeTexts[slot] = text;
-  return text;
-}
-
-function isoDate(ms: number): string {
-  if (!(ms >= 0 && ms < FAST_RENDER_LIMIT)) {
-    checkedTime(ms);
-    const iso = new Date(ms).toISOString();
-    return iso.slice(0, iso.indexOf('T'));
-  }
-  return dayText(Math.floor(ms / DAY_MS));
-}
-
-/** Converts a wall-clock time (as if UTC) in `zone` to real UTC milliseconds. */
-function zoneOf(zone: string, where: string): (local: number) => number {
-  if (zone === 'UTC' || zone === 'Z') return (local) => local;
-  if (/^[+-]\d{2}:?\d{2}$/.test(zone)) {
-    const offset = offsetMinutes(zone) * 60_000;
-    return (local) => local - offset;
-  }
-  let format: Intl.DateTimeFormat;
-  try {
-    format = new Intl.DateTimeFormat('en-US', {
-      timeZone: zone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      second: 'numeric',
-    });
-  } catch {
-    throw new ConfigError(`${where} must be UTC, an offset like +02:00, or an IANA zone name, got ${JSON.stringify(zone)}`);
-  }
-  const offsetAt = (utc: number) => {
-    const p: Record<string, number> = {};
-    for (const { type, value } of format.formatToParts(utc)) p[type] = +value;
-    const wall = Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!, p.second!);
-    return wall - Math.floor(utc / 1000) * 1000;
-  };
-  // Offsets change on the hour at most: remember them per hour of wall-clock time, in a
-  // direct-mapped cache (a slot per hour modulo its size: the hours of a year fit).
-  const HOUR = 3_600_000;
-  const SLOTS = 16_384;
-  const hours = new Float64Array(SLOTS).fill(NaN);
-  const offsets = new Float64Array(SLOTS);
-  return (local) => {
-    const hour = Math.floor(local / HOUR);
-    const slot = hour & (SLOTS - 1);
-    let offset: number;
-    if (hours[slot] === hour) offset = offsets[slot]!;
-    else {
-      // Two passes settle the offset also next to a daylight-saving change.
-      offset = offsetAt(local - offsetAt(hour * HOUR));
-      hours[slot] = hour;
-      offsets[slot] = offset;
-    }
-    return local - offset;
   };
 }
