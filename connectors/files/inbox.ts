@@ -123,13 +123,19 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
                 continue;
               }
               const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed);
-              if (signal.aborted) break;
+              if (signal.aborted) {
+                tracker.stopped(outcome.records);
+                break;
+              }
               tracker.read(outcome.records, outcome.failure);
             }
             if (options.once) break;
             await sleep(pollMs, signal);
           }
-          if (options.once) await state.drained(signal);
+          // Stopping: the records read so far settle as the pipeline drains; their position
+          // is saved before the source ends, so a restart resumes right after them.
+          if (signal.aborted) await state.halted();
+          else if (options.once) await state.drained(signal);
         })().then(
           () => subscriber.complete(),
           (error: unknown) => subscriber.error(error),
@@ -205,6 +211,11 @@ export class InboxState {
     });
   }
 
+  /** Resolves once every record read is settled and the position of each file in progress is saved. */
+  async halted(): Promise<void> {
+    await Promise.all([...this.#files.values()].map((tracker) => tracker.halted()));
+  }
+
   /** @internal */
   checkpointMs(): number {
     return this.#checkpointMs;
@@ -278,6 +289,30 @@ class FileTracker {
     this.#saved = settled;
   }
 
+  #halt: { records: number; resolve: () => void } | undefined;
+  #halting: Promise<void> | undefined;
+
+  /** Reading stopped after `records` records (the source is stopping). */
+  stopped(records: number): void {
+    this.#halt ??= { records, resolve: () => undefined };
+  }
+
+  /** Resolves once the records read are settled (or one failed) and the position is saved, or the file is finished. */
+  halted(): Promise<void> {
+    this.#halting ??= (async () => {
+      const limit = this.#halt?.records ?? this.#total;
+      if (limit !== undefined && !this.#failed && this.#contiguous < limit) {
+        await new Promise<void>((resolve) => (this.#halt = { records: limit, resolve }));
+      }
+      if (this.#finishing) return;
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      await this.saving;
+      if (this.#contiguous !== this.#saved) await (this.saving = this.#save());
+    })();
+    return this.#halting;
+  }
+
   /** The file has been read: `records` in all. */
   read(records: number, failure: string | undefined): void {
     this.#total = records;
@@ -289,6 +324,7 @@ class FileTracker {
     if (error) {
       // Not durable: the file stays in the inbox and resumes from before this record.
       this.#failed = true;
+      this.#halt?.resolve();
       return;
     }
     if (record <= this.#contiguous) return;
@@ -298,6 +334,7 @@ class FileTracker {
     }
     this.#contiguous = record;
     while (this.#ahead.delete(this.#contiguous + 1)) this.#contiguous++;
+    if (this.#halt && this.#contiguous >= this.#halt.records) this.#halt.resolve();
     if (!this.#maybeFinish()) this.#schedule();
   }
 
