@@ -244,9 +244,9 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       expect(stopped.nacked, 'records nacked by stop()').to.equal(0);
       expect(stopped.read).to.equal(stopped.written + stopped.deadLettered);
       expect(first.counts.raw, 'rows stored against rows the run says it wrote').to.equal(stopped.written);
-      expect(first.counts.raw).to.be.within(1, input.refs().length - 1);
-      expect(first.counts.raw, 'a record stored twice').to.equal(first.counts.distinct);
       expectCovers(first.promised, first.counts, 'the saved position after stop() against the records stored');
+      expect(first.counts.raw, 'a record stored twice').to.equal(first.counts.distinct);
+      expect(first.counts.raw, 'stopped mid-stream').to.be.within(1, input.refs().length - 1);
       await input.afterFirst?.({ ...first, stats: stopped });
 
       const stats = await finish(driver, input, chdb());
