@@ -37,7 +37,8 @@ sourceConformance('fromInbox', {
       options: { dir: inbox, once: true, checkpointMs: promise === 'kill' ? 300 : 50 },
       batch: { rows: 500, maxWaitMs: 1000 },
       writesBefore: 4,
-      slowMs: 40,
+      // Slow enough that the run is still going when the test stops or kills it.
+      slowMs: promise === 'stop' ? 100 : 40,
       refs: () => refsOf(lines.length),
       promised: () => refsOf(settled()),
       midway: () => settled() >= (promise === 'kill' ? 3000 : 1000),

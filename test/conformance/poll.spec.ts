@@ -16,7 +16,7 @@ sourceConformance('fromPoll', {
   async input(dir, promise): Promise<SourceInput> {
     const kill = promise === 'kill';
     // The kill test: slow pages, 429 bursts, 500s, items on two pages and a renamed field, all at once.
-    const api = new VendorApi(kill ? 3000 : 1000, kill ? { slowMs: 25, burst429: { every: 10, count: 1, retryAfterSeconds: 1 }, error500Every: 13, duplicates: true, renameAfter: 1500 } : { slowMs: 10 });
+    const api = new VendorApi(kill ? 3000 : promise === 'stop' ? 2000 : 1000, kill ? { slowMs: 25, burst429: { every: 10, count: 1, retryAfterSeconds: 1 }, error500Every: 13, duplicates: true, renameAfter: 1500 } : { slowMs: 10 });
     const url = `${await api.start()}/cursor?limit=${PAGE}`;
     const cursorFile = join(dir, 'cursor.json');
     const cursor = () => (existsSync(cursorFile) ? (JSON.parse(readFileSync(cursorFile, 'utf8')) as { resume?: string; watermark?: string }) : undefined);

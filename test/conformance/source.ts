@@ -51,8 +51,10 @@ export interface SourceInput {
   /** Input that does not end by itself (webhook senders): started with the child's URL; `halt` ends it. */
   feed?(url: string): void;
   halt?(): Promise<void>;
-  /** The source needs SIGTERM to end after a run that received everything (a webhook). */
+  /** The source needs SIGTERM to end after a run that received everything (a webhook; a Kafka consumer). */
   endless?: boolean;
+  /** For an endless source: resolves once the run has taken in everything (a Kafka group caught up), before the SIGTERM. */
+  drained?(): Promise<void>;
   /** After a restart: sends again what was not accepted (a vendor retrying requests not answered 2xx). */
   redeliver?(url: string): Promise<void>;
   /** The most rows a record may have in the end, when the source itself served it more than once (a poller's pages overlapping). @default 1, plus 1 for a record stored past the saved position when the run ended */
@@ -132,6 +134,7 @@ async function launch(driver: SourceDriver, input: SourceInput, chdb: string, fa
 async function finish(driver: SourceDriver, input: SourceInput, chdb: string): Promise<RunStats> {
   const { child, url } = await launch(driver, input, chdb);
   if (input.redeliver) await input.redeliver(url!);
+  await input.drained?.();
   if (input.endless) child.process.kill('SIGTERM');
   const stats = await child.event<RunStats>('stats');
   expect((await child.exited).code, child.output()).to.equal(0);
