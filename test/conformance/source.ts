@@ -25,8 +25,8 @@ export interface RunStats {
   source?: any;
 }
 
-/** Which promise a test checks; a driver may shape its input to it. */
-export type Promise_ = 'checkpoint' | 'nack' | 'stop' | 'kill';
+/** Which promise a test checks: a driver shapes its input to it. */
+export type SourceCheck = 'checkpoint' | 'nack' | 'stop' | 'kill';
 
 /** One test's input for a source, set up in a fresh directory. */
 export interface SourceInput {
@@ -70,7 +70,7 @@ export interface SourceInput {
 export interface SourceDriver {
   kind: RunConfig['kind'];
   /** Sets up the input of one test in `dir` (which also holds the chDB directory). */
-  input(dir: string, promise: Promise_): Promise<SourceInput>;
+  input(dir: string, promise: SourceCheck): Promise<SourceInput>;
 }
 
 interface Child {
