@@ -132,10 +132,11 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
             if (options.once) break;
             await sleep(pollMs, signal);
           }
-          // Stopping: the records read so far settle as the pipeline drains; their position
-          // is saved before the source ends, so a restart resumes right after them.
+          if (options.once && !signal.aborted) await state.drained(signal);
+          // Stopping (also while waiting for the last files to drain): the records read so far
+          // settle as the pipeline drains, and each file's position is saved (or the file moved)
+          // before the source ends, so a restart resumes right after them.
           if (signal.aborted) await state.halted();
-          else if (options.once) await state.drained(signal);
         })().then(
           () => subscriber.complete(),
           (error: unknown) => subscriber.error(error),
@@ -289,6 +290,8 @@ class FileTracker {
     this.#saved = settled;
   }
 
+  /** The move out of the inbox, once every record is settled. */
+  #finished: Promise<void> | undefined;
   #halt: { records: number; resolve: () => void } | undefined;
   #halting: Promise<void> | undefined;
 
@@ -304,7 +307,7 @@ class FileTracker {
       if (limit !== undefined && !this.#failed && this.#contiguous < limit) {
         await new Promise<void>((resolve) => (this.#halt = { records: limit, resolve }));
       }
-      if (this.#finishing) return;
+      if (this.#finishing) return this.#finished;
       clearTimeout(this.#timer);
       this.#timer = undefined;
       await this.saving;
@@ -342,7 +345,7 @@ class FileTracker {
     if (this.#failed || this.#finishing || this.#total === undefined || this.#contiguous < this.#total) return false;
     this.#finishing = true;
     clearTimeout(this.#timer);
-    this.#inbox.finish(this, this.#failure).catch((error: unknown) => {
+    this.#finished = this.#inbox.finish(this, this.#failure).catch((error: unknown) => {
       // The file stays where it is; the next run finds it finished from its checkpoint.
       process.emitWarning(`tributary inbox: cannot move ${this.file}: ${(error as Error).message}`);
     });
