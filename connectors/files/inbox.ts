@@ -123,13 +123,20 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
                 continue;
               }
               const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed);
-              if (signal.aborted) break;
+              if (signal.aborted) {
+                tracker.stopped(outcome.records);
+                break;
+              }
               tracker.read(outcome.records, outcome.failure);
             }
             if (options.once) break;
             await sleep(pollMs, signal);
           }
-          if (options.once) await state.drained(signal);
+          if (options.once && !signal.aborted) await state.drained(signal);
+          // Stopping (also while waiting for the last files to drain): the records read so far
+          // settle as the pipeline drains, and each file's position is saved (or the file moved)
+          // before the source ends, so a restart resumes right after them.
+          if (signal.aborted) await state.halted();
         })().then(
           () => subscriber.complete(),
           (error: unknown) => subscriber.error(error),
@@ -205,6 +212,11 @@ export class InboxState {
     });
   }
 
+  /** Resolves once every record read is settled and the position of each file in progress is saved. */
+  async halted(): Promise<void> {
+    await Promise.all([...this.#files.values()].map((tracker) => tracker.halted()));
+  }
+
   /** @internal */
   checkpointMs(): number {
     return this.#checkpointMs;
@@ -278,6 +290,32 @@ class FileTracker {
     this.#saved = settled;
   }
 
+  /** The move out of the inbox, once every record is settled. */
+  #finished: Promise<void> | undefined;
+  #halt: { records: number; resolve: () => void } | undefined;
+  #halting: Promise<void> | undefined;
+
+  /** Reading stopped after `records` records (the source is stopping). */
+  stopped(records: number): void {
+    this.#halt ??= { records, resolve: () => undefined };
+  }
+
+  /** Resolves once the records read are settled (or one failed) and the position is saved, or the file is finished. */
+  halted(): Promise<void> {
+    this.#halting ??= (async () => {
+      const limit = this.#halt?.records ?? this.#total;
+      if (limit !== undefined && !this.#failed && this.#contiguous < limit) {
+        await new Promise<void>((resolve) => (this.#halt = { records: limit, resolve }));
+      }
+      if (this.#finishing) return this.#finished;
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      await this.saving;
+      if (this.#contiguous !== this.#saved) await (this.saving = this.#save());
+    })();
+    return this.#halting;
+  }
+
   /** The file has been read: `records` in all. */
   read(records: number, failure: string | undefined): void {
     this.#total = records;
@@ -289,6 +327,7 @@ class FileTracker {
     if (error) {
       // Not durable: the file stays in the inbox and resumes from before this record.
       this.#failed = true;
+      this.#halt?.resolve();
       return;
     }
     if (record <= this.#contiguous) return;
@@ -298,6 +337,7 @@ class FileTracker {
     }
     this.#contiguous = record;
     while (this.#ahead.delete(this.#contiguous + 1)) this.#contiguous++;
+    if (this.#halt && this.#contiguous >= this.#halt.records) this.#halt.resolve();
     if (!this.#maybeFinish()) this.#schedule();
   }
 
@@ -305,7 +345,7 @@ class FileTracker {
     if (this.#failed || this.#finishing || this.#total === undefined || this.#contiguous < this.#total) return false;
     this.#finishing = true;
     clearTimeout(this.#timer);
-    this.#inbox.finish(this, this.#failure).catch((error: unknown) => {
+    this.#finished = this.#inbox.finish(this, this.#failure).catch((error: unknown) => {
       // The file stays where it is; the next run finds it finished from its checkpoint.
       process.emitWarning(`tributary inbox: cannot move ${this.file}: ${(error as Error).message}`);
     });
