@@ -41,8 +41,11 @@ const PARTITIONS = 3;
 const BATCH = 10_000;
 const LATENCY_RATE = 2000;
 const LATENCY_SECONDS = 8;
-/** Paired rounds of pipeline and hand-written consumer: 150k messages take 1–2 s a side. */
-const ROUNDS = 5;
+/**
+ * Paired rounds of pipeline and hand-written consumer by default (`--repeat=N` for more):
+ * 150k messages take 1–2 s a side, and the whole suite must fit in 15 minutes.
+ */
+const ROUNDS = 3;
 /** Issue 19's goals: at least the hand-written consumer, and this many rows/s. */
 const PEER_GOAL = 1.0;
 const RATE_GOAL = 130_000;
@@ -99,7 +102,8 @@ async function bookings(count: number, first: number): Promise<string[]> {
   return Array.from({ length: count }, (_, i) => JSON.stringify({ ...samples[i % samples.length], reservationId: first + i }));
 }
 
-async function run(): Promise<BenchmarkResult> {
+async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
+  const rounds = options.repeat ?? ROUNDS;
   const script = join(benchDir, '..', 'scripts', 'services', 'kafka.sh');
   execFileSync('bash', [script, 'install'], { stdio: 'ignore' });
   execFileSync('bash', [script, 'start'], { stdio: 'ignore' });
@@ -121,7 +125,7 @@ async function run(): Promise<BenchmarkResult> {
     await producer.disconnect();
     const bytes = values.reduce((sum, v) => sum + v.length, 0);
 
-    const result = await runChild<ChildResult>(__filename, ['measure', topic, latencyTopic], { timeoutMs: 300_000 });
+    const result = await runChild<ChildResult>(__filename, ['measure', topic, latencyTopic, String(rounds)], { timeoutMs: 300_000 });
     const pipelineRates = result.rounds.map((r) => MESSAGES / r.pipeline.seconds);
     const peerRates = result.rounds.map((r) => MESSAGES / r.peer.seconds);
     const peerRatios = result.rounds.map((r) => round(r.peer.seconds / r.pipeline.seconds, 3));
@@ -196,7 +200,7 @@ async function run(): Promise<BenchmarkResult> {
         `${MESSAGES} booking messages (${PARTITIONS} partitions) produced before timing; each side reads them with a fresh consumer group, timed from its first message to its last one handled.`,
         'The pipeline side ends when the last batch is written to embedded ClickHouse (batches of 10,000, insert tokens on); the bare side only counts messages.',
         `Peer: a hand-written kafkajs consumer (bench/peers.ts mapping; eachBatch, JSON.parse, the staylodge mapping by hand, ajv with the same schema, ${BATCH.toLocaleString('en')}-row JSONEachRow inserts into chDB with the next batch read meanwhile, offsets committed after each insert), ending at its last insert.`,
-        `Pipeline and peer run in ${ROUNDS} paired rounds (order alternating), each into its own emptied table; rates are medians, the peer ratio the median of each round's own ratio; both sides' rows are checked to be the same.`,
+        `Pipeline and peer run in ${rounds} paired rounds (order alternating), each into its own emptied table; rates are medians, the peer ratio the median of each round's own ratio; both sides' rows are checked to be the same.`,
         `Latency: ${LATENCY_RATE} msg/s for ${LATENCY_SECONDS} s from a producer in the same process; send → end of the insert holding the record (batch maxWaitMs 100), with the defaults (batches mix partitions) and with batchAlignment ${BATCH} (one partition per batch, replay-stable tokens).`,
       ],
       settings: {
@@ -356,7 +360,7 @@ function bookingPipeline(
   });
 }
 
-async function measure(topic: string, latencyTopic: string): Promise<ChildResult> {
+async function measure(topic: string, latencyTopic: string, rounds: number): Promise<ChildResult> {
   const memory = sampleMemory(100);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-kafka-'));
   const clickhouse = embeddedClickHouse({ path: dir });
@@ -365,8 +369,8 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
     await clickhouse.exec('CREATE TABLE bookings_peer AS bookings');
     const bareSeconds = await bare(topic);
 
-    const rounds: Round[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
+    const measured: Round[] = [];
+    for (let r = 0; r < rounds; r++) {
       await clickhouse.exec('TRUNCATE TABLE bookings');
       await clickhouse.exec('TRUNCATE TABLE bookings_peer');
       // Alternating order: whichever side goes second reads a topic the first one warmed.
@@ -381,8 +385,8 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
           peerRun = { seconds, committed, stored: Number(row!.n), checksum: row!.checksum };
         }
       }
-      rounds.push({ pipeline: pipelineRun!, peer: peerRun! });
-      console.log(`  round ${r + 1}/${ROUNDS}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s`);
+      measured.push({ pipeline: pipelineRun!, peer: peerRun! });
+      console.log(`  round ${r + 1}/${rounds}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s`);
     }
 
     const aligned = await latency(clickhouse, latencyTopic, BATCH);
@@ -390,7 +394,7 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
     const peaks = memory.stop();
     return {
       bare: { seconds: bareSeconds },
-      rounds,
+      rounds: measured,
       latency: aligned,
       latencyMixed: mixed,
       peakRssMb: peaks.peakRssMb,
@@ -469,6 +473,6 @@ async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic:
   return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
-if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!));
+if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
 
 export const benchmark: Benchmark = { name, run };
