@@ -555,7 +555,10 @@ async function scriptChild(file: string, records: number, driver: Driver): Promi
   const memory = sampleMemory(100);
   return withClickHouse(async (clickhouse, database) => {
     const idleRssMb = round(process.memoryUsage().rss / MB, 1);
-    const http = driver === 'server' ? createClient({ url: SERVER_URL, database }) : undefined;
+    // Without keep-alive: a socket the server closed while idle (its keep_alive_timeout, 3 s
+    // on 18.16) and the client reused once its timer ran late, on a loaded machine, failed
+    // an insert with EPIPE; this script has no retries. A connection per 20k-row insert is noise.
+    const http = driver === 'server' ? createClient({ url: SERVER_URL, database, keep_alive: { enabled: false } }) : undefined;
     const settings = { date_time_input_format: 'best_effort' } as const;
     // 18.16 reads decimals only as JSON numbers: the script hands it numbers (the same text).
     const insert = http
@@ -583,6 +586,8 @@ async function scriptChild(file: string, records: number, driver: Driver): Promi
           if (rows.length === SCRIPT_BATCH) {
             await inserting;
             inserting = insert(rows);
+            // Awaited at the next batch; a failure meanwhile must not go unhandled.
+            inserting.catch(() => undefined);
             stored += rows.length;
             rows = [];
           }

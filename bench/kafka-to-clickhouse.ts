@@ -277,6 +277,8 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
       await consumer.commitOffsets([...upTo].map(([partition, offset]) => ({ topic, partition, offset })));
       committed += count;
     })();
+    // Awaited at the next flush or the end; a failure meanwhile must not go unhandled.
+    inserting.catch(() => undefined);
     return previous;
   };
   const seconds = await new Promise<number>((resolve, reject) => {

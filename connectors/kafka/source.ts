@@ -383,39 +383,43 @@ class KafkaSource implements Source<Uint8Array> {
       if (highest > emittedUpTo) this.#emittedUpTo.set(id, highest);
     };
     if (!isRunning() || isStale()) return;
-    let sinceHeartbeat = 0;
-    for (const message of batch.messages) {
-      if (this.#stopping || tracker.retired) break;
-      const offset = Number(message.offset);
-      if (!tracker.accepts(offset)) continue;
-      const value = message.value ?? EMPTY;
-      if (!context.credits.tryTake(value.length)) {
-        this.#pause(topic, partition);
-        break;
+    // Also when the loop throws: what was emitted stays resolved, as it was per message.
+    try {
+      let sinceHeartbeat = 0;
+      for (const message of batch.messages) {
+        if (this.#stopping || tracker.retired) break;
+        const offset = Number(message.offset);
+        if (!tracker.accepts(offset)) continue;
+        const value = message.value ?? EMPTY;
+        if (!context.credits.tryTake(value.length)) {
+          this.#pause(topic, partition);
+          break;
+        }
+        unresolved = message.offset;
+        if (offset > highest) highest = offset;
+        const meta: RecordMeta = { source: name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+        const timestamp = Number(message.timestamp);
+        if (timestamp >= 0) meta.timestamp = timestamp;
+        if (message.key) meta.key = message.key.toString('utf8');
+        if (message.headers) meta.headers = headersText(message.headers);
+        const vendor = settings.vendor(meta);
+        if (vendor !== undefined) meta.vendor = vendor;
+        this.#outstanding++;
+        const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
+        tracker.emitted(offset, envelope);
+        if (value.length > limits.maxRecordBytes) envelope.reject(tooLarge(`message ${meta.position}`, value.length, limits)!);
+        else subscriber.next(envelope);
+        // Parsing and mapping a large batch takes a while: keep the membership alive.
+        if (++sinceHeartbeat === 500) {
+          sinceHeartbeat = 0;
+          settle();
+          await heartbeat();
+          if (!isRunning() || isStale()) break;
+        }
       }
-      unresolved = message.offset;
-      if (offset > highest) highest = offset;
-      const meta: RecordMeta = { source: name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
-      const timestamp = Number(message.timestamp);
-      if (timestamp >= 0) meta.timestamp = timestamp;
-      if (message.key) meta.key = message.key.toString('utf8');
-      if (message.headers) meta.headers = headersText(message.headers);
-      const vendor = settings.vendor(meta);
-      if (vendor !== undefined) meta.vendor = vendor;
-      this.#outstanding++;
-      const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
-      tracker.emitted(offset, envelope);
-      if (value.length > limits.maxRecordBytes) envelope.reject(tooLarge(`message ${meta.position}`, value.length, limits)!);
-      else subscriber.next(envelope);
-      // Parsing and mapping a large batch takes a while: keep the membership alive.
-      if (++sinceHeartbeat === 500) {
-        sinceHeartbeat = 0;
-        settle();
-        await heartbeat();
-        if (!isRunning() || isStale()) break;
-      }
+    } finally {
+      settle();
     }
-    settle();
   }
 
   /**
