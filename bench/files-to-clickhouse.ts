@@ -317,7 +317,7 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
       'Baseline (the ratio\'s denominator): chDB alone, `INSERT INTO bookings SELECT <the globetrek mapping in SQL> FROM file(…, JSONEachRow)`:',
       'the same file into the same table, the same rows (checked by checksum). Reference: the file into a table of its raw String columns.',
       `Peers, on the 1/${SCALE}-size file, per driver: the hand-written script (bench/peers.ts: read stream, split lines, JSON.parse, the globetrek mapping by hand, ajv with the same schema,`,
-      `${SCRIPT_BATCH.toLocaleString('en')}-row JSONEachRow inserts, the next batch built while the previous insert runs) through chDB's insert or \`@clickhouse/client\` with its defaults,`,
+      `${SCRIPT_BATCH.toLocaleString('en')}-row JSONEachRow inserts, the next batch built while the previous insert runs) through chDB's insert or \`@clickhouse/client\` (defaults, keep-alive off),`,
       'against the pipeline with its default settings (the server client\'s too); the server is the project\'s 18.16 on loopback, with its own 18.16-shaped bookings table.',
       'Peer ratios are the median of each round\'s own ratio (pipeline ÷ the script run right after it); both sides\' stored rows are checked to be the same (count and checksum).',
       `Rates are medians of ${repeat} interleaved rounds, each run a child process with a fresh chDB directory and the migrations applied,`,
