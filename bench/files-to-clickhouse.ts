@@ -9,17 +9,23 @@
  *   pipeline   large file (≥ 2M records, ≥ 500 MiB), then a file 4× smaller
  *   baseline   chDB `INSERT INTO bookings SELECT <the mapping in SQL> FROM file(…)`
  *   reference  chDB `INSERT INTO bookings_raw SELECT * FROM file(…)` (no conversion)
+ *   peers      on the smaller file, per driver (embedded chDB and the ClickHouse server):
+ *              the hand-written script (fs, JSON.parse, hand mapping, ajv, 20k-row
+ *              inserts) against the pipeline with default settings, paired in each round
  */
 import { once } from 'node:events';
 import { closeSync, createReadStream, createWriteStream, existsSync, fsyncSync, mkdirSync, openSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { embeddedClickHouse, migrate, type ClickHouseClient } from '../index';
+import { execFileSync } from 'node:child_process';
+import { createClient } from '@clickhouse/client';
+import { embeddedClickHouse, migrate, serverClickHouse, type ClickHouseClient } from '../index';
 import { generate } from '../examples/bookings/generate';
 import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline } from '../examples/bookings/pipeline';
-import { answerParent, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
+import { answerParent, benchDir, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
+import { bookingValidator, mapGlobetrek } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 export const name = 'files-to-clickhouse';
@@ -64,6 +70,11 @@ function pipelineSettings(): PipelineSettings {
 
 /** Claims checked on every run. */
 const GOAL_RATIO = 0.2;
+/** The pipeline, default settings, against the hand-written script on the same driver (issue 19). */
+const PEER_GOAL = 1.2;
+/** Rows per insert of the hand-written script. */
+const SCRIPT_BATCH = 20_000;
+const SERVER_URL = `http://127.0.0.1:${process.env.CLICKHOUSE_HTTP_PORT ?? 18123}`;
 const RSS_GROWTH_LIMIT = 0.15;
 const HEAP_LIMIT_MB = 150;
 /** Cores other processes may keep busy during a run before its figures count as disturbed. */
@@ -216,13 +227,23 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
   const pipelineSmall: Series<PipelineFigures> = { label: `pipeline (1/${SCALE} size)`, data: small, runs: [] };
   const baseline: Series<ChildFigures> = { label: 'baseline: chDB, mapping in SQL', data: large, runs: [] };
   const reference: Series<ChildFigures> = { label: 'reference: chDB, raw columns', data: large, runs: [] };
-  // Interleaved rounds, so whatever drifts on the machine touches every kind alike.
+  const scriptSmall: Series<ChildFigures> = { label: `peer: hand-written script, chDB (1/${SCALE} size)`, data: small, runs: [] };
+  const serverPipeline: Series<PipelineFigures> = { label: `pipeline, ClickHouse server (1/${SCALE} size)`, data: small, runs: [] };
+  const serverScript: Series<ChildFigures> = { label: `peer: hand-written script, ClickHouse server (1/${SCALE} size)`, data: small, runs: [] };
+  const clickhouseScript = join(benchDir, '..', 'scripts', 'services', 'clickhouse.sh');
+  execFileSync('bash', [clickhouseScript, 'install'], { stdio: 'ignore' });
+  execFileSync('bash', [clickhouseScript, 'start'], { stdio: 'ignore' });
+  // Interleaved rounds, so whatever drifts on the machine touches every kind alike; each
+  // peer runs right after the pipeline it is paired with.
   for (let round = 1; round <= repeat; round++) {
     console.log(`round ${round}/${repeat}`);
     await step(pipelineLarge, 'pipeline');
     await step(baseline, 'baseline');
     await step(reference, 'raw');
     await step(pipelineSmall, 'pipeline');
+    await step(scriptSmall, 'script');
+    await step(serverPipeline, 'pipeline', [], 'server');
+    await step(serverScript, 'script', [], 'server');
   }
 
   const pl = summary(pipelineLarge);
@@ -230,9 +251,13 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
   const bl = summary(baseline);
   const ratio = pl.rowsPerSecond / bl.rowsPerSecond;
   const rssGrowth = pl.peakRssMb / ps.peakRssMb - 1;
-  const pipelines = [...pipelineLarge.runs, ...pipelineSmall.runs];
+  const pipelines = [...pipelineLarge.runs, ...pipelineSmall.runs, ...serverPipeline.runs];
   const checksums = new Set([...pipelineLarge.runs, ...baseline.runs].map((r) => r.checksum));
-  const all = [...pipelineLarge.runs, ...pipelineSmall.runs, ...baseline.runs, ...reference.runs];
+  const peerChecks = [
+    peerCheck('chDB', pipelineSmall, scriptSmall),
+    peerCheck('ClickHouse server', serverPipeline, serverScript),
+  ];
+  const all = [...pipelineLarge.runs, ...pipelineSmall.runs, ...baseline.runs, ...reference.runs, ...scriptSmall.runs, ...serverPipeline.runs, ...serverScript.runs];
   const disturbed = all.filter((r) => r.othersCores > QUIET_CORES);
   const checks: Check[] = [
     {
@@ -240,7 +265,7 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
       claim: `each kind has runs during which other processes kept < ${QUIET_CORES} cores busy (speeds use only those)`,
       actual: `${disturbed.length} of ${all.length} runs disturbed, at most ${Math.max(...all.map((r) => r.othersCores))} cores`,
       // Speeds come from the quiet runs: a kind with none has disturbed figures.
-      pass: [pipelineLarge, pipelineSmall, baseline, reference].every((x) => x.runs.some((r) => r.othersCores <= QUIET_CORES)),
+      pass: [pipelineLarge, pipelineSmall, baseline, reference, scriptSmall, serverPipeline, serverScript].every((x) => x.runs.some((r) => r.othersCores <= QUIET_CORES)),
     },
     {
       name: 'every record landed',
@@ -260,6 +285,7 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
       actual: ratio.toFixed(3),
       pass: ratio >= GOAL_RATIO,
     },
+    ...peerChecks.flat(),
     {
       name: 'RSS flat in input size',
       claim: `${SCALE}× the records peaks within ${RSS_GROWTH_LIMIT * 100}% of the same RSS (highest peaks)`,
@@ -290,19 +316,46 @@ export async function run(options: RunOptions = {}): Promise<BenchmarkResult> {
       `Pipeline: examples/bookings \`bookingPipeline\` (fromFiles → normalize → validate → embedded ClickHouse \`bookings\`), rows/s = records ÷ seconds from start to finished.`,
       'Baseline (the ratio\'s denominator): chDB alone, `INSERT INTO bookings SELECT <the globetrek mapping in SQL> FROM file(…, JSONEachRow)`:',
       'the same file into the same table, the same rows (checked by checksum). Reference: the file into a table of its raw String columns.',
+      `Peers, on the 1/${SCALE}-size file, per driver: the hand-written script (bench/peers.ts: read stream, split lines, JSON.parse, the globetrek mapping by hand, ajv with the same schema,`,
+      `${SCRIPT_BATCH.toLocaleString('en')}-row JSONEachRow inserts, the next batch built while the previous insert runs) through chDB's insert or \`@clickhouse/client\` (defaults, keep-alive off),`,
+      'against the pipeline with its default settings (the server client\'s too); the server is the project\'s 18.16 on loopback, with its own 18.16-shaped bookings table.',
+      'Peer ratios are the median of each round\'s own ratio (pipeline ÷ the script run right after it); both sides\' stored rows are checked to be the same (count and checksum).',
       `Rates are medians of ${repeat} interleaved rounds, each run a child process with a fresh chDB directory and the migrations applied,`,
       `counting only the runs during which other processes kept under ${QUIET_CORES} cores busy ("quiet runs") when there are any;`,
       'memory figures are the highest of all runs (RSS and V8 heapUsed sampled every 100 ms; idle RSS = chDB open, tables made, before the work).',
       '"cores busy" = CPU time of the child ÷ wall time; "JS thread busy" = its event-loop utilization.',
     ],
     settings: pipelineSettings(),
-    runs: [pl, ps, bl, summary(reference)],
+    runs: [pl, ps, bl, summary(reference), summary(scriptSmall), summary(serverPipeline), summary(serverScript)],
     checks,
   };
 }
 
 function landed(p: PipelineFigures): boolean {
   return p.counted === p.written && p.written === p.records && p.read === p.records && p.deadLettered === 0 && p.nacked === 0;
+}
+
+/** The pipeline against the hand-written script on one driver: a goal on the paired ratios, and a claim that both stored the same rows. */
+function peerCheck(driver: string, pipeline: Series<PipelineFigures>, peer: Series<ChildFigures>): Check[] {
+  const ratios = pipeline.runs.map((p, i) => round(p.rowsPerSecond / peer.runs[i]!.rowsPerSecond, 3));
+  const ratio = median(ratios);
+  const sums = new Set([...pipeline.runs, ...peer.runs].map((r) => `${r.counted}/${r.checksum}`));
+  const records = pipeline.data.records;
+  return [
+    {
+      name: `${PEER_GOAL}× the hand-written script, ${driver}`,
+      goal: true,
+      claim: `median over ${ratios.length} paired rounds of pipeline rows/s ÷ hand-written script rows/s (${driver}, default settings) ≥ ${PEER_GOAL}`,
+      actual: `${ratio.toFixed(3)} (rounds: ${ratios.join(', ')}; pipeline ${Math.round(median(pipeline.runs.map((r) => r.rowsPerSecond))).toLocaleString('en')} vs script ${Math.round(median(peer.runs.map((r) => r.rowsPerSecond))).toLocaleString('en')} rows/s)`,
+      pass: ratio >= PEER_GOAL,
+    },
+    {
+      name: `hand-written script did the same work, ${driver}`,
+      claim: `the script stored the pipeline's ${records.toLocaleString('en')} rows (count and row checksum, every run)`,
+      actual: sums.size === 1 ? `same rows, same checksum` : `${sums.size} different results: ${[...sums].join(', ')}`,
+      pass: sums.size === 1 && [...pipeline.runs, ...peer.runs].every((r) => r.counted === records) && pipeline.runs.every(landed),
+    },
+  ];
 }
 
 function summary(series: Series<ChildFigures>): RunFigures {
@@ -347,12 +400,12 @@ export async function profile(dir: string): Promise<void> {
 /** Time, over the whole benchmark, spent at most waiting for other processes to calm down. */
 const quietBudget = { ms: 120_000 };
 
-async function step<F extends ChildFigures>(series: Series<F>, mode: 'pipeline' | 'baseline' | 'raw', execArgv: string[] = []): Promise<F> {
+async function step<F extends ChildFigures>(series: Series<F>, mode: Mode, execArgv: string[] = [], driver: Driver = 'embedded'): Promise<F> {
   const { data } = series;
   const load = await quietMachine(QUIET_CORES, quietBudget);
   if (load >= QUIET_CORES) console.log(`  (the machine stays busy: ${load.toFixed(2)} cores in use before the run; going on)`);
   process.stdout.write(`  ${series.label}, ${data.records.toLocaleString('en')} records … `);
-  const figures = await runChild<F>(script, [mode, data.file, String(data.records)], { execArgv });
+  const figures = await runChild<F>(script, [mode, data.file, String(data.records), driver], { execArgv });
   series.runs.push(figures);
   console.log(
     `${Math.round(figures.rowsPerSecond).toLocaleString('en')} rows/s (${figures.seconds.toFixed(1)} s, ${figures.cores} cores busy), ` +
@@ -398,20 +451,53 @@ const MAPPED_INSERT = (file: string) => `
 
 const CHECKSUM = `
   SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,
-         travel_date, origin, destination, passengers, total_amount, currency))) AS checksum
+         travel_date, origin, destination, passengers, toString(total_amount), currency))) AS checksum
   FROM bookings`;
 
 function sqlString(text: string): string {
   return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-/** Opens a fresh chDB directory with the booking migrations applied; removes it after `use`. */
-async function withClickHouse<R>(use: (clickhouse: ClickHouseClient) => Promise<R>): Promise<R> {
+type Mode = 'pipeline' | 'script' | 'baseline' | 'raw';
+type Driver = 'embedded' | 'server';
+
+/**
+ * The bookings tables on 18.16, which has no DateTime64, LowCardinality or deduplication
+ * window: the same columns in the types it has. Both sides of a server comparison write here.
+ */
+const SERVER_TABLES = [
+  `CREATE TABLE bookings (vendor String, booking_id String, updated_at DateTime('UTC'), status String, product String, booked_at DateTime('UTC'),
+     travel_date Date, origin String, destination String, passengers UInt16, total_amount Decimal(18, 4), currency String, ingested_at DateTime DEFAULT now())
+   ENGINE = ReplacingMergeTree(updated_at) ORDER BY (vendor, booking_id)`,
+  `CREATE TABLE dead_letters (pipeline String, source String, position String, vendor String, stage String, code String, message String, path String,
+     raw String, raw_encoding String, received_at DateTime('UTC'), failed_at DateTime('UTC'))
+   ENGINE = ReplacingMergeTree(failed_at) ORDER BY (pipeline, source, position)`,
+];
+
+/**
+ * Opens a fresh store with the booking tables, removes it after `use`: a chDB directory
+ * with the migrations applied, or a database of its own on the server.
+ */
+async function withClickHouse<R>(use: (clickhouse: ClickHouseClient, database: string) => Promise<R>, driver: Driver = 'embedded'): Promise<R> {
+  if (driver === 'server') {
+    const database = `bench_files_${process.pid}_${Date.now()}`;
+    const admin = serverClickHouse({ url: SERVER_URL });
+    await admin.exec(`CREATE DATABASE ${database}`);
+    const clickhouse = serverClickHouse({ url: SERVER_URL, database });
+    try {
+      for (const sql of SERVER_TABLES) await clickhouse.exec(sql);
+      return await use(clickhouse, database);
+    } finally {
+      await clickhouse.close();
+      await admin.exec(`DROP DATABASE IF EXISTS ${database}`);
+      await admin.close();
+    }
+  }
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
   const clickhouse = embeddedClickHouse({ path: dir });
   try {
     await migrate(clickhouse, migrationsDir);
-    return await use(clickhouse);
+    return await use(clickhouse, 'default');
   } finally {
     await clickhouse.close();
     rmSync(dir, { recursive: true, force: true });
@@ -439,7 +525,7 @@ function measured(
 }
 
 /** fromFiles → normalize → validate → bookings, via bookingPipeline. */
-async function pipelineChild(file: string, records: number): Promise<PipelineFigures> {
+async function pipelineChild(file: string, records: number, driver: Driver): Promise<PipelineFigures> {
   const memory = sampleMemory(100);
   return withClickHouse(async (clickhouse) => {
     const idleRssMb = round(process.memoryUsage().rss / MB, 1);
@@ -455,7 +541,68 @@ async function pipelineChild(file: string, records: number): Promise<PipelineFig
       deadLettered: stats.deadLettered,
       nacked: stats.nacked,
     };
-  });
+  }, driver);
+}
+
+/**
+ * The hand-written peer: what a developer writes for this one file without tributary.
+ * Lines from a read stream, JSON.parse, the globetrek mapping by hand, ajv with the same
+ * schema, 20k-row JSONEachRow inserts, the next batch built while the previous one is
+ * inserted. Into chDB through its insert (what the embedded driver wraps); into the server
+ * through `@clickhouse/client` with its defaults, which writes the row objects itself.
+ */
+async function scriptChild(file: string, records: number, driver: Driver): Promise<ChildFigures> {
+  const memory = sampleMemory(100);
+  return withClickHouse(async (clickhouse, database) => {
+    const idleRssMb = round(process.memoryUsage().rss / MB, 1);
+    // Without keep-alive: a socket the server closed while idle (its keep_alive_timeout, 3 s
+    // on 18.16) and the client reused once its timer ran late, on a loaded machine, failed
+    // an insert with EPIPE; this script has no retries. A connection per 20k-row insert is noise.
+    const http = driver === 'server' ? createClient({ url: SERVER_URL, database, keep_alive: { enabled: false } }) : undefined;
+    const settings = { date_time_input_format: 'best_effort' } as const;
+    // 18.16 reads decimals only as JSON numbers: the script hands it numbers (the same text).
+    const insert = http
+      ? (rows: Record<string, unknown>[]) =>
+          http.insert({ table: 'bookings', values: rows.map((row) => ({ ...row, total_amount: Number(row.total_amount) })), format: 'JSONEachRow', clickhouse_settings: settings }).then(() => undefined)
+      : (rows: Record<string, unknown>[]) => {
+          let body = '';
+          for (const row of rows) body += JSON.stringify(row) + '\n';
+          return clickhouse.insert('bookings', Buffer.from(body), settings);
+        };
+    const valid = bookingValidator();
+    const run = await timed(async () => {
+      let rows: Record<string, unknown>[] = [];
+      let inserting: Promise<void> = Promise.resolve();
+      let stored = 0;
+      let rest = '';
+      for await (const chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
+        const lines = (rest + (chunk as string)).split('\n');
+        rest = lines.pop()!;
+        for (const line of lines) {
+          if (line === '') continue;
+          const booking = mapGlobetrek(JSON.parse(line));
+          if (!booking || !valid(booking)) throw new Error(`line ${stored + rows.length + 1} is not a booking`);
+          rows.push(booking);
+          if (rows.length === SCRIPT_BATCH) {
+            await inserting;
+            inserting = insert(rows);
+            // Awaited at the next batch; a failure meanwhile must not go unhandled.
+            inserting.catch(() => undefined);
+            stored += rows.length;
+            rows = [];
+          }
+        }
+      }
+      await inserting;
+      if (rows.length > 0) await insert(rows);
+      return stored + rows.length;
+    });
+    await http?.close();
+    return {
+      ...measured(memory.stop(), records, run, idleRssMb),
+      ...(await countAndChecksum(clickhouse)),
+    };
+  }, driver);
 }
 
 /**
@@ -487,13 +634,15 @@ async function engineChild(file: string, records: number, mode: 'baseline' | 'ra
 }
 
 if (require.main === module) {
-  const [mode, file, count] = process.argv.slice(2);
+  const [mode, file, count, driver = 'embedded'] = process.argv.slice(2);
   const records = Number(count);
-  if (!file || !(records > 0) || (mode !== 'pipeline' && mode !== 'baseline' && mode !== 'raw')) {
-    console.error('usage (run by bench/run): files-to-clickhouse.js pipeline|baseline|raw FILE RECORDS');
+  if (!file || !(records > 0) || (mode !== 'pipeline' && mode !== 'script' && mode !== 'baseline' && mode !== 'raw') || (driver !== 'embedded' && driver !== 'server')) {
+    console.error('usage (run by bench/run): files-to-clickhouse.js pipeline|script|baseline|raw FILE RECORDS [embedded|server]');
     process.exit(2);
   }
-  answerParent(() => (mode === 'pipeline' ? pipelineChild(file, records) : engineChild(file, records, mode)));
+  answerParent(() =>
+    mode === 'pipeline' ? pipelineChild(file, records, driver) : mode === 'script' ? scriptChild(file, records, driver) : engineChild(file, records, mode),
+  );
 }
 
 export const benchmark: Benchmark = { name, run, profile };

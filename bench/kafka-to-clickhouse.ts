@@ -4,10 +4,13 @@
  *
  * - The parent starts the project's broker, makes the topics and produces the messages
  *   (hotel bookings in the staylodge shape, ~230 bytes, three partitions), outside any timing.
- * - A child process (its own chDB directory) then reads the topic twice, each time with a
+ * - A child process (its own chDB directory) then reads the topic, each time with a
  *   fresh consumer group, timed from the first message received to the last one handled:
  *   the bare consumer (eachBatch, counts messages and resolves offsets, nothing else), then
- *   the pipeline, whose last record is handled once it is written to ClickHouse.
+ *   paired rounds of the pipeline, whose last record is handled once it is written to
+ *   ClickHouse, and the hand-written consumer (the peer: kafkajs eachBatch, JSON.parse, the
+ *   staylodge mapping by hand, ajv, 10k-row inserts into the same kind of table, offsets
+ *   committed after each insert), each into its own table, emptied every round.
  * - Latency: a producer in the same child sends bookings at a steady rate to a second
  *   topic while the pipeline consumes it; each record's latency is the time from its send
  *   to the end of the ClickHouse insert that holds it (queryable from then on).
@@ -29,6 +32,7 @@ import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir, samplesDir } from '../examples/bookings/paths';
 import { bookingSchema, type Booking } from '../examples/bookings/schema';
 import { answerParent, benchDir, round, runChild, sampleMemory, table } from './harness';
+import { bookingValidator, mapStaylodge } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'kafka-to-clickhouse';
@@ -37,6 +41,14 @@ const PARTITIONS = 3;
 const BATCH = 10_000;
 const LATENCY_RATE = 2000;
 const LATENCY_SECONDS = 8;
+/**
+ * Paired rounds of pipeline and hand-written consumer by default (`--repeat=N` for more):
+ * 150k messages take 1–2 s a side, and the whole suite must fit in 15 minutes.
+ */
+const ROUNDS = 3;
+/** Issue 19's goals: at least the hand-written consumer, and this many rows/s. */
+const PEER_GOAL = 1.0;
+const RATE_GOAL = 130_000;
 const BROKERS = [`127.0.0.1:${process.env.KAFKA_PORT ?? 19092}`];
 
 interface Latency {
@@ -46,9 +58,14 @@ interface Latency {
   max: number;
 }
 
+interface Round {
+  pipeline: { seconds: number; stored: number; checksum: string };
+  peer: { seconds: number; stored: number; checksum: string; committed: number };
+}
+
 interface ChildResult {
   bare: { seconds: number };
-  pipeline: { seconds: number; stored: number };
+  rounds: Round[];
   latency: Latency;
   latencyMixed: Latency;
   peakRssMb: number;
@@ -85,7 +102,8 @@ async function bookings(count: number, first: number): Promise<string[]> {
   return Array.from({ length: count }, (_, i) => JSON.stringify({ ...samples[i % samples.length], reservationId: first + i }));
 }
 
-async function run(): Promise<BenchmarkResult> {
+async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
+  const rounds = options.repeat ?? ROUNDS;
   const script = join(benchDir, '..', 'scripts', 'services', 'kafka.sh');
   execFileSync('bash', [script, 'install'], { stdio: 'ignore' });
   execFileSync('bash', [script, 'start'], { stdio: 'ignore' });
@@ -107,24 +125,60 @@ async function run(): Promise<BenchmarkResult> {
     await producer.disconnect();
     const bytes = values.reduce((sum, v) => sum + v.length, 0);
 
-    const result = await runChild<ChildResult>(__filename, ['measure', topic, latencyTopic], { timeoutMs: 300_000 });
-    const pipelineRate = MESSAGES / result.pipeline.seconds;
+    const result = await runChild<ChildResult>(__filename, ['measure', topic, latencyTopic, String(rounds)], { timeoutMs: 300_000 });
+    const pipelineRates = result.rounds.map((r) => MESSAGES / r.pipeline.seconds);
+    const peerRates = result.rounds.map((r) => MESSAGES / r.peer.seconds);
+    const peerRatios = result.rounds.map((r) => round(r.peer.seconds / r.pipeline.seconds, 3));
+    const pipelineRate = median(pipelineRates);
+    const peerRate = median(peerRates);
+    const peerRatio = median(peerRatios);
     const bareRate = MESSAGES / result.bare.seconds;
     const ratio = pipelineRate / bareRate;
-    const figures = (label: string, seconds: number): RunFigures => ({
+    const sums = new Set(result.rounds.flatMap((r) => [r.pipeline.checksum, r.peer.checksum]));
+    const figures = (label: string, seconds: number, rates?: number[]): RunFigures => ({
       label,
       records: MESSAGES,
       mb: round(bytes / 2 ** 20, 1),
       seconds: round(seconds, 2),
       rowsPerSecond: round(MESSAGES / seconds),
+      ...(rates && { rowsPerSecondRange: [round(Math.min(...rates)), round(Math.max(...rates))] as [number, number], repeats: rates.length }),
       peakRssMb: result.peakRssMb,
       maxRssMb: result.maxRssMb,
       idleRssMb: 0,
       peakHeapMb: result.peakHeapMb,
     });
-    const runs = [figures('bare kafkajs consumer (eachBatch, count only)', result.bare.seconds), figures('fromKafka → parse → normalize → validate → embedded ClickHouse', result.pipeline.seconds)];
+    const runs = [
+      figures('bare kafkajs consumer (eachBatch, count only)', result.bare.seconds),
+      figures('fromKafka → parse → normalize → validate → embedded ClickHouse', MESSAGES / pipelineRate, pipelineRates),
+      figures('peer: hand-written kafkajs consumer (parse, map, ajv, insert, commit)', MESSAGES / peerRate, peerRates),
+    ];
     const checks: Check[] = [
-      { name: 'every message stored', claim: `${MESSAGES} bookings in ClickHouse`, actual: String(result.pipeline.stored), pass: result.pipeline.stored === MESSAGES },
+      {
+        name: 'every message stored',
+        claim: `${MESSAGES} bookings in ClickHouse, every round, by the pipeline and by the hand-written consumer (which committed them all)`,
+        actual: result.rounds.map((r) => `${r.pipeline.stored}/${r.peer.stored}/${r.peer.committed}`).join(', '),
+        pass: result.rounds.every((r) => r.pipeline.stored === MESSAGES && r.peer.stored === MESSAGES && r.peer.committed === MESSAGES),
+      },
+      {
+        name: 'hand-written consumer did the same work',
+        claim: 'the pipeline and the hand-written consumer stored the same rows (row checksum, every round)',
+        actual: sums.size === 1 ? 'same rows, same checksum' : `${sums.size} different checksums`,
+        pass: sums.size === 1,
+      },
+      {
+        name: `${PEER_GOAL}× the hand-written consumer`,
+        goal: true,
+        claim: `median over ${result.rounds.length} paired rounds of pipeline rows/s ÷ hand-written consumer rows/s ≥ ${PEER_GOAL}`,
+        actual: `${peerRatio.toFixed(3)} (rounds: ${peerRatios.join(', ')}; pipeline ${round(pipelineRate).toLocaleString('en')} vs hand-written ${round(peerRate).toLocaleString('en')} rows/s)`,
+        pass: peerRatio >= PEER_GOAL,
+      },
+      {
+        name: `${RATE_GOAL / 1000}k rows/s`,
+        goal: true,
+        claim: `median pipeline rows/s over ${result.rounds.length} rounds ≥ ${RATE_GOAL.toLocaleString('en')}`,
+        actual: `${round(pipelineRate).toLocaleString('en')} (${pipelineRates.map((r) => round(r / 1000, 1)).join(', ')}k)`,
+        pass: pipelineRate >= RATE_GOAL,
+      },
       { name: 'latency measured', claim: `p99 over ${LATENCY_RATE * LATENCY_SECONDS} records`, actual: `${result.latencyMixed.records} records`, pass: result.latencyMixed.records === LATENCY_RATE * LATENCY_SECONDS },
     ];
     console.log(table(['run', 'messages/s', 's'], runs.map((r) => [r.label, r.rowsPerSecond.toLocaleString('en'), r.seconds])));
@@ -140,13 +194,17 @@ async function run(): Promise<BenchmarkResult> {
       peakHeapMb: result.peakHeapMb,
       records: MESSAGES,
       bytes,
-      seconds: round(result.bare.seconds + result.pipeline.seconds, 1),
+      seconds: round(result.bare.seconds + MESSAGES / pipelineRate, 1),
+      repeat: result.rounds.length,
       method: [
         `${MESSAGES} booking messages (${PARTITIONS} partitions) produced before timing; each side reads them with a fresh consumer group, timed from its first message to its last one handled.`,
         'The pipeline side ends when the last batch is written to embedded ClickHouse (batches of 10,000, insert tokens on); the bare side only counts messages.',
+        `Peer: a hand-written kafkajs consumer (bench/peers.ts mapping; eachBatch, JSON.parse, the staylodge mapping by hand, ajv with the same schema, ${BATCH.toLocaleString('en')}-row JSONEachRow inserts into chDB with the next batch read meanwhile, offsets committed after each insert), ending at its last insert.`,
+        `Pipeline and peer run in ${rounds} paired rounds (order alternating), each into its own emptied table; rates are medians, the peer ratio the median of each round's own ratio; both sides' rows are checked to be the same.`,
         `Latency: ${LATENCY_RATE} msg/s for ${LATENCY_SECONDS} s from a producer in the same process; send → end of the insert holding the record (batch maxWaitMs 100), with the defaults (batches mix partitions) and with batchAlignment ${BATCH} (one partition per batch, replay-stable tokens).`,
       ],
       settings: {
+        peer: { value: round(peerRate), ratio: peerRatio, rounds: peerRatios },
         batchRows: BATCH,
         partitions: PARTITIONS,
         latency: { ...result.latencyMixed, unit: 'ms', rate: LATENCY_RATE, batchAlignment: false },
@@ -187,6 +245,81 @@ async function bare(topic: string): Promise<number> {
   return seconds;
 }
 
+/**
+ * The hand-written peer: a kafkajs consumer that parses, maps and validates each message,
+ * gathers rows into 10k-row inserts (the next batch is read while the previous insert
+ * runs) and commits each partition's offsets once the insert holding them is done.
+ * Resolves with its time from first message to last insert, and the offsets it committed.
+ */
+async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic: string, group: string, tableName: string): Promise<{ seconds: number; committed: number }> {
+  const consumer = kafkaClient().consumer({ groupId: group, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const valid = bookingValidator();
+  const settings = { date_time_input_format: 'best_effort' };
+  let body = '';
+  let rows = 0;
+  let read = 0;
+  let started = 0;
+  let committed = 0;
+  /** Next offset to commit per partition, for the rows in `body`. */
+  let offsets = new Map<number, string>();
+  let inserting: Promise<void> = Promise.resolve();
+  const flush = () => {
+    const [text, count, upTo] = [body, rows, offsets];
+    body = '';
+    rows = 0;
+    offsets = new Map();
+    const previous = inserting;
+    inserting = (async () => {
+      await previous;
+      await client.insert(tableName, Buffer.from(text), settings);
+      await consumer.commitOffsets([...upTo].map(([partition, offset]) => ({ topic, partition, offset })));
+      committed += count;
+    })();
+    // Awaited at the next flush or the end; a failure meanwhile must not go unhandled.
+    inserting.catch(() => undefined);
+    return previous;
+  };
+  const seconds = await new Promise<number>((resolve, reject) => {
+    consumer
+      .run({
+        autoCommit: false,
+        eachBatch: async ({ batch }) => {
+          started ||= performance.now();
+          for (const message of batch.messages) {
+            const booking = mapStaylodge(JSON.parse(message.value!.toString('utf8')));
+            if (!booking || !valid(booking)) throw new Error(`message ${batch.partition}/${message.offset} is not a booking`);
+            body += JSON.stringify(booking) + '\n';
+            rows++;
+            read++;
+            offsets.set(batch.partition, String(Number(message.offset) + 1));
+            if (rows === BATCH) await flush();
+          }
+          if (read >= MESSAGES) {
+            if (rows > 0) await flush();
+            await inserting;
+            resolve((performance.now() - started) / 1000);
+          }
+        },
+      })
+      .catch(reject);
+  });
+  await consumer.disconnect();
+  return { seconds, committed };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const CHECKSUM = (tableName: string) => `
+  SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,
+         travel_date, origin, destination, passengers, toString(total_amount), currency))) AS checksum
+  FROM ${tableName}`;
+
 /** Measures the pipeline; `onWritten` sees each batch once it is in ClickHouse. */
 function bookingPipeline(
   client: ReturnType<typeof embeddedClickHouse>,
@@ -195,11 +328,15 @@ function bookingPipeline(
   onWritten: (records: readonly { meta: { headers?: Readonly<Record<string, string>> } }[]) => void,
   onFirstBatch: () => void = () => undefined,
   batchAlignment: number | false = false,
+  groupId = `${topic}-pipeline`,
 ): Pipeline<Booking> {
   const sink = toClickHouse<Booking>({ client, table: 'bookings' });
+  // The sink as the pipeline sees it, plus a look at each written batch: `encode` too, so
+  // records join their batch as JSONEachRow text, as they do with toClickHouse itself.
   const observed: Sink<Booking> = {
     name: sink.name,
     open: () => sink.open!(),
+    encode: (value) => sink.encode!(value),
     async write(batch, context) {
       await sink.write(batch, context);
       onWritten(batch.envelopes);
@@ -209,7 +346,7 @@ function bookingPipeline(
     name,
     source: fromKafka({
       brokers: BROKERS,
-      groupId: `${topic}-pipeline`,
+      groupId,
       topics: topic,
       fromBeginning: true,
       logLevel: 'nothing',
@@ -225,42 +362,41 @@ function bookingPipeline(
   });
 }
 
-async function measure(topic: string, latencyTopic: string): Promise<ChildResult> {
+async function measure(topic: string, latencyTopic: string, rounds: number): Promise<ChildResult> {
   const memory = sampleMemory(100);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-kafka-'));
   const clickhouse = embeddedClickHouse({ path: dir });
   try {
     await migrate(clickhouse, migrationsDir);
+    await clickhouse.exec('CREATE TABLE bookings_peer AS bookings');
     const bareSeconds = await bare(topic);
 
-    let written = 0;
-    let started = 0;
-    let finished = 0;
-    let allWritten!: () => void;
-    const done = new Promise<void>((resolve) => (allWritten = resolve));
-    const pipeline = bookingPipeline(
-      clickhouse,
-      topic,
-      500,
-      (records) => {
-        written += records.length;
-        if (written < MESSAGES) return;
-        finished = performance.now();
-        allWritten();
-      },
-      () => (started ||= performance.now()),
-    );
-    await pipeline.start();
-    await done;
-    await pipeline.stop();
-    const [row] = await clickhouse.query<{ n: string }>('SELECT count() AS n FROM bookings');
+    const measured: Round[] = [];
+    for (let r = 0; r < rounds; r++) {
+      await clickhouse.exec('TRUNCATE TABLE bookings');
+      await clickhouse.exec('TRUNCATE TABLE bookings_peer');
+      // Alternating order: whichever side goes second reads a topic the first one warmed.
+      const pipelineFirst = r % 2 === 0;
+      let pipelineRun: Round['pipeline'] | undefined;
+      let peerRun: Round['peer'] | undefined;
+      for (const side of pipelineFirst ? ['pipeline', 'peer'] : ['peer', 'pipeline']) {
+        if (side === 'pipeline') pipelineRun = await pipelineOnce(clickhouse, topic, `${topic}-pipeline-${r}`);
+        else {
+          const { seconds, committed } = await handWritten(clickhouse, topic, `${topic}-peer-${r}`, 'bookings_peer');
+          const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings_peer'));
+          peerRun = { seconds, committed, stored: Number(row!.n), checksum: row!.checksum };
+        }
+      }
+      measured.push({ pipeline: pipelineRun!, peer: peerRun! });
+      console.log(`  round ${r + 1}/${rounds}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s`);
+    }
 
     const aligned = await latency(clickhouse, latencyTopic, BATCH);
     const mixed = await latency(clickhouse, `${latencyTopic}-mixed`, false);
     const peaks = memory.stop();
     return {
       bare: { seconds: bareSeconds },
-      pipeline: { seconds: (finished - started) / 1000, stored: Number(row!.n) },
+      rounds: measured,
       latency: aligned,
       latencyMixed: mixed,
       peakRssMb: peaks.peakRssMb,
@@ -271,6 +407,34 @@ async function measure(topic: string, latencyTopic: string): Promise<ChildResult
     await clickhouse.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** One timed pipeline run over the whole topic with a fresh group, into `bookings`. */
+async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, topic: string, groupId: string): Promise<Round['pipeline']> {
+  let written = 0;
+  let started = 0;
+  let finished = 0;
+  let allWritten!: () => void;
+  const done = new Promise<void>((resolve) => (allWritten = resolve));
+  const pipeline = bookingPipeline(
+    clickhouse,
+    topic,
+    500,
+    (records) => {
+      written += records.length;
+      if (written < MESSAGES) return;
+      finished = performance.now();
+      allWritten();
+    },
+    () => (started ||= performance.now()),
+    false,
+    groupId,
+  );
+  await pipeline.start();
+  await done;
+  await pipeline.stop();
+  const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings'));
+  return { seconds: (finished - started) / 1000, stored: Number(row!.n), checksum: row!.checksum };
 }
 
 /** A steady producer and the pipeline on a topic of its own: send → end of the insert holding the record. */
@@ -311,6 +475,6 @@ async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic:
   return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
-if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!));
+if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
 
 export const benchmark: Benchmark = { name, run };

@@ -71,7 +71,9 @@ const NACKED = 2;
  *
  * A tracker is retired when its partition is revoked, the consumer restarts, or a record
  * is nacked: settlements of its records are ignored from then on, so a record read
- * under an old assignment can never move a commit.
+ * under an old assignment can never move a commit. Each offset may be emitted with the
+ * record that carries it; a settlement naming another record (the same offset read again
+ * under a later tracker of the partition) is then ignored too.
  */
 export class PartitionOffsets {
   readonly topic: string;
@@ -84,6 +86,8 @@ export class PartitionOffsets {
    */
   #offsets: number[] = [];
   #states: number[] = [];
+  /** The record emitted at each offset, alongside (`undefined` when none was given). */
+  #records: unknown[] = [];
   #head = 0;
   #lastEmitted = -1;
   #retired = false;
@@ -168,18 +172,27 @@ export class PartitionOffsets {
     return !this.#retired && offset > this.#lastEmitted;
   }
 
-  emitted(offset: number): void {
+  /** Notes `offset` as emitted, carried by `record` (compared by identity when it settles). */
+  emitted(offset: number, record?: unknown): void {
     if (this.#committable === undefined) this.#committable = offset;
     this.#offsets.push(offset);
     this.#states.push(IN_FLIGHT);
+    this.#records.push(record);
     this.#lastEmitted = offset;
   }
 
-  /** Marks a record durable; true when the commit point moved. */
-  settled(offset: number): boolean {
+  /** Whether this tracker emitted `offset` with `record`, and has not been retired. */
+  emittedAs(offset: number, record?: unknown): boolean {
     if (this.#retired) return false;
     const index = this.#indexOf(offset);
-    if (index < 0 || this.#states[index] !== IN_FLIGHT) return false;
+    return index >= 0 && this.#records[index] === record;
+  }
+
+  /** Marks a record durable; true when the commit point moved. */
+  settled(offset: number, record?: unknown): boolean {
+    if (this.#retired) return false;
+    const index = this.#indexOf(offset);
+    if (index < 0 || this.#states[index] !== IN_FLIGHT || this.#records[index] !== record) return false;
     this.#states[index] = SETTLED;
     return index === this.#head && this.#advance();
   }
@@ -225,17 +238,21 @@ export class PartitionOffsets {
   #advance(): boolean {
     const offsets = this.#offsets;
     const states = this.#states;
+    const records = this.#records;
     let head = this.#head;
-    while (head < offsets.length && states[head] === SETTLED) head++;
+    // Records behind the commit point are let go at once, not when the queue is compacted.
+    while (head < offsets.length && states[head] === SETTLED) records[head++] = undefined;
     if (head === this.#head) return false;
     this.#committable = head < offsets.length ? offsets[head]! : offsets[head - 1]! + 1;
     if (head === offsets.length) {
       this.#offsets = [];
       this.#states = [];
+      this.#records = [];
       this.#head = 0;
     } else if (head > 4096 && head * 2 > offsets.length) {
       this.#offsets = offsets.slice(head);
       this.#states = states.slice(head);
+      this.#records = records.slice(head);
       this.#head = 0;
     } else {
       this.#head = head;

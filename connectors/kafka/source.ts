@@ -201,8 +201,6 @@ class KafkaSource implements Source<Uint8Array> {
   #context: SourceContext | undefined;
   /** Live trackers of the partitions owned now, by `topic/partition`. */
   readonly #trackers = new Map<string, PartitionOffsets>();
-  /** The tracker each emitted record belongs to: a retired one ignores its settlement. */
-  readonly #owner = new WeakMap<Envelope<unknown>, PartitionOffsets>();
   /** Partitions assigned to this member in the current generation. */
   readonly #assignment = new Set<string>();
   /** Commits of trackers retired after a nack: what was settled before the failed record. */
@@ -258,15 +256,23 @@ class KafkaSource implements Source<Uint8Array> {
         : (envelope) => {
             const position = envelope.meta.position;
             const at = cutAt(position);
-            const tracker = this.#owner.get(envelope.received);
+            const tracker = this.#trackerOf(envelope.received);
             const end = tracker?.replayCut(at);
             return `${position.slice(0, position.lastIndexOf('/'))}/${tracker?.epoch ?? ''}/${Math.floor(at.offset / alignment)}/${end ? `${end.offset}${end.part}` : ''}`;
           };
   }
 
+  /** The live tracker that emitted `envelope` (as this source emitted it), if any. */
+  #trackerOf(envelope: Envelope<unknown>): PartitionOffsets | undefined {
+    const position = envelope.meta.position;
+    const slash = position.lastIndexOf('/');
+    const tracker = this.#trackers.get(position.slice(0, slash));
+    return tracker?.emittedAs(parseInt(position.slice(slash + 1), 10), envelope) ? tracker : undefined;
+  }
+
   /** `within` or `last` for a record of a batch an earlier reader cut (and committed where). */
   replayedBatch(envelope: Envelope<Uint8Array>): 'within' | 'last' | undefined {
-    const tracker = this.#owner.get(envelope.received);
+    const tracker = this.#trackerOf(envelope.received);
     if (!tracker) return undefined;
     const at = cutAt(envelope.meta.position);
     const end = tracker.replayCut(at);
@@ -282,8 +288,9 @@ class KafkaSource implements Source<Uint8Array> {
    */
   async beforeWrite(envelopes: readonly Envelope<Uint8Array>[]): Promise<boolean> {
     if (this.#settings.batchAlignment === false || envelopes.length === 0) return true;
-    const tracker = this.#owner.get(envelopes[0]!.received);
-    if (!tracker) return true;
+    // No live tracker holds the batch's first record: its partition was handed on (fenced).
+    const tracker = this.#trackerOf(envelopes[0]!.received);
+    if (!tracker) return false;
     const last = cutAt(envelopes[envelopes.length - 1]!.meta.position);
     const replayed = tracker.replayCut(cutAt(envelopes[0]!.meta.position));
     if (replayed && this.#stopping && compareCuts(replayed, last) !== 0) return false;
@@ -361,11 +368,17 @@ class KafkaSource implements Source<Uint8Array> {
 
   settled(envelope: Envelope<Uint8Array>, error?: Error): void {
     this.#outstanding--;
-    const tracker = this.#owner.get(envelope);
+    // The live tracker of the record's partition, if it emitted this very record: one
+    // retired since (rebalance, restart, nack) is no longer in #trackers, and a later
+    // tracker that read the same offset again holds another envelope for it.
+    const position = envelope.meta.position;
+    const slash = position.lastIndexOf('/');
+    const tracker = this.#trackers.get(position.slice(0, slash));
     if (tracker) {
-      const offset = offsetOf(envelope.meta.position);
-      if (error) this.#rewind(tracker, offset);
-      else if (tracker.settled(offset)) this.#scheduleCommit(this.#settings.commitIntervalMs);
+      const offset = parseInt(position.slice(slash + 1), 10);
+      if (error) {
+        if (tracker.emittedAs(offset, envelope)) this.#rewind(tracker, offset);
+      } else if (tracker.settled(offset, envelope)) this.#scheduleCommit(this.#settings.commitIntervalMs);
     }
     if (this.#outstanding === 0) this.#drained?.();
   }
@@ -440,39 +453,58 @@ class KafkaSource implements Source<Uint8Array> {
       this.#trackers.set(id, tracker);
     }
     const context = this.#context!;
+    const { name, limits } = settings;
     const receivedAt = Date.now();
     const emittedUpTo = this.#emittedUpTo.get(id) ?? -1;
-    let sinceHeartbeat = 0;
-    for (const message of batch.messages) {
-      if (this.#stopping || tracker.retired || !isRunning() || isStale()) break;
-      const offset = Number(message.offset);
-      if (!tracker.accepts(offset)) continue;
-      const value = message.value ?? EMPTY;
-      if (!context.credits.tryTake(value.length)) {
-        this.#pause(topic, partition);
-        break;
+    // Batch-level bookkeeping: kafkajs is told the last emitted offset, and the highest
+    // emitted one is noted, once before each await and once at the end, not per message
+    // (each resolveOffset and isStale call costs kafkajs Long arithmetic and a JSON key).
+    // Nothing the loop calls seeks or stops kafkajs synchronously: a nack retires the
+    // tracker first and arrives later, and stopping sets #stopping, both checked per message.
+    let unresolved: string | undefined;
+    let highest = emittedUpTo;
+    const settle = () => {
+      if (unresolved !== undefined) resolveOffset(unresolved);
+      unresolved = undefined;
+      if (highest > emittedUpTo) this.#emittedUpTo.set(id, highest);
+    };
+    if (!isRunning() || isStale()) return;
+    // Also when the loop throws: what was emitted stays resolved, as it was per message.
+    try {
+      let sinceHeartbeat = 0;
+      for (const message of batch.messages) {
+        if (this.#stopping || tracker.retired) break;
+        const offset = Number(message.offset);
+        if (!tracker.accepts(offset)) continue;
+        const value = message.value ?? EMPTY;
+        if (!context.credits.tryTake(value.length)) {
+          this.#pause(topic, partition);
+          break;
+        }
+        unresolved = message.offset;
+        if (offset > highest) highest = offset;
+        const meta: RecordMeta = { source: name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+        const timestamp = Number(message.timestamp);
+        if (timestamp >= 0) meta.timestamp = timestamp;
+        if (message.key) meta.key = message.key.toString('utf8');
+        if (message.headers) meta.headers = headersText(message.headers);
+        const vendor = settings.vendor(meta);
+        if (vendor !== undefined) meta.vendor = vendor;
+        this.#outstanding++;
+        const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
+        tracker.emitted(offset, envelope);
+        if (value.length > limits.maxRecordBytes) envelope.reject(tooLarge(`message ${meta.position}`, value.length, limits)!);
+        else subscriber.next(envelope);
+        // Parsing and mapping a large batch takes a while: keep the membership alive.
+        if (++sinceHeartbeat === 500) {
+          sinceHeartbeat = 0;
+          settle();
+          await heartbeat();
+          if (!isRunning() || isStale()) break;
+        }
       }
-      tracker.emitted(offset);
-      resolveOffset(message.offset);
-      if (offset > emittedUpTo) this.#emittedUpTo.set(id, offset);
-      const meta: RecordMeta = { source: settings.name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
-      const timestamp = Number(message.timestamp);
-      if (timestamp >= 0) meta.timestamp = timestamp;
-      if (message.key) meta.key = message.key.toString('utf8');
-      if (message.headers) meta.headers = headersText(message.headers);
-      const vendor = settings.vendor(meta);
-      if (vendor !== undefined) meta.vendor = vendor;
-      this.#outstanding++;
-      const envelope = context.envelope<Uint8Array>(value, meta, value, value.length);
-      this.#owner.set(envelope, tracker);
-      const refused = tooLarge(`message ${meta.position}`, value.length, settings.limits);
-      if (refused) envelope.reject(refused);
-      else subscriber.next(envelope);
-      // Parsing and mapping a large batch takes a while: keep the membership alive.
-      if (++sinceHeartbeat === 500) {
-        sinceHeartbeat = 0;
-        await heartbeat();
-      }
+    } finally {
+      settle();
     }
   }
 
@@ -725,10 +757,6 @@ class KafkaSource implements Source<Uint8Array> {
     void this.#consumer?.disconnect().catch(() => undefined);
     subscriber.error(cause instanceof ConnectorError ? cause : new ConnectorError(`source ${this.name} failed: ${String(cause)}`, { cause, retriable: true }));
   }
-}
-
-function offsetOf(position: string): number {
-  return parseInt(position.slice(position.lastIndexOf('/') + 1), 10);
 }
 
 function headersText(headers: IHeaders): Record<string, string> {

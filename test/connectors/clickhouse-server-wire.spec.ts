@@ -2,8 +2,10 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { gunzipSync } from 'node:zlib';
 import { serverClickHouse, toClickHouse } from '../../connectors/clickhouse';
+import { isLoopbackHost } from '../../connectors/clickhouse/server';
 import { fromIterable } from '../../connectors/iterable';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
@@ -21,7 +23,7 @@ interface Seen {
  * A loopback HTTP proxy in front of the real server that records every request it
  * forwards, so a test can see what the driver puts on the wire.
  */
-async function recordingProxy(upstream: string): Promise<{ url: string; seen: Seen[]; close(): Promise<void> }> {
+async function recordingProxy(upstream: string, host = '127.0.0.1'): Promise<{ url: string; seen: Seen[]; close(): Promise<void> }> {
   const target = new URL(upstream);
   const seen: Seen[] = [];
   const server: Server = createServer((incoming, outgoing) => {
@@ -44,10 +46,10 @@ async function recordingProxy(upstream: string): Promise<{ url: string; seen: Se
       forward.end();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     seen,
     close: () =>
       new Promise<void>((resolve) => {
@@ -85,9 +87,9 @@ describe('ClickHouse server driver on the wire', function () {
 
   const records = Array.from({ length: 500 }, (_, i) => ({ id: i + 1, name: `booking ${i + 1}` }));
 
-  /** Runs a pipeline through the proxy and returns the INSERT requests it saw. */
-  async function insertThroughProxy(compressInserts?: boolean): Promise<Seen[]> {
-    const client = serverClickHouse({ url: proxy.url, requestTimeoutMs: 5000, ...(compressInserts === undefined ? {} : { compressInserts }) });
+  /** Runs a pipeline through `via` (the proxy by default) and returns the INSERT requests it saw. */
+  async function insertThroughProxy(compressInserts?: boolean, via = proxy): Promise<Seen[]> {
+    const client = serverClickHouse({ url: via.url, requestTimeoutMs: 5000, ...(compressInserts === undefined ? {} : { compressInserts }) });
     try {
       const stats = await new Pipeline({ source: fromIterable(records), sink: toClickHouse({ client, table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 250 } }).run();
       expect(stats).to.include({ read: 500, written: 500, deadLettered: 0 });
@@ -95,13 +97,12 @@ describe('ClickHouse server driver on the wire', function () {
       await client.close();
     }
     expect(Number((await admin.query<{ n: string }>(`SELECT count() AS n FROM ${table}`))[0]!.n)).to.equal(500);
-    return proxy.seen.filter((s) => /^INSERT INTO/i.test(s.query));
+    return via.seen.filter((s) => /^INSERT INTO/i.test(s.query));
   }
 
   const rowsIn = (body: string) => body.trimEnd().split('\n').map((line) => JSON.parse(line) as { id: number });
 
-  it('sends insert bodies gzip-compressed by default, and the server stores them', async () => {
-    const inserts = await insertThroughProxy();
+  function expectGzip(inserts: Seen[]): void {
     expect(inserts).to.have.length(2);
     for (const insert of inserts) {
       expect(insert.headers['content-encoding']).to.equal('gzip');
@@ -109,14 +110,64 @@ describe('ClickHouse server driver on the wire', function () {
       expect(insert.body.subarray(0, 2).toString('hex')).to.equal('1f8b');
       expect(rowsIn(gunzipSync(insert.body).toString('utf8'))).to.have.length(250);
     }
-  });
+  }
 
-  it('sends plain insert bodies with compressInserts: false', async () => {
-    const inserts = await insertThroughProxy(false);
+  function expectPlain(inserts: Seen[]): void {
     expect(inserts).to.have.length(2);
     for (const insert of inserts) {
       expect(insert.headers['content-encoding']).to.equal(undefined);
       expect(rowsIn(insert.body.toString('utf8'))).to.have.length(250);
+    }
+  }
+
+  it('sends plain insert bodies to a loopback server by default', async () => {
+    expectPlain(await insertThroughProxy());
+  });
+
+  it('sends gzip-compressed insert bodies to a loopback server with compressInserts: true, and the server stores them', async () => {
+    expectGzip(await insertThroughProxy(true));
+  });
+
+  it('sends gzip-compressed insert bodies by default to a server on another address', async function () {
+    // The proxy listens on this machine's own network address: not loopback by its name.
+    const address = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    if (!address) this.skip();
+    const remote = await recordingProxy(clickhouseServer.url, address);
+    try {
+      expectGzip(await insertThroughProxy(undefined, remote));
+    } finally {
+      await remote.close();
+    }
+  });
+
+  it('sends plain insert bodies to a server on another address with compressInserts: false', async function () {
+    const address = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    if (!address) this.skip();
+    const remote = await recordingProxy(clickhouseServer.url, address);
+    try {
+      expectPlain(await insertThroughProxy(false, remote));
+    } finally {
+      await remote.close();
+    }
+  });
+});
+
+describe('isLoopbackHost: where the server is, from its URL', () => {
+  const host = (url: string) => isLoopbackHost(new URL(url).hostname);
+
+  it('names and addresses of loopback', () => {
+    for (const url of ['http://localhost:8123', 'http://LOCALHOST:8123', 'http://localhost.:8123', 'http://ch.localhost:8123', 'http://127.0.0.1:8123', 'http://127.1.2.3/', 'http://127.1/', 'http://[::1]:8123', 'http://[0:0:0:0:0:0:0:1]/', 'http://[::ffff:127.0.0.1]/']) {
+      expect(host(url), url).to.equal(true);
+    }
+  });
+
+  it('every other host, including names that only look local', () => {
+    for (const url of ['http://clickhouse:8123', 'https://ch.example.com:8443', 'http://10.0.0.5:8123', 'http://192.168.1.2/', 'http://128.0.0.1/', 'http://[::2]/', 'http://[fe80::1]/', 'http://[::ffff:10.0.0.1]/', 'http://localhost.example.com/', 'http://mylocalhost/', 'http://0.0.0.0:8123', 'http://127.0.0.1.nip.io/']) {
+      expect(host(url), url).to.equal(false);
     }
   });
 });

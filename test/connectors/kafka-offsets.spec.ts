@@ -47,6 +47,25 @@ describe('PartitionOffsets: the commit point of one partition', () => {
     expect(tracker.accepts(10)).to.equal(false);
   });
 
+  it('settles an offset only for the record emitted with it: another record carrying that offset moves nothing', () => {
+    const tracker = new PartitionOffsets('t', 0);
+    const first = { offset: 0 };
+    const second = { offset: 1 };
+    tracker.emitted(0, first);
+    tracker.emitted(1, second);
+    // The same offsets read under an earlier tracker of the partition: other envelopes.
+    expect(tracker.emittedAs(0, { offset: 0 })).to.equal(false);
+    expect(tracker.settled(0, { offset: 0 })).to.equal(false);
+    expect(tracker.toCommit()).to.equal(0);
+    expect(tracker.emittedAs(0, first)).to.equal(true);
+    expect(tracker.settled(0, first)).to.equal(true);
+    expect(tracker.toCommit()).to.equal(1);
+    expect(tracker.settled(1, second)).to.equal(true);
+    expect(tracker.toCommit()).to.equal(2);
+    tracker.retire();
+    expect(tracker.emittedAs(1, second)).to.equal(false);
+  });
+
   it('does not emit an offset twice', () => {
     const tracker = new PartitionOffsets('t', 0);
     tracker.emitted(5);
