@@ -583,8 +583,9 @@ class ChunkReader {
   #eligible(frame: Frame, buffer: Buffer, at: number, size: number, engineEnd: number): boolean {
     if (frame.error || !frame.utf8 || size < 2) return false;
     if (buffer[at] !== OPEN_BRACE || buffer[at + size - 1] !== CLOSE_BRACE) return false;
-    // The whole line: a newline (or the start of the file) before, a newline (or the end) after: no BOM, no CR.
-    if (frame.offset !== 0 && buffer[at - 1] !== NEWLINE) return false;
+    // The whole line: a newline (or the start of the buffer, always a line's start) before, a
+    // newline (or the end) after: no BOM, no CR.
+    if (at > 0 && buffer[at - 1] !== NEWLINE) return false;
     if (at + size !== engineEnd && buffer[at + size] !== NEWLINE) return false;
     const text = frame.text ?? buffer.toString('latin1', at, at + size);
     return !tooDeepOrLarge(text, size, this.#limits);
