@@ -227,7 +227,9 @@ async function child(mode: Mode, file: string): Promise<ChildFigures> {
       const { plan, source } = globetrek();
       // Chunk files in memory where the system has a RAM disk; the OS temporary directory otherwise.
       const tempDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
-      const result = await bulkImport({ client: clickhouse, files: [file], table: 'bookings', plan, transform: bookingTransform(), vendor: VENDOR, name: 'bench', tempDir });
+      // TRIBUTARY_BENCH_CHUNK_MB tries another chunk size without editing this file.
+      const chunkBytes = Number(process.env.TRIBUTARY_BENCH_CHUNK_MB ?? 0) * MB || undefined;
+      const result = await bulkImport({ client: clickhouse, files: [file], table: 'bookings', plan, transform: bookingTransform(), vendor: VENDOR, name: 'bench', tempDir, ...(chunkBytes && { chunkBytes }) });
       extra = { read: result.read, storedByEngine: result.storedByEngine, written: result.storedByJs, deadLettered: result.deadLettered, planSource: source };
     });
     const [row] = await clickhouse.query<{ n: string | number; checksum: string }>(CHECKSUM);

@@ -261,10 +261,29 @@ interface Chunk {
   end: number;
   /** What the engine reads: whole lines, spoiled where JS must keep them away from it. */
   data: Buffer;
-  /** Records the engine may store: offsets (in the file), and their frames for the JS path should the plan refuse them. */
-  eligible: Map<number, PendingFrame>;
+  /** Records the engine may store, ascending: their offsets in the file, lines and record numbers (their frames are rebuilt should the plan refuse them). */
+  eligible: EligibleLines;
   /** Records only the JS path may read, in file order. */
   js: PendingFrame[];
+}
+
+/** The records of a chunk the engine may store, ascending by offset. */
+interface EligibleLines {
+  offsets: number[];
+  lines: number[];
+  records: number[];
+}
+
+/** The index of `value` in ascending `values`, or where it would go. */
+function sortedIndex(values: readonly number[], value: number): number {
+  let low = 0;
+  let high = values.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (values[mid]! < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }
 
 /** A frame with its record number, its bytes its own (not a view of a reused buffer). */
@@ -351,11 +370,11 @@ class EngineImport {
         const refused = await stored;
         this.#counts.chunks++;
         const toJs = mergeByRecord(chunk.js, refused);
-        this.#counts.storedByEngine += chunk.eligible.size - refused.length;
+        this.#counts.storedByEngine += chunk.eligible.offsets.length - refused.length;
         this.#counts.toJs += toJs.length;
-        mine.storedByEngine += chunk.eligible.size - refused.length;
+        mine.storedByEngine += chunk.eligible.offsets.length - refused.length;
         mine.toJs += toJs.length;
-        const inChunk = chunk.eligible.size + chunk.js.length;
+        const inChunk = chunk.eligible.offsets.length + chunk.js.length;
         this.#counts.read += inChunk;
         records += inChunk;
         const key = `${file}#${chunk.index}`;
@@ -390,14 +409,14 @@ class EngineImport {
    * refused (for the JS path). One pass when it accepts them all, two when it does not.
    */
   async #insert(chunk: Chunk, file: string, identity: string): Promise<PendingFrame[]> {
-    if (chunk.eligible.size === 0) return [];
+    if (chunk.eligible.offsets.length === 0) return [];
     const path = join(this.#dir, `chunk-${chunk.index}.ndjson`);
     writeFileSync(path, chunk.data, { mode: 0o600 });
     try {
       const input = `file(${sqlString(path)}, 'LineAsString', 'line String')`;
       const accepted = `ifNull((${this.#plan.accepted}), 0)`;
       const token = createHash('sha256')
-        .update([this.#pipeline, this.#table, file, identity, chunk.start, chunk.end, chunk.eligible.size, this.#planId].join('\0'))
+        .update([this.#pipeline, this.#table, file, identity, chunk.start, chunk.end, chunk.eligible.offsets.length, this.#planId].join('\0'))
         .digest('hex')
         .slice(0, 32);
       // One block per chunk: stored whole or not at all, and the same block on a re-run.
@@ -433,9 +452,12 @@ function refusedFrames(chunk: Chunk, rows: number[]): PendingFrame[] {
       at = newline + 1;
       line++;
     }
-    const pending = chunk.eligible.get(chunk.start + at);
-    if (!pending) throw new TributaryError(`bulk import: the engine refused a line JS did not give it (byte ${chunk.start + at})`, { code: 'ACCOUNTING' });
-    refused.push(pending);
+    const { offsets, lines, records } = chunk.eligible;
+    const index = sortedIndex(offsets, chunk.start + at);
+    if (offsets[index] !== chunk.start + at) throw new TributaryError(`bulk import: the engine refused a line JS did not give it (byte ${chunk.start + at})`, { code: 'ACCOUNTING' });
+    const newline = chunk.data.indexOf(NEWLINE, at);
+    const bytes = Buffer.from(chunk.data.subarray(at, newline < 0 ? chunk.data.length : newline));
+    refused.push({ frame: { bytes, offset: offsets[index]!, line: lines[index]!, utf8: true }, record: records[index]! });
   }
   return refused;
 }
@@ -522,7 +544,7 @@ class ChunkReader {
       if (this.#overlong) {
         const newline = buffer.indexOf(NEWLINE);
         if (newline < 0 && !atEnd) {
-          this.#keep(this.#framer.push(buffer), this.#pendingJs, new Map(), buffer, base);
+          this.#keep(this.#framer.push(buffer), this.#pendingJs, { offsets: [], lines: [], records: [] }, buffer, base);
           continue;
         }
         start = newline < 0 ? buffer.length : newline + 1;
@@ -534,7 +556,7 @@ class ChunkReader {
       const rest = buffer.subarray(end);
       const js: PendingFrame[] = this.#pendingJs;
       this.#pendingJs = [];
-      const eligible = new Map<number, PendingFrame>();
+      const eligible: EligibleLines = { offsets: [], lines: [], records: [] };
       // Records before the engine's part (the end of a line over the limit) go to JS.
       this.#keep(frames, js, eligible, buffer, base, -1);
       const data = buffer.subarray(start, end);
@@ -549,7 +571,7 @@ class ChunkReader {
       } else {
         this.#carry = Buffer.from(rest);
       }
-      if (eligible.size === 0 && js.length === 0 && data.length === 0 && !atEnd) continue;
+      if (eligible.offsets.length === 0 && js.length === 0 && data.length === 0 && !atEnd) continue;
       return { index: this.#index++, start: base + start, end: base + end, data, eligible, js };
     }
     return undefined;
@@ -561,15 +583,16 @@ class ChunkReader {
    * would take (`{…}`) has its first byte spoiled in `buffer`, after its bytes are copied.
    * `engineEnd` is where the engine's part of `buffer` ends (-1: no part of it).
    */
-  #keep(frames: Frame[], js: PendingFrame[], eligible: Map<number, PendingFrame>, buffer: Buffer, base: number, engineEnd = -1): void {
+  #keep(frames: Frame[], js: PendingFrame[], eligible: EligibleLines, buffer: Buffer, base: number, engineEnd = -1): void {
     for (const frame of frames) {
       const record = ++this.#record;
       const at = frame.offset - base;
       const size = frame.size ?? frame.bytes.length;
       const inBuffer = at >= 0 && at + size <= buffer.length;
       if (engineEnd >= 0 && inBuffer && at + size <= engineEnd && this.#eligible(frame, buffer, at, size, engineEnd)) {
-        // A view of this chunk's own buffer, which is never reused.
-        eligible.set(frame.offset, { frame, record });
+        eligible.offsets.push(frame.offset);
+        eligible.lines.push(frame.line);
+        eligible.records.push(record);
         continue;
       }
       // Copied before the line is spoiled below.

@@ -170,6 +170,41 @@ describe('pushdown: bulkImport on the embedded store', function () {
     await expectSameAsPlain(result, stats);
   });
 
+  it('shows the engine only lines the JS path would parse as they are, whatever the plan accepts', async () => {
+    const dir = join(work.path, 'globetrek');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'guards.ndjson');
+    const deep = booking(6).replace('"agent"', `"extra":${'['.repeat(100)}${']'.repeat(100)},"agent"`);
+    writeFileSync(
+      file,
+      Buffer.concat([
+        Buffer.from([0xef, 0xbb, 0xbf]),
+        Buffer.from(booking(1) + '\n' + booking(2) + '\n' + booking(3) + '\r\n'),
+        Buffer.from(booking(4).replace('"status"', `${' '.repeat(300 * 1024)}"status"`) + '\n'),
+        Buffer.from(booking(5) + '\n'),
+        Buffer.concat([Buffer.from(booking(5).slice(0, 40)), Buffer.from([0xc3, 0x28]), Buffer.from(booking(5).slice(40) + '\n')]),
+        Buffer.from(deep + '\n' + booking(7) + '\n'),
+      ]),
+    );
+    await freshTables('bookings_pushed', 'dead_pushed');
+    // A plan that takes every line it is shown: what the engine stores is what the runner let through.
+    const result = await bulkImport({
+      client: clickhouse,
+      files: [file],
+      table: 'bookings_pushed',
+      deadLetterTable: 'dead_pushed',
+      plan: { pushable: true, input: 'ndjson', columns: [{ name: 'vendor', sql: "'engine'" }, { name: 'booking_id', sql: "JSONExtractString(line, 'booking_no')" }], accepted: '1' },
+      transform: bookingTransform(),
+      vendor: 'globetrek',
+      maxRecordBytes: 256 * 1024,
+    });
+    const stored = await clickhouse.query<{ booking_id: string }>(`SELECT booking_id FROM bookings_pushed WHERE vendor = 'engine' ORDER BY booking_id`);
+    expect(stored.map((r) => r.booking_id)).to.deep.equal(['GT000000002', 'GT000000005', 'GT000000007']);
+    expect(result.storedByEngine).to.equal(3);
+    const codes = await clickhouse.query<{ code: string }>(`SELECT code FROM dead_pushed ORDER BY code`);
+    expect(codes.map((r) => r.code)).to.deep.equal(['INVALID_UTF8', 'RECORD_TOO_LARGE', 'TOO_DEEP']);
+  });
+
   it('a plan that is not pushable imports in JS, saying why, with the same results', async () => {
     const file = join(work.path, 'globetrek', 'sample.ndjson');
     mkdirSync(join(work.path, 'globetrek'), { recursive: true });
