@@ -24,9 +24,9 @@
  * The user's file path never enters SQL: the engine reads only the temporary chunk files.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, extname, join, resolve } from 'node:path';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
 import { deliverFrame, readFile, type ReadSettings } from '../connectors/files/read';
@@ -61,7 +61,12 @@ export interface BulkImportOptions<T> {
   name?: string;
   /** `meta.source` of the records, as the plain pipeline's files source names it. @default 'files' */
   source?: string;
-  /** Bytes of a file the engine takes in one insert; at least twice `maxRecordBytes`. @default 16 MiB */
+  /**
+   * Bytes of a file the engine takes in one insert (one part), cut after the last newline;
+   * at least twice `maxRecordBytes`. Memory holds two chunks. Measured on 2M globetrek
+   * bookings: 64 MiB used 10–25% less CPU than 16 MiB (fewer parts to write and merge).
+   * @default 64 MiB
+   */
   chunkBytes?: number;
   /** Where the private chunk files go while the engine reads them. @default the OS temporary directory */
   tempDir?: string;
@@ -79,6 +84,15 @@ export interface BulkImportOptions<T> {
   onProgress?: (progress: BulkImportProgress) => void;
   /** Least time between two progress events of a file. @default 1000 */
   progressEveryMs?: number;
+  /**
+   * Inbox semantics: once every record is durable, each file moves here (created if
+   * missing); a file that could not be read as NDJSON (empty, corrupt gzip) moves to
+   * `failedDir` instead. A failed import, or one with nacked records, moves nothing.
+   * @default files stay where they are
+   */
+  doneDir?: string;
+  /** Where a file that could not be read as NDJSON goes, with `doneDir`. @default `<doneDir>/../failed` */
+  failedDir?: string;
 }
 
 /** How far a file's import has come. */
@@ -121,6 +135,8 @@ export interface BulkImportResult extends PushdownDecision {
   /** Engine inserts run (chunks), and of those, chunks where the plan refused some lines (two passes). */
   chunks: number;
   chunksWithRefusals: number;
+  /** With `doneDir`: where each file went, and why a failed one failed. */
+  moved: { file: string; to: string; failure?: string }[];
 }
 
 const MB = 1024 * 1024;
@@ -165,7 +181,7 @@ export async function bulkImport<T>(options: BulkImportOptions<T>): Promise<Bulk
   if (!options.plan || typeof options.plan.pushable !== 'boolean') throw new ConfigError('plan must be a PushdownPlan (from planPushdown)');
   if (typeof options.transform !== 'function') throw new ConfigError('transform must be the JS path, e.g. pipe(normalize(…), validate(…))');
   const settings = resolveReadSettings({ format: 'ndjson', maxRecordBytes: options.maxRecordBytes, maxDepth: options.maxDepth }, options.source ?? 'files');
-  const chunkBytes = options.chunkBytes ?? 16 * MB;
+  const chunkBytes = options.chunkBytes ?? 64 * MB;
   if (!Number.isInteger(chunkBytes) || chunkBytes < 2 * settings.limits.maxRecordBytes) {
     throw new ConfigError(`chunkBytes must be an integer >= 2 × maxRecordBytes (${2 * settings.limits.maxRecordBytes}), got ${options.chunkBytes}`);
   }
@@ -184,6 +200,8 @@ export async function bulkImport<T>(options: BulkImportOptions<T>): Promise<Bulk
       ? new EngineImport(options.client, options.table, options.plan, name, settings, chunkBytes, options.tempDir ?? tmpdir(), counts, options.onProgress, progressEveryMs)
       : undefined;
   const keys = new WeakMap<Envelope<unknown>, string>();
+  /** Per file read to its end: why it could not be read as NDJSON, if it could not. */
+  const failures = new Map<string, string | undefined>();
   const source: Source<unknown> = {
     name: settings.source,
     open(context: SourceContext) {
@@ -195,11 +213,12 @@ export async function bulkImport<T>(options: BulkImportOptions<T>): Promise<Bulk
               keys.set(envelope, key);
               subscriber.next(envelope);
             };
-            if (runner) await runner.file(file, vendor(file), context, emit);
+            if (runner) failures.set(file, await runner.file(file, vendor(file), context, emit));
             else {
               const outcome = await readFile(file, 'ndjson', vendor(file), settings, context, emit(file));
               counts.read += outcome.records;
               counts.toJs += outcome.records;
+              failures.set(file, outcome.failure);
             }
           }
         })().then(
@@ -229,8 +248,10 @@ export async function bulkImport<T>(options: BulkImportOptions<T>): Promise<Bulk
     if (stats.read !== counts.toJs) {
       throw new TributaryError(`bulk import lost count: ${counts.toJs} records handed to the JS path, its pipeline read ${stats.read}`, { code: 'ACCOUNTING' });
     }
+    const moved = options.doneDir !== undefined && stats.nacked === 0 ? moveFiles(failures, resolve(options.doneDir), resolve(options.failedDir ?? join(options.doneDir, '..', 'failed'))) : [];
     return {
       ...decision,
+      moved,
       read: counts.read,
       storedByEngine: counts.storedByEngine,
       storedByJs: stats.written,
@@ -342,7 +363,8 @@ class EngineImport {
   }
 
   /** Imports one file; records for the JS path go to `emit(key)` with their chunk's key. */
-  async file(file: string, vendor: string | undefined, context: SourceContext, emit: (key: string) => (envelope: Envelope<unknown>) => void): Promise<void> {
+  /** Imports one file; resolves with why it could not be read as NDJSON, if it could not. */
+  async file(file: string, vendor: string | undefined, context: SourceContext, emit: (key: string) => (envelope: Envelope<unknown>) => void): Promise<string | undefined> {
     let fd: number | undefined = openFile(file);
     try {
       const first = fstatSync(fd);
@@ -353,7 +375,7 @@ class EngineImport {
         const outcome = await readFile(file, 'ndjson', vendor, this.#settings, context, emit(file));
         this.#counts.read += outcome.records;
         this.#counts.toJs += outcome.records;
-        return;
+        return outcome.failure;
       }
       const reader = new ChunkReader(fd, file, first, this.#chunkBytes, this.#settings.limits);
       const progress = new Progress(file, first.size, this.#onProgress, this.#progressEveryMs);
@@ -389,7 +411,7 @@ class EngineImport {
           deliverFrame(frame, meta, bytes, this.#settings.limits, context, deliver);
         }
         progress.update(chunk.end, records, mine, false);
-        if (context.signal.aborted) return;
+        if (context.signal.aborted) return undefined;
       }
       reader.checkUnchanged();
       progress.update(first.size, records, mine, true);
@@ -398,7 +420,9 @@ class EngineImport {
         const outcome = await readFile(file, 'ndjson', vendor, this.#settings, context, emit(file));
         this.#counts.read += outcome.records;
         this.#counts.toJs += outcome.records;
+        return outcome.failure;
       }
+      return undefined;
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
@@ -648,6 +672,21 @@ class Progress {
     const { storedByEngine, toJs } = counts;
     this.#callback({ file: this.#file, bytes, totalBytes: this.#total, records, storedByEngine, toJs, elapsedMs, recordsPerSecond: elapsedMs > 0 ? Math.round((records * 1000) / elapsedMs) : 0, done });
   }
+}
+
+/** Moves each file read to its end into `doneDir`, or `failedDir` when it failed, under a name free there. */
+function moveFiles(failures: ReadonlyMap<string, string | undefined>, doneDir: string, failedDir: string): BulkImportResult['moved'] {
+  const moved: BulkImportResult['moved'] = [];
+  for (const [file, failure] of failures) {
+    const dir = failure === undefined ? doneDir : failedDir;
+    mkdirSync(dir, { recursive: true });
+    const name = basename(file);
+    let to = join(dir, name);
+    for (let n = 2; existsSync(to); n++) to = join(dir, `${basename(name, extname(name))}.${n}${extname(name)}`);
+    renameSync(file, to);
+    moved.push(failure === undefined ? { file, to } : { file, to, failure });
+  }
+  return moved;
 }
 
 function openFile(file: string): number {

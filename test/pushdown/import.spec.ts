@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fromFiles, migrate, Pipeline, toClickHouse, type ClickHouseClient, type DeadLetter } from '../../index';
 import { bulkImport, bulkImportDecision, type BulkImportResult } from '../../pushdown/import';
@@ -227,6 +227,32 @@ describe('pushdown: bulkImport on the embedded store', function () {
     expect(result.reasons).to.deep.equal(['mappings.globetrek.check: a JS function']);
     expect(warnings.join('\n')).to.contain('bulk import runs in JS').and.contain('a JS function');
     await expectSameAsPlain(result, stats);
+  });
+
+  it('with doneDir, moves each file once all its records are durable, one that is not NDJSON to failed/', async () => {
+    const inbox = join(work.path, 'inbox', 'globetrek');
+    mkdirSync(inbox, { recursive: true });
+    const good = join(inbox, 'feed.ndjson');
+    const blank = join(inbox, 'blank.ndjson');
+    writeFileSync(good, readFileSync(SAMPLE));
+    writeFileSync(blank, '\n  \n');
+    await freshTables('bookings_pushed', 'dead_pushed');
+    const result = await bulkImport({
+      client: clickhouse,
+      files: [good, blank],
+      table: 'bookings_pushed',
+      deadLetterTable: 'dead_pushed',
+      plan: globetrekPlan,
+      transform: bookingTransform(),
+      vendor: 'globetrek',
+      doneDir: join(inbox, 'done'),
+    });
+    expect(result.moved).to.deep.equal([
+      { file: good, to: join(inbox, 'done', 'feed.ndjson') },
+      { file: blank, to: join(inbox, 'failed', 'blank.ndjson'), failure: 'EMPTY_FILE: empty file: expected NDJSON records, one per line' },
+    ]);
+    expect(readdirSync(inbox).sort()).to.deep.equal(['done', 'failed']);
+    expect(result.read).to.equal(result.storedByEngine + result.storedByJs + result.deadLettered);
   });
 
   it('a server client is not pushed down, and says so', () => {
