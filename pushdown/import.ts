@@ -362,8 +362,10 @@ class EngineImport {
     rmSync(this.#dir, { recursive: true, force: true });
   }
 
-  /** Imports one file; records for the JS path go to `emit(key)` with their chunk's key. */
-  /** Imports one file; resolves with why it could not be read as NDJSON, if it could not. */
+  /**
+   * Imports one file, its records for the JS path to `emit(key)` with their chunk's key;
+   * resolves with why it could not be read as NDJSON, if it could not.
+   */
   async file(file: string, vendor: string | undefined, context: SourceContext, emit: (key: string) => (envelope: Envelope<unknown>) => void): Promise<string | undefined> {
     let fd: number | undefined = openFile(file);
     try {
@@ -388,7 +390,13 @@ class EngineImport {
         const stored = this.#insert(chunk, file, identity);
         stored.catch(() => undefined);
         // JS frames the next chunk while the engine stores this one.
-        next = reader.next();
+        try {
+          next = reader.next();
+        } catch (error) {
+          // The file changed: fail once the engine is done with the chunk it reads.
+          await stored.catch(() => undefined);
+          throw error;
+        }
         const refused = await stored;
         this.#counts.chunks++;
         const toJs = mergeByRecord(chunk.js, refused);
@@ -453,8 +461,10 @@ class EngineImport {
         if (!String((error as Error).message).includes(REFUSED_MARKER)) throw error;
       }
       this.#counts.chunksWithRefusals++;
-      const rows = await this.#client.query<{ row: string | number }>(`SELECT _row_number AS row FROM ${input} WHERE ${LINE_GUARD} AND NOT ${accepted}`);
-      const refused = refusedFrames(chunk, rows.map((r) => Number(r.row)));
+      const rows = await this.#client.query<{ row: string | number; sha256: string }>(
+        `SELECT _row_number AS row, lower(hex(SHA256(line))) AS sha256 FROM ${input} WHERE ${LINE_GUARD} AND NOT ${accepted}`,
+      );
+      const refused = refusedFrames(chunk, rows.map((r) => ({ row: Number(r.row), sha256: r.sha256 })));
       await this.#client.exec(insert(`${LINE_GUARD} AND ${accepted}`));
       return refused;
     } finally {
@@ -463,13 +473,17 @@ class EngineImport {
   }
 }
 
-/** The eligible frames of `chunk` at the engine's 0-based line numbers `rows`. */
-function refusedFrames(chunk: Chunk, rows: number[]): PendingFrame[] {
-  rows.sort((a, b) => a - b);
+/**
+ * The eligible frames of `chunk` at the engine's 0-based line numbers `rows`, each checked
+ * to be the very line the engine refused (its SHA-256): a wrong match would store one
+ * record twice and lose another, so it fails the import instead.
+ */
+function refusedFrames(chunk: Chunk, lines: { row: number; sha256: string }[]): PendingFrame[] {
+  lines.sort((a, b) => a.row - b.row);
   const refused: PendingFrame[] = [];
   let line = 0;
   let at = 0;
-  for (const row of rows) {
+  for (const { row, sha256 } of lines) {
     while (line < row) {
       const newline = chunk.data.indexOf(NEWLINE, at);
       if (newline < 0) throw new TributaryError(`bulk import: the engine refused line ${row} of a chunk of ${line + 1} lines`, { code: 'ACCOUNTING' });
@@ -481,6 +495,9 @@ function refusedFrames(chunk: Chunk, rows: number[]): PendingFrame[] {
     if (offsets[index] !== chunk.start + at) throw new TributaryError(`bulk import: the engine refused a line JS did not give it (byte ${chunk.start + at})`, { code: 'ACCOUNTING' });
     const newline = chunk.data.indexOf(NEWLINE, at);
     const bytes = Buffer.from(chunk.data.subarray(at, newline < 0 ? chunk.data.length : newline));
+    if (createHash('sha256').update(bytes).digest('hex') !== sha256) {
+      throw new TributaryError(`bulk import: the line the engine refused as line ${row} of a chunk is not the one at byte ${chunk.start + at}`, { code: 'ACCOUNTING' });
+    }
     refused.push({ frame: { bytes, offset: offsets[index]!, line: lines[index]!, utf8: true }, record: records[index]! });
   }
   return refused;

@@ -170,6 +170,19 @@ describe('pushdown: bulkImport on the embedded store', function () {
     await expectSameAsPlain(result, stats);
   });
 
+  it('finds the lines the plan refuses in a chunk the engine parses in parallel segments (over 20 MiB)', async () => {
+    const dir = join(work.path, 'globetrek');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'large.ndjson');
+    const lines: string[] = [];
+    for (let i = 1; i <= 100_000; i++) lines.push(i % 7919 === 0 || i === 99_999 ? booking(i, { status: 'RFND', total: '-3,00' }) : i % 9973 === 0 ? `{"booking_no":${i}}` : booking(i));
+    writeFileSync(file, lines.join('\n') + '\n');
+    const stats = await plain([file]);
+    const result = await pushed([file]);
+    expect(result).to.include({ chunks: 1, chunksWithRefusals: 1, storedByJs: 13, deadLettered: 10 });
+    await expectSameAsPlain(result, stats);
+  });
+
   it('shows the engine only lines the JS path would parse as they are, whatever the plan accepts', async () => {
     const dir = join(work.path, 'globetrek');
     mkdirSync(dir, { recursive: true });
