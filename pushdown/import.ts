@@ -144,6 +144,8 @@ const MB = 1024 * 1024;
 const REFUSED_MARKER = 'tributary bulk import: the plan does not accept a line of this chunk';
 /** The lines the engine may store: a JSON object with nothing around it. JS sees to it that no other line passes. */
 const LINE_GUARD = "startsWith(line, '{') AND endsWith(line, '}')";
+/** Chunks stored at once. */
+const STORING = 2;
 const OPEN_BRACE = 0x7b;
 const CLOSE_BRACE = 0x7d;
 const NEWLINE = 0x0a;
@@ -384,20 +386,31 @@ class EngineImport {
       const mine = { storedByEngine: 0, toJs: 0 };
       const identity = `${first.dev}:${first.ino}:${first.size}:${first.mtimeMs}`;
       let records = 0;
+      // Two chunks stored at once, each on a session of its own: one writes its part (one
+      // thread) while the next is parsed and mapped (every thread), and JS frames a third.
+      const storing: { chunk: Chunk; stored: Promise<PendingFrame[]> }[] = [];
       let next = reader.next();
-      while (next) {
-        const chunk = next;
-        const stored = this.#insert(chunk, file, identity);
-        stored.catch(() => undefined);
-        // JS frames the next chunk while the engine stores this one.
+      while (next || storing.length > 0) {
+        while (next && storing.length < STORING) {
+          const stored = this.#insert(next, file, identity);
+          stored.catch(() => undefined);
+          storing.push({ chunk: next, stored });
+          try {
+            next = reader.next();
+          } catch (error) {
+            // The file changed: fail once the engine is done with the chunks it reads.
+            await Promise.allSettled(storing.map((s) => s.stored));
+            throw error;
+          }
+        }
+        const { chunk, stored } = storing.shift()!;
+        let refused: PendingFrame[];
         try {
-          next = reader.next();
+          refused = await stored;
         } catch (error) {
-          // The file changed: fail once the engine is done with the chunk it reads.
-          await stored.catch(() => undefined);
+          await Promise.allSettled(storing.map((s) => s.stored));
           throw error;
         }
-        const refused = await stored;
         this.#counts.chunks++;
         const toJs = mergeByRecord(chunk.js, refused);
         this.#counts.storedByEngine += chunk.eligible.offsets.length - refused.length;
@@ -419,7 +432,10 @@ class EngineImport {
           deliverFrame(frame, meta, bytes, this.#settings.limits, context, deliver);
         }
         progress.update(chunk.end, records, mine, false);
-        if (context.signal.aborted) return undefined;
+        if (context.signal.aborted) {
+          await Promise.allSettled(storing.map((s) => s.stored));
+          return undefined;
+        }
       }
       reader.checkUnchanged();
       progress.update(first.size, records, mine, true);
@@ -433,6 +449,13 @@ class EngineImport {
       return undefined;
     } finally {
       if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  /** Runs an insert on a session of its own (a stream runs beside other queries on the embedded store). */
+  async #store(sql: string): Promise<void> {
+    for await (const answer of this.#client.stream(sql, { format: 'TSV' })) {
+      if (answer.length > 0) throw new TributaryError(`bulk import: an insert answered ${answer.length} bytes`, { code: 'ACCOUNTING' });
     }
   }
 
@@ -455,7 +478,7 @@ class EngineImport {
       const settings = `SETTINGS insert_deduplicate = 1, insert_deduplication_token = ${sqlString(token)}, max_insert_threads = 1, min_insert_block_size_rows = 1000000000000, min_insert_block_size_bytes = 1000000000000000`;
       const insert = (where: string) => `INSERT INTO ${quoteIdentifier(this.#table)} (${this.#columns}) SELECT ${this.#select} FROM ${input} WHERE ${where} ${settings}`;
       try {
-        await this.#client.exec(insert(`throwIf((${LINE_GUARD}) AND NOT ${accepted}, ${sqlString(REFUSED_MARKER)}) = 0 AND ${LINE_GUARD}`));
+        await this.#store(insert(`throwIf((${LINE_GUARD}) AND NOT ${accepted}, ${sqlString(REFUSED_MARKER)}) = 0 AND ${LINE_GUARD}`));
         return [];
       } catch (error) {
         if (!String((error as Error).message).includes(REFUSED_MARKER)) throw error;
@@ -465,7 +488,7 @@ class EngineImport {
         `SELECT _row_number AS row, lower(hex(SHA256(line))) AS sha256 FROM ${input} WHERE ${LINE_GUARD} AND NOT ${accepted}`,
       );
       const refused = refusedFrames(chunk, rows.map((r) => ({ row: Number(r.row), sha256: r.sha256 })));
-      await this.#client.exec(insert(`${LINE_GUARD} AND ${accepted}`));
+      await this.#store(insert(`${LINE_GUARD} AND ${accepted}`));
       return refused;
     } finally {
       rmSync(path, { force: true });
