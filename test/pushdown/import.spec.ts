@@ -74,9 +74,10 @@ function hostileFeed(): Buffer {
 describe('pushdown: bulkImport on the embedded store', function () {
   this.timeout(180_000);
   let clickhouse: ClickHouseClient;
-  const work = tempDir('tributary-import-');
+  let work: ReturnType<typeof tempDir>;
 
   before(async () => {
+    work = tempDir('tributary-import-');
     clickhouse = testClickHouse();
     await migrate(clickhouse, migrationsDir);
   });
