@@ -52,3 +52,5 @@ export * from './connectors/poll';
 export * from './connectors/webhook';
 export * from './connectors/kafka';
 export * from './connectors/redis';
+
+export { bulkImport, bulkImportDecision, type BulkImportOptions, type BulkImportProgress, type BulkImportResult, type PushdownDecision } from './pushdown/import';

@@ -142,55 +142,7 @@ export async function readFile(
         attempt: 1,
       };
       if (vendor !== undefined) meta.vendor = vendor;
-      if (frame.error) {
-        context.reject(meta, refusedRaw(frame), bytes, { stage: 'source', path: '', ...frame.error });
-        continue;
-      }
-      if (frame.value !== undefined) {
-        emit(context.envelope(frame.value, meta, undefined, bytes));
-        continue;
-      }
-      if (frame.text !== undefined) {
-        // ASCII reads the same in every supported encoding.
-        const refused = checkJsonText(frame.text, bytes, `line ${frame.line}`, limits);
-        if (refused) {
-          context.reject(meta, frame.text, bytes, refused);
-          continue;
-        }
-        let value: unknown;
-        try {
-          value = JSON.parse(frame.text);
-        } catch (error) {
-          context.reject(meta, frame.text, bytes, jsonFailure(frame.line, error));
-          continue;
-        }
-        emit(context.envelope(value, meta, frame.text, bytes));
-        continue;
-      }
-      if (checkUtf8 && !frame.utf8) {
-        context.reject(meta, Buffer.from(frame.bytes), bytes, {
-          stage: 'source',
-          code: 'INVALID_UTF8',
-          message: `line ${frame.line} is not valid UTF-8`,
-          path: '',
-        });
-        continue;
-      }
-      const text = decodeText(frame.bytes);
-      const refused = checkJsonText(text, bytes, `line ${frame.line}`, limits);
-      if (refused) {
-        context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
-        continue;
-      }
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (error) {
-        context.reject(meta, text, bytes, jsonFailure(frame.line, error));
-        continue;
-      }
-      // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
-      emit(context.envelope(value, meta, decodeText === utf8Text ? frame.bytes : text, bytes));
+      deliverFrame(frame, meta, bytes, limits, context, emit, decodeText, checkUtf8);
     }
   };
 
@@ -261,6 +213,73 @@ export async function readFile(
   }
   progress.update(input.bytesRead(), record, true);
   return { records: record, failure };
+}
+
+/**
+ * What one framed record becomes: an envelope with its parsed value, or a dead letter
+ * through `context.reject` (a framing error, bad UTF-8, over a limit, bad JSON). Its
+ * credit must have been taken. Shared by `readFile` and bulk imports, so a record read
+ * either way is refused with the same stage, code, message and bytes.
+ */
+export function deliverFrame(
+  frame: Frame,
+  meta: RecordMeta,
+  bytes: number,
+  limits: FramingLimits,
+  context: SourceContext,
+  emit: (envelope: Envelope<unknown>) => void,
+  decodeText: (bytes: Buffer) => string = utf8Text,
+  checkUtf8 = true,
+): void {
+  if (frame.error) {
+    context.reject(meta, refusedRaw(frame), bytes, { stage: 'source', path: '', ...frame.error });
+    return;
+  }
+  if (frame.value !== undefined) {
+    emit(context.envelope(frame.value, meta, undefined, bytes));
+    return;
+  }
+  if (frame.text !== undefined) {
+    // ASCII reads the same in every supported encoding.
+    const refused = checkJsonText(frame.text, bytes, `line ${frame.line}`, limits);
+    if (refused) {
+      context.reject(meta, frame.text, bytes, refused);
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(frame.text);
+    } catch (error) {
+      context.reject(meta, frame.text, bytes, jsonFailure(frame.line, error));
+      return;
+    }
+    emit(context.envelope(value, meta, frame.text, bytes));
+    return;
+  }
+  if (checkUtf8 && !frame.utf8) {
+    context.reject(meta, Buffer.from(frame.bytes), bytes, {
+      stage: 'source',
+      code: 'INVALID_UTF8',
+      message: `line ${frame.line} is not valid UTF-8`,
+      path: '',
+    });
+    return;
+  }
+  const text = decodeText(frame.bytes);
+  const refused = checkJsonText(text, bytes, `line ${frame.line}`, limits);
+  if (refused) {
+    context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
+    return;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    context.reject(meta, text, bytes, jsonFailure(frame.line, error));
+    return;
+  }
+  // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
+  emit(context.envelope(value, meta, decodeText === utf8Text ? frame.bytes : text, bytes));
 }
 
 function jsonFailure(line: number, error: unknown): RecordFailure {

@@ -1,0 +1,253 @@
+/**
+ * bulk-import: `bulkImport` (the pushdown runner) of the 2M-record globetrek file into the
+ * embedded store, against the engine ingesting the same file by itself with the mapping
+ * written in SQL by hand, and the JS pipeline as a second reference. Same file as
+ * files-to-clickhouse (bench/data/globetrek), same child-process pattern: one chDB
+ * directory per child, runs one after the other, rounds interleaved.
+ *
+ *   pushdown   bulkImport with the globetrek plan (planPushdown when it exists, else the hand-written test plan)
+ *   baseline   chDB `INSERT INTO bookings SELECT <the mapping in SQL> FROM file(…, JSONEachRow)`
+ *   pipeline   bookingPipeline (fromFiles → normalize → validate → bookings)
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { embeddedClickHouse, migrate, type ClickHouseClient } from '../index';
+import { generate } from '../examples/bookings/generate';
+import { migrationsDir } from '../examples/bookings/paths';
+import { bookingPipeline, bookingTransform } from '../examples/bookings/pipeline';
+import { bulkImport } from '../pushdown/import';
+import type { PushdownPlan } from '../pushdown/plan';
+import { globetrekPlan } from '../test/fixtures/globetrekPlan';
+import { answerParent, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
+import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
+
+export const name = 'bulk-import';
+
+const VENDOR = 'globetrek';
+const RECORDS = 2_000_000;
+const SEED = 42;
+const GOAL_RATIO = 0.5;
+
+interface ChildFigures extends MemoryPeaks {
+  records: number;
+  seconds: number;
+  rowsPerSecond: number;
+  cores: number;
+  othersCores: number;
+  counted: number;
+  checksum: string;
+  /** Pushdown and pipeline runs: records read, stored by the engine / JS, dead-lettered. */
+  read?: number;
+  storedByEngine?: number;
+  written?: number;
+  deadLettered?: number;
+  planSource?: string;
+}
+
+/** The globetrek file files-to-clickhouse uses (same name, seed and meta), generated when missing. */
+async function dataFile(): Promise<{ file: string; bytes: number }> {
+  const dir = join(dataDir, VENDOR);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `bookings-${RECORDS}.ndjson`);
+  const metaFile = join(dataDir, `${VENDOR}-bookings-${RECORDS}.meta.json`);
+  try {
+    const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { records: number; seed: number; bytes: number };
+    if (meta.records === RECORDS && meta.seed === SEED && existsSync(file) && statSync(file).size === meta.bytes) return { file, bytes: meta.bytes };
+  } catch {
+    // Not generated yet.
+  }
+  process.stdout.write(`generating ${RECORDS.toLocaleString('en')} ${VENDOR} records … `);
+  const partial = `${file}.partial`;
+  const { bytes } = await generate({ vendor: VENDOR, records: RECORDS, out: partial, seed: SEED });
+  const fd = openSync(partial, 'r+');
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(partial, file);
+  writeFileSync(metaFile, JSON.stringify({ vendor: VENDOR, seed: SEED, records: RECORDS, bytes }) + '\n');
+  console.log(`${(bytes / MB).toFixed(0)} MiB`);
+  return { file, bytes };
+}
+
+/** The plan the compiler gives for globetrek when it exists in this tree, else the hand-written one of the tests. */
+function globetrek(): { plan: PushdownPlan; source: string } {
+  try {
+    const { planPushdown } = require('../pushdown/compile') as { planPushdown: (input: unknown) => PushdownPlan };
+    const { mappings } = require('../examples/bookings/mappings') as typeof import('../examples/bookings/mappings');
+    const { bookingSchema } = require('../examples/bookings/schema') as typeof import('../examples/bookings/schema');
+    const columns = ['vendor', 'booking_id', 'updated_at', 'status', 'product', 'booked_at', 'travel_date', 'origin', 'destination', 'passengers', 'total_amount', 'currency'];
+    const plan = planPushdown({ vendor: VENDOR, mapping: mappings[VENDOR], vendorField: 'vendor', schema: bookingSchema, columns });
+    if (plan.pushable) return { plan, source: 'planPushdown' };
+  } catch {
+    // No compiler in this tree yet.
+  }
+  return { plan: globetrekPlan, source: 'hand-written test plan' };
+}
+
+type Mode = 'pushdown' | 'baseline' | 'pipeline';
+
+export async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
+  const repeat = options.repeat ?? 3;
+  const { file, bytes } = await dataFile();
+  const series: Record<Mode, ChildFigures[]> = { pushdown: [], baseline: [], pipeline: [] };
+  const ratios: number[] = [];
+  const budget = { ms: 120_000 };
+  for (let r = 1; r <= repeat; r++) {
+    console.log(`round ${r}/${repeat}`);
+    // Paired: the pushdown run and the baseline run next to each other, in alternating order.
+    const order: Mode[] = r % 2 === 1 ? ['pushdown', 'baseline', 'pipeline'] : ['baseline', 'pushdown', 'pipeline'];
+    for (const mode of order) {
+      await quietMachine(0.2, budget);
+      process.stdout.write(`  ${mode} … `);
+      const figures = await runChild<ChildFigures>(__filename, [mode, file], {});
+      series[mode].push(figures);
+      console.log(`${Math.round(figures.rowsPerSecond).toLocaleString('en')} rows/s (${figures.seconds.toFixed(1)} s, ${figures.cores} cores, others ${figures.othersCores})`);
+    }
+    ratios.push(series.pushdown[r - 1]!.rowsPerSecond / series.baseline[r - 1]!.rowsPerSecond);
+  }
+  const summary = (label: string, runs: ChildFigures[]): RunFigures => {
+    const speeds = runs.map((x) => x.rowsPerSecond).sort((a, b) => a - b);
+    const middle = median(speeds);
+    return {
+      label,
+      records: RECORDS,
+      mb: round(bytes / MB, 1),
+      seconds: round(RECORDS / middle, 2),
+      rowsPerSecond: Math.round(middle),
+      rowsPerSecondRange: [Math.round(speeds[0]!), Math.round(speeds[speeds.length - 1]!)],
+      repeats: runs.length,
+      peakRssMb: Math.max(...runs.map((x) => x.peakRssMb)),
+      maxRssMb: Math.max(...runs.map((x) => x.maxRssMb)),
+      idleRssMb: 0,
+      peakHeapMb: Math.max(...runs.map((x) => x.peakHeapMb)),
+      cores: round(median(runs.map((x) => x.cores)), 2),
+      othersCores: Math.max(...runs.map((x) => x.othersCores)),
+    };
+  };
+  const pd = summary(`pushdown (${series.pushdown[0]!.planSource})`, series.pushdown);
+  const bl = summary('baseline: chDB, mapping in SQL', series.baseline);
+  const pl = summary('reference: JS pipeline', series.pipeline);
+  const ratio = median(ratios);
+  const checksums = new Set([...series.pushdown, ...series.baseline, ...series.pipeline].map((x) => `${x.counted}:${x.checksum}`));
+  const accounted = series.pushdown.every((x) => x.read === RECORDS && x.storedByEngine! + x.written! + x.deadLettered! === x.read && x.counted === RECORDS);
+  const checks: Check[] = [
+    {
+      name: 'same rows',
+      claim: 'pushdown, baseline and pipeline store the same rows (count and row checksum)',
+      actual: checksums.size === 1 ? `same rows, same checksum (${[...checksums][0]})` : `${checksums.size} different: ${[...checksums].join(', ')}`,
+      pass: checksums.size === 1,
+    },
+    {
+      name: 'every record accounted for',
+      claim: 'each pushdown run: read = records = stored by the engine + stored by JS + dead-lettered, count() = records',
+      actual: series.pushdown.map((x) => `${x.read} = ${x.storedByEngine} + ${x.written} + ${x.deadLettered}`).join('; '),
+      pass: accounted,
+    },
+    {
+      name: 'throughput',
+      claim: `pushdown rows/s ≥ ${GOAL_RATIO} × baseline rows/s (median of the rounds' paired ratios)`,
+      actual: `${ratio.toFixed(3)} (rounds: ${ratios.map((x) => x.toFixed(3)).join(', ')})`,
+      pass: ratio >= GOAL_RATIO,
+      goal: true,
+    },
+  ];
+  return {
+    name,
+    unit: 'rows/s',
+    value: pd.rowsPerSecond,
+    baseline: { name: 'chDB INSERT INTO bookings SELECT <globetrek mapping in SQL> FROM file(JSONEachRow)', value: bl.rowsPerSecond },
+    ratio: round(ratio, 3),
+    peakRssMb: pd.peakRssMb,
+    peakHeapMb: pd.peakHeapMb,
+    records: RECORDS,
+    bytes,
+    seconds: pd.seconds,
+    repeat,
+    method: [
+      '`bulkImport` (pushdown/import.ts) of the globetrek file into `bookings` of a fresh embedded store, the plan from planPushdown when the tree has it, else the hand-written plan of the tests.',
+      'Baseline: chDB alone, `INSERT INTO bookings SELECT <the globetrek mapping in SQL> FROM file(…, JSONEachRow)`; reference: the JS booking pipeline.',
+      `Each run a child process with a fresh chDB directory; ${repeat} rounds, pushdown and baseline paired (order alternating); the ratio is the median of the rounds' own ratios.`,
+    ],
+    settings: { ratio: 'median of paired per-round ratios', ratios: ratios.map((x) => round(x, 3)) },
+    runs: [pd, bl, pl],
+    checks,
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+// ---------------------------------------------------------------------------------------
+// The children
+
+const RAW_COLUMNS =
+  'booking_no String, booked_on String, last_modified String, status String, type String, origin String, ' +
+  'destination String, travel_date String, travellers String, total String, ccy String, agent Tuple(id String, channel String)';
+
+const MAPPED_INSERT = (file: string) => `
+  INSERT INTO bookings (vendor, booking_id, updated_at, status, product, booked_at, travel_date, origin, destination, passengers, total_amount, currency)
+  SELECT
+    'globetrek', booking_no,
+    toDateTime64(parseDateTime(if(last_modified = '', booked_on, last_modified), '%d/%m/%Y %H:%i', 'Europe/Paris'), 3, 'UTC'),
+    transform(status, ['CONF', 'PEND', 'CANC', 'RFND'], ['confirmed', 'pending', 'cancelled', 'refunded'], ''),
+    transform(type, ['AIR', 'RAIL', 'HTL', 'CAR'], ['flight', 'rail', 'hotel', 'car'], ''),
+    toDateTime64(parseDateTime(booked_on, '%d/%m/%Y %H:%i', 'Europe/Paris'), 3, 'UTC'),
+    toDate(parseDateTime(travel_date, '%d/%m/%Y')),
+    origin, destination, toUInt16(travellers),
+    toDecimal64(replaceOne(replaceAll(total, '.', ''), ',', '.'), 4),
+    upper(ccy)
+  FROM file(${sqlString(file)}, JSONEachRow, ${sqlString(RAW_COLUMNS)})`;
+
+const CHECKSUM = `
+  SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,
+         travel_date, origin, destination, passengers, total_amount, currency))) AS checksum
+  FROM bookings`;
+
+function sqlString(text: string): string {
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+async function child(mode: Mode, file: string): Promise<ChildFigures> {
+  const memory = sampleMemory(100);
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
+  const clickhouse: ClickHouseClient = embeddedClickHouse({ path: dir });
+  try {
+    await migrate(clickhouse, migrationsDir);
+    let extra: Partial<ChildFigures> = {};
+    const run = await timed(async () => {
+      if (mode === 'baseline') return clickhouse.exec(MAPPED_INSERT(file));
+      if (mode === 'pipeline') {
+        const stats = await bookingPipeline({ name: 'bench', client: clickhouse, paths: [file] }).run();
+        extra = { read: stats.read, written: stats.written, deadLettered: stats.deadLettered };
+        return;
+      }
+      const { plan, source } = globetrek();
+      // Chunk files in memory where the system has a RAM disk; the OS temporary directory otherwise.
+      const tempDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+      // TRIBUTARY_BENCH_CHUNK_MB tries another chunk size without editing this file.
+      const chunkBytes = Number(process.env.TRIBUTARY_BENCH_CHUNK_MB ?? 0) * MB || undefined;
+      const result = await bulkImport({ client: clickhouse, files: [file], table: 'bookings', plan, transform: bookingTransform(), vendor: VENDOR, name: 'bench', tempDir, ...(chunkBytes && { chunkBytes }) });
+      extra = { read: result.read, storedByEngine: result.storedByEngine, written: result.storedByJs, deadLettered: result.deadLettered, planSource: source };
+    });
+    const [row] = await clickhouse.query<{ n: string | number; checksum: string }>(CHECKSUM);
+    const { seconds, cores, othersCores } = run;
+    return { ...memory.stop(), records: RECORDS, seconds, rowsPerSecond: RECORDS / seconds, cores, othersCores, counted: Number(row!.n), checksum: row!.checksum, ...extra };
+  } finally {
+    await clickhouse.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  const [mode, file] = process.argv.slice(2);
+  if (!file || (mode !== 'pushdown' && mode !== 'baseline' && mode !== 'pipeline')) {
+    console.error('usage (run by bench/run): bulk-import.js pushdown|baseline|pipeline FILE');
+    process.exit(2);
+  }
+  answerParent(() => child(mode, file));
+}
+
+export const benchmark: Benchmark = { name, run };
