@@ -5,7 +5,7 @@
  * files-to-clickhouse (bench/data/globetrek), same child-process pattern: one chDB
  * directory per child, runs one after the other, rounds interleaved.
  *
- *   pushdown   bulkImport with the globetrek plan (planPushdown when it exists, else the hand-written test plan)
+ *   pushdown   bulkImport with the plan planPushdown compiles from the globetrek mapping and the booking schema
  *   baseline   chDB `INSERT INTO bookings SELECT <the mapping in SQL> FROM file(…, JSONEachRow)`
  *   pipeline   bookingPipeline (fromFiles → normalize → validate → bookings)
  */
@@ -18,7 +18,9 @@ import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline, bookingTransform } from '../examples/bookings/pipeline';
 import { bulkImport } from '../pushdown/import';
 import type { PushdownPlan } from '../pushdown/plan';
-import { globetrekPlan } from '../test/fixtures/globetrekPlan';
+import { mappings } from '../examples/bookings/mappings';
+import { bookingSchema } from '../examples/bookings/schema';
+import { planPushdown } from '../pushdown/compile';
 import { answerParent, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -69,19 +71,14 @@ async function dataFile(): Promise<{ file: string; bytes: number }> {
   return { file, bytes };
 }
 
-/** The plan the compiler gives for globetrek when it exists in this tree, else the hand-written one of the tests. */
-function globetrek(): { plan: PushdownPlan; source: string } {
-  try {
-    const { planPushdown } = require('../pushdown/compile') as { planPushdown: (input: unknown) => PushdownPlan };
-    const { mappings } = require('../examples/bookings/mappings') as typeof import('../examples/bookings/mappings');
-    const { bookingSchema } = require('../examples/bookings/schema') as typeof import('../examples/bookings/schema');
-    const columns = ['vendor', 'booking_id', 'updated_at', 'status', 'product', 'booked_at', 'travel_date', 'origin', 'destination', 'passengers', 'total_amount', 'currency'];
-    const plan = planPushdown({ vendor: VENDOR, mapping: mappings[VENDOR], vendorField: 'vendor', schema: bookingSchema, columns });
-    if (plan.pushable) return { plan, source: 'planPushdown' };
-  } catch {
-    // No compiler in this tree yet.
-  }
-  return { plan: globetrekPlan, source: 'hand-written test plan' };
+/** The plan the compiler gives for globetrek, the booking pipeline's mapping and schema, over the store's bookings columns. */
+async function globetrek(clickhouse: ClickHouseClient): Promise<{ plan: PushdownPlan; source: string }> {
+  const columns = (await clickhouse.query<{ name: string; type: string; default_kind: string }>(
+    "SELECT name, type, default_kind FROM system.columns WHERE database = currentDatabase() AND table = 'bookings' ORDER BY position",
+  )).map((c) => ({ name: c.name, type: c.type, defaultKind: c.default_kind }));
+  const plan = planPushdown({ vendor: VENDOR, mapping: mappings[VENDOR]!, vendorField: 'vendor', schema: bookingSchema, formats: 'fast', columns });
+  if (!plan.pushable) throw new Error(`the globetrek mapping is not pushable: ${plan.reasons.join('; ')}`);
+  return { plan, source: 'planPushdown' };
 }
 
 type Mode = 'pushdown' | 'baseline' | 'pipeline';
@@ -164,7 +161,7 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
     seconds: pd.seconds,
     repeat,
     method: [
-      '`bulkImport` (pushdown/import.ts) of the globetrek file into `bookings` of a fresh embedded store, the plan from planPushdown when the tree has it, else the hand-written plan of the tests.',
+      '`bulkImport` (pushdown/import.ts) of the globetrek file into `bookings` of a fresh embedded store, with the plan `planPushdown` compiles from the booking pipeline\'s mapping and schema.',
       'Baseline: chDB alone, `INSERT INTO bookings SELECT <the globetrek mapping in SQL> FROM file(…, JSONEachRow)`; reference: the JS booking pipeline.',
       `Each run a child process with a fresh chDB directory; ${repeat} rounds, pushdown and baseline paired (order alternating); the ratio is the median of the rounds' own ratios.`,
     ],
@@ -224,7 +221,7 @@ async function child(mode: Mode, file: string): Promise<ChildFigures> {
         extra = { read: stats.read, written: stats.written, deadLettered: stats.deadLettered };
         return;
       }
-      const { plan, source } = globetrek();
+      const { plan, source } = await globetrek(clickhouse);
       // Chunk files in memory where the system has a RAM disk; the OS temporary directory otherwise.
       const tempDir = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
       // TRIBUTARY_BENCH_CHUNK_MB tries another chunk size without editing this file.
