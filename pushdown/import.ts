@@ -24,16 +24,18 @@
  * The user's file path never enters SQL: the engine reads only the temporary chunk files.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { Observable, type OperatorFunction } from 'rxjs';
 import { toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
+import { freeName } from '../connectors/files/inbox';
 import { deliverFrame, readFile, type ReadSettings } from '../connectors/files/read';
 import { resolveReadSettings } from '../connectors/files/source';
 import { LineFramer, type Frame } from '../formats/framing';
 import type { Envelope, RecordMeta } from '../lib/envelope';
 import { ConfigError, ConnectorError, TributaryError } from '../lib/errors';
+import { hasMoreOpenings } from '../lib/limits';
 import { quietLogger, type Logger } from '../lib/logger';
 import { Pipeline, type PipelineBatchOptions } from '../lib/pipeline';
 import type { DeadLetter } from '../lib/sink';
@@ -680,12 +682,7 @@ class ChunkReader {
 }
 
 function tooDeepOrLarge(text: string, bytes: number, limits: ReadSettings['limits']): boolean {
-  if (bytes > limits.maxRecordBytes) return true;
-  let openings = 0;
-  for (const bracket of ['{', '[']) {
-    for (let at = text.indexOf(bracket); at >= 0; at = text.indexOf(bracket, at + 1)) if (++openings > limits.maxDepth) return true;
-  }
-  return false;
+  return bytes > limits.maxRecordBytes || hasMoreOpenings(text, limits.maxDepth);
 }
 
 class Progress {
@@ -720,9 +717,7 @@ function moveFiles(failures: ReadonlyMap<string, string | undefined>, doneDir: s
   for (const [file, failure] of failures) {
     const dir = failure === undefined ? doneDir : failedDir;
     mkdirSync(dir, { recursive: true });
-    const name = basename(file);
-    let to = join(dir, name);
-    for (let n = 2; existsSync(to); n++) to = join(dir, `${basename(name, extname(name))}.${n}${extname(name)}`);
+    const to = freeName(dir, basename(file));
     renameSync(file, to);
     moved.push(failure === undefined ? { file, to } : { file, to, failure });
   }

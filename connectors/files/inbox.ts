@@ -1,4 +1,5 @@
 import { mkdir, readdir, readFile as readText, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
@@ -230,7 +231,7 @@ export class InboxState {
   /** @internal Moves a finished file out of the inbox, then forgets its checkpoint. */
   async finish(tracker: FileTracker, failure: string | undefined): Promise<void> {
     await tracker.saving;
-    const to = await freeName(failure ? this.#failedDir : this.#doneDir, tracker.name);
+    const to = freeName(failure ? this.#failedDir : this.#doneDir, tracker.name);
     // On disk in done/ (or failed/) before its checkpoint goes: a crash between the two
     // leaves a checkpoint of a file no longer in the inbox, never a file read again from 0.
     await renameDurably(tracker.file, to);
@@ -249,9 +250,10 @@ export class InboxState {
   }
 }
 
-async function freeName(dir: string, name: string): Promise<string> {
+/** `name` in `dir`, or `name.2.ext`, `name.3.ext`, … when it is taken. */
+export function freeName(dir: string, name: string): string {
   let candidate = join(dir, name);
-  for (let n = 2; await stat(candidate).then(() => true, () => false); n++) {
+  for (let n = 2; existsSync(candidate); n++) {
     const extension = extname(name);
     candidate = join(dir, `${basename(name, extension)}.${n}${extension}`);
   }
