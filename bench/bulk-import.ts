@@ -9,11 +9,10 @@
  *   baseline   chDB `INSERT INTO bookings SELECT <the mapping in SQL> FROM file(…, JSONEachRow)`
  *   pipeline   bookingPipeline (fromFiles → normalize → validate → bookings)
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { embeddedClickHouse, migrate, type ClickHouseClient } from '../index';
-import { generate } from '../examples/bookings/generate';
 import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline, bookingTransform } from '../examples/bookings/pipeline';
 import { bulkImport } from '../pushdown/import';
@@ -21,14 +20,13 @@ import type { PushdownPlan } from '../pushdown/plan';
 import { mappings } from '../examples/bookings/mappings';
 import { bookingSchema } from '../examples/bookings/schema';
 import { planPushdown } from '../pushdown/compile';
-import { answerParent, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
+import { answerParent, MB, median, type MemoryPeaks, quietMachine, round, runChild, sampleMemory, timed } from './harness';
+import { CHECKSUM, largeFile, MAPPED_INSERT } from './files-to-clickhouse';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 export const name = 'bulk-import';
 
 const VENDOR = 'globetrek';
-const RECORDS = 2_000_000;
-const SEED = 42;
 const GOAL_RATIO = 0.5;
 
 interface ChildFigures extends MemoryPeaks {
@@ -47,30 +45,6 @@ interface ChildFigures extends MemoryPeaks {
   planSource?: string;
 }
 
-/** The globetrek file files-to-clickhouse uses (same name, seed and meta), generated when missing. */
-async function dataFile(): Promise<{ file: string; bytes: number }> {
-  const dir = join(dataDir, VENDOR);
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `bookings-${RECORDS}.ndjson`);
-  const metaFile = join(dataDir, `${VENDOR}-bookings-${RECORDS}.meta.json`);
-  try {
-    const meta = JSON.parse(readFileSync(metaFile, 'utf8')) as { records: number; seed: number; bytes: number };
-    if (meta.records === RECORDS && meta.seed === SEED && existsSync(file) && statSync(file).size === meta.bytes) return { file, bytes: meta.bytes };
-  } catch {
-    // Not generated yet.
-  }
-  process.stdout.write(`generating ${RECORDS.toLocaleString('en')} ${VENDOR} records … `);
-  const partial = `${file}.partial`;
-  const { bytes } = await generate({ vendor: VENDOR, records: RECORDS, out: partial, seed: SEED });
-  const fd = openSync(partial, 'r+');
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(partial, file);
-  writeFileSync(metaFile, JSON.stringify({ vendor: VENDOR, seed: SEED, records: RECORDS, bytes }) + '\n');
-  console.log(`${(bytes / MB).toFixed(0)} MiB`);
-  return { file, bytes };
-}
-
 /** The plan the compiler gives for globetrek, the booking pipeline's mapping and schema, over the store's bookings columns. */
 async function globetrek(clickhouse: ClickHouseClient): Promise<{ plan: PushdownPlan; source: string }> {
   const columns = (await clickhouse.query<{ name: string; type: string; default_kind: string }>(
@@ -85,7 +59,8 @@ type Mode = 'pushdown' | 'baseline' | 'pipeline';
 
 export async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const repeat = options.repeat ?? 3;
-  const { file, bytes } = await dataFile();
+  // The globetrek file files-to-clickhouse reads (generated there when missing).
+  const { file, records, bytes } = await largeFile();
   const series: Record<Mode, ChildFigures[]> = { pushdown: [], baseline: [], pipeline: [] };
   const ratios: number[] = [];
   const budget = { ms: 120_000 };
@@ -98,7 +73,7 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
     for (const mode of order) {
       await quietMachine(0.2, budget);
       process.stdout.write(`  ${mode} … `);
-      const figures = await runChild<ChildFigures>(__filename, [mode, file], {});
+      const figures = await runChild<ChildFigures>(__filename, [mode, file, String(records)], {});
       series[mode].push(figures);
       console.log(`${Math.round(figures.rowsPerSecond).toLocaleString('en')} rows/s (${figures.seconds.toFixed(1)} s, ${figures.cores} cores, others ${figures.othersCores})`);
     }
@@ -109,9 +84,9 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
     const middle = median(speeds);
     return {
       label,
-      records: RECORDS,
+      records,
       mb: round(bytes / MB, 1),
-      seconds: round(RECORDS / middle, 2),
+      seconds: round(records / middle, 2),
       rowsPerSecond: Math.round(middle),
       rowsPerSecondRange: [Math.round(speeds[0]!), Math.round(speeds[speeds.length - 1]!)],
       repeats: runs.length,
@@ -128,7 +103,7 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
   const pl = summary('reference: JS pipeline', series.pipeline);
   const ratio = median(ratios);
   const checksums = new Set([...series.pushdown, ...series.baseline, ...series.pipeline].map((x) => `${x.counted}:${x.checksum}`));
-  const accounted = series.pushdown.every((x) => x.read === RECORDS && x.storedByEngine! + x.written! + x.deadLettered! === x.read && x.counted === RECORDS);
+  const accounted = series.pushdown.every((x) => x.read === records && x.storedByEngine! + x.written! + x.deadLettered! === x.read && x.counted === records);
   const checks: Check[] = [
     {
       name: 'same rows',
@@ -158,7 +133,7 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
     ratio: round(ratio, 3),
     peakRssMb: pd.peakRssMb,
     peakHeapMb: pd.peakHeapMb,
-    records: RECORDS,
+    records,
     bytes,
     seconds: pd.seconds,
     repeat,
@@ -173,43 +148,11 @@ export async function run(options: { repeat?: number } = {}): Promise<BenchmarkR
   };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 // ---------------------------------------------------------------------------------------
 // The children
 
-const RAW_COLUMNS =
-  'booking_no String, booked_on String, last_modified String, status String, type String, origin String, ' +
-  'destination String, travel_date String, travellers String, total String, ccy String, agent Tuple(id String, channel String)';
-
-const MAPPED_INSERT = (file: string) => `
-  INSERT INTO bookings (vendor, booking_id, updated_at, status, product, booked_at, travel_date, origin, destination, passengers, total_amount, currency)
-  SELECT
-    'globetrek', booking_no,
-    toDateTime64(parseDateTime(if(last_modified = '', booked_on, last_modified), '%d/%m/%Y %H:%i', 'Europe/Paris'), 3, 'UTC'),
-    transform(status, ['CONF', 'PEND', 'CANC', 'RFND'], ['confirmed', 'pending', 'cancelled', 'refunded'], ''),
-    transform(type, ['AIR', 'RAIL', 'HTL', 'CAR'], ['flight', 'rail', 'hotel', 'car'], ''),
-    toDateTime64(parseDateTime(booked_on, '%d/%m/%Y %H:%i', 'Europe/Paris'), 3, 'UTC'),
-    toDate(parseDateTime(travel_date, '%d/%m/%Y')),
-    origin, destination, toUInt16(travellers),
-    toDecimal64(replaceOne(replaceAll(total, '.', ''), ',', '.'), 4),
-    upper(ccy)
-  FROM file(${sqlString(file)}, JSONEachRow, ${sqlString(RAW_COLUMNS)})`;
-
-const CHECKSUM = `
-  SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,
-         travel_date, origin, destination, passengers, total_amount, currency))) AS checksum
-  FROM bookings`;
-
-function sqlString(text: string): string {
-  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-
-async function child(mode: Mode, file: string): Promise<ChildFigures> {
+async function child(mode: Mode, file: string, records: number): Promise<ChildFigures> {
   const memory = sampleMemory(100);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
   const clickhouse: ClickHouseClient = embeddedClickHouse({ path: dir });
@@ -233,7 +176,7 @@ async function child(mode: Mode, file: string): Promise<ChildFigures> {
     });
     const [row] = await clickhouse.query<{ n: string | number; checksum: string }>(CHECKSUM);
     const { seconds, cores, othersCores } = run;
-    return { ...memory.stop(), records: RECORDS, seconds, rowsPerSecond: RECORDS / seconds, cores, othersCores, counted: Number(row!.n), checksum: row!.checksum, ...extra };
+    return { ...memory.stop(), records, seconds, rowsPerSecond: records / seconds, cores, othersCores, counted: Number(row!.n), checksum: row!.checksum, ...extra };
   } finally {
     await clickhouse.close();
     rmSync(dir, { recursive: true, force: true });
@@ -241,12 +184,12 @@ async function child(mode: Mode, file: string): Promise<ChildFigures> {
 }
 
 if (require.main === module) {
-  const [mode, file] = process.argv.slice(2);
-  if (!file || (mode !== 'pushdown' && mode !== 'baseline' && mode !== 'pipeline')) {
-    console.error('usage (run by bench/run): bulk-import.js pushdown|baseline|pipeline FILE');
+  const [mode, file, records] = process.argv.slice(2);
+  if (!file || !(Number(records) > 0) || (mode !== 'pushdown' && mode !== 'baseline' && mode !== 'pipeline')) {
+    console.error('usage (run by bench/run): bulk-import.js pushdown|baseline|pipeline FILE RECORDS');
     process.exit(2);
   }
-  answerParent(() => child(mode, file));
+  answerParent(() => child(mode, file, Number(records)));
 }
 
 export const benchmark: Benchmark = { name, run };

@@ -24,7 +24,7 @@ import { embeddedClickHouse, migrate, serverClickHouse, type ClickHouseClient } 
 import { generate } from '../examples/bookings/generate';
 import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline } from '../examples/bookings/pipeline';
-import { answerParent, benchDir, dataDir, MB, quietMachine, round, runChild, sampleMemory, timed, type MemoryPeaks } from './harness';
+import { answerParent, benchDir, dataDir, MB, median, type MemoryPeaks, quietMachine, round, runChild, sampleMemory, timed } from './harness';
 import { bookingValidator, mapGlobetrek } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -83,7 +83,7 @@ const QUIET_CORES = 0.2;
 // ---------------------------------------------------------------------------------------
 // The data set
 
-interface DataFile {
+export interface DataFile {
   file: string;
   records: number;
   bytes: number;
@@ -163,7 +163,7 @@ function readMeta(metaFile: string): DataMeta | undefined {
 }
 
 /** At least MIN_RECORDS records and MIN_BYTES bytes: more records while the file is too small. */
-async function largeFile(): Promise<DataFile> {
+export async function largeFile(): Promise<DataFile> {
   let records = MIN_RECORDS;
   for (;;) {
     const data = await dataFile(records);
@@ -385,11 +385,6 @@ function summary(series: Series<ChildFigures>): RunFigures {
   };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 /** A CPU profile of the pipeline child on the large file, written into `dir`. */
 export async function profile(dir: string): Promise<void> {
@@ -432,7 +427,7 @@ const RAW_COLUMNS =
  * to UTC, enum maps, decimal comma, upper-case currency. The rows it stores are checked
  * to be the pipeline's rows (same checksum).
  */
-const MAPPED_INSERT = (file: string) => `
+export const MAPPED_INSERT = (file: string) => `
   INSERT INTO bookings (vendor, booking_id, updated_at, status, product, booked_at, travel_date, origin, destination, passengers, total_amount, currency)
   SELECT
     'globetrek',
@@ -449,7 +444,7 @@ const MAPPED_INSERT = (file: string) => `
     upper(ccy)
   FROM file(${sqlString(file)}, JSONEachRow, ${sqlString(RAW_COLUMNS)})`;
 
-const CHECKSUM = `
+export const CHECKSUM = `
   SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,
          travel_date, origin, destination, passengers, toString(total_amount), currency))) AS checksum
   FROM bookings`;

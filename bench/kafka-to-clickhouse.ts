@@ -31,7 +31,7 @@ import { validate } from '../operators/validate';
 import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir, samplesDir } from '../examples/bookings/paths';
 import { bookingSchema, type Booking } from '../examples/bookings/schema';
-import { answerParent, benchDir, round, runChild, sampleMemory, table } from './harness';
+import { answerParent, benchDir, median, round, runChild, sampleMemory, table } from './harness';
 import { bookingValidator, mapStaylodge } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -309,11 +309,6 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
   return { seconds, committed };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 const CHECKSUM = (tableName: string) => `
   SELECT count() AS n, toString(sumWithOverflow(cityHash64(vendor, booking_id, updated_at, status, product, booked_at,

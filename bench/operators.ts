@@ -31,7 +31,7 @@ import { mappings } from '../examples/bookings/mappings';
 import { bookingSchema } from '../examples/bookings/schema';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
-import { benchDir, round, sampleMemory } from './harness';
+import { benchDir, median, round, sampleMemory } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 export const name = 'operators';
@@ -526,11 +526,6 @@ export async function runCases(rounds = DEFAULT_ROUNDS): Promise<{ figures: Case
   return { figures, skipped };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const rounds = options.repeat ?? DEFAULT_ROUNDS;
