@@ -1,4 +1,3 @@
-import { isUtf8 } from 'node:buffer';
 import type { KeyObject } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
@@ -14,7 +13,7 @@ import { portOption, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import type { CsvOptions } from '../../formats/csv';
 import type { XmlOptions } from '../../formats/xml';
-import { documentSplitter, emitNdjson, type PayloadSplitter } from '../../formats/payload';
+import { documentSplitter, emitNdjson, textOf, type PayloadSplitter } from '../../formats/payload';
 import { MemoryReplayStore, type ClaimResult, type ReplayStore } from './replay';
 import { secretKey, SIGNATURE_HEADERS, signatureMatches, type WebhookSecret } from './signature';
 import { WrongKeyLimiter, type WrongKeyLimit } from './wrongKeys';
@@ -561,11 +560,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 
 /** The records of a JSON body: the elements of an array, or the one value; `undefined` if it is not JSON. */
 function jsonRecords(body: Buffer): unknown[] | undefined {
-  if (!isUtf8(body)) return undefined;
   try {
-    const text = body.toString('utf8');
-    // A leading byte order mark is no part of the JSON.
-    const value: unknown = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    // UTF-8 checked and a leading byte order mark dropped as for every payload.
+    const value: unknown = JSON.parse(textOf(body));
     return Array.isArray(value) ? value : [value];
   } catch {
     return undefined;
