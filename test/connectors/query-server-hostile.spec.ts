@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -294,4 +295,25 @@ describe('analyst endpoint against hostile queries', function () {
     expect(outcomes).to.include.members(['UNAUTHENTICATED', 'READONLY']);
     expect(JSON.stringify(audited.rows)).not.to.contain('not-the-key');
   });
+
+  it('refuses compressed bodies that grow past the query limit, do not decompress, or stack encodings, without running anything', async () => {
+    const post = async (body: Buffer, encoding: string) => {
+      const response = await fetch(`${endpoint.url}/`, { method: 'POST', body, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, 'Content-Encoding': encoding } });
+      return { status: response.status, code: response.headers.get('x-clickhouse-exception-code'), text: await response.text() };
+    };
+    // A bomb: 64 MiB of a comment after a SELECT, a few dozen KiB compressed; the 1 MiB limit counts what it decompresses to.
+    const bomb = gzipSync(Buffer.concat([Buffer.from(`SELECT name FROM ${table} -- `), Buffer.alloc(64 * 1024 * 1024, 0x61)]));
+    expect(bomb.length).to.be.below(256 * 1024);
+    const bombed = await post(bomb, 'gzip');
+    expect([bombed.status, bombed.code], bombed.text).to.deep.equal([413, '229']);
+    const corrupt = await post(Buffer.from(`SELECT name FROM ${table}`), 'gzip');
+    expect(corrupt.code, corrupt.text).to.equal('27');
+    expect(corrupt.status).to.not.equal(200);
+    for (const encoding of ['gzip, gzip', 'br', 'x-gzip ', 'compress']) {
+      const refused = await post(gzipSync(gzipSync(`SELECT name FROM ${table}`)), encoding);
+      expect(refused.code, `${encoding}: ${refused.text}`).to.equal('48');
+      expect(refused.text).not.to.contain('do-not-read').and.not.to.match(/^[abc]\n/m);
+    }
+  });
 });
+
