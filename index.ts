@@ -1,5 +1,7 @@
 /**
  * tributary: many-sourced records into ClickHouse, acknowledged only when durable.
+ * The root holds the runtime, the operators, pushdown and the ClickHouse store; other
+ * connectors and the security wing come from their subpaths (tributary/kafka, …).
  * Heavy clients (chdb) load on first use, not on import.
  */
 export { Credits, type InFlightOptions } from './lib/credits';
@@ -26,11 +28,6 @@ export { retry, type RetryOptions } from './lib/retry';
 export { fanOut, type FanOutSink, type FanOutSinkStats, type FanOutTarget } from './lib/fanOut';
 export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';
-export { AccessControl, type AccessControlOptions, type AccessDecision, type ApiKeyRecord, type IssuedKey, type Permission } from './lib/security/access';
-export { Keyring, type KeyMaterial, type KeyProvider, type KeyRotation, type KeyringSpec } from './lib/security/keyring';
-export { MemorySubjectKeyStore, SubjectKeys, type SubjectKey, type SubjectKeyRecord, type SubjectKeyStore, type SubjectKeysOptions } from './lib/security/subjectKeys';
-export { AuditLog, auditAccess, type AuditEvent, type AuditEventType, type AuditLogOptions, type AuditRow } from './lib/security/audit';
-export { deadLetterProtector, type DeadLetterProtectorOptions } from './lib/security/deadLetterProtector';
 
 export { batch, type BatchOptions } from './lib/batch';
 export { decrypt, type DecryptOptions } from './operators/decrypt';
@@ -40,17 +37,13 @@ export { encrypt, type EncryptOptions } from './operators/encrypt';
 export { mask, maskCardNumber, type MaskOptions } from './operators/mask';
 export { normalize, type FieldCondition, type FieldRule, type FieldType, type NormalizeOptions, type VendorCheck, type VendorMapping } from './operators/normalize';
 export { parse, type ParseOptions } from './operators/parse';
+export { recordOperator } from './operators/recordOperator';
 export { subjectTokenOf, subjectTokensOf, tokenize, tokenOf, type TokenField, type TokenizeOptions, type TokenNormalization } from './operators/tokenize';
 export { validate, type ValidateOptions } from './operators/validate';
 export { planPushdown, type PlanPushdownOptions, type PushdownColumn } from './pushdown/compile';
 export type { PushdownInput, PushdownPlan } from './pushdown/plan';
 
 export * from './connectors/clickhouse';
-export * from './connectors/files';
 export * from './connectors/iterable';
-export * from './connectors/poll';
-export * from './connectors/webhook';
-export * from './connectors/kafka';
-export * from './connectors/redis';
 
 export { bulkImport, bulkImportDecision, type BulkImportOptions, type BulkImportProgress, type BulkImportResult, type PushdownDecision } from './pushdown/import';

@@ -1,5 +1,6 @@
 import { pipe, type OperatorFunction } from 'rxjs';
-import { encrypt, tokenOf, validate, type Envelope, type Keyring, type SubjectKeys } from '../../index';
+import { encrypt, tokenOf, validate, type Envelope } from '../../index';
+import type { Keyring, SubjectKeys } from '../../lib/security';
 import { recordOperator } from '../../operators/recordOperator';
 import { bookingSchema, type Booking } from './schema';
 

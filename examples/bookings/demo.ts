@@ -1,5 +1,6 @@
 import { basename, join } from 'node:path';
-import { embeddedClickHouse, migrate, type FileProgress } from '../../index';
+import type { FileProgress } from '../../connectors/files';
+import { embeddedClickHouse, migrate } from '../../index';
 import { migrationsDir, samplesDir } from './paths';
 import { bookingPipeline, SAMPLE_VENDORS } from './pipeline';
 import { BOOKINGS_BY_VENDOR_DAY, DEAD_LETTERS_BY_REASON, formatTable } from './summary';

@@ -1,15 +1,13 @@
 import { statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { concat, defer, pipe } from 'rxjs';
+import { fromFiles, type FileProgress, type FromFilesOptions } from '../../connectors/files';
 import {
-  fromFiles,
   normalize,
   Pipeline,
   toClickHouse,
   validate,
   type ClickHouseClient,
-  type FileProgress,
-  type FromFilesOptions,
   type DeadLetter,
   type PipelineOptions,
   type Sink,

@@ -65,6 +65,7 @@ interface Expected {
  * for a reader's machine; `exampleEnv` points them at the test's services.
  */
 const EXPECTED_OUTPUT: Expected[] = [
+  { contains: "recordOperator('to-cents',", prints: `1 1 [ { id: 'a', cents: 1250 } ]\n[ 'to-cents: amount is not a number: "n/a"' ]\n` },
   { contains: "fromFiles({ paths: [join(samplesDir, 'skyway')], vendor: 'skyway' })", prints: /^16 read, 15 written, 1 dead-lettered\n\[ \{ vendor: 'skyway', bookings: 15 \} \]\n$/ },
   // The booking written through the fan-out and read back from Redis: three reads, three hits.
   { contains: "toRedisCache({ url: REDIS_URL, customerField: 'customer_token' })", prints: /^confirmed\n1 1\n\{ hits: 3, misses: 0 \}\n$/ },
