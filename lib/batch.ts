@@ -1,6 +1,7 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
+import { positiveInteger } from './options';
 import type { Batch, EncodedRows } from './sink';
 
 export interface BatchOptions {
@@ -65,12 +66,8 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
       throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
     }
   }
-  if (!Number.isInteger(resolved.rows) || resolved.rows < 1) {
-    throw new ConfigError(`${where}.rows must be an integer >= 1, got ${options.rows}`);
-  }
-  if (!Number.isInteger(resolved.bytes) || resolved.bytes < 1) {
-    throw new ConfigError(`${where}.bytes must be an integer >= 1, got ${options.bytes}`);
-  }
+  positiveInteger(options.rows, resolved.rows, `${where}.rows`);
+  positiveInteger(options.bytes, resolved.bytes, `${where}.bytes`);
   if (!(resolved.maxWaitMs >= 0) || resolved.maxWaitMs === Infinity) {
     throw new ConfigError(`${where}.maxWaitMs must be a finite number >= 0, got ${options.maxWaitMs}`);
   }

@@ -9,6 +9,7 @@ import { Envelope, utf8Head, type DeadLetterRouter, type RecordFailure, type Rec
 import { ConfigError, SinkError, TributaryError } from './errors';
 import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type PipelineStats, type SinkStage } from './events';
 import { logEvents, quietLogger, type Logger } from './logger';
+import { positiveInteger } from './options';
 import { resolveRetryOptions, retry, type RetryOptions } from './retry';
 import type { Batch, DeadLetter, Sink } from './sink';
 import type { Source, SourceContext, SourceStatus } from './source';
@@ -172,10 +173,7 @@ export class Pipeline<T> implements AsyncDisposable {
     if (!(this.#deadLetterRawBytes === Infinity || (Number.isInteger(this.#deadLetterRawBytes) && this.#deadLetterRawBytes >= 1))) {
       throw new ConfigError(`deadLetterRawBytes must be an integer >= 1 or Infinity, got ${options.deadLetterRawBytes}`);
     }
-    this.#sinkConcurrency = options.sinkConcurrency ?? 2;
-    if (!Number.isInteger(this.#sinkConcurrency) || this.#sinkConcurrency < 1) {
-      throw new ConfigError(`sinkConcurrency must be an integer >= 1, got ${options.sinkConcurrency}`);
-    }
+    this.#sinkConcurrency = positiveInteger(options.sinkConcurrency, 2, 'sinkConcurrency');
     this.#retry = resolveRetryOptions({ retries: Infinity, maxDelayMs: 5000, ...options.retry, signal: this.#giveUp.signal }, 'retry');
     this.#breakers = {
       sink: new SinkBreaker(options.sink.name, options.breaker),
