@@ -156,6 +156,26 @@ export function encodeRows<T>(envelopes: readonly Envelope<T>[], encode: (value:
   return body.take();
 }
 
+/** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows. */
+export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
+  const envelopes = indices.map((index) => batch.envelopes[index]!);
+  let bytes = 0;
+  for (const envelope of envelopes) bytes += envelope.bytes;
+  const rows = batch.encoded;
+  if (!rows) return { envelopes, bytes };
+  const start = (index: number) => (index === 0 ? 0 : rows.ends[index - 1]!);
+  const first = indices[0]!;
+  const last = indices[indices.length - 1]!;
+  if (last - first + 1 === indices.length) {
+    // Consecutive records: their rows are one stretch of the body.
+    const offset = start(first);
+    return { envelopes, bytes, encoded: { body: rows.body.subarray(offset, rows.ends[last]), ends: indices.map((index) => rows.ends[index]! - offset) } };
+  }
+  const pieces = indices.map((index) => rows.body.subarray(start(index), rows.ends[index]));
+  let end = 0;
+  return { envelopes, bytes, encoded: { body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) } };
+}
+
 /** Encoded records appended to one buffer, sized from the last batch and grown as needed. */
 class BodyBuilder {
   #buffer = Buffer.allocUnsafe(64 * 1024);
