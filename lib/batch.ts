@@ -1,6 +1,7 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
+import { positiveInteger } from './options';
 import type { Batch, EncodedRows } from './sink';
 
 export interface BatchOptions {
@@ -65,12 +66,8 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
       throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
     }
   }
-  if (!Number.isInteger(resolved.rows) || resolved.rows < 1) {
-    throw new ConfigError(`${where}.rows must be an integer >= 1, got ${options.rows}`);
-  }
-  if (!Number.isInteger(resolved.bytes) || resolved.bytes < 1) {
-    throw new ConfigError(`${where}.bytes must be an integer >= 1, got ${options.bytes}`);
-  }
+  positiveInteger(options.rows, resolved.rows, `${where}.rows`);
+  positiveInteger(options.bytes, resolved.bytes, `${where}.bytes`);
   if (!(resolved.maxWaitMs >= 0) || resolved.maxWaitMs === Infinity) {
     throw new ConfigError(`${where}.maxWaitMs must be a finite number >= 0, got ${options.maxWaitMs}`);
   }
@@ -157,6 +154,26 @@ export function encodeRows<T>(envelopes: readonly Envelope<T>[], encode: (value:
   const body = new BodyBuilder();
   for (const envelope of envelopes) body.add(encode(envelope.value));
   return body.take();
+}
+
+/** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows. */
+export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
+  const envelopes = indices.map((index) => batch.envelopes[index]!);
+  let bytes = 0;
+  for (const envelope of envelopes) bytes += envelope.bytes;
+  const rows = batch.encoded;
+  if (!rows) return { envelopes, bytes };
+  const start = (index: number) => (index === 0 ? 0 : rows.ends[index - 1]!);
+  const first = indices[0]!;
+  const last = indices[indices.length - 1]!;
+  if (last - first + 1 === indices.length) {
+    // Consecutive records: their rows are one stretch of the body.
+    const offset = start(first);
+    return { envelopes, bytes, encoded: { body: rows.body.subarray(offset, rows.ends[last]), ends: indices.map((index) => rows.ends[index]! - offset) } };
+  }
+  const pieces = indices.map((index) => rows.body.subarray(start(index), rows.ends[index]));
+  let end = 0;
+  return { envelopes, bytes, encoded: { body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) } };
 }
 
 /** Encoded records appended to one buffer, sized from the last batch and grown as needed. */

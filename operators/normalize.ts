@@ -2,6 +2,7 @@ import type { OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { isoDate, isoDateTime, parseIso, patternParser, TimeOutOfRange, validParts, wallClockMs, zoneOf } from '../lib/dates';
 import { ConfigError, ValidationError, type FieldIssue } from '../lib/errors';
+import { integerInRange } from '../lib/options';
 import { recordOperator } from './recordOperator';
 
 export type FieldType = 'string' | 'integer' | 'number' | 'decimal' | 'boolean' | 'datetime' | 'date' | 'array';
@@ -453,10 +454,7 @@ const CANONICAL_DECIMAL = /^-?(?:0|[1-9]\d*)(?:\.\d+)?$/;
 
 /** Decimals stay text end to end (`"1234.50"`), so no amount passes through a float. */
 function toDecimal(rule: FieldRule, where: string): Coerce {
-  const minorUnits = rule.minorUnits ?? 0;
-  if (!Number.isInteger(minorUnits) || minorUnits < 0 || minorUnits > 18) {
-    throw new ConfigError(`${where}.minorUnits must be an integer from 0 to 18, got ${rule.minorUnits}`);
-  }
+  const minorUnits = integerInRange(rule.minorUnits, 0, `${where}.minorUnits`, 0, 18);
   const comma = rule.decimalSeparator === ',';
   return (value) => {
     let text: string;

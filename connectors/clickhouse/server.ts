@@ -2,6 +2,7 @@ import { isIPv4 } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ClickHouseClient as HttpClient } from '@clickhouse/client';
 import { ConfigError } from '../../lib/errors';
+import { positiveInteger } from '../../lib/options';
 import { clickhouseErrorOf, quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ServerClickHouseOptions {
@@ -47,10 +48,7 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
   } catch {
     throw new ConfigError(`url must be an http(s) URL, got ${JSON.stringify(url)}`);
   }
-  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
-  if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1) {
-    throw new ConfigError(`requestTimeoutMs must be an integer >= 1, got ${options.requestTimeoutMs}`);
-  }
+  const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   // Loaded on first use, so importing tributary does not pay for the HTTP client.
   const { createClient, ClickHouseLogLevel } = require('@clickhouse/client') as typeof import('@clickhouse/client');
   const http: HttpClient = createClient({

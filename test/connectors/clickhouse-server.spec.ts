@@ -2,12 +2,19 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { serverClickHouse, toClickHouse } from '../../connectors/clickhouse';
 import { fromIterable } from '../../connectors/iterable';
-import { ClickHouseError } from '../../lib/errors';
+import { ClickHouseError, ConfigError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { clickhouseServer } from '../clickhouseServer';
 import { clickhouseSinkConformance } from '../conformance/clickhouse-sink';
 import { delay, MemorySink, observed, until } from '../helpers';
+
+describe('serverClickHouse options', () => {
+  it('refuses a bad request timeout at construction with the rule', () => {
+    expect(() => serverClickHouse({ requestTimeoutMs: 0 })).to.throw(ConfigError, 'requestTimeoutMs must be an integer >= 1, got 0');
+    expect(() => serverClickHouse({ requestTimeoutMs: 1.5 })).to.throw(ConfigError, 'requestTimeoutMs must be an integer >= 1, got 1.5');
+  });
+});
 
 describe('ClickHouse server over HTTP', function () {
   this.timeout(180_000);

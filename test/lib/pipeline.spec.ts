@@ -374,6 +374,10 @@ describe('Pipeline', () => {
     expect(() => new Pipeline({ ...base, batch: { rows: 0 } })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 0');
     expect(() => new Pipeline({ ...base, inFlight: { records: 10 } })).to.throw(ConfigError, 'inFlight.records must be >= batch.rows (20000), got 10');
     expect(() => new Pipeline({ ...base, sinkConcurrency: 0 })).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got 0');
+    expect(() => new Pipeline({ ...base, sinkConcurrency: 1.5 })).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got 1.5');
+    expect(() => new Pipeline({ ...base, batch: { bytes: 0.5 } })).to.throw(ConfigError, 'batch.bytes must be an integer >= 1, got 0.5');
+    expect(() => new Pipeline({ ...base, deadLetterBatch: { rows: 0 } })).to.throw(ConfigError, 'deadLetterBatch.rows must be an integer >= 1, got 0');
+    expect(() => new Pipeline({ ...base, deadLetterRawBytes: 1.5 })).to.throw(ConfigError, 'deadLetterRawBytes must be an integer >= 1 or Infinity, got 1.5');
     expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0 or Infinity, got -1');
     expect(() => new Pipeline({ ...base, deadLetters: undefined as never })).to.throw(ConfigError, /deadLetters is required/);
   });

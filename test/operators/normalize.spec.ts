@@ -244,6 +244,8 @@ describe('normalize', () => {
     expect(() => normalize({ mappings: { v: { fields: { t: { type: 'datetime', timeZone: 'Mars/Olympus' } } } } })).to.throw(ConfigError, /timeZone must be UTC/);
     expect(() => normalize({ mappings: { v: { fields: { t: { type: 'date', format: 'HH:mm' } } } } })).to.throw(ConfigError, /format must contain YYYY, MM and DD/);
     expect(() => normalize({ mappings: { v: { fields: { a: { type: 'decimal', minorUnits: -1 } } } } })).to.throw(ConfigError, /minorUnits must be an integer from 0 to 18/);
+    expect(() => normalize({ mappings: { v: { fields: { a: { type: 'decimal', minorUnits: 19 } } } } })).to.throw(ConfigError, 'mappings.v.fields.a.minorUnits must be an integer from 0 to 18, got 19');
+    expect(() => normalize({ mappings: { v: { fields: { a: { type: 'decimal', minorUnits: 2.5 } } } } })).to.throw(ConfigError, 'mappings.v.fields.a.minorUnits must be an integer from 0 to 18, got 2.5');
   });
 
   describe('the example vendors (golden records)', () => {
