@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 const name = 'sinks';
 const ROWS = 300_000;
 const BATCH = 10_000;
-const SERVER_URL = 'http://127.0.0.1:18123';
+const SERVER_URL = `http://127.0.0.1:${process.env.CLICKHOUSE_HTTP_PORT ?? 18123}`;
 
 interface Row {
   id: number;
