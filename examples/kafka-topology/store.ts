@@ -69,7 +69,10 @@ function letterOf(envelope: Envelope<Uint8Array>): DeadLetter & Origin {
  * stage after a crash (its rows already inserted, or not at all: one insert is one block)
  * then add nothing, so the table and the views it feeds hold one row per origin without
  * FINAL. `keys` are columns of the table's sorting key the lookup narrows by, so it reads
- * the rows of the batch's keys, not the table. Exact while one writer at a time inserts
+ * the rows of the batch's keys, not the table: for bookings, vendor and booking id (the
+ * same in every copy). Dead letters have none a copy shares (`position` is where the copy
+ * was read, new when a file is ingested again), so a lookup reads the origin column of
+ * dead_letters, a table of refusals kept 30 days. Exact while one writer at a time inserts
  * the copies of an origin: they share a message key, hence a partition, and the pipeline
  * writes its batches one at a time (`sinkConcurrency: 1`).
  */
@@ -141,7 +144,7 @@ async function main(): Promise<void> {
     name: 'store-dead',
     source: fromKafka({ brokers: settings.brokers, groupId: lettersGroup, topics: names.dead, fromBeginning: true, ...settings.consumer }),
     transform: map((e: Envelope<Uint8Array>) => e.map(letterOf(e))),
-    sink: exact ? oncePerOrigin<DeadLetter & Origin>(clickhouse, 'dead_letters', ['position'], skipUnknown) : toClickHouse<DeadLetter & Origin>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown }),
+    sink: exact ? oncePerOrigin<DeadLetter & Origin>(clickhouse, 'dead_letters', [], skipUnknown) : toClickHouse<DeadLetter & Origin>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown }),
     deadLetters,
     batch: { rows: 1000, maxWaitMs: 500 },
     sinkConcurrency: 1,

@@ -69,7 +69,7 @@ describe('examples/kafka-topology: counts under replays', function () {
     for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
 
-  it('after normalization and storage read everything again, every table and view holds what one clean pass left, row for row, without FINAL', async () => {
+  it('after normalization and storage read everything again, and the same files are ingested again, every table and view holds what one clean pass left, row for row, without FINAL', async () => {
     const prefix = `replays-${randomUUID().slice(0, 8)}`;
     const work = tempDir();
     const common = ['--brokers', brokers.join(','), '--prefix', prefix, '--progress-ms', '0'];
@@ -95,12 +95,16 @@ describe('examples/kafka-topology: counts under replays', function () {
       await replay(`${prefix}.store`, `${prefix}.clean`);
       await replay(`${prefix}.store-dead`, `${prefix}.dead`);
       await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
+      // And the same files are ingested again: new raw messages, the same identities.
+      await run(process.execPath, [join(example, 'ingest.js'), ...common]);
+      await run(process.execPath, [join(example, 'normalize.js'), ...args, '--until-idle']);
+      await run(process.execPath, [join(example, 'store.js'), ...args, ...store, '--until-idle']);
       const replayed = await query(join(work.path, 'chdb'), { ...EVERYTHING, rows: ROWS });
-      // The clean topic holds every booking twice, the dead one each refusal of normalization
-      // twice (ingest's own refusals once), and storage read every copy twice.
+      // The clean topic holds every booking three times, the dead one each refusal at least
+      // twice, and storage read every copy.
       const messages = async (topic: string) => (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
-      expect(await messages(`${prefix}.clean`)).to.equal(2 * 54);
-      expect(await messages(`${prefix}.dead`)).to.be.greaterThan(14);
+      expect(await messages(`${prefix}.clean`)).to.equal(3 * 54);
+      expect(await messages(`${prefix}.dead`)).to.be.at.least(2 * 14);
       expectSame(replayed, clean);
       expect(replayed.rows).to.deep.equal(clean.rows);
     } finally {
