@@ -15,7 +15,7 @@ import { quoteIdentifier } from '../../connectors/clickhouse/client';
 import { fromKafka } from '../../connectors/kafka';
 import { migrationsDir } from '../bookings/paths';
 import type { Booking } from '../bookings/schema';
-import { ensureTopics, groups, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+import { ensureTopics, groups, ORIGIN_POSITION, ORIGIN_TIME, originHeaders, parseStage, runUntilStopped, stageCommand, topics } from './topology';
 
 const command = stageCommand('store', 'Stage 3 of 3: reads <prefix>.clean (group <prefix>.store) into the bookings table and <prefix>.dead (group <prefix>.store-dead) into dead_letters, in embedded ClickHouse or, with --clickhouse-url, on a ClickHouse server. Embedded storage runs as one instance.', { consumer: true })
   .addOption(new Option('--clickhouse-url <url>', 'a ClickHouse server (22.2 or later for the booking schema) instead of embedded storage').env('TOPOLOGY_CLICKHOUSE_URL'))
@@ -25,15 +25,15 @@ const command = stageCommand('store', 'Stage 3 of 3: reads <prefix>.clean (group
 /** This stage's own migrations (origin columns, counts replays cannot inflate), beside its sources. */
 const topologyMigrationsDir = join(resolve(__dirname, __dirname.includes(`${'/'}dist${'/'}`) ? '../../../examples/kafka-topology' : '.'), 'migrations');
 
-/** Where a record first entered Kafka (see `originHeaders`); a message without the headers is its own origin. */
+/** A record's identity (see `originHeaders`); a message without the headers is its own origin. */
 interface Origin {
   origin_position: string;
   origin_time: string;
 }
 
 function originOf(envelope: Envelope<unknown>): Origin {
-  const h = envelope.meta.headers ?? {};
-  return { origin_position: h['tributary-origin-position'] ?? envelope.meta.position, origin_time: h['tributary-origin-time'] ?? new Date(envelope.meta.timestamp ?? envelope.meta.receivedAt).toISOString() };
+  const headers = originHeaders(envelope);
+  return { origin_position: headers[ORIGIN_POSITION]!, origin_time: headers[ORIGIN_TIME]! };
 }
 
 /** A dead-letter message back into a row: the payload is the record, the headers say why. */

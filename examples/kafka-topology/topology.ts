@@ -56,6 +56,10 @@ Topics (made by whichever stage starts first, --partitions each, before anything
   <prefix>.dead   each refused record as received, the reason in headers tributary-stage,
                   -code, -message, -path, -pipeline, -source, -position, -vendor,
                   -raw-bytes, -raw-sha256, -received-at, -failed-at
+  Every message also carries its record's identity, given by ingest and passed on:
+  headers tributary-origin-position ("<file>@<offset>#<sha256 prefix>") and
+  tributary-origin-time. Storage writes each identity once, so replays and files
+  ingested again add no rows.
 Consumer groups: <prefix>.normalize reads .raw; <prefix>.store reads .clean;
   <prefix>.store-dead reads .dead. The instances of a stage share their topic's partitions.
 Exit codes: 0 stopped (SIGTERM/SIGINT, --until-idle, files read); 1 failed; 2 bad command line.`;
