@@ -89,6 +89,8 @@ function oncePerOrigin<R extends Origin>(client: ClickHouseClient, table: 'booki
     async write(batch, context) {
       const pending = batch.envelopes.filter((e) => !e.settled);
       if (pending.length === 0) return;
+      // A dead letter of this stage's own comes without identity: it takes its record's.
+      for (const e of pending) if (e.value.origin_position === undefined) e.map({ ...e.value, ...originOf(e) });
       const params: Record<string, string> = { origins: list(pending.map((e) => e.value.origin_position)) };
       keys.forEach((key, i) => (params[`k${i}`] = list(pending.map((e) => String(e.value[key])))));
       const chunks: Buffer[] = [];
@@ -127,7 +129,11 @@ async function main(): Promise<void> {
   // Without the origin columns, rows cannot be told apart by origin: replays are absorbed at merges (FINAL).
   const exact = !options.migrations;
   const skipUnknown = { input_format_skip_unknown_fields: 1 };
-  const deadLetters = toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown });
+  // What this stage refuses itself (a message it cannot parse, a row ClickHouse refuses)
+  // is a dead letter of the record's identity too (the letter keeps the message's headers).
+  const deadLetters = exact
+    ? (oncePerOrigin<DeadLetter & Origin>(clickhouse, 'dead_letters', [], skipUnknown) as unknown as Sink<DeadLetter>)
+    : toClickHouse<DeadLetter>({ client: clickhouse, table: 'dead_letters', settings: skipUnknown });
   const { store: bookingsGroup, storeDead: lettersGroup } = groups(settings.prefix);
   const bookings = new Pipeline<Booking & Origin>({
     name: 'store',
