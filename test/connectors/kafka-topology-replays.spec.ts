@@ -28,7 +28,11 @@ async function query(path: string, queries: Record<string, string>): Promise<Rec
   return JSON.parse(stdout) as Record<string, unknown[]>;
 }
 
-/** `partition/offset` of a `topic/partition/offset` column: the same in two runs whose topics differ only by prefix. */
+/**
+ * The last two `/`-separated parts of a position or identity: `partition/offset` of a topic
+ * position, `<directory>/<file>@<offset>#<hash>` of a record ingest read from a file; the
+ * same in two runs whose topics differ only by prefix.
+ */
 const at = (column: string) => `arrayStringConcat(arraySlice(splitByChar('/', ${column}), -2), '/')`;
 
 /**
