@@ -9,11 +9,11 @@
  *   node dist/examples/kafka-topology/ingest.js --brokers 127.0.0.1:19092 [files or dirs…]   (--help: every option)
  */
 import { join } from 'node:path';
-import { Pipeline, type DeadLetter } from '../../index';
-import { toKafka } from '../../connectors/kafka';
+import { Pipeline, type DeadLetter, type Envelope } from '../../index';
+import { deadLetterHeaders, toKafka } from '../../connectors/kafka';
 import { samplesDir } from '../bookings/paths';
 import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
-import { ensureTopics, parseStage, runUntilStopped, stageCommand, topics } from './topology';
+import { contentOrigin, ensureTopics, ORIGIN_POSITION, ORIGIN_TIME, parseStage, runUntilStopped, stageCommand, topics } from './topology';
 
 const command = stageCommand('ingest', 'Stage 1 of 3: reads vendor files into <prefix>.raw, one message per record with a "vendor" header; unreadable records go to <prefix>.dead. Exits once the files are read.', { consumer: false })
   .argument('[paths...]', "files or directories; a file's vendor is its directory's name (default: the sample vendors)");
@@ -23,6 +23,7 @@ async function main(): Promise<void> {
   const names = topics(settings.prefix);
   await ensureTopics(settings);
   const paths = command.processedArgs[0] as string[];
+  const sent = new WeakMap<Envelope<unknown>, string | Buffer>();
   const pipeline = new Pipeline({
     name: 'ingest',
     source: bookingSource({ paths: paths.length > 0 ? paths : SAMPLE_VENDORS.map((vendor) => join(samplesDir, vendor)) }),
@@ -30,9 +31,21 @@ async function main(): Promise<void> {
       brokers: settings.brokers,
       topic: names.raw,
       key: (e) => e.meta.position,
-      headers: (e) => ({ vendor: e.meta.vendor ?? '' }),
+      // The identity hashes what is sent: the value is made once (headers are asked after it).
+      value: (e) => {
+        const v = e.value;
+        const value = typeof v === 'string' ? v : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : (JSON.stringify(v) ?? 'null');
+        sent.set(e, value);
+        return value;
+      },
+      headers: (e) => ({ vendor: e.meta.vendor ?? '', [ORIGIN_POSITION]: contentOrigin(e.meta.position, sent.get(e) ?? ''), [ORIGIN_TIME]: new Date(e.meta.receivedAt).toISOString() }),
     }),
-    deadLetters: toKafka<DeadLetter>({ brokers: settings.brokers, topic: names.dead, deadLetters: true }),
+    deadLetters: toKafka<DeadLetter>({
+      brokers: settings.brokers,
+      topic: names.dead,
+      deadLetters: true,
+      headers: (e) => ({ ...deadLetterHeaders(e.value), [ORIGIN_POSITION]: `${e.value.position}#${e.value.raw_sha256.slice(0, 16)}`, [ORIGIN_TIME]: e.value.received_at }),
+    }),
     batch: { rows: 1000, maxWaitMs: 200 },
   });
   await runUntilStopped(settings, [{ name: 'ingest', pipeline }], { finite: true });

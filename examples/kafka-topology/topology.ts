@@ -4,6 +4,7 @@
  * done, and, for a process run as a service, its probes, metrics and progress lines and
  * how long it drains when stopped.
  */
+import { createHash } from 'node:crypto';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Kafka, logLevel } from 'kafkajs';
 import { serveMetrics, type Envelope, type Pipeline } from '../../index';
@@ -55,6 +56,10 @@ Topics (made by whichever stage starts first, --partitions each, before anything
   <prefix>.dead   each refused record as received, the reason in headers tributary-stage,
                   -code, -message, -path, -pipeline, -source, -position, -vendor,
                   -raw-bytes, -raw-sha256, -received-at, -failed-at
+  Every message also carries its record's identity, given by ingest and passed on:
+  headers tributary-origin-position ("<file>@<offset>#<sha256 prefix>") and
+  tributary-origin-time. Storage writes each identity once, so replays and files
+  ingested again add no rows.
 Consumer groups: <prefix>.normalize reads .raw; <prefix>.store reads .clean;
   <prefix>.store-dead reads .dead. The instances of a stage share their topic's partitions.
 Exit codes: 0 stopped (SIGTERM/SIGINT, --until-idle, files read); 1 failed; 2 bad command line.`;
@@ -139,14 +144,33 @@ export const topics = (prefix: string) => ({
   dead: `${prefix}.dead`,
 });
 
+/** Headers that carry a record's identity from the stage that first saw it to storage. */
+export const ORIGIN_POSITION = 'tributary-origin-position';
+export const ORIGIN_TIME = 'tributary-origin-time';
+
 /**
- * A record's identity, fixed where it first entered Kafka: its raw message's position
- * (`topic/partition/offset`) and timestamp. Normalization writes them as headers on what
- * it produces from the record, so a copy made again after a crash carries the same ones
- * and storage can count each record once (see migrations/001_origin_counts.sql).
+ * A record's identity, fixed where it first entered the topology, as headers for what a
+ * stage produces from it: the identity the message it was read from carries, if any (ingest
+ * gives each record one, see `contentOrigin`), else that message's position
+ * (`topic/partition/offset`) and timestamp. A copy made again after a crash, or from the same
+ * file read again, carries the same ones, so storage writes it once (see store.ts) and
+ * counts each record once (migrations/001_origin_counts.sql). Whoever may write to the raw
+ * topic may set these headers: it is trusted input.
  */
 export function originHeaders(envelope: Envelope<unknown>): Record<string, string> {
-  return { 'tributary-origin-position': envelope.meta.position, 'tributary-origin-time': new Date(envelope.meta.timestamp ?? envelope.meta.receivedAt).toISOString() };
+  const headers = envelope.meta.headers ?? {};
+  const time = headers[ORIGIN_TIME] ?? new Date(envelope.meta.timestamp ?? envelope.meta.receivedAt).toISOString();
+  return { [ORIGIN_POSITION]: headers[ORIGIN_POSITION] ?? envelope.meta.position, [ORIGIN_TIME]: time };
+}
+
+/**
+ * The identity ingest gives a record read from a file: where it began (`file@byte offset`,
+ * the message key) and the first 16 hex digits of the SHA-256 of what is sent, so the same
+ * file read again gives the same identities, and a file rewritten in place new ones where
+ * its records changed.
+ */
+export function contentOrigin(position: string, content: string | Uint8Array): string {
+  return `${position}#${createHash('sha256').update(content).digest('hex').slice(0, 16)}`;
 }
 
 export const groups = (prefix: string) => ({
