@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { Subject } from 'rxjs';
+import { Subject, VirtualTimeScheduler } from 'rxjs';
 import type { Batch } from '../../lib/sink';
-import { writeBatches } from '../../lib/writeBatches';
+import { writeBatches, type JoinLimits } from '../../lib/writeBatches';
 import type { Envelope } from '../../lib/envelope';
 
 /** A batch of `values` as the batch step makes it: one encoded row each, `bytes` per record. */
@@ -16,7 +16,7 @@ function batchOf(values: string[], bytes = 10): Batch<string> {
 }
 
 describe('writeBatches: batches waiting for a write are joined', () => {
-  function harness(concurrency: number, limits?: { rows: number; bytes: number }) {
+  function harness(concurrency: number, limits?: JoinLimits) {
     const written: Batch<string>[] = [];
     const open: (() => void)[] = [];
     const input = new Subject<Batch<string>>();
@@ -42,15 +42,16 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     h.input.next(batchOf(['e', 'f']));
     h.input.next(batchOf(['g', 'h'])); // would make 6 rows: waits on its own
     h.input.next(batchOf(['i']));
-    expect(values(h.written)).to.deep.equal(['a']);
-    await h.settle();
-    // 'bcdef' is full, but it starts as the only write; 'ghi' waits for it.
+    // 'bcdef', once joined up to the limit, is full: it takes the free slot.
     expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
-    h.input.complete();
     const joined = h.written[1]!;
     expect(joined.encoded!.body.toString()).to.equal('"b"\n"c"\n"d"\n"e"\n"f"\n');
     expect(joined.encoded!.ends).to.deep.equal([4, 8, 12, 16, 20]);
     expect(joined.bytes).to.equal(50);
+    await h.settle();
+    // 'ghi' is partial: it waits while 'bcdef' is written.
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
+    h.input.complete();
     await h.settle();
     expect(values(h.written)).to.deep.equal(['a', 'bcdef', 'ghi']);
     expect(h.completed(), 'complete only once every write is done').to.equal(false);
@@ -72,6 +73,23 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef']);
     await h.settle();
     expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef', 'g']);
+  });
+
+  it('a partial batch takes a free slot after limits.maxWaitMs if the write under way has not ended', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c'])); // joins 'b' while it waits
+    expect(values(h.written)).to.deep.equal(['a']);
+    scheduler.flush();
+    expect(scheduler.now()).to.equal(10);
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    // A write that ends in time leaves no wait behind: the next partial batch starts as the only write.
+    await h.settle();
+    await h.settle();
+    h.input.next(batchOf(['d']));
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'd']);
   });
 
   it('without limits, every batch may take a free slot (as mergeMap)', async () => {
