@@ -199,13 +199,14 @@ async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
  * round. Each slice is a `Measured` whose `server` is its side's report with the slice's own
  * cores (from the child's CPU time before and after it).
  *
- * First `rounds` rounds at full speed (each side's own rate); then `pacedRounds` rounds with
- * the senders paced to one rate for both, `PACED_SHARE` of the slower side's median: latency
+ * First `rounds` rounds at full speed (each side's own rate); then `pacedRounds` rounds (as
+ * many: a p99 is noisier than a rate, and its median needs as many pairs) with the senders
+ * paced to one rate for both, `PACED_SHARE` of the slower side's median: latency
  * compared at the same load, where a faster server is not penalised for taking more load
  * (with a fixed number of senders, a server that answers faster gets more requests, so its
  * inserts are larger and take longer).
  */
-async function paired(rounds: number, budget: { ms: number }, pacedRounds = Math.ceil(rounds / 2)): Promise<{ pipelines: Measured[]; baselines: Measured[]; paced: { perSecond: number; pipelines: Measured[]; baselines: Measured[] } }> {
+async function paired(rounds: number, budget: { ms: number }, pacedRounds = rounds): Promise<{ pipelines: Measured[]; baselines: Measured[]; paced: { perSecond: number; pipelines: Measured[]; baselines: Measured[] } }> {
   const before = await quietMachine(QUIET_CORES, budget);
   if (before >= QUIET_CORES) console.log(`  (the machine stays busy: ${before.toFixed(2)} cores in use before the rounds; going on)`);
   const servers = { pipeline: await startServer('pipeline'), handler: await startServer('handler') };
@@ -414,7 +415,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     repeat,
     method: [
       `${SENDERS} keep-alive senders in the parent process post signed ${RECORDS_PER_REQUEST}-record NDJSON bodies (~${body('b-000000').length} B) back to back over loopback; the server runs in a child process. The same senders, with the same concurrency, load both sides.`,
-      `The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (${BATCH.rows} rows or ${BATCH.maxWaitMs} ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. The pipeline has the same batch settings and also answers only once the insert is done. The handler checks no API key, timestamp or replay.`,
+      `The baseline is a hand-written durable handler in the same kind of child: it checks the HMAC, parses the NDJSON, maps each record to a row, groups rows (${BATCH.rows} rows or ${BATCH.maxWaitMs} ms, two inserts at a time) into one JSONEachRow insert into the same embedded ClickHouse table, and answers 200 once that insert is done. The pipeline has the same batch settings (two inserts at a time, but a batch cut by time starts the second only after waiting up to ${BATCH.maxWaitMs} ms for the one under way, joined with what comes meanwhile) and also answers only once the insert is done. The handler checks no API key, timestamp or replay.`,
       `${repeat} paired rounds against both servers, started once and side by side (the one not under load idles), after a ${WARM_UP_SECONDS} s warm-up each; in each round a ${SECONDS} s slice against each, alternating which goes first; the headline figures are the medians over the rounds of each side's requests/s, the ratio is the ratio of those medians (the median of each round's own ratio: ${medians.ratioOfRounds}). Per round (pipeline/handler requests/s, p99 ms): ${rounds.map((r) => `${r.pipeline}/${r.handler} (${r.pipelineP99Ms}/${r.handlerP99Ms})`).join('; ')}.`,
       `Latency is from sending a request to its answer, of requests answered 2xx; median of the rounds' p99: pipeline **${medians.pipelineP99Ms} ms**, handler ${medians.handlerP99Ms} ms (median-rate run's p50: pipeline ${pipeline.load.p50Ms} ms, handler ${baseline.load.p50Ms} ms).`,
       `Then ${paced.pipelines.length} paired rounds with the senders paced to the same ${paced.perSecond.toLocaleString('en')} requests/s for both (${PACED_SHARE} of the slower side's median; latency from when each request was due): median p50/p99 pipeline ${medians.pacedPipelineP50Ms}/**${medians.pacedPipelineP99Ms} ms**, handler ${medians.pacedHandlerP50Ms}/${medians.pacedHandlerP99Ms} ms. At full speed a side that answers faster gets more requests from the fixed senders, so its inserts grow and its p99 is taken at a higher load; the paced rounds compare latency at the same load.`,

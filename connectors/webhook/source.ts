@@ -207,9 +207,20 @@ interface Vendor {
 interface Pending {
   response: ServerResponse;
   id: string;
+  /** `<vendor>/<id>`: the id in the replay store. */
+  replayId: string;
   records: number;
   /** Until when the id is held once the records are stored. */
   heldUntil: number;
+}
+
+/** One subscription of the source: where its requests' records go. */
+interface Listening {
+  context: SourceContext;
+  subscriber: Subscriber<Envelope<unknown>>;
+  /** Hands a record on (one function for every request, not one per request). */
+  emit: (part: Envelope<unknown>) => void;
+  closed: boolean;
 }
 
 /**
@@ -298,6 +309,22 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     response.end(JSON.stringify({ error: code, message }));
   };
 
+  /** Refuses on the caller's account: counted, answered, and recorded in `audit`. */
+  const deny = (caller: Caller, response: ServerResponse, status: number, code: string, message: string, headers?: Record<string, string>) => {
+    recordDenial(caller, status, code);
+    refuse(response, status, code, message, headers);
+  };
+
+  /** A body over the limit, declared or found while reading: denied, and the connection closed. */
+  const tooLarge = (caller: Caller, response: ServerResponse) => {
+    recordDenial(caller, 413, 'TOO_LARGE');
+    refuseAndClose(caller.request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
+  };
+
+  const countBodyBytes = (bytes: number) => {
+    stats.bodyBytesRead += bytes;
+  };
+
   /** Answers and then closes the connection, so the rest of an unread body is never read. */
   const refuseAndClose = (request: IncomingMessage, response: ServerResponse, status: number, code: string, message: string) => {
     request.pause();
@@ -326,9 +353,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 
   function open(context: SourceContext): Observable<Envelope<unknown>> {
     return new Observable<Envelope<unknown>>((subscriber) => {
-      let closed = false;
+      const listening: Listening = { context, subscriber, emit: (part) => subscriber.next(part), closed: false };
       const handler = (request: IncomingMessage, response: ServerResponse) => {
-        handle(request, response, context, subscriber, () => closed).catch((error: unknown) => {
+        handle(request, response, listening).catch((error: unknown) => {
           refuse(response, 500, 'INTERNAL', error instanceof Error ? error.message : String(error));
         });
       };
@@ -345,8 +372,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         announce(`${options.tls ? 'https' : 'http'}://${shownHost}:${address.port}`);
       });
       const shut = () => {
-        if (closed) return;
-        closed = true;
+        if (listening.closed) return;
+        listening.closed = true;
         // Requests already emitted are answered when their records settle; new ones get 503.
         server?.close();
         server?.closeIdleConnections();
@@ -360,33 +387,18 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     });
   }
 
-  async function handle(
-    request: IncomingMessage,
-    response: ServerResponse,
-    context: SourceContext,
-    subscriber: Subscriber<Envelope<unknown>>,
-    isClosed: () => boolean,
-  ): Promise<void> {
+  async function handle(request: IncomingMessage, response: ServerResponse, listening: Listening): Promise<void> {
+    const { context, subscriber } = listening;
     const url = request.url ?? '/';
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     const token = tokenOf(request, keyParameter);
     const caller: Caller = { request, path, vendor: undefined, keyId: undefined, token, permission: 'admin', webhookId: undefined };
-    /** Refuses on the caller's account: counted, answered, and recorded in `audit`. */
-    const deny = (status: number, code: string, message: string, headers?: Record<string, string>) => {
-      recordDenial(caller, status, code);
-      refuse(response, status, code, message, headers);
-    };
-    /** A body over the limit, declared or found while reading: denied, and the connection closed. */
-    const tooLarge = () => {
-      recordDenial(caller, 413, 'TOO_LARGE');
-      refuseAndClose(request, response, 413, 'TOO_LARGE', `bodies are limited to ${maxBodyBytes} bytes`);
-    };
     const wait = wrongKeys.waitSeconds(request.socket.remoteAddress ?? '');
-    if (wait > 0) return deny(429, 'TOO_MANY_WRONG_KEYS', 'too many requests without a valid API key from this address', { 'retry-after': String(wait) });
+    if (wait > 0) return deny(caller, response, 429, 'TOO_MANY_WRONG_KEYS', 'too many requests without a valid API key from this address', { 'retry-after': String(wait) });
     if (path === '/admin/status') {
       if (request.method !== 'GET') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use GET', { allow: 'GET' });
-      if (!allowed(token, caller, deny)) return;
+      if (!allowed(token, caller, response)) return;
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ source: name, ...status(), breaker: context.sinkBreakerState?.() ?? 'unknown', ...stats, pending: pendingCount }));
       return;
@@ -396,7 +408,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     if (request.method !== 'POST') return refuse(response, 405, 'METHOD_NOT_ALLOWED', 'use POST', { allow: 'POST' });
     caller.vendor = vendor.name;
     caller.permission = vendor.permission;
-    if (!allowed(token, caller, deny)) return;
+    if (!allowed(token, caller, response)) return;
 
     const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const format = MEDIA_TYPES[mediaType];
@@ -407,23 +419,23 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const timestamp = header(request, SIGNATURE_HEADERS.timestamp);
     const signature = header(request, SIGNATURE_HEADERS.signature);
     if (!id || !timestamp || !signature) {
-      return deny(400, 'MISSING_SIGNATURE', `${SIGNATURE_HEADERS.id}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature} are required`);
+      return deny(caller, response, 400, 'MISSING_SIGNATURE', `${SIGNATURE_HEADERS.id}, ${SIGNATURE_HEADERS.timestamp} and ${SIGNATURE_HEADERS.signature} are required`);
     }
-    if (id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return deny(400, 'BAD_ID', `${SIGNATURE_HEADERS.id} must be 1 to 256 visible ASCII characters`);
+    if (id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) return deny(caller, response, 400, 'BAD_ID', `${SIGNATURE_HEADERS.id} must be 1 to 256 visible ASCII characters`);
     caller.webhookId = id;
     const sentAt = /^\d{1,12}$/.test(timestamp) ? Number(timestamp) : NaN;
     if (!(Math.abs(Date.now() / 1000 - sentAt) <= toleranceSeconds)) {
-      return deny(401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
+      return deny(caller, response, 401, 'TIMESTAMP_OUT_OF_TOLERANCE', `${SIGNATURE_HEADERS.timestamp} must be within ${toleranceSeconds} s of now`);
     }
     const declared = request.headers['content-length'] === undefined ? undefined : Number(request.headers['content-length']);
-    if (declared !== undefined && declared > maxBodyBytes) return tooLarge();
-    if (isClosed()) return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
+    if (declared !== undefined && declared > maxBodyBytes) return tooLarge(caller, response);
+    if (listening.closed) return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
     if (context.sinkBreakerState?.() === 'open') {
       return refuse(response, 503, 'SINK_UNAVAILABLE', 'the sink is unavailable', { 'retry-after': retryAfter });
     }
     const keyId = caller.keyId!;
     const held = requestsOfKey.get(keyId) ?? 0;
-    if (held >= maxRequestsPerKey) return deny(429, 'KEY_BUSY', `this key has ${maxRequestsPerKey} requests in progress`, { 'retry-after': retryAfter });
+    if (held >= maxRequestsPerKey) return deny(caller, response, 429, 'KEY_BUSY', `this key has ${maxRequestsPerKey} requests in progress`, { 'retry-after': retryAfter });
     requestsOfKey.set(keyId, held + 1);
     response.once('close', () => {
       const left = requestsOfKey.get(keyId)! - 1;
@@ -433,9 +445,9 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     // The body is read and its signature checked before any credit is taken: a sender
     // with a key but not the secret holds only its own per-key share, never the budget
     // that signed requests need.
-    const body = await readBody(request, { limit: maxBodyBytes, timeoutMs: bodyTimeoutMs, onBytes: (n) => (stats.bodyBytesRead += n) });
+    const body = await readBody(request, { limit: maxBodyBytes, timeoutMs: bodyTimeoutMs, onBytes: countBodyBytes });
     if (body === 'gone') return refuse(response, 400, 'CLIENT_GONE', 'the sender went away before the end of the body');
-    if (body === 'tooLarge') return tooLarge();
+    if (body === 'tooLarge') return tooLarge(caller, response);
     // Bodies are signed and read as sent: a compressed one is refused before it is read.
     if (body === 'unsupportedEncoding' || body === 'corrupt') return refuseAndClose(request, response, 415, 'UNSUPPORTED_ENCODING', 'bodies are sent without Content-Encoding');
     if (body === 'timeout') {
@@ -443,7 +455,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       return refuseAndClose(request, response, 408, 'BODY_TIMEOUT', `the body must arrive within ${bodyTimeoutMs} ms`);
     }
     if (!signatureMatches(vendor.keys, id, timestamp, body, signature)) {
-      return deny(401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
+      return deny(caller, response, 401, 'BAD_SIGNATURE', 'the signature does not match the body with any active secret');
     }
     let records: unknown[] | undefined;
     if (format === 'json') {
@@ -455,6 +467,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     const bytes = body.length;
     if (!context.credits.tryTake(bytes)) return refuse(response, 429, 'BUSY', 'too many records in flight', { 'retry-after': retryAfter });
     let emitted = false;
+    const replayId = `${vendor.name}/${id}`;
     try {
       let claimed: ClaimResult;
       // Held briefly until the records are stored, then until the timestamp leaves the
@@ -463,34 +476,34 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       const heldUntil = (sentAt + toleranceSeconds) * 1000 + 1000;
       try {
         // The memory store answers at once: no await (and no extra turn) for it.
-        const claim = replay.claim(`${vendor.name}/${id}`, replay.confirm ? Math.min(heldUntil, Date.now() + replayHoldMs) : heldUntil);
+        const claim = replay.claim(replayId, replay.confirm ? Math.min(heldUntil, Date.now() + replayHoldMs) : heldUntil);
         claimed = claim instanceof Promise ? await claim : claim;
       } catch {
         // Without the store a replay cannot be told apart: refuse, the vendor retries.
         return refuse(response, 503, 'REPLAY_STORE_UNAVAILABLE', 'the replay store cannot be reached', { 'retry-after': retryAfter });
       }
-      if (claimed === false) return deny(409, 'REPLAY', `webhook ${id} was already received`);
+      if (claimed === false) return deny(caller, response, 409, 'REPLAY', `webhook ${id} was already received`);
       // Not 409: the first request may yet fail, and a sender may take a 4xx as final.
       if (claimed === 'pending') return refuse(response, 503, 'IN_PROGRESS', `webhook ${id} is being received`, { 'retry-after': retryAfter });
       if (claimed === undefined) return refuse(response, 503, 'REPLAY_STORE_FULL', 'too many recent webhook ids', { 'retry-after': retryAfter });
-      if (isClosed() || subscriber.closed) {
-        await Promise.resolve(replay.release(`${vendor.name}/${id}`)).catch(() => undefined);
+      if (listening.closed || subscriber.closed) {
+        await Promise.resolve(replay.release(replayId)).catch(() => undefined);
         return refuse(response, 503, 'STOPPING', 'the source is stopping', { 'retry-after': retryAfter });
       }
-      const meta: RecordMeta = { source: name, vendor: vendor.name, key: id, position: `${vendor.name}/${id}`, receivedAt: Date.now(), attempt: 1 };
+      const meta: RecordMeta = { source: name, vendor: vendor.name, key: id, position: replayId, receivedAt: Date.now(), attempt: 1 };
       const whole = context.envelope<unknown>(body, meta, body, bytes);
       emitted = true;
-      const waiting: Pending = { response, id, records: records?.length ?? 0, heldUntil };
+      const waiting: Pending = { response, id, replayId, records: records?.length ?? 0, heldUntil };
       pending.set(whole, waiting);
       pendingCount++;
       if (records) {
         const parts = whole.split(records, (i) => ({ record: i + 1 }));
-        for (let i = 0; i < parts.length; i++) subscriber.next(parts[i]!);
+        for (let i = 0; i < parts.length; i++) listening.emit(parts[i]!);
       } else if (format === 'ndjson') {
         // Parsed here, not through a parse step: no stream hop per request.
-        waiting.records = emitNdjson(whole as Envelope<Uint8Array>, RECORD_LIMITS, (part) => subscriber.next(part));
+        waiting.records = emitNdjson(whole as Envelope<Uint8Array>, RECORD_LIMITS, listening.emit);
       } else {
-        waiting.records = vendor.splitters[format as ParsedFormat]!(whole as Envelope<Uint8Array>, (part) => subscriber.next(part));
+        waiting.records = vendor.splitters[format as ParsedFormat]!(whole as Envelope<Uint8Array>, listening.emit);
       }
     } finally {
       if (!emitted) context.credits.release(bytes);
@@ -498,13 +511,13 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   }
 
   /** Asks `access` (which tells its own `onDecision`), keeps the key id for later denials, refuses with 401/403. */
-  function allowed(token: string | undefined, caller: Caller, deny: (status: number, code: string, message: string, headers?: Record<string, string>) => void): boolean {
+  function allowed(token: string | undefined, caller: Caller, response: ServerResponse): boolean {
     const decision: AccessDecision = access.decide(token, caller.permission, caller.path);
     caller.keyId = decision.keyId;
     if (decision.allowed) return true;
     if (decision.outcome === 'UNAUTHENTICATED') wrongKeys.failed(caller.request.socket.remoteAddress ?? '');
-    if (decision.outcome === 'UNAUTHENTICATED') deny(401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
-    else deny(403, 'FORBIDDEN', `this key may not ${caller.permission}`);
+    if (decision.outcome === 'UNAUTHENTICATED') deny(caller, response, 401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
+    else deny(caller, response, 403, 'FORBIDDEN', `this key may not ${caller.permission}`);
     return false;
   }
 
@@ -529,33 +542,35 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       const { response, id } = waiting;
       if (error) {
         // The records were not stored: free the id so the vendor's retry gets in.
-        void Promise.resolve(replay.release(`${envelope.meta.vendor}/${id}`)).catch(() => undefined);
+        void Promise.resolve(replay.release(waiting.replayId)).catch(() => undefined);
         refuse(response, 503, 'NOT_STORED', `the records could not be stored: ${error.message}`, { 'retry-after': retryAfter });
         return;
       }
       const records = waiting.records;
       stats.accepted++;
       stats.records += records;
-      const answer = () => {
-        if (response.destroyed) return;
-        response.writeHead(200, { 'content-type': 'application/json' });
-        response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
-      };
-      if (!replay.confirm) return answer();
+      if (!replay.confirm) return accept(response, id, records);
       // Stored: a replay is now refused (409) until the timestamp leaves the tolerance. A
       // confirmation that fails leaves the brief hold, and a later replay may get in (stored
       // twice, never lost); it is counted.
       // The memory store confirms at once: no promise (and no extra turns) for it.
       let confirmed: void | Promise<void> = undefined;
       try {
-        confirmed = replay.confirm(`${envelope.meta.vendor}/${id}`, waiting.heldUntil);
+        confirmed = replay.confirm(waiting.replayId, waiting.heldUntil);
       } catch {
         stats.unconfirmed++;
       }
-      if (confirmed instanceof Promise) void confirmed.catch(() => void stats.unconfirmed++).then(answer);
-      else answer();
+      if (confirmed instanceof Promise) void confirmed.catch(() => void stats.unconfirmed++).then(() => accept(response, id, records));
+      else accept(response, id, records);
     },
   };
+}
+
+/** Answers 200 for a request whose records are stored (unless its sender has gone). */
+function accept(response: ServerResponse, id: string, records: number): void {
+  if (response.destroyed) return;
+  response.writeHead(200, { 'content-type': 'application/json' });
+  response.end(`{"id":${JSON.stringify(id)},"records":${records}}`);
 }
 
 /** The records of a JSON body: the elements of an array, or the one value; `undefined` if it is not JSON. */

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { Subject } from 'rxjs';
+import { Subject, VirtualTimeScheduler } from 'rxjs';
 import type { Batch } from '../../lib/sink';
-import { writeBatches } from '../../lib/writeBatches';
+import { writeBatches, type JoinLimits } from '../../lib/writeBatches';
 import type { Envelope } from '../../lib/envelope';
 
 /** A batch of `values` as the batch step makes it: one encoded row each, `bytes` per record. */
@@ -15,8 +15,8 @@ function batchOf(values: string[], bytes = 10): Batch<string> {
   };
 }
 
-describe('writeBatches: batches waiting for a write slot are joined', () => {
-  function harness(concurrency: number, limits?: { rows: number; bytes: number }) {
+describe('writeBatches: batches waiting for a write are joined', () => {
+  function harness(concurrency: number, limits?: JoinLimits) {
     const written: Batch<string>[] = [];
     const open: (() => void)[] = [];
     const input = new Subject<Batch<string>>();
@@ -32,27 +32,74 @@ describe('writeBatches: batches waiting for a write slot are joined', () => {
     return { input, written, settle, completed: () => completed };
   }
 
-  it('writes at most `concurrency` at once and joins what waits, records and encoded rows in order, up to the limits', async () => {
+  const values = (written: Batch<string>[]) => written.map((b) => b.envelopes.map((e) => e.value).join(''));
+
+  it('joins what waits, records and encoded rows in order, up to the limits; a partial batch waits for the write under way', async () => {
     const h = harness(2, { rows: 5, bytes: 1000 });
     h.input.next(batchOf(['a']));
-    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['b'])); // a slot is free, but a partial batch does not take it
     h.input.next(batchOf(['c', 'd']));
     h.input.next(batchOf(['e', 'f']));
     h.input.next(batchOf(['g', 'h'])); // would make 6 rows: waits on its own
     h.input.next(batchOf(['i']));
-    expect(h.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b']);
+    // 'bcdef', once joined up to the limit, is full: it takes the free slot.
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
+    const joined = h.written[1]!;
+    expect(joined.encoded!.body.toString()).to.equal('"b"\n"c"\n"d"\n"e"\n"f"\n');
+    expect(joined.encoded!.ends).to.deep.equal([4, 8, 12, 16, 20]);
+    expect(joined.bytes).to.equal(50);
     await h.settle();
-    await h.settle();
+    // 'ghi' is partial: it waits while 'bcdef' is written.
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
     h.input.complete();
-    expect(h.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b', 'cdef', 'ghi']);
-    const joined = h.written[2]!;
-    expect(joined.encoded!.body.toString()).to.equal('"c"\n"d"\n"e"\n"f"\n');
-    expect(joined.encoded!.ends).to.deep.equal([4, 8, 12, 16]);
-    expect(joined.bytes).to.equal(40);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef', 'ghi']);
     expect(h.completed(), 'complete only once every write is done').to.equal(false);
     await h.settle();
-    await h.settle();
     expect(h.completed()).to.equal(true);
+  });
+
+  it('starts full batches beside the write under way, up to `concurrency`', async () => {
+    const h = harness(2, { rows: 2, bytes: 1000 });
+    h.input.next(batchOf(['a', 'b']));
+    h.input.next(batchOf(['c', 'd']));
+    h.input.next(batchOf(['e', 'f'])); // full, but both slots are busy
+    h.input.next(batchOf(['g']));
+    expect(values(h.written)).to.deep.equal(['ab', 'cd']);
+    await h.settle();
+    // 'ef' takes the freed slot; 'g', partial, waits until no write is under way.
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef', 'g']);
+  });
+
+  it('a partial batch takes a free slot after limits.maxWaitMs if the write under way has not ended', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c'])); // joins 'b' while it waits
+    expect(values(h.written)).to.deep.equal(['a']);
+    scheduler.flush();
+    expect(scheduler.now()).to.equal(10);
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    // A write that ends in time leaves no wait behind: the next partial batch starts as the only write.
+    await h.settle();
+    await h.settle();
+    h.input.next(batchOf(['d']));
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'd']);
+  });
+
+  it('without limits, every batch may take a free slot (as mergeMap)', async () => {
+    const h = harness(2);
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c']));
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
   });
 
   it('keeps the byte limit, and never joins without limits (boundaries a source must keep)', async () => {
