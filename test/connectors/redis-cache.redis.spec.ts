@@ -325,6 +325,27 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }
     });
 
+    it('follows stale() on every read between its looks at Redis, the stale gauge too', async () => {
+      await seed([booking(1)]);
+      let stale = false;
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, stale: () => stale, staleCheckMs: 600_000 });
+      const gauge = async () => (await reader.registry.metrics()).includes(`tributary_cache_stale{cache="${prefix}"} 1`);
+      try {
+        await reader.warm();
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        stale = true;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(true);
+        stale = false;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        expect(reader.counts).to.deep.equal({ hits: 2, misses: 1 });
+      } finally {
+        await reader.close();
+      }
+    });
+
     it('fills the cache on a miss when asked', async () => {
       await seed([booking(1)]);
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
