@@ -39,46 +39,51 @@ export interface RedisCacheStats {
 }
 
 /**
- * Puts rows given as one MessagePack array of strings (ARGV[1]), eight a row: the booking's
- * key, its version, the value to store (`<version>|<row>`), its expiry (epoch ms), the
- * vendor index, the index member, the booking's time and the customer index ('' for none).
- * Stores the row unless the version there is later and adds it to the indexes; then, once
- * per index the call touched, drops the entries past their TTL (scores below ARGV[2]) and
- * keeps the index at least as long as its latest booking. Returns { stored, older }.
+ * Puts rows given as one MessagePack array (ARGV[1]), seven items a row: the booking's
+ * member (its key parts as JSON; its key is ARGV[3] followed by it), its version (a
+ * number), the value to store (`<version>|<row>`), its time (a number, the indexes'
+ * score), its expiry (epoch ms), the number of its vendor index among ARGV[4…] (1 for ARGV[4]) and the
+ * customer index ('' for none). Stores the row unless the version there is later and adds
+ * it to the indexes; then, once per index the call touched, drops the entries past their
+ * TTL (scores below ARGV[2]) and keeps the index at least as long as its latest booking.
+ * Returns { stored, older }.
  *
  * Many rows a call, packed into one argument: ioredis spent more per argument than Redis
- * spent on the row, and cmsgpack unpacks in C. One ZADD per vendor index and call, in row
- * order (the last version stored sets the score): at most 2 * ROWS_PER_CALL values, far
- * below the limit of Lua's unpack (8000).
+ * spent on the row, and cmsgpack unpacks in C. Numbers travel as MessagePack numbers and
+ * the key prefix and vendor indexes once a call, so a row costs the client three strings.
+ * One ZADD per vendor index and call, in row order (the last version stored sets the
+ * score): at most 2 * ROWS_PER_CALL values, far below the limit of Lua's unpack (8000).
  */
 const PUT = `
 local a = cmsgpack.unpack(ARGV[1])
 local cut = '(' .. ARGV[2]
+local bookings = ARGV[3]
 local stored = 0
 local vendors = {}
 local expiries = {}
-local function touch(index, expireAt)
-  local known = expiries[index]
-  if not (known and known >= expireAt) then expiries[index] = expireAt end
-end
 local n = #a
-for i = 1, n, 8 do
-  local current = redis.call('GET', a[i])
+for i = 1, n, 7 do
+  local key = bookings .. a[i]
+  local current = redis.call('GET', key)
   local version = current and tonumber(string.match(current, '^([^|]*)|'))
-  if not (version and version > tonumber(a[i + 1])) then
-    redis.call('SET', a[i], a[i + 2], 'PXAT', a[i + 3])
-    local expireAt = tonumber(a[i + 3])
-    local entries = vendors[a[i + 4]]
+  if not (version and version > a[i + 1]) then
+    local expireAt = a[i + 4]
+    redis.call('SET', key, a[i + 2], 'PXAT', expireAt)
+    local vendor = ARGV[3 + a[i + 5]]
+    local entries = vendors[vendor]
     if not entries then
       entries = {}
-      vendors[a[i + 4]] = entries
+      vendors[vendor] = entries
     end
-    entries[#entries + 1] = a[i + 6]
-    entries[#entries + 1] = a[i + 5]
-    touch(a[i + 4], expireAt)
-    if a[i + 7] ~= '' then
-      redis.call('ZADD', a[i + 7], a[i + 6], a[i + 5])
-      touch(a[i + 7], expireAt)
+    entries[#entries + 1] = a[i + 3]
+    entries[#entries + 1] = a[i]
+    local known = expiries[vendor]
+    if not (known and known >= expireAt) then expiries[vendor] = expireAt end
+    local customer = a[i + 6]
+    if customer ~= '' then
+      redis.call('ZADD', customer, a[i + 3], a[i])
+      known = expiries[customer]
+      if not (known and known >= expireAt) then expiries[customer] = expireAt end
     end
     stored = stored + 1
   end
@@ -86,9 +91,9 @@ end
 for index, entries in pairs(vendors) do redis.call('ZADD', index, unpack(entries)) end
 for index, expireAt in pairs(expiries) do
   redis.call('ZREMRANGEBYSCORE', index, '-inf', cut)
-  if redis.call('PEXPIRETIME', index) < expireAt then redis.call('PEXPIREAT', index, string.format('%d', expireAt)) end
+  if redis.call('PEXPIRETIME', index) < expireAt then redis.call('PEXPIREAT', index, expireAt) end
 end
-return { stored, n / 8 - stored }
+return { stored, n / 7 - stored }
 `;
 
 /** Rows per call of the put script: long scripts hold up every other client of Redis. */
@@ -96,36 +101,88 @@ const ROWS_PER_CALL = 500;
 /** Characters of stored rows per call, however few rows: Redis refuses an argument past proto-max-bulk-len (512 MiB by default), and a long script holds up other clients. */
 const BYTES_PER_CALL = 4 << 20;
 
-/** A MessagePack array of strings (what the scripts unpack with cmsgpack), written in one Buffer. */
-function packStrings(strings: readonly string[]): Buffer {
-  let size = 5;
-  const lengths = new Array<number>(strings.length);
-  for (let i = 0; i < strings.length; i++) {
-    lengths[i] = Buffer.byteLength(strings[i]!);
-    size += lengths[i]! + 5;
+/**
+ * Writes a MessagePack array of strings and numbers (what the scripts unpack with
+ * cmsgpack) into one reused Buffer: each string is written once, its header sized by the
+ * most bytes it can take (3 a UTF-16 unit) and filled in after, so no string is measured
+ * first.
+ */
+class Packer {
+  /** Shared by every packer: packing is synchronous, and `take()` copies out. */
+  static #scratch = Buffer.allocUnsafe(1 << 20);
+  #buffer = Packer.#scratch;
+  #at = 5;
+  #count = 0;
+
+  get count(): number {
+    return this.#count;
   }
-  const buffer = Buffer.allocUnsafe(size);
-  buffer[0] = 0xdd; // array 32
-  buffer.writeUInt32BE(strings.length, 1);
-  let at = 5;
-  for (let i = 0; i < strings.length; i++) {
-    const length = lengths[i]!;
-    if (length < 32) buffer[at++] = 0xa0 | length; // fixstr
-    else if (length < 0x100) {
-      buffer[at++] = 0xd9; // str 8
-      buffer[at++] = length;
-    } else if (length < 0x10000) {
+
+  #room(bytes: number): Buffer {
+    if (this.#at + bytes > this.#buffer.length) {
+      const larger = Buffer.allocUnsafe(Math.max(2 * this.#buffer.length, this.#at + bytes));
+      this.#buffer.copy(larger, 0, 0, this.#at);
+      this.#buffer = larger;
+    }
+    return this.#buffer;
+  }
+
+  string(text: string): void {
+    this.#count++;
+    if (text === '') {
+      this.#room(1)[this.#at++] = 0xa0;
+      return;
+    }
+    const most = 3 * text.length;
+    const buffer = this.#room(most + 5);
+    const at = this.#at;
+    if (most < 32) {
+      const length = buffer.write(text, at + 1);
+      buffer[at] = 0xa0 | length; // fixstr
+      this.#at = at + 1 + length;
+    } else if (most < 0x100) {
+      const length = buffer.write(text, at + 2);
+      buffer[at] = 0xd9; // str 8
+      buffer[at + 1] = length;
+      this.#at = at + 2 + length;
+    } else if (most < 0x10000) {
+      const length = buffer.write(text, at + 3);
       buffer[at] = 0xda; // str 16
       buffer.writeUInt16BE(length, at + 1);
-      at += 3;
+      this.#at = at + 3 + length;
     } else {
+      const length = buffer.write(text, at + 5);
       buffer[at] = 0xdb; // str 32
       buffer.writeUInt32BE(length, at + 1);
-      at += 5;
+      this.#at = at + 5 + length;
     }
-    at += buffer.write(strings[i]!, at, length, 'utf8');
   }
-  return buffer.subarray(0, at);
+
+  number(value: number): void {
+    this.#count++;
+    if (value >= 0 && value < 0x80 && Number.isInteger(value)) {
+      this.#room(1)[this.#at++] = value; // positive fixint
+      return;
+    }
+    const buffer = this.#room(9);
+    buffer[this.#at] = 0xcb; // float 64: exact for every integer up to 2^53
+    buffer.writeDoubleBE(value, this.#at + 1);
+    this.#at += 9;
+  }
+
+  /** The packed array, copied out (the scratch buffer is reused); the packer starts again. */
+  take(): Buffer {
+    const buffer = this.#buffer;
+    buffer[0] = 0xdd; // array 32
+    buffer.writeUInt32BE(this.#count, 1);
+    const packed = Buffer.from(buffer.subarray(0, this.#at));
+    // Kept for the next call unless a huge row grew it.
+    if (buffer.length <= 16 << 20) Packer.#scratch = buffer;
+    this.#buffer = Packer.#scratch;
+    this.#at = 5;
+    this.#count = 0;
+    return packed;
+  }
 }
 
 /** Marks the cache complete at the end of a warm-up, unless a loss happened meanwhile (`warming` no longer holds ARGV[1]). */
@@ -139,7 +196,7 @@ return 0
 `;
 
 type CacheRedis = Redis & {
-  tributaryCachePut(rows: Buffer, cut: string): Promise<[number, number]>;
+  tributaryCachePut(rows: Buffer, cut: string, bookings: string, ...vendorIndexes: string[]): Promise<[number, number]>;
   tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
 };
 
@@ -182,6 +239,11 @@ export function timeMs(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
   if (value instanceof Date) return Number.isFinite(value.getTime()) ? value.getTime() : undefined;
   if (typeof value !== 'string' || value === '') return undefined;
+  // The common case, ISO 8601 in UTC, without the zone test.
+  if (value.charCodeAt(value.length - 1) === 90 /* Z */) {
+    const ms = Date.parse(value);
+    return Number.isFinite(ms) ? ms : undefined;
+  }
   const zoned = /[zZ]|[+-]\d\d:?\d\d$/.test(value) ? value : `${value.replace(' ', 'T')}Z`;
   const ms = Date.parse(zoned);
   return Number.isFinite(ms) ? ms : undefined;
@@ -226,42 +288,57 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const commands = pipeline as unknown as CacheRedis;
   /** Each vendor's index key: a few vendors, many rows each. */
   const vendors = new Map<string, string>();
+  /** The vendor indexes of the call being packed, and each one's number among them. */
+  let callVendors = new Map<string, number>();
+  let vendorIndexes: string[] = [];
   const cut = String(now - layout.ttlMs);
-  let args: string[] = [];
+  const bookings = keys.booking('');
+  const packer = new Packer();
   let bytes = 0;
   const flush = () => {
-    if (args.length > 0) commands.tributaryCachePut(packStrings(args), cut);
-    args = [];
+    if (packer.count > 0) commands.tributaryCachePut(packer.take(), cut, bookings, ...vendorIndexes);
+    callVendors = new Map();
+    vendorIndexes = [];
     bytes = 0;
   };
+  const keyFields = layout.keyFields;
+  const parts: string[] = [];
   for (const row of rows) {
-    const parts: string[] = [];
-    for (const field of layout.keyFields) {
+    parts.length = 0;
+    for (const field of keyFields) {
       const part = row?.[field];
       if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts.push(String(part));
       else break;
     }
-    const time = parts.length === layout.keyFields.length ? timeMs(row[layout.timeField]) : undefined;
+    const time = parts.length === keyFields.length ? timeMs(row[layout.timeField]) : undefined;
     const version = timeMs(row?.[layout.versionField]);
     if (time === undefined || version === undefined) {
       unqueued.unkeyed++;
       continue;
     }
-    const expireAt = time + layout.ttlMs;
+    const expireAt = Math.floor(time) + layout.ttlMs;
     if (expireAt <= now) {
       unqueued.expired++;
       continue;
     }
-    const member = keys.member(parts);
-    let vendorIndex = vendors.get(parts[0]!);
-    if (vendorIndex === undefined) vendors.set(parts[0]!, (vendorIndex = keys.vendorIndex(parts[0]!)));
+    const vendor = parts[0]!;
+    let vendorNumber = callVendors.get(vendor);
+    if (vendorNumber === undefined) {
+      let vendorIndex = vendors.get(vendor);
+      if (vendorIndex === undefined) vendors.set(vendor, (vendorIndex = keys.vendorIndex(vendor)));
+      callVendors.set(vendor, (vendorNumber = vendorIndexes.push(vendorIndex)));
+    }
     const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
-    const customerIndex = typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '';
-    const versionArg = String(version);
-    const value = `${versionArg}|${JSON.stringify(row)}`;
-    args.push(keys.booking(member), versionArg, value, String(expireAt), vendorIndex, member, String(time), customerIndex);
+    const value = `${version}|${JSON.stringify(row)}`;
+    packer.string(keys.member(parts));
+    packer.number(version);
+    packer.string(value);
+    packer.number(time);
+    packer.number(expireAt);
+    packer.number(vendorNumber);
+    packer.string(typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '');
     bytes += value.length;
-    if (args.length === 8 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
+    if (packer.count === 7 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
   }
   flush();
   return unqueued;

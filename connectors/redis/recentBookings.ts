@@ -107,6 +107,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
 
   /** What Redis said last: whether it holds a complete cache, and when it was asked. */
   let looked = { at: -Infinity, complete: false };
+  /** What this reader last set the stale gauge to: between looks it is set only when that changes. */
+  let shown: boolean | undefined;
   const isStale = async (): Promise<boolean> => {
     let complete: boolean;
     try {
@@ -117,12 +119,17 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     looked = { at: performance.now(), complete };
     const stale = !complete || options.stale?.() === true;
     staleGauge.set(label, stale ? 1 : 0);
+    shown = stale;
     return stale;
   };
-  const staleForRead = async (): Promise<boolean> => {
+  /** Synchronous while the last look is recent: a read then awaits nothing but its own command. */
+  const staleForRead = (): boolean | Promise<boolean> => {
     if (performance.now() - looked.at >= staleCheckMs) return isStale();
     const stale = !looked.complete || options.stale?.() === true;
-    staleGauge.set(label, stale ? 1 : 0);
+    if (stale !== shown) {
+      staleGauge.set(label, stale ? 1 : 0);
+      shown = stale;
+    }
     return stale;
   };
 
@@ -166,7 +173,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
   const list = async (indexKey: string, field: string, value: string, range: TimeRange): Promise<R[]> => {
     const [from, to] = rangeOf(range);
     // Older than the TTL: the cache no longer holds all of it.
-    if (from >= Date.now() - layout.ttlMs && !(await staleForRead())) {
+    const stale = from >= Date.now() - layout.ttlMs ? staleForRead() : true;
+    if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
         const members = await client.zrangebyscore(indexKey, from, to);
         const stored = members.length === 0 ? [] : await client.mget(members.map((m) => keys.booking(m)));
@@ -199,7 +207,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       if (key.length !== layout.keyFields.length || key.some((part) => typeof part !== 'string')) {
         throw new TributaryError(`get needs ${layout.keyFields.length} key parts (${layout.keyFields.join(', ')}), got ${key.length}`, { code: 'BAD_KEY' });
       }
-      if (!(await staleForRead())) {
+      const stale = staleForRead();
+      if (!(typeof stale === 'boolean' ? stale : await stale)) {
         try {
           const found = parse(await client.get(keys.booking(keys.member(key))));
           if (found !== undefined) {

@@ -172,6 +172,26 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }
     });
 
+    it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix });
+      try {
+        const now = Date.now();
+        const time = (i: number) => now - HOUR - i * 1000 + 0.5;
+        // One call (under 500 rows): vendor indexes are numbered per call, one byte up to 127, more past it.
+        const rows = Array.from({ length: 300 }, (_, i) => ({ ...booking(i), vendor: `v${i}`, booked_at: time(i), updated_at: now - HOUR }) as unknown as Booking);
+        await write(cache, rows);
+        expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, unkeyed: 0 });
+        for (const i of [0, 126, 127, 128, 299]) {
+          const member = JSON.stringify([`v${i}`, `B-${i}`]);
+          expect(await redis.zrange(`${prefix}v:"v${i}"`, '0', '-1')).to.deep.equal([member]);
+          expect(Number(await redis.zscore(`${prefix}v:"v${i}"`, member))).to.equal(time(i));
+          expect(await redis.pexpiretime(`${prefix}b:${member}`)).to.equal(Math.floor(time(i)) + 24 * HOUR);
+        }
+      } finally {
+        await cache.close();
+      }
+    });
+
     it('keeps hostile key values apart, skips expired and unkeyed rows', async () => {
       const cache = toRedisCache<Booking>({ url, prefix, ttlMs: HOUR });
       try {
@@ -301,6 +321,27 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(reader.counts).to.deep.equal({ hits: 3, misses: 0 });
       } finally {
         await cache.close();
+        await reader.close();
+      }
+    });
+
+    it('follows stale() on every read between its looks at Redis, the stale gauge too', async () => {
+      await seed([booking(1)]);
+      let stale = false;
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, stale: () => stale, staleCheckMs: 600_000 });
+      const gauge = async () => (await reader.registry.metrics()).includes(`tributary_cache_stale{cache="${prefix}"} 1`);
+      try {
+        await reader.warm();
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        stale = true;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(true);
+        stale = false;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        expect(reader.counts).to.deep.equal({ hits: 2, misses: 1 });
+      } finally {
         await reader.close();
       }
     });
