@@ -28,6 +28,8 @@ export interface RunConfig {
   options: Record<string, unknown>;
   /** Each write waits this long first. */
   slowMs?: number;
+  /** Each write waits this long once stored, before its records are acked: a kill then finds rows stored past the saved position. */
+  ackDelayMs?: number;
   /** Writes after this many hang for good (`stalled` is printed): nothing more is stored. */
   stallAfterWrites?: number;
   /** Writes after this many fail for good (a non-retriable error): their records are nacked. */
@@ -73,6 +75,7 @@ function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
       if (config.failAfterWrites !== undefined && n > config.failAfterWrites) throw new SinkError(`write ${n} refused by the test`, { retriable: false });
       await sink.write(batch, context);
       stored += batch.envelopes.length;
+      if (config.ackDelayMs) await new Promise((resolve) => setTimeout(resolve, config.ackDelayMs));
     },
     close: () => sink.close?.() ?? Promise.resolve(),
   };
