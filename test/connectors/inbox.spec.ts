@@ -174,5 +174,20 @@ describe('fromInbox', () => {
   it('refuses bad options at construction', () => {
     expect(() => fromInbox({ dir: '' })).to.throw(ConfigError, 'dir must name the inbox directory, got ""');
     expect(() => fromInbox({ dir: 'x', pollMs: 0 })).to.throw(ConfigError, 'pollMs must be an integer >= 1, got 0');
+    expect(() => fromInbox({ dir: 'x', alignBatches: 'yes' as unknown as boolean })).to.throw(ConfigError, 'alignBatches must be true or false, got "yes"');
+  });
+
+  it('with alignBatches false, a batch may hold records of several files', async () => {
+    drop('a.csv', csv(1, 3));
+    drop('b.csv', csv(4, 6));
+    const sizes = async (alignBatches: boolean) => {
+      const sink = new MemorySink<unknown>();
+      const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, alignBatches, doneDir: join(dir.path, String(alignBatches)) }), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100, maxWaitMs: 50 } });
+      await pipeline.run();
+      for (const name of ['a.csv', 'b.csv']) renameSync(join(dir.path, String(alignBatches), name), join(dir.path, name));
+      return sink.writes.map((w) => w.size);
+    };
+    expect(await sizes(true)).to.deep.equal([3, 3]);
+    expect(await sizes(false)).to.deep.equal([6]);
   });
 });
