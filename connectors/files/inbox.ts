@@ -31,22 +31,51 @@ export interface FromInboxOptions extends Omit<FromFilesOptions, 'paths'> {
   once?: boolean;
   /** How often the settled position of a file in progress is saved. @default 200 */
   checkpointMs?: number;
+  /**
+   * Cut sink batches where a replay cuts them: records of two files never share a batch,
+   * and where each batch ends is saved in its file's checkpoint before it is written, so
+   * a batch read again after a crash holds the same records and carries the same insert
+   * token (nothing is stored twice). `false` lets a batch hold records of several files,
+   * faster with many small files (300 files of 50 records were 3 to 9 times quicker), but a
+   * batch cut by `maxWaitMs` and read again after a crash may then be stored twice. @default true
+   */
+  alignBatches?: boolean;
 }
 
-/** What is saved for a file in progress: records up to `settled` are durable. */
+/**
+ * What is saved for a file in progress: records up to `settled` are durable; `cuts` are the
+ * records where sink batches ended, from the last one at or before `settled` on (none: the
+ * file's start), each saved before its batch was written.
+ */
 interface Checkpoint {
   name: string;
   size: number;
   mtimeMs: number;
   settled: number;
+  cuts?: number[];
+}
+
+/** Where a file resumes: records up to `settled` are durable; batches past `from` end at `cuts`. */
+export interface Resumed {
+  settled: number;
+  /** The record after which the batch holding `settled + 1` began: reading resumes after it. */
+  from: number;
+  /** Where batches past `from` ended, in order. */
+  cuts: number[];
 }
 
 /**
  * Watches a directory and reads each file that lands there once. A file moves to `done/`
  * (or `failed/`) only after all its records are durable; until then its settled position
  * is saved, so after a crash a half-done file resumes after its last settled record.
- * Records read again after a crash carry the same positions, so ClickHouse absorbs them
- * (insert tokens, `ReplacingMergeTree` keyed on position).
+ *
+ * Records read again after a crash are not stored twice: before a sink batch is written,
+ * the record where it ends (its cut) is saved in the file's checkpoint, and a restart reads
+ * again from the start of the first batch not wholly settled and cuts its batches at the
+ * saved cuts, so each batch written again holds the same records and carries the same
+ * insert token, which ClickHouse absorbs (`non_replicated_deduplication_window` on a plain
+ * MergeTree, the replicated window on a replicated one). Records of two files never share
+ * a batch.
  *
  * ## Example
  * ```ts
@@ -64,7 +93,9 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
   const checkpointMs = positiveInteger(options.checkpointMs, 200, 'checkpointMs');
   const settings = resolveReadSettings(options, options.name ?? 'inbox');
   const vendorOf = vendorFunction(options.vendor);
-  const state = new InboxState(stateDir, doneDir, failedDir, checkpointMs);
+  if (options.alignBatches !== undefined && typeof options.alignBatches !== 'boolean') throw new ConfigError(`alignBatches must be true or false, got ${JSON.stringify(options.alignBatches)}`);
+  const aligned = options.alignBatches ?? true;
+  const state = new InboxState(stateDir, doneDir, failedDir, checkpointMs, aligned);
 
   const formatOf = (name: string): FileFormat | undefined => {
     const format = options.format ?? formatOfName(name);
@@ -90,13 +121,20 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
     return found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  let stopping: AbortSignal | undefined;
   return {
     name: settings.source,
     inbox: state,
+    ...(aligned && {
+      batchKey: (envelope: Envelope<unknown>) => state.batchKey(envelope.meta.file, envelope.meta.record),
+      replayedBatch: (envelope: Envelope<unknown>) => state.replayedBatch(envelope.meta.file, envelope.meta.record),
+      beforeWrite: (envelopes: readonly Envelope<unknown>[]) => state.beforeWrite(envelopes, stopping?.aborted === true),
+    }),
     open(context: SourceContext) {
       return new Observable<Envelope<unknown>>((subscriber) => {
         const emit = (envelope: Envelope<unknown>) => subscriber.next(envelope);
         const { signal } = context;
+        stopping = signal;
         (async () => {
           await Promise.all([mkdir(doneDir, { recursive: true }), mkdir(failedDir, { recursive: true }), mkdir(stateDir, { recursive: true })]);
           const seen = new Map<string, string>();
@@ -119,11 +157,11 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
               if (format === undefined) {
                 // A file no configured format reads: one dead letter, then failed/, never left unsaid.
                 const why = unreadable(name);
-                if (resumed === 0) await rejectUnreadable(file, vendorOf(file), why, settings, context);
+                if (resumed.settled === 0) await rejectUnreadable(file, vendorOf(file), why, settings, context);
                 tracker.read(1, `UNREADABLE_FILE: ${why}`);
                 continue;
               }
-              const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed);
+              const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed.settled, resumed.from);
               if (signal.aborted) {
                 tracker.stopped(outcome.records);
                 break;
@@ -161,7 +199,11 @@ export class InboxState {
   /** Files moved out of the inbox: where they went. */
   readonly moved: { file: string; to: string; failure: string | undefined }[] = [];
 
-  constructor(stateDir: string, doneDir: string, failedDir: string, checkpointMs: number) {
+  /** Whether batches are cut where a replay cuts them (and checkpoints say where). */
+  readonly aligned: boolean;
+
+  constructor(stateDir: string, doneDir: string, failedDir: string, checkpointMs: number, aligned = true) {
+    this.aligned = aligned;
     this.#stateDir = stateDir;
     this.#doneDir = doneDir;
     this.#failedDir = failedDir;
@@ -176,23 +218,60 @@ export class InboxState {
     return this.#files.has(file);
   }
 
-  /** Records of `name` already durable in an earlier run, when the file is the same one. */
-  async resume(name: string, size: number, mtimeMs: number): Promise<number> {
+  /** Where `name` resumes after an earlier run, when the file is the same one; from the start otherwise. */
+  async resume(name: string, size: number, mtimeMs: number): Promise<Resumed> {
+    const start: Resumed = { settled: 0, from: 0, cuts: [] };
     const text = await readText(this.#checkpointPath(name), 'utf8').catch(() => undefined);
-    if (text === undefined) return 0;
+    if (text === undefined) return start;
+    let saved: Checkpoint;
     try {
-      const saved = JSON.parse(text) as Checkpoint;
-      if (saved.name === name && saved.size === size && saved.mtimeMs === mtimeMs && Number.isInteger(saved.settled)) return saved.settled;
+      saved = JSON.parse(text) as Checkpoint;
     } catch {
-      // A checkpoint cut short by a crash: start the file over (ClickHouse absorbs repeats).
+      // A checkpoint is replaced whole, never cut short; one that does not parse was not ours: start over.
+      return start;
     }
-    return 0;
+    if (saved?.name !== name || saved.size !== size || saved.mtimeMs !== mtimeMs || !Number.isSafeInteger(saved.settled) || saved.settled < 0) return start;
+    const { settled } = saved;
+    // Without cuts (a checkpoint of an older version), reading resumes after the settled records.
+    if (saved.cuts === undefined) return { settled, from: settled, cuts: [] };
+    const cuts = saved.cuts;
+    if (!Array.isArray(cuts) || !cuts.every((cut, i) => Number.isSafeInteger(cut) && cut > (i === 0 ? 0 : cuts[i - 1]!))) return start;
+    const from = cuts.filter((cut) => cut <= settled).pop() ?? 0;
+    return { settled, from, cuts: cuts.filter((cut) => cut > from) };
   }
 
-  track(file: string, name: string, size: number, mtimeMs: number, settled: number): FileTracker {
-    const tracker = new FileTracker(this, file, name, size, mtimeMs, settled);
+  track(file: string, name: string, size: number, mtimeMs: number, resumed: Resumed): FileTracker {
+    const tracker = new FileTracker(this, file, name, size, mtimeMs, resumed);
     this.#files.set(file, tracker);
     return tracker;
+  }
+
+  /** Records of two files never share a batch, nor does a batch run past a cut an earlier run made. */
+  batchKey(file: string | undefined, record: number | undefined): string {
+    const end = file === undefined || record === undefined ? undefined : this.#files.get(file)?.replayCut(record);
+    return end === undefined ? (file ?? '') : `${file}\0${end}`;
+  }
+
+  /** `last` for the record where an earlier run ended a batch, `within` for those before it. */
+  replayedBatch(file: string | undefined, record: number | undefined): 'within' | 'last' | undefined {
+    const end = file === undefined || record === undefined ? undefined : this.#files.get(file)?.replayCut(record);
+    return end === undefined ? undefined : end === record ? 'last' : 'within';
+  }
+
+  /**
+   * Saves where the batch ends in its file's checkpoint before the batch is written. False
+   * (its records are nacked, read again next time) for a batch an earlier run cut further
+   * on, cut short by a stop: written, it would carry a token of its own.
+   */
+  async beforeWrite(envelopes: readonly Envelope<unknown>[], stopping: boolean): Promise<boolean> {
+    const first = envelopes[0]?.meta;
+    const last = envelopes[envelopes.length - 1]?.meta.record;
+    const tracker = first?.file === undefined ? undefined : this.#files.get(first.file);
+    if (!tracker || first?.record === undefined || last === undefined) return true;
+    const end = tracker.replayCut(first.record);
+    if (end !== undefined && end !== last && stopping) return false;
+    await tracker.cut(last);
+    return true;
   }
 
   settled(file: string | undefined, record: number | undefined, error: Error | undefined): void {
@@ -276,20 +355,57 @@ class FileTracker {
   #failure: string | undefined;
   #failed = false;
   #saved: number;
-  #saving = false;
-  /** The checkpoint write under way, if any. */
+  /** The last checkpoint write asked for (it never rejects): the next one follows it. */
   saving: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   #finishing = false;
+  /** Records where batches ended, in order, from the last one at or before the settled position on. */
+  #cuts: number[];
+  /** Cuts made by the run before, which this one makes again: past where reading resumed. */
+  readonly #replayCuts: readonly number[];
+  #cutsNoted = 0;
+  #cutsSaved = 0;
 
-  constructor(inbox: InboxState, file: string, name: string, size: number, mtimeMs: number, settled: number) {
+  constructor(inbox: InboxState, file: string, name: string, size: number, mtimeMs: number, resumed: Resumed) {
     this.#inbox = inbox;
     this.file = file;
     this.name = name;
     this.#size = size;
     this.#mtimeMs = mtimeMs;
-    this.#contiguous = settled;
-    this.#saved = settled;
+    this.#contiguous = resumed.settled;
+    this.#saved = resumed.settled;
+    this.#replayCuts = resumed.cuts;
+    this.#cuts = resumed.from > 0 ? [resumed.from, ...resumed.cuts] : [...resumed.cuts];
+  }
+
+  /** The first cut of the run before at or after `record`: where the batch holding it ends. */
+  replayCut(record: number): number | undefined {
+    const cuts = this.#replayCuts;
+    if (cuts.length === 0 || record > cuts[cuts.length - 1]!) return undefined;
+    let low = 0;
+    let high = cuts.length - 1;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (cuts[middle]! < record) low = middle + 1;
+      else high = middle;
+    }
+    return cuts[low];
+  }
+
+  /** Notes that a batch ends at `record`; resolves once a checkpoint holding that cut is on disk. */
+  async cut(record: number): Promise<void> {
+    const cuts = this.#cuts;
+    let at = cuts.length;
+    while (at > 0 && cuts[at - 1]! > record) at--;
+    if (at === 0 || cuts[at - 1] !== record) {
+      cuts.splice(at, 0, record);
+      this.#cutsNoted++;
+    }
+    const noted = this.#cutsNoted;
+    while (this.#cutsSaved < noted) {
+      if (this.#finishing) return;
+      await this.#saveNow();
+    }
   }
 
   /** The move out of the inbox, once every record is settled. */
@@ -312,8 +428,7 @@ class FileTracker {
       if (this.#finishing) return this.#finished;
       clearTimeout(this.#timer);
       this.#timer = undefined;
-      await this.saving;
-      if (this.#contiguous !== this.#saved) await (this.saving = this.#save());
+      await this.#saveNow().catch((error: unknown) => this.#warn(error));
     })();
     return this.#halting;
   }
@@ -355,24 +470,41 @@ class FileTracker {
   }
 
   #schedule(): void {
-    if (this.#timer || this.#saving) return;
-    this.#timer = setTimeout(() => (this.saving = this.#save()), this.#inbox.checkpointMs());
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#saveNow().then(
+        () => {
+          if (this.#contiguous !== this.#saved && !this.#finishing) this.#schedule();
+        },
+        (error: unknown) => this.#warn(error),
+      );
+    }, this.#inbox.checkpointMs());
     this.#timer.unref();
   }
 
+  /** Saves the settled position and the cuts noted, after any save under way; rejects when the write fails. */
+  #saveNow(): Promise<void> {
+    const save = this.saving.then(() => this.#save());
+    this.saving = save.catch(() => undefined);
+    return save;
+  }
+
   async #save(): Promise<void> {
-    this.#timer = undefined;
-    if (this.#finishing || this.#contiguous === this.#saved) return;
-    this.#saving = true;
     const settled = this.#contiguous;
-    try {
-      await this.#inbox.save({ name: this.name, size: this.#size, mtimeMs: this.#mtimeMs, settled });
-      this.#saved = settled;
-    } catch (error) {
-      process.emitWarning(`tributary inbox: cannot save the position of ${this.file}: ${(error as Error).message}`);
-    } finally {
-      this.#saving = false;
-    }
-    if (this.#contiguous !== this.#saved && !this.#finishing) this.#schedule();
+    const noted = this.#cutsNoted;
+    if (this.#finishing || (settled === this.#saved && noted === this.#cutsSaved)) return;
+    // Cuts before the last one at or before the settled position are no longer needed.
+    let base = 0;
+    while (base + 1 < this.#cuts.length && this.#cuts[base + 1]! <= settled) base++;
+    if (base > 0) this.#cuts = this.#cuts.slice(base);
+    // Without aligned batches no cut is noted: a checkpoint without cuts resumes right after `settled`.
+    await this.#inbox.save({ name: this.name, size: this.#size, mtimeMs: this.#mtimeMs, settled, ...(this.#inbox.aligned && { cuts: [...this.#cuts] }) });
+    this.#saved = Math.max(this.#saved, settled);
+    this.#cutsSaved = Math.max(this.#cutsSaved, noted);
+  }
+
+  #warn(error: unknown): void {
+    process.emitWarning(`tributary inbox: cannot save the position of ${this.file}: ${(error as Error).message}`);
   }
 }

@@ -105,7 +105,9 @@ const FILE_FAILURES = new Set(['NOT_ARRAY', 'EMPTY_FILE', 'NOT_XML', 'GZIP', 'UN
 /**
  * Reads one file into envelopes: gunzips it when its first bytes say gzip, chooses its
  * encoding, frames and parses its records, takes a credit for each. Records numbered up
- * to `skip` are read but not emitted (they were settled in an earlier run).
+ * to `skip` were settled in an earlier run: those up to `from` are read but not emitted;
+ * those after it are emitted again, so the batch they shared with unsettled records is
+ * written whole once more (and absorbed by its insert token), but not dead-lettered again.
  */
 export async function readFile(
   file: string,
@@ -115,6 +117,7 @@ export async function readFile(
   context: SourceContext,
   emit: (envelope: Envelope<unknown>) => void,
   skip = 0,
+  from = skip,
 ): Promise<FileOutcome> {
   const { source, limits } = settings;
   let record = 0;
@@ -122,12 +125,14 @@ export async function readFile(
   let decodeText: (bytes: Buffer) => string = utf8Text;
   let checkUtf8 = true;
 
+  // A record settled before, emitted again for its batch: its dead letter is written already.
+  const settledBefore: SourceContext = { ...context, reject: (_meta, _raw, bytes) => context.credits.release(bytes) };
   const deliver = async (frames: Frame[]) => {
     const receivedAt = Date.now();
     for (const frame of frames) {
       record++;
       if (frame.error && FILE_FAILURES.has(frame.error.code)) failure ??= `${frame.error.code}: ${frame.error.message}`;
-      if (record <= skip) continue;
+      if (record <= from || (record <= skip && frame.error)) continue;
       const bytes = frame.size ?? frame.bytes.length;
       const wait = context.credits.take(bytes);
       if (wait) await wait;
@@ -142,7 +147,7 @@ export async function readFile(
         attempt: 1,
       };
       if (vendor !== undefined) meta.vendor = vendor;
-      deliverFrame(frame, meta, bytes, limits, context, emit, decodeText, checkUtf8);
+      deliverFrame(frame, meta, bytes, limits, record <= skip ? settledBefore : context, emit, decodeText, checkUtf8);
     }
   };
 

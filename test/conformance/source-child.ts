@@ -28,6 +28,10 @@ export interface RunConfig {
   options: Record<string, unknown>;
   /** Each write waits this long first. */
   slowMs?: number;
+  /** Each write waits this long once stored, before its records are acked: a kill then finds rows stored past the saved position. */
+  ackDelayMs?: number;
+  /** Each dead-letter write waits this long once stored: a dead letter then holds the saved position back while later batches are written. */
+  deadLetterAckDelayMs?: number;
   /** Writes after this many hang for good (`stalled` is printed): nothing more is stored. */
   stallAfterWrites?: number;
   /** Writes after this many fail for good (a non-retriable error): their records are nacked. */
@@ -73,6 +77,7 @@ function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
       if (config.failAfterWrites !== undefined && n > config.failAfterWrites) throw new SinkError(`write ${n} refused by the test`, { retriable: false });
       await sink.write(batch, context);
       stored += batch.envelopes.length;
+      if (config.ackDelayMs) await new Promise((resolve) => setTimeout(resolve, config.ackDelayMs));
     },
     close: () => sink.close?.() ?? Promise.resolve(),
   };
@@ -99,7 +104,7 @@ async function run(config: RunConfig): Promise<void> {
     source,
     transform: map((e: Envelope<any>) => e.map({ ref: String(e.value.ref ?? e.value.id), position: `${e.meta.position}#${e.meta.record ?? ''}` })),
     sink: faulty(toClickHouse<Record<string, unknown>>({ client: clickhouse, table: 'source_rows' }), config),
-    deadLetters: toClickHouse({ client: clickhouse, table: 'dead_letters' }),
+    deadLetters: faulty(toClickHouse({ client: clickhouse, table: 'dead_letters' }), { kind: config.kind, chdb: config.chdb, options: {}, ackDelayMs: config.deadLetterAckDelayMs }),
     batch: config.batch ?? { rows: 500, maxWaitMs: 200 },
     inFlight: { records: 2000 },
     ...(config.sinkConcurrency && { sinkConcurrency: config.sinkConcurrency }),

@@ -38,6 +38,10 @@ export interface SourceInput {
   writesBefore: number;
   /** Each write waits this long (stop, kill): the test can interrupt the run mid-stream. */
   slowMs?: number;
+  /** Each write waits this long once stored, before its records are acked (kill): rows are stored past the saved position. */
+  ackDelayMs?: number;
+  /** Each dead-letter write waits this long once stored (kill): a dead letter holds the saved position back inside a written batch. */
+  deadLetterAckDelayMs?: number;
   /** Every record the input holds, by reference: all must be stored in the end. */
   refs(): string[];
   /**
@@ -261,7 +265,7 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
 
     it('kill -9 mid-stream and restart: every record stored, none twice but those past the saved position at the kill', async () => {
       input = await driver.input(work.path, 'kill');
-      const { child, url } = await launch(driver, input, chdb(), { ...(input.slowMs && { slowMs: input.slowMs }) });
+      const { child, url } = await launch(driver, input, chdb(), { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }) });
       running = child;
       if (url) input.feed!(url);
       await until(() => input!.midway() || child.process.exitCode !== null, 120_000, 'the run midway');

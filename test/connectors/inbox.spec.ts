@@ -102,6 +102,46 @@ describe('fromInbox', () => {
     expect(ls('done')).to.deep.equal(['a.2.csv', 'a.csv']);
   });
 
+  it('saves where each batch ends in the checkpoint before the batch is written', async () => {
+    drop('a.csv', csv(1, 40));
+    const sink = new MemorySink<unknown>();
+    const path = join(dir.path, '.tributary', 'a.csv.checkpoint.json');
+    const seen: { last: number; cuts: number[] }[] = [];
+    sink.gate = async (batch) => {
+      const saved = JSON.parse(readFileSync(path, 'utf8')) as { cuts: number[] };
+      seen.push({ last: batch.envelopes[batch.envelopes.length - 1]!.meta.record!, cuts: saved.cuts });
+    };
+    const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, checkpointMs: 60_000 }), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 7, maxWaitMs: 5 } });
+    await pipeline.run();
+    expect(seen.map((s) => s.last)).to.deep.equal([7, 14, 21, 28, 35, 40]);
+    for (const { last, cuts } of seen) expect(cuts, `the checkpoint when the batch ending at ${last} was written`).to.include(last);
+    expect(ls('done')).to.deep.equal(['a.csv']);
+  });
+
+  it('after a crash, reads again from the start of the batch holding the first unsettled record and cuts where the run before cut', async () => {
+    // Records 2 and 4 are not JSON (dead letters). The run before wrote [1 3 5 6] and [7 8 9 10];
+    // 1 to 3 had settled when it died, 4's dead letter had not.
+    const lines = Array.from({ length: 10 }, (_, i) => (i === 1 || i === 3 ? '{not json' : JSON.stringify({ ref: `R-${i + 1}`, pad: 'x'.repeat(300) })));
+    drop('a.ndjson', lines.join('\n') + '\n');
+    const info = statSync(join(dir.path, 'a.ndjson'));
+    mkdirSync(join(dir.path, '.tributary'), { recursive: true });
+    writeFileSync(join(dir.path, '.tributary', 'a.ndjson.checkpoint.json'), JSON.stringify({ name: 'a.ndjson', size: info.size, mtimeMs: info.mtimeMs, settled: 3, cuts: [6, 10] }));
+    const sink = new MemorySink<unknown>();
+    const batches: number[][] = [];
+    sink.gate = async (batch) => void batches.push(batch.envelopes.map((e) => e.meta.record!));
+    const deadLetters = new MemorySink<DeadLetter>();
+    // Reads of 8 bytes past the first 256 and maxWaitMs 0: without the saved cuts, batches would be cut wherever reading paused.
+    const stats = await new Pipeline({ source: fromInbox({ dir: dir.path, once: true, chunkBytes: 8 }), sink, deadLetters, batch: { rows: 100, maxWaitMs: 0 } }).run();
+    expect(batches).to.deep.equal([
+      [1, 3, 5, 6],
+      [7, 8, 9, 10],
+    ]);
+    // Record 2's dead letter was written before the crash; record 4's was not.
+    expect(deadLetters.rows.map((l) => l.position)).to.deep.equal([`${join(dir.path, 'a.ndjson')}@${lines.slice(0, 3).join('\n').length + 1}`]);
+    expect(stats).to.include({ read: 9, written: 8, deadLettered: 1, nacked: 0 });
+    expect(ls('done')).to.deep.equal(['a.ndjson']);
+  });
+
   it('saves the settled position while a file is read, and leaves the file in place when a write fails', async () => {
     drop('a.csv', csv(1, 40));
     const sink = new MemorySink<unknown>();
@@ -134,5 +174,20 @@ describe('fromInbox', () => {
   it('refuses bad options at construction', () => {
     expect(() => fromInbox({ dir: '' })).to.throw(ConfigError, 'dir must name the inbox directory, got ""');
     expect(() => fromInbox({ dir: 'x', pollMs: 0 })).to.throw(ConfigError, 'pollMs must be an integer >= 1, got 0');
+    expect(() => fromInbox({ dir: 'x', alignBatches: 'yes' as unknown as boolean })).to.throw(ConfigError, 'alignBatches must be true or false, got "yes"');
+  });
+
+  it('with alignBatches false, a batch may hold records of several files', async () => {
+    drop('a.csv', csv(1, 3));
+    drop('b.csv', csv(4, 6));
+    const sizes = async (alignBatches: boolean) => {
+      const sink = new MemorySink<unknown>();
+      const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, alignBatches, doneDir: join(dir.path, String(alignBatches)) }), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100, maxWaitMs: 50 } });
+      await pipeline.run();
+      for (const name of ['a.csv', 'b.csv']) renameSync(join(dir.path, String(alignBatches), name), join(dir.path, name));
+      return sink.writes.map((w) => w.size);
+    };
+    expect(await sizes(true)).to.deep.equal([3, 3]);
+    expect(await sizes(false)).to.deep.equal([6]);
   });
 });
