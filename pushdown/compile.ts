@@ -414,7 +414,8 @@ class Compiler {
     const x = named(`multiIf(${isString}, ${fromString}, ${numberText}, ${raw}, '')`);
     const xOk = named(`(${isString} OR ${numberText})`);
     const groups = named(`extractGroups(${x}, '^([+-]?)([0-9]+)(?:\\\\.([0-9]+))?$')`);
-    const matches = named(`match(${x}, '^[+-]?[0-9]+(?:\\\\.[0-9]+)?$')`);
+    // match(x, <the same pattern without groups>): extractGroups gives [] when the pattern does not match.
+    const matches = named(`notEmpty(${groups})`);
     const sign = named(`if(${groups}[1] = '-', '-', '')`);
     const whole = named(`${groups}[2]`);
     const fraction = named(`${groups}[3]`);
@@ -475,7 +476,8 @@ class Compiler {
     const zoned = this.#zone(zone, local, `${where}.timeZone`);
     if (!zoned) return undefined;
     const utc = named(`if(${offsetText} != '', ${local} - ${offsetMinutes} * 60000, ${zoned.utc})`);
-    const matched = `match(${text}, ${lit(pattern)})`;
+    // match(text, pattern), the pattern has groups: extractGroups gives [] when it does not match.
+    const matched = `notEmpty(${g})`;
     const ok = `(${isString} AND ${matched} AND ${valid} AND (${offsetText} != '' OR ${zoned.ok}) AND ${inRange(utc)})`;
     if (type === 'datetime') return { ok, value: { kind: 'datetime', sql: utc } };
     // A calendar date without an offset and at midnight stays the day the vendor wrote.
@@ -827,7 +829,7 @@ class Compiler {
         const scale = Number(decimal[2] ?? decimal[4]);
         if (precision > 38 || scale > precision) return refuse();
         const digits = precision - scale;
-        const fits = `match(${value.sql}, ${lit(`^-?[0-9]{1,${Math.max(digits, 1)}}(\\.[0-9]{1,${Math.max(scale, 1)}})?$`)})${scale === 0 ? ` AND position(${value.sql}, '.') = 0` : ''}${digits === 0 ? ` AND match(${value.sql}, '^-?0')` : ''}`;
+        const fits = named(`match(${value.sql}, ${lit(`^-?[0-9]{1,${Math.max(digits, 1)}}(\\.[0-9]{1,${Math.max(scale, 1)}})?$`)})${scale === 0 ? ` AND position(${value.sql}, '.') = 0` : ''}${digits === 0 ? ` AND match(${value.sql}, '^-?0')` : ''}`);
         // Total: a value that does not fit becomes 0 before the cast (and the row is not accepted).
         return { sql: cast(`toDecimal128OrZero(if(${fits}, ${value.sql}, '0'), ${scale})`), fits: `(${fits})` };
       }
