@@ -10,6 +10,7 @@
  *   record numbers and refusals are the files source's own.
  * - The engine gets each chunk as a private temporary file and runs
  *   `INSERT INTO <table> SELECT <columns> FROM file(<chunk>, LineAsString) WHERE <accepted>`
+ *   (through the plan's `select` when it has one: the parts they share computed once per line)
  *   with an insert token of the file and the chunk's byte range: a re-run (after kill -9)
  *   repeats every chunk and the table absorbs the ones it already holds. A chunk is one
  *   insert block, so it is stored whole or not at all.
