@@ -68,7 +68,7 @@ export function planPushdown(options: PlanPushdownOptions): PushdownPlan {
       columns: result.columns.map((c) => ({ name: c.name, sql: render(c.sql) })),
       accepted: render(and(result.conditions.map((c) => c.sql))),
       conditions: result.conditions.map((c) => ({ name: c.name, sql: render(c.sql) })),
-      row: render(`tuple(${[and(result.conditions.map((c) => c.sql)), ...result.columns.map((c) => c.sql)].join(', ')})`),
+      select: layered([['__pd_accepted', and(result.conditions.map((c) => c.sql))], ...result.columns.map((c, i): [string, string] => [`__pd_c${i}`, c.sql])]),
     };
   } finally {
     bodies.clear();
@@ -91,40 +91,54 @@ function named(sql: string): string {
 
 const MARKER = /\u0001(\w+)\u0002/g;
 
-/**
- * An expression with its named subexpressions bound once each, as nested `let`s: the
- * subexpressions in dependency levels, each level a tuple passed to a one-element
- * `arrayMap` whose lambda sees the levels before it (`tupleElement(__pd_s1, 3)`).
- * Writing a shared subexpression out at each use (or by alias, which the engine expands)
- * made trees the engine took seconds to analyse; these stay linear in the mapping's size.
- */
-function render(sql: string): string {
+/** The named subexpressions `sqls` use, in dependency levels: a level's bodies use only the levels before it. */
+function levelsOf(sqls: string[]): string[][] {
   const level = new Map<string, number>();
-  const order: string[] = [];
   const visit = (alias: string): number => {
     const known = level.get(alias);
     if (known !== undefined) return known;
     let depth = 1;
     for (const [, dep] of bodies.get(alias)!.matchAll(MARKER)) depth = Math.max(depth, visit(dep!) + 1);
     level.set(alias, depth);
-    order.push(alias);
     return depth;
   };
-  for (const [, alias] of sql.matchAll(MARKER)) visit(alias!);
+  for (const sql of sqls) for (const [, alias] of sql.matchAll(MARKER)) visit(alias!);
   const levels: string[][] = [];
+  for (const [alias, l] of level) (levels[l - 1] ??= []).push(alias);
+  return levels;
+}
+
+/**
+ * An expression with its named subexpressions bound once each, as nested `let`s: each
+ * level a tuple passed to a one-element `arrayMap` whose lambda sees the levels before it
+ * (`tupleElement(__pd_s1, 3)`). Writing a shared subexpression out at each use (or by
+ * alias, which the engine expands) made trees the engine took seconds to analyse; these
+ * stay linear in the mapping's size. (`layered` does the same work in less time.)
+ */
+function render(sql: string): string {
+  const levels = levelsOf([sql]);
   const slot = new Map<string, string>();
-  for (const alias of order) {
-    const l = level.get(alias)!;
-    const members = (levels[l] ??= []);
-    members.push(alias);
-    slot.set(alias, `tupleElement(__pd_s${l}, ${members.length})`);
-  }
+  levels.forEach((members, l) => members.forEach((alias, i) => slot.set(alias, `tupleElement(__pd_s${l + 1}, ${i + 1})`)));
   const bound = (text: string) => text.replace(MARKER, (_, alias: string) => slot.get(alias)!);
   let out = bound(sql);
-  for (let l = levels.length - 1; l >= 1; l--) {
-    out = `arrayMap(__pd_s${l} -> ${out}, [tuple(${levels[l]!.map((alias) => bound(bodies.get(alias)!)).join(', ')})])[1]`;
+  for (let l = levels.length - 1; l >= 0; l--) {
+    out = `arrayMap(__pd_s${l + 1} -> ${out}, [tuple(${levels[l]!.map((alias) => bound(bodies.get(alias)!)).join(', ')})])[1]`;
   }
   return out;
+}
+
+/**
+ * `outputs` (name → expression) as one SELECT over `__pd_input`: each level of named
+ * subexpressions a column of its own subquery, read by name in the levels above. Every
+ * part is computed once per row, and the engine reads plain columns instead of building a
+ * tuple and an array per level and row as `render`'s lets do.
+ */
+function layered(outputs: [string, string][]): string {
+  const levels = levelsOf(outputs.map(([, sql]) => sql));
+  const bound = (text: string) => text.replace(MARKER, (_, alias: string) => `__pd_${alias}`);
+  let from = '__pd_input';
+  for (const members of levels) from = `(SELECT *, ${members.map((alias) => `${bound(bodies.get(alias)!)} AS __pd_${alias}`).join(', ')} FROM ${from})`;
+  return `SELECT *, ${outputs.map(([name, sql]) => `${bound(sql)} AS ${name}`).join(', ')} FROM ${from}`;
 }
 
 /** A named part of `accepted`. */
@@ -400,7 +414,8 @@ class Compiler {
     const x = named(`multiIf(${isString}, ${fromString}, ${numberText}, ${raw}, '')`);
     const xOk = named(`(${isString} OR ${numberText})`);
     const groups = named(`extractGroups(${x}, '^([+-]?)([0-9]+)(?:\\\\.([0-9]+))?$')`);
-    const matches = named(`match(${x}, '^[+-]?[0-9]+(?:\\\\.[0-9]+)?$')`);
+    // match(x, <the same pattern without groups>): extractGroups gives [] when the pattern does not match.
+    const matches = named(`notEmpty(${groups})`);
     const sign = named(`if(${groups}[1] = '-', '-', '')`);
     const whole = named(`${groups}[2]`);
     const fraction = named(`${groups}[3]`);
@@ -461,7 +476,8 @@ class Compiler {
     const zoned = this.#zone(zone, local, `${where}.timeZone`);
     if (!zoned) return undefined;
     const utc = named(`if(${offsetText} != '', ${local} - ${offsetMinutes} * 60000, ${zoned.utc})`);
-    const matched = `match(${text}, ${lit(pattern)})`;
+    // match(text, pattern), the pattern has groups: extractGroups gives [] when it does not match.
+    const matched = `notEmpty(${g})`;
     const ok = `(${isString} AND ${matched} AND ${valid} AND (${offsetText} != '' OR ${zoned.ok}) AND ${inRange(utc)})`;
     if (type === 'datetime') return { ok, value: { kind: 'datetime', sql: utc } };
     // A calendar date without an offset and at midnight stays the day the vendor wrote.
@@ -813,7 +829,7 @@ class Compiler {
         const scale = Number(decimal[2] ?? decimal[4]);
         if (precision > 38 || scale > precision) return refuse();
         const digits = precision - scale;
-        const fits = `match(${value.sql}, ${lit(`^-?[0-9]{1,${Math.max(digits, 1)}}(\\.[0-9]{1,${Math.max(scale, 1)}})?$`)})${scale === 0 ? ` AND position(${value.sql}, '.') = 0` : ''}${digits === 0 ? ` AND match(${value.sql}, '^-?0')` : ''}`;
+        const fits = named(`match(${value.sql}, ${lit(`^-?[0-9]{1,${Math.max(digits, 1)}}(\\.[0-9]{1,${Math.max(scale, 1)}})?$`)})${scale === 0 ? ` AND position(${value.sql}, '.') = 0` : ''}${digits === 0 ? ` AND match(${value.sql}, '^-?0')` : ''}`);
         // Total: a value that does not fit becomes 0 before the cast (and the row is not accepted).
         return { sql: cast(`toDecimal128OrZero(if(${fits}, ${value.sql}, '0'), ${scale})`), fits: `(${fits})` };
       }

@@ -10,6 +10,7 @@
  *   record numbers and refusals are the files source's own.
  * - The engine gets each chunk as a private temporary file and runs
  *   `INSERT INTO <table> SELECT <columns> FROM file(<chunk>, LineAsString) WHERE <accepted>`
+ *   (through the plan's `select` when it has one: the parts they share computed once per line)
  *   with an insert token of the file and the chunk's byte range: a re-run (after kill -9)
  *   repeats every chunk and the table absorbs the ones it already holds. A chunk is one
  *   insert block, so it is stored whole or not at all.
@@ -331,7 +332,8 @@ class EngineImport {
   readonly #progressEveryMs: number;
   readonly #planId: string;
   readonly #columns: string;
-  readonly #select: string;
+  /** `line`, `__pd_row` (the engine's 0-based line number), `__pd_accepted` and the columns `__pd_c0`, `__pd_c1`, … of the lines of `input`. */
+  readonly #lines: (input: string) => string;
 
   constructor(
     client: ClickHouseClient,
@@ -357,7 +359,11 @@ class EngineImport {
     this.#progressEveryMs = progressEveryMs;
     this.#planId = createHash('sha256').update(JSON.stringify([plan.columns, plan.accepted])).digest('hex');
     this.#columns = plan.columns.map((c) => quoteIdentifier(c.name)).join(', ');
-    this.#select = plan.columns.map((c) => `(${c.sql})`).join(', ');
+    // The plan's layered SELECT computes each part `accepted` and the columns share once per
+    // line; without one, `accepted` and each column are computed apart.
+    this.#lines = plan.select
+      ? (input) => `(WITH __pd_input AS (SELECT _row_number AS __pd_row, line FROM ${input}) ${plan.select})`
+      : (input) => `(SELECT _row_number AS __pd_row, line, (${plan.accepted}) AS __pd_accepted, ${plan.columns.map((c, i) => `(${c.sql}) AS __pd_c${i}`).join(', ')} FROM ${input})`;
     // Readable by this process only: the chunks are the user's data.
     this.#dir = mkdtempSync(join(tempDir, 'tributary-import-'));
   }
@@ -471,14 +477,16 @@ class EngineImport {
     writeFileSync(path, chunk.data, { mode: 0o600 });
     try {
       const input = `file(${sqlString(path)}, 'LineAsString', 'line String')`;
-      const accepted = `ifNull((${this.#plan.accepted}), 0)`;
+      const lines = this.#lines(input);
+      const accepted = 'ifNull(__pd_accepted, 0)';
       const token = createHash('sha256')
         .update([this.#pipeline, this.#table, file, identity, chunk.start, chunk.end, chunk.eligible.offsets.length, this.#planId].join('\0'))
         .digest('hex')
         .slice(0, 32);
       // One block per chunk: stored whole or not at all, and the same block on a re-run.
       const settings = `SETTINGS insert_deduplicate = 1, insert_deduplication_token = ${sqlString(token)}, max_insert_threads = 1, min_insert_block_size_rows = 1000000000000, min_insert_block_size_bytes = 1000000000000000`;
-      const insert = (where: string) => `INSERT INTO ${quoteIdentifier(this.#table)} (${this.#columns}) SELECT ${this.#select} FROM ${input} WHERE ${where} ${settings}`;
+      const values = this.#plan.columns.map((_, i) => `__pd_c${i}`).join(', ');
+      const insert = (where: string) => `INSERT INTO ${quoteIdentifier(this.#table)} (${this.#columns}) SELECT ${values} FROM ${lines} WHERE ${where} ${settings}`;
       try {
         await this.#store(insert(`throwIf((${LINE_GUARD}) AND NOT ${accepted}, ${sqlString(REFUSED_MARKER)}) = 0 AND ${LINE_GUARD}`));
         return [];
@@ -487,7 +495,7 @@ class EngineImport {
       }
       this.#counts.chunksWithRefusals++;
       const rows = await this.#client.query<{ row: string | number; sha256: string }>(
-        `SELECT _row_number AS row, lower(hex(SHA256(line))) AS sha256 FROM ${input} WHERE ${LINE_GUARD} AND NOT ${accepted}`,
+        `SELECT __pd_row AS row, lower(hex(SHA256(line))) AS sha256 FROM ${lines} WHERE ${LINE_GUARD} AND NOT ${accepted}`,
       );
       const refused = refusedFrames(chunk, rows.map((r) => ({ row: Number(r.row), sha256: r.sha256 })));
       await this.#store(insert(`${LINE_GUARD} AND ${accepted}`));

@@ -28,11 +28,15 @@ export type PushdownPlan =
        */
       readonly conditions?: ReadonlyArray<{ readonly name: string; readonly sql: string }>;
       /**
-       * `tuple(accepted, <columns in order>)` as one expression over `line`, its shared parts
-       * computed once for all: `SELECT r.2, r.3, … FROM (SELECT <row> AS r FROM …) WHERE r.1`
-       * does the work of `columns` and `accepted` without repeating it per column.
+       * One `SELECT` doing the work of `columns` and `accepted` with their shared parts
+       * computed once per line, each a column of a nested subquery (its level: the parts it
+       * uses are columns of the subqueries below). It reads the table or CTE named
+       * `__pd_input`, which has the `line` column and any others (passed through), and
+       * gives those, `__pd_accepted` (as `accepted`) and `__pd_c0`, `__pd_c1`, … (as
+       * `columns`, in order):
+       * `WITH __pd_input AS (SELECT line FROM …) SELECT __pd_c0, __pd_c1 FROM (<select>) WHERE __pd_accepted`.
        */
-      readonly row?: string;
+      readonly select?: string;
     }
   | {
       readonly pushable: false;

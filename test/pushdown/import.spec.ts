@@ -8,6 +8,9 @@ import { migrate, Pipeline, toClickHouse, type ClickHouseClient, type DeadLetter
 import { bulkImport, bulkImportDecision, type BulkImportResult } from '../../pushdown/import';
 import { bookingTransform } from '../../examples/bookings/pipeline';
 import { migrationsDir } from '../../examples/bookings/paths';
+import { mappings } from '../../examples/bookings/mappings';
+import { bookingSchema } from '../../examples/bookings/schema';
+import { planPushdown } from '../../pushdown/compile';
 import { globetrekPlan } from '../fixtures/globetrekPlan';
 import { tempDir, testClickHouse, until } from '../helpers';
 
@@ -152,6 +155,25 @@ describe('pushdown: bulkImport on the embedded store', function () {
     await expectSameAsPlain(result, stats);
     const [{ n }] = (await clickhouse.query<{ n: string }>(`SELECT count() AS n FROM dead_pushed WHERE code IN ('RECORD_TOO_LARGE', 'TOO_DEEP', 'INVALID_UTF8', 'PARSE_JSON')`)) as [{ n: string }];
     expect(Number(n)).to.be.greaterThanOrEqual(4);
+  });
+
+  it('runs the plan planPushdown compiles through its layered select, and stores the same from the hostile file', async () => {
+    const columns = (await clickhouse.query<{ name: string; type: string; default_kind: string }>(
+      "SELECT name, type, default_kind FROM system.columns WHERE database = currentDatabase() AND table = 'bookings' ORDER BY position",
+    )).map((c) => ({ name: c.name, type: c.type, defaultKind: c.default_kind }));
+    const plan = planPushdown({ vendor: 'globetrek', mapping: mappings.globetrek!, vendorField: 'vendor', schema: bookingSchema, formats: 'fast', columns });
+    expect(plan.pushable && plan.select).to.be.a('string');
+    const dir = join(work.path, 'globetrek');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'compiled.ndjson');
+    writeFileSync(file, hostileFeed());
+    const stats = await plain([file]);
+    const result = await pushed([file], { plan });
+    expect(result.pushedDown).to.equal(true);
+    expect(result.storedByEngine).to.be.greaterThan(10);
+    // A positive refund, a date that does not exist: refused by the plan, then dead-lettered by JS.
+    expect(result.chunksWithRefusals).to.equal(1);
+    await expectSameAsPlain(result, stats);
   });
 
   it('cuts chunks anywhere, long lines across them included, and still stores the same', async () => {
