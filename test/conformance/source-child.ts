@@ -3,7 +3,8 @@
  * ClickHouse directory, or reports what that directory holds.
  *
  *   node source-child.js run '<RunConfig as JSON>'
- *       prints JSON lines: {"event":"listening","url"} (webhook), {"event":"stalled","stored"}
+ *       prints JSON lines: {"event":"listening","url"} (webhook), {"event":"writing"} as each
+ *       write starts and {"event":"wrote"} once it landed, {"event":"stalled","stored"}
  *       once a write hangs for good, {"event":"stats",...} when the pipeline ends; SIGTERM
  *       stops the pipeline (stop() drains) and exits 0 after printing its stats
  *   node source-child.js count <chdb dir>
@@ -12,6 +13,7 @@
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse } from '../../connectors/clickhouse';
 import { fromInbox } from '../../connectors/files';
+import { fromKafka, type FromKafkaOptions } from '../../connectors/kafka';
 import { fromPoll } from '../../connectors/poll';
 import { fromWebhook } from '../../connectors/webhook';
 import type { Envelope } from '../../lib/envelope';
@@ -20,11 +22,12 @@ import { Pipeline } from '../../lib/pipeline';
 import { AccessControl } from '../../lib/security/access';
 import type { Batch, Sink, WriteContext } from '../../lib/sink';
 import type { Source } from '../../lib/source';
+import { parse } from '../../operators/parse';
 
 export interface RunConfig {
-  kind: 'inbox' | 'poll' | 'webhook';
+  kind: 'inbox' | 'poll' | 'webhook' | 'kafka';
   chdb: string;
-  /** The source's options, as JSON (the webhook's: { keyHash, secret }). */
+  /** The source's options, as JSON (the webhook's: { keyHash, secret }; Kafka's are fromKafka's, its messages JSON with a `ref`). */
   options: Record<string, unknown>;
   /** Each write waits this long first. */
   slowMs?: number;
@@ -38,6 +41,8 @@ export interface RunConfig {
   failAfterWrites?: number;
   batch?: { rows: number; maxWaitMs: number };
   sinkConcurrency?: number;
+  /** The pipeline's in-flight records. @default 2000 */
+  inFlight?: number;
 }
 
 // Plain MergeTrees, not the ReplacingMergeTrees real tables would be: no merge, in the
@@ -68,6 +73,7 @@ function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
     open: () => sink.open?.() ?? Promise.resolve(),
     async write(batch: Batch<T>, context: WriteContext) {
       const n = ++writes;
+      say({ event: 'writing' });
       if (config.slowMs) await new Promise((resolve) => setTimeout(resolve, config.slowMs));
       if (config.stallAfterWrites !== undefined && n > config.stallAfterWrites) {
         say({ event: 'stalled', stored });
@@ -77,16 +83,20 @@ function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
       if (config.failAfterWrites !== undefined && n > config.failAfterWrites) throw new SinkError(`write ${n} refused by the test`, { retriable: false });
       await sink.write(batch, context);
       stored += batch.envelopes.length;
+      say({ event: 'wrote' });
       if (config.ackDelayMs) await new Promise((resolve) => setTimeout(resolve, config.ackDelayMs));
     },
     close: () => sink.close?.() ?? Promise.resolve(),
   };
 }
 
+const toRow = map((e: Envelope<any>) => e.map({ ref: String(e.value.ref ?? e.value.id), position: `${e.meta.position}#${e.meta.record ?? ''}` }));
+
 function sourceOf(config: RunConfig): Source<unknown> & { url?: () => Promise<string> } {
   const options = config.options as any;
   if (config.kind === 'inbox') return fromInbox(options);
   if (config.kind === 'poll') return fromPoll(options);
+  if (config.kind === 'kafka') return fromKafka(options as FromKafkaOptions);
   return fromWebhook({
     port: 0,
     vendors: { acme: { secrets: [options.secret] } },
@@ -102,11 +112,11 @@ async function run(config: RunConfig): Promise<void> {
   const pipeline = new Pipeline({
     name: `conformance-${config.kind}`,
     source,
-    transform: map((e: Envelope<any>) => e.map({ ref: String(e.value.ref ?? e.value.id), position: `${e.meta.position}#${e.meta.record ?? ''}` })),
+    transform: (records$) => (config.kind === 'kafka' ? records$.pipe(parse()) : records$).pipe(toRow),
     sink: faulty(toClickHouse<Record<string, unknown>>({ client: clickhouse, table: 'source_rows' }), config),
     deadLetters: faulty(toClickHouse({ client: clickhouse, table: 'dead_letters' }), { kind: config.kind, chdb: config.chdb, options: {}, ackDelayMs: config.deadLetterAckDelayMs }),
     batch: config.batch ?? { rows: 500, maxWaitMs: 200 },
-    inFlight: { records: 2000 },
+    inFlight: { records: config.inFlight ?? 2000 },
     ...(config.sinkConcurrency && { sinkConcurrency: config.sinkConcurrency }),
     retry: { initialDelayMs: 10, maxDelayMs: 100 },
   });

@@ -34,6 +34,8 @@ export interface SourceInput {
   options: Record<string, unknown>;
   /** Batch limits of the child's pipeline. */
   batch?: { rows: number; maxWaitMs: number };
+  /** The child's in-flight records. @default 2000 */
+  inFlight?: number;
   /** Sink writes that succeed before they hang (checkpoint) or fail for good (nack). */
   writesBefore: number;
   /** Each write waits this long (stop, kill): the test can interrupt the run mid-stream. */
@@ -47,11 +49,16 @@ export interface SourceInput {
   /**
    * The records the source has promised are stored, read from its saved position: the
    * records up to an inbox's checkpoint, the items of the pages before a poller's cursor,
-   * the records of the webhook requests answered 2xx.
+   * the records of the webhook requests answered 2xx, the messages before a Kafka group's
+   * committed offsets.
    */
-  promised(): string[];
-  /** Far enough into the input to stop or kill the run. */
-  midway(): boolean;
+  promised(): string[] | Promise<string[]>;
+  /** Far enough into the input to stop or kill the run (in the kill test's `round`, with the child's events seen so far). */
+  midway(run?: { round: number; seen(event: 'writing' | 'wrote'): number }): boolean;
+  /** The kill test kills and restarts the source this many times before the run that finishes the input. @default 1 */
+  rounds?: number;
+  /** The source's options in one round of the kill test. @default options */
+  optionsOf?(round: number): Record<string, unknown>;
   /** Input that does not end by itself (webhook senders): started with the child's URL; `halt` ends it. */
   feed?(url: string): void;
   halt?(): Promise<void>;
@@ -63,8 +70,8 @@ export interface SourceInput {
   redeliver?(url: string): Promise<void>;
   /** The most rows a record may have in the end, when the source itself served it more than once (a poller's pages overlapping). @default 1, plus 1 for a record stored past the saved position when the run ended */
   copies?(ref: string): number;
-  /** Source-specific checks after the first run ended or was killed. */
-  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[] }): void | Promise<void>;
+  /** Source-specific checks after the first run ended or was killed (after each kill, in the kill test's `round`). */
+  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[]; round?: number }): void | Promise<void>;
   /** Source-specific checks after the run that finished the input. */
   afterLast?(last: { counts: Counts; stats?: RunStats; first: { counts: Counts; promised: string[] } }): void | Promise<void>;
   teardown?(): Promise<void>;
@@ -75,6 +82,8 @@ export interface SourceDriver {
   kind: RunConfig['kind'];
   /** Sets up the input of one test in `dir` (which also holds the chDB directory). */
   input(dir: string, promise: SourceCheck): Promise<SourceInput>;
+  /** Longest a test may take. @default 180000 */
+  timeoutMs?: number;
 }
 
 interface Child {
@@ -82,6 +91,8 @@ interface Child {
   output: () => string;
   /** Resolves with the first JSON line printed with this event. */
   event<T = any>(name: string): Promise<T>;
+  /** How many lines were printed with this event so far. */
+  seen(name: string): number;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -107,6 +118,7 @@ function start(config: RunConfig): Child {
     process: child,
     output: () => err,
     exited,
+    seen: (name) => lines.filter((l) => l.event === name).length,
     event: (name) =>
       new Promise((resolve, reject) => {
         const seen = lines.find((l) => l.event === name);
@@ -128,7 +140,7 @@ function counted(chdb: string): Promise<Counts> {
 
 /** Starts the child and its feed; returns with the child's URL when it listens. */
 async function launch(driver: SourceDriver, input: SourceInput, chdb: string, faults: Partial<RunConfig> = {}): Promise<{ child: Child; url?: string }> {
-  const child = start({ kind: driver.kind, chdb, options: input.options, ...(input.batch && { batch: input.batch }), ...faults });
+  const child = start({ kind: driver.kind, chdb, options: input.options, ...(input.batch && { batch: input.batch }), ...(input.inFlight && { inFlight: input.inFlight }), ...faults });
   if (driver.kind !== 'webhook') return { child };
   const { url } = await child.event<{ url: string }>('listening');
   return { child, url };
@@ -143,6 +155,15 @@ async function finish(driver: SourceDriver, input: SourceInput, chdb: string): P
   const stats = await child.event<RunStats>('stats');
   expect((await child.exited).code, child.output()).to.equal(0);
   return stats;
+}
+
+/** Waits for an asynchronous condition (a source's saved position read from its broker). */
+async function eventually(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(50);
+  }
 }
 
 /** The records a saved position promises are the records stored: none missing, none more. */
@@ -177,7 +198,7 @@ function expectAllOnce(input: SourceInput, counts: Counts, first: { counts: Coun
  */
 export function sourceConformance(name: string, driver: SourceDriver): void {
   describe(`${name}: source conformance against embedded ClickHouse`, function () {
-    this.timeout(180_000);
+    this.timeout(driver.timeoutMs ?? 180_000);
     let work: ReturnType<typeof tempDir>;
     let input: SourceInput | undefined;
     let running: Child | undefined;
@@ -203,12 +224,12 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       if (url) input.feed!(url);
       const stalled = await child.event<{ stored: number }>('stalled');
       // The source saves its position in the background: give it time to catch up, and to run ahead if it would.
-      await until(() => input!.promised().length >= stalled.stored, 30_000, 'the saved position to reach the records stored').catch(() => undefined);
+      await eventually(async () => (await input!.promised()).length >= stalled.stored, 30_000, 'the saved position to reach the records stored').catch(() => undefined);
       await delay(500);
       child.process.kill('SIGKILL');
       await child.exited;
       await input.halt?.();
-      const promised = input.promised();
+      const promised = await input.promised();
       const counts = await counted(chdb());
       expect(counts.raw, 'nothing was stored before the writes hung').to.be.greaterThan(0);
       expect(counts.raw, 'a record stored twice').to.equal(counts.distinct);
@@ -224,7 +245,7 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       await input.halt?.();
       expect(exit.code, 'the run with failing writes ends in failure').to.equal(1);
       expect(child.output()).to.include('refused by the test');
-      const first = { counts: await counted(chdb()), promised: input.promised() };
+      const first = { counts: await counted(chdb()), promised: await input.promised() };
       expect(first.counts.raw, 'nothing was stored before the writes failed').to.be.greaterThan(0);
       const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
       expect(lost.slice(0, 10), `${lost.length} records promised but not stored`).to.deep.equal([]);
@@ -242,12 +263,12 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       const { child, url } = await launch(driver, input, chdb(), { ...(input.slowMs && { slowMs: input.slowMs }) });
       running = child;
       if (url) input.feed!(url);
-      await until(() => input!.midway() || child.process.exitCode !== null, 120_000, 'the run midway');
+      await until(() => input!.midway({ round: 1, seen: child.seen }) || child.process.exitCode !== null, 120_000, 'the run midway');
       child.process.kill('SIGTERM');
       const stopped = await child.event<RunStats>('stats');
       expect((await child.exited).code, child.output()).to.equal(0);
       await input.halt?.();
-      const first = { counts: await counted(chdb()), promised: input.promised() };
+      const first = { counts: await counted(chdb()), promised: await input.promised() };
       expect(stopped.nacked, 'records nacked by stop()').to.equal(0);
       expect(stopped.read).to.equal(stopped.written + stopped.deadLettered);
       expect(first.counts.raw, 'rows stored against rows the run says it wrote').to.equal(stopped.written);
@@ -265,18 +286,28 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
 
     it('kill -9 mid-stream and restart: every record stored, none twice but those past the saved position at the kill', async () => {
       input = await driver.input(work.path, 'kill');
-      const { child, url } = await launch(driver, input, chdb(), { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }) });
-      running = child;
-      if (url) input.feed!(url);
-      await until(() => input!.midway() || child.process.exitCode !== null, 120_000, 'the run midway');
-      child.process.kill('SIGKILL');
-      expect((await child.exited).signal, child.output()).to.equal('SIGKILL');
-      await input.halt?.();
-      const first = { counts: await counted(chdb()), promised: input.promised() };
-      expect(first.counts.distinct).to.be.within(1, input.refs().length - 1);
-      const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
-      expect(lost.slice(0, 10), `${lost.length} records promised at the kill but not stored`).to.deep.equal([]);
-      await input.afterFirst?.(first);
+      const rounds = input.rounds ?? 1;
+      let first!: { counts: Counts; promised: string[] };
+      for (let round = 1; round <= rounds; round++) {
+        const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(round) }) };
+        const { child, url } = await launch(driver, input, chdb(), faults);
+        running = child;
+        if (url) input.feed!(url);
+        await until(() => input!.midway({ round, seen: child.seen }) || child.process.exitCode !== null, 120_000, `the run midway (round ${round})`);
+        child.process.kill('SIGKILL');
+        expect((await child.exited).signal, child.output()).to.equal('SIGKILL');
+        await input.halt?.();
+        first = { counts: await counted(chdb()), promised: await input.promised() };
+        expect(first.counts.distinct, `stored at kill ${round}`).to.be.below(input.refs().length);
+        const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
+        expect(lost.slice(0, 10), `${lost.length} records promised at kill ${round} but not stored`).to.deep.equal([]);
+        if (input.copies) {
+          const doubled = Object.entries(first.counts.refs).filter(([ref, n]) => n > input!.copies!(ref));
+          expect(doubled.slice(0, 10), `${doubled.length} records stored more often than the source may repeat them, after kill ${round}`).to.deep.equal([]);
+        }
+        await input.afterFirst?.({ ...first, round });
+      }
+      expect(first.counts.distinct, 'nothing stored before the last kill').to.be.at.least(1);
 
       const stats = await finish(driver, input, chdb());
       const counts = await counted(chdb());
