@@ -121,7 +121,7 @@ async function redisCpu(redis: Redis): Promise<{ cpu: number; scriptUs: number }
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
-  const repeat = options.repeat ?? 5;
+  const repeat = options.repeat ?? 3;
   execFileSync('bash', [join(benchDir, '..', 'scripts', 'services', 'redis.sh'), 'install'], { stdio: 'ignore' });
   execFileSync('bash', [join(benchDir, '..', 'scripts', 'services', 'redis.sh'), 'start'], { stdio: 'ignore' });
   const memory = sampleMemory(100);

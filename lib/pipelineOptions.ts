@@ -33,8 +33,11 @@ export interface PipelineOptions<T> {
   inFlight?: InFlightOptions;
   /**
    * Sink writes under way at once. Batches cut while every write is busy wait joined into
-   * one (up to `batch.rows` and `batch.bytes`), so a slow sink gets fewer, larger writes;
-   * a source with `batchKey` keeps its boundaries. @default 2
+   * one (up to `batch.rows` and `batch.bytes`), so a slow sink gets fewer, larger writes.
+   * A batch cut by time starts a write beside another only after waiting up to
+   * `batch.maxWaitMs` for it, joined with what comes meanwhile (an insert costs much the
+   * same whatever its size); a full batch starts at once. A source with `batchKey` keeps
+   * its boundaries. @default 2
    */
   sinkConcurrency?: number;
   /**
