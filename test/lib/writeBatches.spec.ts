@@ -114,4 +114,58 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     await kept.settle();
     expect(kept.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b', 'c']);
   });
+  it('joins up to exactly the limits: rows or bytes equal to a limit still join, and such a batch is full', async () => {
+    // rows: 'b' + 'c' make exactly 2 rows, the limit: joined, and full, so it takes the free slot.
+    const rows = harness(2, { rows: 2, bytes: 1000 });
+    rows.input.next(batchOf(['a']));
+    rows.input.next(batchOf(['b']));
+    rows.input.next(batchOf(['c']));
+    expect(values(rows.written)).to.deep.equal(['a', 'bc']);
+    // bytes: 10 + 10 make exactly 20 bytes, the limit: joined, and full.
+    const bytes = harness(2, { rows: 100, bytes: 20 });
+    bytes.input.next(batchOf(['a']));
+    bytes.input.next(batchOf(['b']));
+    bytes.input.next(batchOf(['c']));
+    expect(values(bytes.written)).to.deep.equal(['a', 'bc']);
+    // One byte short of the limit is partial: it waits for the write under way.
+    const short = harness(2, { rows: 100, bytes: 21 });
+    short.input.next(batchOf(['a']));
+    short.input.next(batchOf(['b']));
+    short.input.next(batchOf(['c']));
+    expect(values(short.written)).to.deep.equal(['a']);
+  });
+
+  it('a batch without encoded rows is never joined with one that has them', async () => {
+    const h = harness(1, { rows: 100, bytes: 1000 });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next({ ...batchOf(['c']), encoded: undefined });
+    await h.settle();
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+  });
+
+  it('a failed write, and a failed source, fail the stream with their error', async () => {
+    const failure = new Error('write refused');
+    let seen: unknown;
+    const input = new Subject<Batch<string>>();
+    input.pipe(writeBatches<string>(() => Promise.reject(failure), 1, { rows: 10, bytes: 1000 })).subscribe({ error: (error: unknown) => (seen = error) });
+    input.next(batchOf(['a']));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(seen).to.equal(failure);
+    const upstream = new Error('source failed');
+    let seenUpstream: unknown;
+    const source = new Subject<Batch<string>>();
+    source.pipe(writeBatches<string>(async () => undefined, 1, { rows: 10, bytes: 1000 })).subscribe({ error: (error: unknown) => (seenUpstream = error) });
+    source.error(upstream);
+    expect(seenUpstream).to.equal(upstream);
+  });
+
+  it('completes at once when the source ends with nothing written or waiting', () => {
+    let completed = false;
+    const input = new Subject<Batch<string>>();
+    input.pipe(writeBatches<string>(async () => undefined, 2, { rows: 10, bytes: 1000 })).subscribe({ complete: () => (completed = true) });
+    input.complete();
+    expect(completed).to.equal(true);
+  });
 });
