@@ -248,14 +248,19 @@ export class InboxState {
 
   /** Records of two files never share a batch, nor does a batch run past a cut an earlier run made. */
   batchKey(file: string | undefined, record: number | undefined): string {
-    const end = file === undefined || record === undefined ? undefined : this.#files.get(file)?.replayCut(record);
+    const end = this.#replayCut(file, record);
     return end === undefined ? (file ?? '') : `${file}\0${end}`;
   }
 
   /** `last` for the record where an earlier run ended a batch, `within` for those before it. */
   replayedBatch(file: string | undefined, record: number | undefined): 'within' | 'last' | undefined {
-    const end = file === undefined || record === undefined ? undefined : this.#files.get(file)?.replayCut(record);
+    const end = this.#replayCut(file, record);
     return end === undefined ? undefined : end === record ? 'last' : 'within';
+  }
+
+  /** Where an earlier run ended the batch holding `record` of `file`, if it did. */
+  #replayCut(file: string | undefined, record: number | undefined): number | undefined {
+    return file === undefined || record === undefined ? undefined : this.#files.get(file)?.replayCut(record);
   }
 
   /**

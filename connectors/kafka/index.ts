@@ -1,3 +1,3 @@
 export { type KafkaConnectionOptions } from './client';
 export { fromKafka, type FromKafkaOptions } from './source';
-export { deadLetterHeaders, toKafka, type ToKafkaOptions } from './sink';
+export { deadLetterHeaders, messageValue, toKafka, type ToKafkaOptions } from './sink';

@@ -63,7 +63,7 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
   const deadLetters = options.deadLetters ?? false;
   const topicOf = typeof topic === 'string' ? () => topic : topic;
   const keyOf = options.key ?? (deadLetters ? (e: Envelope<T>) => (e.value as DeadLetter).position : (e: Envelope<T>) => e.meta.key);
-  const valueOf = options.value ?? (deadLetters ? (e: Envelope<T>) => deadLetterPayload(e.value as DeadLetter) : defaultValue);
+  const valueOf = options.value ?? (deadLetters ? (e: Envelope<T>) => deadLetterPayload(e.value as DeadLetter) : messageValue);
   const headersOf = options.headers ?? (deadLetters ? (e: Envelope<T>) => deadLetterHeaders(e.value as DeadLetter) : undefined);
   let producer: Promise<Producer> | undefined;
   const connect = () => {
@@ -180,7 +180,8 @@ async function sendReduced(byTopic: Map<string, Message[]>, send: (topicMessages
   }
 }
 
-function defaultValue(envelope: Envelope<unknown>): string | Buffer {
+/** A message's value as toKafka writes it by default: text and bytes as they are, anything else as JSON. */
+export function messageValue(envelope: Envelope<unknown>): string | Buffer {
   const value = envelope.value;
   if (typeof value === 'string' || Buffer.isBuffer(value)) return value;
   if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);

@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { Pipeline, type DeadLetter, type Envelope } from '../../index';
-import { deadLetterHeaders, toKafka } from '../../connectors/kafka';
+import { deadLetterHeaders, messageValue, toKafka } from '../../connectors/kafka';
 import { samplesDir } from '../bookings/paths';
 import { bookingSource, SAMPLE_VENDORS } from '../bookings/pipeline';
 import { contentOrigin, ensureTopics, ORIGIN_POSITION, ORIGIN_TIME, parseStage, runUntilStopped, stageCommand, topics } from './topology';
@@ -33,8 +33,7 @@ async function main(): Promise<void> {
       key: (e) => e.meta.position,
       // The identity hashes what is sent: the value is made once (headers are asked after it).
       value: (e) => {
-        const v = e.value;
-        const value = typeof v === 'string' ? v : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : (JSON.stringify(v) ?? 'null');
+        const value = messageValue(e);
         sent.set(e, value);
         return value;
       },
