@@ -180,6 +180,34 @@ describe('fromWebhook under hostile senders', function () {
     }
   });
 
+  it('refuses a request smuggled behind Content-Length and Transfer-Encoding together: 400, the connection closed, neither request stored', async () => {
+    await start();
+    const now = Math.floor(Date.now() / 1000);
+    const head = (id: string, body: string, extra: string) =>
+      [`POST /webhooks/acme HTTP/1.1`, 'Host: localhost', 'Content-Type: application/json', `Authorization: Bearer ${legit.token}`,
+        ...Object.entries(signWebhook(SECRET, id, now, body)).map(([name, value]) => `${name}: ${value}`), extra, '', ''].join('\r\n');
+    // The inner request is signed too: read as a second request, it would be stored.
+    const innerBody = JSON.stringify({ ref: 'inner' });
+    const inner = head('smuggled-inner', innerBody, `Content-Length: ${innerBody.length}`) + innerBody;
+    const outerBody = JSON.stringify({ ref: 'outer' });
+    const chunked = `${outerBody.length.toString(16)}\r\n${outerBody}\r\n0\r\n\r\n`;
+    const outer = head('smuggled-outer', outerBody, `Content-Length: ${chunked.length}\r\nTransfer-Encoding: chunked`) + chunked + inner;
+    const { port, hostname } = new URL(url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname);
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+      socket.setTimeout(10_000, () => socket.destroy());
+      socket.end(outer);
+    });
+    expect(answer.match(/^HTTP\/1\.1 \d+/gm), answer).to.deep.equal(['HTTP/1.1 400']);
+    // The legitimate path still works, and neither smuggled request reached the table.
+    expect((await legitPost('after-smuggling')).status).to.equal(200);
+    expect(await stored()).to.deep.equal(['after-smuggling=after-smuggling']);
+  });
+
   it('takes no API key from the URL unless apiKeyQueryParameter names the parameter', async () => {
     await start();
     const body = JSON.stringify({ ref: 'Q' });
