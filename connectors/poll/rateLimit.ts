@@ -1,5 +1,4 @@
-import { ConfigError } from '../../lib/errors';
-import { positiveInteger } from '../../lib/options';
+import { positiveInteger, positiveNumber } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 
 /**
@@ -17,9 +16,7 @@ export class RateLimit {
   #waiting: Array<() => void> = [];
 
   constructor(requestsPerSecond: number, concurrency: number) {
-    if (!(requestsPerSecond > 0 && Number.isFinite(requestsPerSecond))) {
-      throw new ConfigError(`requestsPerSecond must be a number > 0, got ${requestsPerSecond}`);
-    }
+    positiveNumber(requestsPerSecond, NaN, 'requestsPerSecond');
     positiveInteger(concurrency, NaN, 'concurrency');
     this.#intervalMs = 1000 / requestsPerSecond;
     this.#concurrency = concurrency;

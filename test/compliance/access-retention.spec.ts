@@ -215,6 +215,8 @@ describe('retention', function () {
   it('refuses a retention rule with the rule broken', async () => {
     const error = await setRetention(testClickHouse(), [{ table: 'dead_letters', column: 'failed_at', days: 1.5 }]).catch((e: Error) => e);
     expect(error).to.be.instanceOf(ConfigError).and.have.property('message', 'rules[0].days must be an integer >= 1, got 1.5');
+    const applyNow = await setRetention(testClickHouse(), [{ table: 'dead_letters', column: 'failed_at', days: 1, applyNow: 'false' as never }]).catch((e: Error) => e);
+    expect(applyNow).to.be.instanceOf(ConfigError).and.have.property('message', 'rules[0].applyNow must be true or false, got "false"');
   });
 });
 

@@ -159,6 +159,7 @@ describe('subject keys', () => {
     expect(() => encrypt({ keyring: keys.keyring, subjectKeys: keys, subject: 'email', fields: ['email'], recordId: 'id' })).to.throw(ConfigError, /among the encrypted fields/);
     expect(() => encrypt({ keyring: keys.keyring, subjectKeys: keys, fields: ['email'], recordId: 'id' })).to.throw(ConfigError, /subject must be the path/);
     expect(() => encrypt({ keyring: keys.keyring, subject: 'subject', fields: ['email'], recordId: 'id' })).to.throw(ConfigError, 'subject and pseudonymize need subjectKeys');
+    expect(() => encrypt({ keyring: keys.keyring, subjectKeys: keys, subject: 'subject', pseudonymize: 'yes' as never, fields: ['email'], recordId: 'id' })).to.throw(ConfigError, 'pseudonymize must be true or false, got "yes"');
     expect(() => decrypt({ keyring: keys.keyring, fields: ['email'], recordId: 'id', ...READ, purpose: ' ' })).to.throw(ConfigError, /purpose must say why/);
   });
 });

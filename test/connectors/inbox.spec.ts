@@ -175,6 +175,7 @@ describe('fromInbox', () => {
     expect(() => fromInbox({ dir: '' })).to.throw(ConfigError, 'dir must name the inbox directory, got ""');
     expect(() => fromInbox({ dir: 'x', pollMs: 0 })).to.throw(ConfigError, 'pollMs must be an integer >= 1, got 0');
     expect(() => fromInbox({ dir: 'x', alignBatches: 'yes' as unknown as boolean })).to.throw(ConfigError, 'alignBatches must be true or false, got "yes"');
+    expect(() => fromInbox({ dir: 'x', alignBatches: null as unknown as boolean })).to.throw(ConfigError, 'alignBatches must be true or false, got null');
   });
 
   it('with alignBatches false, a batch may hold records of several files', async () => {

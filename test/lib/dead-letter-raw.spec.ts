@@ -49,6 +49,8 @@ describe('dead letters fit their sink', () => {
   it('refuses a limit that is not a positive integer or Infinity', () => {
     const options = { source: fromIterable([]), sink: new MemorySink(), deadLetters: new MemorySink<DeadLetter>() };
     expect(() => new Pipeline({ ...options, deadLetterRawBytes: 0 })).to.throw(ConfigError, 'deadLetterRawBytes must be an integer >= 1 or Infinity, got 0');
+    expect(() => new Pipeline({ ...options, deadLetterRawBytes: -Infinity })).to.throw(ConfigError, 'deadLetterRawBytes must be an integer >= 1 or Infinity, got -Infinity');
+    expect(() => new Pipeline({ ...options, deadLetterRawBytes: '1024' as never })).to.throw(ConfigError, 'deadLetterRawBytes must be an integer >= 1 or Infinity, got "1024"');
   });
 
   it('stop({ timeoutMs }) says what it gave up: the records in flight, nacked', async () => {

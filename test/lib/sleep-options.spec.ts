@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfigError } from '../../lib/errors';
-import { integerAtLeast, integerInRange, nonNegativeInteger, portOption, positiveInteger } from '../../lib/options';
+import { booleanOption, integerAtLeast, integerAtLeastOrInfinity, integerInRange, nonNegativeInteger, numberAtLeast, portOption, positiveInteger, positiveNumber } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 
 /** Which settles first: `promise`, or a 10 s timer (far past anything here that works). */
@@ -70,5 +70,56 @@ describe('lib/options: integerAtLeast and portOption', () => {
     expect(() => portOption(65536, 8080)).to.throw(ConfigError, 'port must be an integer in [0, 65535], got 65536');
     expect(() => portOption(-1, 8080, 'metrics.port')).to.throw(ConfigError, 'metrics.port must be an integer in [0, 65535], got -1');
     expect(() => portOption(80.5, 8080)).to.throw(ConfigError, 'port must be an integer in [0, 65535], got 80.5');
+  });
+});
+
+describe('lib/options: one rule for every option', () => {
+  it('takes undefined as the default, and refuses null like any other value that breaks the rule', () => {
+    expect(positiveInteger(undefined, 4, 'sinkConcurrency')).to.equal(4);
+    expect(() => positiveInteger(null as never, 4, 'sinkConcurrency')).to.throw(ConfigError, 'sinkConcurrency must be an integer >= 1, got null');
+    expect(() => booleanOption(null as never, true, 'alignBatches')).to.throw(ConfigError, 'alignBatches must be true or false, got null');
+    expect(() => positiveNumber(null as never, 5, 'requestsPerSecond')).to.throw(ConfigError, 'requestsPerSecond must be a number > 0, got null');
+  });
+
+  it('quotes a string given for a number, so "5" is told from 5', () => {
+    expect(() => positiveInteger('5' as never, 1, 'batch.rows')).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got "5"');
+    expect(() => numberAtLeast('5' as never, 100, 'retry.initialDelayMs', 0)).to.throw(ConfigError, 'retry.initialDelayMs must be a number >= 0, got "5"');
+    expect(() => portOption('8080' as never, 0)).to.throw(ConfigError, 'port must be an integer in [0, 65535], got "8080"');
+  });
+
+  it('booleanOption: true or false, the default for undefined, nothing truthy or falsy besides', () => {
+    expect(booleanOption(undefined, true, 'cardsByName')).to.equal(true);
+    expect(booleanOption(undefined, false, 'pseudonymize')).to.equal(false);
+    expect(booleanOption(false, true, 'cardsByName')).to.equal(false);
+    expect(booleanOption(true, false, 'pseudonymize')).to.equal(true);
+    expect(() => booleanOption('yes' as never, true, 'cardsByName')).to.throw(ConfigError, 'cardsByName must be true or false, got "yes"');
+    expect(() => booleanOption('false' as never, true, 'cardsByName')).to.throw(ConfigError, 'cardsByName must be true or false, got "false"');
+    expect(() => booleanOption(0 as never, true, 'rules[0].applyNow')).to.throw(ConfigError, 'rules[0].applyNow must be true or false, got 0');
+    expect(() => booleanOption(1 as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got 1');
+    expect(() => booleanOption({ on: true } as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got { on: true }');
+    expect(() => booleanOption(10n as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got 10n');
+  });
+
+  it('integerAtLeastOrInfinity: an integer from its least, or Infinity for no limit', () => {
+    expect(integerAtLeastOrInfinity(undefined, 262_144, 'deadLetterRawBytes', 1)).to.equal(262_144);
+    expect(integerAtLeastOrInfinity(Infinity, 262_144, 'deadLetterRawBytes', 1)).to.equal(Infinity);
+    expect(integerAtLeastOrInfinity(1, 262_144, 'deadLetterRawBytes', 1)).to.equal(1);
+    expect(integerAtLeastOrInfinity(0, 5, 'retry.retries', 0)).to.equal(0);
+    for (const [bad, shown] of [[0, '0'], [1.5, '1.5'], [-Infinity, '-Infinity'], [NaN, 'NaN'], ['Infinity', '"Infinity"'], [null, 'null']] as const) {
+      expect(() => integerAtLeastOrInfinity(bad as never, 262_144, 'deadLetterRawBytes', 1)).to.throw(ConfigError, `deadLetterRawBytes must be an integer >= 1 or Infinity, got ${shown}`);
+    }
+  });
+
+  it('positiveNumber: finite and above 0; numberAtLeast: from its least', () => {
+    expect(positiveNumber(undefined, 5, 'requestsPerSecond')).to.equal(5);
+    expect(positiveNumber(0.5, 5, 'requestsPerSecond')).to.equal(0.5);
+    for (const [bad, shown] of [[0, '0'], [-1, '-1'], [Infinity, 'Infinity'], [NaN, 'NaN']] as const) {
+      expect(() => positiveNumber(bad, 5, 'requestsPerSecond')).to.throw(ConfigError, `requestsPerSecond must be a number > 0, got ${shown}`);
+    }
+    expect(numberAtLeast(undefined, 2, 'retry.factor', 1)).to.equal(2);
+    expect(numberAtLeast(1, 2, 'retry.factor', 1)).to.equal(1);
+    expect(numberAtLeast(1.5, 2, 'retry.factor', 1)).to.equal(1.5);
+    expect(() => numberAtLeast(0.5, 2, 'retry.factor', 1)).to.throw(ConfigError, 'retry.factor must be a number >= 1, got 0.5');
+    expect(() => numberAtLeast(NaN, 0, 'timeoutMs', 0)).to.throw(ConfigError, 'timeoutMs must be a number >= 0, got NaN');
   });
 });

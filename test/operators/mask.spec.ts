@@ -73,6 +73,8 @@ describe('mask', () => {
     expect(() => mask({ cardFields: [] })).to.throw(ConfigError, 'cardFields must be a non-empty array of field paths');
     expect(() => mask({ removeFields: ['a.'] })).to.throw(ConfigError, 'removeFields[0] must be dotted names, with * for every array element, got "a."');
     expect(() => mask({ cardsByName: 'yes' as never })).to.throw(ConfigError, 'cardsByName must be true or false, got "yes"');
+    // null is not "the default": it is refused, as fromInbox's alignBatches refuses it.
+    expect(() => mask({ cardsByName: null as never })).to.throw(ConfigError, 'cardsByName must be true or false, got null');
   });
 
   const cardNumber = fc
