@@ -4,6 +4,10 @@ import { sleep } from '../../lib/sleep';
 /**
  * Spaces request starts at least `1 / requestsPerSecond` apart and keeps at most
  * `concurrency` under way: what vendor APIs publish as their limits.
+ *
+ * Not p-queue: its interval limit counts starts in fixed windows (a window's last starts
+ * and the next one's first may come together, twice the rate within one second), it spaces
+ * nothing, and it is an ES module this CommonJS package could load only asynchronously.
  */
 export class RateLimit {
   readonly #intervalMs: number;
