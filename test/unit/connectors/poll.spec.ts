@@ -211,10 +211,12 @@ describe('fromPoll', function () {
     const poller = source('page', { type: 'page', size: 20 }, { requestsPerSecond: 20, concurrency: 4 });
     await run(poller);
     expect(await counts()).to.include({ final: 500 });
-    // No second holds more request starts than the rate allows (+1 for the window's edge).
+    // The poller goes through its limit: 25 pages at 20/s start over at least 24 intervals of
+    // 50 ms (1.2 s; unlimited, they take a few ms). A slow machine only stretches this; how
+    // the limit spaces starts, late timers included, is poll-rate-limit.spec's, in virtual time.
     const starts = api.served.map((r) => r.at);
-    const densest = Math.max(...starts.map((t) => starts.filter((u) => u >= t && u < t + 1000).length));
-    expect(densest).to.be.at.most(21);
+    expect(starts.length).to.be.at.least(25);
+    expect(Math.max(...starts) - Math.min(...starts)).to.be.at.least(1000);
   });
 
   it('polls on at its interval until stopped, picking up new items, and stops cleanly mid-wait', async () => {
