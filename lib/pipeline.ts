@@ -5,10 +5,11 @@ import type { BreakerState, SinkBreaker } from './breaker';
 import type { Credits } from './credits';
 import { DeadLetterRouting } from './deadLetters';
 import type { Envelope } from './envelope';
-import { ConfigError, TributaryError } from './errors';
+import { TributaryError } from './errors';
 import { BREAKER_EVENTS, eventError, Instrumentation, type PipelineEventListener, type PipelineEventType, type PipelineStats, type SinkStage } from './events';
 import { logEvents, type Logger } from './logger';
 import { resolvePipelineOptions, type PipelineOptions } from './pipelineOptions';
+import { numberAtLeast } from './options';
 import { PipelineSettlement, sourceContext, type PipelineCounts } from './settlement';
 import type { DeadLetter, Sink } from './sink';
 import type { SourceStatus } from './source';
@@ -211,8 +212,7 @@ export class Pipeline<T> implements AsyncDisposable {
    */
   stop(options: StopOptions = {}): Promise<PipelineStats> {
     if (options.timeoutMs !== undefined) {
-      if (!(options.timeoutMs >= 0)) throw new ConfigError(`timeoutMs must be a number >= 0, got ${options.timeoutMs}`);
-      const timeoutMs = options.timeoutMs;
+      const timeoutMs = numberAtLeast(options.timeoutMs, 0, 'timeoutMs', 0);
       setTimeout(() => {
         if (this.#giveUp.signal.aborted || this.#state === 'stopped' || this.#state === 'failed') return;
         // Say what is given up: these records are nacked, their sources redeliver them.

@@ -5,7 +5,7 @@ import { Credits, type InFlightOptions } from './credits';
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
 import { quietLogger, type Logger } from './logger';
-import { positiveInteger } from './options';
+import { integerAtLeastOrInfinity, positiveInteger } from './options';
 import { resolveRetryOptions, type RetryOptions } from './retry';
 import type { DeadLetter, Sink } from './sink';
 import type { Source } from './source';
@@ -112,10 +112,7 @@ export function resolvePipelineOptions<T>(options: PipelineOptions<T>, giveUp: A
   if (credits.maxRecords < batch.rows) {
     throw new ConfigError(`inFlight.records must be >= batch.rows (${batch.rows}), got ${credits.maxRecords}`);
   }
-  const deadLetterRawBytes = options.deadLetterRawBytes ?? 256 * 1024;
-  if (!(deadLetterRawBytes === Infinity || (Number.isInteger(deadLetterRawBytes) && deadLetterRawBytes >= 1))) {
-    throw new ConfigError(`deadLetterRawBytes must be an integer >= 1 or Infinity, got ${options.deadLetterRawBytes}`);
-  }
+  const deadLetterRawBytes = integerAtLeastOrInfinity(options.deadLetterRawBytes, 256 * 1024, 'deadLetterRawBytes', 1);
   const sinkConcurrency = positiveInteger(options.sinkConcurrency, 2, 'sinkConcurrency');
   const retry = resolveRetryOptions({ retries: Infinity, maxDelayMs: 5000, ...options.retry, signal: giveUp }, 'retry');
   const breakers = {

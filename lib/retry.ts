@@ -1,4 +1,5 @@
 import { ConfigError, isRetriable } from './errors';
+import { integerAtLeastOrInfinity, numberAtLeast } from './options';
 import { sleep } from './sleep';
 
 /** How often and how patiently to try again. */
@@ -24,25 +25,16 @@ export type ResolvedRetryOptions = Required<Omit<RetryOptions, 'signal' | 'onRet
 
 export function resolveRetryOptions(options: RetryOptions = {}, where = 'retry'): ResolvedRetryOptions {
   const resolved = {
-    retries: options.retries ?? 5,
-    initialDelayMs: options.initialDelayMs ?? 100,
+    retries: integerAtLeastOrInfinity(options.retries, 5, `${where}.retries`, 0),
+    initialDelayMs: numberAtLeast(options.initialDelayMs, 100, `${where}.initialDelayMs`, 0),
     maxDelayMs: options.maxDelayMs ?? 10_000,
-    factor: options.factor ?? 2,
+    factor: numberAtLeast(options.factor, 2, `${where}.factor`, 1),
     retriable: options.retriable ?? isRetriable,
     signal: options.signal,
     onRetry: options.onRetry,
   };
-  if (!(Number.isInteger(resolved.retries) || resolved.retries === Infinity) || resolved.retries < 0) {
-    throw new ConfigError(`${where}.retries must be an integer >= 0 or Infinity, got ${resolved.retries}`);
-  }
-  if (!(resolved.initialDelayMs >= 0)) {
-    throw new ConfigError(`${where}.initialDelayMs must be a number >= 0, got ${resolved.initialDelayMs}`);
-  }
   if (!(resolved.maxDelayMs >= resolved.initialDelayMs)) {
     throw new ConfigError(`${where}.maxDelayMs must be >= initialDelayMs (${resolved.initialDelayMs}), got ${resolved.maxDelayMs}`);
-  }
-  if (!(resolved.factor >= 1)) {
-    throw new ConfigError(`${where}.factor must be a number >= 1, got ${resolved.factor}`);
   }
   return resolved;
 }

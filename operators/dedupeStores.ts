@@ -45,6 +45,11 @@ const ENTRY_OVERHEAD = 96;
  * forgets the oldest keys before their time, so a late duplicate of those passes too;
  * `evicted` counts them. Use a {@link redisDedupeStore} to share keys between processes
  * and restarts.
+ *
+ * A Map in claim order rather than lru-cache: lru-cache allocates its arrays for `max`
+ * entries up front (~34 MB and a few hundred ms for the default million, per store), leaves
+ * expired keys in place until the bounds push them out (or scans them all in
+ * `purgeStale`), and would save some forty lines.
  */
 export class MemoryDedupeStore implements DedupeStore {
   readonly maxEntries: number;

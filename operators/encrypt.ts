@@ -1,6 +1,7 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError, TributaryError } from '../lib/errors';
+import { booleanOption } from '../lib/options';
 import { Keyring } from '../lib/security/keyring';
 import { SubjectKeys, type SubjectKey } from '../lib/security/subjectKeys';
 import { FieldCipher, recordIdReader, SUBJECT_VERSION, VERSION, type RecordIdOption } from '../lib/security/fieldCipher';
@@ -200,9 +201,9 @@ export function resolveSubjectOptions(options: Pick<EncryptOptions, 'subjectKeys
   if (fields.some((f) => f.segments.length <= subjectPath!.segments.length && f.segments.every((s, i) => s === '*' || s === subjectPath!.segments[i]))) {
     throw new ConfigError(`subject ${options.subject} is among the ${written} fields: erasure could not find the subject`);
   }
-  if (options.pseudonymize !== undefined && typeof options.pseudonymize !== 'boolean') throw new ConfigError(`pseudonymize must be a boolean, got ${JSON.stringify(options.pseudonymize)}`);
+  const pseudonymize = booleanOption(options.pseudonymize, false, 'pseudonymize');
   const subjectOf = recordIdReader(options.subject, []);
-  return { keys: options.subjectKeys, subjectOf, subjectPath: subjectPath!, pseudonymize: options.pseudonymize ?? false };
+  return { keys: options.subjectKeys, subjectOf, subjectPath: subjectPath!, pseudonymize };
 }
 
 /** `passengers.1.email` → `/passengers/1/email`. */

@@ -1,6 +1,7 @@
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Envelope } from '../lib/envelope';
 import { ConfigError } from '../lib/errors';
+import { booleanOption } from '../lib/options';
 import { compilePaths, forEachField, type FieldPath, type FieldVisitor } from './fieldPaths';
 import { REDACTED } from './sensitive';
 
@@ -45,9 +46,7 @@ export function mask<T>(options: MaskOptions = {}): OperatorFunction<Envelope<T>
   if (options === null || typeof options !== 'object') throw new ConfigError('options must be an object');
   const cardFields = options.cardFields === undefined ? [] : compilePaths(options.cardFields, 'cardFields');
   const removeFields = options.removeFields === undefined ? [] : compilePaths(options.removeFields, 'removeFields');
-  const cardsByName = options.cardsByName ?? true;
-  if (typeof cardsByName !== 'boolean') throw new ConfigError(`cardsByName must be true or false, got ${JSON.stringify(cardsByName)}`);
-  const names = new KeyNames(cardsByName);
+  const names = new KeyNames(booleanOption(options.cardsByName, true, 'cardsByName'));
   return (source) =>
     new Observable<Envelope<T>>((subscriber) =>
       source.subscribe({

@@ -36,6 +36,7 @@ import { resolveReadSettings } from '../connectors/files/source';
 import { LineFramer, type Frame } from '../formats/framing';
 import type { Envelope, RecordMeta } from '../lib/envelope';
 import { ConfigError, ConnectorError, TributaryError } from '../lib/errors';
+import { numberAtLeast } from '../lib/options';
 import { hasMoreOpenings } from '../lib/limits';
 import { quietLogger, type Logger } from '../lib/logger';
 import { Pipeline, type PipelineBatchOptions } from '../lib/pipeline';
@@ -190,8 +191,7 @@ export async function bulkImport<T>(options: BulkImportOptions<T>): Promise<Bulk
   if (!Number.isInteger(chunkBytes) || chunkBytes < 2 * settings.limits.maxRecordBytes) {
     throw new ConfigError(`chunkBytes must be an integer >= 2 × maxRecordBytes (${2 * settings.limits.maxRecordBytes}), got ${options.chunkBytes}`);
   }
-  const progressEveryMs = options.progressEveryMs ?? 1000;
-  if (!(progressEveryMs >= 0)) throw new ConfigError(`progressEveryMs must be a number >= 0, got ${options.progressEveryMs}`);
+  const progressEveryMs = numberAtLeast(options.progressEveryMs, 1000, 'progressEveryMs', 0);
   const logger = options.logger ?? quietLogger;
   const name = options.name ?? 'pipeline';
   const decision = bulkImportDecision(options.client, options.plan);

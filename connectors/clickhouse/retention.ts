@@ -1,5 +1,5 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
-import { positiveInteger } from '../../lib/options';
+import { booleanOption, positiveInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 import { clickhouseFeatures, deleteRows } from './mutations';
 
@@ -62,6 +62,6 @@ function checkRule(rule: RetentionRule, index: number): RetentionRule {
   if (!rule || typeof rule.table !== 'string' || !/^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$/.test(rule.table)) throw new ConfigError(`${where}.table must be a name like dead_letters or db.dead_letters, got ${JSON.stringify(rule?.table)}`);
   if (typeof rule.column !== 'string' || !/^[A-Za-z_]\w*$/.test(rule.column)) throw new ConfigError(`${where}.column must be a column name, got ${JSON.stringify(rule.column)}`);
   positiveInteger(rule.days, NaN, `${where}.days`);
-  if (rule.applyNow !== undefined && typeof rule.applyNow !== 'boolean') throw new ConfigError(`${where}.applyNow must be a boolean, got ${JSON.stringify(rule.applyNow)}`);
+  booleanOption(rule.applyNow, true, `${where}.applyNow`);
   return rule;
 }

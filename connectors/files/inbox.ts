@@ -7,7 +7,7 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { renameDurably, writeFileDurably } from '../../lib/durable';
 import type { Source, SourceContext } from '../../lib/source';
 import { readFile, rejectUnreadable, type FileFormat } from './read';
-import { positiveInteger } from '../../lib/options';
+import { booleanOption, positiveInteger } from '../../lib/options';
 import { sleep } from '../../lib/sleep';
 import { formatOfName, resolveReadSettings, vendorFunction, type FromFilesOptions } from './source';
 
@@ -93,8 +93,7 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
   const checkpointMs = positiveInteger(options.checkpointMs, 200, 'checkpointMs');
   const settings = resolveReadSettings(options, options.name ?? 'inbox');
   const vendorOf = vendorFunction(options.vendor);
-  if (options.alignBatches !== undefined && typeof options.alignBatches !== 'boolean') throw new ConfigError(`alignBatches must be true or false, got ${JSON.stringify(options.alignBatches)}`);
-  const aligned = options.alignBatches ?? true;
+  const aligned = booleanOption(options.alignBatches, true, 'alignBatches');
   const state = new InboxState(stateDir, doneDir, failedDir, checkpointMs, aligned);
 
   const formatOf = (name: string): FileFormat | undefined => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the official ClickHouse drivers that test/compat/drivers.spec.ts runs against
-# the query endpoint, and builds one small program per language (test/compat/<lang>/):
+# Installs the official ClickHouse drivers that test/integration/compat/drivers.spec.ts runs against
+# the query endpoint, and builds one small program per language (test/integration/compat/<lang>/):
 #   go      clickhouse-go v2 (Go module proxy), built with the Go toolchain
 #   python  clickhouse-connect (PyPI) in a virtualenv
 #   java    clickhouse-jdbc (Maven Central) copied by Maven, compiled with javac
@@ -16,7 +16,7 @@ REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
 # shellcheck source=../services/_common.sh
 source "$REPO_DIR/scripts/services/_common.sh"
 COMPAT_DIR="$TRIBUTARY_SERVICES_DIR/compat"
-SOURCES="$REPO_DIR/test/compat"
+SOURCES="$REPO_DIR/test/integration/compat"
 
 # fresh NAME FILE... -> 0 when NAME's stamp matches the digest of FILE... (and the tool versions)
 fresh() {
@@ -71,7 +71,7 @@ install_go() {
   # GOTOOLCHAIN=local: an older Go fails here with its own message instead of fetching another toolchain.
   (cd "$SOURCES/go" && GOTOOLCHAIN=local GOFLAGS='-mod=readonly -modcacherw' \
     GOMODCACHE="$COMPAT_DIR/go/mod" GOCACHE="$COMPAT_DIR/go/build" \
-    go build -o "$COMPAT_DIR/go/compat-go" .) || die "go build of test/compat/go failed"
+    go build -o "$COMPAT_DIR/go/compat-go" .) || die "go build of test/integration/compat/go failed"
   stamp go
 }
 
@@ -91,7 +91,7 @@ install_python() {
   log "python: installing clickhouse-connect into a virtualenv"
   python3 -m venv "$COMPAT_DIR/python/venv" || die "python3 -m venv failed"
   "$COMPAT_DIR/python/venv/bin/pip" install --quiet --disable-pip-version-check -r "$SOURCES/python/requirements.txt" \
-    || die "pip install of test/compat/python/requirements.txt failed"
+    || die "pip install of test/integration/compat/python/requirements.txt failed"
   stamp python
 }
 
@@ -111,16 +111,16 @@ install_java() {
   log "java: copying clickhouse-jdbc and its dependencies"
   mvn -B -q -Dstyle.color=never -f "$SOURCES/java/pom.xml" -Dmaven.repo.local="$COMPAT_DIR/java/m2" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$COMPAT_DIR/java/lib" \
-    || die "mvn dependency:copy-dependencies for test/compat/java/pom.xml failed"
+    || die "mvn dependency:copy-dependencies for test/integration/compat/java/pom.xml failed"
   javac -d "$COMPAT_DIR/java/classes" -cp "$COMPAT_DIR/java/lib/*" "$SOURCES/java/Compat.java" \
-    || die "javac of test/compat/java/Compat.java failed"
+    || die "javac of test/integration/compat/java/Compat.java failed"
   stamp java
 }
 
 install_node() {
   need node "install Node 20 or later"
   [[ -f "$REPO_DIR/node_modules/@clickhouse/client/package.json" ]] || die "@clickhouse/client is missing: run npm ci"
-  [[ -f "$REPO_DIR/dist/test/compat/node/compat.js" ]] || die "dist/test/compat/node/compat.js is missing: run npm run build"
+  [[ -f "$REPO_DIR/dist/test/integration/compat/node/compat.js" ]] || die "dist/test/integration/compat/node/compat.js is missing: run npm run build"
   log "node: @clickhouse/client $(node -p "require('$REPO_DIR/node_modules/@clickhouse/client/package.json').version") ready"
 }
 

@@ -5,10 +5,10 @@
 #   under each values file (default and ci/*.yaml): helm lint --strict, kubeconform strict
 #   against offline Kubernetes and KEDA schemas, and a server-side dry run against a real
 #   kube-apiserver; actionlint (with shellcheck) on the CI workflow; the Kafka topology as
-#   containers of the image against the test services (test/deploy/container-topology.ts,
+#   containers of the image against the test services (test/integration/deploy/container-topology.ts,
 #   which starts Kafka and ClickHouse with scripts/services and honours their port
 #   variables); the cluster form of the migrations on two ClickHouse 18.16 replicas with
-#   ZooKeeper (test/deploy/clickhouse-cluster.ts, clickhouse-cluster.sh); and the
+#   ZooKeeper (test/integration/deploy/clickhouse-cluster.ts, clickhouse-cluster.sh); and the
 #   workflow's bench job under act in podman (act.sh).
 # Prints each step's time. Stops at the first failure.
 #
@@ -72,11 +72,11 @@ step "actionlint (+ shellcheck)" bash -c "cd '$REPO_ROOT' && actionlint"
 topology() {
   [[ -d "$REPO_ROOT/node_modules" ]] || (cd "$REPO_ROOT" && npm ci --no-audit --no-fund >/dev/null)
   (cd "$REPO_ROOT" && npm run build >/dev/null &&
-    npx mocha --no-config --timeout 900000 --exit --enable-source-maps dist/test/deploy/container-topology.js)
+    npx mocha --no-config --timeout 900000 --exit --enable-source-maps dist/test/integration/deploy/container-topology.js)
 }
 step "container topology test (Kafka, ClickHouse server)" topology
 step "cluster migrations on two ClickHouse 18.16 replicas + ZooKeeper" bash -c \
-  "cd '$REPO_ROOT' && npx mocha --no-config --timeout 300000 --exit --enable-source-maps dist/test/deploy/clickhouse-cluster.js"
+  "cd '$REPO_ROOT' && npx mocha --no-config --timeout 300000 --exit --enable-source-maps dist/test/integration/deploy/clickhouse-cluster.js"
 # Under act (ACT=true) this is itself a job of the workflow run by act: no act inside it.
 if [[ "${ACT:-}" == true ]]; then
   log "CI workflow under act: skipped, this check is running in act's own run of the workflow"

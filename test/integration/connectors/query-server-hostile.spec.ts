@@ -1,0 +1,319 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { existsSync, readdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { serveQueries } from '../../../connectors/clickhouse';
+import { DEFAULT_QUERY_LIMITS, settingsClause } from '../../../connectors/clickhouse/queryServer';
+import { AuditLog } from '../../../lib/security/audit';
+import { MemorySink, tempDir, testClickHouse } from '../../helpers';
+
+/**
+ * Queries an attacker holding a valid analyst key would send, class by class. Each must be
+ * refused, and leave no file, no row, no connection and no process behind: each of those is
+ * checked, not assumed.
+ */
+describe('analyst endpoint against hostile queries', function () {
+  this.timeout(120_000);
+  const key = 'analyst-key-hostile';
+  const suffix = randomUUID().replace(/-/g, '').slice(0, 12);
+  const table = `hostile_${suffix}`;
+  const secret = `secret_${suffix}`;
+  const view = `hostile_view_${suffix}`;
+  const scratch = tempDir('tributary-hostile-');
+  const audited = new MemorySink<Record<string, unknown>>();
+  let endpoint: Awaited<ReturnType<typeof serveQueries>>;
+  let listener: Server;
+  let port = 0;
+  const connections: string[] = [];
+
+  before(async () => {
+    const store = testClickHouse();
+    await store.exec(`CREATE TABLE ${table} (id UInt32, name String) ENGINE = MergeTree ORDER BY id`);
+    await store.exec(`INSERT INTO ${table} VALUES (1, 'a'), (2, 'b'), (3, 'c')`);
+    await store.exec(`CREATE TABLE ${secret} (token String) ENGINE = MergeTree ORDER BY token`);
+    await store.exec(`INSERT INTO ${secret} VALUES ('do-not-read')`);
+    await store.exec(`CREATE VIEW ${view} AS SELECT id FROM ${table}`);
+    // Anything that dials out lands here: every table function aimed at this port is watched.
+    listener = createServer((socket) => {
+      connections.push(socket.remoteAddress ?? '?');
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    port = (listener.address() as { port: number }).port;
+    endpoint = await serveQueries({
+      client: store,
+      users: { analyst: key },
+      tables: [table, view],
+      port: 0,
+      audit: new AuditLog({ sink: audited as never, batch: { rows: 1, maxWaitMs: 1 } }),
+      maxFailedAuthPerMinute: 1000,
+    });
+  });
+  after(async () => {
+    await endpoint?.close();
+    await new Promise((resolve) => listener?.close(resolve));
+    const store = testClickHouse();
+    for (const name of [view, table, secret]) await store.exec(`DROP TABLE IF EXISTS ${name}`);
+    scratch.remove();
+  });
+
+  async function ask(query: string, search = ''): Promise<{ status: number; code: string | null; text: string }> {
+    const response = await fetch(`${endpoint.url}/?${search}`, { method: 'POST', body: query, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+    return { status: response.status, code: response.headers.get('x-clickhouse-exception-code'), text: await response.text() };
+  }
+
+  async function expectRefused(query: string, search = ''): Promise<void> {
+    const answer = await ask(query, search);
+    expect(answer.status, `${query}\n${answer.text}`).to.be.oneOf([403, 400]);
+    expect(answer.code, `${query}\n${answer.text}`).to.be.oneOf(['164', '62']);
+  }
+
+  async function rows(name: string): Promise<number> {
+    const [row] = await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM ${name}`);
+    return Number(row!.n);
+  }
+
+  it('reads what it may: the allowed table and view, through CTEs, joins, IN, EXPLAIN, DESCRIBE and comments', async () => {
+    for (const [query, expected] of [
+      [`SELECT count() FROM ${table}`, '3\n'],
+      [`-- a comment first\nSELECT sum(id) FROM ${table}`, '6\n'],
+      [`SELECT sum(id) FROM ${table} -- a comment last`, '6\n'],
+      [`SELECT ' INTO OUTFILE ''out.tsv'' FORMAT TSV --' AS s`, " INTO OUTFILE \\'out.tsv\\' FORMAT TSV --\n"],
+      [`WITH t AS (SELECT id FROM ${table}) SELECT max(id) FROM t`, '3\n'],
+      [`SELECT count() FROM ${view} AS v JOIN ${table} AS t ON v.id = t.id`, '3\n'],
+      [`SELECT count() FROM ${table} WHERE id IN (SELECT id FROM ${view})`, '3\n'],
+      [`select NAME from ${table} where id = 2`.replace('NAME', 'name'), 'b\n'],
+      [`DESCRIBE TABLE ${table}`, 'id\tUInt32\t\t\t\t\t\nname\tString\t\t\t\t\t\n'],
+      [`EXISTS TABLE ${table}`, '1\n'],
+      [`SHOW TABLES LIKE '${table}'`, `${table}\n`],
+      [`SHOW TABLES FROM default LIKE '${view}'`, `${view}\n`],
+    ] as const) {
+      const answer = await ask(query);
+      expect([answer.status, answer.text], query).to.deep.equal([200, expected]);
+    }
+    expect((await ask(`EXPLAIN SELECT id FROM ${table}`)).status).to.equal(200);
+  });
+
+  it('refuses a table outside its list, however it is reached', async () => {
+    for (const query of [
+      `SELECT * FROM ${secret}`,
+      `SELECT * FROM default.${secret}`,
+      `SELECT * FROM \`${secret}\``,
+      `SELECT * FROM "${secret}"`,
+      `SELECT * FROM /* c */ ${secret}`,
+      `WITH s AS (SELECT * FROM ${secret}) SELECT * FROM s`,
+      `SELECT * FROM ${table} UNION ALL SELECT 1, token FROM ${secret}`,
+      `SELECT * FROM ${table} JOIN ${secret} ON 1 = 1`,
+      `SELECT * FROM ${table} WHERE name IN ${secret}`,
+      `SELECT * FROM ${table} WHERE name IN (SELECT token FROM ${secret})`,
+      `SELECT (SELECT any(token) FROM ${secret})`,
+      `SELECT * FROM ${table} AS \`x\n TableIdentifier ${table}\` , ${secret}`,
+      'SELECT * FROM system.users',
+      'SELECT * FROM system.processes',
+      'SELECT * FROM system.disks',
+      "SELECT * FROM system.tables WHERE name = 'x' UNION ALL SELECT * FROM system.users",
+      'SELECT * FROM information_schema.tables',
+      `SHOW TABLES WHERE name IN (SELECT token FROM ${secret})`,
+      `SHOW TABLES WHERE (SELECT substring(token, 1, 1) FROM ${secret}) = 'd'`,
+      `SHOW DATABASES WHERE name IN (SELECT token FROM ${secret})`,
+      `DESCRIBE TABLE ${secret}`,
+      `SHOW CREATE TABLE ${secret}`,
+      `EXPLAIN SELECT * FROM ${secret}`,
+      `SELECT joinGet('${secret}', 'token', 1)`,
+      `SELECT dictGet('${secret}', 'token', 1)`,
+      `SELECT hasColumnInTable('default', '${secret}', 'token')`,
+    ]) {
+      await expectRefused(query);
+    }
+  });
+
+  it('refuses every table function the engine knows, in every spelling, and none dials out or touches a file', async () => {
+    const functions = await testClickHouse().query<{ name: string }>('SELECT name FROM system.table_functions ORDER BY name');
+    expect(functions.length, 'the engine lists its table functions').to.be.greaterThan(30);
+    const target = `127.0.0.1:${port}`;
+    for (const { name } of functions) {
+      await expectRefused(`SELECT * FROM ${name}('${target}', 'x', 'y')`);
+    }
+    const file = join(scratch.path, 'made-by-sqlite.db');
+    for (const query of [
+      "SELECT * FROM `file`('/etc/passwd', 'LineAsString')",
+      "SELECT * FROM \"file\"('/etc/passwd', 'LineAsString')",
+      "SELECT * FROM file/**/('/etc/passwd', 'LineAsString')",
+      "SELECT * FROM file -- c\n('/etc/passwd', 'LineAsString')",
+      "SELECT * FROM FILE('/etc/passwd', 'LineAsString')",
+      "select * from File('/proc/self/environ', 'LineAsString')",
+      "SELECT * FROM file('/etc', 'LineAsString')",
+      `SELECT * FROM url('http://${target}/', 'LineAsString')`,
+      `SELECT * FROM remote('${target}', 'system', 'one')`,
+      `SELECT * FROM remoteSecure('${target}', 'system', 'one')`,
+      `SELECT * FROM mysql('${target}', 'db', 't', 'u', 'p')`,
+      `SELECT * FROM postgresql('${target}', 'db', 't', 'u', 'p')`,
+      `SELECT * FROM s3('http://${target}/bucket/key', 'LineAsString')`,
+      `SELECT * FROM hdfs('hdfs://${target}/x', 'LineAsString')`,
+      `SELECT * FROM sqlite('${file}', 't')`,
+      "SELECT * FROM executable('touch.sh', 'LineAsString', 'x String')",
+      `SELECT * FROM ${table} WHERE id IN (SELECT toUInt32(length(line)) FROM url('http://${target}/', 'LineAsString'))`,
+      `SELECT * FROM ${table} UNION ALL SELECT 1, line FROM file('/etc/passwd', 'LineAsString')`,
+      `SELECT * FROM ${table} AS t JOIN url('http://${target}/', 'LineAsString') AS u ON 1 = 1`,
+      `WITH (SELECT count() FROM file('/etc/passwd', 'LineAsString')) AS n SELECT n`,
+      `DESC file('/etc/passwd', 'LineAsString')`,
+      "SELECT file('/etc/passwd')",
+      "SELECT FILE('/etc/hostname')",
+    ]) {
+      await expectRefused(query);
+    }
+    expect(connections, 'connections the queries opened').to.deep.equal([]);
+    expect(existsSync(file), 'sqlite() made its file').to.equal(false);
+    // executable() and friends would leave a child of this process (the engine runs in it).
+    const children = execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' }).trim().split('\n');
+    expect(children, 'processes the queries started').to.deep.equal(['ps']);
+  });
+
+  it('refuses writes and OUTFILE in every disguise, and no row or file appears', async () => {
+    const before = await rows(table);
+    const out = (name: string) => join(scratch.path, name);
+    for (const query of [
+      `INSERT INTO ${table} VALUES (9, 'x')`,
+      `WITH 1 AS x INSERT INTO ${table} SELECT 9, 'x'`,
+      `insert into ${table} select 9, 'x'`,
+      `INSERT INTO FUNCTION file('${out('via-function.tsv')}') SELECT 1`,
+      `WITH 1 AS x INSERT INTO FUNCTION file('${out('via-cte.tsv')}', 'TSV', 'x UInt8') SELECT 1`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('plain.tsv')}'`,
+      `SELECT * FROM ${table} INTO/**/OUTFILE '${out('comment.tsv')}'`,
+      `SELECT * FROM ${table} INTO -- c\nOUTFILE '${out('line-comment.tsv')}'`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('append.tsv')}' APPEND`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('truncate.tsv')}' TRUNCATE`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('format.tsv')}' FORMAT TSV`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('compressed.gz')}' COMPRESSION 'gzip'`,
+      `EXPLAIN SELECT 1 INTO OUTFILE '${out('explain.tsv')}'`,
+      // The endpoint wraps the query (`SELECT * FROM (<query>) SETTINGS …`): breaking out
+      // of the wrapping, or leaving a comment open over what follows it, does not reach past it.
+      `SELECT * FROM ${table}) INTO OUTFILE '${out('break-out.tsv')}' --`,
+      `SELECT * FROM ${table}) SETTINGS readonly = 0 --`,
+      `SELECT * FROM ${table} FORMAT TSV INTO OUTFILE '${out('after-format.tsv')}'`,
+      `SELECT * FROM ${table} INTO OUTFILE '${out('with-format.tsv')}' TRUNCATE FORMAT RowBinary`,
+      `SELECT * FROM ${table} /*`,
+      `DROP TABLE ${table}`,
+      `TRUNCATE TABLE ${table}`,
+      `ALTER TABLE ${table} DELETE WHERE 1`,
+      `ALTER TABLE ${table} UPDATE name = 'x' WHERE 1`,
+      `DELETE FROM ${table} WHERE 1`,
+      `CREATE TABLE evil_${suffix} (x UInt8) ENGINE = Memory`,
+      `CREATE TABLE evil_${suffix} ENGINE = File(TSV, '${out('engine.tsv')}') AS SELECT 1`,
+      `CREATE DICTIONARY evil_${suffix} (x UInt8) PRIMARY KEY x SOURCE(FILE(path '/etc/passwd' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)`,
+      `RENAME TABLE ${table} TO x_${suffix}`,
+      `OPTIMIZE TABLE ${table} FINAL`,
+      'SYSTEM STOP MERGES',
+      'SYSTEM SHUTDOWN',
+      'KILL QUERY WHERE 1',
+      'SET readonly = 0',
+      `ATTACH TABLE x_${suffix} FROM '/etc' (x String) ENGINE = MergeTree ORDER BY x`,
+      "BACKUP DATABASE default TO File('/tmp/backup')",
+      'GRANT ALL ON *.* TO default',
+      'SHOW GRANTS',
+      'SHOW PROCESSLIST',
+      'SHOW USERS',
+      `SELECT 1; DROP TABLE ${table}`,
+      `SELECT 1;\nINSERT INTO ${table} VALUES (9, 'x')`,
+    ]) {
+      await expectRefused(query);
+    }
+    expect(await rows(table), 'rows after the attempts').to.equal(before);
+    expect(readdirSync(scratch.path), 'files the attempts made').to.deep.equal([]);
+    expect(await testClickHouse().query(`EXISTS TABLE evil_${suffix}`)).to.deep.equal([{ result: 0 }]);
+  });
+
+  it('holds with the parser lock gone: the engine alone refuses writes and table functions under the settings every query runs with', async () => {
+    const settings = settingsClause({}, DEFAULT_QUERY_LIMITS);
+    for (const query of [
+      "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+      `SELECT * FROM url('http://127.0.0.1:${port}/', 'LineAsString')`,
+      `SELECT * FROM remote('127.0.0.1:${port}', 'system', 'one')`,
+      `SELECT * FROM ${table} UNION ALL SELECT 1, line FROM file('/etc/passwd', 'LineAsString')`,
+    ]) {
+      const error = await (async () => {
+        for await (const chunk of testClickHouse().stream(`SELECT * FROM (${query}) SETTINGS ${settings}`, { format: 'TSV' })) void chunk;
+      })().catch((e: unknown) => e);
+      expect((error as { clickhouseCode?: number }).clickhouseCode, query).to.equal(164);
+    }
+    for (const statement of [`INSERT INTO ${table} SELECT 9, 'x'`, `INSERT INTO FUNCTION file('${join(scratch.path, 'x.tsv')}') SELECT 1`]) {
+      const error = await testClickHouse().exec(`${statement} SETTINGS ${settings}`).catch((e: unknown) => e);
+      expect((error as { clickhouseCode?: number }).clickhouseCode, statement).to.equal(164);
+    }
+    expect(connections).to.deep.equal([]);
+    expect(readdirSync(scratch.path)).to.deep.equal([]);
+  });
+
+  it('refuses SETTINGS in the query and settings in the URL beyond its allowlist, and never raises its limits', async () => {
+    for (const query of [
+      `SELECT * FROM ${table} SETTINGS readonly = 0`,
+      `SELECT * FROM ${table} SETTINGS max_execution_time = 100000`,
+      `SELECT * FROM (SELECT * FROM ${table} SETTINGS max_threads = 64)`,
+      `SELECT * FROM ${table} FORMAT TSV SETTINGS max_result_rows = 0`,
+      // A reader raising its threads' CPU priority over the pipeline's.
+      `SELECT * FROM ${table} SETTINGS os_thread_priority = -20`,
+    ]) {
+      await expectRefused(query);
+    }
+    for (const search of ['readonly=0', 'allow_ddl=1', 'output_format_schema=/tmp/x.capnp', 'format_template_resultset=/etc/passwd', 'user_files_path=/', 'max_memory_usage=0&allow_introspection_functions=1', 'os_thread_priority=-20', 'os_thread_priority=0']) {
+      await expectRefused(`SELECT * FROM ${table}`, search);
+    }
+    // A limit given in the URL can lower the bound, not lift it.
+    const lowered = await ask(`SELECT * FROM ${table}`, 'max_result_rows=1&result_overflow_mode=throw');
+    expect([lowered.status, lowered.code], lowered.text).to.deep.equal([500, '396']);
+    const small = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, limits: { maxResultRows: 2 } });
+    try {
+      const lifted = await fetch(`${small.url}/?max_result_rows=1000000`, { method: 'POST', body: `SELECT * FROM ${table}`, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      expect([lifted.status, lifted.headers.get('x-clickhouse-exception-code')]).to.deep.equal([500, '396']);
+      expect(await lifted.text()).to.contain('Limit for result exceeded');
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('refuses keys in the URL, slows down guessing, and audits every refusal', async () => {
+    const inUrl = await fetch(`${endpoint.url}/?query=SELECT+1&user=analyst&password=${key}`);
+    expect([inUrl.status, inUrl.headers.get('x-clickhouse-exception-code')]).to.deep.equal([403, '516']);
+    const strict = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, maxFailedAuthPerMinute: 3 });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': `wrong-${i}-guess` } })).status);
+      expect(statuses).to.deep.equal([403, 403, 403, 429, 429]);
+      const right = await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      expect(right.status, 'even the right key waits out the lockout').to.equal(429);
+    } finally {
+      await strict.close();
+    }
+    await fetch(`${endpoint.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': 'not-the-key' } });
+    await ask(`SELECT * FROM ${secret}`);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && audited.rows.length < 2) await new Promise((resolve) => setTimeout(resolve, 20));
+    const outcomes = audited.rows.map((event) => (event as { outcome: string }).outcome);
+    expect(outcomes).to.include.members(['UNAUTHENTICATED', 'READONLY']);
+    expect(JSON.stringify(audited.rows)).not.to.contain('not-the-key');
+  });
+
+  it('refuses compressed bodies that grow past the query limit, do not decompress, or stack encodings, without running anything', async () => {
+    const post = async (body: Buffer, encoding: string) => {
+      const response = await fetch(`${endpoint.url}/`, { method: 'POST', body, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, 'Content-Encoding': encoding } });
+      return { status: response.status, code: response.headers.get('x-clickhouse-exception-code'), text: await response.text() };
+    };
+    // A bomb: 64 MiB of a comment after a SELECT, a few dozen KiB compressed; the 1 MiB limit counts what it decompresses to.
+    const bomb = gzipSync(Buffer.concat([Buffer.from(`SELECT name FROM ${table} -- `), Buffer.alloc(64 * 1024 * 1024, 0x61)]));
+    expect(bomb.length).to.be.below(256 * 1024);
+    const bombed = await post(bomb, 'gzip');
+    expect([bombed.status, bombed.code], bombed.text).to.deep.equal([413, '229']);
+    const corrupt = await post(Buffer.from(`SELECT name FROM ${table}`), 'gzip');
+    expect(corrupt.code, corrupt.text).to.equal('27');
+    expect(corrupt.status).to.not.equal(200);
+    for (const encoding of ['gzip, gzip', 'br', 'x-gzip ', 'compress']) {
+      const refused = await post(gzipSync(gzipSync(`SELECT name FROM ${table}`)), encoding);
+      expect(refused.code, `${encoding}: ${refused.text}`).to.equal('48');
+      expect(refused.text).not.to.contain('do-not-read').and.not.to.match(/^[abc]\n/m);
+    }
+  });
+});
+

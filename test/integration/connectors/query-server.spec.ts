@@ -1,0 +1,322 @@
+import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { serveQueries, toClickHouse } from '../../../connectors/clickhouse';
+import { fromIterable } from '../../../connectors/iterable';
+import { ConfigError } from '../../../lib/errors';
+import { Pipeline } from '../../../lib/pipeline';
+import { serveMetrics } from '../../../lib/serveMetrics';
+import type { DeadLetter } from '../../../lib/sink';
+import { delay, MemorySink, tempDir, testClickHouse, until } from '../../helpers';
+
+describe('read-only query endpoint over embedded ClickHouse', function () {
+  this.timeout(60_000);
+  const key = 'analyst-key-1234';
+  let endpoint: Awaited<ReturnType<typeof serveQueries>>;
+  let table: string;
+
+  before(async () => {
+    endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0 });
+  });
+  after(async () => endpoint?.close());
+  beforeEach(async () => {
+    table = `served_${randomUUID().replace(/-/g, '')}`;
+    await testClickHouse().exec(`CREATE TABLE ${table} (id UInt32) ENGINE = MergeTree ORDER BY id`);
+  });
+  afterEach(async () => testClickHouse().exec(`DROP TABLE IF EXISTS ${table}`));
+
+  const client = (password = key) => createClient({ url: endpoint.url, username: 'analyst', password, log: { level: ClickHouseLogLevel.OFF } });
+
+  it('answers SELECTs from an unmodified @clickhouse/client while a pipeline writes', async () => {
+    let producing = true;
+    async function* ids() {
+      for (let id = 1; producing; id++) {
+        yield { id };
+        if (id % 100 === 0) await delay(5);
+      }
+    }
+    const pipeline = new Pipeline({ source: fromIterable(ids()), sink: toClickHouse({ client: testClickHouse(), table }), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 500, maxWaitMs: 20 } });
+    await pipeline.start();
+    const reader = client();
+    try {
+      const seen: number[] = [];
+      await until(() => pipeline.stats.written > 0, 10_000, 'first writes');
+      for (let i = 0; i < 5; i++) {
+        const rows = await (await reader.query({ query: `SELECT count() AS n FROM ${table}`, format: 'JSONEachRow' })).json<{ n: string }>();
+        seen.push(Number(rows[0]!.n));
+        await delay(50);
+      }
+      expect(seen[0]).to.be.greaterThan(0);
+      expect(seen[4]).to.be.greaterThan(seen[0]!);
+      expect(await reader.ping()).to.include({ success: true });
+    } finally {
+      producing = false;
+      await reader.close();
+    }
+    const stats = await pipeline.finished();
+    const [row] = await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM ${table}`);
+    expect(Number(row!.n)).to.equal(stats.written);
+  });
+
+  it('refuses writes, DDL, several statements and file or network table functions, as ClickHouse would', async () => {
+    const reader = client();
+    try {
+      for (const query of [
+        `INSERT INTO ${table} VALUES (1)`,
+        `DROP TABLE ${table}`,
+        `ALTER TABLE ${table} DELETE WHERE 1`,
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+        "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+      ]) {
+        const error = await reader.command({ query }).catch((e: unknown) => e);
+        expect(error, query).to.be.instanceOf(Error);
+        expect((error as { code?: string }).code, query).to.equal('164');
+      }
+      const several = await reader.command({ query: `SELECT 1; DROP TABLE ${table}` }).catch((e: unknown) => e);
+      expect((several as { code?: string }).code, 'several statements: the parser refuses them').to.equal('62');
+      expect(await testClickHouse().query(`EXISTS TABLE ${table}`)).to.deep.equal([{ result: 1 }]);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('refuses a wrong key or an unknown user, over every way of passing them', async () => {
+    const wrong = client('not-the-key');
+    const error = await wrong.query({ query: 'SELECT 1' }).catch((e: unknown) => e);
+    await wrong.close();
+    expect((error as { code?: string }).code).to.equal('516');
+    for (const url of [`${endpoint.url}/?query=SELECT+1`, `${endpoint.url}/?query=SELECT+1&user=analyst&password=nope`, `${endpoint.url}/?query=SELECT+1&user=bob&password=${key}`]) {
+      const response = await fetch(url);
+      expect(response.status, url).to.equal(403);
+      expect(response.headers.get('x-clickhouse-exception-code')).to.equal('516');
+    }
+    const ok = await fetch(`${endpoint.url}/?query=SELECT+41%2B1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+    expect([ok.status, await ok.text()]).to.deep.equal([200, '42\n']);
+  });
+
+  it('reports query errors with the ClickHouse code and message', async () => {
+    const response = await fetch(`${endpoint.url}/?query=SELECT+*+FROM+no_such_table`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+    expect(response.status).to.equal(404);
+    expect(response.headers.get('x-clickhouse-exception-code')).to.equal('60');
+    expect(await response.text()).to.match(/Code: 60\..*no_such_table/s);
+  });
+
+  it('refuses bad configuration', async () => {
+    let error = await serveQueries({ client: testClickHouse(), users: {} }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users must name at least one user and key, or access must be given');
+    error = await serveQueries({ client: testClickHouse(), users: { a: 'short' } }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a must be a key of at least 8 characters');
+    error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, readerPriority: 20 }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'readerPriority must be an integer from 0 to 19, got 20');
+  });
+
+  it('runs readers at readerPriority: 10 unless set', async () => {
+    for (const [priority, expected] of [[undefined, '10'], [0, '0'], [19, '19']] as const) {
+      const server = await serveQueries({ client: testClickHouse(), users: { analyst: 'analyst-key-priority' }, port: 0, ...(priority === undefined ? {} : { readerPriority: priority }) });
+      try {
+        const response = await fetch(`${server.url}/`, { method: 'POST', body: "SELECT getSetting('os_thread_priority')", headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': 'analyst-key-priority' } });
+        expect(await response.text(), `readerPriority ${priority}`).to.equal(`${expected}\n`);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+});
+
+describe('analyst endpoint speaks ClickHouse HTTP', function () {
+  this.timeout(60_000);
+  const key = 'analyst-key-wire-1';
+  let endpoint: Awaited<ReturnType<typeof serveQueries>>;
+  const headers = { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key };
+
+  before(async () => {
+    endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0 });
+  });
+  after(async () => endpoint?.close());
+
+  it('passes binary formats through byte for byte', async () => {
+    const query = "SELECT toInt32(-1) AS a, toUInt16(1000) AS b, unhex('FFFE00') AS c, [1, 2] AS d, CAST(NULL AS Nullable(Int8)) AS e";
+    for (const format of ['RowBinary', 'RowBinaryWithNamesAndTypes', 'Native', 'Parquet', 'ArrowStream']) {
+      const response = await fetch(`${endpoint.url}/?default_format=${format}`, { method: 'POST', body: query, headers });
+      const served = Buffer.from(await response.arrayBuffer());
+      const parts: Uint8Array[] = [];
+      for await (const part of testClickHouse().stream(query, { format })) parts.push(part);
+      const direct = Buffer.concat(parts);
+      expect(response.status, format).to.equal(200);
+      expect(response.headers.get('content-type'), format).to.equal('application/octet-stream');
+      expect(response.headers.get('x-clickhouse-format'), format).to.equal(format);
+      expect(served.equals(direct), `${format}: ${served.toString('hex')} vs ${direct.toString('hex')}`).to.equal(true);
+    }
+    const rowBinary = await fetch(`${endpoint.url}/?query=${encodeURIComponent('SELECT toInt32(-1), toUInt16(1000) FORMAT RowBinary')}`, { headers });
+    expect(Buffer.from(await rowBinary.arrayBuffer()).toString('hex')).to.equal('ffffffffe803');
+  });
+
+  it('streams a result of many chunks intact, as plain and as compress=1 blocks', async () => {
+    const rows = 3_000_000;
+    const query = `SELECT toUInt64(number) FROM system.one ARRAY JOIN range(${rows}) AS number FORMAT RowBinary`;
+    for (const search of ['', 'compress=1']) {
+      const response = await fetch(`${endpoint.url}/?${search}`, { method: 'POST', body: query, headers });
+      let body = Buffer.from(await response.arrayBuffer());
+      if (search) {
+        const { cityHash128 } = await import('../../../connectors/clickhouse/compressedBlocks.js');
+        const parts: Buffer[] = [];
+        for (let at = 0; at < body.length; ) {
+          const size = body.readUInt32LE(at + 17);
+          const [low, high] = cityHash128(body.subarray(at + 16, at + 16 + size));
+          expect([low, high], `checksum of the block at ${at}`).to.deep.equal([body.readBigUInt64LE(at), body.readBigUInt64LE(at + 8)]);
+          parts.push(body.subarray(at + 25, at + 16 + size));
+          at += 16 + size;
+        }
+        body = Buffer.concat(parts);
+      }
+      expect(body.length, search).to.equal(rows * 8);
+      let wrong = 0;
+      for (let i = 0; i < rows; i++) if (body.readBigUInt64LE(i * 8) !== BigInt(i)) wrong++;
+      expect(wrong, `${search}: rows out of place`).to.equal(0);
+    }
+  });
+
+  it('keeps one header and one frame per result, however many chunks the engine streams', async () => {
+    const rows = 300_000;
+    const numbers = `chunked_${randomUUID().replace(/-/g, '')}`;
+    await testClickHouse().exec(`CREATE TABLE ${numbers} (n UInt64) ENGINE = MergeTree ORDER BY n`);
+    await testClickHouse().exec(`INSERT INTO ${numbers} SELECT number FROM numbers(${rows})`);
+    after(() => testClickHouse().exec(`DROP TABLE IF EXISTS ${numbers}`));
+    const query = `SELECT n FROM ${numbers} ORDER BY n`;
+    const fetchAs = async (format: string) => Buffer.from(await (await fetch(`${endpoint.url}/?default_format=${format}&max_block_size=1000`, { method: 'POST', body: query, headers })).arrayBuffer());
+    for (const format of ['CSVWithNames', 'TSVWithNamesAndTypes', 'JSONCompactEachRowWithNamesAndTypes']) {
+      const lines = (await fetchAs(format)).toString().trimEnd().split('\n');
+      const header = format.endsWith('AndTypes') ? 2 : 1;
+      expect(lines.length, format).to.equal(rows + header);
+      expect(lines.slice(header).filter((line) => /n|UInt64/.test(line)), `${format}: headers inside the rows`).to.deep.equal([]);
+    }
+    const binary = await fetchAs('RowBinaryWithNamesAndTypes');
+    const header = Buffer.from([1, 1, 0x6e, 6, ...Buffer.from('UInt64')]);
+    expect(binary.subarray(0, header.length).equals(header)).to.equal(true);
+    expect(binary.length).to.equal(header.length + rows * 8);
+    expect(binary.readBigUInt64LE(binary.length - 8)).to.equal(BigInt(rows - 1));
+    const json = JSON.parse((await fetchAs('JSON')).toString()) as { rows: number; data: unknown[] };
+    expect([json.rows, json.data.length]).to.deep.equal([rows, rows]);
+    const parquet = await fetchAs('Parquet');
+    expect([parquet.subarray(0, 4).toString(), parquet.subarray(-4).toString(), parquet.indexOf('PAR1', 4)]).to.deep.equal(['PAR1', 'PAR1', parquet.length - 4]);
+  });
+
+  it('binds param_<name> query parameters, takes database=default and refuses another', async () => {
+    const bound = await fetch(`${endpoint.url}/?param_n=41&param_s=${encodeURIComponent("it's; DROP")}&database=default`, { method: 'POST', body: 'SELECT {n:UInt8} + 1, {s:String}', headers });
+    expect([bound.status, await bound.text()]).to.deep.equal([200, "42\tit\\'s; DROP\n"]);
+    const missing = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT {n:UInt8}', headers });
+    expect([missing.status, missing.headers.get('x-clickhouse-exception-code')]).to.deep.equal([400, '456']);
+    const other = await fetch(`${endpoint.url}/?database=elsewhere`, { method: 'POST', body: 'SELECT 1', headers });
+    expect([other.status, other.headers.get('x-clickhouse-exception-code')]).to.deep.equal([404, '81']);
+  });
+
+  it('compresses with enable_http_compression, reads gzip bodies, and answers probes, typos and formats as a server does', async () => {
+    const { gunzipSync, gzipSync } = await import('node:zlib');
+    const raw = await new Promise<{ status: number; encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+      const request = require('node:http').request(`${endpoint.url}/?enable_http_compression=1&query=SELECT+number+FROM+system.one+ARRAY+JOIN+range(1000)+AS+number`, { headers: { ...headers, 'Accept-Encoding': 'gzip' } }, (response: import('node:http').IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => resolve({ status: response.statusCode!, encoding: response.headers['content-encoding'], body: Buffer.concat(chunks) }));
+      });
+      request.on('error', reject);
+      request.end();
+    });
+    expect([raw.status, raw.encoding]).to.deep.equal([200, 'gzip']);
+    expect(gunzipSync(raw.body).toString().split('\n')).to.have.length(1001);
+    const zipped = await fetch(`${endpoint.url}/`, { method: 'POST', body: gzipSync('SELECT 7'), headers: { ...headers, 'Content-Encoding': 'gzip' } });
+    expect(await zipped.text()).to.equal('7\n');
+    for (const path of ['/ping', '/replicas_status']) expect(await (await fetch(`${endpoint.url}${path}`)).text()).to.equal('Ok.\n');
+    const typo = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELEC 1', headers });
+    expect([typo.status, typo.headers.get('x-clickhouse-exception-code')]).to.deep.equal([400, '62']);
+    const json = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT 1 AS x FORMAT JSONEachRow', headers });
+    expect([json.headers.get('content-type'), await json.text()]).to.deep.equal(['application/json; charset=UTF-8', '{"x":1}\n']);
+    expect((await fetch(`${endpoint.url}/`, { method: 'POST', body: '-- a comment\nSELECT 2', headers })).status).to.equal(200);
+  });
+
+  it('bounds a result built whole in memory (JSON, Parquet) by maxBufferedResultBytes, and streams row formats past it', async () => {
+    const small = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxBufferedResultBytes: 4096 });
+    try {
+      const query = 'SELECT number FROM system.one ARRAY JOIN range(10000) AS number';
+      for (const format of ['JSON', 'Parquet']) {
+        const whole = await fetch(`${small.url}/?default_format=${format}`, { method: 'POST', body: query, headers });
+        expect([whole.status, whole.headers.get('x-clickhouse-exception-code')], format).to.deep.equal([500, '396']);
+      }
+      const rows = await fetch(`${small.url}/?default_format=TSV`, { method: 'POST', body: query, headers });
+      expect([rows.status, (await rows.text()).split('\n').length]).to.deep.equal([200, 10001]);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('closes a connection whose body it refused unread, so the rest is never read as a request', async () => {
+    const huge = await fetch(`${endpoint.url}/`, { method: 'POST', body: `SELECT ${'1+'.repeat(600_000)}1`, headers });
+    expect([huge.status, huge.headers.get('x-clickhouse-exception-code'), huge.headers.get('connection')]).to.deep.equal([413, '229', 'close']);
+    await huge.text();
+    for (let i = 0; i < 3; i++) {
+      const next = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT 1', headers });
+      expect([next.status, await next.text()]).to.deep.equal([200, '1\n']);
+    }
+  });
+
+  it('cancels a query whose client went away, freeing its slot', async () => {
+    const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1 });
+    try {
+      const controller = new AbortController();
+      const slow = fetch(`${one.url}/?max_block_size=1`, { method: 'POST', body: 'SELECT sleepEachRow(0.5) FROM system.one ARRAY JOIN range(100) AS n', headers, signal: controller.signal }).then((r) => r.text()).catch(() => 'aborted');
+      await delay(300);
+      controller.abort();
+      expect(await slow).to.equal('aborted');
+      // The slot comes back once the engine's stream is cancelled, within a chunk, not after 50 s.
+      const started = Date.now();
+      const next = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 1', headers });
+      expect([next.status, await next.text()]).to.deep.equal([200, '1\n']);
+      expect(Date.now() - started, 'waited for the cancelled query').to.be.below(20_000);
+    } finally {
+      await one.close();
+    }
+  });
+});
+
+describe('query and metrics endpoints over HTTPS', function () {
+  this.timeout(60_000);
+
+  it('serve HTTPS with the same tls option the webhook takes, and a driver that trusts the certificate reads', async () => {
+    const dir = tempDir();
+    const keyFile = join(dir.path, 'key.pem');
+    const certFile = join(dir.path, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const tls = { key: readFileSync(keyFile), cert: readFileSync(certFile) };
+    const endpoint = await serveQueries({ client: testClickHouse(), users: { analyst: 'analyst-key-tls-1' }, port: 0, tls });
+    const pipeline = new Pipeline({ source: fromIterable([{ id: 1 }]), sink: new MemorySink(), deadLetters: new MemorySink<DeadLetter>() });
+    const metrics = await serveMetrics(pipeline, { port: 0, tls });
+    const reader = createClient({ url: endpoint.url, username: 'analyst', password: 'analyst-key-tls-1', tls: { ca_cert: tls.cert }, log: { level: ClickHouseLogLevel.OFF } });
+    try {
+      expect(endpoint.url).to.match(/^https:\/\/127\.0\.0\.1:\d+$/);
+      expect(metrics.url).to.match(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const rows = await (await reader.query({ query: 'SELECT 40 + 2 AS answer', format: 'JSONEachRow' })).json<{ answer: number }>();
+      expect(rows).to.deep.equal([{ answer: 42 }]);
+      const get = (url: string, ca?: Buffer) =>
+        new Promise<string>((resolve, reject) => {
+          request(url, ca ? { ca } : {}, (response) => {
+            let text = '';
+            response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            response.on('end', () => resolve(`${response.statusCode} ${text}`));
+          })
+            .on('error', reject)
+            .end();
+        });
+      expect(await get(`${metrics.url}/health`, tls.cert)).to.match(/^200 /);
+      // Without trusting the certificate a client refuses both servers.
+      for (const url of [`${endpoint.url}/ping`, `${metrics.url}/health`]) expect(await get(url).catch((e: Error) => e.message)).to.match(/self[- ]signed/i);
+    } finally {
+      await reader.close();
+      await metrics.close();
+      await endpoint.close();
+      dir.remove();
+    }
+  });
+});

@@ -1,0 +1,485 @@
+import { expect } from 'chai';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { fromIterable } from '../../../connectors/iterable';
+import { toClickHouse } from '../../../connectors/clickhouse';
+import { recentBookings, toRedisCache } from '../../../connectors/redis';
+import { ConfigError, SinkError } from '../../../lib/errors';
+import { fanOut } from '../../../lib/fanOut';
+import { Pipeline } from '../../../lib/pipeline';
+import type { DeadLetter, Sink } from '../../../lib/sink';
+import { delay, MemorySink, Recorder, testClickHouse, until } from '../../helpers';
+import { ensureRedis, ensureRedisTls, startRedis, stopRedis, stopRedisTls } from '../../services';
+
+interface Booking {
+  vendor: string;
+  booking_id: string;
+  updated_at: string;
+  booked_at: string;
+  customer_token: string;
+  status: string;
+  card: string;
+}
+
+const HOUR = 3_600_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+
+function booking(i: number, overrides: Partial<Booking> = {}): Booking {
+  const now = Date.now();
+  return {
+    vendor: i % 2 ? 'acme' : 'globex',
+    booking_id: `B-${i}`,
+    updated_at: iso(now - HOUR),
+    booked_at: iso(now - 2 * HOUR - i * 1000),
+    customer_token: `tok-${i % 5}`,
+    status: 'confirmed',
+    // As the encrypt step leaves a field: the cache must store it as it is.
+    card: `enc:v1:k1:${Buffer.from(`card-${i}`).toString('base64')}`,
+    ...overrides,
+  };
+}
+
+async function write(sink: Sink<Booking>, rows: Booking[]): Promise<void> {
+  const recorder = new Recorder();
+  await sink.write({ envelopes: rows.map((row) => recorder.envelope(row)), bytes: 0 }, { token: randomUUID(), attempt: 1 });
+}
+
+describe('Redis bookings cache (real redis-server, embedded ClickHouse)', function () {
+  this.timeout(600_000); // the first run installs Debian's redis-server
+  let url: string;
+  let redis: Redis;
+  const clickhouse = testClickHouse();
+  let table: string;
+  let prefix: string;
+
+  before(async () => {
+    url = await ensureRedis();
+    redis = new Redis(url);
+    redis.on('error', () => undefined); // Redis is stopped on purpose below; commands fail on their own
+  });
+  after(async () => {
+    await redis?.quit();
+  });
+  const acl = (...args: string[]) => (redis as unknown as { call(...a: string[]): Promise<unknown> }).call('ACL', ...args);
+  beforeEach(async () => {
+    table = `bookings_cache_${randomUUID().replace(/-/g, '')}`;
+    prefix = `test:${randomUUID()}:`;
+    await clickhouse.exec(
+      `CREATE TABLE ${table} (vendor String, booking_id String, updated_at DateTime64(3, 'UTC'), booked_at DateTime64(3, 'UTC'), customer_token String, status String, card String) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (vendor, booking_id)`,
+    );
+  });
+  afterEach(async () => {
+    await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
+  });
+
+  describe('toRedisCache', () => {
+    it('stores each booking under its key with a TTL from its own time, as received, with vendor and customer indexes', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      try {
+        const rows = [booking(1), booking(2), booking(3)];
+        await write(cache, rows);
+        const stored = await redis.get(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
+        expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.deep.equal(rows[0]);
+        expect(stored).to.include(rows[0]!.card);
+        const expiresAt = await redis.pexpiretime(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
+        expect(expiresAt, 'booked_at + 24 h, not now + 24 h').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-3']), JSON.stringify(['acme', 'B-1'])]);
+        expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([JSON.stringify(['globex', 'B-2'])]);
+        expect(await redis.pexpiretime(`${prefix}v:"acme"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
+        // An earlier booking later on never shortens an index's life.
+        await write(cache, [booking(7, { customer_token: 'tok-2' })]);
+        expect(await redis.pexpiretime(`${prefix}v:"acme"`)).to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        expect(await redis.zcard(`${prefix}c:"tok-2"`)).to.equal(2);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('drops index entries whose booking expired', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, ttlMs: 1000 });
+      try {
+        await write(cache, [booking(1, { booked_at: iso(Date.now() - 800) }), booking(5, { booked_at: iso(Date.now()) })]);
+        await delay(300);
+        await write(cache, [booking(3, { booked_at: iso(Date.now()) })]);
+        expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-5']), JSON.stringify(['acme', 'B-3'])]);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('never lets a replayed or older version replace a newer one', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix });
+      try {
+        const newer = booking(1, { status: 'cancelled', updated_at: iso(Date.now() - 1000) });
+        const older = booking(1, { status: 'confirmed', updated_at: iso(Date.now() - HOUR) });
+        await write(cache, [newer]);
+        await write(cache, [older]);
+        await write(cache, [older, newer, older]);
+        const stored = await redis.get(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
+        expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.include({ status: 'cancelled' });
+        expect(cache.stats).to.include({ stored: 2, older: 3 });
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('keeps the newest version of a booking seen several times in one batch, whatever the order, across the calls a large batch is split into', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      try {
+        const at = (minutes: number) => iso(Date.now() - HOUR + minutes * 60_000);
+        // 1,200 rows: more than one put call (500 rows); the versions of B-1 and B-2 land in different calls.
+        const rows = Array.from({ length: 1200 }, (_, i) => booking(i + 10));
+        rows[10] = booking(1, { status: 'second', updated_at: at(2) });
+        rows[600] = booking(1, { status: 'newest', updated_at: at(3), customer_token: 'tok-new' });
+        rows[1100] = booking(1, { status: 'oldest', updated_at: at(1) });
+        rows[20] = booking(2, { status: 'newest', updated_at: at(3) });
+        rows[1150] = booking(2, { status: 'older', updated_at: at(1) });
+        await write(cache, rows);
+        const stored = (vendor: string, id: string) => redis.get(`${prefix}b:${JSON.stringify([vendor, id])}`).then((s) => JSON.parse(s!.slice(s!.indexOf('|') + 1)) as Booking);
+        expect(await stored('acme', 'B-1')).to.deep.equal(rows[600]);
+        expect((await stored('globex', 'B-2')).status).to.equal('newest');
+        expect(cache.stats).to.deep.equal({ stored: 1198, older: 2, expired: 0, unkeyed: 0 });
+        expect(await redis.zcard(`${prefix}v:"acme"`)).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
+        expect(await redis.zrange(`${prefix}c:"tok-new"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-1'])]);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      try {
+        const rows = [
+          booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
+          booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
+          booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
+          // Over the bytes one call carries: the rows after it go in another call.
+          ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
+        ];
+        await write(cache, rows);
+        expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
+        for (const row of rows) {
+          const stored = await redis.get(`${prefix}b:${JSON.stringify([row.vendor, row.booking_id])}`);
+          expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.deep.equal(row);
+        }
+        expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([JSON.stringify(['café', 'Ünïcødé-✈️-𝄞'])]);
+        expect(await redis.zscore(`${prefix}v:"café"`, JSON.stringify(['café', 'Ünïcødé-✈️-𝄞']))).to.equal(String(Date.parse(rows[0]!.booked_at)));
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix });
+      try {
+        const now = Date.now();
+        const time = (i: number) => now - HOUR - i * 1000 + 0.5;
+        // One call (under 500 rows): vendor indexes are numbered per call, one byte up to 127, more past it.
+        const rows = Array.from({ length: 300 }, (_, i) => ({ ...booking(i), vendor: `v${i}`, booked_at: time(i), updated_at: now - HOUR }) as unknown as Booking);
+        await write(cache, rows);
+        expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, unkeyed: 0 });
+        for (const i of [0, 126, 127, 128, 299]) {
+          const member = JSON.stringify([`v${i}`, `B-${i}`]);
+          expect(await redis.zrange(`${prefix}v:"v${i}"`, '0', '-1')).to.deep.equal([member]);
+          expect(Number(await redis.zscore(`${prefix}v:"v${i}"`, member))).to.equal(time(i));
+          expect(await redis.pexpiretime(`${prefix}b:${member}`)).to.equal(Math.floor(time(i)) + 24 * HOUR);
+        }
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('keeps hostile key values apart, skips expired and unkeyed rows', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, ttlMs: HOUR });
+      try {
+        await write(cache, [
+          booking(1, { vendor: 'a', booking_id: 'b:c', booked_at: iso(Date.now() - 60_000) }),
+          booking(1, { vendor: 'a:b', booking_id: 'c', booked_at: iso(Date.now() - 60_000) }),
+          booking(1, { vendor: 'a","b', booking_id: 'c', booked_at: iso(Date.now() - 60_000) }),
+          booking(2, { booked_at: iso(Date.now() - 2 * HOUR) }), // older than the TTL
+          { ...booking(3), booking_id: undefined } as unknown as Booking,
+          booking(4, { updated_at: 'not a time' }),
+        ]);
+        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 1, unkeyed: 2 });
+        expect(await redis.keys(`${prefix}b:*`)).to.have.length(3);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it('refuses bad options with the rule', () => {
+      expect(() => toRedisCache({})).to.throw(ConfigError, 'toRedisCache needs exactly one of url or client');
+      expect(() => toRedisCache({ url: 'http://x' })).to.throw(ConfigError, 'url must start with redis:// or rediss://, got "http://x"');
+      expect(() => toRedisCache({ url, ttlMs: 10 })).to.throw(ConfigError, 'ttlMs must be an integer >= 1000, got 10');
+      expect(() => toRedisCache({ url, keyFields: [] })).to.throw(ConfigError, 'keyFields must be a non-empty list of column names, vendor first, got []');
+      expect(() => toRedisCache({ url, timeField: 'a b' })).to.throw(ConfigError, 'timeField must be a column name, got "a b"');
+      expect(() => toRedisCache({ url, versionField: '' })).to.throw(ConfigError, 'versionField must be a column name, got ""');
+    });
+
+    it('connects as a Redis ACL user given in the options, and fails with a clear error for a wrong password', async () => {
+      const user = `cache-${randomUUID().slice(0, 8)}`;
+      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@all');
+      const good = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
+      const bad = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 'wrong', maxRetriesPerRequest: 0, retryStrategy: () => null } });
+      try {
+        await write(good, [booking(1)]);
+        expect(good.stats.stored).to.equal(1);
+        const error = await write(bad, [booking(2)]).then(() => undefined, (e: unknown) => e);
+        expect(error).to.be.instanceOf(SinkError);
+        expect(String((error as Error).message)).to.match(/WRONGPASS|invalid username-password/);
+      } finally {
+        await good.close();
+        await bad.close();
+        await acl('DELUSER', user);
+      }
+    });
+  });
+
+  describe('over TLS (a TLS-only redis-server)', () => {
+    let tls: { url: string; ca: string };
+    before(async () => {
+      tls = await ensureRedisTls();
+    });
+    after(async () => {
+      await stopRedisTls();
+    });
+
+    it('passes tls options through to ioredis: writes and reads with the trusted certificate, refuses an untrusted one', async () => {
+      const cache = toRedisCache<Booking>({ url: tls.url, prefix, redis: { tls: { ca: tls.ca } } });
+      const untrusted = toRedisCache<Booking>({ url: tls.url, prefix, redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
+      const reader = recentBookings<Booking>({ redis: { url: tls.url, redis: { tls: { ca: tls.ca } } }, clickhouse, table, prefix });
+      try {
+        await write(cache, [booking(1)]);
+        expect(cache.stats.stored).to.equal(1);
+        await reader.warm();
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1', card: booking(1).card });
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 0 });
+        const error = await write(untrusted, [booking(2)]).then(() => undefined, (e: unknown) => e);
+        expect(error).to.be.instanceOf(SinkError);
+        expect((error as Error).message).to.match(/self[- ]signed certificate/);
+      } finally {
+        await cache.close();
+        await untrusted.close();
+        await reader.close();
+      }
+    });
+  });
+
+  describe('recentBookings', () => {
+    async function seed(rows: Booking[]): Promise<void> {
+      await clickhouse.insert(table, Buffer.from(rows.map((r) => JSON.stringify(r)).join('\n')), { date_time_input_format: 'best_effort' });
+    }
+
+    it('is stale until warm(), reading through to ClickHouse FINAL; then answers from Redis', async () => {
+      const rows = Array.from({ length: 20 }, (_, i) => booking(i + 1));
+      await seed(rows);
+      await seed([booking(1, { status: 'cancelled', updated_at: iso(Date.now() - 1000) })]);
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token', fill: false });
+      try {
+        expect(await reader.isStale()).to.equal(true);
+        expect(await reader.registry.metrics()).to.include(`tributary_cache_stale{cache="${prefix}"} 1`);
+        expect(await reader.get('acme', 'B-1')).to.include({ status: 'cancelled' });
+        expect(reader.counts).to.deep.equal({ hits: 0, misses: 1 });
+        expect(await reader.warm()).to.equal(20);
+        expect(await reader.isStale()).to.equal(false);
+        expect(await reader.get('acme', 'B-1')).to.deep.include({ status: 'cancelled', card: rows[0]!.card });
+        expect(await reader.get('acme', 'B-999')).to.equal(undefined);
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 2 });
+        const range = { from: Date.now() - 3 * HOUR, to: Date.now() };
+        const acme = await reader.byVendor('acme', range);
+        expect(acme.map((b) => b.booking_id)).to.deep.equal(rows.filter((r) => r.vendor === 'acme').map((r) => r.booking_id).reverse());
+        const customer = await reader.byCustomer('tok-1', { from: Date.now() - 3 * HOUR, to: Date.parse(rows[5]!.booked_at) });
+        expect(customer.map((b) => b.booking_id), 'by time, up to B-6').to.deep.equal(['B-16', 'B-11', 'B-6']);
+        expect(reader.counts).to.deep.equal({ hits: 3, misses: 2 });
+        const older = await reader.byVendor('acme', { from: Date.now() - 48 * HOUR, to: Date.now() });
+        expect(older, 'a range older than the TTL reads through').to.have.length(10);
+        expect(reader.counts.misses).to.equal(3);
+        const metrics = await reader.registry.metrics();
+        expect(metrics).to.include(`tributary_cache_hits_total{cache="${prefix}"} 3`);
+        expect(metrics).to.include(`tributary_cache_misses_total{cache="${prefix}"} 3`);
+        expect(metrics).to.include(`tributary_cache_stale{cache="${prefix}"} 0`);
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('lists a booking by its latest time and customer, not by index entries an earlier version left', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token' });
+      try {
+        await reader.warm();
+        const first = booking(1, { customer_token: 'tok-a', booked_at: iso(Date.now() - 2 * HOUR) });
+        const moved = booking(1, { customer_token: 'tok-b', booked_at: iso(Date.now() - HOUR), updated_at: iso(Date.now() - 1000) });
+        await write(cache, [first]);
+        await write(cache, [moved]);
+        expect(await reader.byCustomer('tok-a', { from: Date.now() - 3 * HOUR, to: Date.now() }), 'the booking moved to tok-b').to.deep.equal([]);
+        expect(await reader.byCustomer('tok-b', { from: Date.now() - 3 * HOUR, to: Date.now() })).to.deep.equal([moved]);
+        expect(await reader.byVendor('acme', { from: Date.now() - 3 * HOUR, to: Date.now() - 90 * 60_000 }), 'its time moved out of the range').to.deep.equal([]);
+        expect(reader.counts).to.deep.equal({ hits: 3, misses: 0 });
+      } finally {
+        await cache.close();
+        await reader.close();
+      }
+    });
+
+    it('follows stale() on every read between its looks at Redis, the stale gauge too', async () => {
+      await seed([booking(1)]);
+      let stale = false;
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, stale: () => stale, staleCheckMs: 600_000 });
+      const gauge = async () => (await reader.registry.metrics()).includes(`tributary_cache_stale{cache="${prefix}"} 1`);
+      try {
+        await reader.warm();
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        stale = true;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(true);
+        stale = false;
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await gauge()).to.equal(false);
+        expect(reader.counts).to.deep.equal({ hits: 2, misses: 1 });
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('fills the cache on a miss when asked', async () => {
+      await seed([booking(1)]);
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
+      try {
+        await reader.warm();
+        await redis.del(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 1 });
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('is stale again once the cache sink missed a batch, until the next warm()', async () => {
+      const user = `cache-${randomUUID().slice(0, 8)}`;
+      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@all');
+      const cache = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
+      try {
+        await reader.warm();
+        expect(await reader.isStale()).to.equal(false);
+        await acl('SETUSER', user, '-@all'); // every write now fails
+        expect(await write(cache, [booking(1)]).then(() => 'written', () => 'failed')).to.equal('failed');
+        await acl('SETUSER', user, '+@all');
+        await write(cache, [booking(2)]);
+        expect(await reader.isStale(), 'booking 1 is missing').to.equal(true);
+        await seed([booking(1), booking(2)]);
+        await reader.warm();
+        expect(await reader.isStale()).to.equal(false);
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
+        expect(reader.counts.hits).to.equal(1);
+        expect(await reader.registry.metrics()).to.include(`tributary_cache_stale{cache="${prefix}"} 0`);
+      } finally {
+        await cache.close();
+        await reader.close();
+        await acl('DELUSER', user);
+      }
+    });
+  });
+
+  describe('faults: Redis stopped and restarted mid-stream', () => {
+    const rows = Array.from({ length: 120 }, (_, i) => booking(i + 1));
+    async function* slowly(): AsyncGenerator<Booking> {
+      for (const row of rows) {
+        yield row;
+        await delay(10);
+      }
+    }
+    const countIn = async () => Number((await clickhouse.query<{ n: string }>(`SELECT count() AS n FROM ${table} FINAL`))[0]!.n);
+
+    afterEach(async () => {
+      await startRedis();
+      await redis.flushall();
+    });
+
+    it('with the cache required: the pipeline pauses while Redis is down, nothing is lost', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix });
+      const sinks = fanOut<Booking>([{ sink: toClickHouse({ client: clickhouse, table }), required: true }, { sink: cache, required: true }]);
+      const pipeline = new Pipeline({ source: fromIterable(slowly()), sink: sinks, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 20 }, retry: { maxDelayMs: 200 }, breaker: { resetTimeoutMs: 300 } });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
+      try {
+        await pipeline.start();
+        await until(() => pipeline.stats.written >= 30, 20_000, '30 records written');
+        await stopRedis();
+        await delay(1500);
+        const during = pipeline.stats.written;
+        await delay(1500);
+        expect(pipeline.stats.written, 'nothing acked while the cache is down').to.equal(during);
+        expect(during).to.be.below(rows.length);
+        await startRedis();
+        const stats = await pipeline.finished();
+        expect(stats).to.include({ written: rows.length, nacked: 0 });
+        expect(await countIn()).to.equal(rows.length);
+        // This Redis has no persistence: what it held before the stop is gone, and it says so.
+        expect(await reader.isStale()).to.equal(true);
+        expect(await redis.exists(`${prefix}b:${JSON.stringify(['acme', 'B-119'])}`), 'written after the restart').to.equal(1);
+        await reader.warm();
+        for (const row of rows) expect(await reader.get(row.vendor, row.booking_id)).to.deep.equal(row);
+        expect(reader.counts).to.deep.equal({ hits: rows.length, misses: 0 });
+      } finally {
+        await pipeline.stop().catch(() => undefined);
+        await reader.close();
+      }
+    });
+
+    it('with the cache best-effort: ClickHouse gets everything, the cache is marked stale, warm() completes it', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, redis: { maxRetriesPerRequest: 1 } });
+      const sinks = fanOut<Booking>([
+        { sink: toClickHouse({ client: clickhouse, table }), required: true },
+        { sink: cache, bestEffort: true, retry: { retries: 1, initialDelayMs: 10, maxDelayMs: 50 } },
+      ]);
+      const source = observed(rows);
+      const pipeline = new Pipeline({ source: fromIterable(source.iterate()), sink: sinks, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 20 } });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, stale: () => sinks.stale });
+      try {
+        await reader.warm();
+        await pipeline.start();
+        await until(() => pipeline.stats.written >= 30, 20_000, '30 records written');
+        await stopRedis();
+        await until(() => pipeline.stats.written >= 90, 20_000, '90 records written while Redis is down');
+        await startRedis();
+        const stats = await pipeline.finished();
+        expect(stats).to.include({ written: rows.length, nacked: 0 });
+        expect(await countIn()).to.equal(rows.length);
+        expect(sinks.stale).to.equal(true);
+        const missed = sinks.stats()[1]!;
+        expect(missed.failed + missed.skipped, 'batches the cache missed').to.be.above(0);
+        expect(await reader.isStale()).to.equal(true);
+        expect((await reader.get('acme', 'B-1'))?.booking_id, 'read through to ClickHouse').to.equal('B-1');
+        expect(reader.counts.misses).to.equal(1);
+        await reader.warm();
+        sinks.markFresh();
+        expect(await reader.isStale()).to.equal(false);
+        for (const row of rows) expect(await reader.get(row.vendor, row.booking_id)).to.deep.equal(row);
+        expect(reader.counts.hits).to.equal(rows.length);
+        expect(await reader.registry.metrics()).to.include(`tributary_cache_stale{cache="${prefix}"} 0`);
+      } finally {
+        await pipeline.stop().catch(() => undefined);
+        await reader.close();
+      }
+    });
+  });
+});
+
+/** Yields rows with a pause, so faults land mid-stream. */
+function observed<T>(rows: T[]): { iterate(): AsyncGenerator<T> } {
+  return {
+    async *iterate() {
+      for (const row of rows) {
+        yield row;
+        await delay(10);
+      }
+    },
+  };
+}
+

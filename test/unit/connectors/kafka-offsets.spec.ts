@@ -1,0 +1,169 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { compareCuts, cutAt, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../../../connectors/kafka/partitionOffsets';
+
+describe('PartitionOffsets: the commit point of one partition', () => {
+  it('is always just past the longest settled prefix, whatever the settlement order and offset gaps', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 300 }), fc.integer(), (gaps, seed) => {
+        const offsets: number[] = [];
+        let next = 7;
+        for (const gap of gaps) offsets.push((next += gap));
+        const tracker = new PartitionOffsets('t', 0);
+        for (const offset of offsets) tracker.emitted(offset);
+        const order = [...offsets];
+        let state = seed >>> 0;
+        for (let i = order.length - 1; i > 0; i--) {
+          state = (state * 1103515245 + 12345) >>> 0;
+          const j = state % (i + 1);
+          [order[i], order[j]] = [order[j]!, order[i]!];
+        }
+        const settled = new Set<number>();
+        for (const offset of order) {
+          tracker.settled(offset);
+          settled.add(offset);
+          const firstUnsettled = offsets.find((o) => !settled.has(o));
+          const expected = firstUnsettled ?? offsets[offsets.length - 1]! + 1;
+          // Nothing settled at the front yet: the commit point stays where reading began.
+          const point = tracker.toCommit() ?? tracker.committed;
+          expect(point).to.equal(settled.has(offsets[0]!) ? expected : offsets[0]);
+        }
+        expect(tracker.inFlight).to.equal(0);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('never passes a nacked record, and a retired tracker ignores settlements and commits nothing', () => {
+    const tracker = new PartitionOffsets('t', 3);
+    for (let offset = 0; offset < 10; offset++) tracker.emitted(offset);
+    for (const offset of [0, 1, 2, 4, 5, 6, 7, 8, 9]) tracker.settled(offset);
+    tracker.nacked(3);
+    expect(tracker.toCommit()).to.equal(3);
+    expect(tracker.settled(3)).to.equal(false);
+    expect(tracker.toCommit()).to.equal(3);
+    expect(tracker.retire()).to.equal(3);
+    expect(tracker.toCommit()).to.equal(undefined);
+    expect(tracker.accepts(10)).to.equal(false);
+  });
+
+  it('settles an offset only for the record emitted with it: another record carrying that offset moves nothing', () => {
+    const tracker = new PartitionOffsets('t', 0);
+    const first = { offset: 0 };
+    const second = { offset: 1 };
+    tracker.emitted(0, first);
+    tracker.emitted(1, second);
+    // The same offsets read under an earlier tracker of the partition: other envelopes.
+    expect(tracker.emittedAs(0, { offset: 0 })).to.equal(false);
+    expect(tracker.settled(0, { offset: 0 })).to.equal(false);
+    expect(tracker.toCommit()).to.equal(0);
+    expect(tracker.emittedAs(0, first)).to.equal(true);
+    expect(tracker.settled(0, first)).to.equal(true);
+    expect(tracker.toCommit()).to.equal(1);
+    expect(tracker.settled(1, second)).to.equal(true);
+    expect(tracker.toCommit()).to.equal(2);
+    tracker.retire();
+    expect(tracker.emittedAs(1, second)).to.equal(false);
+  });
+
+  it('does not emit an offset twice', () => {
+    const tracker = new PartitionOffsets('t', 0);
+    tracker.emitted(5);
+    expect(tracker.accepts(5)).to.equal(false);
+    expect(tracker.accepts(4)).to.equal(false);
+    expect(tracker.accepts(6)).to.equal(true);
+  });
+});
+
+describe('PartitionOffsets past its compaction point (10,000+ offsets)', () => {
+  it('property: emitting and settling interleaved in random order, the commit point is always just past the settled prefix', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 10_000, max: 14_000 }), fc.integer(), (count, seed) => {
+        let state = seed >>> 0;
+        // Math.imul: a 32-bit product, so the low bits stay random.
+        const random = (n: number) => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0), (state >>> 8) % n);
+        const offsets: number[] = [];
+        let next = 0;
+        for (let i = 0; i < count; i++) offsets.push((next += 1 + random(3)));
+        const tracker = new PartitionOffsets('t', 0);
+        const settled = new Set<number>();
+        let firstUnsettled = 0;
+        let emitted = 0;
+        let inFlight: number[] = [];
+        while (firstUnsettled < offsets.length) {
+          // Emit a batch, then settle a random share of what is in flight, in random order.
+          const batch = Math.min(offsets.length - emitted, 1 + random(1500));
+          for (const offset of offsets.slice(emitted, emitted + batch)) tracker.emitted(offset);
+          inFlight.push(...offsets.slice(emitted, emitted + batch));
+          emitted += batch;
+          const settleNow = emitted === offsets.length ? inFlight.length : random(inFlight.length + 1);
+          for (let k = 0; k < settleNow; k++) {
+            const pick = random(inFlight.length);
+            const offset = inFlight[pick]!;
+            inFlight[pick] = inFlight[inFlight.length - 1]!;
+            inFlight.pop();
+            tracker.settled(offset);
+            settled.add(offset);
+            while (firstUnsettled < offsets.length && settled.has(offsets[firstUnsettled]!)) firstUnsettled++;
+            if (firstUnsettled === 0) continue;
+            // Never past the first record not settled, and past every settled record before it
+            // (offsets between two records hold none: either end of the gap commits the same).
+            const point = (tracker.toCommit() ?? tracker.committed)!;
+            const ceiling = firstUnsettled < emitted ? offsets[firstUnsettled]! : offsets[emitted - 1]! + 1;
+            if (!(point <= ceiling && point > offsets[firstUnsettled - 1]!)) {
+              expect.fail(`after settling ${offset}: commit point ${point}, must be in (${offsets[firstUnsettled - 1]}, ${ceiling}]`);
+            }
+          }
+          inFlight = [...inFlight];
+        }
+        expect(tracker.inFlight).to.equal(0);
+      }),
+      { seed: 15, numRuns: 20 },
+    );
+  });
+});
+
+describe('batch cuts in offset commit metadata', () => {
+  it('orders cuts by offset, then part (a message split into records), the whole before its parts', () => {
+    const order = ['t/0/4', 't/0/5', 't/0/5#1', 't/0/5#1#2', 't/0/5#2', 't/0/5#10', 't/0/6'].map(cutAt);
+    for (let i = 1; i < order.length; i++) expect(compareCuts(order[i - 1]!, order[i]!), `${i}`).to.be.lessThan(0);
+    expect(cutAt('my.topic/12/340#3')).to.deep.equal({ offset: 340, part: '#3' });
+  });
+
+  it('round-trips the cuts at or past the committed offset, as distances from it', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.uniqueArray(fc.integer({ min: 0, max: 100_000 }), { maxLength: 40 }), fc.array(fc.constantFrom('', '#1', '#2#3'), { maxLength: 40 }), (offset, distances, parts) => {
+        const cuts = [...distances].sort((a, b) => a - b).map((d, i) => ({ offset: offset + d, part: parts[i] ?? '' }));
+        const metadata = cutsMetadata(cuts, offset);
+        expect(cutsOfMetadata(metadata, offset)).to.deep.equal(cuts);
+        // A cut behind the commit is left out.
+        expect(cutsMetadata([{ offset: offset - 1, part: '' }, ...cuts], offset)).to.equal(metadata);
+      }),
+      { seed: 7, numRuns: 200 },
+    );
+  });
+
+  it('reads no cuts from metadata it did not write, or that is out of order or malformed', () => {
+    for (const metadata of [null, undefined, '', 'someone else', 'tributary-cuts/2:1', 'tributary-cuts/1:2,1', 'tributary-cuts/1:1,1', 'tributary-cuts/1:-1', 'tributary-cuts/1:1e3', 'tributary-cuts/1:1#0', 'tributary-cuts/1:1#', 'tributary-cuts/1:9999999999999999', 'tributary-cuts/1:1,,2']) {
+      expect(cutsOfMetadata(metadata, 10), String(metadata)).to.deep.equal([]);
+    }
+    expect(cutsOfMetadata('tributary-cuts/1:', 10)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0,3#2', 10)).to.deep.equal([{ offset: 10, part: '' }, { offset: 13, part: '#2' }]);
+  });
+
+  it('a tracker tells the replayed batch a record ends in, notes new cuts once, and drops those behind a commit', () => {
+    const tracker = new PartitionOffsets('t', 0, 1, [{ offset: 9, part: '' }, { offset: 20, part: '#2' }]);
+    expect(tracker.replayCut(cutAt('t/0/3'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutAt('t/0/9'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutAt('t/0/20#1'))).to.deep.equal({ offset: 20, part: '#2' });
+    expect(tracker.replayCut(cutAt('t/0/20#3'))).to.equal(undefined);
+    // Replayed cuts are known to the commit already; a new one needs a commit.
+    expect(tracker.addCut({ offset: 9, part: '' })).to.equal(0);
+    expect(tracker.cutsPending).to.equal(false);
+    const version = tracker.addCut({ offset: 30, part: '' });
+    expect(version).to.equal(1);
+    expect(tracker.addCut({ offset: 30, part: '' })).to.equal(1);
+    expect(tracker.cutsPending).to.equal(true);
+    expect(tracker.cutsFrom(10)).to.deep.equal([{ offset: 20, part: '#2' }, { offset: 30, part: '' }]);
+  });
+});

@@ -1,0 +1,102 @@
+import { expect } from 'chai';
+import { from, lastValueFrom, map, toArray } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
+import { batch } from '../../../lib/batch';
+import { ConfigError } from '../../../lib/errors';
+import type { Batch } from '../../../lib/sink';
+import { Recorder } from '../../helpers';
+
+describe('batch', () => {
+  const recorder = new Recorder();
+  const scheduler = () =>
+    new TestScheduler((actual, expected) => {
+      expect(actual).to.deep.equal(expected);
+    });
+  const toBatches = map((b: { envelopes: readonly { value: string }[]; bytes: number }) => b.envelopes.map((e) => e.value).join(''));
+
+  it('emits a batch when it reaches the row limit, and the rest on completion', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const input = cold('a-b-c-d-e-|').pipe(map((v) => recorder.envelope(v)));
+      expectObservable(input.pipe(batch({ rows: 2, maxWaitMs: 1000 }), toBatches)).toBe('--x---y---(z|)', { x: 'ab', y: 'cd', z: 'e' });
+    });
+  });
+
+  it('emits a partial batch when the wait runs out', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const input = cold('a 9ms b 20ms c|').pipe(map((v) => recorder.envelope(v)));
+      expectObservable(input.pipe(batch({ rows: 100, maxWaitMs: 5 }), toBatches)).toBe('5ms x 9ms y 16ms (z|)', { x: 'a', y: 'b', z: 'c' });
+    });
+  });
+
+  it('holds a replayed batch past the wait until its last record, which emits it at once; other batches are cut by time', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      // a, b, c were one batch for an earlier reader (c its last record); d is new.
+      const input = cold('a 9ms b 9ms c 9ms d 20ms |').pipe(map((v) => recorder.envelope(v)));
+      const replayed = (e: { value: unknown }) => (e.value === 'c' ? 'last' : e.value === 'd' ? undefined : 'within');
+      const key = (e: { value: unknown }) => (e.value === 'd' ? 'new' : 'replayed');
+      expectObservable(input.pipe(batch({ rows: 100, maxWaitMs: 5, key, replayed }), toBatches)).toBe('20ms x 14ms y 15ms |', { x: 'abc', y: 'd' });
+    });
+  });
+
+  it('once its signal aborts, emits what it holds at once and waits no more for later records', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const stop = new AbortController();
+      const input = cold('a 9ms b 9ms c 99ms |').pipe(map((v) => recorder.envelope(v)));
+      // Aborted as b arrives: a goes at once, b and c each in the turn they arrive in.
+      const aborting = input.pipe(map((e) => (e.value === 'b' && stop.abort(), e)));
+      expectObservable(aborting.pipe(batch({ rows: 100, maxWaitMs: 1000, signal: stop.signal }), toBatches)).toBe('10ms (xy) 6ms z 99ms |', { x: 'a', y: 'b', z: 'c' });
+    });
+  });
+
+  it('emits a batch when it reaches the byte limit', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const input = cold('a-b-c|').pipe(map((v) => recorder.envelope(v))); // one byte each
+      expectObservable(input.pipe(batch({ rows: 100, bytes: 2, maxWaitMs: 1000 }), toBatches)).toBe('--x--(y|)', { x: 'ab', y: 'c' });
+    });
+  });
+
+  it('passes errors on without emitting the partial batch', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const input = cold('a-#').pipe(map((v) => recorder.envelope(v)));
+      expectObservable(input.pipe(batch({ rows: 100 }), toBatches)).toBe('--#');
+    });
+  });
+
+  it('encodes each record as it joins the batch, releases values kept as raw, and dead-letters what will not encode', async () => {
+    const recorder = new Recorder();
+    const withRaw = (value: unknown, raw?: string) => {
+      const envelope = recorder.envelope(value);
+      envelope.raw = raw;
+      return envelope;
+    };
+    const big = 'ü€😀'.repeat(30_000); // past the first buffer: it must grow
+    const inputs = [withRaw({ id: 1 }, '{"id":1}'), withRaw({ id: 2 }), withRaw({ id: 3, n: 10n }, 'n=10'), withRaw({ id: 4, text: big }, 'big'), withRaw({ id: 5 }, '5')];
+    const batches = await lastValueFrom(from(inputs).pipe(batch({ rows: 3, encode: (value) => JSON.stringify(value), releaseValues: true }), toArray()));
+    const rowsOf = (b: Batch<unknown>) => b.encoded!.ends.map((end, i) => b.encoded!.body.toString('utf8', i === 0 ? 0 : b.encoded!.ends[i - 1], end));
+    expect(batches.map(rowsOf)).to.deep.equal([
+      ['{"id":1}\n', '{"id":2}\n', `{"id":4,"text":"${big}"}\n`],
+      ['{"id":5}\n'],
+    ]);
+    expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
+    // Released where a dead letter could use raw instead; kept where it could not.
+    expect(batches[0]!.envelopes.map((e) => e.value)).to.deep.equal([undefined, { id: 2 }, undefined]);
+    expect(recorder.rejected.map((r) => [r.envelope.raw, r.failure.stage, r.failure.code])).to.deep.equal([['n=10', 'sink', 'ENCODE']]);
+    expect(recorder.rejected[0]!.failure.message).to.match(/^cannot encode the record: .*BigInt/);
+  });
+
+  it('keeps values when asked to encode only', async () => {
+    const recorder = new Recorder();
+    const envelope = recorder.envelope({ id: 1 });
+    envelope.raw = '{"id":1}';
+    const [only] = await lastValueFrom(from([envelope]).pipe(batch({ encode: (value) => JSON.stringify(value) }), toArray()));
+    expect(only!.envelopes[0]!.value).to.deep.equal({ id: 1 });
+    expect(only!.encoded!.body.toString()).to.equal('{"id":1}\n');
+  });
+
+  it('refuses limits that make no sense', () => {
+    expect(() => batch({ rows: 1.5 })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 1.5');
+    expect(() => batch({ bytes: -1 })).to.throw(ConfigError, 'batch.bytes must be an integer >= 1, got -1');
+    expect(() => batch({ maxWaitMs: Infinity })).to.throw(ConfigError, 'batch.maxWaitMs must be a finite number >= 0, got Infinity');
+    expect(() => batch({ encode: 'json' as never })).to.throw(ConfigError, 'batch.encode must be a function, got string');
+  });
+});

@@ -1,0 +1,171 @@
+import { expect } from 'chai';
+import { Subject, VirtualTimeScheduler } from 'rxjs';
+import type { Batch } from '../../../lib/sink';
+import { writeBatches, type JoinLimits } from '../../../lib/writeBatches';
+import type { Envelope } from '../../../lib/envelope';
+
+/** A batch of `values` as the batch step makes it: one encoded row each, `bytes` per record. */
+function batchOf(values: string[], bytes = 10): Batch<string> {
+  const rows = values.map((v) => `"${v}"\n`);
+  let end = 0;
+  return {
+    envelopes: values.map((value) => ({ value }) as unknown as Envelope<string>),
+    bytes: values.length * bytes,
+    encoded: { body: Buffer.from(rows.join('')), ends: rows.map((row) => (end += row.length)) },
+  };
+}
+
+describe('writeBatches: batches waiting for a write are joined', () => {
+  function harness(concurrency: number, limits?: JoinLimits) {
+    const written: Batch<string>[] = [];
+    const open: (() => void)[] = [];
+    const input = new Subject<Batch<string>>();
+    let completed = false;
+    input.pipe(writeBatches<string>((b) => new Promise<void>((resolve) => {
+      written.push(b);
+      open.push(resolve);
+    }), concurrency, limits)).subscribe({ complete: () => (completed = true) });
+    const settle = async () => {
+      open.shift()!();
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    return { input, written, settle, completed: () => completed };
+  }
+
+  const values = (written: Batch<string>[]) => written.map((b) => b.envelopes.map((e) => e.value).join(''));
+
+  it('joins what waits, records and encoded rows in order, up to the limits; a partial batch waits for the write under way', async () => {
+    const h = harness(2, { rows: 5, bytes: 1000 });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b'])); // a slot is free, but a partial batch does not take it
+    h.input.next(batchOf(['c', 'd']));
+    h.input.next(batchOf(['e', 'f']));
+    h.input.next(batchOf(['g', 'h'])); // would make 6 rows: waits on its own
+    h.input.next(batchOf(['i']));
+    // 'bcdef', once joined up to the limit, is full: it takes the free slot.
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
+    const joined = h.written[1]!;
+    expect(joined.encoded!.body.toString()).to.equal('"b"\n"c"\n"d"\n"e"\n"f"\n');
+    expect(joined.encoded!.ends).to.deep.equal([4, 8, 12, 16, 20]);
+    expect(joined.bytes).to.equal(50);
+    await h.settle();
+    // 'ghi' is partial: it waits while 'bcdef' is written.
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
+    h.input.complete();
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'bcdef', 'ghi']);
+    expect(h.completed(), 'complete only once every write is done').to.equal(false);
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
+  it('starts full batches beside the write under way, up to `concurrency`', async () => {
+    const h = harness(2, { rows: 2, bytes: 1000 });
+    h.input.next(batchOf(['a', 'b']));
+    h.input.next(batchOf(['c', 'd']));
+    h.input.next(batchOf(['e', 'f'])); // full, but both slots are busy
+    h.input.next(batchOf(['g']));
+    expect(values(h.written)).to.deep.equal(['ab', 'cd']);
+    await h.settle();
+    // 'ef' takes the freed slot; 'g', partial, waits until no write is under way.
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['ab', 'cd', 'ef', 'g']);
+  });
+
+  it('a partial batch takes a free slot after limits.maxWaitMs if the write under way has not ended', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c'])); // joins 'b' while it waits
+    expect(values(h.written)).to.deep.equal(['a']);
+    scheduler.flush();
+    expect(scheduler.now()).to.equal(10);
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    // A write that ends in time leaves no wait behind: the next partial batch starts as the only write.
+    await h.settle();
+    await h.settle();
+    h.input.next(batchOf(['d']));
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'd']);
+  });
+
+  it('without limits, every batch may take a free slot (as mergeMap)', async () => {
+    const h = harness(2);
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next(batchOf(['c']));
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+  });
+
+  it('keeps the byte limit, and never joins without limits (boundaries a source must keep)', async () => {
+    const bytes = harness(1, { rows: 100, bytes: 25 });
+    for (const v of ['a', 'b', 'c', 'd']) bytes.input.next(batchOf([v]));
+    await bytes.settle();
+    await bytes.settle();
+    expect(bytes.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'bc', 'd']);
+    const kept = harness(1);
+    for (const v of ['a', 'b', 'c']) kept.input.next(batchOf([v]));
+    await kept.settle();
+    await kept.settle();
+    expect(kept.written.map((b) => b.envelopes.map((e) => e.value).join(''))).to.deep.equal(['a', 'b', 'c']);
+  });
+  it('joins up to exactly the limits: rows or bytes equal to a limit still join, and such a batch is full', async () => {
+    // rows: 'b' + 'c' make exactly 2 rows, the limit: joined, and full, so it takes the free slot.
+    const rows = harness(2, { rows: 2, bytes: 1000 });
+    rows.input.next(batchOf(['a']));
+    rows.input.next(batchOf(['b']));
+    rows.input.next(batchOf(['c']));
+    expect(values(rows.written)).to.deep.equal(['a', 'bc']);
+    // bytes: 10 + 10 make exactly 20 bytes, the limit: joined, and full.
+    const bytes = harness(2, { rows: 100, bytes: 20 });
+    bytes.input.next(batchOf(['a']));
+    bytes.input.next(batchOf(['b']));
+    bytes.input.next(batchOf(['c']));
+    expect(values(bytes.written)).to.deep.equal(['a', 'bc']);
+    // One byte short of the limit is partial: it waits for the write under way.
+    const short = harness(2, { rows: 100, bytes: 21 });
+    short.input.next(batchOf(['a']));
+    short.input.next(batchOf(['b']));
+    short.input.next(batchOf(['c']));
+    expect(values(short.written)).to.deep.equal(['a']);
+  });
+
+  it('a batch without encoded rows is never joined with one that has them', async () => {
+    const h = harness(1, { rows: 100, bytes: 1000 });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b']));
+    h.input.next({ ...batchOf(['c']), encoded: undefined });
+    await h.settle();
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+  });
+
+  it('a failed write, and a failed source, fail the stream with their error', async () => {
+    const failure = new Error('write refused');
+    let seen: unknown;
+    const input = new Subject<Batch<string>>();
+    input.pipe(writeBatches<string>(() => Promise.reject(failure), 1, { rows: 10, bytes: 1000 })).subscribe({ error: (error: unknown) => (seen = error) });
+    input.next(batchOf(['a']));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(seen).to.equal(failure);
+    const upstream = new Error('source failed');
+    let seenUpstream: unknown;
+    const source = new Subject<Batch<string>>();
+    source.pipe(writeBatches<string>(async () => undefined, 1, { rows: 10, bytes: 1000 })).subscribe({ error: (error: unknown) => (seenUpstream = error) });
+    source.error(upstream);
+    expect(seenUpstream).to.equal(upstream);
+  });
+
+  it('completes at once when the source ends with nothing written or waiting', () => {
+    let completed = false;
+    const input = new Subject<Batch<string>>();
+    input.pipe(writeBatches<string>(async () => undefined, 2, { rows: 10, bytes: 1000 })).subscribe({ complete: () => (completed = true) });
+    input.complete();
+    expect(completed).to.equal(true);
+  });
+});
