@@ -125,6 +125,14 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
       }
     }
   });
+
+  it('streams in blocks of up to 262,144 rows and about 4 MB of a table, unless the reader names max_block_size', async () => {
+    const query = "SELECT getSetting('max_block_size'), getSetting('preferred_block_size_bytes')";
+    for (const [search, expected] of [['', '262144\t4000000\n'], ['?max_block_size=1000', '1000\t4000000\n']] as const) {
+      const response = await fetch(`${endpoint.url}/${search}`, { method: 'POST', body: query, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      expect(await response.text(), search).to.equal(expected);
+    }
+  });
 });
 
 describe('analyst endpoint speaks ClickHouse HTTP', function () {
