@@ -4,6 +4,7 @@ import { concatMap, map, of, tap, timer, type Observable } from 'rxjs';
 import { toClickHouse } from '../../connectors/clickhouse';
 import { fromFiles } from '../../connectors/files';
 import type { Envelope } from '../../lib/envelope';
+import { ConfigError } from '../../lib/errors';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
 import { MemorySink, scratchDir, testClickHouse } from '../helpers';
@@ -69,5 +70,9 @@ describe('fromFiles with alignBatches: a run again over the same files stores no
     expect(await count(`SELECT count() AS n FROM ${table}`)).to.equal(10);
     await pipeline().run();
     expect(await count(`SELECT count() AS n FROM ${table}`), 'rows without FINAL, merges stopped').to.equal(37);
+  });
+
+  it('refuses an alignBatches that is not a boolean', () => {
+    expect(() => fromFiles({ paths: dir.path, alignBatches: 'yes' as never })).to.throw(ConfigError, 'alignBatches must be true or false, got "yes"');
   });
 });
