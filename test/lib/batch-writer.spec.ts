@@ -5,10 +5,11 @@ import type { Envelope } from '../../lib/envelope';
 import { SinkError, TributaryError, ValidationError } from '../../lib/errors';
 import type { PipelineEvent, PipelineEventType } from '../../lib/events';
 import type { LogFields, Logger } from '../../lib/logger';
-import { Pipeline, type PipelineOptions } from '../../lib/pipeline';
+import { insertToken, Pipeline, type PipelineOptions } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
+import { parse } from '../../operators/parse';
 import { recordOperator } from '../../operators/recordOperator';
-import { MemorySink, observed } from '../helpers';
+import { MemorySink, observed, Recorder } from '../helpers';
 
 /**
  * What the batch writer tells the one who runs a pipeline: a `sink.write` event per
@@ -131,6 +132,22 @@ describe('BatchWriter: the events, errors and log lines a write reports', () => 
     // Not retriable: one attempt.
     expect(payloads('sink.write').map((w) => [w.attempt, w.error?.message])).to.deep.equal([[1, 'disk on fire']]);
     expect(payloads('pipeline.crash').map((c) => c.error)).to.deep.equal([{ name: 'SinkError', code: 'SINK', retriable: false, message: 'sink rows failed: Error: disk on fire' }]);
+  });
+
+  it('counts every record of a payload split into several as nacked when their batch fails', async () => {
+    const sink = new MemorySink<unknown>('rows');
+    sink.gate = async () => {
+      throw new SinkError('table dropped');
+    };
+    const { stats, error } = await run<unknown>({ source: fromIterable(['{"a":1}\n{"a":2}\n{"a":3}']), transform: (records$) => records$.pipe(parse({ format: 'ndjson' }) as never), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 3, maxWaitMs: 1000 } });
+    expect(error).to.be.instanceOf(SinkError);
+    expect(stats).to.include({ read: 3, written: 0, deadLettered: 0, nacked: 3 });
+  });
+
+  it('gives a batch the insert token it had in every earlier version: a replay after an upgrade is still absorbed', () => {
+    const recorder = new Recorder();
+    const batch = { envelopes: ['a', 'b', 'c'].map((value, i) => recorder.envelope(value, { source: 'files', position: `in.ndjson@${i * 2}` })), bytes: 3 };
+    expect(insertToken('bookings', 'clickhouse', batch)).to.equal('1b3a64a9955857f8cd096c7df312976d');
   });
 
   for (const [how, beforeWrite, logged] of [

@@ -113,6 +113,13 @@ describe('DeadLetterRouting: every refused record is settled once, the letters s
     });
   }
 
+  it('names the vendor of the record, empty when it has none', () => {
+    const { letters, route } = routing();
+    route(record('anonymous'));
+    route(new Envelope({ id: 1 }, { source: 'test', position: 'acme', vendor: 'acme', receivedAt: 0, attempt: 1 }, undefined, 1, unused));
+    expect(letters.map((l) => l.value.vendor)).to.deep.equal(['', 'acme']);
+  });
+
   it('writes a record with nothing to show as an empty payload: length 0 and the hash of nothing', () => {
     const { letters, route } = routing();
     // A source's reject with no payload (an unreadable file): no value, no raw.
