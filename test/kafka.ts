@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Admin, Kafka, Message } from 'kafkajs';
+import type { Admin, ITopicConfig, Kafka, Message } from 'kafkajs';
 
 /** A kafkajs client for test set-up and checks (not the code under test). */
 export function testKafka(brokers: string[]): Kafka {
@@ -14,8 +14,7 @@ export async function createTopic(brokers: string[], partitions = 1, prefix = 't
   await admin.connect();
   try {
     const configEntries = Object.entries(config).map(([name, value]) => ({ name, value }));
-    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1, configEntries }], waitForLeaders: true });
-    await served(admin, topic);
+    await createServedTopics(admin, [{ topic, numPartitions: partitions, replicationFactor: 1, configEntries }]);
   } finally {
     await admin.disconnect();
   }
@@ -31,12 +30,22 @@ export async function createTopic(brokers: string[], partitions = 1, prefix = 't
 }
 
 /**
- * Waits until every partition's leader answers for the topic. createTopics resolves once
- * the controller has leaders for it, but the broker may not host the partitions yet:
- * a produce or fetch in between fails with "This server does not host this
- * topic-partition" (the race that failed a test's set-up once).
+ * Creates topics and resolves once every partition's leader serves them: a produce or
+ * fetch after it finds the topic. Not kafkajs's `waitForLeaders`: that polls the broker's
+ * metadata and retries only LEADER_NOT_AVAILABLE, but a KRaft broker learns of a topic
+ * from the controller's metadata log a moment after the controller answered CreateTopics,
+ * and until then answers UNKNOWN_TOPIC_OR_PARTITION ("This server does not host this
+ * topic-partition"), which createTopics throws: the kafka-sink set-up race. Then each
+ * partition's leader must answer ListOffsets: a broker with the metadata may not lead the
+ * partition yet ("This server is not the leader for that topic-partition").
  */
-export async function served(admin: Admin, topic: string, timeoutMs = 30_000): Promise<void> {
+export async function createServedTopics(admin: Admin, topics: ITopicConfig[]): Promise<void> {
+  await admin.createTopics({ topics, waitForLeaders: false });
+  for (const { topic } of topics) await served(admin, topic);
+}
+
+/** Waits until every partition's leader answers ListOffsets for the topic. */
+async function served(admin: Admin, topic: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

@@ -56,6 +56,17 @@ export interface FromFilesOptions {
   onProgress?: (progress: FileProgress) => void;
   /** Least time between two progress events of a file; 0 sends one per read chunk. @default 1000 */
   progressEveryMs?: number;
+  /**
+   * Cut sink batches where a run over the same files cuts them again: records of two files
+   * never share a batch, and a batch ends at the batch's row or byte limit or at its file's
+   * end, never at `maxWaitMs` (it waits up to 30 s for its next record). Run again, each
+   * batch holds the same records and carries the same insert token, which ClickHouse
+   * absorbs, so nothing is stored twice. A batch cut short by `stop()` is nacked unwritten
+   * (a run reads every file whole anyway). Without it, a batch cut by `maxWaitMs` (a sink
+   * slow enough to hold the reading back) is cut elsewhere by the next run and its rows are
+   * stored again. Costs at least one insert per file. @default false
+   */
+  alignBatches?: boolean;
 }
 
 const FORMATS: readonly FileFormat[] = ['ndjson', 'json', 'csv', 'xml'];
@@ -90,19 +101,44 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
     const xmlPath = paths.find((p) => formatOfName(p) === 'xml');
     if (xmlPath !== undefined) throw new ConfigError(`${xmlPath} is XML: set xml.record to the element that holds one record`);
   }
+  if (options.alignBatches !== undefined && typeof options.alignBatches !== 'boolean') throw new ConfigError(`alignBatches must be true or false, got ${JSON.stringify(options.alignBatches)}`);
   const vendorOf = vendorFunction(options.vendor);
+  /** The last record emitted of each file read to its end; the stop signal of the run. */
+  const fileEnds = new Map<string, number>();
+  let stopping: AbortSignal | undefined;
 
   return {
     name: settings.source,
+    ...(options.alignBatches && {
+      batchKey: (envelope: Envelope<unknown>) => envelope.meta.file ?? '',
+      // Not cut by time: a batch ends at the row or byte limit or where its file (its key) ends.
+      replayedBatch: () => 'within' as const,
+      // A stop cuts the batch being gathered short, where no other run would cut it.
+      beforeWrite: (envelopes: readonly Envelope<unknown>[]) => {
+        if (!stopping?.aborted) return true;
+        const { file, record } = envelopes[envelopes.length - 1]!.meta;
+        return file !== undefined && record !== undefined && fileEnds.get(file) === record;
+      },
+    }),
     open(context: SourceContext) {
+      stopping = context.signal;
+      fileEnds.clear();
       return new Observable<Envelope<unknown>>((subscriber) => {
-        const emit = (envelope: Envelope<unknown>) => subscriber.next(envelope);
+        const emitted = new Map<string, number>();
+        const emit = options.alignBatches
+          ? (envelope: Envelope<unknown>) => {
+              emitted.set(envelope.meta.file!, envelope.meta.record!);
+              subscriber.next(envelope);
+            }
+          : (envelope: Envelope<unknown>) => subscriber.next(envelope);
         (async () => {
           const files = await listFiles(paths, options.format, settings.xml !== undefined);
           for (const entry of files) {
             if (context.signal.aborted) return;
             if (entry.unreadable !== undefined) await rejectUnreadable(entry.file, vendorOf(entry.file), entry.unreadable, settings, context);
             else await readFile(entry.file, entry.format, vendorOf(entry.file), settings, context, emit);
+            const end = emitted.get(entry.file);
+            if (!context.signal.aborted && end !== undefined) fileEnds.set(entry.file, end);
           }
         })().then(
           () => subscriber.complete(),

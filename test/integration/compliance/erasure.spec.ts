@@ -21,7 +21,7 @@ import { encrypt } from '../../../operators/encrypt';
 import { subjectTokenOf, subjectTokensOf, tokenOf, tokenize } from '../../../operators/tokenize';
 import { toKafka } from '../../../connectors/kafka';
 import { MemorySink, Recorder, testClickHouse } from '../../helpers';
-import { served } from '../../kafka';
+import { createServedTopics } from '../../kafka';
 import { ensureKafka } from '../../services';
 
 const TABLES = ['vendor_quality_accepted_mv', 'vendor_quality_dead_lettered_mv', 'bookings_per_vendor_day', 'cancellation_rate_per_vendor', 'vendor_quality_hourly', 'bookings', 'dead_letters', 'subject_keys', 'audit_log', 'tributary_migrations'];
@@ -84,8 +84,7 @@ describe('erasure by crypto-shredding (embedded ClickHouse, Kafka)', function ()
     kafka = new Kafka({ clientId: 'compliance-test', brokers, logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
-    await served(admin, topic);
+    await createServedTopics(admin, [{ topic, numPartitions: 1 }]);
     await admin.disconnect();
     for (const table of TABLES) await clickhouse.exec(`DROP TABLE IF EXISTS ${table}`);
     await migrate(clickhouse, migrationsDir);

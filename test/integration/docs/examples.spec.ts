@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { delay, tempDir } from '../../helpers';
-import { caughtUp, committedOffsets, createTopic, produce, readAll, served, testKafka } from '../../kafka';
+import { caughtUp, committedOffsets, createServedTopics, createTopic, produce, readAll, testKafka } from '../../kafka';
 import { ensureKafka, ensureRedis } from '../../services';
 
 const run = promisify(execFile);
@@ -128,8 +128,7 @@ const EXPECTED_OUTPUT: Expected[] = [
         // As the README asks: a topic the producer would create logs an error while the broker makes it.
         const admin = testKafka(brokers).admin();
         await admin.connect();
-        await admin.createTopics({ topics: [{ topic: `${topic}.dead` }], waitForLeaders: true });
-        await served(admin, `${topic}.dead`);
+        await createServedTopics(admin, [{ topic: `${topic}.dead` }]);
         await admin.disconnect();
         const dir = join(ROOT, 'examples', 'bookings', 'data', 'skyway');
         const records = readdirSync(dir).sort().flatMap((file) => JSON.parse(readFileSync(join(dir, file), 'utf8')) as unknown[]);
