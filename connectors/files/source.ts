@@ -4,7 +4,7 @@ import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits } from '../../lib/limits';
-import { nonNegativeInteger, positiveInteger } from '../../lib/options';
+import { booleanOption, nonNegativeInteger, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext } from '../../lib/source';
 import { resolveCsvOptions, type CsvOptions } from '../../formats/csv';
 import { encodingOption, type FileEncoding } from '../../formats/encoding';
@@ -101,7 +101,7 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
     const xmlPath = paths.find((p) => formatOfName(p) === 'xml');
     if (xmlPath !== undefined) throw new ConfigError(`${xmlPath} is XML: set xml.record to the element that holds one record`);
   }
-  if (options.alignBatches !== undefined && typeof options.alignBatches !== 'boolean') throw new ConfigError(`alignBatches must be true or false, got ${JSON.stringify(options.alignBatches)}`);
+  const aligned = booleanOption(options.alignBatches, false, 'alignBatches');
   const vendorOf = vendorFunction(options.vendor);
   /** The last record emitted of each file read to its end; the stop signal of the run. */
   const fileEnds = new Map<string, number>();
@@ -109,7 +109,7 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
 
   return {
     name: settings.source,
-    ...(options.alignBatches && {
+    ...(aligned && {
       batchKey: (envelope: Envelope<unknown>) => envelope.meta.file ?? '',
       // Not cut by time: a batch ends at the row or byte limit or where its file (its key) ends.
       replayedBatch: () => 'within' as const,
@@ -125,7 +125,7 @@ export function fromFiles(options: FromFilesOptions): Source<unknown> {
       fileEnds.clear();
       return new Observable<Envelope<unknown>>((subscriber) => {
         const emitted = new Map<string, number>();
-        const emit = options.alignBatches
+        const emit = aligned
           ? (envelope: Envelope<unknown>) => {
               emitted.set(envelope.meta.file!, envelope.meta.record!);
               subscriber.next(envelope);
