@@ -64,6 +64,14 @@ export interface Source<T> {
    * again by whoever reads them next.
    */
   beforeWrite?(envelopes: readonly Envelope<T>[]): boolean | Promise<boolean>;
+  /**
+   * True when a caller waits for each record's write (a webhook's sender holds its request
+   * open until its records are stored): a partial batch then goes to the sink as soon as
+   * no write is under way, instead of after `batch.maxWaitMs`. While a write is under way
+   * it still waits for it, joined with what comes, up to `batch.maxWaitMs`, so a busy sink
+   * gets writes as large as before. Ignored with `batchKey`.
+   */
+  readonly awaitsWrites?: boolean;
 }
 
 /** A source's own readings. */

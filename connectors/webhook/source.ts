@@ -529,6 +529,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   return {
     name,
     open,
+    // Senders wait for their answer: a batch is written as soon as the sink is free.
+    awaitsWrites: true,
     url: () => listening,
     status,
     get stats() {

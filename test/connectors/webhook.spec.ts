@@ -57,7 +57,7 @@ describe('fromWebhook', function () {
     ...extra,
   });
 
-  async function start(extra: Partial<FromWebhookOptions> = {}): Promise<void> {
+  async function start(extra: Partial<FromWebhookOptions> = {}, batch = { rows: 100, maxWaitMs: 20 }): Promise<void> {
     table = `webhook_rows_${process.pid}_${Date.now()}`;
     await clickhouse.exec(`CREATE TABLE ${table} (webhook_id String, record UInt32, ref String) ENGINE = MergeTree ORDER BY (webhook_id, record)`);
     source = fromWebhook(options(extra));
@@ -67,7 +67,7 @@ describe('fromWebhook', function () {
       transform: toRow,
       sink: toClickHouse({ client: clickhouse, table }),
       deadLetters,
-      batch: { rows: 100, maxWaitMs: 20 },
+      batch,
     });
     await pipeline.start();
     url = await source.url();
@@ -109,6 +109,20 @@ describe('fromWebhook', function () {
     expect(JSON.parse(ragged.body)).to.deep.equal({ id: 'c2', records: 1 });
     expect(deadLetters.rows.map((l) => [l.position, l.stage, l.vendor])).to.deep.equal([['acme/c2#2', 'parse', 'acme']]);
     expect(await count()).to.equal(9);
+  });
+
+  it('writes a request\'s records as soon as the sink is idle, without waiting out batch.maxWaitMs: its sender is waiting', async () => {
+    // Ten minutes: the answers below come only if the batch is cut because no write is under way.
+    await start({}, { rows: 100, maxWaitMs: 600_000 });
+    const notCut = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not answered: the batch waited for maxWaitMs')), 30_000).unref());
+    for (const id of ['idle-1', 'idle-2']) {
+      const answer = await Promise.race([post(`${url}/webhooks/acme`, JSON.stringify([{ ref: id }]), { key: poster.token, secret: SECRET, id }), notCut]);
+      expect(answer.status, answer.body).to.equal(200);
+    }
+    const both = await Promise.race([Promise.all(['idle-3', 'idle-4'].map((id) => post(`${url}/webhooks/acme`, JSON.stringify([{ ref: id }]), { key: poster.token, secret: SECRET, id }))), notCut]);
+    expect(both.map((a) => a.status)).to.deep.equal([200, 200]);
+    const rows = await clickhouse.query<Row>(`SELECT webhook_id FROM ${table} ORDER BY webhook_id`);
+    expect(rows.map((r) => r.webhook_id)).to.deep.equal(['idle-1', 'idle-2', 'idle-3', 'idle-4']);
   });
 
   it('reads JSON and NDJSON bodies that start with a byte order mark, the first record included', async () => {
