@@ -11,7 +11,15 @@ export interface JoinLimits {
    * takes the slot all the same. @default until that write ends
    */
   maxWaitMs?: number;
-  /** Scheduler for that wait, for tests on virtual time. @default asyncScheduler */
+  /**
+   * With no write under way, a partial batch starts one only this long after the last
+   * write started, joined meanwhile with what comes. For batches handed over at once
+   * rather than cut by time (a source whose callers wait for each write): a lone batch
+   * goes at once, and writes still start no more often than time-cut batches would make
+   * them. @default 0
+   */
+  writeIntervalMs?: number;
+  /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
   scheduler?: SchedulerLike;
 }
 
@@ -39,28 +47,48 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       const waiting: Waiting<T>[] = [];
       let writing = 0;
       let ended = false;
+      const scheduler = limits?.scheduler ?? asyncScheduler;
+      const intervalMs = limits?.writeIntervalMs ?? 0;
+      /** When the last write started (scheduler time). */
+      let lastStart = -Infinity;
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
-      const startable = (batch: { rows: number; bytes: number }) => writing === 0 || (writing < concurrency && (!limits || full(batch, limits)));
+      let overdueAt = Infinity;
+      const cancel = () => {
+        overdue?.unsubscribe();
+        overdue = undefined;
+        overdueAt = Infinity;
+      };
+      const schedule = (at: number) => {
+        cancel();
+        overdueAt = at;
+        overdue = scheduler.schedule(() => {
+          overdue = undefined;
+          overdueAt = Infinity;
+          startWaiting(true);
+        }, Math.max(0, at - scheduler.now()));
+      };
+      const startable = (batch: { rows: number; bytes: number }) => {
+        if (writing >= concurrency) return false;
+        if (!limits || full(batch, limits)) return true;
+        // Once the input has ended, nothing more is coming to join: no interval.
+        return writing === 0 && (ended || scheduler.now() - lastStart >= intervalMs);
+      };
       const startWaiting = (late: boolean) => {
         while (waiting.length > 0 && writing < concurrency && (late || startable(waiting[0]!))) {
           // The next batch waits its own time.
-          overdue?.unsubscribe();
-          overdue = undefined;
+          cancel();
           start(joined(waiting.shift()!.parts));
         }
-        if (waiting.length === 0 || writing === concurrency) {
-          overdue?.unsubscribe();
-          overdue = undefined;
-        } else if (!overdue && limits?.maxWaitMs !== undefined) {
-          overdue = (limits.scheduler ?? asyncScheduler).schedule(() => {
-            overdue = undefined;
-            startWaiting(true);
-          }, limits.maxWaitMs);
-        }
+        if (waiting.length === 0 || writing === concurrency) cancel();
+        // No write under way: the first waiting batch goes once writes are intervalMs apart.
+        else if (writing === 0) {
+          if (lastStart + intervalMs < overdueAt) schedule(lastStart + intervalMs);
+        } else if (!overdue && limits?.maxWaitMs !== undefined) schedule(scheduler.now() + limits.maxWaitMs);
       };
       const start = (batch: Batch<T>) => {
         writing++;
+        lastStart = scheduler.now();
         write(batch).then(
           () => {
             writing--;
@@ -87,11 +115,12 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         complete() {
           ended = true;
           if (writing === 0 && waiting.length === 0) subscriber.complete();
+          else startWaiting(false);
         },
       });
       return () => {
         subscription.unsubscribe();
-        overdue?.unsubscribe();
+        cancel();
       };
     });
 }
