@@ -176,9 +176,15 @@ export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch
   return { envelopes, bytes, encoded: { body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) } };
 }
 
-/** Encoded records appended to one buffer, sized from the last batch and grown as needed. */
+/**
+ * Encoded records appended to one buffer, sized from the last batch and grown as needed.
+ * Batches cut small and often (a source whose callers wait) share a buffer: each takes
+ * its stretch, and a new buffer comes only when the rest would not hold another like it.
+ */
 class BodyBuilder {
   #buffer = Buffer.allocUnsafe(64 * 1024);
+  /** Where the rows of the batch being built begin. */
+  #start = 0;
   #at = 0;
   #ends: number[] = [];
 
@@ -186,20 +192,28 @@ class BodyBuilder {
     // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
     const most = row.length * 3 + 1;
     if (this.#at + most > this.#buffer.length) {
-      const larger = Buffer.allocUnsafe(Math.max(this.#buffer.length * 2, this.#at + most));
-      this.#buffer.copy(larger, 0, 0, this.#at);
+      const length = this.#at - this.#start;
+      const larger = Buffer.allocUnsafe(Math.max(this.#buffer.length * 2, length + most));
+      this.#buffer.copy(larger, 0, this.#start, this.#at);
       this.#buffer = larger;
+      this.#start = 0;
+      this.#at = length;
     }
     this.#at += this.#buffer.write(row, this.#at);
     this.#buffer[this.#at++] = 0x0a;
-    this.#ends.push(this.#at);
+    this.#ends.push(this.#at - this.#start);
   }
 
-  /** The rows so far; the next batch starts in a new buffer a quarter larger than these. */
+  /** The rows so far; the next batch goes on in the same buffer, or a new one a quarter larger than these when the rest is smaller. */
   take(): EncodedRows {
-    const rows: EncodedRows = { body: this.#buffer.subarray(0, this.#at), ends: this.#ends };
-    this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, Math.ceil(this.#at * 1.25)));
-    this.#at = 0;
+    const length = this.#at - this.#start;
+    const rows: EncodedRows = { body: this.#buffer.subarray(this.#start, this.#at), ends: this.#ends };
+    const like = Math.ceil(length * 1.25);
+    if (this.#buffer.length - this.#at < like) {
+      this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, like));
+      this.#at = 0;
+    }
+    this.#start = this.#at;
     this.#ends = [];
     return rows;
   }

@@ -39,6 +39,8 @@ export function readBody(request: IncomingMessage, options: ReadBodyOptions): Pr
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;
+    /** Bytes read off the socket, before decompression. */
+    let rawLength = 0;
     let done = false;
     const finish = (result: Buffer | BodyRefusal) => {
       if (done) return;
@@ -61,6 +63,7 @@ export function readBody(request: IncomingMessage, options: ReadBodyOptions): Pr
     };
     const onEnd = () => finish(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
     const onRaw = (chunk: Buffer) => {
+      rawLength += chunk.length;
       options.onBytes?.(chunk.length);
       if (!decoder) onData(chunk);
     };
@@ -71,7 +74,16 @@ export function readBody(request: IncomingMessage, options: ReadBodyOptions): Pr
     const onClose = () => {
       if (!request.complete) finish('gone');
     };
-    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => finish('timeout'), options.timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    if (options.timeoutMs !== undefined) {
+      const timeoutMs = options.timeoutMs;
+      // A body that came in the packet of its headers is all read by the next microtask (its
+      // 'end' follows): no timer for it.
+      const declared = Number(request.headers['content-length'] ?? NaN);
+      queueMicrotask(() => {
+        if (!done && !(rawLength >= declared)) timer = setTimeout(() => finish('timeout'), timeoutMs);
+      });
+    }
     request.on('data', onRaw);
     request.on('end', onRawEnd);
     request.on('close', onClose);

@@ -256,9 +256,11 @@ export class Pipeline<T> implements AsyncDisposable {
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
       // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
-      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
+      // A source whose callers wait hands a batch over at the next turn: writeBatches writes it
+      // when no write is under way and the last started maxWaitMs ago, else holds it, joined.
+      batch<T>({ ...this.#batch, ...(batchKey ? { key: batchKey } : source.awaitsWrites && { maxWaitMs: 0 }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
-      writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : this.#batch),
+      writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : { ...this.#batch, ...(source.awaitsWrites && { writeIntervalMs: this.#batch.maxWaitMs }) }),
     );
     const deadLetters$ = this.#deadLetters.letters$.pipe(
       batch<DeadLetter>({ ...this.#deadLetterBatch, signal, ...encoding(deadLetters) }),

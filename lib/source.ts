@@ -64,6 +64,16 @@ export interface Source<T> {
    * again by whoever reads them next.
    */
   beforeWrite?(envelopes: readonly Envelope<T>[]): boolean | Promise<boolean>;
+  /**
+   * True when a caller waits for each record's write (a webhook's sender holds its request
+   * open until its records are stored): a partial batch then goes to the sink as soon as
+   * no write is under way and the last one started `batch.maxWaitMs` ago or more, instead
+   * of `batch.maxWaitMs` after its first record. So a lone request is written at once,
+   * writes start no more often than with batches cut by time, and while a write is under
+   * way a batch still waits for it, joined with what comes, up to `batch.maxWaitMs`.
+   * Ignored with `batchKey`.
+   */
+  readonly awaitsWrites?: boolean;
 }
 
 /** A source's own readings. */

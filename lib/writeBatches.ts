@@ -1,4 +1,5 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
+import type { Envelope } from './envelope';
 import type { Batch } from './sink';
 
 /** How far batches waiting for the sink may be joined: the batch limits. */
@@ -10,7 +11,15 @@ export interface JoinLimits {
    * takes the slot all the same. @default until that write ends
    */
   maxWaitMs?: number;
-  /** Scheduler for that wait, for tests on virtual time. @default asyncScheduler */
+  /**
+   * With no write under way, a partial batch starts one only this long after the last
+   * write started, joined meanwhile with what comes. For batches handed over at once
+   * rather than cut by time (a source whose callers wait for each write): a lone batch
+   * goes at once, and writes still start no more often than time-cut batches would make
+   * them. @default 0
+   */
+  writeIntervalMs?: number;
+  /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
   scheduler?: SchedulerLike;
 }
 
@@ -34,31 +43,52 @@ export interface JoinLimits {
 export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concurrency: number, limits: JoinLimits | undefined): OperatorFunction<Batch<T>, never> {
   return (source) =>
     new Observable<never>((subscriber) => {
-      const waiting: Batch<T>[] = [];
+      /** Batches waiting for a slot, each entry written as one batch: its parts joined. */
+      const waiting: Waiting<T>[] = [];
       let writing = 0;
       let ended = false;
+      const scheduler = limits?.scheduler ?? asyncScheduler;
+      const intervalMs = limits?.writeIntervalMs ?? 0;
+      /** When the last write started (scheduler time). */
+      let lastStart = -Infinity;
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
-      const startable = (batch: Batch<T>) => writing === 0 || (writing < concurrency && (!limits || full(batch, limits)));
+      let overdueAt = Infinity;
+      const cancel = () => {
+        overdue?.unsubscribe();
+        overdue = undefined;
+        overdueAt = Infinity;
+      };
+      const schedule = (at: number) => {
+        cancel();
+        overdueAt = at;
+        overdue = scheduler.schedule(() => {
+          overdue = undefined;
+          overdueAt = Infinity;
+          startWaiting(true);
+        }, Math.max(0, at - scheduler.now()));
+      };
+      const startable = (batch: { rows: number; bytes: number }) => {
+        if (writing >= concurrency) return false;
+        if (!limits || full(batch, limits)) return true;
+        // Once the input has ended, nothing more is coming to join: no interval.
+        return writing === 0 && (ended || scheduler.now() - lastStart >= intervalMs);
+      };
       const startWaiting = (late: boolean) => {
         while (waiting.length > 0 && writing < concurrency && (late || startable(waiting[0]!))) {
           // The next batch waits its own time.
-          overdue?.unsubscribe();
-          overdue = undefined;
-          start(waiting.shift()!);
+          cancel();
+          start(joined(waiting.shift()!.parts));
         }
-        if (waiting.length === 0 || writing === concurrency) {
-          overdue?.unsubscribe();
-          overdue = undefined;
-        } else if (!overdue && limits?.maxWaitMs !== undefined) {
-          overdue = (limits.scheduler ?? asyncScheduler).schedule(() => {
-            overdue = undefined;
-            startWaiting(true);
-          }, limits.maxWaitMs);
-        }
+        if (waiting.length === 0 || writing === concurrency) cancel();
+        // No write under way: the first waiting batch goes once writes are intervalMs apart.
+        else if (writing === 0) {
+          if (lastStart + intervalMs < overdueAt) schedule(lastStart + intervalMs);
+        } else if (!overdue && limits?.maxWaitMs !== undefined) schedule(scheduler.now() + limits.maxWaitMs);
       };
       const start = (batch: Batch<T>) => {
         writing++;
+        lastStart = scheduler.now();
         write(batch).then(
           () => {
             writing--;
@@ -70,42 +100,64 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       };
       const subscription = source.subscribe({
         next(batch) {
-          if (waiting.length === 0 && startable(batch)) return start(batch);
+          if (waiting.length === 0 && startable({ rows: batch.envelopes.length, bytes: batch.bytes })) return start(batch);
           const last = waiting[waiting.length - 1];
-          const joined = last && limits ? join(last, batch, limits) : undefined;
-          if (joined) waiting[waiting.length - 1] = joined;
-          else waiting.push(batch);
+          if (last && limits && joinable(last, batch, limits)) {
+            last.parts.push(batch);
+            last.rows += batch.envelopes.length;
+            last.bytes += batch.bytes;
+          } else {
+            waiting.push({ parts: [batch], rows: batch.envelopes.length, bytes: batch.bytes });
+          }
           startWaiting(false);
         },
         error: (error: unknown) => subscriber.error(error),
         complete() {
           ended = true;
           if (writing === 0 && waiting.length === 0) subscriber.complete();
+          else startWaiting(false);
         },
       });
       return () => {
         subscription.unsubscribe();
-        overdue?.unsubscribe();
+        cancel();
       };
     });
 }
 
-/** Whether `batch` reached a limit (cut by size, not by time). */
-function full<T>(batch: Batch<T>, limits: JoinLimits): boolean {
-  return batch.envelopes.length >= limits.rows || batch.bytes >= limits.bytes;
+/** Batches waiting to be written as one, and their total size. */
+interface Waiting<T> {
+  parts: Batch<T>[];
+  rows: number;
+  bytes: number;
 }
 
-/** One batch of `a`'s records then `b`'s, or `undefined` when it would pass `limits` or their forms differ. */
-function join<T>(a: Batch<T>, b: Batch<T>, limits: JoinLimits): Batch<T> | undefined {
-  if (a.envelopes.length + b.envelopes.length > limits.rows || a.bytes + b.bytes > limits.bytes) return undefined;
-  if ((a.encoded === undefined) !== (b.encoded === undefined)) return undefined;
-  const envelopes = [...a.envelopes, ...b.envelopes];
-  const bytes = a.bytes + b.bytes;
-  if (!a.encoded || !b.encoded) return { envelopes, bytes };
-  const offset = a.encoded.body.length;
-  return {
-    envelopes,
-    bytes,
-    encoded: { body: Buffer.concat([a.encoded.body, b.encoded.body]), ends: [...a.encoded.ends, ...b.encoded.ends.map((end) => end + offset)] },
-  };
+/** Whether `batch` reached a limit (cut by size, not by time). */
+function full(batch: { rows: number; bytes: number }, limits: JoinLimits): boolean {
+  return batch.rows >= limits.rows || batch.bytes >= limits.bytes;
+}
+
+/** Whether `b` may join the batches of `a`: within `limits`, and of the same form (encoded rows or not). */
+function joinable<T>(a: Waiting<T>, b: Batch<T>, limits: JoinLimits): boolean {
+  if (a.rows + b.envelopes.length > limits.rows || a.bytes + b.bytes > limits.bytes) return false;
+  return (a.parts[0]!.encoded === undefined) === (b.encoded === undefined);
+}
+
+/** One batch of `parts`' records in order, their encoded rows copied once into one body. */
+function joined<T>(parts: readonly Batch<T>[]): Batch<T> {
+  if (parts.length === 1) return parts[0]!;
+  const envelopes: Envelope<T>[] = [];
+  let bytes = 0;
+  for (const part of parts) {
+    for (const envelope of part.envelopes) envelopes.push(envelope);
+    bytes += part.bytes;
+  }
+  if (!parts[0]!.encoded) return { envelopes, bytes };
+  const ends: number[] = [];
+  let offset = 0;
+  for (const part of parts) {
+    for (const end of part.encoded!.ends) ends.push(end + offset);
+    offset += part.encoded!.body.length;
+  }
+  return { envelopes, bytes, encoded: { body: Buffer.concat(parts.map((part) => part.encoded!.body), offset), ends } };
 }

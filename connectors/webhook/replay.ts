@@ -100,6 +100,12 @@ export class MemoryReplayStore implements ReplayStore {
   readonly #epoch: number;
   /** The earliest expiry in the table (in #expiries' terms): before it, a sweep frees nothing. */
   #nextExpiry = Infinity;
+  /**
+   * The digests of ids claimed and not yet confirmed or released: a request's id is then
+   * digested once, not once per call. Bounded: cleared if it ever holds `maxEntries`
+   * (ids claimed and never settled), the digests then computed again.
+   */
+  readonly #claimed = new Map<string, Uint32Array>();
 
   constructor(options: MemoryReplayStoreOptions = {}) {
     this.maxEntries = options.maxEntries === undefined ? replayCapacity(options) : positiveInteger(options.maxEntries, 0, 'replay.maxEntries');
@@ -133,6 +139,7 @@ export class MemoryReplayStore implements ReplayStore {
       if ((held & SECONDS) > now) return held & PENDING ? 'pending' : false;
       // Held before and expired since: taken again in place.
       this.#hold(slot, expiresAt, true);
+      this.#remember(id, digest);
       return true;
     }
     if (this.#size >= this.maxEntries || this.#size >= this.#slots >> 1) {
@@ -145,18 +152,19 @@ export class MemoryReplayStore implements ReplayStore {
     this.#digests.set(digest, slot * WORDS);
     this.#hold(slot, expiresAt, true);
     this.#size++;
+    this.#remember(id, digest);
     return true;
   }
 
   confirm(id: string, expiresAt: number): void {
-    const slot = this.#find(this.#digest(id));
+    const slot = this.#find(this.#claimedDigest(id));
     // An id no longer held (released, or expired though not swept yet) stays free.
     if (slot < 0 || (this.#expiries[slot]! & SECONDS) <= this.#seconds(this.#now())) return;
     this.#hold(slot, expiresAt, false);
   }
 
   release(id: string): void {
-    const slot = this.#find(this.#digest(id));
+    const slot = this.#find(this.#claimedDigest(id));
     if (slot >= 0) this.#remove(slot);
   }
 
@@ -169,6 +177,19 @@ export class MemoryReplayStore implements ReplayStore {
     const expiry = Math.min(SECONDS, Math.max(1, Math.ceil(expiresAt / 1000) - this.#epoch));
     this.#expiries[slot] = pending ? expiry + PENDING : expiry;
     if (expiry < this.#nextExpiry) this.#nextExpiry = expiry;
+  }
+
+  #remember(id: string, digest: Uint32Array): void {
+    if (this.#claimed.size >= this.maxEntries) this.#claimed.clear();
+    this.#claimed.set(id, digest);
+  }
+
+  /** The digest of `id`, taken from its claim (and forgotten there) when it has one. */
+  #claimedDigest(id: string): Uint32Array {
+    const digest = this.#claimed.get(id);
+    if (digest === undefined) return this.#digest(id);
+    this.#claimed.delete(id);
+    return digest;
   }
 
   #digest(id: string): Uint32Array {

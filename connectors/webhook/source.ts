@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as TlsServerOptions } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { Observable, type Subscriber } from 'rxjs';
 import { presentedKey, type AccessControl, type AccessDecision } from '../../lib/security/access';
 import { AuditLog } from '../../lib/security/audit';
@@ -282,6 +282,13 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   }
   /** Requests of each API key being handled: from accepted headers to the answer. */
   const requestsOfKey = new Map<string, number>();
+  /**
+   * The last allowed decision on each connection: a keep-alive sender presents the same key
+   * for the same route request after request, and its secret is then hashed once. Reused
+   * only for the same key (compared in constant time) and the same permission, and only
+   * when `access` reports no decisions (its `onDecision` sees each one).
+   */
+  const allowedOnConnection = new WeakMap<Socket, { token: string; permission: string; decision: AccessDecision }>();
   if (options.replay !== undefined && options.peakRequestsPerSecond !== undefined) {
     throw new ConfigError('peakRequestsPerSecond sizes the default replay store: give it to your own store instead');
   }
@@ -512,9 +519,18 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
 
   /** Asks `access` (which tells its own `onDecision`), keeps the key id for later denials, refuses with 401/403. */
   function allowed(token: string | undefined, caller: Caller, response: ServerResponse): boolean {
+    const socket = caller.request.socket;
+    const last = allowedOnConnection.get(socket);
+    if (last && token !== undefined && last.permission === caller.permission && sameSecret(last.token, token)) {
+      caller.keyId = last.decision.keyId;
+      return true;
+    }
     const decision: AccessDecision = access.decide(token, caller.permission, caller.path);
     caller.keyId = decision.keyId;
-    if (decision.allowed) return true;
+    if (decision.allowed) {
+      if (token !== undefined && !access.reportsDecisions) allowedOnConnection.set(socket, { token, permission: caller.permission, decision });
+      return true;
+    }
     if (decision.outcome === 'UNAUTHENTICATED') wrongKeys.failed(caller.request.socket.remoteAddress ?? '');
     if (decision.outcome === 'UNAUTHENTICATED') deny(caller, response, 401, 'UNAUTHENTICATED', 'a valid API key is required', { 'www-authenticate': 'Bearer' });
     else deny(caller, response, 403, 'FORBIDDEN', `this key may not ${caller.permission}`);
@@ -529,6 +545,8 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   return {
     name,
     open,
+    // Senders wait for their answer: a batch is written as soon as the sink is free.
+    awaitsWrites: true,
     url: () => listening,
     status,
     get stats() {
@@ -582,6 +600,14 @@ function jsonRecords(body: Buffer): unknown[] | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Whether two presented keys are the same, in time that depends on their length only. */
+function sameSecret(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return difference === 0;
 }
 
 function tokenOf(request: IncomingMessage, queryParameter: string | undefined): string | undefined {

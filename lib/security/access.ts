@@ -90,6 +90,15 @@ export class AccessControl {
     return createHash('sha256').update(secret).digest('hex');
   }
 
+  /**
+   * Whether each decision is reported to an `onDecision`. A caller may reuse a decision
+   * (the same key asking the same permission again on one connection) only when not:
+   * every decision reported stays every decision made.
+   */
+  get reportsDecisions(): boolean {
+    return this.#onDecision !== undefined;
+  }
+
   /** The decision for a presented token (or none) and a permission; reported to `onDecision`. */
   decide(token: string | undefined, permission: Permission, context?: string): AccessDecision {
     const key = this.#authenticate(token);

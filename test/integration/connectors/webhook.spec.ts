@@ -57,7 +57,7 @@ describe('fromWebhook', function () {
     ...extra,
   });
 
-  async function start(extra: Partial<FromWebhookOptions> = {}): Promise<void> {
+  async function start(extra: Partial<FromWebhookOptions> = {}, batch = { rows: 100, maxWaitMs: 20 }): Promise<void> {
     table = `webhook_rows_${process.pid}_${Date.now()}`;
     await clickhouse.exec(`CREATE TABLE ${table} (webhook_id String, record UInt32, ref String) ENGINE = MergeTree ORDER BY (webhook_id, record)`);
     source = fromWebhook(options(extra));
@@ -67,7 +67,7 @@ describe('fromWebhook', function () {
       transform: toRow,
       sink: toClickHouse({ client: clickhouse, table }),
       deadLetters,
-      batch: { rows: 100, maxWaitMs: 20 },
+      batch,
     });
     await pipeline.start();
     url = await source.url();
@@ -109,6 +109,21 @@ describe('fromWebhook', function () {
     expect(JSON.parse(ragged.body)).to.deep.equal({ id: 'c2', records: 1 });
     expect(deadLetters.rows.map((l) => [l.position, l.stage, l.vendor])).to.deep.equal([['acme/c2#2', 'parse', 'acme']]);
     expect(await count()).to.equal(9);
+  });
+
+  it('writes a lone request\'s records at once, without waiting out batch.maxWaitMs: its sender is waiting', async () => {
+    // Ten minutes: the answer comes only if the batch goes to the idle sink at once.
+    await start({}, { rows: 100, maxWaitMs: 600_000 });
+    const notCut = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not answered: the batch waited for maxWaitMs')), 30_000).unref());
+    const answer = await Promise.race([post(`${url}/webhooks/acme`, JSON.stringify([{ ref: 'alone' }]), { key: poster.token, secret: SECRET, id: 'alone' }), notCut]);
+    expect(answer.status, answer.body).to.equal(200);
+    expect((await clickhouse.query<Row>(`SELECT webhook_id FROM ${table}`)).map((r) => r.webhook_id)).to.deep.equal(['alone']);
+    // A second request within maxWaitMs of that write waits for it; a stop does not.
+    const second = post(`${url}/webhooks/acme`, JSON.stringify([{ ref: 'second' }]), { key: poster.token, secret: SECRET, id: 'second' });
+    await until(() => source.stats.pending === 1, 10_000, 'the second request to be taken');
+    await Promise.race([pipeline!.stop(), notCut]);
+    expect((await second).status).to.equal(200);
+    expect((await clickhouse.query<Row>(`SELECT webhook_id FROM ${table} ORDER BY webhook_id`)).map((r) => r.webhook_id)).to.deep.equal(['alone', 'second']);
   });
 
   it('reads JSON and NDJSON bodies that start with a byte order mark, the first record included', async () => {

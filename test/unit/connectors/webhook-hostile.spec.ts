@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { request, type ClientRequest } from 'node:http';
+import { Agent, request, type ClientRequest } from 'node:http';
 import { connect } from 'node:net';
 import { map } from 'rxjs';
 import { toClickHouse } from '../../../connectors/clickhouse';
@@ -206,6 +206,45 @@ describe('fromWebhook under hostile senders', function () {
     // The legitimate path still works, and neither smuggled request reached the table.
     expect((await legitPost('after-smuggling')).status).to.equal(200);
     expect(await stored()).to.deep.equal(['after-smuggling=after-smuggling']);
+  });
+
+  it('decides each request of a keep-alive connection on its own key: another key, none, a forged one or another route are not let through on the first key', async () => {
+    const acmeKey = AccessControl.issueKey('acme-key', ['acme']);
+    const globeKey = AccessControl.issueKey('globe-key', ['globe']);
+    const twoVendors = new AccessControl({ roles: { acme: ['webhook:post:acme'], globe: ['webhook:post:globe'] }, keys: [acmeKey.record, globeKey.record] });
+    await start({ vendors: { acme: { secrets: [SECRET] }, globe: { secrets: [SECRET] } }, access: twoVendors });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const send = (route: string, id: string, key: string | undefined) =>
+      new Promise<number>((resolve, reject) => {
+        const body = JSON.stringify({ ref: id });
+        const headers: Record<string, string> = { 'content-type': 'application/json', ...signWebhook(SECRET, id, Math.floor(Date.now() / 1000), body) };
+        if (key !== undefined) headers.authorization = `Bearer ${key}`;
+        const req = request(`${url}/webhooks/${route}`, { method: 'POST', agent, headers }, (res) => {
+          sockets.add(res.socket);
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const last = acmeKey.token.at(-1) === 'A' ? 'B' : 'A';
+    try {
+      expect(await send('acme', 'k1', acmeKey.token)).to.equal(200);
+      expect(await send('acme', 'k2', globeKey.token), 'another key on the same connection').to.equal(403);
+      expect(await send('acme', 'k3', undefined), 'no key').to.equal(401);
+      expect(await send('acme', 'k4', acmeKey.token.slice(0, -1) + last), 'the first key with its last character changed').to.equal(401);
+      expect(await send('acme', 'k5', `${acmeKey.token}x`), 'the first key and more').to.equal(401);
+      expect(await send('globe', 'k6', acmeKey.token), 'the first key on a route it may not post to').to.equal(403);
+      expect(await send('acme', 'k7', acmeKey.token)).to.equal(200);
+      expect(await send('globe', 'k8', globeKey.token)).to.equal(200);
+      expect(await send('acme', 'k9', globeKey.token), 'the second key, once allowed on the connection, on the other route').to.equal(403);
+    } finally {
+      agent.destroy();
+    }
+    expect(sockets.size, 'every request over one connection').to.equal(1);
+    expect(source.stats.refused).to.deep.equal({ FORBIDDEN: 3, UNAUTHENTICATED: 3 });
+    expect(await stored()).to.deep.equal(['k1=k1', 'k7=k7', 'k8=k8']);
   });
 
   it('takes no API key from the URL unless apiKeyQueryParameter names the parameter', async () => {

@@ -84,6 +84,17 @@ describe('batch', () => {
     expect(recorder.rejected[0]!.failure.message).to.match(/^cannot encode the record: .*BigInt/);
   });
 
+  it('small batches share one buffer, each keeping its own rows however many follow, and a batch that outgrows it moves out whole', async () => {
+    const recorder = new Recorder();
+    const values = Array.from({ length: 3000 }, (_, i) => ({ i, pad: 'y'.repeat(i % 40) }));
+    values.splice(2001, 0, { i: -1, pad: 'z'.repeat(70_000) }); // past any buffer's rest: it must grow, keeping its first row
+    const batches = await lastValueFrom(from(values.map((v) => recorder.envelope(v))).pipe(batch({ rows: 2, encode: (value) => JSON.stringify(value) }), toArray()));
+    const rowsOf = (b: Batch<unknown>) => b.encoded!.ends.map((end, i) => b.encoded!.body.toString('utf8', i === 0 ? 0 : b.encoded!.ends[i - 1], end));
+    expect(batches.map(rowsOf)).to.deep.equal(Array.from({ length: Math.ceil(values.length / 2) }, (_, k) => values.slice(2 * k, 2 * k + 2).map((v) => `${JSON.stringify(v)}\n`)));
+    expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
+    expect(new Set(batches.map((b) => b.encoded!.body.buffer)).size, 'buffers for 1,501 batches').to.be.below(10);
+  });
+
   it('keeps values when asked to encode only', async () => {
     const recorder = new Recorder();
     const envelope = recorder.envelope({ id: 1 });

@@ -92,6 +92,40 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(values(h.written)).to.deep.equal(['a', 'bc', 'd']);
   });
 
+  it('with writeIntervalMs, a partial batch takes the idle sink at once only that long after the last write started; full batches and the end of the input do not wait', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
+    h.input.next(batchOf(['a'])); // a lone batch: at once
+    expect(values(h.written)).to.deep.equal(['a']);
+    await h.settle();
+    scheduler.schedule(() => h.input.next(batchOf(['b'])), 4);
+    scheduler.schedule(() => h.input.next(batchOf(['c'])), 6);
+    scheduler.flush();
+    expect(scheduler.now(), 'b and c waited, joined, until 10 after a started').to.equal(10);
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    await h.settle();
+    scheduler.schedule(() => h.input.next(batchOf(['d', 'e', 'f'])), 2); // full: at once, 2 after bc started
+    scheduler.flush();
+    expect(scheduler.now()).to.equal(12);
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'def']);
+    await h.settle();
+    scheduler.schedule(() => h.input.next(batchOf(['g'])), 1);
+    scheduler.flush();
+    expect(scheduler.now(), 'g waited until 10 after def started').to.equal(22);
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'def', 'g']);
+    await h.settle();
+    scheduler.schedule(() => h.input.next(batchOf(['x'])), 30); // long after: at once
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'def', 'g', 'x']);
+    await h.settle();
+    h.input.next(batchOf(['h']));
+    expect(values(h.written), 'within the interval: waits').to.deep.equal(['a', 'bc', 'def', 'g', 'x']);
+    h.input.complete();
+    expect(values(h.written), 'the input ended: nothing more to join').to.deep.equal(['a', 'bc', 'def', 'g', 'x', 'h']);
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
   it('without limits, every batch may take a free slot (as mergeMap)', async () => {
     const h = harness(2);
     h.input.next(batchOf(['a']));
