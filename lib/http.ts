@@ -95,3 +95,9 @@ export function readBody(request: IncomingMessage, options: ReadBodyOptions): Pr
     }
   });
 }
+
+/** A request header's value; the first one when the client sent it more than once. */
+export function header(request: IncomingMessage, name: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -6,7 +6,7 @@ import { createGzip, type Gzip } from 'node:zlib';
 import { AccessControl, bearerToken } from '../../lib/security/access';
 import type { AuditLog } from '../../lib/security/audit';
 import { ConfigError } from '../../lib/errors';
-import { readBody } from '../../lib/http';
+import { header, readBody } from '../../lib/http';
 import { integerInRange, positiveInteger } from '../../lib/options';
 import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
@@ -530,11 +530,6 @@ function unescapeParam(value: string): string {
 function defaultConcurrency(): number {
   const pool = Number(process.env.UV_THREADPOOL_SIZE);
   return Math.max(1, (Number.isInteger(pool) && pool > 0 ? pool : 4) - 2);
-}
-
-function header(request: IncomingMessage, name: string): string | undefined {
-  const value = request.headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }
 
 function messageOf(error: unknown): string {

@@ -1,6 +1,6 @@
 import { createHash, hash, randomBytes } from 'node:crypto';
-import { ConfigError, TributaryError } from '../../lib/errors';
-import { positiveInteger } from '../../lib/options';
+import { TributaryError } from '../../lib/errors';
+import { positiveInteger, positiveNumber } from '../../lib/options';
 import { connectRedis, redisFailure, redisPrefix, type RedisConnectionOptions } from '../../lib/redis';
 
 /** What a claim found: see {@link ReplayStore.claim}. */
@@ -60,10 +60,8 @@ export interface MemoryReplayStoreOptions {
  * what a steady peak holds.
  */
 export function replayCapacity(options: { peakRequestsPerSecond?: number; toleranceSeconds?: number } = {}): number {
-  const peak = options.peakRequestsPerSecond ?? 1000;
-  const tolerance = options.toleranceSeconds ?? 300;
-  if (!(peak > 0 && Number.isFinite(peak))) throw new ConfigError(`peakRequestsPerSecond must be a number > 0, got ${options.peakRequestsPerSecond}`);
-  if (!(tolerance > 0 && Number.isFinite(tolerance))) throw new ConfigError(`toleranceSeconds must be a number > 0, got ${options.toleranceSeconds}`);
+  const peak = positiveNumber(options.peakRequestsPerSecond, 1000, 'peakRequestsPerSecond');
+  const tolerance = positiveNumber(options.toleranceSeconds, 300, 'toleranceSeconds');
   return Math.ceil(peak * (tolerance + 1) * 2);
 }
 

@@ -7,9 +7,9 @@ import { presentedKey, type AccessControl, type AccessDecision } from '../../lib
 import { AuditLog } from '../../lib/security/audit';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
-import { readBody } from '../../lib/http';
+import { header, readBody } from '../../lib/http';
 import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
-import { portOption, positiveInteger } from '../../lib/options';
+import { portOption, positiveInteger, positiveNumber } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import type { CsvOptions } from '../../formats/csv';
 import type { XmlOptions } from '../../formats/xml';
@@ -266,7 +266,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
   if (!/^(\/[A-Za-z0-9_.-]+)+$/.test(prefix)) throw new ConfigError(`path must look like /webhooks (segments of letters, digits, _ . -), got ${JSON.stringify(options.path)}`);
   if (!options.access || typeof options.access.decide !== 'function') throw new ConfigError('access is required: an AccessControl deciding who may post to which vendor');
   const access = options.access;
-  const toleranceSeconds = positive(options.toleranceSeconds, 300, 'toleranceSeconds');
+  const toleranceSeconds = positiveNumber(options.toleranceSeconds, 300, 'toleranceSeconds');
   const maxBodyBytes = positiveInteger(options.maxBodyBytes, 1024 * 1024, 'maxBodyBytes');
   const replayHoldMs = positiveInteger(options.replayHoldMs, 60_000, 'replayHoldMs');
   const retryAfter = String(positiveInteger(options.retryAfterSeconds, 1, 'retryAfterSeconds'));
@@ -624,11 +624,6 @@ function presentedKeyIdOf(token: string | undefined): string | undefined {
   return /^[A-Za-z0-9_-]+$/.test(id) ? id : undefined;
 }
 
-function header(request: IncomingMessage, name: string): string | undefined {
-  const value = request.headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
 function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendor> {
   const vendors = new Map<string, Vendor>();
   for (const [name, vendor] of Object.entries(given ?? {})) {
@@ -649,8 +644,3 @@ function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendo
   return vendors;
 }
 
-function positive(value: number | undefined, fallback: number, name: string): number {
-  const resolved = value ?? fallback;
-  if (!(typeof resolved === 'number' && resolved > 0 && Number.isFinite(resolved))) throw new ConfigError(`${name} must be a number > 0, got ${value}`);
-  return resolved;
-}

@@ -1,5 +1,4 @@
-import { ConfigError } from '../../lib/errors';
-import { positiveInteger } from '../../lib/options';
+import { positiveInteger, positiveNumber } from '../../lib/options';
 
 /** How many requests without a valid API key one client may make before it waits. */
 export interface WrongKeyLimit {
@@ -26,8 +25,7 @@ export class WrongKeyLimiter {
 
   constructor(limit: WrongKeyLimit = {}) {
     this.attempts = positiveInteger(limit.attempts, 10, 'wrongKeyLimit.attempts');
-    this.perSeconds = limit.perSeconds ?? 60;
-    if (!(this.perSeconds > 0 && Number.isFinite(this.perSeconds))) throw new ConfigError(`wrongKeyLimit.perSeconds must be a number > 0, got ${limit.perSeconds}`);
+    this.perSeconds = positiveNumber(limit.perSeconds, 60, 'wrongKeyLimit.perSeconds');
   }
 
   /** Seconds `client` must wait before its next try; 0 when it may try now. */

@@ -5,6 +5,7 @@
  * how long it drains when stopped.
  */
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Kafka, logLevel } from 'kafkajs';
 import { serveMetrics, type Envelope, type Pipeline } from '../../index';
@@ -197,7 +198,7 @@ export async function ensureTopics(settings: TopologySettings): Promise<void> {
           break;
         } catch (error) {
           if (attempt >= 200) throw error;
-          await new Promise((resolve) => setTimeout(resolve, 50));
+          await sleep(50);
         }
       }
     }
@@ -219,7 +220,7 @@ export async function idle(settings: TopologySettings, groupId: string, topicNam
         if (ends.some((p) => Number(p.high) > (at.get(p.partition) ?? -1) && Number(p.high) > 0)) done = false;
       }
       if (done) return;
-      await new Promise((resolve) => setTimeout(resolve, everyMs));
+      await sleep(everyMs);
     }
   } finally {
     await admin.disconnect();
