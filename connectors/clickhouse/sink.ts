@@ -80,28 +80,54 @@ function jsonRow(value: unknown, unquoteDecimals: readonly string[] | undefined)
   return unquoteDecimals ? unquoted(row, unquoteDecimals) : row;
 }
 
-const DECIMAL_TEXT = /^-?\d+(?:\.\d+)?$/;
-
 /**
  * `row` with the decimal columns' string values written as bare numbers, the same text
  * (`"total":"12.50"` → `"total":12.50`). A key pattern `"name":"` cannot match inside a
  * JSON string, where quotes are escaped. Per row, not a regex over the whole batch: the
- * regex cost a third of JSON.stringify on 10k-row batches.
+ * regex cost a third of JSON.stringify on 10k-row batches. The quotes to drop are found
+ * first and the row is cut once, so a row is not copied again for each decimal.
  */
 function unquoted(row: string, keys: readonly string[]): string {
+  let quotes: number[] | undefined;
   for (const key of keys) {
     let at = row.indexOf(key);
     while (at >= 0) {
       const start = at + key.length;
       const end = row.indexOf('"', start);
-      const value = row.slice(start, end);
-      if (end > start && DECIMAL_TEXT.test(value)) {
-        row = row.slice(0, start - 1) + value + row.slice(end + 1);
-        at = row.indexOf(key, start - 1 + value.length);
+      if (end > start && isDecimalText(row, start, end)) {
+        (quotes ??= []).push(start - 1, end);
+        at = row.indexOf(key, end + 1);
       } else {
         at = row.indexOf(key, start);
       }
     }
   }
-  return row;
+  if (!quotes) return row;
+  if (keys.length > 1) quotes.sort((a, b) => a - b);
+  let out = '';
+  let from = 0;
+  for (const quote of quotes) {
+    out += row.slice(from, quote);
+    from = quote + 1;
+  }
+  return out + row.slice(from);
+}
+
+/** Whether `text` from `start` to `end` is `-?\d+(\.\d+)?`: a decimal the server reads bare. */
+function isDecimalText(text: string, start: number, end: number): boolean {
+  let i = text.charCodeAt(start) === 0x2d ? start + 1 : start;
+  const digits = (): boolean => {
+    const first = i;
+    while (i < end) {
+      const c = text.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) break;
+      i++;
+    }
+    return i > first;
+  };
+  if (!digits()) return false;
+  if (i === end) return true;
+  if (text.charCodeAt(i) !== 0x2e) return false;
+  i++;
+  return digits() && i === end;
 }

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Envelope, RecordFailure, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
-import { checkJsonText } from '../../lib/limits';
+import { checkJsonText, hasMoreOpenings } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from '../../formats/csv';
 import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from '../../formats/encoding';
@@ -127,6 +127,8 @@ export async function readFile(
 
   // A record settled before, emitted again for its batch: its dead letter is written already.
   const settledBefore: SourceContext = { ...context, reject: (_meta, _raw, bytes) => context.credits.release(bytes) };
+  // Every position of the file starts with this: one concatenation per record, not two.
+  const positionPrefix = `${file}@`;
   const deliver = async (frames: Frame[]) => {
     const receivedAt = Date.now();
     for (const frame of frames) {
@@ -138,7 +140,7 @@ export async function readFile(
       if (wait) await wait;
       const meta: RecordMeta = {
         source,
-        position: `${file}@${frame.offset}`,
+        position: positionPrefix + frame.offset,
         file,
         record,
         line: frame.line,
@@ -246,7 +248,7 @@ export function deliverFrame(
   }
   if (frame.text !== undefined) {
     // ASCII reads the same in every supported encoding.
-    const refused = checkJsonText(frame.text, bytes, `line ${frame.line}`, limits);
+    const refused = suspect(frame.text, bytes, limits) ? checkJsonText(frame.text, bytes, `line ${frame.line}`, limits) : undefined;
     if (refused) {
       context.reject(meta, frame.text, bytes, refused);
       return;
@@ -271,7 +273,7 @@ export function deliverFrame(
     return;
   }
   const text = decodeText(frame.bytes);
-  const refused = checkJsonText(text, bytes, `line ${frame.line}`, limits);
+  const refused = suspect(text, bytes, limits) ? checkJsonText(text, bytes, `line ${frame.line}`, limits) : undefined;
   if (refused) {
     context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
     return;
@@ -285,6 +287,14 @@ export function deliverFrame(
   }
   // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
   emit(context.envelope(value, meta, decodeText === utf8Text ? frame.bytes : text, bytes));
+}
+
+/**
+ * Whether JSON text could be over a limit: only then is it checked, with the message
+ * naming its line, which is not built for every record that is within both.
+ */
+function suspect(text: string, bytes: number, limits: FramingLimits): boolean {
+  return bytes > limits.maxRecordBytes || hasMoreOpenings(text, limits.maxDepth);
 }
 
 function jsonFailure(line: number, error: unknown): RecordFailure {
