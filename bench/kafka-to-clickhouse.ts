@@ -59,8 +59,8 @@ interface Latency {
 }
 
 interface Round {
-  pipeline: { seconds: number; stored: number; checksum: string };
-  peer: { seconds: number; stored: number; checksum: string; committed: number };
+  pipeline: { seconds: number; cpuSeconds: number; stored: number; checksum: string };
+  peer: { seconds: number; cpuSeconds: number; stored: number; checksum: string; committed: number };
 }
 
 interface ChildResult {
@@ -76,6 +76,12 @@ interface ChildResult {
 function kafkaClient() {
   const { Kafka, logLevel } = require('kafkajs') as typeof import('kafkajs');
   return new Kafka({ brokers: BROKERS, clientId: 'bench', logLevel: logLevel.NOTHING });
+}
+
+/** CPU time of this process (every thread: kafkajs, the pipeline, chDB's own) since `start`, s. */
+function cpuSecondsSince(start: NodeJS.CpuUsage): number {
+  const { user, system } = process.cpuUsage(start);
+  return (user + system) / 1e6;
 }
 
 const nowhere: Sink<DeadLetter> = { name: 'nowhere', write: async () => undefined };
@@ -102,18 +108,21 @@ async function bookings(count: number, first: number): Promise<string[]> {
   return Array.from({ length: count }, (_, i) => JSON.stringify({ ...samples[i % samples.length], reservationId: first + i }));
 }
 
-async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
-  const rounds = options.repeat ?? ROUNDS;
+/**
+ * Starts the project's broker, makes the bench topic and its two latency topics, fills the
+ * first with the booking messages, and hands them to `measure`; the topics are deleted after.
+ */
+async function withTopics<R>(measure: (topic: string, latencyTopic: string, bytes: number) => Promise<R>): Promise<R> {
   const script = join(benchDir, '..', 'scripts', 'services', 'kafka.sh');
   execFileSync('bash', [script, 'install'], { stdio: 'ignore' });
   execFileSync('bash', [script, 'start'], { stdio: 'ignore' });
   const suffix = `${Date.now()}`;
   const topic = `bench-bookings-${suffix}`;
   const latencyTopic = `bench-latency-${suffix}`;
+  const topics = [topic, latencyTopic, `${latencyTopic}-mixed`];
   const admin = kafkaClient().admin();
   await admin.connect();
   try {
-    const topics = [topic, latencyTopic, `${latencyTopic}-mixed`];
     await admin.createTopics({ topics: topics.map((t) => ({ topic: t, numPartitions: PARTITIONS })), waitForLeaders: true });
     const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
     const producer = kafkaClient().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
@@ -123,8 +132,21 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       await producer.send({ topic, acks: -1, messages: values.slice(i, i + 5000).map((value, j) => ({ key: String(i + j), value, headers: { vendor: 'staylodge' } })) });
     }
     await producer.disconnect();
-    const bytes = values.reduce((sum, v) => sum + v.length, 0);
+    return await measure(topic, latencyTopic, values.reduce((sum, v) => sum + v.length, 0));
+  } finally {
+    await admin.deleteTopics({ topics }).catch(() => undefined);
+    await admin.disconnect();
+  }
+}
 
+/** A CPU profile of the child running the pipeline side only (three rounds), written into `dir`. */
+async function profile(dir: string): Promise<void> {
+  await withTopics((topic) => runChild<number[]>(__filename, ['profile', topic], { timeoutMs: 300_000, execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`] }));
+}
+
+async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
+  const rounds = options.repeat ?? ROUNDS;
+  return withTopics(async (topic, latencyTopic, bytes) => {
     const result = await runChild<ChildResult>(__filename, ['measure', topic, latencyTopic, String(rounds)], { timeoutMs: 300_000 });
     const pipelineRates = result.rounds.map((r) => MESSAGES / r.pipeline.seconds);
     const peerRates = result.rounds.map((r) => MESSAGES / r.peer.seconds);
@@ -205,6 +227,12 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       ],
       settings: {
         peer: { value: round(peerRate), ratio: peerRatio, rounds: peerRatios },
+        // Process CPU (every thread, chDB's included) per row, median over the rounds: less
+        // disturbed by other processes than rows/s on a shared machine.
+        cpuMicrosecondsPerRow: {
+          pipeline: round(median(result.rounds.map((r) => (r.pipeline.cpuSeconds * 1e6) / MESSAGES)), 1),
+          peer: round(median(result.rounds.map((r) => (r.peer.cpuSeconds * 1e6) / MESSAGES)), 1),
+        },
         batchRows: BATCH,
         partitions: PARTITIONS,
         latency: { ...result.latencyMixed, unit: 'ms', rate: LATENCY_RATE, batchAlignment: false },
@@ -213,10 +241,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       runs,
       checks,
     };
-  } finally {
-    await admin.deleteTopics({ topics: [topic, latencyTopic, `${latencyTopic}-mixed`] }).catch(() => undefined);
-    await admin.disconnect();
-  }
+  });
 }
 
 async function bare(topic: string): Promise<number> {
@@ -251,7 +276,7 @@ async function bare(topic: string): Promise<number> {
  * runs) and commits each partition's offsets once the insert holding them is done.
  * Resolves with its time from first message to last insert, and the offsets it committed.
  */
-async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic: string, group: string, tableName: string): Promise<{ seconds: number; committed: number }> {
+async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic: string, group: string, tableName: string): Promise<{ seconds: number; cpuSeconds: number; committed: number }> {
   const consumer = kafkaClient().consumer({ groupId: group, maxWaitTimeInMs: 100 });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
@@ -261,6 +286,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
   let rows = 0;
   let read = 0;
   let started = 0;
+  let cpuAtStart: NodeJS.CpuUsage | undefined;
   let committed = 0;
   /** Next offset to commit per partition, for the rows in `body`. */
   let offsets = new Map<number, string>();
@@ -281,11 +307,13 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
     inserting.catch(() => undefined);
     return previous;
   };
+  let cpuSeconds = 0;
   const seconds = await new Promise<number>((resolve, reject) => {
     consumer
       .run({
         autoCommit: false,
         eachBatch: async ({ batch }) => {
+          cpuAtStart ??= process.cpuUsage();
           started ||= performance.now();
           for (const message of batch.messages) {
             const booking = mapStaylodge(JSON.parse(message.value!.toString('utf8')));
@@ -299,6 +327,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
           if (read >= MESSAGES) {
             if (rows > 0) await flush();
             await inserting;
+            cpuSeconds = cpuSecondsSince(cpuAtStart!);
             resolve((performance.now() - started) / 1000);
           }
         },
@@ -306,7 +335,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
       .catch(reject);
   });
   await consumer.disconnect();
-  return { seconds, committed };
+  return { seconds, cpuSeconds, committed };
 }
 
 
@@ -377,13 +406,17 @@ async function measure(topic: string, latencyTopic: string, rounds: number): Pro
       for (const side of pipelineFirst ? ['pipeline', 'peer'] : ['peer', 'pipeline']) {
         if (side === 'pipeline') pipelineRun = await pipelineOnce(clickhouse, topic, `${topic}-pipeline-${r}`);
         else {
-          const { seconds, committed } = await handWritten(clickhouse, topic, `${topic}-peer-${r}`, 'bookings_peer');
+          const { seconds, cpuSeconds, committed } = await handWritten(clickhouse, topic, `${topic}-peer-${r}`, 'bookings_peer');
           const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings_peer'));
-          peerRun = { seconds, committed, stored: Number(row!.n), checksum: row!.checksum };
+          peerRun = { seconds, cpuSeconds, committed, stored: Number(row!.n), checksum: row!.checksum };
         }
       }
       measured.push({ pipeline: pipelineRun!, peer: peerRun! });
-      console.log(`  round ${r + 1}/${rounds}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s`);
+      const perRow = (run: { cpuSeconds: number }) => ((run.cpuSeconds * 1e6) / MESSAGES).toFixed(1);
+      console.log(
+        `  round ${r + 1}/${rounds}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s` +
+          ` (process CPU per row, all threads: ${perRow(pipelineRun!)} vs ${perRow(peerRun!)} µs)`,
+      );
     }
 
     const aligned = await latency(clickhouse, latencyTopic, BATCH);
@@ -409,6 +442,8 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
   let written = 0;
   let started = 0;
   let finished = 0;
+  let cpuAtStart: NodeJS.CpuUsage | undefined;
+  let cpuSeconds = 0;
   let allWritten!: () => void;
   const done = new Promise<void>((resolve) => (allWritten = resolve));
   const pipeline = bookingPipeline(
@@ -419,9 +454,13 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
       written += records.length;
       if (written < MESSAGES) return;
       finished = performance.now();
+      cpuSeconds = cpuSecondsSince(cpuAtStart!);
       allWritten();
     },
-    () => (started ||= performance.now()),
+    () => {
+      cpuAtStart ??= process.cpuUsage();
+      started ||= performance.now();
+    },
     false,
     groupId,
   );
@@ -429,7 +468,7 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
   await done;
   await pipeline.stop();
   const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings'));
-  return { seconds: (finished - started) / 1000, stored: Number(row!.n), checksum: row!.checksum };
+  return { seconds: (finished - started) / 1000, cpuSeconds, stored: Number(row!.n), checksum: row!.checksum };
 }
 
 /** A steady producer and the pipeline on a topic of its own: send → end of the insert holding the record. */
@@ -470,6 +509,27 @@ async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic:
   return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
-if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
+/** The pipeline side alone, three rounds: what `--profile` samples. Answers each round's rows/s. */
+async function profileRounds(topic: string): Promise<number[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-kafka-'));
+  const clickhouse = embeddedClickHouse({ path: dir });
+  try {
+    await migrate(clickhouse, migrationsDir);
+    const rates: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      await clickhouse.exec('TRUNCATE TABLE bookings');
+      const { seconds } = await pipelineOnce(clickhouse, topic, `${topic}-profile-${r}`);
+      rates.push(round(MESSAGES / seconds));
+      console.log(`  round ${r + 1}/3: pipeline ${rates[r]!.toLocaleString('en')} rows/s`);
+    }
+    return rates;
+  } finally {
+    await clickhouse.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
-export const benchmark: Benchmark = { name, run };
+if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
+if (require.main === module && process.argv[2] === 'profile') answerParent(() => profileRounds(process.argv[3]!));
+
+export const benchmark: Benchmark = { name, run, profile };

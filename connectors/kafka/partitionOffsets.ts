@@ -7,13 +7,6 @@ export interface Cut {
   readonly part: string;
 }
 
-/** The cut a record position (`topic/partition/offset[#part…]`) stands for. */
-export function cutAt(position: string): Cut {
-  const slash = position.lastIndexOf('/');
-  const hash = position.indexOf('#', slash);
-  return hash < 0 ? { offset: parseInt(position.slice(slash + 1), 10), part: '' } : { offset: parseInt(position.slice(slash + 1, hash), 10), part: position.slice(hash) };
-}
-
 /** Negative, zero or positive as `a` comes before, at or after `b` in a partition. */
 export function compareCuts(a: Cut, b: Cut): number {
   if (a.offset !== b.offset) return a.offset - b.offset;
@@ -224,6 +217,8 @@ export class PartitionOffsets {
   #indexOf(offset: number): number {
     const offsets = this.#offsets;
     let low = this.#head;
+    // Records mostly settle in the order they were emitted: the oldest first.
+    if (offsets[low] === offset) return low;
     let high = offsets.length - 1;
     while (low <= high) {
       const middle = (low + high) >>> 1;

@@ -1,4 +1,4 @@
-import type { Admin, Consumer, EachBatchPayload, IHeaders, Offsets } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Offsets } from 'kafkajs';
 import { Observable, type Subscriber } from 'rxjs';
 import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
@@ -8,7 +8,8 @@ import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import { positiveInteger } from '../../lib/options';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
 import { sleep } from '../../lib/sleep';
-import { compareCuts, cutAt, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
+import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
+import { cutOf, KafkaRecordMeta, MessageText, safeOffset, shortText } from './record';
 
 export interface FromKafkaOptions extends KafkaConnectionOptions {
   /** The consumer group: instances with the same id share the topics' partitions. */
@@ -46,11 +47,7 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
   maxBytesPerPartition?: number;
   /** Longest message value, in bytes; a longer one is dead-lettered (`RECORD_TOO_LARGE`) as it is read. @default 1 MiB */
   maxRecordBytes?: number;
-  /**
-   * Longest a fetch waits for new messages. kafkajs also sleeps this long when every
-   * partition is paused, so it bounds how soon reading resumes after credit comes back.
-   * @default 100
-   */
+  /** Longest a fetch waits for new messages. @default 100 */
   maxWaitMs?: number;
   /**
    * Batch boundaries for replay. A number k: a sink batch holds records of one partition
@@ -66,10 +63,10 @@ export interface FromKafkaOptions extends KafkaConnectionOptions {
    */
   batchAlignment?: number | false;
   /**
-   * How often the end offsets of paused partitions, and of owned partitions nothing was
-   * fetched from yet, are asked of the broker. A paused partition is not fetched, so
-   * without this its lag would stay where it was when credits ran out, just when it
-   * matters: while the pipeline cannot keep up. @default 5000
+   * How often the end offsets of owned partitions are asked of the broker while the source
+   * waits for credit, and of those nothing was fetched from yet. Nothing is fetched while
+   * it waits, so without this their lag would stay where it was when credits ran out,
+   * just when it matters: while the pipeline cannot keep up. @default 5000
    */
   lagRefreshMs?: number;
   /** Least time between two offset commits; settlements in between go in one commit. @default 0 */
@@ -96,7 +93,8 @@ const MAX_METADATA = 4000;
  * Per partition, the committed offset is one past the highest offset whose record and
  * every record emitted before it were acked or dead-lettered: never past a record in
  * flight or nacked. A credit is taken before each record is emitted; with none left, the
- * partition is paused and resumed once half the in-flight budget is free. On a rebalance
+ * source waits in the middle of the fetched batch (heartbeating, fetching nothing more)
+ * until a quarter of the in-flight budget is free, and goes on with the batch. On a rebalance
  * or a consumer restart, emission stops, every partition's tracking is dropped, and records
  * still in flight from before can no longer move a commit: a partition is only ever
  * committed by the member that owns it now. A nacked record (the pipeline nacks only
@@ -109,6 +107,7 @@ const MAX_METADATA = 4000;
  * Each record's value is the message's bytes (an empty buffer for a null value) for
  * `parse`; `meta.key` and `meta.headers` carry the key and headers as text, and
  * `meta.position` is `topic/partition/offset`, `meta.timestamp` the message's timestamp.
+ * Offsets are tracked as numbers: one past 2^53 - 1 fails the source (see `safeOffset`).
  *
  * ## Example
  * ```ts
@@ -210,8 +209,9 @@ class KafkaSource implements Source<Uint8Array> {
   readonly #highWatermarks = new Map<string, number>();
   /** Where each owned partition stands: last commit, or where reading began. */
   readonly #positions = new Map<string, number>();
-  readonly #paused = new Map<string, { topic: string; partition: number }>();
+  /** Out of credit in the middle of a batch: nothing is fetched meanwhile. */
   #waitingForCredit = false;
+  readonly #text = new MessageText();
   #outstanding = 0;
   #drained: (() => void) | undefined;
   #stopping = false;
@@ -254,27 +254,33 @@ class KafkaSource implements Source<Uint8Array> {
       alignment === false
         ? undefined
         : (envelope) => {
-            const position = envelope.meta.position;
-            const at = cutAt(position);
+            const meta = envelope.received.meta;
+            const emitter = KafkaRecordMeta.trackerOf(meta);
+            // Not a record of this source's (a user's operator made it): a batch of its own.
+            if (!emitter) return envelope.meta.position;
+            const offset = KafkaRecordMeta.offsetOf(meta);
             const tracker = this.#trackerOf(envelope.received);
-            const end = tracker?.replayCut(at);
-            return `${position.slice(0, position.lastIndexOf('/'))}/${tracker?.epoch ?? ''}/${Math.floor(at.offset / alignment)}/${end ? `${end.offset}${end.part}` : ''}`;
+            const end = tracker?.replayCut(cutOf(offset, envelope.meta.position));
+            return `${emitter.id}/${tracker?.epoch ?? ''}/${Math.floor(offset / alignment)}/${end ? `${end.offset}${end.part}` : ''}`;
           };
   }
 
-  /** The live tracker that emitted `envelope` (as this source emitted it), if any. */
+  /** The tracker that emitted `envelope` (as this source emitted it), while it is live. */
   #trackerOf(envelope: Envelope<unknown>): PartitionOffsets | undefined {
-    const position = envelope.meta.position;
-    const slash = position.lastIndexOf('/');
-    const tracker = this.#trackers.get(position.slice(0, slash));
-    return tracker?.emittedAs(parseInt(position.slice(slash + 1), 10), envelope) ? tracker : undefined;
+    const tracker = KafkaRecordMeta.trackerOf(envelope.meta);
+    return tracker?.emittedAs(KafkaRecordMeta.offsetOf(envelope.meta), envelope) ? tracker : undefined;
+  }
+
+  /** Where the batch would end if `envelope` (a record, or a part of one) were its last. */
+  static #cutAt(envelope: Envelope<unknown>): Cut {
+    return cutOf(KafkaRecordMeta.offsetOf(envelope.received.meta), envelope.meta.position);
   }
 
   /** `within` or `last` for a record of a batch an earlier reader cut (and committed where). */
   replayedBatch(envelope: Envelope<Uint8Array>): 'within' | 'last' | undefined {
     const tracker = this.#trackerOf(envelope.received);
     if (!tracker) return undefined;
-    const at = cutAt(envelope.meta.position);
+    const at = KafkaSource.#cutAt(envelope);
     const end = tracker.replayCut(at);
     if (!end) return undefined;
     return compareCuts(end, at) === 0 ? 'last' : 'within';
@@ -291,8 +297,8 @@ class KafkaSource implements Source<Uint8Array> {
     // No live tracker holds the batch's first record: its partition was handed on (fenced).
     const tracker = this.#trackerOf(envelopes[0]!.received);
     if (!tracker) return false;
-    const last = cutAt(envelopes[envelopes.length - 1]!.meta.position);
-    const replayed = tracker.replayCut(cutAt(envelopes[0]!.meta.position));
+    const last = KafkaSource.#cutAt(envelopes[envelopes.length - 1]!);
+    const replayed = tracker.replayCut(KafkaSource.#cutAt(envelopes[0]!));
     if (replayed && this.#stopping && compareCuts(replayed, last) !== 0) return false;
     // Cuts pile up past a commit point held back (a dead letter not yet durable): past what
     // a commit's metadata may hold, writes wait for the commit to move rather than lose one.
@@ -368,14 +374,13 @@ class KafkaSource implements Source<Uint8Array> {
 
   settled(envelope: Envelope<Uint8Array>, error?: Error): void {
     this.#outstanding--;
-    // The live tracker of the record's partition, if it emitted this very record: one
-    // retired since (rebalance, restart, nack) is no longer in #trackers, and a later
-    // tracker that read the same offset again holds another envelope for it.
-    const position = envelope.meta.position;
-    const slash = position.lastIndexOf('/');
-    const tracker = this.#trackers.get(position.slice(0, slash));
+    // The tracker that emitted this very record moves a commit only while it is live: one
+    // retired since (rebalance, restart, nack) ignores it, and a later tracker that read
+    // the same offset again holds another envelope for it.
+    const meta = envelope.meta;
+    const tracker = KafkaRecordMeta.trackerOf(meta);
     if (tracker) {
-      const offset = parseInt(position.slice(slash + 1), 10);
+      const offset = KafkaRecordMeta.offsetOf(meta);
       if (error) {
         if (tracker.emittedAs(offset, envelope)) this.#rewind(tracker, offset);
       } else if (tracker.settled(offset, envelope)) this.#scheduleCommit(this.#settings.commitIntervalMs);
@@ -453,9 +458,22 @@ class KafkaSource implements Source<Uint8Array> {
       this.#trackers.set(id, tracker);
     }
     const context = this.#context!;
+    const credits = context.credits;
     const { name, limits } = settings;
+    const messages = batch.messages;
+    // Offsets only grow within a batch: the last one is the largest to check.
+    if (messages.length > 0) {
+      try {
+        safeOffset(messages[messages.length - 1]!.offset, `partition ${id}`);
+      } catch (error) {
+        this.#fail(subscriber, error);
+        return;
+      }
+    }
     const receivedAt = Date.now();
     const emittedUpTo = this.#emittedUpTo.get(id) ?? -1;
+    const prefix = `${id}/`;
+    const text = this.#text;
     // Batch-level bookkeeping: kafkajs is told the last emitted offset, and the highest
     // emitted one is noted, once before each await and once at the end, not per message
     // (each resolveOffset and isStale call costs kafkajs Long arithmetic and a JSON key).
@@ -472,22 +490,24 @@ class KafkaSource implements Source<Uint8Array> {
     // Also when the loop throws: what was emitted stays resolved, as it was per message.
     try {
       let sinceHeartbeat = 0;
-      for (const message of batch.messages) {
+      for (let i = 0; i < messages.length; i++) {
         if (this.#stopping || tracker.retired) break;
+        const message = messages[i]!;
         const offset = Number(message.offset);
         if (!tracker.accepts(offset)) continue;
         const value = message.value ?? EMPTY;
-        if (!context.credits.tryTake(value.length)) {
-          this.#pause(topic, partition);
-          break;
+        if (!credits.tryTake(value.length)) {
+          settle();
+          if (!(await this.#awaitCredit(value.length, tracker, payload))) break;
         }
         unresolved = message.offset;
         if (offset > highest) highest = offset;
-        const meta: RecordMeta = { source: name, position: `${id}/${message.offset}`, receivedAt, attempt: offset <= emittedUpTo ? 2 : 1 };
+        const meta = new KafkaRecordMeta(name, prefix + message.offset, receivedAt, offset <= emittedUpTo ? 2 : 1, tracker, offset);
         const timestamp = Number(message.timestamp);
         if (timestamp >= 0) meta.timestamp = timestamp;
-        if (message.key) meta.key = message.key.toString('utf8');
-        if (message.headers) meta.headers = headersText(message.headers);
+        if (message.key) meta.key = shortText(message.key);
+        const headers = text.headers(message.headers);
+        if (headers) meta.headers = headers;
         const vendor = settings.vendor(meta);
         if (vendor !== undefined) meta.vendor = vendor;
         this.#outstanding++;
@@ -509,17 +529,49 @@ class KafkaSource implements Source<Uint8Array> {
   }
 
   /**
-   * Asks the broker what fetches do not tell: the end offsets of paused partitions (not
-   * fetched, so their lag would stay where it was when credits ran out, just when it
-   * matters), and, for an owned partition nothing was fetched from yet (empty, or not
-   * reached since the last rebalance), its end and the group's committed offset, so every
-   * owned partition reports a lag. A broker that cannot answer leaves the last known
+   * Out of credit in the middle of a batch: waits until a quarter of the in-flight budget
+   * is free, heartbeating meanwhile, and takes the record's credit. The rest of the batch
+   * stays in hand, so nothing is fetched twice, and kafkajs fetches nothing more meanwhile
+   * (its fetcher waits for the batch): memory stays bounded by one fetch. Waking at a
+   * quarter, not at the first credit back, keeps settlements that trickle in from costing
+   * a wake-up each. False when the batch must be left: stopping, the partition handed on,
+   * or kafkajs moved on (a seek, a rebalance).
+   */
+  async #awaitCredit(bytes: number, tracker: PartitionOffsets, payload: EachBatchPayload): Promise<boolean> {
+    const credits = this.#context!.credits;
+    const { heartbeatInterval } = this.#settings;
+    const records = credits.maxRecords - Math.max(1, Math.floor(credits.maxRecords / 4));
+    const budget = credits.maxBytes - Math.floor(credits.maxBytes / 4);
+    this.#waitingForCredit = true;
+    const done = new AbortController();
+    let tick: Promise<void> | undefined;
+    try {
+      for (;;) {
+        tick ??= sleep(heartbeatInterval, done.signal).then(() => void (tick = undefined));
+        await Promise.race([credits.released(), tick]);
+        // Sent only when the interval has passed since the last one; throws on a rebalance.
+        await payload.heartbeat();
+        if (this.#stopping || tracker.retired || !payload.isRunning() || payload.isStale()) return false;
+        if (credits.inFlightRecords <= records && credits.inFlightBytes <= budget && credits.tryTake(bytes)) return true;
+      }
+    } finally {
+      this.#waitingForCredit = false;
+      done.abort();
+    }
+  }
+
+  /**
+   * Asks the broker what fetches do not tell: while the source waits for credit, the end
+   * offsets of every owned partition (nothing is fetched, so their lag would stay where it
+   * was when credits ran out, just when it matters), and, for an owned partition nothing
+   * was fetched from yet (empty, or not reached since the last rebalance), its end and the
+   * group's committed offset, so every owned partition reports a lag. A broker that cannot answer leaves the last known
    * figures in place; the next round tries again.
    */
   async #refreshLag(): Promise<void> {
     if (this.#stopping) return;
-    const unread = [...this.#assignment].filter((id) => !this.#positions.has(id));
-    const topics = new Set([...[...this.#paused.values()].map((p) => p.topic), ...unread.map((id) => id.slice(0, id.lastIndexOf('/')))]);
+    const waiting = this.#waitingForCredit;
+    const topics = new Set([...this.#assignment].filter((id) => waiting || !this.#positions.has(id)).map((id) => id.slice(0, id.lastIndexOf('/'))));
     if (topics.size === 0) return;
     try {
       const admin = await this.#adminClient();
@@ -607,28 +659,6 @@ class KafkaSource implements Source<Uint8Array> {
     const admin = this.#admin;
     this.#admin = undefined;
     void admin?.then((a) => a.disconnect()).catch(() => undefined);
-  }
-
-  /** Out of credit: stop fetching this partition until half the budget is free again. */
-  #pause(topic: string, partition: number): void {
-    const id = `${topic}/${partition}`;
-    if (!this.#paused.has(id)) {
-      this.#paused.set(id, { topic, partition });
-      this.#consumer!.pause([{ topic, partitions: [partition] }]);
-    }
-    if (this.#waitingForCredit) return;
-    this.#waitingForCredit = true;
-    void (async () => {
-      const credits = this.#context!.credits;
-      while (!this.#stopping && (credits.inFlightRecords > credits.maxRecords / 2 || credits.inFlightBytes > credits.maxBytes / 2)) {
-        await credits.released();
-      }
-      this.#waitingForCredit = false;
-      if (this.#stopping) return;
-      const paused = [...this.#paused.values()];
-      this.#paused.clear();
-      this.#consumer!.resume(paused.map(({ topic: t, partition: p }) => ({ topic: t, partitions: [p] })));
-    })();
   }
 
   /**
@@ -757,15 +787,4 @@ class KafkaSource implements Source<Uint8Array> {
     void this.#consumer?.disconnect().catch(() => undefined);
     subscriber.error(cause instanceof ConnectorError ? cause : new ConnectorError(`source ${this.name} failed: ${String(cause)}`, { cause, retriable: true }));
   }
-}
-
-function headersText(headers: IHeaders): Record<string, string> {
-  const text: Record<string, string> = {};
-  for (const name in headers) {
-    const value = headers[name];
-    if (value === undefined) continue;
-    const last = Array.isArray(value) ? value[value.length - 1] : value;
-    if (last !== undefined) text[name] = typeof last === 'string' ? last : last.toString('utf8');
-  }
-  return text;
 }

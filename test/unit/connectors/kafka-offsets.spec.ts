@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { compareCuts, cutAt, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../../../connectors/kafka/partitionOffsets';
+import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../../../connectors/kafka/partitionOffsets';
+import { cutOf, MessageText, safeOffset, shortText } from '../../../connectors/kafka/record';
+import { ConnectorError } from '../../../lib/errors';
 
 describe('PartitionOffsets: the commit point of one partition', () => {
   it('is always just past the longest settled prefix, whatever the settlement order and offset gaps', () => {
@@ -125,9 +127,9 @@ describe('PartitionOffsets past its compaction point (10,000+ offsets)', () => {
 
 describe('batch cuts in offset commit metadata', () => {
   it('orders cuts by offset, then part (a message split into records), the whole before its parts', () => {
-    const order = ['t/0/4', 't/0/5', 't/0/5#1', 't/0/5#1#2', 't/0/5#2', 't/0/5#10', 't/0/6'].map(cutAt);
+    const order = ([[4, 't/0/4'], [5, 't/0/5'], [5, 't/0/5#1'], [5, 't/0/5#1#2'], [5, 't/0/5#2'], [5, 't/0/5#10'], [6, 't/0/6']] as const).map(([offset, position]) => cutOf(offset, position));
     for (let i = 1; i < order.length; i++) expect(compareCuts(order[i - 1]!, order[i]!), `${i}`).to.be.lessThan(0);
-    expect(cutAt('my.topic/12/340#3')).to.deep.equal({ offset: 340, part: '#3' });
+    expect(cutOf(340, 'my.topic/12/340#3')).to.deep.equal({ offset: 340, part: '#3' });
   });
 
   it('round-trips the cuts at or past the committed offset, as distances from it', () => {
@@ -153,10 +155,10 @@ describe('batch cuts in offset commit metadata', () => {
 
   it('a tracker tells the replayed batch a record ends in, notes new cuts once, and drops those behind a commit', () => {
     const tracker = new PartitionOffsets('t', 0, 1, [{ offset: 9, part: '' }, { offset: 20, part: '#2' }]);
-    expect(tracker.replayCut(cutAt('t/0/3'))).to.deep.equal({ offset: 9, part: '' });
-    expect(tracker.replayCut(cutAt('t/0/9'))).to.deep.equal({ offset: 9, part: '' });
-    expect(tracker.replayCut(cutAt('t/0/20#1'))).to.deep.equal({ offset: 20, part: '#2' });
-    expect(tracker.replayCut(cutAt('t/0/20#3'))).to.equal(undefined);
+    expect(tracker.replayCut(cutOf(3, 't/0/3'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutOf(9, 't/0/9'))).to.deep.equal({ offset: 9, part: '' });
+    expect(tracker.replayCut(cutOf(20, 't/0/20#1'))).to.deep.equal({ offset: 20, part: '#2' });
+    expect(tracker.replayCut(cutOf(20, 't/0/20#3'))).to.equal(undefined);
     // Replayed cuts are known to the commit already; a new one needs a commit.
     expect(tracker.addCut({ offset: 9, part: '' })).to.equal(0);
     expect(tracker.cutsPending).to.equal(false);
@@ -165,5 +167,32 @@ describe('batch cuts in offset commit metadata', () => {
     expect(tracker.addCut({ offset: 30, part: '' })).to.equal(1);
     expect(tracker.cutsPending).to.equal(true);
     expect(tracker.cutsFrom(10)).to.deep.equal([{ offset: 20, part: '#2' }, { offset: 30, part: '' }]);
+  });
+});
+
+describe('Kafka record positions and text', () => {
+  it('takes offsets as numbers up to 2^53 - 1 and refuses any past it (a commit must name the exact record)', () => {
+    expect(safeOffset('0', 'p')).to.equal(0);
+    expect(safeOffset('9007199254740991', 'p')).to.equal(2 ** 53 - 1);
+    // 2^53 + 1 reads as 2^53: two offsets would be one number.
+    for (const text of ['9007199254740992', '9007199254740993', '9223372036854775807', '-1', 'x']) {
+      expect(() => safeOffset(text, 'partition t/0'), text).to.throw(ConnectorError, `partition t/0: offset ${text} is past what this source tracks exactly`);
+    }
+  });
+
+  it('decodes keys and headers as UTF-8 text, reusing the text of a header value seen before only when the bytes are the same', () => {
+    for (const text of ['', 'k17', 'staylodge', 'é', 'x'.repeat(32), 'y'.repeat(33), 'ü'.repeat(20), '日本']) {
+      expect(shortText(Buffer.from(text)), text).to.equal(text);
+    }
+    expect(shortText(Buffer.from([0x61, 0xff]))).to.equal(Buffer.from([0x61, 0xff]).toString('utf8'));
+    const decode = new MessageText();
+    expect(decode.headers(undefined)).to.equal(undefined);
+    expect(decode.headers({})).to.deep.equal({});
+    const values = ['acme', 'acme', 'acmf', 'acm', 'acme', 'é', 'é', 'ée', 'acme'];
+    for (const value of values) {
+      // A fresh buffer each time, as kafkajs gives: equal bytes, never the same buffer.
+      const headers = decode.headers({ vendor: Buffer.from(value), other: [Buffer.from('a'), Buffer.from(value)], text: 'plain', none: undefined });
+      expect(headers, value).to.deep.equal({ vendor: value, other: value, text: 'plain' });
+    }
   });
 });

@@ -1,0 +1,128 @@
+import type { IHeaders } from 'kafkajs';
+import type { RecordMeta } from '../../lib/envelope';
+import { ConnectorError } from '../../lib/errors';
+import type { Cut, PartitionOffsets } from './partitionOffsets';
+
+/**
+ * The meta of a record read from Kafka, carrying its typed position beside the text one:
+ * the offset as a number and the tracker of the partition that emitted it. Settling a
+ * record, keying its batch and cutting it read these, never `meta.position` back.
+ *
+ * The typed fields are private: they are not copied into the parts of a split payload
+ * (`Object.assign`, spreads), nor written by `JSON.stringify`; a part reaches them through
+ * the envelope it was split from (`envelope.received`).
+ */
+export class KafkaRecordMeta implements RecordMeta {
+  source: string;
+  position: string;
+  receivedAt: number;
+  attempt: number;
+  declare vendor?: string;
+  declare key?: string;
+  declare headers?: Readonly<Record<string, string>>;
+  declare timestamp?: number;
+  readonly #tracker: PartitionOffsets;
+  readonly #offset: number;
+
+  constructor(source: string, position: string, receivedAt: number, attempt: number, tracker: PartitionOffsets, offset: number) {
+    this.source = source;
+    this.position = position;
+    this.receivedAt = receivedAt;
+    this.attempt = attempt;
+    this.#tracker = tracker;
+    this.#offset = offset;
+  }
+
+  /** The tracker that emitted the record, when `meta` is a Kafka record's. */
+  static trackerOf(meta: RecordMeta): PartitionOffsets | undefined {
+    return #tracker in meta ? (meta as KafkaRecordMeta).#tracker : undefined;
+  }
+
+  /** The record's offset; only for a meta `trackerOf` knows. */
+  static offsetOf(meta: RecordMeta): number {
+    return (meta as KafkaRecordMeta).#offset;
+  }
+}
+
+/**
+ * Where a record's batch would end if it were the last: its offset, and for a part of a
+ * split message (an NDJSON line) the part (`#2`), read from the part's position, whose
+ * `topic/partition/offset` prefix cannot hold a `#` (topic names cannot).
+ */
+export function cutOf(offset: number, partPosition: string): Cut {
+  const hash = partPosition.indexOf('#');
+  return { offset, part: hash < 0 ? '' : partPosition.slice(hash) };
+}
+
+/**
+ * A message offset as a number. Kafka offsets are 64-bit; past 2^53 a number no longer
+ * holds each one exactly, and a commit could name the wrong record: such an offset
+ * fails the source rather than being rounded (a partition reaches it after 285 years
+ * at a million messages a second).
+ */
+export function safeOffset(text: string, where: string): number {
+  const offset = Number(text);
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new ConnectorError(`${where}: offset ${text} is past what this source tracks exactly (2^53 - 1)`, { retriable: false });
+  }
+  return offset;
+}
+
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+/**
+ * Turns message keys and headers into text. Short ASCII values (the usual keys and
+ * header values) are decoded by hand, cheaper than `Buffer#toString` for a few bytes;
+ * a header value equal to the one before under the same name (a vendor, a content
+ * type) reuses its text.
+ */
+export class MessageText {
+  /** The text of the last short ASCII value seen under each header name. */
+  readonly #last = new Map<string, string>();
+
+  /** The message's headers as text (the last value of a repeated header), `undefined` when it has none. */
+  headers(headers: IHeaders | undefined): Readonly<Record<string, string>> | undefined {
+    if (headers === undefined) return undefined;
+    let text: Record<string, string> | undefined;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      const last = Array.isArray(value) ? value[value.length - 1] : value;
+      if (last === undefined) continue;
+      text ??= {};
+      text[name] = typeof last === 'string' ? last : this.#header(name, last);
+    }
+    return text ?? NO_HEADERS;
+  }
+
+  #header(name: string, bytes: Buffer): string {
+    const seen = this.#last.get(name);
+    if (seen !== undefined && asciiEquals(bytes, seen)) return seen;
+    const text = shortText(bytes);
+    // Only short ASCII texts, which compare with bytes one to one; one per header name,
+    // for at most 64 names. The text, not the bytes: those are a view of a whole fetch.
+    if (text.length <= 32 && text.length === bytes.length && (seen !== undefined || this.#last.size < 64)) this.#last.set(name, text);
+    return text;
+  }
+}
+
+/** Whether `bytes` are the ASCII text `text`. */
+function asciiEquals(bytes: Buffer, text: string): boolean {
+  const length = text.length;
+  if (bytes.length !== length) return false;
+  for (let i = 0; i < length; i++) if (bytes[i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
+/** UTF-8 bytes as text: by hand for up to 32 ASCII bytes, else by `toString`. */
+export function shortText(bytes: Buffer): string {
+  const length = bytes.length;
+  if (length > 32) return bytes.toString('utf8');
+  let text = '';
+  for (let i = 0; i < length; i++) {
+    const byte = bytes[i]!;
+    if (byte > 0x7f) return bytes.toString('utf8');
+    text += String.fromCharCode(byte);
+  }
+  return text;
+}
