@@ -5,7 +5,7 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits, tooLarge, type ResolvedRecordLimits } from '../../lib/limits';
 import { retry } from '../../lib/retry';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
-import { positiveInteger } from '../../lib/options';
+import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
 import { sleep } from '../../lib/sleep';
 import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
@@ -151,10 +151,7 @@ function resolveSettings(options: FromKafkaOptions): Settings {
   if (heartbeatInterval >= sessionTimeout) {
     throw new ConfigError(`heartbeatIntervalMs must be lower than sessionTimeoutMs (${sessionTimeout}), got ${heartbeatInterval}`);
   }
-  const commitIntervalMs = options.commitIntervalMs ?? 0;
-  if (!Number.isInteger(commitIntervalMs) || commitIntervalMs < 0) {
-    throw new ConfigError(`commitIntervalMs must be an integer >= 0, got ${options.commitIntervalMs}`);
-  }
+  const commitIntervalMs = nonNegativeInteger(options.commitIntervalMs, 0, 'commitIntervalMs');
   const vendor = options.vendor;
   if (vendor !== undefined && typeof vendor !== 'string' && typeof vendor !== 'function') {
     throw new ConfigError(`vendor must be a string or a function, got ${typeof vendor}`);

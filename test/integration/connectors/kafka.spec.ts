@@ -32,6 +32,8 @@ describe('Kafka connectors against a real broker', function () {
     );
     expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', batchAlignment: 0 })).to.throw(ConfigError, 'batchAlignment must be an integer >= 1, got 0');
     expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', lagRefreshMs: 0 })).to.throw(ConfigError, 'lagRefreshMs must be an integer >= 1, got 0');
+    expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', commitIntervalMs: -1 })).to.throw(ConfigError, 'commitIntervalMs must be an integer >= 0, got -1');
+    expect(() => fromKafka({ brokers: ['h:1'], groupId: 'g', topics: 't', commitIntervalMs: 2.5 })).to.throw(ConfigError, 'commitIntervalMs must be an integer >= 0, got 2.5');
     expect(() => toKafka({ brokers: ['h:1'], topic: 'bad topic' })).to.throw(ConfigError, 'topic must be a topic name');
     expect(() => toKafka({ brokers: ['h:1'], topic: 't', compression: 'lz4' as 'gzip' })).to.throw(ConfigError, "compression must be 'none' or 'gzip'");
   });
