@@ -255,8 +255,8 @@ export class Pipeline<T> implements AsyncDisposable {
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
-      // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
-      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
+      // Values are released once encoded unless protectDeadLetter may read them for a dead letter, or the sink reads them.
+      batch<T>({ ...this.#batch, ...(batchKey && { key: batchKey }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter && !sink.keepsValues }),
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
       writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : this.#batch),
     );
