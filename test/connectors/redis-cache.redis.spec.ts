@@ -5,6 +5,7 @@ import { fromIterable } from '../../connectors/iterable';
 import { toClickHouse } from '../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../connectors/redis';
 import { CacheKeys, resolveLayout } from '../../connectors/redis/cache';
+import { encodeRows } from '../../lib/batch';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { fanOut } from '../../lib/fanOut';
 import { Pipeline } from '../../lib/pipeline';
@@ -40,9 +41,11 @@ function booking(i: number, overrides: Partial<Booking> = {}): Booking {
   };
 }
 
-async function write(sink: Sink<Booking>, rows: Booking[]): Promise<void> {
+/** Writes `rows` as one batch; `encoded`: with the rows encoded as a pipeline does it for the sink (or a fan-out for sinks of its encoding). */
+async function write(sink: Sink<Booking>, rows: Booking[], encoded = false): Promise<void> {
   const recorder = new Recorder();
-  await sink.write({ envelopes: rows.map((row) => recorder.envelope(row)), bytes: 0 }, { token: randomUUID(), attempt: 1 });
+  const envelopes = rows.map((row) => recorder.envelope(row));
+  await sink.write({ envelopes, bytes: 0, ...(encoded && { encoded: encodeRows(envelopes, (row) => JSON.stringify(row)) }) }, { token: randomUUID(), attempt: 1 });
 }
 
 describe('Redis bookings cache (real redis-server, embedded ClickHouse)', function () {
@@ -179,26 +182,28 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }
     });
 
-    it('stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)', async () => {
-      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
-      try {
-        const rows = [
-          booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
-          booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
-          booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
-          // Over the bytes one call carries: the rows after it go in another call.
-          ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
-        ];
-        await write(cache, rows);
-        expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
-        for (const row of rows) expect(await stored(row.vendor, row.booking_id)).to.deep.equal(row);
-        expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
-        expect(await redis.zscore(`${prefix}c:${JSON.stringify('tök-€')}`, entry('café', 'Ünïcødé-✈️-𝄞'))).to.equal(String(Date.parse(rows[0]!.booked_at)));
-        expect(await vendorEntries('café')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
-      } finally {
-        await cache.close();
-      }
-    });
+    for (const encoded of [false, true]) {
+      it(`stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)${encoded ? ', from rows encoded upstream' : ''}`, async () => {
+        const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+        try {
+          const rows = [
+            booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
+            booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
+            booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
+            // Over the bytes one call carries: the rows after it go in another call.
+            ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
+          ];
+          await write(cache, rows, encoded);
+          expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
+          for (const row of rows) expect(await storedValue(row.vendor, row.booking_id)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
+          expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
+          expect(await redis.zscore(`${prefix}c:${JSON.stringify('tök-€')}`, entry('café', 'Ünïcødé-✈️-𝄞'))).to.equal(String(Date.parse(rows[0]!.booked_at)));
+          expect(await vendorEntries('café')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
+        } finally {
+          await cache.close();
+        }
+      });
+    }
 
     it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
       const cache = toRedisCache<Booking>({ url, prefix });
