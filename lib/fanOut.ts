@@ -94,7 +94,10 @@ class Target<T> {
     this.parts =
       target.batch === undefined
         ? undefined
-        : { rows: positiveInteger(target.batch?.rows, Infinity, `sinks[${index}].batch.rows`), bytes: positiveInteger(target.batch?.bytes, Infinity, `sinks[${index}].batch.bytes`) };
+        : {
+            rows: target.batch?.rows === undefined ? Infinity : positiveInteger(target.batch.rows, 1, `sinks[${index}].batch.rows`),
+            bytes: target.batch?.bytes === undefined ? Infinity : positiveInteger(target.batch.bytes, 1, `sinks[${index}].batch.bytes`),
+          };
     if (this.required) {
       for (const option of ['retry', 'breaker', 'maxPending'] as const) {
         if (target[option] !== undefined) throw new ConfigError(`sinks[${index}].${option} is for best-effort sinks; a required sink uses the pipeline's`);
