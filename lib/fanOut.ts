@@ -69,6 +69,8 @@ export interface FanOutSink<T> extends Sink<T> {
   markFresh(name?: string): void;
   /** Resolves once the best-effort writes under way have ended. */
   idle(): Promise<void>;
+  /** Waits for the best-effort writes and closes every sink. Its series stay in its registry until a fan-out of the same name takes its place there. */
+  close(): Promise<void>;
 }
 
 /** Batches being retried whose required sinks are remembered; far more than sinkConcurrency ever holds. */
@@ -136,9 +138,16 @@ class Target<T> {
 }
 
 /** The fan-outs reporting to each registry. */
-const reporting = new WeakMap<Registry, Set<{ name: string; targets: readonly Target<any>[] }>>();
+const reporting = new WeakMap<Registry, Set<Reported>>();
 
-function report(registry: Registry, fanOut: { name: string; targets: readonly Target<any>[] }): void {
+/** A fan-out in a registry: still reported once closed, until another of its name takes its place. */
+interface Reported {
+  name: string;
+  targets: readonly Target<any>[];
+  closed: boolean;
+}
+
+function report(registry: Registry, fanOut: Reported): void {
   let fanOuts = reporting.get(registry);
   if (!fanOuts) {
     const all = (fanOuts = new Set());
@@ -171,7 +180,11 @@ function report(registry: Registry, fanOut: { name: string; targets: readonly Ta
       },
     });
   }
-  if ([...fanOuts].some((f) => f.name === fanOut.name)) throw new ConfigError(`a fan-out named ${JSON.stringify(fanOut.name)} already reports to this registry: give it another name`);
+  for (const other of fanOuts) {
+    if (other.name !== fanOut.name) continue;
+    if (!other.closed) throw new ConfigError(`a fan-out named ${JSON.stringify(fanOut.name)} already reports to this registry: give it another name`);
+    fanOuts.delete(other);
+  }
   fanOuts.add(fanOut);
 }
 
@@ -222,7 +235,8 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
   const name = options.name ?? `fanOut(${targets.map((t) => t.sink.name).join(',')})`;
   const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
   if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
-  report(registry, { name, targets });
+  const reported: Reported = { name, targets, closed: false };
+  report(registry, reported);
   /** Required sinks that already hold a token whose batch is still being retried. */
   const landed = new Map<string, Set<Target<T>>>();
   /** The sink whose encoding batches carry. */
@@ -333,6 +347,7 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
       for (const t of bestEffort) writeBestEffort(t, batch, context);
     },
     async close() {
+      reported.closed = true;
       await this.idle();
       for (const t of bestEffort) t.breaker!.shutdown();
       const results = await Promise.allSettled(targets.map((t) => t.sink.close?.()));
