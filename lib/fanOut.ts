@@ -1,3 +1,5 @@
+import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
+import { batchPart } from './batch';
 import { SinkBreaker, type BreakerOptions } from './breaker';
 import { ConfigError, isRetriable, TributaryError } from './errors';
 import { positiveInteger } from './options';
@@ -26,6 +28,12 @@ export interface FanOutTarget<T> {
    * skipped (counted, the sink marked stale) so a slow sink cannot hold memory. @default 4
    */
   maxPending?: number;
+  /**
+   * This sink's own batches: each batch is written to it in consecutive parts within these
+   * limits, one after the other (a part's token is the batch's with `:<part>` added, the
+   * same on every retry). @default the pipeline's batches, whole
+   */
+  batch?: { rows?: number; bytes?: number };
 }
 
 /** What happened to the writes of one sink of a fan-out. */
@@ -38,6 +46,12 @@ export interface FanOutSinkStats {
   failed: number;
   /** Best-effort batches not written because `maxPending` were under way. */
   skipped: number;
+  /** Rows of the batches written. */
+  rowsWritten: number;
+  /** Rows of the writes that failed: a required sink's are retried by the pipeline (and counted again), a best-effort sink's after its own retries. */
+  rowsFailed: number;
+  /** Rows of the skipped batches. */
+  rowsSkipped: number;
   /** A best-effort sink missed a batch since it was last marked fresh. */
   stale: boolean;
   lastError?: string;
@@ -45,6 +59,8 @@ export interface FanOutSinkStats {
 
 /** A sink writing every batch to several sinks. */
 export interface FanOutSink<T> extends Sink<T> {
+  /** Where its metrics are: `tributary_fanout_rows_total` and `tributary_fanout_stale`. */
+  readonly registry: Registry;
   /** True while any best-effort sink is stale. */
   readonly stale: boolean;
   /** One entry per sink, in the order given. */
@@ -53,6 +69,8 @@ export interface FanOutSink<T> extends Sink<T> {
   markFresh(name?: string): void;
   /** Resolves once the best-effort writes under way have ended. */
   idle(): Promise<void>;
+  /** Waits for the best-effort writes and closes every sink. Its series stay in its registry until a fan-out of the same name takes its place there. */
+  close(): Promise<void>;
 }
 
 /** Batches being retried whose required sinks are remembered; far more than sinkConcurrency ever holds. */
@@ -65,6 +83,7 @@ class Target<T> {
   readonly retry: ResolvedRetryOptions | undefined;
   readonly breaker: SinkBreaker | undefined;
   readonly maxPending: number;
+  readonly parts: { rows: number; bytes: number } | undefined;
   readonly pending = new Set<Promise<void>>();
   opened = false;
 
@@ -73,7 +92,14 @@ class Target<T> {
     if (Boolean(target.required) === Boolean(target.bestEffort)) throw new ConfigError(`sinks[${index}] must set exactly one of required and bestEffort`);
     this.sink = target.sink;
     this.required = Boolean(target.required);
-    this.stats = { name: target.sink.name, required: this.required, written: 0, failed: 0, skipped: 0, stale: false };
+    this.stats = { name: target.sink.name, required: this.required, written: 0, failed: 0, skipped: 0, rowsWritten: 0, rowsFailed: 0, rowsSkipped: 0, stale: false };
+    this.parts =
+      target.batch === undefined
+        ? undefined
+        : {
+            rows: target.batch?.rows === undefined ? Infinity : positiveInteger(target.batch.rows, 1, `sinks[${index}].batch.rows`),
+            bytes: target.batch?.bytes === undefined ? Infinity : positiveInteger(target.batch.bytes, 1, `sinks[${index}].batch.bytes`),
+          };
     if (this.required) {
       for (const option of ['retry', 'breaker', 'maxPending'] as const) {
         if (target[option] !== undefined) throw new ConfigError(`sinks[${index}].${option} is for best-effort sinks; a required sink uses the pipeline's`);
@@ -90,6 +116,76 @@ class Target<T> {
     this.stats.stale = true;
     this.stats.lastError = error instanceof Error ? error.message : String(error);
   }
+
+  /** Writes `batch` to this sink, in its own parts when it has its own batch limits. */
+  async write(batch: Batch<T>, context: WriteContext): Promise<void> {
+    const limits = this.parts;
+    if (!limits || (batch.envelopes.length <= limits.rows && batch.bytes <= limits.bytes)) {
+      await this.sink.write(batch, context);
+      return;
+    }
+    const envelopes = batch.envelopes;
+    let part = 0;
+    for (let start = 0; start < envelopes.length; part++) {
+      let end = start + 1;
+      let bytes = envelopes[start]!.bytes;
+      while (end < envelopes.length && end - start < limits.rows && bytes + envelopes[end]!.bytes <= limits.bytes) bytes += envelopes[end++]!.bytes;
+      const indices = Array.from({ length: end - start }, (_, i) => start + i);
+      await this.sink.write(batchPart(batch, indices), { token: `${context.token}:${part}`, attempt: context.attempt });
+      start = end;
+    }
+  }
+}
+
+/** The fan-outs reporting to each registry. */
+const reporting = new WeakMap<Registry, Set<Reported>>();
+
+/** A fan-out in a registry: still reported once closed, until another of its name takes its place. */
+interface Reported {
+  name: string;
+  targets: readonly Target<any>[];
+  closed: boolean;
+}
+
+function report(registry: Registry, fanOut: Reported): void {
+  let fanOuts = reporting.get(registry);
+  if (!fanOuts) {
+    const all = (fanOuts = new Set());
+    reporting.set(registry, all);
+    new Counter({
+      name: 'tributary_fanout_rows_total',
+      help: 'Rows a fan-out wrote to each of its sinks, by outcome: written, failed (a failed write; a required sink is retried by the pipeline) or skipped (a best-effort sink with maxPending writes under way)',
+      labelNames: ['fanout', 'sink', 'required', 'outcome'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { name, targets } of all) {
+          for (const { stats } of targets) {
+            const labels = { fanout: name, sink: stats.name, required: String(stats.required) };
+            this.inc({ ...labels, outcome: 'written' }, stats.rowsWritten);
+            this.inc({ ...labels, outcome: 'failed' }, stats.rowsFailed);
+            if (!stats.required) this.inc({ ...labels, outcome: 'skipped' }, stats.rowsSkipped);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'tributary_fanout_stale',
+      help: '1 while a best-effort sink of a fan-out has missed a batch since it was last marked fresh',
+      labelNames: ['fanout', 'sink'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { name, targets } of all) for (const { stats } of targets) if (!stats.required) this.set({ fanout: name, sink: stats.name }, stats.stale ? 1 : 0);
+      },
+    });
+  }
+  for (const other of fanOuts) {
+    if (other.name !== fanOut.name) continue;
+    if (!other.closed) throw new ConfigError(`a fan-out named ${JSON.stringify(fanOut.name)} already reports to this registry: give it another name`);
+    fanOuts.delete(other);
+  }
+  fanOuts.add(fanOut);
 }
 
 /**
@@ -101,8 +197,17 @@ class Target<T> {
  * Every sink gets the batch's insert token: a retried batch is absorbed where the sink
  * deduplicates by it. A required sink that failed is retried by the pipeline (its retry
  * and breaker); the required sinks that already have that token are not written again.
- * Values are kept in batches (the fan-out has no `encode` of its own): each sink encodes
- * the rows itself.
+ * The required sinks are written at once, side by side: a sink waiting on its server
+ * (Redis) overlaps one working in this process or beside it (ClickHouse).
+ *
+ * Rows are encoded once: the fan-out encodes as its first required sink that has an
+ * `encode` does, and hands the encoded rows to every sink of the same `encoding` (a JSON
+ * cache beside ClickHouse); the others get values to encode themselves. A sink with its
+ * own `batch` limits gets each batch in parts within them.
+ *
+ * Metrics (in `registry`): `tributary_fanout_rows_total{fanout,sink,required,outcome}`
+ * (written, failed, and skipped for best-effort sinks) and `tributary_fanout_stale{fanout,sink}`
+ * (1 while a best-effort sink is stale).
  *
  * ## Example
  * ```ts
@@ -113,9 +218,10 @@ class Target<T> {
  * ```
  *
  * @param sinks At least one required sink; names must differ.
- * @param options `name` of the fan-out. @default name `fanOut(<names>)`
+ * @param options `name` of the fan-out (its `fanout` label); `registry`, a prom-client
+ *   Registry or `'global'`. @default name `fanOut(<names>)`, registry a new one
  */
-export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: string } = {}): FanOutSink<T> {
+export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: string; registry?: Registry | 'global' } = {}): FanOutSink<T> {
   if (!Array.isArray(sinks) || sinks.length === 0) throw new ConfigError('fanOut needs at least one sink');
   const targets = sinks.map((target, index) => new Target(target, index));
   const required = targets.filter((t) => t.required);
@@ -126,17 +232,30 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
     if (names.has(sink.name)) throw new ConfigError(`fanOut sink names must differ, ${JSON.stringify(sink.name)} is given twice`);
     names.add(sink.name);
   }
+  const name = options.name ?? `fanOut(${targets.map((t) => t.sink.name).join(',')})`;
+  const registry = options.registry === 'global' ? globalRegistry : (options.registry ?? new Registry());
+  if (!(registry instanceof Registry)) throw new ConfigError(`registry must be a prom-client Registry or 'global', got ${String(options.registry)}`);
+  const reported: Reported = { name, targets, closed: false };
+  report(registry, reported);
   /** Required sinks that already hold a token whose batch is still being retried. */
   const landed = new Map<string, Set<Target<T>>>();
+  /** The sink whose encoding batches carry. */
+  const encoder = required.find((t) => typeof t.sink.encode === 'function');
+  /** Whether `target` can write the encoder's rows (read after open: a sink may learn its encoding then). */
+  const shares = (target: Target<T>) => target === encoder || (encoder?.sink.encoding !== undefined && target.sink.encoding === encoder.sink.encoding);
+  /** The batch as `target` takes it: without the encoded rows of another encoding. */
+  const batchFor = (target: Target<T>, batch: Batch<T>): Batch<T> => (batch.encoded === undefined || shares(target) ? batch : { envelopes: batch.envelopes, bytes: batch.bytes });
 
   const writeBestEffort = (target: Target<T>, batch: Batch<T>, context: WriteContext): void => {
+    const rows = batch.envelopes.length;
     if (target.pending.size >= target.maxPending) {
       target.stats.skipped++;
+      target.stats.rowsSkipped += rows;
       target.missed(new TributaryError(`${target.maxPending} writes were under way`, { code: 'SKIPPED' }));
       return;
     }
     // Its own batch object: the pipeline may split the original while this write goes on.
-    const own: Batch<T> = { envelopes: batch.envelopes, bytes: batch.bytes };
+    const own: Batch<T> = { ...batchFor(target, batch) };
     const work = (async () => {
       try {
         await retry(async (attempt) => {
@@ -145,12 +264,14 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
               await target.sink.open?.();
               target.opened = true;
             }
-            await target.sink.write(own, { token: context.token, attempt });
+            await target.write(own, { token: context.token, attempt });
           });
         }, target.retry!);
         target.stats.written++;
+        target.stats.rowsWritten += rows;
       } catch (error) {
         target.stats.failed++;
+        target.stats.rowsFailed += rows;
         target.missed(error);
       }
     })();
@@ -159,7 +280,16 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
   };
 
   return {
-    name: options.name ?? `fanOut(${targets.map((t) => t.sink.name).join(',')})`,
+    name,
+    registry,
+    encode: encoder && ((value: T) => encoder.sink.encode!(value)),
+    get encoding() {
+      return encoder?.sink.encoding;
+    },
+    /** Values stay beside encoded rows while a sink reads them, or encodes its own. */
+    get keepsValues() {
+      return targets.some((t) => t.sink.keepsValues === true || !shares(t));
+    },
     get stale() {
       return bestEffort.some((t) => t.stats.stale);
     },
@@ -190,9 +320,15 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
       const results = await Promise.allSettled(
         required.map(async (t) => {
           if (done.has(t)) return;
-          await t.sink.write(batch, context);
+          try {
+            await t.write(batchFor(t, batch), context);
+          } catch (error) {
+            t.stats.rowsFailed += batch.envelopes.length;
+            throw error;
+          }
           done.add(t);
           t.stats.written++;
+          t.stats.rowsWritten += batch.envelopes.length;
         }),
       );
       const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
@@ -211,11 +347,12 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
       for (const t of bestEffort) writeBestEffort(t, batch, context);
     },
     async close() {
+      reported.closed = true;
       await this.idle();
       for (const t of bestEffort) t.breaker!.shutdown();
       const results = await Promise.allSettled(targets.map((t) => t.sink.close?.()));
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
     },
-  } satisfies FanOutSink<T> & { idle(): Promise<void> };
+  } satisfies FanOutSink<T>;
 }

@@ -255,10 +255,10 @@ export class Pipeline<T> implements AsyncDisposable {
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
-      // Values are released once encoded unless protectDeadLetter may read them for a dead letter.
+      // Values are released once encoded unless protectDeadLetter may read them for a dead letter, or the sink reads them.
       // A source whose callers wait hands a batch over at the next turn: writeBatches writes it
       // when no write is under way and the last started maxWaitMs ago, else holds it, joined.
-      batch<T>({ ...this.#batch, ...(batchKey ? { key: batchKey } : source.awaitsWrites && { maxWaitMs: 0 }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter }),
+      batch<T>({ ...this.#batch, ...(batchKey ? { key: batchKey } : source.awaitsWrites && { maxWaitMs: 0 }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter && !sink.keepsValues }),
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
       writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : { ...this.#batch, ...(source.awaitsWrites && { writeIntervalMs: this.#batch.maxWaitMs }) }),
     );

@@ -48,6 +48,17 @@ export interface Sink<T> {
    * (stage `sink`, code `ENCODE`).
    */
   encode?(value: T): string;
+  /**
+   * What `encode` writes, when another sink could write the same bytes: `'json'` for
+   * `JSON.stringify(value)`. A fan-out encodes once and hands the rows to every sink of
+   * the same encoding. Read after `open()`. @default none
+   */
+  readonly encoding?: string;
+  /**
+   * The sink reads `envelope.value` in `write` even when its batches come encoded: the
+   * pipeline then keeps values beside the encoded rows. @default false
+   */
+  readonly keepsValues?: boolean;
   write(batch: Batch<T>, context: WriteContext): Promise<void>;
   close?(): Promise<void>;
 }

@@ -57,6 +57,10 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     async open() {
       opened = await prepare();
     },
+    /** JSON when decimals go quoted, as JSON.stringify writes them (any server but an old one). */
+    get encoding() {
+      return opened && !opened.unquoteDecimals ? 'json' : undefined;
+    },
     encode(value: T) {
       if (!opened) throw new TributaryError(`sink clickhouse:${table} must be opened before it encodes`, { code: 'NOT_OPEN' });
       return jsonRow(value, opened.unquoteDecimals);

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { integerAtLeast } from '../../lib/options';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
-import type { Batch, Sink, WriteContext } from '../../lib/sink';
+import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
 
 export type { RedisConnectionOptions };
 
@@ -38,66 +38,152 @@ export interface RedisCacheStats {
   unkeyed: number;
 }
 
+/** Rows per call of the put script: long scripts hold up every other client of Redis. */
+const ROWS_PER_CALL = 500;
+/** Expired bookings a put call removes at most: twice what it puts, so removal keeps up. */
+const SWEEP = 2 * ROWS_PER_CALL;
+
 /**
  * Puts rows given as one MessagePack array (ARGV[1]), seven items a row: the booking's
- * member (its key parts as JSON; its key is ARGV[3] followed by it), its version (a
- * number), the value to store (`<version>|<row>`), its time (a number, the indexes'
- * score), its expiry (epoch ms), the number of its vendor index among ARGV[4…] (1 for ARGV[4]) and the
- * customer index ('' for none). Stores the row unless the version there is later and adds
- * it to the indexes; then, once per index the call touched, drops the entries past their
- * TTL (scores below ARGV[2]) and keeps the index at least as long as its latest booking.
- * Returns { stored, older }.
+ * entry (its shard, ':' and its key parts as JSON), its version (a number), the value to
+ * store (`<version>|<time>|<row>`), its time (a number), the number of its vendor's time
+ * bucket among the list keys ARGV[5], ARGV[7]… (1 for ARGV[5]; ARGV[6] is that bucket's
+ * end, epoch ms), the customer index ('' for none) and its shard (a number). ARGV[2] is
+ * the cut (now - TTL, epoch ms), ARGV[3] the prefix, ARGV[4] the TTL (ms).
+ *
+ * Rows go into one hash per shard (`<prefix>h:<shard>`, field = entry): a shard's rows of
+ * the call cost one HMGET (the versions there) and one HSET, instead of a GET and a SET
+ * with its expiry a row. A row is stored unless the version there is later; a row equal to
+ * the one there (a replay) is left alone. A stored row's entry goes to its vendor's time
+ * bucket (a list, registered in the `<prefix>buckets` sorted set by its end) and to its
+ * customer's sorted set (scored by its time, kept as long as its latest booking). Hash
+ * fields have no TTL of their own (Redis 7.0): each call first removes up to SWEEP
+ * bookings of buckets whose end is past the cut, when their time still is. Returns
+ * { stored, older }.
  *
  * Many rows a call, packed into one argument: ioredis spent more per argument than Redis
- * spent on the row, and cmsgpack unpacks in C. Numbers travel as MessagePack numbers and
- * the key prefix and vendor indexes once a call, so a row costs the client three strings.
- * One ZADD per vendor index and call, in row order (the last version stored sets the
- * score): at most 2 * ROWS_PER_CALL values, far below the limit of Lua's unpack (8000).
+ * spent on the row, and cmsgpack unpacks in C. Every multi-value command carries at most
+ * 2 * ROWS_PER_CALL values, far below the limit of Lua's unpack (8000).
  */
 const PUT = `
 local a = cmsgpack.unpack(ARGV[1])
-local cut = '(' .. ARGV[2]
-local bookings = ARGV[3]
-local stored = 0
-local vendors = {}
-local expiries = {}
-local n = #a
-for i = 1, n, 7 do
-  local key = bookings .. a[i]
-  local current = redis.call('GET', key)
-  local version = current and tonumber(string.match(current, '^([^|]*)|'))
-  if not (version and version > a[i + 1]) then
-    local expireAt = a[i + 4]
-    redis.call('SET', key, a[i + 2], 'PXAT', expireAt)
-    local vendor = ARGV[3 + a[i + 5]]
-    local entries = vendors[vendor]
-    if not entries then
-      entries = {}
-      vendors[vendor] = entries
+local cut = tonumber(ARGV[2])
+local prefix = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local bucketSet = prefix .. 'buckets'
+-- Sweep: bookings of buckets past the TTL, unless a later version moved their time on.
+local budget = ${SWEEP}
+for _, list in ipairs(redis.call('ZRANGEBYSCORE', bucketSet, '-inf', cut, 'LIMIT', 0, 16)) do
+  if budget <= 0 then break end
+  local entries = redis.call('LPOP', list, budget)
+  if entries then
+    budget = budget - #entries
+    local byShard = {}
+    for _, entry in ipairs(entries) do
+      local shard = string.match(entry, '^(%d+):')
+      local group = byShard[shard]
+      if not group then
+        group = {}
+        byShard[shard] = group
+      end
+      group[#group + 1] = entry
     end
-    entries[#entries + 1] = a[i + 3]
-    entries[#entries + 1] = a[i]
-    local known = expiries[vendor]
-    if not (known and known >= expireAt) then expiries[vendor] = expireAt end
-    local customer = a[i + 6]
-    if customer ~= '' then
-      redis.call('ZADD', customer, a[i + 3], a[i])
-      known = expiries[customer]
-      if not (known and known >= expireAt) then expiries[customer] = expireAt end
+    for shard, group in pairs(byShard) do
+      local hash = prefix .. 'h:' .. shard
+      local values = redis.call('HMGET', hash, unpack(group))
+      local gone = {}
+      for j = 1, #group do
+        local time = values[j] and tonumber(string.match(values[j], '^[^|]*|([^|]*)|'))
+        if time and math.floor(time) <= cut then gone[#gone + 1] = group[j] end
+      end
+      if #gone > 0 then redis.call('HDEL', hash, unpack(gone)) end
     end
-    stored = stored + 1
   end
+  if redis.call('EXISTS', list) == 0 then redis.call('ZREM', bucketSet, list) end
 end
-for index, entries in pairs(vendors) do redis.call('ZADD', index, unpack(entries)) end
-for index, expireAt in pairs(expiries) do
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', cut)
-  if redis.call('PEXPIRETIME', index) < expireAt then redis.call('PEXPIREAT', index, expireAt) end
+-- Put.
+local n = #a
+local shards = {}
+for i = 1, n, 7 do
+  local shard = a[i + 6]
+  local rows = shards[shard]
+  if not rows then
+    rows = {}
+    shards[shard] = rows
+  end
+  rows[#rows + 1] = i
+end
+local stored = 0
+local lists = {}
+local customers = {}
+local expiries = {}
+for shard, rows in pairs(shards) do
+  local hash = prefix .. 'h:' .. shard
+  local entries = {}
+  for j = 1, #rows do entries[j] = a[rows[j]] end
+  local current = redis.call('HMGET', hash, unpack(entries))
+  -- What this call put, for an entry given twice.
+  local put = {}
+  local fields = {}
+  for j = 1, #rows do
+    local i = rows[j]
+    local entry = a[i]
+    local there = put[entry] or current[j]
+    local version = there and tonumber(string.match(there, '^([^|]*)|'))
+    local value = a[i + 2]
+    if not (version and version > a[i + 1]) then
+      stored = stored + 1
+      if there ~= value then
+        put[entry] = value
+        fields[#fields + 1] = entry
+        fields[#fields + 1] = value
+        local list = a[i + 4]
+        local listed = lists[list]
+        if not listed then
+          listed = {}
+          lists[list] = listed
+        end
+        listed[#listed + 1] = entry
+        local customer = a[i + 5]
+        if customer ~= '' then
+          local scored = customers[customer]
+          if not scored then
+            scored = {}
+            customers[customer] = scored
+          end
+          scored[#scored + 1] = a[i + 3]
+          scored[#scored + 1] = entry
+          local expireAt = math.floor(a[i + 3]) + ttl
+          local known = expiries[customer]
+          if not (known and known >= expireAt) then expiries[customer] = expireAt end
+        end
+      end
+    end
+  end
+  if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+end
+local ends = {}
+for list, listed in pairs(lists) do
+  local key = ARGV[3 + 2 * list]
+  redis.call('RPUSH', key, unpack(listed))
+  ends[#ends + 1] = ARGV[4 + 2 * list]
+  ends[#ends + 1] = key
+end
+if #ends > 0 then redis.call('ZADD', bucketSet, unpack(ends)) end
+for customer, scored in pairs(customers) do
+  redis.call('ZADD', customer, unpack(scored))
+  redis.call('ZREMRANGEBYSCORE', customer, '-inf', '(' .. ARGV[2])
+  local expireAt = expiries[customer]
+  if redis.call('PEXPIRETIME', customer) < expireAt then redis.call('PEXPIREAT', customer, expireAt) end
 end
 return { stored, n / 7 - stored }
 `;
 
-/** Rows per call of the put script: long scripts hold up every other client of Redis. */
-const ROWS_PER_CALL = 500;
+/** Shards of the booking hashes: a put call's rows of one shard share an HMGET and an HSET. Changing it needs a `warm()`. */
+export const SHARDS = 64;
+/** Time buckets of the vendor index per TTL (at least 1 ms each): a vendor's range read lists the buckets it covers. */
+const BUCKETS_PER_TTL = 24;
+
 /** Characters of stored rows per call, however few rows: Redis refuses an argument past proto-max-bulk-len (512 MiB by default), and a long script holds up other clients. */
 const BYTES_PER_CALL = 4 << 20;
 
@@ -158,6 +244,20 @@ class Packer {
     }
   }
 
+  /** A string of `prefix` then the UTF-8 bytes `body[start, end)`, copied as they are. */
+  prefixed(prefix: string, body: Buffer, start: number, end: number): void {
+    this.#count++;
+    const length = end - start;
+    const most = 3 * prefix.length + length;
+    const buffer = this.#room(most + 5);
+    const at = this.#at;
+    const written = buffer.write(prefix, at + 5);
+    body.copy(buffer, at + 5 + written, start, end);
+    buffer[at] = 0xdb; // str 32: the header's size is known before the prefix is measured
+    buffer.writeUInt32BE(written + length, at + 1);
+    this.#at = at + 5 + written + length;
+  }
+
   number(value: number): void {
     this.#count++;
     if (value >= 0 && value < 0x80 && Number.isInteger(value)) {
@@ -196,7 +296,7 @@ return 0
 `;
 
 type CacheRedis = Redis & {
-  tributaryCachePut(rows: Buffer, cut: string, bookings: string, ...vendorIndexes: string[]): Promise<[number, number]>;
+  tributaryCachePut(rows: Buffer, cut: string, prefix: string, ttlMs: string, ...bucketLists: string[]): Promise<[number, number]>;
   tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
 };
 
@@ -249,17 +349,41 @@ export function timeMs(value: unknown): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-/** The keys of one cache. Key parts are JSON-quoted so no vendor value can reach into another's keys. */
+/**
+ * The keys of one cache. Key parts are JSON-quoted so no vendor value can reach into
+ * another's keys. A booking is a field of one of SHARDS hashes, named by its entry:
+ * `<shard>:<key parts as JSON>`; the indexes list entries.
+ */
 export class CacheKeys {
-  constructor(readonly layout: ResolvedLayout) {}
+  /** The width of a vendor index's time bucket, ms. */
+  readonly bucketMs: number;
+  constructor(readonly layout: ResolvedLayout) {
+    this.bucketMs = Math.max(1, Math.floor(layout.ttlMs / BUCKETS_PER_TTL));
+  }
   member(parts: readonly string[]): string {
     return JSON.stringify(parts);
   }
-  booking(member: string): string {
-    return `${this.layout.prefix}b:${member}`;
+  /** The shard of a booking: FNV-1a of its member's UTF-16 units. */
+  shard(member: string): number {
+    let hash = 0x811c9dc5;
+    for (let i = 0; i < member.length; i++) hash = Math.imul(hash ^ member.charCodeAt(i), 0x01000193);
+    return (hash >>> 0) % SHARDS;
   }
-  vendorIndex(vendor: string): string {
-    return `${this.layout.prefix}v:${JSON.stringify(vendor)}`;
+  /** The booking's entry: its shard, ':', its member. */
+  entry(member: string): string {
+    return `${this.shard(member)}:${member}`;
+  }
+  /** The hash holding the booking of `entry`. */
+  shardOf(entry: string): string {
+    return `${this.layout.prefix}h:${entry.slice(0, entry.indexOf(':'))}`;
+  }
+  /** The list of a vendor's entries whose time falls in `bucket` (time / bucketMs, floored). */
+  vendorBucket(vendor: string, bucket: number): string {
+    return `${this.layout.prefix}v:${JSON.stringify(vendor)}:${bucket}`;
+  }
+  /** Every vendor bucket list, scored by its end (epoch ms). */
+  get buckets(): string {
+    return `${this.layout.prefix}buckets`;
   }
   customerIndex(customer: string): string {
     return `${this.layout.prefix}c:${JSON.stringify(customer)}`;
@@ -273,37 +397,49 @@ export class CacheKeys {
   }
 }
 
+/** A stored booking: its version, its time and its row (JSON), or undefined for none or one past its TTL at `now`. */
+export function storedBooking(value: string | null, ttlMs: number, now: number): { time: number; row: string } | undefined {
+  if (value === null) return undefined;
+  const first = value.indexOf('|');
+  const second = value.indexOf('|', first + 1);
+  const time = Number(value.slice(first + 1, second));
+  if (!(Math.floor(time) + ttlMs > now)) return undefined;
+  return { time, row: value.slice(second + 1) };
+}
+
 export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 
 /** Rows not queued, by why. */
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
 
 /**
- * Queues the puts of `rows` on `pipeline`, ROWS_PER_CALL rows a call. Rows are
- * stored as JSON as they are given: encrypted fields stay encrypted.
+ * Queues the puts of `rows` on `pipeline`, ROWS_PER_CALL rows a call. Rows are stored as
+ * JSON as they are given (encrypted fields stay encrypted): their `encoded` rows when
+ * given (JSON.stringify of each, in order), copied as bytes.
  */
-export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: Iterable<Record<string, unknown>>, now: number): Unqueued {
-  const { layout } = keys;
+export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: readonly Record<string, unknown>[], now: number, encoded?: EncodedRows): Unqueued {
+  const { layout, bucketMs } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const commands = pipeline as unknown as CacheRedis;
-  /** Each vendor's index key: a few vendors, many rows each. */
-  const vendors = new Map<string, string>();
-  /** The vendor indexes of the call being packed, and each one's number among them. */
-  let callVendors = new Map<string, number>();
-  let vendorIndexes: string[] = [];
+  /** Each vendor bucket's list key: a few vendors and buckets, many rows each. */
+  const lists = new Map<string, string>();
+  /** The bucket lists of the call being packed (key, end), and each one's number among them. */
+  let callLists = new Map<string, number>();
+  let listArguments: string[] = [];
   const cut = String(now - layout.ttlMs);
-  const bookings = keys.booking('');
+  const ttl = String(layout.ttlMs);
   const packer = new Packer();
   let bytes = 0;
   const flush = () => {
-    if (packer.count > 0) commands.tributaryCachePut(packer.take(), cut, bookings, ...vendorIndexes);
-    callVendors = new Map();
-    vendorIndexes = [];
+    if (packer.count > 0) commands.tributaryCachePut(packer.take(), cut, layout.prefix, ttl, ...listArguments);
+    callLists = new Map();
+    listArguments = [];
     bytes = 0;
   };
   const keyFields = layout.keyFields;
   const parts: string[] = [];
-  for (const row of rows) {
+  for (let index = 0; index < rows.length; index++) {
+    const row = rows[index]!;
     parts.length = 0;
     for (const field of keyFields) {
       const part = row?.[field];
@@ -316,28 +452,39 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       unqueued.unkeyed++;
       continue;
     }
-    const expireAt = Math.floor(time) + layout.ttlMs;
-    if (expireAt <= now) {
+    if (Math.floor(time) + layout.ttlMs <= now) {
       unqueued.expired++;
       continue;
     }
     const vendor = parts[0]!;
-    let vendorNumber = callVendors.get(vendor);
-    if (vendorNumber === undefined) {
-      let vendorIndex = vendors.get(vendor);
-      if (vendorIndex === undefined) vendors.set(vendor, (vendorIndex = keys.vendorIndex(vendor)));
-      callVendors.set(vendor, (vendorNumber = vendorIndexes.push(vendorIndex)));
+    const bucket = Math.floor(time / bucketMs);
+    const bucketName = `${bucket}:${vendor}`;
+    let listNumber = callLists.get(bucketName);
+    if (listNumber === undefined) {
+      let list = lists.get(bucketName);
+      if (list === undefined) lists.set(bucketName, (list = keys.vendorBucket(vendor, bucket)));
+      listArguments.push(list, String((bucket + 1) * bucketMs));
+      callLists.set(bucketName, (listNumber = listArguments.length / 2));
     }
     const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
-    const value = `${version}|${JSON.stringify(row)}`;
-    packer.string(keys.member(parts));
+    const member = keys.member(parts);
+    const shard = keys.shard(member);
+    packer.string(`${shard}:${member}`);
     packer.number(version);
-    packer.string(value);
+    if (encoded) {
+      const start = index === 0 ? 0 : encoded.ends[index - 1]!;
+      const end = encoded.ends[index]! - 1; // without its newline
+      packer.prefixed(`${version}|${time}|`, encoded.body, start, end);
+      bytes += end - start;
+    } else {
+      const value = `${version}|${time}|${JSON.stringify(row)}`;
+      packer.string(value);
+      bytes += value.length;
+    }
     packer.number(time);
-    packer.number(expireAt);
-    packer.number(vendorNumber);
+    packer.number(listNumber);
     packer.string(typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '');
-    bytes += value.length;
+    packer.number(shard);
     if (packer.count === 7 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
   }
   flush();
@@ -371,12 +518,16 @@ export interface RedisCacheSink<T> extends Sink<T> {
 }
 
 /**
- * Keeps recent bookings in Redis (7.0 or later), each under its natural key with a TTL
- * counted from the booking's time, plus sorted-set indexes by vendor and (optionally)
- * customer token scored by that time. Idempotent: a Lua script stores a row only when no
- * later version is there, so a replayed or older row never replaces a newer one. One
- * pipelined round trip per batch. Rows are stored as the sink receives them (JSON):
- * fields encrypted upstream stay encrypted.
+ * Keeps recent bookings in Redis (7.0 or later) under their natural key, for as long as
+ * their TTL counted from the booking's time, with indexes by vendor (time buckets) and
+ * (optionally) customer token (sorted sets scored by that time). Idempotent: a Lua script
+ * stores a row only when no later version is there, so a replayed or older row never
+ * replaces a newer one. One pipelined round trip per batch. Rows are stored as the sink
+ * receives them (JSON): fields encrypted upstream stay encrypted.
+ *
+ * Bookings live as fields of a few hashes (one HMGET and one HSET per hash and call, not
+ * two commands a booking): a booking past its TTL is no longer read at once, and removed
+ * by the writes that follow (each removes up to twice the rows it puts).
  *
  * After a failed write, the next write first marks the cache incomplete (the reader then
  * reads through to ClickHouse until `warm()` rebuilds it). Use it in a {@link fanOut}
@@ -401,13 +552,19 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
   return {
     name,
     stats,
+    encoding: 'json',
+    encode: (value: T) => JSON.stringify(value) ?? 'null',
+    // The key, time and version columns are read from the values.
+    keepsValues: true,
     async write(batch: Batch<T>, context: WriteContext) {
+      // A sink written beside this one (ClickHouse) starts its insert before this one packs.
+      await new Promise(setImmediate);
       const pipeline = client.pipeline();
       // Another batch failed and was not written since: this cache is no longer complete,
       // whatever a warm-up said. (The same batch retried is not a loss.)
       const lost = missed.size > (missed.has(context.token) ? 1 : 0);
       if (lost) pipeline.del(keys.fresh, keys.warming);
-      const unqueued = queuePuts(pipeline, keys, batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>), Date.now());
+      const unqueued = queuePuts(pipeline, keys, batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>), Date.now(), batch.encoded);
       stats.expired += unqueued.expired;
       stats.unkeyed += unqueued.unkeyed;
       const skipped = unqueued.expired + unqueued.unkeyed;

@@ -3,7 +3,7 @@ import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-clien
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { nonNegativeInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
-import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
+import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, storedBooking, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
 export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
   /** The cache's Redis: `{ url }`, `{ url, redis: { username, password, tls } }` or `{ client }`. Same layout options as the `toRedisCache` that fills it. */
@@ -160,7 +160,6 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     if (fill && rows.length > 0) await put(rows).catch(() => undefined); // a cache that cannot be filled still answers from ClickHouse
   };
 
-  const parse = (stored: string | null): R | undefined => (stored === null ? undefined : (JSON.parse(stored.slice(stored.indexOf('|') + 1)) as R));
   const column = (name: string) => quoteIdentifier(name);
   const rangeOf = (range: TimeRange): [number, number] => {
     const from = timeMs(range?.from);
@@ -170,25 +169,52 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
   };
   const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
 
-  const list = async (indexKey: string, field: string, value: string, range: TimeRange): Promise<R[]> => {
+  /** The entries a vendor's time buckets list for the range: the buckets from the set of all, one LRANGE each. */
+  const vendorEntries = async (vendor: string, from: number, to: number): Promise<string[]> => {
+    const lists = (await client.zrangebyscore(keys.buckets, `(${from}`, to + keys.bucketMs)).filter((list) => list.startsWith(keys.vendorBucket(vendor, 0).slice(0, -1)));
+    if (lists.length === 0) return [];
+    const pipeline = client.pipeline();
+    for (const list of lists) pipeline.lrange(list, 0, -1);
+    return (await pipeline.exec())!.flatMap(([error, entries]) => {
+      if (error) throw error;
+      return entries as string[];
+    });
+  };
+
+  /** The bookings of `entries` still there, once each, as stored: one HMGET per shard. */
+  const bookingsOf = async (entries: readonly string[]): Promise<{ time: number; row: string }[]> => {
+    const byShard = new Map<string, string[]>();
+    for (const entry of new Set(entries)) {
+      const shard = keys.shardOf(entry);
+      const group = byShard.get(shard);
+      if (group) group.push(entry);
+      else byShard.set(shard, [entry]);
+    }
+    if (byShard.size === 0) return [];
+    const pipeline = client.pipeline();
+    for (const [shard, group] of byShard) pipeline.hmget(shard, ...group);
+    const now = Date.now();
+    return (await pipeline.exec())!.flatMap(([error, values]) => {
+      if (error) throw error;
+      return (values as (string | null)[]).flatMap((value) => storedBooking(value, layout.ttlMs, now) ?? []);
+    });
+  };
+
+  const list = async (entriesOf: (from: number, to: number) => Promise<string[]>, field: string, value: string, range: TimeRange): Promise<R[]> => {
     const [from, to] = rangeOf(range);
     // Older than the TTL: the cache no longer holds all of it.
     const stale = from >= Date.now() - layout.ttlMs ? staleForRead() : true;
     if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
-        const members = await client.zrangebyscore(indexKey, from, to);
-        const stored = members.length === 0 ? [] : await client.mget(members.map((m) => keys.booking(m)));
+        const stored = await bookingsOf(await entriesOf(from, to));
         hit();
-        // An entry may outlive a change of the booking's customer, and a newer version may
-        // land between the range read and the MGET: the row as read decides.
+        // An entry may outlive a change of the booking's customer or time, and a newer
+        // version may land between the index read and the HMGET: the row as read decides.
         return stored
-          .map(parse)
-          .filter((row): row is R => {
-            if (row === undefined) return false;
-            const time = timeMs((row as Record<string, unknown>)[layout.timeField]);
-            return time !== undefined && time >= from && time <= to && String((row as Record<string, unknown>)[field]) === value;
-          })
-          .sort((a, b) => timeMs((a as Record<string, unknown>)[layout.timeField])! - timeMs((b as Record<string, unknown>)[layout.timeField])!);
+          .filter((booking) => booking.time >= from && booking.time <= to)
+          .sort((a, b) => a.time - b.time)
+          .map((booking) => JSON.parse(booking.row) as Record<string, unknown>)
+          .filter((row) => String(row[field]) === value) as R[];
       } catch {
         // Redis failed: ClickHouse answers below.
       }
@@ -210,10 +236,11 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       const stale = staleForRead();
       if (!(typeof stale === 'boolean' ? stale : await stale)) {
         try {
-          const found = parse(await client.get(keys.booking(keys.member(key))));
+          const entry = keys.entry(keys.member(key));
+          const found = storedBooking(await client.hget(keys.shardOf(entry), entry), layout.ttlMs, Date.now());
           if (found !== undefined) {
             hit();
-            return found;
+            return JSON.parse(found.row) as R;
           }
         } catch {
           // Redis failed: ClickHouse answers below.
@@ -230,11 +257,11 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       return rows[0] as R | undefined;
     },
     byVendor(vendor: string, range: TimeRange) {
-      return list(keys.vendorIndex(vendor), layout.keyFields[0]!, vendor, range);
+      return list((from, to) => vendorEntries(vendor, from, to), layout.keyFields[0]!, vendor, range);
     },
     byCustomer(customer: string, range: TimeRange) {
       if (layout.customerField === undefined) return Promise.reject(new ConfigError('byCustomer needs customerField'));
-      return list(keys.customerIndex(customer), layout.customerField, customer, range);
+      return list((from, to) => client.zrangebyscore(keys.customerIndex(customer), from, to), layout.customerField, customer, range);
     },
     async warm() {
       const id = randomUUID();

@@ -4,6 +4,8 @@ import { Redis } from 'ioredis';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
+import { CacheKeys, resolveLayout } from '../../../connectors/redis/cache';
+import { encodeRows } from '../../../lib/batch';
 import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
@@ -39,9 +41,11 @@ function booking(i: number, overrides: Partial<Booking> = {}): Booking {
   };
 }
 
-async function write(sink: Sink<Booking>, rows: Booking[]): Promise<void> {
+/** Writes `rows` as one batch; `encoded`: with the rows encoded as a pipeline does it for the sink (or a fan-out for sinks of its encoding). */
+async function write(sink: Sink<Booking>, rows: Booking[], encoded = false): Promise<void> {
   const recorder = new Recorder();
-  await sink.write({ envelopes: rows.map((row) => recorder.envelope(row)), bytes: 0 }, { token: randomUUID(), attempt: 1 });
+  const envelopes = rows.map((row) => recorder.envelope(row));
+  await sink.write({ envelopes, bytes: 0, ...(encoded && { encoded: encodeRows(envelopes, (row) => JSON.stringify(row)) }) }, { token: randomUUID(), attempt: 1 });
 }
 
 describe('Redis bookings cache (real redis-server, embedded ClickHouse)', function () {
@@ -60,6 +64,21 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
   after(async () => {
     await redis?.quit();
   });
+  /** Where the cache of `prefix` (with `ttlMs`) keeps things. */
+  const layout = (ttlMs?: number) => new CacheKeys(resolveLayout({ prefix, ttlMs }));
+  const entry = (vendor: string, id: string) => layout().entry(JSON.stringify([vendor, id]));
+  /** The booking as stored (`<version>|<time>|<row>`), or null. */
+  const storedValue = (vendor: string, id: string) => redis.hget(layout().shardOf(entry(vendor, id)), entry(vendor, id));
+  const stored = async (vendor: string, id: string) => {
+    const value = await storedValue(vendor, id);
+    return value === null ? null : (JSON.parse(value.slice(value.indexOf('|', value.indexOf('|') + 1) + 1)) as Booking);
+  };
+  /** Every entry of a vendor's time buckets, oldest bucket first. */
+  const vendorEntries = async (vendor: string, ttlMs?: number) => {
+    const keys = layout(ttlMs);
+    const lists = (await redis.zrange(keys.buckets, '0', '-1')).filter((list) => list.startsWith(`${prefix}v:${JSON.stringify(vendor)}:`));
+    return (await Promise.all(lists.map((list) => redis.lrange(list, 0, -1)))).flat();
+  };
   const acl = (...args: string[]) => (redis as unknown as { call(...a: string[]): Promise<unknown> }).call('ACL', ...args);
   beforeEach(async () => {
     table = `bookings_cache_${randomUUID().replace(/-/g, '')}`;
@@ -73,40 +92,56 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
   });
 
   describe('toRedisCache', () => {
-    it('stores each booking under its key with a TTL from its own time, as received, with vendor and customer indexes', async () => {
+    it('stores each booking under its key with its time, as received, with vendor and customer indexes', async () => {
       const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
       try {
         const rows = [booking(1), booking(2), booking(3)];
         await write(cache, rows);
-        const stored = await redis.get(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
-        expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.deep.equal(rows[0]);
-        expect(stored).to.include(rows[0]!.card);
-        const expiresAt = await redis.pexpiretime(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
-        expect(expiresAt, 'booked_at + 24 h, not now + 24 h').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
-        expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-3']), JSON.stringify(['acme', 'B-1'])]);
-        expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([JSON.stringify(['globex', 'B-2'])]);
-        expect(await redis.pexpiretime(`${prefix}v:"acme"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
-        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        expect(await stored('acme', 'B-1')).to.deep.equal(rows[0]);
+        expect(await storedValue('acme', 'B-1')).to.include(rows[0]!.card);
+        expect(await storedValue('acme', 'B-1'), 'version and time ahead of the row').to.match(new RegExp(`^${Date.parse(rows[0]!.updated_at)}\\|${Date.parse(rows[0]!.booked_at)}\\|`));
+        expect(await vendorEntries('acme')).to.have.members([entry('acme', 'B-3'), entry('acme', 'B-1')]);
+        expect(await redis.zrange(`${prefix}c:"tok-2"`, '0', '-1')).to.deep.equal([entry('globex', 'B-2')]);
+        expect(await redis.pexpiretime(`${prefix}c:"tok-2"`), 'the index lives as long as its latest booking').to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
+        const bucketEnds = await redis.zrange(layout().buckets, '0', '-1', 'WITHSCORES');
+        const bucketMs = HOUR; // 24 h / 24
+        expect(bucketEnds[bucketEnds.indexOf(`${prefix}v:"acme":${Math.floor(Date.parse(rows[0]!.booked_at) / bucketMs)}`) + 1], 'a bucket is registered by its end').to.equal(String((Math.floor(Date.parse(rows[0]!.booked_at) / bucketMs) + 1) * bucketMs));
         expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
         // An earlier booking later on never shortens an index's life.
         await write(cache, [booking(7, { customer_token: 'tok-2' })]);
-        expect(await redis.pexpiretime(`${prefix}v:"acme"`)).to.equal(Date.parse(rows[0]!.booked_at) + 24 * HOUR);
         expect(await redis.pexpiretime(`${prefix}c:"tok-2"`)).to.equal(Date.parse(rows[1]!.booked_at) + 24 * HOUR);
         expect(await redis.zcard(`${prefix}c:"tok-2"`)).to.equal(2);
+        // A replay adds no index entries.
+        await write(cache, rows);
+        expect(await vendorEntries('acme')).to.have.members([entry('acme', 'B-7'), entry('acme', 'B-3'), entry('acme', 'B-1')]);
+        expect(cache.stats).to.deep.equal({ stored: 7, older: 0, expired: 0, unkeyed: 0 });
       } finally {
         await cache.close();
       }
     });
 
-    it('drops index entries whose booking expired', async () => {
-      const cache = toRedisCache<Booking>({ url, prefix, ttlMs: 1000 });
+    it('removes bookings and index entries past their TTL with the writes that follow, unless a later version moved their time on', async () => {
+      const ttlMs = 2000;
+      const cache = toRedisCache<Booking>({ url, prefix, ttlMs });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, ttlMs, fill: false });
       try {
-        await write(cache, [booking(1, { booked_at: iso(Date.now() - 800) }), booking(5, { booked_at: iso(Date.now()) })]);
+        await reader.warm();
+        const moved = booking(7, { booked_at: iso(Date.now() - 1800) });
+        await write(cache, [booking(1, { booked_at: iso(Date.now() - 1800) }), booking(5, { booked_at: iso(Date.now()) }), moved]);
+        await write(cache, [{ ...moved, booked_at: iso(Date.now()), updated_at: iso(Date.now()) }]);
+        expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         await delay(300);
+        expect(await reader.get('acme', 'B-1'), 'past its TTL: no longer read').to.equal(undefined);
+        expect(await storedValue('acme', 'B-1'), 'still there until the next write').to.not.equal(null);
+        const cut = Date.now() - ttlMs;
         await write(cache, [booking(3, { booked_at: iso(Date.now()) })]);
-        expect(await redis.zrange(`${prefix}v:"acme"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-5']), JSON.stringify(['acme', 'B-3'])]);
+        expect(await storedValue('acme', 'B-1')).to.equal(null);
+        expect(await stored('acme', 'B-7'), 'moved on: kept').to.include({ booking_id: 'B-7' });
+        expect(await vendorEntries('acme', ttlMs)).to.have.members([entry('acme', 'B-5'), entry('acme', 'B-7'), entry('acme', 'B-3')]);
+        expect(await redis.zrangebyscore(layout(ttlMs).buckets, '-inf', cut), 'emptied buckets leave the set').to.deep.equal([]);
       } finally {
         await cache.close();
+        await reader.close();
       }
     });
 
@@ -118,8 +153,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await write(cache, [newer]);
         await write(cache, [older]);
         await write(cache, [older, newer, older]);
-        const stored = await redis.get(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
-        expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.include({ status: 'cancelled' });
+        expect(await stored('acme', 'B-1')).to.include({ status: 'cancelled' });
         expect(cache.stats).to.include({ stored: 2, older: 3 });
       } finally {
         await cache.close();
@@ -138,39 +172,38 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         rows[20] = booking(2, { status: 'newest', updated_at: at(3) });
         rows[1150] = booking(2, { status: 'older', updated_at: at(1) });
         await write(cache, rows);
-        const stored = (vendor: string, id: string) => redis.get(`${prefix}b:${JSON.stringify([vendor, id])}`).then((s) => JSON.parse(s!.slice(s!.indexOf('|') + 1)) as Booking);
         expect(await stored('acme', 'B-1')).to.deep.equal(rows[600]);
-        expect((await stored('globex', 'B-2')).status).to.equal('newest');
+        expect((await stored('globex', 'B-2'))!.status).to.equal('newest');
         expect(cache.stats).to.deep.equal({ stored: 1198, older: 2, expired: 0, unkeyed: 0 });
-        expect(await redis.zcard(`${prefix}v:"acme"`)).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
-        expect(await redis.zrange(`${prefix}c:"tok-new"`, '0', '-1')).to.deep.equal([JSON.stringify(['acme', 'B-1'])]);
+        expect(new Set(await vendorEntries('acme')).size).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
+        expect(await redis.zrange(`${prefix}c:"tok-new"`, '0', '-1')).to.deep.equal([entry('acme', 'B-1')]);
       } finally {
         await cache.close();
       }
     });
 
-    it('stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)', async () => {
-      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
-      try {
-        const rows = [
-          booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
-          booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
-          booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
-          // Over the bytes one call carries: the rows after it go in another call.
-          ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
-        ];
-        await write(cache, rows);
-        expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
-        for (const row of rows) {
-          const stored = await redis.get(`${prefix}b:${JSON.stringify([row.vendor, row.booking_id])}`);
-          expect(JSON.parse(stored!.slice(stored!.indexOf('|') + 1))).to.deep.equal(row);
+    for (const encoded of [false, true]) {
+      it(`stores keys and rows of any length and any characters exactly (the packed arguments count bytes, not characters)${encoded ? ', from rows encoded upstream' : ''}`, async () => {
+        const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+        try {
+          const rows = [
+            booking(1, { vendor: 'café', booking_id: 'Ünïcødé-✈️-𝄞', customer_token: 'tök-€' }),
+            booking(2, { vendor: 'v'.repeat(31), booking_id: 'b'.repeat(32), status: 'é'.repeat(200) }), // around the 32- and 256-byte string headers
+            booking(3, { booking_id: 'x'.repeat(70_000), status: '€'.repeat(30_000) }), // past 65,535 bytes
+            // Over the bytes one call carries: the rows after it go in another call.
+            ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
+          ];
+          await write(cache, rows, encoded);
+          expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
+          for (const row of rows) expect(await storedValue(row.vendor, row.booking_id)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
+          expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
+          expect(await redis.zscore(`${prefix}c:${JSON.stringify('tök-€')}`, entry('café', 'Ünïcødé-✈️-𝄞'))).to.equal(String(Date.parse(rows[0]!.booked_at)));
+          expect(await vendorEntries('café')).to.deep.equal([entry('café', 'Ünïcødé-✈️-𝄞')]);
+        } finally {
+          await cache.close();
         }
-        expect(await redis.zrange(`${prefix}c:${JSON.stringify('tök-€')}`, '0', '-1')).to.deep.equal([JSON.stringify(['café', 'Ünïcødé-✈️-𝄞'])]);
-        expect(await redis.zscore(`${prefix}v:"café"`, JSON.stringify(['café', 'Ünïcødé-✈️-𝄞']))).to.equal(String(Date.parse(rows[0]!.booked_at)));
-      } finally {
-        await cache.close();
-      }
-    });
+      });
+    }
 
     it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
       const cache = toRedisCache<Booking>({ url, prefix });
@@ -182,10 +215,8 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await write(cache, rows);
         expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, unkeyed: 0 });
         for (const i of [0, 126, 127, 128, 299]) {
-          const member = JSON.stringify([`v${i}`, `B-${i}`]);
-          expect(await redis.zrange(`${prefix}v:"v${i}"`, '0', '-1')).to.deep.equal([member]);
-          expect(Number(await redis.zscore(`${prefix}v:"v${i}"`, member))).to.equal(time(i));
-          expect(await redis.pexpiretime(`${prefix}b:${member}`)).to.equal(Math.floor(time(i)) + 24 * HOUR);
+          expect(await vendorEntries(`v${i}`)).to.deep.equal([entry(`v${i}`, `B-${i}`)]);
+          expect(await storedValue(`v${i}`, `B-${i}`)).to.match(new RegExp(`^${now - HOUR}\\|${time(i)}\\|`));
         }
       } finally {
         await cache.close();
@@ -204,7 +235,11 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           booking(4, { updated_at: 'not a time' }),
         ]);
         expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 1, unkeyed: 2 });
-        expect(await redis.keys(`${prefix}b:*`)).to.have.length(3);
+        let fields = 0;
+        for (const hash of await redis.keys(`${prefix}h:*`)) fields += await redis.hlen(hash);
+        expect(fields).to.equal(3);
+        expect(await stored('a', 'b:c')).to.include({ vendor: 'a', booking_id: 'b:c' });
+        expect(await stored('a:b', 'c')).to.include({ vendor: 'a:b', booking_id: 'c' });
       } finally {
         await cache.close();
       }
@@ -351,7 +386,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
       try {
         await reader.warm();
-        await redis.del(`${prefix}b:${JSON.stringify(['acme', 'B-1'])}`);
+        await redis.hdel(layout().shardOf(entry('acme', 'B-1')), entry('acme', 'B-1'));
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(reader.counts).to.deep.equal({ hits: 1, misses: 1 });
@@ -422,7 +457,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await countIn()).to.equal(rows.length);
         // This Redis has no persistence: what it held before the stop is gone, and it says so.
         expect(await reader.isStale()).to.equal(true);
-        expect(await redis.exists(`${prefix}b:${JSON.stringify(['acme', 'B-119'])}`), 'written after the restart').to.equal(1);
+        expect(await storedValue('acme', 'B-119'), 'written after the restart').to.not.equal(null);
         await reader.warm();
         for (const row of rows) expect(await reader.get(row.vendor, row.booking_id)).to.deep.equal(row);
         expect(reader.counts).to.deep.equal({ hits: rows.length, misses: 0 });

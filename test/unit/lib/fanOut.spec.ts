@@ -1,12 +1,41 @@
 import { expect } from 'chai';
+import { Registry } from 'prom-client';
+import { map } from 'rxjs';
 import { fromIterable } from '../../../connectors/iterable';
+import type { Envelope } from '../../../lib/envelope';
 import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
-import type { DeadLetter } from '../../../lib/sink';
+import type { Batch, DeadLetter, Sink, WriteContext } from '../../../lib/sink';
 import { delay, MemorySink, observed, until } from '../../helpers';
 
 const fastRetry = { retries: Infinity, initialDelayMs: 1, maxDelayMs: 5 };
+
+/** A sink that encodes as JSON (or only says it takes JSON rows) and records what it was given. */
+class JsonSink implements Sink<{ id: number }> {
+  encodes = 0;
+  readonly bodies: (string | undefined)[] = [];
+  readonly values: unknown[] = [];
+  readonly encoding = 'json';
+  constructor(
+    readonly name: string,
+    readonly keepsValues = false,
+  ) {}
+  encode(value: { id: number }): string {
+    this.encodes++;
+    return JSON.stringify(value);
+  }
+  async write(batch: Batch<{ id: number }>, _context: WriteContext): Promise<void> {
+    this.bodies.push(batch.encoded?.body.toString());
+    for (const envelope of batch.envelopes) this.values.push(envelope.value);
+  }
+}
+
+/** Records as JSON text, parsed by the transform: each envelope keeps its text as received, so a pipeline may let go of the value once encoded. */
+const jsonRecords = (n: number) => ({
+  source: fromIterable(Array.from({ length: n }, (_, i) => JSON.stringify({ id: i + 1 }))),
+  transform: map((envelope: Envelope<unknown>) => envelope.map(JSON.parse(envelope.value as string) as { id: number })),
+});
 
 describe('fanOut', () => {
   it('acks a record only once every required sink has it, with the same token in each', async () => {
@@ -103,6 +132,95 @@ describe('fanOut', () => {
     await sink.idle();
     expect(sink.stats()[1]).to.include({ written: 1, skipped: 1, stale: true });
     expect(cache.writes.map((w) => w.size), 'the first batch only').to.deep.equal([2]);
+  });
+
+  it('encodes each record once, for every sink of the same encoding; a sink of none gets values', async () => {
+    const store = new JsonSink('store');
+    const cache = new JsonSink('cache', true);
+    const other = new MemorySink<{ id: number }>('other');
+    const bodies: (Buffer | undefined)[] = [];
+    other.gate = async (batch) => void bodies.push(batch.encoded?.body);
+    const sink = fanOut([{ sink: store, required: true }, { sink: cache, required: true }, { sink: other, required: true }]);
+    const pipeline = new Pipeline({ ...jsonRecords(5), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
+    expect((await pipeline.run()).written).to.equal(5);
+    const rows = [1, 2, 3, 4, 5].map((id) => JSON.stringify({ id }) + '\n').join('');
+    expect(store.encodes, 'once a record').to.equal(5);
+    expect(cache.encodes).to.equal(0);
+    expect(store.bodies).to.deep.equal([rows]);
+    expect(cache.bodies, 'the same rows').to.deep.equal([rows]);
+    expect(cache.values, 'kept for the sink that reads them').to.deep.equal([1, 2, 3, 4, 5].map((id) => ({ id })));
+    expect(bodies, 'no rows of an encoding it did not declare').to.deep.equal([undefined]);
+    expect(other.rows).to.deep.equal([1, 2, 3, 4, 5].map((id) => ({ id })));
+  });
+
+  it('lets go of values once encoded when every sink takes the encoded rows', async () => {
+    const store = new JsonSink('store');
+    const copy = new JsonSink('copy');
+    const pipeline = new Pipeline({ ...jsonRecords(3), sink: fanOut([{ sink: store, required: true }, { sink: copy, required: true }]), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
+    await pipeline.run();
+    expect(copy.bodies).to.deep.equal(store.bodies);
+    expect(copy.values).to.deep.equal([undefined, undefined, undefined]);
+  });
+
+  it("writes a sink with its own batch limits in parts, each with the batch's token and its number, the same on a retry", async () => {
+    const source = observed(fromIterable([1, 2, 3, 4, 5, 6, 7]));
+    const store = new MemorySink<number>('store');
+    const cache = new MemorySink<number>('cache');
+    let failures = 0;
+    cache.gate = async (batch) => {
+      if (batch.envelopes[0]!.value === 4 && failures++ === 0) throw new SinkError('busy', { retriable: true });
+    };
+    const sink = fanOut([{ sink: store, required: true }, { sink: cache, required: true, batch: { rows: 3 } }]);
+    const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 }, retry: fastRetry, breaker: { volumeThreshold: 100 } });
+    await pipeline.run();
+    expect(source.acked).to.have.length(7);
+    expect(store.writes.map((w) => w.size)).to.deep.equal([7]);
+    const token = store.writes[0]!.token;
+    expect(cache.writes.map((w) => [w.size, w.token, w.attempt])).to.deep.equal([
+      [3, `${token}:0`, 1],
+      [3, `${token}:1`, 1],
+      [3, `${token}:0`, 2],
+      [3, `${token}:1`, 2],
+      [1, `${token}:2`, 2],
+    ]);
+    expect(cache.rows).to.deep.equal([1, 2, 3, 1, 2, 3, 4, 5, 6, 7]);
+    expect(() => fanOut([{ sink: store, required: true, batch: { rows: 0 } }])).to.throw(ConfigError, 'sinks[0].batch.rows must be an integer >= 1, got 0');
+  });
+
+  it('reports rows per sink and outcome, and whether a best-effort sink is stale, in its registry', async () => {
+    const store = new MemorySink<number>('store');
+    const cache = new MemorySink<number>('cache');
+    let storeFailures = 0;
+    store.gate = async () => {
+      if (storeFailures++ === 0) throw new SinkError('busy', { retriable: true });
+    };
+    cache.gate = async (batch) => {
+      if (batch.envelopes.some((e) => e.value === 3)) throw new SinkError('redis down', { retriable: true });
+    };
+    const registry = new Registry();
+    const sink = fanOut([{ sink: store, required: true }, { sink: cache, bestEffort: true, retry: { retries: 0 }, breaker: { volumeThreshold: 100 } }], { name: 'bookings', registry });
+    expect(sink.registry).to.equal(registry);
+    const pipeline = new Pipeline({ source: fromIterable([1, 2, 3, 4, 5, 6]), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 2, maxWaitMs: 1 }, sinkConcurrency: 1, retry: fastRetry, breaker: { volumeThreshold: 100 } });
+    await pipeline.run();
+    await sink.idle();
+    const text = await registry.metrics();
+    const line = (labels: string) => text.split('\n').find((l) => l.startsWith(`tributary_fanout_rows_total{${labels}}`));
+    expect(line('fanout="bookings",sink="store",required="true",outcome="written"')).to.match(/ 6$/);
+    expect(line('fanout="bookings",sink="store",required="true",outcome="failed"'), 'the first attempt').to.match(/ 2$/);
+    expect(line('fanout="bookings",sink="cache",required="false",outcome="written"')).to.match(/ 4$/);
+    expect(line('fanout="bookings",sink="cache",required="false",outcome="failed"')).to.match(/ 2$/);
+    expect(line('fanout="bookings",sink="cache",required="false",outcome="skipped"')).to.match(/ 0$/);
+    expect(text).to.include('tributary_fanout_stale{fanout="bookings",sink="cache"} 1');
+    expect(text, 'only best-effort sinks can be stale').to.not.include('tributary_fanout_stale{fanout="bookings",sink="store"}');
+    expect(sink.stats()[1]).to.include({ rowsWritten: 4, rowsFailed: 2, rowsSkipped: 0 });
+    sink.markFresh();
+    expect(await registry.metrics()).to.include('tributary_fanout_stale{fanout="bookings",sink="cache"} 0');
+    const live = fanOut([{ sink: store, required: true }], { name: 'live', registry });
+    expect(() => fanOut([{ sink: store, required: true }], { name: 'live', registry })).to.throw(ConfigError, 'a fan-out named "live" already reports to this registry: give it another name');
+    await live.close();
+    // Closed (as the pipeline above closed "bookings"): one of the same name takes its place, counting from zero.
+    fanOut([{ sink: store, required: true }], { name: 'bookings', registry });
+    expect(await registry.metrics()).to.include('tributary_fanout_rows_total{fanout="bookings",sink="store",required="true",outcome="written"} 0');
   });
 
   it('refuses bad configuration with the rule', () => {
