@@ -1,5 +1,6 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError } from './errors';
+import { loadPackage } from './packages';
 
 /** How a Redis-backed part of tributary reaches its Redis. */
 export interface RedisConnectionOptions {
@@ -36,7 +37,7 @@ export function connectRedis(options: RedisConnectionOptions, what: string): Red
   let client = options.client;
   const owned = client === undefined;
   if (!client) {
-    const { Redis: RedisClient } = require('ioredis') as typeof import('ioredis');
+    const { Redis: RedisClient } = loadPackage<typeof import('ioredis')>('ioredis', what);
     const made = new RedisClient(options.url!, { maxRetriesPerRequest: 2, connectTimeout: 5000, ...options.redis });
     made.on('error', (error: Error) => lastConnectionErrors.set(made, error));
     client = made;

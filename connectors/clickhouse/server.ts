@@ -4,6 +4,7 @@ import type { ClickHouseClient as HttpClient } from '@clickhouse/client';
 import { ConfigError } from '../../lib/errors';
 import { positiveInteger } from '../../lib/options';
 import { clickhouseErrorOf, quoteIdentifier, type ClickHouseClient } from './client';
+import { loadPackage } from '../../lib/packages';
 
 export interface ServerClickHouseOptions {
   /** The server's HTTP interface. @default 'http://127.0.0.1:8123' */
@@ -50,7 +51,7 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
   }
   const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   // Loaded on first use, so importing tributary does not pay for the HTTP client.
-  const { createClient, ClickHouseLogLevel } = require('@clickhouse/client') as typeof import('@clickhouse/client');
+  const { createClient, ClickHouseLogLevel } = loadPackage<typeof import('@clickhouse/client')>('@clickhouse/client', 'serverClickHouse');
   const http: HttpClient = createClient({
     url,
     username: options.username ?? 'default',

@@ -1,5 +1,6 @@
 import type { Kafka, KafkaConfig, LogEntry } from 'kafkajs';
 import { ConfigError } from '../../lib/errors';
+import { loadPackage } from '../../lib/packages';
 
 /** How to reach the brokers; shared by `fromKafka` and `toKafka`. */
 export interface KafkaConnectionOptions {
@@ -43,7 +44,7 @@ export function resolveConnection(options: KafkaConnectionOptions | undefined, s
   let kafka: Kafka | undefined;
   return () => {
     // kafkajs loads on first use, so importing tributary does not pay for it.
-    const { Kafka } = require('kafkajs') as typeof import('kafkajs');
+    const { Kafka } = loadPackage<typeof import('kafkajs')>('kafkajs', 'Kafka (fromKafka, toKafka)');
     kafka ??= new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel], logCreator: (level) => logEntry(level, stopping) });
     return kafka;
   };

@@ -3,6 +3,7 @@ import { utf8Head, type Envelope } from '../../lib/envelope';
 import { ConfigError, SinkError } from '../../lib/errors';
 import type { Batch, DeadLetter, Sink } from '../../lib/sink';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
+import { loadPackage } from '../../lib/packages';
 
 export interface ToKafkaOptions<T> extends KafkaConnectionOptions {
   /** The topic to write to, or a function choosing it per record (fan-out by vendor, by status). */
@@ -69,12 +70,14 @@ export function toKafka<T>(options: ToKafkaOptions<T>): Sink<T> {
   const connect = () => {
     producer ??= (async () => {
       closing = false;
-      const { Partitioners } = require('kafkajs') as typeof import('kafkajs');
+      const { Partitioners } = loadPackage<typeof import('kafkajs')>('kafkajs', 'toKafka');
       const made = kafka().producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
       await made.connect();
       return made;
     })().catch((cause: unknown) => {
       producer = undefined;
+      // A missing kafkajs is no reason to try again.
+      if (cause instanceof ConfigError) throw cause;
       throw new SinkError(`cannot connect to Kafka: ${String(cause)}`, { cause, retriable: true });
     });
     return producer;

@@ -59,4 +59,41 @@ describe('loading tributary', () => {
       rmSync(store, { recursive: true, force: true });
     }
   });
+  it('names the package when a client library is not installed, and what needs it', () => {
+    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+    const { join } = require('node:path') as typeof import('node:path');
+    const root = join(__dirname, '..', '..', '..', '..');
+    // The three client libraries made unresolvable, as in an install that left them out.
+    const script = `
+      const Module = require('node:module');
+      const resolve = Module._resolveFilename;
+      const absent = ['kafkajs', 'ioredis', '@clickhouse/client'];
+      Module._resolveFilename = function (request, ...rest) {
+        if (absent.includes(request)) { const error = new Error("Cannot find module '" + request + "'"); error.code = 'MODULE_NOT_FOUND'; throw error; }
+        return resolve.call(this, request, ...rest);
+      };
+      const messages = [];
+      const attempt = async (f) => { try { await f(); messages.push('no error'); } catch (error) { messages.push(error.name + ': ' + error.message); } };
+      (async () => {
+        await attempt(() => require('tributary').serverClickHouse({ url: 'http://127.0.0.1:1' }));
+        await attempt(() => require('tributary/kafka').toKafka({ brokers: ['127.0.0.1:1'], topic: 't' }).open());
+        await attempt(() => new Promise((ok, ko) => require('tributary/kafka').fromKafka({ brokers: ['127.0.0.1:1'], groupId: 'g', topics: 't' }).open({}).subscribe({ error: ko, complete: ok })));
+        await attempt(() => require('tributary').redisDedupeStore({ url: 'redis://127.0.0.1:1' }));
+        // A module the package itself fails to find is not mistaken for the package missing.
+        const fs = require('node:fs'), os = require('node:os'), path = require('node:path');
+        const installed = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tributary-pkg-')), 'index.js');
+        fs.writeFileSync(installed, "require('no-such-inner-module');");
+        await attempt(() => require(${JSON.stringify(join(root, 'dist', 'lib', 'packages.js'))}).loadPackage(installed, 'a test'));
+        fs.rmSync(path.dirname(installed), { recursive: true });
+        console.log(JSON.stringify(messages));
+      })();`;
+    const messages = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: root, encoding: 'utf8' })) as string[];
+    expect(messages.slice(0, 4)).to.deep.equal([
+      'ConfigError: serverClickHouse: the @clickhouse/client package is not installed (npm install @clickhouse/client)',
+      'ConfigError: toKafka: the kafkajs package is not installed (npm install kafkajs)',
+      'ConfigError: Kafka (fromKafka, toKafka): the kafkajs package is not installed (npm install kafkajs)',
+      'ConfigError: redisDedupeStore: the ioredis package is not installed (npm install ioredis)',
+    ]);
+    expect(messages[4]).to.match(/^Error: Cannot find module 'no-such-inner-module'/);
+  });
 });
