@@ -38,10 +38,13 @@ interface Gathering {
  * record's key, and that batch closes where the record batches close, never by time. When
  * the record batch of a key is cut (at its row or byte limit, at a replayed cut, by time
  * where the source records the cut), the letters of records read before its last record go
- * with it; when the records move to another key, every letter of the keys left behind goes.
- * A batch also closes at the dead-letter rows or bytes limit, and, so that nothing waits
- * for ever (an in-flight budget that holds the reading back), after `maxWaitMs`. Read in
- * the same order, the same letters then share a batch again and carry the same insert token.
+ * with it, sent once the source allows that records batch to be written (`beforeWrite`);
+ * when the records move to another key, or the source says a key ended (an inbox file read
+ * to its end), every letter of those keys goes. A batch also closes at the dead-letter rows
+ * or bytes limit, and, so that nothing waits for ever (an in-flight budget that holds the
+ * reading back, a partition gone quiet), after `maxWaitMs`. A batch's letters are in the
+ * order their records were read. Read in the same order (transforms that refuse records as
+ * they come), the same letters then share a batch again and carry the same insert token.
  */
 export class AlignedDeadLetters {
   readonly #options: AlignedDeadLetterOptions;
