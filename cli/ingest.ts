@@ -84,7 +84,7 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
     process.stdout.write(
       `${stats.read.toLocaleString('en')} records read from ${bar ? plural(bar.files(), 'file') : plural(paths.length, 'path')} in ${seconds.toFixed(1)} s: ` +
         `${stats.written.toLocaleString('en')} written to bookings, ${stats.deadLettered.toLocaleString('en')} dead-lettered` +
-        `${stats.nacked > 0 ? `, ${stats.nacked} not stored` : ''} (store ${resolve(path)})\n\n` +
+        `${stats.nacked > 0 ? `, ${stats.nacked.toLocaleString('en')} not stored${signalled ? ' (batches the stop cut short: the next run stores them)' : ''}` : ''} (store ${resolve(path)})\n\n` +
         formatTable('Dead letters by reason (this run)', rows),
     );
     if (stats.read === 0) process.stderr.write(`tributary: nothing was read: ${paths.join(' ')} holds no files (hidden files are skipped)\n`);
@@ -95,7 +95,9 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
         `\nno mapping for vendor ${names}: a file's vendor is its directory's name; put the files in a directory named after their vendor, or pass --vendor (one of ${Object.keys(mappings).sort().join(', ')})\n`,
       );
     }
-    return stats.nacked > 0 ? EXIT.FAILED : EXIT.OK;
+    // Batches are aligned (a run again stores nothing twice): a stop leaves the batches it
+    // would cut short unwritten, for the next run, rather than storing them cut elsewhere.
+    return stats.nacked > 0 && !signalled ? EXIT.FAILED : EXIT.OK;
   } finally {
     await client.close();
   }

@@ -47,7 +47,7 @@ export interface BatchOptions {
 }
 
 /** How long a replayed batch waits for its last record before it is cut all the same. */
-const REPLAY_WAIT_MS = 30_000;
+export const REPLAY_WAIT_MS = 30_000;
 
 export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'> {
   const resolved = {
@@ -153,6 +153,13 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
 export function encodeRows<T>(envelopes: readonly Envelope<T>[], encode: (value: T) => string): EncodedRows {
   const body = new BodyBuilder();
   for (const envelope of envelopes) body.add(encode(envelope.value));
+  return body.take();
+}
+
+/** Rows already encoded, one after the other, as a batch's `encoded` holds them. */
+export function encodedRows(rows: readonly string[]): EncodedRows {
+  const body = new BodyBuilder();
+  for (const row of rows) body.add(row);
   return body.take();
 }
 

@@ -26,7 +26,11 @@ export class DeadLetterRouting implements DeadLetterRouter {
   /** Settles once every dead letter handed to `protect` so far is sent on. */
   #protecting: Promise<void> = Promise.resolve();
 
-  constructor(pipeline: string, protect: ProtectDeadLetter | undefined, maxRaw: number, stats: { deadLettered: number }) {
+  /** Told of each letter and the record it refuses, before the letter is sent on `letters$`. */
+  readonly #onLetter: ((letter: Envelope<DeadLetter>, refused: Envelope<unknown>) => void) | undefined;
+
+  constructor(pipeline: string, protect: ProtectDeadLetter | undefined, maxRaw: number, stats: { deadLettered: number }, onLetter?: (letter: Envelope<DeadLetter>, refused: Envelope<unknown>) => void) {
+    this.#onLetter = onLetter;
     this.#pipeline = pipeline;
     this.#protect = protect;
     this.#maxRaw = maxRaw;
@@ -87,7 +91,9 @@ export class DeadLetterRouting implements DeadLetterRouter {
       nack: (_e, error) => done(error),
       reject: (_e, f) => done(new SinkError(`dead-letter sink refused the record: ${f.message}`)),
     };
-    subject.next(new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten));
+    const sent = new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten);
+    this.#onLetter?.(sent, envelope);
+    subject.next(sent);
   }
 }
 

@@ -24,7 +24,11 @@ export interface PipelineOptions<T> {
    * let go of their values unless `protectDeadLetter` is set. @default { rows: 20000, bytes: 16 MiB, maxWaitMs: 1000 }
    */
   batch?: PipelineBatchOptions;
-  /** Batches for the dead-letter sink. @default { rows: 1000, maxWaitMs: 200 } */
+  /**
+   * Batches for the dead-letter sink. With a source that has a `batchKey` they are cut like
+   * its records' batches, not by `maxWaitMs` (which only raises the 30 s they may wait at
+   * most). @default { rows: 1000, maxWaitMs: 200 }
+   */
   deadLetterBatch?: PipelineBatchOptions;
   /**
    * The in-flight budget; must hold at least one batch, and three keep two writes going

@@ -15,7 +15,27 @@ export interface PipelineCounts {
  * What a pipeline hands its source: the in-flight budget, the stop signal, the sink's
  * breaker, and envelopes that count as read and settle through `settlement`.
  */
-export function sourceContext(settlement: PipelineSettlement, credits: Credits, signal: AbortSignal, sinkBreakerState: () => BreakerState, stats: { read: number }): SourceContext {
+export function sourceContext(settlement: PipelineSettlement, credits: Credits, signal: AbortSignal, sinkBreakerState: () => BreakerState, stats: { read: number }, onRead?: (envelope: Envelope<unknown>) => void): SourceContext {
+  if (onRead) {
+    // Each envelope is told as it is made, a refused one before its dead letter is routed.
+    return {
+      credits,
+      signal,
+      sinkBreakerState,
+      envelope<V>(value: V, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number) {
+        stats.read++;
+        const envelope = new Envelope(value, meta, raw, bytes, settlement);
+        onRead(envelope as Envelope<unknown>);
+        return envelope;
+      },
+      reject(meta, raw, bytes, failure) {
+        stats.read++;
+        const envelope = new Envelope(undefined, meta, raw, bytes, settlement);
+        onRead(envelope);
+        envelope.reject(failure);
+      },
+    };
+  }
   return {
     credits,
     signal,

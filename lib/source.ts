@@ -21,6 +21,12 @@ export interface SourceContext {
    * answering 503) reads it instead of accepting records that cannot be written.
    */
   readonly sinkBreakerState?: () => BreakerState;
+  /**
+   * With `Source.batchKey`: no more records of `key` are coming (a file read to its end),
+   * so the dead letters of its records close their batch now rather than when records of
+   * another key arrive. Absent when the pipeline does not batch dead letters by key.
+   */
+  readonly batchKeyEnded?: (key: string) => void;
 }
 
 /**

@@ -160,11 +160,13 @@ export function fromInbox(options: FromInboxOptions): Source<unknown> & { readon
                 tracker.read(1, `UNREADABLE_FILE: ${why}`);
                 continue;
               }
-              const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed.settled, resumed.from);
+              const outcome = await readFile(file, format, vendorOf(file), settings, context, emit, resumed.from);
               if (signal.aborted) {
                 tracker.stopped(outcome.records);
                 break;
               }
+              // Its dead letters need not wait for the next file's records to close their batch.
+              if (aligned) context.batchKeyEnded?.(file);
               tracker.read(outcome.records, outcome.failure);
             }
             if (options.once) break;

@@ -105,9 +105,10 @@ const FILE_FAILURES = new Set(['NOT_ARRAY', 'EMPTY_FILE', 'NOT_XML', 'GZIP', 'UN
 /**
  * Reads one file into envelopes: gunzips it when its first bytes say gzip, chooses its
  * encoding, frames and parses its records, takes a credit for each. Records numbered up
- * to `skip` were settled in an earlier run: those up to `from` are read but not emitted;
- * those after it are emitted again, so the batch they shared with unsettled records is
- * written whole once more (and absorbed by its insert token), but not dead-lettered again.
+ * to `from` were settled in an earlier run and are read but not emitted; those after it
+ * are emitted (and refused) again even when they had settled, so the batch and the
+ * dead-letter batch they shared with unsettled records are written whole once more, with
+ * the insert tokens they had (and absorbed).
  */
 export async function readFile(
   file: string,
@@ -116,8 +117,7 @@ export async function readFile(
   settings: ReadSettings,
   context: SourceContext,
   emit: (envelope: Envelope<unknown>) => void,
-  skip = 0,
-  from = skip,
+  from = 0,
 ): Promise<FileOutcome> {
   const { source, limits } = settings;
   let record = 0;
@@ -125,8 +125,6 @@ export async function readFile(
   let decodeText: (bytes: Buffer) => string = utf8Text;
   let checkUtf8 = true;
 
-  // A record settled before, emitted again for its batch: its dead letter is written already.
-  const settledBefore: SourceContext = { ...context, reject: (_meta, _raw, bytes) => context.credits.release(bytes) };
   // Every position of the file starts with this: one concatenation per record, not two.
   const positionPrefix = `${file}@`;
   const deliver = async (frames: Frame[]) => {
@@ -134,7 +132,7 @@ export async function readFile(
     for (const frame of frames) {
       record++;
       if (frame.error && FILE_FAILURES.has(frame.error.code)) failure ??= `${frame.error.code}: ${frame.error.message}`;
-      if (record <= from || (record <= skip && frame.error)) continue;
+      if (record <= from) continue;
       const bytes = frame.size ?? frame.bytes.length;
       const wait = context.credits.take(bytes);
       if (wait) await wait;
@@ -149,7 +147,7 @@ export async function readFile(
         attempt: 1,
       };
       if (vendor !== undefined) meta.vendor = vendor;
-      deliverFrame(frame, meta, bytes, limits, record <= skip ? settledBefore : context, emit, decodeText, checkUtf8);
+      deliverFrame(frame, meta, bytes, limits, context, emit, decodeText, checkUtf8);
     }
   };
 

@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, resolve, sep } from 'node:path';
 import { concat, defer, pipe } from 'rxjs';
 import { fromFiles, type FileProgress, type FromFilesOptions } from '../../connectors/files';
 import {
@@ -47,12 +47,18 @@ export interface BookingSourceOptions {
   vendor?: string;
   /** Progress of each file as it is read. */
   onProgress?: (progress: FileProgress) => void;
+  /**
+   * Batches (of records and of dead letters) that a run again over the same files cuts
+   * at the same records, so it stores nothing twice: `fromFiles`' `alignBatches`. @default false
+   */
+  alignBatches?: boolean;
 }
 
 /**
  * The booking files as one source: the paths are grouped by vendor (in the order each
  * vendor first appears) and each group is read with that vendor's options, one group
- * after the other, so a re-run reads the same records in the same order.
+ * after the other, so a re-run reads the same records in the same order. With
+ * `alignBatches` it cuts its batches as each `fromFiles` does (by file, never by time).
  */
 export function bookingSource(options: BookingSourceOptions): Source<unknown> {
   const groups = new Map<string, string[]>();
@@ -62,17 +68,31 @@ export function bookingSource(options: BookingSourceOptions): Source<unknown> {
     const vendor = options.vendor ?? vendorOfPath(path, isDirectory);
     groups.set(vendor, [...(groups.get(vendor) ?? []), path]);
   }
-  const sources = [...groups].map(([vendor, paths]) =>
-    fromFiles({
+  const aligned = options.alignBatches === true;
+  const sources = [...groups].map(([vendor, paths]) => ({
+    paths: paths.map((path) => resolve(path)),
+    source: fromFiles({
       paths,
       vendor: options.vendor ?? ((file) => basename(dirname(file))),
       ...vendorReadOptions[vendor],
       ...(options.onProgress && { onProgress: options.onProgress, progressEveryMs: 250 }),
+      ...(options.alignBatches !== undefined && { alignBatches: options.alignBatches }),
     }),
-  );
-  return {
+  }));
+  const combined: Source<unknown> = {
     name: 'files',
-    open: (context) => concat(...sources.map((source) => defer(() => source.open(context)))),
+    open: (context) => concat(...sources.map(({ source }) => defer(() => source.open(context)))),
+  };
+  if (!aligned) return combined;
+  // The file's own source says whether a batch may be written (a stop cuts it short).
+  const ownerOf = (file: string | undefined) =>
+    file === undefined ? undefined : sources.find(({ paths }) => paths.some((path) => file === path || file.startsWith(path + sep)))?.source;
+  const first = sources[0]?.source;
+  return {
+    ...combined,
+    ...(first?.batchKey && { batchKey: first.batchKey.bind(first) }),
+    ...(first?.replayedBatch && { replayedBatch: first.replayedBatch.bind(first) }),
+    beforeWrite: (envelopes) => ownerOf(envelopes[envelopes.length - 1]?.meta.file)?.beforeWrite?.(envelopes) ?? true,
   };
 }
 
@@ -86,6 +106,13 @@ export interface BookingPipelineOptions extends Partial<Pick<PipelineOptions<Boo
   onProgress?: (progress: FileProgress) => void;
   /** Each refused record as it joins a dead-letter batch (to count them by reason). */
   onDeadLetter?: (letter: DeadLetter) => void;
+  /**
+   * Cut batches, and dead-letter batches, where a run again over the same files cuts them,
+   * so that running it again stores nothing twice (see `bookingSource`). False lets a batch
+   * hold several files' records, and a batch cut by `batch.maxWaitMs` is then cut elsewhere
+   * by a run again. @default true
+   */
+  alignBatches?: boolean;
 }
 
 /** The transform every booking goes through: the vendor's mapping, then the unified schema. */
@@ -101,6 +128,7 @@ export function bookingPipeline(options: BookingPipelineOptions): Pipeline<Booki
       paths: options.paths,
       ...(options.vendor !== undefined && { vendor: options.vendor }),
       ...(options.onProgress && { onProgress: options.onProgress }),
+      alignBatches: options.alignBatches ?? true,
     }),
     transform: bookingTransform(),
     sink: toClickHouse({ client: options.client, table: 'bookings' }),

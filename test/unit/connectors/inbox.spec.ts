@@ -136,9 +136,13 @@ describe('fromInbox', () => {
       [1, 3, 5, 6],
       [7, 8, 9, 10],
     ]);
-    // Record 2's dead letter was written before the crash; record 4's was not.
-    expect(deadLetters.rows.map((l) => l.position)).to.deep.equal([`${join(dir.path, 'a.ndjson')}@${lines.slice(0, 3).join('\n').length + 1}`]);
-    expect(stats).to.include({ read: 9, written: 8, deadLettered: 1, nacked: 0 });
+    // Record 2's dead letter was written before the crash, record 4's was not: both go again
+    // in one batch, the one the run before cut with the records' batch ending at 6, so the
+    // repeat of record 2's carries that batch's token and is absorbed.
+    const position = (record: number) => `${join(dir.path, 'a.ndjson')}@${lines.slice(0, record - 1).join('\n').length + 1}`;
+    expect(deadLetters.rows.map((l) => l.position)).to.deep.equal([position(2), position(4)]);
+    expect(deadLetters.writes.map((w) => w.size)).to.deep.equal([2]);
+    expect(stats).to.include({ read: 10, written: 8, deadLettered: 2, nacked: 0 });
     expect(ls('done')).to.deep.equal(['a.ndjson']);
   });
 
