@@ -2,6 +2,7 @@
  * How storage writes each record once (see `oncePerOrigin`), apart from the stage's command
  * line so it can be tried on its own.
  */
+import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { toClickHouse, type ClickHouseClient, type Envelope, type Sink } from '../../index';
 import { quoteIdentifier } from '../../connectors/clickhouse/client';
@@ -32,11 +33,14 @@ export function originOf(envelope: Envelope<unknown>): Origin {
  * A batch read again by this stage after a crash is another matter: its insert may have
  * landed in the table and not in every materialized view fed by it (ClickHouse writes the
  * table's part and each view's part one after the other; a kill in between leaves the
- * views short). So each row keeps the insert token of the batch that wrote it
- * (`insert_token`), and a row the table holds under this batch's own token is written
- * again, with the same token: the table drops the block as a copy (its deduplication
- * window remembers the token), and each view (`deduplicate_blocks_in_dependent_materialized_views`)
- * takes the part it missed and drops the ones it has. That needs a batch read again to be
+ * views short). So each row keeps the insert token it was written with (`insert_token`:
+ * its batch's, or that followed by `:<uuid>`), and rows the table holds under this batch's
+ * token are written again with that token: the table drops the block as a copy (its
+ * deduplication window remembers the token), and each view (`deduplicate_blocks_in_dependent_materialized_views`)
+ * takes the part it missed and drops the ones it has. A batch read again whose rows are
+ * not in the table is written under a new token: ClickHouse notes a token in its
+ * deduplication log before it commits the part, so a kill in between leaves the token
+ * without the rows, and the same token again would be dropped. That needs a batch read again to be
  * the same records with the same token: the sources cut batches where the crashed reader
  * did (`batchAlignment`), and `replayed` says a batch is one of those. Only those and a
  * write retried within the process are written again, so a batch of the same records
@@ -83,22 +87,31 @@ export function oncePerOrigin<R extends Origin>(
       for await (const chunk of client.stream(sql, { format: 'JSONEachRow', params })) chunks.push(Buffer.from(chunk));
       // This very batch may have been inserted before (a retry, a batch read again after a crash).
       const again = (await (tokens ??= client.supportsDeduplicationToken())) && (context.attempt > 1 || replayed(pending[0]!));
+      const ours = (token: string) => token === context.token || token.startsWith(`${context.token}:`);
+      /** The token the table holds this batch's rows under, when an earlier attempt's insert landed. */
+      let landed: string | undefined;
       const stored = new Set<string>();
       for (const line of Buffer.concat(chunks).toString('utf8').split('\n')) {
         if (line === '') continue;
         const row = JSON.parse(line) as { origin_position: string; insert_token: string };
-        if (!again || row.insert_token !== context.token) stored.add(row.origin_position);
+        if (again && ours(row.insert_token)) landed = row.insert_token;
+        else stored.add(row.origin_position);
       }
+      // Written again under the token it landed with, so the table and the views that have
+      // it drop it and the others take it. An earlier attempt that did not land gets a token
+      // of its own: ClickHouse notes a token before it commits the part, so a kill in between
+      // leaves a token whose rows are not there, and an insert with it would be dropped.
+      const token = landed ?? (again ? `${context.token}:${randomUUID()}` : context.token);
       const fresh: Envelope<R>[] = [];
       let bytes = 0;
       for (const envelope of pending) {
         if (stored.has(envelope.value.origin_position)) continue;
         stored.add(envelope.value.origin_position);
-        fresh.push(envelope.map({ ...envelope.value, insert_token: context.token }));
+        fresh.push(envelope.map({ ...envelope.value, insert_token: token }));
         bytes += envelope.bytes;
       }
       if (fresh.length === 0) return;
-      await sink.write({ envelopes: fresh, bytes }, context);
+      await sink.write({ envelopes: fresh, bytes }, { ...context, token });
     },
   };
 }
