@@ -190,7 +190,11 @@ export async function ensureTopics(settings: TopologySettings): Promise<void> {
   await admin.connect();
   try {
     const names = Object.values(topics(settings.prefix));
-    await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: settings.partitions })), waitForLeaders: true });
+    // Not kafkajs' waitForLeaders: it asks for metadata and retries only LEADER_NOT_AVAILABLE,
+    // while a KRaft broker that has not yet learnt of a topic just created answers
+    // UNKNOWN_TOPIC_OR_PARTITION, which it throws (seen on a loaded machine). Each
+    // partition's leader answering for it is waited for below instead.
+    await admin.createTopics({ topics: names.map((topic) => ({ topic, numPartitions: settings.partitions })), waitForLeaders: false });
     for (const topic of names) {
       for (let attempt = 0; ; attempt++) {
         try {
