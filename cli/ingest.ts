@@ -51,6 +51,8 @@ export async function ingestCommand(path: string, paths: string[], options: { pr
       paths: [...toRead.values()],
       ...(options.vendor !== undefined && { vendor: options.vendor }),
       batch: { rows: 10_000, maxWaitMs: 500 },
+      // Reading the same files again changes no count (see `alignBatches`).
+      alignBatches: true,
       ...(bar && { onProgress: bar.update }),
       onDeadLetter: (letter) => {
         const key = `${letter.vendor}\0${letter.stage}\0${letter.code}`;

@@ -35,7 +35,7 @@ describe('embedded ClickHouse (chDB)', function () {
     await clickhouse.exec('SYSTEM STOP MERGES bookings');
     await clickhouse.exec('SYSTEM STOP MERGES dead_letters');
     const paths = SAMPLE_VENDORS.map((v) => join(samplesDir, v));
-    const stats = await bookingPipeline({ client: clickhouse, paths }).run();
+    const stats = await bookingPipeline({ client: clickhouse, paths, alignBatches: true }).run();
     const bookings = await count('SELECT count() AS n FROM bookings');
     const letters = await count('SELECT count() AS n FROM dead_letters');
     expect(stats.read).to.equal(68);
@@ -72,7 +72,7 @@ describe('embedded ClickHouse (chDB)', function () {
     const busy = (ms: number) => {
       for (const end = Date.now() + ms; Date.now() < end; );
     };
-    const again = await bookingPipeline({ client: clickhouse, paths, onDeadLetter: () => busy(250) }).run();
+    const again = await bookingPipeline({ client: clickhouse, paths, alignBatches: true, onDeadLetter: () => busy(250) }).run();
     expect(again).to.include({ read: stats.read, written: stats.written, deadLettered: stats.deadLettered, nacked: 0 });
     expect(await count('SELECT count() AS n FROM bookings'), 'bookings without FINAL').to.equal(bookings);
     expect(await count('SELECT count() AS n FROM dead_letters'), 'dead letters without FINAL').to.equal(letters);
