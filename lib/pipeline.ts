@@ -293,8 +293,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#deadLetters);
     const sinkBreaker = this.#breakers.sink;
     const aligned = this.#aligned;
-    const context = sourceContext(settlement, this.credits, this.#abort.signal, () => sinkBreaker.state, this.#stats, aligned?.onRead);
-    if (aligned) Object.assign(context, { batchKeyEnded: (key: string) => aligned.deadLetters.cut(key, Infinity) });
+    const context = sourceContext(settlement, this.credits, this.#abort.signal, () => sinkBreaker.state, this.#stats, aligned && { onRead: aligned.onRead, batchKeyEnded: (key) => aligned.deadLetters.cut(key, Infinity) });
     const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
     const source = this.#options.source;
     const batchKey = source.batchKey?.bind(source);

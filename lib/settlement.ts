@@ -15,38 +15,32 @@ export interface PipelineCounts {
  * What a pipeline hands its source: the in-flight budget, the stop signal, the sink's
  * breaker, and envelopes that count as read and settle through `settlement`.
  */
-export function sourceContext(settlement: PipelineSettlement, credits: Credits, signal: AbortSignal, sinkBreakerState: () => BreakerState, stats: { read: number }, onRead?: (envelope: Envelope<unknown>) => void): SourceContext {
-  if (onRead) {
-    // Each envelope is told as it is made, a refused one before its dead letter is routed.
-    return {
-      credits,
-      signal,
-      sinkBreakerState,
-      envelope<V>(value: V, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number) {
-        stats.read++;
-        const envelope = new Envelope(value, meta, raw, bytes, settlement);
-        onRead(envelope as Envelope<unknown>);
-        return envelope;
-      },
-      reject(meta, raw, bytes, failure) {
-        stats.read++;
-        const envelope = new Envelope(undefined, meta, raw, bytes, settlement);
-        onRead(envelope);
-        envelope.reject(failure);
-      },
-    };
-  }
+export function sourceContext(
+  settlement: PipelineSettlement,
+  credits: Credits,
+  signal: AbortSignal,
+  sinkBreakerState: () => BreakerState,
+  stats: { read: number },
+  aligned?: { onRead: (envelope: Envelope<unknown>) => void; batchKeyEnded: (key: string) => void },
+): SourceContext {
+  // With aligned dead letters, each envelope is told as it is made, a refused one before its dead letter is routed.
+  const onRead = aligned?.onRead;
   return {
     credits,
     signal,
     sinkBreakerState,
+    ...(aligned && { batchKeyEnded: aligned.batchKeyEnded }),
     envelope<V>(value: V, meta: RecordMeta, raw: string | Uint8Array | undefined, bytes: number) {
       stats.read++;
-      return new Envelope(value, meta, raw, bytes, settlement);
+      const envelope = new Envelope(value, meta, raw, bytes, settlement);
+      onRead?.(envelope as Envelope<unknown>);
+      return envelope;
     },
     reject(meta, raw, bytes, failure) {
       stats.read++;
-      new Envelope(undefined, meta, raw, bytes, settlement).reject(failure);
+      const envelope = new Envelope(undefined, meta, raw, bytes, settlement);
+      onRead?.(envelope);
+      envelope.reject(failure);
     },
   };
 }
