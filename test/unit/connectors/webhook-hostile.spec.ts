@@ -247,6 +247,35 @@ describe('fromWebhook under hostile senders', function () {
     expect(await stored()).to.deep.equal(['k1=k1', 'k7=k7', 'k8=k8']);
   });
 
+  it('decides each pipelined request on its own key: requests written back to back before any answer get no decision made for another', async () => {
+    await start();
+    const now = Math.floor(Date.now() / 1000);
+    const last = legit.token.at(-1) === 'A' ? 'B' : 'A';
+    const one = (id: string, key: string) => {
+      const body = JSON.stringify({ ref: id });
+      return [`POST /webhooks/acme HTTP/1.1`, 'Host: localhost', 'Content-Type: application/json', `Authorization: Bearer ${key}`, `Content-Length: ${body.length}`,
+        ...Object.entries(signWebhook(SECRET, id, now, body)).map(([name, value]) => `${name}: ${value}`), '', body].join('\r\n');
+    };
+    // All four in one write: the second and fourth carry the first key with its last character changed.
+    const forged = legit.token.slice(0, -1) + last;
+    const written = one('p1', legit.token) + one('p2', forged) + one('p3', legit.token) + one('p4', forged);
+    const { port, hostname } = new URL(url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname);
+      let text = '';
+      socket.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if ((text.match(/^HTTP\/1\.1 \d+/gm) ?? []).length === 4) socket.end();
+      });
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+      socket.setTimeout(10_000, () => socket.destroy());
+      socket.write(written);
+    });
+    expect(answer.match(/^HTTP\/1\.1 \d+/gm), answer).to.deep.equal(['HTTP/1.1 200', 'HTTP/1.1 401', 'HTTP/1.1 200', 'HTTP/1.1 401']);
+    expect(await stored()).to.deep.equal(['p1=p1', 'p3=p3']);
+  });
+
   it('takes no API key from the URL unless apiKeyQueryParameter names the parameter', async () => {
     await start();
     const body = JSON.stringify({ ref: 'Q' });
