@@ -1,26 +1,55 @@
 /**
  * Reads Stryker's report (reports/mutation/mutation.json, written by `npm run mutate`) and
- * keeps its summary in bench/mutation.json, which bench/RESULTS.md shows beside the
- * benchmarks: the score, per file, and every surviving mutant with where it stands.
+ * folds it into bench/mutation.json, which bench/RESULTS.md shows beside the benchmarks.
+ *
+ * The whole scope (stryker.config.json's `mutate`) takes hours on two cores, so it is run in
+ * parts (`npm run mutate -- --mutate a.ts,b.ts`): each run replaces the entries of the files
+ * it mutated and keeps the others, each entry with the date and commit it was measured at.
+ * The score is over every file recorded; files of the scope not yet run are listed as such.
+ * Survivors are matched against bench/mutation-explained.json (file, mutator, replacement,
+ * why it lives), so the report says of each one whether it is an equivalent mutant or a
+ * missing test.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchDir, machine, type Machine } from './harness';
 
-/** What bench/mutation.json holds. */
-export interface MutationSummary {
+export interface Survivor {
+  line: number;
+  mutator: string;
+  replacement: string;
+  status: 'Survived' | 'NoCoverage';
+}
+
+export interface FileResult {
+  file: string;
   date: string;
-  machine: Machine;
-  /** The files mutated in this run. */
-  scope: string[];
+  commit: string;
   /** (killed + timeout) ÷ (killed + timeout + survived + no coverage), as Stryker counts it. */
   score: number;
   counts: Record<string, number>;
-  files: { file: string; score: number; mutants: number; survived: number }[];
-  survivors: { file: string; line: number; mutator: string; replacement: string }[];
+  survivors: Survivor[];
 }
 
+/** What bench/mutation.json holds. */
+export interface MutationSummary {
+  machine: Machine;
+  files: FileResult[];
+}
+
+/** Why a surviving mutant is left alive: matched by file, mutator and replacement text. */
+export interface Explanation {
+  file: string;
+  mutator: string;
+  /** A piece of the replacement's text, whitespace collapsed. */
+  replacement: string;
+  why: string;
+}
+
+const root = join(benchDir, '..');
 export const MUTATION_FILE = join(benchDir, 'mutation.json');
+const EXPLAINED_FILE = join(benchDir, 'mutation-explained.json');
 
 interface StrykerReport {
   files: Record<string, { mutants: { mutatorName: string; replacement?: string; status: string; location: { start: { line: number } } }[] }>;
@@ -32,51 +61,107 @@ function scoreOf(counts: Record<string, number>): number {
   return valid === 0 ? 0 : Math.round((detected / valid) * 1000) / 10;
 }
 
-export function summarize(report: StrykerReport): MutationSummary {
-  const counts: Record<string, number> = {};
-  const files: MutationSummary['files'] = [];
-  const survivors: MutationSummary['survivors'] = [];
-  for (const [file, { mutants }] of Object.entries(report.files)) {
-    const own: Record<string, number> = {};
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+/** One entry per file of a Stryker report. */
+export function fileResults(report: StrykerReport, date: string, commit: string): FileResult[] {
+  return Object.entries(report.files).map(([file, { mutants }]) => {
+    const counts: Record<string, number> = {};
+    const survivors: Survivor[] = [];
     for (const mutant of mutants) {
       counts[mutant.status] = (counts[mutant.status] ?? 0) + 1;
-      own[mutant.status] = (own[mutant.status] ?? 0) + 1;
       if (mutant.status === 'Survived' || mutant.status === 'NoCoverage') {
-        survivors.push({ file, line: mutant.location.start.line, mutator: mutant.mutatorName, replacement: (mutant.replacement ?? '').slice(0, 80) });
+        survivors.push({ line: mutant.location.start.line, mutator: mutant.mutatorName, replacement: oneLine(mutant.replacement ?? '').slice(0, 120), status: mutant.status });
       }
     }
-    files.push({ file, score: scoreOf(own), mutants: mutants.length, survived: (own['Survived'] ?? 0) + (own['NoCoverage'] ?? 0) });
-  }
-  return { date: new Date().toISOString(), machine: machine(), scope: Object.keys(report.files).sort(), score: scoreOf(counts), counts, files, survivors };
+    return { file, date, commit, score: scoreOf(counts), counts, survivors: survivors.sort((a, b) => a.line - b.line) };
+  });
 }
 
-/** The RESULTS.md section for the last mutation run. */
+/** The summary with `results` in place of the same files' earlier entries. */
+export function merge(previous: MutationSummary | undefined, results: FileResult[], on: Machine): MutationSummary {
+  const byFile = new Map((previous?.files ?? []).map((f) => [f.file, f]));
+  for (const result of results) byFile.set(result.file, result);
+  return { machine: on, files: [...byFile.values()].sort((a, b) => a.file.localeCompare(b.file)) };
+}
+
+/** The files stryker.config.json's `mutate` names (`dir/**\/*.ts` globs and plain paths). */
+export function scopeFiles(): string[] {
+  const config = JSON.parse(readFileSync(join(root, 'stryker.config.json'), 'utf8')) as { mutate: string[] };
+  const files: string[] = [];
+  for (const pattern of config.mutate) {
+    const glob = /^(.*)\/\*\*\/\*\.ts$/.exec(pattern);
+    if (!glob) {
+      files.push(pattern);
+      continue;
+    }
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(join(root, dir), { withFileTypes: true })) {
+        const path = `${dir}/${entry.name}`;
+        if (entry.isDirectory()) walk(path);
+        else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.d.ts')) files.push(path);
+      }
+    };
+    walk(glob[1]!);
+  }
+  return files.sort();
+}
+
+export function explain(file: string, survivor: Survivor, explanations: Explanation[]): string | undefined {
+  return explanations.find((e) => e.file === file && e.mutator === survivor.mutator && survivor.replacement.includes(oneLine(e.replacement)))?.why;
+}
+
+/** The RESULTS.md section: the score over every file recorded, per file, and every survivor. */
 export function mutationMarkdown(summary: MutationSummary): string[] {
   const m = summary.machine;
+  const explanations = existsSync(EXPLAINED_FILE) ? (JSON.parse(readFileSync(EXPLAINED_FILE, 'utf8')) as Explanation[]) : [];
+  const counts: Record<string, number> = {};
+  for (const f of summary.files) for (const [status, n] of Object.entries(f.counts)) counts[status] = (counts[status] ?? 0) + n;
+  const recorded = new Set(summary.files.map((f) => f.file));
+  const missing = scopeFiles().filter((f) => !recorded.has(f));
+  const dates = summary.files.map((f) => f.date.slice(0, 10)).sort();
+  const survivors = summary.files.flatMap((f) => f.survivors.map((s) => ({ file: f.file, ...s, why: explain(f.file, s, explanations) })));
+  const unexplained = survivors.filter((s) => !s.why).length;
   return [
     '',
     '## Mutation testing',
     '',
-    `\`npm run mutate\` (StrykerJS, mocha runner, TypeScript checker), ${summary.date.slice(0, 10)} on ${m.cores} × ${m.cpus}: ` +
-      `**${summary.score}%** of mutants killed (goal 85%) over ${summary.scope.length} file(s); ` +
-      Object.entries(summary.counts)
+    `\`npm run mutate\` (StrykerJS, mocha runner, TypeScript checker), run in parts ${dates[0] === dates[dates.length - 1] ? `on ${dates[0]}` : `between ${dates[0]} and ${dates[dates.length - 1]}`} on ${m.cores} × ${m.cpus}: ` +
+      `**${scoreOf(counts)}%** of mutants killed (goal 85%) over ${summary.files.length} of the ${summary.files.length + missing.length} files in scope; ` +
+      Object.entries(counts)
         .map(([status, n]) => `${n} ${status}`)
         .join(', ') +
       '.',
+    missing.length === 0 ? 'Every file in scope has been run.' : `Not run yet: ${missing.join(', ')}.`,
     '',
-    '| file | score | mutants | survived or uncovered |',
-    '|---|---:|---:|---:|',
-    ...summary.files.map((f) => `| ${f.file} | ${f.score}% | ${f.mutants} | ${f.survived} |`),
+    '| file | score | mutants | survived or uncovered | explained | run at |',
+    '|---|---:|---:|---:|---:|---|',
+    ...summary.files.map((f) => {
+      const mutants = Object.values(f.counts).reduce((a, b) => a + b, 0);
+      const explained = f.survivors.filter((s) => explain(f.file, s, explanations)).length;
+      return `| ${f.file} | ${f.score}% | ${mutants} | ${f.survivors.length} | ${explained} | ${f.date.slice(0, 10)}, ${f.commit} |`;
+    }),
     '',
-    `Survivors (${summary.survivors.length}), each a missing test or an equivalent mutant:`,
+    `Survivors (${survivors.length}; ${unexplained} without an explanation, each a missing test), explanations from bench/mutation-explained.json:`,
     '',
-    ...summary.survivors.slice(0, 60).map((s) => `- ${s.file}:${s.line} ${s.mutator}: \`${s.replacement.replace(/`/g, "'").replace(/\s+/g, ' ')}\``),
+    ...survivors.map(
+      (s) => `- ${s.file}:${s.line} ${s.mutator}${s.status === 'NoCoverage' ? ' (no test reaches it)' : ''}: \`${s.replacement.replace(/`/g, "'")}\`${s.why ? ` — ${s.why}` : ' — **no test yet**'}`,
+    ),
   ];
+}
+
+function commitOf(): string {
+  const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
+  const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8' }).trim() !== '';
+  return dirty ? `${head} + uncommitted changes` : head;
 }
 
 if (require.main === module) {
   const report = JSON.parse(readFileSync(process.argv[2] ?? 'reports/mutation/mutation.json', 'utf8')) as StrykerReport;
-  const summary = summarize(report);
+  const previous = existsSync(MUTATION_FILE) ? (JSON.parse(readFileSync(MUTATION_FILE, 'utf8')) as Partial<MutationSummary>) : undefined;
+  const results = fileResults(report, process.env.MUTATION_DATE ?? new Date().toISOString(), process.env.MUTATION_COMMIT ?? commitOf());
+  // A summary in the earlier one-run layout (no per-file dates) is replaced whole.
+  const summary = merge(previous?.files?.every((f) => 'date' in f) ? (previous as MutationSummary) : undefined, results, machine());
   writeFileSync(MUTATION_FILE, JSON.stringify(summary, null, 2) + '\n');
-  console.log(`mutation score ${summary.score}% over ${summary.scope.join(', ')}; written to bench/mutation.json`);
+  console.log(`mutation: ${results.map((r) => `${r.file} ${r.score}%`).join(', ')}; bench/mutation.json now holds ${summary.files.length} file(s)`);
 }
