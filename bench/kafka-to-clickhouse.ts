@@ -59,8 +59,8 @@ interface Latency {
 }
 
 interface Round {
-  pipeline: { seconds: number; cpuSeconds: number; stored: number; checksum: string };
-  peer: { seconds: number; cpuSeconds: number; stored: number; checksum: string; committed: number };
+  pipeline: { seconds: number; cpuSeconds: number; mainThreadCpuSeconds: number; stored: number; checksum: string };
+  peer: { seconds: number; cpuSeconds: number; mainThreadCpuSeconds: number; stored: number; checksum: string; committed: number };
 }
 
 interface ChildResult {
@@ -78,10 +78,30 @@ function kafkaClient() {
   return new Kafka({ brokers: BROKERS, clientId: 'bench', logLevel: logLevel.NOTHING });
 }
 
-/** CPU time of this process (every thread: kafkajs, the pipeline, chDB's own) since `start`, s. */
-function cpuSecondsSince(start: NodeJS.CpuUsage): number {
-  const { user, system } = process.cpuUsage(start);
-  return (user + system) / 1e6;
+interface CpuMark {
+  process: NodeJS.CpuUsage;
+  mainThread: number;
+}
+
+/** CPU time of the main thread (the JS one: kafkajs, the pipeline, the peer's code, GC pauses), s; NaN where /proc is not there. */
+function mainThreadCpuSeconds(): number {
+  try {
+    // Fields 14 and 15 (utime, stime) after the parenthesized command name, in clock ticks (100 a second on Linux).
+    const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+function cpuMark(): CpuMark {
+  return { process: process.cpuUsage(), mainThread: mainThreadCpuSeconds() };
+}
+
+/** CPU time since `start`, s: of this process (every thread: kafkajs, the pipeline, chDB's own), and of its main thread alone. */
+function cpuSince(start: CpuMark): { cpuSeconds: number; mainThreadCpuSeconds: number } {
+  const { user, system } = process.cpuUsage(start.process);
+  return { cpuSeconds: (user + system) / 1e6, mainThreadCpuSeconds: mainThreadCpuSeconds() - start.mainThread };
 }
 
 const nowhere: Sink<DeadLetter> = { name: 'nowhere', write: async () => undefined };
@@ -139,9 +159,17 @@ async function withTopics<R>(measure: (topic: string, latencyTopic: string, byte
   }
 }
 
-/** A CPU profile of the child running the pipeline side only (three rounds), written into `dir`. */
+/**
+ * CPU profiles of a child running the pipeline side only and of one running the
+ * hand-written consumer only (three rounds each, on the same topic), written into `dir` as
+ * pipeline.cpuprofile and peer.cpuprofile.
+ */
 async function profile(dir: string): Promise<void> {
-  await withTopics((topic) => runChild<number[]>(__filename, ['profile', topic], { timeoutMs: 300_000, execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`] }));
+  await withTopics(async (topic) => {
+    for (const side of ['pipeline', 'peer'] as const) {
+      await runChild<number[]>(__filename, ['profile', topic, side], { timeoutMs: 300_000, execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${side}.cpuprofile`] });
+    }
+  });
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
@@ -233,6 +261,11 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
           pipeline: round(median(result.rounds.map((r) => (r.pipeline.cpuSeconds * 1e6) / MESSAGES)), 1),
           peer: round(median(result.rounds.map((r) => (r.peer.cpuSeconds * 1e6) / MESSAGES)), 1),
         },
+        // The main thread's share (JS and its GC pauses), read from /proc: what is left is chDB's and V8's helper threads.
+        mainThreadCpuMicrosecondsPerRow: {
+          pipeline: round(median(result.rounds.map((r) => (r.pipeline.mainThreadCpuSeconds * 1e6) / MESSAGES)), 1),
+          peer: round(median(result.rounds.map((r) => (r.peer.mainThreadCpuSeconds * 1e6) / MESSAGES)), 1),
+        },
         batchRows: BATCH,
         partitions: PARTITIONS,
         latency: { ...result.latencyMixed, unit: 'ms', rate: LATENCY_RATE, batchAlignment: false },
@@ -276,7 +309,7 @@ async function bare(topic: string): Promise<number> {
  * runs) and commits each partition's offsets once the insert holding them is done.
  * Resolves with its time from first message to last insert, and the offsets it committed.
  */
-async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic: string, group: string, tableName: string): Promise<{ seconds: number; cpuSeconds: number; committed: number }> {
+async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic: string, group: string, tableName: string): Promise<{ seconds: number; cpuSeconds: number; mainThreadCpuSeconds: number; committed: number }> {
   const consumer = kafkaClient().consumer({ groupId: group, maxWaitTimeInMs: 100 });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
@@ -286,7 +319,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
   let rows = 0;
   let read = 0;
   let started = 0;
-  let cpuAtStart: NodeJS.CpuUsage | undefined;
+  let cpuAtStart: CpuMark | undefined;
   let committed = 0;
   /** Next offset to commit per partition, for the rows in `body`. */
   let offsets = new Map<number, string>();
@@ -307,13 +340,13 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
     inserting.catch(() => undefined);
     return previous;
   };
-  let cpuSeconds = 0;
+  let cpu = { cpuSeconds: 0, mainThreadCpuSeconds: 0 };
   const seconds = await new Promise<number>((resolve, reject) => {
     consumer
       .run({
         autoCommit: false,
         eachBatch: async ({ batch }) => {
-          cpuAtStart ??= process.cpuUsage();
+          cpuAtStart ??= cpuMark();
           started ||= performance.now();
           for (const message of batch.messages) {
             const booking = mapStaylodge(JSON.parse(message.value!.toString('utf8')));
@@ -327,7 +360,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
           if (read >= MESSAGES) {
             if (rows > 0) await flush();
             await inserting;
-            cpuSeconds = cpuSecondsSince(cpuAtStart!);
+            cpu = cpuSince(cpuAtStart!);
             resolve((performance.now() - started) / 1000);
           }
         },
@@ -335,7 +368,7 @@ async function handWritten(client: ReturnType<typeof embeddedClickHouse>, topic:
       .catch(reject);
   });
   await consumer.disconnect();
-  return { seconds, cpuSeconds, committed };
+  return { seconds, ...cpu, committed };
 }
 
 
@@ -406,16 +439,16 @@ async function measure(topic: string, latencyTopic: string, rounds: number): Pro
       for (const side of pipelineFirst ? ['pipeline', 'peer'] : ['peer', 'pipeline']) {
         if (side === 'pipeline') pipelineRun = await pipelineOnce(clickhouse, topic, `${topic}-pipeline-${r}`);
         else {
-          const { seconds, cpuSeconds, committed } = await handWritten(clickhouse, topic, `${topic}-peer-${r}`, 'bookings_peer');
+          const run = await handWritten(clickhouse, topic, `${topic}-peer-${r}`, 'bookings_peer');
           const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings_peer'));
-          peerRun = { seconds, cpuSeconds, committed, stored: Number(row!.n), checksum: row!.checksum };
+          peerRun = { ...run, stored: Number(row!.n), checksum: row!.checksum };
         }
       }
       measured.push({ pipeline: pipelineRun!, peer: peerRun! });
-      const perRow = (run: { cpuSeconds: number }) => ((run.cpuSeconds * 1e6) / MESSAGES).toFixed(1);
+      const perRow = (seconds: number) => ((seconds * 1e6) / MESSAGES).toFixed(1);
       console.log(
         `  round ${r + 1}/${rounds}: pipeline ${round(MESSAGES / pipelineRun!.seconds).toLocaleString('en')}, hand-written ${round(MESSAGES / peerRun!.seconds).toLocaleString('en')} rows/s` +
-          ` (process CPU per row, all threads: ${perRow(pipelineRun!)} vs ${perRow(peerRun!)} µs)`,
+          ` (CPU per row, all threads: ${perRow(pipelineRun!.cpuSeconds)} vs ${perRow(peerRun!.cpuSeconds)} µs; main thread: ${perRow(pipelineRun!.mainThreadCpuSeconds)} vs ${perRow(peerRun!.mainThreadCpuSeconds)} µs)`,
       );
     }
 
@@ -442,8 +475,8 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
   let written = 0;
   let started = 0;
   let finished = 0;
-  let cpuAtStart: NodeJS.CpuUsage | undefined;
-  let cpuSeconds = 0;
+  let cpuAtStart: CpuMark | undefined;
+  let cpu = { cpuSeconds: 0, mainThreadCpuSeconds: 0 };
   let allWritten!: () => void;
   const done = new Promise<void>((resolve) => (allWritten = resolve));
   const pipeline = bookingPipeline(
@@ -454,11 +487,11 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
       written += records.length;
       if (written < MESSAGES) return;
       finished = performance.now();
-      cpuSeconds = cpuSecondsSince(cpuAtStart!);
+      cpu = cpuSince(cpuAtStart!);
       allWritten();
     },
     () => {
-      cpuAtStart ??= process.cpuUsage();
+      cpuAtStart ??= cpuMark();
       started ||= performance.now();
     },
     false,
@@ -468,7 +501,7 @@ async function pipelineOnce(clickhouse: ReturnType<typeof embeddedClickHouse>, t
   await done;
   await pipeline.stop();
   const [row] = await clickhouse.query<{ n: string; checksum: string }>(CHECKSUM('bookings'));
-  return { seconds: (finished - started) / 1000, cpuSeconds, stored: Number(row!.n), checksum: row!.checksum };
+  return { seconds: (finished - started) / 1000, ...cpu, stored: Number(row!.n), checksum: row!.checksum };
 }
 
 /** A steady producer and the pipeline on a topic of its own: send → end of the insert holding the record. */
@@ -509,8 +542,8 @@ async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic:
   return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
-/** The pipeline side alone, three rounds: what `--profile` samples. Answers each round's rows/s. */
-async function profileRounds(topic: string): Promise<number[]> {
+/** One side alone, three rounds: what `--profile` samples. Answers each round's rows/s. */
+async function profileRounds(topic: string, side: 'pipeline' | 'peer'): Promise<number[]> {
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-kafka-'));
   const clickhouse = embeddedClickHouse({ path: dir });
   try {
@@ -518,9 +551,10 @@ async function profileRounds(topic: string): Promise<number[]> {
     const rates: number[] = [];
     for (let r = 0; r < 3; r++) {
       await clickhouse.exec('TRUNCATE TABLE bookings');
-      const { seconds } = await pipelineOnce(clickhouse, topic, `${topic}-profile-${r}`);
+      const { seconds, cpuSeconds, mainThreadCpuSeconds: main } =
+        side === 'pipeline' ? await pipelineOnce(clickhouse, topic, `${topic}-profile-${r}`) : await handWritten(clickhouse, topic, `${topic}-profile-peer-${r}`, 'bookings');
       rates.push(round(MESSAGES / seconds));
-      console.log(`  round ${r + 1}/3: pipeline ${rates[r]!.toLocaleString('en')} rows/s`);
+      console.log(`  round ${r + 1}/3: ${side} ${rates[r]!.toLocaleString('en')} rows/s, CPU per row ${((cpuSeconds * 1e6) / MESSAGES).toFixed(1)} µs, main thread ${((main * 1e6) / MESSAGES).toFixed(1)} µs`);
     }
     return rates;
   } finally {
@@ -530,6 +564,6 @@ async function profileRounds(topic: string): Promise<number[]> {
 }
 
 if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
-if (require.main === module && process.argv[2] === 'profile') answerParent(() => profileRounds(process.argv[3]!));
+if (require.main === module && process.argv[2] === 'profile') answerParent(() => profileRounds(process.argv[3]!, process.argv[4] === 'peer' ? 'peer' : 'pipeline'));
 
 export const benchmark: Benchmark = { name, run, profile };

@@ -54,6 +54,8 @@ export function cutsOfMetadata(metadata: string | null | undefined, offset: numb
 const IN_FLIGHT = 0;
 const SETTLED = 1;
 const NACKED = 2;
+/** Slots a tracker starts with; it doubles them as needed. */
+const INITIAL_SLOTS = 1024;
 
 /**
  * The records of one partition emitted under one assignment, in offset order, and how
@@ -74,14 +76,19 @@ export class PartitionOffsets {
   /** `topic/partition`. */
   readonly id: string;
   /**
-   * Emitted offsets not yet behind the commit point, in order, from `#head` on, with their
-   * states alongside: a queue found by binary search, cheap for batches of thousands.
+   * Emitted offsets not yet behind the commit point, in order, with their states and
+   * records alongside: a ring of `#size` slots from `#head` (capacity a power of two),
+   * found by binary search. Typed arrays for offsets and states: storing into them costs
+   * no write barrier and gives the garbage collector nothing to scan, and the ring is
+   * never copied while records settle in order, only when it grows.
    */
-  #offsets: number[] = [];
-  #states: number[] = [];
+  #offsets = new Float64Array(INITIAL_SLOTS);
+  #states = new Uint8Array(INITIAL_SLOTS);
   /** The record emitted at each offset, alongside (`undefined` when none was given). */
-  #records: unknown[] = [];
+  #records: unknown[] = new Array<unknown>(INITIAL_SLOTS).fill(undefined);
+  #mask = INITIAL_SLOTS - 1;
   #head = 0;
+  #size = 0;
   #lastEmitted = -1;
   #retired = false;
   /** The offset to commit next: one past the highest contiguous settled offset. */
@@ -157,7 +164,7 @@ export class PartitionOffsets {
 
   /** Records emitted and not yet behind the commit point. */
   get inFlight(): number {
-    return this.#offsets.length - this.#head;
+    return this.#size;
   }
 
   /** False for an offset at or below one already emitted: a fetch that repeated itself. */
@@ -168,9 +175,11 @@ export class PartitionOffsets {
   /** Notes `offset` as emitted, carried by `record` (compared by identity when it settles). */
   emitted(offset: number, record?: unknown): void {
     if (this.#committable === undefined) this.#committable = offset;
-    this.#offsets.push(offset);
-    this.#states.push(IN_FLIGHT);
-    this.#records.push(record);
+    if (this.#size > this.#mask) this.#grow();
+    const slot = (this.#head + this.#size++) & this.#mask;
+    this.#offsets[slot] = offset;
+    this.#states[slot] = IN_FLIGHT;
+    this.#records[slot] = record;
     this.#lastEmitted = offset;
   }
 
@@ -214,16 +223,22 @@ export class PartitionOffsets {
     return this.#committable;
   }
 
+  /** The slot holding `offset`, or -1. */
   #indexOf(offset: number): number {
     const offsets = this.#offsets;
-    let low = this.#head;
+    const mask = this.#mask;
+    const head = this.#head;
+    if (this.#size === 0) return -1;
     // Records mostly settle in the order they were emitted: the oldest first.
-    if (offsets[low] === offset) return low;
-    let high = offsets.length - 1;
+    if (offsets[head] === offset) return head;
+    // Binary search over the ring's positions 0 .. size - 1, oldest first.
+    let low = 0;
+    let high = this.#size - 1;
     while (low <= high) {
       const middle = (low + high) >>> 1;
-      const at = offsets[middle]!;
-      if (at === offset) return middle;
+      const slot = (head + middle) & mask;
+      const at = offsets[slot]!;
+      if (at === offset) return slot;
       if (at < offset) low = middle + 1;
       else high = middle - 1;
     }
@@ -234,24 +249,40 @@ export class PartitionOffsets {
     const offsets = this.#offsets;
     const states = this.#states;
     const records = this.#records;
+    const mask = this.#mask;
     let head = this.#head;
-    // Records behind the commit point are let go at once, not when the queue is compacted.
-    while (head < offsets.length && states[head] === SETTLED) records[head++] = undefined;
-    if (head === this.#head) return false;
-    this.#committable = head < offsets.length ? offsets[head]! : offsets[head - 1]! + 1;
-    if (head === offsets.length) {
-      this.#offsets = [];
-      this.#states = [];
-      this.#records = [];
-      this.#head = 0;
-    } else if (head > 4096 && head * 2 > offsets.length) {
-      this.#offsets = offsets.slice(head);
-      this.#states = states.slice(head);
-      this.#records = records.slice(head);
-      this.#head = 0;
-    } else {
-      this.#head = head;
+    let size = this.#size;
+    let last = -1;
+    // Records behind the commit point are let go at once.
+    while (size > 0 && states[head] === SETTLED) {
+      records[head] = undefined;
+      last = offsets[head]!;
+      head = (head + 1) & mask;
+      size--;
     }
+    if (size === this.#size) return false;
+    this.#head = head;
+    this.#size = size;
+    this.#committable = size > 0 ? offsets[head]! : last + 1;
     return true;
+  }
+
+  /** Twice the slots, the queue copied to start at slot 0. */
+  #grow(): void {
+    const capacity = (this.#mask + 1) * 2;
+    const offsets = new Float64Array(capacity);
+    const states = new Uint8Array(capacity);
+    const records = new Array<unknown>(capacity).fill(undefined);
+    for (let i = 0; i < this.#size; i++) {
+      const slot = (this.#head + i) & this.#mask;
+      offsets[i] = this.#offsets[slot]!;
+      states[i] = this.#states[slot]!;
+      records[i] = this.#records[slot];
+    }
+    this.#offsets = offsets;
+    this.#states = states;
+    this.#records = records;
+    this.#mask = capacity - 1;
+    this.#head = 0;
   }
 }

@@ -478,6 +478,8 @@ class KafkaSource implements Source<Uint8Array> {
     // tracker first and arrives later, and stopping sets #stopping, both checked per message.
     let unresolved: string | undefined;
     let highest = emittedUpTo;
+    let timestampText: string | undefined;
+    let timestamp = -1;
     const settle = () => {
       if (unresolved !== undefined) resolveOffset(unresolved);
       unresolved = undefined;
@@ -500,7 +502,8 @@ class KafkaSource implements Source<Uint8Array> {
         unresolved = message.offset;
         if (offset > highest) highest = offset;
         const meta = new KafkaRecordMeta(name, prefix + message.offset, receivedAt, offset <= emittedUpTo ? 2 : 1, tracker, offset);
-        const timestamp = Number(message.timestamp);
+        // Messages produced together share a timestamp: its text is read once, not per message.
+        if (message.timestamp !== timestampText) timestamp = Number((timestampText = message.timestamp));
         if (timestamp >= 0) meta.timestamp = timestamp;
         if (message.key) meta.key = shortText(message.key);
         const headers = text.headers(message.headers);

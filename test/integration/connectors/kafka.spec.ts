@@ -74,6 +74,41 @@ describe('Kafka connectors against a real broker', function () {
     }
   });
 
+  it("gives each record its own message's timestamp, key and headers, whether they repeat the previous message's or not", async () => {
+    const { topic, remove } = await createTopic(brokers, 1);
+    try {
+      const base = Date.UTC(2026, 0, 1);
+      const headerSets: Record<string, string>[] = [{ vendor: 'acme' }, { vendor: 'acme', trace: 't1' }, { vendor: 'acmf' }, {}, { vendor: 'café' }];
+      // Runs of equal timestamps and headers broken at different places, some keys absent or not ASCII.
+      const messages = Array.from({ length: 240 }, (_, i) => ({
+        ...(i % 7 !== 3 && { key: i % 11 === 5 ? `clé-${i}` : `k${i}` }),
+        value: JSON.stringify({ i }),
+        timestamp: String(base + Math.floor(i / 4) * 1000 + (i % 13 === 0 ? 1 : 0)),
+        headers: headerSets[Math.floor(i / 3) % headerSets.length]!,
+      }));
+      await produce(brokers, topic, messages, 60);
+      const source = fromKafka({ brokers, groupId: `${topic}-group`, topics: topic, fromBeginning: true, logLevel: 'nothing' });
+      const sink = new MemorySink<{ i: number; timestamp: number | undefined; key: string | undefined; headers: Readonly<Record<string, string>> | undefined }>();
+      const pipeline = new Pipeline({
+        source,
+        transform: (records$) => records$.pipe(parse(), map((e: Envelope<any>) => e.map({ i: e.value.i, timestamp: e.meta.timestamp, key: e.meta.key, headers: e.meta.headers }))),
+        sink,
+        deadLetters: new MemorySink<DeadLetter>('dead'),
+        batch: { rows: 50, maxWaitMs: 50 },
+      });
+      await pipeline.start();
+      await until(() => sink.rows.length === messages.length, 60_000, 'every record');
+      await pipeline.stop();
+      expect(sink.rows.map((r) => r.i)).to.deep.equal(messages.map((_, i) => i));
+      for (const [i, row] of sink.rows.entries()) {
+        const message = messages[i]!;
+        expect({ timestamp: row.timestamp, key: row.key, headers: row.headers }, `message ${i}`).to.deep.equal({ timestamp: Number(message.timestamp), key: message.key, headers: message.headers });
+      }
+    } finally {
+      await remove();
+    }
+  });
+
   it('toKafka writes keyed, headed batches acknowledged by the broker, and dead letters with their reason in headers', async () => {
     const { topic: raw, remove: removeRaw } = await createTopic(brokers, 1);
     const { topic: out, remove: removeOut } = await createTopic(brokers, 4);

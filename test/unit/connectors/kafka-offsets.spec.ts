@@ -195,4 +195,49 @@ describe('Kafka record positions and text', () => {
       expect(headers, value).to.deep.equal({ vendor: value, other: value, text: 'plain' });
     }
   });
+
+  it("gives a message the previous message's headers object when they decode alike, name for name, and a new one otherwise", () => {
+    const decode = new MessageText();
+    // Header sets differing by a value, a byte, a missing or extra name, a repeated name's last value, a non-ASCII value, a name Object.prototype has.
+    const pool: (() => Record<string, Buffer | string | (Buffer | string)[] | undefined>)[] = [
+      () => ({ vendor: Buffer.from('staylodge') }),
+      () => ({ vendor: Buffer.from('staylodgf') }),
+      () => ({ vendor: Buffer.from('staylodge'), trace: Buffer.from('t1') }),
+      () => ({ trace: Buffer.from('t1') }),
+      () => ({ vendor: 'staylodge' }),
+      () => ({ vendor: Buffer.from('staylodge'), gone: undefined }),
+      () => ({ vendor: [Buffer.from('x'), Buffer.from('staylodge')] }),
+      () => ({ vendor: [Buffer.from('staylodge'), Buffer.from('x')] }),
+      () => ({ vendor: Buffer.from('é') }),
+      () => ({ vendor: Buffer.from([0xff]) }),
+      () => ({ constructor: Buffer.from('c') }),
+      () => ({}),
+    ];
+    const expected = (headers: Record<string, Buffer | string | (Buffer | string)[] | undefined>) =>
+      Object.fromEntries(
+        Object.entries(headers)
+          .filter(([, v]) => v !== undefined)
+          .map(([k, v]) => [k, String(Array.isArray(v) ? v[v.length - 1] : v)]),
+      );
+    let previous: Readonly<Record<string, string>> | undefined;
+    let previousExpected: Record<string, string> | undefined;
+    let random = 7;
+    let reused = 0;
+    for (let i = 0; i < 2000; i++) {
+      random = (random * 1103515245 + 12345) % 2 ** 31;
+      const headers = pool[(random >>> 16) % pool.length]!();
+      const text = decode.headers(headers)!;
+      const want = expected(headers);
+      expect(text, JSON.stringify(want)).to.deep.equal(want);
+      expect(Object.isFrozen(text)).to.equal(true);
+      // Reused when equal to the previous ones (compared as bytes: values that are ASCII text).
+      const same = previousExpected !== undefined && JSON.stringify(previousExpected) === JSON.stringify(want) && Object.keys(want).length > 0 && Object.values(want).every((v) => /^[\x00-\x7f]*$/.test(v));
+      if (same) reused++;
+      if (same) expect(text, JSON.stringify(want)).to.equal(previous);
+      else if (Object.keys(want).length > 0) expect(text, JSON.stringify(want)).to.not.equal(previous);
+      previous = text;
+      previousExpected = want;
+    }
+    expect(reused).to.be.greaterThan(50);
+  });
 });
