@@ -1,4 +1,4 @@
-import { catchError, EMPTY, identity, mergeMap, tap, type Observable, type OperatorFunction } from 'rxjs';
+import { asapScheduler, asyncScheduler, catchError, EMPTY, identity, mergeMap, tap, type Observable, type OperatorFunction } from 'rxjs';
 import { AlignedDeadLetters } from './alignedDeadLetters';
 import { batch, REPLAY_WAIT_MS, type BatchOptions, type resolveBatchOptions } from './batch';
 import { BatchWriter } from './batchWriter';
@@ -322,9 +322,10 @@ export class Pipeline<T> implements AsyncDisposable {
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
       // Values are released once encoded unless protectDeadLetter may read them for a dead letter, or the sink reads them.
-      // A source whose callers wait hands a batch over at the next turn: writeBatches writes it
-      // when no write is under way and the last started maxWaitMs ago, else holds it, joined.
-      batch<T>({ ...this.#batch, ...(key ? { key } : source.awaitsWrites && { maxWaitMs: 0 }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter && !sink.keepsValues }),
+      // A source whose callers wait hands its records over as a batch once the task that
+      // emitted them is done (a microtask, not a timer tick): writeBatches writes it when no
+      // write is under way and the last started maxWaitMs ago, else holds it, joined.
+      batch<T>({ ...this.#batch, ...(key ? { key } : source.awaitsWrites && { maxWaitMs: 0, ...(this.#batch.scheduler === asyncScheduler && { scheduler: asapScheduler }) }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter && !sink.keepsValues }),
       cuts,
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
       writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : { ...this.#batch, ...(source.awaitsWrites && { writeIntervalMs: this.#batch.maxWaitMs }) }),

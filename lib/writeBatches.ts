@@ -8,7 +8,8 @@ export interface JoinLimits {
   bytes: number;
   /**
    * How long a partial batch waits for the write under way while a slot is free; then it
-   * takes the slot all the same. @default until that write ends
+   * takes the slot all the same. Counted from when the batch came, also when it first had
+   * to wait for every slot. @default until that write ends
    */
   maxWaitMs?: number;
   /**
@@ -68,11 +69,13 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
           startWaiting(true);
         }, Math.max(0, at - scheduler.now()));
       };
-      const startable = (batch: { rows: number; bytes: number }) => {
+      const startable = (batch: { rows: number; bytes: number; since?: number }) => {
         if (writing >= concurrency) return false;
         if (!limits || full(batch, limits)) return true;
         // Once the input has ended, nothing more is coming to join: no interval.
-        return writing === 0 && (ended || scheduler.now() - lastStart >= intervalMs);
+        if (writing === 0) return ended || scheduler.now() - lastStart >= intervalMs;
+        // Beside a write under way: once the batch has waited maxWaitMs in all.
+        return batch.since !== undefined && limits.maxWaitMs !== undefined && scheduler.now() - batch.since >= limits.maxWaitMs;
       };
       const startWaiting = (late: boolean) => {
         while (waiting.length > 0 && writing < concurrency && (late || startable(waiting[0]!))) {
@@ -84,7 +87,12 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         // No write under way: the first waiting batch goes once writes are intervalMs apart.
         else if (writing === 0) {
           if (lastStart + intervalMs < overdueAt) schedule(lastStart + intervalMs);
-        } else if (!overdue && limits?.maxWaitMs !== undefined) schedule(scheduler.now() + limits.maxWaitMs);
+        } else if (limits?.maxWaitMs !== undefined) {
+          // Counted from when the batch came, not from when a slot came free: a batch that
+          // waited for both writes under way does not wait its time again after one ends.
+          const due = waiting[0]!.since + limits.maxWaitMs;
+          if (due < overdueAt) schedule(due);
+        }
       };
       const start = (batch: Batch<T>) => {
         writing++;
@@ -107,7 +115,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
             last.rows += batch.envelopes.length;
             last.bytes += batch.bytes;
           } else {
-            waiting.push({ parts: [batch], rows: batch.envelopes.length, bytes: batch.bytes });
+            waiting.push({ parts: [batch], rows: batch.envelopes.length, bytes: batch.bytes, since: scheduler.now() });
           }
           startWaiting(false);
         },
@@ -125,11 +133,12 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
     });
 }
 
-/** Batches waiting to be written as one, and their total size. */
+/** Batches waiting to be written as one, their total size, and since when the first waits (scheduler time). */
 interface Waiting<T> {
   parts: Batch<T>[];
   rows: number;
   bytes: number;
+  since: number;
 }
 
 /** Whether `batch` reached a limit (cut by size, not by time). */

@@ -41,7 +41,8 @@ export interface MemoryReplayStoreOptions {
    * Ids held at most; when all are unexpired, new requests are refused (503) rather than an
    * id forgotten early. Give it, or let it follow from `peakRequestsPerSecond` and
    * `toleranceSeconds` ({@link replayCapacity}). Memory: at most 40 bytes per id of this
-   * capacity (40 MB per million), taken as ids come, not up front.
+   * capacity (40 MB per million), taken as ids come, not up front (while the ids move to a
+   * table twice as large, both are held: up to 60 bytes per id for that while).
    * @default replayCapacity({ peakRequestsPerSecond, toleranceSeconds }): 602,000
    */
   maxEntries?: number;
@@ -71,6 +72,10 @@ const FIRST_SLOTS = 1024;
 /** The bit of an expiry set while the id's request is in progress; the bits below it are seconds. */
 const PENDING = 0x80000000;
 const SECONDS = 0x7fffffff;
+/** A slot of a table being moved whose id was released there: taken (its run stays whole), holding nothing. */
+const RELEASED = PENDING;
+/** Slots of a table being replaced by a larger one that each claim moves over. */
+const MOVED_PER_CLAIM = 64;
 
 /**
  * Ids as 16-byte digests in an open-addressing table of typed arrays (20 bytes a slot, at
@@ -78,7 +83,9 @@ const SECONDS = 0x7fffffff;
  * The digest is keyed with a random key of this store, so nobody (a vendor included) can
  * pick ids that crowd one part of the table. Expired ids are swept out when the table
  * would otherwise grow or refuse, and when its fill is read; the table doubles as it
- * fills, up to twice `maxEntries` slots.
+ * fills, up to twice `maxEntries` slots, its ids moving to the new table a few slots per
+ * claim (moved all at once, they held up the request that made it grow for as long as
+ * there were ids: tens of milliseconds past 100,000).
  */
 export class MemoryReplayStore implements ReplayStore {
   readonly maxEntries: number;
@@ -98,6 +105,13 @@ export class MemoryReplayStore implements ReplayStore {
   readonly #epoch: number;
   /** The earliest expiry in the table (in #expiries' terms): before it, a sweep frees nothing. */
   #nextExpiry = Infinity;
+  /**
+   * The table this one replaces, while its ids move over (`next`: its first slot not moved
+   * yet). Ids not moved yet are looked up, confirmed and released there; its slots keep
+   * their ids until it is dropped, so each id stays reachable from its home slot, and an
+   * id found before `next` has moved (or was dropped, expired or released).
+   */
+  #moving: { digests: Uint32Array; expiries: Uint32Array; slots: number; next: number } | undefined;
   /**
    * The digests of ids claimed and not yet confirmed or released: a request's id is then
    * digested once, not once per call. Bounded: cleared if it ever holds `maxEntries`
@@ -119,7 +133,8 @@ export class MemoryReplayStore implements ReplayStore {
 
   /** Bytes the table takes now. */
   get bytes(): number {
-    return this.#digests.byteLength + this.#expiries.byteLength;
+    const moving = this.#moving ? this.#moving.digests.byteLength + this.#moving.expiries.byteLength : 0;
+    return this.#digests.byteLength + this.#expiries.byteLength + moving;
   }
 
   /** Share of `maxEntries` held by unexpired ids, 0 to 1. */
@@ -130,17 +145,25 @@ export class MemoryReplayStore implements ReplayStore {
 
   claim(id: string, expiresAt: number): ClaimResult {
     const now = this.#seconds(this.#now());
+    if (this.#moving) this.#move(now, MOVED_PER_CLAIM);
     const digest = this.#digest(id);
     let slot = this.#find(digest);
+    let expiries: Uint32Array = this.#expiries;
+    if (slot < 0 && this.#moving) {
+      slot = this.#findMoving(digest);
+      expiries = this.#moving.expiries;
+    }
     if (slot >= 0) {
-      const held = this.#expiries[slot]!;
+      const held = expiries[slot]!;
       if ((held & SECONDS) > now) return held & PENDING ? 'pending' : false;
-      // Held before and expired since: taken again in place.
-      this.#hold(slot, expiresAt, true);
+      // Held before and expired since (or released while its table moves): taken again in place.
+      if (held === RELEASED) this.#size++;
+      this.#hold(expiries, slot, expiresAt, true);
       this.#remember(id, digest);
       return true;
     }
     if (this.#size >= this.maxEntries || this.#size >= this.#slots >> 1) {
+      if (this.#moving) this.#move(now, Infinity);
       this.#sweepIfDue(now);
       // Forgetting an unexpired id would let its request be replayed: refuse instead.
       if (this.#size >= this.maxEntries) return undefined;
@@ -148,32 +171,45 @@ export class MemoryReplayStore implements ReplayStore {
     }
     slot = this.#emptySlotFor(digest);
     this.#digests.set(digest, slot * WORDS);
-    this.#hold(slot, expiresAt, true);
+    this.#hold(this.#expiries, slot, expiresAt, true);
     this.#size++;
     this.#remember(id, digest);
     return true;
   }
 
   confirm(id: string, expiresAt: number): void {
-    const slot = this.#find(this.#claimedDigest(id));
+    const digest = this.#claimedDigest(id);
+    let slot = this.#find(digest);
+    let expiries: Uint32Array = this.#expiries;
+    if (slot < 0 && this.#moving) {
+      slot = this.#findMoving(digest);
+      expiries = this.#moving.expiries;
+    }
     // An id no longer held (released, or expired though not swept yet) stays free.
-    if (slot < 0 || (this.#expiries[slot]! & SECONDS) <= this.#seconds(this.#now())) return;
-    this.#hold(slot, expiresAt, false);
+    if (slot < 0 || (expiries[slot]! & SECONDS) <= this.#seconds(this.#now())) return;
+    this.#hold(expiries, slot, expiresAt, false);
   }
 
   release(id: string): void {
-    const slot = this.#find(this.#claimedDigest(id));
-    if (slot >= 0) this.#remove(slot);
+    const digest = this.#claimedDigest(id);
+    const slot = this.#find(digest);
+    if (slot >= 0) return this.#remove(slot);
+    const moving = this.#moving;
+    const old = moving ? this.#findMoving(digest) : -1;
+    if (old >= 0 && moving!.expiries[old] !== RELEASED) {
+      moving!.expiries[old] = RELEASED;
+      this.#size--;
+    }
   }
 
   #seconds(ms: number): number {
     return Math.floor(ms / 1000) - this.#epoch;
   }
 
-  #hold(slot: number, expiresAt: number, pending: boolean): void {
+  #hold(expiries: Uint32Array, slot: number, expiresAt: number, pending: boolean): void {
     // Rounded up: an id is never forgotten before its time.
     const expiry = Math.min(SECONDS, Math.max(1, Math.ceil(expiresAt / 1000) - this.#epoch));
-    this.#expiries[slot] = pending ? expiry + PENDING : expiry;
+    expiries[slot] = pending ? expiry + PENDING : expiry;
     if (expiry < this.#nextExpiry) this.#nextExpiry = expiry;
   }
 
@@ -205,6 +241,44 @@ export class MemoryReplayStore implements ReplayStore {
       if (digests[at] === digest[0] && digests[at + 1] === digest[1] && digests[at + 2] === digest[2] && digests[at + 3] === digest[3]) return slot;
     }
     return -1;
+  }
+
+  /** The slot of the table being moved that holds `digest` and has not moved yet, or -1. */
+  #findMoving(digest: Uint32Array): number {
+    const { digests, expiries, slots, next } = this.#moving!;
+    for (let slot = digest[0]! % slots; expiries[slot] !== 0; slot = (slot + 1) % slots) {
+      const at = slot * WORDS;
+      if (digests[at] === digest[0] && digests[at + 1] === digest[1] && digests[at + 2] === digest[2] && digests[at + 3] === digest[3]) return slot >= next ? slot : -1;
+    }
+    return -1;
+  }
+
+  /** Moves the ids of up to `count` more slots of the table being replaced; expired and released ones are dropped. */
+  #move(now: number, count: number): void {
+    const moving = this.#moving!;
+    const { digests, expiries } = moving;
+    const slots = this.#slots;
+    const end = Math.min(moving.slots, moving.next + count);
+    for (let slot = moving.next; slot < end; slot++) {
+      const expiry = expiries[slot]!;
+      if (expiry === 0 || expiry === RELEASED) continue;
+      if ((expiry & SECONDS) <= now) {
+        this.#size--;
+        continue;
+      }
+      const from = slot * WORDS;
+      let to = digests[from]! % slots;
+      while (this.#expiries[to] !== 0) to = (to + 1) % slots;
+      const at = to * WORDS;
+      this.#digests[at] = digests[from]!;
+      this.#digests[at + 1] = digests[from + 1]!;
+      this.#digests[at + 2] = digests[from + 2]!;
+      this.#digests[at + 3] = digests[from + 3]!;
+      this.#expiries[to] = expiry;
+      if ((expiry & SECONDS) < this.#nextExpiry) this.#nextExpiry = expiry & SECONDS;
+    }
+    moving.next = end;
+    if (end === moving.slots) this.#moving = undefined;
   }
 
   #emptySlotFor(digest: Uint32Array): number {
@@ -247,22 +321,15 @@ export class MemoryReplayStore implements ReplayStore {
     this.#nextExpiry = next;
   }
 
+  /** Starts moving the ids to a table of `slots` (never while a move is under way: a claim finishes it first). */
   #resize(slots: number): void {
     if (slots === this.#slots) return;
-    const digests = this.#digests;
-    const expiries = this.#expiries;
-    const old = this.#slots;
+    this.#moving = { digests: this.#digests, expiries: this.#expiries, slots: this.#slots, next: 0 };
     this.#slots = slots;
     this.#digests = new Uint32Array(slots * WORDS);
     this.#expiries = new Uint32Array(slots);
-    for (let slot = 0; slot < old; slot++) {
-      if (expiries[slot] === 0) continue;
-      const digest = digests.subarray(slot * WORDS, slot * WORDS + WORDS);
-      const to = this.#emptySlotFor(digest);
-      this.#digests.set(digest, to * WORDS);
-      this.#expiries[to] = expiries[slot]!;
-    }
   }
+
 }
 
 export interface RedisReplayStoreOptions extends RedisConnectionOptions {

@@ -77,8 +77,32 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     expect(store.claim('e', now + 5000), 'stored: a replay').to.equal(false);
   });
 
-  it('answers as a plain map of ids would, through claims, confirmations, releases, expiries, sweeps and growth', () => {
-    const store = new MemoryReplayStore({ maxEntries: 600, now: clock });
+  it('keeps answering while its ids move to a larger table: replays refused, released ids free again', () => {
+    const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock });
+    const ids = Array.from({ length: 4096 }, (_, i) => `grow-${i}`);
+    for (const id of ids) expect(store.claim(id, expiry())).to.equal(true);
+    const before = store.bytes;
+    // Half the table's slots are taken: this claim makes one twice as large, and the next
+    // 32 claims move a quarter of the ids to it (64 slots each).
+    expect(store.claim('grow-4096', expiry())).to.equal(true);
+    for (let i = 0; i < 32; i++) expect(store.claim(`more-${i}`, expiry())).to.equal(true);
+    expect(store.bytes, 'both tables while the ids move').to.equal(before * 3);
+    // Half stored, half released, some moved already, most not.
+    ids.forEach((id, i) => (i % 2 === 0 ? store.confirm(id, expiry()) : store.release(id)));
+    // Each claim moves a few more: stored ids are still refused, released ones taken again.
+    ids.forEach((id, i) => expect(store.claim(id, expiry()), id).to.equal(i % 2 === 1));
+    expect(store.size).to.equal(4096 + 1 + 32);
+    expect(store.bytes, 'the larger table alone once all moved').to.equal(before * 2);
+  });
+
+  // 600: the store fills (and refuses) after one growth; 3000: it grows three times, its ids
+  // moving to each larger table a few slots per claim while claims, confirmations, releases
+  // and expiries go on.
+  for (const maxEntries of [600, 3000]) it(`answers as a plain map of ids would, through claims, confirmations, releases, expiries, sweeps and growth (${maxEntries} ids at most)`, () => {
+    const store = new MemoryReplayStore({ maxEntries, now: clock });
+    const grownTo = new Set<number>();
+    /** Share of steps a second passes: fewer for the larger store, so that it holds more ids and grows. */
+    const tick = maxEntries === 600 ? 0.003 : 0.0007;
     /** The model: id → when it expires, and whether its records were stored (confirmed). */
     const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
     let seed = 7;
@@ -90,7 +114,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
       if (roll < 0.05) {
         store.release(id);
         model.delete(id);
-      } else if (roll < 0.053) {
+      } else if (roll < 0.05 + tick) {
         now += 1000;
         for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
       } else if (roll < 0.3) {
@@ -104,6 +128,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
         const expected = held ? (held.confirmed ? false : 'pending') : model.size >= store.maxEntries ? undefined : true;
         const taken = store.claim(id, expiresAt);
         expect(taken, `step ${step}: ${id}`).to.equal(expected);
+        grownTo.add(store.bytes);
         if (taken === true) model.set(id, { expiresAt, confirmed: false });
         counts[String(taken) as keyof typeof counts]++;
       }
@@ -112,6 +137,8 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     expect(counts.true).to.be.greaterThan(1000);
     expect(counts.false, JSON.stringify(counts)).to.be.greaterThan(100);
     expect(counts.pending, JSON.stringify(counts)).to.be.greaterThan(100);
-    expect(counts.undefined).to.be.greaterThan(100);
+    if (maxEntries === 600) expect(counts.undefined).to.be.greaterThan(100);
+    // Sizes seen: the first table, each move (both tables), each larger table.
+    expect(grownTo.size, [...grownTo].join(', ')).to.be.at.least(maxEntries === 600 ? 3 : 5);
   });
 });

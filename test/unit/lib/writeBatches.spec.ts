@@ -92,6 +92,21 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(values(h.written)).to.deep.equal(['a', 'bc', 'd']);
   });
 
+  it('a partial batch that waited for both writes counts maxWaitMs from when it came, not again from when a slot came free', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 3, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['x', 'y', 'z'])); // full: beside 'a'
+    h.input.next(batchOf(['b'])); // both slots busy: waits
+    scheduler.schedule(() => undefined, 15);
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'xyz']);
+    await h.settle();
+    // 'b' has waited 15 ms: it takes the slot 'a' left, beside 'xyz', without waiting 10 ms more.
+    expect(values(h.written)).to.deep.equal(['a', 'xyz', 'b']);
+    expect(scheduler.now()).to.equal(15);
+  });
+
   it('with writeIntervalMs, a partial batch takes the idle sink at once only that long after the last write started; full batches and the end of the input do not wait', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(2, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });

@@ -1,0 +1,37 @@
+import { expect } from 'chai';
+import { Observable } from 'rxjs';
+import { Pipeline } from '../../../lib/pipeline';
+import type { Envelope } from '../../../lib/envelope';
+import type { DeadLetter } from '../../../lib/sink';
+import type { Source } from '../../../lib/source';
+import { MemorySink } from '../../helpers';
+
+/**
+ * A source whose callers wait for each write (a webhook's senders) hands its records over
+ * once the task that emitted them is done: a request's records reach the sink without
+ * waiting for a timer tick.
+ */
+describe('Pipeline: a source whose callers wait for writes', () => {
+  it('writes the records of one task before a timer set before them fires', async () => {
+    const order: string[] = [];
+    const source: Source<{ id: number }> = {
+      name: 'callers',
+      awaitsWrites: true,
+      open: (context) =>
+        new Observable<Envelope<{ id: number }>>((subscriber) => {
+          // One request: three records emitted in one go, after a timer of 0 ms is set.
+          setTimeout(() => {
+            setTimeout(() => order.push('timer'), 0);
+            for (let id = 0; id < 3; id++) subscriber.next(context.envelope({ id }, { source: 'callers', position: String(id), receivedAt: Date.now(), attempt: 1 }, undefined, 10));
+            // Still open: the end of the input, which writes what is gathered at once, comes later.
+            setTimeout(() => subscriber.complete(), 20);
+          }, 5);
+        }),
+    };
+    const sink = new MemorySink<{ id: number }>('rows');
+    sink.gate = async (batch) => void order.push(`write ${batch.envelopes.length}`);
+    const stats = await new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 100, maxWaitMs: 10 } }).run();
+    expect(stats.written).to.equal(3);
+    expect(order).to.deep.equal(['write 3', 'timer']);
+  });
+});
