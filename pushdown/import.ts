@@ -24,6 +24,7 @@
  *
  * The user's file path never enters SQL: the engine reads only the temporary chunk files.
  */
+import { isAscii } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, renameSync, rmSync, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -151,6 +152,7 @@ const LINE_GUARD = "startsWith(line, '{') AND endsWith(line, '}')";
 /** Chunks stored at once. */
 const STORING = 2;
 const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACE = 0x7d;
 const NEWLINE = 0x0a;
 const SPACE = 0x20;
@@ -634,9 +636,11 @@ class ChunkReader {
       // Records before the engine's part (the end of a line over the limit) go to JS.
       this.#keep(frames, js, eligible, buffer, base, -1);
       const data = buffer.subarray(start, end);
-      const chunkFrames = this.#framer.push(data);
-      if (atEnd) chunkFrames.push(...this.#framer.end());
-      this.#keep(chunkFrames, js, eligible, buffer, base, end);
+      if (!this.#plainLines(data, base + start, eligible)) {
+        const chunkFrames = this.#framer.push(data);
+        if (atEnd) chunkFrames.push(...this.#framer.end());
+        this.#keep(chunkFrames, js, eligible, buffer, base, end);
+      }
       if (rest.length > this.#limits.maxRecordBytes) {
         // Too long to be a record: the framer refuses it whole, the engine never sees it.
         const dropped = this.#framer.push(rest);
@@ -674,6 +678,38 @@ class ChunkReader {
       // The engine must not read this line as a record: spoil its opening brace.
       if (engineEnd >= 0 && inBuffer && at < engineEnd && buffer[at] === OPEN_BRACE) buffer[at] = SPACE;
     }
+  }
+
+  /**
+   * The common case, every line of `data` one the engine may read as it is: ASCII, `{…}`
+   * with nothing around, within the limits (what #keep finds of each line one by one).
+   * Then they are all eligible, numbered from native searches alone, and the framer skips
+   * them; otherwise nothing is taken (false) and the caller frames `data`.
+   */
+  #plainLines(data: Buffer, offset: number, eligible: EligibleLines): boolean {
+    if (data.length === 0 || data[data.length - 1] !== NEWLINE || !isAscii(data)) return false;
+    const { maxRecordBytes, maxDepth } = this.#limits;
+    const starts: number[] = [];
+    let brace = data.indexOf(OPEN_BRACE);
+    let bracket = data.indexOf(OPEN_BRACKET);
+    for (let at = 0; at < data.length; ) {
+      const newline = data.indexOf(NEWLINE, at);
+      const size = newline - at;
+      if (size < 2 || size > maxRecordBytes || data[at] !== OPEN_BRACE || data[newline - 1] !== CLOSE_BRACE) return false;
+      // hasMoreOpenings, over the chunk at once.
+      let openings = 0;
+      for (; brace >= 0 && brace < newline; brace = data.indexOf(OPEN_BRACE, brace + 1)) if (++openings > maxDepth) return false;
+      for (; bracket >= 0 && bracket < newline; bracket = data.indexOf(OPEN_BRACKET, bracket + 1)) if (++openings > maxDepth) return false;
+      starts.push(at);
+      at = newline + 1;
+    }
+    const line = this.#framer.skip(data.length, starts.length);
+    for (let i = 0; i < starts.length; i++) {
+      eligible.offsets.push(offset + starts[i]!);
+      eligible.lines.push(line + i);
+      eligible.records.push(++this.#record);
+    }
+    return true;
   }
 
   /** Whether the engine's line is exactly this record's bytes, and JS would parse it as they are. */
