@@ -150,6 +150,19 @@ export class LineFramer implements Framer {
     return frames;
   }
 
+  /**
+   * Moves past `bytes` bytes of input holding `lines` whole lines (newline included) that
+   * the caller framed itself, as if they had been pushed; only between whole lines.
+   * Returns the line number of the first of them.
+   */
+  skip(bytes: number, lines: number): number {
+    if (this.#carry || this.#overlong) throw new Error('LineFramer.skip inside a line');
+    const first = this.#line;
+    this.#offset += bytes;
+    this.#line += lines;
+    return first;
+  }
+
   end(): Frame[] {
     const frames: Frame[] = [];
     if (this.#overlong) this.#endOverlong(EMPTY, frames);

@@ -242,6 +242,37 @@ describe('pushdown: bulkImport on the embedded store', function () {
     expect(codes.map((r) => r.code)).to.deep.equal(['INVALID_UTF8', 'RECORD_TOO_LARGE', 'TOO_DEEP']);
   });
 
+  it('frames line by line a chunk of plain ASCII lines that holds one too deep or too large, and the engine stores neither', async () => {
+    const dir = join(work.path, 'globetrek');
+    mkdirSync(dir, { recursive: true });
+    // Every line ASCII and `{…}`: only the depth or size of a line keeps it from the engine.
+    const deep = booking(2).replace('"agent"', `"extra":${'['.repeat(100)}${']'.repeat(100)},"agent"`);
+    const large = booking(4).replace('"status"', `${' '.repeat(300 * 1024)}"status"`);
+    const deepFile = join(dir, 'plain-deep.ndjson');
+    const largeFile = join(dir, 'plain-large.ndjson');
+    writeFileSync(deepFile, [booking(1), deep, booking(3)].join('\n') + '\n');
+    writeFileSync(largeFile, [large, booking(5)].join('\n') + '\n');
+    await freshTables('bookings_pushed', 'dead_pushed');
+    const result = await bulkImport({
+      client: clickhouse,
+      files: [deepFile, largeFile],
+      table: 'bookings_pushed',
+      deadLetterTable: 'dead_pushed',
+      plan: { pushable: true, input: 'ndjson', columns: [{ name: 'vendor', sql: "'engine'" }, { name: 'booking_id', sql: "JSONExtractString(line, 'booking_no')" }], accepted: '1' },
+      transform: bookingTransform(),
+      vendor: 'globetrek',
+      maxRecordBytes: 256 * 1024,
+    });
+    const stored = await clickhouse.query<{ booking_id: string }>(`SELECT booking_id FROM bookings_pushed WHERE vendor = 'engine' ORDER BY booking_id`);
+    expect(stored.map((r) => r.booking_id)).to.deep.equal(['GT000000001', 'GT000000003', 'GT000000005']);
+    const letters = await clickhouse.query<{ code: string; position: string }>(`SELECT code, position FROM dead_pushed ORDER BY code`);
+    expect(letters).to.deep.equal([
+      { code: 'RECORD_TOO_LARGE', position: `${largeFile}@0` },
+      { code: 'TOO_DEEP', position: `${deepFile}@${booking(1).length + 1}` },
+    ]);
+    expect(result).to.include({ read: 5, storedByEngine: 3, deadLettered: 2 });
+  });
+
   it('a plan that is not pushable imports in JS, saying why, with the same results', async () => {
     const file = join(work.path, 'globetrek', 'sample.ndjson');
     mkdirSync(join(work.path, 'globetrek'), { recursive: true });
