@@ -44,6 +44,8 @@ export interface Explanation {
   mutator: string;
   /** A piece of the replacement's text, whitespace collapsed. */
   replacement: string;
+  /** The line, where the file has several such mutants and only one is explained (a moved line shows as unexplained again). */
+  line?: number;
   why: string;
 }
 
@@ -108,7 +110,9 @@ export function scopeFiles(): string[] {
 }
 
 export function explain(file: string, survivor: Survivor, explanations: Explanation[]): string | undefined {
-  return explanations.find((e) => e.file === file && e.mutator === survivor.mutator && survivor.replacement.includes(oneLine(e.replacement)))?.why;
+  return explanations.find(
+    (e) => e.file === file && e.mutator === survivor.mutator && (e.line === undefined || e.line === survivor.line) && survivor.replacement.includes(oneLine(e.replacement)),
+  )?.why;
 }
 
 /** The RESULTS.md section: the score over every file recorded, per file, and every survivor. */

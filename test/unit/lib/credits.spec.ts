@@ -16,6 +16,18 @@ describe('Credits', () => {
     expect([credits.inFlightRecords, credits.inFlightBytes]).to.deep.equal([2, 2]);
   });
 
+  it('released() resolves at the next release without taking credit', async () => {
+    const credits = new Credits({ records: 1, bytes: 100 });
+    expect(credits.tryTake(10)).to.equal(true);
+    let woken = 0;
+    const waits = [credits.released().then(() => woken++), credits.released().then(() => woken++)];
+    await Promise.resolve();
+    expect(woken).to.equal(0);
+    credits.release(10);
+    await Promise.all(waits);
+    expect([woken, credits.inFlightRecords, credits.inFlightBytes]).to.deep.equal([2, 0, 0]);
+  });
+
   it('limits bytes, and lets one oversized record through when nothing else is in flight', () => {
     const credits = new Credits({ records: 10, bytes: 100 });
     expect(credits.tryTake(500)).to.equal(true);

@@ -55,6 +55,19 @@ describe('lib/durable: state files replaced whole', () => {
     expect(readdirSync(dir.path)).to.deep.equal([]);
   });
 
+  it('closes every file and directory it opens, when it succeeds and when it fails', async () => {
+    const open = () => readdirSync('/proc/self/fd').length;
+    mkdirSync(join(dir.path, 'to'));
+    const before = open();
+    for (let i = 0; i < 20; i++) {
+      await writeFileDurably(join(dir.path, 'c.json'), String(i));
+      writeFileSync(join(dir.path, `m${i}`), '');
+      await renameDurably(join(dir.path, `m${i}`), join(dir.path, 'to', `m${i}`));
+      await writeFileDurably(join(dir.path, 'to'), 'x').catch(() => undefined);
+    }
+    expect(open()).to.equal(before);
+  });
+
   it('moves a file to another directory', async () => {
     mkdirSync(join(dir.path, 'done'));
     writeFileSync(join(dir.path, 'a.ndjson'), 'line\n');

@@ -46,10 +46,28 @@ describe('retry', () => {
     const abort = new AbortController();
     setTimeout(() => abort.abort(), 20);
     const started = Date.now();
-    await retry(async () => {
+    let calls = 0;
+    const error = await retry(async () => {
+      calls++;
       throw new SinkError('down', { retriable: true });
-    }, { retries: 100, initialDelayMs: 10_000, maxDelayMs: 10_000, signal: abort.signal }).catch(() => undefined);
+    }, { retries: 100, initialDelayMs: 10_000, maxDelayMs: 10_000, signal: abort.signal }).catch((e: Error) => e);
     expect(Date.now() - started).to.be.below(5_000);
+    // Aborted during the wait: the last error, and no further attempt after the wait.
+    expect([(error as Error).message, calls]).to.deep.equal(['down', 1]);
+  });
+
+  it('ignores a Retry-After that is not a positive number of milliseconds', async () => {
+    const delays: number[] = [];
+    let calls = 0;
+    await retry(
+      async () => {
+        calls++;
+        if (calls <= 3) throw new VendorApiError('429', 429, 'http://vendor/x', { retryAfterMs: [Number.NaN, -5, 0][calls - 1] });
+      },
+      { ...fast, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+    );
+    expect(delays).to.have.length(3);
+    for (const delay of delays) expect(delay).to.be.within(0, 2);
   });
 
   it("waits at least a server's Retry-After, carried by the error as retryAfterMs", async () => {
