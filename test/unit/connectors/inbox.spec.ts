@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { tap, VirtualTimeScheduler } from 'rxjs';
 import { fromInbox, type FromInboxOptions } from '../../../connectors/files';
 import { ConfigError, SinkError } from '../../../lib/errors';
@@ -154,24 +154,6 @@ describe('fromInbox', () => {
     expect(deadLetters.writes.map((w) => w.size)).to.deep.equal([2]);
     expect(stats).to.include({ read: 10, written: 8, deadLettered: 2, nacked: 0 });
     expect(ls('done')).to.deep.equal(['a.ndjson']);
-  });
-
-  it("writes a file's dead letters once the file is read to its end, before the next file is read, with no timer", async () => {
-    // a.csv's last record is refused by the source: its dead-letter batch has nothing after it to close it
-    // but the end of a.csv. The dead-letter timer runs on a clock that never moves.
-    drop('a.csv', csv(1, 3) + 'ragged\n');
-    drop('b.csv', csv(4, 6));
-    const seen: string[] = [];
-    const deadLetters = new MemorySink<DeadLetter>();
-    deadLetters.gate = async (batch) => void seen.push(...batch.envelopes.map((e) => `dead letter ${basename(e.meta.file!)}:${e.meta.record!}`));
-    const noteRead = tap<Envelope<unknown>>((e) => seen.push(`read ${basename(e.meta.file!)}:${e.meta.record!}`));
-    const sink = new MemorySink<unknown>();
-    const clock = new VirtualTimeScheduler();
-    const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true }), transform: noteRead, sink, deadLetters, batch: { rows: 100, maxWaitMs: 5 }, deadLetterBatch: { scheduler: clock } });
-    const stats = await pipeline.run();
-    expect(seen).to.deep.equal(['read a.csv:1', 'read a.csv:2', 'read a.csv:3', 'dead letter a.csv:4', 'read b.csv:1', 'read b.csv:2', 'read b.csv:3']);
-    expect(stats).to.include({ read: 7, written: 6, deadLettered: 1, nacked: 0 });
-    expect(ls('done')).to.deep.equal(['a.csv', 'b.csv']);
   });
 
   it('saves the settled position while a file is read, and leaves the file in place when a write fails', async () => {
