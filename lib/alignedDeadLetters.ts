@@ -1,8 +1,9 @@
-import { asyncScheduler, Observable, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
+import { asyncScheduler, Observable, tap, type MonoTypeOperatorFunction, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
 import { encodedRows, REPLAY_WAIT_MS } from './batch';
 import type { Envelope } from './envelope';
 import { TributaryError } from './errors';
 import type { Batch, DeadLetter } from './sink';
+import type { Source } from './source';
 
 export interface AlignedDeadLetterOptions {
   /** Most letters in one batch. */
@@ -201,6 +202,92 @@ export class AlignedDeadLetters {
 
   #closeAll(): void {
     for (const [key, gathering] of [...this.#gathering]) this.#close(key, gathering, Infinity);
+  }
+}
+
+/**
+ * A pipeline's dead letters batched where its records are, for a source with replay-stable
+ * batches (`Source.batchKey`): what the pipeline hands each of its parts. The source's
+ * context numbers each record as it is read (`onRead`) and says when a key ended; the dead
+ * letters are tagged with their refused record's key and number (`tag`); the records' batch
+ * step reports each key it sees (`key`) and each batch it cuts (`cuts`); the batch writer
+ * asks `source`, which sends a cut's held dead letters once the records' batch may be written.
+ */
+export class SourceAlignedDeadLetters<T> {
+  readonly #deadLetters: AlignedDeadLetters;
+  /** The source for the batch writer: the pipeline's, its `beforeWrite` releasing the dead letters held with each batch. */
+  readonly source: Source<T>;
+  readonly #batchKey: (envelope: Envelope<T>) => string;
+  readonly #readOrder = new WeakMap<Envelope<unknown>, number>();
+  #read = 0;
+  /** Dead-letter batches cut with a records' batch, sent once the source lets that batch be written. */
+  readonly #held: WeakMap<readonly Envelope<unknown>[], (send: boolean) => void> | undefined;
+  #lastKey: string | undefined;
+
+  /** `batchKey` is the source's; `options.maxWaitMs` is raised to the replay wait: a batch a replay cuts by time waits at least that long. */
+  constructor(source: Source<T>, batchKey: (envelope: Envelope<T>) => string, options: AlignedDeadLetterOptions) {
+    this.#batchKey = batchKey;
+    this.#deadLetters = new AlignedDeadLetters({ ...options, maxWaitMs: Math.max(options.maxWaitMs ?? REPLAY_WAIT_MS, REPLAY_WAIT_MS) });
+    const beforeWrite = source.beforeWrite?.bind(source);
+    if (!beforeWrite) {
+      this.source = source;
+      return;
+    }
+    const held = new WeakMap<readonly Envelope<unknown>[], (send: boolean) => void>();
+    this.#held = held;
+    // A batch's dead letters are written only once its source has made the cut durable (Kafka: committed it), and never when it refuses the batch.
+    this.source = {
+      name: source.name,
+      open: (context) => source.open(context),
+      beforeWrite: async (envelopes) => {
+        let ours = false;
+        try {
+          ours = await beforeWrite(envelopes);
+          return ours;
+        } finally {
+          const release = held.get(envelopes);
+          held.delete(envelopes);
+          release?.(ours);
+        }
+      },
+    };
+  }
+
+  /** For the source's context: each envelope is numbered as it is made, a refused one before its dead letter is routed. */
+  readonly onRead = (envelope: Envelope<unknown>): void => {
+    this.#readOrder.set(envelope, ++this.#read);
+  };
+
+  /** For the source's context: every letter of `key` goes (an inbox file read to its end). */
+  readonly batchKeyEnded = (key: string): void => {
+    this.#deadLetters.cut(key, Infinity);
+  };
+
+  /** For the dead-letter routing: notes the key and read order of `refused`, before `letter` is sent. */
+  readonly tag = (letter: Envelope<DeadLetter>, refused: Envelope<unknown>): void => {
+    this.#deadLetters.tag(letter, this.#batchKey(refused as Envelope<T>), this.#readOrder.get(refused.received) ?? Infinity);
+  };
+
+  /** The records' batch key, telling the dead letters when the records move to another key. */
+  readonly key = (envelope: Envelope<T>): string => {
+    const next = this.#batchKey(envelope);
+    if (next !== this.#lastKey) this.#deadLetters.keyChanged((this.#lastKey = next));
+    return next;
+  };
+
+  /** After the records' batch step: each batch cut takes the letters read before its last record with it. */
+  cuts(): MonoTypeOperatorFunction<Batch<T>> {
+    return tap((b) => {
+      const last = b.envelopes[b.envelopes.length - 1]!;
+      const order = this.#readOrder.get(last.received) ?? Infinity;
+      if (this.#held) this.#held.set(b.envelopes, this.#deadLetters.cut(this.#batchKey(last), order, true));
+      else this.#deadLetters.cut(this.#batchKey(last), order);
+    });
+  }
+
+  /** The dead-letter batches of `letters$` (subscribe once). */
+  batches(letters$: Observable<Envelope<DeadLetter>>): Observable<Batch<DeadLetter>> {
+    return this.#deadLetters.batches(letters$);
   }
 }
 

@@ -73,12 +73,11 @@ export class DeadLetterRouting implements DeadLetterRouter {
     this.#protecting = Promise.all([previous, work.catch(() => undefined)]).then(() => undefined);
   }
 
+  /**
+   * Sends `letter` on. The stream is open here: `route` checked it, and it closes only in
+   * `complete()`, a turn later and once every letter being protected has been sent.
+   */
   #send(envelope: Envelope<unknown>, letter: DeadLetter, stage: string, done: (error?: Error) => void): void {
-    const subject = this.#subject;
-    if (subject.closed || subject.isStopped) {
-      done(new TributaryError('dead-letter sink already closed', { code: 'STOPPED' }));
-      return;
-    }
     const stats = this.#stats;
     const byStage = this.byStage;
     const onWritten: Settlement = {
@@ -93,7 +92,7 @@ export class DeadLetterRouting implements DeadLetterRouter {
     };
     const sent = new Envelope(letter, envelope.meta, undefined, letter.raw.length, onWritten);
     this.#onLetter?.(sent, envelope);
-    subject.next(sent);
+    this.#subject.next(sent);
   }
 }
 

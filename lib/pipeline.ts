@@ -1,6 +1,6 @@
-import { asapScheduler, asyncScheduler, catchError, EMPTY, identity, mergeMap, tap, type Observable, type OperatorFunction } from 'rxjs';
-import { AlignedDeadLetters } from './alignedDeadLetters';
-import { batch, REPLAY_WAIT_MS, type BatchOptions, type resolveBatchOptions } from './batch';
+import { asapScheduler, asyncScheduler, catchError, EMPTY, identity, mergeMap, type Observable, type OperatorFunction } from 'rxjs';
+import { SourceAlignedDeadLetters } from './alignedDeadLetters';
+import { batch, type BatchOptions, type resolveBatchOptions } from './batch';
 import { BatchWriter } from './batchWriter';
 import type { BreakerState, SinkBreaker } from './breaker';
 import type { Credits } from './credits';
@@ -13,7 +13,7 @@ import { resolvePipelineOptions, type PipelineOptions } from './pipelineOptions'
 import { numberAtLeast } from './options';
 import { PipelineSettlement, sourceContext, type PipelineCounts } from './settlement';
 import type { Batch, DeadLetter, Sink } from './sink';
-import type { Source, SourceStatus } from './source';
+import type { SourceStatus } from './source';
 import { writeBatches } from './writeBatches';
 
 export type { PipelineStats } from './events';
@@ -77,15 +77,7 @@ export class Pipeline<T> implements AsyncDisposable {
   #stats: PipelineCounts = { read: 0, written: 0, deadLettered: 0, nacked: 0 };
   #deadLetters: DeadLetterRouting;
   /** With a source whose batches replays reproduce: dead-letter batches cut where the records' are. */
-  #aligned:
-    | {
-        deadLetters: AlignedDeadLetters;
-        readOrder: WeakMap<Envelope<unknown>, number>;
-        onRead: (envelope: Envelope<unknown>) => void;
-        /** Dead-letter batches cut with a records' batch, sent once the source lets that batch be written. */
-        held: WeakMap<readonly Envelope<unknown>[], (send: boolean) => void> | undefined;
-      }
-    | undefined;
+  #aligned: SourceAlignedDeadLetters<T> | undefined;
   #writer: BatchWriter;
   #events: Instrumentation;
   #state: PipelineState = 'idle';
@@ -111,41 +103,13 @@ export class Pipeline<T> implements AsyncDisposable {
     logEvents(this.#events, logger);
     const source = options.source;
     const batchKey = source.batchKey?.bind(source);
-    let writerSource: Source<any> = source;
     if (batchKey) {
-      const readOrder = new WeakMap<Envelope<unknown>, number>();
-      let read = 0;
       const { rows, bytes, maxWaitMs, scheduler } = resolved.deadLetterBatch;
       const encode = options.deadLetters.encode;
-      const deadLetters = new AlignedDeadLetters({ rows, bytes, maxWaitMs: Math.max(maxWaitMs, REPLAY_WAIT_MS), scheduler, signal: this.#abort.signal, ...(encode && { encode: (letter: DeadLetter) => encode.call(options.deadLetters, letter) }) });
-      const beforeWrite = source.beforeWrite?.bind(source);
-      const held = beforeWrite && new WeakMap<readonly Envelope<unknown>[], (send: boolean) => void>();
-      this.#aligned = { deadLetters, readOrder, onRead: (envelope) => readOrder.set(envelope, ++read), held };
-      if (beforeWrite && held) {
-        // A batch's dead letters are written only once its source has made the cut durable (Kafka: committed it), and never when it refuses the batch.
-        writerSource = {
-          name: source.name,
-          open: (context) => source.open(context),
-          beforeWrite: async (envelopes) => {
-            let ours = false;
-            try {
-              ours = await beforeWrite(envelopes);
-              return ours;
-            } finally {
-              const release = held.get(envelopes);
-              held.delete(envelopes);
-              release?.(ours);
-            }
-          },
-        };
-      }
-      this.#deadLetters = new DeadLetterRouting(this.name, options.protectDeadLetter, resolved.deadLetterRawBytes, this.#stats, (letter, refused) =>
-        deadLetters.tag(letter, batchKey(refused as Envelope<T>), readOrder.get(refused.received) ?? Infinity),
-      );
-    } else {
-      this.#deadLetters = new DeadLetterRouting(this.name, options.protectDeadLetter, resolved.deadLetterRawBytes, this.#stats);
+      this.#aligned = new SourceAlignedDeadLetters(source, batchKey, { rows, bytes, maxWaitMs, scheduler, signal: this.#abort.signal, ...(encode && { encode: (letter: DeadLetter) => encode.call(options.deadLetters, letter) }) });
     }
-    this.#writer = new BatchWriter({ pipeline: this.name, source: writerSource, events: this.#events, logger, retry: resolved.retry, stats: this.#stats, fail: (error) => this.#fail(error) });
+    this.#deadLetters = new DeadLetterRouting(this.name, options.protectDeadLetter, resolved.deadLetterRawBytes, this.#stats, this.#aligned?.tag);
+    this.#writer = new BatchWriter({ pipeline: this.name, source: this.#aligned?.source ?? source, events: this.#events, logger, retry: resolved.retry, stats: this.#stats, fail: (error) => this.#fail(error) });
     this.#watchBreaker('sink', options.sink.name, this.#breakers.sink);
     this.#watchBreaker('dead_letters', options.deadLetters.name, this.#breakers.deadLetters);
   }
@@ -293,31 +257,14 @@ export class Pipeline<T> implements AsyncDisposable {
     const settlement = new PipelineSettlement(this.#options.source, this.credits, this.#stats, this.#deadLetters);
     const sinkBreaker = this.#breakers.sink;
     const aligned = this.#aligned;
-    const context = sourceContext(settlement, this.credits, this.#abort.signal, () => sinkBreaker.state, this.#stats, aligned && { onRead: aligned.onRead, batchKeyEnded: (key) => aligned.deadLetters.cut(key, Infinity) });
+    const context = sourceContext(settlement, this.credits, this.#abort.signal, () => sinkBreaker.state, this.#stats, aligned);
     const records$ = this.#options.source.open(context) as Observable<Envelope<unknown>>;
     const source = this.#options.source;
-    const batchKey = source.batchKey?.bind(source);
-    const replayed = batchKey && source.replayedBatch?.bind(source);
+    const replayed = aligned && source.replayedBatch?.bind(source);
     const signal = this.#abort.signal;
     // Dead-letter batches follow the records': told when the records move to another key and where each record batch ends.
-    let lastKey: string | undefined;
-    const key =
-      batchKey && aligned
-        ? (envelope: Envelope<T>) => {
-            const next = batchKey(envelope);
-            if (next !== lastKey) aligned.deadLetters.keyChanged((lastKey = next));
-            return next;
-          }
-        : batchKey;
-    const cuts: OperatorFunction<Batch<T>, Batch<T>> =
-      batchKey && aligned
-        ? tap((b) => {
-            const last = b.envelopes[b.envelopes.length - 1]!;
-            const order = aligned.readOrder.get(last.received) ?? Infinity;
-            if (aligned.held) aligned.held.set(b.envelopes, aligned.deadLetters.cut(batchKey(last), order, true));
-            else aligned.deadLetters.cut(batchKey(last), order);
-          })
-        : identity;
+    const key = aligned?.key;
+    const cuts: OperatorFunction<Batch<T>, Batch<T>> = aligned ? aligned.cuts() : identity;
     const main$ = records$.pipe(
       (this.#options.transform ?? ((x) => x)) as OperatorFunction<Envelope<unknown>, Envelope<T>>,
       catchError((error: unknown) => this.#fail(error)),
@@ -328,9 +275,9 @@ export class Pipeline<T> implements AsyncDisposable {
       batch<T>({ ...this.#batch, ...(key ? { key } : source.awaitsWrites && { maxWaitMs: 0, ...(this.#batch.scheduler === asyncScheduler && { scheduler: asapScheduler }) }), ...(replayed && { replayed }), signal, ...encoding(sink), releaseValues: !this.#options.protectDeadLetter && !sink.keepsValues }),
       cuts,
       // Batches wait for a write slot joined, unless the source's boundaries must be kept.
-      writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, batchKey ? undefined : { ...this.#batch, ...(source.awaitsWrites && { writeIntervalMs: this.#batch.maxWaitMs }) }),
+      writeBatches((b) => this.#writer.write(sink, this.#breakers.sink, b, false), this.#sinkConcurrency, aligned ? undefined : { ...this.#batch, ...(source.awaitsWrites && { writeIntervalMs: this.#batch.maxWaitMs }) }),
     );
-    const deadLetters$ = (aligned ? aligned.deadLetters.batches(this.#deadLetters.letters$) : this.#deadLetters.letters$.pipe(batch<DeadLetter>({ ...this.#deadLetterBatch, signal, ...encoding(deadLetters) }))).pipe(
+    const deadLetters$ = (aligned ? aligned.batches(this.#deadLetters.letters$) : this.#deadLetters.letters$.pipe(batch<DeadLetter>({ ...this.#deadLetterBatch, signal, ...encoding(deadLetters) }))).pipe(
       mergeMap((b) => this.#writer.write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
     if (this.#state === 'idle') this.#state = 'running';

@@ -1,8 +1,10 @@
 import { expect } from 'chai';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tap, VirtualTimeScheduler } from 'rxjs';
 import { fromInbox, type FromInboxOptions } from '../../../connectors/files';
 import { ConfigError, SinkError } from '../../../lib/errors';
+import type { Envelope } from '../../../lib/envelope';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
 import { MemorySink, observed, tempDir, until } from '../../helpers';
@@ -15,6 +17,12 @@ describe('fromInbox', () => {
   const drop = (name: string, content: string | Buffer) => writeFileSync(join(dir.path, name), content);
   const csv = (from: number, to: number) => 'ref,n\n' + Array.from({ length: to - from + 1 }, (_, i) => `R-${from + i},${from + i}\n`).join('');
   const ls = (sub = '') => (existsSync(join(dir.path, sub)) ? readdirSync(join(dir.path, sub)).sort() : []);
+
+  /** A step that moves `clock` through every timer on it once `records` records have passed (after the last joins its batch). */
+  const flushOnceRead = (clock: VirtualTimeScheduler, records: number) => {
+    let read = 0;
+    return tap<Envelope<unknown>>(() => void (++read === records && queueMicrotask(() => clock.flush())));
+  };
 
   function pipelineOf(options: Partial<FromInboxOptions> = {}, sink = new MemorySink<unknown>()) {
     const inbox = fromInbox({ dir: dir.path, once: true, checkpointMs: 1, ...options });
@@ -111,7 +119,9 @@ describe('fromInbox', () => {
       const saved = JSON.parse(readFileSync(path, 'utf8')) as { cuts: number[] };
       seen.push({ last: batch.envelopes[batch.envelopes.length - 1]!.meta.record!, cuts: saved.cuts });
     };
-    const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, checkpointMs: 60_000 }), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 7, maxWaitMs: 5 } });
+    // Batches are cut by count: the batch timer runs on a clock that moves once all 40 records are read.
+    const clock = new VirtualTimeScheduler();
+    const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, checkpointMs: 60_000 }), transform: flushOnceRead(clock, 40), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 7, maxWaitMs: 5, scheduler: clock } });
     await pipeline.run();
     expect(seen.map((s) => s.last)).to.deep.equal([7, 14, 21, 28, 35, 40]);
     for (const { last, cuts } of seen) expect(cuts, `the checkpoint when the batch ending at ${last} was written`).to.include(last);
@@ -187,7 +197,9 @@ describe('fromInbox', () => {
     drop('b.csv', csv(4, 6));
     const sizes = async (alignBatches: boolean) => {
       const sink = new MemorySink<unknown>();
-      const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, alignBatches, doneDir: join(dir.path, String(alignBatches)) }), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100, maxWaitMs: 50 } });
+      // The batch timer runs on a clock that moves once all six records are read, however long reading b.csv takes.
+      const clock = new VirtualTimeScheduler();
+      const pipeline = new Pipeline({ source: fromInbox({ dir: dir.path, once: true, alignBatches, doneDir: join(dir.path, String(alignBatches)) }), transform: flushOnceRead(clock, 6), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 100, maxWaitMs: 50, scheduler: clock } });
       await pipeline.run();
       for (const name of ['a.csv', 'b.csv']) renameSync(join(dir.path, String(alignBatches), name), join(dir.path, name));
       return sink.writes.map((w) => w.size);
