@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { integerAtLeast } from '../../lib/options';
+import { loadPackage } from '../../lib/packages';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
 
@@ -38,38 +39,33 @@ export interface RedisCacheStats {
   unkeyed: number;
 }
 
-/** Rows per call of the put script: long scripts hold up every other client of Redis. */
-const ROWS_PER_CALL = 500;
-/** Expired bookings a put call removes at most: twice what it puts, so removal keeps up. */
+/** Rows per transaction: a long one holds up every other client of Redis. */
+const ROWS_PER_CALL = 2000;
+/** Expired bookings a guard call removes at most: twice what it puts, so removal keeps up. */
 const SWEEP = 2 * ROWS_PER_CALL;
 
 /**
- * Puts rows given as one MessagePack array (ARGV[1]), seven items a row: the booking's
- * entry (its shard, ':' and its key parts as JSON), its version (a number), the value to
- * store (`<version>|<time>|<row>`), its time (a number), the number of its vendor's time
- * bucket among the list keys ARGV[5], ARGV[7]… (1 for ARGV[5]; ARGV[6] is that bucket's
- * end, epoch ms), the customer index ('' for none) and its shard (a number). ARGV[2] is
- * the cut (now - TTL, epoch ms), ARGV[3] the prefix, ARGV[4] the TTL (ms).
+ * Guards a transaction's rows before their values are set: ARGV[1] is one MessagePack
+ * array, four items a row in shard order (its entry: shard, ':' and its key parts as JSON; its version;
+ * the number of its vendor's time bucket among the list keys ARGV[4], ARGV[6]… (1 for
+ * ARGV[4]; ARGV[5] is that bucket's end, epoch ms); its shard), ARGV[2] the cut (now - TTL,
+ * epoch ms), ARGV[3] the prefix. Each entry appears once.
  *
- * Rows go into one hash per shard (`<prefix>h:<shard>`, field = entry): a shard's rows of
- * the call cost one HMGET (the versions there) and one HSET, instead of a GET and a SET
- * with its expiry a row. A row is stored unless the version there is later; a row equal to
- * the one there (a replay) is left alone. A stored row's entry goes to its vendor's time
- * bucket (a list, registered in the `<prefix>buckets` sorted set by its end) and to its
- * customer's sorted set (scored by its time, kept as long as its latest booking). Hash
- * fields have no TTL of their own (Redis 7.0): each call first removes up to SWEEP
+ * The values themselves are set by plain HSETs that follow in the same MULTI (Lua costs
+ * Redis more per argument than the work a row needs). So the guard reads the version
+ * there of each row (one HMGET per shard); where it is later than the row's, the booking
+ * there is copied to `<prefix>keep`, and RESTORE puts it back after the HSETs. A row new
+ * to the cache, or replacing an older version, is listed in its vendor's time bucket (a
+ * list, registered in `<prefix>buckets` by its end); a replay (same version) is not.
+ *
+ * Hash fields have no TTL of their own (Redis 7.0): each call first removes up to SWEEP
  * bookings of buckets whose end is past the cut, when their time still is. Returns
  * { stored, older }.
- *
- * Many rows a call, packed into one argument: ioredis spent more per argument than Redis
- * spent on the row, and cmsgpack unpacks in C. Every multi-value command carries at most
- * 2 * ROWS_PER_CALL values, far below the limit of Lua's unpack (8000).
  */
-const PUT = `
+const GUARD = `
 local a = cmsgpack.unpack(ARGV[1])
 local cut = tonumber(ARGV[2])
 local prefix = ARGV[3]
-local ttl = tonumber(ARGV[4])
 local bucketSet = prefix .. 'buckets'
 -- Sweep: bookings of buckets past the TTL, unless a later version moved their time on.
 local budget = ${SWEEP}
@@ -101,82 +97,63 @@ for _, list in ipairs(redis.call('ZRANGEBYSCORE', bucketSet, '-inf', cut, 'LIMIT
   end
   if redis.call('EXISTS', list) == 0 then redis.call('ZREM', bucketSet, list) end
 end
--- Put.
+-- Guard: the rows come in shard order, one HMGET per shard.
 local n = #a
-local shards = {}
-for i = 1, n, 7 do
-  local shard = a[i + 6]
-  local rows = shards[shard]
-  if not rows then
-    rows = {}
-    shards[shard] = rows
-  end
-  rows[#rows + 1] = i
-end
-local stored = 0
+local older = 0
+local kept = {}
 local lists = {}
-local customers = {}
-local expiries = {}
-for shard, rows in pairs(shards) do
-  local hash = prefix .. 'h:' .. shard
+local first = 1
+while first <= n do
+  local shard = a[first + 3]
   local entries = {}
-  for j = 1, #rows do entries[j] = a[rows[j]] end
-  local current = redis.call('HMGET', hash, unpack(entries))
-  -- What this call put, for an entry given twice.
-  local put = {}
-  local fields = {}
-  for j = 1, #rows do
-    local i = rows[j]
-    local entry = a[i]
-    local there = put[entry] or current[j]
+  local last = first
+  while last <= n and a[last + 3] == shard do
+    entries[#entries + 1] = a[last]
+    last = last + 4
+  end
+  local current = redis.call('HMGET', prefix .. 'h:' .. shard, unpack(entries))
+  for j = 1, #entries do
+    local i = first + 4 * (j - 1)
+    local there = current[j]
     local version = there and tonumber(string.match(there, '^([^|]*)|'))
-    local value = a[i + 2]
-    if not (version and version > a[i + 1]) then
-      stored = stored + 1
-      if there ~= value then
-        put[entry] = value
-        fields[#fields + 1] = entry
-        fields[#fields + 1] = value
-        local list = a[i + 4]
-        local listed = lists[list]
-        if not listed then
-          listed = {}
-          lists[list] = listed
-        end
-        listed[#listed + 1] = entry
-        local customer = a[i + 5]
-        if customer ~= '' then
-          local scored = customers[customer]
-          if not scored then
-            scored = {}
-            customers[customer] = scored
-          end
-          scored[#scored + 1] = a[i + 3]
-          scored[#scored + 1] = entry
-          local expireAt = math.floor(a[i + 3]) + ttl
-          local known = expiries[customer]
-          if not (known and known >= expireAt) then expiries[customer] = expireAt end
-        end
+    local incoming = a[i + 1]
+    if version and version > incoming then
+      older = older + 1
+      kept[#kept + 1] = entries[j]
+      kept[#kept + 1] = there
+    elseif version ~= incoming then
+      local list = a[i + 2]
+      local listed = lists[list]
+      if not listed then
+        listed = {}
+        lists[list] = listed
       end
+      listed[#listed + 1] = entries[j]
     end
   end
-  if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+  first = last
 end
+if #kept > 0 then redis.call('HSET', prefix .. 'keep', unpack(kept)) end
 local ends = {}
 for list, listed in pairs(lists) do
-  local key = ARGV[3 + 2 * list]
+  local key = ARGV[2 + 2 * list]
   redis.call('RPUSH', key, unpack(listed))
-  ends[#ends + 1] = ARGV[4 + 2 * list]
+  ends[#ends + 1] = ARGV[3 + 2 * list]
   ends[#ends + 1] = key
 end
 if #ends > 0 then redis.call('ZADD', bucketSet, unpack(ends)) end
-for customer, scored in pairs(customers) do
-  redis.call('ZADD', customer, unpack(scored))
-  redis.call('ZREMRANGEBYSCORE', customer, '-inf', '(' .. ARGV[2])
-  local expireAt = expiries[customer]
-  if redis.call('PEXPIRETIME', customer) < expireAt then redis.call('PEXPIREAT', customer, expireAt) end
+return { n / 4 - older, older }
+`;
+
+/** Puts back the later versions GUARD kept aside (ARGV[1] is the prefix). */
+const RESTORE = `
+local keep = ARGV[1] .. 'keep'
+local kept = redis.call('HGETALL', keep)
+for i = 1, #kept, 2 do
+  redis.call('HSET', ARGV[1] .. 'h:' .. string.match(kept[i], '^(%d+):'), kept[i], kept[i + 1])
 end
-return { stored, n / 7 - stored }
+if #kept > 0 then redis.call('DEL', keep) end
+return #kept / 2
 `;
 
 /** Shards of the booking hashes: a put call's rows of one shard share an HMGET and an HSET. Changing it needs a `warm()`. */
@@ -184,104 +161,195 @@ export const SHARDS = 64;
 /** Time buckets of the vendor index per TTL (at least 1 ms each): a vendor's range read lists the buckets it covers. */
 const BUCKETS_PER_TTL = 24;
 
-/** Characters of stored rows per call, however few rows: Redis refuses an argument past proto-max-bulk-len (512 MiB by default), and a long script holds up other clients. */
+/** Bytes of stored rows per transaction, however few rows: a long transaction holds up other clients. */
 const BYTES_PER_CALL = 4 << 20;
 
+/** 10^0 … 10^15: how many digits an integer takes, without dividing. */
+const POWERS_OF_TEN = Array.from({ length: 16 }, (_, i) => 10 ** i);
+
 /**
- * Writes a MessagePack array of strings and numbers (what the scripts unpack with
- * cmsgpack) into one reused Buffer: each string is written once, its header sized by the
- * most bytes it can take (3 a UTF-16 unit) and filled in after, so no string is measured
- * first.
+ * Bytes written into a reused Buffer and copied out by `take()`: MessagePack items (what
+ * GUARD unpacks with cmsgpack) and Redis protocol (RESP) commands, so a row costs no
+ * ioredis argument and no string of its own. Strings are written once, their header sized
+ * by the most bytes they can take (3 a UTF-16 unit) and fixed after.
  */
-class Packer {
-  /** Shared by every packer: packing is synchronous, and `take()` copies out. */
-  static #scratch = Buffer.allocUnsafe(1 << 20);
-  #buffer = Packer.#scratch;
-  #at = 5;
-  #count = 0;
+class Bytes {
+  #buffer = Buffer.allocUnsafe(1 << 20);
+  at = 0;
 
-  get count(): number {
-    return this.#count;
-  }
-
-  #room(bytes: number): Buffer {
-    if (this.#at + bytes > this.#buffer.length) {
-      const larger = Buffer.allocUnsafe(Math.max(2 * this.#buffer.length, this.#at + bytes));
-      this.#buffer.copy(larger, 0, 0, this.#at);
+  room(bytes: number): Buffer {
+    if (this.at + bytes > this.#buffer.length) {
+      const larger = Buffer.allocUnsafe(Math.max(2 * this.#buffer.length, this.at + bytes));
+      this.#buffer.copy(larger, 0, 0, this.at);
       this.#buffer = larger;
     }
     return this.#buffer;
   }
 
-  string(text: string): void {
-    this.#count++;
-    if (text === '') {
-      this.#room(1)[this.#at++] = 0xa0;
-      return;
+  /** The bytes written, copied out; starts again (and lets go of a buffer a huge row grew). */
+  take(): Buffer {
+    const taken = Buffer.from(this.#buffer.subarray(0, this.at));
+    if (this.#buffer.length > 16 << 20) this.#buffer = Buffer.allocUnsafe(1 << 20);
+    this.at = 0;
+    return taken;
+  }
+
+  /** `text`'s UTF-8 bytes; how many. */
+  text(text: string): number {
+    const written = Bytes.write(this.room(3 * text.length), text, this.at);
+    this.at += written;
+    return written;
+  }
+
+  /** Writes `text` as UTF-8 at `at` (room made); how many bytes. A short ASCII text is copied unit by unit: cheaper than Buffer.write's call. */
+  static write(buffer: Buffer, text: string, at: number): number {
+    if (text.length > 128) return buffer.write(text, at);
+    for (let i = 0; i < text.length; i++) {
+      const unit = text.charCodeAt(i);
+      if (unit >= 0x80) return buffer.write(text, at);
+      buffer[at + i] = unit;
     }
+    return text.length;
+  }
+
+  /** Bytes `body[start, end)`. */
+  bytes(body: Buffer, start: number, end: number): void {
+    this.room(end - start).set(body.subarray(start, end), this.at);
+    this.at += end - start;
+  }
+
+  /** A number as text: digits without a string for a non-negative integer, as `String(n)` otherwise. */
+  decimal(value: number): number {
+    const width = Bytes.width(value);
+    if (width === undefined) return this.text(String(value));
+    const buffer = this.room(width);
+    let rest = value;
+    for (let i = this.at + width - 1; i >= this.at; i--) {
+      buffer[i] = 48 + (rest % 10);
+      rest = Math.floor(rest / 10);
+    }
+    this.at += width;
+    return width;
+  }
+
+  /** The width of `value`'s text when `decimal` writes it without a string. */
+  static width(value: number): number | undefined {
+    if (!(value >= 0 && Number.isSafeInteger(value))) return undefined;
+    let width = 1;
+    while (width < POWERS_OF_TEN.length && value >= POWERS_OF_TEN[width]!) width++;
+    return width;
+  }
+
+  // MessagePack.
+
+  /** Room for an array 32 header; `packArray` fills it in. */
+  packArrayStart(): number {
+    const at = this.at;
+    this.room(5);
+    this.at += 5;
+    return at;
+  }
+
+  packArray(at: number, count: number): void {
+    const buffer = this.room(0);
+    buffer[at] = 0xdd; // array 32
+    buffer.writeUInt32BE(count, at + 1);
+  }
+
+  packString(text: string): void {
     const most = 3 * text.length;
-    const buffer = this.#room(most + 5);
-    const at = this.#at;
+    const buffer = this.room(most + 5);
+    const at = this.at;
     if (most < 32) {
-      const length = buffer.write(text, at + 1);
+      const length = Bytes.write(buffer, text, at + 1);
       buffer[at] = 0xa0 | length; // fixstr
-      this.#at = at + 1 + length;
+      this.at = at + 1 + length;
     } else if (most < 0x100) {
-      const length = buffer.write(text, at + 2);
+      const length = Bytes.write(buffer, text, at + 2);
       buffer[at] = 0xd9; // str 8
       buffer[at + 1] = length;
-      this.#at = at + 2 + length;
+      this.at = at + 2 + length;
     } else if (most < 0x10000) {
       const length = buffer.write(text, at + 3);
       buffer[at] = 0xda; // str 16
       buffer.writeUInt16BE(length, at + 1);
-      this.#at = at + 3 + length;
+      this.at = at + 3 + length;
     } else {
       const length = buffer.write(text, at + 5);
       buffer[at] = 0xdb; // str 32
       buffer.writeUInt32BE(length, at + 1);
-      this.#at = at + 5 + length;
+      this.at = at + 5 + length;
     }
   }
 
-  /** A string of `prefix` then the UTF-8 bytes `body[start, end)`, copied as they are. */
-  prefixed(prefix: string, body: Buffer, start: number, end: number): void {
-    this.#count++;
-    const length = end - start;
-    const most = 3 * prefix.length + length;
-    const buffer = this.#room(most + 5);
-    const at = this.#at;
-    const written = buffer.write(prefix, at + 5);
-    body.copy(buffer, at + 5 + written, start, end);
-    buffer[at] = 0xdb; // str 32: the header's size is known before the prefix is measured
-    buffer.writeUInt32BE(written + length, at + 1);
-    this.#at = at + 5 + written + length;
-  }
-
-  number(value: number): void {
-    this.#count++;
+  packNumber(value: number): void {
     if (value >= 0 && value < 0x80 && Number.isInteger(value)) {
-      this.#room(1)[this.#at++] = value; // positive fixint
+      this.room(1)[this.at++] = value; // positive fixint
       return;
     }
-    const buffer = this.#room(9);
-    buffer[this.#at] = 0xcb; // float 64: exact for every integer up to 2^53
-    buffer.writeDoubleBE(value, this.#at + 1);
-    this.#at += 9;
+    const buffer = this.room(9);
+    buffer[this.at] = 0xcb; // float 64: exact for every integer up to 2^53
+    buffer.writeDoubleBE(value, this.at + 1);
+    this.at += 9;
   }
 
-  /** The packed array, copied out (the scratch buffer is reused); the packer starts again. */
-  take(): Buffer {
-    const buffer = this.#buffer;
-    buffer[0] = 0xdd; // array 32
-    buffer.writeUInt32BE(this.#count, 1);
-    const packed = Buffer.from(buffer.subarray(0, this.#at));
-    // Kept for the next call unless a huge row grew it.
-    if (buffer.length <= 16 << 20) Packer.#scratch = buffer;
-    this.#buffer = Packer.#scratch;
-    this.#at = 5;
-    this.#count = 0;
-    return packed;
+  // RESP.
+
+  /** `*<count>`: a command of `count` arguments (its name included) follows. */
+  command(count: number): void {
+    this.room(1)[this.at++] = 42; // *
+    this.decimal(count);
+    this.#crlf();
+  }
+
+  /** `$<length>` and its line end. */
+  #bulkHeader(length: number): void {
+    this.room(1)[this.at++] = 36; // $
+    this.decimal(length);
+    this.#crlf();
+  }
+
+  #crlf(): void {
+    const buffer = this.room(2);
+    buffer[this.at] = 13;
+    buffer[this.at + 1] = 10;
+    this.at += 2;
+  }
+
+  /** A string argument: written after the widest header it can need, moved back when its header is narrower. */
+  bulk(text: string): void {
+    const widest = 3 + Bytes.width(3 * text.length)!;
+    const start = this.at;
+    const buffer = this.room(widest + 3 * text.length + 2);
+    const length = Bytes.write(buffer, text, start + widest);
+    this.#bulkHeader(length);
+    if (this.at !== start + widest) buffer.copyWithin(this.at, start + widest, start + widest + length);
+    this.at += length;
+    this.#crlf();
+  }
+
+  /** Bytes `body[start, end)` as one argument. */
+  bulkBytes(body: Buffer, start: number, end: number): void {
+    this.#bulkHeader(end - start);
+    this.bytes(body, start, end);
+    this.#crlf();
+  }
+
+  /** A stored booking, `<version>|<time>|<row>`: the row's bytes `body[start, end)`, or `row` as text. */
+  bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string): void {
+    const versionWidth = Bytes.width(version);
+    const timeWidth = Bytes.width(time);
+    if (versionWidth === undefined || timeWidth === undefined || body === undefined) {
+      this.bulk(`${version}|${time}|${body === undefined ? row : body.toString('utf8', start, end)}`);
+      return;
+    }
+    this.#bulkHeader(versionWidth + timeWidth + 2 + end - start);
+    this.decimal(version);
+    this.room(1)[this.at++] = 124; // |
+    this.decimal(time);
+    this.room(1)[this.at++] = 124;
+    this.bytes(body, start, end);
+    this.#crlf();
   }
 }
 
@@ -296,9 +364,29 @@ return 0
 `;
 
 type CacheRedis = Redis & {
-  tributaryCachePut(rows: Buffer, cut: string, prefix: string, ttlMs: string, ...bucketLists: string[]): Promise<[number, number]>;
   tributaryCacheFresh(warming: string, fresh: string, id: string): Promise<number>;
 };
+
+type Command = InstanceType<typeof import('ioredis').Command>;
+/** A command whose Redis protocol bytes are written already. */
+let RawCommand: (new (name: string, bytes: Buffer) => Command) | undefined;
+function rawCommand(name: string, bytes: Buffer): Command {
+  if (RawCommand === undefined) {
+    const { Command: IoredisCommand } = loadPackage<typeof import('ioredis')>('ioredis', 'toRedisCache');
+    RawCommand = class extends IoredisCommand {
+      constructor(
+        name: string,
+        readonly bytes: Buffer,
+      ) {
+        super(name, [], { replyEncoding: 'utf8' });
+      }
+      override toWritable(): Buffer {
+        return this.bytes;
+      }
+    };
+  }
+  return new RawCommand(name, bytes);
+}
 
 export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout {
   const prefix = options.prefix ?? 'tributary:bookings:';
@@ -327,11 +415,37 @@ export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout 
 /** Makes or takes the ioredis client, with the cache's scripts defined on it. */
 export function redisClient(options: RedisConnectionOptions, what: string): { client: CacheRedis; close(): Promise<void> } {
   const { client, close } = connectRedis(options, what);
-  if (typeof (client as unknown as Partial<CacheRedis>).tributaryCachePut !== 'function') {
-    client.defineCommand('tributaryCachePut', { numberOfKeys: 0, lua: PUT });
+  if (typeof (client as unknown as Partial<CacheRedis>).tributaryCacheFresh !== 'function') {
     client.defineCommand('tributaryCacheFresh', { numberOfKeys: 2, lua: FRESH });
   }
   return { client: client as unknown as CacheRedis, close };
+}
+
+/** The digit at `i` of `text`, or NaN. */
+function digit(text: string, i: number): number {
+  const d = text.charCodeAt(i) - 48;
+  return d >= 0 && d <= 9 ? d : NaN;
+}
+
+/** `YYYY-MM-DDTHH:mm:ss.sssZ` as epoch ms; undefined for anything else, or a day Date.parse should judge (past the 28th). */
+function isoUtcMs(text: string): number | undefined {
+  if (text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 || text.charCodeAt(10) !== 84 || text.charCodeAt(13) !== 58 || text.charCodeAt(16) !== 58 || text.charCodeAt(19) !== 46) return undefined;
+  const year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3);
+  const month = digit(text, 5) * 10 + digit(text, 6);
+  const day = digit(text, 8) * 10 + digit(text, 9);
+  const hour = digit(text, 11) * 10 + digit(text, 12);
+  const minute = digit(text, 14) * 10 + digit(text, 15);
+  const second = digit(text, 17) * 10 + digit(text, 18);
+  const ms = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22);
+  // NaN (a character not a digit) fails every test.
+  if (!(month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour <= 23 && minute <= 59 && second <= 59 && ms >= 0 && year >= 100)) return undefined;
+  // Days since the epoch of the civil date (Howard Hinnant's days_from_civil), without a Date.
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yearOfEra = y - era * 400;
+  const dayOfYear = Math.floor((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) + day - 1;
+  const days = era * 146_097 + yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear - 719_468;
+  return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + ms;
 }
 
 /** Milliseconds since the epoch of a time column: epoch ms, or ISO 8601 / ClickHouse text (UTC when it names no zone). */
@@ -339,8 +453,12 @@ export function timeMs(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
   if (value instanceof Date) return Number.isFinite(value.getTime()) ? value.getTime() : undefined;
   if (typeof value !== 'string' || value === '') return undefined;
-  // The common case, ISO 8601 in UTC, without the zone test.
+  // The common case, ISO 8601 in UTC, without the zone test; `YYYY-MM-DDTHH:mm:ss.sssZ` without Date.parse.
   if (value.charCodeAt(value.length - 1) === 90 /* Z */) {
+    if (value.length === 24) {
+      const ms = isoUtcMs(value);
+      if (ms !== undefined) return ms;
+    }
     const ms = Date.parse(value);
     return Number.isFinite(ms) ? ms : undefined;
   }
@@ -348,6 +466,9 @@ export function timeMs(value: unknown): number | undefined {
   const ms = Date.parse(zoned);
   return Number.isFinite(ms) ? ms : undefined;
 }
+
+/** A character JSON.stringify escapes. */
+const NEEDS_ESCAPE = /[\u0000-\u001f"\\\ud800-\udfff]/;
 
 /**
  * The keys of one cache. Key parts are JSON-quoted so no vendor value can reach into
@@ -361,13 +482,19 @@ export class CacheKeys {
     this.bucketMs = Math.max(1, Math.floor(layout.ttlMs / BUCKETS_PER_TTL));
   }
   member(parts: readonly string[]): string {
-    return JSON.stringify(parts);
+    // JSON.stringify's text without its call when no part needs escaping (the common case).
+    for (const part of parts) if (NEEDS_ESCAPE.test(part)) return JSON.stringify(parts);
+    return parts.length === 2 ? `["${parts[0]}","${parts[1]}"]` : `["${parts.join('","')}"]`;
   }
-  /** The shard of a booking: FNV-1a of its member's UTF-16 units. */
-  shard(member: string): number {
+  /** FNV-1a of a member's UTF-16 units: its shard is this modulo SHARDS. */
+  hash(member: string): number {
     let hash = 0x811c9dc5;
     for (let i = 0; i < member.length; i++) hash = Math.imul(hash ^ member.charCodeAt(i), 0x01000193);
-    return (hash >>> 0) % SHARDS;
+    return hash >>> 0;
+  }
+  /** The shard of a booking. */
+  shard(member: string): number {
+    return this.hash(member) % SHARDS;
   }
   /** The booking's entry: its shard, ':', its member. */
   entry(member: string): string {
@@ -385,8 +512,21 @@ export class CacheKeys {
   get buckets(): string {
     return `${this.layout.prefix}buckets`;
   }
-  customerIndex(customer: string): string {
-    return `${this.layout.prefix}c:${JSON.stringify(customer)}`;
+  /** The sorted set of customer index entries whose time falls in `bucket`: all scored 0, ordered by their text (`customerEntry`). */
+  customerBucket(bucket: number): string {
+    return `${this.layout.prefix}c:${bucket}`;
+  }
+  /** Every customer bucket, scored by its end (epoch ms). */
+  get customerBuckets(): string {
+    return `${this.layout.prefix}cbuckets`;
+  }
+  /** What a customer bucket lists of a booking: the customer (JSON), its time (whole ms, 15 digits) and its entry, NUL between. */
+  customerEntry(customer: string, time: number, entry: string): string {
+    return `${this.customerFrom(customer, time)}\0${entry}`;
+  }
+  /** The start of `customer`'s entries at `time` in a customer bucket (ZRANGEBYLEX bounds). */
+  customerFrom(customer: string, time: number): string {
+    return `${JSON.stringify(customer)}\0${String(Math.max(0, Math.floor(time))).padStart(15, '0')}`;
   }
   /** Present only while the cache is known complete (set by `warm()`). */
   get fresh(): string {
@@ -412,31 +552,180 @@ export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 /** Rows not queued, by why. */
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
 
+/** The rows of one transaction, in parallel arrays reused from one to the next. */
+class Transaction {
+  readonly entries: string[] = [];
+  readonly shards: number[] = [];
+  readonly versions: number[] = [];
+  readonly times: number[] = [];
+  /** Each row's vendor bucket list: its number among `listArguments` (1 for the first). */
+  readonly lists: number[] = [];
+  /** Each row's bytes in the encoded body, or its JSON. */
+  readonly starts: number[] = [];
+  readonly ends: number[] = [];
+  readonly rows: string[] = [];
+  /** Each row's customer, '' for none. */
+  readonly customers: string[] = [];
+  /** Each row's member hash, and a bit per hash seen (its top 16 bits): a booking given twice is found without a set of strings. */
+  readonly hashes: number[] = [];
+  readonly seenBits = new Uint32Array(2048);
+  /** Vendor bucket lists and their ends, in GUARD's order; each one's number by vendor and bucket. */
+  listArguments: string[] = [];
+  listNumbers = new Map<string, Map<number, number>>();
+  bytes = 0;
+  get size(): number {
+    return this.entries.length;
+  }
+  /** Whether the booking of `entry` (its member hashing to `hash`) is in this transaction already; notes it. */
+  has(entry: string, hash: number): boolean {
+    const bit = hash >>> 16;
+    const word = bit >>> 5;
+    const mask = 1 << (bit & 31);
+    if ((this.seenBits[word]! & mask) === 0) {
+      this.seenBits[word]! |= mask;
+      return false;
+    }
+    for (let i = 0; i < this.hashes.length; i++) if (this.hashes[i] === hash && this.entries[i] === entry) return true;
+    return false;
+  }
+  clear(): void {
+    for (const column of [this.entries, this.shards, this.versions, this.times, this.lists, this.starts, this.ends, this.rows, this.customers, this.hashes]) column.length = 0;
+    this.seenBits.fill(0);
+    this.listArguments = [];
+    this.listNumbers = new Map();
+    this.bytes = 0;
+  }
+}
+
+const packed = new Bytes();
+const protocol = new Bytes();
+
 /**
- * Queues the puts of `rows` on `pipeline`, ROWS_PER_CALL rows a call. Rows are stored as
+ * Queues one MULTI … EXEC on `pipeline`: GUARD, one HSET per shard with the rows' values,
+ * the customer index (one ZADD and PEXPIREAT per time bucket), RESTORE. Every command is
+ * written as Redis protocol bytes here.
+ */
+function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, cut: number, t: Transaction, body: Buffer | undefined): void {
+  const { prefix, ttlMs } = keys.layout;
+  const n = t.size;
+  const commands: [string, number][] = [];
+  const end = (name: string) => commands.push([name, protocol.at]);
+  protocol.command(1);
+  protocol.bulk('MULTI');
+  end('multi');
+  // The rows in shard order (a counting sort): GUARD reads, and HSET writes, a shard's rows at once.
+  const counts = new Array<number>(SHARDS + 1).fill(0);
+  for (let i = 0; i < n; i++) counts[t.shards[i]! + 1]!++;
+  for (let shard = 0; shard < SHARDS; shard++) counts[shard + 1]! += counts[shard]!;
+  const order = new Array<number>(n);
+  const next = counts.slice();
+  for (let i = 0; i < n; i++) order[next[t.shards[i]!]!++] = i;
+  const header = packed.packArrayStart();
+  for (const i of order) {
+    packed.packString(t.entries[i]!);
+    packed.packNumber(t.versions[i]!);
+    packed.packNumber(t.lists[i]!);
+    packed.packNumber(t.shards[i]!);
+  }
+  packed.packArray(header, 4 * n);
+  const rows = packed.take();
+  protocol.command(6 + t.listArguments.length);
+  protocol.bulk('EVAL');
+  protocol.bulk(GUARD);
+  protocol.bulk('0');
+  protocol.bulkBytes(rows, 0, rows.length);
+  protocol.bulk(String(cut));
+  protocol.bulk(prefix);
+  for (const argument of t.listArguments) protocol.bulk(argument);
+  end('eval');
+  for (let shard = 0; shard < SHARDS; shard++) {
+    const from = counts[shard]!;
+    const to = counts[shard + 1]!;
+    if (from === to) continue;
+    protocol.command(2 + 2 * (to - from));
+    protocol.bulk('HSET');
+    protocol.bulk(`${prefix}h:${shard}`);
+    for (let k = from; k < to; k++) {
+      const i = order[k]!;
+      protocol.bulk(t.entries[i]!);
+      protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!);
+    }
+    end('hset');
+  }
+  // The customer index: one sorted set per time bucket, living until its last booking's TTL is out.
+  const byBucket = new Map<number, string[]>();
+  for (let i = 0; i < n; i++) {
+    const customer = t.customers[i]!;
+    if (customer === '') continue;
+    const bucket = Math.floor(t.times[i]! / keys.bucketMs);
+    const members = byBucket.get(bucket);
+    const member = keys.customerEntry(customer, t.times[i]!, t.entries[i]!);
+    if (members) members.push(member);
+    else byBucket.set(bucket, [member]);
+  }
+  if (byBucket.size > 0) {
+    for (const [bucket, members] of byBucket) {
+      const key = keys.customerBucket(bucket);
+      protocol.command(2 + 2 * members.length);
+      protocol.bulk('ZADD');
+      protocol.bulk(key);
+      for (const member of members) {
+        protocol.bulk('0');
+        protocol.bulk(member);
+      }
+      end('zadd');
+      protocol.command(3);
+      protocol.bulk('PEXPIREAT');
+      protocol.bulk(key);
+      protocol.bulk(String((bucket + 1) * keys.bucketMs + ttlMs));
+      end('pexpireat');
+    }
+    protocol.command(2 + 2 * byBucket.size);
+    protocol.bulk('ZADD');
+    protocol.bulk(keys.customerBuckets);
+    for (const bucket of byBucket.keys()) {
+      protocol.bulk(String((bucket + 1) * keys.bucketMs));
+      protocol.bulk(keys.customerBucket(bucket));
+    }
+    end('zadd');
+    protocol.command(4);
+    protocol.bulk('ZREMRANGEBYSCORE');
+    protocol.bulk(keys.customerBuckets);
+    protocol.bulk('-inf');
+    protocol.bulk(String(cut));
+    end('zremrangebyscore');
+  }
+  protocol.command(4);
+  protocol.bulk('EVAL');
+  protocol.bulk(RESTORE);
+  protocol.bulk('0');
+  protocol.bulk(prefix);
+  end('eval');
+  protocol.command(1);
+  protocol.bulk('EXEC');
+  end('exec');
+  const bytes = protocol.take();
+  let from = 0;
+  for (const [name, to] of commands) {
+    (pipeline as unknown as { sendCommand(command: Command): void }).sendCommand(rawCommand(name, bytes.subarray(from, to)));
+    from = to;
+  }
+}
+
+/**
+ * Queues the puts of `rows` on `pipeline`: one MULTI … EXEC per ROWS_PER_CALL rows (fewer
+ * when a booking comes again: each transaction names a booking once). Rows are stored as
  * JSON as they are given (encrypted fields stay encrypted): their `encoded` rows when
  * given (JSON.stringify of each, in order), copied as bytes.
  */
 export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: readonly Record<string, unknown>[], now: number, encoded?: EncodedRows): Unqueued {
   const { layout, bucketMs } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
-  const commands = pipeline as unknown as CacheRedis;
-  /** Each vendor bucket's list key: a few vendors and buckets, many rows each. */
-  const lists = new Map<string, string>();
-  /** The bucket lists of the call being packed (key, end), and each one's number among them. */
-  let callLists = new Map<string, number>();
-  let listArguments: string[] = [];
-  const cut = String(now - layout.ttlMs);
-  const ttl = String(layout.ttlMs);
-  const packer = new Packer();
-  let bytes = 0;
-  const flush = () => {
-    if (packer.count > 0) commands.tributaryCachePut(packer.take(), cut, layout.prefix, ttl, ...listArguments);
-    callLists = new Map();
-    listArguments = [];
-    bytes = 0;
-  };
+  const cut = now - layout.ttlMs;
+  const t = new Transaction();
+  const body = encoded?.body;
   const keyFields = layout.keyFields;
+  const customerField = layout.customerField;
   const parts: string[] = [];
   for (let index = 0; index < rows.length; index++) {
     const row = rows[index]!;
@@ -452,42 +741,52 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       unqueued.unkeyed++;
       continue;
     }
-    if (Math.floor(time) + layout.ttlMs <= now) {
+    if (Math.floor(time) <= cut) {
       unqueued.expired++;
       continue;
     }
+    const member = keys.member(parts);
+    const hash = keys.hash(member);
+    const shard = hash % SHARDS;
+    const entry = `${shard}:${member}`;
+    if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has(entry, hash)) {
+      queueTransaction(pipeline, keys, cut, t, body);
+      t.clear();
+      t.has(entry, hash);
+    }
     const vendor = parts[0]!;
     const bucket = Math.floor(time / bucketMs);
-    const bucketName = `${bucket}:${vendor}`;
-    let listNumber = callLists.get(bucketName);
+    let numbers = t.listNumbers.get(vendor);
+    if (numbers === undefined) t.listNumbers.set(vendor, (numbers = new Map()));
+    let listNumber = numbers.get(bucket);
     if (listNumber === undefined) {
-      let list = lists.get(bucketName);
-      if (list === undefined) lists.set(bucketName, (list = keys.vendorBucket(vendor, bucket)));
-      listArguments.push(list, String((bucket + 1) * bucketMs));
-      callLists.set(bucketName, (listNumber = listArguments.length / 2));
+      t.listArguments.push(keys.vendorBucket(vendor, bucket), String((bucket + 1) * bucketMs));
+      numbers.set(bucket, (listNumber = t.listArguments.length / 2));
     }
-    const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
-    const member = keys.member(parts);
-    const shard = keys.shard(member);
-    packer.string(`${shard}:${member}`);
-    packer.number(version);
+    t.hashes.push(hash);
+    t.entries.push(entry);
+    t.shards.push(shard);
+    t.versions.push(version);
+    t.times.push(time);
+    t.lists.push(listNumber);
     if (encoded) {
       const start = index === 0 ? 0 : encoded.ends[index - 1]!;
       const end = encoded.ends[index]! - 1; // without its newline
-      packer.prefixed(`${version}|${time}|`, encoded.body, start, end);
-      bytes += end - start;
+      t.starts.push(start);
+      t.ends.push(end);
+      t.rows.push('');
+      t.bytes += end - start;
     } else {
-      const value = `${version}|${time}|${JSON.stringify(row)}`;
-      packer.string(value);
-      bytes += value.length;
+      const json = JSON.stringify(row);
+      t.starts.push(0);
+      t.ends.push(0);
+      t.rows.push(json);
+      t.bytes += json.length;
     }
-    packer.number(time);
-    packer.number(listNumber);
-    packer.string(typeof customer === 'string' && customer !== '' ? keys.customerIndex(customer) : '');
-    packer.number(shard);
-    if (packer.count === 7 * ROWS_PER_CALL || bytes >= BYTES_PER_CALL) flush();
+    const customer = customerField === undefined ? undefined : row[customerField];
+    t.customers.push(typeof customer === 'string' ? customer : '');
   }
-  flush();
+  if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body);
   return unqueued;
 }
 
@@ -499,13 +798,18 @@ export async function execPuts(client: Redis, pipeline: ReturnType<Redis['pipeli
   } catch (cause) {
     throw new SinkError(redisFailure(client, `${what}: Redis failed: ${(cause as Error).message}`), { code: 'REDIS', retriable: true, cause });
   }
+  const failed = (error: Error) =>
+    new SinkError(redisFailure(client, `${what}: Redis failed: ${error.message}`), { code: 'REDIS', retriable: !/WRONGTYPE|NOPERM|ERR syntax/.test(error.message), cause: error });
   let stored = 0;
   let older = 0;
   for (const [error, reply] of replies ?? []) {
-    if (error) throw new SinkError(redisFailure(client, `${what}: Redis failed: ${error.message}`), { code: 'REDIS', retriable: !/WRONGTYPE|NOPERM|ERR syntax/.test(error.message), cause: error });
+    if (error) throw failed(error);
+    // An EXEC's replies: GUARD's counts first.
     if (Array.isArray(reply)) {
-      stored += Number(reply[0]);
-      older += Number(reply[1]);
+      for (const item of reply) if (item instanceof Error) throw failed(item);
+      const counts = reply[0] as [number, number];
+      stored += Number(counts[0]);
+      older += Number(counts[1]);
     }
   }
   return { stored, older };
@@ -519,15 +823,16 @@ export interface RedisCacheSink<T> extends Sink<T> {
 
 /**
  * Keeps recent bookings in Redis (7.0 or later) under their natural key, for as long as
- * their TTL counted from the booking's time, with indexes by vendor (time buckets) and
- * (optionally) customer token (sorted sets scored by that time). Idempotent: a Lua script
- * stores a row only when no later version is there, so a replayed or older row never
- * replaces a newer one. One pipelined round trip per batch. Rows are stored as the sink
- * receives them (JSON): fields encrypted upstream stay encrypted.
+ * their TTL counted from the booking's time, with indexes by vendor (time bucket lists)
+ * and (optionally) customer token (a sorted set per time bucket, ordered by token and
+ * time). Idempotent: in each transaction a Lua script sets aside the bookings there with a
+ * later version than the row's and puts them back after plain HSETs wrote the rows, so a
+ * replayed or older row never replaces a newer one. One pipelined round trip per batch.
+ * Rows are stored as the sink receives them (JSON): fields encrypted upstream stay encrypted.
  *
- * Bookings live as fields of a few hashes (one HMGET and one HSET per hash and call, not
- * two commands a booking): a booking past its TTL is no longer read at once, and removed
- * by the writes that follow (each removes up to twice the rows it puts).
+ * Bookings live as fields of a few hashes (one HMGET and one HSET per hash and
+ * transaction, not two commands a booking): a booking past its TTL is no longer read at
+ * once, and removed by the writes that follow (each removes up to twice the rows it puts).
  *
  * After a failed write, the next write first marks the cache incomplete (the reader then
  * reads through to ClickHouse until `warm()` rebuilds it). Use it in a {@link fanOut}

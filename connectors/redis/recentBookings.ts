@@ -181,6 +181,19 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     });
   };
 
+  /** The entries the customer's time buckets list for the range: the buckets from the set of all, one ZRANGEBYLEX each. */
+  const customerEntries = async (customer: string, from: number, to: number): Promise<string[]> => {
+    const buckets = await client.zrangebyscore(keys.customerBuckets, `(${from}`, to + keys.bucketMs);
+    if (buckets.length === 0) return [];
+    const start = keys.customerFrom(customer, from);
+    const pipeline = client.pipeline();
+    for (const bucket of buckets) pipeline.zrangebylex(bucket, `[${start}`, `(${keys.customerFrom(customer, Math.floor(to) + 1)}`);
+    return (await pipeline.exec())!.flatMap(([error, members]) => {
+      if (error) throw error;
+      return (members as string[]).map((member) => member.slice(start.length + 1));
+    });
+  };
+
   /** The bookings of `entries` still there, once each, as stored: one HMGET per shard. */
   const bookingsOf = async (entries: readonly string[]): Promise<{ time: number; row: string }[]> => {
     const byShard = new Map<string, string[]>();
@@ -261,7 +274,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     },
     byCustomer(customer: string, range: TimeRange) {
       if (layout.customerField === undefined) return Promise.reject(new ConfigError('byCustomer needs customerField'));
-      return list((from, to) => client.zrangebyscore(keys.customerIndex(customer), from, to), layout.customerField, customer, range);
+      return list((from, to) => customerEntries(customer, from, to), layout.customerField, customer, range);
     },
     async warm() {
       const id = randomUUID();
