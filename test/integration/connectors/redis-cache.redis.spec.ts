@@ -267,7 +267,8 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
 
     it('connects as a Redis ACL user given in the options, and fails with a clear error for a wrong password', async () => {
       const user = `cache-${randomUUID().slice(0, 8)}`;
-      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@all');
+      // The categories the README names for a cache user: nothing beyond them.
+      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@read', '+@write', '+@transaction', '+@scripting');
       const good = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
       const bad = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 'wrong', maxRetriesPerRequest: 0, retryStrategy: () => null } });
       try {
@@ -408,7 +409,8 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
 
     it('is stale again once the cache sink missed a batch, until the next warm()', async () => {
       const user = `cache-${randomUUID().slice(0, 8)}`;
-      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@all');
+      // The categories the README names for a cache user: nothing beyond them.
+      await acl('SETUSER', user, 'on', '>s3cret', `~${prefix}*`, '+@read', '+@write', '+@transaction', '+@scripting');
       const cache = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
       try {
