@@ -78,6 +78,12 @@ export function patternParser(pattern: string, where: string): (text: string) =>
   if (![0, 1, 2].every((part) => kinds.includes(part))) {
     throw new ConfigError(`${where}.format must contain YYYY, MM and DD (or be iso, epoch-s, epoch-ms), got ${JSON.stringify(pattern)}`);
   }
+  try {
+    return compiledPattern(kinds, mins, maxes);
+  } catch (error) {
+    // --disallow-code-generation-from-strings, or a CSP: the steps are interpreted.
+    if (!(error instanceof EvalError)) throw error;
+  }
   const kind = Int8Array.from(kinds);
   const min = Int32Array.from(mins);
   const max = Int8Array.from(maxes);
@@ -116,6 +122,29 @@ export function patternParser(pattern: string, where: string): (text: string) =>
     result.millisecond = values[6]!;
     return result;
   };
+}
+
+/**
+ * The steps of a pattern as straight-line code, as `normalize` compiles its mappings: each
+ * literal a compare and each part a loop of its own, read into locals. Only numbers enter
+ * the code.
+ */
+function compiledPattern(kinds: readonly number[], mins: readonly number[], maxes: readonly number[]): (text: string) => TimeParts | undefined {
+  const code = kinds.map((part, s) =>
+    part === LITERAL
+      ? `if (text.charCodeAt(at) !== ${mins[s]}) return undefined; at++;`
+      : `value = 0; digits = 0; while (digits < ${maxes[s]}) { c = text.charCodeAt(at) - 48; if (!(c >= 0 && c <= 9)) break; value = value * 10 + c; at++; digits++; } if (digits < ${mins[s]}) return undefined; p${part} = value;`,
+  );
+  const body = `return function parse(text) {
+  let at = 0, c = 0, value = 0, digits = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0;
+  ${code.join('\n  ')}
+  if (at !== text.length) return undefined;
+  result.year = p0; result.month = p1; result.day = p2; result.hour = p3; result.minute = p4; result.second = p5; result.millisecond = p6;
+  return result;
+};`;
+  const result: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- compiled once per pattern, from numbers only
+  return new Function('result', body)(result) as (text: string) => TimeParts | undefined;
 }
 
 const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];

@@ -53,6 +53,34 @@ export interface FileOutcome {
   failure: string | undefined;
 }
 
+/**
+ * A file record's meta. Built by a constructor rather than as a literal: V8 then keeps
+ * room in the object for the fields later steps add (`schemaVersion`), where a literal
+ * grows a second object for them; every record in flight holds one.
+ */
+class FileRecordMeta implements RecordMeta {
+  declare source: string;
+  declare position: string;
+  declare file: string;
+  declare record: number;
+  declare line: number;
+  declare offset: number;
+  declare receivedAt: number;
+  declare attempt: number;
+  declare vendor?: string;
+  constructor(source: string, position: string, file: string, record: number, line: number, offset: number, receivedAt: number, vendor: string | undefined) {
+    this.source = source;
+    this.position = position;
+    this.file = file;
+    this.record = record;
+    this.line = line;
+    this.offset = offset;
+    this.receivedAt = receivedAt;
+    this.attempt = 1;
+    if (vendor !== undefined) this.vendor = vendor;
+  }
+}
+
 /** What each format expected of a file that turned out empty. */
 const EXPECTED: Record<FileFormat, string> = {
   ndjson: 'NDJSON records, one per line',
@@ -136,17 +164,7 @@ export async function readFile(
       const bytes = frame.size ?? frame.bytes.length;
       const wait = context.credits.take(bytes);
       if (wait) await wait;
-      const meta: RecordMeta = {
-        source,
-        position: positionPrefix + frame.offset,
-        file,
-        record,
-        line: frame.line,
-        offset: frame.offset,
-        receivedAt,
-        attempt: 1,
-      };
-      if (vendor !== undefined) meta.vendor = vendor;
+      const meta = new FileRecordMeta(source, positionPrefix + frame.offset, file, record, frame.line, frame.offset, receivedAt, vendor);
       deliverFrame(frame, meta, bytes, limits, context, emit, decodeText, checkUtf8);
     }
   };
