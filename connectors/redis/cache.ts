@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { wallClockMs, type TimeParts } from '../../lib/dates';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { integerAtLeast } from '../../lib/options';
 import { loadPackage } from '../../lib/packages';
@@ -427,25 +428,23 @@ function digit(text: string, i: number): number {
   return d >= 0 && d <= 9 ? d : NaN;
 }
 
+/** The parts `isoUtcMs` reads, one object for every value. */
+const isoParts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+
 /** `YYYY-MM-DDTHH:mm:ss.sssZ` as epoch ms; undefined for anything else, or a day Date.parse should judge (past the 28th). */
 function isoUtcMs(text: string): number | undefined {
   if (text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 || text.charCodeAt(10) !== 84 || text.charCodeAt(13) !== 58 || text.charCodeAt(16) !== 58 || text.charCodeAt(19) !== 46) return undefined;
-  const year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3);
-  const month = digit(text, 5) * 10 + digit(text, 6);
-  const day = digit(text, 8) * 10 + digit(text, 9);
-  const hour = digit(text, 11) * 10 + digit(text, 12);
-  const minute = digit(text, 14) * 10 + digit(text, 15);
-  const second = digit(text, 17) * 10 + digit(text, 18);
-  const ms = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22);
+  const p = isoParts;
+  p.year = digit(text, 0) * 1000 + digit(text, 1) * 100 + digit(text, 2) * 10 + digit(text, 3);
+  p.month = digit(text, 5) * 10 + digit(text, 6);
+  p.day = digit(text, 8) * 10 + digit(text, 9);
+  p.hour = digit(text, 11) * 10 + digit(text, 12);
+  p.minute = digit(text, 14) * 10 + digit(text, 15);
+  p.second = digit(text, 17) * 10 + digit(text, 18);
+  p.millisecond = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22);
   // NaN (a character not a digit) fails every test.
-  if (!(month >= 1 && month <= 12 && day >= 1 && day <= 28 && hour <= 23 && minute <= 59 && second <= 59 && ms >= 0 && year >= 100)) return undefined;
-  // Days since the epoch of the civil date (Howard Hinnant's days_from_civil), without a Date.
-  const y = month <= 2 ? year - 1 : year;
-  const era = Math.floor(y / 400);
-  const yearOfEra = y - era * 400;
-  const dayOfYear = Math.floor((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) + day - 1;
-  const days = era * 146_097 + yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear - 719_468;
-  return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + ms;
+  if (!(p.month >= 1 && p.month <= 12 && p.day >= 1 && p.day <= 28 && p.hour <= 23 && p.minute <= 59 && p.second <= 59 && p.millisecond >= 0 && p.year >= 100)) return undefined;
+  return wallClockMs(p);
 }
 
 /** Milliseconds since the epoch of a time column: epoch ms, or ISO 8601 / ClickHouse text (UTC when it names no zone). */
