@@ -11,6 +11,7 @@ import { migrationsDir } from '../../../examples/bookings/paths';
 import { mappings } from '../../../examples/bookings/mappings';
 import { bookingSchema } from '../../../examples/bookings/schema';
 import { planPushdown } from '../../../pushdown/compile';
+import type { PushdownPlan } from '../../../pushdown/plan';
 import { globetrekPlan } from '../../fixtures/globetrekPlan';
 import { tempDir, testClickHouse, until } from '../../helpers';
 
@@ -111,7 +112,7 @@ describe('pushdown: bulkImport on the embedded store', function () {
     return pipeline.run();
   }
 
-  async function pushed(files: string[], options: { chunkBytes?: number; maxRecordBytes?: number; plan?: typeof globetrekPlan } = {}): Promise<BulkImportResult> {
+  async function pushed(files: string[], options: { chunkBytes?: number; maxRecordBytes?: number; plan?: PushdownPlan } = {}): Promise<BulkImportResult> {
     await freshTables('bookings_pushed', 'dead_pushed');
     return bulkImport({
       client: clickhouse,
@@ -126,6 +127,9 @@ describe('pushdown: bulkImport on the embedded store', function () {
       ...(options.maxRecordBytes && { maxRecordBytes: options.maxRecordBytes }),
     });
   }
+
+  /** A plan that takes every line it is shown, its booking id stored with vendor 'engine'. */
+  const everyLine: PushdownPlan = { pushable: true, input: 'ndjson', columns: [{ name: 'vendor', sql: "'engine'" }, { name: 'booking_id', sql: "JSONExtractString(line, 'booking_no')" }], accepted: '1' };
 
   const rows = (table: string) => clickhouse.query<Record<string, unknown>>(`SELECT ${ROW} FROM ${table} ORDER BY ${ROW}`);
   const letters = (table: string) => clickhouse.query<Record<string, unknown>>(`SELECT ${LETTER} FROM ${table} ORDER BY ${LETTER}`);
@@ -223,18 +227,8 @@ describe('pushdown: bulkImport on the embedded store', function () {
         Buffer.from(deep + '\n' + booking(7) + '\n'),
       ]),
     );
-    await freshTables('bookings_pushed', 'dead_pushed');
     // A plan that takes every line it is shown: what the engine stores is what the runner let through.
-    const result = await bulkImport({
-      client: clickhouse,
-      files: [file],
-      table: 'bookings_pushed',
-      deadLetterTable: 'dead_pushed',
-      plan: { pushable: true, input: 'ndjson', columns: [{ name: 'vendor', sql: "'engine'" }, { name: 'booking_id', sql: "JSONExtractString(line, 'booking_no')" }], accepted: '1' },
-      transform: bookingTransform(),
-      vendor: 'globetrek',
-      maxRecordBytes: 256 * 1024,
-    });
+    const result = await pushed([file], { plan: everyLine, maxRecordBytes: 256 * 1024 });
     const stored = await clickhouse.query<{ booking_id: string }>(`SELECT booking_id FROM bookings_pushed WHERE vendor = 'engine' ORDER BY booking_id`);
     expect(stored.map((r) => r.booking_id)).to.deep.equal(['GT000000002', 'GT000000005', 'GT000000007']);
     expect(result.storedByEngine).to.equal(3);
@@ -252,17 +246,7 @@ describe('pushdown: bulkImport on the embedded store', function () {
     const largeFile = join(dir, 'plain-large.ndjson');
     writeFileSync(deepFile, [booking(1), deep, booking(3)].join('\n') + '\n');
     writeFileSync(largeFile, [large, booking(5)].join('\n') + '\n');
-    await freshTables('bookings_pushed', 'dead_pushed');
-    const result = await bulkImport({
-      client: clickhouse,
-      files: [deepFile, largeFile],
-      table: 'bookings_pushed',
-      deadLetterTable: 'dead_pushed',
-      plan: { pushable: true, input: 'ndjson', columns: [{ name: 'vendor', sql: "'engine'" }, { name: 'booking_id', sql: "JSONExtractString(line, 'booking_no')" }], accepted: '1' },
-      transform: bookingTransform(),
-      vendor: 'globetrek',
-      maxRecordBytes: 256 * 1024,
-    });
+    const result = await pushed([deepFile, largeFile], { plan: everyLine, maxRecordBytes: 256 * 1024 });
     const stored = await clickhouse.query<{ booking_id: string }>(`SELECT booking_id FROM bookings_pushed WHERE vendor = 'engine' ORDER BY booking_id`);
     expect(stored.map((r) => r.booking_id)).to.deep.equal(['GT000000001', 'GT000000003', 'GT000000005']);
     const letters = await clickhouse.query<{ code: string; position: string }>(`SELECT code, position FROM dead_pushed ORDER BY code`);
