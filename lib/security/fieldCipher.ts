@@ -192,7 +192,7 @@ export function recordIdReader(option: unknown, fields: readonly { segments: rea
 
 function idText(id: unknown): string | undefined {
   if (typeof id === 'string') return id === '' ? undefined : id;
-  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
+  if (Number.isFinite(id)) return String(id); // a number: Number.isFinite does not convert
   if (typeof id === 'bigint') return String(id);
   return undefined;
 }

@@ -154,5 +154,5 @@ function parseKeyringJson(text: string, where: string): KeyringSpec {
   }
   const primary = (document as { primary?: unknown }).primary;
   if (primary !== undefined && typeof primary !== 'string') throw new ConfigError(`${where}: primary must be a key id`);
-  return primary === undefined ? { keys: materials } : { keys: materials, primary };
+  return { keys: materials, primary };
 }

@@ -3,6 +3,7 @@ import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { ConfigError } from '../../../lib/errors';
 import { dedupe, type DedupeStats } from '../../../operators/dedupe';
@@ -31,6 +32,20 @@ describe('dedupe with Redis (real redis-server)', function () {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  it('keeps its keys under tributary:dedupe: when given no prefix', async () => {
+    const client = new Redis(url);
+    const store = redisDedupeStore({ client });
+    const key = `default-prefix-${randomUUID()}`;
+    try {
+      expect(await store.claim([key], ['owner-1'], 60_000)).to.deep.equal([true]);
+      expect(await client.get(`tributary:dedupe:${key}`)).to.equal('owner-1');
+    } finally {
+      await client.del(`tributary:dedupe:${key}`);
+      await store.close();
+      client.disconnect();
     }
   });
 

@@ -150,5 +150,71 @@ describe('dedupe', () => {
       expect(store.size).to.be.lessThan(110);
       expect(store.evicted).to.equal(0);
     });
+
+    it('frees a key at the instant its time runs out, even behind keys that live longer', () => {
+      let now = 0;
+      const store = new MemoryDedupeStore({ now: () => now });
+      store.claimNow('long', 'o', 1000);
+      store.claimNow('k', 'a', 100);
+      now = 99;
+      expect(store.claimNow('k', 'b', 100)).to.equal(false);
+      now = 100;
+      expect(store.claimNow('k', 'b', 100)).to.equal(true);
+      expect(store.claimNow('k', 'a', 100), 'now held by b').to.equal(false);
+    });
+
+    it('sweeps a key from the front at the instant it expires, a bounded few per claim', () => {
+      let now = 0;
+      const store = new MemoryDedupeStore({ now: () => now });
+      store.claimNow('k', 'o', 100);
+      now = 50;
+      store.claimNow('j', 'o', 100);
+      now = 100;
+      store.claimNow('z', 'o', 1000);
+      expect(store.size, 'k expired at 100').to.equal(2);
+
+      const many = new MemoryDedupeStore({ now: () => now });
+      for (let i = 0; i < 1000; i++) many.claimNow(`old-${i}`, 'o', 10);
+      now += 10;
+      many.claimNow('new-0', 'o', 1000);
+      expect(many.size, 'one claim does not sweep a thousand keys').to.be.within(900, 1000);
+      for (let i = 1; i < 1000; i++) many.claimNow(`new-${i}`, 'o', 1000);
+      expect(many.size, 'all expired keys swept as claims went by').to.equal(1000);
+    });
+
+    it('counts keys and owners by their length plus a fixed overhead per entry against maxBytes', () => {
+      const fill = (key: (i: number) => string, owner: string) => {
+        const store = new MemoryDedupeStore({ maxBytes: 100_000 });
+        for (let i = 0; i < 1000; i++) store.claimNow(key(i), owner, 60_000);
+        expect(store.bytes).to.be.at.most(100_000);
+        return store.size;
+      };
+      expect(fill((i) => `k${i}`, 'o'), 'tiny entries: the overhead counts').to.be.within(500, 1000 - 1);
+      expect(fill((i) => `k${i}`.padEnd(1000, '.'), 'o'), 'long keys: 2000+ bytes each').to.be.at.most(50);
+      expect(fill((i) => `k${i}`, 'o'.repeat(1000)), 'long owners: 2000+ bytes each').to.be.at.most(50);
+    });
+
+    it('holds entries up to exactly maxBytes, and keeps the newest entry alone even when it is larger', () => {
+      const probe = new MemoryDedupeStore();
+      probe.claimNow('a'.repeat(300), 'owner-1', 1000);
+      const entry = probe.bytes;
+      const store = new MemoryDedupeStore({ maxBytes: 2 * entry });
+      store.claimNow('a'.repeat(300), 'owner-1', 1000);
+      store.claimNow('b'.repeat(300), 'owner-1', 1000);
+      expect([store.size, store.bytes, store.evicted]).to.deep.equal([2, 2 * entry, 0]);
+
+      const small = new MemoryDedupeStore({ maxBytes: 1024 });
+      expect(small.claimNow('x'.repeat(5000), 'a', 1000)).to.equal(true);
+      expect([small.size, small.evicted]).to.deep.equal([1, 0]);
+      expect(small.claimNow('x'.repeat(5000), 'b', 1000), 'still a duplicate').to.equal(false);
+    });
+
+    it('forgets everything on close', async () => {
+      const store = new MemoryDedupeStore();
+      store.claimNow('k', 'a', 60_000);
+      await store.close();
+      expect([store.size, store.bytes]).to.deep.equal([0, 0]);
+      expect(store.claimNow('k', 'b', 60_000)).to.equal(true);
+    });
   });
 });
