@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { getEventListeners } from 'node:events';
-import { Subject, VirtualTimeScheduler } from 'rxjs';
-import { AlignedDeadLetters } from '../../../lib/alignedDeadLetters';
+import { NEVER, of, Subject, VirtualTimeScheduler } from 'rxjs';
+import { AlignedDeadLetters, SourceAlignedDeadLetters } from '../../../lib/alignedDeadLetters';
 import { Envelope } from '../../../lib/envelope';
 import { TributaryError } from '../../../lib/errors';
 import type { Batch, DeadLetter } from '../../../lib/sink';
@@ -236,5 +236,29 @@ describe('AlignedDeadLetters', () => {
     controller.abort();
     expect(other.recorder.nacked).to.deep.equal([]);
     expect(recorder.nacked).to.deep.equal([]);
+  });
+
+  it("a refused record of another key between records of one key: its letter waits for its own key's records, not the next record", () => {
+    const recorder = new NackRecorder();
+    const aligned = new SourceAlignedDeadLetters<string>({ name: 'partitions', open: () => NEVER }, (envelope) => envelope.value.slice(0, 1), { rows: 100, bytes: 1 << 20, scheduler: new VirtualTimeScheduler() });
+    const input = new Subject<Envelope<DeadLetter>>();
+    const batches: string[][] = [];
+    aligned.batches(input).subscribe((b) => batches.push(b.envelopes.map((e) => e.meta.position)));
+    const read = (id: string) => {
+      const envelope = recorder.envelope(id, { position: id });
+      aligned.onRead(envelope);
+      return envelope;
+    };
+    aligned.key(read('B1'));
+    const refused = read('A2');
+    const letter = recorder.envelope({} as DeadLetter, { position: 'A2' });
+    aligned.tag(letter, refused);
+    input.next(letter);
+    aligned.key(read('B3'));
+    expect(batches, 'closed by a record of B').to.deep.equal([]);
+    const a4 = read('A4');
+    aligned.key(a4);
+    of({ envelopes: [a4], bytes: 1 }).pipe(aligned.cuts()).subscribe();
+    expect(batches).to.deep.equal([['A2']]);
   });
 });
