@@ -143,7 +143,7 @@ export class AlignedDeadLetters {
 
   /** Starts the wait after which a gathering batch goes whatever its records do. */
   #wait(key: string, gathering: Gathering): void {
-    if (gathering.timer || gathering.letters.length === 0) return;
+    if (gathering.timer) return;
     const { scheduler = asyncScheduler, maxWaitMs = REPLAY_WAIT_MS } = this.#options;
     gathering.timer = scheduler.schedule(() => {
       gathering.timer = undefined;
@@ -170,7 +170,7 @@ export class AlignedDeadLetters {
     const { letters, orders, rows } = gathering;
     let taken: Envelope<DeadLetter>[] = letters;
     let takenRows = rows;
-    if (last === Infinity || orders.every((order) => order <= last)) {
+    if (orders.every((order) => order <= last)) {
       this.#gathering.delete(key);
     } else {
       taken = [];
@@ -194,7 +194,7 @@ export class AlignedDeadLetters {
     // In the order the records were read: letters refused by the source come before those a
     // transform refuses, whatever the order they reached here in, and the token is built from
     // the first and last letters.
-    if (!inReadOrder(taken, this.#tags)) [taken, takenRows] = sortByOrder(taken, takenRows, this.#tags);
+    [taken, takenRows] = sortByOrder(taken, takenRows, this.#tags);
     let bytes = 0;
     for (const letter of taken) bytes += letter.bytes;
     return this.#options.encode ? { envelopes: taken, bytes, encoded: encodedRows(takenRows) } : { envelopes: taken, bytes };
@@ -291,21 +291,10 @@ export class SourceAlignedDeadLetters<T> {
   }
 }
 
-/** Whether `letters` are in the order their records were read. */
-function inReadOrder(letters: readonly Envelope<DeadLetter>[], tags: WeakMap<Envelope<DeadLetter>, Tag>): boolean {
-  let previous = -Infinity;
-  for (const letter of letters) {
-    const order = tags.get(letter)?.order ?? Infinity;
-    if (order < previous) return false;
-    previous = order;
-  }
-  return true;
-}
-
-/** `letters` and their encoded rows in the order their records were read (ties keep their order). */
+/** `letters` and their encoded rows in the order their records were read (a stable sort: ties, letters of one record or of none, keep their order). */
 function sortByOrder(letters: Envelope<DeadLetter>[], rows: string[], tags: WeakMap<Envelope<DeadLetter>, Tag>): [Envelope<DeadLetter>[], string[]] {
   const order = (letter: Envelope<DeadLetter>) => tags.get(letter)?.order ?? Infinity;
-  const indices = letters.map((_, i) => i).sort((a, b) => order(letters[a]!) - order(letters[b]!) || a - b);
+  const indices = letters.map((_, i) => i).sort((a, b) => order(letters[a]!) - order(letters[b]!));
   return [indices.map((i) => letters[i]!), rows.length > 0 ? indices.map((i) => rows[i]!) : rows];
 }
 

@@ -1,7 +1,7 @@
 import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
 import { batchPart } from './batch';
 import { SinkBreaker, type BreakerOptions } from './breaker';
-import { ConfigError, isRetriable, TributaryError } from './errors';
+import { ConfigError, isRetriable } from './errors';
 import { positiveInteger } from './options';
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from './retry';
 import type { Batch, Sink, WriteContext } from './sink';
@@ -97,8 +97,8 @@ class Target<T> {
       target.batch === undefined
         ? undefined
         : {
-            rows: target.batch?.rows === undefined ? Infinity : positiveInteger(target.batch.rows, 1, `sinks[${index}].batch.rows`),
-            bytes: target.batch?.bytes === undefined ? Infinity : positiveInteger(target.batch.bytes, 1, `sinks[${index}].batch.bytes`),
+            rows: target.batch.rows === undefined ? Infinity : positiveInteger(target.batch.rows, 1, `sinks[${index}].batch.rows`),
+            bytes: target.batch.bytes === undefined ? Infinity : positiveInteger(target.batch.bytes, 1, `sinks[${index}].batch.bytes`),
           };
     if (this.required) {
       for (const option of ['retry', 'breaker', 'maxPending'] as const) {
@@ -251,7 +251,7 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
     if (target.pending.size >= target.maxPending) {
       target.stats.skipped++;
       target.stats.rowsSkipped += rows;
-      target.missed(new TributaryError(`${target.maxPending} writes were under way`, { code: 'SKIPPED' }));
+      target.missed(`${target.maxPending} writes were under way`);
       return;
     }
     // Its own batch object: the pipeline may split the original while this write goes on.
@@ -302,7 +302,6 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
     },
     async open() {
       await Promise.all(required.map((t) => t.sink.open?.()));
-      for (const t of required) t.opened = true;
       // A best-effort sink that cannot open now is opened again by its next write.
       await Promise.all(
         bestEffort.map(async (t) => {

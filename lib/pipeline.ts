@@ -280,7 +280,7 @@ export class Pipeline<T> implements AsyncDisposable {
     const deadLetters$ = (aligned ? aligned.batches(this.#deadLetters.letters$) : this.#deadLetters.letters$.pipe(batch<DeadLetter>({ ...this.#deadLetterBatch, signal, ...encoding(deadLetters) }))).pipe(
       mergeMap((b) => this.#writer.write(deadLetters, this.#breakers.deadLetters, b, true), 1),
     );
-    if (this.#state === 'idle') this.#state = 'running';
+    this.#state = 'running';
     this.#events.emit('pipeline.start', { pipeline: this.name, source: this.#options.source.name, sink: sink.name, deadLetters: deadLetters.name });
     this.#finished = new Promise<void>((resolve) => {
       deadLetters$.subscribe({ complete: resolve });

@@ -4,7 +4,9 @@
  *
  *   node source-child.js run '<RunConfig as JSON>'
  *       prints JSON lines: {"event":"listening","url"} (webhook), {"event":"writing"} as each
- *       write starts and {"event":"wrote"} once it landed, {"event":"stalled","stored"}
+ *       write starts and {"event":"wrote"} once it landed (a dead-letter write also prints
+ *       {"event":"dead letter stored"} then, and {"event":"dead letter acked"} as it returns
+ *       after its ack delay), {"event":"stalled","stored"}
  *       once a write hangs for good, {"event":"stats",...} when the pipeline ends; SIGTERM
  *       stops the pipeline (stop() drains) and exits 0 after printing its stats
  *   node source-child.js count <chdb dir>
@@ -64,8 +66,8 @@ SETTINGS non_replicated_deduplication_window = 10000`;
 
 const say = (line: object) => process.stdout.write(JSON.stringify(line) + '\n');
 
-/** The sink with the faults the test asked for. */
-function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
+/** The sink with the faults the test asked for; the dead letters' also says when a write is stored and when it returns, its letters then acked. */
+function faulty<T>(sink: Sink<T>, config: RunConfig, deadLetters = false): Sink<T> {
   let writes = 0;
   let stored = 0;
   return {
@@ -84,7 +86,9 @@ function faulty<T>(sink: Sink<T>, config: RunConfig): Sink<T> {
       await sink.write(batch, context);
       stored += batch.envelopes.length;
       say({ event: 'wrote' });
+      if (deadLetters) say({ event: 'dead letter stored' });
       if (config.ackDelayMs) await new Promise((resolve) => setTimeout(resolve, config.ackDelayMs));
+      if (deadLetters) say({ event: 'dead letter acked' });
     },
     close: () => sink.close?.() ?? Promise.resolve(),
   };
@@ -114,7 +118,7 @@ async function run(config: RunConfig): Promise<void> {
     source,
     transform: (records$) => (config.kind === 'kafka' ? records$.pipe(parse()) : records$).pipe(toRow),
     sink: faulty(toClickHouse<Record<string, unknown>>({ client: clickhouse, table: 'source_rows' }), config),
-    deadLetters: faulty(toClickHouse({ client: clickhouse, table: 'dead_letters' }), { kind: config.kind, chdb: config.chdb, options: {}, ackDelayMs: config.deadLetterAckDelayMs }),
+    deadLetters: faulty(toClickHouse({ client: clickhouse, table: 'dead_letters' }), { kind: config.kind, chdb: config.chdb, options: {}, ackDelayMs: config.deadLetterAckDelayMs }, true),
     batch: config.batch ?? { rows: 500, maxWaitMs: 200 },
     inFlight: { records: config.inFlight ?? 2000 },
     ...(config.sinkConcurrency && { sinkConcurrency: config.sinkConcurrency }),

@@ -54,7 +54,7 @@ export interface SourceInput {
    */
   promised(): string[] | Promise<string[]>;
   /** Far enough into the input to stop or kill the run (in the kill test's `round`, with the child's events seen so far). */
-  midway(run?: { round: number; seen(event: 'writing' | 'wrote'): number }): boolean;
+  midway(run?: { round: number; seen(event: 'writing' | 'wrote' | 'dead letter stored' | 'dead letter acked'): number }): boolean;
   /** The kill test kills and restarts the source this many times before the run that finishes the input. @default 1 */
   rounds?: number;
   /** The source's options in one round of the kill test. @default options */

@@ -1,13 +1,13 @@
 import { expect } from 'chai';
-import { Registry } from 'prom-client';
+import { register as globalRegistry, Registry } from 'prom-client';
 import { map } from 'rxjs';
 import { fromIterable } from '../../../connectors/iterable';
-import type { Envelope } from '../../../lib/envelope';
+import { Envelope } from '../../../lib/envelope';
 import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { Batch, DeadLetter, Sink, WriteContext } from '../../../lib/sink';
-import { delay, MemorySink, observed, until } from '../../helpers';
+import { delay, MemorySink, observed, Recorder, until } from '../../helpers';
 
 const fastRetry = { retries: Infinity, initialDelayMs: 1, maxDelayMs: 5 };
 
@@ -232,5 +232,202 @@ describe('fanOut', () => {
     expect(() => fanOut([{ sink: a, required: true, retry: { retries: 1 } }])).to.throw(ConfigError, "sinks[0].retry is for best-effort sinks; a required sink uses the pipeline's");
     expect(() => fanOut([{ sink: a, required: true }, { sink: new MemorySink<number>('b'), bestEffort: true, maxPending: 0 }])).to.throw(ConfigError, 'sinks[1].maxPending must be an integer >= 1, got 0');
     expect(() => fanOut([{ sink: a, required: true }, { sink: a, bestEffort: true }])).to.throw(ConfigError, 'fanOut sink names must differ, "a" is given twice');
+  });
+
+  describe('written directly, as the pipeline writes it', () => {
+    const recorder = new Recorder();
+    /** A batch of `values`, each of `bytes` bytes. */
+    const batchOf = (values: number[], bytes = 1): Batch<number> => ({
+      envelopes: values.map((v) => new Envelope(v, { source: 'test', position: `p${v}`, receivedAt: 0, attempt: 1 }, undefined, bytes, recorder)),
+      bytes: values.length * bytes,
+    });
+    /** A memory sink counting its opens; its first `failing` opens fail. */
+    const opening = (name: string, failing = 0) => {
+      const sink = Object.assign(new MemorySink<number>(name), {
+        opens: 0,
+        async open() {
+          if (++sink.opens <= failing) throw new Error(`${name} cannot open`);
+        },
+      });
+      return sink;
+    };
+
+    it('a sink with its own limits takes a batch within them whole, with its token, and cuts parts by bytes alone when it sets only bytes', async () => {
+      const store = new MemorySink<number>('store');
+      const rows = new MemorySink<number>('rows');
+      const bytes = new MemorySink<number>('bytes');
+      const sink = fanOut([
+        { sink: store, required: true },
+        { sink: rows, required: true, batch: { rows: 3 } },
+        { sink: bytes, required: true, batch: { bytes: 6 } },
+      ]);
+      await sink.write(batchOf([1, 2, 3], 2), { token: 't1', attempt: 1 });
+      expect(rows.writes, 'rows at the limit').to.deep.equal([{ size: 3, token: 't1', attempt: 1 }]);
+      expect(bytes.writes, 'bytes at the limit').to.deep.equal([{ size: 3, token: 't1', attempt: 1 }]);
+      await sink.write(batchOf([4, 5, 6, 7, 8, 9, 10], 2), { token: 't2', attempt: 1 });
+      expect(bytes.writes.slice(1).map((w) => [w.size, w.token])).to.deep.equal([
+        [3, 't2:0'],
+        [3, 't2:1'],
+        [1, 't2:2'],
+      ]);
+      await sink.write(batchOf([11, 12, 13, 14, 15], 1), { token: 't3', attempt: 1 });
+      expect(bytes.writes.at(-1), 'five 1-byte rows fit 6 bytes').to.deep.equal({ size: 5, token: 't3', attempt: 1 });
+      await sink.write(batchOf([16, 17], 7), { token: 't4', attempt: 1 });
+      expect(bytes.writes.slice(-2).map((w) => [w.size, w.token]), 'a row past the limit alone').to.deep.equal([
+        [1, 't4:0'],
+        [1, 't4:1'],
+      ]);
+      expect(bytes.rows).to.deep.equal(store.rows);
+      expect(() => fanOut([{ sink: store, required: true, batch: { bytes: 0 } }])).to.throw(ConfigError, 'sinks[0].batch.bytes must be an integer >= 1, got 0');
+    });
+
+    it('opens every sink; a best-effort sink that could not open is opened by its next write, once', async () => {
+      const store = opening('store');
+      const cache = opening('cache', 1);
+      const copy = opening('copy');
+      const sink = fanOut([
+        { sink: store, required: true },
+        { sink: cache, bestEffort: true, retry: { retries: 0 } },
+        { sink: copy, bestEffort: true, retry: { retries: 0 } },
+      ]);
+      expect(sink.stale).to.equal(false);
+      expect(sink.stats().map((s) => s.stale)).to.deep.equal([false, false, false]);
+      await sink.open!();
+      expect([store.opens, cache.opens, copy.opens]).to.deep.equal([1, 1, 1]);
+      expect(sink.stale, 'cache did not open').to.equal(true);
+      expect(sink.stats()[1]).to.include({ stale: true, lastError: 'cache cannot open' });
+      await sink.write(batchOf([1]), { token: 't1', attempt: 1 });
+      await sink.write(batchOf([2]), { token: 't2', attempt: 1 });
+      await sink.idle();
+      expect([store.opens, cache.opens, copy.opens]).to.deep.equal([1, 2, 1]);
+      expect(cache.rows).to.deep.equal([1, 2]);
+      expect(copy.rows).to.deep.equal([1, 2]);
+      expect(sink.stats().map((s) => s.written)).to.deep.equal([2, 2, 2]);
+    });
+
+    it('a best-effort sink written before open() is opened by its first write', async () => {
+      const cache = opening('cache');
+      const sink = fanOut([{ sink: new MemorySink<number>('store'), required: true }, { sink: cache, bestEffort: true }]);
+      await sink.write(batchOf([1]), { token: 't1', attempt: 1 });
+      await sink.idle();
+      expect(cache.opens).to.equal(1);
+      expect(cache.rows).to.deep.equal([1]);
+    });
+
+    it('is stale while any best-effort sink is; markFresh(name) freshens that one only; a skipped batch counts its rows', async () => {
+      const slow = new MemorySink<number>('slow');
+      let release!: () => void;
+      slow.gate = () => new Promise<void>((resolve) => (release = resolve));
+      const fine = new MemorySink<number>('fine');
+      const sink = fanOut([
+        { sink: new MemorySink<number>('store'), required: true },
+        { sink: slow, bestEffort: true, maxPending: 1 },
+        { sink: fine, bestEffort: true },
+      ]);
+      await sink.write(batchOf([1]), { token: 't1', attempt: 1 });
+      await sink.write(batchOf([2, 3]), { token: 't2', attempt: 1 });
+      expect(sink.stale).to.equal(true);
+      expect(sink.stats()[1]).to.include({ skipped: 1, rowsSkipped: 2, stale: true, lastError: '1 writes were under way' });
+      expect(sink.stats()[2]).to.include({ stale: false });
+      sink.markFresh('fine');
+      expect(sink.stale).to.equal(true);
+      sink.markFresh('slow');
+      expect(sink.stale).to.equal(false);
+      release();
+      await sink.idle();
+    });
+
+    it('keeps values while a sink of the same encoding asks for them; an encoder without an encoding gets its own rows', async () => {
+      const store = new JsonSink('store');
+      const copy = new JsonSink('copy', true);
+      expect(fanOut([{ sink: store, required: true }, { sink: copy, required: true }]).keepsValues).to.equal(true);
+      expect(fanOut([{ sink: store, required: true }, { sink: new JsonSink('copy') , required: true }]).keepsValues).to.equal(false);
+      const plain: Sink<{ id: number }> & { bodies: (string | undefined)[] } = {
+        name: 'plain',
+        bodies: [],
+        encode: (value) => JSON.stringify(value),
+        async write(batch) {
+          plain.bodies.push(batch.encoded?.body.toString());
+        },
+      };
+      const sink = fanOut([{ sink: plain, required: true }]);
+      expect(sink.encoding).to.equal(undefined);
+      await sink.write({ ...batchOf([1]), encoded: { body: Buffer.from('{"id":1}\n'), ends: [9] } } as unknown as Batch<{ id: number }>, { token: 't', attempt: 1 });
+      expect(plain.bodies).to.deep.equal(['{"id":1}\n']);
+    });
+
+    it('a required sink that landed is not written again on the retry; the oldest of more than 1024 such tokens is forgotten', async () => {
+      const store = new MemorySink<number>('store');
+      const cache = new MemorySink<number>('cache');
+      let down = true;
+      cache.gate = async () => {
+        if (down) throw new SinkError('busy', { retriable: true });
+      };
+      const sink = fanOut([{ sink: store, required: true }, { sink: cache, required: true }]);
+      for (let i = 1; i <= 1025; i++) {
+        const failed = await sink.write(batchOf([i]), { token: `t${i}`, attempt: 1 }).then(() => undefined, (error: Error) => error);
+        expect(failed).to.be.instanceOf(SinkError);
+      }
+      expect(sink.stats()[0]).to.include({ written: 1025, rowsWritten: 1025 });
+      down = false;
+      await sink.write(batchOf([2]), { token: 't2', attempt: 2 });
+      expect(store.writes.length, 't2 remembered: the store is not written again').to.equal(1025);
+      await sink.write(batchOf([1]), { token: 't1', attempt: 2 });
+      expect(store.writes.length, 't1 forgotten: written again').to.equal(1026);
+      expect(sink.stats()[0]).to.include({ written: 1026 });
+    });
+
+    it('fails a write with the failure the pipeline must not retry, when there is one', async () => {
+      const busy = new MemorySink<number>('busy');
+      busy.gate = async () => {
+        throw new SinkError('busy', { retriable: true });
+      };
+      const broken = new MemorySink<number>('broken');
+      broken.gate = async () => {
+        throw new SinkError('schema mismatch', { retriable: false });
+      };
+      const sink = fanOut([{ sink: busy, required: true }, { sink: broken, required: true }]);
+      const failed = await sink.write(batchOf([1]), { token: 't', attempt: 1 }).then(() => undefined, (error: Error) => error);
+      expect(failed?.message).to.equal('schema mismatch');
+    });
+
+    it('closes every sink, and fails with the first close that failed', async () => {
+      const store = new MemorySink<number>('store');
+      const cache = new MemorySink<number>('cache');
+      cache.close = async () => {
+        cache.closed++;
+        throw new Error('cache would not close');
+      };
+      const sink = fanOut([{ sink: store, required: true }, { sink: cache, bestEffort: true }]);
+      const failed = await sink.close().then(() => undefined, (error: Error) => error);
+      expect(failed?.message).to.equal('cache would not close');
+      expect([store.closed, cache.closed]).to.deep.equal([1, 1]);
+    });
+
+    it('names itself after its sinks, reports to the global registry when asked, and other names share a registry', async () => {
+      const a = new MemorySink<number>('a');
+      const b = new MemorySink<number>('b');
+      const registry = new Registry();
+      const one = fanOut([{ sink: a, required: true }, { sink: b, bestEffort: true }], { registry });
+      expect(one.name).to.equal('fanOut(a,b)');
+      const two = fanOut([{ sink: a, required: true }], { name: 'other', registry });
+      await one.write(batchOf([1, 2]), { token: 't', attempt: 1 });
+      await one.idle();
+      const text = await registry.metrics();
+      expect(text).to.include('tributary_fanout_rows_total{fanout="fanOut(a,b)",sink="b",required="false",outcome="skipped"} 0');
+      expect(text, 'a required sink is never skipped').to.not.include('sink="a",required="true",outcome="skipped"');
+      await Promise.all([one.close(), two.close()]);
+      const global = fanOut([{ sink: a, required: true }], { name: 'in the global registry', registry: 'global' });
+      expect(global.registry).to.equal(globalRegistry);
+      await global.close();
+      expect(() => fanOut([{ sink: a, required: true }], { registry: {} as Registry })).to.throw(ConfigError, "registry must be a prom-client Registry or 'global', got [object Object]");
+    });
+
+    it('refuses what is not a sink, and bad retry options of a best-effort sink, with where they are', () => {
+      const a = new MemorySink<number>('a');
+      expect(() => fanOut([undefined as never])).to.throw(ConfigError, 'sinks[0].sink must be a sink');
+      expect(() => fanOut([{ sink: { name: 'x' } as never, required: true }])).to.throw(ConfigError, 'sinks[0].sink must be a sink');
+      expect(() => fanOut([{ sink: a, required: true }, { sink: new MemorySink<number>('b'), bestEffort: true, retry: { retries: -1 } }])).to.throw(ConfigError, 'sinks[1].retry.retries');
+    });
   });
 });
