@@ -191,3 +191,47 @@ describe('CsvFramer: frames against a reference, however the input is cut (prope
     );
   });
 });
+
+describe('CSV options and code pages', () => {
+  it('refuses each option that is not one character other than a line break, naming it and the value', () => {
+    const refused = (options: CsvOptions) => () => resolveCsvOptions(options, 'vendor.csv');
+    expect(refused({ delimiter: 5 as never })).to.throw('vendor.csv.delimiter must be one character other than a line break, got 5');
+    expect(refused({ delimiter: '\n' })).to.throw("vendor.csv.delimiter must be one character other than a line break, got '\n'");
+    expect(refused({ delimiter: '\r' })).to.throw("vendor.csv.delimiter must be one character other than a line break, got '\r'");
+    expect(refused({ quote: 'ab' })).to.throw("vendor.csv.quote must be one character other than a line break, got 'ab'");
+    expect(refused({ quote: '' })).to.throw("vendor.csv.quote must be one character other than a line break, got ''");
+    expect(refused({ escape: '\\\\' })).to.throw("vendor.csv.escape must be one character other than a line break, got '\\\\'");
+    expect(refused({ comment: '##' })).to.throw("vendor.csv.comment must be one character other than a line break, got '##'");
+    expect(refused({ columns: 'a' as never })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got "a"');
+    expect(refused({ columns: ['a', ''] })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got ["a",""]');
+    expect(refused({ columns: ['a', 5 as never] })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got ["a",5]');
+    // One character, even outside the BMP; no quote at all, whatever the delimiter.
+    expect(resolveCsvOptions({ delimiter: '𝄞', quote: false, escape: '\\', comment: '#', columns: ['a', 'b'] })).to.deep.equal({
+      delimiter: '𝄞',
+      quote: false,
+      escape: '\\',
+      columns: ['a', 'b'],
+      relaxColumnCount: false,
+      trim: false,
+      comment: '#',
+    });
+  });
+
+  it('reads bytes 0x80-0x9F as Windows-1252 characters in names and values, and as Latin-1 controls in Latin-1', () => {
+    const bytes = Buffer.from([...Buffer.from('pri'), 0x80, 0x2c, 0x62, 0x0a, 0x31, 0x2c, 0x93, 0x78, 0x94, 0x0a]);
+    const values = (encoding: FileEncoding) => frameAll({ bytes, expected: [], options: {}, encoding }, []).map((f) => f.value);
+    expect(values('windows-1252')).to.deep.equal([{ 'pri€': '1', b: '“x”' }]);
+    expect(values('latin1')).to.deep.equal([{ 'pri\x80': '1', b: '\x93x\x94' }]);
+  });
+
+  it('reads fields as they are with no quote character, and with another escape', () => {
+    const bytes = Buffer.from('a;b\n"x;\\"y\n');
+    const values = (options: CsvOptions) => frameAll({ bytes, expected: [], options, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
+    expect(values({ delimiter: ';', quote: false })).to.deep.equal([{ a: '"x', b: '\\"y' }]);
+    expect(values({ delimiter: ';', escape: '\\' })).to.deep.equal(['TRUNCATED']);
+    const escaped = Buffer.from('a;b\n"x\\";y";z\n');
+    const read = (options: CsvOptions) => frameAll({ bytes: escaped, expected: [], options, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
+    expect(read({ delimiter: ';', escape: '\\' })).to.deep.equal([{ a: 'x";y', b: 'z' }]);
+    expect(read({ delimiter: ';' })).to.deep.equal(['PARSE_CSV']);
+  });
+});
