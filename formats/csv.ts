@@ -82,7 +82,8 @@ function shown(value: unknown): string {
 interface CsvCore {
   parse(chunk: Buffer | undefined, end: boolean, push: (record: Record<string, string>) => void, close: () => void): Error | undefined;
   readonly info: { bytes: number; empty_lines: number; comment_lines: number };
-  readonly state: { record_length: number; field: { length: number }; recordDelimiterMaxLength: number };
+  /** `bufBytesStart`: bytes read so far, short of those held back to look ahead. */
+  readonly state: { record_length: number; field: { length: number }; bufBytesStart: number };
 }
 
 interface CsvParseError extends Error {
@@ -155,7 +156,8 @@ export class CsvFramer implements Framer {
     const start = this.#fed;
     this.#fed += chunk.length;
     if (this.#overlong) {
-      const at = this.#history.nextLineStart(start, false);
+      // From the last character seen: a CR that ended the last read ends the line.
+      const at = this.#history.nextLineStart(Math.max(start - 2, this.#overlong.offset), false);
       if (at < 0) {
         // Still inside the refused line: keep none of it.
         this.#overlong.refused.add(chunk);
@@ -204,7 +206,8 @@ export class CsvFramer implements Framer {
       // Only option or hook failures get here: record errors are skipped and reported.
       this.#frames.push(this.#error('PARSE_CSV', error.message, this.#fed));
       this.#restart(this.#fed);
-    } else if (!end && !this.#overlong && this.#pending() && this.#fed - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
+    } else if (!end && !this.#overlong && this.#pending() && this.#base + this.#core.state.bufBytesStart - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
+      // Over the limit by the bytes read: those held back to look ahead may end the record.
       const { offset, line } = this.#startOfRecord();
       const { message } = tooLarge(`record at line ${line}`, Infinity, this.#limits)!;
       const resume = this.#history.nextLineStart(offset, false);
@@ -290,15 +293,14 @@ export class CsvFramer implements Framer {
     return header;
   }
 
-  /** Where the record being read starts, past blank lines skipped since the last one (counters untouched). */
+  /** Where the record being read starts, past blank and comment lines skipped since the last one (counters untouched). */
   #pendingStart(): { offset: number; line: number } {
     const info = this.#core.info;
-    const blank = info.empty_lines - this.#emptyLines;
-    const comments = info.comment_lines - this.#commentLines;
-    return {
-      offset: blank === 0 ? this.#nextStart : this.#history.skipLineBreaks(this.#nextStart, blank),
-      line: this.#nextLine + blank + comments,
-    };
+    const skipped = info.empty_lines - this.#emptyLines + info.comment_lines - this.#commentLines;
+    let offset = this.#nextStart;
+    // Each ended by a line break: a record follows them.
+    for (let i = 0; i < skipped; i++) offset = this.#history.nextLineStart(offset, true);
+    return { offset, line: this.#nextLine + skipped };
   }
 
   /** The start and line of the record that just ended, after skipped blank and comment lines. */
@@ -395,7 +397,7 @@ class ByteHistory {
         let i = Math.max(this.#cursor - base, 0);
         const stop = Math.min(offset, chunkEnd) - base;
         while ((i = chunk.indexOf(0x0a, i)) >= 0 && i < stop) {
-          if (this.#step === 1 || ((base + i) % 2 === 0 && (chunk[i + 1] ?? 0) === 0)) this.#cursorLine++;
+          if (this.#step === 1 || ((base + i) % 2 === 0 && this.#byteAt(base + i + 1) === 0)) this.#cursorLine++;
           i++;
         }
       }
@@ -423,25 +425,14 @@ class ByteHistory {
           const after = base + i + step;
           if (byte === 0x0a) return after;
           const next = this.#byteAt(after);
-          if (next === undefined) return atEnd ? after : -1;
+          // A CR last, or followed by a UTF-16 line feed's first byte only: the next read may make it a CRLF.
+          if (next === undefined || (next === 0x0a && step === 2 && this.#byteAt(after + 1) === undefined)) return atEnd ? after : -1;
           return next === 0x0a && (step === 1 || this.#byteAt(after + 1) === 0) ? after + step : after;
         }
       }
       base = chunkEnd;
     }
     return -1;
-  }
-
-  /** The offset after `count` line breaks (blank lines) starting at `from`. */
-  skipLineBreaks(from: number, count: number): number {
-    let at = from;
-    for (let i = 0; i < count; i++) {
-      const byte = this.#byteAt(at);
-      if (byte !== 0x0d && byte !== 0x0a) break;
-      at += this.#step;
-      if (byte === 0x0d && this.#byteAt(at) === 0x0a) at += this.#step;
-    }
-    return at;
   }
 
   #byteAt(offset: number): number | undefined {
@@ -476,12 +467,13 @@ class ByteHistory {
   }
 
   /**
-   * Forgets chunks before `offset` (counting their lines first). A record still being read
-   * began at most the size limit before the last chunk, so nothing older than that and
-   * `chunkLength` is kept (blank lines do not hold bytes).
+   * Forgets chunks before `offset` (counting their lines first), but for the character
+   * just before it: a CR there ends a line over the limit only once the next byte is seen.
+   * A record still being read began at most the size limit before the last chunk, so
+   * nothing older than that and `chunkLength` is kept (blank lines do not hold bytes).
    */
   release(offset: number, chunkLength: number): void {
-    const floor = Math.max(offset, this.#end - this.#keep - chunkLength);
+    const floor = Math.max(offset - 2, this.#end - this.#keep - chunkLength);
     if (floor > this.#cursor) this.lineAt(floor);
     while (this.#chunks.length > 1 && this.#start + this.#chunks[0]!.length <= Math.min(floor, this.#cursor)) {
       this.#start += this.#chunks.shift()!.length;

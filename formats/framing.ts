@@ -131,19 +131,16 @@ export class LineFramer implements Framer {
       newline = data.indexOf(NEWLINE, start);
     }
     this.#offset += start;
+    // A CR last is the line's end if a line feed comes next: it waits for the next byte.
+    const end = data.length > start && data[data.length - 1] === CR ? data.length - 1 : data.length;
     if (start === data.length) {
       this.#carry = undefined;
-    } else if (this.#overlong) {
-      this.#overlong.refused.add(data.subarray(start));
-      this.#offset += data.length - start;
-      this.#carry = undefined;
-    } else if (data.length - start > this.#limits.maxRecordBytes) {
+    } else if (this.#overlong || end - start > this.#limits.maxRecordBytes) {
       // Over the limit before its end: kept no further, its dead letter waits for its end.
-      const refused = new RefusedBytes(this.#limits.maxRecordBytes);
-      refused.add(data.subarray(start));
-      this.#overlong = { refused, offset: this.#offset, line: this.#line };
-      this.#offset += data.length - start;
-      this.#carry = undefined;
+      this.#overlong ??= { refused: new RefusedBytes(this.#limits.maxRecordBytes), offset: this.#offset, line: this.#line };
+      this.#overlong.refused.add(data.subarray(start, end));
+      this.#offset += end - start;
+      this.#carry = end < data.length ? data.subarray(end) : undefined;
     } else {
       this.#carry = data.subarray(start);
     }

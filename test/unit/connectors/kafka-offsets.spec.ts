@@ -241,3 +241,80 @@ describe('Kafka record positions and text', () => {
     expect(reused).to.be.greaterThan(50);
   });
 });
+
+describe('PartitionOffsets and cuts: edge cases', () => {
+  it('compares parts number by number, however many digits, a part with more numbers after its prefix', () => {
+    const at = (part: string) => ({ offset: 5, part });
+    expect(compareCuts(at('#12'), at('#3'))).to.be.greaterThan(0);
+    expect(compareCuts(at('#1#3'), at('#1#2'))).to.be.greaterThan(0);
+    expect(compareCuts(at('#1#2'), at('#1'))).to.be.greaterThan(0);
+    expect(compareCuts(at('#1'), at('#1#2'))).to.be.lessThan(0);
+    expect(compareCuts(at('#2'), at('#2'))).to.equal(0);
+  });
+
+  it('reads no cuts for a negative or unsafe commit offset, nor from parts that are not numbers', () => {
+    expect(cutsOfMetadata('tributary-cuts/1:0,3', -1)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0,3', 2 ** 53)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0,3', 1.5)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0#1a', 5)).to.deep.equal([]);
+    expect(cutsOfMetadata('tributary-cuts/1:0#12', 5)).to.deep.equal([{ offset: 5, part: '#12' }]);
+    expect(cutsOfMetadata('tributary-cuts/1:0,3', 0)).to.deep.equal([{ offset: 0, part: '' }, { offset: 3, part: '' }]);
+  });
+
+  it('notes a cut before every other in order, and keeps the cut at the commit offset', () => {
+    const tracker = new PartitionOffsets('t', 0);
+    expect(tracker.addCut({ offset: 8, part: '' })).to.equal(1);
+    expect(tracker.addCut({ offset: 3, part: '' })).to.equal(2);
+    expect(tracker.addCut({ offset: 3, part: '' })).to.equal(2);
+    expect(tracker.addCut({ offset: 5, part: '#2' })).to.equal(3);
+    expect(tracker.cutVersion).to.equal(3);
+    expect(tracker.cutsFrom(3)).to.deep.equal([{ offset: 3, part: '' }, { offset: 5, part: '#2' }, { offset: 8, part: '' }]);
+    expect(tracker.cutsFrom(5)).to.deep.equal([{ offset: 5, part: '#2' }, { offset: 8, part: '' }]);
+  });
+
+  it('knows no offset before any is emitted, none missing, and none once retired', () => {
+    const tracker = new PartitionOffsets('t', 0);
+    expect(tracker.emittedAs(0)).to.equal(false);
+    expect(tracker.emittedAs(1)).to.equal(false);
+    expect(tracker.toCommit()).to.equal(undefined);
+    const records = [{ n: 1 }, { n: 2 }, { n: 3 }];
+    records.forEach((r, i) => tracker.emitted(i + 1, r));
+    expect(tracker.emittedAs(7)).to.equal(false);
+    expect(tracker.emittedAs(0, records[0])).to.equal(false);
+    expect(tracker.emittedAs(2, records[1])).to.equal(true);
+    expect(tracker.emittedAs(2, records[0])).to.equal(false);
+    // Settled behind the commit point: let go.
+    expect(tracker.settled(1, records[0])).to.equal(true);
+    expect(tracker.settled(1, records[0])).to.equal(false);
+    expect(tracker.toCommit()).to.equal(2);
+    tracker.committed = 2;
+    expect(tracker.toCommit()).to.equal(undefined);
+    expect(tracker.settled(2, records[1])).to.equal(true);
+    expect(tracker.toCommit()).to.equal(3);
+    expect(tracker.retire()).to.equal(3);
+    expect(tracker.emittedAs(3, records[2])).to.equal(false);
+    expect(tracker.settled(3, records[2])).to.equal(false);
+    expect(tracker.commitPoint).to.equal(3);
+    expect(tracker.toCommit()).to.equal(undefined);
+  });
+
+  it('holds the commit at a nacked record, first or later, and never nacks a settled one', () => {
+    const first = new PartitionOffsets('t', 0);
+    first.emitted(1);
+    first.emitted(2);
+    first.nacked(1);
+    expect(first.settled(1)).to.equal(false);
+    expect(first.settled(2)).to.equal(false);
+    expect(first.commitPoint).to.equal(1);
+    const later = new PartitionOffsets('t', 0);
+    for (const offset of [1, 2, 3]) later.emitted(offset);
+    expect(later.settled(2)).to.equal(false);
+    later.nacked(2);
+    later.nacked(9);
+    expect(later.settled(1)).to.equal(true);
+    expect(later.commitPoint).to.equal(3);
+    later.nacked(3);
+    expect(later.settled(3)).to.equal(false);
+    expect(later.commitPoint).to.equal(3);
+  });
+});

@@ -1,0 +1,237 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { createHash } from 'node:crypto';
+import { CsvFramer, resolveCsvOptions, type CsvOptions } from '../../../formats/csv';
+import type { FileEncoding } from '../../../formats/encoding';
+import type { Frame } from '../../../formats/framing';
+
+/**
+ * The CSV framer against a reference: files are laid out from pieces whose frame is known
+ * in advance (records, quoted fields holding line breaks, ragged rows, broken quotes, rows
+ * at and over the size limit, blank and comment lines, CR, LF and CRLF, a BOM, characters
+ * whose UTF-16 units hold 0x0A and 0x0D bytes), encoded, cut into random chunks and framed:
+ * every frame's offset, line, size, value or refused bytes must be the reference's.
+ */
+
+const MAX = 48;
+const EXCERPT = 1024;
+
+type Expected =
+  | { kind: 'record'; start: number; end: number; value: Record<string, string> }
+  | { kind: 'refused'; start: number; end: number; codes: string[] };
+
+interface Piece {
+  text: string;
+  /** What the piece frames as, given its byte length (its line break included) and whether it is the file's last. */
+  expect: (bytes: number, last: boolean) => { kind: 'record'; value: Record<string, string> } | { kind: 'refused'; codes: string[]; firstLine?: boolean } | undefined;
+  /** Blank and comment lines: never ended by a lone CR (a CR-only line counts as no line). */
+  quiet?: boolean;
+}
+
+const ENCODINGS: FileEncoding[] = ['utf-8', 'utf-16le', 'utf-16be', 'latin1', 'windows-1252'];
+const UNICODE = ['é', '€', '𝄞', '\u0a0d', '\u0d0a', '\u0a0a', '\u0d0d'];
+const LATIN = ['é', 'ß', '¤'];
+
+function encode(text: string, encoding: FileEncoding): Buffer {
+  if (encoding === 'utf-8') return Buffer.from(text, 'utf8');
+  if (encoding === 'utf-16le') return Buffer.from(text, 'utf16le');
+  if (encoding === 'utf-16be') return Buffer.from(text, 'utf16le').swap16();
+  return Buffer.from(text, 'latin1');
+}
+
+function pieceArb(encoding: FileEncoding, comment: boolean, trim: boolean): fc.Arbitrary<(id: string) => Piece> {
+  const chars = encoding === 'latin1' || encoding === 'windows-1252' ? LATIN : UNICODE;
+  const bare = fc.array(fc.oneof(fc.constantFrom('a', 'b', 'k'), fc.constantFrom(...chars)), { maxLength: 4 }).map((a) => a.join(''));
+  const field = fc.oneof(
+    bare.map((w) => ({ raw: w, value: w })),
+    fc
+      .tuple(fc.constantFrom('a', 'z'), fc.array(fc.oneof(fc.constantFrom('x', ' ', ',', '""', '\n', '\r\n', '\r'), fc.constantFrom(...chars)), { maxLength: 5 }))
+      .map(([first, rest]) => ({ raw: `"${first}${rest.join('')}"`, value: first + rest.join('').replaceAll('""', '"') })),
+  );
+  const record = fc.tuple(field, field).map(([a, b]) => (id: string): Piece => {
+    const text = `${id},${a.raw},${b.raw}`;
+    const multiLine = /[\r\n]/.test(text);
+    return {
+      text,
+      expect: (bytes) => (bytes <= MAX ? { kind: 'record', value: { id, a: a.value, b: b.value } } : multiLine ? undefined : { kind: 'refused', codes: ['RECORD_TOO_LARGE'] }),
+    };
+  });
+  const refused = (text: string, code: string) => (): Piece => ({ text, expect: (bytes) => ({ kind: 'refused', codes: [bytes > MAX ? 'RECORD_TOO_LARGE' : code] }) });
+  // Lengths around the limit: one byte under, at, one over (the line break counts).
+  const long = fc.oneof(fc.integer({ min: MAX - 14, max: MAX - 4 }), fc.integer({ min: EXCERPT, max: EXCERPT + 200 })).map((n) => (id: string): Piece => {
+    const text = `${id},${'h'.repeat(n)},c`;
+    return { text, expect: (bytes) => (bytes <= MAX ? { kind: 'record', value: { id, a: 'h'.repeat(n), b: 'c' } } : { kind: 'refused', codes: ['RECORD_TOO_LARGE'] }) };
+  });
+  const damage = fc.oneof(
+    bare.map((w) => (id: string) => refused(`${id},${w}`, 'PARSE_CSV')()),
+    bare.map((w) => (id: string) => refused(`${id},${w},x,y`, 'PARSE_CSV')()),
+    bare.map((w) => (id: string) => refused(`${id},a"b${w},c`, 'PARSE_CSV')()),
+    bare.map((w) => (id: string) => refused(`${id},"a"x${w},c`, 'PARSE_CSV')()),
+    // A quote never closed: it swallows what follows until a quote it cannot close on, or the end.
+    bare.map((w) => (id: string): Piece => ({
+      text: `${id},"open${w}`,
+      expect: (_, last) => ({ kind: 'refused', codes: last ? ['TRUNCATED', 'RECORD_TOO_LARGE'] : ['PARSE_CSV', 'RECORD_TOO_LARGE', 'TRUNCATED'], firstLine: true }),
+    })),
+  );
+  const quiet = fc.oneof(
+    fc.constant((): Piece => ({ text: '', expect: () => undefined, quiet: true })),
+    fc.constant((): Piece => (trim ? { text: ' \t', expect: () => undefined, quiet: true } : { text: ' \t', expect: () => ({ kind: 'refused', codes: ['PARSE_CSV'] }) })),
+    ...(comment ? [bare.map((w) => (): Piece => ({ text: `${trim ? ' ' : ''}#${w},x`, expect: () => undefined, quiet: true }))] : []),
+  );
+  return fc.oneof({ weight: 4, arbitrary: record }, { weight: 2, arbitrary: long }, { weight: 2, arbitrary: damage }, { weight: 2, arbitrary: quiet });
+}
+
+interface Layout {
+  bytes: Buffer;
+  expected: Expected[];
+  options: CsvOptions;
+  encoding: FileEncoding;
+}
+
+const layoutArb = fc
+  .record({ encoding: fc.constantFrom(...ENCODINGS), comment: fc.boolean(), trim: fc.boolean() })
+  .chain(({ encoding, comment, trim }) =>
+    fc.record({
+      encoding: fc.constant(encoding),
+      options: fc.constant<CsvOptions>({ ...(comment && { comment: '#' }), trim }),
+      pieces: fc.array(pieceArb(encoding, comment, trim), { maxLength: 14 }),
+      breaks: fc.array(fc.constantFrom('\n', '\r\n', '\r'), { minLength: 1, maxLength: 4 }),
+      bom: fc.boolean(),
+      endBreak: fc.boolean(),
+    }),
+  )
+  .map(({ encoding, options, pieces, breaks, bom, endBreak }): Layout => {
+    // Multi-line records over the limit are refused by their first line only: none are laid out.
+    const laid = pieces.map((p, i) => p(`K${i}Z`)).filter((p) => !(/[\r\n]/.test(p.text) && p.expect(encode(`${p.text}\r\n`, encoding).length, false) === undefined));
+    const bomBytes = bom && encoding.startsWith('utf') ? encode('\ufeff', encoding) : Buffer.alloc(0);
+    const parts: Buffer[] = [bomBytes, encode('id,a,b\n', encoding)];
+    let at = parts[0]!.length + parts[1]!.length;
+    const expected: Expected[] = [];
+    laid.forEach((piece, i) => {
+      const last = i === laid.length - 1;
+      let lineBreak: string = breaks[i % breaks.length]!;
+      if (piece.quiet && lineBreak === '\r') lineBreak = '\n';
+      // A lone CR before a blank line would make a CRLF of them.
+      if (lineBreak === '\r' && laid[i + 1]?.quiet) lineBreak = '\r\n';
+      if (last && !endBreak) lineBreak = '';
+      const bytes = encode(piece.text + lineBreak, encoding);
+      const firstLine = encode(piece.text.split(/\r\n|\r|\n/)[0]! + (/[\r\n]/.test(piece.text) ? piece.text.match(/\r\n|\r|\n/)![0] : lineBreak), encoding);
+      const what = piece.expect(bytes.length, last);
+      if (what?.kind === 'record') expected.push({ kind: 'record', start: at, end: at + bytes.length, value: what.value });
+      else if (what) expected.push({ kind: 'refused', start: at, end: at + (what.firstLine ? firstLine.length : bytes.length), codes: what.codes });
+      parts.push(bytes);
+      at += bytes.length;
+    });
+    const bytes = Buffer.concat(parts);
+    return { bytes, expected, options, encoding };
+  })
+  .filter(({ bytes, expected }) => expected.every((e) => e.end <= bytes.length));
+
+function frameAll(layout: Layout, cuts: number[]): Frame[] {
+  const framer = new CsvFramer(resolveCsvOptions(layout.options), { maxRecordBytes: MAX, maxDepth: 8 }, layout.encoding);
+  const frames: Frame[] = [];
+  let at = 0;
+  for (const cut of [...new Set(cuts)].sort((a, b) => a - b).concat(layout.bytes.length)) {
+    if (cut <= at) continue;
+    // Copies: the framer must not rely on a chunk's buffer once it returned.
+    frames.push(...framer.push(Buffer.from(layout.bytes.subarray(at, cut))));
+    at = cut;
+  }
+  frames.push(...framer.end());
+  return frames;
+}
+
+/** The line of the byte at `offset`: one more than the line feeds before it. */
+function lineOf(bytes: Buffer, offset: number, encoding: FileEncoding): number {
+  const step = encoding.startsWith('utf-16') ? 2 : 1;
+  const lf = encoding === 'utf-16be' ? [0x00, 0x0a] : [0x0a, 0x00];
+  let line = 1;
+  for (let i = 0; i < offset; i += step) if (step === 1 ? bytes[i] === 0x0a : bytes[i] === lf[0] && bytes[i + 1] === lf[1]) line++;
+  return line;
+}
+
+function check(layout: Layout, frames: Frame[]): void {
+  const { bytes, expected, encoding } = layout;
+  const got = frames.map((f) => ({ offset: f.offset, line: f.line, size: f.size ?? f.bytes.length, value: f.value, code: f.error?.code }));
+  const want = expected.map((e) => ({ offset: e.start, line: lineOf(bytes, e.start, encoding), size: e.end - e.start, value: e.kind === 'record' ? e.value : undefined, code: e.kind === 'refused' ? e.codes[0] : undefined }));
+  // A quote never closed is refused for its first line; which limit refuses it first depends on the reads.
+  got.forEach((g, i) => {
+    const e = expected[i];
+    if (e?.kind === 'refused' && g.code && e.codes.includes(g.code)) want[i]!.code = g.code;
+  });
+  expect(got).to.deep.equal(want);
+  frames.forEach((f, i) => {
+    const e = expected[i]!;
+    if (e.kind === 'record') {
+      expect(f.bytes.length, 'a parsed record carries no bytes').to.equal(0);
+      expect(f.utf8).to.equal(true);
+      return;
+    }
+    // UTF-16BE is framed as UTF-16LE (bytes swapped, offsets unchanged), and refused as such.
+    const whole = encoding === 'utf-16be' ? Buffer.from(bytes.subarray(e.start, e.end)).swap16() : bytes.subarray(e.start, e.end);
+    if (whole.length > MAX) {
+      expect(f.bytes.equals(whole.subarray(0, EXCERPT)), `refused frame at ${e.start}: the head of its bytes`).to.equal(true);
+      expect(f.sha256).to.equal(createHash('sha256').update(whole).digest('hex'));
+    } else {
+      expect(f.bytes.equals(whole), `refused frame at ${e.start}: its bytes`).to.equal(true);
+      expect(f.sha256).to.equal(undefined);
+    }
+  });
+}
+
+describe('CsvFramer: frames against a reference, however the input is cut (property, seeded)', () => {
+  it('frames every record with its offset, line and size, and refuses the rest byte for byte', () => {
+    fc.assert(
+      fc.property(layoutArb, fc.array(fc.nat(), { maxLength: 8 }), fc.boolean(), (layout, cuts, bytewise) => {
+        check(layout, frameAll(layout, []));
+        const n = layout.bytes.length;
+        check(layout, frameAll(layout, bytewise ? Array.from({ length: n }, (_, i) => i) : cuts.map((c) => c % (n + 1))));
+      }),
+      { seed: 42, numRuns: 150 },
+    );
+  });
+});
+
+describe('CSV options and code pages', () => {
+  it('refuses each option that is not one character other than a line break, naming it and the value', () => {
+    const refused = (options: CsvOptions) => () => resolveCsvOptions(options, 'vendor.csv');
+    expect(refused({ delimiter: 5 as never })).to.throw('vendor.csv.delimiter must be one character other than a line break, got 5');
+    expect(refused({ delimiter: '\n' })).to.throw("vendor.csv.delimiter must be one character other than a line break, got '\n'");
+    expect(refused({ delimiter: '\r' })).to.throw("vendor.csv.delimiter must be one character other than a line break, got '\r'");
+    expect(refused({ quote: 'ab' })).to.throw("vendor.csv.quote must be one character other than a line break, got 'ab'");
+    expect(refused({ quote: '' })).to.throw("vendor.csv.quote must be one character other than a line break, got ''");
+    expect(refused({ escape: '\\\\' })).to.throw("vendor.csv.escape must be one character other than a line break, got '\\\\'");
+    expect(refused({ comment: '##' })).to.throw("vendor.csv.comment must be one character other than a line break, got '##'");
+    expect(refused({ columns: 'a' as never })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got "a"');
+    expect(refused({ columns: ['a', ''] })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got ["a",""]');
+    expect(refused({ columns: ['a', 5 as never] })).to.throw('vendor.csv.columns must be true or a non-empty list of non-empty names, got ["a",5]');
+    // One character, even outside the BMP; no quote at all, whatever the delimiter.
+    expect(resolveCsvOptions({ delimiter: '𝄞', quote: false, escape: '\\', comment: '#', columns: ['a', 'b'] })).to.deep.equal({
+      delimiter: '𝄞',
+      quote: false,
+      escape: '\\',
+      columns: ['a', 'b'],
+      relaxColumnCount: false,
+      trim: false,
+      comment: '#',
+    });
+  });
+
+  it('reads bytes 0x80-0x9F as Windows-1252 characters in names and values, and as Latin-1 controls in Latin-1', () => {
+    const bytes = Buffer.from([...Buffer.from('pri'), 0x80, 0x2c, 0x62, 0x0a, 0x31, 0x2c, 0x93, 0x78, 0x94, 0x0a]);
+    const values = (encoding: FileEncoding) => frameAll({ bytes, expected: [], options: {}, encoding }, []).map((f) => f.value);
+    expect(values('windows-1252')).to.deep.equal([{ 'pri€': '1', b: '“x”' }]);
+    expect(values('latin1')).to.deep.equal([{ 'pri\x80': '1', b: '\x93x\x94' }]);
+  });
+
+  it('reads fields as they are with no quote character, and with another escape', () => {
+    const bytes = Buffer.from('a;b\n"x;\\"y\n');
+    const values = (options: CsvOptions) => frameAll({ bytes, expected: [], options, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
+    expect(values({ delimiter: ';', quote: false })).to.deep.equal([{ a: '"x', b: '\\"y' }]);
+    expect(values({ delimiter: ';', escape: '\\' })).to.deep.equal(['TRUNCATED']);
+    const escaped = Buffer.from('a;b\n"x\\";y";z\n');
+    const read = (options: CsvOptions) => frameAll({ bytes: escaped, expected: [], options, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
+    expect(read({ delimiter: ';', escape: '\\' })).to.deep.equal([{ a: 'x";y', b: 'z' }]);
+    expect(read({ delimiter: ';' })).to.deep.equal(['PARSE_CSV']);
+  });
+});
