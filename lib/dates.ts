@@ -90,8 +90,8 @@ export function patternParser(pattern: string, where: string): (text: string) =>
   const steps = kind.length;
   const values = new Int32Array(7);
   const result: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+  // Each value that parses sets every part the pattern names; the others stay 0.
   return (text) => {
-    values.fill(0);
     let at = 0;
     for (let s = 0; s < steps; s++) {
       const part = kind[s]!;
