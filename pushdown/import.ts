@@ -72,8 +72,8 @@ export interface BulkImportOptions<T> {
    * Bytes of a file the engine takes in one insert (one part), cut after the last newline;
    * at least twice `maxRecordBytes`. Memory holds two chunks. Measured on 2M globetrek
    * bookings: 64 MiB used 10–25% less CPU than 16 MiB (fewer parts to write and merge), and
-   * 128 MiB about a quarter less again (the engine analyses each insert's SQL anew, ~1 s of
-   * CPU for the compiled globetrek plan), for ~0.35 GiB more peak RSS.
+   * 128 MiB about a quarter less again (the engine plans each insert's SQL anew), for
+   * ~0.35 GiB more peak RSS.
    * @default 128 MiB
    */
   chunkBytes?: number;
@@ -490,11 +490,24 @@ class EngineImport {
         .digest('hex')
         .slice(0, 32);
       // One block per chunk: stored whole or not at all, and the same block on a re-run.
-      const settings = `SETTINGS insert_deduplicate = 1, insert_deduplication_token = ${sqlString(token)}, max_insert_threads = 1, min_insert_block_size_rows = 1000000000000, min_insert_block_size_bytes = 1000000000000000`;
-      const values = this.#plan.columns.map((_, i) => `__pd_c${i}`).join(', ');
-      const insert = (where: string) => `INSERT INTO ${quoteIdentifier(this.#table)} (${this.#columns}) SELECT ${values} FROM ${lines} WHERE ${where} ${settings}`;
+      // Planning the globetrek plan's insert took ~1 s of CPU each time (a one-line chunk costs
+      // it too). optimize_and_compare_chain looks for comparisons to infer across the plan's
+      // long AND (~0.4 s of it), to no use here. A plan's select keeps its layers as steps of
+      // their own: merged into one, planning and the run cost more (the whole import: ~30%
+      // more CPU); columns alone need the merge, which puts the WHERE before them.
+      const settings = `SETTINGS insert_deduplicate = 1, insert_deduplication_token = ${sqlString(token)}, max_insert_threads = 1, min_insert_block_size_rows = 1000000000000, min_insert_block_size_bytes = 1000000000000000, optimize_and_compare_chain = 0${this.#plan.select ? ', query_plan_merge_expressions = 0' : ''}`;
+      const values = this.#plan.columns.map((_, i) => `__pd_c${i}`);
+      const insert = (first: string, where: string) => `INSERT INTO ${quoteIdentifier(this.#table)} (${this.#columns}) SELECT ${[first, ...values.slice(1)].join(', ')} FROM ${lines} WHERE ${where} ${settings}`;
       try {
-        await this.#store(insert(`throwIf((${LINE_GUARD}) AND NOT ${accepted}, ${sqlString(REFUSED_MARKER)}) = 0 AND ${LINE_GUARD}`));
+        const refusing = sqlString(REFUSED_MARKER);
+        // A plan's select computes its columns for every line: there the guard filters and the
+        // first column throws on a line the plan refuses (the same test in the WHERE costs
+        // ~0.6 s more CPU per insert to plan). Columns alone may fail on a refused line.
+        await this.#store(
+          this.#plan.select
+            ? insert(`[__pd_c0][1 + throwIf(NOT ${accepted}, ${refusing})]`, LINE_GUARD)
+            : insert(values[0]!, `throwIf((${LINE_GUARD}) AND NOT ${accepted}, ${refusing}) = 0 AND ${LINE_GUARD}`),
+        );
         return [];
       } catch (error) {
         if (!String((error as Error).message).includes(REFUSED_MARKER)) throw error;
@@ -504,7 +517,7 @@ class EngineImport {
         `SELECT __pd_row AS row, lower(hex(SHA256(line))) AS sha256 FROM ${lines} WHERE ${LINE_GUARD} AND NOT ${accepted}`,
       );
       const refused = refusedFrames(chunk, rows.map((r) => ({ row: Number(r.row), sha256: r.sha256 })));
-      await this.#store(insert(`${LINE_GUARD} AND ${accepted}`));
+      await this.#store(insert(values[0]!, `${LINE_GUARD} AND ${accepted}`));
       return refused;
     } finally {
       rmSync(path, { force: true });

@@ -35,6 +35,8 @@ export type PushdownPlan =
        * gives those, `__pd_accepted` (as `accepted`) and `__pd_c0`, `__pd_c1`, … (as
        * `columns`, in order):
        * `WITH __pd_input AS (SELECT line FROM …) SELECT __pd_c0, __pd_c1 FROM (<select>) WHERE __pd_accepted`.
+       * It computes them for any line without failing (a refused line's columns may hold
+       * anything): bulk imports test `__pd_accepted` beside the columns, not before them.
        */
       readonly select?: string;
     }

@@ -211,6 +211,27 @@ describe('pushdown: bulkImport on the embedded store', function () {
     await expectSameAsPlain(result, stats);
   });
 
+  it('numbers the lines of plain ASCII chunks (no framer) as the files source does, after framed ones, in the dead letters', async () => {
+    const dir = join(work.path, 'globetrek');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'plain-lines.ndjson');
+    const lines: string[] = [];
+    // `{…}` lines JSON.parse refuses: the plan refuses them, the JS path names their line.
+    for (let i = 1; i <= 3000; i++) lines.push(i % 401 === 0 ? `{"booking_no": ${i},}` : booking(i));
+    // Blank lines (not records, but lines) in the first chunks only: those are framed, the rest numbered from searches.
+    lines.splice(3, 0, '', '');
+    lines.splice(60, 0, '');
+    writeFileSync(file, lines.join('\n') + '\n');
+    const stats = await plain([file], { maxRecordBytes: 8192 });
+    const result = await pushed([file], { chunkBytes: 16384 + 7, maxRecordBytes: 8192 });
+    expect(result.chunks).to.be.greaterThan(40);
+    expect(result.chunksWithRefusals).to.equal(7);
+    await expectSameAsPlain(result, stats);
+    const messages = await clickhouse.query<{ message: string }>(`SELECT message FROM dead_pushed ORDER BY raw_bytes, position`);
+    const expected = lines.map((line, i) => (line.endsWith(',}') ? i + 1 : 0)).filter((n) => n > 0);
+    expect(messages.map((m) => Number(/^line (\d+):/.exec(m.message)?.[1]))).to.have.members(expected).and.have.length(7);
+  });
+
   it('shows the engine only lines the JS path would parse as they are, whatever the plan accepts', async () => {
     const dir = join(work.path, 'globetrek');
     mkdirSync(dir, { recursive: true });
