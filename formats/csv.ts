@@ -96,8 +96,8 @@ interface CsvParseError extends Error {
 /** Thrown from csv-parse's `on_skip` to stop the core at a broken quote: it is read again from the next line. */
 const RESYNC = new Error('read the broken record again from its next line');
 
-/** Error codes after which csv-parse knows where the record ended: the row is whole, only its field count is wrong. */
-const RAGGED = new Set(['CSV_RECORD_INCONSISTENT_COLUMNS', 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH']);
+/** Error codes after which csv-parse knows where the record ended: the row is whole, only its field count (against the columns) is wrong. */
+const RAGGED = new Set(['CSV_RECORD_INCONSISTENT_COLUMNS']);
 
 /**
  * CSV records cut from a byte stream by csv-parse, each with its exact byte offset and the

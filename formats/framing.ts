@@ -326,7 +326,7 @@ export class JsonArrayFramer implements Framer {
         }
         case JsonState.BeforeValue:
           if (isJsonSpace(c)) break;
-          if (c === 0x5d && this.#carryBytes === 0 && this.#justOpened) {
+          if (c === 0x5d && this.#justOpened) {
             this.#state = JsonState.Done;
             break;
           }

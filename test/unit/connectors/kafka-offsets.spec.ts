@@ -280,6 +280,10 @@ describe('PartitionOffsets and cuts: edge cases', () => {
     const records = [{ n: 1 }, { n: 2 }, { n: 3 }];
     records.forEach((r, i) => tracker.emitted(i + 1, r));
     expect(tracker.emittedAs(7)).to.equal(false);
+    const bare = new PartitionOffsets('t', 0);
+    for (const offset of [1, 2, 3]) bare.emitted(offset);
+    expect(bare.emittedAs(7)).to.equal(false);
+    expect(bare.emittedAs(2)).to.equal(true);
     expect(tracker.emittedAs(0, records[0])).to.equal(false);
     expect(tracker.emittedAs(2, records[1])).to.equal(true);
     expect(tracker.emittedAs(2, records[0])).to.equal(false);
