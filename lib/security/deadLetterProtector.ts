@@ -59,7 +59,7 @@ export function deadLetterProtector(options: DeadLetterProtectorOptions): (lette
     try {
       subject ??= subjectOf?.(envelope.value, envelope);
     } catch {
-      subject = undefined; // a record too broken to name its subject is sealed under the keyring
+      // A record too broken to name its subject is sealed under the keyring: subject is still unset.
     }
     if (typeof subject !== 'string' || subject === '') return seal(letter, undefined);
     if (subjectKeys!.cachedForSubject(subject)) return seal(letter, subject);

@@ -215,9 +215,11 @@ export class SubjectKeys {
     if (wanted.length === 0) return;
     const found = await this.#call(() => this.store.findByIds(wanted));
     for (const record of found) this.#cache(record, this.#unwrap(record), false);
+    // Only what the store lacks is gone: a key found and pushed out of a full cache is not.
+    const stored = new Set(found.map((record) => record.keyId));
     const expires = Date.now() + this.#ttlMs;
     for (const id of wanted) {
-      if (this.#byId.has(id)) continue;
+      if (stored.has(id)) continue;
       if (this.#absent.size >= this.#cacheSize) this.#absent.delete(this.#absent.keys().next().value!);
       this.#absent.set(id, expires);
     }

@@ -103,6 +103,9 @@ describe('lib/http readBody: bodies bounded in size and time', () => {
     options = { limit: 1000 };
     await send([gzipSync('x')], { 'content-encoding': 'gzip' });
     expect((await settled())?.result).to.equal('unsupportedEncoding');
+    results = [];
+    await send([deflateSync('x')], { 'content-encoding': 'deflate' });
+    expect((await settled())?.result).to.equal('unsupportedEncoding');
   });
 });
 
