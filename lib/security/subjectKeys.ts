@@ -241,13 +241,13 @@ export class SubjectKeys {
    */
   async shred(subject: string): Promise<number> {
     const deleted = await this.#call(() => this.store.delete(subject));
+    const gone = [...this.#byId.values()].filter((entry) => entry.subject === subject);
     const cached = this.#bySubject.get(subject);
-    if (cached) this.#evict(cached);
-    for (const entry of [...this.#byId.values()]) {
-      if (entry.subject === subject) {
-        this.#byId.delete(entry.keyId);
-        this.#absent.set(entry.keyId, Date.now() + this.#ttlMs);
-      }
+    if (cached) gone.push(cached);
+    // Gone here at once, whichever map held them: this process does not ask the store for them again.
+    for (const entry of gone) {
+      this.#evict(entry);
+      this.#absent.set(entry.keyId, Date.now() + this.#ttlMs);
     }
     return deleted;
   }

@@ -143,7 +143,7 @@ describe('subject keys, in detail', () => {
     await reader.resolveIds([a.keyId, b.keyId]);
     expect(await keys.shred('a')).to.equal(1);
     expect(keys.cachedForSubject('a')).to.equal(undefined);
-    expect(keys.cachedById(a.keyId)).to.equal(undefined);
+    expect(keys.cachedById(a.keyId), 'the shredding process knows at once too').to.equal(null);
     await keys.resolveIds([a.keyId]);
     expect(keys.cachedById(a.keyId)).to.equal(null);
     expect(await reader.shred('a')).to.equal(0);
