@@ -270,6 +270,8 @@ export class JsonArrayFramer implements Framer {
   #position = 0;
   #line = 1;
   #seenAnyByte = false;
+  /** Bytes of a UTF-8 byte order mark read so far at the very start (3: a whole one, dropped). */
+  #bomBytes = 0;
   // The element being read.
   #depth = 0;
   #inString = false;
@@ -351,9 +353,16 @@ export class JsonArrayFramer implements Framer {
           else this.#broken(chunk, i, `expected ',' or ']' at byte ${chunkStart + i}`);
           break;
         case JsonState.Start:
-          // A UTF-8 byte order mark may arrive split over chunks.
-          if (chunkStart + i < 3 && c === BOM[chunkStart + i]) break;
+          // A UTF-8 byte order mark may arrive split over chunks; only a whole one is dropped.
+          if (chunkStart + i === this.#bomBytes && this.#bomBytes < 3 && c === BOM[this.#bomBytes]) {
+            this.#bomBytes++;
+            break;
+          }
           this.#seenAnyByte = true;
+          if (this.#bomBytes > 0 && this.#bomBytes < 3) {
+            this.#broken(chunk, i, "expected '[' at byte 0: not a JSON array", Buffer.from(BOM.slice(0, this.#bomBytes)));
+            break;
+          }
           if (isJsonSpace(c)) break;
           if (c === 0x5b) {
             this.#state = JsonState.BeforeValue;
@@ -385,6 +394,12 @@ export class JsonArrayFramer implements Framer {
         return [refused.frame(offset, line, error)];
       }
       case JsonState.Start:
+        if (this.#bomBytes > 0 && this.#bomBytes < 3) {
+          // The file is part of a byte order mark: its bytes go to the dead letter.
+          const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+          refused.add(Buffer.from(BOM.slice(0, this.#bomBytes)));
+          return [refused.frame(0, 1, { code: 'NOT_ARRAY', message: 'no JSON array found' })];
+        }
         return [this.#fileError(this.#seenAnyByte ? 'NOT_ARRAY' : 'EMPTY_FILE', this.#seenAnyByte ? 'no JSON array found' : 'empty file: expected a JSON array')];
       case JsonState.InValue: {
         if (this.#scalar) {
@@ -445,11 +460,13 @@ export class JsonArrayFramer implements Framer {
   }
 
   /** The input stops being a JSON array at `at`: nothing after is read, and it all goes in one dead letter at the end. */
-  #broken(chunk: Buffer, at: number, message: string): void {
+  /** From `chunk[at]` on, after `head` (bytes of earlier chunks held back), every byte goes to one dead letter. */
+  #broken(chunk: Buffer, at: number, message: string, head?: Buffer): void {
     this.#state = JsonState.Broken;
     const refused = new RefusedBytes(this.#limits.maxRecordBytes);
+    if (head) refused.add(head);
     refused.add(chunk.subarray(at));
-    this.#rest = { refused, offset: this.#position + at, line: this.#line, error: { code: 'NOT_ARRAY', message } };
+    this.#rest = { refused, offset: this.#position + at - (head?.length ?? 0), line: this.#line, error: { code: 'NOT_ARRAY', message } };
   }
 
   #fileError(code: string, message: string): Frame {

@@ -131,6 +131,15 @@ describe('JsonArrayFramer: elements against a reference, however the input is cu
     expect(frames('\n {"a":1}\n')).to.deep.equal([[2, 2, 'NOT_ARRAY', "expected '[' at byte 2: not a JSON array", '{"a":1}\n']]);
     // A BOM's bytes only count as one at the very start.
     expect(frames(Buffer.from([0x20, 0xef, 0xbb, 0xbf, 0x5b, 0x5d]))).to.deep.equal([[1, 1, 'NOT_ARRAY', "expected '[' at byte 1: not a JSON array", Buffer.from([0xef, 0xbb, 0xbf, 0x5b, 0x5d]).toString()]]);
+    // Part of a BOM is not one: the file is no JSON array, and its bytes all go to the dead letter.
+    expect(frames(Buffer.from([0xef, 0x5b, 0x5d]))).to.deep.equal([[0, 1, 'NOT_ARRAY', "expected '[' at byte 0: not a JSON array", Buffer.from([0xef, 0x5b, 0x5d]).toString()]]);
+    expect(frames(Buffer.from([0xef, 0xbb, 0x5b, 0x31, 0x5d]))).to.deep.equal([[0, 1, 'NOT_ARRAY', "expected '[' at byte 0: not a JSON array", Buffer.from([0xef, 0xbb, 0x5b, 0x31, 0x5d]).toString()]]);
+    expect(frames(Buffer.from([0xef, 0xbb]))).to.deep.equal([[0, 1, 'NOT_ARRAY', 'no JSON array found', Buffer.from([0xef, 0xbb]).toString()]]);
+    expect(frames(Buffer.from([0xef, 0xbb, 0xbf, 0xef, 0x5b, 0x5d]))).to.deep.equal([[3, 1, 'NOT_ARRAY', "expected '[' at byte 3: not a JSON array", Buffer.from([0xef, 0x5b, 0x5d]).toString()]]);
+    // The same, a byte per read.
+    const byByte = (bytes: number[]) => frameAll(new JsonArrayFramer({ maxRecordBytes: MAX, maxDepth: DEPTH }), Buffer.from(bytes), bytes.map((_, i) => i)).map((f) => [f.offset, f.error?.code, f.bytes.toString('hex')]);
+    expect(byByte([0xef, 0xbb, 0x5b, 0x5d])).to.deep.equal([[0, 'NOT_ARRAY', 'efbb5b5d']]);
+    expect(byByte([0xef, 0xbb, 0xbf, 0x5b, 0x31, 0x5d])).to.deep.equal([[4, undefined, '31']]);
     expect(frames('[1 2]')).to.deep.equal([
       [1, 1, undefined, undefined, '1'],
       [3, 1, 'NOT_ARRAY', "expected ',' or ']' at byte 3", '2]'],
