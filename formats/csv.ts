@@ -160,7 +160,7 @@ export class CsvFramer implements Framer {
       const at = this.#history.nextLineStart(Math.max(start - 2, this.#overlong.offset), false);
       if (at < 0) {
         // Still inside the refused line: keep none of it.
-        this.#overlong.refused.add(chunk);
+        this.#overlong.refused.add(this.#raw(chunk));
         this.#overlong.through = this.#fed;
         this.#history.release(this.#fed, chunk.length);
         return [];
@@ -198,7 +198,7 @@ export class CsvFramer implements Framer {
         resume = this.#fed;
       }
       const code = cause.code === 'CSV_QUOTE_NOT_CLOSED' && resume === this.#fed && end ? 'TRUNCATED' : 'PARSE_CSV';
-      this.#frames.push(refusedFrame(this.#history.slice(offset, resume), offset, line, { code, message: this.#csvMessage(cause, line) }, this.#limits.maxRecordBytes));
+      this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, resume)), offset, line, { code, message: this.#csvMessage(cause, line) }, this.#limits.maxRecordBytes));
       this.#restart(resume);
       error = this.#core.parse(this.#history.slice(resume, this.#fed), end, this.#onRecord, this.#close) as CsvParseError | undefined;
     }
@@ -214,7 +214,7 @@ export class CsvFramer implements Framer {
       if (resume < 0) this.#startOverlong(offset, line, 'RECORD_TOO_LARGE', message);
       else {
         // It runs over lines, most likely from a quote left open: refuse its first line and read on from the next.
-        this.#frames.push(refusedFrame(this.#history.slice(offset, resume), offset, line, { code: 'RECORD_TOO_LARGE', message }, this.#limits.maxRecordBytes));
+        this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, resume)), offset, line, { code: 'RECORD_TOO_LARGE', message }, this.#limits.maxRecordBytes));
         this.#restart(resume);
         return this.#parse(this.#history.slice(resume, this.#fed), false);
       }
@@ -266,7 +266,7 @@ export class CsvFramer implements Framer {
 
   #startOverlong(offset: number, line: number, code: string, message: string): void {
     const refused = new RefusedBytes(this.#limits.maxRecordBytes);
-    refused.add(this.#history.slice(offset, this.#fed));
+    refused.add(this.#raw(this.#history.slice(offset, this.#fed)));
     this.#overlong = { refused, offset, line, code, message, through: this.#fed };
     this.#restart(this.#fed);
   }
@@ -275,7 +275,7 @@ export class CsvFramer implements Framer {
   #endOverlong(at: number): void {
     const { refused, offset, line, code, message, through } = this.#overlong!;
     this.#overlong = undefined;
-    refused.add(this.#history.slice(through, at));
+    refused.add(this.#raw(this.#history.slice(through, at)));
     this.#frames.push(refused.frame(offset, line, { code, message }));
     this.#restart(at);
   }
@@ -322,7 +322,7 @@ export class CsvFramer implements Framer {
     if (end - offset > this.#limits.maxRecordBytes) {
       // Within one read: it ended before the check between reads could see it.
       const { code, message } = tooLarge(`record at line ${line}`, end - offset, this.#limits)!;
-      this.#frames.push(refusedFrame(this.#history.slice(offset, end), offset, line, { code, message }, this.#limits.maxRecordBytes));
+      this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, end)), offset, line, { code, message }, this.#limits.maxRecordBytes));
       this.#advance(end);
       return;
     }
@@ -339,7 +339,7 @@ export class CsvFramer implements Framer {
       throw RESYNC;
     }
     const at = Math.max(this.#base + (error.bytes ?? 0), offset);
-    this.#frames.push(refusedFrame(this.#history.slice(offset, at), offset, line, { code: 'PARSE_CSV', message: this.#csvMessage(error, line) }, this.#limits.maxRecordBytes));
+    this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, at)), offset, line, { code: 'PARSE_CSV', message: this.#csvMessage(error, line) }, this.#limits.maxRecordBytes));
     this.#advance(at);
   }
 
@@ -351,9 +351,18 @@ export class CsvFramer implements Framer {
     return `line ${line}: ${error.message.replace(/,? (at|on) line \d+/, '').replace(/ at line \d+/, '')}`;
   }
 
+  /** Bytes as the file holds them: UTF-16BE is read with its bytes swapped (as UTF-16LE), and swapped back for dead letters. */
+  #raw(bytes: Buffer): Buffer {
+    if (!this.#swap) return bytes;
+    const raw = Buffer.from(bytes);
+    // Slices start and end between characters: even lengths.
+    raw.subarray(0, raw.length & ~1).swap16();
+    return raw;
+  }
+
   #error(code: string, message: string, end: number): Frame {
     const offset = this.#nextStart;
-    const frame = refusedFrame(this.#history.slice(offset, end), offset, this.#nextLine, { code, message }, this.#limits.maxRecordBytes);
+    const frame = refusedFrame(this.#raw(this.#history.slice(offset, end)), offset, this.#nextLine, { code, message }, this.#limits.maxRecordBytes);
     this.#nextStart = Math.max(end, offset + 1);
     return frame;
   }
