@@ -7,6 +7,16 @@ import { Keyring } from '../../../lib/security/keyring';
 import type { DeadLetter } from '../../../lib/sink';
 import { MemorySink, until } from '../../helpers';
 
+/** The error `act` throws, or undefined when it throws none. */
+function thrownBy<E extends Error = TributaryError>(act: () => unknown): E | undefined {
+  try {
+    act();
+  } catch (error) {
+    return error as E;
+  }
+  return undefined;
+}
+
 describe('access control, in detail', () => {
   const vendor = AccessControl.issueKey('acme', ['vendor']);
 
@@ -36,13 +46,7 @@ describe('access control, in detail', () => {
 
   it('throws a refusal naming the key, the permission and the outcome', () => {
     const access = new AccessControl({ roles: { vendor: ['webhook:post:acme'] }, keys: [vendor.record] });
-    const forbidden = (() => {
-      try {
-        access.check(vendor.token, 'admin');
-      } catch (error) {
-        return error as AccessDeniedError;
-      }
-    })();
+    const forbidden = thrownBy<AccessDeniedError>(() => access.check(vendor.token, 'admin'));
     expect(forbidden).to.be.instanceOf(AccessDeniedError);
     expect({ message: forbidden!.message, code: forbidden!.code, permission: forbidden!.permission, keyId: forbidden!.keyId }).to.deep.equal({
       message: 'key acme lacks permission admin',
@@ -152,12 +156,7 @@ describe('audit log, in detail', () => {
     const waiting = [audit.flush(), audit.flush()].map((p) => p.then(() => 'resolved', (e: Error) => e.message));
     expect(await Promise.all(waiting)).to.deep.equal(['the audit sink refused 1 row(s) as malformed: Cannot parse input', 'the audit sink refused 1 row(s) as malformed: Cannot parse input']);
     expect(await audit.flush().then(() => 'resolved', (e: Error) => e.message)).to.equal('the audit sink refused 1 row(s) as malformed: Cannot parse input');
-    let failed: TributaryError | undefined;
-    try {
-      audit.record({ type: 't', actor: 'a', outcome: 'ok' });
-    } catch (error) {
-      failed = error as TributaryError;
-    }
+    const failed = thrownBy(() => audit.record({ type: 't', actor: 'a', outcome: 'ok' }));
     expect([failed?.message, failed?.code]).to.deep.equal(['audit log failed: the audit sink refused 1 row(s) as malformed: Cannot parse input', 'AUDIT_FAILED']);
     expect(failed?.cause).to.be.instanceOf(SinkError);
   });
@@ -166,12 +165,7 @@ describe('audit log, in detail', () => {
     const audit = new AuditLog({ sink: new MemorySink<AuditRow>(), ...quick });
     await audit.flush();
     await audit[Symbol.asyncDispose]();
-    let closed: TributaryError | undefined;
-    try {
-      audit.record({ type: 't', actor: 'a', outcome: 'ok' });
-    } catch (error) {
-      closed = error as TributaryError;
-    }
+    const closed = thrownBy(() => audit.record({ type: 't', actor: 'a', outcome: 'ok' }));
     expect([closed?.message, closed?.code]).to.deep.equal(['audit log is closed', 'STOPPED']);
   });
 
