@@ -118,7 +118,10 @@ export class CsvFramer implements Framer {
   readonly #limits: FramingLimits;
   readonly #csvEncoding: BufferEncoding;
   readonly #cp1252: boolean;
+  readonly #utf16: boolean;
   readonly #swap: ByteSwapper | undefined;
+  /** UTF-16 text as the current core reads it (UTF-8), and the way back to file offsets. */
+  #asUtf8: Utf16AsUtf8 | undefined;
   readonly #history: ByteHistory;
   #core!: CsvCore;
   /** File offset of the first byte the current core was given. */
@@ -143,7 +146,8 @@ export class CsvFramer implements Framer {
     this.#options = options;
     this.#limits = limits;
     this.#columns = options.columns;
-    this.#csvEncoding = encoding === 'utf-8' ? 'utf8' : encoding.startsWith('utf-16') ? 'utf16le' : 'latin1';
+    this.#utf16 = encoding.startsWith('utf-16');
+    this.#csvEncoding = encoding === 'utf-8' || this.#utf16 ? 'utf8' : 'latin1';
     this.#cp1252 = encoding === 'windows-1252';
     this.#swap = encoding === 'utf-16be' ? new ByteSwapper() : undefined;
     this.#history = new ByteHistory(encoding.startsWith('utf-16') ? 2 : 1, limits.maxRecordBytes);
@@ -173,18 +177,21 @@ export class CsvFramer implements Framer {
 
   end(): Frame[] {
     if (this.#swap) {
+      // A dangling odd byte, as the file holds it.
       const rest = this.#swap.end();
-      if (rest.length > 0) this.#frames.push(this.#error('TRUNCATED', `the file ends inside a UTF-16 character`, this.#fed));
+      this.#history.append(rest);
+      this.#fed += rest.length;
     }
-    if (this.#overlong) {
-      this.#endOverlong(this.#fed);
-      return this.#take();
+    const frames = this.#overlong ? (this.#endOverlong(this.#fed), this.#take()) : this.#parse(undefined, true);
+    if (this.#utf16 && this.#fed % 2 === 1 && this.#nextStart < this.#fed) {
+      // Half a character after the last record (or its line break): no record holds it.
+      frames.push(refusedFrame(this.#raw(this.#history.slice(this.#fed - 1, this.#fed)), this.#fed - 1, this.#history.lineAt(this.#fed - 1), { code: 'TRUNCATED', message: 'the file ends inside a UTF-16 character' }, this.#limits.maxRecordBytes));
     }
-    return this.#parse(undefined, true);
+    return frames;
   }
 
   #parse(chunk: Buffer | undefined, end: boolean): Frame[] {
-    let error = this.#core.parse(chunk, end, this.#onRecord, this.#close) as CsvParseError | undefined;
+    let error = this.#core.parse(this.#text(chunk, end), end, this.#onRecord, this.#close) as CsvParseError | undefined;
     while (error === RESYNC) {
       const { offset, line, error: cause } = this.#broken!;
       this.#broken = undefined;
@@ -200,13 +207,13 @@ export class CsvFramer implements Framer {
       const code = cause.code === 'CSV_QUOTE_NOT_CLOSED' && resume === this.#fed && end ? 'TRUNCATED' : 'PARSE_CSV';
       this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, resume)), offset, line, { code, message: this.#csvMessage(cause, line) }, this.#limits.maxRecordBytes));
       this.#restart(resume);
-      error = this.#core.parse(this.#history.slice(resume, this.#fed), end, this.#onRecord, this.#close) as CsvParseError | undefined;
+      error = this.#core.parse(this.#text(this.#history.slice(resume, this.#fed), end), end, this.#onRecord, this.#close) as CsvParseError | undefined;
     }
     if (error && error !== RESYNC) {
       // Only option or hook failures get here: record errors are skipped and reported.
       this.#frames.push(this.#error('PARSE_CSV', error.message, this.#fed));
       this.#restart(this.#fed);
-    } else if (!end && !this.#overlong && this.#pending() && this.#base + this.#core.state.bufBytesStart - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
+    } else if (!end && !this.#overlong && this.#pending() && this.#at(this.#core.state.bufBytesStart) - this.#pendingStart().offset > this.#limits.maxRecordBytes) {
       // Over the limit by the bytes read: those held back to look ahead may end the record.
       const { offset, line } = this.#startOfRecord();
       const { message } = tooLarge(`record at line ${line}`, Infinity, this.#limits)!;
@@ -253,7 +260,18 @@ export class CsvFramer implements Framer {
     });
     this.#emptyLines = 0;
     this.#commentLines = 0;
+    this.#asUtf8 = this.#utf16 ? new Utf16AsUtf8() : undefined;
     return (parser as unknown as { api: CsvCore }).api;
+  }
+
+  /** What the core reads of file bytes (after a byte swap): UTF-16 goes in as UTF-8. */
+  #text(chunk: Buffer | undefined, end: boolean): Buffer | undefined {
+    return this.#asUtf8 ? this.#asUtf8.text(chunk, end) : chunk;
+  }
+
+  /** The file offset of the core's byte count `bytes`. */
+  #at(bytes: number): number {
+    return this.#base + (this.#asUtf8 ? this.#asUtf8.fileBytes(bytes) : bytes);
   }
 
   /** Starts a fresh core at `offset`, keeping the column names already read. */
@@ -289,7 +307,7 @@ export class CsvFramer implements Framer {
   #header(header: string[]): string[] {
     if (this.#cp1252) header = header.map(latin1ToCp1252);
     this.#columns = header;
-    this.#advance(this.#base + this.#core.info.bytes);
+    this.#advance(this.#at(this.#core.info.bytes));
     return header;
   }
 
@@ -318,7 +336,7 @@ export class CsvFramer implements Framer {
 
   #record(record: Record<string, string>): void {
     const { offset, line } = this.#startOfRecord();
-    const end = this.#base + this.#core.info.bytes;
+    const end = this.#at(this.#core.info.bytes);
     if (end - offset > this.#limits.maxRecordBytes) {
       // Within one read: it ended before the check between reads could see it.
       const { code, message } = tooLarge(`record at line ${line}`, end - offset, this.#limits)!;
@@ -338,7 +356,7 @@ export class CsvFramer implements Framer {
       this.#broken = { offset, line, error };
       throw RESYNC;
     }
-    const at = Math.max(this.#base + (error.bytes ?? 0), offset);
+    const at = Math.max(this.#at(error.bytes ?? 0), offset);
     this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, at)), offset, line, { code: 'PARSE_CSV', message: this.#csvMessage(error, line) }, this.#limits.maxRecordBytes));
     this.#advance(at);
   }
@@ -369,6 +387,69 @@ export class CsvFramer implements Framer {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * UTF-16 text handed to csv-parse as UTF-8. csv-parse matches line breaks, delimiters and
+ * quotes byte by byte, and in UTF-16 their bytes also appear across two characters (U+0A41
+ * U+0100 holds 0A 00 at an odd offset: a line feed to a byte scanner). Maps csv-parse's byte
+ * counts back to the file's: two bytes per UTF-16 code unit, one unit per UTF-8 character
+ * (two for a 4-byte one; an unpaired surrogate becomes U+FFFD, still one unit).
+ */
+class Utf16AsUtf8 {
+  // A BOM is text to csv-parse (it drops a leading one) and its bytes count.
+  readonly #decoder = new TextDecoder('utf-16le', { ignoreBOM: true });
+  /** The first byte of a code unit split over reads (a file's odd last byte is never decoded). */
+  #odd: Buffer | undefined;
+  /** UTF-8 handed out and not yet passed by the cursor, with the UTF-8 offset of each. */
+  #chunks: { bytes: Buffer; start: number; units: number }[] = [];
+  #bytes = 0;
+  #units = 0;
+  /** Counting cursor: UTF-8 offset and the code units before it. */
+  #at = 0;
+  #atUnits = 0;
+
+  text(chunk: Buffer | undefined, end: boolean): Buffer | undefined {
+    let text = '';
+    if (chunk) {
+      let units = this.#odd ? Buffer.concat([this.#odd, chunk]) : chunk;
+      this.#odd = units.length % 2 === 1 ? units.subarray(units.length - 1) : undefined;
+      if (this.#odd) units = units.subarray(0, units.length - 1);
+      text = this.#decoder.decode(units, { stream: true });
+    }
+    // A high surrogate left at the end becomes U+FFFD: one unit, as in the file.
+    if (end) text += this.#decoder.decode();
+    if (text.length === 0) return chunk && EMPTY;
+    const bytes = Buffer.from(text, 'utf8');
+    this.#chunks.push({ bytes, start: this.#bytes, units: this.#units });
+    this.#bytes += bytes.length;
+    this.#units += text.length;
+    return bytes;
+  }
+
+  /** File bytes behind the first `utf8` bytes handed out (asked in increasing order). */
+  fileBytes(utf8: number): number {
+    if (utf8 < this.#at) {
+      const first = this.#chunks[0]!;
+      this.#at = first.start;
+      this.#atUnits = first.units;
+    }
+    for (const chunk of this.#chunks) {
+      const chunkEnd = chunk.start + chunk.bytes.length;
+      if (chunkEnd <= this.#at) continue;
+      const stop = Math.min(utf8, chunkEnd) - chunk.start;
+      let units = this.#atUnits;
+      for (let i = this.#at - chunk.start; i < stop; i++) {
+        const byte = chunk.bytes[i]!;
+        if ((byte & 0xc0) !== 0x80) units += byte >= 0xf0 ? 2 : 1;
+      }
+      this.#atUnits = units;
+      this.#at = chunk.start + stop;
+      if (utf8 <= chunkEnd) break;
+    }
+    while (this.#chunks.length > 1 && this.#chunks[0]!.start + this.#chunks[0]!.bytes.length <= this.#at) this.#chunks.shift();
+    return 2 * this.#atUnits;
+  }
+}
 
 /**
  * The bytes from the start of the oldest unfinished record on: enough to count lines up

@@ -9,7 +9,8 @@ import type { Frame } from '../../../formats/framing';
  * The CSV framer against a reference: files are laid out from pieces whose frame is known
  * in advance (records, quoted fields holding line breaks, ragged rows, broken quotes, rows
  * at and over the size limit, blank and comment lines, CR, LF and CRLF, a BOM, characters
- * whose UTF-16 units hold 0x0A and 0x0D bytes), encoded, cut into random chunks and framed:
+ * whose UTF-16 units hold 0x0A and 0x0D bytes or make a line break, comma or quote across two
+ * units, a UTF-16 file's odd last byte), encoded, cut into random chunks and framed:
  * every frame's offset, line, size, value or refused bytes must be the reference's.
  */
 
@@ -29,7 +30,7 @@ interface Piece {
 }
 
 const ENCODINGS: FileEncoding[] = ['utf-8', 'utf-16le', 'utf-16be', 'latin1', 'windows-1252'];
-const UNICODE = ['é', '€', '𝄞', '\u0a0d', '\u0d0a', '\u0a0a', '\u0d0d'];
+const UNICODE = ['é', '€', '𝄞', '\u0a0d', '\u0d0a', '\u0a0a', '\u0d0d', 'Ā', '\u0a41', '\u0d41', '\u2c41', '\u2241'];
 const LATIN = ['é', 'ß', '¤'];
 
 function encode(text: string, encoding: FileEncoding): Buffer {
@@ -98,9 +99,12 @@ const layoutArb = fc
       breaks: fc.array(fc.constantFrom('\n', '\r\n', '\r'), { minLength: 1, maxLength: 4 }),
       bom: fc.boolean(),
       endBreak: fc.boolean(),
+      half: fc.boolean(),
     }),
   )
-  .map(({ encoding, options, pieces, breaks, bom, endBreak }): Layout => {
+  .map(({ encoding, options, pieces, breaks, bom, endBreak, half }): Layout => {
+    // A UTF-16 file cut inside its last code unit, after a line break: that byte alone is refused.
+    const halfUnit = half && endBreak && encoding.startsWith('utf-16');
     // Multi-line records over the limit are refused by their first line only: none are laid out.
     const laid = pieces.map((p, i) => p(`K${i}Z`)).filter((p) => !(/[\r\n]/.test(p.text) && p.expect(encode(`${p.text}\r\n`, encoding).length, false) === undefined));
     const bomBytes = bom && encoding.startsWith('utf') ? encode('\ufeff', encoding) : Buffer.alloc(0);
@@ -108,7 +112,7 @@ const layoutArb = fc
     let at = parts[0]!.length + parts[1]!.length;
     const expected: Expected[] = [];
     laid.forEach((piece, i) => {
-      const last = i === laid.length - 1;
+      const last = i === laid.length - 1 && !halfUnit;
       let lineBreak: string = breaks[i % breaks.length]!;
       if (piece.quiet && lineBreak === '\r') lineBreak = '\n';
       // A lone CR before a blank line would make a CRLF of them.
@@ -122,6 +126,10 @@ const layoutArb = fc
       parts.push(bytes);
       at += bytes.length;
     });
+    if (halfUnit) {
+      parts.push(Buffer.of(0x41));
+      expected.push({ kind: 'refused', start: at, end: at + 1, codes: ['TRUNCATED'] });
+    }
     const bytes = Buffer.concat(parts);
     return { bytes, expected, options, encoding };
   })
