@@ -90,9 +90,7 @@ export class MessageText {
     if (previous !== undefined && sameHeaders(headers, previous, this.#previousNames)) return previous;
     let text: Record<string, string> | undefined;
     for (const name in headers) {
-      const value = headers[name];
-      if (value === undefined) continue;
-      const last = Array.isArray(value) ? value[value.length - 1] : value;
+      const last = lastValue(headers[name]);
       if (last === undefined) continue;
       text ??= {};
       text[name] = typeof last === 'string' ? last : this.#header(name, last);
@@ -118,15 +116,18 @@ export class MessageText {
 function sameHeaders(headers: IHeaders, text: Readonly<Record<string, string>>, names: number): boolean {
   let count = 0;
   for (const name in headers) {
-    const value = headers[name];
-    if (value === undefined) continue;
-    const last = Array.isArray(value) ? value[value.length - 1] : value;
+    const last = lastValue(headers[name]);
     if (last === undefined) continue;
     const seen = Object.hasOwn(text, name) ? text[name] : undefined;
     if (seen === undefined || (typeof last === 'string' ? last !== seen : !asciiEquals(last, seen))) return false;
     count++;
   }
   return count === names;
+}
+
+/** A header's value: the last one of a repeated header. */
+function lastValue(value: IHeaders[string]): Buffer | string | undefined {
+  return Array.isArray(value) ? value[value.length - 1] : value;
 }
 
 /** Whether `bytes` are the ASCII text `text`. */
