@@ -447,7 +447,8 @@ export class JsonArrayFramer implements Framer {
     }
     this.#carry = [];
     this.#carryBytes = 0;
-    if (!this.#elementError && bytes.length > this.#limits.maxRecordBytes) {
+    // Over the size limit wins over too deep, however the element was cut into reads.
+    if (bytes.length > this.#limits.maxRecordBytes) {
       this.#elementError = reason(tooLarge(`element at byte ${this.#elementOffset}`, bytes.length, this.#limits)!);
     }
     const overlong = this.#overlong;
