@@ -1,7 +1,7 @@
 import { Parser } from 'csv-parse';
 import { ConfigError } from '../lib/errors';
 import { tooLarge } from '../lib/limits';
-import { ByteSwapper, latin1ToCp1252, type FileEncoding } from './encoding';
+import { ByteSwapper, latin1ToCp1252, singleByteChar, type FileEncoding } from './encoding';
 import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
 /** How a CSV file is laid out. */
@@ -74,6 +74,28 @@ export function resolveCsvOptions(options: CsvOptions = {}, prefix = 'csv'): Res
   };
 }
 
+/**
+ * The options as the parser matches them in a file of `encoding`: a single-byte file can
+ * hold only its 256 characters (a Windows-1252 file is read as Latin-1, so its '€' is
+ * matched as byte 0x80). Throws when an option character is not one of them: matched as
+ * the Latin-1 byte of its low 8 bits, '€' would split a Latin-1 file at every '¬'.
+ */
+export function csvOptionsIn(options: ResolvedCsvOptions, encoding: FileEncoding | undefined, prefix = 'csv'): ResolvedCsvOptions {
+  if (encoding !== 'latin1' && encoding !== 'windows-1252') return options;
+  const inFile = (value: string, name: string): string => {
+    const char = singleByteChar(value, encoding);
+    if (char === undefined) throw new ConfigError(`${prefix}.${name} ${shown(value)} is not a ${encoding} character: a ${encoding} file cannot hold it`);
+    return char;
+  };
+  return {
+    ...options,
+    delimiter: inFile(options.delimiter, 'delimiter'),
+    quote: options.quote === false ? false : inFile(options.quote, 'quote'),
+    escape: options.escape === undefined ? undefined : inFile(options.escape, 'escape'),
+    comment: options.comment === undefined ? undefined : inFile(options.comment, 'comment'),
+  };
+}
+
 function shown(value: unknown): string {
   return typeof value === 'string' ? `'${value}'` : String(value);
 }
@@ -143,7 +165,7 @@ export class CsvFramer implements Framer {
   readonly #close = () => undefined;
 
   constructor(options: ResolvedCsvOptions, limits: FramingLimits, encoding: FileEncoding) {
-    this.#options = options;
+    this.#options = csvOptionsIn(options, encoding);
     this.#limits = limits;
     this.#columns = options.columns;
     this.#utf16 = encoding.startsWith('utf-16');

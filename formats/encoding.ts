@@ -95,6 +95,21 @@ export function latin1ToCp1252(text: string): string {
   return text.replace(C1, (c) => CP1252_HIGH[c.charCodeAt(0) - 0x80]!);
 }
 
+/**
+ * The Latin-1 character read for `char` in a file of a single-byte `encoding` (Windows-1252
+ * is read as Latin-1 and mapped after), `undefined` when the encoding has no such character.
+ */
+export function singleByteChar(char: string, encoding: 'latin1' | 'windows-1252'): string | undefined {
+  if (encoding === 'windows-1252') {
+    const high = CP1252_HIGH.indexOf(char);
+    if (high >= 0) return String.fromCharCode(0x80 + high);
+    if (C1_RANGE.test(char)) return undefined;
+  }
+  return char.length === 1 && char.charCodeAt(0) <= 0xff ? char : undefined;
+}
+
+const C1_RANGE = /^[\u0080-\u009f]$/;
+
 /** Swaps the bytes of each UTF-16 code unit: big-endian in, little-endian out (offsets unchanged). */
 export class ByteSwapper {
   #odd: number | undefined;

@@ -1,7 +1,7 @@
 import type { Envelope } from '../lib/envelope';
 import { ParseError } from '../lib/errors';
 import { checkJsonText, hasMoreOpenings, type ResolvedRecordLimits } from '../lib/limits';
-import { resolveCsvOptions, CsvFramer, type CsvOptions } from './csv';
+import { csvOptionsIn, resolveCsvOptions, CsvFramer, type CsvOptions } from './csv';
 import { sniffEncoding, type FileEncoding } from './encoding';
 import { refusedRaw, type Frame, type Framer } from './framing';
 import { resolveXmlOptions, XmlFramer, type XmlOptions } from './xml';
@@ -24,6 +24,7 @@ export function documentSplitter(
   limits: ResolvedRecordLimits,
 ): PayloadSplitter {
   const csv = format === 'csv' ? resolveCsvOptions(options.csv) : undefined;
+  if (csv) csvOptionsIn(csv, options.encoding);
   const xml = format === 'xml' ? resolveXmlOptions(options.xml) : undefined;
   const framerFor = (bytes: Buffer): Framer => {
     const sniffed = sniffEncoding(bytes, options.encoding, xml !== undefined);

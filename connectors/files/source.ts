@@ -6,7 +6,7 @@ import { ConfigError, ConnectorError } from '../../lib/errors';
 import { resolveRecordLimits } from '../../lib/limits';
 import { booleanOption, nonNegativeInteger, positiveInteger } from '../../lib/options';
 import type { Source, SourceContext } from '../../lib/source';
-import { resolveCsvOptions, type CsvOptions } from '../../formats/csv';
+import { csvOptionsIn, resolveCsvOptions, type CsvOptions } from '../../formats/csv';
 import { encodingOption, type FileEncoding } from '../../formats/encoding';
 import { readFile, rejectUnreadable, type FileFormat, type FileProgress, type ReadSettings } from './read';
 import { resolveXmlOptions, type XmlOptions } from '../../formats/xml';
@@ -157,12 +157,16 @@ export function resolveReadSettings(options: Omit<FromFilesOptions, 'paths'>, so
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
     throw new ConfigError(`onProgress must be a function, got ${typeof options.onProgress}`);
   }
+  const encoding = encodingOption(options.encoding);
+  const csv = resolveCsvOptions(options.csv);
+  // A file with a byte order mark is read as UTF: the options must suit the declared encoding.
+  csvOptionsIn(csv, encoding);
   return {
     source,
     limits: resolveRecordLimits(options),
     chunkBytes: options.chunkBytes === undefined ? undefined : positiveInteger(options.chunkBytes, 0, 'chunkBytes'),
-    encoding: encodingOption(options.encoding),
-    csv: resolveCsvOptions(options.csv),
+    encoding,
+    csv,
     // XML options are required only to read XML; when given, they are checked now.
     xml: options.xml !== undefined || options.format === 'xml' ? resolveXmlOptions(options.xml) : undefined,
     onProgress: options.onProgress,

@@ -1,7 +1,10 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
+import { fromFiles } from '../../../connectors/files';
 import { CsvFramer, resolveCsvOptions, type CsvOptions } from '../../../formats/csv';
+import { ConfigError } from '../../../lib/errors';
+import { parse } from '../../../operators/parse';
 import type { FileEncoding } from '../../../formats/encoding';
 import type { Frame } from '../../../formats/framing';
 
@@ -230,6 +233,28 @@ describe('CSV options and code pages', () => {
     const values = (encoding: FileEncoding) => frameAll({ bytes, expected: [], options: {}, encoding }, []).map((f) => f.value);
     expect(values('windows-1252')).to.deep.equal([{ 'pri€': '1', b: '“x”' }]);
     expect(values('latin1')).to.deep.equal([{ 'pri\x80': '1', b: '\x93x\x94' }]);
+  });
+
+  it('matches option characters as the code page of the file holds them, and refuses ones a single-byte file cannot hold', () => {
+    // Windows-1252: '€' is byte 0x80, '„' is 0x84; in Latin-1 '€' does not exist (its low byte 0xAC is '¬').
+    const cp1252 = Buffer.from([...Buffer.from('id'), 0x80, 0x61, 0x0a, 0x31, 0x80, 0x84, 0xac, 0x80, 0x80, 0x84, 0x0a]);
+    const values = (bytes: Buffer, options: CsvOptions, encoding: FileEncoding) => frameAll({ bytes, expected: [], options, encoding }, []).map((f) => f.value ?? f.error?.code);
+    expect(values(cp1252, { delimiter: '€', quote: '„' }, 'windows-1252')).to.deep.equal([{ id: '1', a: '¬€€' }]);
+    for (const text of ['id€a\n1€x\n', 'id€a\n1€¬\n']) {
+      expect(values(Buffer.from(text, 'utf8'), { delimiter: '€' }, 'utf-8')).to.have.length(1);
+      expect(values(Buffer.from(`\ufeff${text}`, 'utf16le'), { delimiter: '€' }, 'utf-16le')).to.have.length(1);
+    }
+    const latin1 = Buffer.from('id¬a\n1¬x\n', 'latin1');
+    expect(() => values(latin1, { delimiter: '€' }, 'latin1')).to.throw(ConfigError, "csv.delimiter '€' is not a latin1 character: a latin1 file cannot hold it");
+    expect(() => values(latin1, { quote: '\u0100' }, 'latin1')).to.throw(ConfigError, "csv.quote 'Ā' is not a latin1 character");
+    expect(() => values(latin1, { escape: '𝄞' }, 'windows-1252')).to.throw(ConfigError, "csv.escape '𝄞' is not a windows-1252 character");
+    // A C1 control that Windows-1252 gives a character to is not in the file as itself.
+    expect(() => values(latin1, { comment: '\u0080' }, 'windows-1252')).to.throw(ConfigError, "csv.comment '\u0080' is not a windows-1252 character");
+    expect(values(latin1, { comment: '\u0080' }, 'latin1')).to.deep.equal([{ 'id¬a': '1¬x' }]);
+    // Refused when the source is configured, before any file is read.
+    expect(() => fromFiles({ paths: 'a.csv', encoding: 'latin1', csv: { delimiter: '€' } })).to.throw(ConfigError, "csv.delimiter '€' is not a latin1 character");
+    expect(() => parse({ format: 'csv', encoding: 'iso-8859-1', csv: { quote: '“' } })).to.throw(ConfigError, "csv.quote '“' is not a latin1 character");
+    expect(() => parse({ format: 'csv', encoding: 'cp1252', csv: { quote: '“' } })).not.to.throw();
   });
 
   it('reads fields as they are with no quote character, and with another escape', () => {
