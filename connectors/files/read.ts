@@ -173,6 +173,8 @@ export async function readFile(
   const progress = new ProgressReporter(file, input.totalBytes, settings);
   let framer: Framer | undefined;
   let transcode: ((chunk: Buffer) => Buffer) | undefined;
+  /** What the transcoder holds at the end: half a character becomes U+FFFD, so the file's last bytes reach a dead letter. */
+  let transcodeEnd: (() => Buffer) | undefined;
   let head: Buffer[] = [];
   let headBytes = 0;
   const start = () => {
@@ -189,6 +191,7 @@ export async function readFile(
         // JSON is framed on UTF-8 bytes: offsets then count the UTF-8 text.
         const decoder = chunkDecoder(encoding);
         transcode = (chunk) => Buffer.from(decoder.decode(chunk), 'utf8');
+        transcodeEnd = () => Buffer.from(decoder.end(), 'utf8');
       } else if (encoding !== 'utf-8') {
         checkUtf8 = false;
         decodeText = encoding === 'latin1' ? latin1Text : cp1252Text;
@@ -217,7 +220,8 @@ export async function readFile(
       if (context.signal.aborted) return { records: record, failure };
     }
     if (!framer) await deliver(start());
-    const last = framer!.end();
+    const rest = transcodeEnd?.();
+    const last = rest?.length ? framer!.push(rest).concat(framer!.end()) : framer!.end();
     // An empty file is the same failure in every format: one EMPTY_FILE dead letter at its start.
     await deliver(blank && record === 0 ? [emptyFile(format)] : last);
   } catch (cause) {

@@ -69,4 +69,16 @@ describe('fromFiles: gzip and encodings', () => {
     const u = await ingestFiles({ paths: utf16, chunkBytes: 3 });
     expect([u.rows, u.letters]).to.deep.equal([[{ n: 'Ø' }, { n: 2 }], []]);
   });
+
+  it('dead-letters half a character at the end of a UTF-16 NDJSON or JSON file, never drops it', async () => {
+    const ndjson = Buffer.concat([Buffer.from('\ufeff{"n":1}\n{"n":2}', 'utf16le'), Buffer.of(0x7b)]);
+    const n = await ingestFiles({ paths: file('half.ndjson', ndjson), chunkBytes: 5 });
+    expect(n.rows).to.deep.equal([{ n: 1 }]);
+    expect(n.letters.map((l) => [l.code, l.raw])).to.deep.equal([['PARSE_JSON', '{"n":2}\ufffd']]);
+    // A high surrogate with nothing after it.
+    const json = Buffer.from('\ufeff[{"n":1},{"n":"\ud83c"}]\ud83c', 'utf16le');
+    const j = await ingestFiles({ paths: file('half.json', json), chunkBytes: 7 });
+    expect(j.rows).to.deep.equal([{ n: 1 }, { n: '\ufffd' }]);
+    expect(j.letters.map((l) => [l.code, l.raw])).to.deep.equal([['NOT_ARRAY', '\ufffd']]);
+  });
 });
