@@ -13,8 +13,9 @@ export interface CsvOptions {
   /** Escape character inside quoted fields, one character. @default the quote (a doubled quote) */
   escape?: string;
   /**
-   * `true`: the first row names the columns. A list: the column names, and every row is
-   * data. Records are objects keyed by column name. @default true
+   * `true`: the first row names the columns (a name it repeats becomes `name_2`, `name_3`…
+   * for its later columns, so no value is lost). A list: the column names, and every row
+   * is data. Records are objects keyed by column name. @default true
    */
   columns?: true | readonly string[];
   /**
@@ -328,6 +329,7 @@ export class CsvFramer implements Framer {
 
   #header(header: string[]): string[] {
     if (this.#cp1252) header = header.map(latin1ToCp1252);
+    header = uniqueNames(header);
     this.#columns = header;
     this.#advance(this.#at(this.#core.info.bytes));
     return header;
@@ -409,6 +411,27 @@ export class CsvFramer implements Framer {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Header names made unique: a name the header repeats keeps its first column, and each
+ * later one becomes `name_2`, `name_3`… (a number no other column has): a record keyed by
+ * name would otherwise hold only the last of them.
+ */
+function uniqueNames(names: string[]): string[] {
+  const taken = new Set(names);
+  if (taken.size === names.length) return names;
+  const seen = new Set<string>();
+  return names.map((name) => {
+    if (!seen.has(name)) {
+      seen.add(name);
+      return name;
+    }
+    let n = 2;
+    while (taken.has(`${name}_${n}`)) n++;
+    taken.add(`${name}_${n}`);
+    return `${name}_${n}`;
+  });
+}
 
 /**
  * UTF-16 text handed to csv-parse as UTF-8. csv-parse matches line breaks, delimiters and

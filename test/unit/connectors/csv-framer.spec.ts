@@ -257,6 +257,13 @@ describe('CSV options and code pages', () => {
     expect(() => parse({ format: 'csv', encoding: 'cp1252', csv: { quote: '“' } })).not.to.throw();
   });
 
+  it('keeps every column of a header that names one twice: the later ones become name_2, name_3 (numbers no column has)', () => {
+    const values = (text: string) => frameAll({ bytes: Buffer.from(text), expected: [], options: {}, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
+    expect(values('id,name,name,name_2,name\n1,a,b,c,d\n')).to.deep.equal([{ id: '1', name: 'a', name_3: 'b', name_2: 'c', name_4: 'd' }]);
+    expect(values('a,a,a_2\n1,2,3\n4,5\n')).to.deep.equal([{ a: '1', a_3: '2', a_2: '3' }, 'PARSE_CSV']);
+    expect(values('id,,\n1,2,3\n')).to.deep.equal([{ id: '1', '': '2', _2: '3' }]);
+  });
+
   it('reads fields as they are with no quote character, and with another escape', () => {
     const bytes = Buffer.from('a;b\n"x;\\"y\n');
     const values = (options: CsvOptions) => frameAll({ bytes, expected: [], options, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
