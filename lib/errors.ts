@@ -143,8 +143,13 @@ export class VendorApiError extends ConnectorError {
   readonly retryAfterMs: number | undefined;
   readonly url: string;
 
-  constructor(message: string, status: number, url: string, options: { retryAfterMs?: number; cause?: unknown } = {}) {
-    super(message, { code: status === 0 ? 'HTTP_NETWORK' : `HTTP_${status}`, retriable: status === 0 || status === 429 || status >= 500, cause: options.cause });
+  /** `code` and `retriable` for a refusal of our own (a page too large, a link elsewhere): by default they follow the status. */
+  constructor(message: string, status: number, url: string, options: { retryAfterMs?: number; cause?: unknown; code?: string; retriable?: boolean } = {}) {
+    super(message, {
+      code: options.code ?? (status === 0 ? 'HTTP_NETWORK' : `HTTP_${status}`),
+      retriable: options.retriable ?? (status === 0 || status === 429 || status >= 500),
+      cause: options.cause,
+    });
     this.name = 'VendorApiError';
     this.status = status;
     this.url = url;

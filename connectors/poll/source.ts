@@ -91,6 +91,12 @@ export interface FromPollOptions extends RecordLimits {
   retry?: RetryOptions;
   /** Time allowed for one request. @default 30000 */
   timeoutMs?: number;
+  /**
+   * Largest page body read, in bytes after any Content-Encoding is undone: a bigger page
+   * (or a compression bomb) is refused as `PAGE_TOO_LARGE` once this much has arrived,
+   * never held whole. @default 64 MiB
+   */
+  maxPageBytes?: number;
 }
 
 /** What a poller has done since it started. */
@@ -110,6 +116,9 @@ export interface PollSource extends Source<unknown> {
   readonly stats: PollStats;
   status(): SourceStatus;
 }
+
+/** Redirects followed for one request (within the vendor's origin). */
+const MAX_REDIRECTS = 5;
 
 /** One fetched page, waiting for its records to settle before the cursor may pass it. */
 interface PageTicket {
@@ -171,6 +180,7 @@ export function fromPoll(options: FromPollOptions): PollSource {
   const intervalMs = nonNegativeInteger(options.intervalMs, 60_000, 'intervalMs');
   const limits = resolveRecordLimits(options);
   const timeoutMs = positiveInteger(options.timeoutMs, 30_000, 'timeoutMs');
+  const maxPageBytes = positiveInteger(options.maxPageBytes, 64 * 1024 * 1024, 'maxPageBytes');
   if (!options.cursorStore === !options.cursorFile) throw new ConfigError('give exactly one of cursorStore and cursorFile: where the poller remembers its position');
   const store = options.cursorStore ?? fileCursorStore(options.cursorFile!);
   const retryOptions: ResolvedRetryOptions = resolveRetryOptions({ retries: 5, initialDelayMs: 500, maxDelayMs: 30_000, ...options.retry }, 'retry');
@@ -193,13 +203,16 @@ export function fromPoll(options: FromPollOptions): PollSource {
           if (attempt > 1) stats.retries++;
           stats.requests++;
           let response: Response;
+          let bytes: Buffer;
           try {
-            response = await fetch(url, { headers, signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
+            const requestSignal = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
+            response = await fetchSameOrigin(url, requestSignal);
+            bytes = await bodyOf(response, url);
           } catch (cause) {
+            if (cause instanceof VendorApiError) throw cause;
             connected = false;
             throw new VendorApiError(`${url.href}: ${(cause as Error).message}`, 0, url.href, { cause });
           }
-          const bytes = Buffer.from(await response.arrayBuffer());
           // A lenient decoder would store bytes that are not UTF-8 as U+FFFD: refuse them.
           const utf8 = isUtf8(bytes);
           const text = bytes.toString('utf8');
@@ -226,11 +239,52 @@ export function fromPoll(options: FromPollOptions): PollSource {
     );
   }
 
+  /**
+   * Fetches `url`, following redirects within its origin only: the request headers carry
+   * the vendor's credentials, and a redirect to another host would hand them over.
+   */
+  async function fetchSameOrigin(url: URL, requestSignal: AbortSignal): Promise<Response> {
+    let at = url;
+    for (let redirects = 0; ; redirects++) {
+      const response = await fetch(at, { headers, signal: requestSignal, redirect: 'manual' });
+      const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+      if (location === null) return response;
+      await response.body?.cancel();
+      const next = new URL(location, at);
+      if (next.origin !== base.origin) {
+        throw new VendorApiError(`${url.href} redirected to ${next.origin}, another origin: the request's headers are not sent there (set url to it if it is the vendor's)`, 0, url.href, { code: 'FOREIGN_REDIRECT', retriable: false });
+      }
+      if (redirects === MAX_REDIRECTS) throw new VendorApiError(`${url.href}: more than ${MAX_REDIRECTS} redirects`, 0, url.href, { code: 'TOO_MANY_REDIRECTS', retriable: false });
+      at = next;
+    }
+  }
+
+  /** The response body, refused once it passes `maxPageBytes` (counted as it arrives, decompressed). */
+  async function bodyOf(response: Response, url: URL): Promise<Buffer> {
+    const chunks: Uint8Array[] = [];
+    let length = 0;
+    if (!response.body) return Buffer.alloc(0);
+    for await (const chunk of response.body) {
+      length += chunk.byteLength;
+      if (length > maxPageBytes) {
+        await response.body.cancel().catch(() => undefined);
+        throw new VendorApiError(`${url.href}: the page is over maxPageBytes (${maxPageBytes} bytes): ask for smaller pages or raise maxPageBytes`, 0, url.href, { code: 'PAGE_TOO_LARGE', retriable: false });
+      }
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks, length);
+  }
+
   /** The page at `position` (a page number, an offset, a cursor token or a URL) and where the next one is. */
   async function fetchAt(position: string | number | undefined, since: string | number | undefined, signal: AbortSignal): Promise<Fetched> {
     let url: URL;
-    if (pagination.type === 'link' && typeof position === 'string') url = new URL(position);
-    else {
+    if (pagination.type === 'link' && typeof position === 'string') {
+      url = new URL(position);
+      // The next link comes from the vendor's answer: it is followed within the vendor's origin only.
+      if (url.origin !== base.origin) {
+        throw new VendorApiError(`the next page link ${url.href} points to another origin than ${base.origin}: the request's headers are not sent there`, 0, position, { code: 'FOREIGN_LINK', retriable: false });
+      }
+    } else {
       url = new URL(base);
       if (since !== undefined && options.watermark) url.searchParams.set(options.watermark.param, String(since));
       if (pagination.type === 'page') {
