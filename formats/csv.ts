@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Parser } from 'csv-parse';
 import { ConfigError } from '../lib/errors';
 import { tooLarge } from '../lib/limits';
@@ -142,6 +143,7 @@ export class CsvFramer implements Framer {
   readonly #csvEncoding: BufferEncoding;
   readonly #cp1252: boolean;
   readonly #utf16: boolean;
+  readonly #utf8: boolean;
   readonly #swap: ByteSwapper | undefined;
   /** UTF-16 text as the current core reads it (UTF-8), and the way back to file offsets. */
   #asUtf8: Utf16AsUtf8 | undefined;
@@ -170,6 +172,7 @@ export class CsvFramer implements Framer {
     this.#limits = limits;
     this.#columns = options.columns;
     this.#utf16 = encoding.startsWith('utf-16');
+    this.#utf8 = encoding === 'utf-8';
     this.#csvEncoding = encoding === 'utf-8' || this.#utf16 ? 'utf8' : 'latin1';
     this.#cp1252 = encoding === 'windows-1252';
     this.#swap = encoding === 'utf-16be' ? new ByteSwapper() : undefined;
@@ -367,6 +370,15 @@ export class CsvFramer implements Framer {
       this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, end)), offset, line, { code, message }, this.#limits.maxRecordBytes));
       this.#advance(end);
       return;
+    }
+    if (this.#utf8) {
+      // csv-parse decodes leniently: bytes that are not UTF-8 would be stored as U+FFFD.
+      const raw = this.#history.slice(offset, end);
+      if (!isUtf8(raw)) {
+        this.#frames.push(refusedFrame(raw, offset, line, { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` }, this.#limits.maxRecordBytes));
+        this.#advance(end);
+        return;
+      }
     }
     if (this.#cp1252) for (const key in record) record[key] = latin1ToCp1252(record[key]!);
     this.#frames.push({ bytes: EMPTY, offset, line, utf8: true, value: record, size: end - offset });

@@ -257,6 +257,23 @@ describe('CSV options and code pages', () => {
     expect(() => parse({ format: 'csv', encoding: 'cp1252', csv: { quote: '“' } })).not.to.throw();
   });
 
+  it('refuses a UTF-8 row that is not valid UTF-8 as INVALID_UTF8 with its bytes, as NDJSON lines are, and reads on', () => {
+    const bad = Buffer.from([...Buffer.from('2,"x'), 0xc3, 0x0a, 0xff, ...Buffer.from('",c\r\n')]);
+    const bytes = Buffer.concat([Buffer.from('id,a,b\n1,\u00e9,b\n'), bad, Buffer.from('3,'), Buffer.of(0xed, 0xa0, 0x80), Buffer.from(',c\n4,ok,c')]);
+    for (const cuts of [[], [14, 15, 17, 22, 30], Array.from({ length: bytes.length }, (_, i) => i)]) {
+      const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, cuts);
+      expect(frames.map((f) => f.value ?? [f.error?.code, f.error?.message, f.offset, f.bytes.toString('hex')])).to.deep.equal([
+        { id: '1', a: 'é', b: 'b' },
+        ['INVALID_UTF8', 'line 3 is not valid UTF-8', 14, bad.toString('hex')],
+        // A surrogate encoded in UTF-8 (CESU) is not UTF-8 either.
+        ['INVALID_UTF8', 'line 5 is not valid UTF-8', 14 + bad.length, Buffer.from([...Buffer.from('3,'), 0xed, 0xa0, 0x80, ...Buffer.from(',c\n')]).toString('hex')],
+        { id: '4', a: 'ok', b: 'c' },
+      ]);
+    }
+    // The same bytes are characters in Latin-1.
+    expect(frameAll({ bytes, expected: [], options: {}, encoding: 'latin1' }, []).map((f) => f.error?.code)).to.deep.equal([undefined, undefined, undefined, undefined]);
+  });
+
   it('keeps every column of a header that names one twice: the later ones become name_2, name_3 (numbers no column has)', () => {
     const values = (text: string) => frameAll({ bytes: Buffer.from(text), expected: [], options: {}, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
     expect(values('id,name,name,name_2,name\n1,a,b,c,d\n')).to.deep.equal([{ id: '1', name: 'a', name_3: 'b', name_2: 'c', name_4: 'd' }]);
