@@ -12,6 +12,7 @@ import { checkJsonBytes, resolveRecordLimits } from '../../lib/limits';
 import { portOption, positiveInteger, positiveNumber } from '../../lib/options';
 import type { Source, SourceContext, SourceStatus } from '../../lib/source';
 import type { CsvOptions } from '../../formats/csv';
+import { encodingOf, type FileEncoding } from '../../formats/encoding';
 import type { XmlOptions } from '../../formats/xml';
 import { documentSplitter, emitNdjson, textOf, type PayloadSplitter } from '../../formats/payload';
 import { MemoryReplayStore, type ClaimResult, type ReplayStore } from './replay';
@@ -201,6 +202,25 @@ interface Vendor {
   permission: string;
   /** The splitters of CSV and XML bodies; `xml` only when its record element is known. (JSON and NDJSON are split in the request's handler.) */
   splitters: Partial<Record<ParsedFormat, PayloadSplitter>>;
+  /** Their options, for the splitters of bodies in a named charset (made when first asked for). */
+  csv: CsvOptions | undefined;
+  xml: XmlOptions | undefined;
+  byCharset: Map<string, PayloadSplitter>;
+}
+
+/** The `charset` parameter of a Content-Type, quoted or not. */
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)"?/i;
+
+/** The splitter of a CSV or XML body in `encoding` (the vendor's own when the sender named none, or UTF-8). */
+function splitterOf(vendor: Vendor, format: ParsedFormat, encoding: FileEncoding | undefined): PayloadSplitter {
+  if (encoding === undefined || encoding === 'utf-8') return vendor.splitters[format]!;
+  const key = `${format}:${encoding}`;
+  let splitter = vendor.byCharset.get(key);
+  if (!splitter) {
+    splitter = documentSplitter(format, { ...(format === 'csv' ? { csv: vendor.csv } : { xml: vendor.xml }), encoding }, RECORD_LIMITS);
+    vendor.byCharset.set(key, splitter);
+  }
+  return splitter;
 }
 
 /** A request whose records were emitted and whose answer waits for their fate. */
@@ -417,10 +437,26 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
     caller.permission = vendor.permission;
     if (!allowed(token, caller, response)) return;
 
-    const mediaType = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const contentType = request.headers['content-type'] ?? '';
+    const mediaType = contentType.split(';')[0]!.trim().toLowerCase();
     const format = MEDIA_TYPES[mediaType];
     if (!format || (format !== 'json' && format !== 'ndjson' && !vendor.splitters[format])) {
       return refuse(response, 415, 'UNSUPPORTED_MEDIA_TYPE', `content-type ${JSON.stringify(mediaType)} is not accepted for ${vendor.name}`);
+    }
+    // The charset the sender names: JSON is UTF-8 (RFC 8259); CSV and XML are read in any encoding files are.
+    const charset = CHARSET.exec(contentType)?.[1];
+    const encoding = charset === undefined ? undefined : encodingOf(charset);
+    if (charset !== undefined && (encoding === undefined || ((format === 'json' || format === 'ndjson') && encoding !== 'utf-8'))) {
+      return refuse(response, 415, 'UNSUPPORTED_CHARSET', `charset ${JSON.stringify(charset)} is not accepted for ${mediaType}: send ${format === 'json' || format === 'ndjson' ? 'UTF-8' : 'UTF-8, UTF-16, Latin-1 or Windows-1252'}`);
+    }
+    let splitter: PayloadSplitter | undefined;
+    if (format === 'csv' || format === 'xml') {
+      try {
+        splitter = splitterOf(vendor, format, encoding);
+      } catch (error) {
+        // The vendor's CSV options name a character this charset cannot hold.
+        return refuse(response, 415, 'UNSUPPORTED_CHARSET', `charset ${JSON.stringify(charset)} is not accepted for ${mediaType}: ${(error as Error).message}`);
+      }
     }
     const id = header(request, SIGNATURE_HEADERS.id);
     const timestamp = header(request, SIGNATURE_HEADERS.timestamp);
@@ -510,7 +546,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
         // Parsed here, not through a parse step: no stream hop per request.
         waiting.records = emitNdjson(whole as Envelope<Uint8Array>, RECORD_LIMITS, listening.emit);
       } else {
-        waiting.records = vendor.splitters[format as ParsedFormat]!(whole as Envelope<Uint8Array>, listening.emit);
+        waiting.records = splitter!(whole as Envelope<Uint8Array>, listening.emit);
       }
     } finally {
       if (!emitted) context.credits.release(bytes);
@@ -638,6 +674,9 @@ function resolveVendors(given: FromWebhookOptions['vendors']): Map<string, Vendo
       keys: vendor.secrets.map((secret, i) => secretKey(secret, `vendors.${name}.secrets[${i}]`)),
       permission: `webhook:post:${name}`,
       splitters,
+      csv: vendor.csv,
+      xml: vendor.xml,
+      byCharset: new Map(),
     });
   }
   if (vendors.size === 0) throw new ConfigError('vendors must name at least one vendor');

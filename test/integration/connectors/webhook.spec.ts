@@ -138,6 +138,32 @@ describe('fromWebhook', function () {
     expect(deadLetters.rows).to.deep.equal([]);
   });
 
+  it('reads CSV and XML in the charset their Content-Type names; JSON only in UTF-8; an unknown charset is 415 and writes nothing', async () => {
+    await start();
+    const route = `${url}/webhooks/acme`;
+    const send = (body: Buffer, id: string, contentType: string) => post(route, body, { key: poster.token, secret: SECRET, id, contentType });
+    const cp1252 = await send(Buffer.from([...Buffer.from('ref,amount\nZ'), 0xfc, 0x80, 0x2c, 0x31, 0x0a]), 'w1', 'text/csv; charset=windows-1252');
+    expect(cp1252.status, cp1252.body).to.equal(200);
+    const latin1 = await send(Buffer.from('<Bookings><Booking><ref>L\xe9</ref></Booking></Bookings>', 'latin1'), 'w2', 'application/xml;charset="ISO-8859-1"');
+    expect(latin1.status, latin1.body).to.equal(200);
+    const utf16 = await send(Buffer.from('ref\nU\u00f6\n', 'utf16le'), 'w3', 'text/csv; Charset=UTF-16LE');
+    expect(utf16.status, utf16.body).to.equal(200);
+    expect((await rows()).map((r) => `${r.webhook_id}=${r.ref}`)).to.deep.equal(['w1=Zü€', 'w2=Lé', 'w3=Uö']);
+    const refused = [
+      await send(Buffer.from('[{"ref":"J"}]', 'utf16le'), 'w4', 'application/json; charset=utf-16le'),
+      await send(Buffer.from('{"ref":"N"}\n'), 'w5', 'application/x-ndjson; charset=latin1'),
+      await send(Buffer.from('ref\nK\n'), 'w6', 'text/csv; charset=koi8-r'),
+    ];
+    expect(refused.map((r) => [r.status, JSON.parse(r.body).error])).to.deep.equal([
+      [415, 'UNSUPPORTED_CHARSET'],
+      [415, 'UNSUPPORTED_CHARSET'],
+      [415, 'UNSUPPORTED_CHARSET'],
+    ]);
+    expect(JSON.parse(refused[2]!.body).message).to.equal('charset "koi8-r" is not accepted for text/csv: send UTF-8, UTF-16, Latin-1 or Windows-1252');
+    expect(await count()).to.equal(3);
+    expect(deadLetters.rows).to.deep.equal([]);
+  });
+
   it('refuses tampered, expired, unsigned, replayed and undeclared-type requests, and writes nothing for them', async () => {
     await start();
     const route = `${url}/webhooks/acme`;
