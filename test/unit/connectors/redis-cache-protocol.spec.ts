@@ -1,0 +1,107 @@
+import { expect } from 'chai';
+import { CacheKeys, queuePuts, resolveLayout } from '../../../connectors/redis/cache';
+import { encodedRows } from '../../../lib/batch';
+
+/** The commands `queuePuts` queues, read back from the Redis protocol bytes it wrote: each a list of arguments. */
+function queuedCommands(keys: CacheKeys, rows: Record<string, unknown>[], now: number, encoded?: ReturnType<typeof encodedRows>): Buffer[][] {
+  const written: Buffer[] = [];
+  const pipeline = { sendCommand: (command: { toWritable(): Buffer }) => written.push(command.toWritable()) };
+  queuePuts(pipeline as never, keys, rows, now, encoded);
+  const bytes = Buffer.concat(written);
+  const commands: Buffer[][] = [];
+  let at = 0;
+  const line = () => {
+    const end = bytes.indexOf('\r\n', at);
+    const text = bytes.toString('latin1', at, end);
+    at = end + 2;
+    return text;
+  };
+  while (at < bytes.length) {
+    const count = line();
+    expect(count[0]).to.equal('*');
+    const args: Buffer[] = [];
+    for (let i = 0; i < Number(count.slice(1)); i++) {
+      const header = line();
+      expect(header[0]).to.equal('$');
+      const length = Number(header.slice(1));
+      args.push(bytes.subarray(at, at + length));
+      expect(bytes.toString('latin1', at + length, at + length + 2)).to.equal('\r\n');
+      at += length + 2;
+    }
+    commands.push(args);
+  }
+  return commands;
+}
+
+/** Each booking's stored value by its entry, from the HSETs. */
+function storedValues(commands: Buffer[][]): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const args of commands) {
+    if (args[0]!.toString() !== 'HSET') continue;
+    for (let i = 2; i < args.length; i += 2) values.set(args[i]!.toString(), args[i + 1]!.toString());
+  }
+  return values;
+}
+
+describe('toRedisCache protocol bytes', () => {
+  const keys = new CacheKeys(resolveLayout({}));
+  const now = Date.parse('2026-12-03T12:00:00.000Z');
+
+  it("hashes a key's parts as the member's text would hash, and gives up (-1) exactly where the member needs JSON.stringify", () => {
+    const samples: string[][] = [
+      ['skyway', 'SKY-00000001'],
+      ['a'],
+      ['a', 'b', 'c'],
+      ['', 'x'],
+      ['vendor', 'é—中文'],
+      ['vendor', 'quote"inside'],
+      ['vendor', 'back\\slash'],
+      ['vendor', 'tab\there'],
+      ['vendor', 'emoji 😀'],
+      ['vendor', 'lone \ud800'],
+      ['\u001f', 'x'],
+      ['~\u007f', '\u0020'],
+    ];
+    let seed = 7;
+    const unit = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return [32, 65, 0x7f, 0xe9, 0x4e2d, 34, 92, 10][seed % 8]!;
+    };
+    for (let n = 0; n < 200; n++) samples.push(Array.from({ length: 1 + (n % 3) }, (_, i) => String.fromCharCode(...Array.from({ length: (n + i) % 9 }, unit))));
+    let hashed = 0;
+    for (const parts of samples) {
+      const member = keys.member(parts);
+      const hash = keys.partsHash(parts);
+      // -1 for every member JSON.stringify escapes (surrogates too, where it need not).
+      if (member !== `["${parts.join('","')}"]` || parts.some((part) => /[\ud800-\udfff]/.test(part))) expect(hash, JSON.stringify(parts)).to.equal(-1);
+      else expect(hash, JSON.stringify(parts)).to.equal(keys.hash(member));
+      if (hash !== -1) hashed++;
+    }
+    expect(hashed).to.be.greaterThan(50);
+  });
+
+  it('stores each booking under its entry as <version>|<time>|<row>, digits exact on both sides of 32 bits and of every eight digits', () => {
+    const times = [0, 7, 99_999_999, 100_000_000, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 1_000_000_000_001, 9_999_999_999_999, Number.MAX_SAFE_INTEGER, 2.5];
+    const rows = times.map((version, i) => ({ vendor: 'skyway', booking_id: `B-${i}`, booked_at: now - 1000 - i, updated_at: version, note: 'é' }));
+    // Encoded as a pipeline hands them over: the digits are then written into the value beside the row's bytes.
+    const values = storedValues(queuedCommands(keys, rows, now, encodedRows(rows.map((row) => JSON.stringify(row)))));
+    expect(values.size).to.equal(rows.length);
+    for (const row of rows) {
+      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      expect(values.get(entry), entry).to.equal(`${row.updated_at}|${row.booked_at}|${JSON.stringify(row)}`);
+    }
+  });
+
+  it('copies encoded rows from where they lie in a larger buffer', () => {
+    const rows = Array.from({ length: 50 }, (_, i) => ({ vendor: i % 2 ? 'acme' : 'globex', booking_id: `B-${i}`, booked_at: new Date(now - 60_000 * i).toISOString(), updated_at: new Date(now - i).toISOString(), text: 'x'.repeat(i) }));
+    const encoded = encodedRows(rows.map((row) => JSON.stringify(row)));
+    // The body as a batch holds it: a view at an offset of a larger buffer.
+    const larger = Buffer.alloc(encoded.body.length + 100, 0x21);
+    encoded.body.copy(larger, 37);
+    const values = storedValues(queuedCommands(keys, rows, now, { body: larger.subarray(37, 37 + encoded.body.length), ends: encoded.ends }));
+    for (const row of rows) {
+      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      expect(values.get(entry)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
+    }
+  });
+});
