@@ -21,6 +21,7 @@ import { Agent, createServer, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
@@ -158,9 +159,11 @@ function stopServer(child: ChildProcess): Promise<ServerReport> {
   });
 }
 
-/** What a server child has done so far: CPU microseconds (all threads) and inserts into ClickHouse; with its event loop's longest delay since the last ask. */
+/** What a server child has done so far: CPU microseconds (all threads), bytes allocated on its JS heap, time in garbage collection and inserts into ClickHouse; with its event loop's longest delay since the last ask. */
 interface ServerCounters {
   cpuMicros: number;
+  allocatedBytes: number;
+  gcMs: number;
   inserts: number;
   rows: number;
   loopMaxMs: number;
@@ -238,7 +241,8 @@ async function paired(rounds: number, budget: { ms: number }, pacedRounds = roun
         const figures = timing.result;
         const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
         slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows } });
-        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+        const served = Math.max(1, figures.ok);
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${round((after.allocatedBytes - before.allocatedBytes) / served / 1024, 1)} KiB allocated per request, GC ${Math.round(after.gcMs - before.gcMs)} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
       }
       console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
@@ -480,6 +484,29 @@ async function profile(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Bytes allocated on the JS heap and milliseconds spent collecting it, so far: each
+ * collection adds what was in use before it less what the one before left, and the
+ * heap in use now is added to what the last one left.
+ */
+function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
+  let profiler = new GCProfiler();
+  profiler.start();
+  let allocated = 0;
+  let gcMs = 0;
+  let left = getHeapStatistics().used_heap_size;
+  return () => {
+    for (const gc of profiler.stop()?.statistics ?? []) {
+      allocated += gc.beforeGC.heapStatistics.usedHeapSize - left;
+      left = gc.afterGC.heapStatistics.usedHeapSize;
+      gcMs += gc.cost / 1000;
+    }
+    profiler = new GCProfiler();
+    profiler.start();
+    return { allocatedBytes: allocated + getHeapStatistics().used_heap_size - left, gcMs };
+  };
+}
+
 // ---------------------------------------------------------------------------------------
 // The server children: listen, say where, serve until told to stop, report, exit
 
@@ -496,6 +523,7 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
   process.send!({ url: serving.url, token: serving.token });
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
+  const heap = heapCounters();
   // 'cpu' asks for the counters so far (the parent measures each slice of load); anything else stops.
   await new Promise<void>((resolve) => {
     const onMessage = (message: unknown) => {
@@ -509,7 +537,7 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
           .catch(() => [])
           .then((events) => {
             const count = (name: string) => Number(events.find((e) => e.event === name)?.value ?? 0);
-            process.send!({ cpuMicros: usage.user + usage.system, inserts: count('InsertQuery'), rows: count('InsertedRows'), loopMaxMs } satisfies ServerCounters);
+            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), loopMaxMs } satisfies ServerCounters);
           });
         return;
       }
