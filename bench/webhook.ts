@@ -21,6 +21,7 @@ import { Agent, createServer, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { map } from 'rxjs';
 import { embeddedClickHouse, toClickHouse, type ClickHouseClient } from '../connectors/clickhouse';
@@ -158,9 +159,11 @@ function stopServer(child: ChildProcess): Promise<ServerReport> {
   });
 }
 
-/** What a server child has done so far: CPU microseconds (all threads) and inserts into ClickHouse; with its event loop's longest delay since the last ask. */
+/** What a server child has done so far: CPU microseconds (all threads), bytes allocated on its JS heap, time in garbage collection and inserts into ClickHouse; with its event loop's longest delay since the last ask. */
 interface ServerCounters {
   cpuMicros: number;
+  allocatedBytes: number;
+  gcMs: number;
   inserts: number;
   rows: number;
   loopMaxMs: number;
@@ -182,6 +185,8 @@ interface Measured {
   senders: { cores: number; eventLoopBusy: number };
   /** Inserts into ClickHouse during the slice and the rows they held (paired rounds only). */
   inserts?: { count: number; rows: number };
+  /** The server's JS heap during the slice: KiB allocated per request answered 2xx, and milliseconds of garbage collection (paired rounds only). */
+  heap?: { kibPerRequest: number; gcMs: number };
 }
 
 async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
@@ -237,8 +242,10 @@ async function paired(rounds: number, budget: { ms: number }, pacedRounds = roun
         const inserts = after.inserts - before.inserts;
         const figures = timing.result;
         const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
-        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows } });
-        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+        const served = Math.max(1, figures.ok);
+        const heap = { kibPerRequest: round((after.allocatedBytes - before.allocatedBytes) / served / 1024, 1), gcMs: Math.round(after.gcMs - before.gcMs) };
+        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows }, heap });
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
       }
       console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
@@ -347,6 +354,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const soakRate = rate(soak.load);
   const cpuPerRequest = (m: Measured) => round((m.server.cores * m.load.seconds * 1e6) / m.load.ok, 0);
   const medianCpuPerRequest = (runs: Measured[]) => round(middle(runs.map(cpuPerRequest)), 0);
+  const heapOf = (runs: Measured[]) => `${round(middle(runs.map((m) => m.heap?.kibPerRequest ?? 0)), 1)} KiB per request, ${round(middle(runs.map((m) => m.heap?.gcMs ?? 0)), 0)} ms of GC per slice`;
   const insertsOf = (runs: Measured[]) => `${round(middle(runs.map((m) => (m.inserts?.count ?? 0) / m.load.seconds)), 0)}/s of ${round(middle(runs.map((m) => (m.inserts?.rows ?? 0) / Math.max(1, m.inserts?.count ?? 0))), 0)} rows`;
   const sendersBusiest = Math.max(...[...pipelines, ...baselines].map((m) => m.senders.eventLoopBusy));
   const figures = (label: string, runs: Measured[], picked: ReturnType<typeof median>): RunFigures => {
@@ -449,7 +457,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       `${repeat} paired rounds against both servers, started once and side by side (the one not under load idles), after a ${WARM_UP_SECONDS} s warm-up each; in each round a ${SECONDS} s slice against each, alternating which goes first; the headline figures are the medians over the rounds of each side's requests/s, the ratio is the ratio of those medians (the median of each round's own ratio: ${medians.ratioOfRounds}). Per round (pipeline/handler requests/s, p99 ms): ${rounds.map((r) => `${r.pipeline}/${r.handler} (${r.pipelineP99Ms}/${r.handlerP99Ms})`).join('; ')}.`,
       `Latency is from sending a request to its answer, of requests answered 2xx; median of the rounds' p99: pipeline **${medians.pipelineP99Ms} ms**, handler ${medians.handlerP99Ms} ms (median-rate run's p50: pipeline ${pipeline.load.p50Ms} ms, handler ${baseline.load.p50Ms} ms).`,
       `Then ${paced.pipelines.length} paired rounds with the senders paced to the same ${paced.perSecond.toLocaleString('en')} requests/s for both (${PACED_SHARE} of the slower side's median; latency from when each request was due): median p50/p99 pipeline ${medians.pacedPipelineP50Ms}/**${medians.pacedPipelineP99Ms} ms**, handler ${medians.pacedHandlerP50Ms}/${medians.pacedHandlerP99Ms} ms. At full speed a side that answers faster gets more requests from the fixed senders, so its inserts grow and its p99 is taken at a higher load; the paced rounds compare latency at the same load.`,
-      `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs; inserts into ClickHouse (median of the rounds): pipeline ${insertsOf(pipelines)}, handler ${insertsOf(baselines)}. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
+      `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs; inserts into ClickHouse (median of the rounds): pipeline ${insertsOf(pipelines)}, handler ${insertsOf(baselines)}; allocated on the server's JS heap (median of the rounds): pipeline ${heapOf(pipelines)}, handler ${heapOf(baselines)}. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
       `Soak: the pipeline with toleranceSeconds ${SOAK_WINDOW} (10 min against 300 s, shortened in proportion) and a replay store sized for ${SOAK_PEAK_RATE.toLocaleString('en')} requests/s, ${SENDERS} senders at full speed for ${SOAK_SECONDS} s: ${soakRate.toLocaleString('en')} requests/s, p99 ${soak.load.p99Ms} ms, peak RSS ${soak.server.peakRssMb} MiB; replay store each 5 s (ids held / MiB): ${replay.filter((_, i) => i % 5 === 4).map((r) => `${r.ids.toLocaleString('en')}/${round(r.bytes / MB, 1)}`).join(', ')}.`,
       'rows/s in the table below counts records (10 per request); the headline counts requests.',
       ...(chosen.quiet < pipelines.length || chosenBaseline.quiet < baselines.length
@@ -480,6 +488,29 @@ async function profile(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Bytes allocated on the JS heap and milliseconds spent collecting it, so far: each
+ * collection adds what was in use before it less what the one before left, and the
+ * heap in use now is added to what the last one left.
+ */
+function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
+  let profiler = new GCProfiler();
+  profiler.start();
+  let allocated = 0;
+  let gcMs = 0;
+  let left = getHeapStatistics().used_heap_size;
+  return () => {
+    for (const gc of profiler.stop()?.statistics ?? []) {
+      allocated += gc.beforeGC.heapStatistics.usedHeapSize - left;
+      left = gc.afterGC.heapStatistics.usedHeapSize;
+      gcMs += gc.cost / 1000;
+    }
+    profiler = new GCProfiler();
+    profiler.start();
+    return { allocatedBytes: allocated + getHeapStatistics().used_heap_size - left, gcMs };
+  };
+}
+
 // ---------------------------------------------------------------------------------------
 // The server children: listen, say where, serve until told to stop, report, exit
 
@@ -496,6 +527,7 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
   process.send!({ url: serving.url, token: serving.token });
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
+  const heap = heapCounters();
   // 'cpu' asks for the counters so far (the parent measures each slice of load); anything else stops.
   await new Promise<void>((resolve) => {
     const onMessage = (message: unknown) => {
@@ -509,7 +541,7 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
           .catch(() => [])
           .then((events) => {
             const count = (name: string) => Number(events.find((e) => e.event === name)?.value ?? 0);
-            process.send!({ cpuMicros: usage.user + usage.system, inserts: count('InsertQuery'), rows: count('InsertedRows'), loopMaxMs } satisfies ServerCounters);
+            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), loopMaxMs } satisfies ServerCounters);
           });
         return;
       }

@@ -36,10 +36,11 @@ export function documentSplitter(
     const framer = framerFor(bytes);
     const frames: Frame[] = framer.push(bytes);
     frames.push(...framer.end());
-    const parts = envelope.split(frames, (i) => {
-      const frame = frames[i]!;
-      return { record: i + 1, line: frame.line, offset: frame.offset };
-    });
+    const parts = envelope.split(
+      frames,
+      frames.map((frame) => frame.line),
+      frames.map((frame) => frame.offset),
+    );
     let emitted = 0;
     for (const part of parts) {
       const frame = part.value;
@@ -82,7 +83,7 @@ export function emitNdjson(envelope: Envelope<string | Uint8Array>, limits: Reso
     }
     start = end + 1;
   }
-  const parts = envelope.split(texts, (i) => ({ line: lines[i]!, record: i + 1 }));
+  const parts = envelope.split(texts, lines);
   // A payload within both limits as a whole has no line past them: each line is checked
   // only when the whole is not (a long or bracket-heavy payload).
   const checkLines = Buffer.byteLength(text) > limits.maxRecordBytes || hasMoreOpenings(text, limits.maxDepth);

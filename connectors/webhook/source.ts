@@ -540,7 +540,7 @@ export function fromWebhook(options: FromWebhookOptions): WebhookSource {
       pending.set(whole, waiting);
       pendingCount++;
       if (records) {
-        const parts = whole.split(records, (i) => ({ record: i + 1 }));
+        const parts = whole.split(records);
         for (let i = 0; i < parts.length; i++) listening.emit(parts[i]!);
       } else if (format === 'ndjson') {
         // Parsed here, not through a parse step: no stream hop per request.
