@@ -516,10 +516,10 @@ function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
 
 const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
 
-/** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds. */
-async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {
+/** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds (with a store: the bare server has none). */
+async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: string } | undefined, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {
   const memory = sampleMemory(100);
-  await clickhouse.exec(TABLE);
+  await store?.clickhouse.exec(TABLE);
   const serving = await serve();
   const idleRssMb = round(process.memoryUsage().rss / MB, 1);
   const cpu = process.cpuUsage();
@@ -535,8 +535,8 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
         const usage = process.cpuUsage();
         const loopMaxMs = round(loop.max / 1e6, 1);
         loop.reset();
-        void clickhouse
-          .query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows')")
+        const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows')") : Promise.resolve([]);
+        void engine
           // The engine's counters or, if they cannot be read, none: the CPU figure still goes.
           .catch(() => [])
           .then((events) => {
@@ -553,17 +553,20 @@ async function serveUntilStopped(clickhouse: ClickHouseClient, dir: string, serv
   const used = process.cpuUsage(cpu);
   const cores = round((used.user + used.system) / 1000 / (performance.now() - started), 2);
   await serving.stop();
-  const rows = await clickhouse.query<{ webhook_id: string; n: string | number }>('SELECT webhook_id, count() AS n FROM bookings GROUP BY webhook_id');
-  await clickhouse.close();
-  rmSync(dir, { recursive: true, force: true });
-  const report: ServerReport = { ...memory.stop(), idleRssMb, cores, stored: Object.fromEntries(rows.map((r) => [r.webhook_id, Number(r.n)])), ...serving.extra?.() };
+  const report: ServerReport = { ...memory.stop(), idleRssMb, cores, ...serving.extra?.() };
+  if (store) {
+    const rows = await store.clickhouse.query<{ webhook_id: string; n: string | number }>('SELECT webhook_id, count() AS n FROM bookings GROUP BY webhook_id');
+    await store.clickhouse.close();
+    rmSync(store.dir, { recursive: true, force: true });
+    report.stored = Object.fromEntries(rows.map((r) => [r.webhook_id, Number(r.n)]));
+  }
   process.send!(report, () => process.exit(0));
 }
 
 async function pipelineServer(soak: boolean): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-webhook-'));
   const clickhouse = embeddedClickHouse({ path: dir });
-  await serveUntilStopped(clickhouse, dir, async () => {
+  await serveUntilStopped({ clickhouse, dir }, async () => {
     const key = AccessControl.issueKey('acme', ['acme']);
     const replay = soak ? new MemoryReplayStore({ peakRequestsPerSecond: SOAK_PEAK_RATE, toleranceSeconds: SOAK_WINDOW }) : undefined;
     const source = fromWebhook({
@@ -602,7 +605,7 @@ async function pipelineServer(soak: boolean): Promise<void> {
 async function handlerServer(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-webhook-'));
   const clickhouse = embeddedClickHouse({ path: dir });
-  await serveUntilStopped(clickhouse, dir, async () => {
+  await serveUntilStopped({ clickhouse, dir }, async () => {
     const secret = createSecretKey(Buffer.from(SECRET, 'utf8'));
     let group: { lines: string[]; rows: number; answers: { res: ServerResponse; id: string }[] } = { lines: [], rows: 0, answers: [] };
     let timer: NodeJS.Timeout | undefined;
@@ -667,22 +670,21 @@ async function handlerServer(): Promise<void> {
 
 /** The ceiling: reads each body and answers 200, nothing checked or stored. */
 async function bareServer(): Promise<void> {
-  const memory = sampleMemory(100);
-  const server = createServer((req, res) => {
-    req.on('data', () => {});
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  await serveUntilStopped(undefined, async () => {
+    const server = createServer((req, res) => {
+      req.on('data', () => {});
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      token: 'none',
+      stop: async () => {
+        server.close();
+        server.closeAllConnections();
+      },
+    };
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const idleRssMb = round(process.memoryUsage().rss / MB, 1);
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  process.send!({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: 'none' });
-  await new Promise((resolve) => process.once('message', resolve));
-  const used = process.cpuUsage(cpu);
-  server.close();
-  server.closeAllConnections();
-  const report: ServerReport = { ...memory.stop(), idleRssMb, cores: round((used.user + used.system) / 1000 / (performance.now() - started), 2) };
-  process.send!(report, () => process.exit(0));
 }
 
 if (require.main === module) {
