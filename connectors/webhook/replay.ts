@@ -147,13 +147,9 @@ export class MemoryReplayStore implements ReplayStore {
     const now = this.#seconds(this.#now());
     if (this.#moving) this.#move(now, MOVED_PER_CLAIM);
     const digest = this.#digest(id);
-    let slot = this.#find(digest);
-    let expiries: Uint32Array = this.#expiries;
-    if (slot < 0 && this.#moving) {
-      slot = this.#findMoving(digest);
-      expiries = this.#moving.expiries;
-    }
-    if (slot >= 0) {
+    const found = this.#locate(digest);
+    if (found) {
+      const { expiries, slot } = found;
       const held = expiries[slot]!;
       if ((held & SECONDS) > now) return held & PENDING ? 'pending' : false;
       // Held before and expired since (or released while its table moves): taken again in place.
@@ -169,7 +165,7 @@ export class MemoryReplayStore implements ReplayStore {
       if (this.#size >= this.maxEntries) return undefined;
       if (this.#size >= this.#slots >> 1) this.#resize(Math.min(this.#maxSlots, this.#slots * 2));
     }
-    slot = this.#emptySlotFor(digest);
+    const slot = this.#emptySlotFor(digest);
     this.#digests.set(digest, slot * WORDS);
     this.#hold(this.#expiries, slot, expiresAt, true);
     this.#size++;
@@ -178,26 +174,27 @@ export class MemoryReplayStore implements ReplayStore {
   }
 
   confirm(id: string, expiresAt: number): void {
-    const digest = this.#claimedDigest(id);
-    let slot = this.#find(digest);
-    let expiries: Uint32Array = this.#expiries;
-    if (slot < 0 && this.#moving) {
-      slot = this.#findMoving(digest);
-      expiries = this.#moving.expiries;
-    }
+    const found = this.#locate(this.#claimedDigest(id));
     // An id no longer held (released, or expired though not swept yet) stays free.
-    if (slot < 0 || (expiries[slot]! & SECONDS) <= this.#seconds(this.#now())) return;
-    this.#hold(expiries, slot, expiresAt, false);
+    if (!found || (found.expiries[found.slot]! & SECONDS) <= this.#seconds(this.#now())) return;
+    this.#hold(found.expiries, found.slot, expiresAt, false);
+  }
+
+  /** Where `digest` is held: in the table or, while it moves, in the old one; `undefined` when in neither. */
+  #locate(digest: Uint32Array): { expiries: Uint32Array; slot: number } | undefined {
+    const slot = this.#find(digest);
+    if (slot >= 0) return { expiries: this.#expiries, slot };
+    const old = this.#moving ? this.#findMoving(digest) : -1;
+    return old >= 0 ? { expiries: this.#moving!.expiries, slot: old } : undefined;
   }
 
   release(id: string): void {
-    const digest = this.#claimedDigest(id);
-    const slot = this.#find(digest);
-    if (slot >= 0) return this.#remove(slot);
-    const moving = this.#moving;
-    const old = moving ? this.#findMoving(digest) : -1;
-    if (old >= 0 && moving!.expiries[old] !== RELEASED) {
-      moving!.expiries[old] = RELEASED;
+    const found = this.#locate(this.#claimedDigest(id));
+    if (!found) return;
+    if (found.expiries === this.#expiries) return this.#remove(found.slot);
+    // In the table being moved: marked, and skipped when its turn to move comes.
+    if (found.expiries[found.slot] !== RELEASED) {
+      found.expiries[found.slot] = RELEASED;
       this.#size--;
     }
   }
