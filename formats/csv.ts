@@ -371,11 +371,12 @@ export class CsvFramer implements Framer {
       this.#advance(end);
       return;
     }
-    if (this.#utf8) {
-      // csv-parse decodes leniently: bytes that are not UTF-8 would be stored as U+FFFD.
+    if (this.#utf8 || this.#utf16) {
+      // Decoded leniently, bytes that are not UTF-8 (or an unpaired UTF-16 surrogate) would be stored as U+FFFD.
       const raw = this.#history.slice(offset, end);
-      if (!isUtf8(raw)) {
-        this.#frames.push(refusedFrame(raw, offset, line, { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` }, this.#limits.maxRecordBytes));
+      if (this.#utf8 ? !isUtf8(raw) : !pairedSurrogates(raw)) {
+        const error = this.#utf8 ? { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` } : { code: 'INVALID_ENCODING', message: `line ${line} is not valid UTF-16: a surrogate without its pair` };
+        this.#frames.push(refusedFrame(this.#raw(raw), offset, line, error, this.#limits.maxRecordBytes));
         this.#advance(end);
         return;
       }
@@ -423,6 +424,19 @@ export class CsvFramer implements Framer {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Whether UTF-16LE `units` (an even number of bytes) pair every surrogate. */
+function pairedSurrogates(units: Buffer): boolean {
+  for (let i = 1; i < units.length; i += 2) {
+    const high = units[i]!;
+    if (high < 0xd8 || high > 0xdf) continue;
+    const next = units[i + 2];
+    // A low surrogate first, or a high one not followed by a low one.
+    if (high >= 0xdc || next === undefined || next < 0xdc || next > 0xdf) return false;
+    i += 2;
+  }
+  return true;
+}
 
 /**
  * Header names made unique: a name the header repeats keeps its first column, and each

@@ -257,7 +257,7 @@ describe('CSV options and code pages', () => {
     expect(() => parse({ format: 'csv', encoding: 'cp1252', csv: { quote: '“' } })).not.to.throw();
   });
 
-  it('refuses a UTF-8 row that is not valid UTF-8 as INVALID_UTF8 with its bytes, as NDJSON lines are, and reads on', () => {
+  it('refuses a UTF-8 row that is not valid UTF-8 (INVALID_UTF8, as NDJSON lines are) and a UTF-16 row with an unpaired surrogate, with their bytes, and reads on', () => {
     const bad = Buffer.from([...Buffer.from('2,"x'), 0xc3, 0x0a, 0xff, ...Buffer.from('",c\r\n')]);
     const bytes = Buffer.concat([Buffer.from('id,a,b\n1,\u00e9,b\n'), bad, Buffer.from('3,'), Buffer.of(0xed, 0xa0, 0x80), Buffer.from(',c\n4,ok,c')]);
     for (const cuts of [[], [14, 15, 17, 22, 30], Array.from({ length: bytes.length }, (_, i) => i)]) {
@@ -269,6 +269,22 @@ describe('CSV options and code pages', () => {
         ['INVALID_UTF8', 'line 5 is not valid UTF-8', 14 + bad.length, Buffer.from([...Buffer.from('3,'), 0xed, 0xa0, 0x80, ...Buffer.from(',c\n')]).toString('hex')],
         { id: '4', a: 'ok', b: 'c' },
       ]);
+    }
+    // UTF-16 (either order): a surrogate without its pair; a pair is a character.
+    for (const encoding of ['utf-16le', 'utf-16be'] as const) {
+      const rows = ['id,a,b\n', '1,\ud834\udd1e,b\n', '2,\ud834x,b\n', '3,\udd1e,b\n', '4,b,\ud834\n', '5,ok,c'];
+      const encoded = rows.map((row) => (encoding === 'utf-16le' ? Buffer.from(row, 'utf16le') : Buffer.from(row, 'utf16le').swap16()));
+      const utf16 = Buffer.concat(encoded);
+      for (const cuts of [[], Array.from({ length: utf16.length }, (_, i) => i)]) {
+        const frames = frameAll({ bytes: utf16, expected: [], options: {}, encoding }, cuts);
+        expect(frames.map((f) => f.value ?? [f.error?.code, f.error?.message, f.bytes.toString('hex')])).to.deep.equal([
+          { id: '1', a: '\ud834\udd1e', b: 'b' },
+          ['INVALID_ENCODING', 'line 3 is not valid UTF-16: a surrogate without its pair', encoded[2]!.toString('hex')],
+          ['INVALID_ENCODING', 'line 4 is not valid UTF-16: a surrogate without its pair', encoded[3]!.toString('hex')],
+          ['INVALID_ENCODING', 'line 5 is not valid UTF-16: a surrogate without its pair', encoded[4]!.toString('hex')],
+          { id: '5', a: 'ok', b: 'c' },
+        ]);
+      }
     }
     // The same bytes are characters in Latin-1.
     expect(frameAll({ bytes, expected: [], options: {}, encoding: 'latin1' }, []).map((f) => f.error?.code)).to.deep.equal([undefined, undefined, undefined, undefined]);
