@@ -276,7 +276,7 @@ export class SubjectKeys {
   }
 
   #wrap(subject: string, material: Buffer): SubjectKeyRecord {
-    const keyId = randomBytes(16).toString('base64url').slice(0, 22);
+    const keyId = randomBytes(16).toString('base64url');
     const masterKeyId = this.keyring.primaryId;
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.keyring.primaryKey(), iv);

@@ -29,6 +29,19 @@ describe('access control, in detail', () => {
     expect(AccessControl.issueKey('acme', ['vendor']).token).to.not.equal(vendor.token);
   });
 
+  it('refuses a secret hash with anything before or after its 64 hex digits', () => {
+    const hash = AccessControl.hashSecret('s');
+    for (const secretHash of [`${hash}0`, `0${hash}`, `${hash.slice(1)}`]) {
+      expect(() => new AccessControl({ roles: {}, keys: [{ id: 'k', secretHash, roles: [] }] }), secretHash).to.throw(ConfigError, 'API key k: secretHash must be 64 hex digits (SHA-256)');
+    }
+  });
+
+  it('reads a token as key id, dot, secret: a token without the dot is no key, even one that reads as an id and its secret', () => {
+    const access = new AccessControl({ roles: { r: ['metrics:read'] }, keys: [{ id: 'ab', secretHash: AccessControl.hashSecret('abc'), roles: ['r'] }] });
+    expect(access.decide('ab.abc', 'metrics:read').outcome).to.equal('ok');
+    for (const token of ['abc', '.abc', 'ab.', 'ab.abcd']) expect(access.decide(token, 'metrics:read').outcome, token).to.equal('UNAUTHENTICATED');
+  });
+
   it('decides with the time, the key and the context when one is given', () => {
     const access = new AccessControl({ roles: { vendor: ['webhook:post:acme'] }, keys: [vendor.record] });
     const before = Date.now();

@@ -71,6 +71,13 @@ describe('lib/http readBody: bodies bounded in size and time', () => {
     await sending;
   });
 
+  it('refuses a body shorter than its Content-Length so far that does not end in time', async () => {
+    options = { limit: 1000, timeoutMs: 100 };
+    const sending = send([Buffer.from('a'.repeat(5)), Buffer.from('b'.repeat(5))], { 'content-length': '10' }, 300);
+    expect((await settled())?.result).to.equal('timeout');
+    await sending;
+  });
+
   it('says when the sender goes away mid-body', async () => {
     await send([Buffer.from('partial')], { 'content-length': '100' }, 0, true);
     expect((await settled())?.result).to.equal('gone');

@@ -60,7 +60,7 @@ describe('pipeline metrics as Prometheus reads them', () => {
 
   it('reads budgets, breakers and what the source reports when scraped, and nothing a source does not report', async () => {
     const registry = new Registry();
-    pipelineMetrics(reporting('kafka', { connected: false, lag: { 'bookings/0': 5, 'bookings.v2/11': 0, bare: 2 } }), { registry });
+    pipelineMetrics(reporting('kafka', { connected: false, lag: { 'bookings/0': 5, 'bookings.v2/11': 0, bare: 2, '/7': 1 } }), { registry });
     pipelineMetrics(reporting('poll', { connected: true, cursorAgeSeconds: 7.5, replayFill: 0.25 }), { registry });
     pipelineMetrics(reporting('quiet'), { registry });
     expect(await samples(registry, 'tributary_in_flight_records_limit')).to.deep.equal([
@@ -84,6 +84,7 @@ describe('pipeline metrics as Prometheus reads them', () => {
       'tributary_consumer_lag{pipeline="kafka",source="feed",topic="bookings",partition="0"} 5',
       'tributary_consumer_lag{pipeline="kafka",source="feed",topic="bookings.v2",partition="11"} 0',
       'tributary_consumer_lag{pipeline="kafka",source="feed",topic="bare",partition=""} 2',
+      'tributary_consumer_lag{pipeline="kafka",source="feed",topic="",partition="7"} 1',
     ]);
     expect(await samples(registry, 'tributary_poller_cursor_age_seconds')).to.deep.equal(['tributary_poller_cursor_age_seconds{pipeline="poll",source="feed"} 7.5']);
     expect(await samples(registry, 'tributary_webhook_replay_fill_ratio')).to.deep.equal(['tributary_webhook_replay_fill_ratio{pipeline="poll",source="feed"} 0.25']);

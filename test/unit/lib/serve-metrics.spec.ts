@@ -1,18 +1,19 @@
 import { expect } from 'chai';
 import { request } from 'node:http';
-import { NEVER } from 'rxjs';
-import { Registry } from 'prom-client';
+import { NEVER, Observable } from 'rxjs';
+import { Gauge, Registry } from 'prom-client';
 import { ConfigError } from '../../../lib/errors';
 import { pipelineMetrics } from '../../../lib/metrics';
 import { Pipeline } from '../../../lib/pipeline';
-import { AccessControl } from '../../../lib/security/access';
+import { AccessControl, type AccessDecision } from '../../../lib/security/access';
 import { serveMetrics, type MetricsServer } from '../../../lib/serveMetrics';
 import type { DeadLetter } from '../../../lib/sink';
+import type { SourceContext } from '../../../lib/source';
 import { MemorySink } from '../../helpers';
 
 const idle = (name: string) => new Pipeline({ name, source: { name: 'feed', open: () => NEVER }, sink: new MemorySink('store'), deadLetters: new MemorySink<DeadLetter>('letters') });
 
-/** One request, with what came back: status, the headers asked for, body. */
+/** One request, with what came back: status, the headers asked for, body; rejects when no answer comes within 5 s. */
 function ask(url: string, method = 'GET', headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method, headers }, (response) => {
@@ -27,6 +28,7 @@ function ask(url: string, method = 'GET', headers: Record<string, string> = {}):
       );
     });
     req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error(`no answer from ${method} ${url}`)));
     req.end();
   });
 }
@@ -43,7 +45,7 @@ describe('serveMetrics', () => {
     servers.push(server);
     expect(server.url).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     const post = await ask(`${server.url}/metrics`, 'POST');
-    expect([post.status, post.headers.allow, post.body]).to.deep.equal([405, 'GET, HEAD', 'only GET and HEAD\n']);
+    expect([post.status, post.headers.allow, post.headers.type, post.body]).to.deep.equal([405, 'GET, HEAD', 'text/plain', 'only GET and HEAD\n']);
     const missing = await ask(`${server.url}/metrics/x`);
     expect([missing.status, missing.headers.type, missing.headers.cache, missing.body]).to.deep.equal([404, 'text/plain', 'no-store', 'not found: /metrics, /health, /ready\n']);
     const head = await ask(`${server.url}/metrics`, 'HEAD');
@@ -52,7 +54,7 @@ describe('serveMetrics', () => {
     expect(metrics.headers.type).to.equal(server.registry.contentType);
     expect(metrics.body).to.include('tributary_pipeline_up{pipeline="p"} 0');
     const health = await ask(`${server.url}/health`);
-    expect([health.status, health.headers.type, JSON.parse(health.body)]).to.deep.equal([200, 'application/json', { live: true, failed: [] }]);
+    expect([health.status, health.headers.type, health.body]).to.deep.equal([200, 'application/json', '{"live":true,"failed":[]}\n']);
     const ready = await ask(`${server.url}/ready`);
     expect(ready.status).to.equal(503);
     expect(JSON.parse(ready.body)).to.deep.include({ ready: false });
@@ -66,14 +68,64 @@ describe('serveMetrics', () => {
     const server = await serveMetrics(idle('guarded'), { port: 0, access });
     servers.push(server);
     const none = await ask(`${server.url}/metrics`);
-    expect([none.status, none.headers.auth, none.body]).to.deep.equal([401, 'Bearer', 'a valid API key is required\n']);
+    expect([none.status, none.headers.auth, none.headers.type, none.body]).to.deep.equal([401, 'Bearer', 'text/plain', 'a valid API key is required\n']);
     const forbidden = await ask(`${server.url}/metrics`, 'GET', { authorization: `Bearer ${vendor.token}` });
-    expect([forbidden.status, forbidden.headers.auth, forbidden.body]).to.deep.equal([403, undefined, 'permission metrics:read is required\n']);
+    expect([forbidden.status, forbidden.headers.auth, forbidden.headers.type, forbidden.body]).to.deep.equal([403, undefined, 'text/plain', 'permission metrics:read is required\n']);
     const refused = await serveMetrics(idle('x'), { port: 0, access: {} as AccessControl }).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(refused).to.be.instanceOf(ConfigError).with.property('message', 'access must be an AccessControl');
+    const nullAccess = await serveMetrics(idle('y'), { port: 0, access: null as never }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(nullAccess).to.be.instanceOf(ConfigError).with.property('message', 'access must be an AccessControl');
+  });
+
+  it('tells access control each decision is for GET /metrics', async () => {
+    const scraper = AccessControl.issueKey('prometheus', ['scraper']);
+    const decisions: AccessDecision[] = [];
+    const access = new AccessControl({ roles: { scraper: ['metrics:read'] }, keys: [scraper.record], onDecision: (d) => decisions.push(d) });
+    const server = await serveMetrics(idle('audited'), { port: 0, access });
+    servers.push(server);
+    expect((await ask(`${server.url}/metrics`, 'GET', { authorization: `Bearer ${scraper.token}` })).status).to.equal(200);
+    expect(decisions.map((d) => [d.keyId, d.permission, d.context])).to.deep.equal([['prometheus', 'metrics:read', 'GET /metrics']]);
+  });
+
+  it('answers 500 with the reason when the metrics cannot be read', async () => {
+    const registry = new Registry();
+    new Gauge({
+      name: 'app_broken',
+      help: 'a gauge whose collect throws',
+      registers: [registry],
+      collect() {
+        throw new Error('collector broke');
+      },
+    });
+    const server = await serveMetrics(idle('p'), { port: 0, registry });
+    servers.push(server);
+    const answer = await ask(`${server.url}/metrics`);
+    expect([answer.status, answer.headers.type, answer.body]).to.deep.equal([500, 'text/plain', 'collector broke\n']);
+  });
+
+  it('is ready only when every pipeline is', async () => {
+    // A source that reads nothing and completes when the pipeline stops.
+    const source = { name: 'feed', open: ({ signal }: SourceContext) => new Observable<never>((subscriber) => signal.addEventListener('abort', () => subscriber.complete())) };
+    const running = new Pipeline({ name: 'running', source, sink: new MemorySink('store'), deadLetters: new MemorySink<DeadLetter>('letters') });
+    await running.start();
+    try {
+      const server = await serveMetrics([running, idle('idle')], { port: 0 });
+      servers.push(server);
+      const ready = await ask(`${server.url}/ready`);
+      expect(ready.status).to.equal(503);
+      expect(JSON.parse(ready.body).pipelines.running.ready).to.equal(true);
+      const alone = await serveMetrics(running, { port: 0, registry: new Registry() });
+      servers.push(alone);
+      expect((await ask(`${alone.url}/ready`)).status).to.equal(200);
+    } finally {
+      await running.stop();
+    }
   });
 
   it('stops reporting its pipelines when it cannot listen, and when closed (twice is fine)', async () => {
