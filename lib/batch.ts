@@ -215,8 +215,10 @@ class BodyBuilder {
     // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
     const most = row.length * 3 + 1;
     if (this.#at + most > this.#buffer.length) {
+      // The batch moves to a buffer of its own, twice as large only when it outgrew a whole
+      // one: one that merely came after others moves to one the same size.
       const length = this.#at - this.#start;
-      const larger = Buffer.allocUnsafe(Math.max(this.#buffer.length * 2, length + most));
+      const larger = Buffer.allocUnsafe(Math.max(this.#start === 0 ? this.#buffer.length * 2 : this.#buffer.length, length + most));
       this.#buffer.copy(larger, 0, this.#start, this.#at);
       this.#buffer = larger;
       this.#start = 0;

@@ -247,8 +247,8 @@ class PartsSettlement implements Settlement {
   }
 
   nack(_part: Envelope<unknown>, error: Error): void {
-    this.#remaining--;
-    // The whole's nack counts the first part; each later one is a record nacked too.
+    // The whole's nack counts the first part and settles it (what the other parts do no
+    // longer matters: no count down); each later one is a record nacked too.
     if (this.#whole.settled) this.count(0, 1);
     else this.#whole.nack(error);
   }

@@ -1,7 +1,9 @@
 import { expect } from 'chai';
-import { from, lastValueFrom, map, toArray } from 'rxjs';
+import { getEventListeners } from 'node:events';
+import { from, lastValueFrom, map, Subject, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { batch } from '../../../lib/batch';
+import { batch, batchPart } from '../../../lib/batch';
+import { Envelope } from '../../../lib/envelope';
 import { ConfigError } from '../../../lib/errors';
 import type { Batch } from '../../../lib/sink';
 import { Recorder } from '../../helpers';
@@ -48,6 +50,24 @@ describe('batch', () => {
     });
   });
 
+  it('a batch cut by its size leaves no wait behind: the next batch waits its own time', () => {
+    scheduler().run(({ cold, expectObservable }) => {
+      const input = cold('abcd 20ms |').pipe(map((v) => recorder.envelope(v)));
+      expectObservable(input.pipe(batch({ rows: 3, maxWaitMs: 5 }), toBatches)).toBe('--x 5ms y 15ms |', { x: 'abc', y: 'd' });
+    });
+  });
+
+  it('unsubscribed, lets go of its input and its signal', () => {
+    const stop = new AbortController();
+    const input = new Subject<string>();
+    const subscription = input.pipe(map((v) => recorder.envelope(v)), batch({ rows: 100, signal: stop.signal })).subscribe();
+    input.next('a');
+    expect(getEventListeners(stop.signal, 'abort')).to.have.length(1);
+    subscription.unsubscribe();
+    expect(input.observed, 'input still subscribed').to.equal(false);
+    expect(getEventListeners(stop.signal, 'abort'), 'abort listener left on the signal').to.have.length(0);
+  });
+
   it('emits a batch when it reaches the byte limit', () => {
     scheduler().run(({ cold, expectObservable }) => {
       const input = cold('a-b-c|').pipe(map((v) => recorder.envelope(v))); // one byte each
@@ -80,7 +100,7 @@ describe('batch', () => {
     expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
     // Released where a dead letter could use raw instead; kept where it could not.
     expect(batches[0]!.envelopes.map((e) => e.value)).to.deep.equal([undefined, { id: 2 }, undefined]);
-    expect(recorder.rejected.map((r) => [r.envelope.raw, r.failure.stage, r.failure.code])).to.deep.equal([['n=10', 'sink', 'ENCODE']]);
+    expect(recorder.rejected.map((r) => [r.envelope.raw, r.failure.stage, r.failure.code, r.failure.path])).to.deep.equal([['n=10', 'sink', 'ENCODE', '']]);
     expect(recorder.rejected[0]!.failure.message).to.match(/^cannot encode the record: .*BigInt/);
   });
 
@@ -93,6 +113,44 @@ describe('batch', () => {
     expect(batches.map(rowsOf)).to.deep.equal(Array.from({ length: Math.ceil(values.length / 2) }, (_, k) => values.slice(2 * k, 2 * k + 2).map((v) => `${JSON.stringify(v)}\n`)));
     expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
     expect(new Set(batches.map((b) => b.encoded!.body.buffer)).size, 'buffers for 1,501 batches').to.be.below(10);
+  });
+
+  it('writes a row that only just fits the rest of the buffer whole, multi-byte characters and all', async () => {
+    const recorder = new Recorder();
+    // 'a\n' leaves 65,534 bytes of the first 64 KiB buffer: the row of 65,535 bytes and its newline need more.
+    const rows = ['a', '€'.repeat(21_845), 'b'];
+    const [only] = await lastValueFrom(from(rows.map((row) => recorder.envelope(row))).pipe(batch({ encode: (value: string) => value }), toArray()));
+    expect(only!.encoded!.body.toString('utf8')).to.equal(rows.map((row) => `${row}\n`).join(''));
+    expect(only!.encoded!.ends).to.deep.equal([2, 65_538, 65_540]);
+  });
+
+  it('batches of a few KiB share 64 KiB buffers, and a long stream of them never needs a larger one', async () => {
+    const recorder = new Recorder();
+    const rows = Array.from({ length: 2000 }, (_, i) => `${i}`.padEnd(3000, '.')); // 1,000 batches of 6 KB
+    const batches = await lastValueFrom(from(rows.map((row) => recorder.envelope(row))).pipe(batch({ rows: 2, encode: (value: string) => value }), toArray()));
+    expect(batches.map((b) => b.encoded!.body.toString())).to.deep.equal(Array.from({ length: 1000 }, (_, k) => `${rows[2 * k]}\n${rows[2 * k + 1]}\n`));
+    const buffers = new Set(batches.map((b) => b.encoded!.body.buffer));
+    // Nine batches of 6,002 bytes and the first row of a tenth fit in 64 KiB: a fresh buffer about every nine batches.
+    expect(buffers.size).to.be.within(100, 125);
+    expect(Math.max(...[...buffers].map((buffer) => buffer.byteLength))).to.equal(64 * 1024);
+    // A batch that outgrows a whole buffer doubles it (not one row's worth at a time, copying all it holds at each).
+    const [large] = await lastValueFrom(from(rows.slice(0, 30).map((row) => recorder.envelope(row))).pipe(batch({ encode: (value: string) => value }), toArray()));
+    expect(large!.encoded!.body.toString()).to.equal(rows.slice(0, 30).map((row) => `${row}\n`).join(''));
+    expect(large!.encoded!.body.buffer.byteLength).to.equal(128 * 1024);
+  });
+
+  it('takes part of a batch: its records, their bytes and their encoded rows, consecutive ones without a copy', async () => {
+    const recorder = new Recorder();
+    const values = ['a', 'bb', 'ccc', 'dddd', 'eeeee'];
+    const envelopes = values.map((value) => new Envelope(value, { source: 'test', position: value, receivedAt: 0, attempt: 1 }, undefined, value.length, recorder));
+    const [whole] = await lastValueFrom(from(envelopes).pipe(batch({ encode: (value: string) => value }), toArray()));
+    const shown = (part: Batch<string>) => [part.envelopes.map((e) => e.value).join(','), part.bytes, part.encoded!.body.toString(), part.encoded!.ends];
+    expect(shown(batchPart(whole!, [1, 2]))).to.deep.equal(['bb,ccc', 5, 'bb\nccc\n', [3, 7]]);
+    expect(shown(batchPart(whole!, [0, 2]))).to.deep.equal(['a,ccc', 4, 'a\nccc\n', [2, 6]]);
+    expect(shown(batchPart(whole!, [0, 3]))).to.deep.equal(['a,dddd', 5, 'a\ndddd\n', [2, 7]]);
+    expect(shown(batchPart(whole!, [1, 2, 4]))).to.deep.equal(['bb,ccc,eeeee', 10, 'bb\nccc\neeeee\n', [3, 7, 13]]);
+    expect(batchPart(whole!, [2, 3]).encoded!.body.buffer, 'consecutive rows are a view of the batch body').to.equal(whole!.encoded!.body.buffer);
+    expect(batchPart({ envelopes: whole!.envelopes, bytes: whole!.bytes }, [0, 4])).to.deep.equal({ envelopes: [whole!.envelopes[0], whole!.envelopes[4]], bytes: 6 });
   });
 
   it('keeps values when asked to encode only', async () => {
@@ -108,6 +166,9 @@ describe('batch', () => {
     expect(() => batch({ rows: 1.5 })).to.throw(ConfigError, 'batch.rows must be an integer >= 1, got 1.5');
     expect(() => batch({ bytes: -1 })).to.throw(ConfigError, 'batch.bytes must be an integer >= 1, got -1');
     expect(() => batch({ maxWaitMs: Infinity })).to.throw(ConfigError, 'batch.maxWaitMs must be a finite number >= 0, got Infinity');
+    expect(() => batch({ maxWaitMs: -1 })).to.throw(ConfigError, 'batch.maxWaitMs must be a finite number >= 0, got -1');
+    expect(() => batch({ maxWaitMs: NaN })).to.throw(ConfigError, 'batch.maxWaitMs must be a finite number >= 0, got NaN');
+    expect(() => batch({ maxWaitMs: 0 })).not.to.throw();
     expect(() => batch({ encode: 'json' as never })).to.throw(ConfigError, 'batch.encode must be a function, got string');
   });
 });

@@ -15,6 +15,7 @@ describe('SinkBreaker', () => {
       expect(() => new SinkBreaker('s', { errorThresholdPercentage: bad })).to.throw(ConfigError, `breaker.errorThresholdPercentage must be a number in (0, 100], got ${bad}`);
     }
     for (const good of [0.5, 50, 100]) new SinkBreaker('s', { errorThresholdPercentage: good }).shutdown();
+    expect(() => new SinkBreaker('s', { resetTimeoutMs: 0 })).to.throw(ConfigError).with.property('message', 'breaker.resetTimeoutMs must be an integer >= 1, got 0');
   });
 
   it('opens on retriable failures and then fails at once with BREAKER_OPEN naming the last failure', async () => {
@@ -32,6 +33,7 @@ describe('SinkBreaker', () => {
         true,
         'sink bookings is unavailable (circuit breaker open): connection refused',
       ]);
+      expect((error!.cause as Error).message, 'the cause is the last failure').to.equal('connection refused');
     } finally {
       breaker.shutdown();
     }

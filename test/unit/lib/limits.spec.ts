@@ -5,7 +5,7 @@ import { fromPoll } from '../../../connectors/poll';
 import { fromWebhook } from '../../../connectors/webhook';
 import { fromIterable } from '../../../connectors/iterable';
 import { ConfigError } from '../../../lib/errors';
-import { checkJsonText, jsonTooDeep, resolveRecordLimits, valueTooDeep } from '../../../lib/limits';
+import { checkJsonBytes, checkJsonText, hasMoreOpenings, jsonTooDeep, resolveRecordLimits, tooDeep, tooLarge, valueTooDeep } from '../../../lib/limits';
 import { Pipeline } from '../../../lib/pipeline';
 import type { Batch, DeadLetter, Sink } from '../../../lib/sink';
 import { AccessControl } from '../../../lib/security/access';
@@ -45,6 +45,34 @@ describe('record limits: the same at every entry', function () {
     expect(valueTooDeep(JSON.parse(deep(100_000)), 64)).to.equal(true);
     expect(checkJsonText('[1]', 10, 'line 1', resolveRecordLimits({ maxRecordBytes: 5 }))).to.deep.equal({ stage: 'source', code: 'RECORD_TOO_LARGE', message: 'line 1 is longer than 5 bytes', path: '' });
     expect(() => resolveRecordLimits({ maxDepth: 0 })).to.throw(ConfigError, 'maxDepth must be an integer >= 1, got 0');
+  });
+
+  it('counts opening brackets of both kinds, and finds depth at the limit among more brackets than it', () => {
+    expect(hasMoreOpenings('{"a":[1]}', 2)).to.equal(false);
+    expect(hasMoreOpenings('{"a":[{}]}', 2)).to.equal(true);
+    expect(hasMoreOpenings('[[', 2)).to.equal(false);
+    expect(hasMoreOpenings('{{{', 2)).to.equal(true);
+    expect(hasMoreOpenings('"no brackets at all"', 0)).to.equal(false);
+    // More brackets than the limit, none deeper than it: a scan, which must close them too.
+    expect(jsonTooDeep(`[${deep(63)},[]]`, 64)).to.equal(false);
+    expect(jsonTooDeep(`[${'{},'.repeat(200)}{}]`, 64)).to.equal(false);
+    expect(jsonTooDeep(`[${deepObject(63)},{}]`, 64)).to.equal(false);
+    expect(jsonTooDeep(`[${deepObject(64)},{}]`, 64)).to.equal(true);
+  });
+
+  it('refuses past the limits, not at them, with the stage the caller names (the source by default)', () => {
+    const limits = resolveRecordLimits({ maxRecordBytes: 5, maxDepth: 2 });
+    expect(tooLarge('line 1', 5, limits)).to.equal(undefined);
+    expect(tooLarge('line 1', 6, limits)).to.deep.equal({ stage: 'source', code: 'RECORD_TOO_LARGE', message: 'line 1 is longer than 5 bytes', path: '' });
+    expect(tooLarge('line 1', 6, limits, 'parse')!.stage).to.equal('parse');
+    expect(tooDeep('line 2', limits)).to.deep.equal({ stage: 'source', code: 'TOO_DEEP', message: 'line 2 nests deeper than 2 levels', path: '' });
+    expect(checkJsonBytes(Buffer.from('[[[1]]]'), 'the body')).to.equal(undefined);
+    expect(checkJsonBytes(Buffer.from('[[[1]]]'), 'the body', limits)).to.deep.equal({ stage: 'source', code: 'RECORD_TOO_LARGE', message: 'the body is longer than 5 bytes', path: '' });
+    expect(checkJsonBytes(Buffer.from('[[1]]'), 'the body', limits, 'parse')).to.equal(undefined);
+    expect(checkJsonBytes(Buffer.from('[[[]]]'), 'the body', { maxRecordBytes: 6, maxDepth: 2 }, 'parse')).to.deep.equal({ stage: 'parse', code: 'TOO_DEEP', message: 'the body nests deeper than 2 levels', path: '' });
+    // Unprefixed names by default, prefixed when asked.
+    expect(() => resolveRecordLimits({ maxRecordBytes: 0.5 })).to.throw(ConfigError).with.property('message', 'maxRecordBytes must be an integer >= 1, got 0.5');
+    expect(() => resolveRecordLimits({ maxDepth: 0 }, 'limits.')).to.throw(ConfigError).with.property('message', 'limits.maxDepth must be an integer >= 1, got 0');
   });
 
   it('dead-letters a 100,000-deep NDJSON line at the source, where it entered, and stores the lines around it', async () => {

@@ -94,6 +94,7 @@ describe('retry', () => {
 
   it('refuses options that make no sense', () => {
     expect(() => resolveRetryOptions({ factor: 0.5 })).to.throw(ConfigError, 'retry.factor must be a number >= 1, got 0.5');
+    expect(() => resolveRetryOptions({ initialDelayMs: -1 })).to.throw(ConfigError).with.property('message', 'retry.initialDelayMs must be a number >= 0, got -1');
     expect(() => resolveRetryOptions({ initialDelayMs: 100, maxDelayMs: 10 })).to.throw(ConfigError, 'retry.maxDelayMs must be >= initialDelayMs (100), got 10');
   });
 });

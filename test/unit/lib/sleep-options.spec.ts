@@ -98,6 +98,9 @@ describe('lib/options: one rule for every option', () => {
     expect(() => booleanOption(1 as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got 1');
     expect(() => booleanOption({ on: true } as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got { on: true }');
     expect(() => booleanOption(10n as never, true, 'x')).to.throw(ConfigError, 'x must be true or false, got 10n');
+    // A value given by mistake is shown on one line, its top level only, however large.
+    const large = { enabledForEveryVendor: true, theNameOfTheOption: 'cardsByName', nested: { deeper: { deepest: 1 } }, list: [1, 2, 3] };
+    expect(() => booleanOption(large as never, true, 'x')).to.throw(ConfigError).with.property('message', `x must be true or false, got { enabledForEveryVendor: true, theNameOfTheOption: 'cardsByName', nested: [Object], list: [Array] }`);
   });
 
   it('integerAtLeastOrInfinity: an integer from its least, or Infinity for no limit', () => {

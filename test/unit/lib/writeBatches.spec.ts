@@ -52,6 +52,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     // 'ghi' is partial: it waits while 'bcdef' is written.
     expect(values(h.written)).to.deep.equal(['a', 'bcdef']);
     h.input.complete();
+    expect(values(h.written), 'the input ended, but a write is under way: ghi still waits').to.deep.equal(['a', 'bcdef']);
     await h.settle();
     expect(values(h.written)).to.deep.equal(['a', 'bcdef', 'ghi']);
     expect(h.completed(), 'complete only once every write is done').to.equal(false);
@@ -208,6 +209,109 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     source.pipe(writeBatches<string>(async () => undefined, 1, { rows: 10, bytes: 1000 })).subscribe({ error: (error: unknown) => (seenUpstream = error) });
     source.error(upstream);
     expect(seenUpstream).to.equal(upstream);
+  });
+
+  it('a batch that waited alone is written as it came; batches without encoded rows are joined without them', async () => {
+    const h = harness(1, { rows: 100, bytes: 1000 });
+    const plain = (v: string) => ({ ...batchOf([v]), encoded: undefined });
+    h.input.next(plain('a'));
+    const alone = plain('b');
+    h.input.next(alone);
+    await h.settle();
+    expect(h.written[1]).to.equal(alone);
+    h.input.next(plain('c'));
+    h.input.next(plain('d'));
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'cd']);
+    expect(h.written[2]).to.deep.equal({ envelopes: [{ value: 'c' }, { value: 'd' }], bytes: 20 });
+  });
+
+  it('a batch with encoded rows is never joined with one waiting without them either', async () => {
+    const h = harness(1, { rows: 100, bytes: 1000 });
+    h.input.next(batchOf(['a']));
+    h.input.next({ ...batchOf(['b']), encoded: undefined });
+    h.input.next(batchOf(['c']));
+    await h.settle();
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+  });
+
+  it('a full batch does not overtake a partial one waiting before it', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 2, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b'])); // partial, beside 'a': waits
+    h.input.next(batchOf(['c', 'd'])); // full, but 'b' came first
+    expect(values(h.written)).to.deep.equal(['a']);
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+  });
+
+  it('a partial batch beside a write waits maxWaitMs from when it came, whatever the clock reads', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler });
+    scheduler.schedule(() => {
+      h.input.next(batchOf(['a']));
+      h.input.next(batchOf(['b']));
+      h.input.next(batchOf(['c']));
+    }, 100);
+    scheduler.schedule(() => expect(values(h.written), 'at 105').to.deep.equal(['a']), 105);
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    expect(scheduler.now()).to.equal(110);
+  });
+
+  it('when its wait runs out, a partial batch takes one free slot, and the batch behind it waits on', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 3, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b', 'c'])); // partial, beside 'a': waits
+    h.input.next(batchOf(['d', 'e'])); // would make 4 rows: waits on its own
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'bc']);
+    await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'de']);
+  });
+
+  it('the wait of a batch already written leaves nothing behind to start the next one early', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    h.input.next(batchOf(['b'])); // waits, until 10 at most
+    await h.settle(); // 'a' ends at 0: 'b' goes
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    scheduler.schedule(() => h.input.next(batchOf(['c'])), 5); // beside 'b': waits until 15
+    scheduler.schedule(() => expect(values(h.written), 'at 12').to.deep.equal(['a', 'b']), 12);
+    scheduler.flush();
+    expect(scheduler.now()).to.equal(15);
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+  });
+
+  it('with both waits, a partial batch goes at the sooner: its maxWaitMs before the write interval', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(2, { rows: 5, bytes: 1000, maxWaitMs: 3, writeIntervalMs: 10, scheduler });
+    h.input.next(batchOf(['a']));
+    scheduler.frame = 1;
+    h.input.next(batchOf(['b'])); // beside 'a': until 4 at most
+    scheduler.frame = 2;
+    await h.settle(); // 'a' ends: the interval alone would hold 'b' until 10
+    expect(values(h.written)).to.deep.equal(['a']);
+    scheduler.flush();
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    expect(scheduler.now()).to.equal(4);
+  });
+
+  it('unsubscribed, lets go of its input and of the wait it set', () => {
+    const scheduler = new VirtualTimeScheduler();
+    const written: Batch<string>[] = [];
+    const input = new Subject<Batch<string>>();
+    const subscription = input.pipe(writeBatches<string>((b) => (written.push(b), new Promise<void>(() => undefined)), 2, { rows: 5, bytes: 1000, maxWaitMs: 10, scheduler })).subscribe();
+    input.next(batchOf(['a']));
+    input.next(batchOf(['b'])); // waits until 10
+    subscription.unsubscribe();
+    expect(input.observed).to.equal(false);
+    scheduler.flush();
+    expect(values(written)).to.deep.equal(['a']);
   });
 
   it('completes at once when the source ends with nothing written or waiting', () => {
