@@ -25,14 +25,14 @@ describe('envelope', () => {
     expect(recorder.rejected.map((r) => r.envelope)).to.deep.equal([rejected]);
   });
 
-  it('splits a payload into parts: positions the caller gives are kept, others numbered after the whole', () => {
+  it('splits a payload into parts numbered after the whole, each received as the whole', () => {
     const recorder = new Recorder();
     const whole = recorder.envelope('[1,2,3]', { position: 'body@0' });
-    const parts = whole.split([1, 2, 3], (index) => (index === 1 ? { position: 'body@3', record: 2 } : { record: index + 1 }));
-    expect(parts.map((part) => [part.value, part.meta.position, part.meta.record])).to.deep.equal([
-      [1, 'body@0#1', 1],
-      [2, 'body@3', 2],
-      [3, 'body@0#3', 3],
+    const parts = whole.split([1, 2, 3], [1, 1, 2], [1, 3, 6]);
+    expect(parts.map((part) => [part.value, part.meta.position, part.meta.record, part.meta.line, part.meta.offset])).to.deep.equal([
+      [1, 'body@0#1', 1, 1, 1],
+      [2, 'body@0#2', 2, 1, 3],
+      [3, 'body@0#3', 3, 2, 6],
     ]);
     expect(parts.map((part) => part.received)).to.deep.equal([whole, whole, whole]);
   });
