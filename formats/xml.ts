@@ -116,6 +116,7 @@ export class XmlFramer implements Framer {
   /** Moves forward only: the byte offset of character `#cursorChar`. */
   #cursorChar = 0;
   #cursorByte = 0;
+  /** Whether any text decoded so far held U+FFFD: sax hands text over chunks after it was decoded. */
   #replacements = false;
   #depth = 0;
   #dead = false;
@@ -130,8 +131,6 @@ export class XmlFramer implements Framer {
   #pendingStart: { char: number; line: number } | undefined;
   /** A problem found inside the record's own start tag, before the record began. */
   #pendingFailure: Failure | undefined;
-  /** sax buffers already reported as over-long outside records, since the last record. */
-  #overflowed = new Set<string>();
   #truncated = false;
   /** After giving up: every byte from where its dead letter starts to the end of the file. */
   #rest: Rest | undefined;
@@ -244,7 +243,7 @@ export class XmlFramer implements Framer {
     this.#bytes += bytes;
     // Keep enough text to reach back to the start of any tag sax can still be reading.
     while (this.#segments.length > 2 && this.#segments[1]!.char < this.#chars - KEEP_CHARS) this.#segments.shift();
-    this.#replacements = text.includes('\ufffd');
+    this.#replacements ||= text.includes('\ufffd');
     try {
       this.#parser.write(text);
     } catch (error) {
@@ -304,7 +303,6 @@ export class XmlFramer implements Framer {
       this.#recordLine = line;
       this.#recordSize = 0;
       this.#failure = undefined;
-      this.#overflowed.clear();
       this.#stack.push(this.#node(tag));
       if (this.#pendingFailure) {
         this.#fail(this.#pendingFailure.code, `record at line ${line}: ${this.#pendingFailure.message}`);
@@ -432,8 +430,6 @@ export class XmlFramer implements Framer {
           this.#pendingFailure ??= failure;
           return;
         }
-        if (this.#overflowed.has(buffer)) return;
-        this.#overflowed.add(buffer);
         failure.code = 'XML_LIMIT';
       }
     } else if (message === 'Invalid character entity') {
