@@ -282,7 +282,7 @@ export class XmlFramer implements Framer {
   }
 
   #openStart(name: string): void {
-    if (this.#stack.length === 0 && this.#recordDepth === 0 && this.#matches(name)) {
+    if (this.#recordDepth === 0 && this.#matches(name)) {
       this.#pendingStart = { char: this.#parser.startTagPosition - 1, line: this.#parser.line + 1 };
     }
   }

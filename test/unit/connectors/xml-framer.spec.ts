@@ -31,6 +31,11 @@ describe('XML framer', () => {
     ]);
   });
 
+  it('takes an element named as the record inside a record as a child, and nothing after it as a record', () => {
+    expect(frames('<r><B><B>x</B></B><C>y</C></r>')).to.deep.equal([record(3, 1, '<B><B>x</B></B>'.length, { B: 'x' })]);
+    expect(frames('<r><B>&foo;<B>x</B></B><C>y</C></r>').map((f) => f.error?.code ?? f.value)).to.deep.equal(['XML_ENTITY']);
+  });
+
   it('keeps prefixes, makes named elements arrays, keeps whitespace, and names keys as asked', () => {
     const input = '<r><p:B p:c="2" d="3">\n<p:x>1</p:x><y> 2 </y></p:B><B>no</B><q:B>no</q:B></r>';
     expect(frames(input, { xml: { record: 'p:B', keepPrefixes: true, arrays: ['p:x'], trim: false, attributePrefix: '_', textKey: 'v' } }).map((f) => f.value)).to.deep.equal([
@@ -82,6 +87,15 @@ describe('XML framer', () => {
     ]);
   });
 
+  it('counts the content of a record against maxRecordBytes, up to the limit itself', () => {
+    const input = `<r><B>${'y'.repeat(20)}</B><B>${'y'.repeat(21)}</B></r>`;
+    expect(frames(input, { maxRecordBytes: 20 }).map((f) => f.error?.code ?? f.value)).to.deep.equal(['y'.repeat(20), 'RECORD_TOO_LARGE']);
+  });
+
+  it('counts depth over open elements only: records side by side never nest', () => {
+    expect(frames(`<r>${'<B>1</B>'.repeat(6)}</r>`, { maxDepth: 1 }).map((f) => f.value)).to.deep.equal(['1', '1', '1', '1', '1', '1']);
+  });
+
   it('refuses a record nested deeper than maxDepth and reads on', () => {
     const deep = '<B><a><a>x</a></a></B>';
     const input = `<r>${deep}<B><a>y</a></B></r>`;
@@ -112,6 +126,8 @@ describe('XML framer', () => {
       fileError(27, 1, 'XML_ENTITY', "line 1: entity &bar; is not one of XML's own and is not expanded (DTDs are never read)"),
       record(32, 1, 8, '2'),
     ]);
+    // The first problem of a record is its dead letter's: nesting past maxDepth after it changes nothing.
+    expect(frames('<r><B>&foo;<a><a><a>x</a></a></a></B></r>', { maxDepth: 2 }).map((f) => f.error?.code)).to.deep.equal(['XML_ENTITY']);
     const entities = Array.from({ length: 12 }, (_, i) => `&e${i};`).join('');
     expect(frames(`<r>${entities}</r>`).map((f) => f.error!.message)).to.deep.equal(Array.from({ length: 10 }, (_, i) => `line 1: entity &e${i}; is not one of XML's own and is not expanded (DTDs are never read)`));
   });
@@ -119,12 +135,24 @@ describe('XML framer', () => {
   it('refuses the record a truncated file cuts off, once', () => {
     expect(frames('<r><B>1</B><B><x>2')).to.deep.equal([record(3, 1, 8, '1'), refused('<B><x>2', 11, 1, 'TRUNCATED', 'record at line 1: the file ends before its root element closes')]);
     expect(frames('<r><B>1</B><x>')).to.deep.equal([record(3, 1, 8, '1'), fileError(14, 1, 'TRUNCATED', 'line 1: the file ends before its root element closes')]);
+    expect(frames('<r><B>1</B><B><x a="')).to.deep.equal([record(3, 1, 8, '1'), refused('<B><x a="', 11, 1, 'TRUNCATED', 'record at line 1: the file ends before its root element closes')]);
+    expect(frames('<r><B>1</B>\n<B a="x')).to.deep.equal([record(3, 1, 8, '1'), fileError(19, 2, 'TRUNCATED', 'line 2: the file ends before its root element closes')]);
   });
 
   it('tells an empty file from one without a root element', () => {
     expect(frames('')).to.deep.equal([fileError(0, 1, 'NOT_XML', 'empty file: expected an XML document')]);
     expect(frames(Buffer.from([0xef, 0xbb, 0xbf]), { bom: 3 })).to.deep.equal([fileError(3, 1, 'NOT_XML', 'empty file: expected an XML document')]);
     expect(frames('  ')).to.deep.equal([fileError(2, 1, 'NOT_XML', 'no root element: not an XML document')]);
+    // At the end of the file, in bytes: two per character in UTF-16, one in Latin-1.
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('  é', 'utf16le')]);
+    expect(frames(utf16, { encoding: 'utf-16le', bom: 2 }).map((f) => [f.error!.code, f.offset])).to.deep.equal([
+      ['PARSE_XML', 8],
+      ['NOT_XML', 8],
+    ]);
+    expect(frames(Buffer.from(' é', 'latin1'), { encoding: 'latin1' }).map((f) => [f.error!.code, f.offset])).to.deep.equal([
+      ['PARSE_XML', 2],
+      ['NOT_XML', 2],
+    ]);
   });
 
   it('refuses a record with bytes not valid in the encoding, in its text or an attribute', () => {
