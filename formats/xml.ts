@@ -424,14 +424,7 @@ export class XmlFramer implements Framer {
       // sax only complains about an over-long buffer; emptying it keeps memory bounded.
       parser[buffer] = '';
       const limit = (sax as unknown as { MAX_BUFFER_LENGTH: number }).MAX_BUFFER_LENGTH;
-      failure = { code: 'RECORD_TOO_LARGE', message: `XML ${buffer} longer than ${limit} characters` };
-      if (this.#recordDepth === 0) {
-        if (this.#pendingStart) {
-          this.#pendingFailure ??= failure;
-          return;
-        }
-        failure.code = 'XML_LIMIT';
-      }
+      failure = { code: this.#recordDepth === 0 && !this.#pendingStart ? 'XML_LIMIT' : 'RECORD_TOO_LARGE', message: `XML ${buffer} longer than ${limit} characters` };
     } else if (message === 'Invalid character entity') {
       const entity = typeof parser.entity === 'string' ? parser.entity : '';
       failure = { code: 'XML_ENTITY', message: `entity &${entity}; is not one of XML's own and is not expanded (DTDs are never read)` };
@@ -441,6 +434,11 @@ export class XmlFramer implements Framer {
       failure = { code: 'TRUNCATED', message: 'the file ends before its root element closes' };
     } else {
       failure = { code: 'PARSE_XML', message };
+    }
+    // In the record's own start tag (sax recovers, e.g. takes `<B a>` as a="a"): the record's problem.
+    if (this.#recordDepth === 0 && this.#pendingStart && failure.code !== 'TRUNCATED') {
+      this.#pendingFailure ??= failure;
+      return;
     }
     if (this.#recordDepth > 0) {
       if (!this.#failure) this.#fail(failure.code, `record at line ${this.#recordLine}: ${failure.message}`);

@@ -20,7 +20,7 @@ const refused = (bytes: string, offset: number, line: number, code: string, mess
 
 describe('XML framer', () => {
   it('makes each record element an object: attributes but namespace declarations, children, repeats as arrays, text beside children', () => {
-    const input = '<r>\n<B a="1" xmlns="u" xmlns:p="v" p:c="2">t<x>1</x><x>2</x><x>3</x><p:y/> </B>\n<p:B>z</p:B><MyB>no</MyB><B><e> </e>\n</B></r>';
+    const input = '<r>\n<B a="1" xmlns="u" xmlns:p="v" p:c="2">t<x>1</x><x>2</x><x>3</x><p:y/> </B>\n<p:B>z</p:B><MyB>no</MyB><p:C>no</p:C><B><e> </e>\n</B></r>';
     const b1 = input.indexOf('<B a');
     const b2 = input.indexOf('<p:B>');
     const b3 = input.lastIndexOf('<B>');
@@ -29,6 +29,17 @@ describe('XML framer', () => {
       record(b2, 3, '<p:B>z</p:B>'.length, 'z'),
       record(b3, 3, '<B><e> </e>\n</B>'.length, { e: '' }),
     ]);
+  });
+
+  it('keeps elements named __proto__, repeated too, as own keys', () => {
+    const [frame] = frames('<r><B><__proto__>a</__proto__><__proto__>b</__proto__></B></r>');
+    expect(JSON.stringify(frame!.value)).to.equal('{"__proto__":["a","b"]}');
+    expect(Object.getPrototypeOf(frame!.value)).to.equal(Object.prototype);
+  });
+
+  it('refuses a record whose start tag sax had to mend', () => {
+    const input = '<r><B a>1</B><B>2</B></r>';
+    expect(frames(input)).to.deep.equal([refused('<B a>1</B>', 3, 1, 'PARSE_XML', 'record at line 1: Attribute without value'), record(13, 1, 8, '2')]);
   });
 
   it('takes an element named as the record inside a record as a child, and nothing after it as a record', () => {
@@ -117,6 +128,12 @@ describe('XML framer', () => {
       ['3', input.indexOf('<B>3'), undefined],
     ]);
     expect(got[2]!.size).to.equal(start.length);
+    // Inside a record: the record is refused.
+    const inside = `<r><B>1${comment}</B><B>2</B></r>`;
+    expect(frames(inside, { chunk: 4096 }).map((f) => [f.error?.code ?? f.value, f.offset, f.size, f.error?.message])).to.deep.equal([
+      ['RECORD_TOO_LARGE', 3, `<B>1${comment}</B>`.length, 'record at line 1: XML comment longer than 65536 characters'],
+      ['2', inside.indexOf('<B>2'), 8, undefined],
+    ]);
   });
 
   it('reports problems outside records once each, at most ten, and each problem in a record once', () => {
@@ -162,9 +179,9 @@ describe('XML framer', () => {
       ['attribute', Buffer.concat([Buffer.from('<r><B a="Z'), bad, Buffer.from('"/><B>ok</B></r>')])],
     ] as const) {
       for (const chunk of [4, Infinity]) {
-        expect(frames(input, { chunk }).map((f) => [f.error?.code ?? f.value, f.line]), `${name}, ${chunk}-byte chunks`).to.deep.equal([
-          ['INVALID_ENCODING', 1],
-          ['ok', 1],
+        expect(frames(input, { chunk }).map((f) => [f.error?.code ?? f.value, f.error?.message]), `${name}, ${chunk}-byte chunks`).to.deep.equal([
+          ['INVALID_ENCODING', "record at line 1 has bytes that are not valid in the file's encoding"],
+          ['ok', undefined],
         ]);
       }
     }
