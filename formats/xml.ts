@@ -116,6 +116,7 @@ export class XmlFramer implements Framer {
   /** Moves forward only: the byte offset of character `#cursorChar`. */
   #cursorChar = 0;
   #cursorByte = 0;
+  /** Whether any text decoded so far held U+FFFD: sax hands text over chunks after it was decoded. */
   #replacements = false;
   #depth = 0;
   #dead = false;
@@ -130,8 +131,6 @@ export class XmlFramer implements Framer {
   #pendingStart: { char: number; line: number } | undefined;
   /** A problem found inside the record's own start tag, before the record began. */
   #pendingFailure: Failure | undefined;
-  /** sax buffers already reported as over-long outside records, since the last record. */
-  #overflowed = new Set<string>();
   #truncated = false;
   /** After giving up: every byte from where its dead letter starts to the end of the file. */
   #rest: Rest | undefined;
@@ -244,7 +243,7 @@ export class XmlFramer implements Framer {
     this.#bytes += bytes;
     // Keep enough text to reach back to the start of any tag sax can still be reading.
     while (this.#segments.length > 2 && this.#segments[1]!.char < this.#chars - KEEP_CHARS) this.#segments.shift();
-    this.#replacements = text.includes('\ufffd');
+    this.#replacements ||= text.includes('\ufffd');
     try {
       this.#parser.write(text);
     } catch (error) {
@@ -283,7 +282,7 @@ export class XmlFramer implements Framer {
   }
 
   #openStart(name: string): void {
-    if (this.#stack.length === 0 && this.#recordDepth === 0 && this.#matches(name)) {
+    if (this.#recordDepth === 0 && this.#matches(name)) {
       this.#pendingStart = { char: this.#parser.startTagPosition - 1, line: this.#parser.line + 1 };
     }
   }
@@ -304,7 +303,6 @@ export class XmlFramer implements Framer {
       this.#recordLine = line;
       this.#recordSize = 0;
       this.#failure = undefined;
-      this.#overflowed.clear();
       this.#stack.push(this.#node(tag));
       if (this.#pendingFailure) {
         this.#fail(this.#pendingFailure.code, `record at line ${line}: ${this.#pendingFailure.message}`);
@@ -426,16 +424,7 @@ export class XmlFramer implements Framer {
       // sax only complains about an over-long buffer; emptying it keeps memory bounded.
       parser[buffer] = '';
       const limit = (sax as unknown as { MAX_BUFFER_LENGTH: number }).MAX_BUFFER_LENGTH;
-      failure = { code: 'RECORD_TOO_LARGE', message: `XML ${buffer} longer than ${limit} characters` };
-      if (this.#recordDepth === 0) {
-        if (this.#pendingStart) {
-          this.#pendingFailure ??= failure;
-          return;
-        }
-        if (this.#overflowed.has(buffer)) return;
-        this.#overflowed.add(buffer);
-        failure.code = 'XML_LIMIT';
-      }
+      failure = { code: this.#recordDepth === 0 && !this.#pendingStart ? 'XML_LIMIT' : 'RECORD_TOO_LARGE', message: `XML ${buffer} longer than ${limit} characters` };
     } else if (message === 'Invalid character entity') {
       const entity = typeof parser.entity === 'string' ? parser.entity : '';
       failure = { code: 'XML_ENTITY', message: `entity &${entity}; is not one of XML's own and is not expanded (DTDs are never read)` };
@@ -445,6 +434,11 @@ export class XmlFramer implements Framer {
       failure = { code: 'TRUNCATED', message: 'the file ends before its root element closes' };
     } else {
       failure = { code: 'PARSE_XML', message };
+    }
+    // In the record's own start tag (sax recovers, e.g. takes `<B a>` as a="a"): the record's problem.
+    if (this.#recordDepth === 0 && this.#pendingStart && failure.code !== 'TRUNCATED') {
+      this.#pendingFailure ??= failure;
+      return;
     }
     if (this.#recordDepth > 0) {
       if (!this.#failure) this.#fail(failure.code, `record at line ${this.#recordLine}: ${failure.message}`);

@@ -40,8 +40,8 @@ export function parseIso(text: string): TimeParts | undefined {
   return parts;
 }
 
+/** `Z` has no digits: 0. */
 function offsetMinutes(text: string): number {
-  if (text.toUpperCase() === 'Z') return 0;
   const digits = text.slice(1).replace(':', '');
   const minutes = +digits.slice(0, 2) * 60 + +(digits.slice(2) || 0);
   return text[0] === '-' ? -minutes : minutes;
@@ -252,14 +252,20 @@ export function zoneOf(zone: string, where: string): (local: number) => number {
       hour: 'numeric',
       minute: 'numeric',
       second: 'numeric',
+      era: 'short',
     });
   } catch {
     throw new ConfigError(`${where} must be UTC, an offset like +02:00, or an IANA zone name, got ${JSON.stringify(zone)}`);
   }
+  // The wall clock read back by wallClockMs: Date.UTC would read years 1-99 as 1901-1999.
   const offsetAt = (utc: number) => {
     const p: Record<string, number> = {};
-    for (const { type, value } of format.formatToParts(utc)) p[type] = +value;
-    const wall = Date.UTC(p.year!, p.month! - 1, p.day!, p.hour!, p.minute!, p.second!);
+    let bc = false;
+    for (const { type, value } of format.formatToParts(utc)) {
+      if (type === 'era') bc = value === 'BC';
+      else p[type] = +value;
+    }
+    const wall = wallClockMs({ year: bc ? 1 - p.year! : p.year!, month: p.month!, day: p.day!, hour: p.hour!, minute: p.minute!, second: p.second!, millisecond: 0 });
     return wall - Math.floor(utc / 1000) * 1000;
   };
   // Offsets change on the hour at most: remember them per hour of wall-clock time, in a

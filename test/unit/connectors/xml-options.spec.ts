@@ -17,7 +17,7 @@ describe('XML options', () => {
 
   it('take element names with at most one prefix, and nothing else', () => {
     for (const record of ['B', '_b', 'b.c-d_1', 'ota:Booking']) expect(resolveXmlOptions({ record }).record).to.equal(record);
-    for (const record of ['', '1B', 'a:b:c', 'Booking ', ' Booking', 'x<y', ':B', 'B:', 7]) {
+    for (const record of ['', '1B', 'a:b:c', 'Booking ', ' Booking', 'x<y', ':B', 'B:', 7, ['Booking']]) {
       expect(() => resolveXmlOptions({ record: record as string }), String(record)).to.throw(ConfigError, `xml.record must be an element name like 'Booking' or 'ota:Booking', got ${JSON.stringify(record)}`);
     }
   });

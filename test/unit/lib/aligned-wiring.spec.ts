@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { Observable, VirtualTimeScheduler } from 'rxjs';
 import { Pipeline } from '../../../lib/pipeline';
-import type { DeadLetter } from '../../../lib/sink';
+import type { Batch, DeadLetter, WriteContext } from '../../../lib/sink';
 import type { Source } from '../../../lib/source';
 import { MemorySink } from '../../helpers';
 
@@ -68,5 +68,34 @@ describe('aligned dead letters in a pipeline: the source, the batch step and the
     expect(letters.rows.map((l) => l.raw)).to.deep.equal(['A2', 'A4']);
     expect(sink.rows).to.deep.equal(['A1', 'A3']);
     expect(stats).to.include({ read: 7, written: 2, deadLettered: 2, nacked: 3 });
+  });
+
+  it("hands the letters to the dead-letter sink encoded by its own encode", async () => {
+    class EncodingLetters extends MemorySink<DeadLetter> {
+      readonly bodies: string[] = [];
+      readonly label = 'letter';
+      encode(letter: DeadLetter): string {
+        return `${this.label} ${letter.raw}`;
+      }
+      override async write(batch: Batch<DeadLetter>, context: WriteContext): Promise<void> {
+        this.bodies.push(batch.encoded?.body.toString() ?? 'not encoded');
+        await super.write(batch, context);
+      }
+    }
+    const letters = new EncodingLetters();
+    const source: Source<string> = {
+      name: 'files',
+      batchKey: (envelope) => envelope.meta.file!,
+      open: (context) =>
+        new Observable((subscriber) => {
+          const meta = (record: number) => ({ source: 'files', position: `A${record}`, file: 'A', record, receivedAt: 0, attempt: 1 });
+          subscriber.next(context.envelope('A1', meta(1), 'A1', 1));
+          context.reject(meta(2), 'A2', 1, { stage: 'source', code: 'BAD', message: 'A2', path: '' });
+          subscriber.complete();
+        }),
+    };
+    const stats = await new Pipeline<string>({ source, sink: new MemorySink<string>(), deadLetters: letters }).run();
+    expect(stats).to.include({ written: 1, deadLettered: 1 });
+    expect(letters.bodies).to.deep.equal(['letter A2\n']);
   });
 });

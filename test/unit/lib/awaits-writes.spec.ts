@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { Observable } from 'rxjs';
+import { asyncScheduler, Observable, type SchedulerLike } from 'rxjs';
 import { Pipeline } from '../../../lib/pipeline';
 import type { Envelope } from '../../../lib/envelope';
 import type { DeadLetter } from '../../../lib/sink';
@@ -33,5 +33,43 @@ describe('Pipeline: a source whose callers wait for writes', () => {
     const stats = await new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 100, maxWaitMs: 10 } }).run();
     expect(stats.written).to.equal(3);
     expect(order).to.deep.equal(['write 3', 'timer']);
+  });
+
+  /** Emits each id in a task of its own, then ends. */
+  const tasks = (ids: number[]): Source<{ id: number }> => ({
+    name: 'callers',
+    awaitsWrites: true,
+    open: (context) =>
+      new Observable<Envelope<{ id: number }>>((subscriber) => {
+        void (async () => {
+          for (const id of ids) {
+            await new Promise((resolve) => setTimeout(resolve, 1));
+            subscriber.next(context.envelope({ id }, { source: 'callers', position: String(id), receivedAt: Date.now(), attempt: 1 }, undefined, 10));
+          }
+          await new Promise((resolve) => setTimeout(resolve, 1));
+          subscriber.complete();
+        })();
+      }),
+  });
+
+  it('starts writes no more often than maxWaitMs apart: what comes meanwhile is joined, and goes once the input ends', async () => {
+    const sink = new MemorySink<{ id: number }>('rows');
+    await new Pipeline({ source: tasks([1, 2, 3]), sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 100, maxWaitMs: 60_000 } }).run();
+    expect(sink.writes.map((w) => w.size)).to.deep.equal([1, 2]);
+  });
+
+  it('keeps a scheduler it is given for its batches', async () => {
+    let scheduled = 0;
+    const scheduler: SchedulerLike = {
+      now: () => asyncScheduler.now(),
+      schedule(...args: Parameters<SchedulerLike['schedule']>) {
+        scheduled++;
+        return asyncScheduler.schedule(...args);
+      },
+    };
+    const sink = new MemorySink<{ id: number }>('rows');
+    await new Pipeline({ source: tasks([1]), sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 100, maxWaitMs: 10, scheduler } }).run();
+    expect(sink.rows).to.deep.equal([{ id: 1 }]);
+    expect(scheduled).to.be.above(0);
   });
 });

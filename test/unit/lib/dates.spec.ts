@@ -110,6 +110,17 @@ describe('dates', () => {
     }
   });
 
+  it('turns wall-clock times of years 0 to 99 in an IANA zone into UTC (local mean time before zones had offsets)', () => {
+    const paris = zoneOf('Europe/Paris', 'f');
+    const newYork = zoneOf('America/New_York', 'f');
+    for (const year of [0, 1, 99, 100]) {
+      const local = wallClockMs(parts(year, 6, 1, 12));
+      const date = `${String(year).padStart(4, '0')}-06-01`;
+      expect(isoDateTime(paris(local)), `${year}`).to.equal(`${date}T11:50:39.000Z`);
+      expect(isoDateTime(newYork(local)), `${year}`).to.equal(`${date}T16:56:02.000Z`);
+    }
+  });
+
   it('refuses times a Date cannot hold', () => {
     for (const ms of [8.64e15 + 1, -8.64e15 - 1, NaN, Infinity]) {
       expect(() => isoDateTime(ms), String(ms)).to.throw(TimeOutOfRange, `time out of range: ${ms}`);
@@ -132,7 +143,9 @@ describe('dates', () => {
     expect(new Date(paris(Date.UTC(2026, 2, 29, 1, 30))).toISOString()).to.equal('2026-03-29T00:30:00.000Z');
     expect(new Date(paris(Date.UTC(2026, 2, 29, 3, 30))).toISOString()).to.equal('2026-03-29T01:30:00.000Z');
     expect(new Date(zoneOf('America/New_York', 'f')(Date.UTC(2026, 0, 15, 9, 0, 5, 250))).toISOString()).to.equal('2026-01-15T14:00:05.250Z');
-    for (const zone of ['Mars/Olympus', '+2:00', 'utc+1']) {
+    // An hour before Samoa skipped 30 December 2011 (-10:00 to +14:00): still -10:00, though its 1970 offset (-11:00) would cross the change.
+    expect(new Date(zoneOf('Pacific/Apia', 'f')(Date.UTC(2011, 11, 29, 23, 30))).toISOString()).to.equal('2011-12-30T09:30:00.000Z');
+    for (const zone of ['Mars/Olympus', '+2:00', 'utc+1', 'UTC+02:00', '+02:00x']) {
       expect(() => zoneOf(zone, 'fields.t.timeZone'), zone).to.throw(ConfigError, `fields.t.timeZone must be UTC, an offset like +02:00, or an IANA zone name, got ${JSON.stringify(zone)}`);
     }
   });

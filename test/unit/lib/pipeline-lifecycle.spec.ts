@@ -96,7 +96,7 @@ describe('Pipeline lifecycle', () => {
           fail = (error) => subscriber.error(error);
         }),
     };
-    const pipeline = new Pipeline({ name: 'p', source, sink: new MemorySink<number>('store'), deadLetters: new MemorySink<DeadLetter>('letters'), sinkConcurrency: 3, logger, onLifecycle: (e) => events.push(e) });
+    const pipeline = new Pipeline({ name: 'p', source, sink: new MemorySink<number>('store'), deadLetters: new MemorySink<DeadLetter>('letters'), sinkConcurrency: 3, batch: { rows: 5 }, inFlight: { records: 7, bytes: 70_000_000 }, logger, onLifecycle: (e) => events.push(e) });
     const crashes: unknown[] = [];
     const ends: unknown[] = [];
     pipeline.on('pipeline.crash', ({ payload }) => crashes.push(payload.error));
@@ -104,6 +104,7 @@ describe('Pipeline lifecycle', () => {
     await pipeline.start();
     expect(events[0]).to.deep.include({ type: 'start', pipeline: 'p' });
     expect(events[0]!.details).to.include({ source: 'feed', sink: 'store', deadLetters: 'letters', sinkConcurrency: 3, protectedDeadLetters: false });
+    expect(events[0]!.details).to.deep.include({ inFlight: { records: 7, bytes: 70_000_000 } });
     fail(new TributaryError('the feed broke', { code: 'FEED_BROKEN' }));
     const error = await pipeline.finished().catch((e: Error) => e);
     expect(error).to.have.property('message', 'the feed broke');
