@@ -292,3 +292,61 @@ describe('CSV options and code pages', () => {
     expect(read({ delimiter: ';' })).to.deep.equal(['PARSE_CSV']);
   });
 });
+
+describe('CsvFramer: edges the reference does not lay out', () => {
+  /** Frames of `bytes` pushed `step` bytes at a time: values, or [code, message, offset, size] of refused frames. */
+  const framed = (bytes: Buffer, options: CsvOptions, encoding: FileEncoding, step = bytes.length) => {
+    const cuts = Array.from({ length: Math.ceil(bytes.length / step) }, (_, i) => i * step);
+    return frameAll({ bytes, expected: [], options, encoding }, cuts).map((f) => f.value ?? [f.error?.code, f.error?.message, f.offset, f.size ?? f.bytes.length]);
+  };
+
+  it('refuses the odd byte a UTF-16 file ends with as TRUNCATED, unless a line over the limit already holds it', () => {
+    const lineOver = Buffer.concat([Buffer.from(`id,a\n1,${'h'.repeat(60)}`, 'utf16le'), Buffer.of(0x41)]);
+    expect(framed(lineOver, {}, 'utf-16le', 16)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 10, 125]]);
+    const afterRecord = Buffer.concat([Buffer.from('id,a\n1,b\n', 'utf16le'), Buffer.of(0x41)]);
+    expect(framed(afterRecord, {}, 'utf-16le')).to.deep.equal([{ id: '1', a: 'b' }, ['TRUNCATED', 'the file ends inside a UTF-16 character', 18, 1]]);
+  });
+
+  it('reads a high surrogate the UTF-16 file ends with as U+FFFD, its two bytes in the record', () => {
+    expect(framed(Buffer.from('id,a\n1,a\ud834', 'utf16le'), {}, 'utf-16le').map((f) => (Array.isArray(f) ? f : JSON.stringify(f)))).to.deep.equal([JSON.stringify({ id: '1', a: 'a\ufffd' })]);
+    const frames = frameAll({ bytes: Buffer.from('id,a\n1,a\ud834', 'utf16le'), expected: [], options: {}, encoding: 'utf-16le' }, []);
+    expect(frames.map((f) => [f.offset, f.size])).to.deep.equal([[10, 8]]);
+  });
+
+  it('says what is wrong with a broken quote, without the parser\'s own line numbers, and calls only a quote left open at the end TRUNCATED', () => {
+    const bytes = Buffer.from(`id,a\n${'1,b\n'.repeat(12)}1,a"b\n2,"a"x\n3,"a" \n4,"a"x`);
+    expect(framed(bytes, {}, 'utf-8').slice(12)).to.deep.equal([
+      ['PARSE_CSV', 'line 14: Invalid Opening Quote: a quote is found on field "a", value is "a"', 53, 6],
+      ['PARSE_CSV', 'line 15: Invalid Closing Quote: got "x" instead of delimiter, record delimiter, trimable character (if activated) or comment', 59, 7],
+      ['PARSE_CSV', 'line 16: Invalid Closing Quote: got " " instead of delimiter, record delimiter, trimable character (if activated) or comment', 66, 7],
+      ['PARSE_CSV', 'line 17: Invalid Closing Quote: got "x" instead of delimiter, record delimiter, trimable character (if activated) or comment', 73, 6],
+    ]);
+    expect(framed(Buffer.from('id,a\n1,"open'), {}, 'utf-8')).to.deep.equal([['TRUNCATED', 'line 2: Quote Not Closed: the parsing is finished with an opening quote', 5, 7]]);
+  });
+
+  it('refuses a ragged record whole, the line breaks its quoted fields hold included', () => {
+    expect(framed(Buffer.from('id,a\n1,"x\ny",z\n2,b\n'), {}, 'utf-8')).to.deep.equal([['PARSE_CSV', 'line 2: 3 fields, expected 2', 5, 10], { id: '2', a: 'b' }]);
+  });
+
+  it('keeps a byte order mark that begins a line after a broken row: only the file\'s first one is dropped', () => {
+    expect(framed(Buffer.from('\ufeffid,a\n1,a"b\n\ufeff2,y\n'), {}, 'utf-8').slice(1)).to.deep.equal([{ id: '\ufeff2', a: 'y' }]);
+  });
+
+  it('names the line of a record over the limit that one read holds whole', () => {
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(60)}\n1,b\n`), {}, 'utf-8')).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 63], { id: '1', a: 'b' }]);
+  });
+
+  it('skips a comment line however long, and refuses a row that passes the limit between fields as it streams', () => {
+    expect(framed(Buffer.from(`id,a\n#${'c'.repeat(100)}\n1,b\n`), { comment: '#' }, 'utf-8', 8)).to.deep.equal([{ id: '1', a: 'b' }]);
+    // Past the limit only after a delimiter: the row read so far has fields, the one being read is empty.
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(44)}${','.repeat(20)}\n1,b\n`), {}, 'utf-8', 8)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 67], { id: '1', a: 'b' }]);
+    // Refused there, it is refused as its first line: the rest of a quoted field it opens later is read as a row.
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(44)}${','.repeat(20)}"x\ny"\n1,b\n`), {}, 'utf-8', 8).map((f) => (Array.isArray(f) ? f[0] : f))).to.deep.equal(['RECORD_TOO_LARGE', 'PARSE_CSV', { id: '1', a: 'b' }]);
+  });
+
+  it('refuses a ragged row over the limit for its size, however the reads cut it', () => {
+    for (const step of [8, 1000]) {
+      expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(50)},x\n1,b\n`), {}, 'utf-8', step)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 55], { id: '1', a: 'b' }]);
+    }
+  });
+});
