@@ -349,4 +349,26 @@ describe('CsvFramer: edges the reference does not lay out', () => {
       expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(50)},x\n1,b\n`), {}, 'utf-8', step)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 55], { id: '1', a: 'b' }]);
     }
   });
+
+  it('refuses a record over the limit whole when it ends in the read after the one that reached the limit', () => {
+    // The first read holds exactly 48 bytes of the record and looks ahead at its line break: not yet over the limit.
+    const bytes = Buffer.from(`id,a\n1,"${'h'.repeat(46)}\nxy"\n2,b\n`);
+    expect(frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, [56]).map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 5, 54], { id: '2', a: 'b' }]);
+  });
+
+  it('ends a line over the limit after the CRLF a read cuts between its CR and LF', () => {
+    const bytes = Buffer.from(`id,a\r\n1,${'h'.repeat(60)}\r\n2,b\r\n`);
+    expect(frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, [bytes.indexOf('\r\n2') + 1]).map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 6, 64], { id: '2', a: 'b' }]);
+  });
+
+  it('reads on after a broken UTF-16 row from the character after its CR, one whose low byte is a line feed\'s included', () => {
+    expect(framed(Buffer.from('id,a\r1,a"b\r\u010a2,y\r', 'utf16le'), {}, 'utf-16le').map((f) => (Array.isArray(f) ? [f[0], f[2], f[3]] : f))).to.deep.equal([['PARSE_CSV', 10, 12], { id: '\u010a2', a: 'y' }]);
+  });
+
+  it('counts a record over the limit from its opening quote on, spaces trimmed before it included', () => {
+    // The read ends just after the quote (and the look-ahead past it): no field read yet, the record is already over the limit.
+    const bytes = Buffer.from(`id,a\n${' '.repeat(60)}"\nx",b\n2,c\n`);
+    const frames = frameAll({ bytes, expected: [], options: { trim: true }, encoding: 'utf-8' }, [bytes.indexOf('"') + 4]);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 5, 62], ['PARSE_CSV', 67, 5], { id: '2', a: 'c' }]);
+  });
 });
