@@ -252,6 +252,10 @@ export class CsvFramer implements Framer {
         return this.#parse(this.#history.slice(resume, this.#fed), false);
       }
     }
+    // Past the blank and comment lines read since the last record: their bytes may be released.
+    const { offset, line } = this.#startOfRecord();
+    this.#nextStart = offset;
+    this.#nextLine = line;
     this.#history.release(this.#nextStart, chunk?.length ?? 0);
     return this.#take();
   }

@@ -371,4 +371,27 @@ describe('CsvFramer: edges the reference does not lay out', () => {
     const frames = frameAll({ bytes, expected: [], options: { trim: true }, encoding: 'utf-8' }, [bytes.indexOf('"') + 4]);
     expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 5, 62], ['PARSE_CSV', 67, 5], { id: '2', a: 'c' }]);
   });
+
+  it('ends a UTF-16 line over the limit at a CR whose two bytes came in two reads', () => {
+    const bytes = Buffer.from(`id,a\r1,${'h'.repeat(60)}\r2,b\r`, 'utf16le');
+    const cr = bytes.indexOf(Buffer.from('\r2', 'utf16le'));
+    const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-16le' }, [cr + 1, cr + 2]);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 10, 126], { id: '2', a: 'b' }]);
+  });
+
+  it('frames the records after more blank and comment lines than the bytes it keeps, however the reads cut them', () => {
+    const text = `id,a\n${'#comment line number xx\n\n'.repeat(100)}1,b\n${'\n'.repeat(1500)}2,c\n`;
+    for (const encoding of ['utf-8', 'utf-16le'] as const) {
+      const bytes = encode(text, encoding);
+      const unit = encoding === 'utf-8' ? 1 : 2;
+      for (const step of [7, 50, 300, bytes.length]) {
+        const cuts = Array.from({ length: Math.ceil(bytes.length / step) }, (_, i) => i * step);
+        const frames = frameAll({ bytes, expected: [], options: { comment: '#' }, encoding }, cuts);
+        expect(frames.map((f) => [f.value ?? f.error?.code, f.offset, f.line, f.size]), `${encoding}, reads of ${step}`).to.deep.equal([
+          [{ id: '1', a: 'b' }, text.indexOf('1,b') * unit, 202, 4 * unit],
+          [{ id: '2', a: 'c' }, text.indexOf('2,c') * unit, 1703, 4 * unit],
+        ]);
+      }
+    }
+  });
 });
