@@ -394,4 +394,15 @@ describe('CsvFramer: edges the reference does not lay out', () => {
       }
     }
   });
+
+  it('refuses a line over the limit in its first field with the head and digest of all its bytes, however long', () => {
+    const line = `${'h'.repeat(1500)}\n`;
+    const bytes = Buffer.from(`a,b\n${line}1,2\n`);
+    const cuts = Array.from({ length: Math.ceil(bytes.length / 50) }, (_, i) => i * 50);
+    const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, cuts);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size, f.bytes.toString(), f.sha256])).to.deep.equal([
+      ['RECORD_TOO_LARGE', 4, line.length, line.slice(0, EXCERPT), createHash('sha256').update(line).digest('hex')],
+      { a: '1', b: '2' },
+    ]);
+  });
 });
