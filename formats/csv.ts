@@ -107,7 +107,7 @@ interface CsvCore {
   parse(chunk: Buffer | undefined, end: boolean, push: (record: Record<string, string>) => void, close: () => void): Error | undefined;
   readonly info: { bytes: number; empty_lines: number; comment_lines: number };
   /** `bufBytesStart`: bytes read so far, short of those held back to look ahead. */
-  readonly state: { record_length: number; field: { length: number }; bufBytesStart: number };
+  readonly state: { record: unknown[]; field: { length: number }; bufBytesStart: number };
 }
 
 interface CsvParseError extends Error {
@@ -252,6 +252,10 @@ export class CsvFramer implements Framer {
         return this.#parse(this.#history.slice(resume, this.#fed), false);
       }
     }
+    // Past the blank and comment lines read since the last record: their bytes may be released.
+    const { offset, line } = this.#startOfRecord();
+    this.#nextStart = offset;
+    this.#nextLine = line;
     this.#history.release(this.#nextStart, chunk?.length ?? 0);
     return this.#take();
   }
@@ -327,7 +331,7 @@ export class CsvFramer implements Framer {
   /** Whether the core is inside a record (a field or a quote begun). */
   #pending(): boolean {
     const state = this.#core.state as CsvCore['state'] & { quoting?: boolean };
-    return state.record_length > 0 || state.field.length > 0 || state.quoting === true;
+    return state.record.length > 0 || state.field.length > 0 || state.quoting === true;
   }
 
   #header(header: string[]): string[] {
@@ -394,7 +398,9 @@ export class CsvFramer implements Framer {
       throw RESYNC;
     }
     const at = Math.max(this.#at(error.bytes ?? 0), offset);
-    this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, at)), offset, line, { code: 'PARSE_CSV', message: this.#csvMessage(error, line) }, this.#limits.maxRecordBytes));
+    // Over the limit, it is refused for that, as it is when it streams over reads.
+    const { code, message } = tooLarge(`record at line ${line}`, at - offset, this.#limits) ?? { code: 'PARSE_CSV', message: this.#csvMessage(error, line) };
+    this.#frames.push(refusedFrame(this.#raw(this.#history.slice(offset, at)), offset, line, { code, message }, this.#limits.maxRecordBytes));
     this.#advance(at);
   }
 
@@ -403,7 +409,7 @@ export class CsvFramer implements Framer {
       const columns = Array.isArray(this.#columns) ? this.#columns.length : undefined;
       return `line ${line}: ${error.record.length} fields, expected ${columns ?? 'as many as the first row'}`;
     }
-    return `line ${line}: ${error.message.replace(/,? (at|on) line \d+/, '').replace(/ at line \d+/, '')}`;
+    return `line ${line}: ${error.message.replace(/,? (at|on) line \d+/, '')}`;
   }
 
   /** Bytes as the file holds them: UTF-16BE is read with its bytes swapped (as UTF-16LE), and swapped back for dead letters. */

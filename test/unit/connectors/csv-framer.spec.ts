@@ -308,3 +308,117 @@ describe('CSV options and code pages', () => {
     expect(read({ delimiter: ';' })).to.deep.equal(['PARSE_CSV']);
   });
 });
+
+describe('CsvFramer: edges the reference does not lay out', () => {
+  /** Frames of `bytes` pushed `step` bytes at a time: values, or [code, message, offset, size] of refused frames. */
+  const framed = (bytes: Buffer, options: CsvOptions, encoding: FileEncoding, step = bytes.length) => {
+    const cuts = Array.from({ length: Math.ceil(bytes.length / step) }, (_, i) => i * step);
+    return frameAll({ bytes, expected: [], options, encoding }, cuts).map((f) => f.value ?? [f.error?.code, f.error?.message, f.offset, f.size ?? f.bytes.length]);
+  };
+
+  it('refuses the odd byte a UTF-16 file ends with as TRUNCATED, unless a line over the limit already holds it', () => {
+    const lineOver = Buffer.concat([Buffer.from(`id,a\n1,${'h'.repeat(60)}`, 'utf16le'), Buffer.of(0x41)]);
+    expect(framed(lineOver, {}, 'utf-16le', 16)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 10, 125]]);
+    const afterRecord = Buffer.concat([Buffer.from('id,a\n1,b\n', 'utf16le'), Buffer.of(0x41)]);
+    expect(framed(afterRecord, {}, 'utf-16le')).to.deep.equal([{ id: '1', a: 'b' }, ['TRUNCATED', 'the file ends inside a UTF-16 character', 18, 1]]);
+  });
+
+  it('reads a high surrogate the UTF-16 file ends with as U+FFFD, its two bytes in the record', () => {
+    expect(framed(Buffer.from('id,a\n1,a\ud834', 'utf16le'), {}, 'utf-16le').map((f) => (Array.isArray(f) ? f : JSON.stringify(f)))).to.deep.equal([JSON.stringify({ id: '1', a: 'a\ufffd' })]);
+    const frames = frameAll({ bytes: Buffer.from('id,a\n1,a\ud834', 'utf16le'), expected: [], options: {}, encoding: 'utf-16le' }, []);
+    expect(frames.map((f) => [f.offset, f.size])).to.deep.equal([[10, 8]]);
+  });
+
+  it('says what is wrong with a broken quote, without the parser\'s own line numbers, and calls only a quote left open at the end TRUNCATED', () => {
+    const bytes = Buffer.from(`id,a\n${'1,b\n'.repeat(12)}1,a"b\n2,"a"x\n3,"a" \n4,"a"x`);
+    expect(framed(bytes, {}, 'utf-8').slice(12)).to.deep.equal([
+      ['PARSE_CSV', 'line 14: Invalid Opening Quote: a quote is found on field "a", value is "a"', 53, 6],
+      ['PARSE_CSV', 'line 15: Invalid Closing Quote: got "x" instead of delimiter, record delimiter, trimable character (if activated) or comment', 59, 7],
+      ['PARSE_CSV', 'line 16: Invalid Closing Quote: got " " instead of delimiter, record delimiter, trimable character (if activated) or comment', 66, 7],
+      ['PARSE_CSV', 'line 17: Invalid Closing Quote: got "x" instead of delimiter, record delimiter, trimable character (if activated) or comment', 73, 6],
+    ]);
+    expect(framed(Buffer.from('id,a\n1,"open'), {}, 'utf-8')).to.deep.equal([['TRUNCATED', 'line 2: Quote Not Closed: the parsing is finished with an opening quote', 5, 7]]);
+  });
+
+  it('refuses a ragged record whole, the line breaks its quoted fields hold included', () => {
+    expect(framed(Buffer.from('id,a\n1,"x\ny",z\n2,b\n'), {}, 'utf-8')).to.deep.equal([['PARSE_CSV', 'line 2: 3 fields, expected 2', 5, 10], { id: '2', a: 'b' }]);
+  });
+
+  it('keeps a byte order mark that begins a line after a broken row: only the file\'s first one is dropped', () => {
+    expect(framed(Buffer.from('\ufeffid,a\n1,a"b\n\ufeff2,y\n'), {}, 'utf-8').slice(1)).to.deep.equal([{ id: '\ufeff2', a: 'y' }]);
+  });
+
+  it('names the line of a record over the limit that one read holds whole', () => {
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(60)}\n1,b\n`), {}, 'utf-8')).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 63], { id: '1', a: 'b' }]);
+  });
+
+  it('skips a comment line however long, and refuses a row that passes the limit between fields as it streams', () => {
+    expect(framed(Buffer.from(`id,a\n#${'c'.repeat(100)}\n1,b\n`), { comment: '#' }, 'utf-8', 8)).to.deep.equal([{ id: '1', a: 'b' }]);
+    // Past the limit only after a delimiter: the row read so far has fields, the one being read is empty.
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(44)}${','.repeat(20)}\n1,b\n`), {}, 'utf-8', 8)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 67], { id: '1', a: 'b' }]);
+    // Refused there, it is refused as its first line: the rest of a quoted field it opens later is read as a row.
+    expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(44)}${','.repeat(20)}"x\ny"\n1,b\n`), {}, 'utf-8', 8).map((f) => (Array.isArray(f) ? f[0] : f))).to.deep.equal(['RECORD_TOO_LARGE', 'PARSE_CSV', { id: '1', a: 'b' }]);
+  });
+
+  it('refuses a ragged row over the limit for its size, however the reads cut it', () => {
+    for (const step of [8, 1000]) {
+      expect(framed(Buffer.from(`id,a\n1,${'h'.repeat(50)},x\n1,b\n`), {}, 'utf-8', step)).to.deep.equal([['RECORD_TOO_LARGE', 'record at line 2 is longer than 48 bytes', 5, 55], { id: '1', a: 'b' }]);
+    }
+  });
+
+  it('refuses a record over the limit whole when it ends in the read after the one that reached the limit', () => {
+    // The first read holds exactly 48 bytes of the record and looks ahead at its line break: not yet over the limit.
+    const bytes = Buffer.from(`id,a\n1,"${'h'.repeat(46)}\nxy"\n2,b\n`);
+    expect(frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, [56]).map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 5, 54], { id: '2', a: 'b' }]);
+  });
+
+  it('ends a line over the limit after the CRLF a read cuts between its CR and LF', () => {
+    const bytes = Buffer.from(`id,a\r\n1,${'h'.repeat(60)}\r\n2,b\r\n`);
+    expect(frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, [bytes.indexOf('\r\n2') + 1]).map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 6, 64], { id: '2', a: 'b' }]);
+  });
+
+  it('reads on after a broken UTF-16 row from the character after its CR, one whose low byte is a line feed\'s included', () => {
+    expect(framed(Buffer.from('id,a\r1,a"b\r\u010a2,y\r', 'utf16le'), {}, 'utf-16le').map((f) => (Array.isArray(f) ? [f[0], f[2], f[3]] : f))).to.deep.equal([['PARSE_CSV', 10, 12], { id: '\u010a2', a: 'y' }]);
+  });
+
+  it('counts a record over the limit from its opening quote on, spaces trimmed before it included', () => {
+    // The read ends just after the quote (and the look-ahead past it): no field read yet, the record is already over the limit.
+    const bytes = Buffer.from(`id,a\n${' '.repeat(60)}"\nx",b\n2,c\n`);
+    const frames = frameAll({ bytes, expected: [], options: { trim: true }, encoding: 'utf-8' }, [bytes.indexOf('"') + 4]);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 5, 62], ['PARSE_CSV', 67, 5], { id: '2', a: 'c' }]);
+  });
+
+  it('ends a UTF-16 line over the limit at a CR whose two bytes came in two reads', () => {
+    const bytes = Buffer.from(`id,a\r1,${'h'.repeat(60)}\r2,b\r`, 'utf16le');
+    const cr = bytes.indexOf(Buffer.from('\r2', 'utf16le'));
+    const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-16le' }, [cr + 1, cr + 2]);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size])).to.deep.equal([['RECORD_TOO_LARGE', 10, 126], { id: '2', a: 'b' }]);
+  });
+
+  it('frames the records after more blank and comment lines than the bytes it keeps, however the reads cut them', () => {
+    const text = `id,a\n${'#comment line number xx\n\n'.repeat(100)}1,b\n${'\n'.repeat(1500)}2,c\n`;
+    for (const encoding of ['utf-8', 'utf-16le'] as const) {
+      const bytes = encode(text, encoding);
+      const unit = encoding === 'utf-8' ? 1 : 2;
+      for (const step of [7, 50, 300, bytes.length]) {
+        const cuts = Array.from({ length: Math.ceil(bytes.length / step) }, (_, i) => i * step);
+        const frames = frameAll({ bytes, expected: [], options: { comment: '#' }, encoding }, cuts);
+        expect(frames.map((f) => [f.value ?? f.error?.code, f.offset, f.line, f.size]), `${encoding}, reads of ${step}`).to.deep.equal([
+          [{ id: '1', a: 'b' }, text.indexOf('1,b') * unit, 202, 4 * unit],
+          [{ id: '2', a: 'c' }, text.indexOf('2,c') * unit, 1703, 4 * unit],
+        ]);
+      }
+    }
+  });
+
+  it('refuses a line over the limit in its first field with the head and digest of all its bytes, however long', () => {
+    const line = `${'h'.repeat(1500)}\n`;
+    const bytes = Buffer.from(`a,b\n${line}1,2\n`);
+    const cuts = Array.from({ length: Math.ceil(bytes.length / 50) }, (_, i) => i * 50);
+    const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-8' }, cuts);
+    expect(frames.map((f) => f.value ?? [f.error?.code, f.offset, f.size, f.bytes.toString(), f.sha256])).to.deep.equal([
+      ['RECORD_TOO_LARGE', 4, line.length, line.slice(0, EXCERPT), createHash('sha256').update(line).digest('hex')],
+      { a: '1', b: '2' },
+    ]);
+  });
+});
