@@ -323,10 +323,11 @@ describe('CsvFramer: edges the reference does not lay out', () => {
     expect(framed(afterRecord, {}, 'utf-16le')).to.deep.equal([{ id: '1', a: 'b' }, ['TRUNCATED', 'the file ends inside a UTF-16 character', 18, 1]]);
   });
 
-  it('reads a high surrogate the UTF-16 file ends with as U+FFFD, its two bytes in the record', () => {
-    expect(framed(Buffer.from('id,a\n1,a\ud834', 'utf16le'), {}, 'utf-16le').map((f) => (Array.isArray(f) ? f : JSON.stringify(f)))).to.deep.equal([JSON.stringify({ id: '1', a: 'a\ufffd' })]);
-    const frames = frameAll({ bytes: Buffer.from('id,a\n1,a\ud834', 'utf16le'), expected: [], options: {}, encoding: 'utf-16le' }, []);
-    expect(frames.map((f) => [f.offset, f.size])).to.deep.equal([[10, 8]]);
+  it('refuses the row a high surrogate the UTF-16 file ends with is in, its two bytes counted in the row', () => {
+    const bytes = Buffer.from('id,a\n1,a\ud834', 'utf16le');
+    expect(framed(bytes, {}, 'utf-16le')).to.deep.equal([['INVALID_ENCODING', 'line 2 is not valid UTF-16: a surrogate without its pair', 10, 8]]);
+    const frames = frameAll({ bytes, expected: [], options: {}, encoding: 'utf-16le' }, []);
+    expect(frames.map((f) => [f.offset, f.size ?? f.bytes.length, f.bytes.equals(bytes.subarray(10))])).to.deep.equal([[10, 8, true]]);
   });
 
   it('says what is wrong with a broken quote, without the parser\'s own line numbers, and calls only a quote left open at the end TRUNCATED', () => {
