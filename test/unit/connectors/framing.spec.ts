@@ -57,4 +57,13 @@ describe('LineFramer', () => {
       { numRuns: 500 },
     );
   });
+
+  it('drops only a whole byte order mark: a first line starting with part of one keeps every byte', () => {
+    for (const head of [[0x61, 0x62, 0xbf], [0x61, 0xbb, 0xbf], [0xef, 0x62, 0xbf], [0xef, 0xbb, 0x63]]) {
+      const record = Buffer.concat([Buffer.from(head), Buffer.from('x')]);
+      const framer = new LineFramer({ maxRecordBytes: 64, maxDepth: 64 });
+      const frames = [...framer.push(Buffer.concat([record, Buffer.from('\n')])), ...framer.end()];
+      expect(frames.map((f) => ({ bytes: f.bytes, offset: f.offset, line: f.line }))).to.deep.equal([{ bytes: record, offset: 0, line: 1 }]);
+    }
+  });
 });
