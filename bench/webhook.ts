@@ -17,7 +17,7 @@
 import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, createServer, request, type ServerResponse } from 'node:http';
+import { Agent, createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -652,9 +652,8 @@ async function handlerServer(): Promise<void> {
         else timer ??= setTimeout(flush, BATCH.maxWaitMs);
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      url: await listenOnLoopback(server),
       token: 'none',
       stop: async () => {
         server.close();
@@ -668,6 +667,12 @@ async function handlerServer(): Promise<void> {
   });
 }
 
+/** Listens on a free loopback port; resolves with the server's URL. */
+async function listenOnLoopback(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 /** The ceiling: reads each body and answers 200, nothing checked or stored. */
 async function bareServer(): Promise<void> {
   await serveUntilStopped(undefined, async () => {
@@ -675,9 +680,8 @@ async function bareServer(): Promise<void> {
       req.on('data', () => {});
       req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      url: await listenOnLoopback(server),
       token: 'none',
       stop: async () => {
         server.close();
