@@ -176,7 +176,7 @@ export class CsvFramer implements Framer {
     this.#csvEncoding = encoding === 'utf-8' || this.#utf16 ? 'utf8' : 'latin1';
     this.#cp1252 = encoding === 'windows-1252';
     this.#swap = encoding === 'utf-16be' ? new ByteSwapper() : undefined;
-    this.#history = new ByteHistory(encoding.startsWith('utf-16') ? 2 : 1, limits.maxRecordBytes);
+    this.#history = new ByteHistory(this.#utf16 ? 2 : 1, limits.maxRecordBytes);
     this.#core = this.#newCore();
   }
 
