@@ -290,6 +290,22 @@ describe('CSV options and code pages', () => {
     expect(frameAll({ bytes, expected: [], options: {}, encoding: 'latin1' }, []).map((f) => f.error?.code)).to.deep.equal([undefined, undefined, undefined, undefined]);
   });
 
+  it('tells a UTF-16 surrogate from a character at the edges of the surrogate ranges (D800-DBFF high, DC00-DFFF low)', () => {
+    // Characters: pairs whose low half is at either end of the low range, and units just above it.
+    const stored = ['\ud800\udc00', '\udbff\udfff', '\ud83c\udfc0', '\ue000', '\uff21'];
+    // Refused: a low half at either end of its range alone or after another low one, a high half followed by a unit above the low range.
+    const refused = ['\udc00\udc00', '\udfc0', '\udfff\udc00', '\ud834\ue000', '\ud834\uff21'];
+    for (const encoding of ['utf-16le', 'utf-16be'] as const) {
+      const rows = ['id,a\n', ...[...stored, ...refused].map((text, i) => `${i + 1},${text}\n`)];
+      const utf16 = Buffer.concat(rows.map((row) => (encoding === 'utf-16le' ? Buffer.from(row, 'utf16le') : Buffer.from(row, 'utf16le').swap16())));
+      const frames = frameAll({ bytes: utf16, expected: [], options: {}, encoding }, []);
+      expect(frames.map((f) => f.value ?? [f.error?.code, f.line])).to.deep.equal([
+        ...stored.map((a, i) => ({ id: String(i + 1), a })),
+        ...refused.map((_, i) => ['INVALID_ENCODING', stored.length + i + 2]),
+      ]);
+    }
+  });
+
   it('keeps every column of a header that names one twice: the later ones become name_2, name_3 (numbers no column has)', () => {
     const values = (text: string) => frameAll({ bytes: Buffer.from(text), expected: [], options: {}, encoding: 'utf-8' }, []).map((f) => f.value ?? f.error?.code);
     expect(values('id,name,name,name_2,name\n1,a,b,c,d\n')).to.deep.equal([{ id: '1', name: 'a', name_3: 'b', name_2: 'c', name_4: 'd' }]);
