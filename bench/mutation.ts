@@ -5,7 +5,8 @@
  * The whole scope (stryker.config.json's `mutate`) takes hours on two cores, so it is run in
  * parts (`npm run mutate -- --mutate a.ts,b.ts`): each run replaces the entries of the files
  * it mutated and keeps the others, each entry with the date and commit it was measured at.
- * The score is over every file recorded; files of the scope not yet run are listed as such.
+ * The score is over every file recorded; files of the scope not yet run are listed as such,
+ * apart from those that compile to no code (types and re-exports only), which have no mutants.
  * Survivors are matched against bench/mutation-explained.json (file, mutator, replacement,
  * why it lives), so the report says of each one whether it is an equivalent mutant or a
  * missing test.
@@ -109,6 +110,36 @@ export function scopeFiles(): string[] {
   return files.sort();
 }
 
+/**
+ * What tsc emits (CommonJS) for a module that only declares types and re-exports: the
+ * module preamble, `exports.a = void 0`, requires, re-export getters, `export *` and the
+ * helpers it needs, and comments. Stryker mutates the TypeScript, where such a module has
+ * nothing to mutate; the compiled form says so without a hand list of files.
+ */
+const MODULE_ONLY: RegExp[] = [
+  /\/\*[\s\S]*?\*\//g,
+  /^\s*\/\/.*$/gm,
+  /^"use strict";$/gm,
+  /^Object\.defineProperty\(exports, "__esModule", \{ value: true \}\);$/gm,
+  /^(exports\.[\w$]+ = )+void 0;$/gm,
+  /^var [\w$]+ = require\("[^"]*"\);$/gm,
+  /^Object\.defineProperty\(exports, "[\w$]+", \{ enumerable: true, get: function \(\) \{ return [\w$]+\.[\w$]+; \} \}\);$/gm,
+  /^__exportStar\(require\("[^"]*"\), exports\);$/gm,
+  // A helper tsc defines, up to the line that closes it.
+  /^var (__\w+) = \(this && this\.\1\) \|\| [\s\S]*?^\}[^\n]*;$/gm,
+];
+
+/** Whether compiled JavaScript holds anything besides type-only and re-export scaffolding. */
+export function hasCode(js: string): boolean {
+  return MODULE_ONLY.reduce((rest, pattern) => rest.replace(pattern, ''), js).trim() !== '';
+}
+
+/** Whether a file of the scope compiles to code (judged from dist; a file not built counts as code, so it shows as not run). */
+function compilesToCode(file: string): boolean {
+  const compiled = join(root, 'dist', file.replace(/\.ts$/, '.js'));
+  return !existsSync(compiled) || hasCode(readFileSync(compiled, 'utf8'));
+}
+
 export function explain(file: string, survivor: Survivor, explanations: Explanation[]): string | undefined {
   return explanations.find(
     (e) => e.file === file && e.mutator === survivor.mutator && (e.line === undefined || e.line === survivor.line) && survivor.replacement.includes(oneLine(e.replacement)),
@@ -123,6 +154,8 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
   for (const f of summary.files) for (const [status, n] of Object.entries(f.counts)) counts[status] = (counts[status] ?? 0) + n;
   const recorded = new Set(summary.files.map((f) => f.file));
   const missing = scopeFiles().filter((f) => !recorded.has(f));
+  const notRun = missing.filter(compilesToCode);
+  const noCode = missing.filter((f) => !notRun.includes(f));
   const dates = summary.files.map((f) => f.date.slice(0, 10)).sort();
   const survivors = summary.files.flatMap((f) => f.survivors.map((s) => ({ file: f.file, ...s, why: explain(f.file, s, explanations) })));
   const unexplained = survivors.filter((s) => !s.why).length;
@@ -136,7 +169,8 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
         .map(([status, n]) => `${n} ${status}`)
         .join(', ') +
       '.',
-    missing.length === 0 ? 'Every file in scope has been run.' : `Not run yet: ${missing.join(', ')}.`,
+    ...(noCode.length === 0 ? [] : [`No code to mutate (types and re-exports only): ${noCode.join(', ')}.`]),
+    notRun.length === 0 ? 'Every file in scope with code has been run.' : `Not run yet: ${notRun.join(', ')}.`,
     '',
     '| file | score | mutants | survived or uncovered | explained | run at |',
     '|---|---:|---:|---:|---:|---|',
