@@ -111,6 +111,22 @@ describe('fromFiles: gzip and encodings', () => {
       expect(lettersOf(n.letters).map((l) => l[3])).to.deep.equal([utf16(bad, order).toString('hex'), utf16('a'.repeat(44), order).toString('hex')]);
     });
 
+    it(`reads UTF-16${order.toUpperCase()} characters whose bytes look like a line feed, CR, quote, backslash, bracket or space as the characters they are`, async () => {
+      // Ċ ਊ ഊ, a hair space, ∀ ≛ 孝 筽 ⰬⰬ 屜, and ੁ between two Ā: a 0x0A byte beside a 0 byte of another character.
+      const tricky = '\u010a\u0a0a\u0d0a\u200a\u2200\u225b\u5b5d\u7b7d\u2c2c\u5c5c\u0100\u0a41\u0100';
+      const ndjsonText = `{"s":"${tricky}"}\n\u2020\r\n{"n":2}\n`;
+      const ndjson = utf16(`\ufeff${ndjsonText}`, order);
+      const json = utf16(`\ufeff[{"s":"${tricky}"},"${tricky}"\u000d\u000a,3]`, order);
+      for (const chunkBytes of [1, 3, 4096]) {
+        const n = await ingestFiles({ paths: file(`tricky.${order}.ndjson`, ndjson), chunkBytes });
+        expect(n.rows, `${chunkBytes}-byte reads`).to.deep.equal([{ s: tricky }, { n: 2 }]);
+        // A dagger (20 20) is not a blank line: its line is read, and refused.
+        expect(lettersOf(n.letters).map(([code, offset, bytes]) => [code, offset, bytes])).to.deep.equal([['PARSE_JSON', 2 + 2 * ndjsonText.indexOf('\u2020'), 2]]);
+        const j = await ingestFiles({ paths: file(`tricky.${order}.json`, json), format: 'json', chunkBytes });
+        expect([j.rows, j.letters], `${chunkBytes}-byte reads`).to.deep.equal([[{ s: tricky }, tricky, 3], []]);
+      }
+    });
+
     it(`dead-letters the odd last byte of a UTF-16${order.toUpperCase()} NDJSON or JSON file alone (1 byte, TRUNCATED), never drops it`, async () => {
       const ndjson = Buffer.concat([utf16('\ufeff{"n":1}\n{"n":2}', order), Buffer.of(0x7b)]);
       const n = await ingestFiles({ paths: file(`half.${order}.ndjson`, ndjson), chunkBytes: 5 });
