@@ -78,21 +78,25 @@ describe('fromFiles: gzip and encodings', () => {
 
   for (const order of ['le', 'be'] as const) {
     it(`dead-letters a UTF-16${order.toUpperCase()} NDJSON or JSON record with a lone surrogate (INVALID_ENCODING, its file bytes), never stores U+FFFD`, async () => {
-      // A high surrogate before a quote, a low one first; offsets count the BOM and two bytes a unit.
-      const lines = ['{"n":1}', '{"n":"\ud83cx"}', '{"n":"\udc00"}', '{"n":"é"}'];
-      const ndjson = utf16(`\ufeff${lines.join('\r\n')}\n`, order);
-      const json = utf16(`\ufeff[${lines.join(', ')}]`, order);
+      // Lone surrogates at the ends of both ranges, a high one before a quote, two low ones;
+      // pairs at the ends of the low range (U+10000, U+10FFFF) are whole. Offsets count the BOM and two bytes a unit.
+      const good = ['{"n":1}', '{"n":"é"}', '{"n":"\u{10000}\u{10ffff}"}'];
+      const bad = ['{"n":"\ud83cx"}', '{"n":"\ud800"}', '{"n":"\udbff"}', '{"n":"\udc00"}', '{"n":"\udfff"}', '{"n":"\udc00\udc01"}'];
+      const lines = [good[0]!, ...bad.slice(0, 3), good[1]!, ...bad.slice(3), good[2]!];
+      const at = (text: string, line: string) => 2 + 2 * text.indexOf(line);
+      const refused = (text: string) => bad.map((line) => ['INVALID_ENCODING', at(text, line), 2 * line.length, utf16(line, order).toString('hex')]);
+      const ndjsonText = lines.join('\r\n');
+      const jsonText = `[${lines.join(', ')}]`;
+      const ndjson = utf16(`\ufeff${ndjsonText}\n`, order);
+      const json = utf16(`\ufeff${jsonText}`, order);
       for (const chunkBytes of [1, 3, 4096]) {
         const n = await ingestFiles({ paths: file(`lone.${order}.ndjson`, ndjson), chunkBytes });
-        expect(n.rows, `${chunkBytes}-byte reads`).to.deep.equal([{ n: 1 }, { n: 'é' }]);
-        const at = (text: string, line: string) => 2 + 2 * text.indexOf(line);
-        const ndjsonText = lines.join('\r\n');
-        expect(lettersOf(n.letters)).to.deep.equal([2, 3].map((i) => ['INVALID_ENCODING', at(ndjsonText, lines[i - 1]!), 2 * lines[i - 1]!.length, utf16(lines[i - 1]!, order).toString('hex')]));
+        expect(n.rows, `${chunkBytes}-byte reads`).to.deep.equal(good.map((line) => JSON.parse(line)));
+        expect(lettersOf(n.letters)).to.deep.equal(refused(ndjsonText));
         expect(n.letters[0]!.message).to.equal('line 2 is not valid UTF-16: a surrogate without its pair');
         const j = await ingestFiles({ paths: file(`lone.${order}.json`, json), format: 'json', chunkBytes });
-        expect(j.rows).to.deep.equal([{ n: 1 }, { n: 'é' }]);
-        const jsonText = `[${lines.join(', ')}]`;
-        expect(lettersOf(j.letters)).to.deep.equal([2, 3].map((i) => ['INVALID_ENCODING', at(jsonText, lines[i - 1]!), 2 * lines[i - 1]!.length, utf16(lines[i - 1]!, order).toString('hex')]));
+        expect(j.rows).to.deep.equal(good.map((line) => JSON.parse(line)));
+        expect(lettersOf(j.letters)).to.deep.equal(refused(jsonText));
       }
     });
 

@@ -25,6 +25,8 @@ import { ingestFiles } from '../../files-ingest';
  *   stored at most once and as written;
  * - each dead letter's `raw` is the file's bytes at that span (or their head), and its
  *   `raw_sha256` is the hash of the whole span;
+ * - no stored record holds U+FFFD, which no file holds: it would be a lone surrogate or
+ *   bytes that are not UTF-8, replaced;
  * - read = written + dead-lettered + nacked, and every read record is one of them.
  */
 
@@ -309,6 +311,8 @@ describe('framing: every input byte accounted for (property, seeded)', function 
       if (allStored) expect(copies.length, `${where}: not stored`).to.equal(1);
       if (copies.length === 1) expect(copies[0], where).to.deep.equal(record.value);
     }
+    // No file holds U+FFFD: one stored is a lone surrogate or bytes not UTF-8 replaced, a silent change.
+    expect(JSON.stringify(rows), 'a stored record holds U+FFFD').not.to.include('\ufffd');
     expect(stats.read, 'read = written + dead-lettered + nacked').to.equal(stats.written + stats.deadLettered + stats.nacked);
     expect(stats.nacked).to.equal(0);
     expect([stats.written, stats.deadLettered]).to.deep.equal([rows.length, letters.length]);
