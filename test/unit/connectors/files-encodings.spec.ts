@@ -78,10 +78,11 @@ describe('fromFiles: gzip and encodings', () => {
 
   for (const order of ['le', 'be'] as const) {
     it(`dead-letters a UTF-16${order.toUpperCase()} NDJSON or JSON record with a lone surrogate (INVALID_ENCODING, its file bytes), never stores U+FFFD`, async () => {
-      // Lone surrogates at the ends of both ranges, a high one before a quote, two low ones;
-      // pairs at the ends of the low range (U+10000, U+10FFFF) are whole. Offsets count the BOM and two bytes a unit.
-      const good = ['{"n":1}', '{"n":"é"}', '{"n":"\u{10000}\u{10ffff}"}'];
-      const bad = ['{"n":"\ud83cx"}', '{"n":"\ud800"}', '{"n":"\udbff"}', '{"n":"\udc00"}', '{"n":"\udfff"}', '{"n":"\udc00\udc01"}'];
+      // Lone surrogates at the ends of both ranges, a high one before a quote or a character
+      // above the surrogates, two low ones; pairs at the ends of the low range (U+10000,
+      // U+10FFFF) and characters above the surrogates are whole. Offsets count the BOM and two bytes a unit.
+      const good = ['{"n":1}', '{"n":"é"}', '{"n":"\u{10000}\u{10ffff}\ue000\ufb00"}'];
+      const bad = ['{"n":"\ud83cx"}', '{"n":"\ud800"}', '{"n":"\udbff"}', '{"n":"\udc00"}', '{"n":"\udfff"}', '{"n":"\udc00\udc01"}', '{"n":"\ud800\ue000"}'];
       const lines = [good[0]!, ...bad.slice(0, 3), good[1]!, ...bad.slice(3), good[2]!];
       const at = (text: string, line: string) => 2 + 2 * text.indexOf(line);
       const refused = (text: string) => bad.map((line) => ['INVALID_ENCODING', at(text, line), 2 * line.length, utf16(line, order).toString('hex')]);
@@ -129,6 +130,28 @@ describe('fromFiles: gzip and encodings', () => {
         const j = await ingestFiles({ paths: file(`tricky.${order}.json`, json), format: 'json', chunkBytes });
         expect([j.rows, j.letters], `${chunkBytes}-byte reads`).to.deep.equal([[{ s: tricky }, tricky, 3], []]);
       }
+    });
+
+    it(`finds a line feed at the first byte of a UTF-16${order.toUpperCase()} file without a BOM (its encoding declared)`, async () => {
+      const n = await ingestFiles({ paths: file(`first-lf.${order}.ndjson`, utf16('\n{"n":1}\n', order)), encoding: `utf-16${order}`, chunkBytes: 4096 });
+      expect([n.rows, n.metas.map((m) => [m.offset, m.line]), n.letters]).to.deep.equal([[{ n: 1 }], [[2, 2]], []]);
+    });
+
+    it(`skips blank UTF-16${order.toUpperCase()} NDJSON lines (spaces, tabs, CRs, nothing) and keeps what is cut off in a JSON file with an odd last byte`, async () => {
+      const n = await ingestFiles({ paths: file(`blanks.${order}.ndjson`, utf16('\ufeff{"n":1}\n  \n\t\n\n \r\n{"n":2}\n', order)), chunkBytes: 4096 });
+      expect([n.rows, n.letters]).to.deep.equal([[{ n: 1 }, { n: 2 }], []]);
+      // Whitespace then half a character: no array (NOT_ARRAY), then that byte; an element cut off, then that byte.
+      const spaces = await ingestFiles({ paths: file(`spaces-half.${order}.json`, Buffer.concat([utf16('\ufeff  ', order), Buffer.of(0x5b)])), format: 'json' });
+      expect(spaces.letters.map((l) => l.code)).to.deep.equal(['NOT_ARRAY', 'TRUNCATED']);
+      const cut = Buffer.concat([utf16('\ufeff[{"n":1},{"n":', order), Buffer.of(0x32)]);
+      const c = await ingestFiles({ paths: file(`cut-half.${order}.json`, cut), format: 'json', chunkBytes: 5 });
+      expect([c.rows, lettersOf(c.letters).map(([code, offset, bytes]) => [code, offset, bytes])]).to.deep.equal([
+        [{ n: 1 }],
+        [
+          ['TRUNCATED', 20, 10],
+          ['TRUNCATED', 30, 1],
+        ],
+      ]);
     });
 
     it(`dead-letters the odd last byte of a UTF-16${order.toUpperCase()} NDJSON or JSON file alone (1 byte, TRUNCATED), never drops it`, async () => {
