@@ -4,6 +4,7 @@ import { ConfigError } from '../lib/errors';
 import { tooLarge } from '../lib/limits';
 import { ByteSwapper, latin1ToCp1252, singleByteChar, type FileEncoding } from './encoding';
 import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
+import { HALF_CHARACTER, pairedSurrogates, unpairedSurrogate } from './utf16';
 
 /** How a CSV file is laid out. */
 export interface CsvOptions {
@@ -211,7 +212,7 @@ export class CsvFramer implements Framer {
     const frames = this.#overlong ? (this.#endOverlong(this.#fed), this.#take()) : this.#parse(undefined, true);
     if (this.#utf16 && this.#fed % 2 === 1 && this.#nextStart < this.#fed) {
       // Half a character after the last record (or its line break): no record holds it.
-      frames.push(refusedFrame(this.#raw(this.#history.slice(this.#fed - 1, this.#fed)), this.#fed - 1, this.#history.lineAt(this.#fed - 1), { code: 'TRUNCATED', message: 'the file ends inside a UTF-16 character' }, this.#limits.maxRecordBytes));
+      frames.push(refusedFrame(this.#raw(this.#history.slice(this.#fed - 1, this.#fed)), this.#fed - 1, this.#history.lineAt(this.#fed - 1), HALF_CHARACTER, this.#limits.maxRecordBytes));
     }
     return frames;
   }
@@ -379,7 +380,7 @@ export class CsvFramer implements Framer {
       // Decoded leniently, bytes that are not UTF-8 (or an unpaired UTF-16 surrogate) would be stored as U+FFFD.
       const raw = this.#history.slice(offset, end);
       if (this.#utf8 ? !isUtf8(raw) : !pairedSurrogates(raw)) {
-        const error = this.#utf8 ? { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` } : { code: 'INVALID_ENCODING', message: `line ${line} is not valid UTF-16: a surrogate without its pair` };
+        const error = this.#utf8 ? { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` } : unpairedSurrogate(line);
         this.#frames.push(refusedFrame(this.#raw(raw), offset, line, error, this.#limits.maxRecordBytes));
         this.#advance(end);
         return;
@@ -430,19 +431,6 @@ export class CsvFramer implements Framer {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-/** Whether UTF-16LE `units` (an even number of bytes) pair every surrogate. */
-function pairedSurrogates(units: Buffer): boolean {
-  for (let i = 1; i < units.length; i += 2) {
-    const high = units[i]!;
-    if (high < 0xd8 || high > 0xdf) continue;
-    const next = units[i + 2];
-    // A low surrogate first, or a high one not followed by a low one.
-    if (high >= 0xdc || next === undefined || next < 0xdc || next > 0xdf) return false;
-    i += 2;
-  }
-  return true;
-}
 
 /**
  * Header names made unique: a name the header repeats keeps its first column, and each

@@ -2,6 +2,8 @@ import { isAscii, isUtf8 } from 'node:buffer';
 import { createHash, type Hash } from 'node:crypto';
 import type { RawExcerpt } from '../lib/envelope';
 import { tooDeep, tooLarge, type ResolvedRecordLimits } from '../lib/limits';
+import type { FileEncoding } from './encoding';
+import { HALF_CHARACTER, isUtf16, unpairedSurrogate, Utf16Units } from './utf16';
 
 /** One record cut from a byte stream, or the reason a stretch of bytes is not one. */
 export interface Frame {
@@ -43,6 +45,8 @@ const CR = 0x0d;
 /** How much of a refused record a frame keeps, for the dead letter. */
 export const EXCERPT_BYTES = 1024;
 const BOM = [0xef, 0xbb, 0xbf];
+/** A UTF-16 byte order mark, as the one code unit it is. */
+const UTF16_BOM = [0xfeff];
 
 /**
  * A refused stretch of input, from where its record began to where reading resumes, as
@@ -100,8 +104,15 @@ function startsWithBom(data: Buffer, at: number): boolean {
   return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;
 }
 
-/** Newline-delimited records: one per line, blank lines skipped, CRLF accepted, UTF-8 BOM dropped. */
+/**
+ * Newline-delimited records: one per line, blank lines skipped, CRLF accepted, BOM dropped.
+ * A UTF-16 file is framed on its own bytes, a code unit at a time (see {@link Utf16Units}).
+ */
 export class LineFramer implements Framer {
+  /** Set for a UTF-16 file. */
+  readonly #units: Utf16Units | undefined;
+  /** Bytes of a code unit: 2 in UTF-16, else 1. */
+  readonly #unit: number;
   #carry: Buffer | undefined;
   /** File offset of `#carry`'s first byte (or of the next chunk when there is no carry). */
   #offset = 0;
@@ -110,29 +121,35 @@ export class LineFramer implements Framer {
   #overlong: { refused: RefusedBytes; offset: number; line: number } | undefined;
   readonly #limits: FramingLimits;
 
-  constructor(limits: FramingLimits) {
+  constructor(limits: FramingLimits, encoding: FileEncoding = 'utf-8') {
     this.#limits = limits;
+    this.#units = isUtf16(encoding) ? new Utf16Units(encoding) : undefined;
+    this.#unit = this.#units ? 2 : 1;
   }
 
-  push(chunk: Buffer): Frame[] {
+  push(input: Buffer): Frame[] {
+    const chunk = this.#units ? this.#units.whole(input) : input;
     let data = this.#carry ? Buffer.concat([this.#carry, chunk]) : chunk;
     let start = 0;
-    if (this.#offset === 0 && startsWithBom(data, 0)) start = 3;
+    if (this.#offset === 0) start = this.#bomLength(data);
     const frames: Frame[] = [];
-    const last = data.lastIndexOf(NEWLINE);
-    if (last > start && !this.#overlong && isAscii(data.subarray(start, last))) start = this.#asciiLines(data, start, last, frames);
-    const allUtf8 = last < 0 || isUtf8(data.subarray(start, last));
-    let newline = data.indexOf(NEWLINE, start);
+    let allUtf8 = false;
+    if (!this.#units) {
+      const last = data.lastIndexOf(NEWLINE);
+      if (last > start && !this.#overlong && isAscii(data.subarray(start, last))) start = this.#asciiLines(data, start, last, frames);
+      allUtf8 = last < 0 || isUtf8(data.subarray(start, last));
+    }
+    let newline = this.#indexOf(data, NEWLINE, start);
     while (newline >= 0) {
       if (this.#overlong) this.#endOverlong(data.subarray(start, newline), frames);
       else this.#frame(data, start, newline, allUtf8, frames);
       this.#line++;
-      start = newline + 1;
-      newline = data.indexOf(NEWLINE, start);
+      start = newline + this.#unit;
+      newline = this.#indexOf(data, NEWLINE, start);
     }
     this.#offset += start;
-    // A CR last is the line's end if a line feed comes next: it waits for the next byte.
-    const end = data.length > start && data[data.length - 1] === CR ? data.length - 1 : data.length;
+    // A CR last is the line's end if a line feed comes next: it waits for the next character.
+    const end = data.length > start && this.#unitBefore(data, data.length) === CR ? data.length - this.#unit : data.length;
     if (start === data.length) {
       this.#carry = undefined;
     } else if (this.#overlong || end - start > this.#limits.maxRecordBytes) {
@@ -165,14 +182,37 @@ export class LineFramer implements Framer {
     if (this.#overlong) this.#endOverlong(EMPTY, frames);
     else if (this.#carry) this.#frame(this.#carry, 0, this.#carry.length, false, frames);
     this.#carry = undefined;
+    const half = this.#units?.end();
+    if (half) frames.push(refusedFrame(half.byte, half.offset, this.#line, HALF_CHARACTER, this.#limits.maxRecordBytes));
     return frames;
+  }
+
+  /** Bytes of a byte order mark at the start of `data` (the file's first bytes), 0 when there is none. */
+  #bomLength(data: Buffer): number {
+    if (this.#units) return data.length >= 2 && this.#units.at(data, 0) === UTF16_BOM[0] ? 2 : 0;
+    return startsWithBom(data, 0) ? 3 : 0;
+  }
+
+  /** Byte index of the first character `ascii` at or after `from`, -1 when none. */
+  #indexOf(data: Buffer, ascii: number, from: number): number {
+    return this.#units ? this.#units.indexOf(data, ascii, from) : data.indexOf(ascii, from);
+  }
+
+  /** The code unit that ends at byte `end` (a UTF-8 byte, or a UTF-16 unit). */
+  #unitBefore(data: Buffer, end: number): number {
+    return this.#units ? this.#units.at(data, end - 2) : data[end - 1]!;
+  }
+
+  /** `end` moved before a CR that ends the line there. */
+  #beforeCr(data: Buffer, start: number, end: number): number {
+    return end > start && this.#unitBefore(data, end) === CR ? end - this.#unit : end;
   }
 
   /** The line over the limit ends after `rest`: its dead letter, with every byte of it. */
   #endOverlong(rest: Buffer, frames: Frame[]): void {
     const { refused, offset, line } = this.#overlong!;
     this.#overlong = undefined;
-    refused.add(rest.length > 0 && rest[rest.length - 1] === CR ? rest.subarray(0, -1) : rest);
+    refused.add(rest.subarray(0, this.#beforeCr(rest, 0, rest.length)));
     frames.push(refused.frame(offset, line, this.#tooLargeError(line)));
   }
 
@@ -205,13 +245,18 @@ export class LineFramer implements Framer {
 
   #frame(data: Buffer, start: number, end: number, knownUtf8: boolean, frames: Frame[]): void {
     const offset = this.#offset + start;
-    if (end > start && data[end - 1] === CR) end--;
+    end = this.#beforeCr(data, start, end);
     if (end - start > this.#limits.maxRecordBytes) {
       frames.push(this.#tooLarge(data, start, end));
       return;
     }
-    if (isBlank(data, start, end)) return;
+    if (this.#units ? isBlankUnits(this.#units, data, start, end) : isBlank(data, start, end)) return;
     const bytes = data.subarray(start, end);
+    if (this.#units && !this.#units.paired(bytes)) {
+      // Decoded, the lone surrogate would be stored as U+FFFD: a silent change.
+      frames.push(refusedFrame(bytes, offset, this.#line, unpairedSurrogate(this.#line), this.#limits.maxRecordBytes));
+      return;
+    }
     frames.push({ bytes, offset, line: this.#line, utf8: knownUtf8 || isUtf8(bytes) });
   }
 
@@ -243,6 +288,14 @@ function isBlank(data: Buffer, start: number, end: number): boolean {
   return true;
 }
 
+function isBlankUnits(units: Utf16Units, data: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i += 2) {
+    const c = units.at(data, i);
+    if (c !== 0x20 && c !== 0x09 && c !== CR) return false;
+  }
+  return true;
+}
+
 const enum JsonState {
   /** Before the opening `[`. */
   Start,
@@ -260,9 +313,16 @@ const enum JsonState {
 
 /**
  * The elements of one top-level JSON array, cut from the bytes without parsing them:
- * the array is never held whole, only the element being read.
+ * the array is never held whole, only the element being read. A UTF-16 file is framed on
+ * its own bytes, a code unit at a time (see {@link Utf16Units}).
  */
 export class JsonArrayFramer implements Framer {
+  /** Set for a UTF-16 file. */
+  readonly #units: Utf16Units | undefined;
+  /** Bytes of a code unit: 2 in UTF-16, else 1. */
+  readonly #unit: number;
+  /** The byte order mark dropped at the start, in code units. */
+  readonly #bom: readonly number[];
   #state = JsonState.Start;
   /** Bytes of the element being read, from earlier chunks. */
   #carry: Buffer[] = [];
@@ -270,8 +330,8 @@ export class JsonArrayFramer implements Framer {
   #position = 0;
   #line = 1;
   #seenAnyByte = false;
-  /** Bytes of a UTF-8 byte order mark read so far at the very start (3: a whole one, dropped). */
-  #bomBytes = 0;
+  /** Units of the byte order mark read so far at the very start (all of them: a whole one, dropped). */
+  #bomUnits = 0;
   // The element being read.
   #depth = 0;
   #inString = false;
@@ -288,17 +348,22 @@ export class JsonArrayFramer implements Framer {
   #justOpened = false;
   readonly #limits: FramingLimits;
 
-  constructor(limits: FramingLimits) {
+  constructor(limits: FramingLimits, encoding: FileEncoding = 'utf-8') {
     this.#limits = limits;
+    this.#units = isUtf16(encoding) ? new Utf16Units(encoding) : undefined;
+    this.#unit = this.#units ? 2 : 1;
+    this.#bom = this.#units ? UTF16_BOM : BOM;
   }
 
-  push(chunk: Buffer): Frame[] {
+  push(input: Buffer): Frame[] {
+    const units = this.#units;
+    const chunk = units ? units.whole(input) : input;
     const frames: Frame[] = [];
     let i = 0;
     const chunkStart = this.#position;
     let elementStart = this.#state === JsonState.InValue ? 0 : -1;
-    for (; i < chunk.length; i++) {
-      const c = chunk[i]!;
+    for (; i < chunk.length; i += this.#unit) {
+      const c = units ? units.at(chunk, i) : chunk[i]!;
       if (c === NEWLINE) this.#line++;
       switch (this.#state) {
         case JsonState.InValue: {
@@ -307,12 +372,12 @@ export class JsonArrayFramer implements Framer {
             else if (c === 0x5c) this.#escaped = true;
             else if (c === 0x22) {
               this.#inString = false;
-              if (this.#depth === 0) this.#finishElement(chunk, elementStart, i + 1, frames);
+              if (this.#depth === 0) this.#finishElement(chunk, elementStart, i + this.#unit, frames);
             }
           } else if (this.#scalar) {
             if (c === 0x2c || c === 0x5d || isJsonSpace(c)) {
               this.#finishElement(chunk, elementStart, i, frames);
-              i--; // let AfterValue see the delimiter
+              i -= this.#unit; // let AfterValue see the delimiter
               if (c === NEWLINE) this.#line--;
             }
           } else if (c === 0x22) {
@@ -322,7 +387,7 @@ export class JsonArrayFramer implements Framer {
               this.#elementError = reason(tooDeep(`element at byte ${this.#elementOffset}`, this.#limits));
             }
           } else if (c === 0x7d || c === 0x5d) {
-            if (--this.#depth === 0) this.#finishElement(chunk, elementStart, i + 1, frames);
+            if (--this.#depth === 0) this.#finishElement(chunk, elementStart, i + this.#unit, frames);
           }
           break;
         }
@@ -354,13 +419,13 @@ export class JsonArrayFramer implements Framer {
           break;
         case JsonState.Start:
           // A UTF-8 byte order mark may arrive split over chunks; only a whole one is dropped.
-          if (chunkStart + i === this.#bomBytes && this.#bomBytes < 3 && c === BOM[this.#bomBytes]) {
-            this.#bomBytes++;
+          if (chunkStart + i === this.#bomUnits * this.#unit && this.#bomUnits < this.#bom.length && c === this.#bom[this.#bomUnits]) {
+            this.#bomUnits++;
             break;
           }
           this.#seenAnyByte = true;
-          if (this.#bomBytes > 0 && this.#bomBytes < 3) {
-            this.#broken(chunk, i, "expected '[' at byte 0: not a JSON array", Buffer.from(BOM.slice(0, this.#bomBytes)));
+          if (this.#partialBom()) {
+            this.#broken(chunk, i, "expected '[' at byte 0: not a JSON array", Buffer.from(BOM.slice(0, this.#bomUnits)));
             break;
           }
           if (isJsonSpace(c)) break;
@@ -385,6 +450,20 @@ export class JsonArrayFramer implements Framer {
   }
 
   end(): Frame[] {
+    const half = this.#units?.end();
+    if (!half) return this.#end();
+    // A file of a byte order mark and half a character holds no array to miss, only that byte.
+    const frames = this.#state === JsonState.Start && !this.#seenAnyByte ? [] : this.#end();
+    frames.push(refusedFrame(half.byte, half.offset, this.#line, HALF_CHARACTER, this.#limits.maxRecordBytes));
+    return frames;
+  }
+
+  /** Part of a UTF-8 byte order mark read at the start, not all of it. */
+  #partialBom(): boolean {
+    return this.#bomUnits > 0 && this.#bomUnits < this.#bom.length;
+  }
+
+  #end(): Frame[] {
     switch (this.#state) {
       case JsonState.Done:
         return [];
@@ -394,10 +473,10 @@ export class JsonArrayFramer implements Framer {
         return [refused.frame(offset, line, error)];
       }
       case JsonState.Start:
-        if (this.#bomBytes > 0 && this.#bomBytes < 3) {
+        if (this.#partialBom()) {
           // The file is part of a byte order mark: its bytes go to the dead letter.
           const refused = new RefusedBytes(this.#limits.maxRecordBytes);
-          refused.add(Buffer.from(BOM.slice(0, this.#bomBytes)));
+          refused.add(Buffer.from(BOM.slice(0, this.#bomUnits)));
           return [refused.frame(0, 1, { code: 'NOT_ARRAY', message: 'no JSON array found' })];
         }
         return [this.#fileError(this.#seenAnyByte ? 'NOT_ARRAY' : 'EMPTY_FILE', this.#seenAnyByte ? 'no JSON array found' : 'empty file: expected a JSON array')];
@@ -453,6 +532,8 @@ export class JsonArrayFramer implements Framer {
     }
     const overlong = this.#overlong;
     this.#overlong = undefined;
+    // Decoded, a lone surrogate would be stored as U+FFFD: a silent change.
+    if (!this.#elementError && this.#units && !this.#units.paired(bytes)) this.#elementError = unpairedSurrogate(this.#elementLine);
     if (this.#elementError) {
       frames.push(overlong ? overlong.frame(this.#elementOffset, this.#elementLine, this.#elementError) : refusedFrame(bytes, this.#elementOffset, this.#elementLine, this.#elementError, this.#limits.maxRecordBytes));
       return;

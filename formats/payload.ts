@@ -117,11 +117,16 @@ export function emitNdjson(envelope: Envelope<string | Uint8Array>, limits: Reso
  */
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-/** The payload as text, without a leading byte order mark (JSON.parse would refuse the first record over it). */
+/**
+ * The payload as text, without a leading byte order mark (JSON.parse would refuse the first
+ * record over it). Bytes must be UTF-8: UTF-16 is refused whole, by name.
+ */
 export function textOf(payload: string | Uint8Array): string {
   let text: string;
   if (typeof payload === 'string') text = payload;
   else {
+    const utf16 = utf16Sign(payload);
+    if (utf16) throw new ParseError(`payload is not UTF-8: it is UTF-16 (${utf16}); JSON and NDJSON payloads must be UTF-8`, 'INVALID_UTF8');
     try {
       text = utf8.decode(payload);
     } catch {
@@ -129,6 +134,18 @@ export function textOf(payload: string | Uint8Array): string {
     }
   }
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/**
+ * What shows `bytes` to be UTF-16, `undefined` if nothing does: its byte order mark, or a
+ * NUL in its first two bytes, which JSON text never holds (not as whitespace, not raw in a
+ * string) but UTF-16 has beside every ASCII character. Without the check, UTF-16 without a
+ * BOM is valid UTF-8, and each line a PARSE_JSON full of NULs.
+ */
+function utf16Sign(bytes: Uint8Array): string | undefined {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) return 'a UTF-16 byte order mark';
+  const nul = bytes[0] === 0 ? 0 : bytes[1] === 0 ? 1 : -1;
+  return nul < 0 ? undefined : `a NUL byte at byte ${nul}`;
 }
 
 export function parseJson(text: string, where: string): unknown {

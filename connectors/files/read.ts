@@ -7,8 +7,9 @@ import { ConnectorError } from '../../lib/errors';
 import { checkJsonText, hasMoreOpenings } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from '../../formats/csv';
-import { chunkDecoder, latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from '../../formats/encoding';
+import { latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from '../../formats/encoding';
 import { JsonArrayFramer, LineFramer, refusedRaw, type Frame, type Framer, type FramingLimits } from '../../formats/framing';
+import { isUtf16 } from '../../formats/utf16';
 import { XmlFramer, type ResolvedXmlOptions } from '../../formats/xml';
 
 export type FileFormat = 'ndjson' | 'json' | 'csv' | 'xml';
@@ -113,8 +114,12 @@ function emptyFile(format: FileFormat): Frame {
 
 const BOMS = [Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from([0xff, 0xfe]), Buffer.from([0xfe, 0xff])];
 
-/** True when `chunk`, found at byte `at` of the file, holds only whitespace (and a byte order mark at the start). */
-function isBlank(chunk: Buffer, at: number): boolean {
+/**
+ * True when `chunk`, found at byte `at` of the file, holds only whitespace (and a byte
+ * order mark at the start). In UTF-16 (`highByte` the parity of the offsets of a code
+ * unit's high byte: 1 little-endian, 0 big-endian) a whitespace unit's high byte is 0.
+ */
+function isBlank(chunk: Buffer, at: number, highByte: number | undefined): boolean {
   let i = 0;
   if (at === 0) {
     const bom = BOMS.find((b) => chunk.subarray(0, b.length).equals(b));
@@ -122,7 +127,7 @@ function isBlank(chunk: Buffer, at: number): boolean {
   }
   for (; i < chunk.length; i++) {
     const c = chunk[i]!;
-    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return false;
+    if ((at + i) % 2 === highByte ? c !== 0 : c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return false;
   }
   return true;
 }
@@ -172,9 +177,8 @@ export async function readFile(
   const input = await openInput(file, settings.chunkBytes ?? (format === 'xml' ? 256 * 1024 : 1024 * 1024));
   const progress = new ProgressReporter(file, input.totalBytes, settings);
   let framer: Framer | undefined;
-  let transcode: ((chunk: Buffer) => Buffer) | undefined;
-  /** What the transcoder holds at the end: half a character becomes U+FFFD, so the file's last bytes reach a dead letter. */
-  let transcodeEnd: (() => Buffer) | undefined;
+  /** In UTF-16, the parity of the offsets of each code unit's high byte (see isBlank). */
+  let highByte: number | undefined;
   let head: Buffer[] = [];
   let headBytes = 0;
   const start = () => {
@@ -186,17 +190,17 @@ export async function readFile(
     if (format === 'csv') framer = new CsvFramer(settings.csv, limits, encoding);
     else if (format === 'xml') framer = new XmlFramer(settings.xml!, limits, encoding, sniffed.bom);
     else {
-      framer = format === 'ndjson' ? new LineFramer(limits) : new JsonArrayFramer(limits);
-      if (encoding.startsWith('utf-16')) {
-        // JSON is framed on UTF-8 bytes: offsets then count the UTF-8 text.
-        const decoder = chunkDecoder(encoding);
-        transcode = (chunk) => Buffer.from(decoder.decode(chunk), 'utf8');
-        transcodeEnd = () => Buffer.from(decoder.end(), 'utf8');
+      // UTF-16 is framed on the file's bytes: offsets, sizes and dead letters are the file's.
+      framer = format === 'ndjson' ? new LineFramer(limits, encoding) : new JsonArrayFramer(limits, encoding);
+      if (isUtf16(encoding)) {
+        checkUtf8 = false;
+        decodeText = encoding === 'utf-16le' ? utf16leText : utf16beText;
       } else if (encoding !== 'utf-8') {
         checkUtf8 = false;
         decodeText = encoding === 'latin1' ? latin1Text : cp1252Text;
       }
     }
+    if (isUtf16(encoding)) highByte = encoding === 'utf-16le' ? 1 : 0;
     const frames = sniffed.unknownDeclared === undefined ? [] : [unknownEncoding(sniffed.unknownDeclared)];
     return frames.concat(push(first));
   };
@@ -204,9 +208,9 @@ export async function readFile(
   // Whether everything so far is a byte order mark or whitespace: such a file is empty.
   let blank = true;
   const push = (chunk: Buffer) => {
-    if (blank) blank = isBlank(chunk, uncompressed);
+    if (blank) blank = isBlank(chunk, uncompressed, highByte);
     uncompressed += chunk.length;
-    return framer!.push(transcode ? transcode(chunk) : chunk);
+    return framer!.push(chunk);
   };
   try {
     for await (const chunk of input.chunks) {
@@ -220,10 +224,10 @@ export async function readFile(
       if (context.signal.aborted) return { records: record, failure };
     }
     if (!framer) await deliver(start());
-    const rest = transcodeEnd?.();
-    const last = rest?.length ? framer!.push(rest).concat(framer!.end()) : framer!.end();
+    const last = framer!.end();
     // An empty file is the same failure in every format: one EMPTY_FILE dead letter at its start.
-    await deliver(blank && record === 0 ? [emptyFile(format)] : last);
+    // (Half a UTF-16 character at the end is not whitespace.)
+    await deliver(blank && record === 0 && (highByte === undefined || uncompressed % 2 === 0) ? [emptyFile(format)] : last);
   } catch (cause) {
     if (cause instanceof ConnectorError) throw cause;
     const code = (cause as NodeJS.ErrnoException).code ?? (cause as Error).message;
@@ -295,14 +299,15 @@ export function deliverFrame(
   const text = decodeText(frame.bytes);
   const refused = suspect(text, bytes, limits) ? checkJsonText(text, bytes, `line ${frame.line}`, limits) : undefined;
   if (refused) {
-    context.reject(meta, decodeText === utf8Text ? Buffer.from(frame.bytes) : text, bytes, refused);
+    context.reject(meta, decodeText === utf8Text || UTF16_TEXT.has(decodeText) ? Buffer.from(frame.bytes) : text, bytes, refused);
     return;
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
-    context.reject(meta, text, bytes, jsonFailure(frame.line, error));
+    // A UTF-16 record's dead letter holds its bytes: its text would be counted in UTF-8.
+    context.reject(meta, UTF16_TEXT.has(decodeText) ? Buffer.from(frame.bytes) : text, bytes, jsonFailure(frame.line, error));
     return;
   }
   // UTF-8 input keeps a view of its bytes for a later dead letter, not a second copy as text.
@@ -326,6 +331,12 @@ function unknownEncoding(name: string): Frame {
 }
 
 const utf8Text = (bytes: Buffer) => bytes.toString('utf8');
+// A BOM inside a record is a character of it, not one to drop.
+const utf16le = new TextDecoder('utf-16le', { ignoreBOM: true });
+const utf16be = new TextDecoder('utf-16be', { ignoreBOM: true });
+const utf16leText = (bytes: Buffer) => utf16le.decode(bytes);
+const utf16beText = (bytes: Buffer) => utf16be.decode(bytes);
+const UTF16_TEXT = new Set([utf16leText, utf16beText]);
 const latin1Text = (bytes: Buffer) => bytes.toString('latin1');
 const cp1252Text = (bytes: Buffer) => latin1ToCp1252(bytes.toString('latin1'));
 

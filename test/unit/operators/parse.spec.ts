@@ -17,6 +17,24 @@ describe('parse', () => {
     expect(recorder.rejected.map((r) => r.failure.code)).to.deep.equal(['PARSE_JSON', 'INVALID_UTF8']);
   });
 
+  it('dead-letters a UTF-16 JSON or NDJSON payload whole, saying so (INVALID_UTF8), with or without a byte order mark', async () => {
+    const utf16 = (text: string, order: 'le' | 'be') => (order === 'le' ? Buffer.from(text, 'utf16le') : Buffer.from(text, 'utf16le').swap16());
+    for (const order of ['le', 'be'] as const) {
+      for (const bom of ['\ufeff', '']) {
+        for (const format of ['json', 'ndjson'] as const) {
+          const recorder = new Recorder();
+          // Without a BOM it is valid UTF-8 (NUL bytes between the ASCII): each line was a PARSE_JSON with NULs in its message.
+          const payload = recorder.envelope<string | Uint8Array>(utf16(`${bom}{"n":1}\n{"n":2}\n`, order));
+          const out = await lastValueFrom(from([payload]).pipe(parse({ format }), toArray()));
+          const where = `${order}${bom ? ' with a BOM' : ''} ${format}`;
+          expect(out, where).to.deep.equal([]);
+          expect(recorder.rejected.map((r) => [r.envelope, r.failure.code]), where).to.deep.equal([[payload, 'INVALID_UTF8']]);
+          expect(recorder.rejected[0]!.failure.message, where).to.equal(`payload is not UTF-8: it is UTF-16 (${bom ? 'a UTF-16 byte order mark' : `a NUL byte at byte ${order === 'le' ? 1 : 0}`}); JSON and NDJSON payloads must be UTF-8`);
+        }
+      }
+    }
+  });
+
   it('splits NDJSON payloads into records and acks the payload once all are settled', async () => {
     const recorder = new Recorder();
     const payload = recorder.envelope<string | Uint8Array>('{"a":1}\r\n\n{"a":2\n{"a":3}', { position: 'msg-7' });
