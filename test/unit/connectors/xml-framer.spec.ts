@@ -232,6 +232,19 @@ describe('XML framer', () => {
     expect(frames(input('<r><B a', [0xff], '>1</B></r>')).map((f) => f.error?.code)).to.deep.equal(['INVALID_UTF8']);
   });
 
+  it('remembers a bad byte to the end of its record, when the record\'s markup runs past maxRecordBytes', () => {
+    // Its content stays within the limit: only its bytes pass it, so it is read to its end.
+    const record = hex('<B>', [0xff], '<x/>'.repeat(6), '</B>');
+    const file = Buffer.from(hex('<r>', [0xff], '<B>1</B>') + record + hex('<B>2</B></r>'), 'hex');
+    for (const chunk of [4, Infinity]) {
+      expect(framed(file, { chunk, maxRecordBytes: 20 }).map((f) => [f.error?.code ?? f.value, f.offset, f.size]), `${chunk}-byte chunks`).to.deep.equal([
+        ['1', 4, 8],
+        ['INVALID_UTF8', 12, record.length / 2],
+        ['2', 12 + record.length / 2, 8],
+      ]);
+    }
+  });
+
   it('refuses a UTF-16 record with an unpaired surrogate and the odd last byte, LE and BE, with the file\'s bytes', () => {
     const text = '<r>\n<B>𝄞</B><B>a\ud800b</B>\n<B x="\udc00"/><B>\ufffd</B>\ud800</r>';
     const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
@@ -249,6 +262,11 @@ describe('XML framer', () => {
         ]);
       }
     }
+    // A file given up holds its odd last byte in the dead letter of its rest, not twice.
+    const deep = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`<r>${'<a>'.repeat(9)}`, 'utf16le'), Buffer.from([0x41])]);
+    expect(sliced(deep, { encoding: 'utf-16le', bom: 2, maxDepth: 2 }).map(([error, , bytes]) => [error, bytes])).to.deep.equal([
+      [['FILE_TOO_DEEP', 'line 1: elements nested deeper than 8 levels: the rest of the file is not read'], deep.subarray(2 + 2 * 27).toString('hex')],
+    ]);
     // A high surrogate last, before the odd byte: the record it cuts off is refused for it.
     const cut = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('<r><B>1</B><B>\ud800', 'utf16le'), Buffer.from([0x41])]);
     for (const chunk of [1, 3, Infinity]) {
