@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { ConfigError } from '../lib/errors';
 
 /** Text encodings a vendor file may use. */
@@ -80,6 +81,142 @@ export function chunkDecoder(encoding: FileEncoding): ChunkDecoder {
   const decoder = new TextDecoder(encoding);
   return { decode: (chunk) => decoder.decode(chunk, { stream: true }), end: () => decoder.decode() };
 }
+
+/**
+ * A decoder whose text keeps the file's byte counts, for a framer that maps positions in
+ * the text back to file offsets: each byte that is not UTF-8 becomes one 1-byte character
+ * (a lenient decoder's U+FFFD takes three), an unpaired UTF-16 surrogate one U+FFFD (one
+ * code unit, as in the file), and a UTF-16 file's odd last byte is never decoded. The
+ * first `bom` bytes are skipped; `onInvalid` gets the file offset of each byte (or
+ * surrogate) that is not valid, in order.
+ */
+export function exactDecoder(encoding: FileEncoding, bom: number, onInvalid: (offset: number) => void): ChunkDecoder {
+  if (encoding === 'utf-8') return new Utf8Decoder(bom, onInvalid);
+  if (encoding === 'utf-16le' || encoding === 'utf-16be') return new Utf16Decoder(encoding, bom, onInvalid);
+  return chunkDecoder(encoding);
+}
+
+/** ASCII's SUB, "substitute": stands for a byte that is not UTF-8, in one byte as that byte took. */
+const SUBSTITUTE = '\x1a';
+
+/** Bytes of the UTF-8 character that `lead` starts, 0 when no character starts with it. */
+function utf8Length(lead: number): number {
+  return lead < 0x80 ? 1 : lead < 0xc2 ? 0 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : lead < 0xf5 ? 4 : 0;
+}
+
+/** The bytes of `data` before a character its end cuts off (held back for the next chunk). */
+function wholeCharacters(data: Buffer): number {
+  for (let i = data.length - 1; i >= 0 && i >= data.length - 3; i--) {
+    const byte = data[i]!;
+    if ((byte & 0xc0) !== 0x80) return i + utf8Length(byte) > data.length ? i : data.length;
+  }
+  return data.length;
+}
+
+class Utf8Decoder implements ChunkDecoder {
+  readonly #onInvalid: (offset: number) => void;
+  #skip: number;
+  /** File offset of the first byte not decoded yet (the held-back one's, if any). */
+  #at: number;
+  #held: Buffer | undefined;
+
+  constructor(bom: number, onInvalid: (offset: number) => void) {
+    this.#skip = bom;
+    this.#at = bom;
+    this.#onInvalid = onInvalid;
+  }
+
+  decode(chunk: Buffer): string {
+    // The byte order mark may come over several chunks.
+    const skipped = Math.min(this.#skip, chunk.length);
+    this.#skip -= skipped;
+    chunk = chunk.subarray(skipped);
+    const data = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
+    const whole = wholeCharacters(data);
+    this.#held = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
+    return this.#text(data.subarray(0, whole));
+  }
+
+  end(): string {
+    const held = this.#held ?? EMPTY;
+    this.#held = undefined;
+    return this.#text(held);
+  }
+
+  #text(bytes: Buffer): string {
+    const at = this.#at;
+    this.#at += bytes.length;
+    if (isUtf8(bytes)) return bytes.toString('utf8');
+    let text = '';
+    let from = 0;
+    for (let i = 0; i < bytes.length; ) {
+      const length = utf8Length(bytes[i]!);
+      // A character cut off by the end of `bytes` is not valid either.
+      if (length > 0 && isUtf8(bytes.subarray(i, i + length))) {
+        i += length;
+        continue;
+      }
+      text += bytes.toString('utf8', from, i) + SUBSTITUTE;
+      this.#onInvalid(at + i);
+      from = ++i;
+    }
+    return text + bytes.toString('utf8', from);
+  }
+}
+
+/** A surrogate without its pair. */
+const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+class Utf16Decoder implements ChunkDecoder {
+  readonly #onInvalid: (offset: number) => void;
+  /** Big-endian input is read little-endian; it also holds an odd byte back. */
+  readonly #swap: ByteSwapper | undefined;
+  #skip: number;
+  /** File offset of the first code unit not decoded yet. */
+  #at: number;
+  /** An odd byte of little-endian input, or a high surrogate whose pair may come next. */
+  #held: Buffer | undefined;
+
+  constructor(encoding: 'utf-16le' | 'utf-16be', bom: number, onInvalid: (offset: number) => void) {
+    this.#swap = encoding === 'utf-16be' ? new ByteSwapper() : undefined;
+    this.#skip = bom;
+    this.#at = bom;
+    this.#onInvalid = onInvalid;
+  }
+
+  decode(chunk: Buffer): string {
+    // The byte order mark may come over several chunks.
+    const skipped = Math.min(this.#skip, chunk.length);
+    this.#skip -= skipped;
+    chunk = chunk.subarray(skipped);
+    if (this.#swap) chunk = this.#swap.push(chunk);
+    const data = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
+    let whole = data.length & ~1;
+    const high = data[whole - 1] ?? 0;
+    if (high >= 0xd8 && high <= 0xdb) whole -= 2;
+    this.#held = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
+    return this.#text(data.subarray(0, whole));
+  }
+
+  end(): string {
+    // Only a held high surrogate is decoded: an odd last byte is no character.
+    const held = this.#held && this.#held.length >= 2 ? this.#held.subarray(0, 2) : EMPTY;
+    this.#held = undefined;
+    return this.#text(held);
+  }
+
+  #text(units: Buffer): string {
+    const at = this.#at;
+    this.#at += units.length;
+    // Node keeps an unpaired surrogate as it is, where a TextDecoder would hide it in U+FFFD.
+    return units.toString('utf16le').replace(UNPAIRED, (_, index: number) => {
+      this.#onInvalid(at + 2 * index);
+      return '\ufffd';
+    });
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Windows-1252's characters for bytes 0x80–0x9F, which Latin-1 leaves as C1 controls

@@ -1,7 +1,7 @@
 import sax from 'sax';
 import { ConfigError } from '../lib/errors';
 import { tooDeep, tooLarge } from '../lib/limits';
-import { bytesPerUnit, chunkDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
+import { bytesPerUnit, exactDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
 import { RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 
 /** Which elements of an XML file are records, and how they become objects. */
@@ -116,8 +116,11 @@ export class XmlFramer implements Framer {
   /** Moves forward only: the byte offset of character `#cursorChar`. */
   #cursorChar = 0;
   #cursorByte = 0;
-  /** Whether any text decoded so far held U+FFFD: sax hands text over chunks after it was decoded. */
-  #replacements = false;
+  /**
+   * File offsets of the bytes (UTF-16: code units) not valid in the file's encoding, oldest
+   * first, from the open record's start or as far back as a record can still start.
+   */
+  #invalid: number[] = [];
   #depth = 0;
   #dead = false;
   #fileErrors = new Set<string>();
@@ -145,7 +148,7 @@ export class XmlFramer implements Framer {
   constructor(options: ResolvedXmlOptions, limits: FramingLimits, encoding: FileEncoding, bom: number) {
     this.#options = options;
     this.#limits = limits;
-    this.#decoder = chunkDecoder(encoding);
+    this.#decoder = exactDecoder(encoding, bom, (offset) => this.#invalid.push(offset));
     this.#unit = bytesPerUnit(encoding);
     this.#bom = bom;
     this.#bytes = bom;
@@ -165,6 +168,8 @@ export class XmlFramer implements Framer {
     this.#rest?.refused.add(chunk);
     if (!this.#dead) {
       this.#keepRaw(chunk);
+      // A record that already failed holds no more interest than bytes before it.
+      this.#forgetInvalidBefore(this.#recordDepth > 0 && !this.#failure ? this.#recordOffset : this.#rawStart);
       this.#write(this.#decoder.decode(chunk));
     }
     return this.#take();
@@ -211,6 +216,7 @@ export class XmlFramer implements Framer {
       this.#write(this.#decoder.end());
       // sax starts over once closed: ask before.
       const sawRoot = (this.#parser as unknown as { sawRoot: boolean }).sawRoot;
+      const lastLine = this.#parser.line + 1;
       try {
         this.#parser.close();
       } catch (error) {
@@ -219,6 +225,11 @@ export class XmlFramer implements Framer {
       if (!sawRoot) {
         const message = this.#chars === 0 ? 'empty file: expected an XML document' : 'no root element: not an XML document';
         this.#frames.push({ bytes: EMPTY, offset: this.#bytes, line: this.#parser.line + 1, utf8: true, size: 1, error: { code: 'NOT_XML', message } });
+      }
+      if (this.#unit === 2 && this.#rawEnd % 2 === 1) {
+        // Half a code unit, never decoded: no record holds it.
+        const error = { code: 'TRUNCATED', message: 'the file ends inside a UTF-16 character' };
+        this.#frames.push(refusedFrame(this.#rawSlice(this.#rawEnd - 1, this.#rawEnd), this.#rawEnd - 1, lastLine, error, this.#limits.maxRecordBytes));
       }
     }
     if (this.#rest) {
@@ -243,7 +254,6 @@ export class XmlFramer implements Framer {
     this.#bytes += bytes;
     // Keep enough text to reach back to the start of any tag sax can still be reading.
     while (this.#segments.length > 2 && this.#segments[1]!.char < this.#chars - KEEP_CHARS) this.#segments.shift();
-    this.#replacements ||= text.includes('\ufffd');
     try {
       this.#parser.write(text);
     } catch (error) {
@@ -327,7 +337,6 @@ export class XmlFramer implements Framer {
       if (name === 'xmlns' || name.startsWith('xmlns:')) continue;
       const value = attributes[name]!;
       this.#grow(name.length + value.length);
-      if (this.#replacements) this.#checkText(value);
       setKey((node.object ??= {}), this.#options.attributePrefix + this.#keyOf(name), value);
     }
     return node;
@@ -338,7 +347,6 @@ export class XmlFramer implements Framer {
     const node = this.#stack[this.#stack.length - 1]!;
     this.#grow(text.length);
     if (this.#failure) return;
-    if (this.#replacements) this.#checkText(text);
     node.text += text;
   }
 
@@ -350,10 +358,23 @@ export class XmlFramer implements Framer {
     }
   }
 
-  #checkText(text: string): void {
-    if (text.includes('\ufffd') && !this.#failure) {
-      this.#fail('INVALID_ENCODING', `record at line ${this.#recordLine} has bytes that are not valid in the file's encoding`);
-    }
+  /** Whether a byte in [start, end) is not valid in the file's encoding; forgets those before `start`: records only move on. */
+  #invalidIn(start: number, end: number): boolean {
+    this.#forgetInvalidBefore(start);
+    return this.#invalid.length > 0 && this.#invalid[0]! < end;
+  }
+
+  #forgetInvalidBefore(offset: number): void {
+    let count = 0;
+    while (count < this.#invalid.length && this.#invalid[count]! < offset) count++;
+    if (count > 0) this.#invalid.splice(0, count);
+  }
+
+  /** The failure of a record with bytes not valid in the file's encoding, worded as for CSV and NDJSON lines. */
+  #invalidFailure(): Failure {
+    return this.#unit === 2
+      ? { code: 'INVALID_ENCODING', message: `line ${this.#recordLine} is not valid UTF-16: a surrogate without its pair` }
+      : { code: 'INVALID_UTF8', message: `line ${this.#recordLine} is not valid UTF-8` };
   }
 
   #close(): void {
@@ -395,6 +416,8 @@ export class XmlFramer implements Framer {
     const end = this.#byteOf(this.#parser.position);
     const refused = this.#recordRefused;
     this.#recordRefused = undefined;
+    // Its text holds a stand-in for each such byte: it is no record.
+    if (!this.#failure && this.#invalidIn(this.#recordOffset, end)) this.#failure = this.#invalidFailure();
     if (this.#failure) {
       // Every byte of the record, from its `<` to the end of its closing tag.
       if (refused) {
@@ -406,8 +429,9 @@ export class XmlFramer implements Framer {
     this.#failure = undefined;
   }
 
+  /** The record is refused: for bytes not valid in the encoding if one came before this problem. */
   #fail(code: string, message: string): void {
-    this.#failure = { code, message };
+    this.#failure = this.#invalidIn(this.#recordOffset, this.#byteOf(this.#parser.position)) ? this.#invalidFailure() : { code, message };
     // Keep nothing more of this record: only its end is looked for.
     this.#stack = [];
   }

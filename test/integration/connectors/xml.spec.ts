@@ -78,7 +78,12 @@ describe('fromFiles: XML', function () {
     const content = Buffer.concat([Buffer.from('<r><Booking>ok</Booking><Booking>Z'), Buffer.from([0xfc]), Buffer.from('rich</Booking><Booking>z</Booking></r>')]);
     const { rows, letters } = await ingestFiles({ paths: file('bad.xml', content), xml: { record: 'Booking' } });
     expect(rows).to.deep.equal(['ok', 'z']);
-    expect(letters.map((l) => l.code)).to.deep.equal(['INVALID_ENCODING']);
+    expect(letters.map((l) => [l.code, l.message])).to.deep.equal([['INVALID_UTF8', 'line 1 is not valid UTF-8']]);
+    // The record's own bytes, at its own offset.
+    const start = content.indexOf('<Booking>Z');
+    const end = content.indexOf('<Booking>z');
+    expect(letters[0]).to.include({ raw_encoding: 'base64', raw: content.subarray(start, end).toString('base64'), raw_bytes: end - start });
+    expect(letters[0]!.position.endsWith(`@${start}`), letters[0]!.position).to.equal(true);
   });
 
   it('never expands entities: a billion-laughs file is three records, one dead letter, in a 32 MB heap', async () => {

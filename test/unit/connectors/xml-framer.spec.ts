@@ -4,15 +4,36 @@ import type { FileEncoding } from '../../../formats/encoding';
 import type { Frame } from '../../../formats/framing';
 import { resolveXmlOptions, XmlFramer, type XmlOptions } from '../../../formats/xml';
 
-/** Every frame of `input` pushed in `chunk`-byte pieces, refused bytes as text. */
-function frames(input: string | Buffer, { xml = {}, maxRecordBytes = 1024 * 1024, maxDepth = 64, chunk = Infinity, encoding = 'utf-8', bom = 0 }: { xml?: Partial<XmlOptions>; maxRecordBytes?: number; maxDepth?: number; chunk?: number; encoding?: FileEncoding; bom?: number } = {}) {
+type FramingOptions = { xml?: Partial<XmlOptions>; maxRecordBytes?: number; maxDepth?: number; chunk?: number; encoding?: FileEncoding; bom?: number };
+
+/** Every frame of `input` pushed in `chunk`-byte pieces. */
+function framed(input: string | Buffer, { xml = {}, maxRecordBytes = 1024 * 1024, maxDepth = 64, chunk = Infinity, encoding = 'utf-8', bom = 0 }: FramingOptions = {}): Frame[] {
   const framer = new XmlFramer(resolveXmlOptions({ record: 'B', ...xml }), { maxRecordBytes, maxDepth }, encoding, bom);
   const bytes = typeof input === 'string' ? Buffer.from(input) : input;
   const out: Frame[] = [];
   for (let at = 0; at < bytes.length; at += chunk) out.push(...framer.push(bytes.subarray(at, at + chunk)));
   out.push(...framer.end());
-  return out.map((frame) => ({ ...frame, bytes: frame.bytes.toString() }));
+  return out;
 }
+
+/** Every frame of `input`, refused bytes as text. */
+function frames(input: string | Buffer, options: FramingOptions = {}) {
+  return framed(input, options).map((frame) => ({ ...frame, bytes: frame.bytes.toString() }));
+}
+
+/**
+ * Each frame of `file` as [code or value, line, the file's bytes at its offset and size
+ * (hex)], after checking that a dead letter's bytes are those very bytes.
+ */
+function sliced(file: Buffer, options: FramingOptions): [unknown, number, string][] {
+  return framed(file, options).map((frame) => {
+    const bytes = file.subarray(frame.offset, frame.offset + frame.size!);
+    if (frame.error) expect(frame.bytes.toString('hex'), frame.error.message).to.equal(bytes.toString('hex'));
+    return [frame.error ? [frame.error.code, frame.error.message] : frame.value, frame.line, bytes.toString('hex')];
+  });
+}
+
+const hex = (...parts: (string | number[])[]) => Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : Buffer.from(part)))).toString('hex');
 
 const record = (offset: number, line: number, size: number, value: unknown) => ({ bytes: '', offset, line, utf8: true, size, value });
 const fileError = (offset: number, line: number, code: string, message: string) => ({ bytes: '', offset, line, utf8: true, size: 1, error: { code, message } });
@@ -172,7 +193,7 @@ describe('XML framer', () => {
     ]);
   });
 
-  it('refuses a record with bytes not valid in the encoding, in its text or an attribute', () => {
+  it('refuses a record with bytes that are not UTF-8, in its text or an attribute, as a CSV or NDJSON line is', () => {
     const bad = Buffer.from([0xfc]);
     for (const [name, input] of [
       ['text', Buffer.concat([Buffer.from('<r><B>Z'), bad, Buffer.from('</B><B>ok</B></r>')])],
@@ -180,10 +201,80 @@ describe('XML framer', () => {
     ] as const) {
       for (const chunk of [4, Infinity]) {
         expect(frames(input, { chunk }).map((f) => [f.error?.code ?? f.value, f.error?.message]), `${name}, ${chunk}-byte chunks`).to.deep.equal([
-          ['INVALID_ENCODING', "record at line 1 has bytes that are not valid in the file's encoding"],
+          ['INVALID_UTF8', 'line 1 is not valid UTF-8'],
           ['ok', undefined],
         ]);
       }
+    }
+  });
+
+  it('keeps offsets, sizes and dead letters the file\'s bytes after bytes that are not UTF-8, and stores a real U+FFFD', () => {
+    const parts: (string | number[])[] = [
+      '<r>\n', [0xff], ' <B>1</B>', [0xe2, 0x82], '\n<B a="é', [0xc0, 0xaf], '">x</B><B>\ufffd€</B>', [0xed, 0xa0, 0x80],
+      '<B>t', [0xf4, 0x90, 0x80, 0x80], '</B>\n<B>ok</B>', [0xf0, 0x9f], '</r>',
+    ];
+    const file = Buffer.from(hex(...parts), 'hex');
+    for (const chunk of [1, 2, 3, 5, Infinity]) {
+      expect(sliced(file, { chunk }), `${chunk}-byte chunks`).to.deep.equal([
+        ['1', 2, hex('<B>1</B>')],
+        [['INVALID_UTF8', 'line 3 is not valid UTF-8'], 3, hex('<B a="é', [0xc0, 0xaf], '">x</B>')],
+        ['\ufffd€', 3, hex('<B>\ufffd€</B>')],
+        [['INVALID_UTF8', 'line 3 is not valid UTF-8'], 3, hex('<B>t', [0xf4, 0x90, 0x80, 0x80], '</B>')],
+        ['ok', 4, hex('<B>ok</B>')],
+      ]);
+    }
+  });
+
+  it('refuses a record for bytes that are not UTF-8 when they come before its other problem', () => {
+    const input = (...parts: (string | number[])[]) => Buffer.from(hex(...parts), 'hex');
+    expect(frames(input('<r><B>', [0xff], '&foo;</B></r>')).map((f) => f.error?.code)).to.deep.equal(['INVALID_UTF8']);
+    expect(frames(input('<r><B>&foo;', [0xff], '</B></r>')).map((f) => f.error?.code)).to.deep.equal(['XML_ENTITY']);
+    expect(frames(input('<r><B a', [0xff], '>1</B></r>')).map((f) => f.error?.code)).to.deep.equal(['INVALID_UTF8']);
+  });
+
+  it('remembers a bad byte to the end of its record, when the record\'s markup runs past maxRecordBytes', () => {
+    // Its content stays within the limit: only its bytes pass it, so it is read to its end.
+    const record = hex('<B>', [0xff], '<x/>'.repeat(6), '</B>');
+    const file = Buffer.from(hex('<r>', [0xff], '<B>1</B>') + record + hex('<B>2</B></r>'), 'hex');
+    for (const chunk of [4, Infinity]) {
+      expect(framed(file, { chunk, maxRecordBytes: 20 }).map((f) => [f.error?.code ?? f.value, f.offset, f.size]), `${chunk}-byte chunks`).to.deep.equal([
+        ['1', 4, 8],
+        ['INVALID_UTF8', 12, record.length / 2],
+        ['2', 12 + record.length / 2, 8],
+      ]);
+    }
+  });
+
+  it('refuses a UTF-16 record with an unpaired surrogate and the odd last byte, LE and BE, with the file\'s bytes', () => {
+    const text = '<r>\n<B>𝄞</B><B>a\ud800b</B>\n<B x="\udc00"/><B>\ufffd</B>\ud800</r>';
+    const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+    const be = Buffer.from(le).swap16();
+    for (const [encoding, units] of [['utf-16le', le], ['utf-16be', be]] as const) {
+      const file = Buffer.concat([units, Buffer.from([0x41])]);
+      const at = (part: string) => units.subarray(2 + 2 * text.indexOf(part), 2 + 2 * (text.indexOf(part) + part.length)).toString('hex');
+      for (const chunk of [1, 3, 4, Infinity]) {
+        expect(sliced(file, { encoding, bom: 2, chunk }), `${encoding}, ${chunk}-byte chunks`).to.deep.equal([
+          ['𝄞', 2, at('<B>𝄞</B>')],
+          [['INVALID_ENCODING', 'line 2 is not valid UTF-16: a surrogate without its pair'], 2, at('<B>a\ud800b</B>')],
+          [['INVALID_ENCODING', 'line 3 is not valid UTF-16: a surrogate without its pair'], 3, at('<B x="\udc00"/>')],
+          ['\ufffd', 3, at('<B>\ufffd</B>')],
+          [['TRUNCATED', 'the file ends inside a UTF-16 character'], 3, '41'],
+        ]);
+      }
+    }
+    // A file given up holds its odd last byte in the dead letter of its rest, not twice.
+    const deep = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`<r>${'<a>'.repeat(9)}`, 'utf16le'), Buffer.from([0x41])]);
+    expect(sliced(deep, { encoding: 'utf-16le', bom: 2, maxDepth: 2 }).map(([error, , bytes]) => [error, bytes])).to.deep.equal([
+      [['FILE_TOO_DEEP', 'line 1: elements nested deeper than 8 levels: the rest of the file is not read'], deep.subarray(2 + 2 * 27).toString('hex')],
+    ]);
+    // A high surrogate last, before the odd byte: the record it cuts off is refused for it.
+    const cut = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('<r><B>1</B><B>\ud800', 'utf16le'), Buffer.from([0x41])]);
+    for (const chunk of [1, 3, Infinity]) {
+      expect(sliced(cut, { encoding: 'utf-16le', bom: 2, chunk }), `${chunk}-byte chunks`).to.deep.equal([
+        ['1', 1, Buffer.from('<B>1</B>', 'utf16le').toString('hex')],
+        [['INVALID_ENCODING', 'line 1 is not valid UTF-16: a surrogate without its pair'], 1, Buffer.from('<B>\ud800', 'utf16le').toString('hex')],
+        [['TRUNCATED', 'the file ends inside a UTF-16 character'], 1, '41'],
+      ]);
     }
   });
 });
