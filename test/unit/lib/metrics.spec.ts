@@ -375,6 +375,20 @@ describe('metrics, events and probes', () => {
     await expectRejects(serveMetrics(make('z'), { port: 70000 }), 'port must be an integer in [0, 65535], got 70000');
   });
 
+  it('counts records the sink refused for good as sink/nacked', async () => {
+    const sink = new MemorySink<number>();
+    sink.gate = async () => {
+      throw new SinkError('unknown column', { retriable: false });
+    };
+    const pipeline = new Pipeline<number>({ name: 'refused', source: fromIterable([1, 2]), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 2 } });
+    const metrics = pipelineMetrics(pipeline);
+    await pipeline.run().catch(() => undefined);
+    expect(pipeline.stats.nacked).to.equal(2);
+    const samples = parseMetrics(await metrics.registry.metrics());
+    expect(metricValue(samples, 'tributary_records_total', { pipeline: 'refused', stage: 'sink', outcome: 'nacked' })).to.equal(2);
+    metrics.close();
+  });
+
   it('keeps per-record work off the event path: one sink.write event per batch attempt', async () => {
     const sink = new MemorySink<number>();
     const pipeline = new Pipeline<number>({
