@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { getEventListeners } from 'node:events';
-import { from, lastValueFrom, map, Subject, toArray } from 'rxjs';
+import { asapScheduler, from, lastValueFrom, map, Subject, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { batch, batchPart } from '../../../lib/batch';
 import { Envelope } from '../../../lib/envelope';
@@ -55,6 +55,42 @@ describe('batch', () => {
       const input = cold('abcd 20ms |').pipe(map((v) => recorder.envelope(v)));
       expectObservable(input.pipe(batch({ rows: 3, maxWaitMs: 5 }), toBatches)).toBe('--x 5ms y 15ms |', { x: 'abc', y: 'd' });
     });
+  });
+
+  it('on the asap scheduler with no wait, cuts a batch at the end of the turn its first record came in; with a wait, or for a replayed batch, waits as on any scheduler', async () => {
+    const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+    const run = (options: Parameters<typeof batch>[0]) => {
+      const input = new Subject<string>();
+      const batches: string[] = [];
+      input.pipe(map((v) => recorder.envelope(v)), batch({ rows: 100, scheduler: asapScheduler, ...options }), toBatches).subscribe((b) => batches.push(b));
+      return { input, batches };
+    };
+    const asap = run({ maxWaitMs: 0 });
+    asap.input.next('a');
+    asap.input.next('b');
+    expect(asap.batches, 'cut before the turn ends').to.deep.equal([]);
+    await nextTurn();
+    asap.input.next('c');
+    await nextTurn();
+    expect(asap.batches).to.deep.equal(['ab', 'c']);
+
+    const waiting = run({ maxWaitMs: 60_000 });
+    waiting.input.next('a');
+    await nextTurn();
+    waiting.input.next('b');
+    await nextTurn();
+    expect(waiting.batches, 'cut before its wait ran out').to.deep.equal([]);
+    waiting.input.complete();
+    expect(waiting.batches).to.deep.equal(['ab']);
+
+    // a and b were one batch for an earlier reader, b its last record.
+    const replayed = run({ maxWaitMs: 0, replayed: (e) => (e.value === 'b' ? 'last' : 'within') });
+    replayed.input.next('a');
+    await nextTurn();
+    expect(replayed.batches, 'a replayed batch cut before its last record').to.deep.equal([]);
+    replayed.input.next('b');
+    expect(replayed.batches).to.deep.equal(['ab']);
+    replayed.input.complete();
   });
 
   it('unsubscribed, lets go of its input and its signal', () => {

@@ -232,7 +232,9 @@ describe('metrics, events and probes', () => {
       deadLetters: new MemorySink<DeadLetter>(),
       batch: { rows: 5, maxWaitMs: 5 },
       retry: { initialDelayMs: 5, maxDelayMs: 20 },
-      breaker: { volumeThreshold: 2, resetTimeoutMs: 100 },
+      // Long enough that the breaker is still open when /ready and /metrics are read after
+      // it opened, however slow the machine (at 100 ms it was half-open by then under load).
+      breaker: { volumeThreshold: 2, resetTimeoutMs: 1000 },
     });
     const events: PipelineEvent[] = [];
     for (const type of ['pipeline.start', 'pipeline.stop', 'pipeline.end', 'sink.write', 'breaker.open', 'breaker.half_open', 'breaker.close'] as const) {
@@ -251,7 +253,7 @@ describe('metrics, events and probes', () => {
     expect(metricValue(open, 'tributary_breaker_state', { pipeline: 'events', stage: 'sink', sink: 'flaky' })).to.equal(2);
     expect(metricValue(open, 'tributary_sink_write_duration_seconds_count', { pipeline: 'events', stage: 'sink', outcome: 'error' })).to.be.greaterThan(0);
     failing = false;
-    await until(() => pipeline.stats.written === 5, 5000, 'the write after the breaker closes');
+    await until(() => pipeline.stats.written === 5, 10_000, 'the write after the breaker closes');
     expect(pipeline.breakerState).to.equal('closed');
     expect((await get(`${server.url}/ready`)).status).to.equal(200);
     removed();
