@@ -37,6 +37,7 @@ describe('Envelope.split: the parts’ meta', () => {
     expect(Object.keys(parts[0]!.meta)).to.have.members(['source', 'position', 'vendor', 'record', 'receivedAt', 'attempt']);
     const lined = new Recorder().envelope('x', { position: 'f@10', file: 'f', line: 4, offset: 10 }).split(['x']);
     expect(lined[0]!.meta).to.include({ position: 'f@10#1', file: 'f', record: 1, line: 4, offset: 10 });
+    expect(Object.keys(lined[0]!.meta)).to.have.members([...Object.keys(lined[0]!.received.meta), 'record']);
   });
 
   it('gives each part a meta of its own: changing one changes neither the payload’s nor another part’s', () => {
