@@ -139,6 +139,12 @@ describe('examples/kafka-topology stages as services', function () {
       }
       expect((await fetch(`${ingestUrl}/health`)).status).to.equal(200);
       expect((await fetch(`${ingestUrl}/ready`)).status).to.equal(200);
+      // A line every 200 ms while it runs: on a quiet machine the first record is counted
+      // sooner than that after the start, so wait for one rather than stop before it.
+      for (let i = 0; !/^ingest progress: /m.test(ingest.output()); i++) {
+        if (i > 250) expect.fail(`ingest printed no progress line in 5 s: ${ingest.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
       const ingested = await terminate(ingest);
       expect(ingested.code, ingest.output()).to.equal(0);
       expect(ingest.output()).to.match(/^ingest progress: \{"read":\d+/m);
