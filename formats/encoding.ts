@@ -113,39 +113,66 @@ function wholeCharacters(data: Buffer): number {
   return data.length;
 }
 
-class Utf8Decoder implements ChunkDecoder {
-  readonly #onInvalid: (offset: number) => void;
+/**
+ * The steps both exact decoders share: skip the byte order mark (it may come over several
+ * chunks), hold back the bytes of a character the chunk cuts off until the next one, and
+ * keep the file offset of the first byte not decoded yet for `onInvalid`.
+ */
+abstract class ExactDecoder implements ChunkDecoder {
+  protected readonly onInvalid: (offset: number) => void;
   #skip: number;
   /** File offset of the first byte not decoded yet (the held-back one's, if any). */
   #at: number;
-  #held: Buffer | undefined;
+  protected held: Buffer | undefined;
 
   constructor(bom: number, onInvalid: (offset: number) => void) {
     this.#skip = bom;
     this.#at = bom;
-    this.#onInvalid = onInvalid;
+    this.onInvalid = onInvalid;
   }
 
   decode(chunk: Buffer): string {
-    // The byte order mark may come over several chunks.
     const skipped = Math.min(this.#skip, chunk.length);
     this.#skip -= skipped;
-    chunk = chunk.subarray(skipped);
-    const data = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
-    const whole = wholeCharacters(data);
-    this.#held = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
-    return this.#text(data.subarray(0, whole));
+    chunk = this.ordered(chunk.subarray(skipped));
+    const data = this.held ? Buffer.concat([this.held, chunk]) : chunk;
+    const whole = this.wholeOf(data);
+    this.held = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
+    return this.text(data.subarray(0, whole));
   }
 
-  end(): string {
-    const held = this.#held ?? EMPTY;
-    this.#held = undefined;
-    return this.#text(held);
+  abstract end(): string;
+
+  /** `chunk` in the byte order `decodeAt` reads (UTF-16BE is swapped to little-endian). */
+  protected ordered(chunk: Buffer): Buffer {
+    return chunk;
   }
 
-  #text(bytes: Buffer): string {
+  /** The bytes of `data` before a character its end cuts off. */
+  protected abstract wholeOf(data: Buffer): number;
+
+  /** `bytes` decoded, each one not valid reported at its file offset. */
+  protected text(bytes: Buffer): string {
     const at = this.#at;
     this.#at += bytes.length;
+    return this.decodeAt(bytes, at);
+  }
+
+  protected abstract decodeAt(bytes: Buffer, at: number): string;
+}
+
+class Utf8Decoder extends ExactDecoder {
+  end(): string {
+    const held = this.held ?? EMPTY;
+    this.held = undefined;
+    return this.text(held);
+  }
+
+  protected wholeOf(data: Buffer): number {
+    return wholeCharacters(data);
+  }
+
+  protected decodeAt(bytes: Buffer, at: number): string {
     if (isUtf8(bytes)) return bytes.toString('utf8');
     let text = '';
     let from = 0;
@@ -157,7 +184,7 @@ class Utf8Decoder implements ChunkDecoder {
         continue;
       }
       text += bytes.toString('utf8', from, i) + SUBSTITUTE;
-      this.#onInvalid(at + i);
+      this.onInvalid(at + i);
       from = ++i;
     }
     return text + bytes.toString('utf8', from);
@@ -167,50 +194,38 @@ class Utf8Decoder implements ChunkDecoder {
 /** A surrogate without its pair. */
 const UNPAIRED = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-class Utf16Decoder implements ChunkDecoder {
-  readonly #onInvalid: (offset: number) => void;
+class Utf16Decoder extends ExactDecoder {
   /** Big-endian input is read little-endian; it also holds an odd byte back. */
   readonly #swap: ByteSwapper | undefined;
-  #skip: number;
-  /** File offset of the first code unit not decoded yet. */
-  #at: number;
-  /** An odd byte of little-endian input, or a high surrogate whose pair may come next. */
-  #held: Buffer | undefined;
 
   constructor(encoding: 'utf-16le' | 'utf-16be', bom: number, onInvalid: (offset: number) => void) {
+    super(bom, onInvalid);
     this.#swap = encoding === 'utf-16be' ? new ByteSwapper() : undefined;
-    this.#skip = bom;
-    this.#at = bom;
-    this.#onInvalid = onInvalid;
-  }
-
-  decode(chunk: Buffer): string {
-    // The byte order mark may come over several chunks.
-    const skipped = Math.min(this.#skip, chunk.length);
-    this.#skip -= skipped;
-    chunk = chunk.subarray(skipped);
-    if (this.#swap) chunk = this.#swap.push(chunk);
-    const data = this.#held ? Buffer.concat([this.#held, chunk]) : chunk;
-    let whole = data.length & ~1;
-    const high = data[whole - 1] ?? 0;
-    if (high >= 0xd8 && high <= 0xdb) whole -= 2;
-    this.#held = whole < data.length ? Buffer.from(data.subarray(whole)) : undefined;
-    return this.#text(data.subarray(0, whole));
   }
 
   end(): string {
     // Only a held high surrogate is decoded: an odd last byte is no character.
-    const held = this.#held && this.#held.length >= 2 ? this.#held.subarray(0, 2) : EMPTY;
-    this.#held = undefined;
-    return this.#text(held);
+    const held = this.held && this.held.length >= 2 ? this.held.subarray(0, 2) : EMPTY;
+    this.held = undefined;
+    return this.text(held);
   }
 
-  #text(units: Buffer): string {
-    const at = this.#at;
-    this.#at += units.length;
+  protected override ordered(chunk: Buffer): Buffer {
+    return this.#swap ? this.#swap.push(chunk) : chunk;
+  }
+
+  /** Whole code units, less a high surrogate at the end whose pair may come next. */
+  protected wholeOf(data: Buffer): number {
+    let whole = data.length & ~1;
+    const high = data[whole - 1] ?? 0;
+    if (high >= 0xd8 && high <= 0xdb) whole -= 2;
+    return whole;
+  }
+
+  protected decodeAt(units: Buffer, at: number): string {
     // Node keeps an unpaired surrogate as it is, where a TextDecoder would hide it in U+FFFD.
     return units.toString('utf16le').replace(UNPAIRED, (_, index: number) => {
-      this.#onInvalid(at + 2 * index);
+      this.onInvalid(at + 2 * index);
       return '\ufffd';
     });
   }
