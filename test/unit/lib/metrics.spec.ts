@@ -75,7 +75,7 @@ describe('metrics, events and probes', () => {
     const feed = feedSource();
     const stats = { passed: 0, duplicates: 0, rejected: 0 };
     const sink = new MemorySink<Booking>('bookings');
-    let release!: () => void;
+    let release: (() => void) | undefined;
     let gated = false;
     sink.gate = () => (gated ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve());
     const pipeline = new Pipeline<Booking>({
@@ -129,13 +129,15 @@ describe('metrics, events and probes', () => {
     // A held write: its records are in flight, and the gauges say so.
     gated = true;
     feed.push(...bookings(2001, 4).map((b) => ({ ...b, id: b.id * 2 })));
-    await until(() => sink.writes.length > 0 && pipeline.stats.inFlightRecords === 4, 5000, 'a held write');
+    // Wait for the gate itself: earlier writes are already in sink.writes, and the four
+    // records are in flight before the batch reaches the sink.
+    await until(() => release !== undefined && pipeline.stats.inFlightRecords === 4, 5000, 'a held write');
     const held = await scrape();
     expect(metricValue(held, 'tributary_in_flight_records', { pipeline: 'bookings' })).to.equal(4);
     expect(metricValue(held, 'tributary_in_flight_bytes', { pipeline: 'bookings' })).to.equal(pipeline.stats.inFlightBytes).and.greaterThan(0);
     expect(metricValue(held, 'tributary_in_flight_records_limit', { pipeline: 'bookings' })).to.equal(60_000);
-    release();
     gated = false;
+    release!();
     feed.end();
     await pipeline.finished();
     const after = await scrape();
