@@ -236,7 +236,7 @@ function resultsMarkdown(results: StoredResult[]): string {
     'Written by `npm run bench` (bench/run.ts) from `bench/results/*.json`; do not edit by hand.',
     '',
     'How to run: `npm run bench` (all), or `npm run build && node dist/bench/run.js files-to-clickhouse` (one);',
-    '`--repeat=N` sets the rounds (default: 1 or 2 per benchmark, so the suite fits in 15 minutes); `--profile` prints a CPU profile of the pipeline instead.',
+    '`--repeat=N` sets the rounds (default: 1 or 2 per benchmark, so the suite fits in 15 minutes); `--profile` prints a CPU profile of the pipeline instead (webhook: of both servers, and then the bytes each allocates per request, by function: a figure that load on the machine barely moves).',
     'The data files are generated once into `bench/data/` (git-ignored) and reused.',
     '',
     '## Summary',

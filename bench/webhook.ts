@@ -29,6 +29,7 @@ import { fromWebhook, MemoryReplayStore, signWebhook } from '../connectors/webho
 import { AccessControl } from '../lib/security/access';
 import type { Envelope } from '../lib/envelope';
 import { Pipeline } from '../lib/pipeline';
+import { formatAllocations, sampleAllocations } from './allocations';
 import { MB, quietMachine, round, sampleMemory, timed, type MemoryPeaks } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -475,7 +476,11 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   return result;
 }
 
-/** CPU profiles of the pipeline child and of the handler child under the same load, written into `dir` as pipeline.cpuprofile and handler.cpuprofile. */
+/**
+ * CPU profiles of the pipeline child and of the handler child under the same load, written
+ * into `dir` as pipeline.cpuprofile and handler.cpuprofile; then, in runs of their own (the
+ * sampler costs time), where each allocates per request answered, after a warm-up.
+ */
 async function profile(dir: string): Promise<void> {
   for (const mode of ['pipeline', 'handler'] as const) {
     const { child, url, token } = await startServer(mode, ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${mode}.cpuprofile`]);
@@ -485,6 +490,19 @@ async function profile(dir: string): Promise<void> {
     await stopServer(child);
     await new Promise((resolve) => child.once('exit', resolve));
     console.log(`${mode} under profile: ${Math.round(figures.ok / figures.seconds)} requests/s, p99 ${figures.p99Ms} ms, server CPU ${Math.round(cpu / figures.ok)} µs per request`);
+  }
+  for (const mode of ['pipeline', 'handler'] as const) {
+    const { child, url, token } = await startServer(mode);
+    await load(url, token, WARM_UP_SECONDS);
+    const file = join(dir, `${mode}.heapprofile`);
+    await new Promise<void>((resolve) => {
+      child.once('message', () => resolve());
+      child.send({ allocations: file });
+    });
+    const figures = await load(url, token, 10);
+    await stopServer(child);
+    await new Promise((resolve) => child.once('exit', resolve));
+    console.log(`\n${mode}, ${figures.ok.toLocaleString('en')} requests answered 2xx: ${file}\n${formatAllocations(file, figures.ok, 'request', 20)}`);
   }
 }
 
@@ -528,9 +546,17 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
   const heap = heapCounters();
-  // 'cpu' asks for the counters so far (the parent measures each slice of load); anything else stops.
+  let allocations: { file: string; sampling: Promise<(file: string) => Promise<void>> } | undefined;
+  // 'cpu' asks for the counters so far (the parent measures each slice of load); `{ allocations: file }`
+  // starts sampling allocations, written to that file at the stop; anything else stops.
   await new Promise<void>((resolve) => {
     const onMessage = (message: unknown) => {
+      const asked = (message as { allocations?: unknown } | null)?.allocations;
+      if (typeof asked === 'string') {
+        allocations = { file: asked, sampling: sampleAllocations() };
+        void allocations.sampling.then(() => process.send!('sampling'));
+        return;
+      }
       if (message === 'cpu') {
         const usage = process.cpuUsage();
         const loopMaxMs = round(loop.max / 1e6, 1);
@@ -552,6 +578,7 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
   });
   const used = process.cpuUsage(cpu);
   const cores = round((used.user + used.system) / 1000 / (performance.now() - started), 2);
+  if (allocations) await (await allocations.sampling)(allocations.file);
   await serving.stop();
   const report: ServerReport = { ...memory.stop(), idleRssMb, cores, ...serving.extra?.() };
   if (store) {
