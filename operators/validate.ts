@@ -47,11 +47,19 @@ export function validate<T = Record<string, unknown>>(options: ValidateOptions):
   }
   const version = options.version ?? (typeof options.schema === 'object' ? (options.schema as { $id?: string }).$id : undefined);
   return recordOperator('validate', (value: unknown, envelope) => {
-    if (!check(value)) throw new ValidationError((check.errors ?? []).map(issueOf));
+    if (!check(value, TOP_LEVEL)) throw new ValidationError((check.errors ?? []).map(issueOf));
     if (version !== undefined) envelope.meta.schemaVersion = version;
     return value as T;
   });
 }
+
+/**
+ * What a value validated on its own is to ajv: at the top, its own root. Without it the
+ * compiled function makes this object afresh, as a default parameter, for every record
+ * (55 of the 135 bytes validating a valid booking allocated); the fields left out take the
+ * same defaults (`rootData` the value itself).
+ */
+const TOP_LEVEL = Object.freeze({ instancePath: '' }) as NonNullable<Parameters<ValidateFunction>[1]>;
 
 function defaultAjv(formats: 'full' | 'fast'): Ajv {
   const ajv = new Ajv({ allErrors: true, strict: true });
