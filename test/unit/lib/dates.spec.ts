@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { ConfigError } from '../../../lib/errors';
 import { isoDate, isoDateTime, parseIso, patternParser, TimeOutOfRange, validParts, wallClockMs, zoneOf, type TimeParts } from '../../../lib/dates';
 
@@ -31,6 +32,45 @@ describe('dates', () => {
     for (const text of ['26-03-01', '2026-3-01', '2026-03-01T10', 'x2026-03-01', '2026-03-01x', '2026-03-01T10:20:30.1234567890', '2026-03-01T10:20:30+2']) {
       expect(parseIso(text), text).to.equal(undefined);
     }
+  });
+
+  it('reads ISO 8601 exactly as the regular expression that states the format does, on random near-ISO text', () => {
+    // The format as one regex (what parseIso ran before its scanner), and what it meant.
+    const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+    const byRegex = (text: string): TimeParts | undefined => {
+      const m = ISO.exec(text);
+      if (!m) return undefined;
+      const read: TimeParts = parts(+m[1]!, +m[2]!, +m[3]!, +(m[4] ?? 0), +(m[5] ?? 0), +(m[6] ?? 0), m[7] ? Math.floor(+m[7].padEnd(3, '0').slice(0, 3)) : 0);
+      if (m[8]) {
+        const digits = m[8].slice(1).replace(':', '');
+        const minutes = +digits.slice(0, 2) * 60 + +(digits.slice(2) || 0);
+        read.offset = m[8][0] === '-' ? -minutes : m[8].length === 1 ? 0 : minutes;
+      }
+      return read;
+    };
+    const digit = fc.constantFrom(...'0123456789');
+    const digits = (min: number, max: number) => fc.array(digit, { minLength: min, maxLength: max }).map((d) => d.join(''));
+    const space = fc.constantFrom('', '', ' ', '  ', '\t', '\u00a0', '\u2003', '\ufeff', '\n');
+    const piece = fc.oneof(
+      fc.tuple(digits(3, 5), fc.constantFrom('-', '/', ''), digits(1, 3), fc.constantFrom('-', ''), digits(1, 3)).map((p) => p.join('')),
+      fc.tuple(fc.constantFrom('T', 't', ' ', 'X', ''), digits(1, 3), fc.constantFrom(':', ''), digits(1, 3)).map((p) => p.join('')),
+      fc.tuple(fc.constantFrom(':', ''), digits(0, 3)).map((p) => p.join('')),
+      fc.tuple(fc.constantFrom('.', ',', ''), digits(0, 11)).map((p) => p.join('')),
+      space,
+      fc.tuple(fc.constantFrom('Z', 'z', '+', '-', 'Q'), digits(0, 2), fc.constantFrom(':', '', '::'), digits(0, 3)).map((p) => p.join('')),
+      fc.string({ maxLength: 2 }),
+    );
+    // Mostly well-formed: a date, then a time, fraction, space and offset, each maybe bent.
+    const text = fc.tuple(
+      fc.tuple(digits(4, 4), fc.constant('-'), digits(2, 2), fc.constant('-'), digits(2, 2)).map((p) => p.join('')),
+      fc.array(piece, { maxLength: 5 }),
+    ).map(([date, rest]) => date + rest.join(''));
+    fc.assert(
+      fc.property(fc.oneof(text, fc.array(piece, { maxLength: 6 }).map((p) => p.join(''))), (value) => {
+        expect(parseIso(value), JSON.stringify(value)).to.deep.equal(byRegex(value));
+      }),
+      { numRuns: 20_000, seed: 19 },
+    );
   });
 
   for (const [how, parserOf] of [
