@@ -505,6 +505,8 @@ function toDecimal(rule: FieldRule, where: string): Coerce {
       if (!Number.isFinite(value)) throw new CoercionIssue(`expected a decimal, got ${value}`);
       text = Number.isInteger(value) ? value.toFixed(0) : String(value);
       if (/e/i.test(text)) throw new CoercionIssue(`expected a decimal, got ${value}`);
+      // A number's text without an exponent is canonical already (no plus, no leading zeros).
+      if (minorUnits === 0) return text;
     } else if (typeof value === 'string') {
       text = value.trim();
       // Most amounts are already in their canonical form (with the vendor's separator).

@@ -145,6 +145,24 @@ describe('normalize', () => {
     for (const bad of ['1,2,3', '--1', '1e5', '12,']) expect(await one(comma, { a: bad }), bad).to.include({ code: 'MAPPING', path: '/a' });
   });
 
+  it('gives numbers as the decimal text the exact decimal rule gives them', async () => {
+    const dot = { fields: { a: { from: 'a', type: 'decimal' as const } } };
+    // The rule applied to the number's own text: sign, whole part without leading zeros, fraction.
+    const byRule = (n: number): string => {
+      const text = Number.isInteger(n) ? n.toFixed(0) : String(n);
+      const [, sign, whole, fraction] = /^([+-]?)(\d+)(?:\.(\d+))?$/.exec(text)!;
+      return `${sign === '-' ? '-' : ''}${whole!.replace(/^0+(?=\d)/, '')}${fraction ? `.${fraction}` : ''}`;
+    };
+    const plain = fc.double({ noNaN: true, noDefaultInfinity: true }).filter((n) => !/e/i.test(Number.isInteger(n) ? n.toFixed(0) : String(n)));
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(plain, fc.integer(), fc.constantFrom(0, -0, 0.1, -0.5, 1e20, 123.456)), async (n) => {
+        expect(await one(dot, { a: n }), String(n)).to.deep.equal({ a: byRule(n) });
+      }),
+      { numRuns: 2000 },
+    );
+    for (const bad of [1e21, -1e-7, 5e-324]) expect(await one(dot, { a: bad }), String(bad)).to.include({ code: 'MAPPING', path: '/a' });
+  });
+
   it('keeps calendar dates on the day the vendor wrote', async () => {
     const date = { fields: { d: { from: 'd', type: 'date' as const, timeZone: 'Asia/Tokyo' } } };
     expect(await one(date, { d: '2026-04-10' })).to.deep.equal({ d: '2026-04-10' });
