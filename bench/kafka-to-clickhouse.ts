@@ -31,6 +31,7 @@ import { validate } from '../operators/validate';
 import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir, samplesDir } from '../examples/bookings/paths';
 import { bookingSchema, type Booking } from '../examples/bookings/schema';
+import { formatAllocations, sampleAllocations } from './allocations';
 import { answerParent, benchDir, median, round, runChild, sampleMemory, table } from './harness';
 import { bookingValidator, mapStaylodge } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
@@ -168,6 +169,10 @@ async function profile(dir: string): Promise<void> {
   await withTopics(async (topic) => {
     for (const side of ['pipeline', 'peer'] as const) {
       await runChild<number[]>(__filename, ['profile', topic, side], { timeoutMs: 300_000, execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${side}.cpuprofile`] });
+    }
+    // Then where each side allocates, in children of their own (the sampler costs time).
+    for (const side of ['pipeline', 'peer'] as const) {
+      await runChild<number[]>(__filename, ['profile', topic, side, join(dir, `${side}.heapprofile`)], { timeoutMs: 300_000 });
     }
   });
 }
@@ -542,19 +547,29 @@ async function latency(clickhouse: ReturnType<typeof embeddedClickHouse>, topic:
   return { records: latencies.length, p50: at(0.5), p99: at(0.99), max: latencies[latencies.length - 1] ?? NaN };
 }
 
-/** One side alone, three rounds: what `--profile` samples. Answers each round's rows/s. */
-async function profileRounds(topic: string, side: 'pipeline' | 'peer'): Promise<number[]> {
+/**
+ * One side alone, three rounds: what `--profile` samples. Answers each round's rows/s.
+ * With `allocations` (a file), the last round's allocations are sampled into it and printed.
+ */
+async function profileRounds(topic: string, side: 'pipeline' | 'peer', allocations?: string): Promise<number[]> {
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-kafka-'));
   const clickhouse = embeddedClickHouse({ path: dir });
   try {
     await migrate(clickhouse, migrationsDir);
     const rates: number[] = [];
+    // Consumer groups of their own: each round reads the topic from the start.
+    const group = allocations === undefined ? 'profile' : 'allocations';
     for (let r = 0; r < 3; r++) {
       await clickhouse.exec('TRUNCATE TABLE bookings');
+      const sampled = allocations !== undefined && r === 2 ? await sampleAllocations() : undefined;
       const { seconds, cpuSeconds, mainThreadCpuSeconds: main } =
-        side === 'pipeline' ? await pipelineOnce(clickhouse, topic, `${topic}-profile-${r}`) : await handWritten(clickhouse, topic, `${topic}-profile-peer-${r}`, 'bookings');
+        side === 'pipeline' ? await pipelineOnce(clickhouse, topic, `${topic}-${group}-${r}`) : await handWritten(clickhouse, topic, `${topic}-${group}-peer-${r}`, 'bookings');
       rates.push(round(MESSAGES / seconds));
-      console.log(`  round ${r + 1}/3: ${side} ${rates[r]!.toLocaleString('en')} rows/s, CPU per row ${((cpuSeconds * 1e6) / MESSAGES).toFixed(1)} µs, main thread ${((main * 1e6) / MESSAGES).toFixed(1)} µs`);
+      console.log(`  round ${r + 1}/3: ${side} ${rates[r]!.toLocaleString('en')} rows/s, CPU per row ${((cpuSeconds * 1e6) / MESSAGES).toFixed(1)} µs, main thread ${((main * 1e6) / MESSAGES).toFixed(1)} µs${sampled ? ' (allocations sampled)' : ''}`);
+      if (sampled) {
+        await sampled(allocations!);
+        console.log(`\n${side}: ${allocations}\n${formatAllocations(allocations!, MESSAGES, 'record', 20)}\n`);
+      }
     }
     return rates;
   } finally {
@@ -564,6 +579,6 @@ async function profileRounds(topic: string, side: 'pipeline' | 'peer'): Promise<
 }
 
 if (require.main === module && process.argv[2] === 'measure') answerParent(() => measure(process.argv[3]!, process.argv[4]!, Number(process.argv[5] ?? ROUNDS)));
-if (require.main === module && process.argv[2] === 'profile') answerParent(() => profileRounds(process.argv[3]!, process.argv[4] === 'peer' ? 'peer' : 'pipeline'));
+if (require.main === module && process.argv[2] === 'profile') answerParent(() => profileRounds(process.argv[3]!, process.argv[4] === 'peer' ? 'peer' : 'pipeline', process.argv[5]));
 
 export const benchmark: Benchmark = { name, run, profile };
