@@ -32,6 +32,22 @@ describe('dates', () => {
     for (const text of ['26-03-01', '2026-3-01', '2026-03-01T10', 'x2026-03-01', '2026-03-01x', '2026-03-01T10:20:30.1234567890', '2026-03-01T10:20:30+2']) {
       expect(parseIso(text), text).to.equal(undefined);
     }
+    // Each part's digits and separators, one wrong at a time.
+    for (const text of ['2026/03/01', '2026-03/01', '2O26-03-01', '2026-0x-01', '2026-03-0x', '2026-03-01X10:20', '2026-03-01T10:20:x0', '2026-03-01T10:20:5', '2026-03-01T10:20:30.', '2026-03-01T10:20:30,Z', '2026-03-01T10:20:30+0x', '2026-03-01T10:20:30+02x30', '2026-03-01T10:20:30+02:3']) {
+      expect(parseIso(text), text).to.equal(undefined);
+    }
+  });
+
+  it('reads the whitespace a regex \\s matches before the offset, and no other character', () => {
+    const spaces = [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20, 0xa0, 0x1680, 0x2000, 0x2005, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000, 0xfeff];
+    for (const code of spaces) {
+      expect(/\s/.test(String.fromCharCode(code)), code.toString(16)).to.equal(true);
+      expect(parseIso(`2026-03-01T10:20${String.fromCharCode(code)}Z`), code.toString(16)).to.deep.equal({ ...parts(2026, 3, 1, 10, 20), offset: 0 });
+    }
+    for (const code of [0x08, 0x0e, 0x1f, 0x85, 0x167f, 0x1fff, 0x200b, 0x2027, 0x202a, 0x205e, 0x2fff, 0xfefe]) {
+      expect(/\s/.test(String.fromCharCode(code)), code.toString(16)).to.equal(false);
+      expect(parseIso(`2026-03-01T10:20${String.fromCharCode(code)}Z`), code.toString(16)).to.equal(undefined);
+    }
   });
 
   it('reads ISO 8601 exactly as the regular expression that states the format does, on random near-ISO text', () => {
@@ -65,8 +81,12 @@ describe('dates', () => {
       fc.tuple(digits(4, 4), fc.constant('-'), digits(2, 2), fc.constant('-'), digits(2, 2)).map((p) => p.join('')),
       fc.array(piece, { maxLength: 5 }),
     ).map(([date, rest]) => date + rest.join(''));
+    // Sometimes one character changed anywhere, to bend what the pieces keep well-formed.
+    const bent = fc.tuple(fc.oneof(text, fc.array(piece, { maxLength: 6 }).map((p) => p.join(''))), fc.option(fc.tuple(fc.nat(30), fc.constantFrom('x', '/', '-', ':', '.', ' ', 'Z', '0', '')), { freq: 3 })).map(
+      ([value, change]) => (change && change[0] < value.length ? value.slice(0, change[0]) + change[1] + value.slice(change[0] + 1) : value),
+    );
     fc.assert(
-      fc.property(fc.oneof(text, fc.array(piece, { maxLength: 6 }).map((p) => p.join(''))), (value) => {
+      fc.property(bent, (value) => {
         expect(parseIso(value), JSON.stringify(value)).to.deep.equal(byRegex(value));
       }),
       { numRuns: 20_000, seed: 19 },
