@@ -3,6 +3,7 @@ import { ConfigError } from '../lib/errors';
 import { tooDeep, tooLarge } from '../lib/limits';
 import { bytesPerUnit, exactDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
 import { RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
+import { HALF_CHARACTER, unpairedSurrogate } from './utf16';
 
 /** Which elements of an XML file are records, and how they become objects. */
 export interface XmlOptions {
@@ -228,8 +229,7 @@ export class XmlFramer implements Framer {
       }
       if (this.#unit === 2 && this.#rawEnd % 2 === 1) {
         // Half a code unit, never decoded: no record holds it.
-        const error = { code: 'TRUNCATED', message: 'the file ends inside a UTF-16 character' };
-        this.#frames.push(refusedFrame(this.#rawSlice(this.#rawEnd - 1, this.#rawEnd), this.#rawEnd - 1, lastLine, error, this.#limits.maxRecordBytes));
+        this.#frames.push(refusedFrame(this.#rawSlice(this.#rawEnd - 1, this.#rawEnd), this.#rawEnd - 1, lastLine, HALF_CHARACTER, this.#limits.maxRecordBytes));
       }
     }
     if (this.#rest) {
@@ -373,7 +373,7 @@ export class XmlFramer implements Framer {
   /** The failure of a record with bytes not valid in the file's encoding, worded as for CSV and NDJSON lines. */
   #invalidFailure(): Failure {
     return this.#unit === 2
-      ? { code: 'INVALID_ENCODING', message: `line ${this.#recordLine} is not valid UTF-16: a surrogate without its pair` }
+      ? unpairedSurrogate(this.#recordLine)
       : { code: 'INVALID_UTF8', message: `line ${this.#recordLine} is not valid UTF-8` };
   }
 
