@@ -561,13 +561,13 @@ async function profileRounds(topic: string, side: 'pipeline' | 'peer', allocatio
     const group = allocations === undefined ? 'profile' : 'allocations';
     for (let r = 0; r < 3; r++) {
       await clickhouse.exec('TRUNCATE TABLE bookings');
-      const sampled = allocations !== undefined && r === 2 ? await sampleAllocations() : undefined;
+      const stopSampling = allocations !== undefined && r === 2 ? await sampleAllocations() : undefined;
       const { seconds, cpuSeconds, mainThreadCpuSeconds: main } =
         side === 'pipeline' ? await pipelineOnce(clickhouse, topic, `${topic}-${group}-${r}`) : await handWritten(clickhouse, topic, `${topic}-${group}-peer-${r}`, 'bookings');
       rates.push(round(MESSAGES / seconds));
-      console.log(`  round ${r + 1}/3: ${side} ${rates[r]!.toLocaleString('en')} rows/s, CPU per row ${((cpuSeconds * 1e6) / MESSAGES).toFixed(1)} µs, main thread ${((main * 1e6) / MESSAGES).toFixed(1)} µs${sampled ? ' (allocations sampled)' : ''}`);
-      if (sampled) {
-        await sampled(allocations!);
+      console.log(`  round ${r + 1}/3: ${side} ${rates[r]!.toLocaleString('en')} rows/s, CPU per row ${((cpuSeconds * 1e6) / MESSAGES).toFixed(1)} µs, main thread ${((main * 1e6) / MESSAGES).toFixed(1)} µs${stopSampling ? ' (allocations sampled)' : ''}`);
+      if (stopSampling) {
+        await stopSampling(allocations!);
         console.log(`\n${side}: ${allocations}\n${formatAllocations(allocations!, MESSAGES, 'record', 20)}\n`);
       }
     }
