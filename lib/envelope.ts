@@ -1,6 +1,10 @@
 import { ParseError, TributaryError, ValidationError } from './errors';
 
-/** Where a record came from and how often it was tried. */
+/**
+ * Where a record came from and how often it was tried. A source may give some fields as
+ * accessors, made when read (a file record's position): read them by name, or with
+ * `JSON.stringify`; a spread (`{ ...meta }`) copies only the fields the object holds.
+ */
 export interface RecordMeta {
   /** Name of the source that read it. */
   source: string;

@@ -22,7 +22,7 @@ export async function ingestFiles(options: FromFilesOptions) {
   const metas: Envelope<unknown>['meta'][] = [];
   const pipeline = new Pipeline({
     source,
-    transform: tap((e: Envelope<unknown>) => metas.push({ ...e.meta })),
+    transform: tap((e: Envelope<unknown>) => metas.push(e.meta)),
     sink,
     deadLetters,
     batch: { rows: 7, maxWaitMs: 5 },

@@ -6,7 +6,9 @@ import { tap } from 'rxjs';
 import { fromFiles, type FromFilesOptions } from '../../../connectors/files';
 import { ConfigError, ConnectorError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
+import type { RecordMeta } from '../../../lib/envelope';
 import type { DeadLetter } from '../../../lib/sink';
+import { ingestFiles } from '../../files-ingest';
 import { MemorySink, observed, tempDir } from '../../helpers';
 
 let dir: ReturnType<typeof tempDir>;
@@ -62,6 +64,23 @@ describe('fromFiles', () => {
     expect(letters).to.have.length(1);
     expect(letters[0]).to.include({ position: `${path}@9`, vendor: 'acme', stage: 'parse', code: 'PARSE_JSON', raw: '{"id":2' });
     expect(letters[0]!.message).to.match(/^line 2: /);
+  });
+
+  it("gives each record's meta every field by name and in JSON, the position made from file and offset", async () => {
+    const path = file('meta.ndjson', '{"id":1}\n\n{"id":2}\n');
+    const { metas } = await ingestFiles({ paths: path, vendor: 'acme' });
+    const fields = (m: RecordMeta) => [m.source, m.position, m.vendor, m.file, m.record, m.line, m.offset, m.attempt, typeof m.receivedAt];
+    expect(metas.map(fields)).to.deep.equal([
+      ['files', `${path}@0`, 'acme', path, 1, 1, 0, 1, 'number'],
+      ['files', `${path}@10`, 'acme', path, 2, 3, 10, 1, 'number'],
+    ]);
+    metas[1]!.schemaVersion = '3';
+    const json = JSON.parse(JSON.stringify(metas[1])) as RecordMeta;
+    expect(json).to.deep.equal({ source: 'files', position: `${path}@10`, vendor: 'acme', file: path, record: 2, line: 3, offset: 10, receivedAt: metas[1]!.receivedAt, attempt: 1, schemaVersion: '3' });
+    // Without a vendor, none is named.
+    const { metas: plain } = await ingestFiles({ paths: path });
+    expect(JSON.parse(JSON.stringify(plain[0]))).to.not.have.property('vendor');
+    expect(plain[0]!.vendor).to.equal(undefined);
   });
 
   it('dead-letters a line that is not UTF-8, keeping its bytes, and goes on', async () => {
