@@ -1,5 +1,5 @@
 import type { IHeaders } from 'kafkajs';
-import type { RecordMeta } from '../../lib/envelope';
+import type { Envelope, RecordMeta } from '../../lib/envelope';
 import { ConnectorError } from '../../lib/errors';
 import type { Cut, PartitionOffsets } from './partitionOffsets';
 
@@ -11,10 +11,13 @@ import type { Cut, PartitionOffsets } from './partitionOffsets';
  * The typed fields are private: they are not copied into the parts of a split payload
  * (`Object.assign`, spreads), nor written by `JSON.stringify`; a part reaches them through
  * the envelope it was split from (`envelope.received`).
+ *
+ * The position is made when asked (insert tokens ask for a batch's first and last, dead
+ * letters for theirs), from the partition's `topic/partition/` and the offset: a string
+ * less for every record held in flight.
  */
 export class KafkaRecordMeta implements RecordMeta {
   source: string;
-  position: string;
   receivedAt: number;
   attempt: number;
   declare vendor?: string;
@@ -23,14 +26,25 @@ export class KafkaRecordMeta implements RecordMeta {
   declare timestamp?: number;
   readonly #tracker: PartitionOffsets;
   readonly #offset: number;
+  readonly #prefix: string;
 
-  constructor(source: string, position: string, receivedAt: number, attempt: number, tracker: PartitionOffsets, offset: number) {
+  /** `prefix` is the partition's `topic/partition/`. */
+  constructor(source: string, prefix: string, receivedAt: number, attempt: number, tracker: PartitionOffsets, offset: number) {
     this.source = source;
-    this.position = position;
     this.receivedAt = receivedAt;
     this.attempt = attempt;
     this.#tracker = tracker;
     this.#offset = offset;
+    this.#prefix = prefix;
+  }
+
+  get position(): string {
+    return this.#prefix + this.#offset;
+  }
+
+  /** Every field, the position too, for `JSON.stringify` (a log line). */
+  toJSON(): RecordMeta {
+    return { ...this, position: this.position };
   }
 
   /** The tracker that emitted the record, when `meta` is a Kafka record's. */
@@ -52,6 +66,11 @@ export class KafkaRecordMeta implements RecordMeta {
 export function cutOf(offset: number, partPosition: string): Cut {
   const hash = partPosition.indexOf('#');
   return { offset, part: hash < 0 ? '' : partPosition.slice(hash) };
+}
+
+/** For `cutOf`: a part's position, or '' for a whole message (whose position has no part; not made for it). */
+export function partPosition(envelope: Envelope<unknown>): string {
+  return envelope.meta === envelope.received.meta ? '' : envelope.meta.position;
 }
 
 /**

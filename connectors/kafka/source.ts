@@ -9,7 +9,7 @@ import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
 import { sleep } from '../../lib/sleep';
 import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
-import { cutOf, KafkaRecordMeta, MessageText, safeOffset, shortText } from './record';
+import { cutOf, partPosition, KafkaRecordMeta, MessageText, safeOffset, shortText } from './record';
 
 export interface FromKafkaOptions extends KafkaConnectionOptions {
   /** The consumer group: instances with the same id share the topics' partitions. */
@@ -257,7 +257,7 @@ class KafkaSource implements Source<Uint8Array> {
             if (!emitter) return envelope.meta.position;
             const offset = KafkaRecordMeta.offsetOf(meta);
             const tracker = this.#trackerOf(envelope.received);
-            const end = tracker?.replayCut(cutOf(offset, envelope.meta.position));
+            const end = tracker?.replayCut(cutOf(offset, partPosition(envelope)));
             return `${emitter.id}/${tracker?.epoch ?? ''}/${Math.floor(offset / alignment)}/${end ? `${end.offset}${end.part}` : ''}`;
           };
   }
@@ -270,7 +270,7 @@ class KafkaSource implements Source<Uint8Array> {
 
   /** Where the batch would end if `envelope` (a record, or a part of one) were its last. */
   static #cutAt(envelope: Envelope<unknown>): Cut {
-    return cutOf(KafkaRecordMeta.offsetOf(envelope.received.meta), envelope.meta.position);
+    return cutOf(KafkaRecordMeta.offsetOf(envelope.received.meta), partPosition(envelope));
   }
 
   /** `within` or `last` for a record of a batch an earlier reader cut (and committed where). */
@@ -501,7 +501,7 @@ class KafkaSource implements Source<Uint8Array> {
         }
         unresolved = message.offset;
         if (offset > highest) highest = offset;
-        const meta = new KafkaRecordMeta(name, prefix + message.offset, receivedAt, offset <= emittedUpTo ? 2 : 1, tracker, offset);
+        const meta = new KafkaRecordMeta(name, prefix, receivedAt, offset <= emittedUpTo ? 2 : 1, tracker, offset);
         // Messages produced together share a timestamp: its text is read once, not per message.
         if (message.timestamp !== timestampText) timestamp = Number((timestampText = message.timestamp));
         if (timestamp >= 0) meta.timestamp = timestamp;

@@ -15,13 +15,15 @@ describe('batch by key: replay-stable boundaries for Kafka', () => {
     // source gives it; offset 5 of partition 0 is one message split into two records.
     const trackers = [new PartitionOffsets('t', 0), new PartitionOffsets('t', 1)];
     const message = (partition: number, offset: number) =>
-      new Envelope(`t/${partition}/${offset}`, new KafkaRecordMeta('test', `t/${partition}/${offset}`, 0, 1, trackers[partition]!, offset), undefined, 1, recorder);
+      new Envelope(`t/${partition}/${offset}`, new KafkaRecordMeta('test', `t/${partition}/`, 0, 1, trackers[partition]!, offset), undefined, 1, recorder);
     const envelopes = [
       message(0, 0), message(0, 1), message(1, 0), message(0, 2), message(0, 3), message(0, 4),
       ...message(0, 5).split(['t/0/5#1', 't/0/5#2']),
       message(1, 1), message(1, 2),
     ];
     expect(envelopes.map((e) => e.meta.position)).to.deep.equal(envelopes.map((e) => e.value));
+    // The position is made when asked, and written by JSON.stringify with the rest; the typed fields are not.
+    expect(JSON.parse(JSON.stringify(envelopes[0]!.meta))).to.deep.equal({ source: 'test', receivedAt: 0, attempt: 1, position: 't/0/0' });
     const batches = await lastValueFrom(from(envelopes).pipe(batch({ rows: 100, maxWaitMs: 1000, key: source.batchKey! }), toArray()));
     expect(batches.map((b) => b.envelopes.map((e) => e.value))).to.deep.equal([
       ['t/0/0', 't/0/1'],
