@@ -589,30 +589,32 @@ export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 /** Rows not queued, by why. */
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
 
-/** The rows of one transaction, in parallel arrays reused from one to the next. */
+/**
+ * The rows of one transaction, in columns sized for ROWS_PER_CALL rows and reused from one
+ * transaction to the next (emptied arrays would drop their storage and grow it again, push
+ * by push, every 2,000 rows): numbers in typed arrays, strings in arrays let go of on clear.
+ */
 class Transaction {
-  readonly entries: string[] = [];
-  readonly shards: number[] = [];
-  readonly versions: number[] = [];
-  readonly times: number[] = [];
+  size = 0;
+  readonly entries: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
+  readonly shards = new Uint8Array(ROWS_PER_CALL);
+  readonly versions = new Float64Array(ROWS_PER_CALL);
+  readonly times = new Float64Array(ROWS_PER_CALL);
   /** Each row's vendor bucket list: its number among `listArguments` (1 for the first). */
-  readonly lists: number[] = [];
+  readonly lists = new Uint32Array(ROWS_PER_CALL);
   /** Each row's bytes in the encoded body, or its JSON. */
-  readonly starts: number[] = [];
-  readonly ends: number[] = [];
-  readonly rows: string[] = [];
+  readonly starts = new Float64Array(ROWS_PER_CALL);
+  readonly ends = new Float64Array(ROWS_PER_CALL);
+  readonly rows: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
   /** Each row's customer, '' for none. */
-  readonly customers: string[] = [];
+  readonly customers: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
   /** Each row's member hash, and a bit per hash seen (its top 16 bits): a booking given twice is found without a set of strings. */
-  readonly hashes: number[] = [];
+  readonly hashes = new Uint32Array(ROWS_PER_CALL);
   readonly seenBits = new Uint32Array(2048);
   /** Vendor bucket lists and their ends, in GUARD's order; each one's number by vendor and bucket. */
   listArguments: string[] = [];
   listNumbers = new Map<string, Map<number, number>>();
   bytes = 0;
-  get size(): number {
-    return this.entries.length;
-  }
   /** Whether the booking of `entry` (its member hashing to `hash`) is in this transaction already; notes it. */
   has(entry: string, hash: number): boolean {
     const bit = hash >>> 16;
@@ -622,11 +624,28 @@ class Transaction {
       this.seenBits[word]! |= mask;
       return false;
     }
-    for (let i = 0; i < this.hashes.length; i++) if (this.hashes[i] === hash && this.entries[i] === entry) return true;
+    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash && this.entries[i] === entry) return true;
     return false;
   }
+  add(hash: number, entry: string, shard: number, version: number, time: number, list: number, start: number, end: number, row: string, customer: string): void {
+    const i = this.size++;
+    this.hashes[i] = hash;
+    this.entries[i] = entry;
+    this.shards[i] = shard;
+    this.versions[i] = version;
+    this.times[i] = time;
+    this.lists[i] = list;
+    this.starts[i] = start;
+    this.ends[i] = end;
+    this.rows[i] = row;
+    this.customers[i] = customer;
+  }
   clear(): void {
-    for (const column of [this.entries, this.shards, this.versions, this.times, this.lists, this.starts, this.ends, this.rows, this.customers, this.hashes]) column.length = 0;
+    // The strings are let go of; the numbers are written over.
+    this.entries.fill('', 0, this.size);
+    this.rows.fill('', 0, this.size);
+    this.customers.fill('', 0, this.size);
+    this.size = 0;
     this.seenBits.fill(0);
     this.listArguments = [];
     this.listNumbers = new Map();
@@ -634,6 +653,8 @@ class Transaction {
   }
 }
 
+/** The one transaction `queuePuts` fills (it runs to its end without waiting: never two at once). */
+const transaction = new Transaction();
 const packed = new Bytes();
 const protocol = new Bytes();
 
@@ -759,20 +780,22 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const { layout, bucketMs } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const cut = now - layout.ttlMs;
-  const t = new Transaction();
+  const t = transaction;
+  t.clear();
   const body = encoded?.body;
   const keyFields = layout.keyFields;
   const customerField = layout.customerField;
-  const parts: string[] = [];
+  // Written over row by row (emptying it would drop its storage, grown again by each row's pushes).
+  const parts: string[] = Array.from({ length: keyFields.length }, () => '');
   for (let index = 0; index < rows.length; index++) {
     const row = rows[index]!;
-    parts.length = 0;
-    for (const field of keyFields) {
-      const part = row?.[field];
-      if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts.push(String(part));
+    let found = 0;
+    for (; found < keyFields.length; found++) {
+      const part = row?.[keyFields[found]!];
+      if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts[found] = String(part);
       else break;
     }
-    const time = parts.length === keyFields.length ? timeMs(row[layout.timeField]) : undefined;
+    const time = found === keyFields.length ? timeMs(row[layout.timeField]) : undefined;
     const version = timeMs(row?.[layout.versionField]);
     if (time === undefined || version === undefined) {
       unqueued.unkeyed++;
@@ -801,30 +824,21 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       t.listArguments.push(keys.vendorBucket(vendor, bucket), String((bucket + 1) * bucketMs));
       numbers.set(bucket, (listNumber = t.listArguments.length / 2));
     }
-    t.hashes.push(hash);
-    t.entries.push(entry);
-    t.shards.push(shard);
-    t.versions.push(version);
-    t.times.push(time);
-    t.lists.push(listNumber);
+    const customer = customerField === undefined ? undefined : row[customerField];
+    const customerText = typeof customer === 'string' ? customer : '';
     if (encoded) {
       const start = index === 0 ? 0 : encoded.ends[index - 1]!;
       const end = encoded.ends[index]! - 1; // without its newline
-      t.starts.push(start);
-      t.ends.push(end);
-      t.rows.push('');
+      t.add(hash, entry, shard, version, time, listNumber, start, end, '', customerText);
       t.bytes += end - start;
     } else {
       const json = JSON.stringify(row);
-      t.starts.push(0);
-      t.ends.push(0);
-      t.rows.push(json);
+      t.add(hash, entry, shard, version, time, listNumber, 0, 0, json, customerText);
       t.bytes += json.length;
     }
-    const customer = customerField === undefined ? undefined : row[customerField];
-    t.customers.push(typeof customer === 'string' ? customer : '');
   }
   if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body);
+  t.clear();
   return unqueued;
 }
 
