@@ -3,7 +3,7 @@ import { Parser } from 'csv-parse';
 import { ConfigError } from '../lib/errors';
 import { tooLarge } from '../lib/limits';
 import { ByteSwapper, latin1ToCp1252, singleByteChar, type FileEncoding } from './encoding';
-import { EXCERPT_BYTES, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
+import { EXCERPT_BYTES, invalidUtf8, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 import { HALF_CHARACTER, pairedSurrogates, unpairedSurrogate } from './utf16';
 
 /** How a CSV file is laid out. */
@@ -380,7 +380,7 @@ export class CsvFramer implements Framer {
       // Decoded leniently, bytes that are not UTF-8 (or an unpaired UTF-16 surrogate) would be stored as U+FFFD.
       const raw = this.#history.slice(offset, end);
       if (this.#utf8 ? !isUtf8(raw) : !pairedSurrogates(raw)) {
-        const error = this.#utf8 ? { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` } : unpairedSurrogate(line);
+        const error = this.#utf8 ? invalidUtf8(line) : unpairedSurrogate(line);
         this.#frames.push(refusedFrame(this.#raw(raw), offset, line, error, this.#limits.maxRecordBytes));
         this.#advance(end);
         return;

@@ -100,6 +100,11 @@ export function refusedFrame(bytes: Buffer, offset: number, line: number, error:
   return refused.frame(offset, line, error);
 }
 
+/** The dead-letter error of a record whose bytes are not UTF-8, in every format that reads UTF-8 (NDJSON, JSON arrays, CSV, XML). */
+export function invalidUtf8(line: number): { code: string; message: string } {
+  return { code: 'INVALID_UTF8', message: `line ${line} is not valid UTF-8` };
+}
+
 function startsWithBom(data: Buffer, at: number): boolean {
   return data[at] === 0xef && data[at + 1] === 0xbb && data[at + 2] === 0xbf;
 }

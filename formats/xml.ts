@@ -2,7 +2,7 @@ import sax from 'sax';
 import { ConfigError } from '../lib/errors';
 import { tooDeep, tooLarge } from '../lib/limits';
 import { bytesPerUnit, exactDecoder, type ChunkDecoder, type FileEncoding } from './encoding';
-import { RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
+import { invalidUtf8, RefusedBytes, refusedFrame, type Frame, type Framer, type FramingLimits } from './framing';
 import { HALF_CHARACTER, unpairedSurrogate } from './utf16';
 
 /** Which elements of an XML file are records, and how they become objects. */
@@ -372,9 +372,7 @@ export class XmlFramer implements Framer {
 
   /** The failure of a record with bytes not valid in the file's encoding, worded as for CSV and NDJSON lines. */
   #invalidFailure(): Failure {
-    return this.#unit === 2
-      ? unpairedSurrogate(this.#recordLine)
-      : { code: 'INVALID_UTF8', message: `line ${this.#recordLine} is not valid UTF-8` };
+    return this.#unit === 2 ? unpairedSurrogate(this.#recordLine) : invalidUtf8(this.#recordLine);
   }
 
   #close(): void {

@@ -8,7 +8,7 @@ import { checkJsonText, hasMoreOpenings } from '../../lib/limits';
 import type { SourceContext } from '../../lib/source';
 import { CsvFramer, type ResolvedCsvOptions } from '../../formats/csv';
 import { latin1ToCp1252, sniffEncoding, SNIFF_BYTES, type FileEncoding } from '../../formats/encoding';
-import { JsonArrayFramer, LineFramer, refusedRaw, type Frame, type Framer, type FramingLimits } from '../../formats/framing';
+import { invalidUtf8, JsonArrayFramer, LineFramer, refusedRaw, type Frame, type Framer, type FramingLimits } from '../../formats/framing';
 import { isUtf16 } from '../../formats/utf16';
 import { XmlFramer, type ResolvedXmlOptions } from '../../formats/xml';
 
@@ -320,12 +320,7 @@ export function deliverFrame(
     return;
   }
   if (checkUtf8 && !frame.utf8) {
-    context.reject(meta, Buffer.from(frame.bytes), bytes, {
-      stage: 'source',
-      code: 'INVALID_UTF8',
-      message: `line ${frame.line} is not valid UTF-8`,
-      path: '',
-    });
+    context.reject(meta, Buffer.from(frame.bytes), bytes, { stage: 'source', path: '', ...invalidUtf8(frame.line) });
     return;
   }
   const text = decodeText(frame.bytes);
