@@ -149,11 +149,17 @@ function lastValue(value: IHeaders[string]): Buffer | string | undefined {
   return Array.isArray(value) ? value[value.length - 1] : value;
 }
 
-/** Whether `bytes` are the ASCII text `text`. */
+/**
+ * Whether `bytes` are the ASCII text `text`. A byte past ASCII never is: 0xE9 is 'é' in
+ * Latin-1, but not UTF-8, and must not read as an 'é' decoded from an earlier message.
+ */
 function asciiEquals(bytes: Buffer, text: string): boolean {
   const length = text.length;
   if (bytes.length !== length) return false;
-  for (let i = 0; i < length; i++) if (bytes[i] !== text.charCodeAt(i)) return false;
+  for (let i = 0; i < length; i++) {
+    const byte = bytes[i]!;
+    if (byte > 0x7f || byte !== text.charCodeAt(i)) return false;
+  }
   return true;
 }
 

@@ -1,8 +1,10 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../../../connectors/kafka/partitionOffsets';
-import { cutOf, MessageText, safeOffset, shortText } from '../../../connectors/kafka/record';
+import { cutOf, KafkaRecordMeta, MessageText, partPosition, safeOffset, shortText } from '../../../connectors/kafka/record';
+import { Envelope } from '../../../lib/envelope';
 import { ConnectorError } from '../../../lib/errors';
+import { Recorder } from '../../helpers';
 
 describe('PartitionOffsets: the commit point of one partition', () => {
   it('is always just past the longest settled prefix, whatever the settlement order and offset gaps', () => {
@@ -178,6 +180,24 @@ describe('Kafka record positions and text', () => {
     for (const text of ['9007199254740992', '9007199254740993', '9223372036854775807', '-1', 'x']) {
       expect(() => safeOffset(text, 'partition t/0'), text).to.throw(ConnectorError, `partition t/0: offset ${text} is past what this source tracks exactly`);
     }
+    // Not retriable: reading the partition again meets the same offset.
+    expect(() => safeOffset('9007199254740992', 'p')).to.throw(ConnectorError).with.property('retriable', false);
+  });
+
+  it("cuts a whole message at its offset and a part of one at its part, reading a message's position only for a part", () => {
+    expect(cutOf(4, 't/0/4')).to.deep.equal({ offset: 4, part: '' });
+    expect(cutOf(5, 't/0/5#2')).to.deep.equal({ offset: 5, part: '#2' });
+    // From the first '#' on, wherever it is.
+    expect(cutOf(5, '#1')).to.deep.equal({ offset: 5, part: '#1' });
+    const tracker = new PartitionOffsets('t', 0);
+    const recorder = new Recorder();
+    const meta = new KafkaRecordMeta('test', 't/0/', 0, 1, tracker, 5);
+    Object.defineProperty(meta, 'position', { get: () => expect.fail('a whole message has no part: its position is not read') });
+    const whole = new Envelope<unknown>('a\nb', meta, undefined, 3, recorder);
+    expect(partPosition(whole)).to.equal('');
+    expect(partPosition(whole.map('c'))).to.equal('');
+    const parts = new Envelope<unknown>('a\nb', new KafkaRecordMeta('test', 't/0/', 0, 1, tracker, 5), undefined, 3, recorder).split(['a', 'b']);
+    expect(parts.map(partPosition)).to.deep.equal(['t/0/5#1', 't/0/5#2']);
   });
 
   it('decodes keys and headers as UTF-8 text, reusing the text of a header value seen before only when the bytes are the same', () => {
@@ -194,6 +214,10 @@ describe('Kafka record positions and text', () => {
       const headers = decode.headers({ vendor: Buffer.from(value), other: [Buffer.from('a'), Buffer.from(value)], text: 'plain', none: undefined });
       expect(headers, value).to.deep.equal({ vendor: value, other: value, text: 'plain' });
     }
+    // A byte that is 'é' in Latin-1 but not UTF-8, after 'é' in UTF-8: not the text remembered.
+    const latin = new MessageText();
+    expect(latin.headers({ vendor: Buffer.from('é') })).to.deep.equal({ vendor: 'é' });
+    expect(latin.headers({ vendor: Buffer.from([0xe9]) })).to.deep.equal({ vendor: '\ufffd' });
   });
 
   it("gives a message the previous message's headers object when they decode alike, name for name, and a new one otherwise", () => {
