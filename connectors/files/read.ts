@@ -72,7 +72,7 @@ class FileRead {
  * for a batch's first and last; dead letters for theirs), not for every record. Every
  * record in flight holds one until its batch is written, so each field it leaves out is
  * memory every young-generation collection does not copy: with the position string and
- * five shared fields gone, 20% fewer bytes survive them. Built by a constructor rather than
+ * five shared fields gone, a third fewer bytes survive them. Built by a constructor rather than
  * as a literal: V8 then keeps room in the object for the fields later steps add
  * (`schemaVersion`), where a literal grows a second object for them.
  */
@@ -190,7 +190,7 @@ export async function readFile(
   let decodeText: (bytes: Buffer) => string = utf8Text;
   let checkUtf8 = true;
 
-  // Every position of the file starts with this: one concatenation per record, not two.
+  // Every position of the file starts with this: one concatenation when a position is asked for, not two.
   const positionPrefix = `${file}@`;
   const deliver = async (frames: Frame[]) => {
     const read = new FileRead(source, file, vendor, Date.now(), positionPrefix);
