@@ -92,6 +92,18 @@ describe('toRedisCache protocol bytes', () => {
     }
   });
 
+  it('starts each put afresh: rows of a put that failed part way, or of the put before, are never written again', () => {
+    const row = (id: string, extra: Record<string, unknown> = {}) => ({ vendor: 'acme', booking_id: id, booked_at: now - 1000, updated_at: now - 500, ...extra });
+    // 2,500 rows: two transactions, the second cut short by a row JSON cannot write.
+    const failing = [...Array.from({ length: 2_500 }, (_, i) => row(`F-${i}`)), row('BAD', { n: 1n }), row('AFTER')];
+    expect(() => queuedCommands(keys, failing, now)).to.throw(TypeError);
+    const values = storedValues(queuedCommands(keys, [row('ONLY')], now));
+    expect([...values.keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'ONLY']))]);
+    // And after a put that ended well, with more rows than one transaction holds.
+    queuedCommands(keys, Array.from({ length: 2_001 }, (_, i) => row(`G-${i}`)), now);
+    expect([...storedValues(queuedCommands(keys, [row('NEXT')], now)).keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'NEXT']))]);
+  });
+
   it('copies encoded rows from where they lie in a larger buffer', () => {
     const rows = Array.from({ length: 50 }, (_, i) => ({ vendor: i % 2 ? 'acme' : 'globex', booking_id: `B-${i}`, booked_at: new Date(now - 60_000 * i).toISOString(), updated_at: new Date(now - i).toISOString(), text: 'x'.repeat(i) }));
     const encoded = encodedRows(rows.map((row) => JSON.stringify(row)));
