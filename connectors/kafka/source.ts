@@ -9,7 +9,7 @@ import { nonNegativeInteger, positiveInteger } from '../../lib/options';
 import { resolveConnection, type KafkaConnectionOptions } from './client';
 import { sleep } from '../../lib/sleep';
 import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets, type Cut } from './partitionOffsets';
-import { cutOf, partPosition, KafkaRecordMeta, MessageText, safeOffset, shortText } from './record';
+import { cutOf, KafkaRecordMeta, MessageText, partPosition, safeOffset, shortText } from './record';
 
 export interface FromKafkaOptions extends KafkaConnectionOptions {
   /** The consumer group: instances with the same id share the topics' partitions. */
