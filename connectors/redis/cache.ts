@@ -639,6 +639,8 @@ class Transaction {
     this.ends[i] = end;
     this.rows[i] = row;
     this.customers[i] = customer;
+    // One of the two is empty: the row's stretch of the body, or its JSON.
+    this.bytes += end - start + row.length;
   }
   clear(): void {
     // The strings are let go of; the numbers are written over.
@@ -826,16 +828,10 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     }
     const customer = customerField === undefined ? undefined : row[customerField];
     const customerText = typeof customer === 'string' ? customer : '';
-    if (encoded) {
-      const start = index === 0 ? 0 : encoded.ends[index - 1]!;
-      const end = encoded.ends[index]! - 1; // without its newline
-      t.add(hash, entry, shard, version, time, listNumber, start, end, '', customerText);
-      t.bytes += end - start;
-    } else {
-      const json = JSON.stringify(row);
-      t.add(hash, entry, shard, version, time, listNumber, 0, 0, json, customerText);
-      t.bytes += json.length;
-    }
+    // The row's bytes in the encoded body (without its newline), or its JSON.
+    const start = encoded ? (index === 0 ? 0 : encoded.ends[index - 1]!) : 0;
+    const end = encoded ? encoded.ends[index]! - 1 : 0;
+    t.add(hash, entry, shard, version, time, listNumber, start, end, encoded ? '' : JSON.stringify(row), customerText);
   }
   if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body);
   t.clear();
