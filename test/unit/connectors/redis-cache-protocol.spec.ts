@@ -104,6 +104,14 @@ describe('toRedisCache protocol bytes', () => {
     expect([...storedValues(queuedCommands(keys, [row('NEXT')], now)).keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'NEXT']))]);
   });
 
+  it('closes a transaction once its rows reach 4 MiB, counting encoded rows and JSON alike', () => {
+    // Four rows of 1.5 MiB: three fill a transaction past 4 MiB, the fourth starts the next.
+    const rows = Array.from({ length: 4 }, (_, i) => ({ vendor: 'acme', booking_id: `L-${i}`, booked_at: now - 1000, updated_at: now - 500, text: 'x'.repeat(1.5 * 2 ** 20) }));
+    const transactions = (commands: Buffer[][]) => commands.filter((args) => args[0]!.toString() === 'MULTI').length;
+    expect(transactions(queuedCommands(keys, rows, now))).to.equal(2);
+    expect(transactions(queuedCommands(keys, rows, now, encodedRows(rows.map((row) => JSON.stringify(row)))))).to.equal(2);
+  });
+
   it('copies encoded rows from where they lie in a larger buffer', () => {
     const rows = Array.from({ length: 50 }, (_, i) => ({ vendor: i % 2 ? 'acme' : 'globex', booking_id: `B-${i}`, booked_at: new Date(now - 60_000 * i).toISOString(), updated_at: new Date(now - i).toISOString(), text: 'x'.repeat(i) }));
     const encoded = encodedRows(rows.map((row) => JSON.stringify(row)));
