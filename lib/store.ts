@@ -42,8 +42,10 @@ export interface ClickHouseClient {
 
 /** Quotes an identifier (`db.table` stays two parts). */
 export function quoteIdentifier(name: string): string {
-  return name
-    .split('.')
-    .map((part) => '`' + part.replace(/\\/g, '\\\\').replace(/`/g, '\\`') + '`')
-    .join('.');
+  return name.split('.').map(quoteName).join('.');
+}
+
+/** One name quoted as it is, dots and all: a database or a table name read from the engine. */
+export function quoteName(name: string): string {
+  return '`' + name.replace(/\\/g, '\\\\').replace(/`/g, '\\`') + '`';
 }

@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Session } from 'chdb';
 import { ConfigError } from '../../lib/errors';
+import { quietLogger, type Logger } from '../../lib/logger';
 import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
+import { forgetUncommittedInserts } from './uncommittedInserts';
 
 export interface EmbeddedClickHouseOptions {
   /**
@@ -10,7 +12,12 @@ export interface EmbeddedClickHouseOptions {
    * it at a time (chDB locks it). @default '.tributary/chdb'
    */
   path?: string;
+  /** Where opening the store reports the inserts of a crashed process it made it forget (warn). */
+  logger?: Logger;
 }
+
+/** Directories this process has opened: the engine is shared by every session on one. */
+const opened = new Set<string>();
 
 /**
  * ClickHouse in this process (chDB): the zero-setup store. Queries and inserts run off
@@ -28,6 +35,7 @@ export interface EmbeddedClickHouseOptions {
 export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): ClickHouseClient {
   const path = resolve(options.path ?? '.tributary/chdb');
   if (path.includes('\0')) throw new ConfigError('path must not contain NUL');
+  const logger = options.logger ?? quietLogger;
   let session: Session | undefined;
   // Sessions on the same directory share the engine; each holds one stream at a time.
   // A stream runs beside inserts and queries on the other sessions, where a query through
@@ -37,11 +45,25 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
+    let opening: Session;
     try {
-      return new chdb.Session(path);
+      opening = new chdb.Session(path);
     } catch (cause) {
       throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
     }
+    if (!opened.has(path)) {
+      // Before any insert of this process: see forgetUncommittedInserts.
+      try {
+        const { forgotten, unread } = forgetUncommittedInserts(opening);
+        for (const { table, part } of forgotten) logger.warn('embedded ClickHouse: an insert cut off by a crash was never stored; its token is forgotten, so the batch written again is stored', { table, part });
+        for (const { table, reason } of unread) logger.warn('embedded ClickHouse: deduplication log not checked for inserts cut off by a crash', { table, reason });
+      } catch (cause) {
+        opening.close();
+        throw errorOf(cause, `cannot check the embedded ClickHouse at ${path} for inserts cut off by a crash`);
+      }
+      opened.add(path);
+    }
+    return opening;
   };
   const open = (): Session => (session ??= connect());
   return {

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { killInsideInsert } from '../crashShim';
 import { delay, tempDir, until } from '../helpers';
 import type { RunConfig } from './source-child';
 
@@ -71,7 +72,7 @@ export interface SourceInput {
   /** The most rows a record may have in the end, when the source itself served it more than once (a poller's pages overlapping). @default 1, plus 1 for a record stored past the saved position when the run ended */
   copies?(ref: string): number;
   /** Source-specific checks after the first run ended or was killed (after each kill, in the kill test's `round`). */
-  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[]; round?: number }): void | Promise<void>;
+  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[]; round?: number; insideInsert?: boolean }): void | Promise<void>;
   /** Source-specific checks after the run that finished the input. */
   afterLast?(last: { counts: Counts; stats?: RunStats; first: { counts: Counts; promised: string[] } }): void | Promise<void>;
   teardown?(): Promise<void>;
@@ -96,8 +97,8 @@ interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function start(config: RunConfig): Child {
-  const child = spawn(process.execPath, [CHILD, 'run', JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(config: RunConfig, env?: NodeJS.ProcessEnv): Child {
+  const child = spawn(process.execPath, [CHILD, 'run', JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'], ...(env && { env: { ...process.env, ...env } }) });
   let out = '';
   let err = '';
   const lines: any[] = [];
@@ -139,8 +140,8 @@ function counted(chdb: string): Promise<Counts> {
 }
 
 /** Starts the child and its feed; returns with the child's URL when it listens. */
-async function launch(driver: SourceDriver, input: SourceInput, chdb: string, faults: Partial<RunConfig> = {}): Promise<{ child: Child; url?: string }> {
-  const child = start({ kind: driver.kind, chdb, options: input.options, ...(input.batch && { batch: input.batch }), ...(input.inFlight && { inFlight: input.inFlight }), ...faults });
+async function launch(driver: SourceDriver, input: SourceInput, chdb: string, faults: Partial<RunConfig> = {}, env?: NodeJS.ProcessEnv): Promise<{ child: Child; url?: string }> {
+  const child = start({ kind: driver.kind, chdb, options: input.options, ...(input.batch && { batch: input.batch }), ...(input.inFlight && { inFlight: input.inFlight }), ...faults }, env);
   if (driver.kind !== 'webhook') return { child };
   const { url } = await child.event<{ url: string }>('listening');
   return { child, url };
@@ -314,6 +315,26 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       const promisedAtKill = new Set(first.promised);
       const exposed = Object.keys(first.counts.refs).filter((ref) => !promisedAtKill.has(ref)).length;
       console.log(`      ${JSON.stringify({ raw: counts.raw, distinct: counts.distinct, storedAtKill: first.counts.raw, promisedAtKill: first.promised.length, storedPastPromise: exposed })}`);
+      expectAllOnce(input, counts, first);
+      await input.afterLast?.({ counts, stats, first });
+    });
+
+    it('kill -9 inside an insert (its token logged, its rows not yet stored) and restart: every record stored, the batch cut off too', async () => {
+      input = await driver.input(work.path, 'kill');
+      const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(1) }) };
+      // The 8th part the engine commits, records' or dead letters': a few batches in.
+      const { child, url } = await launch(driver, input, chdb(), faults, killInsideInsert(8));
+      running = child;
+      if (url) input.feed!(url);
+      expect((await child.exited).signal, `the run was not killed inside an insert: ${child.output()}`).to.equal('SIGKILL');
+      await input.halt?.();
+      const first = { counts: await counted(chdb()), promised: await input.promised() };
+      const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
+      expect(lost.slice(0, 10), `${lost.length} records promised at the kill but not stored`).to.deep.equal([]);
+      await input.afterFirst?.({ ...first, round: 1, insideInsert: true });
+
+      const stats = await finish(driver, input, chdb());
+      const counts = await counted(chdb());
       expectAllOnce(input, counts, first);
       await input.afterLast?.({ counts, stats, first });
     });
