@@ -203,6 +203,12 @@ export class CsvFramer implements Framer {
   }
 
   end(): Frame[] {
+    if (this.#overlong) {
+      // A CR that ended the last read ends the refused line: a UTF-16BE file's odd last
+      // byte, held back until now, is then refused on its own, as in UTF-16LE.
+      const at = this.#history.nextLineStart(Math.max(this.#fed - 2, this.#overlong.offset), true);
+      if (at >= 0) this.#endOverlong(at);
+    }
     if (this.#swap) {
       // A dangling odd byte, as the file holds it.
       const rest = this.#swap.end();
@@ -542,24 +548,37 @@ class ByteHistory {
     this.#end += chunk.length;
   }
 
-  /** 1-based line of the byte at `offset` (offsets before the cursor get the cursor's line). */
+  /**
+   * 1-based line of the byte at `offset` (offsets before the cursor get the cursor's line).
+   * A UTF-16 line feed whose second byte is not read yet stops the cursor before it: it is
+   * counted once that byte comes.
+   */
   lineAt(offset: number): number {
     if (offset <= this.#cursor) return this.#cursorLine;
+    let reached = Math.min(offset, this.#end);
     let base = this.#start;
-    for (const chunk of this.#chunks) {
+    scan: for (const chunk of this.#chunks) {
       const chunkEnd = base + chunk.length;
       if (chunkEnd > this.#cursor) {
         let i = Math.max(this.#cursor - base, 0);
         const stop = Math.min(offset, chunkEnd) - base;
         while ((i = chunk.indexOf(0x0a, i)) >= 0 && i < stop) {
-          if (this.#step === 1 || ((base + i) % 2 === 0 && this.#byteAt(base + i + 1) === 0)) this.#cursorLine++;
+          if (this.#step === 1) this.#cursorLine++;
+          else if ((base + i) % 2 === 0) {
+            const second = this.#byteAt(base + i + 1);
+            if (second === undefined) {
+              reached = base + i;
+              break scan;
+            }
+            if (second === 0) this.#cursorLine++;
+          }
           i++;
         }
       }
       if (chunkEnd >= offset) break;
       base = chunkEnd;
     }
-    this.#cursor = Math.min(offset, this.#end);
+    this.#cursor = reached;
     return this.#cursorLine;
   }
 
