@@ -279,6 +279,10 @@ const xmlFile = fc
     cut: fc.option(fc.double({ min: 0, max: 1, noNaN: true }), { freq: 3 }),
   })
   .map(({ pieces, breaks, bom, cut }) => {
+    // A stray </B> after an unclosed <B id="open"> closes it: the records between are then
+    // children of a well-formed record, stored inside it, which the reference does not model.
+    const open = pieces.findIndex((p) => typeof p !== 'function' && p.bytes.toString() === '<B id="open"><x>1</x>');
+    if (open >= 0) pieces = pieces.filter((p, i) => i <= open || typeof p === 'function' || p.bytes.toString() !== '</B>');
     const written = layout('<?xml version="1.0" encoding="UTF-8"?>\n<root>', numbered(pieces), breaks, bom, undefined);
     const bytes = Buffer.concat([written.bytes, text('</root>\n')]);
     if (cut === null) return { bytes, records: written.records };
