@@ -13,6 +13,7 @@ import { bookingSchema } from '../../../examples/bookings/schema';
 import { planPushdown } from '../../../pushdown/compile';
 import type { PushdownPlan } from '../../../pushdown/plan';
 import { globetrekPlan } from '../../fixtures/globetrekPlan';
+import { killInsideInsert } from '../../crashShim';
 import { tempDir, testClickHouse, until } from '../../helpers';
 
 const run = promisify(execFile);
@@ -368,57 +369,63 @@ describe('pushdown: bulkImport on the embedded store', function () {
 describe('pushdown: bulkImport killed mid-file and run again', function () {
   this.timeout(300_000);
 
-  it('stores every record exactly once (plain count(), no FINAL, no waiting for merges) and dead-letters each refused line under one position', async () => {
-    const work = tempDir('tributary-import-crash-');
-    try {
-      const dir = join(work.path, 'globetrek');
-      mkdirSync(dir);
-      const file = join(dir, 'feed.ndjson');
-      const total = 60_000;
-      let broken = 0;
-      const lines: string[] = [];
-      for (let i = 1; i <= total; i++) {
-        // Refunds are stored by the JS path, broken lines dead-lettered there.
-        lines.push(i % 1000 === 0 ? booking(i, { status: 'RFND', total: '-5,00' }) : booking(i));
-        if (i % 1500 === 0) {
-          lines.push(`{"booking_no":"GT-broken-${i}",`);
-          broken++;
+  // Killed by the test after three chunks, or by the engine's 12th part rename: inside an
+  // insert whose token is logged and whose rows are not stored yet (see crashShim).
+  for (const how of ['after three chunks', 'inside an insert'] as const) {
+    it(`killed ${how}: stores every record exactly once (plain count(), no FINAL, no waiting for merges) and dead-letters each refused line under one position`, async () => {
+      const work = tempDir('tributary-import-crash-');
+      try {
+        const dir = join(work.path, 'globetrek');
+        mkdirSync(dir);
+        const file = join(dir, 'feed.ndjson');
+        const total = 60_000;
+        let broken = 0;
+        const lines: string[] = [];
+        for (let i = 1; i <= total; i++) {
+          // Refunds are stored by the JS path, broken lines dead-lettered there.
+          lines.push(i % 1000 === 0 ? booking(i, { status: 'RFND', total: '-5,00' }) : booking(i));
+          if (i % 1500 === 0) {
+            lines.push(`{"booking_no":"GT-broken-${i}",`);
+            broken++;
+          }
         }
+        writeFileSync(file, lines.join('\n') + '\n');
+        const chdb = join(work.path, 'chdb');
+        const childScript = join(__dirname, 'import-child.js');
+
+        const first = spawn(process.execPath, [childScript, 'import', file, chdb], { stdio: ['ignore', 'pipe', 'pipe'], ...(how === 'inside an insert' && { env: { ...process.env, ...killInsideInsert(12) } }) });
+        let chunksDone = 0;
+        let output = '';
+        first.stdout.on('data', (data: Buffer) => {
+          output += data.toString();
+          chunksDone = output.split('\n').filter((line) => line.startsWith('{"progress"')).length;
+        });
+        first.stderr.on('data', (data: Buffer) => (output += data.toString()));
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => first.on('exit', (_code, signal) => resolve(signal)));
+        if (how === 'after three chunks') {
+          await until(() => chunksDone >= 3 || first.exitCode !== null, 240_000, 'three chunks imported');
+          first.kill('SIGKILL');
+        }
+        expect(await exited, output).to.equal('SIGKILL');
+        expect(output, 'killed before the end').not.to.contain('"result"');
+
+        const count = async () => JSON.parse((await run(process.execPath, [childScript, 'count', chdb])).stdout) as { rows: number; bookings: number; deadLetterPositions: number };
+        const atKill = await count();
+        expect(atKill.rows, 'rows stored twice before the kill').to.equal(atKill.bookings);
+        expect(atKill.rows).to.be.within(1, total - 1);
+
+        const second = await run(process.execPath, [childScript, 'import', file, chdb], { maxBuffer: 64 * 1024 * 1024 });
+        const { result } = JSON.parse(second.stdout.trim().split('\n').pop()!) as { result: BulkImportResult };
+        expect(result).to.include({ read: total + broken, pushedDown: true, deadLettered: broken, nacked: 0 });
+        expect(result.storedByEngine + result.storedByJs).to.equal(total);
+        expect(result.storedByJs).to.equal(total / 1000);
+
+        const after = await count();
+        console.log(`      ${JSON.stringify({ atKill, after, chunksAtKill: chunksDone })}`);
+        expect(after).to.deep.equal({ rows: total, bookings: total, deadLetterPositions: broken });
+      } finally {
+        work.remove();
       }
-      writeFileSync(file, lines.join('\n') + '\n');
-      const chdb = join(work.path, 'chdb');
-      const childScript = join(__dirname, 'import-child.js');
-
-      const first = spawn(process.execPath, [childScript, 'import', file, chdb], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let chunksDone = 0;
-      let output = '';
-      first.stdout.on('data', (data: Buffer) => {
-        output += data.toString();
-        chunksDone = output.split('\n').filter((line) => line.startsWith('{"progress"')).length;
-      });
-      first.stderr.on('data', (data: Buffer) => (output += data.toString()));
-      const exited = new Promise<NodeJS.Signals | null>((resolve) => first.on('exit', (_code, signal) => resolve(signal)));
-      await until(() => chunksDone >= 3 || first.exitCode !== null, 240_000, 'three chunks imported');
-      first.kill('SIGKILL');
-      expect(await exited, output).to.equal('SIGKILL');
-      expect(output, 'killed before the end').not.to.contain('"result"');
-
-      const count = async () => JSON.parse((await run(process.execPath, [childScript, 'count', chdb])).stdout) as { rows: number; bookings: number; deadLetterPositions: number };
-      const atKill = await count();
-      expect(atKill.rows, 'rows stored twice before the kill').to.equal(atKill.bookings);
-      expect(atKill.rows).to.be.within(1, total - 1);
-
-      const second = await run(process.execPath, [childScript, 'import', file, chdb], { maxBuffer: 64 * 1024 * 1024 });
-      const { result } = JSON.parse(second.stdout.trim().split('\n').pop()!) as { result: BulkImportResult };
-      expect(result).to.include({ read: total + broken, pushedDown: true, deadLettered: broken, nacked: 0 });
-      expect(result.storedByEngine + result.storedByJs).to.equal(total);
-      expect(result.storedByJs).to.equal(total / 1000);
-
-      const after = await count();
-      console.log(`      ${JSON.stringify({ atKill, after, chunksAtKill: chunksDone })}`);
-      expect(after).to.deep.equal({ rows: total, bookings: total, deadLetterPositions: broken });
-    } finally {
-      work.remove();
-    }
-  });
+    });
+  }
 });
