@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -28,6 +28,19 @@ export async function writeFileDurably(path: string, text: string): Promise<void
     throw error;
   }
   await syncDirectory(dirname(path));
+}
+
+/**
+ * Removes a file `writeFileDurably` kept, with the files of its writes a crash cut off
+ * before their rename (one is left beside `path` per such crash). Only when no write of
+ * `path` is under way: its file beside it would go too.
+ */
+export async function removeDurableFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+  const prefix = `.${basename(path)}.`;
+  const aside = /^[0-9a-f]{12}\.tmp$/;
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) if (name.startsWith(prefix) && aside.test(name.slice(prefix.length))) await rm(join(dirname(path), name), { force: true });
 }
 
 /** Renames `from` to `to` durably: both directories are flushed, so after a crash the file is in one place, the new one. */

@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /**
- * Preloaded into a process (`LD_PRELOAD`), kills it with SIGKILL as the embedded engine
- * renames its Nth `tmp_insert_*` part (N from `KILL_AT_INSERT_RENAME`, default 1): after
- * that insert's block id went to the table's deduplication log, before its rows are
- * stored. Where a kill -9 of the whole process can land, made certain.
+ * Preloaded into a process (`LD_PRELOAD`), kills it with SIGKILL at its Nth rename of a file
+ * whose name holds `KILL_AT_RENAME_OF` (N from `KILL_AT_RENAME`, default 1). Where a kill -9
+ * of the whole process can land, made certain.
  */
 const SOURCE = `
 #define _GNU_SOURCE
@@ -17,8 +16,9 @@ const SOURCE = `
 #include <string.h>
 static int renames;
 static void maybe_kill(const char *from) {
-  if (!from || !strstr(from, "tmp_insert_")) return;
-  const char *at = getenv("KILL_AT_INSERT_RENAME");
+  const char *of = getenv("KILL_AT_RENAME_OF");
+  if (!from || !of || !strstr(from, of)) return;
+  const char *at = getenv("KILL_AT_RENAME");
   if (__atomic_add_fetch(&renames, 1, __ATOMIC_SEQ_CST) >= (at ? atoi(at) : 1)) raise(SIGKILL);
 }
 int rename(const char *a, const char *b) {
@@ -37,18 +37,30 @@ int renameat2(int da, const char *a, int db, const char *b, unsigned flags) {
 
 let built: string | undefined;
 
-/** The environment that makes a child die inside its Nth insert's commit: the shim is built once per process with cc. */
-export function killInsideInsert(n = 1): NodeJS.ProcessEnv {
+/**
+ * The environment that makes a child die at its Nth rename of a file whose name holds
+ * `of`: the shim is built once per process with cc.
+ */
+export function killAtRename(of: string, n = 1): NodeJS.ProcessEnv {
   if (!built) {
     const dir = mkdtempSync(join(tmpdir(), 'tributary-shim-'));
-    writeFileSync(join(dir, 'kill-at-insert-rename.c'), SOURCE);
-    const shim = join(dir, 'kill-at-insert-rename.so');
+    writeFileSync(join(dir, 'kill-at-rename.c'), SOURCE);
+    const shim = join(dir, 'kill-at-rename.so');
     try {
-      execFileSync('cc', ['-shared', '-fPIC', '-o', shim, join(dir, 'kill-at-insert-rename.c'), '-ldl'], { stdio: 'pipe' });
+      execFileSync('cc', ['-shared', '-fPIC', '-o', shim, join(dir, 'kill-at-rename.c'), '-ldl'], { stdio: 'pipe' });
     } catch (error) {
-      throw new Error(`killing a process inside an insert needs a C compiler (cc; apt-get install gcc) to build its shim: ${(error as Error).message}`);
+      throw new Error(`killing a process at a rename needs a C compiler (cc; apt-get install gcc) to build its shim: ${(error as Error).message}`);
     }
     built = shim;
   }
-  return { LD_PRELOAD: built, KILL_AT_INSERT_RENAME: String(n) };
+  return { LD_PRELOAD: built, KILL_AT_RENAME_OF: of, KILL_AT_RENAME: String(n) };
+}
+
+/**
+ * Dies as the embedded engine renames its Nth written part (`tmp_insert_*`) into place:
+ * after that insert's block id went to the table's deduplication log, before its rows are
+ * stored.
+ */
+export function killInsideInsert(n = 1): NodeJS.ProcessEnv {
+  return killAtRename('tmp_insert_', n);
 }

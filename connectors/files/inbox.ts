@@ -1,10 +1,10 @@
-import { mkdir, readdir, readFile as readText, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile as readText, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { Observable } from 'rxjs';
 import type { Envelope } from '../../lib/envelope';
 import { ConfigError, ConnectorError } from '../../lib/errors';
-import { renameDurably, writeFileDurably } from '../../lib/durable';
+import { removeDurableFile, renameDurably, writeFileDurably } from '../../lib/durable';
 import type { Source, SourceContext } from '../../lib/source';
 import { readFile, rejectUnreadable, type FileFormat } from './read';
 import { booleanOption, positiveInteger } from '../../lib/options';
@@ -320,7 +320,7 @@ export class InboxState {
     // On disk in done/ (or failed/) before its checkpoint goes: a crash between the two
     // leaves a checkpoint of a file no longer in the inbox, never a file read again from 0.
     await renameDurably(tracker.file, to);
-    await rm(this.#checkpointPath(tracker.name), { force: true });
+    await removeDurableFile(this.#checkpointPath(tracker.name));
     this.moved.push({ file: tracker.file, to, failure });
     this.#files.delete(tracker.file);
     if (this.#files.size === 0) {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { renameDurably, writeFileDurably } from '../../../lib/durable';
+import { removeDurableFile, renameDurably, writeFileDurably } from '../../../lib/durable';
 import { scratchDir } from '../../helpers';
 
 describe('lib/durable: state files replaced whole', () => {
@@ -16,6 +16,17 @@ describe('lib/durable: state files replaced whole', () => {
     await writeFileDurably(path, '{"a":2}');
     expect(readFileSync(path, 'utf8')).to.equal('{"a":2}');
     expect(readdirSync(dir.path)).to.deep.equal(['cursor.json']);
+  });
+
+  it('removes a file with what writes cut off by a crash left beside it, and nothing else', async () => {
+    const path = join(dir.path, 'a.csv.checkpoint.json');
+    await writeFileDurably(path, '{}');
+    // What a write killed before its rename leaves; then other files' and look-alikes.
+    const kept = ['.a.csv.checkpoint.json.tmp', '.a.csv.checkpoint.json.0123456789ab.tmp.x', '.b.csv.checkpoint.json.0123456789ab.tmp', 'a.csv', '.a.csv.checkpoint.json.0123456789AB.tmp'];
+    for (const name of ['.a.csv.checkpoint.json.0123456789ab.tmp', '.a.csv.checkpoint.json.ffffffffffff.tmp', ...kept]) writeFileSync(join(dir.path, name), '{');
+    await removeDurableFile(path);
+    expect(readdirSync(dir.path).sort()).to.deep.equal(kept.sort());
+    await removeDurableFile(join(dir.path, 'missing', 'x.json'));
   });
 
   it('never lets a reader see half a version, with writers racing on one path', async () => {
