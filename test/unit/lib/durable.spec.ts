@@ -22,7 +22,7 @@ describe('lib/durable: state files replaced whole', () => {
     const path = join(dir.path, 'a.csv.checkpoint.json');
     await writeFileDurably(path, '{}');
     // What a write killed before its rename leaves; then other files' and look-alikes.
-    const kept = ['.a.csv.checkpoint.json.tmp', '.a.csv.checkpoint.json.0123456789ab.tmp.x', '.b.csv.checkpoint.json.0123456789ab.tmp', 'a.csv', '.a.csv.checkpoint.json.0123456789AB.tmp'];
+    const kept = ['.a.csv.checkpoint.json.tmp', '.a.csv.checkpoint.json.0123456789ab.tmp.x', '.a.csv.checkpoint.json.x0123456789ab.tmp', '.b.csv.checkpoint.json.0123456789ab.tmp', 'a.csv', '.a.csv.checkpoint.json.0123456789AB.tmp'];
     for (const name of ['.a.csv.checkpoint.json.0123456789ab.tmp', '.a.csv.checkpoint.json.ffffffffffff.tmp', ...kept]) writeFileSync(join(dir.path, name), '{');
     await removeDurableFile(path);
     expect(readdirSync(dir.path).sort()).to.deep.equal(kept.sort());
