@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { killInsideInsert } from '../crashShim';
+import { killAtRename, killInsideInsert } from '../crashShim';
 import { delay, tempDir, until } from '../helpers';
 import type { RunConfig } from './source-child';
 
@@ -71,8 +71,11 @@ export interface SourceInput {
   redeliver?(url: string): Promise<void>;
   /** The most rows a record may have in the end, when the source itself served it more than once (a poller's pages overlapping). @default 1, plus 1 for a record stored past the saved position when the run ended */
   copies?(ref: string): number;
-  /** Source-specific checks after the first run ended or was killed (after each kill, in the kill test's `round`). */
-  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[]; round?: number; insideInsert?: boolean }): void | Promise<void>;
+  /**
+   * Source-specific checks after the first run ended or was killed (after each kill, in the kill test's `round`).
+   * `placedKill`: killed at a set point (inside an insert, or as it saved its position), not by the timed kill.
+   */
+  afterFirst?(first: { counts: Counts; stats?: RunStats; promised: string[]; round?: number; placedKill?: boolean }): void | Promise<void>;
   /** Source-specific checks after the run that finished the input. */
   afterLast?(last: { counts: Counts; stats?: RunStats; first: { counts: Counts; promised: string[] } }): void | Promise<void>;
   teardown?(): Promise<void>;
@@ -83,6 +86,8 @@ export interface SourceDriver {
   kind: RunConfig['kind'];
   /** Sets up the input of one test in `dir` (which also holds the chDB directory). */
   input(dir: string, promise: SourceCheck): Promise<SourceInput>;
+  /** Part of the name of the file a write of the source's saved position renames into place (`.checkpoint.json.`), for the kill as it saves it. */
+  savedIn?: string;
   /** Longest a test may take. @default 180000 */
   timeoutMs?: number;
 }
@@ -319,24 +324,30 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       await input.afterLast?.({ counts, stats, first });
     });
 
-    it('kill -9 inside an insert (its token logged, its rows not yet stored) and restart: every record stored, the batch cut off too', async () => {
-      input = await driver.input(work.path, 'kill');
-      const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(1) }) };
+    const placed = [
       // The 8th part the engine commits, records' or dead letters': a few batches in.
-      const { child, url } = await launch(driver, input, chdb(), faults, killInsideInsert(8));
-      running = child;
-      if (url) input.feed!(url);
-      expect((await child.exited).signal, `the run was not killed inside an insert: ${child.output()}`).to.equal('SIGKILL');
-      await input.halt?.();
-      const first = { counts: await counted(chdb()), promised: await input.promised() };
-      const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
-      expect(lost.slice(0, 10), `${lost.length} records promised at the kill but not stored`).to.deep.equal([]);
-      await input.afterFirst?.({ ...first, round: 1, insideInsert: true });
+      { what: 'inside an insert (its token logged, its rows not yet stored)', env: () => killInsideInsert(8) },
+      ...(driver.savedIn ? [{ what: 'as it saves its position (written, not yet renamed into place)', env: () => killAtRename(driver.savedIn!, 4) }] : []),
+    ];
+    for (const { what, env } of placed) {
+      it(`kill -9 ${what} and restart: every record stored`, async () => {
+        input = await driver.input(work.path, 'kill');
+        const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(1) }) };
+        const { child, url } = await launch(driver, input, chdb(), faults, env());
+        running = child;
+        if (url) input.feed!(url);
+        expect((await child.exited).signal, `the run was not killed ${what}: ${child.output()}`).to.equal('SIGKILL');
+        await input.halt?.();
+        const first = { counts: await counted(chdb()), promised: await input.promised() };
+        const lost = first.promised.filter((ref) => !first.counts.refs[ref]);
+        expect(lost.slice(0, 10), `${lost.length} records promised at the kill but not stored`).to.deep.equal([]);
+        await input.afterFirst?.({ ...first, round: 1, placedKill: true });
 
-      const stats = await finish(driver, input, chdb());
-      const counts = await counted(chdb());
-      expectAllOnce(input, counts, first);
-      await input.afterLast?.({ counts, stats, first });
-    });
+        const stats = await finish(driver, input, chdb());
+        const counts = await counted(chdb());
+        expectAllOnce(input, counts, first);
+        await input.afterLast?.({ counts, stats, first });
+      });
+    }
   });
 }
