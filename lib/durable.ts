@@ -32,11 +32,19 @@ export async function writeFileDurably(path: string, text: string): Promise<void
 
 /**
  * Removes a file `writeFileDurably` kept, with the files of its writes a crash cut off
- * before their rename (one is left beside `path` per such crash). Only when no write of
- * `path` is under way: its file beside it would go too.
+ * before their rename. Only when no write of `path` is under way: its file beside it
+ * would go too.
  */
 export async function removeDurableFile(path: string): Promise<void> {
   await rm(path, { force: true });
+  await removeCutOffWrites(path);
+}
+
+/**
+ * Removes the files of writes of `path` a crash cut off before their rename (one is left
+ * beside `path` per such crash). Only when no write of `path` is under way.
+ */
+export async function removeCutOffWrites(path: string): Promise<void> {
   const prefix = `.${basename(path)}.`;
   const aside = /^[0-9a-f]{12}\.tmp$/;
   const names = await readdir(dirname(path)).catch(() => [] as string[]);

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileDurably } from '../../lib/durable';
+import { removeCutOffWrites, writeFileDurably } from '../../lib/durable';
 import { ConfigError, ConnectorError } from '../../lib/errors';
 
 /** Where a poller stands, saved only once every record before it is acked. */
@@ -37,6 +37,8 @@ export function fileCursorStore(path: string): CursorStore {
   let dirMade = false;
   return {
     async load() {
+      // Loaded before the poller's first save: what saves a crash cut off left beside the file can go.
+      await removeCutOffWrites(path);
       let text: string;
       try {
         text = await readFile(path, 'utf8');
