@@ -142,3 +142,13 @@ export function testClickHousePath(): string {
   testClickHouse();
   return shared!.dir.path;
 }
+
+/**
+ * fast-check parameters of a seeded property. `TRIBUTARY_PROPERTY_RUNS=N` (`npm run
+ * test:properties`) runs N times as many cases from a random seed instead, which
+ * fast-check prints with a failure: the long runs CI has no time for.
+ */
+export function seeded(seed: number, numRuns: number): { seed: number; numRuns: number } {
+  const factor = Number(process.env.TRIBUTARY_PROPERTY_RUNS ?? 0);
+  return factor > 0 ? { seed: Math.floor(Math.random() * 2 ** 31), numRuns: Math.ceil(numRuns * factor) } : { seed, numRuns };
+}

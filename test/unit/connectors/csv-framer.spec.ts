@@ -7,6 +7,7 @@ import { ConfigError } from '../../../lib/errors';
 import { parse } from '../../../operators/parse';
 import type { FileEncoding } from '../../../formats/encoding';
 import type { Frame } from '../../../formats/framing';
+import { seeded } from '../../helpers';
 
 /**
  * The CSV framer against a reference: files are laid out from pieces whose frame is known
@@ -198,7 +199,7 @@ describe('CsvFramer: frames against a reference, however the input is cut (prope
         const n = layout.bytes.length;
         check(layout, frameAll(layout, bytewise ? Array.from({ length: n }, (_, i) => i) : cuts.map((c) => c % (n + 1))));
       }),
-      { seed: 42, numRuns: 1000 },
+      seeded(42, 1000),
     );
   });
 

@@ -7,7 +7,7 @@ import { fromIterable } from '../../../connectors/iterable';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
 import { parse } from '../../../operators/parse';
-import { MemorySink, scratchDir } from '../../helpers';
+import { MemorySink, scratchDir, seeded } from '../../helpers';
 import { ingestFiles } from '../../files-ingest';
 
 /**
@@ -323,27 +323,27 @@ describe('framing: every input byte accounted for (property, seeded)', function 
   }
 
   it('NDJSON', async () => {
-    await fc.assert(fc.asyncProperty(ndjsonFile, chunkBytes, (file, chunk) => check('ndjson', file, chunk, true)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(ndjsonFile, chunkBytes, (file, chunk) => check('ndjson', file, chunk, true)), seeded(SEED, RUNS));
   });
 
   it('JSON arrays', async () => {
-    await fc.assert(fc.asyncProperty(jsonFile, chunkBytes, (file, chunk) => check('json', file, chunk, false)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(jsonFile, chunkBytes, (file, chunk) => check('json', file, chunk, false)), seeded(SEED, RUNS));
   });
 
   it('UTF-16 NDJSON', async () => {
-    await fc.assert(fc.asyncProperty(utf16NdjsonFile, chunkBytes, (file, chunk) => check('ndjson', file, chunk, true)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(utf16NdjsonFile, chunkBytes, (file, chunk) => check('ndjson', file, chunk, true)), seeded(SEED, RUNS));
   });
 
   it('UTF-16 JSON arrays', async () => {
-    await fc.assert(fc.asyncProperty(utf16JsonFile, chunkBytes, (file, chunk) => check('json', file, chunk, false)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(utf16JsonFile, chunkBytes, (file, chunk) => check('json', file, chunk, false)), seeded(SEED, RUNS));
   });
 
   it('XML', async () => {
-    await fc.assert(fc.asyncProperty(xmlFile, chunkBytes, (file, chunk) => check('xml', file, chunk, false)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(xmlFile, chunkBytes, (file, chunk) => check('xml', file, chunk, false)), seeded(SEED, RUNS));
   });
 
   it('CSV', async () => {
-    await fc.assert(fc.asyncProperty(csvFile, chunkBytes, (file, chunk) => check('csv', file, chunk, true)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(csvFile, chunkBytes, (file, chunk) => check('csv', file, chunk, true)), seeded(SEED, RUNS));
   });
 });
 
@@ -392,15 +392,15 @@ describe('parse: every payload byte accounted for (property, seeded)', function 
   }
 
   it('NDJSON', async () => {
-    await fc.assert(fc.asyncProperty(ndjsonFile, (file) => check('ndjson', file)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(ndjsonFile, (file) => check('ndjson', file)), seeded(SEED, RUNS));
   });
 
   it('CSV', async () => {
-    await fc.assert(fc.asyncProperty(csvFile, (file) => check('csv', file)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(csvFile, (file) => check('csv', file)), seeded(SEED, RUNS));
   });
 
   it('XML', async () => {
-    await fc.assert(fc.asyncProperty(xmlFile, (file) => check('xml', file)), { seed: SEED, numRuns: RUNS });
+    await fc.assert(fc.asyncProperty(xmlFile, (file) => check('xml', file)), seeded(SEED, RUNS));
   });
 });
 

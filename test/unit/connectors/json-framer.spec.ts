@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import { JsonArrayFramer, LineFramer, refusedFrame, RefusedBytes, type Frame } from '../../../formats/framing';
+import { seeded } from '../../helpers';
 
 const MAX = 40;
 const DEPTH = 3;
@@ -116,7 +117,7 @@ describe('JsonArrayFramer: elements against a reference, however the input is cu
           if (n === 0) expect(rest.map((f) => [f.offset, f.line, f.error?.code, f.error?.message])).to.deep.equal([[0, 1, 'EMPTY_FILE', 'empty file: expected a JSON array']]);
         }
       }),
-      { seed: 21, numRuns: 300 },
+      seeded(21, 300),
     );
   });
 
@@ -254,7 +255,7 @@ describe('LineFramer: hostile lines', () => {
           for (const f of frames) if (f.sha256) expect(f.size).to.be.greaterThan(64);
         },
       ),
-      { seed: 5, numRuns: 300 },
+      seeded(5, 300),
     );
   });
 

@@ -4,7 +4,7 @@ import { compareCuts, cutsMetadata, cutsOfMetadata, PartitionOffsets } from '../
 import { cutOf, KafkaRecordMeta, MessageText, partPosition, safeOffset, shortText } from '../../../connectors/kafka/record';
 import { Envelope } from '../../../lib/envelope';
 import { ConnectorError } from '../../../lib/errors';
-import { Recorder } from '../../helpers';
+import { Recorder, seeded } from '../../helpers';
 
 describe('PartitionOffsets: the commit point of one partition', () => {
   it('is always just past the longest settled prefix, whatever the settlement order and offset gaps', () => {
@@ -122,7 +122,7 @@ describe('PartitionOffsets past its compaction point (10,000+ offsets)', () => {
         }
         expect(tracker.inFlight).to.equal(0);
       }),
-      { seed: 15, numRuns: 20 },
+      seeded(15, 20),
     );
   });
 });
@@ -143,7 +143,7 @@ describe('batch cuts in offset commit metadata', () => {
         // A cut behind the commit is left out.
         expect(cutsMetadata([{ offset: offset - 1, part: '' }, ...cuts], offset)).to.equal(metadata);
       }),
-      { seed: 7, numRuns: 200 },
+      seeded(7, 200),
     );
   });
 

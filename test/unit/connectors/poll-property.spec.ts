@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fromPoll } from '../../../connectors/poll';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { MemorySink, scratchDir } from '../../helpers';
+import { MemorySink, scratchDir, seeded } from '../../helpers';
 import { VendorApi, type Corruption, type Item } from '../../vendorApi';
 
 /**
@@ -101,7 +101,7 @@ describe('fromPoll: damaged pages and hostile items (property, seeded)', functio
           }
         },
       ),
-      { seed: SEED, numRuns: RUNS },
+      seeded(SEED, RUNS),
     );
   });
 });
