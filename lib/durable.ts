@@ -13,7 +13,7 @@ import { basename, dirname, join } from 'node:path';
  * so the rename is too. A failure leaves the old file as it was and no file beside it.
  */
 export async function writeFileDurably(path: string, text: string): Promise<void> {
-  const aside = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const aside = join(dirname(path), asidePrefix(path) + randomBytes(6).toString('hex') + '.tmp');
   try {
     const file = await open(aside, 'wx', 0o600);
     try {
@@ -45,11 +45,18 @@ export async function removeDurableFile(path: string): Promise<void> {
  * beside `path` per such crash). Only when no write of `path` is under way.
  */
 export async function removeCutOffWrites(path: string): Promise<void> {
-  const prefix = `.${basename(path)}.`;
-  const aside = /^[0-9a-f]{12}\.tmp$/;
+  const prefix = asidePrefix(path);
   const names = await readdir(dirname(path)).catch(() => [] as string[]);
-  for (const name of names) if (name.startsWith(prefix) && aside.test(name.slice(prefix.length))) await rm(join(dirname(path), name), { force: true });
+  for (const name of names) if (name.startsWith(prefix) && ASIDE_TAIL.test(name.slice(prefix.length))) await rm(join(dirname(path), name), { force: true });
 }
+
+/** A write of `path` goes first into `<asidePrefix><12 hex digits>.tmp` beside it. */
+function asidePrefix(path: string): string {
+  return `.${basename(path)}.`;
+}
+
+/** What follows `asidePrefix` in the name of a write's file: 6 random bytes in hex. */
+const ASIDE_TAIL = /^[0-9a-f]{12}\.tmp$/;
 
 /** Renames `from` to `to` durably: both directories are flushed, so after a crash the file is in one place, the new one. */
 export async function renameDurably(from: string, to: string): Promise<void> {
