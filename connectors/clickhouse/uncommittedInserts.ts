@@ -63,8 +63,9 @@ export function forgetUncommittedInserts(session: Session): ForgetResult {
     const logs = paths.map((path) => join(path, 'deduplication_logs')).find((dir) => existsSync(dir));
     if (!logs) continue;
     let entries: Map<string, string>;
+    let newest: string;
     try {
-      entries = liveEntries(logs);
+      ({ entries, newest } = liveEntries(logs));
     } catch (error) {
       result.unread.push({ table, reason: (error as Error).message });
       continue;
@@ -75,7 +76,7 @@ export function forgetUncommittedInserts(session: Session): ForgetResult {
     const quoted = `${quoteName(database)}.${quoteName(name)}`;
     session.query(`DETACH TABLE ${quoted}`);
     try {
-      appendFileSync(join(logs, newestLog(logs)), uncommitted.map(([blockId, part]) => `${DROP}\t${part}\t${blockId}\n`).join(''));
+      appendFileSync(join(logs, newest), uncommitted.map(([blockId, part]) => `${DROP}\t${part}\t${blockId}\n`).join(''));
     } finally {
       session.query(`ATTACH TABLE ${quoted}`);
     }
@@ -93,20 +94,15 @@ function logFiles(dir: string): string[] {
     .map(({ file }) => file);
 }
 
-function newestLog(dir: string): string {
-  const files = logFiles(dir);
-  if (files.length === 0) throw new Error(`no deduplication log in ${dir}`);
-  return files[files.length - 1]!;
-}
-
 /**
  * Block id → part of the entries the engine loads from the log, replayed as it does: ADD
- * records add, DROP records remove. Newer engines write more kinds (CANCEL, after a failed
- * ADD): such a log is not read here.
+ * records add, DROP records remove; and the newest log file, where records are appended.
+ * Newer engines write more kinds (CANCEL, after a failed ADD): such a log is not read here.
  */
-function liveEntries(dir: string): Map<string, string> {
+function liveEntries(dir: string): { entries: Map<string, string>; newest: string } {
   const entries = new Map<string, string>();
-  for (const file of logFiles(dir)) {
+  const files = logFiles(dir);
+  for (const file of files) {
     const text = readFileSync(join(dir, file), 'latin1');
     if (text !== '' && !text.endsWith('\n')) throw new Error(`${file} ends inside a record`);
     for (const line of text.split('\n')) {
@@ -117,7 +113,8 @@ function liveEntries(dir: string): Map<string, string> {
       else entries.delete(blockId);
     }
   }
-  return entries;
+  // Without a log file there are no entries, and nothing is appended.
+  return { entries, newest: files[files.length - 1] ?? '' };
 }
 
 /** The highest block number of any part directory of the table (active or outdated), -1 without one. */
