@@ -152,6 +152,11 @@ async function launch(driver: SourceDriver, input: SourceInput, chdb: string, fa
   return { child, url };
 }
 
+/** The faults and options of a kill test's run in `round`: writes slowed, acks delayed, as the input asks. */
+function killFaults(input: SourceInput, round: number): Partial<RunConfig> {
+  return { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(round) }) };
+}
+
 /** Runs the input to its end in a fresh child (redelivering what was not accepted), and returns its stats. */
 async function finish(driver: SourceDriver, input: SourceInput, chdb: string): Promise<RunStats> {
   const { child, url } = await launch(driver, input, chdb);
@@ -295,8 +300,7 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
       const rounds = input.rounds ?? 1;
       let first!: { counts: Counts; promised: string[] };
       for (let round = 1; round <= rounds; round++) {
-        const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(round) }) };
-        const { child, url } = await launch(driver, input, chdb(), faults);
+        const { child, url } = await launch(driver, input, chdb(), killFaults(input, round));
         running = child;
         if (url) input.feed!(url);
         await until(() => input!.midway({ round, seen: child.seen }) || child.process.exitCode !== null, 120_000, `the run midway (round ${round})`);
@@ -332,8 +336,7 @@ export function sourceConformance(name: string, driver: SourceDriver): void {
     for (const { what, env } of placed) {
       it(`kill -9 ${what} and restart: every record stored`, async () => {
         input = await driver.input(work.path, 'kill');
-        const faults = { ...(input.slowMs && { slowMs: input.slowMs }), ...(input.ackDelayMs && { ackDelayMs: input.ackDelayMs }), ...(input.deadLetterAckDelayMs && { deadLetterAckDelayMs: input.deadLetterAckDelayMs }), ...(input.optionsOf && { options: input.optionsOf(1) }) };
-        const { child, url } = await launch(driver, input, chdb(), faults, env());
+        const { child, url } = await launch(driver, input, chdb(), killFaults(input, 1), env());
         running = child;
         if (url) input.feed!(url);
         expect((await child.exited).signal, `the run was not killed ${what}: ${child.output()}`).to.equal('SIGKILL');
