@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { removeDurableFile, renameDurably, writeFileDurably } from '../../../lib/durable';
+import { removeCutOffWrites, removeDurableFile, renameDurably, writeFileDurably } from '../../../lib/durable';
 import { scratchDir } from '../../helpers';
 
 describe('lib/durable: state files replaced whole', () => {
@@ -27,6 +27,27 @@ describe('lib/durable: state files replaced whole', () => {
     await removeDurableFile(path);
     expect(readdirSync(dir.path).sort()).to.deep.equal(kept.sort());
     await removeDurableFile(join(dir.path, 'missing', 'x.json'));
+  });
+
+  it('removes the file of a write that never got to its rename, by the name the write gave it', async () => {
+    const path = join(dir.path, 'state.json');
+    await writeFileDurably(path, '{"a":1}');
+    // The process dies as the write renames its file: the rename never comes back.
+    const fsPromises = require('node:fs/promises') as { rename: unknown };
+    const rename = fsPromises.rename;
+    let reached!: () => void;
+    const renaming = new Promise<void>((resolve) => (reached = resolve));
+    fsPromises.rename = () => (reached(), new Promise(() => undefined));
+    try {
+      void writeFileDurably(path, '{"a":2}');
+      await renaming;
+    } finally {
+      fsPromises.rename = rename;
+    }
+    expect(readdirSync(dir.path)).to.have.length(2);
+    await removeCutOffWrites(path);
+    expect(readdirSync(dir.path)).to.deep.equal(['state.json']);
+    expect(readFileSync(path, 'utf8')).to.equal('{"a":1}');
   });
 
   it('never lets a reader see half a version, with writers racing on one path', async () => {
