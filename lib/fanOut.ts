@@ -313,6 +313,9 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
           }
         }),
       );
+      // The encoder asked for the rows another sink reads, when it can write them.
+      const wanted = encoder && targets.find((t) => t !== encoder && t.sink.encoding !== undefined && t.sink.encoding !== encoder.sink.encoding)?.sink.encoding;
+      if (wanted !== undefined) encoder!.sink.preferEncoding?.(wanted);
     },
     async write(batch: Batch<T>, context: WriteContext) {
       const done = landed.get(context.token) ?? new Set<Target<T>>();

@@ -55,6 +55,12 @@ export interface Sink<T> {
    */
   readonly encoding?: string;
   /**
+   * Asked by a fan-out, after `open()`, when another of its sinks reads rows in `encoding`
+   * and this sink encodes for both: a sink that can write them switches to them (the
+   * ClickHouse sink writes JSON objects instead of arrays beside a JSON cache).
+   */
+  preferEncoding?(encoding: string): void;
+  /**
    * The sink reads `envelope.value` in `write` even when its batches come encoded: the
    * pipeline then keeps values beside the encoded rows. @default false
    */

@@ -31,8 +31,14 @@ export interface ClickHouseClient {
    * embedded store a stream runs beside inserts instead of queueing them behind itself.
    */
   stream(sql: string, options: StreamQueryOptions): AsyncIterable<Uint8Array>;
-  /** Inserts rows already serialized as JSONEachRow (one object per line). */
-  insert(table: string, rows: Buffer, settings: Readonly<Record<string, string | number | boolean>>): Promise<void>;
+  /**
+   * Inserts rows already serialized: JSONEachRow (one object per line), or with `columns`
+   * JSONCompactEachRow (one array per line: the values of `columns`, in their order), for a
+   * client whose `readsCompactRows` says so.
+   */
+  insert(table: string, rows: Buffer, settings: Readonly<Record<string, string | number | boolean>>, columns?: readonly string[]): Promise<void>;
+  /** Whether `insert` takes `columns`. @default false when absent */
+  readsCompactRows?(): Promise<boolean>;
   /** Whether `insert_deduplication_token` makes a repeated insert a no-op. */
   supportsDeduplicationToken(): Promise<boolean>;
   /** Whether JSONEachRow accepts decimals written as strings (`"12.50"`); old servers need bare numbers. */

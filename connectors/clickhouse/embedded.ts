@@ -152,9 +152,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         else reader.close();
       }
     },
-    async insert(table, rows, settings) {
+    async insert(table, rows, settings, columns) {
       try {
-        await open().insert({ table, values: rows, format: 'JSONEachRow', settings: { ...settings } });
+        await open().insert({ table, values: rows, ...(columns ? { format: 'JSONCompactEachRow', columns } : { format: 'JSONEachRow' }), settings: { ...settings } });
       } catch (cause) {
         throw errorOf(cause);
       }
@@ -163,6 +163,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       return true;
     },
     async readsDecimalStrings() {
+      return true;
+    },
+    async readsCompactRows() {
       return true;
     },
     async close() {
