@@ -79,13 +79,26 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     async write(batch: Batch<T>, context: WriteContext) {
       const { tokens, encoder } = await prepare();
       // Batches from a pipeline come encoded; others (a sink used on its own) are encoded here.
-      const rows = batch.encoded ?? encodeRows(batch.envelopes, (value) => encodeRow(value, opened ?? encoder));
+      const rows = batch.encoded ?? encodeRows(batch.envelopes, (value) => encodeRow(value, encoder));
       // With a token, views fed by this insert are deduplicated with it too.
       const perInsert = (token: string) => (tokens ? { deduplicate_blocks_in_dependent_materialized_views: 1, ...settings, insert_deduplication_token: token } : settings);
-      const compact = opened?.compact ?? encoder.compact;
+      // The encoder open() holds: preferEncoding and a dropped column change it.
+      const compact = encoder.compact;
       const kind = compact ? kindOf(rows) : 'objects';
       if (kind === 'objects') await client.insert(table, rows.body, perInsert(context.token));
-      else if (kind === 'arrays') await client.insert(table, rows.body, perInsert(context.token), compact!.columns);
+      else if (kind === 'arrays') {
+        try {
+          await client.insert(table, rows.body, perInsert(context.token), compact!.columns);
+        } catch (error) {
+          if ((error as { code?: unknown }).code !== 'CLICKHOUSE_16') throw error;
+          // NO_SUCH_COLUMN_IN_TABLE: a column was dropped since the table was read. This batch
+          // goes as objects (a key the table no longer has is the engine's to judge, as
+          // before); the rows from now on follow the table as it is.
+          const columns = await client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
+          if (encoder.compact) encoder.compact = compactRows(columns, settings);
+          await client.insert(table, asObjects(rows, compact!.columns), perInsert(context.token));
+        }
+      }
       // Both kinds (rare): one insert still, so that the batch lands or fails whole.
       else await client.insert(table, asObjects(rows, compact!.columns), perInsert(context.token));
     },

@@ -167,4 +167,24 @@ describe('ClickHouse sink: rows as arrays', function () {
     expect([Number(counts!.n), Number(counts!.parts)], 'rows and parts, merges stopped').to.deep.equal([40, 1]);
     expect(await client().queryText("SELECT id, nd FROM compact_mixed WHERE id IN (1, 2) ORDER BY id FORMAT JSONEachRow", 'JSONEachRow')).to.equal('{"id":1,"nd":"nd-1"}\n{"id":2,"nd":null}\n');
   });
+
+  it('follows the table: a column added takes the rows that have it, a column dropped loses no batch', async () => {
+    await client().exec('DROP TABLE IF EXISTS compact_altered');
+    await client().exec('CREATE TABLE compact_altered (id UInt32, a String, b String) ENGINE = MergeTree ORDER BY id');
+    const sink = toClickHouse<Record<string, unknown>>({ client: client(), table: 'compact_altered' });
+    const deadLetters = new MemorySink<DeadLetter>();
+    const run = (rows: Record<string, unknown>[]) => new Pipeline({ source: fromIterable(rows), sink, deadLetters }).run();
+    await run([{ id: 1, a: 'x', b: 'y' }]);
+    await client().exec('ALTER TABLE compact_altered ADD COLUMN c String');
+    await run([{ id: 2, a: 'x', b: 'y', c: 'z' }]);
+    await client().exec('ALTER TABLE compact_altered DROP COLUMN b');
+    expect(sink.encode!({ id: 3, a: 'x', b: 'y' }), 'read before the drop').to.equal('[3,"x","y"]');
+    const stats = await run([{ id: 3, a: 'x', b: 'y' }, { id: 4, a: 'x', b: 'y' }]);
+    expect(stats).to.include({ written: 2, deadLettered: 0, nacked: 0 });
+    expect(sink.encode!({ id: 5, a: 'x', c: 'z' }), 'read again').to.equal('[5,"x","z"]');
+    expect(deadLetters.rows).to.deep.equal([]);
+    expect(await client().queryText('SELECT * FROM compact_altered ORDER BY id FORMAT JSONEachRow', 'JSONEachRow')).to.equal(
+      ['{"id":1,"a":"x","c":""}', '{"id":2,"a":"x","c":"z"}', '{"id":3,"a":"x","c":""}', '{"id":4,"a":"x","c":""}', ''].join('\n'),
+    );
+  });
 });
