@@ -44,13 +44,15 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       const decimalStrings = await client.readsDecimalStrings();
       const compact = (await client.readsCompactRows?.()) === true;
       if (decimalStrings && !compact) return { tokens, encoder: {} };
-      const columns = await client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
+      const describe = () => client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
       if (!decimalStrings) {
         // Old servers read decimals only as bare numbers: write the exact text unquoted.
-        const decimals = columns.filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => decimalKey(c.name));
+        const decimals = (await describe()).filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => decimalKey(c.name));
         return { tokens, encoder: { unquoteDecimals: decimals.length > 0 ? decimals : undefined } };
       }
-      return { tokens, encoder: { compact: compactRows(columns, settings) } };
+      // A table that cannot be read now (not made yet) gets objects, and its inserts say why.
+      const columns = await describe().catch(() => undefined);
+      return { tokens, encoder: { compact: columns && compactRows(columns, settings) } };
     })().catch((error: unknown) => {
       prepared = undefined;
       throw error;
