@@ -75,7 +75,7 @@ describe('ClickHouse sink: rows as arrays', function () {
     return { stats, refused: deadLetters.rows.map((letter) => [letter.position, letter.stage]).sort() };
   };
 
-  it('stores what JSONEachRow objects store, row for row, and refuses the same rows', async () => {
+  it('property: stores what JSONEachRow objects store, row for row, and refuses the same rows', async () => {
     await make('compact_arrays');
     await make('compact_objects');
     await fc.assert(
