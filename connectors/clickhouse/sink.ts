@@ -146,7 +146,7 @@ export function compactRows(columns: readonly TableColumn[], settings: Readonly<
   const off = (value: unknown) => value !== undefined && ['0', 'false'].includes(String(value).toLowerCase());
   if (off(settings['input_format_null_as_default']) || off(settings['input_format_defaults_for_omitted_fields'])) return undefined;
   const listed = columns.filter((c) => c.default_type === '' || c.default_type === 'DEFAULT');
-  if (listed.length === 0 || listed.length > 1000 || listed.some((c) => !LISTABLE.test(c.name) || c.name in Object.prototype)) return undefined;
+  if (listed.length === 0 || listed.some((c) => !LISTABLE.test(c.name) || c.name in Object.prototype)) return undefined;
   const keepsDefault = listed.map((c) => c.default_type === 'DEFAULT' && c.type.includes('Nullable('));
   const names = listed.map((c) => c.name);
   return { columns: names, pick: picker(names, keepsDefault) };
