@@ -430,4 +430,25 @@ describe('fanOut', () => {
       expect(() => fanOut([{ sink: a, required: true }, { sink: new MemorySink<number>('b'), bestEffort: true, retry: { retries: -1 } }])).to.throw(ConfigError, 'sinks[1].retry.retries');
     });
   });
+
+  it('asks its encoder, once opened, for the first encoding another sink reads, past sinks of none', async () => {
+    const asked: string[][] = [];
+    const encoderOf = (encoding: string | undefined, name: string): Sink<number> & { encoding?: string } => ({
+      name,
+      encoding,
+      encode: (value) => String(value),
+      preferEncoding(wanted: string) {
+        asked.push([name, wanted]);
+      },
+      write: async () => undefined,
+    });
+    const of = (name: string, encoding?: string): Sink<number> => ({ name, ...(encoding !== undefined && { encoding }), write: async () => undefined });
+    await fanOut([{ sink: encoderOf(undefined, 'arrays'), required: true }, { sink: of('plain'), required: true }, { sink: of('cache', 'json'), bestEffort: true }]).open!();
+    await fanOut([{ sink: encoderOf('json', 'objects'), required: true }, { sink: of('same', 'json'), required: true }, { sink: of('plain'), required: true }]).open!();
+    await fanOut([{ sink: encoderOf('json', 'shared'), required: true }, { sink: of('none'), required: true }, { sink: of('other', 'csv'), required: true }]).open!();
+    expect(asked).to.deep.equal([
+      ['arrays', 'json'],
+      ['shared', 'csv'],
+    ]);
+  });
 });
