@@ -137,6 +137,23 @@ export function testClickHouse(): import('../connectors/clickhouse').ClickHouseC
   return shared.client;
 }
 
+/** `real` with `overrides` in place of some of its methods: every other call goes to `real`. */
+export function clientLike(real: import('../connectors/clickhouse').ClickHouseClient, overrides: Partial<import('../connectors/clickhouse').ClickHouseClient>): import('../connectors/clickhouse').ClickHouseClient {
+  return {
+    kind: real.kind,
+    exec: (sql) => real.exec(sql),
+    query: (sql) => real.query(sql),
+    queryText: (sql, format) => real.queryText(sql, format),
+    stream: (sql, options) => real.stream(sql, options),
+    supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
+    readsDecimalStrings: () => real.readsDecimalStrings(),
+    ...(real.readsCompactRows && { readsCompactRows: () => real.readsCompactRows!() }),
+    insert: (table, rows, settings, columns) => real.insert(table, rows, settings, columns),
+    close: () => real.close(),
+    ...overrides,
+  };
+}
+
 /** The data directory of {@link testClickHouse}, held by this process. */
 export function testClickHousePath(): string {
   testClickHouse();

@@ -5,7 +5,7 @@ import { clickhouseErrorOf } from '../../connectors/clickhouse/client';
 import { fromIterable } from '../../connectors/iterable';
 import { Pipeline } from '../../lib/pipeline';
 import type { DeadLetter } from '../../lib/sink';
-import { MemorySink, observed } from '../helpers';
+import { clientLike, MemorySink, observed } from '../helpers';
 
 /**
  * What every ClickHouse driver must do, run against each: write and ack, absorb a
@@ -111,22 +111,14 @@ export function clickhouseSinkConformance(client: () => ClickHouseClient): void 
     if (await real.supportsDeduplicationToken()) await real.exec(`SYSTEM STOP MERGES ${table}`);
     const inserts: { token: unknown; rows: number }[] = [];
     // The real store, whose first insert lands and then reports the HTTP client's timeout.
-    const landsThenTimesOut: ClickHouseClient = {
-      kind: real.kind,
-      exec: (sql) => real.exec(sql),
-      query: (sql) => real.query(sql),
-      queryText: (sql, format) => real.queryText(sql, format),
-      stream: (sql, options) => real.stream(sql, options),
-      supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
-      readsDecimalStrings: () => real.readsDecimalStrings(),
-      close: () => real.close(),
-      async insert(target, body, settings) {
+    const landsThenTimesOut = clientLike(real, {
+      async insert(target, body, settings, columns) {
         const first = inserts.length === 0;
         inserts.push({ token: settings['insert_deduplication_token'], rows: body.toString('utf8').trimEnd().split('\n').length });
-        await real.insert(target, body, settings);
+        await real.insert(target, body, settings, columns);
         if (first) throw clickhouseErrorOf(new Error('Timeout error.'));
       },
-    };
+    });
     const source = observed(fromIterable(rows(300)));
     const stats = await new Pipeline({
       source,

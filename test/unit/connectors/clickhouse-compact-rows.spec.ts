@@ -5,7 +5,7 @@ import { fromIterable } from '../../../connectors/iterable';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../../lib/sink';
-import { MemorySink, seeded, testClickHouse } from '../../helpers';
+import { clientLike, MemorySink, seeded, testClickHouse } from '../../helpers';
 
 /**
  * The ClickHouse sink writes rows as JSONCompactEachRow arrays where the client reads them
@@ -17,23 +17,14 @@ describe('ClickHouse sink: rows as arrays', function () {
   const client = testClickHouse;
 
   /** The same client, but one that reads objects only: the sink then writes JSONEachRow as before. */
-  const objectsOnly = (): ClickHouseClient => {
-    const real = client();
-    return {
-      kind: real.kind,
-      exec: (sql) => real.exec(sql),
-      query: (sql) => real.query(sql),
-      queryText: (sql, format) => real.queryText(sql, format),
-      stream: (sql, options) => real.stream(sql, options),
-      supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
-      readsDecimalStrings: () => real.readsDecimalStrings(),
+  const objectsOnly = (): ClickHouseClient =>
+    clientLike(client(), {
+      readsCompactRows: async () => false,
       insert: (table, rows, settings, columns) => {
         if (columns) throw new Error('an objects-only client was given columns');
-        return real.insert(table, rows, settings);
+        return client().insert(table, rows, settings);
       },
-      close: () => real.close(),
-    };
-  };
+    });
 
   // Every kind of column an insert names or leaves to the table: plain, Nullable, with a
   // DEFAULT (a Nullable one keeps it for a row without the key, where a null would be NULL),

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { toClickHouse, type ClickHouseClient } from '../../../connectors/clickhouse';
 import { compactRows } from '../../../connectors/clickhouse/sink';
 import { ConfigError } from '../../../lib/errors';
-import { testClickHouse } from '../../helpers';
+import { clientLike, testClickHouse } from '../../helpers';
 
 /** The ClickHouse sink's options, encodings and failures, on the embedded store (and as an old server). */
 describe('ClickHouse sink', function () {
@@ -10,22 +10,7 @@ describe('ClickHouse sink', function () {
   const client = testClickHouse;
 
   /** The embedded store, speaking as a client that `overrides` say. */
-  const speaking = (overrides: Partial<ClickHouseClient>): ClickHouseClient => {
-    const real = client();
-    return {
-      kind: real.kind,
-      exec: (sql) => real.exec(sql),
-      query: (sql) => real.query(sql),
-      queryText: (sql, format) => real.queryText(sql, format),
-      stream: (sql, options) => real.stream(sql, options),
-      supportsDeduplicationToken: () => real.supportsDeduplicationToken(),
-      readsDecimalStrings: () => real.readsDecimalStrings(),
-      readsCompactRows: () => real.readsCompactRows!(),
-      insert: (table, rows, settings, columns) => real.insert(table, rows, settings, columns),
-      close: () => real.close(),
-      ...overrides,
-    };
-  };
+  const speaking = (overrides: Partial<ClickHouseClient>): ClickHouseClient => clientLike(client(), overrides);
   const opened = async (table: string, options: { client?: ClickHouseClient; settings?: Record<string, string | number> } = {}) => {
     const sink = toClickHouse<unknown>({ client: options.client ?? client(), table, ...(options.settings && { settings: options.settings }) });
     await sink.open!();
