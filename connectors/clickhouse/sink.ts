@@ -37,6 +37,7 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
   }
   const { client, table } = options;
   const settings = { date_time_input_format: 'best_effort', ...options.settings };
+  const describe = () => client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
   let prepared: Promise<{ tokens: boolean; encoder: RowEncoder }> | undefined;
   const prepare = () => {
     prepared ??= (async () => {
@@ -44,7 +45,6 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       const decimalStrings = await client.readsDecimalStrings();
       const compact = (await client.readsCompactRows?.()) === true;
       if (decimalStrings && !compact) return { tokens, encoder: {} };
-      const describe = () => client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
       if (!decimalStrings) {
         // Old servers read decimals only as bare numbers: write the exact text unquoted.
         const decimals = (await describe()).filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => decimalKey(c.name));
@@ -96,7 +96,7 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
           // NO_SUCH_COLUMN_IN_TABLE: a column was dropped since the table was read. This batch
           // goes as objects (a key the table no longer has is the engine's to judge, as
           // before); the rows from now on follow the table as it is.
-          const columns = await client.query<TableColumn>(`DESCRIBE TABLE ${quoteIdentifier(table)}`);
+          const columns = await describe();
           if (encoder.compact) encoder.compact = compactRows(columns, settings);
           await client.insert(table, asObjects(rows, compact!.columns), perInsert(context.token));
         }
