@@ -52,6 +52,12 @@ export interface MemoryReplayStoreOptions {
   toleranceSeconds?: number;
   /** The clock, epoch ms (for tests). @default Date.now */
   now?: () => number;
+  /**
+   * The key of the ids' digests (for tests, which then know the slot each id takes).
+   * Leave it out: a key nobody knows keeps senders from picking ids that crowd one part
+   * of the table. @default 32 random bytes
+   */
+  digestKey?: string;
 }
 
 /**
@@ -90,7 +96,7 @@ const MOVED_PER_CLAIM = 64;
 export class MemoryReplayStore implements ReplayStore {
   readonly maxEntries: number;
   readonly #now: () => number;
-  readonly #key = randomBytes(32).toString('base64');
+  readonly #key: string;
   readonly #maxSlots: number;
   #slots = FIRST_SLOTS;
   /** The digests, WORDS per slot. */
@@ -122,6 +128,7 @@ export class MemoryReplayStore implements ReplayStore {
   constructor(options: MemoryReplayStoreOptions = {}) {
     this.maxEntries = options.maxEntries === undefined ? replayCapacity(options) : positiveInteger(options.maxEntries, 0, 'replay.maxEntries');
     this.#now = options.now ?? Date.now;
+    this.#key = options.digestKey ?? randomBytes(32).toString('base64');
     this.#epoch = Math.floor(this.#now() / 1000) - 1;
     this.#maxSlots = Math.max(FIRST_SLOTS, this.maxEntries * 2);
   }

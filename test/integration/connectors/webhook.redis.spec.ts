@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { fromWebhook, MemoryReplayStore, redisReplayStore, type ReplayStore, type WebhookSource } from '../../../connectors/webhook';
 import { AccessControl } from '../../../lib/security/access';
 import { Pipeline } from '../../../lib/pipeline';
@@ -119,6 +119,26 @@ describe('fromWebhook: replay stores', function () {
     } finally {
       const keys = await client.keys(`${prefix}*`);
       if (keys.length > 0) await client.del(...keys);
+      client.disconnect();
+      await store.close();
+    }
+  });
+
+  it('with a Redis store and no prefix, keeps an id under tributary:webhook: and the first 16 bytes of its SHA-256', async () => {
+    const store = redisReplayStore({ url });
+    const { Redis } = await import('ioredis');
+    const client = new Redis(url);
+    const id = `acme/evt-${randomUUID()}`;
+    const key = `tributary:webhook:${createHash('sha256').update(id).digest().subarray(0, 16).toString('base64url')}`;
+    try {
+      expect(await store.claim(id, Date.now() + 60_000)).to.equal(true);
+      expect(await client.get(key), 'in progress').to.equal('p');
+      await store.confirm!(id, Date.now() + 60_000);
+      expect(await client.get(key), 'stored').to.equal('1');
+      await store.release(id);
+      expect(await client.exists(key)).to.equal(0);
+    } finally {
+      await client.del(key);
       client.disconnect();
       await store.close();
     }

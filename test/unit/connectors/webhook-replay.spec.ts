@@ -1,6 +1,25 @@
 import { expect } from 'chai';
-import { MemoryReplayStore, replayCapacity } from '../../../connectors/webhook';
-import { ConfigError } from '../../../lib/errors';
+import { createHash } from 'node:crypto';
+import { MemoryReplayStore, redisReplayStore, replayCapacity } from '../../../connectors/webhook';
+import { ConfigError, TributaryError } from '../../../lib/errors';
+
+/** The digest key of the stores below whose layout a test sets up. */
+const KEY = 'replay-spec-digest-key';
+
+/** The first word of an id's digest, as the store reads it: the id's home slot is this modulo the slots. */
+function word0(id: string): number {
+  return new Uint32Array(Uint8Array.from(createHash('sha256').update(KEY + id).digest()).buffer)[0]!;
+}
+
+/** `count` ids, named from `prefix`, whose home slot in a table of `slots` is in [from, to]. */
+function idsAt(from: number, to: number, count: number, prefix: string, slots = 1024): string[] {
+  const ids: string[] = [];
+  for (let i = 0; ids.length < count; i++) {
+    const home = word0(`${prefix}-${i}`) % slots;
+    if (home >= from && home <= to) ids.push(`${prefix}-${i}`);
+  }
+  return ids;
+}
 
 describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
   let now = 1_800_000_000_000;
@@ -18,6 +37,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     expect(new MemoryReplayStore().maxEntries).to.equal(602_000);
     expect(new MemoryReplayStore({ peakRequestsPerSecond: 50, toleranceSeconds: 10 }).maxEntries).to.equal(1100);
     expect(() => replayCapacity({ peakRequestsPerSecond: 0 })).to.throw(ConfigError, 'peakRequestsPerSecond must be a number > 0, got 0');
+    expect(() => replayCapacity({ toleranceSeconds: -1 })).to.throw(ConfigError, 'toleranceSeconds must be a number > 0, got -1');
     expect(() => new MemoryReplayStore({ maxEntries: 0 })).to.throw(ConfigError, 'replay.maxEntries must be an integer >= 1, got 0');
     // Full, a store takes at most 40 bytes per id of its capacity, whatever the ids' length.
     const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock });
@@ -140,5 +160,145 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     if (maxEntries === 600) expect(counts.undefined).to.be.greaterThan(100);
     // Sizes seen: the first table, each move (both tables), each larger table.
     expect(grownTo.size, [...grownTo].join(', ')).to.be.at.least(maxEntries === 600 ? 3 : 5);
+  });
+  it('grows its table when half its slots are taken, not later', () => {
+    const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock, digestKey: KEY });
+    for (let i = 0; i < 512; i++) store.claim(`id-${i}`, expiry());
+    // 1,024 slots of 20 bytes.
+    expect(store.bytes).to.equal(1024 * 20);
+    store.claim('id-512', expiry());
+    expect(store.bytes, 'both tables while the ids move').to.equal(1024 * 20 + 2048 * 20);
+  });
+
+  it('tells apart two ids whose digests share their first word, and so their home slot', () => {
+    const seen = new Map<number, string>();
+    let pair: [string, string] | undefined;
+    for (let i = 0; !pair; i++) {
+      const id = `c-${i}`;
+      const other = seen.get(word0(id));
+      if (other === undefined) seen.set(word0(id), id);
+      else pair = [other, id];
+    }
+    const [a, b] = pair;
+    const store = new MemoryReplayStore({ now: clock, digestKey: KEY });
+    expect(store.claim(a, expiry())).to.equal(true);
+    expect(store.claim(b, expiry()), 'a different id').to.equal(true);
+    store.confirm(a, expiry());
+    expect([store.claim(a, expiry()), store.claim(b, expiry())]).to.deep.equal([false, 'pending']);
+    store.release(b);
+    expect([store.claim(a, expiry()), store.claim(b, expiry())]).to.deep.equal([false, true]);
+  });
+
+  it('keeps every id reachable where runs of ids wrap around the end of the table and ids leave them', () => {
+    // 64 ids whose home slots are the last four and the first four of 1,024: one long run
+    // across the end, out of which ids are released and expire.
+    const ids = [...idsAt(1020, 1023, 32, 'end'), ...idsAt(0, 3, 32, 'start')];
+    const store = new MemoryReplayStore({ maxEntries: 500, now: clock, digestKey: KEY });
+    const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
+    let seed = 11;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const counts = { true: 0, false: 0, pending: 0 };
+    for (let step = 0; step < 20_000; step++) {
+      const id = ids[Math.floor(random() * ids.length)]!;
+      const roll = random();
+      if (roll < 0.15) {
+        store.release(id);
+        model.delete(id);
+      } else if (roll < 0.2) {
+        now += 1000;
+        for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
+      } else if (roll < 0.4) {
+        const expiresAt = now + Math.ceil(random() * 5) * 1000;
+        store.confirm(id, expiresAt);
+        if (model.has(id)) model.set(id, { expiresAt, confirmed: true });
+      } else {
+        const expiresAt = now + Math.ceil(random() * 5) * 1000;
+        const held = model.get(id);
+        const taken = store.claim(id, expiresAt);
+        expect(taken, `step ${step}: ${id}`).to.equal(held ? (held.confirmed ? false : 'pending') : true);
+        if (taken === true) model.set(id, { expiresAt, confirmed: false });
+        counts[String(taken) as keyof typeof counts]++;
+      }
+      // Expired ids are swept out on reading the fill: the table then holds the model's ids.
+      if (step % 100 === 0) expect(Math.round(store.fill() * store.maxEntries), `step ${step}`).to.equal(model.size);
+    }
+    expect(Math.min(counts.true, counts.false, counts.pending), JSON.stringify(counts)).to.be.greaterThan(500);
+  });
+
+  it('finds the ids not moved yet to the larger table: at its first slot, and at the slot the move has reached', () => {
+    const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock, digestKey: KEY });
+    const [first] = idsAt(0, 0, 1, 'first');
+    const [atCursor] = idsAt(64, 64, 1, 'cursor');
+    for (const id of [first!, atCursor!, ...idsAt(200, 900, 510, 'rest')]) expect(store.claim(id, expiry())).to.equal(true);
+    // The 513th id: the table grows, nothing has moved yet.
+    expect(store.claim('trigger', expiry())).to.equal(true);
+    store.confirm(first!, expiry());
+    // A claim moves the first 64 slots: the move now stands at slot 64.
+    expect(store.claim('step', expiry())).to.equal(true);
+    store.release(atCursor!);
+    expect(store.size).to.equal(512 + 2 - 1);
+    expect([store.claim(first!, expiry()), store.claim(atCursor!, expiry())]).to.deep.equal([false, true]);
+  });
+
+  it('drops the ids that expire while they wait to move, from the second they expire', () => {
+    const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock, digestKey: KEY });
+    const expiresAt = now + 10_000;
+    for (let i = 0; i < 512; i++) store.claim(`short-${i}`, expiresAt);
+    expect(store.claim('long', now + 60_000)).to.equal(true);
+    // Held until their expiry, not at it.
+    now = expiresAt;
+    // 16 claims of 64 slots each: the move is done.
+    for (let i = 0; i < 16; i++) expect(store.claim(`late-${i}`, now + 60_000)).to.equal(true);
+    expect(store.size).to.equal(17);
+    expect(store.claim('short-0', now + 60_000)).to.equal(true);
+  });
+
+  it('counts only unexpired ids against its capacity while they move, and sweeps the moved ones when they expire', () => {
+    // Ids living long at the table's start, ids expiring soon at its end: when the store is
+    // full, the soon-expired ones have not moved yet.
+    const store = new MemoryReplayStore({ maxEntries: 520, now: clock, digestKey: KEY });
+    for (const id of idsAt(0, 400, 256, 'lasting')) store.claim(id, now + 60_000);
+    for (const id of idsAt(600, 1000, 256, 'brief')) store.claim(id, now + 5_000);
+    // The 513th grows the table (to twice 520 slots); 7 more move slots 0 to 447.
+    for (let i = 0; i < 8; i++) expect(store.claim(`more-${i}`, now + 60_000)).to.equal(true);
+    expect(store.size).to.equal(520);
+    now += 5_000;
+    expect(store.claim('after', now + 60_000), 'the brief ids expired: room').to.equal(true);
+    expect(store.size).to.equal(256 + 8 + 1);
+
+    // A sweep while ids move, then ids expiring sooner than every id swept over move in:
+    // they are swept when they expire.
+    const sweeping = new MemoryReplayStore({ maxEntries: 100_000, now: clock, digestKey: KEY });
+    // Homes from slot 100 on, sparse enough that no run reaches round to the first slots.
+    for (const id of idsAt(100, 199, 1, 'filler')) sweeping.claim(id, now + 60_000);
+    for (const id of idsAt(200, 900, 510, 'middling')) sweeping.claim(id, now + 10_000);
+    // Moved last: an id that lives long.
+    for (const id of idsAt(1000, 1000, 1, 'tail')) sweeping.claim(id, now + 60_000);
+    expect(sweeping.claim('trigger', now + 60_000)).to.equal(true);
+    // Moves slots 0 to 63 (none held) and lands in the larger table, due first.
+    expect(sweeping.claim('soon', now + 2_000)).to.equal(true);
+    now += 2_000;
+    // Sweeps the larger table: 'soon' goes.
+    expect(Math.round(sweeping.fill() * sweeping.maxEntries)).to.equal(514 - 1);
+    for (let i = 0; i < 16; i++) sweeping.claim(`later-${i}`, now + 60_000);
+    now += 8_000;
+    expect(Math.round(sweeping.fill() * sweeping.maxEntries), 'the middling ids expired').to.equal(3 + 16);
+  });
+
+  it('a Redis store that cannot reach Redis fails each call with a retriable REPLAY_STORE error', async () => {
+    const store = redisReplayStore({ url: 'redis://127.0.0.1:1', redis: { retryStrategy: () => null, maxRetriesPerRequest: 0, lazyConnect: true } });
+    try {
+      for (const call of [() => store.claim('evt', Date.now() + 60_000), () => store.confirm!('evt', Date.now() + 60_000), () => store.release('evt')]) {
+        const error = (await Promise.resolve(call()).then(
+          () => undefined,
+          (e: unknown) => e,
+        )) as TributaryError;
+        expect(error).to.be.instanceOf(TributaryError);
+        expect([error.code, error.retriable]).to.deep.equal(['REPLAY_STORE', true]);
+        expect(error.message).to.match(/^replay store: Redis failed: /);
+      }
+    } finally {
+      await store.close();
+    }
   });
 });
