@@ -236,6 +236,8 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     // A claim moves the first 64 slots: the move now stands at slot 64.
     expect(store.claim('step', expiry())).to.equal(true);
     store.release(atCursor!);
+    // Released twice: counted once.
+    store.release(atCursor!);
     expect(store.size).to.equal(512 + 2 - 1);
     expect([store.claim(first!, expiry()), store.claim(atCursor!, expiry())]).to.deep.equal([false, true]);
   });
@@ -283,6 +285,25 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     for (let i = 0; i < 16; i++) sweeping.claim(`later-${i}`, now + 60_000);
     now += 8_000;
     expect(Math.round(sweeping.fill() * sweeping.maxEntries), 'the middling ids expired').to.equal(3 + 16);
+  });
+
+  it('after a sweep, sweeps again when the next id expires, wherever it lies in the table', () => {
+    const store = new MemoryReplayStore({ maxEntries: 100, now: clock, digestKey: KEY });
+    // Slot order: the id expiring first, the next to expire, the last to expire in the last slot.
+    const [first] = idsAt(10, 10, 1, 'first');
+    const [next] = idsAt(20, 20, 1, 'next');
+    const [last] = idsAt(1023, 1023, 1, 'last');
+    store.claim(first!, now + 1_000);
+    store.claim(next!, now + 5_000);
+    store.claim(last!, now + 60_000);
+    now += 1_000;
+    expect(Math.round(store.fill() * store.maxEntries)).to.equal(2);
+    now += 4_000;
+    expect(Math.round(store.fill() * store.maxEntries)).to.equal(1);
+  });
+
+  it('a Redis store needs exactly one of url or client', () => {
+    expect(() => redisReplayStore({})).to.throw(ConfigError, 'redisReplayStore needs exactly one of url or client');
   });
 
   it('a Redis store that cannot reach Redis fails each call with a retriable REPLAY_STORE error', async () => {

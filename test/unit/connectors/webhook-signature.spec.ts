@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { createHmac, createSecretKey } from 'node:crypto';
+import { createHmac, createSecretKey, generateKeyPairSync } from 'node:crypto';
 import { signWebhook } from '../../../connectors/webhook';
 import { secretKey, signatureMatches } from '../../../connectors/webhook/signature';
 import { ConfigError } from '../../../lib/errors';
@@ -33,6 +33,11 @@ describe('webhook signatures (Standard Webhooks)', () => {
     expect(() => secretKey(`whsec_${bytes.subarray(0, 15).toString('base64')}`, 'where')).to.throw(ConfigError, 'where must hold at least 16 bytes, got 15');
     expect(() => secretKey(42 as unknown as string, 'vendors.acme.secrets[1]')).to.throw(ConfigError, 'vendors.acme.secrets[1] must be a string or bytes, got number');
     expect(() => signWebhook('too-short', 'evt', 1, '')).to.throw(ConfigError, 'secret must hold at least 16 bytes, got 9');
+    // Only a secret key is taken as one: a public key, a look-alike or null is refused as a secret.
+    const { publicKey } = generateKeyPairSync('ed25519');
+    for (const secret of [publicKey, { type: 'secret' }, null]) {
+      expect(() => signWebhook(secret as unknown as string, 'evt', 1, ''), String(secret)).to.throw(ConfigError, 'secret must be a string or bytes, got object');
+    }
   });
 
   it('accepts a header whose v1 signatures include one made with one of the keys, during a rotation too', () => {
