@@ -236,7 +236,6 @@ function cases(): Case[] {
   const scoped = createSecretKey(Buffer.from(hkdfSync('sha256', key, 'tributary/tokenize/v1', 'customer-email', 32)));
   let redisPrefix = '';
   const operatorStores: { close(): Promise<void> }[] = [];
-  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:16379';
 
   const normalizeGlobetrek = () => normalize({ mappings: { globetrek: mappings.globetrek! }, vendorOf: () => 'globetrek' });
   const normalized = (() => {
@@ -437,12 +436,12 @@ function cases(): Case[] {
       },
       operator() {
         redisPrefix = `bench:op:${Date.now()}:${Math.random()}:`;
-        const store = redisDedupeStore({ url: redisUrl, prefix: redisPrefix });
+        const store = redisDedupeStore({ url: REDIS_URL, prefix: redisPrefix });
         operatorStores.push(store);
         return (source) => source.pipe(dedupe({ key: (r: any) => r.email, ttlMs: 600_000, store, batch: { rows: 1000, maxWaitMs: 1 } }));
       },
       async plain(records) {
-        const store = redisDedupeStore({ url: redisUrl, prefix: `bench:plain:${Date.now()}:${Math.random()}:` });
+        const store = redisDedupeStore({ url: REDIS_URL, prefix: `bench:plain:${Date.now()}:${Math.random()}:` });
         try {
           for (let i = 0; i < records.length; i += 1000) {
             const chunk = records.slice(i, i + 1000);
@@ -456,8 +455,11 @@ function cases(): Case[] {
   ];
 }
 
+/** The project's test Redis (scripts/services/redis.sh, REDIS_PORT), as the cache benchmark and the tests find it; REDIS_URL overrides. */
+const REDIS_URL = process.env.REDIS_URL ?? `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
+
 async function redisReachable(): Promise<boolean> {
-  const store = redisDedupeStore({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:16379', redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
+  const store = redisDedupeStore({ url: REDIS_URL, redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
   try {
     await store.claim([`bench:probe:${Math.random()}`], ['probe'], 1000);
     return true;
@@ -483,7 +485,7 @@ export async function runCases(rounds = DEFAULT_ROUNDS): Promise<{ figures: Case
   const haveRedis = await redisReachable();
   for (const c of cases()) {
     if (c.name.includes('Redis') && !haveRedis) {
-      skipped.push(`${c.name}: no Redis at ${process.env.REDIS_URL ?? 'redis://127.0.0.1:16379'}`);
+      skipped.push(`${c.name}: no Redis at ${REDIS_URL}`);
       continue;
     }
     await c.setup?.();
