@@ -9,6 +9,7 @@ describe('WrongKeyLimiter: a token bucket per client for requests without a vali
     const limiter = new WrongKeyLimiter({ attempts: 3, perSeconds: 60 });
     expect(limiter.waitSeconds('10.0.0.1', start)).to.equal(0);
     limiter.failed('10.0.0.1', start);
+    expect(limiter.waitSeconds('10.0.0.1', start), 'two tokens left').to.equal(0);
     limiter.failed('10.0.0.1', start);
     expect(limiter.waitSeconds('10.0.0.1', start), 'one token left').to.equal(0);
     limiter.failed('10.0.0.1', start);
@@ -16,6 +17,10 @@ describe('WrongKeyLimiter: a token bucket per client for requests without a vali
     expect(limiter.waitSeconds('10.0.0.1', start)).to.equal(20);
     expect(limiter.waitSeconds('10.0.0.1', start + 10_000), 'half a token back').to.equal(10);
     expect(limiter.waitSeconds('10.0.0.1', start + 20_000)).to.equal(0);
+    // Full again after 60 s: a fresh start, three tries.
+    expect(limiter.waitSeconds('10.0.0.1', start + 60_000)).to.equal(0);
+    for (let i = 0; i < 3; i++) limiter.failed('10.0.0.1', start + 60_000);
+    expect(limiter.waitSeconds('10.0.0.1', start + 60_000)).to.equal(20);
     expect(limiter.waitSeconds('10.0.0.2', start), 'another client').to.equal(0);
   });
 
