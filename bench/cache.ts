@@ -15,7 +15,6 @@
  * Redis is the project's test Redis (scripts/services/redis.sh, REDIS_PORT); its CPU per
  * cached row is read from its INFO before and after each cached run.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +30,7 @@ import type { Booking } from '../examples/bookings/schema';
 import { fanOut } from '../lib/fanOut';
 import { Pipeline } from '../lib/pipeline';
 import type { DeadLetter, Sink } from '../lib/sink';
-import { benchDir, quantile, round, sampleMemory, table } from './harness';
+import { quantile, round, sampleMemory, startTestRedis, table, TEST_REDIS_URL } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'cache';
@@ -42,7 +41,7 @@ const BATCH = 10_000;
 const READS = 20_000;
 const SEED = 42;
 const HOUR = 3_600_000;
-const REDIS_URL = `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
+const REDIS_URL = TEST_REDIS_URL;
 
 interface Row {
   vendor: string;
@@ -125,8 +124,7 @@ async function redisCpu(redis: Redis): Promise<{ cpu: number; scriptUs: number; 
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
   const repeat = options.repeat ?? 3;
-  execFileSync('bash', [join(benchDir, '..', 'scripts', 'services', 'redis.sh'), 'install'], { stdio: 'ignore' });
-  execFileSync('bash', [join(benchDir, '..', 'scripts', 'services', 'redis.sh'), 'start'], { stdio: 'ignore' });
+  startTestRedis();
   const memory = sampleMemory(100);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-cache-'));
   const clickhouse = embeddedClickHouse({ path: join(dir, 'store') });

@@ -3,7 +3,7 @@
  * and running a measurement in a child process of its own (so its RSS is its own, and so
  * each embedded ClickHouse gets the one data directory a process may hold).
  */
-import { fork } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -13,6 +13,16 @@ import { performance } from 'node:perf_hooks';
 export const benchDir = basename(dirname(__dirname)) === 'dist' ? resolve(__dirname, '../../bench') : __dirname;
 export const dataDir = join(benchDir, 'data');
 export const resultsDir = join(benchDir, 'results');
+
+/** The project's test Redis, where its script starts it (REDIS_PORT), as the tests find it. */
+export const TEST_REDIS_URL = `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
+
+/** Installs and starts the test Redis with the project's script (both steps idempotent). */
+export function startTestRedis(): void {
+  const script = join(benchDir, '..', 'scripts', 'services', 'redis.sh');
+  execFileSync('bash', [script, 'install'], { stdio: 'ignore' });
+  execFileSync('bash', [script, 'start'], { stdio: 'ignore' });
+}
 
 export interface Machine {
   cpus: string;

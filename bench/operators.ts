@@ -10,9 +10,7 @@
  * events/s, ns/event, and the operator's share of the plain code's speed. Encryption must
  * reach 150k fields/s. Run alone: `node dist/bench/run.js operators`.
  */
-import { execFileSync } from 'node:child_process';
 import { createCipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, randomFillSync, type KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { from, type OperatorFunction } from 'rxjs';
 import { Envelope, type Settlement } from '../lib/envelope';
@@ -31,7 +29,7 @@ import { mappings } from '../examples/bookings/mappings';
 import { bookingSchema } from '../examples/bookings/schema';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
-import { benchDir, median, round, sampleMemory } from './harness';
+import { median, round, sampleMemory, startTestRedis, TEST_REDIS_URL } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 export const name = 'operators';
@@ -455,8 +453,8 @@ function cases(): Case[] {
   ];
 }
 
-/** The project's test Redis (scripts/services/redis.sh, REDIS_PORT), as the cache benchmark and the tests find it; REDIS_URL overrides. */
-const REDIS_URL = process.env.REDIS_URL ?? `redis://127.0.0.1:${process.env.REDIS_PORT ?? 16379}`;
+/** The project's test Redis, unless REDIS_URL names another. */
+const REDIS_URL = process.env.REDIS_URL ?? TEST_REDIS_URL;
 
 async function redisReachable(): Promise<boolean> {
   const store = redisDedupeStore({ url: REDIS_URL, redis: { maxRetriesPerRequest: 0, retryStrategy: () => null } });
@@ -477,11 +475,7 @@ async function redisReachable(): Promise<boolean> {
 export async function runCases(rounds = DEFAULT_ROUNDS): Promise<{ figures: CaseFigures[]; skipped: string[] }> {
   const figures: CaseFigures[] = [];
   const skipped: string[] = [];
-  if (process.env.REDIS_URL === undefined) {
-    const script = join(benchDir, '..', 'scripts', 'services', 'redis.sh');
-    execFileSync('bash', [script, 'install'], { stdio: 'ignore' });
-    execFileSync('bash', [script, 'start'], { stdio: 'ignore' });
-  }
+  if (process.env.REDIS_URL === undefined) startTestRedis();
   const haveRedis = await redisReachable();
   for (const c of cases()) {
     if (c.name.includes('Redis') && !haveRedis) {
