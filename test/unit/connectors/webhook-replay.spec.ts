@@ -32,6 +32,48 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     now = 1_800_000_000_000;
   });
 
+  /**
+   * Drives `store` and a plain map of ids (the model: when each expires, whether its records
+   * were stored) through the same seeded steps, each claim's answer checked against the
+   * model's. A step is a release, a second passing, a confirmation or a claim, as its roll
+   * falls below `cuts[0]`, `cuts[1]`, `cuts[2]` or above. Returns how often each answer came.
+   */
+  function againstModel(
+    store: MemoryReplayStore,
+    o: { steps: number; seed: number; id: (random: () => number) => string; cuts: [number, number, number]; after?: (step: number, model: ReadonlyMap<string, unknown>) => void },
+  ): Record<'true' | 'false' | 'pending' | 'undefined', number> {
+    const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
+    let seed = o.seed;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const counts = { true: 0, false: 0, pending: 0, undefined: 0 };
+    for (let step = 0; step < o.steps; step++) {
+      const id = o.id(random);
+      const roll = random();
+      if (roll < o.cuts[0]) {
+        store.release(id);
+        model.delete(id);
+      } else if (roll < o.cuts[1]) {
+        now += 1000;
+        for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
+      } else if (roll < o.cuts[2]) {
+        // Confirming an id not held changes nothing.
+        const expiresAt = now + Math.ceil(random() * 5) * 1000;
+        store.confirm(id, expiresAt);
+        if (model.has(id)) model.set(id, { expiresAt, confirmed: true });
+      } else {
+        const expiresAt = now + Math.ceil(random() * 5) * 1000;
+        const held = model.get(id);
+        const expected = held ? (held.confirmed ? false : 'pending') : model.size >= store.maxEntries ? undefined : true;
+        const taken = store.claim(id, expiresAt);
+        expect(taken, `step ${step}: ${id}`).to.equal(expected);
+        if (taken === true) model.set(id, { expiresAt, confirmed: false });
+        counts[String(taken) as keyof typeof counts]++;
+      }
+      o.after?.(step, model);
+    }
+    return counts;
+  }
+
   it('derives its capacity from the peak rate and the tolerance, and states its memory', () => {
     expect(replayCapacity({ peakRequestsPerSecond: 1000, toleranceSeconds: 300 })).to.equal(602_000);
     expect(new MemoryReplayStore().maxEntries).to.equal(602_000);
@@ -123,36 +165,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     const grownTo = new Set<number>();
     /** Share of steps a second passes: fewer for the larger store, so that it holds more ids and grows. */
     const tick = maxEntries === 600 ? 0.003 : 0.0007;
-    /** The model: id → when it expires, and whether its records were stored (confirmed). */
-    const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
-    let seed = 7;
-    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const counts = { true: 0, false: 0, pending: 0, undefined: 0 };
-    for (let step = 0; step < 50_000; step++) {
-      const id = `id-${Math.floor(random() * 5000)}`;
-      const roll = random();
-      if (roll < 0.05) {
-        store.release(id);
-        model.delete(id);
-      } else if (roll < 0.05 + tick) {
-        now += 1000;
-        for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
-      } else if (roll < 0.3) {
-        // Confirming an id not held changes nothing.
-        const expiresAt = now + Math.ceil(random() * 5) * 1000;
-        store.confirm(id, expiresAt);
-        if (model.has(id)) model.set(id, { expiresAt, confirmed: true });
-      } else {
-        const expiresAt = now + Math.ceil(random() * 5) * 1000;
-        const held = model.get(id);
-        const expected = held ? (held.confirmed ? false : 'pending') : model.size >= store.maxEntries ? undefined : true;
-        const taken = store.claim(id, expiresAt);
-        expect(taken, `step ${step}: ${id}`).to.equal(expected);
-        grownTo.add(store.bytes);
-        if (taken === true) model.set(id, { expiresAt, confirmed: false });
-        counts[String(taken) as keyof typeof counts]++;
-      }
-    }
+    const counts = againstModel(store, { steps: 50_000, seed: 7, id: (random) => `id-${Math.floor(random() * 5000)}`, cuts: [0.05, 0.05 + tick, 0.3], after: () => grownTo.add(store.bytes) });
     // Every outcome was exercised, the full store included.
     expect(counts.true).to.be.greaterThan(1000);
     expect(counts.false, JSON.stringify(counts)).to.be.greaterThan(100);
@@ -161,6 +174,7 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     // Sizes seen: the first table, each move (both tables), each larger table.
     expect(grownTo.size, [...grownTo].join(', ')).to.be.at.least(maxEntries === 600 ? 3 : 5);
   });
+
   it('grows its table when half its slots are taken, not later', () => {
     const store = new MemoryReplayStore({ maxEntries: 100_000, now: clock, digestKey: KEY });
     for (let i = 0; i < 512; i++) store.claim(`id-${i}`, expiry());
@@ -194,34 +208,16 @@ describe('MemoryReplayStore: compact ids, sized by rate and tolerance', () => {
     // across the end, out of which ids are released and expire.
     const ids = [...idsAt(1020, 1023, 32, 'end'), ...idsAt(0, 3, 32, 'start')];
     const store = new MemoryReplayStore({ maxEntries: 500, now: clock, digestKey: KEY });
-    const model = new Map<string, { expiresAt: number; confirmed: boolean }>();
-    let seed = 11;
-    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const counts = { true: 0, false: 0, pending: 0 };
-    for (let step = 0; step < 20_000; step++) {
-      const id = ids[Math.floor(random() * ids.length)]!;
-      const roll = random();
-      if (roll < 0.15) {
-        store.release(id);
-        model.delete(id);
-      } else if (roll < 0.2) {
-        now += 1000;
-        for (const [held, { expiresAt }] of model) if (expiresAt <= now) model.delete(held);
-      } else if (roll < 0.4) {
-        const expiresAt = now + Math.ceil(random() * 5) * 1000;
-        store.confirm(id, expiresAt);
-        if (model.has(id)) model.set(id, { expiresAt, confirmed: true });
-      } else {
-        const expiresAt = now + Math.ceil(random() * 5) * 1000;
-        const held = model.get(id);
-        const taken = store.claim(id, expiresAt);
-        expect(taken, `step ${step}: ${id}`).to.equal(held ? (held.confirmed ? false : 'pending') : true);
-        if (taken === true) model.set(id, { expiresAt, confirmed: false });
-        counts[String(taken) as keyof typeof counts]++;
-      }
+    const counts = againstModel(store, {
+      steps: 20_000,
+      seed: 11,
+      id: (random) => ids[Math.floor(random() * ids.length)]!,
+      cuts: [0.15, 0.2, 0.4],
       // Expired ids are swept out on reading the fill: the table then holds the model's ids.
-      if (step % 100 === 0) expect(Math.round(store.fill() * store.maxEntries), `step ${step}`).to.equal(model.size);
-    }
+      after: (step, model) => {
+        if (step % 100 === 0) expect(Math.round(store.fill() * store.maxEntries), `step ${step}`).to.equal(model.size);
+      },
+    });
     expect(Math.min(counts.true, counts.false, counts.pending), JSON.stringify(counts)).to.be.greaterThan(500);
   });
 
