@@ -2,7 +2,7 @@ import { asapScheduler, asyncScheduler, Observable, type OperatorFunction, type 
 import type { Envelope } from './envelope';
 import { ConfigError } from './errors';
 import { positiveInteger } from './options';
-import type { Batch, EncodedRows } from './sink';
+import type { Batch, EncodedRows, RowBytes } from './sink';
 
 export interface BatchOptions {
   /** Emit when this many records are gathered. @default 20000 */
@@ -38,6 +38,8 @@ export interface BatchOptions {
    * code `ENCODE`) and left out of the batch. @default records are not encoded
    */
   encode?: (value: any) => string;
+  /** With `encode`: writes the same bytes as `encode` returns into the batch (a sink's `encodeInto`), used instead. @default none */
+  encodeInto?: (value: any, out: RowBytes) => void;
   /**
    * With `encode`: drop each encoded record's value when it keeps its payload as received
    * (`raw`, what a dead letter stores), so the batch holds bytes, not objects.
@@ -49,23 +51,25 @@ export interface BatchOptions {
 /** How long a replayed batch waits for its last record before it is cut all the same. */
 export const REPLAY_WAIT_MS = 30_000;
 
-export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'replayed' | 'signal'> {
+export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal'> {
   const resolved = {
     rows: options.rows ?? 20_000,
     bytes: options.bytes ?? 16 * 1024 * 1024,
     maxWaitMs: options.maxWaitMs ?? 1000,
     scheduler: options.scheduler ?? asyncScheduler,
     key: options.key,
+    encodeInto: options.encodeInto,
     encode: options.encode,
     replayed: options.replayed,
     signal: options.signal,
     releaseValues: options.releaseValues ?? false,
   };
-  for (const name of ['key', 'encode', 'replayed'] as const) {
+  for (const name of ['key', 'encode', 'encodeInto', 'replayed'] as const) {
     if (resolved[name] !== undefined && typeof resolved[name] !== 'function') {
       throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
     }
   }
+  if (resolved.encodeInto !== undefined && resolved.encode === undefined) throw new ConfigError(`${where}.encodeInto needs encode, which the batch's retries and splits use`);
   positiveInteger(options.rows, resolved.rows, `${where}.rows`);
   positiveInteger(options.bytes, resolved.bytes, `${where}.bytes`);
   if (!(resolved.maxWaitMs >= 0) || resolved.maxWaitMs === Infinity) {
@@ -91,7 +95,7 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
  * @returns An operator emitting {@link Batch}es.
  */
 export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<T>, Batch<T>> {
-  const { rows, bytes, maxWaitMs, scheduler, key, encode, replayed, signal, releaseValues } = resolveBatchOptions(options);
+  const { rows, bytes, maxWaitMs, scheduler, key, encode, encodeInto, replayed, signal, releaseValues } = resolveBatchOptions(options);
   return (source) =>
     new Observable<Batch<T>>((subscriber) => {
       let envelopes: Envelope<T>[] = [];
@@ -130,7 +134,8 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
           }
           if (body) {
             try {
-              body.add(encode!(envelope.value));
+              if (encodeInto) body.addInto(encodeInto, envelope.value);
+              else body.add(encode!(envelope.value));
             } catch (error) {
               envelope.reject({ stage: 'sink', code: 'ENCODE', message: `cannot encode the record: ${error instanceof Error ? error.message : String(error)}`, path: '' });
               return;
@@ -204,41 +209,63 @@ export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch
  * Batches cut small and often (a source whose callers wait) share a buffer: each takes
  * its stretch, and a new buffer comes only when the rest would not hold another like it.
  */
-class BodyBuilder {
+class BodyBuilder implements RowBytes {
   #buffer = Buffer.allocUnsafe(64 * 1024);
   /** Where the rows of the batch being built begin. */
   #start = 0;
-  #at = 0;
+  at = 0;
   #ends: number[] = [];
+
+  /** The buffer, with room for `bytes` more at `at`. */
+  room(bytes: number): Buffer {
+    if (this.at + bytes > this.#buffer.length) {
+      // The batch moves to a buffer of its own, twice as large only when it outgrew a whole
+      // one: one that merely came after others moves to one the same size.
+      const length = this.at - this.#start;
+      const larger = Buffer.allocUnsafe(Math.max(this.#start === 0 ? this.#buffer.length * 2 : this.#buffer.length, length + bytes));
+      this.#buffer.copy(larger, 0, this.#start, this.at);
+      this.#buffer = larger;
+      this.#start = 0;
+      this.at = length;
+    }
+    return this.#buffer;
+  }
 
   add(row: string): void {
     // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline.
-    const most = row.length * 3 + 1;
-    if (this.#at + most > this.#buffer.length) {
-      // The batch moves to a buffer of its own, twice as large only when it outgrew a whole
-      // one: one that merely came after others moves to one the same size.
-      const length = this.#at - this.#start;
-      const larger = Buffer.allocUnsafe(Math.max(this.#start === 0 ? this.#buffer.length * 2 : this.#buffer.length, length + most));
-      this.#buffer.copy(larger, 0, this.#start, this.#at);
-      this.#buffer = larger;
-      this.#start = 0;
-      this.#at = length;
+    const buffer = this.room(row.length * 3 + 1);
+    this.at += buffer.write(row, this.at);
+    this.#end();
+  }
+
+  /** A row `encodeInto` writes; nothing of it stays when it throws. */
+  addInto(encodeInto: (value: any, out: RowBytes) => void, value: unknown): void {
+    const from = this.at - this.#start;
+    try {
+      encodeInto(value, this);
+    } catch (error) {
+      this.at = this.#start + from;
+      throw error;
     }
-    this.#at += this.#buffer.write(row, this.#at);
-    this.#buffer[this.#at++] = 0x0a;
-    this.#ends.push(this.#at - this.#start);
+    this.room(1);
+    this.#end();
+  }
+
+  #end(): void {
+    this.#buffer[this.at++] = 0x0a;
+    this.#ends.push(this.at - this.#start);
   }
 
   /** The rows so far; the next batch goes on in the same buffer, or a new one a quarter larger than these when the rest is smaller. */
   take(): EncodedRows {
-    const length = this.#at - this.#start;
-    const rows: EncodedRows = { body: this.#buffer.subarray(this.#start, this.#at), ends: this.#ends };
+    const length = this.at - this.#start;
+    const rows: EncodedRows = { body: this.#buffer.subarray(this.#start, this.at), ends: this.#ends };
     const like = Math.ceil(length * 1.25);
-    if (this.#buffer.length - this.#at < like) {
+    if (this.#buffer.length - this.at < like) {
       this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, like));
-      this.#at = 0;
+      this.at = 0;
     }
-    this.#start = this.#at;
+    this.#start = this.at;
     this.#ends = [];
     return rows;
   }

@@ -4,7 +4,7 @@ import { SinkBreaker, type BreakerOptions } from './breaker';
 import { ConfigError, isRetriable } from './errors';
 import { positiveInteger } from './options';
 import { resolveRetryOptions, retry, type ResolvedRetryOptions, type RetryOptions } from './retry';
-import type { Batch, Sink, WriteContext } from './sink';
+import type { Batch, RowBytes, Sink, WriteContext } from './sink';
 
 /** One sink of a {@link fanOut}: required (it acks the records) or best-effort (it never holds them back). */
 export interface FanOutTarget<T> {
@@ -283,6 +283,7 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
     name,
     registry,
     encode: encoder && ((value: T) => encoder.sink.encode!(value)),
+    encodeInto: encoder?.sink.encodeInto && ((value: T, out: RowBytes) => encoder.sink.encodeInto!(value, out)),
     get encoding() {
       return encoder?.sink.encoding;
     },

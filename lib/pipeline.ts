@@ -314,6 +314,7 @@ export class Pipeline<T> implements AsyncDisposable {
 }
 
 /** The sink's encoder for the batch step; none when the sink has none, whatever the batch options say. */
-function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode'> {
-  return { encode: sink.encode ? (value) => sink.encode!(value) : undefined };
+function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode' | 'encodeInto'> {
+  if (!sink.encode) return { encode: undefined };
+  return { encode: (value) => sink.encode!(value), ...(sink.encodeInto && { encodeInto: (value, out) => sink.encodeInto!(value, out) }) };
 }

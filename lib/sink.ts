@@ -19,6 +19,17 @@ export interface EncodedRows {
   readonly ends: readonly number[];
 }
 
+/**
+ * Where `Sink.encodeInto` writes a row: `room(bytes)` makes room for `bytes` more at `at`
+ * and gives the buffer; it may move both, so read `at` after it (`const b = out.room(n);
+ * out.at += b.write(text, out.at)`, not `out.at += out.room(n).write(…)`), then move `at`
+ * past what was written.
+ */
+export interface RowBytes {
+  at: number;
+  room(bytes: number): Buffer;
+}
+
 export interface WriteContext {
   /**
    * Deterministic for the records in the batch: the same records give the same token,
@@ -48,6 +59,11 @@ export interface Sink<T> {
    * (stage `sink`, code `ENCODE`).
    */
   encode?(value: T): string;
+  /**
+   * Writes what `encode` returns, as UTF-8, straight into the batch's bytes: used instead
+   * of `encode` where the sink has both, saving the string a row. @default none
+   */
+  encodeInto?(value: T, out: RowBytes): void;
   /**
    * What `encode` writes, when another sink could write the same bytes: `'json'` for
    * `JSON.stringify(value)`. A fan-out encodes once and hands the rows to every sink of

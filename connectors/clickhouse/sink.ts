@@ -1,6 +1,7 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
-import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
+import type { Batch, EncodedRows, RowBytes, Sink, WriteContext } from '../../lib/sink';
 import { encodeRows } from '../../lib/batch';
+import { writeJsonArray, writeText } from '../../lib/jsonBytes';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {
@@ -61,6 +62,10 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
   };
   // What open() found. Encoding needs it synchronously.
   let opened: RowEncoder | undefined;
+  const openedEncoder = () => {
+    if (!opened) throw new TributaryError(`sink clickhouse:${table} must be opened before it encodes`, { code: 'NOT_OPEN' });
+    return opened;
+  };
   return {
     name: `clickhouse:${table}`,
     async open() {
@@ -75,8 +80,10 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       if (encoding === 'json' && opened?.compact) opened.compact = undefined;
     },
     encode(value: T) {
-      if (!opened) throw new TributaryError(`sink clickhouse:${table} must be opened before it encodes`, { code: 'NOT_OPEN' });
-      return encodeRow(value, opened);
+      return encodeRow(value, openedEncoder());
+    },
+    encodeInto(value: T, out: RowBytes) {
+      encodeRowInto(value, openedEncoder(), out);
     },
     async write(batch: Batch<T>, context: WriteContext) {
       const { tokens, encoder } = await prepare();
@@ -123,7 +130,10 @@ interface RowEncoder {
 interface CompactRows {
   /** The table's columns an insert can name, in the arrays' order. */
   columns: readonly string[];
-  /** The row's values in the columns' order; undefined when an array would not say what its object says. */
+  /**
+   * The row's values in the columns' order, in an array the next call writes over (so
+   * stringify it first); undefined when an array would not say what its object says.
+   */
   pick: (row: Record<string, unknown>) => unknown[] | undefined;
 }
 
@@ -155,32 +165,39 @@ export function compactRows(columns: readonly TableColumn[], settings: Readonly<
 /**
  * The row's values of `columns`, in order, or undefined: when a column that `keepsDefault`
  * is left out (undefined, or a value JSON leaves out: a function or a symbol), or when the
- * row has a key no column reads (more keys than values found).
+ * row has a key no column reads (more keys than values found). Allocates nothing a row:
+ * the keys are counted with for…in, not listed (an enumerable key inherited from a
+ * polluted prototype counts too, which sends the row as its object: still what
+ * JSON.stringify writes), and the values go into one array, written over each call.
  */
 function picker(columns: readonly string[], keepsDefault: readonly boolean[]): CompactRows['pick'] {
   const absent = (x: unknown) => x === undefined || typeof x === 'function' || typeof x === 'symbol';
+  // Packed (not `new Array(n)`, which is holey): JSON.stringify writes a packed array faster.
+  const values: unknown[] = Array.from({ length: columns.length }, () => null);
   try {
     let code = 'let found = 0;\n';
     columns.forEach((column, i) => {
       code += `const x${i} = row[${JSON.stringify(column)}];\n`;
       code += keepsDefault[i] ? `if (absent(x${i})) return undefined;\nfound++;\n` : `if (x${i} !== undefined) found++;\n`;
     });
-    code += `return found === Object.keys(row).length ? [${columns.map((_, i) => `x${i}`).join(', ')}] : undefined;`;
+    code += 'for (const key in row) if (found-- === 0) return undefined;\nif (found !== 0) return undefined;\n';
+    code += columns.map((_, i) => `values[${i}] = x${i};\n`).join('');
+    code += 'return values;';
     // Compiled once per table, from JSON literals only.
-    return new Function('absent', `return function pick(row) {\n${code}\n};`)(absent) as CompactRows['pick'];
+    return new Function('absent', 'values', `return function pick(row) {\n${code}\n};`)(absent, values) as CompactRows['pick'];
   } catch (error) {
     // --disallow-code-generation-from-strings: the loop does the same.
     if (!(error instanceof EvalError)) throw error;
     return (row) => {
       let found = 0;
-      const values = new Array<unknown>(columns.length);
       for (let i = 0; i < columns.length; i++) {
         const x = row[columns[i]!];
         if (keepsDefault[i] && absent(x)) return undefined;
         if (x !== undefined) found++;
         values[i] = x;
       }
-      return found === Object.keys(row).length ? values : undefined;
+      for (const _key in row) if (found-- === 0) return undefined;
+      return found === 0 ? values : undefined;
     };
   }
 }
@@ -191,6 +208,15 @@ function encodeRow(value: unknown, encoder: RowEncoder): string {
     if (values) return JSON.stringify(values);
   }
   return jsonRow(value, encoder.unquoteDecimals);
+}
+
+/** `encodeRow`'s bytes, written into `out` without its string. */
+function encodeRowInto(value: unknown, encoder: RowEncoder, out: RowBytes): void {
+  if (encoder.compact && isPlainObject(value)) {
+    const values = encoder.compact.pick(value);
+    if (values) return writeJsonArray(out, values);
+  }
+  writeText(out, jsonRow(value, encoder.unquoteDecimals));
 }
 
 /** An object JSON.stringify writes key by key: no class instance, no array, no toJSON. */

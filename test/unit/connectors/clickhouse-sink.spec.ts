@@ -113,8 +113,10 @@ describe('ClickHouse sink', function () {
       globalThis.Function = original;
     }
     expect(interpreted.columns).to.deep.equal(['id', 'nd', 's']);
-    const picks = rows.map((row) => generated.pick(row));
+    // Each pick is copied: the picker writes over one array.
+    const picks = rows.map((row) => generated.pick(row)?.slice());
     expect(picks).to.deep.equal([[1, 'x', undefined], [1, 'x', 'y'], undefined, [1, null, undefined], undefined, undefined, undefined, undefined, undefined]);
-    expect(rows.map((row) => interpreted.pick(row))).to.deep.equal(picks);
+    expect(rows.map((row) => interpreted.pick(row)?.slice())).to.deep.equal(picks);
+    expect(generated.pick(rows[0]!), 'one array, written over').to.equal(generated.pick(rows[1]!));
   });
 });

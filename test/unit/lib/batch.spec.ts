@@ -5,7 +5,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { batch, batchPart } from '../../../lib/batch';
 import { Envelope } from '../../../lib/envelope';
 import { ConfigError } from '../../../lib/errors';
-import type { Batch } from '../../../lib/sink';
+import type { Batch, RowBytes } from '../../../lib/sink';
 import { Recorder } from '../../helpers';
 
 describe('batch', () => {
@@ -138,6 +138,36 @@ describe('batch', () => {
     expect(batches[0]!.envelopes.map((e) => e.value)).to.deep.equal([undefined, { id: 2 }, undefined]);
     expect(recorder.rejected.map((r) => [r.envelope.raw, r.failure.stage, r.failure.code, r.failure.path])).to.deep.equal([['n=10', 'sink', 'ENCODE', '']]);
     expect(recorder.rejected[0]!.failure.message).to.match(/^cannot encode the record: .*BigInt/);
+  });
+
+  it('writes rows with encodeInto where given: the same rows as encode, nothing left of a row it throws on, a row moved whole when it outgrows the buffer', async () => {
+    const recorder = new Recorder();
+    let encodes = 0;
+    const encode = (value: { id: number; text: string }) => {
+      encodes++;
+      return JSON.stringify(value);
+    };
+    /** Writes its row in pieces, asking for room before each, as a sink's writer does; throws after writing half of row 3. */
+    const encodeInto = (value: { id: number; text: string }, out: RowBytes) => {
+      const row = JSON.stringify(value);
+      for (let at = 0; at < row.length; at += 1000) {
+        if (value.id === 3 && at > row.length / 2) throw new Error('no room for row 3');
+        const piece = row.slice(at, at + 1000);
+        const buffer = out.room(3 * piece.length); // first: it may move `at`
+        out.at += buffer.write(piece, out.at);
+      }
+    };
+    // Batches of two: the second starts inside the first's buffer; row 3 moves it to a larger one before it throws, row 6 once more.
+    const sizes: Record<number, number> = { 1: 10, 2: 10, 4: 20, 3: 100_000, 5: 30, 6: 70_000, 7: 5 };
+    const values = [1, 2, 4, 3, 5, 6, 7].map((id) => ({ id, text: (id === 6 ? 'ü' : 'x').repeat(sizes[id]!) }));
+    const batches = await lastValueFrom(from(values.map((v) => recorder.envelope(v))).pipe(batch({ rows: 2, encode, encodeInto }), toArray()));
+    expect(encodes, 'encodeInto used instead').to.equal(0);
+    const rowsOf = (b: Batch<unknown>) => b.encoded!.ends.map((end, i) => b.encoded!.body.toString('utf8', i === 0 ? 0 : b.encoded!.ends[i - 1], end));
+    const row = (id: number) => `${JSON.stringify(values.find((v) => v.id === id))}\n`;
+    expect(batches.map(rowsOf)).to.deep.equal([[row(1), row(2)], [row(4), row(5)], [row(6), row(7)]]);
+    expect(batches.map((b) => b.encoded!.body.length)).to.deep.equal(batches.map((b) => b.encoded!.ends.at(-1)));
+    expect(recorder.rejected.map((r) => [r.failure.code, r.failure.message])).to.deep.equal([['ENCODE', 'cannot encode the record: no room for row 3']]);
+    expect(() => batch({ encodeInto })).to.throw(ConfigError, 'batch.encodeInto needs encode');
   });
 
   it('small batches share one buffer, each keeping its own rows however many follow, and a batch that outgrows it moves out whole', async () => {

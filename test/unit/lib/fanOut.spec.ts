@@ -6,7 +6,7 @@ import { Envelope } from '../../../lib/envelope';
 import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
-import type { Batch, DeadLetter, Sink, WriteContext } from '../../../lib/sink';
+import type { Batch, DeadLetter, RowBytes, Sink, WriteContext } from '../../../lib/sink';
 import { delay, MemorySink, observed, Recorder, until } from '../../helpers';
 
 const fastRetry = { retries: Infinity, initialDelayMs: 1, maxDelayMs: 5 };
@@ -151,6 +151,26 @@ describe('fanOut', () => {
     expect(cache.values, 'kept for the sink that reads them').to.deep.equal([1, 2, 3, 4, 5].map((id) => ({ id })));
     expect(bodies, 'no rows of an encoding it did not declare').to.deep.equal([undefined]);
     expect(other.rows).to.deep.equal([1, 2, 3, 4, 5].map((id) => ({ id })));
+  });
+
+  it('writes rows with its encoder\'s encodeInto when it has one, and has none when it does not', async () => {
+    const store = new JsonSink('store');
+    const into: unknown[] = [];
+    const withInto = Object.assign(store, {
+      encodeInto(value: { id: number }, out: RowBytes) {
+        into.push(value);
+        const row = `{"id":${value.id}}`;
+        const buffer = out.room(row.length);
+        out.at += buffer.write(row, out.at);
+      },
+    });
+    const cache = new JsonSink('cache');
+    const pipeline = new Pipeline({ ...jsonRecords(3), sink: fanOut([{ sink: withInto, required: true }, { sink: cache, required: true }]), deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
+    expect((await pipeline.run()).written).to.equal(3);
+    expect(into).to.deep.equal([{ id: 1 }, { id: 2 }, { id: 3 }]);
+    expect(store.encodes).to.equal(0);
+    expect(cache.bodies).to.deep.equal(['{"id":1}\n{"id":2}\n{"id":3}\n']);
+    expect(fanOut([{ sink: new JsonSink('plain'), required: true }]).encodeInto).to.equal(undefined);
   });
 
   it('lets go of values once encoded when every sink takes the encoded rows', async () => {

@@ -1,0 +1,85 @@
+import type { RowBytes } from './sink';
+
+/**
+ * JSON written as UTF-8 bytes straight into a row buffer: the bytes
+ * `Buffer.from(JSON.stringify(values))` holds, without the string. JSON.stringify returns
+ * a rope of parts that Buffer.write must first copy into one string: two strings a row,
+ * about twice the row's size, for the garbage collector. Here printable ASCII text and
+ * small integers (almost every value of a booking row) are written byte by byte; any
+ * other value is written as JSON.stringify writes it.
+ */
+
+/** `text` as UTF-8 at `out.at`. */
+export function writeText(out: RowBytes, text: string): void {
+  // At most 3 bytes of UTF-8 a UTF-16 unit.
+  const buffer = out.room(3 * text.length);
+  out.at += buffer.write(text, out.at);
+}
+
+/** `JSON.stringify(values)`'s bytes; throws what it throws (a BigInt), with `out.at` where it was. */
+export function writeJsonArray(out: RowBytes, values: readonly unknown[]): void {
+  const start = out.at;
+  try {
+    out.room(1)[out.at++] = 0x5b; // [
+    for (let i = 0; i < values.length; i++) {
+      if (i > 0) out.room(1)[out.at++] = 0x2c; // ,
+      writeJsonValue(out, values[i]);
+    }
+    out.room(1)[out.at++] = 0x5d; // ]
+  } catch (error) {
+    out.at = start;
+    throw error;
+  }
+}
+
+/** One array item as JSON.stringify writes it. */
+function writeJsonValue(out: RowBytes, value: unknown): void {
+  if (typeof value === 'string') {
+    if (!writePlainString(out, value)) writeText(out, JSON.stringify(value));
+  } else if (typeof value === 'number' && value >= 0 && (value | 0) === value) {
+    // -0 too: JSON.stringify writes it as 0.
+    writeSmallInteger(out, value);
+  } else if (value === null) {
+    const buffer = out.room(4);
+    buffer[out.at] = 0x6e; // n
+    buffer[out.at + 1] = 0x75; // u
+    buffer[out.at + 2] = 0x6c; // l
+    buffer[out.at + 3] = 0x6c; // l
+    out.at += 4;
+  } else {
+    // Other numbers (NaN is null, 1e21 is 1e+21), booleans, objects, toJSON: JSON.stringify's own
+    // text; undefined, a function or a symbol, which it leaves out, is null in an array.
+    writeText(out, JSON.stringify(value) ?? 'null');
+  }
+}
+
+/**
+ * `"text"` when every unit of `text` is printable ASCII other than `"` and `\`, which
+ * JSON.stringify writes as they are; false (nothing written) otherwise.
+ */
+function writePlainString(out: RowBytes, text: string): boolean {
+  const buffer = out.room(text.length + 2);
+  let at = out.at;
+  buffer[at++] = 0x22;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x20 || unit > 0x7e || unit === 0x22 || unit === 0x5c) return false;
+    buffer[at++] = unit;
+  }
+  buffer[at++] = 0x22;
+  out.at = at;
+  return true;
+}
+
+/** A 31-bit non-negative integer's digits. */
+function writeSmallInteger(out: RowBytes, value: number): void {
+  let width = 1;
+  for (let rest = value; rest >= 10; rest = (rest / 10) | 0) width++;
+  const buffer = out.room(width);
+  let rest = value;
+  for (let at = out.at + width - 1; at >= out.at; at--) {
+    buffer[at] = 0x30 + (rest % 10);
+    rest = (rest / 10) | 0;
+  }
+  out.at += width;
+}

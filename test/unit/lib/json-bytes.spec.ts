@@ -1,0 +1,85 @@
+import { expect } from 'chai';
+import fc from 'fast-check';
+import { writeJsonArray, writeText } from '../../../lib/jsonBytes';
+import type { RowBytes } from '../../../lib/sink';
+import { seeded } from '../../helpers';
+
+/** A RowBytes that starts with `size` bytes and moves to a new buffer, twice as large, whenever room runs out. */
+class Growing implements RowBytes {
+  at = 0;
+  moves = 0;
+  constructor(public buffer: Buffer) {}
+  room(bytes: number): Buffer {
+    if (this.at + bytes > this.buffer.length) {
+      const larger = Buffer.alloc(Math.max(2 * this.buffer.length, this.at + bytes));
+      this.buffer.copy(larger, 0, 0, this.at);
+      // The old buffer is spoilt: a writer still holding it would write where nobody reads.
+      this.buffer.fill(0x3f);
+      this.buffer = larger;
+      this.moves++;
+    }
+    return this.buffer;
+  }
+  get written(): string {
+    return this.buffer.toString('utf8', 0, this.at);
+  }
+}
+
+const written = (values: unknown[], size = 1) => {
+  const out = new Growing(Buffer.alloc(size));
+  writeJsonArray(out, values);
+  return out.buffer.subarray(0, out.at);
+};
+
+describe('JSON written as bytes', () => {
+  // Every kind of value an array row can hold, and text of every kind of UTF-16 unit (lone surrogates too).
+  const unit = fc.oneof(fc.integer({ min: 0, max: 0x7f }), fc.integer({ min: 0x80, max: 0xffff }), fc.constantFrom(0x22, 0x5c, 0x0a, 0x00, 0x1f, 0x20, 0x7e, 0x7f, 0xd800, 0xdfff));
+  const text = fc.oneof(fc.string({ maxLength: 30 }), fc.array(unit, { maxLength: 30 }).map((units) => String.fromCharCode(...units)), fc.string({ unit: 'binary', maxLength: 10 }));
+  const number = fc.oneof(
+    fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+    fc.integer(),
+    fc.double(),
+    fc.constantFrom(-0, 0, 9, 10, 2 ** 31 - 1, 2 ** 31, -1, 0.1, 1e21, 1e-7, Number.MAX_SAFE_INTEGER, Number.MAX_VALUE, Number.MIN_VALUE, NaN, Infinity, -Infinity),
+  );
+  const leaf = fc.oneof(text, number, fc.boolean(), fc.constantFrom(null, undefined, () => 1, Symbol('s')), fc.date({ noInvalidDate: false }));
+  const item = fc.oneof(
+    { weight: 4, arbitrary: leaf },
+    { weight: 1, arbitrary: fc.array(leaf, { maxLength: 3 }) },
+    { weight: 1, arbitrary: fc.dictionary(text, leaf, { maxKeys: 3 }) },
+    { weight: 1, arbitrary: leaf.map((value) => ({ toJSON: () => value })) },
+  );
+
+  it('property: the bytes of Buffer.from(JSON.stringify(values)), whatever the values and however small the buffer it starts in', () => {
+    fc.assert(
+      fc.property(fc.array(item, { maxLength: 12 }), fc.integer({ min: 1, max: 64 }), (values, size) => {
+        expect(written(values, size).equals(Buffer.from(JSON.stringify(values)))).to.equal(true);
+      }),
+      seeded(20261205, 2000),
+    );
+  });
+
+  it('writes the values a booking row holds byte by byte, and others as JSON.stringify writes them', () => {
+    const values = ['GT000000001', '2026-02-06T09:45:00.000Z', 'say "hi"', 'back\\slash', 'tab\there', 'Zürich', '😀', '\ud800', '', 0, 7, 2147483647, 2147483648, -3, 1.5, -0, NaN, null, undefined, true, [1, 'a'], { k: 'v' }, new Date(0), () => 1];
+    expect(written(values).toString()).to.equal(JSON.stringify(values));
+    expect(written(values).toString()).to.include('"Z\u00fcrich"').and.include('"\\ud800"').and.include(',0,7,2147483647,2147483648,-3,1.5,0,null,null,null,true,');
+  });
+
+  it('moves with the buffer: a value written after room() moved it lands in the new one', () => {
+    const out = new Growing(Buffer.alloc(4));
+    writeJsonArray(out, ['abcdefgh', 123456789, 'é'.repeat(10), null]);
+    expect(out.moves).to.be.greaterThan(2);
+    expect(out.written).to.equal(JSON.stringify(['abcdefgh', 123456789, 'é'.repeat(10), null]));
+  });
+
+  it('throws what JSON.stringify throws (a BigInt, a cycle) and leaves nothing of the row written', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    for (const bad of [10n, cyclic]) {
+      const out = new Growing(Buffer.alloc(8));
+      writeText(out, 'kept');
+      expect(() => writeJsonArray(out, ['a long enough text to move the buffer', 1, bad])).to.throw(TypeError);
+      expect(out.at).to.equal(4);
+      expect(out.written).to.equal('kept');
+    }
+  });
+});
