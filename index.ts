@@ -26,7 +26,7 @@ export { pipelineMetrics, type PipelineMetrics, type PipelineMetricsOptions } fr
 export { METRICS_PERMISSION, serveMetrics, type MetricsServer, type ServeMetricsOptions } from './lib/serveMetrics';
 export { retry, type RetryOptions } from './lib/retry';
 export { fanOut, type FanOutSink, type FanOutSinkStats, type FanOutTarget } from './lib/fanOut';
-export type { Batch, DeadLetter, Sink, WriteContext } from './lib/sink';
+export type { Batch, DeadLetter, EncodedRows, RowBytes, Sink, WriteContext } from './lib/sink';
 export type { Source, SourceContext, SourceStatus } from './lib/source';
 
 export { batch, type BatchOptions } from './lib/batch';
