@@ -83,3 +83,45 @@ function writeSmallInteger(out: RowBytes, value: number): void {
   }
   out.at += width;
 }
+
+/**
+ * `JSON.stringify(row)`'s bytes for a plain object (the caller checks: no class instance,
+ * no toJSON), with the string value of each key `bare` accepts written without its quotes;
+ * false (nothing written) when a value is an object or array and `bare` is given, which
+ * the caller then writes its own way (it may hold keys to write bare too). Throws what
+ * JSON.stringify throws, with `out.at` where it was.
+ */
+export function writeJsonObject(out: RowBytes, row: Record<string, unknown>, bare?: (key: string, text: string) => boolean): boolean {
+  const start = out.at;
+  try {
+    out.room(1)[out.at++] = 0x7b; // {
+    let first = true;
+    const keys = Object.keys(row);
+    for (let k = 0; k < keys.length; k++) {
+      const key = keys[k]!;
+      const value = row[key];
+      // The value's own text when it is not written byte by byte below; undefined for a key JSON leaves out.
+      let text: string | undefined;
+      if (typeof value === 'object' && value !== null) {
+        if (bare) {
+          out.at = start;
+          return false;
+        }
+        text = JSON.stringify(value);
+        if (text === undefined) continue;
+      } else if (value === undefined || typeof value === 'function' || typeof value === 'symbol') continue;
+      if (!first) out.room(1)[out.at++] = 0x2c; // ,
+      first = false;
+      if (!writePlainString(out, key)) writeText(out, JSON.stringify(key));
+      out.room(1)[out.at++] = 0x3a; // :
+      if (text !== undefined) writeText(out, text);
+      else if (typeof value === 'string' && bare?.(key, value)) writeText(out, value);
+      else writeJsonValue(out, value);
+    }
+    out.room(1)[out.at++] = 0x7d; // }
+    return true;
+  } catch (error) {
+    out.at = start;
+    throw error;
+  }
+}

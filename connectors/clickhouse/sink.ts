@@ -1,7 +1,7 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
 import type { Batch, EncodedRows, RowBytes, Sink, WriteContext } from '../../lib/sink';
 import { encodeRows } from '../../lib/batch';
-import { writeJsonArray, writeText } from '../../lib/jsonBytes';
+import { writeJsonArray, writeJsonObject, writeText } from '../../lib/jsonBytes';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {
@@ -48,8 +48,11 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       if (decimalStrings && !compact) return { tokens, encoder: {} };
       if (!decimalStrings) {
         // Old servers read decimals only as bare numbers: write the exact text unquoted.
-        const decimals = (await describe()).filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => decimalKey(c.name));
-        return { tokens, encoder: { unquoteDecimals: decimals.length > 0 ? decimals : undefined } };
+        const decimals = (await describe()).filter((c) => /^(Nullable\()?Decimal/.test(c.type)).map((c) => c.name);
+        if (decimals.length === 0) return { tokens, encoder: {} };
+        const names = new Set(decimals);
+        const bare = (key: string, text: string) => names.has(key) && isDecimalText(text, 0, text.length);
+        return { tokens, encoder: { unquoteDecimals: decimals.map(decimalKey), bare } };
       }
       // A table that cannot be read now (not made yet) gets objects, and its inserts say why.
       const columns = await describe().catch(() => undefined);
@@ -124,6 +127,8 @@ interface TableColumn {
 /** How rows are written: objects (decimals bare for an old server), or arrays where `compact` can. */
 interface RowEncoder {
   unquoteDecimals?: string[] | undefined;
+  /** With `unquoteDecimals`: whether the string value of a key is a decimal to write bare (the same ones `unquoted` finds in the row's text). */
+  bare?: ((key: string, text: string) => boolean) | undefined;
   compact?: CompactRows | undefined;
 }
 
@@ -216,6 +221,7 @@ function encodeRowInto(value: unknown, encoder: RowEncoder, out: RowBytes): void
     const values = encoder.compact.pick(value);
     if (values) return writeJsonArray(out, values);
   }
+  if (isPlainObject(value) && writeJsonObject(out, value, encoder.bare)) return;
   writeText(out, jsonRow(value, encoder.unquoteDecimals));
 }
 

@@ -75,6 +75,35 @@ describe('ClickHouse sink', function () {
     await client().exec('DROP TABLE sink_texts');
   });
 
+  it('writes into a batch the bytes encode returns: arrays, objects beside JSON, and objects with bare decimals as an old server', async () => {
+    const old = await opened('sink_plain', { client: speaking({ readsDecimalStrings: async () => false, readsCompactRows: async () => false }) });
+    const arrays = await opened('sink_plain');
+    const objects = await opened('sink_plain');
+    objects.preferEncoding!('json');
+    const rows: unknown[] = [
+      { id: 1, amount: '1.5', due: '-2.25' },
+      { due: '3', id: 2, amount: 'x1.5', extra: '1.5' },
+      { id: 3, amount: '12.50', 'n.xy': ['a', 'é'], nested: { amount: '1.5' } },
+      { id: 4, amount: 7, due: null, f: () => 1, u: undefined, s: 'say "\u0001" ü' },
+      { 10: 'ten', 2: 'two', id: 5 },
+      Object.assign(Object.create(null) as object, { id: 6, amount: '-0.5' }),
+      { id: 7, toJSON: () => ({ id: 70 }) },
+      [1, '2'],
+      null,
+      'text',
+    ];
+    for (const sink of [old, arrays, objects]) {
+      for (const row of rows) {
+        const out = { at: 0, buffer: Buffer.alloc(4), room(bytes: number) { if (this.at + bytes > this.buffer.length) this.buffer = Buffer.concat([this.buffer.subarray(0, this.at), Buffer.alloc(this.at + bytes)]); return this.buffer; } };
+        sink.encodeInto!(row, out);
+        expect(out.buffer.toString('utf8', 0, out.at), JSON.stringify(row)).to.equal(sink.encode!(row));
+      }
+    }
+    expect(old.encode!(rows[0])).to.equal('{"id":1,"amount":1.5,"due":-2.25}');
+    expect(old.encode!(rows[2])).to.equal('{"id":3,"amount":12.50,"n.xy":["a","é"],"nested":{"amount":1.5}}');
+    expect(() => toClickHouse<unknown>({ client: client(), table: 'sink_plain' }).encodeInto!({ id: 1 }, { at: 0, room: () => Buffer.alloc(8) })).to.throw('must be opened before it encodes');
+  });
+
   it('passes a failed insert of arrays on, unless the table lost a column', async () => {
     const inserts: string[] = [];
     const failing = speaking({

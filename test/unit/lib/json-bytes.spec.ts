@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { writeJsonArray, writeText } from '../../../lib/jsonBytes';
+import { decimalKey, unquoted } from '../../../connectors/clickhouse/sink';
+import { writeJsonArray, writeJsonObject, writeText } from '../../../lib/jsonBytes';
 import type { RowBytes } from '../../../lib/sink';
 import { seeded } from '../../helpers';
 
@@ -58,6 +59,48 @@ describe('JSON written as bytes', () => {
     );
   });
 
+  const key = fc.oneof(text, fc.constantFrom('0', '7', '10', '-1', '01', 'amount', 'total', '__proto__x', 'a"b', ''));
+  const object = fc.dictionary(key, item, { maxKeys: 8 });
+  const objectWritten = (row: Record<string, unknown>, size: number, bare?: (key: string, text: string) => boolean) => {
+    const out = new Growing(Buffer.alloc(size));
+    writeText(out, 'x');
+    const whole = writeJsonObject(out, row, bare);
+    return { whole, at: out.at, bytes: out.buffer.subarray(1, out.at) };
+  };
+
+  it('property: the bytes of an object are Buffer.from(JSON.stringify(row)): keys in its order, integer-like first, left-out values left out', () => {
+    fc.assert(
+      fc.property(object, fc.integer({ min: 1, max: 64 }), (row, size) => {
+        const { whole, bytes } = objectWritten(row, size);
+        expect(whole).to.equal(true);
+        expect(bytes.toString()).to.equal(JSON.stringify(row));
+        expect(bytes.equals(Buffer.from(JSON.stringify(row)))).to.equal(true);
+      }),
+      seeded(20261206, 2000),
+    );
+  });
+
+  it('property: with bare keys, what unquoted() makes of the JSON of the row, or nothing written when a value is an object or array', () => {
+    const decimal = fc.oneof(fc.constantFrom('12.5', '-0.0001', '3', '-', '1.', '.5', '1e3', '1.2.3', ' 1', '1"', '0x1', '١٢'), fc.double({ noNaN: true }).map(String));
+    const row = fc.dictionary(fc.constantFrom('amount', 'total', 'id', 'note', 'amount2'), fc.oneof(decimal, item), { maxKeys: 5 });
+    const isDecimal = (text: string) => /^-?\d+(\.\d+)?$/.test(text);
+    const bare = (k: string, text: string) => (k === 'amount' || k === 'total') && isDecimal(text);
+    fc.assert(
+      fc.property(row, fc.integer({ min: 1, max: 64 }), (value, size) => {
+        const { whole, at, bytes } = objectWritten(value, size, bare);
+        if (Object.values(value).some((v) => typeof v === 'object' && v !== null)) {
+          expect(whole).to.equal(false);
+          expect(at).to.equal(1);
+        } else {
+          expect(whole).to.equal(true);
+          expect(bytes.toString()).to.equal(unquoted(JSON.stringify(value), ['amount', 'total'].map(decimalKey)));
+        }
+      }),
+      seeded(20261207, 2000),
+    );
+    expect(objectWritten({ amount: '-12.50', total: 3, note: '12.5', amount2: '1' }, 8, bare).bytes.toString()).to.equal('{"amount":-12.50,"total":3,"note":"12.5","amount2":"1"}');
+  });
+
   it('writes the values a booking row holds byte by byte, and others as JSON.stringify writes them', () => {
     const values = ['GT000000001', '2026-02-06T09:45:00.000Z', 'say "hi"', 'back\\slash', 'tab\there', 'Zürich', '😀', '\ud800', '', 0, 7, 2147483647, 2147483648, -3, 1.5, -0, NaN, null, undefined, true, [1, 'a'], { k: 'v' }, new Date(0), () => 1];
     expect(written(values).toString()).to.equal(JSON.stringify(values));
@@ -75,11 +118,13 @@ describe('JSON written as bytes', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     for (const bad of [10n, cyclic]) {
-      const out = new Growing(Buffer.alloc(8));
-      writeText(out, 'kept');
-      expect(() => writeJsonArray(out, ['a long enough text to move the buffer', 1, bad])).to.throw(TypeError);
-      expect(out.at).to.equal(4);
-      expect(out.written).to.equal('kept');
+      for (const write of [(out: RowBytes) => writeJsonArray(out, ['a long enough text to move the buffer', 1, bad]), (out: RowBytes) => writeJsonObject(out, { text: 'a long enough text to move the buffer', n: 1, bad })]) {
+        const out = new Growing(Buffer.alloc(8));
+        writeText(out, 'kept');
+        expect(() => write(out)).to.throw(TypeError);
+        expect(out.at).to.equal(4);
+        expect(out.written).to.equal('kept');
+      }
     }
   });
 });
