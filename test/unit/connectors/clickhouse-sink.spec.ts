@@ -125,7 +125,7 @@ describe('ClickHouse sink', function () {
       { name: 's', type: 'String', default_type: '' },
       { name: 'm', type: 'String', default_type: 'MATERIALIZED' },
     ];
-    const rows: Record<string, unknown>[] = [{ id: 1, nd: 'x' }, { id: 1, nd: 'x', s: 'y' }, { id: 1 }, { id: 1, nd: null }, { id: 1, nd: Symbol('x') }, { id: 1, nd: () => 1 }, { id: 1, nd: 'x', s: undefined }, { id: 1, nd: 'x', m: 'z' }, { id: 1, nd: 'x', other: 1 }];
+    const rows: Record<string, unknown>[] = [{ id: 1, nd: 'x' }, { id: 1, nd: 'x', s: 'y' }, { id: 1 }, { id: 1, nd: null }, { id: 1, nd: Symbol('x') }, { id: 1, nd: () => 1 }, { id: 1, nd: 'x', s: undefined }, { id: 1, nd: 'x', m: 'z' }, { id: 1, nd: 'x', other: 1 }, Object.defineProperty({ id: 1 }, 'nd', { value: 'x', enumerable: false })];
     const generated = compactRows(columns, {})!;
     const original = globalThis.Function;
     let interpreted: typeof generated;
@@ -144,7 +144,8 @@ describe('ClickHouse sink', function () {
     expect(interpreted.columns).to.deep.equal(['id', 'nd', 's']);
     // Each pick is copied: the picker writes over one array.
     const picks = rows.map((row) => generated.pick(row)?.slice());
-    expect(picks).to.deep.equal([[1, 'x', undefined], [1, 'x', 'y'], undefined, [1, null, undefined], undefined, undefined, undefined, undefined, undefined]);
+    // A column's value that is not enumerable: JSON.stringify leaves it out, so the row goes as its object.
+    expect(picks).to.deep.equal([[1, 'x', undefined], [1, 'x', 'y'], undefined, [1, null, undefined], undefined, undefined, undefined, undefined, undefined, undefined]);
     expect(rows.map((row) => interpreted.pick(row)?.slice())).to.deep.equal(picks);
     expect(generated.pick(rows[0]!), 'one array, written over').to.equal(generated.pick(rows[1]!));
   });

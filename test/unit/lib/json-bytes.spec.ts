@@ -59,7 +59,7 @@ describe('JSON written as bytes', () => {
     );
   });
 
-  const key = fc.oneof(text, fc.constantFrom('0', '7', '10', '-1', '01', 'amount', 'total', '__proto__x', 'a"b', ''));
+  const key = fc.oneof(text, fc.constantFrom('0', '7', '10', '-1', '01', 'amount', 'total', '__proto__x', 'a"b', '', 'undefined'));
   const object = fc.dictionary(key, item, { maxKeys: 8 });
   const objectWritten = (row: Record<string, unknown>, size: number, bare?: (key: string, text: string) => boolean) => {
     const out = new Growing(Buffer.alloc(size));
@@ -99,6 +99,8 @@ describe('JSON written as bytes', () => {
       seeded(20261207, 2000),
     );
     expect(objectWritten({ amount: '-12.50', total: 3, note: '12.5', amount2: '1' }, 8, bare).bytes.toString()).to.equal('{"amount":-12.50,"total":3,"note":"12.5","amount2":"1"}');
+    // A key named undefined is written once, where it is.
+    expect(objectWritten({ undefined: 'u', id: 1 }, 8).bytes.toString()).to.equal('{"undefined":"u","id":1}');
   });
 
   it('writes the values a booking row holds byte by byte, and others as JSON.stringify writes them', () => {
