@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Observable } from 'rxjs';
 import { Envelope, type DeadLetterRouter, type RecordFailure, type RecordMeta, type Settlement } from '../lib/envelope';
-import type { Batch, DeadLetter, Sink, WriteContext } from '../lib/sink';
+import type { Batch, DeadLetter, RowBytes, Sink, WriteContext } from '../lib/sink';
 import type { Source } from '../lib/source';
 
 /** A sink that keeps what it was given; writes can be slowed, gated or made to fail. */
@@ -168,4 +168,25 @@ export function testClickHousePath(): string {
 export function seeded(seed: number, numRuns: number): { seed: number; numRuns: number } {
   const factor = Number(process.env.TRIBUTARY_PROPERTY_RUNS ?? 0);
   return factor > 0 ? { seed: Math.floor(Math.random() * 2 ** 31), numRuns: Math.ceil(numRuns * factor) } : { seed, numRuns };
+}
+
+/** A RowBytes that starts with `buffer` and moves to a new one, twice as large, whenever room runs out. */
+export class GrowingBytes implements RowBytes {
+  at = 0;
+  moves = 0;
+  constructor(public buffer: Buffer) {}
+  room(bytes: number): Buffer {
+    if (this.at + bytes > this.buffer.length) {
+      const larger = Buffer.alloc(Math.max(2 * this.buffer.length, this.at + bytes));
+      this.buffer.copy(larger, 0, 0, this.at);
+      // The old buffer is spoilt: a writer still holding it would write where nobody reads.
+      this.buffer.fill(0x3f);
+      this.buffer = larger;
+      this.moves++;
+    }
+    return this.buffer;
+  }
+  get written(): string {
+    return this.buffer.toString('utf8', 0, this.at);
+  }
 }

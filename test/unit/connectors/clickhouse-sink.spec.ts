@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { toClickHouse, type ClickHouseClient } from '../../../connectors/clickhouse';
 import { compactRows } from '../../../connectors/clickhouse/sink';
 import { ConfigError } from '../../../lib/errors';
-import { clientLike, testClickHouse } from '../../helpers';
+import { clientLike, GrowingBytes, testClickHouse } from '../../helpers';
 
 /** The ClickHouse sink's options, encodings and failures, on the embedded store (and as an old server). */
 describe('ClickHouse sink', function () {
@@ -94,9 +94,9 @@ describe('ClickHouse sink', function () {
     ];
     for (const sink of [old, arrays, objects]) {
       for (const row of rows) {
-        const out = { at: 0, buffer: Buffer.alloc(4), room(bytes: number) { if (this.at + bytes > this.buffer.length) this.buffer = Buffer.concat([this.buffer.subarray(0, this.at), Buffer.alloc(this.at + bytes)]); return this.buffer; } };
+        const out = new GrowingBytes(Buffer.alloc(4));
         sink.encodeInto!(row, out);
-        expect(out.buffer.toString('utf8', 0, out.at), JSON.stringify(row)).to.equal(sink.encode!(row));
+        expect(out.written, JSON.stringify(row)).to.equal(sink.encode!(row));
       }
     }
     expect(old.encode!(rows[0])).to.equal('{"id":1,"amount":1.5,"due":-2.25}');

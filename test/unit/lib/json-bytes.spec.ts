@@ -3,31 +3,10 @@ import fc from 'fast-check';
 import { decimalKey, unquoted } from '../../../connectors/clickhouse/sink';
 import { writeJsonArray, writeJsonObject, writeText } from '../../../lib/jsonBytes';
 import type { RowBytes } from '../../../lib/sink';
-import { seeded } from '../../helpers';
-
-/** A RowBytes that starts with `size` bytes and moves to a new buffer, twice as large, whenever room runs out. */
-class Growing implements RowBytes {
-  at = 0;
-  moves = 0;
-  constructor(public buffer: Buffer) {}
-  room(bytes: number): Buffer {
-    if (this.at + bytes > this.buffer.length) {
-      const larger = Buffer.alloc(Math.max(2 * this.buffer.length, this.at + bytes));
-      this.buffer.copy(larger, 0, 0, this.at);
-      // The old buffer is spoilt: a writer still holding it would write where nobody reads.
-      this.buffer.fill(0x3f);
-      this.buffer = larger;
-      this.moves++;
-    }
-    return this.buffer;
-  }
-  get written(): string {
-    return this.buffer.toString('utf8', 0, this.at);
-  }
-}
+import { GrowingBytes, seeded } from '../../helpers';
 
 const written = (values: unknown[], size = 1) => {
-  const out = new Growing(Buffer.alloc(size));
+  const out = new GrowingBytes(Buffer.alloc(size));
   writeJsonArray(out, values);
   return out.buffer.subarray(0, out.at);
 };
@@ -62,7 +41,7 @@ describe('JSON written as bytes', () => {
   const key = fc.oneof(text, fc.constantFrom('0', '7', '10', '-1', '01', 'amount', 'total', '__proto__x', 'a"b', '', 'undefined'));
   const object = fc.dictionary(key, item, { maxKeys: 8 });
   const objectWritten = (row: Record<string, unknown>, size: number, bare?: (key: string, text: string) => boolean) => {
-    const out = new Growing(Buffer.alloc(size));
+    const out = new GrowingBytes(Buffer.alloc(size));
     writeText(out, 'x');
     const whole = writeJsonObject(out, row, bare);
     return { whole, at: out.at, bytes: out.buffer.subarray(1, out.at) };
@@ -110,7 +89,7 @@ describe('JSON written as bytes', () => {
   });
 
   it('moves with the buffer: a value written after room() moved it lands in the new one', () => {
-    const out = new Growing(Buffer.alloc(4));
+    const out = new GrowingBytes(Buffer.alloc(4));
     writeJsonArray(out, ['abcdefgh', 123456789, 'é'.repeat(10), null]);
     expect(out.moves).to.be.greaterThan(2);
     expect(out.written).to.equal(JSON.stringify(['abcdefgh', 123456789, 'é'.repeat(10), null]));
@@ -121,7 +100,7 @@ describe('JSON written as bytes', () => {
     cyclic.self = cyclic;
     for (const bad of [10n, cyclic]) {
       for (const write of [(out: RowBytes) => writeJsonArray(out, ['a long enough text to move the buffer', 1, bad]), (out: RowBytes) => writeJsonObject(out, { text: 'a long enough text to move the buffer', n: 1, bad })]) {
-        const out = new Growing(Buffer.alloc(8));
+        const out = new GrowingBytes(Buffer.alloc(8));
         writeText(out, 'kept');
         expect(() => write(out)).to.throw(TypeError);
         expect(out.at).to.equal(4);
