@@ -112,7 +112,7 @@ export function writeJsonObject(out: RowBytes, row: Record<string, unknown>, bar
       } else if (value === undefined || typeof value === 'function' || typeof value === 'symbol') continue;
       if (!first) out.room(1)[out.at++] = 0x2c; // ,
       first = false;
-      if (!writePlainString(out, key)) writeText(out, JSON.stringify(key));
+      writeJsonValue(out, key);
       out.room(1)[out.at++] = 0x3a; // :
       if (text !== undefined) writeText(out, text);
       else if (typeof value === 'string' && bare?.(key, value)) writeText(out, value);
