@@ -393,12 +393,14 @@ function bookingPipeline(
   groupId = `${topic}-pipeline`,
 ): Pipeline<Booking> {
   const sink = toClickHouse<Booking>({ client, table: 'bookings' });
-  // The sink as the pipeline sees it, plus a look at each written batch: `encode` too, so
-  // records join their batch as JSONEachRow text, as they do with toClickHouse itself.
+  // The sink as the pipeline sees it, plus a look at each written batch: `encode` and
+  // `encodeInto` too, so records join their batch as JSONEachRow bytes, as they do with
+  // toClickHouse itself.
   const observed: Sink<Booking> = {
     name: sink.name,
     open: () => sink.open!(),
     encode: (value) => sink.encode!(value),
+    encodeInto: (value, out) => sink.encodeInto!(value, out),
     async write(batch, context) {
       await sink.write(batch, context);
       onWritten(batch.envelopes);
