@@ -1,7 +1,7 @@
 import { ConfigError, TributaryError } from '../../lib/errors';
 import type { Batch, EncodedRows, RowBytes, Sink, WriteContext } from '../../lib/sink';
 import { encodeRows } from '../../lib/batch';
-import { writeJsonArray, writeJsonObject, writeText } from '../../lib/jsonBytes';
+import { jsonObjectWriter, writeJsonArray, writeText, type JsonObjectWriter } from '../../lib/jsonBytes';
 import { quoteIdentifier, type ClickHouseClient } from './client';
 
 export interface ToClickHouseOptions {
@@ -65,6 +65,7 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
   };
   // What open() found. Encoding needs it synchronously.
   let opened: RowEncoder | undefined;
+  const writeObject = jsonObjectWriter();
   const openedEncoder = () => {
     if (!opened) throw new TributaryError(`sink clickhouse:${table} must be opened before it encodes`, { code: 'NOT_OPEN' });
     return opened;
@@ -86,7 +87,7 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
       return encodeRow(value, openedEncoder());
     },
     encodeInto(value: T, out: RowBytes) {
-      encodeRowInto(value, openedEncoder(), out);
+      encodeRowInto(value, openedEncoder(), writeObject, out);
     },
     async write(batch: Batch<T>, context: WriteContext) {
       const { tokens, encoder } = await prepare();
@@ -216,12 +217,12 @@ function encodeRow(value: unknown, encoder: RowEncoder): string {
 }
 
 /** `encodeRow`'s bytes, written into `out` without its string. */
-function encodeRowInto(value: unknown, encoder: RowEncoder, out: RowBytes): void {
+function encodeRowInto(value: unknown, encoder: RowEncoder, writeObject: JsonObjectWriter, out: RowBytes): void {
   if (encoder.compact && isPlainObject(value)) {
     const values = encoder.compact.pick(value);
     if (values) return writeJsonArray(out, values);
   }
-  if (isPlainObject(value) && writeJsonObject(out, value, encoder.bare)) return;
+  if (isPlainObject(value) && writeObject(out, value, encoder.bare)) return;
   writeText(out, jsonRow(value, encoder.unquoteDecimals));
 }
 

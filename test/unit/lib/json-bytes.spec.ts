@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { decimalKey, unquoted } from '../../../connectors/clickhouse/sink';
-import { writeJsonArray, writeJsonObject, writeText } from '../../../lib/jsonBytes';
+import { jsonObjectWriter, writeJsonArray, writeText } from '../../../lib/jsonBytes';
 import type { RowBytes } from '../../../lib/sink';
 import { GrowingBytes, seeded } from '../../helpers';
 
@@ -40,6 +40,8 @@ describe('JSON written as bytes', () => {
 
   const key = fc.oneof(text, fc.constantFrom('0', '7', '10', '-1', '01', 'amount', 'total', '__proto__x', 'a"b', '', 'undefined'));
   const object = fc.dictionary(key, item, { maxKeys: 8 });
+  // One writer for every row of these specs: the keys it keeps from one row meet the next.
+  const writeJsonObject = jsonObjectWriter();
   const objectWritten = (row: Record<string, unknown>, size: number, bare?: (key: string, text: string) => boolean) => {
     const out = new GrowingBytes(Buffer.alloc(size));
     writeText(out, 'x');
@@ -57,6 +59,42 @@ describe('JSON written as bytes', () => {
       }),
       seeded(20261206, 2000),
     );
+  });
+
+  it('property: rows of one shape after another, as a mapping makes them, each the bytes of its JSON.stringify; values left out and keys past the 64th too', () => {
+    const shape = fc.uniqueArray(key, { minLength: 1, maxLength: 80 });
+    const rows = shape.chain((keys) => fc.array(fc.array(fc.oneof({ weight: 6, arbitrary: leaf }, { weight: 1, arbitrary: item }), { minLength: keys.length, maxLength: keys.length }).map((values) => Object.fromEntries(keys.map((k, i) => [k, values[i]]))), { minLength: 1, maxLength: 6 }));
+    const write = jsonObjectWriter();
+    fc.assert(
+      fc.property(rows, fc.integer({ min: 1, max: 64 }), (values, size) => {
+        const out = new GrowingBytes(Buffer.alloc(size));
+        for (const row of values) expect(write(out, row)).to.equal(true);
+        expect(out.written).to.equal(values.map((row) => JSON.stringify(row)).join(''));
+      }),
+      seeded(20261208, 500),
+    );
+  });
+
+  it('a key at a place the row before had another takes its place: rows of two shapes in turn', () => {
+    const write = jsonObjectWriter();
+    const out = new GrowingBytes(Buffer.alloc(8));
+    const rows = [{ a: 1, b: 'x' }, { b: 'y', a: 2 }, { a: 3, c: null }, { a: 4, b: 'z' }, { 2: 'two', a: 5 }, {}];
+    for (const row of rows) write(out, row);
+    expect(out.written).to.equal('{"a":1,"b":"x"}{"b":"y","a":2}{"a":3,"c":null}{"a":4,"b":"z"}{"2":"two","a":5}{}');
+  });
+
+  it('leaves out what a row inherits, as JSON does: an enumerable key put on Object.prototype, a prototype of its own', () => {
+    const write = jsonObjectWriter();
+    const out = new GrowingBytes(Buffer.alloc(8));
+    write(out, { a: 0, x: 0 });
+    const rows = [{ a: 1 }, { a: 2, x: 3 }, Object.assign(Object.create({ y: 1 }) as object, { a: 4 }), Object.assign(Object.create(null) as object, { a: 5, x: 6 })];
+    Object.defineProperty(Object.prototype, 'x', { value: 'inherited', enumerable: true, configurable: true, writable: true });
+    try {
+      for (const row of rows) write(out, row as Record<string, unknown>);
+    } finally {
+      delete (Object.prototype as { x?: unknown }).x;
+    }
+    expect(out.written).to.equal('{"a":0,"x":0}{"a":1}{"a":2,"x":3}{"a":4}{"a":5,"x":6}');
   });
 
   it('property: with bare keys, what unquoted() makes of the JSON of the row, or nothing written when a value is an object or array', () => {
