@@ -104,11 +104,10 @@ function writeSmallInteger(out: RowBytes, value: number): void {
   out.at += width;
 }
 
-/** Whether a for...in over `row` would visit a key it does not own. */
+/** Whether a for...in over `row` would visit a key it does not own: one its prototypes have. */
 function inheritsEnumerable(row: object): boolean {
   const prototype = Object.getPrototypeOf(row) as object | null;
   if (prototype === null) return false;
-  if (prototype !== Object.prototype) return true;
   for (const _ in prototype) return true;
   return false;
 }

@@ -83,6 +83,15 @@ describe('JSON written as bytes', () => {
     expect(out.written).to.equal('{"a":1,"b":"x"}{"b":"y","a":2}{"a":3,"c":null}{"a":4,"b":"z"}{"2":"two","a":5}{}');
   });
 
+  it('writes the keys past the 64th as it goes, rows of 100 keys in two orders', () => {
+    const write = jsonObjectWriter();
+    const out = new GrowingBytes(Buffer.alloc(8));
+    const keys = Array.from({ length: 100 }, (_, i) => `k${i}`);
+    const rows = [keys, [...keys].reverse(), keys].map((order) => Object.fromEntries(order.map((k, i) => [k, i % 3 === 0 ? `v${i}` : i])));
+    for (const row of rows) write(out, row);
+    expect(out.written).to.equal(rows.map((row) => JSON.stringify(row)).join(''));
+  });
+
   it('leaves out what a row inherits, as JSON does: an enumerable key put on Object.prototype, a prototype of its own', () => {
     const write = jsonObjectWriter();
     const out = new GrowingBytes(Buffer.alloc(8));
