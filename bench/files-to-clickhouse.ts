@@ -24,7 +24,7 @@ import { embeddedClickHouse, migrate, serverClickHouse, type ClickHouseClient } 
 import { generate } from '../examples/bookings/generate';
 import { migrationsDir } from '../examples/bookings/paths';
 import { bookingPipeline } from '../examples/bookings/pipeline';
-import { answerParent, benchDir, dataDir, MB, median, type MemoryPeaks, quietMachine, round, runChild, sampleMemory, timed } from './harness';
+import { answerParent, benchDir, dataDir, listenerPid, MB, median, type MemoryPeaks, quietMachine, round, runChild, sampleMemory, timed } from './harness';
 import { bookingValidator, mapGlobetrek } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -74,7 +74,17 @@ const GOAL_RATIO = 0.2;
 const PEER_GOAL = 1.2;
 /** Rows per insert of the hand-written script. */
 const SCRIPT_BATCH = 20_000;
-const SERVER_URL = `http://127.0.0.1:${process.env.CLICKHOUSE_HTTP_PORT ?? 18123}`;
+const SERVER_PORT = Number(process.env.CLICKHOUSE_HTTP_PORT ?? 18123);
+const SERVER_URL = `http://127.0.0.1:${SERVER_PORT}`;
+
+/**
+ * The ClickHouse server's process on a server run (none on chDB): what it spends there is
+ * the run's own work, not another process competing with it.
+ */
+function helpersOf(driver: Driver): number[] {
+  const pid = driver === 'server' ? listenerPid(SERVER_PORT) : undefined;
+  return pid === undefined ? [] : [pid];
+}
 const RSS_GROWTH_LIMIT = 0.15;
 const HEAP_LIMIT_MB = 150;
 /** Cores other processes may keep busy during a run before its figures count as disturbed. */
@@ -526,7 +536,7 @@ async function pipelineChild(file: string, records: number, driver: Driver): Pro
     const idleRssMb = round(process.memoryUsage().rss / MB, 1);
     const pipeline = bookingPipeline({ name: 'bench', client: clickhouse, paths: [file], ...pipelineSettings() });
     // From start (sinks opened, source opened) to finished (every record settled).
-    const run = await timed(() => pipeline.run());
+    const run = await timed(() => pipeline.run(), helpersOf(driver));
     const stats = run.result;
     return {
       ...measured(memory.stop(), records, run, idleRssMb),
@@ -591,7 +601,7 @@ async function scriptChild(file: string, records: number, driver: Driver): Promi
       await inserting;
       if (rows.length > 0) await insert(rows);
       return stored + rows.length;
-    });
+    }, helpersOf(driver));
     await http?.close();
     return {
       ...measured(memory.stop(), records, run, idleRssMb),

@@ -4,7 +4,7 @@
  * each embedded ClickHouse gets the one data directory a process may hold).
  */
 import { execFileSync, fork } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -129,9 +129,15 @@ export function ownAndChildrenCpuMs(): number {
   return (self.user + self.system) / 1000 + children;
 }
 
-/** Times `work`: wall clock, CPU of the process, and how busy the event loop was. */
-export async function timed<R>(work: () => Promise<R>): Promise<Timed<R>> {
+/**
+ * Times `work`: wall clock, CPU of the process, and how busy the event loop was. `helpers`
+ * are processes doing the work with it (a ClickHouse server it inserts into): their CPU
+ * over the run is the run's own, not a disturbance, so it is left out of `othersCores`.
+ */
+export async function timed<R>(work: () => Promise<R>, helpers: readonly number[] = []): Promise<Timed<R>> {
+  const helpersCpuMs = () => helpers.reduce((sum, pid) => sum + (processCpuMs(pid) ?? 0), 0);
   const machine = machineBusyMs();
+  const helped = helpersCpuMs();
   const cpu = process.cpuUsage();
   const loop = performance.eventLoopUtilization();
   const started = performance.now();
@@ -140,13 +146,73 @@ export async function timed<R>(work: () => Promise<R>): Promise<Timed<R>> {
   const used = process.cpuUsage(cpu);
   const cores = (used.user + used.system) / 1e6 / seconds;
   const machineCores = (machineBusyMs() - machine) / 1000 / seconds;
+  const helpersCores = (helpersCpuMs() - helped) / 1000 / seconds;
   return {
     result,
     seconds,
     cores: round(cores, 2),
     eventLoopBusy: round(performance.eventLoopUtilization(loop).utilization, 3),
-    othersCores: round(Math.max(0, machineCores - cores), 2),
+    othersCores: round(Math.max(0, machineCores - cores - helpersCores), 2),
   };
+}
+
+/** CPU milliseconds process `pid` has used so far (Linux, from /proc); undefined elsewhere or once it is gone. */
+export function processCpuMs(pid: number): number | undefined {
+  try {
+    // Fields after the command name: utime and stime are fields 14 and 15, in clock ticks (100/s).
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return ((Number(fields[11]) || 0) + (Number(fields[12]) || 0)) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The process listening on TCP `port` of the loopback or every address (Linux, from
+ * /proc/net/tcp and the processes' open sockets); undefined when none can be seen.
+ */
+export function listenerPid(port: number): number | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let lines: string[];
+    try {
+      lines = readFileSync(table, 'utf8').split('\n').slice(1);
+    } catch {
+      continue;
+    }
+    for (const line of lines) {
+      // sl, local address, remote address, state (0A: listening), …, inode (field 10).
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === '0A' && fields[1]?.endsWith(`:${hexPort}`)) inodes.add(fields[9]!);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      if (inode !== undefined && inodes.has(inode)) return Number(pid);
+    }
+  }
+  return undefined;
 }
 
 /** Cores the whole machine keeps busy over the next `ms`. */
