@@ -76,15 +76,6 @@ const PEER_GOAL = 1.2;
 const SCRIPT_BATCH = 20_000;
 const SERVER_PORT = Number(process.env.CLICKHOUSE_HTTP_PORT ?? 18123);
 const SERVER_URL = `http://127.0.0.1:${SERVER_PORT}`;
-
-/**
- * The ClickHouse server's process on a server run (none on chDB): what it spends there is
- * the run's own work, not another process competing with it.
- */
-function helpersOf(driver: Driver): number[] {
-  const pid = driver === 'server' ? listenerPid(SERVER_PORT) : undefined;
-  return pid === undefined ? [] : [pid];
-}
 const RSS_GROWTH_LIMIT = 0.15;
 const HEAP_LIMIT_MB = 150;
 /** Cores other processes may keep busy during a run before its figures count as disturbed. */
@@ -478,6 +469,15 @@ const SERVER_TABLES = [
      raw String, raw_encoding String, received_at DateTime('UTC'), failed_at DateTime('UTC'))
    ENGINE = ReplacingMergeTree(failed_at) ORDER BY (pipeline, source, position)`,
 ];
+
+/**
+ * The ClickHouse server's process on a server run (none on chDB): what it spends there is
+ * the run's own work, not another process competing with it.
+ */
+function helpersOf(driver: Driver): number[] {
+  const pid = driver === 'server' ? listenerPid(SERVER_PORT) : undefined;
+  return pid === undefined ? [] : [pid];
+}
 
 /**
  * Opens a fresh store with the booking tables, removes it after `use`: a chDB directory

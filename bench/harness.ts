@@ -118,15 +118,35 @@ export function machineBusyMs(): number {
  */
 export function ownAndChildrenCpuMs(): number {
   const self = process.cpuUsage();
-  let children = 0;
-  try {
-    // Fields after the command name: state is field 3; cutime and cstime are fields 16 and 17, in clock ticks (100/s).
-    const fields = readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /, '').split(' ');
-    children = ((Number(fields[13]) || 0) + (Number(fields[14]) || 0)) * 10;
-  } catch {
-    // Not Linux: children's CPU is not counted.
-  }
+  // cutime and cstime (fields 16 and 17); not Linux: children's CPU is not counted.
+  const fields = statFields('/proc/self/stat');
+  const children = fields ? ticksMs(fields[13]) + ticksMs(fields[14]) : 0;
   return (self.user + self.system) / 1000 + children;
+}
+
+/**
+ * The fields of a /proc `stat` file after the command name (state, field 3, first; the
+ * name may hold spaces and parentheses); undefined where it cannot be read (not Linux, the
+ * process or thread gone).
+ */
+function statFields(path: string): string[] | undefined {
+  try {
+    return readFileSync(path, 'utf8').replace(/^.*\) /, '').split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** A count of clock ticks (100 a second) in a stat field, as milliseconds. */
+const ticksMs = (field: string | undefined) => (Number(field) || 0) * 10;
+
+/**
+ * CPU milliseconds (utime + stime, fields 14 and 15) a /proc `stat` file gives: a process's
+ * `/proc/<pid>/stat`, a thread's `/proc/self/task/<tid>/stat`; undefined where it cannot be read.
+ */
+export function statCpuMs(path: string): number | undefined {
+  const fields = statFields(path);
+  return fields && ticksMs(fields[11]) + ticksMs(fields[12]);
 }
 
 /**
@@ -158,13 +178,7 @@ export async function timed<R>(work: () => Promise<R>, helpers: readonly number[
 
 /** CPU milliseconds process `pid` has used so far (Linux, from /proc); undefined elsewhere or once it is gone. */
 export function processCpuMs(pid: number): number | undefined {
-  try {
-    // Fields after the command name: utime and stime are fields 14 and 15, in clock ticks (100/s).
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-    return ((Number(fields[11]) || 0) + (Number(fields[12]) || 0)) * 10;
-  } catch {
-    return undefined;
-  }
+  return statCpuMs(`/proc/${pid}/stat`);
 }
 
 /**

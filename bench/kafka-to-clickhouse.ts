@@ -32,7 +32,7 @@ import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir, samplesDir } from '../examples/bookings/paths';
 import { bookingSchema, type Booking } from '../examples/bookings/schema';
 import { formatAllocations, sampleAllocations } from './allocations';
-import { answerParent, benchDir, median, round, runChild, sampleMemory, table } from './harness';
+import { answerParent, benchDir, median, round, runChild, sampleMemory, statCpuMs, table } from './harness';
 import { bookingValidator, mapStaylodge } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
@@ -86,13 +86,7 @@ interface CpuMark {
 
 /** CPU time of the main thread (the JS one: kafkajs, the pipeline, the peer's code, GC pauses), s; NaN where /proc is not there. */
 function mainThreadCpuSeconds(): number {
-  try {
-    // Fields 14 and 15 (utime, stime) after the parenthesized command name, in clock ticks (100 a second on Linux).
-    const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return NaN;
-  }
+  return (statCpuMs(`/proc/self/task/${process.pid}/stat`) ?? NaN) / 1000;
 }
 
 function cpuMark(): CpuMark {
