@@ -1,6 +1,7 @@
 import type { Kafka, KafkaConfig, LogEntry } from 'kafkajs';
 import { ConfigError } from '../../lib/errors';
 import { loadPackage } from '../../lib/packages';
+import { installRecordDecoder } from './recordDecoder';
 
 /** How to reach the brokers; shared by `fromKafka` and `toKafka`. */
 export interface KafkaConnectionOptions {
@@ -43,7 +44,9 @@ export function resolveConnection(options: KafkaConnectionOptions | undefined, s
   if (typeof clientId !== 'string' || clientId === '') throw new ConfigError(`clientId must be a non-empty string, got ${JSON.stringify(clientId)}`);
   let kafka: Kafka | undefined;
   return () => {
-    // kafkajs loads on first use, so importing tributary does not pay for it.
+    // kafkajs loads on first use, so importing tributary does not pay for it; its record
+    // decoder is replaced before it loads.
+    installRecordDecoder();
     const { Kafka } = loadPackage<typeof import('kafkajs')>('kafkajs', 'Kafka (fromKafka, toKafka)');
     kafka ??= new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel], logCreator: (level) => logEntry(level, stopping) });
     return kafka;
