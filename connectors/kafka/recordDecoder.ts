@@ -6,7 +6,7 @@
  * batch's base offset parsed from its decimal text again at each record, and each byte of
  * a varlong a few `Long` objects. On the Kafka benchmark's bookings that was a sixth of
  * the consuming thread and half of what it allocated. Here both are plain numbers where
- * the sum is exact (a base under 16 digits, a delta of at most 7 varint bytes, as every
+ * the sum is exact (a base of at most 15 characters, a delta of at most 7 varint bytes, as every
  * offset and booking time is), and kafkajs' own `Long` sum otherwise; headers are gathered
  * into one object rather than a copy of it per header. One difference, on hostile bytes only:
  * a header count the record's bytes cannot hold is refused where kafkajs reads past the end.
