@@ -132,7 +132,7 @@ function readHeaders(decoder: KafkajsDecoder): Record<string, unknown> {
   // of a record already read past its end.
   if (count > 0 && 2 * count > decoder.buffer.length - decoder.offset) throw new RangeError(`${count} record headers cannot fit in the ${Math.max(0, decoder.buffer.length - decoder.offset)} bytes left`);
   for (let i = 0; i < count; i++) {
-    const key = String(decoder.readVarIntString());
+    const key = headerKey(decoder);
     const value = decoder.readVarIntBytes();
     const there = headers[key];
     const next = there === undefined ? value : Array.isArray(there) ? there.concat([value]) : [there, value];
@@ -141,6 +141,46 @@ function readHeaders(decoder: KafkajsDecoder): Record<string, unknown> {
     else headers[key] = next;
   }
   return headers;
+}
+
+/** The header keys last read (short ASCII ones), reused while the same bytes come. */
+const KEPT_KEYS = 8;
+const keptKeys: string[] = [];
+
+/**
+ * A header's key as kafkajs reads it (`readVarIntString`: its UTF-8 text, `"null"` for
+ * none, as the object key kafkajs makes of it). Producers put the same few keys on every
+ * message: a key whose bytes are one of the last short ASCII keys read is that string,
+ * compared in place, with no slice and no new string.
+ */
+function headerKey(decoder: KafkajsDecoder): string {
+  const start = decoder.offset;
+  const length = decoder.readVarInt();
+  const bytes = decoder.buffer;
+  const at = decoder.offset;
+  // Past the record's end a byte reads as undefined: no kept key matches there.
+  if (length > 0) {
+    for (let k = 0; k < keptKeys.length; k++) {
+      const kept = keptKeys[k]!;
+      if (kept.length !== length) continue;
+      let i = 0;
+      while (i < length && bytes[at + i] === kept.charCodeAt(i)) i++;
+      if (i === length) {
+        decoder.offset = at + length;
+        return kept;
+      }
+    }
+  }
+  decoder.offset = start;
+  const key = String(decoder.readVarIntString());
+  // Kept when it has one unit a byte: each an ASCII byte or a bad byte's U+FFFD (a valid
+  // sequence past ASCII is fewer units than bytes). Compared unit to byte, only ASCII can
+  // match, and equal ASCII bytes are the equal text.
+  if (length <= 32 && key.length === length) {
+    if (keptKeys.length === KEPT_KEYS) keptKeys.pop();
+    keptKeys.unshift(key);
+  }
+  return key;
 }
 
 /** The kafkajs release this decoder gives the same records as. */
