@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import Module from 'node:module';
 import { dirname } from 'node:path';
-import { recordDecoder } from '../../../connectors/kafka/recordDecoder';
+import { installRecordDecoder, recordDecoder } from '../../../connectors/kafka/recordDecoder';
 
 /**
  * tributary's Kafka record decoder against kafkajs 2.2.4's own, loaded afresh from its file
@@ -68,7 +68,10 @@ function seen(decode: Decode, bytes: Buffer, context: unknown): unknown {
   return {
     keys: Object.keys(result),
     fields: Object.fromEntries(Object.entries(result).map(([k, v]) => [k, k === 'headers' ? null : k === 'batchContext' ? v === context || context === undefined : shown(v)])),
-    headers: Object.getOwnPropertyNames(headers).map((k) => [k, shown(headers[k]), Object.getOwnPropertyDescriptor(headers, k)!.enumerable]),
+    headers: Object.getOwnPropertyNames(headers).map((k) => {
+      const { enumerable, writable, configurable } = Object.getOwnPropertyDescriptor(headers, k)!;
+      return [k, shown(headers[k]), enumerable, writable, configurable];
+    }),
     headersProto: Object.getPrototypeOf(headers) === Object.prototype,
     offsetAfter: decoder.offset,
   };
@@ -161,6 +164,59 @@ describe('Kafka record decoder: the records kafkajs 2.2.4 decodes, faster', () =
     expect(seen(ours, fitting, context)).to.deep.equal(seen(theirs, fitting, context));
   });
 
+  it('refuses a count one header past what fits, and reads the count that just fits', () => {
+    const context = { firstOffset: '1', firstTimestamp: '2', magicByte: 2 };
+    // Three headers counted, five bytes left: refused, with the bytes left named.
+    const over = Buffer.concat([record(0, 0n, 0, null, null, [], 3), Buffer.from([0, 0, 0, 0, 0])]);
+    expect(seen(ours, over, context)).to.deep.equal({ threw: 'RangeError', message: '3 record headers cannot fit in the 5 bytes left' });
+    const fits = Buffer.concat([record(0, 0n, 0, null, null, [], 3), Buffer.from([0, 0, 0, 0, 0, 0])]);
+    expect(seen(ours, fits, context)).to.deep.equal(seen(theirs, fits, context));
+  });
+
+  it('sums offsets and times within exact reach as numbers, never with Long (the speed it is for)', () => {
+    const refusing = { fromValue: () => expect.fail('Long used') };
+    const decode = recordDecoder(refusing) as Decode;
+    // 15 characters, the most summed as numbers; a delta of 7 varint bytes, the most read as one.
+    const bytes = record(0, 2n ** 47n, 2 ** 31 - 1, null, Buffer.from('v'), []);
+    for (const [firstOffset, firstTimestamp] of [['999999999999999', '-99999999999999'], ['0', '1700000000000'], ['5', '5']]) {
+      const context = { firstOffset, firstTimestamp, magicByte: 2 };
+      expect(seen(decode, bytes, context)).to.deep.equal(seen(theirs, bytes, context));
+    }
+    // Past them, Long sums (and gives what kafkajs gives).
+    let used = 0;
+    const counting = { fromValue: (value: unknown) => (used++, (require('kafkajs/src/utils/long') as { fromValue(v: unknown): unknown }).fromValue(value)) };
+    const context = { firstOffset: '1000000000000000', firstTimestamp: '1000000000000000', magicByte: 2 };
+    expect(seen(recordDecoder(counting as never) as Decode, bytes, context)).to.deep.equal(seen(theirs, bytes, context));
+    expect(used).to.equal(2);
+  });
+
+  it('reads a kept header key in place (no string read), keeps the last eight short keys, not longer ones', () => {
+    const context = { firstOffset: '1', firstTimestamp: '2', magicByte: 2 };
+    const withKey = (key: string) => record(0, 0n, 0, null, null, [{ key, value: Buffer.from('x') }]);
+    /** How many header keys the decode read as strings (not reused). */
+    const stringsRead = (bytes: Buffer): number => {
+      const decoder = new KafkaDecoder(bytes) as unknown as { readVarIntString(): string | null };
+      const read = decoder.readVarIntString.bind(decoder);
+      let count = 0;
+      decoder.readVarIntString = () => (count++, read());
+      ours(decoder, context);
+      return count;
+    };
+    const keys = Array.from({ length: 8 }, (_, i) => `key-${i}`);
+    for (const key of keys) stringsRead(withKey(key));
+    for (const key of keys) expect(stringsRead(withKey(key)), key).to.equal(0);
+    // A ninth key pushes out the one least recently read as a string.
+    expect(stringsRead(withKey('key-8'))).to.equal(1);
+    expect(stringsRead(withKey('key-0'))).to.equal(1);
+    expect(stringsRead(withKey('key-8'))).to.equal(0);
+    // 32 bytes are kept, 33 are not.
+    const long = 'k'.repeat(32);
+    stringsRead(withKey(long));
+    expect(stringsRead(withKey(long))).to.equal(0);
+    stringsRead(withKey(`${long}k`));
+    expect(stringsRead(withKey(`${long}k`))).to.equal(1);
+  });
+
   it('repeats a header key as kafkajs does: one value, then an array of them in order; __proto__ an own key', () => {
     const bytes = record(0, 0n, 0, null, null, [
       { key: 'h', value: Buffer.from('1') },
@@ -201,5 +257,57 @@ describe('Kafka record decoder: the records kafkajs 2.2.4 decodes, faster', () =
       expect(decoded.offset).to.equal(String(BigInt(firstOffset!) + 2n));
       expect(decoded.timestamp).to.equal(String(BigInt(firstTimestamp!) + 10n));
     }
+  });
+
+  describe('installRecordDecoder', () => {
+    const recordFile = require.resolve('kafkajs/src/protocol/recordBatch/record/v0/decoder.js');
+    const batchFile = require.resolve('kafkajs/src/protocol/recordBatch/v0/decoder.js');
+    const packageFile = require.resolve('kafkajs/package.json');
+    const moduleOf = (file: string, exports: unknown) => Object.assign(new Module(file), { filename: file, loaded: true, exports });
+    /** Runs `body` with these module cache entries (undefined: none), then puts the cache back as it was. */
+    function withCache<R>(entries: Record<string, NodeJS.Module | undefined>, body: () => R): R {
+      const saved = new Map(Object.keys(entries).map((file) => [file, require.cache[file]]));
+      try {
+        for (const [file, entry] of Object.entries(entries)) {
+          if (entry) require.cache[file] = entry;
+          else delete require.cache[file];
+        }
+        return body();
+      } finally {
+        for (const [file, entry] of saved) {
+          if (entry) require.cache[file] = entry;
+          else delete require.cache[file];
+        }
+      }
+    }
+
+    it('puts the decoder in place of kafkajs 2.2.4 own before kafkajs loads, once', () => {
+      withCache({ [recordFile]: undefined, [batchFile]: undefined }, () => {
+        expect(installRecordDecoder()).to.equal('installed');
+        const installed = require(recordFile) as Decode & { tributary?: boolean };
+        expect(installed.tributary).to.equal(true);
+        const bytes = record(0, 3n, 4, null, Buffer.from('v'), [{ key: 'vendor', value: Buffer.from('acme') }]);
+        const context = { firstOffset: '10', firstTimestamp: '1700000000000', magicByte: 2 };
+        expect(seen(installed, bytes, context)).to.deep.equal(seen(theirs, bytes, context));
+        expect(installRecordDecoder()).to.equal('already');
+        expect(require(recordFile)).to.equal(installed);
+      });
+    });
+
+    it('leaves kafkajs as it is once its batch decoder loaded, for another version, or laid out otherwise', () => {
+      const own = moduleOf(recordFile, theirs);
+      withCache({ [recordFile]: own, [batchFile]: moduleOf(batchFile, () => undefined) }, () => {
+        expect(installRecordDecoder()).to.equal('loaded before');
+        expect(require(recordFile)).to.equal(theirs);
+      });
+      withCache({ [recordFile]: own, [batchFile]: undefined, [packageFile]: moduleOf(packageFile, { version: '2.2.5' }) }, () => {
+        expect(installRecordDecoder()).to.equal('other version');
+        expect(require(recordFile)).to.equal(theirs);
+      });
+      withCache({ [recordFile]: own, [batchFile]: undefined, [packageFile]: moduleOf(packageFile, null) }, () => {
+        expect(installRecordDecoder()).to.equal('unavailable');
+        expect(require(recordFile)).to.equal(theirs);
+      });
+    });
   });
 });
