@@ -160,13 +160,15 @@ function stopServer(child: ChildProcess): Promise<ServerReport> {
   });
 }
 
-/** What a server child has done so far: CPU microseconds (all threads), bytes allocated on its JS heap, time in garbage collection and inserts into ClickHouse; with its event loop's longest delay since the last ask. */
+/** What a server child has done so far: CPU microseconds (all threads), bytes allocated on its JS heap, time in garbage collection, inserts into ClickHouse and the engine's merges (each insert makes a part, which merges rewrite); with its event loop's longest delay since the last ask. */
 interface ServerCounters {
   cpuMicros: number;
   allocatedBytes: number;
   gcMs: number;
   inserts: number;
   rows: number;
+  /** Milliseconds the engine spent merging parts (its MergeTotalMilliseconds). */
+  mergeMs: number;
   loopMaxMs: number;
 }
 
@@ -185,7 +187,7 @@ interface Measured {
   /** The senders' process: cores it kept busy, and the share of the time its event loop was busy (near 1: the senders, not the server, set the pace). */
   senders: { cores: number; eventLoopBusy: number };
   /** Inserts into ClickHouse during the slice and the rows they held (paired rounds only). */
-  inserts?: { count: number; rows: number };
+  inserts?: { count: number; rows: number; mergeMs: number };
   /** The server's JS heap during the slice: KiB allocated per request answered 2xx, and milliseconds of garbage collection (paired rounds only). */
   heap?: { kibPerRequest: number; gcMs: number };
 }
@@ -245,8 +247,8 @@ async function paired(rounds: number, budget: { ms: number }, pacedRounds = roun
         const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
         const served = Math.max(1, figures.ok);
         const heap = { kibPerRequest: round((after.allocatedBytes - before.allocatedBytes) / served / 1024, 1), gcMs: Math.round(after.gcMs - before.gcMs) };
-        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows }, heap });
-        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows, mergeMs: after.mergeMs - before.mergeMs }, heap });
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, merges ${after.mergeMs - before.mergeMs} ms, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
       }
       console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
@@ -356,7 +358,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const cpuPerRequest = (m: Measured) => round((m.server.cores * m.load.seconds * 1e6) / m.load.ok, 0);
   const medianCpuPerRequest = (runs: Measured[]) => round(middle(runs.map(cpuPerRequest)), 0);
   const heapOf = (runs: Measured[]) => `${round(middle(runs.map((m) => m.heap?.kibPerRequest ?? 0)), 1)} KiB per request, ${round(middle(runs.map((m) => m.heap?.gcMs ?? 0)), 0)} ms of GC per slice`;
-  const insertsOf = (runs: Measured[]) => `${round(middle(runs.map((m) => (m.inserts?.count ?? 0) / m.load.seconds)), 0)}/s of ${round(middle(runs.map((m) => (m.inserts?.rows ?? 0) / Math.max(1, m.inserts?.count ?? 0))), 0)} rows`;
+  const insertsOf = (runs: Measured[]) => `${round(middle(runs.map((m) => (m.inserts?.count ?? 0) / m.load.seconds)), 0)}/s of ${round(middle(runs.map((m) => (m.inserts?.rows ?? 0) / Math.max(1, m.inserts?.count ?? 0))), 0)} rows, merging ${round(middle(runs.map((m) => (m.inserts?.mergeMs ?? 0) / m.load.seconds)), 0)} ms a second`;
   const sendersBusiest = Math.max(...[...pipelines, ...baselines].map((m) => m.senders.eventLoopBusy));
   const figures = (label: string, runs: Measured[], picked: ReturnType<typeof median>): RunFigures => {
     const m = picked.run;
@@ -561,13 +563,13 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
         const usage = process.cpuUsage();
         const loopMaxMs = round(loop.max / 1e6, 1);
         loop.reset();
-        const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows')") : Promise.resolve([]);
+        const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTotalMilliseconds')") : Promise.resolve([]);
         void engine
           // The engine's counters or, if they cannot be read, none: the CPU figure still goes.
           .catch(() => [])
           .then((events) => {
             const count = (name: string) => Number(events.find((e) => e.event === name)?.value ?? 0);
-            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), loopMaxMs } satisfies ServerCounters);
+            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), mergeMs: count('MergeTotalMilliseconds'), loopMaxMs } satisfies ServerCounters);
           });
         return;
       }
