@@ -44,11 +44,12 @@ export function resolveConnection(options: KafkaConnectionOptions | undefined, s
   if (typeof clientId !== 'string' || clientId === '') throw new ConfigError(`clientId must be a non-empty string, got ${JSON.stringify(clientId)}`);
   let kafka: Kafka | undefined;
   return () => {
+    if (kafka) return kafka;
     // kafkajs loads on first use, so importing tributary does not pay for it; its record
     // decoder is replaced before it loads.
     installRecordDecoder();
     const { Kafka } = loadPackage<typeof import('kafkajs')>('kafkajs', 'Kafka (fromKafka, toKafka)');
-    kafka ??= new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel], logCreator: (level) => logEntry(level, stopping) });
+    kafka = new Kafka({ ...options!.kafka, brokers: [...brokers], clientId, logLevel: LOG_LEVELS[logLevel], logCreator: (level) => logEntry(level, stopping) });
     return kafka;
   };
 }

@@ -130,7 +130,8 @@ function readHeaders(decoder: KafkajsDecoder): Record<string, unknown> {
   // A header takes two bytes at least. kafkajs reads on past the end of the record (as
   // zeros), up to 2^31 times for a hostile count; refused here instead, as is any count
   // of a record already read past its end.
-  if (count > 0 && 2 * count > decoder.buffer.length - decoder.offset) throw new RangeError(`${count} record headers cannot fit in the ${Math.max(0, decoder.buffer.length - decoder.offset)} bytes left`);
+  const left = decoder.buffer.length - decoder.offset;
+  if (count > 0 && 2 * count > left) throw new RangeError(`${count} record headers cannot fit in the ${Math.max(0, left)} bytes left`);
   for (let i = 0; i < count; i++) {
     const key = headerKey(decoder);
     const value = decoder.readVarIntBytes();
