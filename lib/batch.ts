@@ -46,12 +46,18 @@ export interface BatchOptions {
    * @default false
    */
   releaseValues?: boolean;
+  /**
+   * With `encode`: the columns of a record `encode` writes as a JSON array (a sink's
+   * `encodedColumns`), read as each record joins the batch. A change closes the batch, so
+   * its arrays share one list, carried as `encoded.columns`. @default none
+   */
+  columns?: () => readonly string[] | undefined;
 }
 
 /** How long a replayed batch waits for its last record before it is cut all the same. */
 export const REPLAY_WAIT_MS = 30_000;
 
-export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal'>> & Pick<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal'> {
+export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch'): Required<Omit<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal' | 'columns'>> & Pick<BatchOptions, 'key' | 'encode' | 'encodeInto' | 'replayed' | 'signal' | 'columns'> {
   const resolved = {
     rows: options.rows ?? 20_000,
     bytes: options.bytes ?? 16 * 1024 * 1024,
@@ -63,8 +69,9 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
     replayed: options.replayed,
     signal: options.signal,
     releaseValues: options.releaseValues ?? false,
+    columns: options.columns,
   };
-  for (const name of ['key', 'encode', 'encodeInto', 'replayed'] as const) {
+  for (const name of ['key', 'encode', 'encodeInto', 'replayed', 'columns'] as const) {
     if (resolved[name] !== undefined && typeof resolved[name] !== 'function') {
       throw new ConfigError(`${where}.${name} must be a function, got ${typeof resolved[name]}`);
     }
@@ -95,7 +102,7 @@ export function resolveBatchOptions(options: BatchOptions = {}, where = 'batch')
  * @returns An operator emitting {@link Batch}es.
  */
 export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<T>, Batch<T>> {
-  const { rows, bytes, maxWaitMs, scheduler, key, encode, encodeInto, replayed, signal, releaseValues } = resolveBatchOptions(options);
+  const { rows, bytes, maxWaitMs, scheduler, key, encode, encodeInto, replayed, signal, releaseValues, columns } = resolveBatchOptions(options);
   return (source) =>
     new Observable<Batch<T>>((subscriber) => {
       let envelopes: Envelope<T>[] = [];
@@ -103,6 +110,8 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
       let timer: Subscription | undefined;
       let batchKey: string | undefined;
       const body = encode ? new BodyBuilder() : undefined;
+      /** The columns of the batch's array rows. */
+      let batchColumns: readonly string[] | undefined;
       // Without a wait on the asap scheduler (a source whose callers wait), a batch is cut in
       // a microtask queued once per batch: the same turn as an asap action, without the
       // action, promise and handle the scheduler makes for each.
@@ -117,7 +126,7 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
         timer?.unsubscribe();
         timer = undefined;
         if (envelopes.length === 0) return;
-        const full: Batch<T> = body ? { envelopes, bytes: size, encoded: body.take() } : { envelopes, bytes: size };
+        const full: Batch<T> = body ? { envelopes, bytes: size, encoded: body.take(batchColumns) } : { envelopes, bytes: size };
         envelopes = [];
         size = 0;
         subscriber.next(full);
@@ -133,6 +142,13 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
             batchKey = next;
           }
           if (body) {
+            if (columns) {
+              const now = columns();
+              if (now !== batchColumns) {
+                if (envelopes.length > 0) flush();
+                batchColumns = now;
+              }
+            }
             try {
               if (encodeInto) body.addInto(encodeInto, envelope.value);
               else body.add(encode!(envelope.value));
@@ -184,7 +200,10 @@ export function encodedRows(rows: readonly string[]): EncodedRows {
   return body.take();
 }
 
-/** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows. */
+/** `rows` with `columns`, when there are any. */
+const withColumns = (rows: EncodedRows, columns: readonly string[] | undefined): EncodedRows => (columns ? { ...rows, columns } : rows);
+
+/** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows (and their columns). */
 export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
   const envelopes = indices.map((index) => batch.envelopes[index]!);
   let bytes = 0;
@@ -197,11 +216,11 @@ export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch
   if (last - first + 1 === indices.length) {
     // Consecutive records: their rows are one stretch of the body.
     const offset = start(first);
-    return { envelopes, bytes, encoded: { body: rows.body.subarray(offset, rows.ends[last]), ends: indices.map((index) => rows.ends[index]! - offset) } };
+    return { envelopes, bytes, encoded: withColumns({ body: rows.body.subarray(offset, rows.ends[last]), ends: indices.map((index) => rows.ends[index]! - offset) }, rows.columns) };
   }
   const pieces = indices.map((index) => rows.body.subarray(start(index), rows.ends[index]));
   let end = 0;
-  return { envelopes, bytes, encoded: { body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) } };
+  return { envelopes, bytes, encoded: withColumns({ body: Buffer.concat(pieces), ends: pieces.map((piece) => (end += piece.length)) }, rows.columns) };
 }
 
 /**
@@ -256,10 +275,11 @@ class BodyBuilder implements RowBytes {
     this.#ends.push(this.at - this.#start);
   }
 
-  /** The rows so far; the next batch goes on in the same buffer, or a new one a quarter larger than these when the rest is smaller. */
-  take(): EncodedRows {
+  /** The rows so far (`columns`, those of its arrays); the next batch goes on in the same buffer, or a new one a quarter larger than these when the rest is smaller. */
+  take(columns?: readonly string[]): EncodedRows {
     const length = this.at - this.#start;
-    const rows: EncodedRows = { body: this.#buffer.subarray(this.#start, this.at), ends: this.#ends };
+    const body = this.#buffer.subarray(this.#start, this.at);
+    const rows: EncodedRows = columns ? { body, ends: this.#ends, columns } : { body, ends: this.#ends };
     const like = Math.ceil(length * 1.25);
     if (this.#buffer.length - this.at < like) {
       this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, like));

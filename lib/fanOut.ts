@@ -242,7 +242,10 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
   /** The sink whose encoding batches carry. */
   const encoder = required.find((t) => typeof t.sink.encode === 'function');
   /** Whether `target` can write the encoder's rows (read after open: a sink may learn its encoding then). */
-  const shares = (target: Target<T>) => target === encoder || (encoder?.sink.encoding !== undefined && target.sink.encoding === encoder.sink.encoding);
+  const shares = (target: Target<T>) => {
+    const encoding = encoder?.sink.encoding;
+    return target === encoder || (encoding !== undefined && (target.sink.encoding === encoding || target.sink.reads?.includes(encoding) === true));
+  };
   /** The batch as `target` takes it: without the encoded rows of another encoding. */
   const batchFor = (target: Target<T>, batch: Batch<T>): Batch<T> => (batch.encoded === undefined || shares(target) ? batch : { envelopes: batch.envelopes, bytes: batch.bytes });
 
@@ -287,6 +290,9 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
     get encoding() {
       return encoder?.sink.encoding;
     },
+    get encodedColumns() {
+      return encoder?.sink.encodedColumns;
+    },
     /** Values stay beside encoded rows while a sink reads them, or encodes its own. */
     get keepsValues() {
       return targets.some((t) => t.sink.keepsValues === true || !shares(t));
@@ -315,7 +321,7 @@ export function fanOut<T>(sinks: readonly FanOutTarget<T>[], options: { name?: s
         }),
       );
       // The encoder asked for the rows another sink reads, when it can write them.
-      const wanted = encoder && targets.find((t) => t !== encoder && t.sink.encoding !== undefined && t.sink.encoding !== encoder.sink.encoding)?.sink.encoding;
+      const wanted = encoder && targets.find((t) => t.sink.encoding !== undefined && !shares(t))?.sink.encoding;
       if (wanted !== undefined) encoder!.sink.preferEncoding?.(wanted);
     },
     async write(batch: Batch<T>, context: WriteContext) {

@@ -314,7 +314,11 @@ export class Pipeline<T> implements AsyncDisposable {
 }
 
 /** The sink's encoder for the batch step; none when the sink has none, whatever the batch options say. */
-function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode' | 'encodeInto'> {
+function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode' | 'encodeInto' | 'columns'> {
   if (!sink.encode) return { encode: undefined };
-  return { encode: (value) => sink.encode!(value), ...(sink.encodeInto && { encodeInto: (value, out) => sink.encodeInto!(value, out) }) };
+  return {
+    encode: (value) => sink.encode!(value),
+    ...(sink.encodeInto && { encodeInto: (value, out) => sink.encodeInto!(value, out) }),
+    ...('encodedColumns' in sink && { columns: () => sink.encodedColumns }),
+  };
 }

@@ -17,6 +17,11 @@ export interface EncodedRows {
   readonly body: Buffer;
   /** Where each record ends in `body`, its newline included. */
   readonly ends: readonly number[];
+  /**
+   * Encoding `json-compact`: the columns, in order, of a row written as a JSON array (its
+   * first byte `[`); the other rows are JSON objects. @default no row is an array
+   */
+  readonly columns?: readonly string[];
 }
 
 /**
@@ -66,10 +71,20 @@ export interface Sink<T> {
   encodeInto?(value: T, out: RowBytes): void;
   /**
    * What `encode` writes, when another sink could write the same bytes: `'json'` for
-   * `JSON.stringify(value)`. A fan-out encodes once and hands the rows to every sink of
-   * the same encoding. Read after `open()`. @default none
+   * `JSON.stringify(value)`; `'json-compact'` for that or a JSON array of the values of
+   * `encodedColumns` (a batch's `encoded.columns` says which). A fan-out encodes once and
+   * hands the rows to every sink of the same encoding, or that `reads` it. Read after
+   * `open()`. @default none
    */
   readonly encoding?: string;
+  /**
+   * Encoding `json-compact`: the columns of a row `encode` writes as an array, read as
+   * each record joins its batch (a change closes the batch, so a batch's arrays share one
+   * list). @default none
+   */
+  readonly encodedColumns?: readonly string[];
+  /** Encodings besides its own whose rows this sink writes as they come: a fan-out shares them with it. @default none */
+  readonly reads?: readonly string[];
   /**
    * Asked by a fan-out, after `open()`, when another of its sinks reads rows in `encoding`
    * and this sink encodes for both: a sink that can write them switches to them (the

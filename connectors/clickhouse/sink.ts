@@ -75,11 +75,18 @@ export function toClickHouse<T>(options: ToClickHouseOptions): Sink<T> {
     async open() {
       opened = (await prepare()).encoder;
     },
-    /** JSON when rows go as objects with decimals quoted, as JSON.stringify writes them (any server but an old one). */
+    /**
+     * JSON when rows go as objects with decimals quoted, as JSON.stringify writes them (any
+     * server but an old one); `json-compact` where they go as arrays of the table's columns.
+     */
     get encoding() {
-      return opened && !opened.unquoteDecimals && !opened.compact ? 'json' : undefined;
+      if (!opened || opened.unquoteDecimals) return undefined;
+      return opened.compact ? 'json-compact' : 'json';
     },
-    /** Another sink of a fan-out reads JSON (the cache): rows go as objects, encoded once for both. */
+    get encodedColumns() {
+      return opened?.compact?.columns;
+    },
+    /** Another sink of a fan-out reads only JSON objects: rows go as objects, encoded once for both. */
     preferEncoding(encoding: string) {
       if (encoding === 'json' && opened?.compact) opened.compact = undefined;
     },

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { wallClockMs, type TimeParts } from '../../lib/dates';
 import { ConfigError, SinkError } from '../../lib/errors';
@@ -357,19 +358,22 @@ class Bytes {
     this.#crlf();
   }
 
-  /** A stored booking, `<version>|<time>|<row>`: the row's bytes `body[start, end)`, or `row` as text. */
-  bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string): void {
+  /** A stored booking, `<version>|<time>|<row>`: the row's bytes `body[start, end)`, or `row` as text; an array row after `tag`, its columns' id. */
+  bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string, tag: string): void {
     const versionWidth = Bytes.width(version);
     const timeWidth = Bytes.width(time);
+    const tagged = body !== undefined && body[start] === 0x5b /* [ */ ? tag : '';
     if (versionWidth === undefined || timeWidth === undefined || body === undefined) {
-      this.bulk(`${version}|${time}|${body === undefined ? row : body.toString('utf8', start, end)}`);
+      this.bulk(`${version}|${time}|${body === undefined ? row : tagged + body.toString('utf8', start, end)}`);
       return;
     }
-    this.#bulkHeader(versionWidth + timeWidth + 2 + end - start);
+    // The tag is ASCII: a byte a unit.
+    this.#bulkHeader(versionWidth + timeWidth + 2 + tagged.length + end - start);
     this.digits(version, versionWidth);
     this.room(1)[this.at++] = 124; // |
     this.digits(time, timeWidth);
     this.room(1)[this.at++] = 124;
+    if (tagged !== '') this.text(tagged);
     this.bytes(body, start, end);
     this.#crlf();
   }
@@ -565,6 +569,10 @@ export class CacheKeys {
   customerFrom(customer: string, time: number): string {
     return `${JSON.stringify(customer)}\0${String(Math.max(0, Math.floor(time))).padStart(15, '0')}`;
   }
+  /** Column lists of array rows by their tag (`columnsTag`). */
+  get columns(): string {
+    return `${this.layout.prefix}columns`;
+  }
   /** Present only while the cache is known complete (set by `warm()`). */
   get fresh(): string {
     return `${this.layout.prefix}fresh`;
@@ -573,6 +581,19 @@ export class CacheKeys {
     return `${this.layout.prefix}warming`;
   }
 }
+
+/** The tag of each column list: 16 hex digits of its JSON's SHA-256. */
+const tags = new WeakMap<readonly string[], string>();
+
+/** The tag an array row of `columns` is stored after (its columns are kept under it in `CacheKeys.columns`). */
+export function columnsTag(columns: readonly string[]): string {
+  let tag = tags.get(columns);
+  if (tag === undefined) tags.set(columns, (tag = createHash('sha256').update(JSON.stringify(columns)).digest('hex').slice(0, TAG_LENGTH)));
+  return tag;
+}
+
+/** Hex digits of a columns tag. */
+export const TAG_LENGTH = 16;
 
 /** A stored booking: its version, its time and its row (JSON), or undefined for none or one past its TTL at `now`. */
 export function storedBooking(value: string | null, ttlMs: number, now: number): { time: number; row: string } | undefined {
@@ -665,7 +686,8 @@ const protocol = new Bytes();
  * the customer index (one ZADD and PEXPIREAT per time bucket), RESTORE. Every command is
  * written as Redis protocol bytes here.
  */
-function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, cut: number, t: Transaction, body: Buffer | undefined): void {
+function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, cut: number, t: Transaction, body: Buffer | undefined, columns: readonly string[] | undefined): void {
+  const tag = columns === undefined ? '' : columnsTag(columns);
   const { prefix, ttlMs } = keys.layout;
   const n = t.size;
   const commands: [string, number][] = [];
@@ -708,8 +730,17 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     for (let k = from; k < to; k++) {
       const i = order[k]!;
       protocol.bulk(t.entries[i]!);
-      protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!);
+      protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!, tag);
     }
+    end('hset');
+  }
+  if (tag !== '') {
+    // What the tag of the array rows stands for, beside them.
+    protocol.command(4);
+    protocol.bulk('HSET');
+    protocol.bulk(keys.columns);
+    protocol.bulk(tag);
+    protocol.bulk(JSON.stringify(columns));
     end('hset');
   }
   // The customer index: one sorted set per time bucket, living until its last booking's TTL is out.
@@ -813,7 +844,7 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     const shard = hash % SHARDS;
     const entry = plain === -1 ? `${shard}:${keys.member(parts)}` : parts.length === 2 ? `${shard}:["${parts[0]}","${parts[1]}"]` : `${shard}:["${parts.join('","')}"]`;
     if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has(entry, hash)) {
-      queueTransaction(pipeline, keys, cut, t, body);
+      queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
       t.clear();
       t.has(entry, hash);
     }
@@ -833,7 +864,7 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     const end = encoded ? encoded.ends[index]! - 1 : 0;
     t.add(hash, entry, shard, version, time, listNumber, start, end, encoded ? '' : JSON.stringify(row), customerText);
   }
-  if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body);
+  if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
   t.clear();
   return unqueued;
 }
@@ -906,6 +937,8 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
     name,
     stats,
     encoding: 'json',
+    // Arrays of ClickHouse's columns beside it: stored as they are, the columns kept once.
+    reads: ['json-compact'],
     encode: (value: T) => JSON.stringify(value) ?? 'null',
     // The key, time and version columns are read from the values.
     keepsValues: true,

@@ -3,7 +3,7 @@ import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-clien
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { nonNegativeInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
-import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, storedBooking, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
+import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, storedBooking, TAG_LENGTH, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
 export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
   /** The cache's Redis: `{ url }`, `{ url, redis: { username, password, tls } }` or `{ client }`. Same layout options as the `toRedisCache` that fills it. */
@@ -160,6 +160,38 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     if (fill && rows.length > 0) await put(rows).catch(() => undefined); // a cache that cannot be filled still answers from ClickHouse
   };
 
+  /** Column lists of array rows by tag, as read from Redis (a list never changes under its tag). */
+  const columnsByTag = new Map<string, readonly string[]>();
+  /** Reads the column lists of `tags` not known yet. */
+  const learnColumns = async (tags: Iterable<string>): Promise<void> => {
+    const unknown = [...new Set(tags)].filter((tag) => !columnsByTag.has(tag));
+    if (unknown.length === 0) return;
+    const lists = await client.hmget(keys.columns, ...unknown);
+    // Bounded, whatever Redis holds.
+    if (columnsByTag.size + unknown.length > 1024) columnsByTag.clear();
+    unknown.forEach((tag, i) => {
+      const columns = JSON.parse(lists[i] ?? 'null') as unknown;
+      if (!Array.isArray(columns) || !columns.every((c) => typeof c === 'string')) throw new TributaryError(`the cache holds no column list for tag ${tag}`, { code: 'CACHE_COLUMNS' });
+      columnsByTag.set(tag, columns as string[]);
+    });
+  };
+  /** The tag of a stored row written as an array of its columns, or undefined for a JSON object. */
+  const tagOf = (row: string): string | undefined => (row.charCodeAt(0) === 123 /* { */ ? undefined : row.slice(0, TAG_LENGTH));
+  /** A stored row as its object: an array row's values named by its columns (learnt first). */
+  const rowOf = (row: string): Record<string, unknown> => {
+    const tag = tagOf(row);
+    if (tag === undefined) return JSON.parse(row) as Record<string, unknown>;
+    const columns = columnsByTag.get(tag)!;
+    const values = JSON.parse(row.slice(TAG_LENGTH)) as unknown;
+    if (!Array.isArray(values) || values.length !== columns.length) throw new TributaryError(`a cached row does not match its ${columns.length} columns`, { code: 'CACHE_COLUMNS' });
+    const object: Record<string, unknown> = {};
+    columns.forEach((name, i) => {
+      if (name === '__proto__') Object.defineProperty(object, name, { value: values[i], enumerable: true, writable: true, configurable: true });
+      else object[name] = values[i];
+    });
+    return object;
+  };
+
   const column = (name: string) => quoteIdentifier(name);
   const rangeOf = (range: TimeRange): [number, number] => {
     const from = timeMs(range?.from);
@@ -220,13 +252,14 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
         const stored = await bookingsOf(await entriesOf(from, to));
+        await learnColumns(stored.flatMap((booking) => tagOf(booking.row) ?? []));
         hit();
         // An entry may outlive a change of the booking's customer or time, and a newer
         // version may land between the index read and the HMGET: the row as read decides.
         return stored
           .filter((booking) => booking.time >= from && booking.time <= to)
           .sort((a, b) => a.time - b.time)
-          .map((booking) => JSON.parse(booking.row) as Record<string, unknown>)
+          .map((booking) => rowOf(booking.row))
           .filter((row) => String(row[field]) === value) as R[];
       } catch {
         // Redis failed: ClickHouse answers below.
@@ -252,8 +285,11 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
           const entry = keys.entry(keys.member(key));
           const found = storedBooking(await client.hget(keys.shardOf(entry), entry), layout.ttlMs, Date.now());
           if (found !== undefined) {
+            const tag = tagOf(found.row);
+            if (tag !== undefined && !columnsByTag.has(tag)) await learnColumns([tag]);
+            const row = rowOf(found.row);
             hit();
-            return JSON.parse(found.row) as R;
+            return row as R;
           }
         } catch {
           // Redis failed: ClickHouse answers below.

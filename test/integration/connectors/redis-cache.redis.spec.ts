@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
-import { CacheKeys, resolveLayout } from '../../../connectors/redis/cache';
+import { CacheKeys, columnsTag, resolveLayout } from '../../../connectors/redis/cache';
 import { encodeRows } from '../../../lib/batch';
 import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
@@ -403,6 +403,55 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(reader.counts).to.deep.equal({ hits: 1, misses: 1 });
       } finally {
+        await reader.close();
+      }
+    });
+
+    it("answers bookings stored as arrays of ClickHouse's columns as ClickHouse has them; a column list missing, hostile or not matching reads through", async () => {
+      const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      const sinks = fanOut<Booking>([{ sink: toClickHouse({ client: clickhouse, table }), required: true }, { sink: cache, required: true }]);
+      const rows = Array.from({ length: 30 }, (_, i) => booking(i + 1));
+      const readerOf = () => recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token', fill: false });
+      const reader = readerOf();
+      const columns = ['vendor', 'booking_id', 'updated_at', 'booked_at', 'customer_token', 'status', 'card'];
+      const tag = columnsTag(columns);
+      try {
+        await reader.warm();
+        expect((await new Pipeline({ source: fromIterable(rows), sink: sinks, deadLetters: new MemorySink<DeadLetter>() }).run()).written).to.equal(rows.length);
+        const row = rows[0]!;
+        expect(await storedValue('acme', 'B-1'), 'the array ClickHouse got, after its tag').to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${tag}${JSON.stringify(columns.map((c) => row[c as keyof Booking]))}`);
+        expect(await redis.hgetall(layout().columns)).to.deep.equal({ [tag]: JSON.stringify(columns) });
+        for (const row of rows) expect(await reader.get(row.vendor, row.booking_id)).to.deep.equal(row);
+        const range = { from: Date.now() - 3 * HOUR, to: Date.now() };
+        const byTime = (list: Booking[]) => [...list].sort((a, b) => Date.parse(a.booked_at) - Date.parse(b.booked_at));
+        expect(await reader.byVendor('acme', range)).to.deep.equal(byTime(rows.filter((r) => r.vendor === 'acme')));
+        expect(await reader.byCustomer('tok-1', range)).to.deep.equal(byTime(rows.filter((r) => r.customer_token === 'tok-1')));
+        expect(reader.counts).to.deep.equal({ hits: rows.length + 2, misses: 0 });
+
+        // What Redis holds under the tag is read as data, never trusted: each case from a reader that has not learnt it.
+        const planted = async (list: string | undefined) => {
+          if (list === undefined) await redis.hdel(layout().columns, tag);
+          else await redis.hset(layout().columns, tag, list);
+          const fresh = readerOf();
+          try {
+            const got = await fresh.get('acme', 'B-1');
+            return { got, counts: { ...fresh.counts } };
+          } finally {
+            await fresh.close();
+          }
+        };
+        const hostile = await planted(JSON.stringify(['__proto__', 'booking_id', 'updated_at', 'booked_at', 'customer_token', 'status', 'polluted']));
+        expect(hostile.counts, 'answered as it says').to.deep.equal({ hits: 1, misses: 0 });
+        expect(Object.getPrototypeOf(hostile.got)).to.equal(Object.prototype);
+        expect(Object.getOwnPropertyDescriptor(hostile.got, '__proto__')?.value).to.equal('acme');
+        expect(({} as Record<string, unknown>)['polluted'], 'no prototype touched').to.equal(undefined);
+        for (const list of [undefined, '{"vendor":0}', JSON.stringify([...columns.slice(0, 6), 7]), JSON.stringify(columns.slice(1)), 'not json']) {
+          const { got, counts } = await planted(list);
+          expect(counts, String(list)).to.deep.equal({ hits: 0, misses: 1 });
+          expect(got?.booking_id, 'read through to ClickHouse').to.equal('B-1');
+        }
+      } finally {
+        await cache.close();
         await reader.close();
       }
     });

@@ -93,7 +93,8 @@ describe('ClickHouse sink: rows as arrays', function () {
     await make('compact_encode');
     const sink = toClickHouse<Record<string, unknown>>({ client: client(), table: 'compact_encode' });
     await sink.open!();
-    expect(sink.encoding, 'arrays are not JSON rows another sink could share').to.equal(undefined);
+    expect(sink.encoding, 'arrays of its columns, or objects').to.equal('json-compact');
+    expect(sink.encodedColumns, 'the columns an insert names').to.deep.equal(['id', 's', 'n', 'nd', 'd', 'lc', 'dec', 'ts', 'arr', 'm']);
     const encode = (value: Record<string, unknown>) => sink.encode!(value);
     expect(encode({ id: 1, s: 'a', nd: 'x' })).to.equal('[1,"a",null,"x",null,null,null,null,null,null]');
     expect(encode({ id: 1, s: 'a', nd: null })).to.equal('[1,"a",null,null,null,null,null,null,null,null]');
@@ -173,6 +174,7 @@ describe('ClickHouse sink: rows as arrays', function () {
     const stats = await run([{ id: 3, a: 'x', b: 'y' }, { id: 4, a: 'x', b: 'y' }]);
     expect(stats).to.include({ written: 2, deadLettered: 0, nacked: 0 });
     expect(sink.encode!({ id: 5, a: 'x', c: 'z' }), 'read again').to.equal('[5,"x","z"]');
+    expect(sink.encodedColumns, 'the columns of its arrays follow').to.deep.equal(['id', 'a', 'c']);
     expect(deadLetters.rows).to.deep.equal([]);
     expect(await client().queryText('SELECT * FROM compact_altered ORDER BY id FORMAT JSONEachRow', 'JSONEachRow')).to.equal(
       ['{"id":1,"a":"x","c":""}', '{"id":2,"a":"x","c":"z"}', '{"id":3,"a":"x","c":""}', '{"id":4,"a":"x","c":""}', ''].join('\n'),

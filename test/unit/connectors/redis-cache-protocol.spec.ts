@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { CacheKeys, queuePuts, resolveLayout } from '../../../connectors/redis/cache';
+import { createHash } from 'node:crypto';
+import { CacheKeys, columnsTag, queuePuts, resolveLayout } from '../../../connectors/redis/cache';
 import { encodedRows } from '../../../lib/batch';
 
 /** The commands `queuePuts` queues, read back from the Redis protocol bytes it wrote: each a list of arguments. */
@@ -110,6 +111,35 @@ describe('toRedisCache protocol bytes', () => {
     const transactions = (commands: Buffer[][]) => commands.filter((args) => args[0]!.toString() === 'MULTI').length;
     expect(transactions(queuedCommands(keys, rows, now))).to.equal(2);
     expect(transactions(queuedCommands(keys, rows, now, encodedRows(rows.map((row) => JSON.stringify(row)))))).to.equal(2);
+  });
+
+  it('stores an array row after its columns\' tag and an object row as it is, the columns kept under the tag in each transaction', () => {
+    const columns = ['vendor', 'booking_id', 'booked_at', 'updated_at', 'note'];
+    const rows = Array.from({ length: 2_003 }, (_, i) => ({ vendor: 'skyway', booking_id: `B-${i}`, booked_at: now - 1000 - i, updated_at: now - i, note: i % 2 ? null : 'é' }));
+    // As ClickHouse's sink writes them: arrays of its columns, and an object where an array would not say the same.
+    const lines = rows.map((row, i) => (i === 1 ? JSON.stringify(row) : JSON.stringify(columns.map((c) => row[c as keyof typeof row]))));
+    const tag = columnsTag(columns);
+    expect(tag).to.equal(createHash('sha256').update(JSON.stringify(columns)).digest('hex').slice(0, 16));
+    expect(columnsTag([...columns]), 'by the list, not the array').to.equal(tag);
+    expect(columnsTag(columns.slice(0, 4))).to.not.equal(tag);
+    const commands = queuedCommands(keys, rows, now, { ...encodedRows(lines), columns });
+    const values = storedValues(commands);
+    rows.forEach((row, i) => {
+      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      expect(values.get(entry), entry).to.equal(`${row.updated_at}|${row.booked_at}|${i === 1 ? '' : tag}${lines[i]}`);
+    });
+    // Each transaction names the columns of its tag, after its rows and before its EXEC.
+    const names = commands.map((args) => args[0]!.toString());
+    const columnSets = commands.flatMap((args, i) => (args[0]!.toString() === 'HSET' && args[1]!.toString() === keys.columns ? [i] : []));
+    expect(columnSets).to.have.length(2);
+    for (const at of columnSets) {
+      expect(commands[at]!.slice(2).map(String)).to.deep.equal([tag, JSON.stringify(columns)]);
+      expect(names.slice(at + 1)).to.include('EXEC');
+      expect(names.lastIndexOf('MULTI', at)).to.be.greaterThan(names.lastIndexOf('EXEC', at));
+    }
+    // Without columns (JSON objects only), no tag and no list.
+    const plain = queuedCommands(keys, rows.slice(0, 3), now, encodedRows(rows.slice(0, 3).map((row) => JSON.stringify(row))));
+    expect(plain.some((args) => args[1]?.toString() === keys.columns)).to.equal(false);
   });
 
   it('copies encoded rows from where they lie in a larger buffer', () => {

@@ -181,6 +181,33 @@ describe('batch', () => {
     expect(new Set(batches.map((b) => b.encoded!.body.buffer)).size, 'buffers for 1,501 batches').to.be.below(10);
   });
 
+  it("carries the columns of its array rows, closes a batch where they change, and a part keeps them", async () => {
+    const recorder = new Recorder();
+    const first = ['id', 'name'];
+    const second = ['id'];
+    // The encoder's columns as each record comes: the list changes after the third (and back, as a new list, after the fifth).
+    const lists = [first, first, first, second, second, undefined, undefined, ['id', 'name']];
+    let at = 0;
+    const batches = await lastValueFrom(
+      from(lists.map((_, i) => recorder.envelope(i))).pipe(
+        batch({ rows: 10, encode: (value: number) => (lists[value] ? JSON.stringify([value]) : JSON.stringify({ id: value })), columns: () => lists[at++] }),
+        toArray(),
+      ),
+    );
+    expect(batches.map((b) => [b.envelopes.map((e) => e.value), b.encoded!.columns])).to.deep.equal([
+      [[0, 1, 2], first],
+      [[3, 4], second],
+      [[5, 6], undefined],
+      [[7], ['id', 'name']],
+    ]);
+    expect(batches[0]!.encoded!.columns, 'the list itself').to.equal(first);
+    expect('columns' in batches[2]!.encoded!, 'none for rows of no list').to.equal(false);
+    expect(batchPart(batches[0]!, [0, 2]).encoded!.columns).to.equal(first);
+    expect(batchPart(batches[0]!, [1, 2]).encoded!.columns).to.equal(first);
+    expect('columns' in batchPart(batches[2]!, [1]).encoded!).to.equal(false);
+    expect(() => batch({ encode: String, columns: 'id' as never })).to.throw(ConfigError, 'batch.columns must be a function');
+  });
+
   it('writes a row that only just fits the rest of the buffer whole, multi-byte characters and all', async () => {
     const recorder = new Recorder();
     // 'a\n' leaves 65,534 bytes of the first 64 KiB buffer: the row of 65,535 bytes and its newline need more.

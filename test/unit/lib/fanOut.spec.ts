@@ -451,6 +451,42 @@ describe('fanOut', () => {
     });
   });
 
+  it('shares its rows with a sink that reads their encoding, columns and all, and asks the encoder for nothing then', async () => {
+    const asked: string[] = [];
+    let columns: readonly string[] = ['id'];
+    const arrays: Sink<{ id: number }> = {
+      name: 'arrays',
+      encoding: 'json-compact',
+      get encodedColumns() {
+        return columns;
+      },
+      encode(value) {
+        // The table changes after the second record: the third goes by the new list.
+        if (value.id === 2) columns = ['id', 'extra'];
+        return value.id === 3 ? JSON.stringify(value) : `[${value.id}]`;
+      },
+      preferEncoding: (wanted) => void asked.push(wanted),
+      write: async () => undefined,
+    };
+    const cache = Object.assign(new JsonSink('cache', true), { reads: ['json-compact'] });
+    const columnsSeen: (readonly string[] | undefined)[] = [];
+    const write = cache.write.bind(cache);
+    cache.write = async (batch, context) => {
+      columnsSeen.push(batch.encoded?.columns);
+      await write(batch, context);
+    };
+    const sink = fanOut([{ sink: arrays, required: true }, { sink: cache, required: true }]);
+    expect(sink.encodedColumns, "its encoder's").to.equal(columns);
+    const pipeline = new Pipeline({ ...jsonRecords(4), sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
+    expect((await pipeline.run()).written).to.equal(4);
+    expect(asked, 'the cache reads its rows').to.deep.equal([]);
+    expect(cache.encodes).to.equal(0);
+    expect(cache.bodies, 'a batch a column list').to.deep.equal(['[1]\n[2]\n', '{"id":3}\n[4]\n']);
+    expect(columnsSeen).to.deep.equal([['id'], ['id', 'extra']]);
+    await fanOut([{ sink: arrays, required: true }, { sink: new JsonSink('objects only'), required: true }]).open!();
+    expect(asked, 'a sink reading only JSON objects').to.deep.equal(['json']);
+  });
+
   it('asks its encoder, once opened, for the first encoding another sink reads, past sinks of none', async () => {
     const asked: string[][] = [];
     const encoderOf = (encoding: string | undefined, name: string): Sink<number> & { encoding?: string } => ({
