@@ -146,10 +146,11 @@ function full(batch: { rows: number; bytes: number }, limits: JoinLimits): boole
   return batch.rows >= limits.rows || batch.bytes >= limits.bytes;
 }
 
-/** Whether `b` may join the batches of `a`: within `limits`, and of the same form (encoded rows or not). */
+/** Whether `b` may join the batches of `a`: within `limits`, and of the same form (encoded rows or not, arrays of the same columns). */
 function joinable<T>(a: Waiting<T>, b: Batch<T>, limits: JoinLimits): boolean {
   if (a.rows + b.envelopes.length > limits.rows || a.bytes + b.bytes > limits.bytes) return false;
-  return (a.parts[0]!.encoded === undefined) === (b.encoded === undefined);
+  const first = a.parts[0]!.encoded;
+  return (first === undefined) === (b.encoded === undefined) && first?.columns === b.encoded?.columns;
 }
 
 /**
@@ -183,5 +184,8 @@ function joined<T>(parts: readonly Batch<T>[]): Batch<T> {
     bodies[p] = encoded.body;
     offset += encoded.body.length;
   }
-  return { envelopes, bytes, encoded: { body: Buffer.concat(bodies, offset), ends } };
+  const body = Buffer.concat(bodies, offset);
+  // Joined only with parts of the same columns.
+  const columns = parts[0]!.encoded.columns;
+  return { envelopes, bytes, encoded: columns ? { body, ends, columns } : { body, ends } };
 }

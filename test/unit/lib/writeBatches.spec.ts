@@ -226,6 +226,24 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.written[2]).to.deep.equal({ envelopes: [{ value: 'c' }, { value: 'd' }], bytes: 20 });
   });
 
+  it('joins arrays of one column list, keeping it, and never arrays of another list', async () => {
+    const h = harness(1, { rows: 100, bytes: 1000 });
+    const first = ['id'];
+    const second = ['id', 'name'];
+    const of = (v: string, columns: readonly string[]) => ({ ...batchOf([v]), encoded: { ...batchOf([v]).encoded!, columns } });
+    h.input.next(of('a', first));
+    h.input.next(of('b', first));
+    h.input.next(of('c', first));
+    h.input.next(of('d', second));
+    h.input.next(of('e', second));
+    h.input.next(batchOf(['f']));
+    for (let i = 0; i < 4; i++) await h.settle();
+    expect(values(h.written)).to.deep.equal(['a', 'bc', 'de', 'f']);
+    expect(h.written.map((b) => b.encoded!.columns)).to.deep.equal([first, first, second, undefined]);
+    expect(h.written[1]!.encoded!.columns).to.equal(first);
+    expect('columns' in h.written[3]!.encoded!).to.equal(false);
+  });
+
   it('a batch with encoded rows is never joined with one waiting without them either', async () => {
     const h = harness(1, { rows: 100, bytes: 1000 });
     h.input.next(batchOf(['a']));
