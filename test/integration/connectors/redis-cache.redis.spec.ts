@@ -456,6 +456,37 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }
     });
 
+    it('keeps the column list of batches joined while a write is slow', async () => {
+      const cache = toRedisCache<Booking>({ url, prefix });
+      // A third sink slow enough that batches wait, and are joined, behind it.
+      const slow: Sink<Booking> = { name: 'slow', write: () => delay(30) };
+      const sinks = fanOut<Booking>([{ sink: toClickHouse({ client: clickhouse, table }), required: true }, { sink: cache, required: true }, { sink: slow, required: true }]);
+      const rows = Array.from({ length: 200 }, (_, i) => booking(i + 1));
+      const written: number[] = [];
+      const counted: Sink<Booking> = {
+        ...sinks,
+        name: 'counted',
+        write: async (batch, context) => {
+          written.push(batch.envelopes.length);
+          await sinks.write(batch, context);
+        },
+      };
+      for (const key of ['encoding', 'encodedColumns', 'keepsValues'] as const) Object.defineProperty(counted, key, { get: () => sinks[key] });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, fill: false });
+      try {
+        await reader.warm();
+        // Records a few ms apart, batches cut after 1 ms: each partial, joined while the writes before it are under way.
+        const stats = await new Pipeline({ source: fromIterable(observed(rows, 2).iterate()), sink: counted, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 50, maxWaitMs: 1 } }).run();
+        expect(stats.written).to.equal(rows.length);
+        expect(Math.max(...written), 'batches were joined').to.be.above(3);
+        for (const row of rows) expect(await reader.get(row.vendor, row.booking_id)).to.deep.equal(row);
+        expect(reader.counts, 'every one from Redis').to.deep.equal({ hits: rows.length, misses: 0 });
+      } finally {
+        await cache.close();
+        await reader.close();
+      }
+    });
+
     it('is stale again once the cache sink missed a batch, until the next warm()', async () => {
       const user = `cache-${randomUUID().slice(0, 8)}`;
       // The categories the README names for a cache user: nothing beyond them.
@@ -569,12 +600,12 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
 });
 
 /** Yields rows with a pause, so faults land mid-stream. */
-function observed<T>(rows: T[]): { iterate(): AsyncGenerator<T> } {
+function observed<T>(rows: T[], pauseMs = 10): { iterate(): AsyncGenerator<T> } {
   return {
     async *iterate() {
       for (const row of rows) {
         yield row;
-        await delay(10);
+        await delay(pauseMs);
       }
     },
   };
