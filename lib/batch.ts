@@ -145,7 +145,8 @@ export function batch<T>(options: BatchOptions = {}): OperatorFunction<Envelope<
             if (columns) {
               const now = columns();
               if (now !== batchColumns) {
-                if (envelopes.length > 0) flush();
+                // The batch so far goes with its own list (nothing when it is empty).
+                flush();
                 batchColumns = now;
               }
             }
