@@ -201,8 +201,8 @@ export function encodedRows(rows: readonly string[]): EncodedRows {
   return body.take();
 }
 
-/** `rows` with `columns`, when there are any. */
-const withColumns = (rows: EncodedRows, columns: readonly string[] | undefined): EncodedRows => (columns ? { ...rows, columns } : rows);
+/** `rows` with `columns`, when there are any (no `columns` key otherwise). */
+export const withColumns = (rows: EncodedRows, columns: readonly string[] | undefined): EncodedRows => (columns ? { ...rows, columns } : rows);
 
 /** The records of `batch` at `indices` (ascending) as a batch of their own, with their encoded rows (and their columns). */
 export function batchPart<V>(batch: Batch<V>, indices: readonly number[]): Batch<V> {
@@ -279,8 +279,7 @@ class BodyBuilder implements RowBytes {
   /** The rows so far (`columns`, those of its arrays); the next batch goes on in the same buffer, or a new one a quarter larger than these when the rest is smaller. */
   take(columns?: readonly string[]): EncodedRows {
     const length = this.at - this.#start;
-    const body = this.#buffer.subarray(this.#start, this.at);
-    const rows: EncodedRows = columns ? { body, ends: this.#ends, columns } : { body, ends: this.#ends };
+    const rows = withColumns({ body: this.#buffer.subarray(this.#start, this.at), ends: this.#ends }, columns);
     const like = Math.ceil(length * 1.25);
     if (this.#buffer.length - this.at < like) {
       this.#buffer = Buffer.allocUnsafe(Math.max(64 * 1024, like));

@@ -1,5 +1,6 @@
 import { asyncScheduler, Observable, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Envelope } from './envelope';
+import { withColumns } from './batch';
 import type { Batch } from './sink';
 
 /** How far batches waiting for the sink may be joined: the batch limits. */
@@ -184,8 +185,6 @@ function joined<T>(parts: readonly Batch<T>[]): Batch<T> {
     bodies[p] = encoded.body;
     offset += encoded.body.length;
   }
-  const body = Buffer.concat(bodies, offset);
   // Joined only with parts of the same columns.
-  const columns = parts[0]!.encoded.columns;
-  return { envelopes, bytes, encoded: columns ? { body, ends, columns } : { body, ends } };
+  return { envelopes, bytes, encoded: withColumns({ body: Buffer.concat(bodies, offset), ends }, parts[0]!.encoded.columns) };
 }
