@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { wallClockMs, type TimeParts } from '../../lib/dates';
+import { wallClockMs } from '../../lib/dates';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { integerAtLeast } from '../../lib/options';
 import { loadPackage } from '../../lib/packages';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
+import { FieldKind, RowFields, type IsoParts } from './rowFields';
 
 export type { RedisConnectionOptions };
 
@@ -158,7 +159,7 @@ if #kept > 0 then redis.call('DEL', keep) end
 return #kept / 2
 `;
 
-/** Shards of the booking hashes: a put call's rows of one shard share an HMGET and an HSET. Changing it needs a `warm()`. */
+/** Shards of the booking hashes (a power of two): a put call's rows of one shard share an HMGET and an HSET. Changing it needs a `warm()`. */
 export const SHARDS = 64;
 /** Time buckets of the vendor index per TTL (at least 1 ms each): a vendor's range read lists the buckets it covers. */
 const BUCKETS_PER_TTL = 24;
@@ -214,9 +215,13 @@ class Bytes {
     return text.length;
   }
 
-  /** Bytes `body[start, end)`. (A plain view: `body.subarray` makes a Buffer, which costs more than the copy.) */
+  /** Bytes `body[start, end)`: a few copied one by one, more through a view (`body.subarray` makes a Buffer, which costs more than the copy). */
   bytes(body: Buffer, start: number, end: number): void {
-    this.room(end - start).set(new Uint8Array(body.buffer, body.byteOffset + start, end - start), this.at);
+    const buffer = this.room(end - start);
+    if (end - start <= 64) {
+      let at = this.at;
+      for (let i = start; i < end; i++) buffer[at++] = body[i]!;
+    } else buffer.set(new Uint8Array(body.buffer, body.byteOffset + start, end - start), this.at);
     this.at += end - start;
   }
 
@@ -257,6 +262,8 @@ class Bytes {
 
   /** The width of `value`'s text when `decimal` writes it without a string. */
   static width(value: number): number | undefined {
+    // Epoch ms from 2001 to 2286 at once.
+    if (value >= 1e12 && value < 1e13 && Math.floor(value) === value) return 13;
     if (!(value >= 0 && Number.isSafeInteger(value))) return undefined;
     let width = 1;
     while (width < POWERS_OF_TEN.length && value >= POWERS_OF_TEN[width]!) width++;
@@ -303,6 +310,53 @@ class Bytes {
       buffer.writeUInt32BE(length, at + 1);
       this.at = at + 5 + length;
     }
+  }
+
+  /**
+   * A booking's entry, `<shard>:<member>`, as a MessagePack string: the member written from
+   * its key parts `parts[from, from + count)` when `member` is '' (no part needs escaping).
+   * Returns where the entry's bytes start (they end at `at`).
+   */
+  packEntry(shard: number, member: string, parts: readonly string[], from: number, count: number): number {
+    let units = member.length;
+    if (member === '') {
+      units = 4 + 3 * (count - 1);
+      for (let k = 0; k < count; k++) units += parts[from + k]!.length;
+    }
+    // A shard has at most two digits.
+    const most = 3 * (units + 3);
+    const headerBytes = most < 0x100 ? 2 : most < 0x10000 ? 3 : 5;
+    const buffer = this.room(headerBytes + most);
+    const head = this.at;
+    const start = head + headerBytes;
+    let at = start;
+    if (shard >= 10) buffer[at++] = 48 + ((shard / 10) | 0);
+    buffer[at++] = 48 + (shard % 10);
+    buffer[at++] = 58; // :
+    if (member !== '') at += Bytes.write(buffer, member, at);
+    else {
+      buffer[at++] = 91; // [
+      for (let k = 0; k < count; k++) {
+        buffer[at++] = 34; // "
+        at += Bytes.write(buffer, parts[from + k]!, at);
+        buffer[at++] = 34;
+        if (k + 1 < count) buffer[at++] = 44; // ,
+      }
+      buffer[at++] = 93; // ]
+    }
+    const length = at - start;
+    if (headerBytes === 2) {
+      buffer[head] = 0xd9; // str 8
+      buffer[head + 1] = length;
+    } else if (headerBytes === 3) {
+      buffer[head] = 0xda; // str 16
+      buffer.writeUInt16BE(length, head + 1);
+    } else {
+      buffer[head] = 0xdb; // str 32
+      buffer.writeUInt32BE(length, head + 1);
+    }
+    this.at = at;
+    return start;
   }
 
   packNumber(value: number): void {
@@ -362,7 +416,7 @@ class Bytes {
   bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string, tag: string): void {
     const versionWidth = Bytes.width(version);
     const timeWidth = Bytes.width(time);
-    const tagged = body !== undefined && body[start] === 0x5b /* [ */ ? tag : '';
+    const tagged = tag !== '' && body !== undefined && body[start] === 0x5b /* [ */ ? tag : '';
     if (versionWidth === undefined || timeWidth === undefined || body === undefined) {
       this.bulk(`${version}|${time}|${body === undefined ? row : tagged + body.toString('utf8', start, end)}`);
       return;
@@ -454,7 +508,7 @@ function digit(text: string, i: number): number {
 }
 
 /** The parts `isoUtcMs` reads, one object for every value. */
-const isoParts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+const isoParts: IsoParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
 
 /** `YYYY-MM-DDTHH:mm:ss.sssZ` as epoch ms; undefined for anything else, or a day Date.parse should judge (past the 28th). */
 function isoUtcMs(text: string): number | undefined {
@@ -467,7 +521,12 @@ function isoUtcMs(text: string): number | undefined {
   p.minute = digit(text, 14) * 10 + digit(text, 15);
   p.second = digit(text, 17) * 10 + digit(text, 18);
   p.millisecond = digit(text, 20) * 100 + digit(text, 21) * 10 + digit(text, 22);
-  // NaN (a character not a digit) fails every test.
+  return isoPartsMs(p);
+}
+
+/** The epoch ms of ISO parts read digit by digit (NaN for a character not a digit); undefined where they are not a time, or a day Date.parse should judge (past the 28th). */
+function isoPartsMs(p: IsoParts): number | undefined {
+  // NaN fails every test.
   if (!(p.month >= 1 && p.month <= 12 && p.day >= 1 && p.day <= 28 && p.hour <= 23 && p.minute <= 59 && p.second <= 59 && p.millisecond >= 0 && p.year >= 100)) return undefined;
   return wallClockMs(p);
 }
@@ -610,14 +669,30 @@ export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
 /** Rows not queued, by why. */
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
 
+/** Slots of a transaction's table of bookings by hash: a power of two, over twice ROWS_PER_CALL. */
+const SLOTS = 4096;
+/** Vendor time buckets from the cut's that a transaction numbers in an array; later ones (bookings in the future) in a Map. */
+const NEAR_BUCKETS = 64;
+
+/** A vendor's time bucket lists in one transaction: each one's number among its list arguments, 0 for none yet. */
+interface VendorLists {
+  readonly near: Int32Array;
+  readonly far: Map<number, number>;
+}
+
 /**
  * The rows of one transaction, in columns sized for ROWS_PER_CALL rows and reused from one
  * transaction to the next (emptied arrays would drop their storage and grow it again, push
  * by push, every 2,000 rows): numbers in typed arrays, strings in arrays let go of on clear.
+ * A row's entry is not made as a string: its bytes are written from its key parts.
  */
 class Transaction {
   size = 0;
-  readonly entries: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
+  /** Key parts a row: row i's are `parts[i * width …]`. */
+  width = 0;
+  readonly parts: string[] = [];
+  /** Each row's member (its key parts as JSON) where a part needs escaping, '' where not. */
+  readonly members: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
   readonly shards = new Uint8Array(ROWS_PER_CALL);
   readonly versions = new Float64Array(ROWS_PER_CALL);
   readonly times = new Float64Array(ROWS_PER_CALL);
@@ -629,29 +704,39 @@ class Transaction {
   readonly rows: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
   /** Each row's customer, '' for none. */
   readonly customers: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
-  /** Each row's member hash, and a bit per hash seen (its top 16 bits): a booking given twice is found without a set of strings. */
+  /** Each row's member hash, and the rows by hash (open addressing, row + 1, 0 for a free slot). */
   readonly hashes = new Uint32Array(ROWS_PER_CALL);
-  readonly seenBits = new Uint32Array(2048);
-  /** Vendor bucket lists and their ends, in GUARD's order; each one's number by vendor and bucket. */
+  readonly slots = new Int32Array(SLOTS);
+  /** Where each row's entry is in the GUARD argument, in shard order (written by `queueTransaction`). */
+  readonly entryStarts = new Uint32Array(ROWS_PER_CALL);
+  readonly entryEnds = new Uint32Array(ROWS_PER_CALL);
+  /** Vendor bucket lists and their ends, in GUARD's order; each one's number by vendor and bucket (from `firstBucket`). */
   listArguments: string[] = [];
-  listNumbers = new Map<string, Map<number, number>>();
+  listNumbers = new Map<string, VendorLists>();
+  firstBucket = 0;
+  #lastVendor: string | undefined;
+  #lastLists: VendorLists | undefined;
   bytes = 0;
-  /** Whether the booking of `entry` (its member hashing to `hash`) is in this transaction already; notes it. */
-  has(entry: string, hash: number): boolean {
-    const bit = hash >>> 16;
-    const word = bit >>> 5;
-    const mask = 1 << (bit & 31);
-    if ((this.seenBits[word]! & mask) === 0) {
-      this.seenBits[word]! |= mask;
-      return false;
+  /** Whether the booking of `parts` (hashing to `hash`) is in this transaction already. */
+  has(hash: number, parts: readonly string[]): boolean {
+    const width = this.width;
+    for (let slot = hash & (SLOTS - 1); ; slot = (slot + 1) & (SLOTS - 1)) {
+      const row = this.slots[slot]! - 1;
+      if (row < 0) return false;
+      if (this.hashes[row] !== hash) continue;
+      let k = 0;
+      while (k < width && this.parts[row * width + k] === parts[k]) k++;
+      if (k === width) return true;
     }
-    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash && this.entries[i] === entry) return true;
-    return false;
   }
-  add(hash: number, entry: string, shard: number, version: number, time: number, list: number, start: number, end: number, row: string, customer: string): void {
+  add(hash: number, parts: readonly string[], member: string, shard: number, version: number, time: number, list: number, start: number, end: number, row: string, customer: string): void {
     const i = this.size++;
     this.hashes[i] = hash;
-    this.entries[i] = entry;
+    let slot = hash & (SLOTS - 1);
+    while (this.slots[slot] !== 0) slot = (slot + 1) & (SLOTS - 1);
+    this.slots[slot] = i + 1;
+    for (let k = 0; k < this.width; k++) this.parts[i * this.width + k] = parts[k]!;
+    this.members[i] = member;
     this.shards[i] = shard;
     this.versions[i] = version;
     this.times[i] = time;
@@ -663,15 +748,49 @@ class Transaction {
     // One of the two is empty: the row's stretch of the body, or its JSON.
     this.bytes += end - start + row.length;
   }
-  clear(): void {
+  /** The number of `vendor`'s list of `bucket` among the list arguments: 0 when it has none yet. */
+  listNumber(vendor: string, bucket: number): number {
+    const lists = this.#listsOf(vendor);
+    const near = bucket - this.firstBucket;
+    return near >= 0 && near < NEAR_BUCKETS ? lists.near[near]! : (lists.far.get(bucket) ?? 0);
+  }
+  /** Numbers `vendor`'s list of `bucket` (`key`, ending at `end`): the next one. */
+  addList(vendor: string, bucket: number, key: string, end: string): number {
+    this.listArguments.push(key, end);
+    const number = this.listArguments.length / 2;
+    const lists = this.#listsOf(vendor);
+    const near = bucket - this.firstBucket;
+    if (near >= 0 && near < NEAR_BUCKETS) lists.near[near] = number;
+    else lists.far.set(bucket, number);
+    return number;
+  }
+  #listsOf(vendor: string): VendorLists {
+    if (vendor === this.#lastVendor) return this.#lastLists!;
+    let lists = this.listNumbers.get(vendor);
+    if (lists === undefined) this.listNumbers.set(vendor, (lists = { near: new Int32Array(NEAR_BUCKETS), far: new Map() }));
+    this.#lastVendor = vendor;
+    this.#lastLists = lists;
+    return lists;
+  }
+  /** Row i's entry as text (for the customer index). */
+  entry(keys: CacheKeys, i: number): string {
+    const member = this.members[i] || keys.member(this.parts.slice(i * this.width, (i + 1) * this.width));
+    return `${this.shards[i]}:${member}`;
+  }
+  clear(width: number, firstBucket: number): void {
     // The strings are let go of; the numbers are written over.
-    this.entries.fill('', 0, this.size);
+    this.parts.fill('', 0, this.size * this.width);
+    this.members.fill('', 0, this.size);
     this.rows.fill('', 0, this.size);
     this.customers.fill('', 0, this.size);
     this.size = 0;
-    this.seenBits.fill(0);
+    this.width = width;
+    this.slots.fill(0);
     this.listArguments = [];
     this.listNumbers = new Map();
+    this.#lastVendor = undefined;
+    this.#lastLists = undefined;
+    this.firstBucket = firstBucket;
     this.bytes = 0;
   }
 }
@@ -703,8 +822,10 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const next = counts.slice();
   for (let i = 0; i < n; i++) order[next[t.shards[i]!]!++] = i;
   const header = packed.packArrayStart();
-  for (const i of order) {
-    packed.packString(t.entries[i]!);
+  for (let k = 0; k < n; k++) {
+    const i = order[k]!;
+    t.entryStarts[k] = packed.packEntry(t.shards[i]!, t.members[i]!, t.parts, i * t.width, t.width);
+    t.entryEnds[k] = packed.at;
     packed.packNumber(t.versions[i]!);
     packed.packNumber(t.lists[i]!);
     packed.packNumber(t.shards[i]!);
@@ -729,7 +850,8 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     protocol.bulk(`${prefix}h:${shard}`);
     for (let k = from; k < to; k++) {
       const i = order[k]!;
-      protocol.bulk(t.entries[i]!);
+      // The entry's bytes, as GUARD got them.
+      protocol.bulkBytes(rows, t.entryStarts[k]!, t.entryEnds[k]!);
       protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!, tag);
     }
     end('hset');
@@ -750,7 +872,7 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     if (customer === '') continue;
     const bucket = Math.floor(t.times[i]! / keys.bucketMs);
     const members = byBucket.get(bucket);
-    const member = keys.customerEntry(customer, t.times[i]!, t.entries[i]!);
+    const member = keys.customerEntry(customer, t.times[i]!, t.entry(keys, i));
     if (members) members.push(member);
     else byBucket.set(bucket, [member]);
   }
@@ -803,69 +925,123 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   }
 }
 
+/** What `readValues` or `readBytes` read of a row besides its key parts: its time, version and customer ('' for none). */
+let rowTime = 0;
+let rowVersion = 0;
+let rowCustomer = '';
+
+/** Reads a row's key parts into `parts`, and its time, version and customer; false when a key part, the time or the version is missing. */
+function readValues(row: Record<string, unknown> | undefined, layout: ResolvedLayout, parts: string[]): boolean {
+  if (row === null || typeof row !== 'object') return false;
+  const keyFields = layout.keyFields;
+  for (let k = 0; k < keyFields.length; k++) {
+    // The first two key columns each read at a place of their own (one column name a place reads fastest).
+    const part = k === 0 ? row[keyFields[0]!] : k === 1 ? row[keyFields[1]!] : row[keyFields[k]!];
+    if (typeof part === 'string' && part !== '') parts[k] = part;
+    else if (typeof part === 'number') parts[k] = String(part);
+    else return false;
+  }
+  const time = timeMs(row[layout.timeField]);
+  const version = time === undefined ? undefined : timeMs(row[layout.versionField]);
+  if (version === undefined) return false;
+  rowTime = time!;
+  rowVersion = version;
+  const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
+  rowCustomer = typeof customer === 'string' ? customer : '';
+  return true;
+}
+
+/** The reader of each layout's columns (key parts, time, version, customer) in encoded rows. */
+const rowFields = new WeakMap<ResolvedLayout, RowFields>();
+function rowFieldsOf(layout: ResolvedLayout): RowFields {
+  let fields = rowFields.get(layout);
+  if (fields === undefined) rowFields.set(layout, (fields = new RowFields([...layout.keyFields, layout.timeField, layout.versionField, ...(layout.customerField === undefined ? [] : [layout.customerField])])));
+  return fields;
+}
+
+/** `readValues` of encoded row `index`, read from its bytes (the fields: key parts, time, version, customer). */
+function readBytes(fields: RowFields, encoded: EncodedRows, index: number, width: number, parts: string[]): boolean {
+  fields.read(encoded, index);
+  for (let k = 0; k < width; k++) {
+    const kind = fields.kind(k);
+    if (kind === FieldKind.String) {
+      const part = fields.string(k);
+      if (part === '') return false;
+      parts[k] = part;
+    } else if (kind === FieldKind.Number) parts[k] = String(fields.number(k));
+    else return false;
+  }
+  const time = fieldTime(fields, width);
+  const version = time === undefined ? undefined : fieldTime(fields, width + 1);
+  if (version === undefined) return false;
+  rowTime = time!;
+  rowVersion = version;
+  rowCustomer = fields.kind(width + 2) === FieldKind.String ? fields.string(width + 2) : '';
+  return true;
+}
+
+/** `timeMs` of a field read from bytes: ISO 8601 in UTC without a string. */
+function fieldTime(fields: RowFields, field: number): number | undefined {
+  const kind = fields.kind(field);
+  if (kind === FieldKind.String) {
+    const ms = fields.isoUtc(field, isoParts) ? isoPartsMs(isoParts) : undefined;
+    return ms ?? timeMs(fields.string(field));
+  }
+  return kind === FieldKind.Number ? timeMs(fields.number(field)) : undefined;
+}
+
 /**
  * Queues the puts of `rows` on `pipeline`: one MULTI … EXEC per ROWS_PER_CALL rows (fewer
  * when a booking comes again: each transaction names a booking once). Rows are stored as
- * JSON as they are given (encrypted fields stay encrypted): their `encoded` rows when
- * given (JSON.stringify of each, in order), copied as bytes.
+ * JSON as they are given (encrypted fields stay encrypted). With `encoded` rows (JSON
+ * objects, or arrays of its columns) `rows` are not read: each encoded row is copied as
+ * bytes, its key, time, version and customer read from them.
  */
 export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: readonly Record<string, unknown>[], now: number, encoded?: EncodedRows): Unqueued {
   const { layout, bucketMs } = keys;
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const cut = now - layout.ttlMs;
   const t = transaction;
-  t.clear();
-  const body = encoded?.body;
   const keyFields = layout.keyFields;
-  const customerField = layout.customerField;
+  const width = keyFields.length;
+  const firstBucket = Math.floor(cut / bucketMs);
+  t.clear(width, firstBucket);
+  const body = encoded?.body;
   // Written over row by row (emptying it would drop its storage, grown again by each row's pushes).
-  const parts: string[] = Array.from({ length: keyFields.length }, () => '');
-  for (let index = 0; index < rows.length; index++) {
-    const row = rows[index]!;
-    let found = 0;
-    for (; found < keyFields.length; found++) {
-      const part = row?.[keyFields[found]!];
-      if ((typeof part === 'string' || typeof part === 'number') && part !== '') parts[found] = String(part);
-      else break;
-    }
-    const time = found === keyFields.length ? timeMs(row[layout.timeField]) : undefined;
-    const version = timeMs(row?.[layout.versionField]);
-    if (time === undefined || version === undefined) {
+  const parts: string[] = Array.from({ length: width }, () => '');
+  const fields = encoded === undefined ? undefined : rowFieldsOf(layout);
+  const count = encoded === undefined ? rows.length : encoded.ends.length;
+  for (let index = 0; index < count; index++) {
+    const keyed = fields === undefined ? readValues(rows[index], layout, parts) : readBytes(fields, encoded!, index, width, parts);
+    if (!keyed) {
       unqueued.unkeyed++;
       continue;
     }
+    const time = rowTime;
+    const version = rowVersion;
     if (Math.floor(time) <= cut) {
       unqueued.expired++;
       continue;
     }
-    // The entry made in one go, without the member's text or a test of it first, when no part needs escaping.
+    // The member's hash read from the parts, without its text, when no part needs escaping.
     const plain = keys.partsHash(parts);
-    const hash = plain === -1 ? keys.hash(keys.member(parts)) : plain;
-    const shard = hash % SHARDS;
-    const entry = plain === -1 ? `${shard}:${keys.member(parts)}` : parts.length === 2 ? `${shard}:["${parts[0]}","${parts[1]}"]` : `${shard}:["${parts.join('","')}"]`;
-    if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has(entry, hash)) {
+    const member = plain === -1 ? keys.member(parts) : '';
+    const hash = plain === -1 ? keys.hash(member) : plain;
+    if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has(hash, parts)) {
       queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
-      t.clear();
-      t.has(entry, hash);
+      t.clear(width, firstBucket);
     }
     const vendor = parts[0]!;
     const bucket = Math.floor(time / bucketMs);
-    let numbers = t.listNumbers.get(vendor);
-    if (numbers === undefined) t.listNumbers.set(vendor, (numbers = new Map()));
-    let listNumber = numbers.get(bucket);
-    if (listNumber === undefined) {
-      t.listArguments.push(keys.vendorBucket(vendor, bucket), String((bucket + 1) * bucketMs));
-      numbers.set(bucket, (listNumber = t.listArguments.length / 2));
-    }
-    const customer = customerField === undefined ? undefined : row[customerField];
-    const customerText = typeof customer === 'string' ? customer : '';
+    let listNumber = t.listNumber(vendor, bucket);
+    if (listNumber === 0) listNumber = t.addList(vendor, bucket, keys.vendorBucket(vendor, bucket), String((bucket + 1) * bucketMs));
     // The row's bytes in the encoded body (without its newline), or its JSON.
     const start = encoded ? (index === 0 ? 0 : encoded.ends[index - 1]!) : 0;
     const end = encoded ? encoded.ends[index]! - 1 : 0;
-    t.add(hash, entry, shard, version, time, listNumber, start, end, encoded ? '' : JSON.stringify(row), customerText);
+    t.add(hash, parts, member, hash & (SHARDS - 1), version, time, listNumber, start, end, encoded ? '' : JSON.stringify(rows[index]), rowCustomer);
   }
   if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
-  t.clear();
+  t.clear(width, firstBucket);
   return unqueued;
 }
 
@@ -940,8 +1116,8 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
     // Arrays of ClickHouse's columns beside it: stored as they are, the columns kept once.
     reads: ['json-compact'],
     encode: (value: T) => JSON.stringify(value) ?? 'null',
-    // The key, time and version columns are read from the values.
-    keepsValues: true,
+    // The key, time and version columns are read from the encoded rows: the values can go once they are encoded.
+    keepsValues: false,
     async write(batch: Batch<T>, context: WriteContext) {
       // A sink written beside this one (ClickHouse) starts its insert before this one packs.
       await new Promise(setImmediate);
@@ -950,7 +1126,8 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       // whatever a warm-up said. (The same batch retried is not a loss.)
       const lost = missed.size > (missed.has(context.token) ? 1 : 0);
       if (lost) pipeline.del(keys.fresh, keys.warming);
-      const unqueued = queuePuts(pipeline, keys, batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>), Date.now(), batch.encoded);
+      const values = batch.encoded === undefined ? batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>) : [];
+      const unqueued = queuePuts(pipeline, keys, values, Date.now(), batch.encoded);
       stats.expired += unqueued.expired;
       stats.unkeyed += unqueued.unkeyed;
       const skipped = unqueued.expired + unqueued.unkeyed;
