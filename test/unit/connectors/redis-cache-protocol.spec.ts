@@ -143,10 +143,13 @@ describe('toRedisCache protocol bytes', () => {
   });
 
   it('reads a row from its encoded bytes as from its value: the same commands, byte for byte, for hostile rows', () => {
+    // mulberry32 (a bare LCG's low bits cycle, and `% n` reads them).
     let seed = 5;
     const next = (n: number) => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed % n;
+      seed = (seed + 0x6d2b79f5) | 0;
+      let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+      return ((x ^ (x >>> 14)) >>> 0) % n;
     };
     const texts = ['skyway', 'a"b', 'back\\slash', 'é中😀', 'lone \ud800', 'tab\t', '', ' ', '1e3', 'x'.repeat(300)];
     const parts = () => [texts[next(texts.length)], 42, -0.5, 1e21, null, true, undefined, { vendor: 'x' }, ['x']][next(9)];
