@@ -11,7 +11,7 @@ export const enum FieldKind {
   Other = 3,
 }
 
-/** The characters of the JSON string before `end`'s opening quote at `at`: whether one is escaped, or one is not ASCII. */
+/** What the last string `skipString` passed held: an escape; only ASCII characters. */
 let escaped = false;
 let ascii = true;
 
