@@ -111,6 +111,17 @@ describe('RowFields (the cache reading encoded rows from their bytes)', () => {
       for (const v of values) expect(['V2', 'B2', '2026-12-03T10:00:00.000Z', 'C2'], line).to.not.include(v.value);
       expect(read(fields, names, rows, 1)).to.deep.equal([expected('V2'), expected('B2'), expected('2026-12-03T10:00:00.000Z'), expected('C2')]);
     }
+    // What it makes of some: a field past the row's end is Missing, a field it cannot read is Other.
+    const cases: [string, { kind: FieldKind; value?: unknown }[]][] = [
+      ['["v","b', [expected('v'), expected(''), expected(undefined), expected(undefined)]],
+      ['["v",', [expected('v'), expected(undefined), expected(undefined), expected(undefined)]],
+      ['[ "v","b"]', [{ kind: FieldKind.Other }, expected('b'), expected(undefined), expected(undefined)]],
+      ['{"vendor"', names.map(() => expected(undefined))],
+      ['{"vendor":', names.map(() => expected(undefined))],
+      ['{"vendor" "v"}', names.map(() => expected(undefined))],
+      ['{"booking_id":"b","vendor" "v"}', [expected(undefined), expected('b'), expected(undefined), expected(undefined)]],
+    ];
+    for (const [line, values] of cases) expect(read(fields, names, { ...encodedRows([line, good]), columns }, 0), line).to.deep.equal(values);
   });
 
   it('reads YYYY-MM-DDTHH:mm:ss.sssZ at once, and nothing else', () => {
@@ -119,13 +130,21 @@ describe('RowFields (the cache reading encoded rows from their bytes)', () => {
     fields.read(encodedRows(['{"t":"2345-12-03T10:20:30.456Z"}']), 0);
     expect(fields.isoUtc(0, parts)).to.equal(true);
     expect(parts).to.deep.equal({ year: 2345, month: 12, day: 3, hour: 10, minute: 20, second: 30, millisecond: 456 });
-    for (const text of ['2026-12-03T10:20:30.456+01:00', '2026-12-03 10:20:30.456', '2026-12-03T10:20:30Z', '2026-12-03T10:20:30.4567Z', '2026/12/03T10:20:30.456Z', '2026-12-03T10:20:30.456z']) {
+    fields.read(encodedRows(['{"t":"2999-09-09T19:59:59.999Z"}']), 0);
+    expect(fields.isoUtc(0, parts)).to.equal(true);
+    expect(parts).to.deep.equal({ year: 2999, month: 9, day: 9, hour: 19, minute: 59, second: 59, millisecond: 999 });
+    const good = '2026-12-03T10:20:30.456Z';
+    // Each separator wrong on its own, a longer text, and other forms.
+    const wrong = [4, 7, 10, 13, 16, 19, 23].map((at) => `${good.slice(0, at)}_${good.slice(at + 1)}`);
+    for (const text of [...wrong, `${good}abc`, '2026-12-03T10:20:30.456+01:00', '2026-12-03 10:20:30.456', '2026-12-03T10:20:30Z', '2026-12-03T10:20:30.4567Z', '2026-12-03T10:20:30.456z']) {
       fields.read(encodedRows([JSON.stringify({ t: text })]), 0);
       expect(fields.isoUtc(0, parts), text).to.equal(false);
     }
     // Digits that are not digits are NaN: the caller's range checks refuse them.
-    fields.read(encodedRows(['{"t":"2026-1x-03T10:20:30.456Z"}']), 0);
-    expect(fields.isoUtc(0, parts)).to.equal(true);
-    expect(parts.month).to.be.NaN;
+    for (const text of ['2026-1x-03T10:20:30.456Z', '2026-1 -03T10:20:30.456Z', '2026-1/-03T10:20:30.456Z', '2026-1:-03T10:20:30.456Z']) {
+      fields.read(encodedRows([JSON.stringify({ t: text })]), 0);
+      expect(fields.isoUtc(0, parts), text).to.equal(true);
+      expect(parts.month, text).to.be.NaN;
+    }
   });
 });
