@@ -16,10 +16,10 @@ let escaped = false;
 let ascii = true;
 
 /**
- * Past the JSON string of `body` (`view` its bytes) whose opening quote is at `at` (`escaped` and `ascii` say what it
- * held); `end` when it does not close before it. Four bytes at a time while none of them
- * is a quote, a backslash or past ASCII (bytes equal to one are found as zero bytes of
- * the word XORed with it).
+ * Past the JSON string of `body` (`view` its bytes) whose opening quote is at `at`
+ * (`escaped` and `ascii` say what it held); `end` when it does not close before it. Four
+ * bytes at a time while none of them is a quote, a backslash or past ASCII (bytes equal
+ * to one are found as zero bytes of the word XORed with it).
  */
 function skipString(body: Buffer, view: DataView, at: number, end: number): number {
   escaped = false;
