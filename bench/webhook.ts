@@ -169,6 +169,9 @@ interface ServerCounters {
   rows: number;
   /** Milliseconds the engine spent merging parts (its MergeTotalMilliseconds). */
   mergeMs: number;
+  /** Time inside inserts, and of it the engine's delays for too many parts. */
+  insertMs: number;
+  delayedMs: number;
   loopMaxMs: number;
 }
 
@@ -248,7 +251,7 @@ async function paired(rounds: number, budget: { ms: number }, pacedRounds = roun
         const served = Math.max(1, figures.ok);
         const heap = { kibPerRequest: round((after.allocatedBytes - before.allocatedBytes) / served / 1024, 1), gcMs: Math.round(after.gcMs - before.gcMs) };
         slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows, mergeMs: after.mergeMs - before.mergeMs }, heap });
-        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, merges ${after.mergeMs - before.mergeMs} ms, loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, merges ${after.mergeMs - before.mergeMs} ms, ${round(after.insertMs - before.insertMs, 0)} ms in inserts (${after.delayedMs - before.delayedMs} delayed for parts), loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
       }
       console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
@@ -563,13 +566,13 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
         const usage = process.cpuUsage();
         const loopMaxMs = round(loop.max / 1e6, 1);
         loop.reset();
-        const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTotalMilliseconds')") : Promise.resolve([]);
+        const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTotalMilliseconds', 'DelayedInsertsMilliseconds', 'InsertQueryTimeMicroseconds')") : Promise.resolve([]);
         void engine
           // The engine's counters or, if they cannot be read, none: the CPU figure still goes.
           .catch(() => [])
           .then((events) => {
             const count = (name: string) => Number(events.find((e) => e.event === name)?.value ?? 0);
-            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), mergeMs: count('MergeTotalMilliseconds'), loopMaxMs } satisfies ServerCounters);
+            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), mergeMs: count('MergeTotalMilliseconds'), insertMs: count('InsertQueryTimeMicroseconds') / 1000, delayedMs: count('DelayedInsertsMilliseconds'), loopMaxMs } satisfies ServerCounters);
           });
         return;
       }
