@@ -77,7 +77,7 @@ export interface Source<T> {
    * of `batch.maxWaitMs` after its first record. So a lone request is written at once,
    * writes start no more often than with batches cut by time, and while a write is under
    * way a batch still waits for it, joined with what comes, up to `batch.maxWaitMs`.
-   * Ignored with `batchKey`.
+   * Ignored with `batchKey`. Without it, the pipeline's `sinkConcurrency` defaults to 1.
    */
   readonly awaitsWrites?: boolean;
 }

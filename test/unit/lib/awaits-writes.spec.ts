@@ -58,6 +58,25 @@ describe('Pipeline: a source whose callers wait for writes', () => {
     expect(sink.writes.map((w) => w.size)).to.deep.equal([1, 2]);
   });
 
+  it('writes one batch at a time unless sinkConcurrency says otherwise', async () => {
+    const most = async (sinkConcurrency?: number) => {
+      let writing = 0;
+      let highest = 0;
+      const sink = new MemorySink<{ id: number }>('rows');
+      sink.gate = async () => {
+        highest = Math.max(highest, ++writing);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        writing--;
+      };
+      // Batches of one record: each full, so it would start beside a write under way if it could.
+      const stats = await new Pipeline({ source: tasks([1, 2, 3, 4, 5, 6]), sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 1, maxWaitMs: 10 }, ...(sinkConcurrency && { sinkConcurrency }) }).run();
+      expect(stats.written).to.equal(6);
+      return highest;
+    };
+    expect(await most()).to.equal(1);
+    expect(await most(2)).to.equal(2);
+  });
+
   it('keeps a scheduler it is given for its batches', async () => {
     let scheduled = 0;
     const scheduler: SchedulerLike = {
