@@ -58,8 +58,8 @@ describe('Pipeline: a source whose callers wait for writes', () => {
     expect(sink.writes.map((w) => w.size)).to.deep.equal([1, 2]);
   });
 
-  it('writes one batch at a time unless sinkConcurrency says otherwise', async () => {
-    const most = async (sinkConcurrency?: number) => {
+  it('writes one batch at a time unless sinkConcurrency says otherwise, or batchKey makes its batches', async () => {
+    const most = async (sinkConcurrency?: number, keyed = false) => {
       let writing = 0;
       let highest = 0;
       const sink = new MemorySink<{ id: number }>('rows');
@@ -69,12 +69,15 @@ describe('Pipeline: a source whose callers wait for writes', () => {
         writing--;
       };
       // Batches of one record: each full, so it would start beside a write under way if it could.
-      const stats = await new Pipeline({ source: tasks([1, 2, 3, 4, 5, 6]), sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 1, maxWaitMs: 10 }, ...(sinkConcurrency && { sinkConcurrency }) }).run();
+      // With batchKey the source's batches are its own, and awaitsWrites is ignored.
+      const source = keyed ? { ...tasks([1, 2, 3, 4, 5, 6]), batchKey: (e: Envelope<{ id: number }>) => String(e.value.id) } : tasks([1, 2, 3, 4, 5, 6]);
+      const stats = await new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 1, maxWaitMs: 10 }, ...(sinkConcurrency && { sinkConcurrency }) }).run();
       expect(stats.written).to.equal(6);
       return highest;
     };
     expect(await most()).to.equal(1);
     expect(await most(2)).to.equal(2);
+    expect(await most(undefined, true)).to.equal(2);
   });
 
   it('keeps a scheduler it is given for its batches', async () => {
