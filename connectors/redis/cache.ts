@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { wallClockMs } from '../../lib/dates';
+import { wallClockMs, type TimeParts } from '../../lib/dates';
 import { ConfigError, SinkError } from '../../lib/errors';
 import { integerAtLeast } from '../../lib/options';
 import { loadPackage } from '../../lib/packages';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
-import { FieldKind, RowFields, type IsoParts } from './rowFields';
+import { FieldKind, RowFields } from './rowFields';
 
 export type { RedisConnectionOptions };
 
@@ -286,32 +286,6 @@ class Bytes {
     buffer.writeUInt32BE(count, at + 1);
   }
 
-  packString(text: string): void {
-    const most = 3 * text.length;
-    const buffer = this.room(most + 5);
-    const at = this.at;
-    if (most < 32) {
-      const length = Bytes.write(buffer, text, at + 1);
-      buffer[at] = 0xa0 | length; // fixstr
-      this.at = at + 1 + length;
-    } else if (most < 0x100) {
-      const length = Bytes.write(buffer, text, at + 2);
-      buffer[at] = 0xd9; // str 8
-      buffer[at + 1] = length;
-      this.at = at + 2 + length;
-    } else if (most < 0x10000) {
-      const length = buffer.write(text, at + 3);
-      buffer[at] = 0xda; // str 16
-      buffer.writeUInt16BE(length, at + 1);
-      this.at = at + 3 + length;
-    } else {
-      const length = buffer.write(text, at + 5);
-      buffer[at] = 0xdb; // str 32
-      buffer.writeUInt32BE(length, at + 1);
-      this.at = at + 5 + length;
-    }
-  }
-
   /**
    * A booking's entry, `<shard>:<member>`, as a MessagePack string: the member written from
    * its key parts `parts[from, from + count)` when `member` is '' (no part needs escaping).
@@ -508,7 +482,7 @@ function digit(text: string, i: number): number {
 }
 
 /** The parts `isoUtcMs` reads, one object for every value. */
-const isoParts: IsoParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+const isoParts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
 
 /** `YYYY-MM-DDTHH:mm:ss.sssZ` as epoch ms; undefined for anything else, or a day Date.parse should judge (past the 28th). */
 function isoUtcMs(text: string): number | undefined {
@@ -525,7 +499,7 @@ function isoUtcMs(text: string): number | undefined {
 }
 
 /** The epoch ms of ISO parts read digit by digit (NaN for a character not a digit); undefined where they are not a time, or a day Date.parse should judge (past the 28th). */
-function isoPartsMs(p: IsoParts): number | undefined {
+function isoPartsMs(p: TimeParts): number | undefined {
   // NaN fails every test.
   if (!(p.month >= 1 && p.month <= 12 && p.day >= 1 && p.day <= 28 && p.hour <= 23 && p.minute <= 59 && p.second <= 59 && p.millisecond >= 0 && p.year >= 100)) return undefined;
   return wallClockMs(p);

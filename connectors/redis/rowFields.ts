@@ -1,3 +1,4 @@
+import type { TimeParts } from '../../lib/dates';
 import type { EncodedRows } from '../../lib/sink';
 
 /** What a field read from a row's bytes is. */
@@ -188,7 +189,7 @@ export class RowFields {
    * A String field holding `YYYY-MM-DDTHH:mm:ss.sssZ`, as its parts written into `parts`;
    * false (parts undefined) for any other text.
    */
-  isoUtc(field: number, parts: IsoParts): boolean {
+  isoUtc(field: number, parts: TimeParts): boolean {
     const start = this.#starts[field]! + 1;
     if (this.#ends[field]! - start !== 25) return false;
     const b = this.#body;
@@ -208,16 +209,6 @@ export class RowFields {
 function digit(body: Buffer, at: number): number {
   const d = body[at]! - 48;
   return d >= 0 && d <= 9 ? d : NaN;
-}
-
-export interface IsoParts {
-  year: number;
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
-  millisecond: number;
 }
 
 /** `body.toString('latin1', start, end)` without its checks of the arguments. */

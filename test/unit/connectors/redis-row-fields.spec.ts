@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { FieldKind, RowFields, type IsoParts } from '../../../connectors/redis/rowFields';
+import { FieldKind, RowFields } from '../../../connectors/redis/rowFields';
+import type { TimeParts } from '../../../lib/dates';
 import { encodedRows } from '../../../lib/batch';
 
 /** A seeded generator of hostile JSON values. */
@@ -126,7 +127,7 @@ describe('RowFields (the cache reading encoded rows from their bytes)', () => {
 
   it('reads YYYY-MM-DDTHH:mm:ss.sssZ at once, and nothing else', () => {
     const fields = new RowFields(['t']);
-    const parts: IsoParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
+    const parts: TimeParts = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0, millisecond: 0 };
     fields.read(encodedRows(['{"t":"2345-12-03T10:20:30.456Z"}']), 0);
     expect(fields.isoUtc(0, parts)).to.equal(true);
     expect(parts).to.deep.equal({ year: 2345, month: 12, day: 3, hour: 10, minute: 20, second: 30, millisecond: 456 });
