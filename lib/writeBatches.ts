@@ -15,10 +15,14 @@ export interface JoinLimits {
   maxWaitMs?: number;
   /**
    * With no write under way, a partial batch starts one only this long after the last
-   * write started, joined meanwhile with what comes. For batches handed over at once
-   * rather than cut by time (a source whose callers wait for each write): a lone batch
-   * goes at once, and writes still start no more often than time-cut batches would make
-   * them. @default 0
+   * write started, joined meanwhile with what comes; and after a write that took time, only
+   * once the sink has rested as long as that write took, up to this long. For batches
+   * handed over at once rather than cut by time (a source whose callers wait for each
+   * write): a lone batch goes at once, writes still start no more often than time-cut
+   * batches would make them, and slow writes are not started back to back. A write slow
+   * because the engine or the machine is busy (an insert into ClickHouse costs about the
+   * same whatever its size, most of it making the part) then makes fewer, larger writes
+   * instead of keeping the engine busy with small ones. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -51,8 +55,12 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       let ended = false;
       const scheduler = limits?.scheduler ?? asyncScheduler;
       const intervalMs = limits?.writeIntervalMs ?? 0;
-      /** When the last write started (scheduler time). */
+      /** When the last write started, when the last one ended and how long that one took (scheduler time). */
       let lastStart = -Infinity;
+      let lastEnd = -Infinity;
+      let lastTook = 0;
+      /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
+      const restedAt = () => Math.max(lastStart + intervalMs, lastEnd + Math.min(intervalMs, lastTook));
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;
@@ -74,7 +82,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         if (writing >= concurrency) return false;
         if (!limits || full(batch, limits)) return true;
         // Once the input has ended, nothing more is coming to join: no interval.
-        if (writing === 0) return ended || scheduler.now() - lastStart >= intervalMs;
+        if (writing === 0) return ended || scheduler.now() >= restedAt();
         // Beside a write under way: once the batch has waited maxWaitMs in all.
         return batch.since !== undefined && limits.maxWaitMs !== undefined && scheduler.now() - batch.since >= limits.maxWaitMs;
       };
@@ -85,9 +93,10 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
           start(joined(waiting.shift()!.parts));
         }
         if (waiting.length === 0 || writing === concurrency) cancel();
-        // No write under way: the first waiting batch goes once writes are intervalMs apart.
+        // No write under way: the first waiting batch goes once the sink has rested.
         else if (writing === 0) {
-          if (lastStart + intervalMs < overdueAt) schedule(lastStart + intervalMs);
+          const at = restedAt();
+          if (at < overdueAt) schedule(at);
         } else if (limits?.maxWaitMs !== undefined) {
           // Counted from when the batch came, not from when a slot came free: a batch that
           // waited for both writes under way does not wait its time again after one ends.
@@ -97,10 +106,12 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       };
       const start = (batch: Batch<T>) => {
         writing++;
-        lastStart = scheduler.now();
+        const started = (lastStart = scheduler.now());
         write(batch).then(
           () => {
             writing--;
+            lastEnd = scheduler.now();
+            lastTook = lastEnd - started;
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },
