@@ -15,14 +15,14 @@ export interface JoinLimits {
   maxWaitMs?: number;
   /**
    * With no write under way, a partial batch starts one only this long after the last
-   * write started, joined meanwhile with what comes; and after a write that took time, only
-   * once the sink has rested as long as that write took, up to this long. For batches
-   * handed over at once rather than cut by time (a source whose callers wait for each
-   * write): a lone batch goes at once, writes still start no more often than time-cut
-   * batches would make them, and slow writes are not started back to back. A write slow
-   * because the engine or the machine is busy (an insert into ClickHouse costs about the
-   * same whatever its size, most of it making the part) then makes fewer, larger writes
-   * instead of keeping the engine busy with small ones. @default 0
+   * write started, joined meanwhile with what comes; and after a write that took longer
+   * than this, only this long after it ended. For batches handed over at once rather than
+   * cut by time (a source whose callers wait for each write): a lone batch goes at once,
+   * writes start no more often than time-cut batches would make them, and slow writes are
+   * not started back to back. A write slow because the engine or the machine is busy (an
+   * insert into ClickHouse costs about the same whatever its size, most of it making the
+   * part) is then followed by fewer, larger ones instead of keeping the engine busy with
+   * small ones; writes quicker than this are never held longer. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -60,7 +60,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       let lastEnd = -Infinity;
       let lastTook = 0;
       /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
-      const restedAt = () => Math.max(lastStart + intervalMs, lastEnd + Math.min(intervalMs, lastTook));
+      const restedAt = () => Math.max(lastStart + intervalMs, lastTook > intervalMs ? lastEnd + intervalMs : lastEnd);
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;

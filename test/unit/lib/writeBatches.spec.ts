@@ -142,7 +142,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, after a write that took time the sink rests as long as it took, up to the interval, before a partial batch starts the next', async () => {
+  it('with writeIntervalMs, after a write that took longer than the interval the sink rests one interval before a partial batch starts the next; quicker writes never hold one longer', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     const advance = (ms: number) => {
@@ -154,29 +154,35 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     await h.settle(); // a took 4 ms
     scheduler.schedule(() => h.input.next(batchOf(['b'])), 1);
     scheduler.flush();
-    expect(scheduler.now(), 'b waited until 10 after a started (a rest of 4 after it ended is over at 8)').to.equal(10);
+    expect(scheduler.now(), 'b waited until 10 after a started, no rest after a quick write').to.equal(10);
     expect(values(h.written)).to.deep.equal(['a', 'b']);
     advance(30);
     await h.settle(); // b took 30 ms, ended at 40
     scheduler.schedule(() => h.input.next(batchOf(['c'])), 1);
     scheduler.schedule(() => h.input.next(batchOf(['d'])), 5);
     scheduler.flush();
-    expect(scheduler.now(), 'c and d waited, joined, for a rest of 10 (the interval, not 30) after b ended').to.equal(50);
+    expect(scheduler.now(), 'c and d waited, joined, for a rest of 10 (the interval) after b ended').to.equal(50);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'cd']);
     advance(6);
     await h.settle(); // cd took 6 ms, ended at 56
     scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
     scheduler.flush();
-    expect(scheduler.now(), 'e waited for a rest of 6 after cd ended').to.equal(62);
+    expect(scheduler.now(), 'e waited until 10 after cd started, no rest after it').to.equal(60);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'cd', 'e']);
-    advance(20);
-    await h.settle(); // e took 20 ms, ended at 82
-    h.input.next(batchOf(['f', 'g', 'h']));
-    expect(values(h.written), 'a full batch does not rest').to.deep.equal(['a', 'b', 'cd', 'e', 'fgh']);
+    advance(10);
+    await h.settle(); // e took 10 ms, the interval exactly, ended at 70
+    scheduler.schedule(() => h.input.next(batchOf(['f'])), 1);
+    scheduler.flush();
+    expect(scheduler.now(), 'f went at once: a write of the interval is not a slow one').to.equal(71);
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'cd', 'e', 'f']);
+    advance(12);
+    await h.settle(); // f took 12 ms, ended at 83
+    h.input.next(batchOf(['g', 'h', 'i']));
+    expect(values(h.written), 'a full batch does not rest').to.deep.equal(['a', 'b', 'cd', 'e', 'f', 'ghi']);
     await h.settle();
-    h.input.next(batchOf(['i']));
+    h.input.next(batchOf(['j']));
     h.input.complete();
-    expect(values(h.written), 'nor does the last one once the input ended').to.deep.equal(['a', 'b', 'cd', 'e', 'fgh', 'i']);
+    expect(values(h.written), 'nor does the last one once the input ended').to.deep.equal(['a', 'b', 'cd', 'e', 'f', 'ghi', 'j']);
     await h.settle();
     expect(h.completed()).to.equal(true);
   });
