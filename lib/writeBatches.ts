@@ -55,12 +55,11 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       let ended = false;
       const scheduler = limits?.scheduler ?? asyncScheduler;
       const intervalMs = limits?.writeIntervalMs ?? 0;
-      /** When the last write started, when the last one ended and how long that one took (scheduler time). */
+      /** When the last write started, and when the sink has rested after the last one that ended (scheduler time). */
       let lastStart = -Infinity;
-      let lastEnd = -Infinity;
-      let lastTook = 0;
+      let restUntil = -Infinity;
       /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
-      const restedAt = () => Math.max(lastStart + intervalMs, lastTook > intervalMs ? lastEnd + intervalMs : lastEnd);
+      const restedAt = () => Math.max(lastStart + intervalMs, restUntil);
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;
@@ -110,8 +109,9 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         write(batch).then(
           () => {
             writing--;
-            lastEnd = scheduler.now();
-            lastTook = lastEnd - started;
+            const now = scheduler.now();
+            // Only a write slower than the interval is followed by a rest.
+            restUntil = now - started > intervalMs ? now + intervalMs : now;
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },
