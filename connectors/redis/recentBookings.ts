@@ -48,7 +48,7 @@ export interface RecentBookings<R = Record<string, unknown>> {
   byCustomer(customer: string, range: TimeRange): Promise<R[]>;
   /** Whether reads now go to ClickHouse: the cache was not warmed, lost data, or `stale()` says so. */
   isStale(): Promise<boolean>;
-  /** Rebuilds the bookings of the last TTL from ClickHouse and marks the cache complete; resolves with the rows put. */
+  /** Rebuilds the bookings of the last TTL from ClickHouse (streamed: memory stays flat for any number) and marks the cache complete; resolves with the rows put. */
   warm(): Promise<number>;
   readonly counts: { hits: number; misses: number };
   close(): Promise<void>;
@@ -133,10 +133,14 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     return stale;
   };
 
+  /** The latest version of the bookings `where` picks, as JSON rows (JSONEachRow), by time when `byTime`. */
+  const rowsWhere = (where: string, params: Record<string, string>, byTime: boolean): AsyncIterable<Uint8Array> => {
+    const sql = `SELECT * FROM ${quoteIdentifier(table)} FINAL WHERE ${where}${byTime ? ` ORDER BY ${quoteIdentifier(layout.timeField)}` : ''} SETTINGS date_time_output_format = 'iso'`;
+    return clickhouse.stream(sql, { format: 'JSONEachRow', params });
+  };
   const select = async (where: string, params: Record<string, string>): Promise<Record<string, unknown>[]> => {
-    const sql = `SELECT * FROM ${quoteIdentifier(table)} FINAL WHERE ${where} ORDER BY ${quoteIdentifier(layout.timeField)} SETTINGS date_time_output_format = 'iso'`;
     const chunks: Buffer[] = [];
-    for await (const chunk of clickhouse.stream(sql, { format: 'JSONEachRow', params })) chunks.push(Buffer.from(chunk));
+    for await (const chunk of rowsWhere(where, params, true)) chunks.push(Buffer.from(chunk));
     return Buffer.concat(chunks)
       .toString('utf8')
       .split('\n')
@@ -154,6 +158,35 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       queued += part.length - unqueued.expired - unqueued.unkeyed;
       await execPuts(client, pipeline, 'recentBookings');
     }
+    return queued;
+  };
+  /** Puts JSON rows as ClickHouse streams them (JSONEachRow), each stretch as it comes, without parsing them: memory stays flat for any number of rows. Resolves with the rows put. */
+  const putStream = async (chunks: AsyncIterable<Uint8Array>): Promise<number> => {
+    let queued = 0;
+    const now = Date.now();
+    /** The start of a row the last chunk cut (its own copy: the chunk goes). */
+    let carry = Buffer.alloc(0);
+    const putRows = async (body: Buffer): Promise<void> => {
+      const ends: number[] = [];
+      for (let at = body.indexOf(10); at >= 0; at = body.indexOf(10, at + 1)) ends.push(at + 1);
+      const pipeline = client.pipeline();
+      const unqueued = queuePuts(pipeline, keys, [], now, { body, ends });
+      queued += ends.length - unqueued.expired - unqueued.unkeyed;
+      await execPuts(client, pipeline, 'recentBookings');
+    };
+    for await (const chunk of chunks) {
+      const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      const last = bytes.lastIndexOf(10);
+      if (last < 0) {
+        carry = Buffer.concat([carry, bytes]);
+        continue;
+      }
+      const body = carry.length === 0 ? bytes.subarray(0, last + 1) : Buffer.concat([carry, bytes.subarray(0, last + 1)]);
+      carry = Buffer.from(bytes.subarray(last + 1));
+      await putRows(body);
+    }
+    // ClickHouse ends every row with a newline: bytes after the last one are a row cut short.
+    if (carry.length > 0) throw new TributaryError(`ClickHouse's answer ended inside a row (${carry.length} bytes after the last newline)`, { code: 'CACHE_WARM' });
     return queued;
   };
   const fillQuietly = async (rows: readonly Record<string, unknown>[]) => {
@@ -316,8 +349,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       const id = randomUUID();
       await client.set(keys.warming, id);
       const since = Date.now() - layout.ttlMs;
-      const rows = await select(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(since) });
-      const put_ = await put(rows);
+      // Streamed in, a block at a time: the last TTL's bookings can be more than memory holds.
+      const put_ = await putStream(rowsWhere(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(since) }, false));
       await client.tributaryCacheFresh(keys.warming, keys.fresh, id);
       await isStale();
       return put_;

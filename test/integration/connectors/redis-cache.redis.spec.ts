@@ -4,12 +4,13 @@ import { Redis } from 'ioredis';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
-import { CacheKeys, columnsTag, resolveLayout } from '../../../connectors/redis/cache';
+import { CacheKeys, columnsTag, resolveLayout, SHARDS } from '../../../connectors/redis/cache';
 import { encodeRows } from '../../../lib/batch';
-import { ConfigError, SinkError } from '../../../lib/errors';
+import { ConfigError, SinkError, TributaryError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../../lib/sink';
+import type { ClickHouseClient } from '../../../lib/store';
 import { delay, MemorySink, Recorder, testClickHouse, until } from '../../helpers';
 import { ensureRedis, ensureRedisTls, startRedis, stopRedis, stopRedisTls } from '../../services';
 
@@ -348,6 +349,70 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(metrics).to.include(`tributary_cache_hits_total{cache="${prefix}"} 3`);
         expect(metrics).to.include(`tributary_cache_misses_total{cache="${prefix}"} 3`);
         expect(metrics).to.include(`tributary_cache_stale{cache="${prefix}"} 0`);
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('warms from ClickHouse a stretch at a time as it streams, rows cut anywhere between chunks (inside a character too): every row put as ClickHouse has it', async () => {
+      // Escapes, a slash ClickHouse writes as \/, and characters of 2 to 4 bytes that cuts fall inside.
+      const rows = Array.from({ length: 3000 }, (_, i) => booking(i + 1, i % 7 === 0 ? { status: `réservé ✈️ 𝄞 / "q" \\ ${i}` } : {}));
+      await seed(rows);
+      const bookingsInRedis = async () => {
+        const pipeline = redis.pipeline();
+        for (let shard = 0; shard < SHARDS; shard++) pipeline.hlen(`${prefix}h:${shard}`);
+        return (await pipeline.exec())!.reduce((sum, [, count]) => sum + Number(count), 0);
+      };
+      /** Bookings in Redis as each piece of ClickHouse's answer is handed over. */
+      const inRedis: number[] = [];
+      const cutting = Object.create(clickhouse, {
+        stream: {
+          value: async function* (sql: string, options: Parameters<ClickHouseClient['stream']>[1]) {
+            for await (const chunk of clickhouse.stream(sql, options)) {
+              for (let at = 0; at < chunk.length; ) {
+                const size = 1 + ((at * 7919) % 4000);
+                inRedis.push(await bookingsInRedis());
+                yield chunk.subarray(at, at + size);
+                at += size;
+              }
+            }
+          },
+        },
+      }) as ClickHouseClient;
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse: cutting, table, prefix, fill: false });
+      try {
+        expect(await reader.warm()).to.equal(3000);
+        for (const row of rows) expect(await stored(row.vendor, row.booking_id)).to.deep.equal(row);
+        expect(inRedis.length).to.be.greaterThan(100);
+        expect(inRedis[0]).to.equal(0);
+        expect(inRedis.at(-1), 'all but the last piece put before ClickHouse sent it').to.be.greaterThan(2950);
+        expect(await reader.get('acme', 'B-1')).to.deep.equal(rows[0]);
+        expect(reader.counts.hits).to.equal(1);
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('leaves the cache stale when ClickHouse\'s answer ends inside a row', async () => {
+      await seed(Array.from({ length: 50 }, (_, i) => booking(i + 1)));
+      const cut = Object.create(clickhouse, {
+        stream: {
+          value: async function* (sql: string, options: Parameters<ClickHouseClient['stream']>[1]) {
+            const chunks: Uint8Array[] = [];
+            for await (const chunk of clickhouse.stream(sql, options)) chunks.push(chunk);
+            const whole = Buffer.concat(chunks);
+            yield whole.subarray(0, whole.length - 1);
+          },
+        },
+      }) as ClickHouseClient;
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse: cut, table, prefix, fill: false });
+      try {
+        const error = await reader.warm().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).to.be.instanceOf(TributaryError).and.include({ code: 'CACHE_WARM' });
+        expect(await reader.isStale()).to.equal(true);
       } finally {
         await reader.close();
       }
