@@ -54,6 +54,9 @@ export interface RecentBookings<R = Record<string, unknown>> {
   close(): Promise<void>;
 }
 
+/** Rows warm() puts in one round trip. */
+const WARM_ROWS = 5000;
+
 /**
  * Reads the bookings a `toRedisCache` keeps: by key, or by vendor or customer token and
  * time range. A miss, a range older than the TTL, or a stale cache reads through to
@@ -166,13 +169,21 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     const now = Date.now();
     /** The start of a row the last chunk cut (its own copy: the chunk goes). */
     let carry = Buffer.alloc(0);
+    /** Puts the rows of `body` (whole rows, a newline last), WARM_ROWS at a time: what is written for Redis stays small whatever ClickHouse's block. */
     const putRows = async (body: Buffer): Promise<void> => {
-      const ends: number[] = [];
-      for (let at = body.indexOf(10); at >= 0; at = body.indexOf(10, at + 1)) ends.push(at + 1);
-      const pipeline = client.pipeline();
-      const unqueued = queuePuts(pipeline, keys, [], now, { body, ends });
-      queued += ends.length - unqueued.expired - unqueued.unkeyed;
-      await execPuts(client, pipeline, 'recentBookings');
+      for (let from = 0; from < body.length; ) {
+        const ends: number[] = [];
+        let end = from;
+        while (end < body.length && ends.length < WARM_ROWS) {
+          end = body.indexOf(10, end) + 1;
+          ends.push(end - from);
+        }
+        const pipeline = client.pipeline();
+        const unqueued = queuePuts(pipeline, keys, [], now, { body: body.subarray(from, end), ends });
+        queued += ends.length - unqueued.expired - unqueued.unkeyed;
+        await execPuts(client, pipeline, 'recentBookings');
+        from = end;
+      }
     };
     for await (const chunk of chunks) {
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
