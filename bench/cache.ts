@@ -327,9 +327,9 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     { name: 'reader get by key', claim: 'recentBookings.get ≥ 0.8 × bare ioredis HGET of the same bookings, reads/s', actual: readRatio.toFixed(3), pass: readRatio >= 0.8, goal: true },
     {
       name: 'warm() memory',
-      claim: `warm() of ${ROWS.toLocaleString('en')} bookings holds ≤ 100 MiB of heap and buffers beyond what the process held, garbage included (a block at a time; the answer as objects held 210)`,
+      claim: `warm() of ${ROWS.toLocaleString('en')} bookings holds ≤ 128 MiB of heap and buffers beyond what the process held, garbage included (a block at a time: 24-85 MiB seen; the answer read whole as objects held 160-210)`,
       actual: `${warmHeld.toFixed(1)} MiB (rounds ${warmHeldMb.map((m) => m.toFixed(1)).join(', ')}; reading alone ${streamHeldMb.map((m) => m.toFixed(1)).join(', ')}); ${warmRatio.toFixed(3)} × reading alone`,
-      pass: warmHeld <= 100,
+      pass: warmHeld <= 128,
     },
     { name: 'RSS flat', claim: 'RSS after the last round ≤ 1.15 × after the first counted round', actual: `${(rssGrowth * 100).toFixed(1)}% (${rssAfterRound.map((r) => r.toFixed(0)).join(', ')} MiB)`, pass: rssGrowth <= 0.15 },
   ];
