@@ -54,6 +54,13 @@ export interface RecentBookings<R = Record<string, unknown>> {
   close(): Promise<void>;
 }
 
+/** The latest (and, negated, the earliest) time a Date holds, epoch ms. */
+const MAX_TIME = 8.64e15;
+
+/** The first and last times a ClickHouse DateTime64 holds, epoch ms. */
+const CLICKHOUSE_FIRST = Date.UTC(1900, 0, 1);
+const CLICKHOUSE_LAST = Date.UTC(2299, 11, 31, 23, 59, 59, 999);
+
 /** Rows warm() puts in one round trip. */
 const WARM_ROWS = 5000;
 
@@ -240,10 +247,12 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
   const rangeOf = (range: TimeRange): [number, number] => {
     const from = timeMs(range?.from);
     const to = timeMs(range?.to);
-    if (from === undefined || to === undefined) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
+    // Past what a Date holds (±8.64e15 ms) no booking has a time, and ClickHouse is not asked.
+    if (from === undefined || to === undefined || !(Math.abs(from) <= MAX_TIME && Math.abs(to) <= MAX_TIME)) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
     return [from, to];
   };
-  const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+  /** A time as a DateTime64(3, 'UTC') parameter, within the years it holds (1900-2299): no stored booking lies beyond. */
+  const chTime = (ms: number) => new Date(Math.min(Math.max(ms, CLICKHOUSE_FIRST), CLICKHOUSE_LAST)).toISOString().replace('T', ' ').replace('Z', '');
 
   /** The entries a vendor's time buckets list for the range: the buckets from the set of all, one LRANGE each. */
   const vendorEntries = async (vendor: string, from: number, to: number): Promise<string[]> => {

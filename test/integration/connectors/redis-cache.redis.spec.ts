@@ -418,6 +418,43 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }
     });
 
+    it('refuses bad keys and ranges with the rule; hostile values are read as values, in Redis and in ClickHouse', async () => {
+      const rows = [booking(1), booking(2, { vendor: `ac'me"); DROP TABLE x; --`, booking_id: 'B-\u0000\n"\\✈️', customer_token: "tok' OR 1=1 --" })];
+      await seed(rows);
+      for (const stale of [false, true]) {
+        const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token', fill: false });
+        try {
+          if (!stale) expect(await reader.warm()).to.equal(2);
+          else await redis.del(layout().fresh);
+          const refusal = async (read: () => Promise<unknown>) => read().then(() => undefined, (e: unknown) => e);
+          for (const key of [[], ['acme'], ['acme', 'B-1', 'x'], ['acme', 1], ['acme', null], [{ toString: () => 'acme' }, 'B-1']] as unknown[][]) {
+            const error = await refusal(() => reader.get(...(key as string[])));
+            expect(error, JSON.stringify(key)).to.be.instanceOf(TributaryError).and.include({ code: 'BAD_KEY' });
+          }
+          const now = Date.now();
+          for (const range of [undefined, {}, { from: now }, { from: 'yesterday', to: now }, { from: now - HOUR, to: NaN }, { from: -Infinity, to: now }, { from: now, to: 1e300 }, { from: -9e15, to: now }, { from: now, to: '2026-13-45T99:00:00Z' }] as unknown[]) {
+            for (const read of [() => reader.byVendor('acme', range as never), () => reader.byCustomer('tok-1', range as never)]) {
+              const error = await refusal(read);
+              expect(error, JSON.stringify(range)).to.be.instanceOf(TributaryError).and.include({ code: 'BAD_RANGE' });
+            }
+          }
+          // The earliest and latest a Date holds are a range like any other.
+          expect(await reader.byVendor('acme', { from: -8.64e15, to: 8.64e15 })).to.have.length(1);
+          const hostile = rows[1]!;
+          expect(await reader.get(hostile.vendor, hostile.booking_id), `stale: ${stale}`).to.deep.equal(hostile);
+          const range = { from: now - 3 * HOUR, to: now };
+          expect(await reader.byVendor(hostile.vendor, range)).to.deep.equal([hostile]);
+          expect(await reader.byCustomer(hostile.customer_token, range)).to.deep.equal([hostile]);
+          expect(await reader.byVendor(`ac'me`, range)).to.deep.equal([]);
+          expect(await reader.get('acme', `B-1' OR '1'='1`)).to.equal(undefined);
+          expect(reader.counts, `stale: ${stale}`).to.deep.equal(stale ? { hits: 0, misses: 6 } : { hits: 4, misses: 2 });
+        } finally {
+          await reader.close();
+        }
+      }
+      expect(await clickhouse.query(`SELECT count() AS n FROM ${table}`)).to.deep.equal([{ n: 2 }]);
+    });
+
     it('lists a booking by its latest time and customer, not by index entries an earlier version left', async () => {
       const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token' });
