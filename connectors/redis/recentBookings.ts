@@ -248,7 +248,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     const from = timeMs(range?.from);
     const to = timeMs(range?.to);
     // Past what a Date holds (±8.64e15 ms) no booking has a time, and ClickHouse is not asked.
-    if (from === undefined || to === undefined || !(Math.abs(from) <= MAX_TIME && Math.abs(to) <= MAX_TIME)) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
+    if (from === undefined || to === undefined || !(Math.abs(from) <= MAX_TIME && Math.abs(to) <= MAX_TIME)) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, within what a Date holds (±8.64e15 ms), got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
     return [from, to];
   };
   /** A time as a DateTime64(3, 'UTC') parameter, within the years it holds (1900-2299): no stored booking lies beyond. */
