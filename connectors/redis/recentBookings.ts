@@ -158,18 +158,6 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       .map((line) => JSON.parse(line) as Record<string, unknown>);
   };
 
-  const put = async (rows: readonly Record<string, unknown>[]): Promise<number> => {
-    let queued = 0;
-    const now = Date.now();
-    for (let at = 0; at < rows.length; at += 1000) {
-      const pipeline = client.pipeline();
-      const part = rows.slice(at, at + 1000);
-      const unqueued = queuePuts(pipeline, keys, part, now);
-      queued += part.length - unqueued.expired - unqueued.unkeyed;
-      await execPuts(client, pipeline, 'recentBookings');
-    }
-    return queued;
-  };
   /** Puts JSON rows as ClickHouse streams them (JSONEachRow), each stretch as it comes, without parsing them: memory stays flat for any number of rows. Resolves with the rows put. */
   const putStream = async (chunks: AsyncIterable<Uint8Array>): Promise<number> => {
     let queued = 0;
@@ -207,8 +195,19 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     if (carry.length > 0) throw new TributaryError(`ClickHouse's answer ended inside a row (${carry.length} bytes after the last newline)`, { code: 'CACHE_WARM' });
     return queued;
   };
+  /** Puts rows read through to ClickHouse into the cache (unless `fill: false`), 1,000 a round trip. */
   const fillQuietly = async (rows: readonly Record<string, unknown>[]) => {
-    if (fill && rows.length > 0) await put(rows).catch(() => undefined); // a cache that cannot be filled still answers from ClickHouse
+    if (!fill) return;
+    const now = Date.now();
+    try {
+      for (let at = 0; at < rows.length; at += 1000) {
+        const pipeline = client.pipeline();
+        queuePuts(pipeline, keys, rows.slice(at, at + 1000), now);
+        await execPuts(client, pipeline, 'recentBookings');
+      }
+    } catch {
+      // A cache that cannot be filled still answers from ClickHouse.
+    }
   };
 
   /** Column lists of array rows by tag, as read from Redis (a list never changes under its tag). */

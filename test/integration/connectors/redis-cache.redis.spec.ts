@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { register as globalRegistry } from 'prom-client';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
@@ -343,7 +344,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(customer.map((b) => b.booking_id), 'by time, up to B-6').to.deep.equal(['B-16', 'B-11', 'B-6']);
         expect(reader.counts).to.deep.equal({ hits: 3, misses: 2 });
         const older = await reader.byVendor('acme', { from: Date.now() - 48 * HOUR, to: Date.now() });
-        expect(older, 'a range older than the TTL reads through').to.have.length(10);
+        expect(older.map((b) => b.booking_id), 'a range older than the TTL reads through, by time').to.deep.equal(rows.filter((r) => r.vendor === 'acme').map((r) => r.booking_id).reverse());
         expect(reader.counts.misses).to.equal(3);
         const metrics = await reader.registry.metrics();
         expect(metrics).to.include(`tributary_cache_hits_total{cache="${prefix}"} 3`);
@@ -356,8 +357,9 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
 
     it('warms from ClickHouse a stretch at a time as it streams, rows cut anywhere between chunks (inside a character too): every row put as ClickHouse has it', async () => {
       // Escapes, a slash ClickHouse writes as \/, and characters of 2 to 4 bytes that cuts fall inside.
-      const rows = Array.from({ length: 3000 }, (_, i) => booking(i + 1, i % 7 === 0 ? { status: `réservé ✈️ 𝄞 / "q" \\ ${i}` } : {}));
-      await seed(rows);
+      const rows = Array.from({ length: 6000 }, (_, i) => booking(i + 1, i % 7 === 0 ? { status: `réservé ✈️ 𝄞 / "q" \\ ${i}` } : {}));
+      // A row without a key is not put, nor counted.
+      await seed([...rows, booking(0, { vendor: '' })]);
       const bookingsInRedis = async () => {
         const pipeline = redis.pipeline();
         for (let shard = 0; shard < SHARDS; shard++) pipeline.hlen(`${prefix}h:${shard}`);
@@ -370,7 +372,8 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           value: async function* (sql: string, options: Parameters<ClickHouseClient['stream']>[1]) {
             for await (const chunk of clickhouse.stream(sql, options)) {
               for (let at = 0; at < chunk.length; ) {
-                const size = 1 + ((at * 7919) % 4000);
+                // Most pieces shorter than a row: many hold no row end at all.
+                const size = 1 + ((at * 7919) % 600);
                 inRedis.push(await bookingsInRedis());
                 yield chunk.subarray(at, at + size);
                 at += size;
@@ -381,15 +384,24 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       }) as ClickHouseClient;
       const reader = recentBookings<Booking>({ redis: { url }, clickhouse: cutting, table, prefix, fill: false });
       try {
-        expect(await reader.warm()).to.equal(3000);
+        expect(await reader.warm()).to.equal(rows.length);
         for (const row of rows) expect(await stored(row.vendor, row.booking_id)).to.deep.equal(row);
-        expect(inRedis.length).to.be.greaterThan(100);
+        expect(inRedis.length).to.be.greaterThan(1000);
         expect(inRedis[0]).to.equal(0);
-        expect(inRedis.at(-1), 'all but the last piece put before ClickHouse sent it').to.be.greaterThan(2950);
+        expect(inRedis.at(-1), 'all but the last piece put before ClickHouse sent it').to.be.greaterThan(rows.length - 10);
         expect(await reader.get('acme', 'B-1')).to.deep.equal(rows[0]);
         expect(reader.counts.hits).to.equal(1);
       } finally {
         await reader.close();
+      }
+      // ClickHouse's own blocks, each of more rows than a round trip puts.
+      await redis.del(...(await redis.keys(`${prefix}*`)));
+      const whole = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, fill: false });
+      try {
+        expect(await whole.warm()).to.equal(rows.length);
+        for (const row of rows) expect(await stored(row.vendor, row.booking_id)).to.deep.equal(row);
+      } finally {
+        await whole.close();
       }
     });
 
@@ -412,9 +424,52 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           (e: unknown) => e,
         );
         expect(error).to.be.instanceOf(TributaryError).and.include({ code: 'CACHE_WARM' });
+        expect((error as Error).message).to.equal("ClickHouse's answer ended inside a row (" + ((error as Error).message.match(/\((\d+) bytes/)?.[1] ?? '?') + ' bytes after the last newline)');
         expect(await reader.isStale()).to.equal(true);
       } finally {
         await reader.close();
+      }
+    });
+
+    it('refuses bad options with the rule, before it connects', async () => {
+      const good = { redis: { url }, clickhouse, table, prefix };
+      const refusal = (options: unknown) => {
+        try {
+          recentBookings(options as never);
+        } catch (error) {
+          return error;
+        }
+        return undefined;
+      };
+      const cases: [unknown, string][] = [
+        [undefined, 'clickhouse is required: embeddedClickHouse() or a server client'],
+        [{ ...good, clickhouse: undefined }, 'clickhouse is required: embeddedClickHouse() or a server client'],
+        [{ ...good, redis: undefined }, 'redis is required: { url } or { client }'],
+        [{ ...good, table: 'b; DROP TABLE x' }, 'table must be a name like bookings or db.bookings, got "b; DROP TABLE x"'],
+        [{ ...good, table: '1b' }, 'table must be a name like bookings or db.bookings, got "1b"'],
+        [{ ...good, table: 'b x' }, 'table must be a name like bookings or db.bookings, got "b x"'],
+        [{ ...good, table: 'db.1b' }, 'table must be a name like bookings or db.bookings, got "db.1b"'],
+        [{ ...good, table: 'db.b.c' }, 'table must be a name like bookings or db.bookings, got "db.b.c"'],
+        [{ ...good, table: 42 }, 'table must be a name like bookings or db.bookings, got 42'],
+        [{ ...good, stale: true }, 'stale must be a function returning a boolean'],
+        [{ ...good, registry: {} }, "registry must be a prom-client Registry or 'global', got [object Object]"],
+      ];
+      for (const [options, message] of cases) {
+        const error = refusal(options);
+        expect(error, message).to.be.instanceOf(ConfigError);
+        expect((error as Error).message).to.equal(message);
+      }
+      expect(refusal({ ...good, staleCheckMs: -1 })).to.be.instanceOf(ConfigError).with.property('message').that.includes('staleCheckMs');
+      // What it takes: a table in a database, the process' global registry.
+      const reader = recentBookings({ ...good, table: `default.${table}`, registry: 'global' });
+      try {
+        expect(reader.registry).to.equal(globalRegistry);
+        expect(await reader.get('acme', 'B-1')).to.equal(undefined);
+      } finally {
+        await reader.close();
+        globalRegistry.removeSingleMetric('tributary_cache_hits_total');
+        globalRegistry.removeSingleMetric('tributary_cache_misses_total');
+        globalRegistry.removeSingleMetric('tributary_cache_stale');
       }
     });
 
@@ -438,6 +493,14 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
               expect(error, JSON.stringify(range)).to.be.instanceOf(TributaryError).and.include({ code: 'BAD_RANGE' });
             }
           }
+          const keyError = (await refusal(() => reader.get('acme'))) as Error;
+          expect(keyError.message).to.equal('get needs 2 key parts (vendor, booking_id), got 1');
+          const rangeError = (await refusal(() => reader.byVendor('acme', { from: 'yesterday', to: now }))) as Error;
+          expect(rangeError.message).to.equal(`range needs from and to as epoch ms, Dates or ISO 8601, within what a Date holds (±8.64e15 ms), got ${JSON.stringify({ from: 'yesterday', to: now })}`);
+          // A range of one instant: the booking of that time, in the bucket that ends after it.
+          const at = Date.parse(rows[0]!.booked_at);
+          expect((await reader.byVendor('acme', { from: at, to: at })).map((b) => b.booking_id)).to.deep.equal(['B-1']);
+          expect((await reader.byCustomer(rows[0]!.customer_token, { from: at, to: at })).map((b) => b.booking_id)).to.deep.equal(['B-1']);
           // The earliest and latest a Date holds are a range like any other.
           expect(await reader.byVendor('acme', { from: -8.64e15, to: 8.64e15 })).to.have.length(1);
           const hostile = rows[1]!;
@@ -447,7 +510,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           expect(await reader.byCustomer(hostile.customer_token, range)).to.deep.equal([hostile]);
           expect(await reader.byVendor(`ac'me`, range)).to.deep.equal([]);
           expect(await reader.get('acme', `B-1' OR '1'='1`)).to.equal(undefined);
-          expect(reader.counts, `stale: ${stale}`).to.deep.equal(stale ? { hits: 0, misses: 6 } : { hits: 4, misses: 2 });
+          expect(reader.counts, `stale: ${stale}`).to.deep.equal(stale ? { hits: 0, misses: 8 } : { hits: 6, misses: 2 });
         } finally {
           await reader.close();
         }
@@ -545,7 +608,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         const hostile = await planted(JSON.stringify(['__proto__', 'booking_id', 'updated_at', 'booked_at', 'customer_token', 'status', 'polluted']));
         expect(hostile.counts, 'answered as it says').to.deep.equal({ hits: 1, misses: 0 });
         expect(Object.getPrototypeOf(hostile.got)).to.equal(Object.prototype);
-        expect(Object.getOwnPropertyDescriptor(hostile.got, '__proto__')?.value).to.equal('acme');
+        expect(Object.getOwnPropertyDescriptor(hostile.got, '__proto__')).to.deep.equal({ value: 'acme', enumerable: true, writable: true, configurable: true });
         expect(({} as Record<string, unknown>)['polluted'], 'no prototype touched').to.equal(undefined);
         for (const list of [undefined, '{"vendor":0}', JSON.stringify([...columns.slice(0, 6), 7]), JSON.stringify(columns.slice(1)), 'not json']) {
           const { got, counts } = await planted(list);
