@@ -365,16 +365,17 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         for (let shard = 0; shard < SHARDS; shard++) pipeline.hlen(`${prefix}h:${shard}`);
         return (await pipeline.exec())!.reduce((sum, [, count]) => sum + Number(count), 0);
       };
-      /** Bookings in Redis as each piece of ClickHouse's answer is handed over. */
+      /** Bookings in Redis as every 20th piece of ClickHouse's answer is handed over. */
       const inRedis: number[] = [];
+      let pieces = 0;
       const cutting = Object.create(clickhouse, {
         stream: {
           value: async function* (sql: string, options: Parameters<ClickHouseClient['stream']>[1]) {
             for await (const chunk of clickhouse.stream(sql, options)) {
               for (let at = 0; at < chunk.length; ) {
-                // Most pieces shorter than a row: many hold no row end at all.
-                const size = 1 + ((at * 7919) % 600);
-                inRedis.push(await bookingsInRedis());
+                // Pieces of 1 to 150 bytes, rows of about 250: most pieces hold no row end at all.
+                const size = 1 + ((at * 7919) % 150);
+                if (pieces++ % 20 === 0) inRedis.push(await bookingsInRedis());
                 yield chunk.subarray(at, at + size);
                 at += size;
               }
@@ -386,9 +387,9 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       try {
         expect(await reader.warm()).to.equal(rows.length);
         for (const row of rows) expect(await stored(row.vendor, row.booking_id)).to.deep.equal(row);
-        expect(inRedis.length).to.be.greaterThan(1000);
+        expect(inRedis.length).to.be.greaterThan(200);
         expect(inRedis[0]).to.equal(0);
-        expect(inRedis.at(-1), 'all but the last piece put before ClickHouse sent it').to.be.greaterThan(rows.length - 10);
+        expect(inRedis.at(-1), 'all but the last pieces put before ClickHouse sent them').to.be.greaterThan(rows.length - 30);
         expect(await reader.get('acme', 'B-1')).to.deep.equal(rows[0]);
         expect(reader.counts.hits).to.equal(1);
       } finally {
@@ -424,7 +425,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           (e: unknown) => e,
         );
         expect(error).to.be.instanceOf(TributaryError).and.include({ code: 'CACHE_WARM' });
-        expect((error as Error).message).to.equal("ClickHouse's answer ended inside a row (" + ((error as Error).message.match(/\((\d+) bytes/)?.[1] ?? '?') + ' bytes after the last newline)');
+        expect((error as Error).message).to.match(/^ClickHouse's answer ended inside a row \(\d+ bytes after the last newline\)$/);
         expect(await reader.isStale()).to.equal(true);
       } finally {
         await reader.close();
