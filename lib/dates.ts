@@ -7,7 +7,10 @@ import { ConfigError } from './errors';
  * rendering with per-day and per-time caches. Used by `normalize`.
  */
 
-/** A time past what a Date can hold (±8.64e15 ms). */
+/** The latest time a Date holds (and, negated, the earliest), epoch ms. */
+export const MAX_TIME_MS = 8.64e15;
+
+/** A time past what a Date can hold (±MAX_TIME_MS). */
 export class TimeOutOfRange extends Error {}
 
 
@@ -271,7 +274,7 @@ function dayText(day: number): string {
 }
 
 function checkedTime(ms: number): void {
-  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) throw new TimeOutOfRange(`time out of range: ${ms}`);
+  if (!Number.isFinite(ms) || Math.abs(ms) > MAX_TIME_MS) throw new TimeOutOfRange(`time out of range: ${ms}`);
 }
 
 /** `new Date(ms).toISOString()`, without a Date per call on the common range. */

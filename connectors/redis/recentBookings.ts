@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, Gauge, register as globalRegistry, Registry } from 'prom-client';
+import { MAX_TIME_MS } from '../../lib/dates';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { nonNegativeInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
@@ -53,9 +54,6 @@ export interface RecentBookings<R = Record<string, unknown>> {
   readonly counts: { hits: number; misses: number };
   close(): Promise<void>;
 }
-
-/** The latest (and, negated, the earliest) time a Date holds, epoch ms. */
-const MAX_TIME = 8.64e15;
 
 /** The first and last times a ClickHouse DateTime64 holds, epoch ms. */
 const CLICKHOUSE_FIRST = Date.UTC(1900, 0, 1);
@@ -247,7 +245,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     const from = timeMs(range?.from);
     const to = timeMs(range?.to);
     // Past what a Date holds (±8.64e15 ms) no booking has a time, and ClickHouse is not asked.
-    if (from === undefined || to === undefined || !(Math.abs(from) <= MAX_TIME && Math.abs(to) <= MAX_TIME)) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, within what a Date holds (±8.64e15 ms), got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
+    if (from === undefined || to === undefined || !(Math.abs(from) <= MAX_TIME_MS && Math.abs(to) <= MAX_TIME_MS)) throw new TributaryError(`range needs from and to as epoch ms, Dates or ISO 8601, within what a Date holds (±8.64e15 ms), got ${JSON.stringify(range)}`, { code: 'BAD_RANGE' });
     return [from, to];
   };
   /** A time as a DateTime64(3, 'UTC') parameter, within the years it holds (1900-2299): no stored booking lies beyond. */
