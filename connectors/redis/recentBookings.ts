@@ -146,38 +146,43 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     const sql = `SELECT * FROM ${quoteIdentifier(table)} FINAL WHERE ${where}${byTime ? ` ORDER BY ${quoteIdentifier(layout.timeField)}` : ''} SETTINGS date_time_output_format = 'iso'`;
     return clickhouse.stream(sql, { format: 'JSONEachRow', params });
   };
-  const select = async (where: string, params: Record<string, string>): Promise<Record<string, unknown>[]> => {
+  /** The rows `where` picks, by time: parsed, and as ClickHouse wrote them (JSONEachRow). */
+  const select = async (where: string, params: Record<string, string>): Promise<{ rows: Record<string, unknown>[]; body: Buffer }> => {
     const chunks: Buffer[] = [];
     for await (const chunk of rowsWhere(where, params, true)) chunks.push(Buffer.from(chunk));
-    return Buffer.concat(chunks)
+    const body = Buffer.concat(chunks);
+    const rows = body
       .toString('utf8')
       .split('\n')
       .filter((line) => line !== '')
       .map((line) => JSON.parse(line) as Record<string, unknown>);
+    return { rows, body };
   };
 
-  /** Puts JSON rows as ClickHouse streams them (JSONEachRow), each stretch as it comes, without parsing them: memory stays flat for any number of rows. Resolves with the rows put. */
+  /** Puts JSON rows as ClickHouse wrote them (whole JSONEachRow rows, a newline last), without parsing them, WARM_ROWS a round trip; resolves with the rows put. */
+  const putRows = async (body: Buffer, now: number): Promise<number> => {
+    let queued = 0;
+    for (let from = 0; from < body.length; ) {
+      const ends: number[] = [];
+      let end = from;
+      while (end < body.length && ends.length < WARM_ROWS) {
+        end = body.indexOf(10, end) + 1;
+        ends.push(end - from);
+      }
+      const pipeline = client.pipeline();
+      const unqueued = queuePuts(pipeline, keys, [], now, { body: body.subarray(from, end), ends });
+      queued += ends.length - unqueued.expired - unqueued.unkeyed;
+      await execPuts(client, pipeline, 'recentBookings');
+      from = end;
+    }
+    return queued;
+  };
+  /** Puts rows as ClickHouse streams them, each stretch as it comes: memory stays flat for any number of rows. Resolves with the rows put. */
   const putStream = async (chunks: AsyncIterable<Uint8Array>): Promise<number> => {
     let queued = 0;
     const now = Date.now();
     /** The start of a row the last chunk cut (its own copy: the chunk goes). */
     let carry = Buffer.alloc(0);
-    /** Puts the rows of `body` (whole rows, a newline last), WARM_ROWS at a time: what is written for Redis stays small whatever ClickHouse's block. */
-    const putRows = async (body: Buffer): Promise<void> => {
-      for (let from = 0; from < body.length; ) {
-        const ends: number[] = [];
-        let end = from;
-        while (end < body.length && ends.length < WARM_ROWS) {
-          end = body.indexOf(10, end) + 1;
-          ends.push(end - from);
-        }
-        const pipeline = client.pipeline();
-        const unqueued = queuePuts(pipeline, keys, [], now, { body: body.subarray(from, end), ends });
-        queued += ends.length - unqueued.expired - unqueued.unkeyed;
-        await execPuts(client, pipeline, 'recentBookings');
-        from = end;
-      }
-    };
     for await (const chunk of chunks) {
       const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       const last = bytes.lastIndexOf(10);
@@ -187,25 +192,16 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       }
       const body = carry.length === 0 ? bytes.subarray(0, last + 1) : Buffer.concat([carry, bytes.subarray(0, last + 1)]);
       carry = Buffer.from(bytes.subarray(last + 1));
-      await putRows(body);
+      queued += await putRows(body, now);
     }
     // ClickHouse ends every row with a newline: bytes after the last one are a row cut short.
     if (carry.length > 0) throw new TributaryError(`ClickHouse's answer ended inside a row (${carry.length} bytes after the last newline)`, { code: 'CACHE_WARM' });
     return queued;
   };
-  /** Puts rows read through to ClickHouse into the cache (unless `fill: false`), 1,000 a round trip. */
-  const fillQuietly = async (rows: readonly Record<string, unknown>[]) => {
-    if (!fill) return;
-    const now = Date.now();
-    try {
-      for (let at = 0; at < rows.length; at += 1000) {
-        const pipeline = client.pipeline();
-        queuePuts(pipeline, keys, rows.slice(at, at + 1000), now);
-        await execPuts(client, pipeline, 'recentBookings');
-      }
-    } catch {
-      // A cache that cannot be filled still answers from ClickHouse.
-    }
+  /** Puts rows read through to ClickHouse into the cache as ClickHouse wrote them (unless `fill: false`). */
+  const fillQuietly = async (body: Buffer) => {
+    // A cache that cannot be filled still answers from ClickHouse.
+    if (fill) await putRows(body, Date.now()).catch(() => undefined);
   };
 
   /** Column lists of array rows by tag, as read from Redis (a list never changes under its tag). */
@@ -316,8 +312,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       }
     }
     miss();
-    const rows = await select(`${column(field)} = {value:String} AND ${column(layout.timeField)} BETWEEN {from:DateTime64(3, 'UTC')} AND {to:DateTime64(3, 'UTC')}`, { value, from: chTime(from), to: chTime(to) });
-    await fillQuietly(rows);
+    const { rows, body } = await select(`${column(field)} = {value:String} AND ${column(layout.timeField)} BETWEEN {from:DateTime64(3, 'UTC')} AND {to:DateTime64(3, 'UTC')}`, { value, from: chTime(from), to: chTime(to) });
+    await fillQuietly(body);
     return rows as R[];
   };
 
@@ -351,8 +347,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
         params[`k${i}`] = key[i]!;
         return `${column(field)} = {k${i}:String}`;
       });
-      const rows = await select(where.join(' AND '), params);
-      await fillQuietly(rows);
+      const { rows, body } = await select(where.join(' AND '), params);
+      await fillQuietly(body);
       return rows[0] as R | undefined;
     },
     byVendor(vendor: string, range: TimeRange) {
