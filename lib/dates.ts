@@ -7,13 +7,10 @@ import { ConfigError } from './errors';
  * rendering with per-day and per-time caches. Used by `normalize`.
  */
 
-/** The latest time a Date holds (and, negated, the earliest), epoch ms. */
-export const MAX_TIME_MS = 8.64e15;
-
 /** A time past what a Date can hold (±MAX_TIME_MS). */
 export class TimeOutOfRange extends Error {}
-
-
+/** The latest time a Date holds (and, negated, the earliest), epoch ms. */
+export const MAX_TIME_MS = 8.64e15;
 export interface TimeParts {
   year: number;
   month: number;
