@@ -74,7 +74,7 @@ export interface Source<T> {
    * True when a caller waits for each record's write (a webhook's sender holds its request
    * open until its records are stored): a partial batch then goes to the sink as soon as
    * no write is under way and the last one started `batch.maxWaitMs` ago or more (ended that
-   * long ago, when it took longer than that), instead of `batch.maxWaitMs` after its first
+   * long ago, while writes take longer than that), instead of `batch.maxWaitMs` after its first
    * record. So a lone request is written at once, writes start no more often than with
    * batches cut by time, slow writes are not started back to back, and while a write is
    * under way a batch still waits for it, joined with what comes, up to `batch.maxWaitMs`.

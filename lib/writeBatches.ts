@@ -15,14 +15,16 @@ export interface JoinLimits {
   maxWaitMs?: number;
   /**
    * With no write under way, a partial batch starts one only this long after the last
-   * write started, joined meanwhile with what comes; and after a write that took longer
-   * than this, only this long after it ended. For batches handed over at once rather than
-   * cut by time (a source whose callers wait for each write): a lone batch goes at once,
-   * writes start no more often than time-cut batches would make them, and slow writes are
-   * not started back to back. A write slow because the engine or the machine is busy (an
-   * insert into ClickHouse costs about the same whatever its size, most of it making the
-   * part) is then followed by fewer, larger ones instead of keeping the engine busy with
-   * small ones; writes quicker than this are never held longer. @default 0
+   * write started, joined meanwhile with what comes; and while writes are slow (the median
+   * of the last five took longer than this), only this long after the last one ended. For
+   * batches handed over at once rather than cut by time (a source whose callers wait for
+   * each write): a lone batch goes at once, writes start no more often than time-cut
+   * batches would make them, and slow writes are not started back to back. While the
+   * engine or the machine is busy (an insert into ClickHouse costs about the same whatever
+   * its size, most of it making the part), writes are then fewer and larger instead of
+   * keeping the engine busy with small ones. A write slow now and then (a merge beside it)
+   * is no reason to rest: the batches behind it would only wait longer. Writes quicker than
+   * this are never held longer. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -58,6 +60,9 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       /** When the last write started, and when the sink has rested after the last one that ended (scheduler time). */
       let lastStart = -Infinity;
       let restUntil = -Infinity;
+      /** How long the last writes took, the oldest written over. */
+      const durations = new Float64Array(RECENT_WRITES);
+      let writesEnded = 0;
       /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
       const restedAt = () => Math.max(lastStart + intervalMs, restUntil);
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
@@ -110,8 +115,9 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
           () => {
             writing--;
             const now = scheduler.now();
-            // Only a write slower than the interval is followed by a rest.
-            restUntil = now - started > intervalMs ? now + intervalMs : now;
+            durations[writesEnded++ % RECENT_WRITES] = now - started;
+            // A rest only while writes are slow, not after one slow write.
+            restUntil = median(durations) > intervalMs ? now + intervalMs : now;
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },
@@ -143,6 +149,14 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         cancel();
       };
     });
+}
+
+/** Writes whose durations tell whether writes are slow: a median of five, so one or two slow ones do not. */
+const RECENT_WRITES = 5;
+
+/** The median of `values` (an odd number of them; zeros for writes not yet ended). */
+function median(values: Float64Array): number {
+  return values.slice().sort()[values.length >> 1]!;
 }
 
 /** Batches waiting to be written as one, their total size, and since when the first waits (scheduler time). */

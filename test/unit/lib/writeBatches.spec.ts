@@ -142,47 +142,81 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, after a write that took longer than the interval the sink rests one interval before a partial batch starts the next; quicker writes never hold one longer', async () => {
+  it('with writeIntervalMs, while writes are slow (the median of the last five past the interval) the sink rests one interval after each before a partial batch starts the next; a lone slow write, or one of the interval exactly, is not a rest', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     const advance = (ms: number) => {
       scheduler.schedule(() => undefined, ms);
       scheduler.flush();
     };
+    /** Sends `value` `after` ms from now, runs the clock until it is written, and says when that was. */
+    const writtenAt = (value: string, after: number) => {
+      scheduler.schedule(() => h.input.next(batchOf([value])), after);
+      scheduler.flush();
+      expect(values(h.written).at(-1), `${value} written`).to.equal(value);
+      return scheduler.now();
+    };
     h.input.next(batchOf(['a'])); // at 0
     advance(4);
     await h.settle(); // a took 4 ms
-    scheduler.schedule(() => h.input.next(batchOf(['b'])), 1);
-    scheduler.flush();
-    expect(scheduler.now(), 'b waited until 10 after a started, no rest after a quick write').to.equal(10);
-    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    expect(writtenAt('b', 1), 'b waited until 10 after a started').to.equal(10);
     advance(30);
-    await h.settle(); // b took 30 ms, ended at 40
-    scheduler.schedule(() => h.input.next(batchOf(['c'])), 1);
-    scheduler.schedule(() => h.input.next(batchOf(['d'])), 5);
-    scheduler.flush();
-    expect(scheduler.now(), 'c and d waited, joined, for a rest of 10 (the interval) after b ended').to.equal(50);
-    expect(values(h.written)).to.deep.equal(['a', 'b', 'cd']);
-    advance(6);
-    await h.settle(); // cd took 6 ms, ended at 56
-    scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
-    scheduler.flush();
-    expect(scheduler.now(), 'e waited until 10 after cd started, no rest after it').to.equal(60);
-    expect(values(h.written)).to.deep.equal(['a', 'b', 'cd', 'e']);
-    advance(10);
-    await h.settle(); // e took 10 ms, the interval exactly, ended at 70
-    scheduler.schedule(() => h.input.next(batchOf(['f'])), 1);
-    scheduler.flush();
-    expect(scheduler.now(), 'f went at once: a write of the interval is not a slow one').to.equal(71);
-    expect(values(h.written)).to.deep.equal(['a', 'b', 'cd', 'e', 'f']);
+    await h.settle(); // b took 30 ms, ended at 40: durations 4, 30
+    expect(writtenAt('c', 1), 'one slow write is no rest: c at once').to.equal(41);
     advance(12);
-    await h.settle(); // f took 12 ms, ended at 83
-    h.input.next(batchOf(['g', 'h', 'i']));
-    expect(values(h.written), 'a full batch does not rest').to.deep.equal(['a', 'b', 'cd', 'e', 'f', 'ghi']);
-    await h.settle();
-    h.input.next(batchOf(['j']));
+    await h.settle(); // c took 12, ended at 53: 4, 30, 12 (median of five 4)
+    expect(writtenAt('d', 1), 'two of five slow: no rest yet').to.equal(54);
+    advance(12);
+    await h.settle(); // d took 12, ended at 66: 4, 30, 12, 12 (median 12)
+    scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
+    scheduler.schedule(() => h.input.next(batchOf(['f'])), 5);
+    scheduler.flush();
+    expect(scheduler.now(), 'three of five slow: e and f waited, joined, for a rest of 10 after d ended').to.equal(76);
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'ef']);
+    advance(2);
+    await h.settle(); // ef took 2, ended at 78: 4, 30, 12, 12, 2 (median 12)
+    expect(writtenAt('g', 1), 'still three of five slow: a rest after a quick write too').to.equal(88);
+    advance(2);
+    await h.settle(); // g took 2, ended at 90: 2, 30, 12, 12, 2 (the oldest written over; median 12)
+    expect(writtenAt('h', 1), 'a rest after g').to.equal(100);
+    advance(2);
+    await h.settle(); // h took 2, ended at 102: 2, 2, 12, 12, 2 (median 2)
+    expect(writtenAt('i', 1), 'writes quick again: no rest, i 10 after h started').to.equal(110);
+    advance(10);
+    await h.settle(); // i took 10, the interval exactly, ended at 120: 2, 2, 10, 12, 2
+    expect(writtenAt('j', 1)).to.equal(121);
+    advance(10);
+    await h.settle(); // j took 10, ended at 131: 2, 2, 10, 10, 2
+    expect(writtenAt('k', 1)).to.equal(132);
+    advance(10);
+    await h.settle(); // k took 10, ended at 142: 2, 2, 10, 10, 10 (median 10)
+    expect(writtenAt('l', 1), 'three of five at the interval exactly are not slow: no rest').to.equal(143);
     h.input.complete();
-    expect(values(h.written), 'nor does the last one once the input ended').to.deep.equal(['a', 'b', 'cd', 'e', 'f', 'ghi', 'j']);
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
+  it('with writeIntervalMs, a full batch does not rest while writes are slow, nor does the last once the input ended', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
+    for (const value of ['a', 'b', 'c']) {
+      h.input.next(batchOf([value]));
+      scheduler.schedule(() => undefined, 20);
+      scheduler.flush();
+      await h.settle(); // each took 20 ms
+    }
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
+    h.input.next(batchOf(['d']));
+    expect(values(h.written), 'three slow writes: d rests').to.deep.equal(['a', 'b', 'c']);
+    h.input.next(batchOf(['e', 'f']));
+    expect(values(h.written), 'd, joined up to the limit, is full: it does not rest').to.deep.equal(['a', 'b', 'c', 'def']);
+    scheduler.schedule(() => undefined, 20);
+    scheduler.flush();
+    await h.settle();
+    h.input.next(batchOf(['g']));
+    expect(values(h.written), 'g rests').to.deep.equal(['a', 'b', 'c', 'def']);
+    h.input.complete();
+    expect(values(h.written), 'nor does the last one once the input ended').to.deep.equal(['a', 'b', 'c', 'def', 'g']);
     await h.settle();
     expect(h.completed()).to.equal(true);
   });
