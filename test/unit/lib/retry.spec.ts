@@ -47,10 +47,19 @@ describe('retry', () => {
     setTimeout(() => abort.abort(), 20);
     const started = Date.now();
     let calls = 0;
-    const error = await retry(async () => {
-      calls++;
-      throw new SinkError('down', { retriable: true });
-    }, { retries: 100, initialDelayMs: 10_000, maxDelayMs: 10_000, signal: abort.signal }).catch((e: Error) => e);
+    // The wait is a uniform pick up to 10 s (full jitter): pinned at 7.5 s, so that it cannot
+    // come out shorter than the 20 ms before the abort (1 run in 500 did).
+    const random = Math.random;
+    Math.random = () => 0.75;
+    let error: unknown;
+    try {
+      error = await retry(async () => {
+        calls++;
+        throw new SinkError('down', { retriable: true });
+      }, { retries: 100, initialDelayMs: 10_000, maxDelayMs: 10_000, signal: abort.signal }).catch((e: Error) => e);
+    } finally {
+      Math.random = random;
+    }
     expect(Date.now() - started).to.be.below(5_000);
     // Aborted during the wait: the last error, and no further attempt after the wait.
     expect([(error as Error).message, calls]).to.deep.equal(['down', 1]);
