@@ -49,10 +49,11 @@ const SWEEP = 2 * ROWS_PER_CALL;
 
 /**
  * Guards a transaction's rows before their values are set: ARGV[1] is one MessagePack
- * array, four items a row in shard order (its entry: shard, ':' and its key parts as JSON; its version;
- * the number of its vendor's time bucket among the list keys ARGV[4], ARGV[6]… (1 for
- * ARGV[4]; ARGV[5] is that bucket's end, epoch ms); its shard), ARGV[2] the cut (now - TTL,
- * epoch ms), ARGV[3] the prefix. Each entry appears once.
+ * array of the rows, a group a shard: the shard, its row count c, then c entries (shard,
+ * ':' and the key parts as JSON), c versions, and c numbers of the rows' vendor time
+ * buckets among the list keys ARGV[4], ARGV[6]… (1 for ARGV[4]; ARGV[5] is that bucket's
+ * end, epoch ms). ARGV[2] is the cut (now - TTL, epoch ms), ARGV[3] the prefix. Each entry
+ * appears once.
  *
  * The values themselves are set by plain HSETs that follow in the same MULTI (Lua costs
  * Redis more per argument than the work a row needs). So the guard reads the version
@@ -100,52 +101,54 @@ for _, list in ipairs(redis.call('ZRANGEBYSCORE', bucketSet, '-inf', cut, 'LIMIT
   end
   if redis.call('EXISTS', list) == 0 then redis.call('ZREM', bucketSet, list) end
 end
--- Guard: the rows come in shard order, one HMGET per shard.
-local n = #a
+-- Guard: one HMGET a shard, of its group's entries as they lie in the array.
+local size = #a
+local rows = 0
 local older = 0
 local kept = {}
+local keptItems = 0
 local lists = {}
-local first = 1
-while first <= n do
-  local shard = a[first + 3]
-  local entries = {}
-  local last = first
-  while last <= n and a[last + 3] == shard do
-    entries[#entries + 1] = a[last]
-    last = last + 4
-  end
-  local current = redis.call('HMGET', prefix .. 'h:' .. shard, unpack(entries))
-  for j = 1, #entries do
-    local i = first + 4 * (j - 1)
+local listed = {}
+local g = 1
+while g <= size do
+  local c = a[g + 1]
+  local e = g + 2
+  local current = redis.call('HMGET', prefix .. 'h:' .. a[g], unpack(a, e, e + c - 1))
+  for j = 1, c do
     local there = current[j]
-    local version = there and tonumber(string.match(there, '^([^|]*)|'))
-    local incoming = a[i + 1]
-    if version and version > incoming then
-      older = older + 1
-      kept[#kept + 1] = entries[j]
-      kept[#kept + 1] = there
-    elseif version ~= incoming then
-      local list = a[i + 2]
-      local listed = lists[list]
-      if not listed then
-        listed = {}
-        lists[list] = listed
+    local list = a[e + 2 * c + j - 1]
+    if there then
+      local version = tonumber(string.match(there, '^([^|]*)|'))
+      local incoming = a[e + c + j - 1]
+      if version and version > incoming then
+        older = older + 1
+        kept[keptItems + 1] = a[e + j - 1]
+        kept[keptItems + 2] = there
+        keptItems = keptItems + 2
+        list = nil
+      elseif version == incoming then
+        list = nil
       end
-      listed[#listed + 1] = entries[j]
+    end
+    if list then
+      local k = (listed[list] or 0) + 1
+      listed[list] = k
+      if k == 1 then lists[list] = { a[e + j - 1] } else lists[list][k] = a[e + j - 1] end
     end
   end
-  first = last
+  rows = rows + c
+  g = e + 3 * c
 end
 if #kept > 0 then redis.call('HSET', prefix .. 'keep', unpack(kept)) end
 local ends = {}
-for list, listed in pairs(lists) do
+for list, entries in pairs(lists) do
   local key = ARGV[2 + 2 * list]
-  redis.call('RPUSH', key, unpack(listed))
+  redis.call('RPUSH', key, unpack(entries))
   ends[#ends + 1] = ARGV[3 + 2 * list]
   ends[#ends + 1] = key
 end
 if #ends > 0 then redis.call('ZADD', bucketSet, unpack(ends)) end
-return { n / 4 - older, older }
+return { rows - older, older }
 `;
 
 /** Puts back the later versions GUARD kept aside (ARGV[1] is the prefix). */
@@ -189,12 +192,17 @@ class Bytes {
     return this.#buffer;
   }
 
-  /** The bytes written, copied out; starts again (and lets go of a buffer a huge row grew). */
+  /** The bytes written, copied out; starts again. */
   take(): Buffer {
     const taken = Buffer.from(this.#buffer.subarray(0, this.at));
+    this.reset();
+    return taken;
+  }
+
+  /** Starts again, and lets go of a buffer a huge row grew. */
+  reset(): void {
     if (this.#buffer.length > 16 << 20) this.#buffer = Buffer.allocUnsafe(1 << 20);
     this.at = 0;
-    return taken;
   }
 
   /** `text`'s UTF-8 bytes; how many. */
@@ -286,39 +294,13 @@ class Bytes {
     buffer.writeUInt32BE(count, at + 1);
   }
 
-  /**
-   * A booking's entry, `<shard>:<member>`, as a MessagePack string: the member written from
-   * its key parts `parts[from, from + count)` when `member` is '' (no part needs escaping).
-   * Returns where the entry's bytes start (they end at `at`).
-   */
-  packEntry(shard: number, member: string, parts: readonly string[], from: number, count: number): number {
-    let units = member.length;
-    if (member === '') {
-      units = 4 + 3 * (count - 1);
-      for (let k = 0; k < count; k++) units += parts[from + k]!.length;
-    }
+  /** A booking's entry, `<shard>:<member>`, as a MessagePack string, its member the bytes `member[start, end)`. Returns where the entry's bytes start (they end at `at`). */
+  packEntry(shard: number, member: Buffer, start: number, end: number): number {
     // A shard has at most two digits.
-    const most = 3 * (units + 3);
-    const headerBytes = most < 0x100 ? 2 : most < 0x10000 ? 3 : 5;
-    const buffer = this.room(headerBytes + most);
+    const length = (shard >= 10 ? 3 : 2) + end - start;
+    const headerBytes = length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
+    const buffer = this.room(headerBytes + length);
     const head = this.at;
-    const start = head + headerBytes;
-    let at = start;
-    if (shard >= 10) buffer[at++] = 48 + ((shard / 10) | 0);
-    buffer[at++] = 48 + (shard % 10);
-    buffer[at++] = 58; // :
-    if (member !== '') at += Bytes.write(buffer, member, at);
-    else {
-      buffer[at++] = 91; // [
-      for (let k = 0; k < count; k++) {
-        buffer[at++] = 34; // "
-        at += Bytes.write(buffer, parts[from + k]!, at);
-        buffer[at++] = 34;
-        if (k + 1 < count) buffer[at++] = 44; // ,
-      }
-      buffer[at++] = 93; // ]
-    }
-    const length = at - start;
     if (headerBytes === 2) {
       buffer[head] = 0xd9; // str 8
       buffer[head + 1] = length;
@@ -329,8 +311,14 @@ class Bytes {
       buffer[head] = 0xdb; // str 32
       buffer.writeUInt32BE(length, head + 1);
     }
+    const entry = head + headerBytes;
+    let at = entry;
+    if (shard >= 10) buffer[at++] = 48 + ((shard / 10) | 0);
+    buffer[at++] = 48 + (shard % 10);
+    buffer[at++] = 58; // :
     this.at = at;
-    return start;
+    this.bytes(member, start, end);
+    return entry;
   }
 
   packNumber(value: number): void {
@@ -386,22 +374,21 @@ class Bytes {
     this.#crlf();
   }
 
-  /** A stored booking, `<version>|<time>|<row>`: the row's bytes `body[start, end)`, or `row` as text; an array row after `tag`, its columns' id. */
-  bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string, tag: string): void {
+  /** A stored booking, `<version>|<time>|<row>`: the row's bytes `body[start, end)`, or `row` as text; an array row after `tag` (ASCII bytes, empty for none), its columns' id. */
+  bulkBooking(version: number, time: number, body: Buffer | undefined, start: number, end: number, row: string, tag: Buffer): void {
     const versionWidth = Bytes.width(version);
     const timeWidth = Bytes.width(time);
-    const tagged = tag !== '' && body !== undefined && body[start] === 0x5b /* [ */ ? tag : '';
+    const tagged = body !== undefined && body[start] === 0x5b /* [ */ ? tag.length : 0;
     if (versionWidth === undefined || timeWidth === undefined || body === undefined) {
-      this.bulk(`${version}|${time}|${body === undefined ? row : tagged + body.toString('utf8', start, end)}`);
+      this.bulk(`${version}|${time}|${body === undefined ? row : tag.toString('latin1', 0, tagged) + body.toString('utf8', start, end)}`);
       return;
     }
-    // The tag is ASCII: a byte a unit.
-    this.#bulkHeader(versionWidth + timeWidth + 2 + tagged.length + end - start);
+    this.#bulkHeader(versionWidth + timeWidth + 2 + tagged + end - start);
     this.digits(version, versionWidth);
     this.room(1)[this.at++] = 124; // |
     this.digits(time, timeWidth);
     this.room(1)[this.at++] = 124;
-    if (tagged !== '') this.text(tagged);
+    this.bytes(tag, 0, tagged);
     this.bytes(body, start, end);
     this.#crlf();
   }
@@ -549,23 +536,6 @@ export class CacheKeys {
     for (let i = 0; i < member.length; i++) hash = Math.imul(hash ^ member.charCodeAt(i), 0x01000193);
     return hash >>> 0;
   }
-  /**
-   * `hash(member(parts))` read from the parts, without the member's text; -1 when a part
-   * needs escaping (`member` then calls JSON.stringify).
-   */
-  partsHash(parts: readonly string[]): number {
-    let hash = Math.imul(Math.imul(0x811c9dc5 ^ 91, 0x01000193) ^ 34, 0x01000193); // ["
-    for (let p = 0; p < parts.length; p++) {
-      const part = parts[p]!;
-      if (p > 0) hash = Math.imul(Math.imul(Math.imul(hash ^ 34, 0x01000193) ^ 44, 0x01000193) ^ 34, 0x01000193); // ","
-      for (let i = 0; i < part.length; i++) {
-        const unit = part.charCodeAt(i);
-        if (unit < 0x20 || unit === 34 || unit === 92 || (unit >= 0xd800 && unit <= 0xdfff)) return -1;
-        hash = Math.imul(hash ^ unit, 0x01000193);
-      }
-    }
-    return Math.imul(Math.imul(hash ^ 34, 0x01000193) ^ 93, 0x01000193) >>> 0; // "]
-  }
   /** The shard of a booking. */
   shard(member: string): number {
     return this.hash(member) % SHARDS;
@@ -658,15 +628,14 @@ interface VendorLists {
  * The rows of one transaction, in columns sized for ROWS_PER_CALL rows and reused from one
  * transaction to the next (emptied arrays would drop their storage and grow it again, push
  * by push, every 2,000 rows): numbers in typed arrays, strings in arrays let go of on clear.
- * A row's entry is not made as a string: its bytes are written from its key parts.
+ * A row's entry is not made as a string: its member's bytes are kept, copied from `member`.
  */
 class Transaction {
   size = 0;
-  /** Key parts a row: row i's are `parts[i * width …]`. */
-  width = 0;
-  readonly parts: string[] = [];
-  /** Each row's member (its key parts as JSON) where a part needs escaping, '' where not. */
-  readonly members: string[] = Array.from({ length: ROWS_PER_CALL }, () => '');
+  /** Each row's member (its key parts as JSON), as bytes: row i's are `members[memberStarts[i], memberEnds[i])`. */
+  readonly members = new Bytes();
+  readonly memberStarts = new Uint32Array(ROWS_PER_CALL);
+  readonly memberEnds = new Uint32Array(ROWS_PER_CALL);
   readonly shards = new Uint8Array(ROWS_PER_CALL);
   readonly versions = new Float64Array(ROWS_PER_CALL);
   readonly times = new Float64Array(ROWS_PER_CALL);
@@ -691,27 +660,35 @@ class Transaction {
   #lastVendor: string | undefined;
   #lastLists: VendorLists | undefined;
   bytes = 0;
-  /** Whether the booking of `parts` (hashing to `hash`) is in this transaction already. */
-  has(hash: number, parts: readonly string[]): boolean {
-    const width = this.width;
+  /** Whether the booking of `member` (hashing to `memberHash`) is in this transaction already. */
+  has(): boolean {
+    const hash = memberHash;
+    const length = member.at;
+    const wanted = member.room(0);
+    const members = this.members.room(0);
     for (let slot = hash & (SLOTS - 1); ; slot = (slot + 1) & (SLOTS - 1)) {
       const row = this.slots[slot]! - 1;
       if (row < 0) return false;
       if (this.hashes[row] !== hash) continue;
+      const start = this.memberStarts[row]!;
+      if (this.memberEnds[row]! - start !== length) continue;
       let k = 0;
-      while (k < width && this.parts[row * width + k] === parts[k]) k++;
-      if (k === width) return true;
+      while (k < length && members[start + k] === wanted[k]) k++;
+      if (k === length) return true;
     }
   }
-  add(hash: number, parts: readonly string[], member: string, shard: number, version: number, time: number, list: number, start: number, end: number, row: string, customer: string): void {
+  /** Adds the booking of `member` (hashing to `memberHash`). */
+  add(version: number, time: number, list: number, start: number, end: number, row: string, customer: string): void {
     const i = this.size++;
+    const hash = memberHash;
     this.hashes[i] = hash;
     let slot = hash & (SLOTS - 1);
     while (this.slots[slot] !== 0) slot = (slot + 1) & (SLOTS - 1);
     this.slots[slot] = i + 1;
-    for (let k = 0; k < this.width; k++) this.parts[i * this.width + k] = parts[k]!;
-    this.members[i] = member;
-    this.shards[i] = shard;
+    this.memberStarts[i] = this.members.at;
+    this.members.bytes(member.room(0), 0, member.at);
+    this.memberEnds[i] = this.members.at;
+    this.shards[i] = hash & (SHARDS - 1);
     this.versions[i] = version;
     this.times[i] = time;
     this.lists[i] = list;
@@ -747,18 +724,15 @@ class Transaction {
     return lists;
   }
   /** Row i's entry as text (for the customer index). */
-  entry(keys: CacheKeys, i: number): string {
-    const member = this.members[i] || keys.member(this.parts.slice(i * this.width, (i + 1) * this.width));
-    return `${this.shards[i]}:${member}`;
+  entry(i: number): string {
+    return `${this.shards[i]}:${this.members.room(0).toString('utf8', this.memberStarts[i], this.memberEnds[i])}`;
   }
-  clear(width: number, firstBucket: number): void {
+  clear(firstBucket: number): void {
     // The strings are let go of; the numbers are written over.
-    this.parts.fill('', 0, this.size * this.width);
-    this.members.fill('', 0, this.size);
     this.rows.fill('', 0, this.size);
     this.customers.fill('', 0, this.size);
     this.size = 0;
-    this.width = width;
+    this.members.reset();
     this.slots.fill(0);
     this.listArguments = [];
     this.listNumbers = new Map();
@@ -781,6 +755,7 @@ const protocol = new Bytes();
  */
 function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, cut: number, t: Transaction, body: Buffer | undefined, columns: readonly string[] | undefined): void {
   const tag = columns === undefined ? '' : columnsTag(columns);
+  const tagBytes = Buffer.from(tag, 'latin1');
   const { prefix, ttlMs } = keys.layout;
   const n = t.size;
   const commands: [string, number][] = [];
@@ -796,15 +771,23 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const next = counts.slice();
   for (let i = 0; i < n; i++) order[next[t.shards[i]!]!++] = i;
   const header = packed.packArrayStart();
-  for (let k = 0; k < n; k++) {
-    const i = order[k]!;
-    t.entryStarts[k] = packed.packEntry(t.shards[i]!, t.members[i]!, t.parts, i * t.width, t.width);
-    t.entryEnds[k] = packed.at;
-    packed.packNumber(t.versions[i]!);
-    packed.packNumber(t.lists[i]!);
-    packed.packNumber(t.shards[i]!);
+  let items = 0;
+  for (let shard = 0; shard < SHARDS; shard++) {
+    const from = counts[shard]!;
+    const to = counts[shard + 1]!;
+    if (from === to) continue;
+    packed.packNumber(shard);
+    packed.packNumber(to - from);
+    for (let k = from; k < to; k++) {
+      const i = order[k]!;
+      t.entryStarts[k] = packed.packEntry(shard, t.members.room(0), t.memberStarts[i]!, t.memberEnds[i]!);
+      t.entryEnds[k] = packed.at;
+    }
+    for (let k = from; k < to; k++) packed.packNumber(t.versions[order[k]!]!);
+    for (let k = from; k < to; k++) packed.packNumber(t.lists[order[k]!]!);
+    items += 2 + 3 * (to - from);
   }
-  packed.packArray(header, 4 * n);
+  packed.packArray(header, items);
   const rows = packed.take();
   protocol.command(6 + t.listArguments.length);
   protocol.bulk('EVAL');
@@ -826,7 +809,7 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       const i = order[k]!;
       // The entry's bytes, as GUARD got them.
       protocol.bulkBytes(rows, t.entryStarts[k]!, t.entryEnds[k]!);
-      protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!, tag);
+      protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!, tagBytes);
     }
     end('hset');
   }
@@ -846,7 +829,7 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     if (customer === '') continue;
     const bucket = Math.floor(t.times[i]! / keys.bucketMs);
     const members = byBucket.get(bucket);
-    const member = keys.customerEntry(customer, t.times[i]!, t.entry(keys, i));
+    const member = keys.customerEntry(customer, t.times[i]!, t.entry(i));
     if (members) members.push(member);
     else byBucket.set(bucket, [member]);
   }
@@ -899,14 +882,82 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   }
 }
 
-/** What `readValues` or `readBytes` read of a row besides its key parts: its time, version and customer ('' for none). */
+/** What `readValues` or `readBytes` read of a row: its vendor (the first key part), time, version and customer ('' for none); its member is in `member`. */
+let rowVendor = '';
 let rowTime = 0;
 let rowVersion = 0;
 let rowCustomer = '';
 
-/** Reads a row's key parts into `parts`, and its time, version and customer; false when a key part, the time or the version is missing. */
-function readValues(row: Record<string, unknown> | undefined, layout: ResolvedLayout, parts: string[]): boolean {
+/** The member (key parts as JSON) of the row read last, as UTF-8 bytes, and its hash (`CacheKeys.hash` of its text). */
+const member = new Bytes();
+let memberHash = 0;
+
+/** Writes `member` and `memberHash` from key parts as text. */
+function memberOfParts(keys: CacheKeys, parts: readonly string[]): void {
+  const text = keys.member(parts);
+  memberHash = keys.hash(text);
+  member.reset();
+  member.text(text);
+}
+
+/**
+ * Writes `member` and `memberHash` from the bytes of a row's key parts when each is
+ * `plain`, printable or not (a control character JSON.stringify would escape is not
+ * copied): their bytes are the member's text, quotes included, and a byte a UTF-16
+ * unit, so the hash is the text's. False (nothing kept) otherwise.
+ */
+function memberOfBytes(fields: RowFields, width: number): boolean {
+  for (let k = 0; k < width; k++) if (!fields.plain(k)) return false;
+  const body = fields.body;
+  member.reset();
+  let length = 1 + width;
+  for (let k = 0; k < width; k++) length += fields.end(k) - fields.start(k);
+  const buffer = member.room(length);
+  let hash = Math.imul(0x811c9dc5 ^ 91, 0x01000193); // [
+  buffer[0] = 91;
+  let at = 1;
+  for (let k = 0; k < width; k++) {
+    if (k > 0) {
+      buffer[at++] = 44; // ,
+      hash = Math.imul(hash ^ 44, 0x01000193);
+    }
+    for (let i = fields.start(k), end = fields.end(k); i < end; i++) {
+      const byte = body[i]!;
+      if (byte < 0x20) return false;
+      buffer[at++] = byte;
+      hash = Math.imul(hash ^ byte, 0x01000193);
+    }
+  }
+  buffer[at++] = 93; // ]
+  member.at = at;
+  memberHash = Math.imul(hash ^ 93, 0x01000193) >>> 0;
+  return true;
+}
+
+/** The vendor's text of the last row read from bytes, and those bytes (quoted): rows of one vendor in a row make one string. */
+let lastVendor = '';
+let lastVendorBytes = Buffer.alloc(0);
+
+/** The text of plain field 0 (the vendor). */
+function vendorOf(fields: RowFields): string {
+  const body = fields.body;
+  const start = fields.start(0);
+  const length = fields.end(0) - start;
+  const last = lastVendorBytes;
+  if (length === last.length) {
+    let i = 0;
+    while (i < length && body[start + i] === last[i]) i++;
+    if (i === length) return lastVendor;
+  }
+  lastVendorBytes = Buffer.from(body.subarray(start, start + length));
+  lastVendor = body.toString('latin1', start + 1, start + length - 1);
+  return lastVendor;
+}
+
+/** Reads a row's member, and its vendor, time, version and customer; false when a key part, the time or the version is missing. */
+function readValues(row: Record<string, unknown> | undefined, keys: CacheKeys, parts: string[]): boolean {
   if (row === null || typeof row !== 'object') return false;
+  const layout = keys.layout;
   const keyFields = layout.keyFields;
   for (let k = 0; k < keyFields.length; k++) {
     // The first two key columns each read at a place of their own (one column name a place reads fastest).
@@ -922,6 +973,8 @@ function readValues(row: Record<string, unknown> | undefined, layout: ResolvedLa
   rowVersion = version;
   const customer = layout.customerField === undefined ? undefined : row[layout.customerField];
   rowCustomer = typeof customer === 'string' ? customer : '';
+  memberOfParts(keys, parts);
+  rowVendor = parts[0]!;
   return true;
 }
 
@@ -934,20 +987,26 @@ function rowFieldsOf(layout: ResolvedLayout): RowFields {
 }
 
 /** `readValues` of encoded row `index`, read from its bytes (the fields: key parts, time, version, customer). */
-function readBytes(fields: RowFields, encoded: EncodedRows, index: number, width: number, parts: string[]): boolean {
+function readBytes(fields: RowFields, encoded: EncodedRows, index: number, keys: CacheKeys, parts: string[]): boolean {
   fields.read(encoded, index);
-  for (let k = 0; k < width; k++) {
-    const kind = fields.kind(k);
-    if (kind === FieldKind.String) {
-      const part = fields.string(k);
-      if (part === '') return false;
-      parts[k] = part;
-    } else if (kind === FieldKind.Number) parts[k] = String(fields.number(k));
-    else return false;
-  }
+  const width = parts.length;
   const time = fieldTime(fields, width);
   const version = time === undefined ? undefined : fieldTime(fields, width + 1);
   if (version === undefined) return false;
+  if (memberOfBytes(fields, width)) rowVendor = vendorOf(fields);
+  else {
+    for (let k = 0; k < width; k++) {
+      const kind = fields.kind(k);
+      if (kind === FieldKind.String) {
+        const part = fields.string(k);
+        if (part === '') return false;
+        parts[k] = part;
+      } else if (kind === FieldKind.Number) parts[k] = String(fields.number(k));
+      else return false;
+    }
+    memberOfParts(keys, parts);
+    rowVendor = parts[0]!;
+  }
   rowTime = time!;
   rowVersion = version;
   rowCustomer = fields.kind(width + 2) === FieldKind.String ? fields.string(width + 2) : '';
@@ -976,17 +1035,15 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
   const cut = now - layout.ttlMs;
   const t = transaction;
-  const keyFields = layout.keyFields;
-  const width = keyFields.length;
   const firstBucket = Math.floor(cut / bucketMs);
-  t.clear(width, firstBucket);
+  t.clear(firstBucket);
   const body = encoded?.body;
   // Written over row by row (emptying it would drop its storage, grown again by each row's pushes).
-  const parts: string[] = Array.from({ length: width }, () => '');
+  const parts: string[] = Array.from({ length: layout.keyFields.length }, () => '');
   const fields = encoded === undefined ? undefined : rowFieldsOf(layout);
   const count = encoded === undefined ? rows.length : encoded.ends.length;
   for (let index = 0; index < count; index++) {
-    const keyed = fields === undefined ? readValues(rows[index], layout, parts) : readBytes(fields, encoded!, index, width, parts);
+    const keyed = fields === undefined ? readValues(rows[index], keys, parts) : readBytes(fields, encoded!, index, keys, parts);
     if (!keyed) {
       unqueued.unkeyed++;
       continue;
@@ -997,25 +1054,21 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       unqueued.expired++;
       continue;
     }
-    // The member's hash read from the parts, without its text, when no part needs escaping.
-    const plain = keys.partsHash(parts);
-    const member = plain === -1 ? keys.member(parts) : '';
-    const hash = plain === -1 ? keys.hash(member) : plain;
-    if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has(hash, parts)) {
+    if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has()) {
       queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
-      t.clear(width, firstBucket);
+      t.clear(firstBucket);
     }
-    const vendor = parts[0]!;
+    const vendor = rowVendor;
     const bucket = Math.floor(time / bucketMs);
     let listNumber = t.listNumber(vendor, bucket);
     if (listNumber === 0) listNumber = t.addList(vendor, bucket, keys.vendorBucket(vendor, bucket), String((bucket + 1) * bucketMs));
     // The row's bytes in the encoded body (without its newline), or its JSON.
     const start = encoded ? (index === 0 ? 0 : encoded.ends[index - 1]!) : 0;
     const end = encoded ? encoded.ends[index]! - 1 : 0;
-    t.add(hash, parts, member, hash & (SHARDS - 1), version, time, listNumber, start, end, encoded ? '' : JSON.stringify(rows[index]), rowCustomer);
+    t.add(version, time, listNumber, start, end, encoded ? '' : JSON.stringify(rows[index]), rowCustomer);
   }
   if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
-  t.clear(width, firstBucket);
+  t.clear(firstBucket);
   return unqueued;
 }
 

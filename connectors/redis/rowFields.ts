@@ -180,6 +180,24 @@ export class RowFields {
     return this.#ascii[field] === 1 ? latin1(this.#body, start + 1, end - 1) : this.#body.toString('utf8', start + 1, end - 1);
   }
 
+  /** Whether a field is a String of ASCII characters without an escape, not empty: its bytes `body[start, end)` are then its JSON.stringify text, quotes included. */
+  plain(field: number): boolean {
+    return this.#kinds[field] === FieldKind.String && this.#escaped[field] === 0 && this.#ascii[field] === 1 && this.#ends[field]! - this.#starts[field]! > 2;
+  }
+
+  /** The rows read from; a field's bytes lie at `[start(field), end(field))` in it. */
+  get body(): Buffer {
+    return this.#body;
+  }
+
+  start(field: number): number {
+    return this.#starts[field]!;
+  }
+
+  end(field: number): number {
+    return this.#ends[field]!;
+  }
+
   /** A Number field's value. */
   number(field: number): number {
     return Number(latin1(this.#body, this.#starts[field]!, this.#ends[field]!));

@@ -48,7 +48,7 @@ describe('toRedisCache protocol bytes', () => {
   const keys = new CacheKeys(resolveLayout({}));
   const now = Date.parse('2026-12-03T12:00:00.000Z');
 
-  it("hashes a key's parts as the member's text would hash, and gives up (-1) exactly where the member needs JSON.stringify", () => {
+  it('stores each booking under the entry the reader looks it up by (its member hashed as text), read from bytes or from values', () => {
     const samples: string[][] = [
       ['skyway', 'SKY-00000001'],
       ['a'],
@@ -66,19 +66,27 @@ describe('toRedisCache protocol bytes', () => {
     let seed = 7;
     const unit = () => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return [32, 65, 0x7f, 0xe9, 0x4e2d, 34, 92, 10][seed % 8]!;
+      // The high bits: an LCG's low bits cycle.
+      return [32, 65, 0x7f, 0xe9, 0x4e2d, 34, 92, 10][(seed >>> 16) % 8]!;
     };
     for (let n = 0; n < 200; n++) samples.push(Array.from({ length: 1 + (n % 3) }, (_, i) => String.fromCharCode(...Array.from({ length: (n + i) % 9 }, unit))));
-    let hashed = 0;
-    for (const parts of samples) {
-      const member = keys.member(parts);
-      const hash = keys.partsHash(parts);
-      // -1 for every member JSON.stringify escapes (surrogates too, where it need not).
-      if (member !== `["${parts.join('","')}"]` || parts.some((part) => /[\ud800-\udfff]/.test(part))) expect(hash, JSON.stringify(parts)).to.equal(-1);
-      else expect(hash, JSON.stringify(parts)).to.equal(keys.hash(member));
-      if (hash !== -1) hashed++;
+    let stored = 0;
+    for (const width of [1, 2, 3]) {
+      const layout = new CacheKeys(resolveLayout({ keyFields: ['k0', 'k1', 'k2'].slice(0, width) }));
+      const keyed = samples.filter((parts) => parts.length === width);
+      const rows = keyed.map((parts) => ({ ...Object.fromEntries(parts.map((part, k) => [`k${k}`, part])), booked_at: now - 1000, updated_at: now - 500 }));
+      const fromValues = storedValues(queuedCommands(layout, rows, now));
+      const fromBytes = storedValues(queuedCommands(layout, [], now, encodedRows(rows.map((row) => JSON.stringify(row)))));
+      expect([...fromBytes.keys()]).to.deep.equal([...fromValues.keys()]);
+      // A booking with an empty key part is not stored.
+      const expected = new Set(keyed.filter((parts) => !parts.includes('')).map((parts) => layout.entry(layout.member(parts))));
+      expect(new Set(fromBytes.keys())).to.deep.equal(expected);
+      stored += expected.size;
     }
-    expect(hashed).to.be.greaterThan(50);
+    expect(stored).to.be.greaterThan(150);
+    // A control character left raw in an encoded row (JSON.stringify would escape it) is read as the text it stands for.
+    const raw = encodedRows([`{"vendor":"a\tb","booking_id":"B\u0001","booked_at":${now - 1000},"updated_at":${now - 500}}`]);
+    expect([...storedValues(queuedCommands(keys, [], now, raw)).keys()]).to.deep.equal([keys.entry(keys.member(['a\tb', 'B\u0001']))]);
   });
 
   it('stores each booking under its entry as <version>|<time>|<row>, digits exact on both sides of 32 bits and of every eight digits', () => {
@@ -169,6 +177,15 @@ describe('toRedisCache protocol bytes', () => {
     const arrays = queuedCommands(customers, [], now, { ...encodedRows(rows.map((row) => JSON.stringify(columns.map((c) => row[c] ?? null)))), columns });
     const withoutValues = (commands: Buffer[][]) => commands.filter((args) => args[1]?.toString() !== customers.columns).map((args) => (args[0]!.toString() === 'HSET' ? args.filter((_, i) => i < 2 || i % 2 === 0) : args).map(String));
     expect(withoutValues(arrays)).to.deep.equal(withoutValues(fromValues));
+  });
+
+  it("lists each booking read from bytes in its own vendor's time bucket, vendors of one length taking turns", () => {
+    const rows = Array.from({ length: 60 }, (_, i) => ({ vendor: ['acme', 'acmf', 'bcme'][i % 3], booking_id: `B-${i}`, booked_at: now - 1000, updated_at: now - 500 }));
+    const fromBytes = queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row))));
+    const guard = fromBytes.find((args) => args[0]!.toString() === 'EVAL')!;
+    // After the script, its 0 keys, the rows, the cut and the prefix: each vendor's list and its end.
+    expect(guard.slice(6).filter((_, i) => i % 2 === 0).map(String)).to.deep.equal(['acme', 'acmf', 'bcme'].map((vendor) => keys.vendorBucket(vendor, Math.floor((now - 1000) / keys.bucketMs))));
+    expect(fromBytes.map((args) => Buffer.concat(args).toString('base64'))).to.deep.equal(queuedCommands(keys, rows, now).map((args) => Buffer.concat(args).toString('base64')));
   });
 
   it('copies encoded rows from where they lie in a larger buffer', () => {
