@@ -87,6 +87,9 @@ describe('toRedisCache protocol bytes', () => {
     // A control character left raw in an encoded row (JSON.stringify would escape it) is read as the text it stands for.
     const raw = encodedRows([`{"vendor":"a\tb","booking_id":"B\u0001","booked_at":${now - 1000},"updated_at":${now - 500}}`]);
     expect([...storedValues(queuedCommands(keys, [], now, raw)).keys()]).to.deep.equal([keys.entry(keys.member(['a\tb', 'B\u0001']))]);
+    // Escapes JSON.stringify would not write are read as the text they stand for, not copied.
+    const escaped = encodedRows([`{"vendor":"a\\/b","booking_id":"B\\u0041","booked_at":${now - 1000},"updated_at":${now - 500}}`]);
+    expect([...storedValues(queuedCommands(keys, [], now, escaped)).keys()]).to.deep.equal([keys.entry(keys.member(['a/b', 'BA']))]);
   });
 
   it('stores each booking under its entry as <version>|<time>|<row>, digits exact on both sides of 32 bits and of every eight digits', () => {
