@@ -181,15 +181,42 @@ const POWERS_OF_TEN = Array.from({ length: 16 }, (_, i) => 10 ** i);
  */
 class Bytes {
   #buffer = Buffer.allocUnsafe(1 << 20);
+  /** The buffer's words, for `copy`. */
+  #view = Bytes.#viewOf(this.#buffer);
   at = 0;
+
+  static #viewOf(buffer: Buffer): DataView {
+    return new DataView(buffer.buffer, buffer.byteOffset, buffer.length);
+  }
 
   room(bytes: number): Buffer {
     if (this.at + bytes > this.#buffer.length) {
       const larger = Buffer.allocUnsafe(Math.max(2 * this.#buffer.length, this.at + bytes));
       this.#buffer.copy(larger, 0, 0, this.at);
       this.#buffer = larger;
+      this.#view = Bytes.#viewOf(larger);
     }
     return this.#buffer;
+  }
+
+  /** Bytes `[start, end)` of `source`: a key's few dozen four at a time (faster so than byte by byte or through a view made for them), more through a view. */
+  copy(source: Bytes, start: number, end: number): void {
+    this.room(end - start);
+    if (end - start > 128) {
+      const bytes = source.#buffer;
+      this.#buffer.set(new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start), this.at);
+      this.at += end - start;
+      return;
+    }
+    const from = source.#view;
+    const to = this.#view;
+    let at = this.at;
+    let i = start;
+    for (; i + 4 <= end; i += 4, at += 4) to.setInt32(at, from.getInt32(i));
+    const bytes = source.#buffer;
+    const buffer = this.#buffer;
+    for (; i < end; i++) buffer[at++] = bytes[i]!;
+    this.at = at;
   }
 
   /** The bytes written, copied out; starts again. */
@@ -201,7 +228,10 @@ class Bytes {
 
   /** Starts again, and lets go of a buffer a huge row grew. */
   reset(): void {
-    if (this.#buffer.length > 16 << 20) this.#buffer = Buffer.allocUnsafe(1 << 20);
+    if (this.#buffer.length > 16 << 20) {
+      this.#buffer = Buffer.allocUnsafe(1 << 20);
+      this.#view = Bytes.#viewOf(this.#buffer);
+    }
     this.at = 0;
   }
 
@@ -295,7 +325,7 @@ class Bytes {
   }
 
   /** A booking's entry, `<shard>:<member>`, as a MessagePack string, its member the bytes `member[start, end)`. Returns where the entry's bytes start (they end at `at`). */
-  packEntry(shard: number, member: Buffer, start: number, end: number): number {
+  packEntry(shard: number, member: Bytes, start: number, end: number): number {
     // A shard has at most two digits.
     const length = (shard >= 10 ? 3 : 2) + end - start;
     const headerBytes = length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
@@ -317,7 +347,7 @@ class Bytes {
     buffer[at++] = 48 + (shard % 10);
     buffer[at++] = 58; // :
     this.at = at;
-    this.bytes(member, start, end);
+    this.copy(member, start, end);
     return entry;
   }
 
@@ -371,6 +401,13 @@ class Bytes {
   bulkBytes(body: Buffer, start: number, end: number): void {
     this.#bulkHeader(end - start);
     this.bytes(body, start, end);
+    this.#crlf();
+  }
+
+  /** Bytes `[start, end)` of `source` as one argument. */
+  bulkCopy(source: Bytes, start: number, end: number): void {
+    this.#bulkHeader(end - start);
+    this.copy(source, start, end);
     this.#crlf();
   }
 
@@ -686,7 +723,7 @@ class Transaction {
     while (this.slots[slot] !== 0) slot = (slot + 1) & (SLOTS - 1);
     this.slots[slot] = i + 1;
     this.memberStarts[i] = this.members.at;
-    this.members.bytes(member.room(0), 0, member.at);
+    this.members.copy(member, 0, member.at);
     this.memberEnds[i] = this.members.at;
     this.shards[i] = hash & (SHARDS - 1);
     this.versions[i] = version;
@@ -760,6 +797,9 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   const n = t.size;
   const commands: [string, number][] = [];
   const end = (name: string) => commands.push([name, protocol.at]);
+  // Whatever a transaction that threw left behind is written over.
+  packed.reset();
+  protocol.reset();
   protocol.command(1);
   protocol.bulk('MULTI');
   end('multi');
@@ -780,7 +820,7 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     packed.packNumber(to - from);
     for (let k = from; k < to; k++) {
       const i = order[k]!;
-      t.entryStarts[k] = packed.packEntry(shard, t.members.room(0), t.memberStarts[i]!, t.memberEnds[i]!);
+      t.entryStarts[k] = packed.packEntry(shard, t.members, t.memberStarts[i]!, t.memberEnds[i]!);
       t.entryEnds[k] = packed.at;
     }
     for (let k = from; k < to; k++) packed.packNumber(t.versions[order[k]!]!);
@@ -788,12 +828,11 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     items += 2 + 3 * (to - from);
   }
   packed.packArray(header, items);
-  const rows = packed.take();
   protocol.command(6 + t.listArguments.length);
   protocol.bulk('EVAL');
   protocol.bulk(GUARD);
   protocol.bulk('0');
-  protocol.bulkBytes(rows, 0, rows.length);
+  protocol.bulkCopy(packed, 0, packed.at);
   protocol.bulk(String(cut));
   protocol.bulk(prefix);
   for (const argument of t.listArguments) protocol.bulk(argument);
@@ -808,7 +847,7 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
     for (let k = from; k < to; k++) {
       const i = order[k]!;
       // The entry's bytes, as GUARD got them.
-      protocol.bulkBytes(rows, t.entryStarts[k]!, t.entryEnds[k]!);
+      protocol.bulkCopy(packed, t.entryStarts[k]!, t.entryEnds[k]!);
       protocol.bulkBooking(t.versions[i]!, t.times[i]!, body, t.starts[i]!, t.ends[i]!, t.rows[i]!, tagBytes);
     }
     end('hset');
