@@ -180,10 +180,16 @@ const POWERS_OF_TEN = Array.from({ length: 16 }, (_, i) => 10 ** i);
  * by the most bytes they can take (3 a UTF-16 unit) and fixed after.
  */
 class Bytes {
-  #buffer = Buffer.allocUnsafe(1 << 20);
+  #buffer: Buffer;
   /** The buffer's words, for `copy`. */
-  #view = Bytes.#viewOf(this.#buffer);
+  #view: DataView;
   at = 0;
+
+  /** `size`: the bytes it starts with, and shrinks back to. */
+  constructor(readonly size = 1 << 20) {
+    this.#buffer = Buffer.allocUnsafe(size);
+    this.#view = Bytes.#viewOf(this.#buffer);
+  }
 
   static #viewOf(buffer: Buffer): DataView {
     return new DataView(buffer.buffer, buffer.byteOffset, buffer.length);
@@ -228,8 +234,8 @@ class Bytes {
 
   /** Starts again, and lets go of a buffer a huge row grew. */
   reset(): void {
-    if (this.#buffer.length > 16 << 20) {
-      this.#buffer = Buffer.allocUnsafe(1 << 20);
+    if (this.#buffer.length > Math.max(16 << 20, this.size)) {
+      this.#buffer = Buffer.allocUnsafe(this.size);
       this.#view = Bytes.#viewOf(this.#buffer);
     }
     this.at = 0;
@@ -670,7 +676,7 @@ interface VendorLists {
 class Transaction {
   size = 0;
   /** Each row's member (its key parts as JSON), as bytes: row i's are `members[memberStarts[i], memberEnds[i])`. */
-  readonly members = new Bytes();
+  readonly members = new Bytes(64 << 10);
   readonly memberStarts = new Uint32Array(ROWS_PER_CALL);
   readonly memberEnds = new Uint32Array(ROWS_PER_CALL);
   readonly shards = new Uint8Array(ROWS_PER_CALL);
@@ -928,7 +934,7 @@ let rowVersion = 0;
 let rowCustomer = '';
 
 /** The member (key parts as JSON) of the row read last, as UTF-8 bytes, and its hash (`CacheKeys.hash` of its text). */
-const member = new Bytes();
+const member = new Bytes(1 << 10);
 let memberHash = 0;
 
 /** Writes `member` and `memberHash` from key parts as text. */
