@@ -947,9 +947,9 @@ function memberOfParts(keys: CacheKeys, parts: readonly string[]): void {
 
 /**
  * Writes `member` and `memberHash` from the bytes of a row's key parts when each is
- * `plain`, printable or not (a control character JSON.stringify would escape is not
- * copied): their bytes are the member's text, quotes included, and a byte a UTF-16
- * unit, so the hash is the text's. False (nothing kept) otherwise.
+ * `plain` and holds no control character (JSON.stringify would have escaped it): their
+ * bytes are then the member's text, quotes included, a byte a UTF-16 unit, so the hash is
+ * the text's. False otherwise (`member` is then written from the parts as text).
  */
 function memberOfBytes(fields: RowFields, width: number): boolean {
   for (let k = 0; k < width; k++) if (!fields.plain(k)) return false;
