@@ -214,7 +214,6 @@ export class MemoryReplayStore implements ReplayStore {
     if (expiry < this.#nextExpiry) this.#nextExpiry = expiry;
   }
 
-
   #digest(id: string): Uint32Array {
     // SHA-256 of the secret prefix and the id: unpredictable without the prefix, and half
     // the cost of an HMAC (no length extension matters for a table index).
