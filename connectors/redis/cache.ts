@@ -207,13 +207,8 @@ class Bytes {
 
   /** Bytes `[start, end)` of `source`: a key's few dozen four at a time (faster so than byte by byte or through a view made for them), more through a view. */
   copy(source: Bytes, start: number, end: number): void {
+    if (end - start > 128) return this.bytes(source.#buffer, start, end);
     this.room(end - start);
-    if (end - start > 128) {
-      const bytes = source.#buffer;
-      this.#buffer.set(new Uint8Array(bytes.buffer, bytes.byteOffset + start, end - start), this.at);
-      this.at += end - start;
-      return;
-    }
     const from = source.#view;
     const to = this.#view;
     let at = this.at;
@@ -400,13 +395,6 @@ class Bytes {
     this.#bulkHeader(length);
     if (this.at !== start + widest) buffer.copyWithin(this.at, start + widest, start + widest + length);
     this.at += length;
-    this.#crlf();
-  }
-
-  /** Bytes `body[start, end)` as one argument. */
-  bulkBytes(body: Buffer, start: number, end: number): void {
-    this.#bulkHeader(end - start);
-    this.bytes(body, start, end);
     this.#crlf();
   }
 
