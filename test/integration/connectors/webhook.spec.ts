@@ -201,6 +201,25 @@ describe('fromWebhook', function () {
     expect(pipeline!.stats.inFlightBytes).to.equal(0);
   });
 
+  it('takes a signed request raced on eight connections once: the others are told it is in progress or a replay, and nothing is stored twice', async () => {
+    await start();
+    const route = `${url}/webhooks/acme`;
+    const body = JSON.stringify([{ ref: 'C1' }, { ref: 'C2' }]);
+    const timestamp = Math.floor(Date.now() / 1000);
+    // The default agent opens a connection per request in flight: all eight arrive before the first is stored.
+    const answers = await Promise.all(Array.from({ length: 8 }, () => post(route, body, { key: poster.token, secret: SECRET, id: 'c1', timestamp })));
+    const outcomes = answers.map((answer) => (answer.status === 200 ? 200 : `${answer.status} ${JSON.parse(answer.body).error}`));
+    expect(outcomes.filter((outcome) => outcome === 200), JSON.stringify(outcomes)).to.have.length(1);
+    for (const outcome of outcomes) expect(['200', '503 IN_PROGRESS', '409 REPLAY']).to.include(String(outcome));
+    // Once stored, the same request is a replay for good.
+    const after = await post(route, body, { key: poster.token, secret: SECRET, id: 'c1', timestamp });
+    expect([after.status, JSON.parse(after.body).error]).to.deep.equal([409, 'REPLAY']);
+    expect(await rows()).to.deep.equal([
+      { webhook_id: 'c1', record: 1, ref: 'C1' },
+      { webhook_id: 'c1', record: 2, ref: 'C2' },
+    ]);
+  });
+
   it('accepts a signature list when one v1 entry matches an active secret; other entries count for nothing', async () => {
     await start();
     const route = `${url}/webhooks/acme`;
