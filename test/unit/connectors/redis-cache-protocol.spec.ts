@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { CacheKeys, columnsTag, queuePuts, resolveLayout } from '../../../connectors/redis/cache';
+import { CacheKeys, columnsTag, queuePuts, resolveLayout, storedBooking, timeMs } from '../../../connectors/redis/cache';
 import { encodedRows } from '../../../lib/batch';
 
 /** The commands `queuePuts` queues, read back from the Redis protocol bytes it wrote: each a list of arguments. */
@@ -122,6 +122,26 @@ describe('toRedisCache protocol bytes', () => {
     const transactions = (commands: Buffer[][]) => commands.filter((args) => args[0]!.toString() === 'MULTI').length;
     expect(transactions(queuedCommands(keys, rows, now))).to.equal(2);
     expect(transactions(queuedCommands(keys, rows, now, encodedRows(rows.map((row) => JSON.stringify(row)))))).to.equal(2);
+    // Exactly at the bound: two rows of 2 MiB close it; one byte less lets the third row in.
+    for (const [bytes, expected] of [[2 ** 21, 2], [2 ** 21 - 1, 1]] as const) {
+      const sized = (i: number, size: number) => {
+        const row = { vendor: 'acme', booking_id: `E-${i}`, booked_at: now - 1000, updated_at: now - 500, text: '' };
+        return { ...row, text: 'x'.repeat(size - JSON.stringify(row).length) };
+      };
+      const exact = [sized(0, 2 ** 21), sized(1, bytes), sized(2, 100)];
+      expect(transactions(queuedCommands(keys, exact, now)), `${bytes}`).to.equal(expected);
+      expect(transactions(queuedCommands(keys, exact, now, encodedRows(exact.map((row) => JSON.stringify(row))))), `${bytes}, encoded`).to.equal(expected);
+    }
+  });
+
+  it('takes a booking whose TTL ends after now, not one whose TTL ends at now', () => {
+    const ttlMs = 86_400_000;
+    const rows = [0, 1].map((ms) => ({ vendor: 'acme', booking_id: `T-${ms}`, booked_at: now - ttlMs + ms, updated_at: now }));
+    const written: unknown[] = [];
+    expect(queuePuts({ sendCommand: (command: unknown) => written.push(command) } as never, keys, rows, now)).to.deep.equal({ expired: 1, unkeyed: 0 });
+    expect([...storedValues(queuedCommands(keys, rows, now)).keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'T-1']))]);
+    expect(storedBooking(`1|${now - ttlMs}|{}`, ttlMs, now)).to.equal(undefined);
+    expect(storedBooking(`1|${now - ttlMs + 1}|{"a":"|"}`, ttlMs, now)).to.deep.equal({ time: now - ttlMs + 1, row: '{"a":"|"}' });
   });
 
   it('stores an array row after its columns\' tag and an object row as it is, the columns kept under the tag in each transaction', () => {
@@ -201,6 +221,161 @@ describe('toRedisCache protocol bytes', () => {
     for (const row of rows) {
       const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
       expect(values.get(entry)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
+    }
+  });
+  it('stores keys of every length an entry header can take (MessagePack str 8, 16 and 32), plain or escaped, from bytes or from values', () => {
+    // Entries of 255 and 256 bytes, of 65,535 and 65,536 (a member is the id and 11 bytes, its entry 2 or 3 more), escaped (written as text) or plain (copied); last, a plain key longer than any before it (the member's buffer grows for it).
+    const ids = [241, 242, 243, 244, 300, 1500, 65_521, 65_522, 65_523, 65_524, 70_000].flatMap((length) => ['x'.repeat(length), `"${'é'.repeat(length >> 1)}${length}`]);
+    ids.push('y'.repeat(1 << 21));
+    const rows = ids.map((id, i) => ({ vendor: 'acme', booking_id: id, booked_at: now - 1000 - i, updated_at: now - 500 }));
+    // From bytes first: read from values, the longest key would grow the member's buffer first.
+    for (const commands of [queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row)))), queuedCommands(keys, rows, now)]) {
+      const values = storedValues(commands);
+      for (const row of rows) expect(values.get(keys.entry(keys.member([row.vendor, row.booking_id]))), `${row.booking_id.length} units`).to.equal(`${row.updated_at}|${row.booked_at}|${JSON.stringify(row)}`);
+      // GUARD's argument: each entry as the MessagePack string cmsgpack reads.
+      const guard = commands.find((args) => args[0]!.toString() === 'EVAL')!;
+      const entries = new Set(unpackStrings(guard[3]!));
+      for (const row of rows) expect(entries.has(keys.entry(keys.member([row.vendor, row.booking_id])))).to.equal(true);
+    }
+  });
+
+  it('lists bookings of any time ahead in their own vendor bucket (the first 64 buckets from the cut numbered in an array, later ones in a map)', () => {
+    const hour = 3_600_000;
+    // Two bookings in each bucket: each bucket listed once.
+    const rows = [-20, -20, 39, 39, 40, 40, 41, 100, 100, 24 * 400, 24 * 400].map((hours, i) => ({ vendor: 'acme', booking_id: `B-${i}`, booked_at: now + hours * hour + (i % 2), updated_at: now }));
+    for (const commands of [queuedCommands(keys, rows, now), queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
+      const guard = commands.find((args) => args[0]!.toString() === 'EVAL')!;
+      const lists = guard.slice(6).filter((_, i) => i % 2 === 0).map(String);
+      expect(lists).to.deep.equal([...new Set(rows.map((row) => keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs))))]);
+      // Each row's list number (the last of its shard group's items) names its own bucket.
+      const items = unpackItems(guard[3]!);
+      const listOf = new Map<string, number>();
+      for (let g = 0; g < items.length; ) {
+        const c = items[g + 1] as number;
+        for (let j = 0; j < c; j++) listOf.set(items[g + 2 + j] as string, items[g + 2 + 2 * c + j] as number);
+        g += 2 + 3 * c;
+      }
+      for (const row of rows) expect(lists[listOf.get(keys.entry(keys.member([row.vendor, row.booking_id])))! - 1]).to.equal(keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs)));
+    }
+  });
+
+  it('indexes a booking by customer only when it has one', () => {
+    const withCustomers = new CacheKeys(resolveLayout({ customerField: 'customer_token' }));
+    const rows = [
+      { vendor: 'acme', booking_id: 'B-1', booked_at: now - 1000, updated_at: now, customer_token: 'tok-1' },
+      { vendor: 'acme', booking_id: 'B-2', booked_at: now - 1000, updated_at: now, customer_token: '' },
+      { vendor: 'acme', booking_id: 'B-3', booked_at: now - 1000, updated_at: now, customer_token: 7 },
+      { vendor: 'acme', booking_id: 'B-4', booked_at: now - 1000, updated_at: now },
+    ];
+    for (const commands of [queuedCommands(withCustomers, rows, now), queuedCommands(withCustomers, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
+      const indexed = commands.filter((args) => args[0]!.toString() === 'ZADD' && args[1]!.toString() !== withCustomers.customerBuckets).flatMap((args) => args.slice(3).filter((_, i) => i % 2 === 0).map(String));
+      expect(indexed).to.deep.equal([withCustomers.customerEntry('tok-1', now - 1000, withCustomers.entry(withCustomers.member(['acme', 'B-1'])))]);
+    }
+  });
+
+  it('closes a transaction at a booking it holds already, also one whose slot in its table was taken by another booking first', () => {
+    // Two bookings whose hashes share their low 12 bits (the table's 4,096 slots): the second lands one slot on.
+    const home = new Map<number, number>();
+    let pair: [number, number] | undefined;
+    for (let i = 0; pair === undefined; i++) {
+      const slot = keys.hash(keys.member(['acme', `B-${i}`])) & 4095;
+      const first = home.get(slot);
+      if (first === undefined) home.set(slot, i);
+      else pair = [first, i];
+    }
+    const row = (i: number, updated: number) => ({ vendor: 'acme', booking_id: `B-${i}`, booked_at: now - 1000, updated_at: updated });
+    const rows = [row(pair[0], now), row(pair[1], now), row(pair[1], now - 1), row(pair[0], now - 1)];
+    for (const commands of [queuedCommands(keys, rows, now), queuedCommands(keys, [], now, encodedRows(rows.map((r) => JSON.stringify(r))))]) {
+      // Each transaction names a booking once: [first, second] | [second again, first again].
+      const guards = commands.filter((args) => args[0]!.toString() === 'EVAL' && args.length > 5);
+      expect(guards.map((args) => unpackStrings(args[3]!).sort())).to.deep.equal([
+        [pair[0], pair[1]].map((i) => keys.entry(keys.member(['acme', `B-${i}`]))).sort(),
+        [pair[0], pair[1]].map((i) => keys.entry(keys.member(['acme', `B-${i}`]))).sort(),
+      ]);
+    }
+  });
+
+  it('reads rows that are not objects, or lack a key, time or version, as unkeyed', () => {
+    const written: unknown[] = [];
+    const pipeline = { sendCommand: (command: unknown) => written.push(command) };
+    const rows = [null, 'B-1', 7, [], { vendor: 'acme', booking_id: 'B-1', booked_at: now - 1000 }, { vendor: 'acme', booked_at: now - 1000, updated_at: now }] as unknown as Record<string, unknown>[];
+    expect(queuePuts(pipeline as never, keys, rows, now)).to.deep.equal({ expired: 0, unkeyed: 6 });
+    expect(written).to.deep.equal([]);
+  });
+});
+
+/** The items of a MessagePack array as cmsgpack reads them: strings, integers and floats (what GUARD's argument holds). */
+function unpackItems(bytes: Buffer): (string | number)[] {
+  expect(bytes[0]).to.equal(0xdd);
+  const count = bytes.readUInt32BE(1);
+  const items: (string | number)[] = [];
+  let at = 5;
+  for (let i = 0; i < count; i++) {
+    const type = bytes[at]!;
+    if (type < 0x80) {
+      items.push(type);
+      at += 1;
+    } else if (type === 0xcb) {
+      items.push(bytes.readDoubleBE(at + 1));
+      at += 9;
+    } else {
+      const [header, length] = type === 0xd9 ? [2, bytes[at + 1]!] : type === 0xda ? [3, bytes.readUInt16BE(at + 1)] : type === 0xdb ? [5, bytes.readUInt32BE(at + 1)] : [0, -1];
+      expect(length, `type 0x${type.toString(16)}`).to.be.at.least(0);
+      // The narrowest header that holds the length, as MessagePack asks.
+      expect(header).to.equal(length < 0x100 ? 2 : length < 0x10000 ? 3 : 5);
+      items.push(bytes.toString('utf8', at + header, at + header + length));
+      at += header + length;
+    }
+  }
+  expect(at).to.equal(bytes.length);
+  return items;
+}
+
+function unpackStrings(bytes: Buffer): string[] {
+  return unpackItems(bytes).filter((item): item is string => typeof item === 'string');
+}
+
+describe('timeMs: the time of a booking', () => {
+  it('reads ISO 8601 in UTC as Date.parse does, whatever is wrong in it', () => {
+    let seed = 7;
+    const random = (n: number) => ((seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0) % n);
+    const texts: string[] = [];
+    for (let i = 0; i < 2000; i++) texts.push(new Date(Date.UTC(1900, 0, 1) + random(300 * 366) * 86_400_000 + random(86_400_000)).toISOString());
+    // Every character of a valid time replaced by each of these: separators, digits, letters, bytes past ASCII.
+    const base = '2026-12-13T14:15:16.789Z';
+    for (let at = 0; at < base.length; at++) for (const c of '0159-:T.Z z/+a\u00e9') texts.push(base.slice(0, at) + c + base.slice(at + 1));
+    // Days Date.parse judges (it reads the 30th of February as 2 March), hours 24, leap seconds, years before 100 and far ahead.
+    texts.push('2026-02-29T10:00:00.000Z', '2024-02-29T10:00:00.000Z', '2026-02-30T10:00:00.000Z', '2026-04-31T10:00:00.000Z', '2026-03-01T24:00:00.000Z', '2026-03-01T23:59:60.000Z', '0099-03-01T10:00:00.000Z', '0100-03-01T10:00:00.000Z', '9999-12-31T23:59:59.999Z');
+    texts.push('2026-03-01T10:00:00Z', '2026-03-01T10:00:00.1Z', '2026-03-01T10:00:00.1234Z', '2026-03-01T10:00Z');
+    for (const text of texts) {
+      const parsed = Date.parse(text);
+      expect(timeMs(text), text).to.equal(Number.isFinite(parsed) ? parsed : undefined);
+    }
+  });
+
+  it('reads a time without a zone as UTC (ClickHouse text), one with an offset by it; epoch ms as they are', () => {
+    const tz = process.env.TZ;
+    // A zone off UTC by a fraction of an hour: local time would show.
+    process.env.TZ = 'Asia/Kolkata';
+    try {
+      const at = Date.UTC(2026, 2, 1, 10, 0, 0);
+      expect(timeMs('2026-03-01 10:00:00')).to.equal(at);
+      expect(timeMs('2026-03-01T10:00:00')).to.equal(at);
+      expect(timeMs('2026-03-01 10:00:00.123')).to.equal(at + 123);
+      expect(timeMs('2026-03-01T10:00:00z')).to.equal(at);
+      expect(timeMs('2026-03-01T12:00:00+02:00')).to.equal(at);
+      expect(timeMs('2026-03-01T12:00:00+0200')).to.equal(at);
+      expect(timeMs('2026-03-01T07:30:00-0230')).to.equal(at);
+      expect(timeMs('2026-03-01T10:00:00+02:00:00')).to.equal(undefined);
+      expect(timeMs('2026-03-01 10:00:00 garbage')).to.equal(undefined);
+      // A year past 9999 (ISO's expanded form) holds what looks like an offset, not at the end.
+      expect(timeMs('+002026-03-01T10:00:00')).to.equal(at);
+      expect(timeMs(at + 0.5)).to.equal(at + 0.5);
+      expect(timeMs(new Date(at))).to.equal(at);
+      for (const bad of ['', 'Z', NaN, Infinity, new Date(NaN), null, undefined, {}, true]) expect(timeMs(bad), String(bad)).to.equal(undefined);
+    } finally {
+      if (tz === undefined) delete process.env.TZ;
+      else process.env.TZ = tz;
     }
   });
 });
