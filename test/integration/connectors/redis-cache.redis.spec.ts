@@ -177,17 +177,19 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       const cache = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
       try {
         const at = (minutes: number) => iso(Date.now() - HOUR + minutes * 60_000);
-        // 1,200 rows: more than one put call (500 rows); the versions of B-1 and B-2 land in different calls.
-        const rows = Array.from({ length: 1200 }, (_, i) => booking(i + 10));
+        // 5,000 rows: more than one transaction (2,000 rows at most; a booking that comes again
+        // closes the one it would join). B-1 comes again 20 rows on, and then after 2,570
+        // distinct rows (a transaction closed by its size between them); B-2 at either end.
+        const rows = Array.from({ length: 5000 }, (_, i) => booking(i + 10));
         rows[10] = booking(1, { status: 'second', updated_at: at(2) });
-        rows[600] = booking(1, { status: 'newest', updated_at: at(3), customer_token: 'tok-new' });
-        rows[1100] = booking(1, { status: 'oldest', updated_at: at(1) });
+        rows[30] = booking(1, { status: 'oldest', updated_at: at(1) });
+        rows[2600] = booking(1, { status: 'newest', updated_at: at(3), customer_token: 'tok-new' });
         rows[20] = booking(2, { status: 'newest', updated_at: at(3) });
-        rows[1150] = booking(2, { status: 'older', updated_at: at(1) });
+        rows[4450] = booking(2, { status: 'older', updated_at: at(1) });
         await write(cache, rows);
-        expect(await stored('acme', 'B-1')).to.deep.equal(rows[600]);
+        expect(await stored('acme', 'B-1')).to.deep.equal(rows[2600]);
         expect((await stored('globex', 'B-2'))!.status).to.equal('newest');
-        expect(cache.stats).to.deep.equal({ stored: 1198, older: 2, expired: 0, unkeyed: 0 });
+        expect(cache.stats).to.deep.equal({ stored: 4998, older: 2, expired: 0, unkeyed: 0 });
         expect(new Set(await vendorEntries('acme')).size).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
         expect(await customerEntries('tok-new')).to.deep.equal([entry('acme', 'B-1')]);
       } finally {
@@ -223,7 +225,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       try {
         const now = Date.now();
         const time = (i: number) => now - HOUR - i * 1000 + 0.5;
-        // One call (under 500 rows): vendor indexes are numbered per call, one byte up to 127, more past it.
+        // One call (under 2,000 rows): vendor indexes are numbered per call, one byte up to 127, more past it.
         const rows = Array.from({ length: 300 }, (_, i) => ({ ...booking(i), vendor: `v${i}`, booked_at: time(i), updated_at: now - HOUR }) as unknown as Booking);
         await write(cache, rows);
         expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, unkeyed: 0 });
@@ -265,6 +267,13 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       expect(() => toRedisCache({ url, keyFields: [] })).to.throw(ConfigError, 'keyFields must be a non-empty list of column names, vendor first, got []');
       expect(() => toRedisCache({ url, timeField: 'a b' })).to.throw(ConfigError, 'timeField must be a column name, got "a b"');
       expect(() => toRedisCache({ url, versionField: '' })).to.throw(ConfigError, 'versionField must be a column name, got ""');
+      expect(() => toRedisCache({ url, customerField: 'a-b' })).to.throw(ConfigError, 'customerField must be a column name, got "a-b"');
+      expect(() => toRedisCache({ url, prefix: 7 as never })).to.throw(ConfigError, 'prefix must be a string, got 7');
+      for (const keyFields of [[''], ['vendor', 7], 'vendor', ['vendor', '']]) {
+        expect(() => toRedisCache({ url, keyFields: keyFields as never })).to.throw(ConfigError, `keyFields must be a non-empty list of column names, vendor first, got ${JSON.stringify(keyFields)}`);
+      }
+      expect(() => toRedisCache({ url, keyFields: ['vendor', 'id; DROP'] })).to.throw(ConfigError, 'keyFields[] must be a column name, got "id; DROP"');
+      expect(resolveLayout({})).to.deep.equal({ prefix: 'tributary:bookings:', keyFields: ['vendor', 'booking_id'], timeField: 'booked_at', versionField: 'updated_at', customerField: undefined, ttlMs: 86_400_000 });
     });
 
     it('connects as a Redis ACL user given in the options, and fails with a clear error for a wrong password', async () => {
@@ -282,6 +291,36 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       } finally {
         await good.close();
         await bad.close();
+        await acl('DELUSER', user);
+      }
+    });
+
+    it('fails a write no retry can mend as not retriable: a key of the cache holding another type, a user Redis refuses keys or scripts', async () => {
+      const failure = async (sink: Sink<Booking>) => (await write(sink, [booking(1)]).then(() => undefined, (e: unknown) => e)) as SinkError;
+      const user = `cache-${randomUUID().slice(0, 8)}`;
+      const cache = toRedisCache<Booking>({ url, prefix });
+      const elsewhere = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
+      try {
+        const shard = layout().shardOf(entry('acme', 'B-1'));
+        await redis.set(shard, 'not a hash');
+        const wrongType = await failure(cache);
+        expect(wrongType).to.be.instanceOf(SinkError);
+        expect(wrongType).to.include({ code: 'REDIS', retriable: false });
+        expect(wrongType.message).to.match(/WRONGTYPE/);
+        await redis.del(shard);
+        await write(cache, [booking(1)]);
+        expect(await stored('acme', 'B-1'), 'written once the key is mended').to.deep.include({ booking_id: 'B-1' });
+
+        // Keys of another prefix only; then every key but no scripts.
+        await acl('SETUSER', user, 'on', '>s3cret', '~elsewhere:*', '+@all');
+        expect(await failure(elsewhere)).to.include({ code: 'REDIS', retriable: false });
+        await acl('SETUSER', user, 'resetkeys', `~${prefix}*`, '-@scripting');
+        const noScripts = await failure(elsewhere);
+        expect(noScripts).to.include({ code: 'REDIS', retriable: false });
+        expect(noScripts.message).to.match(/NOPERM/);
+      } finally {
+        await cache.close();
+        await elsewhere.close();
         await acl('DELUSER', user);
       }
     });
@@ -665,10 +704,15 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await acl('SETUSER', user, '-@all'); // every write now fails
         expect(await write(cache, [booking(1)]).then(() => 'written', () => 'failed')).to.equal('failed');
         await acl('SETUSER', user, '+@all');
-        await write(cache, [booking(2)]);
+        // The next write marks the loss, even one with nothing to store (its booking past the TTL).
+        await write(cache, [booking(9, { booked_at: iso(Date.now() - 48 * HOUR) })]);
         expect(await reader.isStale(), 'booking 1 is missing').to.equal(true);
+        await write(cache, [booking(2)]);
         await seed([booking(1), booking(2)]);
         await reader.warm();
+        expect(await reader.isStale()).to.equal(false);
+        // The loss was marked once: the writes after the warm-up leave the cache complete.
+        await write(cache, [booking(3)]);
         expect(await reader.isStale()).to.equal(false);
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(reader.counts.hits).to.equal(1);
