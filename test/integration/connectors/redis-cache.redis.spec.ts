@@ -589,12 +589,34 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         stale = true;
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(await gauge()).to.equal(true);
+        expect(await reader.isStale(), 'isStale() asks stale() too').to.equal(true);
         stale = false;
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1' });
         expect(await gauge()).to.equal(false);
         expect(reader.counts).to.deep.equal({ hits: 2, misses: 1 });
       } finally {
         await reader.close();
+      }
+    });
+
+    it('with staleCheckMs 0 looks at Redis before every read, and answers each from it while the cache is complete', async () => {
+      const rows = [booking(1), booking(3)];
+      await seed(rows);
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, customerField: 'customer_token', staleCheckMs: 0, fill: false });
+      const withoutCustomers = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, fill: false });
+      try {
+        expect(await reader.warm()).to.equal(2);
+        const range = { from: Date.now() - 3 * HOUR, to: Date.now() };
+        expect(await reader.get('acme', 'B-1')).to.deep.equal(rows[0]);
+        expect((await reader.byVendor('acme', range)).map((row) => row.booking_id)).to.deep.equal(['B-3', 'B-1']);
+        expect((await reader.byCustomer('tok-1', range)).map((row) => row.booking_id)).to.deep.equal(['B-1']);
+        expect(reader.counts).to.deep.equal({ hits: 3, misses: 0 });
+        const refused = await withoutCustomers.byCustomer('tok-1', range).then(() => undefined, (e: unknown) => e);
+        expect(refused).to.be.instanceOf(ConfigError);
+        expect((refused as Error).message).to.equal('byCustomer needs customerField');
+      } finally {
+        await reader.close();
+        await withoutCustomers.close();
       }
     });
 
