@@ -298,6 +298,8 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
     it('fails a write no retry can mend as not retriable: a key of the cache holding another type, a user Redis refuses keys or scripts', async () => {
       const failure = async (sink: Sink<Booking>) => (await write(sink, [booking(1)]).then(() => undefined, (e: unknown) => e)) as SinkError;
       const user = `cache-${randomUUID().slice(0, 8)}`;
+      // Keys of another prefix only; later every key but no scripts.
+      await acl('SETUSER', user, 'on', '>s3cret', '~elsewhere:*', '+@all');
       const cache = toRedisCache<Booking>({ url, prefix });
       const elsewhere = toRedisCache<Booking>({ url, prefix, redis: { username: user, password: 's3cret' } });
       try {
@@ -311,8 +313,6 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await write(cache, [booking(1)]);
         expect(await stored('acme', 'B-1'), 'written once the key is mended').to.deep.include({ booking_id: 'B-1' });
 
-        // Keys of another prefix only; then every key but no scripts.
-        await acl('SETUSER', user, 'on', '>s3cret', '~elsewhere:*', '+@all');
         expect(await failure(elsewhere)).to.include({ code: 'REDIS', retriable: false });
         await acl('SETUSER', user, 'resetkeys', `~${prefix}*`, '-@scripting');
         const noScripts = await failure(elsewhere);
