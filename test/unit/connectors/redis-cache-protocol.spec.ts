@@ -346,6 +346,8 @@ describe('timeMs: the time of a booking', () => {
     for (let at = 0; at < base.length; at++) for (const c of '0159-:T.Z z/+a\u00e9') texts.push(base.slice(0, at) + c + base.slice(at + 1));
     // Days Date.parse judges (it reads the 30th of February as 2 March), hours 24, leap seconds, years before 100 and far ahead.
     texts.push('2026-02-29T10:00:00.000Z', '2024-02-29T10:00:00.000Z', '2026-02-30T10:00:00.000Z', '2026-04-31T10:00:00.000Z', '2026-03-01T24:00:00.000Z', '2026-03-01T23:59:60.000Z', '0099-03-01T10:00:00.000Z', '0100-03-01T10:00:00.000Z', '9999-12-31T23:59:59.999Z');
+    // Each field one past its range, and at zero.
+    texts.push('2026-00-13T14:15:16.789Z', '2026-13-13T14:15:16.789Z', '2026-12-00T14:15:16.789Z', '2026-12-13T14:60:16.789Z', '0000-12-13T14:15:16.789Z', '2026-12-13T00:00:00.000Z');
     texts.push('2026-03-01T10:00:00Z', '2026-03-01T10:00:00.1Z', '2026-03-01T10:00:00.1234Z', '2026-03-01T10:00Z');
     for (const text of texts) {
       const parsed = Date.parse(text);
