@@ -5,9 +5,14 @@ import { encodedRows } from '../../../lib/batch';
 
 /** The commands `queuePuts` queues, read back from the Redis protocol bytes it wrote: each a list of arguments. */
 function queuedCommands(keys: CacheKeys, rows: Record<string, unknown>[], now: number, encoded?: ReturnType<typeof encodedRows>): Buffer[][] {
+  return queued(keys, rows, now, encoded).commands;
+}
+
+/** `queuedCommands`, and the rows `queuePuts` did not queue. */
+function queued(keys: CacheKeys, rows: Record<string, unknown>[], now: number, encoded?: ReturnType<typeof encodedRows>): { commands: Buffer[][]; unqueued: ReturnType<typeof queuePuts> } {
   const written: Buffer[] = [];
   const pipeline = { sendCommand: (command: { toWritable(): Buffer }) => written.push(command.toWritable()) };
-  queuePuts(pipeline as never, keys, rows, now, encoded);
+  const unqueued = queuePuts(pipeline as never, keys, rows, now, encoded);
   const bytes = Buffer.concat(written);
   const commands: Buffer[][] = [];
   let at = 0;
@@ -31,7 +36,12 @@ function queuedCommands(keys: CacheKeys, rows: Record<string, unknown>[], now: n
     }
     commands.push(args);
   }
-  return commands;
+  return { commands, unqueued };
+}
+
+/** The arguments of each transaction's GUARD: the EVALs beside RESTORE's (which has 4). */
+function guards(commands: Buffer[][]): Buffer[][] {
+  return commands.filter((args) => args[0]!.toString() === 'EVAL' && args.length > 4);
 }
 
 /** Each booking's stored value by its entry, from the HSETs. */
@@ -47,6 +57,8 @@ function storedValues(commands: Buffer[][]): Map<string, string> {
 describe('toRedisCache protocol bytes', () => {
   const keys = new CacheKeys(resolveLayout({}));
   const now = Date.parse('2026-12-03T12:00:00.000Z');
+  /** The entry of the booking with these key parts. */
+  const entryOf = (...parts: string[]) => keys.entry(keys.member(parts));
 
   it('stores each booking under the entry the reader looks it up by (its member hashed as text), read from bytes or from values', () => {
     const samples: string[][] = [
@@ -86,10 +98,10 @@ describe('toRedisCache protocol bytes', () => {
     expect(stored).to.be.greaterThan(150);
     // A control character left raw in an encoded row (JSON.stringify would escape it) is read as the text it stands for.
     const raw = encodedRows([`{"vendor":"a\tb","booking_id":"B\u0001","booked_at":${now - 1000},"updated_at":${now - 500}}`]);
-    expect([...storedValues(queuedCommands(keys, [], now, raw)).keys()]).to.deep.equal([keys.entry(keys.member(['a\tb', 'B\u0001']))]);
+    expect([...storedValues(queuedCommands(keys, [], now, raw)).keys()]).to.deep.equal([entryOf('a\tb', 'B\u0001')]);
     // Escapes JSON.stringify would not write are read as the text they stand for, not copied.
     const escaped = encodedRows([`{"vendor":"a\\/b","booking_id":"B\\u0041","booked_at":${now - 1000},"updated_at":${now - 500}}`]);
-    expect([...storedValues(queuedCommands(keys, [], now, escaped)).keys()]).to.deep.equal([keys.entry(keys.member(['a/b', 'BA']))]);
+    expect([...storedValues(queuedCommands(keys, [], now, escaped)).keys()]).to.deep.equal([entryOf('a/b', 'BA')]);
   });
 
   it('stores each booking under its entry as <version>|<time>|<row>, digits exact on both sides of 32 bits and of every eight digits', () => {
@@ -99,7 +111,7 @@ describe('toRedisCache protocol bytes', () => {
     const values = storedValues(queuedCommands(keys, rows, now, encodedRows(rows.map((row) => JSON.stringify(row)))));
     expect(values.size).to.equal(rows.length);
     for (const row of rows) {
-      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      const entry = entryOf(row.vendor, row.booking_id);
       expect(values.get(entry), entry).to.equal(`${row.updated_at}|${row.booked_at}|${JSON.stringify(row)}`);
     }
   });
@@ -110,10 +122,10 @@ describe('toRedisCache protocol bytes', () => {
     const failing = [...Array.from({ length: 2_500 }, (_, i) => row(`F-${i}`)), row('BAD', { n: 1n }), row('AFTER')];
     expect(() => queuedCommands(keys, failing, now)).to.throw(TypeError);
     const values = storedValues(queuedCommands(keys, [row('ONLY')], now));
-    expect([...values.keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'ONLY']))]);
+    expect([...values.keys()]).to.deep.equal([entryOf('acme', 'ONLY')]);
     // And after a put that ended well, with more rows than one transaction holds.
     queuedCommands(keys, Array.from({ length: 2_001 }, (_, i) => row(`G-${i}`)), now);
-    expect([...storedValues(queuedCommands(keys, [row('NEXT')], now)).keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'NEXT']))]);
+    expect([...storedValues(queuedCommands(keys, [row('NEXT')], now)).keys()]).to.deep.equal([entryOf('acme', 'NEXT')]);
   });
 
   it('closes a transaction once its rows reach 4 MiB, counting encoded rows and JSON alike', () => {
@@ -137,9 +149,9 @@ describe('toRedisCache protocol bytes', () => {
   it('takes a booking whose TTL ends after now, not one whose TTL ends at now', () => {
     const ttlMs = 86_400_000;
     const rows = [0, 1].map((ms) => ({ vendor: 'acme', booking_id: `T-${ms}`, booked_at: now - ttlMs + ms, updated_at: now }));
-    const written: unknown[] = [];
-    expect(queuePuts({ sendCommand: (command: unknown) => written.push(command) } as never, keys, rows, now)).to.deep.equal({ expired: 1, unkeyed: 0 });
-    expect([...storedValues(queuedCommands(keys, rows, now)).keys()]).to.deep.equal([keys.entry(keys.member(['acme', 'T-1']))]);
+    const { commands, unqueued } = queued(keys, rows, now);
+    expect(unqueued).to.deep.equal({ expired: 1, unkeyed: 0 });
+    expect([...storedValues(commands).keys()]).to.deep.equal([entryOf('acme', 'T-1')]);
     expect(storedBooking(`1|${now - ttlMs}|{}`, ttlMs, now)).to.equal(undefined);
     expect(storedBooking(`1|${now - ttlMs + 1}|{"a":"|"}`, ttlMs, now)).to.deep.equal({ time: now - ttlMs + 1, row: '{"a":"|"}' });
   });
@@ -156,7 +168,7 @@ describe('toRedisCache protocol bytes', () => {
     const commands = queuedCommands(keys, rows, now, { ...encodedRows(lines), columns });
     const values = storedValues(commands);
     rows.forEach((row, i) => {
-      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      const entry = entryOf(row.vendor, row.booking_id);
       expect(values.get(entry), entry).to.equal(`${row.updated_at}|${row.booked_at}|${i === 1 ? '' : tag}${lines[i]}`);
     });
     // Each transaction names the columns of its tag, after its rows and before its EXEC.
@@ -205,7 +217,7 @@ describe('toRedisCache protocol bytes', () => {
   it("lists each booking read from bytes in its own vendor's time bucket, vendors of one length taking turns", () => {
     const rows = Array.from({ length: 60 }, (_, i) => ({ vendor: ['acme', 'acmf', 'bcme'][i % 3], booking_id: `B-${i}`, booked_at: now - 1000, updated_at: now - 500 }));
     const fromBytes = queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row))));
-    const guard = fromBytes.find((args) => args[0]!.toString() === 'EVAL')!;
+    const guard = guards(fromBytes)[0]!;
     // After the script, its 0 keys, the rows, the cut and the prefix: each vendor's list and its end.
     expect(guard.slice(6).filter((_, i) => i % 2 === 0).map(String)).to.deep.equal(['acme', 'acmf', 'bcme'].map((vendor) => keys.vendorBucket(vendor, Math.floor((now - 1000) / keys.bucketMs))));
     expect(fromBytes.map((args) => Buffer.concat(args).toString('base64'))).to.deep.equal(queuedCommands(keys, rows, now).map((args) => Buffer.concat(args).toString('base64')));
@@ -219,7 +231,7 @@ describe('toRedisCache protocol bytes', () => {
     encoded.body.copy(larger, 37);
     const values = storedValues(queuedCommands(keys, rows, now, { body: larger.subarray(37, 37 + encoded.body.length), ends: encoded.ends }));
     for (const row of rows) {
-      const entry = keys.entry(keys.member([row.vendor, row.booking_id]));
+      const entry = entryOf(row.vendor, row.booking_id);
       expect(values.get(entry)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
     }
   });
@@ -231,11 +243,11 @@ describe('toRedisCache protocol bytes', () => {
     // From bytes first: read from values, the longest key would grow the member's buffer first.
     for (const commands of [queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row)))), queuedCommands(keys, rows, now)]) {
       const values = storedValues(commands);
-      for (const row of rows) expect(values.get(keys.entry(keys.member([row.vendor, row.booking_id]))), `${row.booking_id.length} units`).to.equal(`${row.updated_at}|${row.booked_at}|${JSON.stringify(row)}`);
+      for (const row of rows) expect(values.get(entryOf(row.vendor, row.booking_id)), `${row.booking_id.length} units`).to.equal(`${row.updated_at}|${row.booked_at}|${JSON.stringify(row)}`);
       // GUARD's argument: each entry as the MessagePack string cmsgpack reads.
-      const guard = commands.find((args) => args[0]!.toString() === 'EVAL')!;
+      const guard = guards(commands)[0]!;
       const entries = new Set(unpackStrings(guard[3]!));
-      for (const row of rows) expect(entries.has(keys.entry(keys.member([row.vendor, row.booking_id])))).to.equal(true);
+      for (const row of rows) expect(entries.has(entryOf(row.vendor, row.booking_id))).to.equal(true);
     }
   });
 
@@ -243,10 +255,11 @@ describe('toRedisCache protocol bytes', () => {
     const hour = 3_600_000;
     // Two bookings in each bucket: each bucket listed once.
     const rows = [-20, -20, 39, 39, 40, 40, 41, 100, 100, 24 * 400, 24 * 400].map((hours, i) => ({ vendor: 'acme', booking_id: `B-${i}`, booked_at: now + hours * hour + (i % 2), updated_at: now }));
+    const bucketOf = (row: (typeof rows)[number]) => keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs));
     for (const commands of [queuedCommands(keys, rows, now), queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
-      const guard = commands.find((args) => args[0]!.toString() === 'EVAL')!;
+      const guard = guards(commands)[0]!;
       const lists = guard.slice(6).filter((_, i) => i % 2 === 0).map(String);
-      expect(lists).to.deep.equal([...new Set(rows.map((row) => keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs))))]);
+      expect(lists).to.deep.equal([...new Set(rows.map(bucketOf))]);
       // Each row's list number (the last of its shard group's items) names its own bucket.
       const items = unpackItems(guard[3]!);
       const listOf = new Map<string, number>();
@@ -255,7 +268,7 @@ describe('toRedisCache protocol bytes', () => {
         for (let j = 0; j < c; j++) listOf.set(items[g + 2 + j] as string, items[g + 2 + 2 * c + j] as number);
         g += 2 + 3 * c;
       }
-      for (const row of rows) expect(lists[listOf.get(keys.entry(keys.member([row.vendor, row.booking_id])))! - 1]).to.equal(keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs)));
+      for (const row of rows) expect(lists[listOf.get(entryOf(row.vendor, row.booking_id))! - 1]).to.equal(bucketOf(row));
     }
   });
 
@@ -287,20 +300,16 @@ describe('toRedisCache protocol bytes', () => {
     const rows = [row(pair[0], now), row(pair[1], now), row(pair[1], now - 1), row(pair[0], now - 1)];
     for (const commands of [queuedCommands(keys, rows, now), queuedCommands(keys, [], now, encodedRows(rows.map((r) => JSON.stringify(r))))]) {
       // Each transaction names a booking once: [first, second] | [second again, first again].
-      const guards = commands.filter((args) => args[0]!.toString() === 'EVAL' && args.length > 5);
-      expect(guards.map((args) => unpackStrings(args[3]!).sort())).to.deep.equal([
-        [pair[0], pair[1]].map((i) => keys.entry(keys.member(['acme', `B-${i}`]))).sort(),
-        [pair[0], pair[1]].map((i) => keys.entry(keys.member(['acme', `B-${i}`]))).sort(),
+      expect(guards(commands).map((args) => unpackStrings(args[3]!).sort())).to.deep.equal([
+        [pair[0], pair[1]].map((i) => entryOf('acme', `B-${i}`)).sort(),
+        [pair[0], pair[1]].map((i) => entryOf('acme', `B-${i}`)).sort(),
       ]);
     }
   });
 
   it('reads rows that are not objects, or lack a key, time or version, as unkeyed', () => {
-    const written: unknown[] = [];
-    const pipeline = { sendCommand: (command: unknown) => written.push(command) };
     const rows = [null, 'B-1', 7, [], { vendor: 'acme', booking_id: 'B-1', booked_at: now - 1000 }, { vendor: 'acme', booked_at: now - 1000, updated_at: now }] as unknown as Record<string, unknown>[];
-    expect(queuePuts(pipeline as never, keys, rows, now)).to.deep.equal({ expired: 0, unkeyed: 6 });
-    expect(written).to.deep.equal([]);
+    expect(queued(keys, rows, now)).to.deep.equal({ commands: [], unqueued: { expired: 0, unkeyed: 6 } });
   });
 });
 
