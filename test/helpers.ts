@@ -112,6 +112,9 @@ export function scratchDir(): { readonly path: string; file: (name: string, cont
 
 export const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** What `promise` rejects with, or undefined when it resolves. */
+export const rejection = (promise: Promise<unknown>): Promise<unknown> => promise.then(() => undefined, (error: unknown) => error);
+
 /** Polls `condition` until true, or fails after `timeoutMs`. */
 export async function until(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -7,6 +7,7 @@ import { serverClickHouse } from '../../../connectors/clickhouse';
 import { clickhouseErrorOf } from '../../../connectors/clickhouse/client';
 import { ClickHouseError } from '../../../lib/errors';
 import { clickhouseServer } from '../../clickhouseServer';
+import { rejection } from '../../helpers';
 
 /** What the pipeline decides from an error: try again, split the batch, or give up. */
 function verdict(error: unknown): { code: number | undefined; retriable: boolean; rowsAtFault: boolean } {
@@ -165,7 +166,7 @@ describe('ClickHouse error classification (clickhouseErrorOf)', function () {
       await client.exec(`SYSTEM STOP MERGES ${table}`);
       let error: unknown;
       for (let i = 0; i < 5 && error === undefined; i++) {
-        error = await client.insert(table, row({ id: i, at: '2026-03-01 10:00:00' }), {}).then(() => undefined, (e: unknown) => e);
+        error = await rejection(client.insert(table, row({ id: i, at: '2026-03-01 10:00:00' }), {}));
       }
       expect(verdict(error)).to.deep.equal({ code: 252, retriable: true, rowsAtFault: false });
     });

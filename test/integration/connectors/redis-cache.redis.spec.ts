@@ -12,7 +12,7 @@ import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../../lib/sink';
 import type { ClickHouseClient } from '../../../lib/store';
-import { delay, MemorySink, Recorder, testClickHouse, until } from '../../helpers';
+import { delay, MemorySink, Recorder, rejection, testClickHouse, until } from '../../helpers';
 import { ensureRedis, ensureRedisTls, startRedis, stopRedis, stopRedisTls } from '../../services';
 
 interface Booking {
@@ -285,7 +285,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       try {
         await write(good, [booking(1)]);
         expect(good.stats.stored).to.equal(1);
-        const error = await write(bad, [booking(2)]).then(() => undefined, (e: unknown) => e);
+        const error = await rejection(write(bad, [booking(2)]));
         expect(error).to.be.instanceOf(SinkError);
         expect(String((error as Error).message)).to.match(/WRONGPASS|invalid username-password/);
       } finally {
@@ -296,7 +296,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
     });
 
     it('fails a write no retry can mend as not retriable: a key of the cache holding another type, a user Redis refuses keys or scripts', async () => {
-      const failure = async (sink: Sink<Booking>) => (await write(sink, [booking(1)]).then(() => undefined, (e: unknown) => e)) as SinkError;
+      const failure = async (sink: Sink<Booking>) => (await rejection(write(sink, [booking(1)]))) as SinkError;
       const user = `cache-${randomUUID().slice(0, 8)}`;
       // Keys of another prefix only; later every key but no scripts.
       await acl('SETUSER', user, 'on', '>s3cret', '~elsewhere:*', '+@all');
@@ -345,7 +345,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await reader.warm();
         expect(await reader.get('acme', 'B-1')).to.include({ booking_id: 'B-1', card: booking(1).card });
         expect(reader.counts).to.deep.equal({ hits: 1, misses: 0 });
-        const error = await write(untrusted, [booking(2)]).then(() => undefined, (e: unknown) => e);
+        const error = await rejection(write(untrusted, [booking(2)]));
         expect(error).to.be.instanceOf(SinkError);
         expect((error as Error).message).to.match(/self[- ]signed certificate/);
       } finally {
@@ -521,7 +521,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         try {
           if (!stale) expect(await reader.warm()).to.equal(2);
           else await redis.del(layout().fresh);
-          const refusal = async (read: () => Promise<unknown>) => read().then(() => undefined, (e: unknown) => e);
+          const refusal = async (read: () => Promise<unknown>) => rejection(read());
           for (const key of [[], ['acme'], ['acme', 'B-1', 'x'], ['acme', 1], ['acme', null], [{ toString: () => 'acme' }, 'B-1']] as unknown[][]) {
             const error = await refusal(() => reader.get(...(key as string[])));
             expect(error, JSON.stringify(key)).to.be.instanceOf(TributaryError).and.include({ code: 'BAD_KEY' });
@@ -611,7 +611,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect((await reader.byVendor('acme', range)).map((row) => row.booking_id)).to.deep.equal(['B-3', 'B-1']);
         expect((await reader.byCustomer('tok-1', range)).map((row) => row.booking_id)).to.deep.equal(['B-1']);
         expect(reader.counts).to.deep.equal({ hits: 3, misses: 0 });
-        const refused = await withoutCustomers.byCustomer('tok-1', range).then(() => undefined, (e: unknown) => e);
+        const refused = await rejection(withoutCustomers.byCustomer('tok-1', range));
         expect(refused).to.be.instanceOf(ConfigError);
         expect((refused as Error).message).to.equal('byCustomer needs customerField');
       } finally {

@@ -7,7 +7,7 @@ import { ConfigError, SinkError } from '../../../lib/errors';
 import type { Envelope } from '../../../lib/envelope';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { MemorySink, observed, tempDir, until } from '../../helpers';
+import { MemorySink, observed, rejection, tempDir, until } from '../../helpers';
 import { fixture } from '../../files-ingest';
 
 describe('fromInbox', () => {
@@ -165,7 +165,7 @@ describe('fromInbox', () => {
       if (batch.envelopes.some((e) => e.meta.record! > 20)) throw new SinkError('disk full');
     };
     const { pipeline } = pipelineOf({}, sink);
-    const error = await pipeline.run().then(() => undefined, (e: unknown) => e);
+    const error = await rejection(pipeline.run());
     expect(error).to.be.instanceOf(SinkError);
     const path = join(dir.path, '.tributary', 'a.csv.checkpoint.json');
     await until(() => existsSync(path), 5000, 'a checkpoint');

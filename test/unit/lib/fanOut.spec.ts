@@ -7,7 +7,7 @@ import { ConfigError, SinkError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { Batch, DeadLetter, RowBytes, Sink, WriteContext } from '../../../lib/sink';
-import { delay, MemorySink, observed, Recorder, until } from '../../helpers';
+import { delay, MemorySink, observed, Recorder, rejection, until } from '../../helpers';
 
 const fastRetry = { retries: Infinity, initialDelayMs: 1, maxDelayMs: 5 };
 
@@ -84,7 +84,7 @@ describe('fanOut', () => {
     };
     const sink = fanOut([{ sink: a, required: true }, { sink: cache, bestEffort: true }]);
     const pipeline = new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>(), batch: { rows: 10, maxWaitMs: 1 } });
-    const error = await pipeline.run().then(() => undefined, (e: unknown) => e);
+    const error = await rejection(pipeline.run());
     expect(error).to.be.instanceOf(SinkError).with.property('message', 'table gone');
     expect(source.nacked).to.have.length(2);
     expect(cache.writes).to.have.length(0);
