@@ -24,6 +24,16 @@ export interface RedisCacheLayoutOptions {
   customerField?: string;
   /** How long a booking stays, from its time. @default 86_400_000 (24 h) */
   ttlMs?: number;
+  /**
+   * How far ahead of now a booking's time may lie and the booking still be cached. A later
+   * one is not stored (counted in `stats.ahead`), only the span of time it lies in is marked
+   * (`CacheKeys.aheadMark`); reads of it, or of a range its span comes into, go to
+   * ClickHouse. A vendor's clock, a time zone misread or a time in the year 9999 would
+   * otherwise keep it in Redis that much longer than the TTL, and the TTL would bound nothing. Set it longer when
+   * `timeField` is a time that lies ahead (a departure), and size Redis for it: the cache
+   * holds the bookings of `ttlMs + maxAheadMs`. @default ttlMs
+   */
+  maxAheadMs?: number;
 }
 
 export interface ToRedisCacheOptions extends RedisCacheLayoutOptions, RedisConnectionOptions {}
@@ -38,6 +48,8 @@ export interface RedisCacheStats {
   older: number;
   /** Rows past their TTL already (time + ttlMs before now). */
   expired: number;
+  /** Rows whose time is more than `maxAheadMs` ahead of now. */
+  ahead: number;
   /** Rows without a key, time or version that can be read. */
   unkeyed: number;
 }
@@ -481,6 +493,7 @@ export function resolveLayout(options: RedisCacheLayoutOptions): ResolvedLayout 
     versionField: field('versionField', options.versionField, 'updated_at')!,
     customerField: field('customerField', options.customerField, undefined),
     ttlMs,
+    maxAheadMs: integerAtLeast(options.maxAheadMs, ttlMs, 'maxAheadMs', 0),
   };
 }
 
@@ -614,7 +627,34 @@ export class CacheKeys {
   get warming(): string {
     return `${this.layout.prefix}warming`;
   }
+  /** Spans of time holding bookings not cached for lying too far ahead when written (`aheadMark`), each scored by its end. */
+  get ahead(): string {
+    return `${this.layout.prefix}ahead`;
+  }
+  /**
+   * The span a booking of `time`, not cached for lying more than `maxAheadMs` ahead of `now`,
+   * is marked in: its member (`<level>:<index>`) and end. Level k spans bucketMs × 64^k,
+   * the first level whose 64 spans from now reach `time`: a few hundred members at most
+   * (about 64 a level, and levels up to what a Date holds), however many bookings and times.
+   */
+  aheadMark(time: number, now: number): [member: string, end: number] {
+    let size = this.bucketMs;
+    let level = 0;
+    while (time - now >= AHEAD_SPANS * size) {
+      size *= AHEAD_SPANS;
+      level++;
+    }
+    const index = Math.floor(time / size);
+    return [`${level}:${index}`, (index + 1) * size];
+  }
+  /** The span of a mark: [start, end). */
+  aheadSpan(member: string, end: number): [number, number] {
+    return [end - this.bucketMs * AHEAD_SPANS ** Number(member.slice(0, member.indexOf(':'))), end];
+  }
 }
+
+/** Spans of a level of `CacheKeys.aheadMark` (and how many of one level make one of the next). */
+const AHEAD_SPANS = 64;
 
 /** The tag of each column list: 16 hex digits of its JSON's SHA-256. */
 const tags = new WeakMap<readonly string[], string>();
@@ -639,7 +679,7 @@ export function storedBooking(value: string | null, ttlMs: number, now: number):
   return { time, row: value.slice(second + 1) };
 }
 
-export type PutOutcome = 'stored' | 'older' | 'expired' | 'unkeyed';
+export type PutOutcome = 'stored' | 'older' | 'expired' | 'ahead' | 'unkeyed';
 
 /** Rows not queued, by why. */
 export type Unqueued = Record<Exclude<PutOutcome, 'stored' | 'older'>, number>;
@@ -1061,12 +1101,16 @@ function fieldTime(fields: RowFields, field: number): number | undefined {
  * when a booking comes again: each transaction names a booking once). Rows are stored as
  * JSON as they are given (encrypted fields stay encrypted). With `encoded` rows (JSON
  * objects, or arrays of its columns) `rows` are not read: each encoded row is copied as
- * bytes, its key, time, version and customer read from them.
+ * bytes, its key, time, version and customer read from them. Rows past their TTL, or more
+ * than `maxAheadMs` ahead of `now`, are not queued.
  */
 export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, rows: readonly Record<string, unknown>[], now: number, encoded?: EncodedRows): Unqueued {
   const { layout, bucketMs } = keys;
-  const unqueued: Unqueued = { expired: 0, unkeyed: 0 };
+  const unqueued: Unqueued = { expired: 0, ahead: 0, unkeyed: 0 };
   const cut = now - layout.ttlMs;
+  const horizon = now + layout.maxAheadMs;
+  /** Spans holding the rows too far ahead to cache (`CacheKeys.aheadMark`): member → end. */
+  const marks = new Map<string, number>();
   const t = transaction;
   const firstBucket = Math.floor(cut / bucketMs);
   t.clear(firstBucket);
@@ -1087,6 +1131,12 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
       unqueued.expired++;
       continue;
     }
+    if (time > horizon) {
+      unqueued.ahead++;
+      const [member, end] = keys.aheadMark(time, now);
+      marks.set(member, end);
+      continue;
+    }
     if (t.size === ROWS_PER_CALL || t.bytes >= BYTES_PER_CALL || t.has()) {
       queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
       t.clear(firstBucket);
@@ -1102,7 +1152,34 @@ export function queuePuts(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   }
   if (t.size > 0) queueTransaction(pipeline, keys, cut, t, body, encoded?.columns);
   t.clear(firstBucket);
+  if (marks.size > 0) queueAheadMarks(pipeline, keys, marks, cut);
   return unqueued;
+}
+
+/**
+ * Marks where rows too far ahead to cache lie (`marks`: member → end), so that a reader
+ * does not answer a range reaching them from the cache once they are no longer ahead; and
+ * drops the marks whose span is past the TTL (its bookings would be expired).
+ */
+function queueAheadMarks(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKeys, marks: Map<string, number>, cut: number): void {
+  protocol.reset();
+  protocol.command(2 + 2 * marks.size);
+  protocol.bulk('ZADD');
+  protocol.bulk(keys.ahead);
+  for (const [member, end] of marks) {
+    protocol.bulk(String(end));
+    protocol.bulk(member);
+  }
+  const added = protocol.at;
+  protocol.command(4);
+  protocol.bulk('ZREMRANGEBYSCORE');
+  protocol.bulk(keys.ahead);
+  protocol.bulk('-inf');
+  protocol.bulk(String(cut));
+  const bytes = protocol.take();
+  const sender = pipeline as unknown as { sendCommand(command: Command): void };
+  sender.sendCommand(rawCommand('zadd', bytes.subarray(0, added)));
+  sender.sendCommand(rawCommand('zremrangebyscore', bytes.subarray(added)));
 }
 
 /** Runs a pipeline of puts; counts outcomes. Redis failures become retriable `SinkError`s. */
@@ -1165,7 +1242,7 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
   const layout = resolveLayout(options ?? {});
   const { client, close } = redisClient(options, 'toRedisCache');
   const keys = new CacheKeys(layout);
-  const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, unkeyed: 0 };
+  const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, ahead: 0, unkeyed: 0 };
   const name = `redis-cache:${layout.prefix}`;
   /** Tokens of batches whose write failed and has not landed since. */
   const missed = new Set<string>();
@@ -1189,9 +1266,11 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       const values = batch.encoded === undefined ? batch.envelopes.map((envelope) => envelope.value as Record<string, unknown>) : [];
       const unqueued = queuePuts(pipeline, keys, values, Date.now(), batch.encoded);
       stats.expired += unqueued.expired;
+      stats.ahead += unqueued.ahead;
       stats.unkeyed += unqueued.unkeyed;
-      const skipped = unqueued.expired + unqueued.unkeyed;
-      if (skipped === batch.envelopes.length && !lost) return;
+      const skipped = unqueued.expired + unqueued.ahead + unqueued.unkeyed;
+      // Rows too far ahead are not stored, but where they lie is.
+      if (skipped === batch.envelopes.length && unqueued.ahead === 0 && !lost) return;
       try {
         const { stored, older } = await execPuts(client, pipeline, `sink ${name}`);
         stats.stored += stored;

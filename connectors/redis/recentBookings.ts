@@ -64,7 +64,8 @@ const WARM_ROWS = 5000;
 
 /**
  * Reads the bookings a `toRedisCache` keeps: by key, or by vendor or customer token and
- * time range. A miss, a range older than the TTL, or a stale cache reads through to
+ * time range. A miss, a range older than the TTL or reaching further ahead than
+ * `maxAheadMs`, or a stale cache reads through to
  * ClickHouse (`FINAL`, so the latest version), and by default fills the cache. The cache
  * counts as complete only after `warm()`; a Redis that lost its data, or a cache sink
  * that missed a batch, makes it stale again until the next `warm()`.
@@ -102,7 +103,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
 
   const metric = <M>(name: string, make: () => M): M => (registry.getSingleMetric(name) as M | undefined) ?? make();
   const hits = metric('tributary_cache_hits_total', () => new Counter({ name: 'tributary_cache_hits_total', help: 'Cache reads answered by Redis', labelNames: ['cache'], registers: [registry] }));
-  const misses = metric('tributary_cache_misses_total', () => new Counter({ name: 'tributary_cache_misses_total', help: 'Cache reads answered by ClickHouse: a miss, a range older than the TTL, or a stale cache', labelNames: ['cache'], registers: [registry] }));
+  const misses = metric('tributary_cache_misses_total', () => new Counter({ name: 'tributary_cache_misses_total', help: 'Cache reads answered by ClickHouse: a miss, a range the cache does not hold (older than the TTL, or further ahead than maxAheadMs), or a stale cache', labelNames: ['cache'], registers: [registry] }));
   const staleGauge = metric('tributary_cache_stale', () => new Gauge({ name: 'tributary_cache_stale', help: '1 while the cache is known incomplete and reads go to ClickHouse', labelNames: ['cache'], registers: [registry] }));
   const hit = () => {
     counts.hits++;
@@ -171,7 +172,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
       }
       const pipeline = client.pipeline();
       const unqueued = queuePuts(pipeline, keys, [], now, { body: body.subarray(from, end), ends });
-      queued += ends.length - unqueued.expired - unqueued.unkeyed;
+      queued += ends.length - unqueued.expired - unqueued.ahead - unqueued.unkeyed;
       await execPuts(client, pipeline, 'recentBookings');
       from = end;
     }
@@ -291,22 +292,33 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     });
   };
 
+  /** Whether bookings lying too far ahead to cache when they were written may lie in [from, to] (marked by the writes: `CacheKeys.aheadMark`). */
+  const notCachedIn = async (from: number, to: number): Promise<boolean> => {
+    const marks = await client.zrangebyscore(keys.ahead, `(${from}`, '+inf', 'WITHSCORES');
+    for (let i = 0; i < marks.length; i += 2) if (keys.aheadSpan(marks[i]!, Number(marks[i + 1]))[0] <= to) return true;
+    return false;
+  };
+
   const list = async (entriesOf: (from: number, to: number) => Promise<string[]>, field: string, value: string, range: TimeRange): Promise<R[]> => {
     const [from, to] = rangeOf(range);
-    // Older than the TTL: the cache no longer holds all of it.
-    const stale = from >= Date.now() - layout.ttlMs ? staleForRead() : true;
+    // Older than the TTL, or reaching further ahead than maxAheadMs: the cache does not hold all of it.
+    const now = Date.now();
+    const stale = from >= now - layout.ttlMs && to <= now + layout.maxAheadMs ? staleForRead() : true;
     if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
-        const stored = await bookingsOf(await entriesOf(from, to));
-        await learnColumns(stored.flatMap((booking) => tagOf(booking.row) ?? []));
-        hit();
-        // An entry may outlive a change of the booking's customer or time, and a newer
-        // version may land between the index read and the HMGET: the row as read decides.
-        return stored
-          .filter((booking) => booking.time >= from && booking.time <= to)
-          .sort((a, b) => a.time - b.time)
-          .map((booking) => rowOf(booking.row))
-          .filter((row) => String(row[field]) === value) as R[];
+        // Bookings written when they lay too far ahead to cache may lie in the range by now.
+        if (!(await notCachedIn(from, to))) {
+          const stored = await bookingsOf(await entriesOf(from, to));
+          await learnColumns(stored.flatMap((booking) => tagOf(booking.row) ?? []));
+          hit();
+          // An entry may outlive a change of the booking's customer or time, and a newer
+          // version may land between the index read and the HMGET: the row as read decides.
+          return stored
+            .filter((booking) => booking.time >= from && booking.time <= to)
+            .sort((a, b) => a.time - b.time)
+            .map((booking) => rowOf(booking.row))
+            .filter((row) => String(row[field]) === value) as R[];
+        }
       } catch {
         // Redis failed: ClickHouse answers below.
       }
@@ -361,9 +373,10 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     async warm() {
       const id = randomUUID();
       await client.set(keys.warming, id);
-      const since = Date.now() - layout.ttlMs;
+      const now = Date.now();
       // Streamed in, a block at a time: the last TTL's bookings can be more than memory holds.
-      const put_ = await putStream(rowsWhere(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(since) }, false));
+      // Bookings too far ahead are not put, but where they lie is marked (`CacheKeys.aheadMark`).
+      const put_ = await putStream(rowsWhere(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(now - layout.ttlMs) }, false));
       await client.tributaryCacheFresh(keys.warming, keys.fresh, id);
       await isStale();
       return put_;

@@ -119,7 +119,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         const bucketEnds = await redis.zrange(layout().buckets, '0', '-1', 'WITHSCORES');
         const bucketMs = HOUR; // 24 h / 24
         expect(bucketEnds[bucketEnds.indexOf(`${prefix}v:"acme":${Math.floor(Date.parse(rows[0]!.booked_at) / bucketMs)}`) + 1], 'a bucket is registered by its end').to.equal(String((Math.floor(Date.parse(rows[0]!.booked_at) / bucketMs) + 1) * bucketMs));
-        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, unkeyed: 0 });
+        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 0, ahead: 0, unkeyed: 0 });
         // An earlier booking later on never shortens an index's life.
         await write(cache, [booking(7, { customer_token: 'tok-2' })]);
         expect(await customerBucketExpiry(Date.parse(rows[1]!.booked_at))).to.equal(expiry);
@@ -127,7 +127,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         // A replay adds no index entries.
         await write(cache, rows);
         expect(await vendorEntries('acme')).to.have.members([entry('acme', 'B-7'), entry('acme', 'B-3'), entry('acme', 'B-1')]);
-        expect(cache.stats).to.deep.equal({ stored: 7, older: 0, expired: 0, unkeyed: 0 });
+        expect(cache.stats).to.deep.equal({ stored: 7, older: 0, expired: 0, ahead: 0, unkeyed: 0 });
       } finally {
         await cache.close();
       }
@@ -189,7 +189,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await write(cache, rows);
         expect(await stored('acme', 'B-1')).to.deep.equal(rows[2600]);
         expect((await stored('globex', 'B-2'))!.status).to.equal('newest');
-        expect(cache.stats).to.deep.equal({ stored: 4998, older: 2, expired: 0, unkeyed: 0 });
+        expect(cache.stats).to.deep.equal({ stored: 4998, older: 2, expired: 0, ahead: 0, unkeyed: 0 });
         expect(new Set(await vendorEntries('acme')).size).to.equal(new Set(rows.filter((row) => row.vendor === 'acme').map((row) => row.booking_id)).size);
         expect(await customerEntries('tok-new')).to.deep.equal([entry('acme', 'B-1')]);
       } finally {
@@ -209,7 +209,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
             ...Array.from({ length: 3 }, (_, i) => booking(4 + i, { status: 's'.repeat(3 << 20) })),
           ];
           await write(cache, rows, encoded);
-          expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, unkeyed: 0 });
+          expect(cache.stats).to.deep.equal({ stored: 6, older: 0, expired: 0, ahead: 0, unkeyed: 0 });
           for (const row of rows) expect(await storedValue(row.vendor, row.booking_id)).to.equal(`${Date.parse(row.updated_at)}|${Date.parse(row.booked_at)}|${JSON.stringify(row)}`);
           expect(await customerMembers('tök-€'), 'customer, time and entry').to.deep.equal([layout().customerEntry('tök-€', Date.parse(rows[0]!.booked_at), entry('café', 'Ünïcødé-✈️-𝄞'))]);
           expect(await customerMembers('tök-€')).to.deep.equal([`"tök-€"\0${String(Date.parse(rows[0]!.booked_at)).padStart(15, '0')}\0${entry('café', 'Ünïcødé-✈️-𝄞')}`]);
@@ -228,7 +228,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         // One call (under 2,000 rows): vendor indexes are numbered per call, one byte up to 127, more past it.
         const rows = Array.from({ length: 300 }, (_, i) => ({ ...booking(i), vendor: `v${i}`, booked_at: time(i), updated_at: now - HOUR }) as unknown as Booking);
         await write(cache, rows);
-        expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, unkeyed: 0 });
+        expect(cache.stats).to.deep.equal({ stored: 300, older: 0, expired: 0, ahead: 0, unkeyed: 0 });
         for (const i of [0, 126, 127, 128, 299]) {
           expect(await vendorEntries(`v${i}`)).to.deep.equal([entry(`v${i}`, `B-${i}`)]);
           expect(await storedValue(`v${i}`, `B-${i}`)).to.match(new RegExp(`^${now - HOUR}\\|${time(i)}\\|`));
@@ -249,7 +249,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
           { ...booking(3), booking_id: undefined } as unknown as Booking,
           booking(4, { updated_at: 'not a time' }),
         ]);
-        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 1, unkeyed: 2 });
+        expect(cache.stats).to.deep.equal({ stored: 3, older: 0, expired: 1, ahead: 0, unkeyed: 2 });
         let fields = 0;
         for (const hash of await redis.keys(`${prefix}h:*`)) fields += await redis.hlen(hash);
         expect(fields).to.equal(3);
@@ -257,6 +257,42 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await stored('a:b', 'c')).to.include({ vendor: 'a:b', booking_id: 'c' });
       } finally {
         await cache.close();
+      }
+    });
+
+    it('does not cache a booking further ahead than maxAheadMs (by default the TTL): a vendor clock or a time in the year 9999 leaves nothing in Redis to outlive the TTL', async () => {
+      for (const maxAheadMs of [undefined, 3 * HOUR]) {
+        prefix = `test:${randomUUID()}:`;
+        const cache = toRedisCache<Booking>({ url, prefix, ttlMs: HOUR, customerField: 'customer_token', ...(maxAheadMs !== undefined && { maxAheadMs }) });
+        try {
+          const now = Date.now();
+          await write(cache, [booking(1, { booked_at: iso(now - 60_000) }), booking(3, { booked_at: iso(now + 2 * HOUR) }), booking(5, { booked_at: '9999-12-31T23:59:59.999Z' })]);
+          const kept = maxAheadMs === undefined ? ['B-1'] : ['B-1', 'B-3'];
+          expect(cache.stats, `${maxAheadMs}`).to.deep.equal({ stored: kept.length, older: 0, expired: 0, ahead: 3 - kept.length, unkeyed: 0 });
+          let fields = 0;
+          for (const hash of await redis.keys(`${prefix}h:*`)) fields += await redis.hlen(hash);
+          expect(fields).to.equal(kept.length);
+          expect(await vendorEntries('acme', HOUR)).to.have.members(kept.map((id) => entry('acme', id)));
+          // Nothing registered or expiring later than the last booking kept allows.
+          const keys = layout(HOUR);
+          const latest = now + (maxAheadMs ?? HOUR) + keys.bucketMs;
+          for (const set of [keys.buckets, keys.customerBuckets]) {
+            const scores = (await redis.zrange(set, '0', '-1', 'WITHSCORES')).filter((_, i) => i % 2 === 1).map(Number);
+            expect(scores.length, set).to.be.greaterThan(0);
+            expect(Math.max(...scores), set).to.be.at.most(latest);
+          }
+          for (const bucket of await redis.zrange(keys.customerBuckets, '0', '-1')) expect(await redis.pexpiretime(bucket)).to.be.at.most(latest + HOUR);
+          // Where the bookings not cached lie is marked, for the reader.
+          const skipped = [now + 2 * HOUR, Date.parse('9999-12-31T23:59:59.999Z')].slice(maxAheadMs === undefined ? 0 : 1);
+          const marks = await redis.zrange(keys.ahead, '0', '-1', 'WITHSCORES');
+          expect(marks).to.have.length(2 * skipped.length);
+          for (const time of skipped) {
+            const member = marks.find((m, i) => i % 2 === 0 && (([start, end]) => start <= time && time < end)(keys.aheadSpan(m, Number(marks[i + 1]))));
+            expect(member, `a mark over ${time}`).to.not.equal(undefined);
+          }
+        } finally {
+          await cache.close();
+        }
       }
     });
 
@@ -273,7 +309,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(() => toRedisCache({ url, keyFields: keyFields as never })).to.throw(ConfigError, `keyFields must be a non-empty list of column names, vendor first, got ${JSON.stringify(keyFields)}`);
       }
       expect(() => toRedisCache({ url, keyFields: ['vendor', 'id; DROP'] })).to.throw(ConfigError, 'keyFields[] must be a column name, got "id; DROP"');
-      expect(resolveLayout({})).to.deep.equal({ prefix: 'tributary:bookings:', keyFields: ['vendor', 'booking_id'], timeField: 'booked_at', versionField: 'updated_at', customerField: undefined, ttlMs: 86_400_000 });
+      expect(resolveLayout({})).to.deep.equal({ prefix: 'tributary:bookings:', keyFields: ['vendor', 'booking_id'], timeField: 'booked_at', versionField: 'updated_at', customerField: undefined, ttlMs: 86_400_000, maxAheadMs: 86_400_000 });
     });
 
     it('connects as a Redis ACL user given in the options, and fails with a clear error for a wrong password', async () => {
@@ -617,6 +653,56 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       } finally {
         await reader.close();
         await withoutCustomers.close();
+      }
+    });
+
+    it('reads a booking or a range further ahead than maxAheadMs through to ClickHouse, and never puts such a booking in the cache', async () => {
+      const now = Date.now();
+      const rows = [booking(1), booking(3, { booked_at: iso(now + 30 * 24 * HOUR) })];
+      await seed(rows);
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix });
+      try {
+        expect(await reader.warm(), 'the booking 30 days ahead is not put').to.equal(1);
+        const marks = await redis.zrange(layout().ahead, '0', '-1', 'WITHSCORES');
+        expect(marks, 'but where it lies is marked').to.have.length(2);
+        const [start, end] = layout().aheadSpan(marks[0]!, Number(marks[1]));
+        expect(start <= Date.parse(rows[1]!.booked_at) && Date.parse(rows[1]!.booked_at) < end).to.equal(true);
+        expect(await reader.get('acme', 'B-3')).to.include({ booking_id: 'B-3' });
+        expect(await reader.get('acme', 'B-3'), 'not filled in: read through again').to.include({ booking_id: 'B-3' });
+        expect(await storedValue('acme', 'B-3')).to.equal(null);
+        expect((await reader.byVendor('acme', { from: now - 3 * HOUR, to: now })).map((b) => b.booking_id)).to.deep.equal(['B-1']);
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 2 });
+        // A range reaching past now + maxAheadMs: the cache does not hold all of it.
+        expect((await reader.byVendor('acme', { from: now - 3 * HOUR, to: now + 60 * 24 * HOUR })).map((b) => b.booking_id)).to.deep.equal(['B-1', 'B-3']);
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 3 });
+        expect(await storedValue('acme', 'B-3')).to.equal(null);
+        expect(await vendorEntries('acme')).to.deep.equal([entry('acme', 'B-1')]);
+      } finally {
+        await reader.close();
+      }
+    });
+
+    it('reads a range through to ClickHouse once a booking too far ahead to cache when written lies in it', async () => {
+      const ttlMs = 2000;
+      const cache = toRedisCache<Booking>({ url, prefix, ttlMs });
+      const reader = recentBookings<Booking>({ redis: { url }, clickhouse, table, prefix, ttlMs, fill: false });
+      try {
+        expect(await reader.warm()).to.equal(0);
+        const written = Date.now();
+        // 3 s ahead of a 2 s TTL (and so of maxAheadMs): not cached. Alone in its batch, so the write stores nothing but its mark.
+        const ahead = booking(3, { booked_at: iso(written + 3000), updated_at: iso(written) });
+        await seed([ahead]);
+        await write(cache, [ahead]);
+        expect(cache.stats).to.deep.equal({ stored: 0, older: 0, expired: 0, ahead: 1, unkeyed: 0 });
+        await delay(1500);
+        // Now inside the range the cache answers (from at most a TTL back, to at most maxAheadMs on): the reader must not answer it from the cache.
+        const now = Date.now();
+        expect((await reader.byVendor('acme', { from: now - 500, to: now + 1900 })).map((b) => b.booking_id)).to.deep.equal(['B-3']);
+        expect(reader.counts).to.deep.equal({ hits: 0, misses: 1 });
+        expect(await reader.isStale(), 'the cache is still complete elsewhere').to.equal(false);
+      } finally {
+        await cache.close();
+        await reader.close();
       }
     });
 

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { CacheKeys, columnsTag, queuePuts, resolveLayout, storedBooking, timeMs } from '../../../connectors/redis/cache';
 import { encodedRows } from '../../../lib/batch';
+import { ConfigError } from '../../../lib/errors';
 
 /** The commands `queuePuts` queues, read back from the Redis protocol bytes it wrote: each a list of arguments. */
 function queuedCommands(keys: CacheKeys, rows: Record<string, unknown>[], now: number, encoded?: ReturnType<typeof encodedRows>): Buffer[][] {
@@ -150,10 +151,67 @@ describe('toRedisCache protocol bytes', () => {
     const ttlMs = 86_400_000;
     const rows = [0, 1].map((ms) => ({ vendor: 'acme', booking_id: `T-${ms}`, booked_at: now - ttlMs + ms, updated_at: now }));
     const { commands, unqueued } = queued(keys, rows, now);
-    expect(unqueued).to.deep.equal({ expired: 1, unkeyed: 0 });
+    expect(unqueued).to.deep.equal({ expired: 1, ahead: 0, unkeyed: 0 });
     expect([...storedValues(commands).keys()]).to.deep.equal([entryOf('acme', 'T-1')]);
     expect(storedBooking(`1|${now - ttlMs}|{}`, ttlMs, now)).to.equal(undefined);
     expect(storedBooking(`1|${now - ttlMs + 1}|{"a":"|"}`, ttlMs, now)).to.deep.equal({ time: now - ttlMs + 1, row: '{"a":"|"}' });
+  });
+
+  it('takes a booking no further ahead of now than maxAheadMs (by default the TTL), not one later: a time in the year 9999 would keep it for ever', () => {
+    const ttlMs = 86_400_000;
+    for (const [layout, ahead] of [
+      [keys, ttlMs],
+      [new CacheKeys(resolveLayout({ maxAheadMs: 0 })), 0],
+      [new CacheKeys(resolveLayout({ ttlMs: 3_600_000 })), 3_600_000],
+    ] as const) {
+      const times = [now, now + ahead, now + ahead + 1, Date.parse('9999-12-31T23:59:59.999Z')];
+      const rows = times.map((time, i) => ({ vendor: 'acme', booking_id: `A-${i}`, booked_at: time, updated_at: now }));
+      for (const { commands, unqueued } of [queued(layout, rows, now), queued(layout, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
+        expect(unqueued, `${ahead}`).to.deep.equal({ expired: 0, ahead: 2, unkeyed: 0 });
+        expect([...storedValues(commands).keys()], `${ahead}`).to.have.members([layout.entry(layout.member(['acme', 'A-0'])), layout.entry(layout.member(['acme', 'A-1']))]);
+        // Where the two not cached lie is marked, and marks past the TTL are dropped.
+        const marks = commands.filter((args) => args[1]?.toString() === layout.ahead).map((args) => args.map(String));
+        const expected = [times[2]!, times[3]!].flatMap((time) => {
+          const [member, end] = layout.aheadMark(time, now);
+          return [String(end), member];
+        });
+        expect(marks, `${ahead}`).to.deep.equal([
+          ['ZADD', layout.ahead, ...expected],
+          ['ZREMRANGEBYSCORE', layout.ahead, '-inf', String(now - layout.layout.ttlMs)],
+        ]);
+      }
+    }
+  });
+
+  it('marks a booking too far ahead to cache in a span holding its time: a bucket near now, wider spans further on, a few hundred of them for any times', () => {
+    expect(keys.aheadMark(now + 1, now)).to.deep.equal([`0:${Math.floor((now + 1) / keys.bucketMs)}`, (Math.floor((now + 1) / keys.bucketMs) + 1) * keys.bucketMs]);
+    const members = new Set<string>();
+    let seed = 7;
+    const random = () => (seed = (Math.imul(seed, 48271) >>> 0) % 2147483647) / 2147483647;
+    const far = 8.64e15;
+    for (let i = 0; i < 100_000; i++) {
+      // Times spread over every order of magnitude ahead, up to the last a Date holds.
+      const time = now + 1 + Math.floor(Math.exp(random() * Math.log(far - now)));
+      const [member, end] = keys.aheadMark(time, now);
+      const [start, stop] = keys.aheadSpan(member, end);
+      expect(start <= time && time < stop && stop === end, `${time} in ${member}`).to.equal(true);
+      const level = Number(member.split(':')[0]);
+      // The finest span whose 64 spans from now reach the time.
+      expect(time - now < 64 * (end - start) && (level === 0 || time - now >= end - start), `${time}: ${member}`).to.equal(true);
+      members.add(member);
+    }
+    for (const time of [now + 64 * keys.bucketMs - 1, now + 64 * keys.bucketMs]) members.add(keys.aheadMark(time, now)[0]);
+    expect(keys.aheadMark(now + 64 * keys.bucketMs - 1, now)[0].startsWith('0:')).to.equal(true);
+    expect(keys.aheadMark(now + 64 * keys.bucketMs, now)[0].startsWith('1:')).to.equal(true);
+    expect(members.size).to.be.within(100, 64 * 2 * 7);
+  });
+
+  it('reads maxAheadMs as an integer of at least 0, the TTL when left out', () => {
+    expect(resolveLayout({ ttlMs: 7_200_000 }).maxAheadMs).to.equal(7_200_000);
+    expect(resolveLayout({ ttlMs: 7_200_000, maxAheadMs: 0 }).maxAheadMs).to.equal(0);
+    for (const maxAheadMs of [-1, 1.5, '1000', Infinity, NaN]) {
+      expect(() => resolveLayout({ maxAheadMs: maxAheadMs as never }), String(maxAheadMs)).to.throw(ConfigError, `maxAheadMs must be an integer >= 0, got ${typeof maxAheadMs === 'string' ? `"${maxAheadMs}"` : String(maxAheadMs)}`);
+    }
   });
 
   it('stores an array row after its columns\' tag and an object row as it is, the columns kept under the tag in each transaction', () => {
@@ -254,9 +312,11 @@ describe('toRedisCache protocol bytes', () => {
   it('lists bookings of any time ahead in their own vendor bucket (the first 64 buckets from the cut numbered in an array, later ones in a map)', () => {
     const hour = 3_600_000;
     // Two bookings in each bucket: each bucket listed once.
+    // A layout that caches bookings up to 500 days ahead (a departure time, say).
+    const ahead = new CacheKeys(resolveLayout({ maxAheadMs: 500 * 24 * hour }));
     const rows = [-20, -20, 39, 39, 40, 40, 41, 100, 100, 24 * 400, 24 * 400].map((hours, i) => ({ vendor: 'acme', booking_id: `B-${i}`, booked_at: now + hours * hour + (i % 2), updated_at: now }));
-    const bucketOf = (row: (typeof rows)[number]) => keys.vendorBucket('acme', Math.floor(row.booked_at / keys.bucketMs));
-    for (const commands of [queuedCommands(keys, rows, now), queuedCommands(keys, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
+    const bucketOf = (row: (typeof rows)[number]) => ahead.vendorBucket('acme', Math.floor(row.booked_at / ahead.bucketMs));
+    for (const commands of [queuedCommands(ahead, rows, now), queuedCommands(ahead, [], now, encodedRows(rows.map((row) => JSON.stringify(row))))]) {
       const guard = guards(commands)[0]!;
       const lists = guard.slice(6).filter((_, i) => i % 2 === 0).map(String);
       expect(lists).to.deep.equal([...new Set(rows.map(bucketOf))]);
@@ -309,7 +369,7 @@ describe('toRedisCache protocol bytes', () => {
 
   it('reads rows that are not objects, or lack a key, time or version, as unkeyed', () => {
     const rows = [null, 'B-1', 7, [], { vendor: 'acme', booking_id: 'B-1', booked_at: now - 1000 }, { vendor: 'acme', booked_at: now - 1000, updated_at: now }] as unknown as Record<string, unknown>[];
-    expect(queued(keys, rows, now)).to.deep.equal({ commands: [], unqueued: { expired: 0, unkeyed: 6 } });
+    expect(queued(keys, rows, now)).to.deep.equal({ commands: [], unqueued: { expired: 0, ahead: 0, unkeyed: 6 } });
   });
 });
 
