@@ -64,8 +64,8 @@ const WARM_ROWS = 5000;
 
 /**
  * Reads the bookings a `toRedisCache` keeps: by key, or by vendor or customer token and
- * time range. A miss, a range older than the TTL or reaching further ahead than
- * `maxAheadMs`, or a stale cache reads through to
+ * time range. A miss, a range older than the TTL or touching a booking too far ahead to
+ * cache (`maxAheadMs`), or a stale cache reads through to
  * ClickHouse (`FINAL`, so the latest version), and by default fills the cache. The cache
  * counts as complete only after `warm()`; a Redis that lost its data, or a cache sink
  * that missed a batch, makes it stale again until the next `warm()`.
@@ -103,7 +103,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
 
   const metric = <M>(name: string, make: () => M): M => (registry.getSingleMetric(name) as M | undefined) ?? make();
   const hits = metric('tributary_cache_hits_total', () => new Counter({ name: 'tributary_cache_hits_total', help: 'Cache reads answered by Redis', labelNames: ['cache'], registers: [registry] }));
-  const misses = metric('tributary_cache_misses_total', () => new Counter({ name: 'tributary_cache_misses_total', help: 'Cache reads answered by ClickHouse: a miss, a range the cache does not hold (older than the TTL, or further ahead than maxAheadMs), or a stale cache', labelNames: ['cache'], registers: [registry] }));
+  const misses = metric('tributary_cache_misses_total', () => new Counter({ name: 'tributary_cache_misses_total', help: 'Cache reads answered by ClickHouse: a miss, a range the cache does not hold (older than the TTL, or where a booking too far ahead to cache lies), or a stale cache', labelNames: ['cache'], registers: [registry] }));
   const staleGauge = metric('tributary_cache_stale', () => new Gauge({ name: 'tributary_cache_stale', help: '1 while the cache is known incomplete and reads go to ClickHouse', labelNames: ['cache'], registers: [registry] }));
   const hit = () => {
     counts.hits++;
@@ -301,9 +301,8 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
 
   const list = async (entriesOf: (from: number, to: number) => Promise<string[]>, field: string, value: string, range: TimeRange): Promise<R[]> => {
     const [from, to] = rangeOf(range);
-    // Older than the TTL, or reaching further ahead than maxAheadMs: the cache does not hold all of it.
-    const now = Date.now();
-    const stale = from >= now - layout.ttlMs && to <= now + layout.maxAheadMs ? staleForRead() : true;
+    // Older than the TTL: the cache no longer holds all of it.
+    const stale = from >= Date.now() - layout.ttlMs ? staleForRead() : true;
     if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
         // Bookings written when they lay too far ahead to cache may lie in the range by now.

@@ -672,9 +672,13 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await storedValue('acme', 'B-3')).to.equal(null);
         expect((await reader.byVendor('acme', { from: now - 3 * HOUR, to: now })).map((b) => b.booking_id)).to.deep.equal(['B-1']);
         expect(reader.counts).to.deep.equal({ hits: 1, misses: 2 });
-        // A range reaching past now + maxAheadMs: the cache does not hold all of it.
+        // A range reaching the booking's span: the cache does not hold all of it.
         expect((await reader.byVendor('acme', { from: now - 3 * HOUR, to: now + 60 * 24 * HOUR })).map((b) => b.booking_id)).to.deep.equal(['B-1', 'B-3']);
         expect(reader.counts).to.deep.equal({ hits: 1, misses: 3 });
+        // One far ahead that touches no span: nothing was left out there, the cache answers.
+        expect(await reader.byVendor('acme', { from: end, to: end + 30 * 24 * HOUR })).to.deep.equal([]);
+        expect(await reader.byVendor('acme', { from: now - 3 * HOUR, to: start - 1 })).to.have.length(1);
+        expect(reader.counts).to.deep.equal({ hits: 3, misses: 3 });
         expect(await storedValue('acme', 'B-3')).to.equal(null);
         expect(await vendorEntries('acme')).to.deep.equal([entry('acme', 'B-1')]);
       } finally {
@@ -690,15 +694,21 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await reader.warm()).to.equal(0);
         const written = Date.now();
         // 3 s ahead of a 2 s TTL (and so of maxAheadMs): not cached. Alone in its batch, so the write stores nothing but its mark.
-        const ahead = booking(3, { booked_at: iso(written + 3000), updated_at: iso(written) });
+        // At a bucket's start: the span it is marked in starts there.
+        const { bucketMs } = layout(ttlMs);
+        const time = (Math.floor((written + 3000) / bucketMs) + 1) * bucketMs;
+        const ahead = booking(3, { booked_at: iso(time), updated_at: iso(written) });
         await seed([ahead]);
         await write(cache, [ahead]);
         expect(cache.stats).to.deep.equal({ stored: 0, older: 0, expired: 0, ahead: 1, unkeyed: 0 });
         await delay(1500);
         // Now inside the range the cache answers (from at most a TTL back, to at most maxAheadMs on): the reader must not answer it from the cache.
         const now = Date.now();
-        expect((await reader.byVendor('acme', { from: now - 500, to: now + 1900 })).map((b) => b.booking_id)).to.deep.equal(['B-3']);
+        expect((await reader.byVendor('acme', { from: now - 500, to: time })).map((b) => b.booking_id)).to.deep.equal(['B-3']);
         expect(reader.counts).to.deep.equal({ hits: 0, misses: 1 });
+        // A range from the end of its span on: answered from the cache.
+        expect(await reader.byVendor('acme', { from: time + bucketMs, to: time + bucketMs + 500 })).to.deep.equal([]);
+        expect(reader.counts).to.deep.equal({ hits: 1, misses: 1 });
         expect(await reader.isStale(), 'the cache is still complete elsewhere').to.equal(false);
       } finally {
         await cache.close();
