@@ -27,11 +27,11 @@ export interface RedisCacheLayoutOptions {
   /**
    * How far ahead of now a booking's time may lie and the booking still be cached. A later
    * one is not stored (counted in `stats.ahead`), only the span of time it lies in is marked
-   * (`CacheKeys.aheadMark`); reads of it, or of a range its span comes into, go to
-   * ClickHouse. A vendor's clock, a time zone misread or a time in the year 9999 would
-   * otherwise keep it in Redis that much longer than the TTL, and the TTL would bound nothing. Set it longer when
-   * `timeField` is a time that lies ahead (a departure), and size Redis for it: the cache
-   * holds the bookings of `ttlMs + maxAheadMs`. @default ttlMs
+   * (`CacheKeys.aheadMark`); reads of it, or of a range its span touches, go to ClickHouse.
+   * A vendor's clock, a time zone misread or a time in the year 9999 would otherwise keep it
+   * in Redis that much longer than the TTL, and the TTL would bound nothing. Set it longer
+   * when `timeField` is a time that lies ahead (a departure), and size Redis for it: the
+   * cache holds the bookings of `ttlMs + maxAheadMs`. @default ttlMs
    */
   maxAheadMs?: number;
 }
