@@ -1268,9 +1268,9 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       stats.expired += unqueued.expired;
       stats.ahead += unqueued.ahead;
       stats.unkeyed += unqueued.unkeyed;
-      const skipped = unqueued.expired + unqueued.ahead + unqueued.unkeyed;
-      // Rows too far ahead are not stored, but where they lie is.
-      if (skipped === batch.envelopes.length && unqueued.ahead === 0 && !lost) return;
+      // Nothing to write: rows too far ahead are not counted here, where they lie is written.
+      const skipped = unqueued.expired + unqueued.unkeyed;
+      if (skipped === batch.envelopes.length && !lost) return;
       try {
         const { stored, older } = await execPuts(client, pipeline, `sink ${name}`);
         stats.stored += stored;
