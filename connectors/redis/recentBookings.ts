@@ -306,8 +306,10 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     if (!(typeof stale === 'boolean' ? stale : await stale)) {
       try {
         // Bookings written when they lay too far ahead to cache may lie in the range by now.
-        if (!(await notCachedIn(from, to))) {
-          const stored = await bookingsOf(await entriesOf(from, to));
+        // Asked beside the index (no round trip of its own): most ranges touch no mark.
+        const [notCached, entries] = await Promise.all([notCachedIn(from, to), entriesOf(from, to)]);
+        if (!notCached) {
+          const stored = await bookingsOf(entries);
           await learnColumns(stored.flatMap((booking) => tagOf(booking.row) ?? []));
           hit();
           // An entry may outlive a change of the booking's customer or time, and a newer
