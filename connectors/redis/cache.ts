@@ -947,6 +947,11 @@ function queueTransaction(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKe
   protocol.command(1);
   protocol.bulk('EXEC');
   end('exec');
+  sendWritten(pipeline, commands);
+}
+
+/** Queues on `pipeline` the commands written in `protocol`, each named with where it ends there; starts `protocol` again. */
+function sendWritten(pipeline: ReturnType<Redis['pipeline']>, commands: readonly [name: string, end: number][]): void {
   const bytes = protocol.take();
   let from = 0;
   for (const [name, to] of commands) {
@@ -1176,10 +1181,10 @@ function queueAheadMarks(pipeline: ReturnType<Redis['pipeline']>, keys: CacheKey
   protocol.bulk(keys.ahead);
   protocol.bulk('-inf');
   protocol.bulk(String(cut));
-  const bytes = protocol.take();
-  const sender = pipeline as unknown as { sendCommand(command: Command): void };
-  sender.sendCommand(rawCommand('zadd', bytes.subarray(0, added)));
-  sender.sendCommand(rawCommand('zremrangebyscore', bytes.subarray(added)));
+  sendWritten(pipeline, [
+    ['zadd', added],
+    ['zremrangebyscore', protocol.at],
+  ]);
 }
 
 /** Runs a pipeline of puts; counts outcomes. Redis failures become retriable `SinkError`s. */

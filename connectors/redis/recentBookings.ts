@@ -374,10 +374,10 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
     async warm() {
       const id = randomUUID();
       await client.set(keys.warming, id);
-      const now = Date.now();
+      const since = Date.now() - layout.ttlMs;
       // Streamed in, a block at a time: the last TTL's bookings can be more than memory holds.
       // Bookings too far ahead are not put, but where they lie is marked (`CacheKeys.aheadMark`).
-      const put_ = await putStream(rowsWhere(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(now - layout.ttlMs) }, false));
+      const put_ = await putStream(rowsWhere(`${column(layout.timeField)} >= {since:DateTime64(3, 'UTC')}`, { since: chTime(since) }, false));
       await client.tributaryCacheFresh(keys.warming, keys.fresh, id);
       await isStale();
       return put_;
