@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { CacheKeys, columnsTag, queuePuts, resolveLayout, storedBooking, timeMs } from '../../../connectors/redis/cache';
+import { random } from '../../../examples/bookings/generate';
 import { encodedRows } from '../../../lib/batch';
 import { ConfigError } from '../../../lib/errors';
 
@@ -76,12 +77,8 @@ describe('toRedisCache protocol bytes', () => {
       ['\u001f', 'x'],
       ['~\u007f', '\u0020'],
     ];
-    let seed = 7;
-    const unit = () => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      // The high bits: an LCG's low bits cycle.
-      return [32, 65, 0x7f, 0xe9, 0x4e2d, 34, 92, 10][(seed >>> 16) % 8]!;
-    };
+    const rng = random(7);
+    const unit = () => [32, 65, 0x7f, 0xe9, 0x4e2d, 34, 92, 10][Math.floor(rng() * 8)]!;
     for (let n = 0; n < 200; n++) samples.push(Array.from({ length: 1 + (n % 3) }, (_, i) => String.fromCharCode(...Array.from({ length: (n + i) % 9 }, unit))));
     let stored = 0;
     for (const width of [1, 2, 3]) {
@@ -186,12 +183,11 @@ describe('toRedisCache protocol bytes', () => {
   it('marks a booking too far ahead to cache in a span holding its time: a bucket near now, wider spans further on, a few hundred of them for any times', () => {
     expect(keys.aheadMark(now + 1, now)).to.deep.equal([`0:${Math.floor((now + 1) / keys.bucketMs)}`, (Math.floor((now + 1) / keys.bucketMs) + 1) * keys.bucketMs]);
     const members = new Set<string>();
-    let seed = 7;
-    const random = () => (seed = (Math.imul(seed, 48271) >>> 0) % 2147483647) / 2147483647;
+    const rng = random(7);
     const far = 8.64e15;
     for (let i = 0; i < 100_000; i++) {
       // Times spread over every order of magnitude ahead, up to the last a Date holds.
-      const time = now + 1 + Math.floor(Math.exp(random() * Math.log(far - now)));
+      const time = now + 1 + Math.floor(Math.exp(rng() * Math.log(far - now)));
       const [member, end] = keys.aheadMark(time, now);
       const [start, stop] = keys.aheadSpan(member, end);
       expect(start <= time && time < stop && stop === end, `${time} in ${member}`).to.equal(true);
@@ -244,14 +240,8 @@ describe('toRedisCache protocol bytes', () => {
   });
 
   it('reads a row from its encoded bytes as from its value: the same commands, byte for byte, for hostile rows', () => {
-    // mulberry32 (a bare LCG's low bits cycle, and `% n` reads them).
-    let seed = 5;
-    const next = (n: number) => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-      return ((x ^ (x >>> 14)) >>> 0) % n;
-    };
+    const rng = random(5);
+    const next = (n: number) => Math.floor(rng() * n);
     const texts = ['skyway', 'a"b', 'back\\slash', 'é中😀', 'lone \ud800', 'tab\t', '', ' ', '1e3', 'x'.repeat(300)];
     const parts = () => [texts[next(texts.length)], 42, -0.5, 1e21, null, true, undefined, { vendor: 'x' }, ['x']][next(9)];
     const times = () => [now - 1000 * next(90_000), new Date(now - 60_000 * next(2_000)).toISOString(), '2026-12-03 10:00:00.123', '2026-12-02T23:00:00+01:00', '2026-02-29T10:00:00.000Z', 'soon', null, now + 1e9, -5][next(9)];
@@ -406,10 +396,10 @@ function unpackStrings(bytes: Buffer): string[] {
 
 describe('timeMs: the time of a booking', () => {
   it('reads ISO 8601 in UTC as Date.parse does, whatever is wrong in it', () => {
-    let seed = 7;
-    const random = (n: number) => ((seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0) % n);
+    const rng = random(7);
+    const below = (n: number) => Math.floor(rng() * n);
     const texts: string[] = [];
-    for (let i = 0; i < 2000; i++) texts.push(new Date(Date.UTC(1900, 0, 1) + random(300 * 366) * 86_400_000 + random(86_400_000)).toISOString());
+    for (let i = 0; i < 2000; i++) texts.push(new Date(Date.UTC(1900, 0, 1) + below(300 * 366) * 86_400_000 + below(86_400_000)).toISOString());
     // Every character of a valid time replaced by each of these: separators, digits, letters, bytes past ASCII.
     const base = '2026-12-13T14:15:16.789Z';
     for (let at = 0; at < base.length; at++) for (const c of '0159-:T.Z z/+a\u00e9') texts.push(base.slice(0, at) + c + base.slice(at + 1));
