@@ -29,7 +29,7 @@ import type { Benchmark, BenchmarkResult, StoredResult } from './types';
  * Every benchmark, in the order `npm run bench` runs them: the name of a module in bench/
  * that exports `benchmark`. A new benchmark is one more entry. Modules load when they run.
  */
-const BENCHMARK_NAMES: readonly string[] = ['operators', 'sinks', 'formats', 'files-to-clickhouse', 'bulk-import', 'kafka-to-clickhouse', 'webhook', 'query-endpoint', 'cache', 'topology-recovery'];
+const BENCHMARK_NAMES: readonly string[] = ['operators', 'sinks', 'formats', 'files-to-clickhouse', 'bulk-import', 'kafka-to-clickhouse', 'webhook', 'embedded-stalls', 'query-endpoint', 'cache', 'topology-recovery'];
 
 const BENCHMARKS: readonly { name: string; load(): Benchmark }[] = BENCHMARK_NAMES.map((name) => ({
   name,

@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import type { Session } from 'chdb';
 import { ConfigError } from '../../lib/errors';
 import { quietLogger, type Logger } from '../../lib/logger';
@@ -8,13 +8,31 @@ import { forgetUncommittedInserts } from './uncommittedInserts';
 
 export interface EmbeddedClickHouseOptions {
   /**
-   * Directory of the embedded database, created if missing. Only one process can hold
-   * it at a time (chDB locks it). @default '.tributary/chdb'
+   * Directory of the embedded database, created if missing; the engine's configuration
+   * (`tributary-engine.xml`) is written into it. Only one process can hold it at a time
+   * (chDB locks it). @default '.tributary/chdb'
    */
   path?: string;
   /** Where opening the store reports the inserts of a crashed process it made it forget (warn). */
   logger?: Logger;
 }
+
+/**
+ * The engine's configuration, written into its directory and always given to it: without
+ * one, chDB reads `config.xml` from the process's working directory, so any file of that
+ * name there (a Maven project's, a malformed one) configured the engine or stopped it from
+ * opening.
+ *
+ * Parts merged away are removed by the cleanup thread itself, not by a pool of removal
+ * threads: with the pool, every insert stalled for 0.4-0.8 s each time the cleanup ran
+ * (every 30-40 s) on two cores, which held up every caller waiting for its insert.
+ */
+const ENGINE_CONFIG = `<clickhouse>
+  <merge_tree>
+    <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
+  </merge_tree>
+</clickhouse>
+`;
 
 /** Directories this process has opened: the engine is shared by every session on one. */
 const opened = new Set<string>();
@@ -45,9 +63,12 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
+    const config = join(path, 'tributary-engine.xml');
     let opening: Session;
     try {
-      opening = new chdb.Session(path);
+      // Read once, when the process's first session opens the engine.
+      if (!opened.has(path)) writeFileSync(config, ENGINE_CONFIG);
+      opening = new chdb.Session(path, { connectionArgs: [`--config-file=${config}`] });
     } catch (cause) {
       throw errorOf(cause, `cannot open the embedded ClickHouse at ${path}`);
     }
