@@ -46,7 +46,8 @@ export interface JoinLimits {
  * makes a part whatever its size: two inserts of 200 rows into the embedded engine cost
  * about three times one insert of 400, and run at once they end hardly sooner than one
  * after the other. The wait is bounded so that a slow write delays the next by at most
- * that much.
+ * that much. When a wait runs out, the write starts once the event loop has read what it
+ * already received (on the real clock): those records join it rather than wait a write.
  */
 export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concurrency: number, limits: JoinLimits | undefined): OperatorFunction<Batch<T>, never> {
   return (source) =>
@@ -68,23 +69,39 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;
+      /**
+       * Set once `overdue` ran, on the real clock: the write starts after the event loop
+       * has read what it already received. Timers run before the loop reads its sockets, so
+       * a batch cut in the timer would leave records that came meanwhile (callers of a
+       * webhook answered by the last write, already back) a whole write behind.
+       */
+      let taking: ReturnType<typeof setImmediate> | undefined;
       const cancel = () => {
         overdue?.unsubscribe();
         overdue = undefined;
+        if (taking !== undefined) clearImmediate(taking);
+        taking = undefined;
         overdueAt = Infinity;
+      };
+      const take = () => {
+        taking = undefined;
+        overdueAt = Infinity;
+        startWaiting(true);
       };
       const schedule = (at: number) => {
         cancel();
         overdueAt = at;
         overdue = scheduler.schedule(() => {
           overdue = undefined;
-          overdueAt = Infinity;
-          startWaiting(true);
+          if (scheduler === asyncScheduler) taking = setImmediate(take);
+          else take();
         }, Math.max(0, at - scheduler.now()));
       };
       const startable = (batch: { rows: number; bytes: number; since?: number }) => {
         if (writing >= concurrency) return false;
         if (!limits || full(batch, limits)) return true;
+        // Due, and taking in what the loop has received first.
+        if (taking !== undefined) return false;
         // Once the input has ended, nothing more is coming to join: no interval.
         if (writing === 0) return ended || scheduler.now() >= restedAt();
         // Beside a write under way: once the batch has waited maxWaitMs in all.

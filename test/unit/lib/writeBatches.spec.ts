@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { Subject, VirtualTimeScheduler } from 'rxjs';
 import type { Batch } from '../../../lib/sink';
 import { writeBatches, type JoinLimits } from '../../../lib/writeBatches';
@@ -396,6 +397,38 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     scheduler.flush();
     expect(values(h.written)).to.deep.equal(['a', 'b']);
     expect(scheduler.now()).to.equal(4);
+  });
+
+  it('on the real clock, a partial batch whose wait ran out takes in what the event loop has already received before its write starts', async () => {
+    const h = harness(1, { rows: 100, bytes: 100_000, writeIntervalMs: 20 });
+    h.input.next(batchOf(['a'])); // the idle sink: at once
+    await h.settle();
+    h.input.next(batchOf(['b'])); // 20 ms after 'a' started
+    // A record on its way over a socket while the loop is busy past that moment (the
+    // callers a webhook answered last, already back): when the loop turns, the wait's timer
+    // runs before the socket is read.
+    const server = createServer((socket) => socket.on('data', (data: Buffer) => h.input.next(batchOf([data.toString()]))));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const clients = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')];
+    await Promise.all(clients.map((client) => new Promise((resolve) => client.once('connect', resolve))));
+    await new Promise((resolve) => setTimeout(resolve, 5)); // the server has its sides
+    try {
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          clients[0]!.write('c');
+          clients[1]!.write('d');
+          for (const end = Date.now() + 40; Date.now() < end; );
+          resolve();
+        }),
+      );
+      for (let i = 0; i < 100 && h.written.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+      // Both, not only the first read (which must not start the write either).
+      expect(values(h.written).map((v) => [...v].sort().join(''))).to.deep.equal(['a', 'bcd']);
+    } finally {
+      for (const client of clients) client.destroy();
+      server.close();
+    }
   });
 
   it('unsubscribed, lets go of its input and of the wait it set', () => {
