@@ -79,7 +79,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       const cancel = () => {
         overdue?.unsubscribe();
         overdue = undefined;
-        if (taking !== undefined) clearImmediate(taking);
+        clearImmediate(taking);
         taking = undefined;
         overdueAt = Infinity;
       };

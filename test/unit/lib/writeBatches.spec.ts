@@ -431,6 +431,36 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     }
   });
 
+  it('on the real clock, unsubscribed after the wait ran out and before its write started, writes nothing more', async () => {
+    const written: Batch<string>[] = [];
+    const input = new Subject<Batch<string>>();
+    const subscription = input.pipe(writeBatches<string>(async (b) => void written.push(b), 1, { rows: 100, bytes: 100_000, writeIntervalMs: 20 })).subscribe();
+    input.next(batchOf(['a'])); // the idle sink: at once
+    await new Promise((resolve) => setImmediate(resolve));
+    input.next(batchOf(['b'])); // 20 ms after 'a' started
+    // Read between the wait's timer and its write: the loop reads sockets in between.
+    const server = createServer((socket) => socket.on('data', () => subscription.unsubscribe()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    await new Promise((resolve) => client.once('connect', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    try {
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          client.write('x');
+          for (const end = Date.now() + 40; Date.now() < end; );
+          resolve();
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(subscription.closed).to.equal(true);
+      expect(values(written)).to.deep.equal(['a']);
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
   it('unsubscribed, lets go of its input and of the wait it set', () => {
     const scheduler = new VirtualTimeScheduler();
     const written: Batch<string>[] = [];
