@@ -16,6 +16,34 @@ function batchOf(values: string[], bytes = 10): Batch<string> {
   };
 }
 
+/**
+ * `count` loopback sockets whose messages reach `onData` in the poll phase of a loop turn.
+ * `sendWhileBusy` writes one message on each, then keeps the loop busy for `busyMs`: timers
+ * due meanwhile run, when the loop turns, before the sockets are read.
+ */
+async function loopbackSockets(count: number, onData: (data: string) => void): Promise<{ sendWhileBusy(messages: string[], busyMs: number): Promise<void>; close(): void }> {
+  const server = createServer((socket) => socket.on('data', (data: Buffer) => onData(data.toString())));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const clients = Array.from({ length: count }, () => connect(port, '127.0.0.1'));
+  await Promise.all(clients.map((client) => new Promise((resolve) => client.once('connect', resolve))));
+  await new Promise((resolve) => setTimeout(resolve, 5)); // the server has its sides
+  return {
+    sendWhileBusy: (messages, busyMs) =>
+      new Promise<void>((resolve) =>
+        setImmediate(() => {
+          messages.forEach((message, i) => clients[i]!.write(message));
+          for (const end = Date.now() + busyMs; Date.now() < end; );
+          resolve();
+        }),
+      ),
+    close() {
+      for (const client of clients) client.destroy();
+      server.close();
+    },
+  };
+}
+
 describe('writeBatches: batches waiting for a write are joined', () => {
   function harness(concurrency: number, limits?: JoinLimits) {
     const written: Batch<string>[] = [];
@@ -401,33 +429,19 @@ describe('writeBatches: batches waiting for a write are joined', () => {
 
   it('on the real clock, a partial batch whose wait ran out takes in what the event loop has already received before its write starts', async () => {
     const h = harness(1, { rows: 100, bytes: 100_000, writeIntervalMs: 20 });
-    h.input.next(batchOf(['a'])); // the idle sink: at once
-    await h.settle();
-    h.input.next(batchOf(['b'])); // 20 ms after 'a' started
-    // A record on its way over a socket while the loop is busy past that moment (the
-    // callers a webhook answered last, already back): when the loop turns, the wait's timer
-    // runs before the socket is read.
-    const server = createServer((socket) => socket.on('data', (data: Buffer) => h.input.next(batchOf([data.toString()]))));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    const clients = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')];
-    await Promise.all(clients.map((client) => new Promise((resolve) => client.once('connect', resolve))));
-    await new Promise((resolve) => setTimeout(resolve, 5)); // the server has its sides
+    const sockets = await loopbackSockets(2, (data) => h.input.next(batchOf([data])));
     try {
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
-          clients[0]!.write('c');
-          clients[1]!.write('d');
-          for (const end = Date.now() + 40; Date.now() < end; );
-          resolve();
-        }),
-      );
+      h.input.next(batchOf(['a'])); // the idle sink: at once
+      await h.settle();
+      h.input.next(batchOf(['b'])); // 20 ms after 'a' started
+      // Records on their way while the loop is busy past that moment (the callers a webhook
+      // answered last, already back): when the loop turns, the wait's timer runs first.
+      await sockets.sendWhileBusy(['c', 'd'], 40);
       for (let i = 0; i < 100 && h.written.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 1));
       // Both, not only the first read (which must not start the write either).
       expect(values(h.written).map((v) => [...v].sort().join(''))).to.deep.equal(['a', 'bcd']);
     } finally {
-      for (const client of clients) client.destroy();
-      server.close();
+      sockets.close();
     }
   });
 
@@ -435,29 +449,18 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     const written: Batch<string>[] = [];
     const input = new Subject<Batch<string>>();
     const subscription = input.pipe(writeBatches<string>(async (b) => void written.push(b), 1, { rows: 100, bytes: 100_000, writeIntervalMs: 20 })).subscribe();
-    input.next(batchOf(['a'])); // the idle sink: at once
-    await new Promise((resolve) => setImmediate(resolve));
-    input.next(batchOf(['b'])); // 20 ms after 'a' started
-    // Read between the wait's timer and its write: the loop reads sockets in between.
-    const server = createServer((socket) => socket.on('data', () => subscription.unsubscribe()));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
-    await new Promise((resolve) => client.once('connect', resolve));
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Read between the wait's timer and its write.
+    const sockets = await loopbackSockets(1, () => subscription.unsubscribe());
     try {
-      await new Promise<void>((resolve) =>
-        setImmediate(() => {
-          client.write('x');
-          for (const end = Date.now() + 40; Date.now() < end; );
-          resolve();
-        }),
-      );
+      input.next(batchOf(['a'])); // the idle sink: at once
+      await new Promise((resolve) => setImmediate(resolve));
+      input.next(batchOf(['b'])); // 20 ms after 'a' started
+      await sockets.sendWhileBusy(['x'], 40);
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(subscription.closed).to.equal(true);
       expect(values(written)).to.deep.equal(['a']);
     } finally {
-      client.destroy();
-      server.close();
+      sockets.close();
     }
   });
 
