@@ -17,6 +17,7 @@ import type { Session } from 'chdb';
 import { embeddedClickHouse } from '../connectors/clickhouse';
 import { answerParent, MB, median, quantile, round, runChild, sampleMemory, table, type MemoryPeaks } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
+import { TABLE } from './webhook';
 
 const name = 'embedded-stalls';
 const SECONDS = 45;
@@ -24,7 +25,6 @@ const ROWS_PER_INSERT = 200;
 const GAP_MS = 10;
 /** An insert slower than this is counted as stalled (a few times the usual 3-8 ms). */
 const STALLED_MS = 40;
-const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
 
 type Mode = 'tributary' | 'defaults';
 

@@ -537,7 +537,8 @@ function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
 // ---------------------------------------------------------------------------------------
 // The server children: listen, say where, serve until told to stop, report, exit
 
-const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
+/** The table both servers insert into (embedded-stalls inserts into it too). */
+export const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
 
 /** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds (with a store: the bare server has none). */
 async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: string } | undefined, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { tempDir } from '../../helpers';
+import { scratchDir } from '../../helpers';
 
 const CONNECTOR = join(__dirname, '../../../connectors/clickhouse');
 
@@ -25,9 +25,7 @@ async function settingsIn(cwd: string, store: string): Promise<Record<string, st
 
 describe('embedded ClickHouse configuration', function () {
   this.timeout(120_000);
-  let work: ReturnType<typeof tempDir>;
-  beforeEach(() => (work = tempDir()));
-  afterEach(() => work.remove());
+  const work = scratchDir();
 
   it('removes merged-away parts from the cleanup thread, not a pool of removal threads', async () => {
     const settings = await settingsIn(work.path, join(work.path, 'store'));
@@ -38,12 +36,12 @@ describe('embedded ClickHouse configuration', function () {
     const cwd = join(work.path, 'service');
     mkdirSync(cwd);
     // A ClickHouse configuration of someone else's: the engine would take it as its own.
-    writeFileSync(join(cwd, 'config.xml'), '<clickhouse><merge_tree><parts_to_throw_insert>1</parts_to_throw_insert><concurrent_part_removal_threshold>7</concurrent_part_removal_threshold></merge_tree></clickhouse>\n');
+    work.file('service/config.xml', '<clickhouse><merge_tree><parts_to_throw_insert>1</parts_to_throw_insert><concurrent_part_removal_threshold>7</concurrent_part_removal_threshold></merge_tree></clickhouse>\n');
     // A store path with a space, '=' and quotes: given to the engine as one argument.
     const store = join(work.path, `store dir=1 "a" 'b'`);
     expect(await settingsIn(cwd, store)).to.deep.equal({ concurrent_part_removal_threshold: '1000000000', parts_to_throw_insert: '3000' });
     // Not XML at all (a file of another tool's): the engine would not open.
-    writeFileSync(join(cwd, 'config.xml'), '<project><modelVersion>4.0.0</modelVersion>\n');
+    work.file('service/config.xml', '<project><modelVersion>4.0.0</modelVersion>\n');
     expect(await settingsIn(cwd, store)).to.deep.equal({ concurrent_part_removal_threshold: '1000000000', parts_to_throw_insert: '3000' });
   });
 });

@@ -4,6 +4,7 @@ import { Subject, VirtualTimeScheduler } from 'rxjs';
 import type { Batch } from '../../../lib/sink';
 import { writeBatches, type JoinLimits } from '../../../lib/writeBatches';
 import type { Envelope } from '../../../lib/envelope';
+import { delay, until } from '../../helpers';
 
 /** A batch of `values` as the batch step makes it: one encoded row each, `bytes` per record. */
 function batchOf(values: string[], bytes = 10): Batch<string> {
@@ -27,7 +28,7 @@ async function loopbackSockets(count: number, onData: (data: string) => void): P
   const port = (server.address() as AddressInfo).port;
   const clients = Array.from({ length: count }, () => connect(port, '127.0.0.1'));
   await Promise.all(clients.map((client) => new Promise((resolve) => client.once('connect', resolve))));
-  await new Promise((resolve) => setTimeout(resolve, 5)); // the server has its sides
+  await delay(5); // the server has its sides
   return {
     sendWhileBusy: (messages, busyMs) =>
       new Promise<void>((resolve) =>
@@ -437,7 +438,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
       // Records on their way while the loop is busy past that moment (the callers a webhook
       // answered last, already back): when the loop turns, the wait's timer runs first.
       await sockets.sendWhileBusy(['c', 'd'], 40);
-      for (let i = 0; i < 100 && h.written.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+      await until(() => h.written.length >= 2, 1000, 'a second write');
       // Both, not only the first read (which must not start the write either).
       expect(values(h.written).map((v) => [...v].sort().join(''))).to.deep.equal(['a', 'bcd']);
     } finally {
@@ -456,7 +457,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
       await new Promise((resolve) => setImmediate(resolve));
       input.next(batchOf(['b'])); // 20 ms after 'a' started
       await sockets.sendWhileBusy(['x'], 40);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await delay(20);
       expect(subscription.closed).to.equal(true);
       expect(values(written)).to.deep.equal(['a']);
     } finally {
