@@ -15,16 +15,19 @@ export interface JoinLimits {
   maxWaitMs?: number;
   /**
    * With no write under way, a partial batch starts one only this long after the last
-   * write started, joined meanwhile with what comes; and while writes are slow (the median
-   * of the last five took longer than this), only this long after the last one ended. For
-   * batches handed over at once rather than cut by time (a source whose callers wait for
-   * each write): a lone batch goes at once, writes start no more often than time-cut
-   * batches would make them, and slow writes are not started back to back. While the
-   * engine or the machine is busy (an insert into ClickHouse costs about the same whatever
-   * its size, most of it making the part), writes are then fewer and larger instead of
-   * keeping the engine busy with small ones. A write slow now and then (a merge beside it)
-   * is no reason to rest: the batches behind it would only wait longer. Writes quicker than
-   * this are never held longer. @default 0
+   * write started and half this long after the last one ended, joined meanwhile with what
+   * comes; while writes are slow (the median of the last five took longer than this), only
+   * this long after the last one ended. For batches handed over at once rather than cut by
+   * time (a source whose callers wait for each write): a lone batch goes at once, writes
+   * start no more often than time-cut batches would make them, the callers the last write
+   * answered are back to join the next one (a write started as soon as the last ended would
+   * cut their group in two, and the half left out waits a write more), and slow writes are
+   * not started back to back. While the engine or the machine is busy (an insert into
+   * ClickHouse costs about the same whatever its size, most of it making the part), writes
+   * are then fewer and larger instead of keeping the engine busy with small ones. A write
+   * slow now and then (a merge beside it) is no reason for a whole rest: the batches behind
+   * it would only wait longer. Writes ending within half of this of their start are never
+   * held longer. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -133,8 +136,8 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
             writing--;
             const now = scheduler.now();
             durations[writesEnded++ % RECENT_WRITES] = now - started;
-            // A rest only while writes are slow, not after one slow write.
-            restUntil = median(durations) > intervalMs ? now + intervalMs : now;
+            // Half a rest, for the callers it answered to come back; a whole one only while writes are slow, not after one slow write.
+            restUntil = now + (median(durations) > intervalMs ? intervalMs : intervalMs / 2);
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },

@@ -172,7 +172,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, while writes are slow (the median of the last five past the interval) the sink rests one interval after each before a partial batch starts the next; a lone slow write, or one of the interval exactly, is not a rest', async () => {
+  it('with writeIntervalMs, the sink rests half the interval after each write before a partial batch starts the next, and the whole of it while writes are slow (the median of the last five past the interval); a lone slow write, or one of the interval exactly, is no whole rest', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     const advance = (ms: number) => {
@@ -188,39 +188,39 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     };
     h.input.next(batchOf(['a'])); // at 0
     advance(4);
-    await h.settle(); // a took 4 ms
-    expect(writtenAt('b', 1), 'b waited until 10 after a started').to.equal(10);
+    await h.settle(); // a took 4 ms, ended at 4
+    expect(writtenAt('b', 1), 'b waited until 10 after a started (later than 5 after it ended)').to.equal(10);
     advance(30);
     await h.settle(); // b took 30 ms, ended at 40: durations 4, 30
-    expect(writtenAt('c', 1), 'one slow write is no rest: c at once').to.equal(41);
+    expect(writtenAt('c', 1), 'one slow write is no whole rest: c 5 after b ended').to.equal(45);
     advance(12);
-    await h.settle(); // c took 12, ended at 53: 4, 30, 12 (median of five 4)
-    expect(writtenAt('d', 1), 'two of five slow: no rest yet').to.equal(54);
+    await h.settle(); // c took 12, ended at 57: 4, 30, 12 (median of five 4)
+    expect(writtenAt('d', 1), 'two of five slow: half a rest').to.equal(62);
     advance(12);
-    await h.settle(); // d took 12, ended at 66: 4, 30, 12, 12 (median 12)
+    await h.settle(); // d took 12, ended at 74: 4, 30, 12, 12 (median 12)
     scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
     scheduler.schedule(() => h.input.next(batchOf(['f'])), 5);
     scheduler.flush();
-    expect(scheduler.now(), 'three of five slow: e and f waited, joined, for a rest of 10 after d ended').to.equal(76);
+    expect(scheduler.now(), 'three of five slow: e and f waited, joined, for a rest of 10 after d ended').to.equal(84);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'ef']);
     advance(2);
-    await h.settle(); // ef took 2, ended at 78: 4, 30, 12, 12, 2 (median 12)
-    expect(writtenAt('g', 1), 'still three of five slow: a rest after a quick write too').to.equal(88);
+    await h.settle(); // ef took 2, ended at 86: 4, 30, 12, 12, 2 (median 12)
+    expect(writtenAt('g', 1), 'still three of five slow: a whole rest after a quick write too').to.equal(96);
     advance(2);
-    await h.settle(); // g took 2, ended at 90: 2, 30, 12, 12, 2 (the oldest written over; median 12)
-    expect(writtenAt('h', 1), 'a rest after g').to.equal(100);
+    await h.settle(); // g took 2, ended at 98: 2, 30, 12, 12, 2 (the oldest written over; median 12)
+    expect(writtenAt('h', 1), 'a whole rest after g').to.equal(108);
     advance(2);
-    await h.settle(); // h took 2, ended at 102: 2, 2, 12, 12, 2 (median 2)
-    expect(writtenAt('i', 1), 'writes quick again: no rest, i 10 after h started').to.equal(110);
+    await h.settle(); // h took 2, ended at 110: 2, 2, 12, 12, 2 (median 2)
+    expect(writtenAt('i', 1), 'writes quick again: i 10 after h started (later than 5 after it ended)').to.equal(118);
     advance(10);
-    await h.settle(); // i took 10, the interval exactly, ended at 120: 2, 2, 10, 12, 2
-    expect(writtenAt('j', 1)).to.equal(121);
+    await h.settle(); // i took 10, the interval exactly, ended at 128: 2, 2, 10, 12, 2
+    expect(writtenAt('j', 1)).to.equal(133);
     advance(10);
-    await h.settle(); // j took 10, ended at 131: 2, 2, 10, 10, 2
-    expect(writtenAt('k', 1)).to.equal(132);
+    await h.settle(); // j took 10, ended at 143: 2, 2, 10, 10, 2
+    expect(writtenAt('k', 1)).to.equal(148);
     advance(10);
-    await h.settle(); // k took 10, ended at 142: 2, 2, 10, 10, 10 (median 10)
-    expect(writtenAt('l', 1), 'three of five at the interval exactly are not slow: no rest').to.equal(143);
+    await h.settle(); // k took 10, ended at 158: 2, 2, 10, 10, 10 (median 10)
+    expect(writtenAt('l', 1), 'three of five at the interval exactly are not slow: half a rest').to.equal(163);
     h.input.complete();
     await h.settle();
     expect(h.completed()).to.equal(true);
