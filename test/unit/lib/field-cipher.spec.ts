@@ -9,7 +9,7 @@ import { Keyring } from '../../../lib/security/keyring';
 import { MemorySubjectKeyStore, SubjectKeys, type SubjectKey } from '../../../lib/security/subjectKeys';
 import { decrypt } from '../../../operators/decrypt';
 import { encrypt } from '../../../operators/encrypt';
-import { Recorder } from '../../helpers';
+import { Recorder, withoutCiphertexts } from '../../helpers';
 
 const k1 = randomBytes(32);
 const k2 = randomBytes(32);
@@ -245,7 +245,7 @@ describe('encrypt / decrypt record ids', () => {
       ['ref', ['ref.*', 'email'], { ref: 'R-1', email: 'a@x' }],
     ] as const) {
       const { values } = await through(encrypt<any>(options(recordId, [...fields])), [structuredClone(record)]);
-      expect(JSON.stringify(values[0])).not.to.contain('Ada').and.not.to.contain('a@x');
+      expect(withoutCiphertexts(values[0])).not.to.contain('Ada').and.not.to.contain('a@x');
       const back = await through(decrypt<any>({ ...options(recordId, [...fields]), ...READER }), values);
       expect(back.values).to.deep.equal([record]);
     }

@@ -10,7 +10,7 @@ import { ConfigError } from '../../../lib/errors';
 import { Keyring } from '../../../lib/security/keyring';
 import { decrypt } from '../../../operators/decrypt';
 import { encrypt } from '../../../operators/encrypt';
-import { Recorder, tempDir } from '../../helpers';
+import { Recorder, tempDir, withoutCiphertexts } from '../../helpers';
 
 const k1 = randomBytes(32);
 const k2 = randomBytes(32);
@@ -43,7 +43,7 @@ describe('encrypt / decrypt', () => {
     expect(e).to.deep.include({ booking_id: 'B-1', total: '10.00' });
     expect(e.card.brand).to.equal('VISA');
     expect(e.passengers[1]!.age).to.equal(40);
-    expect(JSON.stringify(e)).not.to.contain('Ada');
+    expect(withoutCiphertexts(e)).not.to.contain('Ada').and.not.to.contain('Charles');
     expect(out[0]!.raw, 'the received payload is dropped once encrypted').to.equal(undefined);
     const back = await through(decrypt({ keyring: keyring(), fields: FIELDS, recordId: 'booking_id', ...READER }), values);
     expect(back.values).to.deep.equal([booking()]);
