@@ -313,9 +313,9 @@ export class Pipeline<T> implements AsyncDisposable {
   }
 }
 
-/** The sink's encoder for the batch step; none when the sink has none, whatever the batch options say. */
+/** The sink's encoder for the batch step; none when the sink has none. */
 function encoding(sink: Sink<any>): Pick<BatchOptions, 'encode' | 'encodeInto' | 'columns'> {
-  if (!sink.encode) return { encode: undefined };
+  if (!sink.encode) return {};
   return {
     encode: (value) => sink.encode!(value),
     ...(sink.encodeInto && { encodeInto: (value, out) => sink.encodeInto!(value, out) }),

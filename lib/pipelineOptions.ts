@@ -80,7 +80,24 @@ export interface PipelineOptions<T> {
 }
 
 /** Batch limits of a pipeline; how records are encoded is the sink's to say. */
-export type PipelineBatchOptions = Omit<BatchOptions, 'encode' | 'releaseValues'>;
+export type PipelineBatchOptions = Omit<BatchOptions, SetByThePipeline>;
+
+/** Batch options a pipeline sets itself, and why; given in its `batch` options, they are refused. */
+const SET_BY_THE_PIPELINE = {
+  encode: 'its sink encodes the records (Sink.encode)',
+  encodeInto: 'its sink encodes the records (Sink.encodeInto)',
+  columns: 'its sink names the columns it encodes',
+  releaseValues: 'it lets values go once nothing can need them again',
+  signal: 'stop() ends its batches',
+} as const;
+type SetByThePipeline = keyof typeof SET_BY_THE_PIPELINE;
+
+function pipelineBatchOptions(options: PipelineBatchOptions | undefined, where: string, defaults: PipelineBatchOptions = {}) {
+  for (const [name, why] of Object.entries(SET_BY_THE_PIPELINE)) {
+    if ((options as Record<string, unknown> | undefined)?.[name] !== undefined) throw new ConfigError(`${where}.${name} is not a pipeline option: ${why}`);
+  }
+  return resolveBatchOptions({ ...defaults, ...options }, where);
+}
 
 /** A pipeline starting or stopping, for audit logs. */
 export interface PipelineLifecycleEvent {
@@ -114,8 +131,8 @@ export function resolvePipelineOptions<T>(options: PipelineOptions<T>, giveUp: A
   if (!options.source) throw new ConfigError('source is required');
   if (!options.sink) throw new ConfigError('sink is required');
   if (!options.deadLetters) throw new ConfigError('deadLetters is required: refused records must be stored somewhere');
-  const batch = resolveBatchOptions(options.batch, 'batch');
-  const deadLetterBatch = resolveBatchOptions({ rows: 1000, maxWaitMs: 200, ...options.deadLetterBatch }, 'deadLetterBatch');
+  const batch = pipelineBatchOptions(options.batch, 'batch');
+  const deadLetterBatch = pipelineBatchOptions(options.deadLetterBatch, 'deadLetterBatch', { rows: 1000, maxWaitMs: 200 });
   const credits = new Credits(options.inFlight);
   if (credits.maxRecords < batch.rows) {
     throw new ConfigError(`inFlight.records must be >= batch.rows (${batch.rows}), got ${credits.maxRecords}`);

@@ -58,8 +58,8 @@ describe('Pipeline: a source whose callers wait for writes', () => {
     expect(sink.writes.map((w) => w.size)).to.deep.equal([1, 2]);
   });
 
-  it('writes one batch at a time unless sinkConcurrency says otherwise, or batchKey makes its batches', async () => {
-    const most = async (sinkConcurrency?: number, keyed = false) => {
+  it('writes one batch at a time unless sinkConcurrency says otherwise, or batchKey makes its batches; other sources two', async () => {
+    const most = async (sinkConcurrency?: number, keyed = false, awaitsWrites = true) => {
       let writing = 0;
       let highest = 0;
       const sink = new MemorySink<{ id: number }>('rows');
@@ -70,7 +70,7 @@ describe('Pipeline: a source whose callers wait for writes', () => {
       };
       // Batches of one record: each full, so it would start beside a write under way if it could.
       // With batchKey the source's batches are its own, and awaitsWrites is ignored.
-      const source = keyed ? { ...tasks([1, 2, 3, 4, 5, 6]), batchKey: (e: Envelope<{ id: number }>) => String(e.value.id) } : tasks([1, 2, 3, 4, 5, 6]);
+      const source = { ...tasks([1, 2, 3, 4, 5, 6]), awaitsWrites, ...(keyed && { batchKey: (e: Envelope<{ id: number }>) => String(e.value.id) }) };
       const stats = await new Pipeline({ source, sink, deadLetters: new MemorySink<DeadLetter>('dead-letters'), batch: { rows: 1, maxWaitMs: 10 }, ...(sinkConcurrency && { sinkConcurrency }) }).run();
       expect(stats.written).to.equal(6);
       return highest;
@@ -78,6 +78,7 @@ describe('Pipeline: a source whose callers wait for writes', () => {
     expect(await most()).to.equal(1);
     expect(await most(2)).to.equal(2);
     expect(await most(undefined, true)).to.equal(2);
+    expect(await most(undefined, false, false), 'a source whose callers do not wait: two at a time by default').to.equal(2);
   });
 
   it('keeps a scheduler it is given for its batches', async () => {

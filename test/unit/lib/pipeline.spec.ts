@@ -380,5 +380,12 @@ describe('Pipeline', () => {
     expect(() => new Pipeline({ ...base, deadLetterRawBytes: 1.5 })).to.throw(ConfigError, 'deadLetterRawBytes must be an integer >= 1 or Infinity, got 1.5');
     expect(() => new Pipeline({ ...base, retry: { retries: -1 } })).to.throw(ConfigError, 'retry.retries must be an integer >= 0 or Infinity, got -1');
     expect(() => new Pipeline({ ...base, deadLetters: undefined as never })).to.throw(ConfigError, /deadLetters is required/);
+    // What the pipeline sets itself (callers without types could still pass them): refused, not dropped or let in.
+    const given = (options: Record<string, unknown>) => options as never;
+    expect(() => new Pipeline({ ...base, batch: given({ encode: String }) })).to.throw(ConfigError, 'batch.encode is not a pipeline option: its sink encodes the records (Sink.encode)');
+    expect(() => new Pipeline({ ...base, batch: given({ encodeInto: () => {} }) })).to.throw(ConfigError, 'batch.encodeInto is not a pipeline option');
+    expect(() => new Pipeline({ ...base, batch: given({ columns: () => ['a'] }) })).to.throw(ConfigError, 'batch.columns is not a pipeline option');
+    expect(() => new Pipeline({ ...base, batch: given({ releaseValues: true }) })).to.throw(ConfigError, 'batch.releaseValues is not a pipeline option');
+    expect(() => new Pipeline({ ...base, deadLetterBatch: given({ signal: new AbortController().signal }) })).to.throw(ConfigError, 'deadLetterBatch.signal is not a pipeline option: stop() ends its batches');
   });
 });
