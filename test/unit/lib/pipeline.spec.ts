@@ -286,6 +286,14 @@ describe('Pipeline', () => {
     expect(stats.read).to.equal(stats.written + stats.deadLettered);
   });
 
+  it('writes dead letters 1,000 to a batch by default, whatever the records\' batches', async () => {
+    const deadLetters = new MemorySink<DeadLetter>();
+    const refused = Array.from({ length: 2500 }, (_, i) => ({ nope: i }));
+    const stats = await new Pipeline({ source: fromIterable(refused, { vendor: 'acme' }), transform: normalize({ mappings: { acme: { fields: { id: { required: true } } } } }), sink: new MemorySink(), deadLetters }).run();
+    expect(stats.deadLettered).to.equal(2500);
+    expect(deadLetters.writes.map((w) => w.size)).to.deep.equal([1000, 1000, 500]);
+  });
+
   it('nacks a refused record whose dead-letter write fails', async () => {
     const source = observed(fromIterable([{ nope: true }], { vendor: 'acme' }));
     const deadLetters = new MemorySink<DeadLetter>();
