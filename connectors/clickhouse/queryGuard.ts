@@ -2,26 +2,19 @@ import { ClickHouseError } from '../../lib/errors';
 import type { ClickHouseClient } from './client';
 
 /**
- * Scalar functions that read beyond the tables a reader was given: a file, a table or a
+ * Functions that read beyond the tables a reader was given: a file, a table or a
  * dictionary named by a string (which the table allowlist cannot see), or a model file.
- * Table functions need no list: every one is refused where it stands, in a FROM.
+ * Beside these, every function of the engine's `Dictionary` and `AI` categories (a
+ * dictionary by name, whatever table it loads; a model service outside), their aliases,
+ * and every user-defined function (its body is the engine's to expand, and may read
+ * anything). Table functions need no list: every one is
+ * refused where it stands, in a FROM.
  */
-const OUTSIDE_FUNCTIONS = new Set([
-  'file',
-  'catboostevaluate',
-  'joinget',
-  'joingetornull',
-  'hascolumnintable',
-  'dictget',
-  'dictgetornull',
-  'dictgetordefault',
-  'dicthas',
-  'dictisin',
-  'dictgethierarchy',
-  'dictgetchildren',
-  'dictgetdescendants',
-  'dictgetall',
-]);
+const OUTSIDE_FUNCTIONS = new Set(['file', 'catboostevaluate', 'joinget', 'joingetornull', 'hascolumnintable']);
+const OUTSIDE_CATEGORIES = ['Dictionary', 'AI'];
+
+/** Functions whose second argument may be a table by its bare name: `x IN t`, `x GLOBAL NOT IN db.t`, … */
+const IN_FUNCTION = /^(?:global)?(?:not)?(?:null)?in(?:ignoreset)?$/i;
 
 /**
  * Tables every reader may read: `system.one` (what `SELECT 1` reads) and the engine's
@@ -73,28 +66,41 @@ interface AstNode {
  * Reads a query with the engine's own parser and admits it only if it reads, and reads
  * only `allowed` tables: one statement (`formatQuerySingleLine` refuses several), of an
  * admitted kind, no table function, no INTO OUTFILE, no SETTINGS clause (settings come
- * from the caller's allowlist), no function that reaches files, dictionaries or tables by
- * name. Tables are taken from the analyzer's resolved query tree, so CTEs, views, `IN t`
- * and aliases name the real tables. Nothing the query says is run: the text only reaches
- * the engine as a bound string, then as the argument of `EXPLAIN`.
+ * from the caller's allowlist), no function that reaches files, dictionaries, tables or
+ * services by name (see `OUTSIDE_FUNCTIONS`). Tables are taken from the analyzer's
+ * resolved query tree, so CTEs, views, `IN t` and aliases name the real tables.
+ *
+ * The analyzer runs a query's scalar subqueries (`(SELECT … FROM t)`, `EXISTS`) and folds
+ * its constant calls while it resolves them, and its errors carry the values it met. So
+ * before the query reaches it, every table the parser's tree names (in a FROM or JOIN, or
+ * after IN) must be allowed, or name no table at all (a CTE, which the analyzer then
+ * resolves), and every function it calls must be the engine's own and outside the list:
+ * nothing of a table outside the list is read, even to fail. Otherwise the text only
+ * reaches the engine as a bound string, then as the argument of `EXPLAIN`.
  */
 export async function admitQuery(client: ClickHouseClient, query: string, params: Readonly<Record<string, string>>, allowed: (table: string) => boolean): Promise<AdmittedQuery> {
   const canonical = (await collect(client, 'SELECT formatQuerySingleLine({tributary_query_text:String})', { tributary_query_text: query }, 'RawBLOB')).trim();
   const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw'));
-  const tableOf = (text: string) => qualified(text.replace(/ \(alias .*$/s, ''));
+  const withoutAlias = (text: string) => text.replace(/ \(alias .*$/s, '');
+  const mayRead = (name: string) => allowed(name) || METADATA_TABLES.has(name);
   const checkTable = (name: string) => {
-    if (!allowed(name) && !METADATA_TABLES.has(name)) refuse(`table ${name} is not among the tables this reader may query`);
+    if (!mayRead(name)) refuse(`table ${name} is not among the tables this reader may query`);
   };
+  /** The names the tree gives tables (`db.name`, or a CTE's name) and the functions it calls, lower case. */
+  const named = new Set<string>();
+  const called = new Set<string>();
   const walk = (node: AstNode, parent: AstNode | undefined): void => {
     if (node.type === 'Set') refuse('SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters');
     if (node.type === 'Function') {
-      const name = node.text.replace(/ \(alias .*$/s, '').trim();
+      const name = withoutAlias(node.text).trim();
       if (parent?.type === 'TableExpression' && parent.children[0] === node) refuse(`table function ${name} is not allowed`);
-      if (OUTSIDE_FUNCTIONS.has(name.toLowerCase())) refuse(`function ${name} is not allowed`);
+      const lower = name.toLowerCase();
+      if (OUTSIDE_FUNCTIONS.has(lower)) refuse(`function ${name} is not allowed`);
+      called.add(lower);
+      const operand = node.children[0]?.children[1];
+      if (IN_FUNCTION.test(name) && operand?.type === 'Identifier') named.add(withoutAlias(operand.text));
     }
-    // A SELECT's tables are checked once the analyzer has resolved them (below), so an
-    // unknown one is the engine's UNKNOWN_TABLE, as from a server; DESCRIBE's here.
-    if (node.type === 'TableIdentifier' && root.type === 'DescribeQuery') checkTable(tableOf(node.text));
+    if (node.type === 'TableIdentifier') named.add(withoutAlias(node.text));
     for (const child of node.children) walk(child, node);
   };
   // A SELECT's own clauses hang below its first child; anything else at its top is FORMAT (an
@@ -134,6 +140,8 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
       kind = 'describe';
       if (root.children.length !== 1) refuse('DESCRIBE takes one table');
       walk(root.children[0]!, root);
+      // Checked here, so an unknown one is refused too; the analyzer never sees a DESCRIBE.
+      for (const name of named) checkTable(qualified(name));
       break;
     case 'ExistsTableQuery':
     case 'ShowCreateTableQuery':
@@ -159,6 +167,8 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
     sql = canonical.slice(0, -` FORMAT ${format}`.length);
     if (kind === 'explain' && inner.endsWith(` FORMAT ${format}`)) inner = inner.slice(0, -` FORMAT ${format}`.length);
   }
+  // The analyzer reads a DESCRIBE's subquery too.
+  if (kind === 'select' || kind === 'explain' || kind === 'describe') await checkBeforeAnalysis(client, named, called, mayRead);
   if (kind === 'select' || kind === 'explain') {
     // The analyzer resolves CTEs, views and `IN table` to the tables they read; aliases are
     // renamed (__tableN), so no name a reader wrote stands in a table's place.
@@ -172,6 +182,36 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
     }
   }
   return { kind, sql, format };
+}
+
+/**
+ * Refuses, before the analyzer reads anything, a query whose tree names an existing table
+ * outside `mayRead` (a name with a dot both as `db.name` and as a name in `default`) or calls
+ * a function outside the list by the engine's account: of a category in
+ * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined.
+ */
+async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean): Promise<void> {
+  const tables = [...named].flatMap((name) => (name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]));
+  const found = await collect(
+    client,
+    `SELECT concat('table ', database, '.', name) FROM system.tables WHERE concat(database, '.', name) IN {tributary_tables:Array(String)}
+     UNION ALL
+     SELECT concat(if(origin = 'System', 'function ', 'user-defined function '), name) FROM system.functions AS f
+     WHERE lower(name) IN {tributary_functions:Array(String)}
+       AND (origin != 'System' OR categories IN {tributary_categories:Array(String)}
+         OR alias_to IN (SELECT name FROM system.functions WHERE categories IN {tributary_categories:Array(String)} OR origin != 'System'))`,
+    { tributary_tables: arrayParam(tables), tributary_functions: arrayParam([...called]), tributary_categories: arrayParam(OUTSIDE_CATEGORIES) },
+    'TSVRaw',
+  );
+  for (const line of found.split('\n')) {
+    if (line.startsWith('table ') && !mayRead(line.slice('table '.length))) refuse(`${line} is not among the tables this reader may query`);
+    else if (line.startsWith('function ') || line.startsWith('user-defined function ')) refuse(`${line} is not allowed`);
+  }
+}
+
+/** A query parameter of type Array(String). */
+function arrayParam(values: readonly string[]): string {
+  return `[${values.map((value) => `'${value.replace(/[\\']/g, (c) => `\\${c}`)}'`).join(',')}]`;
 }
 
 function refuse(reason: string): never {

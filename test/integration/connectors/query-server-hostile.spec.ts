@@ -6,6 +6,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { serveQueries } from '../../../connectors/clickhouse';
+import { METADATA_TABLES } from '../../../connectors/clickhouse/queryGuard';
 import { DEFAULT_QUERY_LIMITS, settingsClause } from '../../../connectors/clickhouse/queryServer';
 import { AuditLog } from '../../../lib/security/audit';
 import { MemorySink, tempDir, testClickHouse } from '../../helpers';
@@ -22,6 +23,9 @@ describe('analyst endpoint against hostile queries', function () {
   const table = `hostile_${suffix}`;
   const secret = `secret_${suffix}`;
   const view = `hostile_view_${suffix}`;
+  /** A dictionary over the secret table, and a user-defined function reading it: both made by an administrator, neither allowed. */
+  const dictionary = `hostile_dict_${suffix}`;
+  const udf = `hostile_udf_${suffix}`;
   const scratch = tempDir('tributary-hostile-');
   const audited = new MemorySink<Record<string, unknown>>();
   let endpoint: Awaited<ReturnType<typeof serveQueries>>;
@@ -35,7 +39,12 @@ describe('analyst endpoint against hostile queries', function () {
     await store.exec(`INSERT INTO ${table} VALUES (1, 'a'), (2, 'b'), (3, 'c')`);
     await store.exec(`CREATE TABLE ${secret} (token String) ENGINE = MergeTree ORDER BY token`);
     await store.exec(`INSERT INTO ${secret} VALUES ('do-not-read')`);
+    // A name with a dot in it, which the parser's tree prints as it would a database and a table.
+    await store.exec(`CREATE TABLE \`${secret}.dot\` (token String) ENGINE = MergeTree ORDER BY token`);
+    await store.exec(`INSERT INTO \`${secret}.dot\` VALUES ('do-not-read')`);
     await store.exec(`CREATE VIEW ${view} AS SELECT id FROM ${table}`);
+    await store.exec(`CREATE DICTIONARY ${dictionary} (id UInt64, token String) PRIMARY KEY id SOURCE(CLICKHOUSE(QUERY 'SELECT 1 AS id, token FROM ${secret}')) LAYOUT(FLAT()) LIFETIME(0)`);
+    await store.exec(`CREATE FUNCTION ${udf} AS (x) -> dictGetString('${dictionary}', 'token', x)`);
     // Anything that dials out lands here: every table function aimed at this port is watched.
     listener = createServer((socket) => {
       connections.push(socket.remoteAddress ?? '?');
@@ -56,7 +65,9 @@ describe('analyst endpoint against hostile queries', function () {
     await endpoint?.close();
     await new Promise((resolve) => listener?.close(resolve));
     const store = testClickHouse();
-    for (const name of [view, table, secret]) await store.exec(`DROP TABLE IF EXISTS ${name}`);
+    await store.exec(`DROP FUNCTION IF EXISTS ${udf}`);
+    await store.exec(`DROP DICTIONARY IF EXISTS ${dictionary}`);
+    for (const name of [view, table, secret, `${secret}.dot`]) await store.exec(`DROP TABLE IF EXISTS \`${name}\``);
     scratch.remove();
   });
 
@@ -90,11 +101,22 @@ describe('analyst endpoint against hostile queries', function () {
       [`EXISTS TABLE ${table}`, '1\n'],
       [`SHOW TABLES LIKE '${table}'`, `${table}\n`],
       [`SHOW TABLES FROM default LIKE '${view}'`, `${view}\n`],
+      [`SHOW FULL TABLES NOT ILIKE '%' LIMIT 5`, ''],
+      [`SELECT name FROM ${table} WHERE id = (SELECT max(id) FROM ${view})`, 'c\n'],
+      [`SELECT count() FROM ${table} WHERE id IN ${view}`, '3\n'],
+      [`WITH w AS (SELECT id FROM ${table}) SELECT count() FROM ${table} WHERE id IN w`, '3\n'],
+      [`DESCRIBE (SELECT t.id FROM ${table} AS t)`, 'id\tUInt32\t\t\t\t\t\n'],
     ] as const) {
       const answer = await ask(query);
       expect([answer.status, answer.text], query).to.deep.equal([200, expected]);
     }
     expect((await ask(`EXPLAIN SELECT id FROM ${table}`)).status).to.equal(200);
+    const explained = await ask(`EXPLAIN SELECT id FROM ${table} FORMAT JSONEachRow`);
+    expect(explained.status, explained.text).to.equal(200);
+    expect(explained.text.trimEnd().split('\n').map((line) => JSON.parse(line) as { explain: string }), explained.text).to.deep.include({ explain: `ReadFromMergeTree (default.${table})` });
+    for (const plain of ['SHOW TABLES', 'SHOW DATABASES', 'SHOW TABLES LIMIT 1']) expect((await ask(plain)).status, plain).to.equal(200);
+    // What drivers and tools read when they connect.
+    for (const name of METADATA_TABLES) expect((await ask(`SELECT count() > 0 FROM ${name}`)).text, name).to.equal('1\n');
   });
 
   it('refuses a table outside its list, however it is reached', async () => {
@@ -125,8 +147,88 @@ describe('analyst endpoint against hostile queries', function () {
       `SELECT joinGet('${secret}', 'token', 1)`,
       `SELECT dictGet('${secret}', 'token', 1)`,
       `SELECT hasColumnInTable('default', '${secret}', 'token')`,
+      `SELECT joinGetOrNull('${secret}', 'token', 1)`,
+      "SELECT catboostEvaluate('/etc/passwd', 1)",
     ]) {
       await expectRefused(query);
+    }
+  });
+
+  it('reads nothing of a table outside its list, not even to fail: scalar subqueries, dictionaries, user-defined functions', async () => {
+    // The engine's analyzer runs scalar subqueries and folds constant calls while it reads a
+    // query, and its errors quote the values it met: each of these, given to it, answered
+    // with the secret in an error or a yes/no from throwIf.
+    const reach = `(SELECT toUInt32(any(token)) FROM ${secret})`;
+    for (const [query, reason] of [
+      [`SELECT ${reach}`, `table default.${secret} is not among`],
+      [`SELECT * FROM ${table} WHERE id = ${reach}`, `table default.${secret} is not among`],
+      [`WITH ${reach} AS x SELECT x`, `table default.${secret} is not among`],
+      [`SELECT * FROM ${table} LIMIT ${reach}`, `table default.${secret} is not among`],
+      [`SELECT EXISTS(SELECT 1 FROM ${secret} WHERE throwIf(token LIKE 'd%'))`, `table default.${secret} is not among`],
+      [`SELECT (SELECT throwIf(count() > 0) FROM system.one WHERE 'do-not-read' IN ${secret})`, `table default.${secret} is not among`],
+      [`SELECT (SELECT throwIf(count() > 0) FROM system.one WHERE 'do-not-read' GLOBAL IN default.${secret})`, `table default.${secret} is not among`],
+      [`SELECT (SELECT toUInt32(any(token)) FROM default.${secret})`, `table default.${secret} is not among`],
+      // A CTE of the same name elsewhere does not make the table's name a CTE's.
+      [`SELECT ${reach}, (WITH ${secret} AS (SELECT 1) SELECT * FROM ${secret})`, `table default.${secret} is not among`],
+      [`SELECT (SELECT toUInt32(any(token)) FROM \`${secret}\` AS s)`, `table default.${secret} is not among`],
+      [`SELECT (SELECT toUInt32(any(token)) FROM \`${secret}.dot\`)`, `table default.${secret}.dot is not among`],
+      [`EXPLAIN SELECT ${reach}`, `table default.${secret} is not among`],
+      [`DESCRIBE (SELECT ${reach})`, `table default.${secret} is not among`],
+      [`SELECT toUInt32(dictGetString('${dictionary}', 'token', toUInt64(1)))`, 'function dictGetString is not allowed'],
+      [`SELECT toUInt32(DictGetString('${dictionary}', 'token', toUInt64(1))) AS x`, 'function DictGetString is not allowed'],
+      [`SELECT toUInt32(${udf}(toUInt64(1)))`, `user-defined function ${udf} is not allowed`],
+      [`DESCRIBE (SELECT toUInt32(${udf}(toUInt64(1))))`, `user-defined function ${udf} is not allowed`],
+      ["SELECT AIGenerate('hello')", 'function AIGenerate is not allowed'],
+    ]) {
+      const answer = await ask(query!);
+      expect([answer.status, answer.code], `${query}\n${answer.text}`).to.deep.equal([403, '164']);
+      // An alias is refused under the engine's name of the function.
+      expect(answer.text.toLowerCase(), query).to.contain(reason!.toLowerCase()).and.not.to.contain('do-not-read');
+    }
+    // Every form of IN the engine has, with the table by its bare name.
+    const ins = (await testClickHouse().query<{ name: string }>("SELECT name FROM system.functions WHERE categories = 'Comparison' ORDER BY name")).map(({ name }) => name).filter((name) => /In|^in/.test(name));
+    expect(ins, 'the engine lists its IN functions').to.include.members(['in', 'notIn', 'globalIn', 'globalNotNullIn', 'notNullInIgnoreSet']);
+    for (const name of ins) {
+      const answer = await ask(`SELECT (SELECT throwIf(count() > 0) FROM system.one WHERE ${name}('do-not-read', ${secret}))`);
+      expect([answer.status, answer.code], `${name}: ${answer.text}`).to.deep.equal([403, '164']);
+      expect(answer.text, name).to.contain(`table default.${secret} is not among`);
+    }
+    // Every function the engine files under dictionaries or outside services, and their aliases, whatever their arguments.
+    const outside = await testClickHouse().query<{ name: string }>(
+      "SELECT name FROM system.functions WHERE categories IN ('Dictionary', 'AI') OR alias_to IN (SELECT name FROM system.functions WHERE categories IN ('Dictionary', 'AI')) ORDER BY name",
+    );
+    expect(outside.length, 'the engine lists its dictionary functions').to.be.greaterThan(40);
+    for (const { name } of outside) {
+      const answer = await ask(`SELECT toUInt32(${name}('${dictionary}', 'token', toUInt64(1)))`);
+      expect([answer.status, answer.code], `${name}: ${answer.text}`).to.deep.equal([403, '164']);
+      expect(answer.text.toLowerCase(), name).to.contain(`function ${name.toLowerCase()} is not allowed`).and.not.to.contain('do-not-read');
+    }
+    // The administrator's own reads of both still work: the refusals are the reader's.
+    expect(await testClickHouse().query(`SELECT ${udf}(toUInt64(1)) AS token`)).to.deep.equal([{ token: 'do-not-read' }]);
+  });
+
+  it('says why it refuses, in the engine\'s READONLY error', async () => {
+    for (const [query, reason] of [
+      [`SELECT * FROM ${table} SETTINGS max_threads = 1`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
+      [`SELECT * FROM (SELECT * FROM ${table} SETTINGS max_threads = 1)`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
+      [`EXPLAIN SELECT * FROM ${table} SETTINGS max_threads = 1`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
+      [`SELECT * FROM ${table} INTO OUTFILE 'x.tsv'`, 'INTO OUTFILE is not allowed'],
+      ['SELECT * FROM numbers(3)', 'table function numbers is not allowed'],
+      ["SELECT file('/etc/passwd') AS f", 'function file is not allowed'],
+      ['SELECT 1 FORMAT `JSON x`', 'FORMAT JSON x is not an output format'],
+      ['EXPLAIN header = 1 SELECT 1', 'only EXPLAIN of a SELECT is allowed'],
+      ['EXPLAIN CURRENT TRANSACTION', 'only EXPLAIN of a SELECT is allowed'],
+      [`DESCRIBE TABLE ${table} SETTINGS describe_compact_output = 1`, 'DESCRIBE takes one table'],
+      [`EXISTS TABLE ${table} FORMAT JSON`, 'EXISTS and SHOW CREATE take one table'],
+      ['SHOW TABLES WHERE 1', 'only SHOW TABLES and SHOW DATABASES, with FROM, LIKE and LIMIT, are allowed'],
+      ['SHOW CREATE DATABASE default', 'only SELECT, EXPLAIN of a SELECT, DESCRIBE, EXISTS, SHOW TABLES and SHOW CREATE TABLE are allowed'],
+      [`SHOW CREATE TABLE ${secret}`, `table default.${secret} is not among the tables this reader may query`],
+      [`DESCRIBE TABLE ${secret}`, `table default.${secret} is not among the tables this reader may query`],
+      [`SELECT * FROM ${table} AS t, ${secret} AS s`, `table default.${secret} is not among the tables this reader may query`],
+    ]) {
+      const answer = await ask(query!);
+      expect([answer.status, answer.code], `${query}\n${answer.text}`).to.deep.equal([403, '164']);
+      expect(answer.text, query).to.equal(`Code: 164. DB::Exception: ${reason}: cannot execute query in readonly mode. (READONLY)\n`);
     }
   });
 
