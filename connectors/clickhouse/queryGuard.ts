@@ -62,6 +62,18 @@ interface AstNode {
   children: AstNode[];
 }
 
+/** How the guard's own reads of a query run. */
+export interface AnalysisOptions {
+  /**
+   * A SETTINGS list (`max_execution_time = 60, …, readonly = 1`) for the analyzer's read of
+   * the query, which runs its scalar subqueries: the bounds its own run will have.
+   * @default none
+   */
+  settings?: string;
+  /** Cancels the guard's reads (the client went away). */
+  signal?: AbortSignal;
+}
+
 /**
  * Reads a query with the engine's own parser and admits it only if it reads, and reads
  * only `allowed` tables: one statement (`formatQuerySingleLine` refuses several), of an
@@ -75,12 +87,20 @@ interface AstNode {
  * before the query reaches it, every table the parser's tree names (in a FROM or JOIN, or
  * after IN) must be allowed, or name no table at all (a CTE, which the analyzer then
  * resolves), and every function it calls must be the engine's own and outside the list:
- * nothing of a table outside the list is read, even to fail. Otherwise the text only
+ * nothing of a table outside the list is read, even to fail. What it runs of allowed tables
+ * runs under `analysis.settings`, the bounds of the query's own run. Otherwise the text only
  * reaches the engine as a bound string, then as the argument of `EXPLAIN`.
  */
-export async function admitQuery(client: ClickHouseClient, query: string, params: Readonly<Record<string, string>>, allowed: (table: string) => boolean): Promise<AdmittedQuery> {
-  const canonical = (await collect(client, 'SELECT formatQuerySingleLine({tributary_query_text:String})', { tributary_query_text: query }, 'RawBLOB')).trim();
-  const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw'));
+export async function admitQuery(
+  client: ClickHouseClient,
+  query: string,
+  params: Readonly<Record<string, string>>,
+  allowed: (table: string) => boolean,
+  analysis: AnalysisOptions = {},
+): Promise<AdmittedQuery> {
+  const { signal } = analysis;
+  const canonical = (await collect(client, 'SELECT formatQuerySingleLine({tributary_query_text:String})', { tributary_query_text: query }, 'RawBLOB', signal)).trim();
+  const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw', signal));
   const withoutAlias = (text: string) => text.replace(/ \(alias .*$/s, '');
   const mayRead = (name: string) => allowed(name) || METADATA_TABLES.has(name);
   const checkTable = (name: string) => {
@@ -168,11 +188,13 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
     if (kind === 'explain' && inner.endsWith(` FORMAT ${format}`)) inner = inner.slice(0, -` FORMAT ${format}`.length);
   }
   // The analyzer reads a DESCRIBE's subquery too.
-  if (kind === 'select' || kind === 'explain' || kind === 'describe') await checkBeforeAnalysis(client, named, called, mayRead);
+  if (kind === 'select' || kind === 'explain' || kind === 'describe') await checkBeforeAnalysis(client, named, called, mayRead, signal);
   if (kind === 'select' || kind === 'explain') {
     // The analyzer resolves CTEs, views and `IN table` to the tables they read; aliases are
     // renamed (__tableN), so no name a reader wrote stands in a table's place.
-    const tree = await collect(client, `EXPLAIN QUERY TREE ${kind === 'select' ? sql : inner}`, params, 'TSVRaw');
+    // Under the reader's bounds: the analyzer runs the scalar subqueries of allowed tables.
+    const bounded = analysis.settings === undefined ? '' : ` SETTINGS ${analysis.settings}`;
+    const tree = await collect(client, `EXPLAIN QUERY TREE ${kind === 'select' ? sql : inner}${bounded}`, params, 'TSVRaw', signal);
     for (const line of tree.split('\n')) {
       const trimmed = line.trimStart();
       if (trimmed.startsWith('TABLE_FUNCTION ')) refuse('table functions are not allowed');
@@ -190,7 +212,7 @@ export async function admitQuery(client: ClickHouseClient, query: string, params
  * a function outside the list by the engine's account: of a category in
  * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined.
  */
-async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean): Promise<void> {
+async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean, signal: AbortSignal | undefined): Promise<void> {
   const tables = [...named].flatMap((name) => (name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]));
   const found = await collect(
     client,
@@ -202,6 +224,7 @@ async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<
          OR alias_to IN (SELECT name FROM system.functions WHERE categories IN {tributary_categories:Array(String)} OR origin != 'System'))`,
     { tributary_tables: arrayParam(tables), tributary_functions: arrayParam([...called]), tributary_categories: arrayParam(OUTSIDE_CATEGORIES) },
     'TSVRaw',
+    signal,
   );
   for (const line of found.split('\n')) {
     if (line.startsWith('table ') && !mayRead(line.slice('table '.length))) refuse(`${line} is not among the tables this reader may query`);
@@ -223,9 +246,9 @@ function qualified(name: string): string {
   return name.includes('.') ? name : `default.${name}`;
 }
 
-async function collect(client: ClickHouseClient, sql: string, params: Readonly<Record<string, string>>, format: string): Promise<string> {
+async function collect(client: ClickHouseClient, sql: string, params: Readonly<Record<string, string>>, format: string, signal?: AbortSignal): Promise<string> {
   const chunks: Uint8Array[] = [];
-  for await (const chunk of client.stream(sql, { format, params })) chunks.push(chunk);
+  for await (const chunk of client.stream(sql, { format, params, signal })) chunks.push(chunk);
   return Buffer.concat(chunks).toString('utf8');
 }
 

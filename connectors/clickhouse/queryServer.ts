@@ -338,7 +338,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     const timer = setTimeout(cancel, (limits.maxExecutionTimeS + 5) * 1000);
     try {
       const allowed = who.tables ?? serverTables ?? (await defaultAllowed());
-      const admitted = await admitQuery(client, query, params, allowed);
+      const admitted = await admitQuery(client, query, params, allowed, { settings: analysisClause(limits, readerPriority), signal: abort.signal });
       const format = admitted.format ?? url.searchParams.get('default_format') ?? request.headers['x-clickhouse-format']?.toString() ?? 'TabSeparated';
       if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
       // A result built whole in memory is bounded by what memory can hold, not by bandwidth.
@@ -468,6 +468,15 @@ class QueryError extends Error {
   ) {
     super(`Code: ${clickhouseCode}. DB::Exception: ${text}`);
   }
+}
+
+/**
+ * The SETTINGS of the guard's analysis of a query, which runs its scalar subqueries: the
+ * time, memory, thread and priority bounds of every reader's query. Not its result limits:
+ * the analysis's result is the guard's tree, and the analyzer caps a scalar subquery at a row.
+ */
+export function analysisClause(limits: Required<QueryLimits>, priority = 10): string {
+  return `max_execution_time = ${limits.maxExecutionTimeS}, timeout_overflow_mode = 'throw', max_memory_usage = ${limits.maxMemoryUsage}, max_threads = ${limits.maxThreads}, os_thread_priority = ${priority}, readonly = 1`;
 }
 
 /** The SETTINGS every reader's query runs under: its own lowerings, then the bounds, then readonly=1 last. */

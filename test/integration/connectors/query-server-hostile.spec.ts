@@ -232,6 +232,22 @@ describe('analyst endpoint against hostile queries', function () {
     }
   });
 
+  it('bounds what the analysis runs of allowed tables as it bounds the query', async function () {
+    this.timeout(60_000);
+    // A scalar subquery is run once by the guard's analysis and once by the query: a count
+    // of 3^22 rows, minutes of one core, is cut off by the 1 s limit in the first as in the second.
+    const bounded = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, limits: { maxExecutionTimeS: 1 } });
+    try {
+      const from = Array.from({ length: 22 }, (_, i) => `${table} AS t${i}`).join(', ');
+      const response = await fetch(`${bounded.url}/`, { method: 'POST', body: `SELECT (SELECT count() FROM ${from})`, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      const text = await response.text();
+      expect([response.status, response.headers.get('x-clickhouse-exception-code')], text).to.deep.equal([408, '159']);
+      expect(text).to.contain('Timeout exceeded');
+    } finally {
+      await bounded.close();
+    }
+  });
+
   it('refuses every table function the engine knows, in every spelling, and none dials out or touches a file', async () => {
     const functions = await testClickHouse().query<{ name: string }>('SELECT name FROM system.table_functions ORDER BY name');
     expect(functions.length, 'the engine lists its table functions').to.be.greaterThan(30);
