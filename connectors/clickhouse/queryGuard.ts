@@ -7,8 +7,7 @@ import type { ClickHouseClient } from './client';
  * Beside these, every function of the engine's `Dictionary` and `AI` categories (a
  * dictionary by name, whatever table it loads; a model service outside), their aliases,
  * and every user-defined function (its body is the engine's to expand, and may read
- * anything). Table functions need no list: every one is
- * refused where it stands, in a FROM.
+ * anything). Table functions need no list: every one is refused where it stands, in a FROM.
  */
 const OUTSIDE_FUNCTIONS = new Set(['file', 'catboostevaluate', 'joinget', 'joingetornull', 'hascolumnintable']);
 const OUTSIDE_CATEGORIES = ['Dictionary', 'AI'];
@@ -214,15 +213,17 @@ export async function admitQuery(
  */
 async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean, signal: AbortSignal | undefined): Promise<void> {
   const tables = [...named].flatMap((name) => (name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]));
+  // Names as hex: a name may hold any character, and a parameter's text is unescaped twice.
   const found = await collect(
     client,
-    `SELECT concat('table ', database, '.', name) FROM system.tables WHERE concat(database, '.', name) IN {tributary_tables:Array(String)}
+    `WITH arrayMap(x -> unhex(x), {tributary_tables:Array(String)}) AS tables, arrayMap(x -> unhex(x), {tributary_functions:Array(String)}) AS functions
+     SELECT concat('table ', database, '.', name) FROM system.tables WHERE has(tables, concat(database, '.', name))
      UNION ALL
-     SELECT concat(if(origin = 'System', 'function ', 'user-defined function '), name) FROM system.functions AS f
-     WHERE lower(name) IN {tributary_functions:Array(String)}
+     SELECT concat(if(origin = 'System', 'function ', 'user-defined function '), name) FROM system.functions
+     WHERE has(functions, lower(name))
        AND (origin != 'System' OR categories IN {tributary_categories:Array(String)}
          OR alias_to IN (SELECT name FROM system.functions WHERE categories IN {tributary_categories:Array(String)} OR origin != 'System'))`,
-    { tributary_tables: arrayParam(tables), tributary_functions: arrayParam([...called]), tributary_categories: arrayParam(OUTSIDE_CATEGORIES) },
+    { tributary_tables: hexArray(tables), tributary_functions: hexArray([...called]), tributary_categories: `['${OUTSIDE_CATEGORIES.join("','")}']` },
     'TSVRaw',
     signal,
   );
@@ -232,9 +233,9 @@ async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<
   }
 }
 
-/** A query parameter of type Array(String). */
-function arrayParam(values: readonly string[]): string {
-  return `[${values.map((value) => `'${value.replace(/[\\']/g, (c) => `\\${c}`)}'`).join(',')}]`;
+/** A query parameter of type Array(String): each value's UTF-8 bytes in hex. */
+function hexArray(values: readonly string[]): string {
+  return `[${values.map((value) => `'${Buffer.from(value).toString('hex')}'`).join(',')}]`;
 }
 
 function refuse(reason: string): never {
@@ -259,13 +260,14 @@ async function collect(client: ClickHouseClient, sql: string, params: Readonly<R
  * rather than guessed at. Added lines can only add nodes, which are checked like any other.
  */
 export function parseAstDump(dump: string): AstNode {
+  const unreadable = () => new QueryRefusedError('the engine parsed the query into a tree that could not be read');
   const lines = dump.replace(/\n+$/, '').split('\n');
   let next = 0;
   const read = (depth: number): AstNode => {
     const line = lines[next++];
-    if (line === undefined) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+    if (line === undefined) throw unreadable();
     const indent = line.length - line.trimStart().length;
-    if (indent !== depth) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+    if (indent !== depth) throw unreadable();
     const counted = / \(children (\d+)\)$/.exec(line);
     const body = (counted ? line.slice(0, counted.index) : line).slice(indent);
     const space = body.indexOf(' ');
@@ -274,6 +276,6 @@ export function parseAstDump(dump: string): AstNode {
     return node;
   };
   const root = read(0);
-  if (next !== lines.length) throw new QueryRefusedError('the engine parsed the query into a tree that could not be read');
+  if (next !== lines.length) throw unreadable();
   return root;
 }
