@@ -185,6 +185,12 @@ describe('analyst endpoint against hostile queries', function () {
       // An alias is refused under the engine's name of the function.
       expect(answer.text.toLowerCase(), query).to.contain(reason!.toLowerCase()).and.not.to.contain('do-not-read');
     }
+    // A table named by a query parameter of type Identifier, which the engine substitutes before it parses.
+    for (const query of [`SELECT (SELECT toUInt32(any(token)) FROM {t:Identifier})`, `SELECT (SELECT throwIf(count() > 0) FROM system.one WHERE 'do-not-read' IN {t:Identifier})`]) {
+      const answer = await ask(query, `param_t=${secret}`);
+      expect([answer.status, answer.code], `${query}\n${answer.text}`).to.deep.equal([403, '164']);
+      expect(answer.text, query).to.contain(`table default.${secret} is not among`).and.not.to.contain('do-not-read');
+    }
     // Every form of IN the engine has, with the table by its bare name.
     const ins = (await testClickHouse().query<{ name: string }>("SELECT name FROM system.functions WHERE categories = 'Comparison' ORDER BY name")).map(({ name }) => name).filter((name) => /In|^in/.test(name));
     expect(ins, 'the engine lists its IN functions').to.include.members(['in', 'notIn', 'globalIn', 'globalNotNullIn', 'notNullInIgnoreSet']);
