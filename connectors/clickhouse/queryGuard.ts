@@ -18,8 +18,10 @@ const IN_FUNCTION = /^(?:global)?(?:not)?(?:null)?in(?:ignoreset)?$/i;
 /**
  * Tables every reader may read: `system.one` (what `SELECT 1` reads) and the engine's
  * catalogue that drivers and tools read when they connect (settings, functions, formats,
- * types, time zones; databases, tables and columns by name and type, as DBeaver's navigator
- * lists them). None holds a row of a table.
+ * types, time zones; databases, tables and columns, as DBeaver's navigator lists them).
+ * None holds a row of a table; what they tell of tables (a view's definition, a column's
+ * default, row counts) and of user-defined functions (their bodies) is narrowed to what the
+ * reader may read by `AdmittedQuery.settings`.
  */
 export const METADATA_TABLES: ReadonlySet<string> = new Set([
   'system.one',
@@ -44,6 +46,12 @@ export interface AdmittedQuery {
   sql: string;
   /** The query's FORMAT clause, if it had one. */
   format: string | undefined;
+  /**
+   * SETTINGS the query must run with, before any other: the engine's
+   * `additional_table_filters`, so that `system.tables` and `system.columns` show only the
+   * tables the reader may read, and `system.functions` only the engine's own functions.
+   */
+  settings: string;
 }
 
 /** A query refused by the policy: ClickHouse's READONLY (164), as a server in readonly mode says it. */
@@ -155,19 +163,28 @@ export async function admitQuery(
       inner = canonical.slice(root.text.trim().length + 1);
       break;
     }
-    case 'DescribeQuery':
+    case 'DescribeQuery': {
       kind = 'describe';
-      if (root.children.length !== 1) refuse('DESCRIBE takes one table');
-      walk(root.children[0]!, root);
+      const [described, ...rest] = root.children;
+      format = formatOf(rest, 'DESCRIBE takes one table');
+      if (described === undefined) refuse('DESCRIBE takes one table');
+      walk(described, root);
       // Checked here, so an unknown one is refused too; the analyzer never sees a DESCRIBE.
       for (const name of named) checkTable(qualified(name));
       break;
+    }
     case 'ExistsTableQuery':
-    case 'ShowCreateTableQuery':
+    case 'ShowCreateTableQuery': {
       kind = root.type === 'ExistsTableQuery' ? 'exists' : 'show';
-      if (root.children.length !== 1 || root.children[0]!.type !== 'Identifier') refuse('EXISTS and SHOW CREATE take one table');
-      checkTable(qualified(root.children[0]!.text.trim()));
+      // The node reads `<database> <table>`, with the database empty when the query names none,
+      // and has an identifier child for each, then one for a FORMAT.
+      const parts = root.text.startsWith(' ') ? 1 : 2;
+      const names = root.children.slice(0, parts);
+      format = formatOf(root.children.slice(parts), 'EXISTS and SHOW CREATE take one table');
+      if (names.length !== parts || names.some((node) => node.type !== 'Identifier')) refuse('EXISTS and SHOW CREATE take one table');
+      checkTable(parts === 1 ? `default.${names[0]!.text}` : names.map((node) => node.text).join('.'));
       break;
+    }
     case 'ShowTables':
       // The parser's tree of a SHOW leaves its WHERE and LIKE out, and a WHERE may hold a
       // subquery. So only the plain forms pass, matched whole against the engine's own
@@ -186,14 +203,14 @@ export async function admitQuery(
     sql = canonical.slice(0, -` FORMAT ${format}`.length);
     if (kind === 'explain' && inner.endsWith(` FORMAT ${format}`)) inner = inner.slice(0, -` FORMAT ${format}`.length);
   }
-  // The analyzer reads a DESCRIBE's subquery too.
-  if (kind === 'select' || kind === 'explain' || kind === 'describe') await checkBeforeAnalysis(client, named, called, mayRead, signal);
+  // Before the analyzer, which reads a DESCRIBE's subquery too; and SHOW TABLES reads the catalogue.
+  const settings = catalogueFilters(await readCatalogue(client, named, called, mayRead, signal));
   if (kind === 'select' || kind === 'explain') {
     // The analyzer resolves CTEs, views and `IN table` to the tables they read; aliases are
     // renamed (__tableN), so no name a reader wrote stands in a table's place.
     // Under the reader's bounds: the analyzer runs the scalar subqueries of allowed tables.
-    const bounded = analysis.settings === undefined ? '' : ` SETTINGS ${analysis.settings}`;
-    const tree = await collect(client, `EXPLAIN QUERY TREE ${kind === 'select' ? sql : inner}${bounded}`, params, 'TSVRaw', signal);
+    const bounded = analysis.settings === undefined ? settings : `${settings}, ${analysis.settings}`;
+    const tree = await collect(client, `EXPLAIN QUERY TREE ${kind === 'select' ? sql : inner} SETTINGS ${bounded}`, params, 'TSVRaw', signal);
     for (const line of tree.split('\n')) {
       const trimmed = line.trimStart();
       if (trimmed.startsWith('TABLE_FUNCTION ')) refuse('table functions are not allowed');
@@ -202,40 +219,72 @@ export async function admitQuery(
       else if (trimmed.startsWith('TABLE ') && trimmed !== 'TABLE EXPRESSION') refuse('a table the engine named could not be read');
     }
   }
-  return { kind, sql, format };
+  return { kind, sql, format, settings };
 }
 
 /**
- * Refuses, before the analyzer reads anything, a query whose tree names an existing table
- * outside `mayRead` (a name with a dot both as `db.name` and as a name in `default`) or calls
- * a function outside the list by the engine's account: of a category in
- * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined.
+ * Reads the catalogue before the analyzer reads anything. Refuses a query whose tree names an
+ * existing table outside `mayRead` (a name with a dot both as `db.name` and as a name in
+ * `default`) or calls a function outside the list by the engine's account: of a category in
+ * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined. Returns the tables `mayRead` admits.
  */
-async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean, signal: AbortSignal | undefined): Promise<void> {
-  const tables = [...named].flatMap((name) => (name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]));
-  // Names as hex: a name may hold any character, and a parameter's text is unescaped twice.
+async function readCatalogue(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean, signal: AbortSignal | undefined): Promise<string[]> {
+  // Names as hex, both ways: a name may hold any character (a line break too), and a
+  // parameter's text is unescaped twice.
   const found = await collect(
     client,
-    `WITH arrayMap(x -> unhex(x), {tributary_tables:Array(String)}) AS tables, arrayMap(x -> unhex(x), {tributary_functions:Array(String)}) AS functions
-     SELECT concat('table ', database, '.', name) FROM system.tables WHERE has(tables, concat(database, '.', name))
+    `WITH arrayMap(x -> unhex(x), {tributary_functions:Array(String)}) AS functions
+     SELECT concat('table ', hex(concat(database, '.', name))) FROM system.tables
      UNION ALL
      SELECT concat(if(origin = 'System', 'function ', 'user-defined function '), name) FROM system.functions
      WHERE has(functions, lower(name))
        AND (origin != 'System' OR categories IN {tributary_categories:Array(String)}
          OR alias_to IN (SELECT name FROM system.functions WHERE categories IN {tributary_categories:Array(String)} OR origin != 'System'))`,
-    { tributary_tables: hexArray(tables), tributary_functions: hexArray([...called]), tributary_categories: `['${OUTSIDE_CATEGORIES.join("','")}']` },
+    { tributary_functions: hexArray([...called]), tributary_categories: `['${OUTSIDE_CATEGORIES.join("','")}']` },
     'TSVRaw',
     signal,
   );
+  const tables = new Set<string>();
   for (const line of found.split('\n')) {
-    if (line.startsWith('table ') && !mayRead(line.slice('table '.length))) refuse(`${line} is not among the tables this reader may query`);
+    if (line.startsWith('table ')) tables.add(Buffer.from(line.slice('table '.length), 'hex').toString('utf8'));
     else if (line.startsWith('function ') || line.startsWith('user-defined function ')) refuse(`${line} is not allowed`);
   }
+  for (const name of named) {
+    for (const table of name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]) {
+      if (tables.has(table) && !mayRead(table)) refuse(`table ${table} is not among the tables this reader may query`);
+    }
+  }
+  return [...tables].filter(mayRead);
+}
+
+/**
+ * The engine's `additional_table_filters` narrowing its catalogue to `visible` tables: a
+ * filter the engine applies to every read of the table it names, in subqueries, views and
+ * SHOW TABLES too, before the query's own WHERE sees a row (which sees the names of
+ * tables, never more: it runs on the names to choose which tables to list).
+ */
+function catalogueFilters(visible: readonly string[]): string {
+  // '' stands for no table, so the list is never empty.
+  const among = (column: string) => `hex(concat(database, '.', ${column})) IN (${['', ...visible.map((table) => Buffer.from(table).toString('hex').toUpperCase())].map((hex) => `'${hex}'`).join(', ')})`;
+  const filters: Record<string, string> = {
+    'system.tables': among('name'),
+    'system.columns': among('table'),
+    'system.functions': "origin = 'System'",
+  };
+  return `additional_table_filters = {${Object.entries(filters)
+    .map(([table, filter]) => `'${table}': '${filter.replace(/'/g, "\\'")}'`)
+    .join(', ')}}`;
 }
 
 /** A query parameter of type Array(String): each value's UTF-8 bytes in hex. */
 function hexArray(values: readonly string[]): string {
   return `[${values.map((value) => `'${Buffer.from(value).toString('hex')}'`).join(',')}]`;
+}
+
+/** A FORMAT clause, which the tree of a DESCRIBE, EXISTS or SHOW CREATE prints as an identifier after the table. */
+function formatOf(rest: readonly AstNode[], shape: string): string | undefined {
+  if (rest.length > 1 || (rest.length === 1 && rest[0]!.type !== 'Identifier')) refuse(shape);
+  return rest[0]?.text.trim();
 }
 
 function refuse(reason: string): never {

@@ -343,7 +343,8 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
       // A result built whole in memory is bounded by what memory can hold, not by bandwidth.
       const bounds = client.kind === 'embedded' && framingOf(format) === 'whole' ? { ...limits, maxResultBytes: Math.min(limits.maxResultBytes, maxBuffered) } : limits;
-      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${settingsClause(settings, bounds, readerPriority)}` : `${admitted.sql} SETTINGS ${settingsClause(settings, bounds, readerPriority)}`;
+      const clause = `${admitted.settings}, ${settingsClause(settings, bounds, readerPriority)}`;
+      const sql = admitted.kind === 'select' ? `SELECT * FROM (${admitted.sql}) SETTINGS ${clause}` : `${admitted.sql} SETTINGS ${clause}`;
       const chunks = client.stream(sql, { format, params, signal: abort.signal })[Symbol.asyncIterator]();
       // The first chunk (or the error) comes before any header, so a failed query gets its
       // own status, as from a server.

@@ -23,6 +23,8 @@ describe('analyst endpoint against hostile queries', function () {
   const table = `hostile_${suffix}`;
   const secret = `secret_${suffix}`;
   const view = `hostile_view_${suffix}`;
+  /** A view outside the list whose definition holds a literal, as a column default of the secret table does. */
+  const secretView = `secret_view_${suffix}`;
   /** A dictionary over the secret table, and a user-defined function reading it: both made by an administrator, neither allowed. */
   const dictionary = `hostile_dict_${suffix}`;
   const udf = `hostile_udf_${suffix}`;
@@ -37,8 +39,9 @@ describe('analyst endpoint against hostile queries', function () {
     const store = testClickHouse();
     await store.exec(`CREATE TABLE ${table} (id UInt32, name String) ENGINE = MergeTree ORDER BY id`);
     await store.exec(`INSERT INTO ${table} VALUES (1, 'a'), (2, 'b'), (3, 'c')`);
-    await store.exec(`CREATE TABLE ${secret} (token String) ENGINE = MergeTree ORDER BY token`);
-    await store.exec(`INSERT INTO ${secret} VALUES ('do-not-read')`);
+    await store.exec(`CREATE TABLE ${secret} (token String, note String DEFAULT 'literal-in-a-default') ENGINE = MergeTree ORDER BY token`);
+    await store.exec(`INSERT INTO ${secret} (token) VALUES ('do-not-read')`);
+    await store.exec(`CREATE VIEW ${secretView} AS SELECT token FROM ${secret} WHERE token != 'literal-in-a-view'`);
     // A name with a dot in it, which the parser's tree prints as it would a database and a table (and a quote).
     await store.exec(`CREATE TABLE \`${secret}.it's\` (token String) ENGINE = MergeTree ORDER BY token`);
     await store.exec(`INSERT INTO \`${secret}.it's\` VALUES ('do-not-read')`);
@@ -67,7 +70,7 @@ describe('analyst endpoint against hostile queries', function () {
     const store = testClickHouse();
     await store.exec(`DROP FUNCTION IF EXISTS ${udf}`);
     await store.exec(`DROP DICTIONARY IF EXISTS ${dictionary}`);
-    for (const name of [view, table, secret, `${secret}.it's`]) await store.exec(`DROP TABLE IF EXISTS \`${name}\``);
+    for (const name of [view, secretView, table, secret, `${secret}.it's`]) await store.exec(`DROP TABLE IF EXISTS \`${name}\``);
     scratch.remove();
   });
 
@@ -99,6 +102,9 @@ describe('analyst endpoint against hostile queries', function () {
       [`select NAME from ${table} where id = 2`.replace('NAME', 'name'), 'b\n'],
       [`DESCRIBE TABLE ${table}`, 'id\tUInt32\t\t\t\t\t\nname\tString\t\t\t\t\t\n'],
       [`EXISTS TABLE ${table}`, '1\n'],
+      [`EXISTS TABLE default.${table} FORMAT TSV`, '1\n'],
+      [`DESCRIBE TABLE default.${table} FORMAT CSV`, '"id","UInt32","","","","",""\n"name","String","","","","",""\n'],
+      [`SHOW CREATE TABLE default.${view} FORMAT TSVRaw`, `CREATE VIEW default.${view}\n(\n    \`id\` UInt32\n)\nAS SELECT id\nFROM default.${table}\n`],
       [`SHOW TABLES LIKE '${table}'`, `${table}\n`],
       [`SHOW TABLES FROM default LIKE '${view}'`, `${view}\n`],
       [`SHOW FULL TABLES NOT ILIKE '%' LIMIT 5`, ''],
@@ -213,6 +219,44 @@ describe('analyst endpoint against hostile queries', function () {
     expect(await testClickHouse().query(`SELECT ${udf}(toUInt64(1)) AS token`)).to.deep.equal([{ token: 'do-not-read' }]);
   });
 
+  it('shows in the catalogue only the tables it may read, and no user-defined function', async () => {
+    // system.tables and system.columns tell a table's definition, defaults and row count, and
+    // system.functions a user-defined function's body: every reader may read them, and the
+    // engine filters them before the query's own WHERE, scalar subqueries and views see a row.
+    const own = [table, view].sort().join('\n') + '\n';
+    for (const [query, expected] of [
+      ["SELECT name FROM system.tables WHERE database = 'default' ORDER BY name", own],
+      ["SELECT DISTINCT table FROM system.columns WHERE database = 'default' ORDER BY table", own],
+      ['SHOW TABLES', own],
+      ["SELECT sum(total_rows) FROM system.tables WHERE database = 'default'", '3\n'],
+      ["WITH t AS (SELECT * FROM system.tables) SELECT count() FROM t WHERE database = 'default'", '2\n'],
+      ["SELECT count() FROM system.tables WHERE name IN (SELECT table FROM system.columns WHERE database = 'default')", '2\n'],
+      [`SELECT count() FROM system.tables WHERE create_table_query LIKE '%literal-in-a-%'`, '0\n'],
+      [`SELECT count() FROM system.columns WHERE default_expression LIKE '%literal-in-a-%'`, '0\n'],
+      ["SELECT count() FROM system.functions WHERE origin != 'System'", '0\n'],
+      [`SELECT 1 FROM system.tables WHERE throwIf(create_table_query LIKE '%literal-in-a-view%')`, ''],
+      [`SELECT 1 FROM system.columns WHERE throwIf(default_expression LIKE '%literal-in-a-default%')`, ''],
+    ] as const) {
+      const answer = await ask(query);
+      expect([answer.status, answer.text], query).to.deep.equal([200, expected]);
+    }
+    for (const query of [
+      'SELECT * FROM system.tables',
+      'SELECT * FROM system.columns',
+      'SELECT * FROM system.functions',
+      `SELECT (SELECT toUInt32(any(create_table_query)) FROM system.tables WHERE name = '${secretView}')`,
+      `SELECT (SELECT toUInt32(any(default_expression)) FROM system.columns WHERE table = '${secret}' AND name = 'note')`,
+      `SELECT (SELECT toUInt32(any(create_query)) FROM system.functions WHERE name = '${udf}')`,
+      `DESCRIBE (SELECT (SELECT toUInt32(any(create_table_query)) FROM system.tables WHERE name = '${secretView}'))`,
+      `EXPLAIN SELECT (SELECT toUInt32(any(create_table_query)) FROM system.tables WHERE name = '${secretView}')`,
+    ]) {
+      const answer = await ask(query);
+      for (const told of ['literal-in-a-', secret, dictionary]) expect(answer.text, query).not.to.include(told);
+    }
+    expect((await ask('SELECT * FROM system.tables')).text).to.include(table);
+    expect((await ask('SELECT * FROM system.functions')).text).to.include('dictGetString');
+  });
+
   it('says why it refuses, in the engine\'s READONLY error', async () => {
     for (const [query, reason] of [
       [`SELECT * FROM ${table} SETTINGS max_threads = 1`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
@@ -225,7 +269,10 @@ describe('analyst endpoint against hostile queries', function () {
       ['EXPLAIN header = 1 SELECT 1', 'only EXPLAIN of a SELECT is allowed'],
       ['EXPLAIN CURRENT TRANSACTION', 'only EXPLAIN of a SELECT is allowed'],
       [`DESCRIBE TABLE ${table} SETTINGS describe_compact_output = 1`, 'DESCRIBE takes one table'],
-      [`EXISTS TABLE ${table} FORMAT JSON`, 'EXISTS and SHOW CREATE take one table'],
+      [`EXISTS TABLE ${table} SETTINGS max_threads = 1`, 'EXISTS and SHOW CREATE take one table'],
+      [`SHOW CREATE TABLE default.${table} INTO OUTFILE 'x'`, 'EXISTS and SHOW CREATE take one table'],
+      [`DESCRIBE TABLE ${table} FORMAT JSON SETTINGS max_threads = 1`, 'DESCRIBE takes one table'],
+      [`EXISTS TABLE default.${secret} FORMAT JSON`, `table default.${secret} is not among the tables this reader may query`],
       [`SELECT * FROM ${table} FORMAT TSV SETTINGS max_threads = 1`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
       [`SELECT * FROM ${table} AS \`x\n TableIdentifier ${table}\``, 'the engine parsed the query into a tree that could not be read'],
       ['SHOW TABLES WHERE 1', 'only SHOW TABLES and SHOW DATABASES, with FROM, LIKE and LIMIT, are allowed'],
