@@ -165,10 +165,8 @@ export async function admitQuery(
     }
     case 'DescribeQuery': {
       kind = 'describe';
-      const [described, ...rest] = root.children;
-      format = formatOf(rest, 'DESCRIBE takes one table');
-      if (described === undefined) refuse('DESCRIBE takes one table');
-      walk(described, root);
+      format = formatOf(root.children.slice(1), 'DESCRIBE takes one table');
+      walk(root.children[0]!, root);
       // Checked here, so an unknown one is refused too; the analyzer never sees a DESCRIBE.
       for (const name of named) checkTable(qualified(name));
       break;
@@ -179,10 +177,9 @@ export async function admitQuery(
       // The node reads `<database> <table>`, with the database empty when the query names none,
       // and has an identifier child for each, then one for a FORMAT.
       const parts = root.text.startsWith(' ') ? 1 : 2;
-      const names = root.children.slice(0, parts);
+      const names = root.children.slice(0, parts).map((node) => node.text);
       format = formatOf(root.children.slice(parts), 'EXISTS and SHOW CREATE take one table');
-      if (names.length !== parts || names.some((node) => node.type !== 'Identifier')) refuse('EXISTS and SHOW CREATE take one table');
-      checkTable(parts === 1 ? `default.${names[0]!.text}` : names.map((node) => node.text).join('.'));
+      checkTable(parts === 1 ? `default.${names[0]}` : names.join('.'));
       break;
     }
     case 'ShowTables':
@@ -264,8 +261,8 @@ async function readCatalogue(client: ClickHouseClient, named: ReadonlySet<string
  * tables, never more: it runs on the names to choose which tables to list).
  */
 function catalogueFilters(visible: readonly string[]): string {
-  // '' stands for no table, so the list is never empty.
-  const among = (column: string) => `hex(concat(database, '.', ${column})) IN (${['', ...visible.map((table) => Buffer.from(table).toString('hex').toUpperCase())].map((hex) => `'${hex}'`).join(', ')})`;
+  // Never an empty list: the metadata tables are visible to every reader.
+  const among = (column: string) => `hex(concat(database, '.', ${column})) IN (${visible.map((table) => `'${Buffer.from(table).toString('hex').toUpperCase()}'`).join(', ')})`;
   const filters: Record<string, string> = {
     'system.tables': among('name'),
     'system.columns': among('table'),
@@ -284,7 +281,7 @@ function hexArray(values: readonly string[]): string {
 /** A FORMAT clause, which the tree of a DESCRIBE, EXISTS or SHOW CREATE prints as an identifier after the table. */
 function formatOf(rest: readonly AstNode[], shape: string): string | undefined {
   if (rest.length > 1 || (rest.length === 1 && rest[0]!.type !== 'Identifier')) refuse(shape);
-  return rest[0]?.text.trim();
+  return rest[0]?.text;
 }
 
 function refuse(reason: string): never {

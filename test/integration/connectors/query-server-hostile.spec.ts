@@ -158,6 +158,10 @@ describe('analyst endpoint against hostile queries', function () {
     ]) {
       await expectRefused(query);
     }
+    // A table named by a query parameter, which the engine substitutes before it parses.
+    for (const query of ['DESCRIBE TABLE {t:Identifier}', 'EXISTS TABLE {t:Identifier}', 'SHOW CREATE TABLE {t:Identifier}', 'SELECT * FROM {t:Identifier}']) {
+      await expectRefused(query, `param_t=${secret}`);
+    }
   });
 
   it('reads nothing of a table outside its list, not even to fail: scalar subqueries, dictionaries, user-defined functions', async () => {
