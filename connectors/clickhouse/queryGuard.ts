@@ -255,17 +255,18 @@ async function readCatalogue(client: ClickHouseClient, named: ReadonlySet<string
 }
 
 /**
- * The engine's `additional_table_filters` narrowing its catalogue to `visible` tables: a
- * filter the engine applies to every read of the table it names, in subqueries, views and
- * SHOW TABLES too, before the query's own WHERE sees a row (which sees the names of
- * tables, never more: it runs on the names to choose which tables to list).
+ * The engine's `additional_table_filters` narrowing its catalogue to `visible` tables and
+ * their databases: a filter the engine applies to every read of the table it names, in
+ * subqueries, views and SHOW TABLES too, before the query's own WHERE sees a row (which
+ * sees the names of tables, never more: it runs on the names to choose which tables to list).
  */
 function catalogueFilters(visible: readonly string[]): string {
   // Never an empty list: the metadata tables are visible to every reader.
-  const among = (column: string) => `hex(concat(database, '.', ${column})) IN (${visible.map((table) => `'${Buffer.from(table).toString('hex').toUpperCase()}'`).join(', ')})`;
+  const among = (names: Iterable<string>) => `IN (${[...names].map((name) => `'${Buffer.from(name).toString('hex').toUpperCase()}'`).join(', ')})`;
   const filters: Record<string, string> = {
-    'system.tables': among('name'),
-    'system.columns': among('table'),
+    'system.tables': `hex(concat(database, '.', name)) ${among(visible)}`,
+    'system.columns': `hex(concat(database, '.', table)) ${among(visible)}`,
+    'system.databases': `hex(name) ${among(new Set(visible.map((table) => table.slice(0, table.indexOf('.')))))}`,
     'system.functions': "origin = 'System'",
   };
   return `additional_table_filters = {${Object.entries(filters)

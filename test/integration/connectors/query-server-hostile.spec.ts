@@ -223,7 +223,7 @@ describe('analyst endpoint against hostile queries', function () {
     expect(await testClickHouse().query(`SELECT ${udf}(toUInt64(1)) AS token`)).to.deep.equal([{ token: 'do-not-read' }]);
   });
 
-  it('shows in the catalogue only the tables it may read, and no user-defined function', async () => {
+  it('shows in the catalogue only the tables it may read, their databases, and no user-defined function', async () => {
     // system.tables and system.columns tell a table's definition, defaults and row count, and
     // system.functions a user-defined function's body: every reader may read them, and the
     // engine filters them before the query's own WHERE, scalar subqueries and views see a row.
@@ -232,6 +232,8 @@ describe('analyst endpoint against hostile queries', function () {
       ["SELECT name FROM system.tables WHERE database = 'default' ORDER BY name", own],
       ["SELECT DISTINCT table FROM system.columns WHERE database = 'default' ORDER BY table", own],
       ['SHOW TABLES', own],
+      ['SHOW DATABASES', 'default\nsystem\n'],
+      ['SELECT name FROM system.databases ORDER BY name', 'default\nsystem\n'],
       ["SELECT sum(total_rows) FROM system.tables WHERE database = 'default'", '3\n'],
       ["WITH t AS (SELECT * FROM system.tables) SELECT count() FROM t WHERE database = 'default'", '2\n'],
       ["SELECT count() FROM system.tables WHERE name IN (SELECT table FROM system.columns WHERE database = 'default')", '2\n'],
