@@ -38,6 +38,22 @@ export const METADATA_TABLES: ReadonlySet<string> = new Set([
   'system.columns',
 ]);
 
+/**
+ * The tables a reader may read: these (`db.name`) and every table of these databases, less
+ * `except`; and the metadata tables, whatever the policy.
+ */
+export interface TablePolicy {
+  tables: ReadonlySet<string>;
+  databases: ReadonlySet<string>;
+  except: ReadonlySet<string>;
+}
+
+/** Whether `policy` lets a reader read `table` (`db.name`). */
+export function mayRead(policy: TablePolicy, table: string): boolean {
+  if (METADATA_TABLES.has(table)) return true;
+  return !policy.except.has(table) && (policy.tables.has(table) || policy.databases.has(databaseOf(table)));
+}
+
 /** A query the engine's parser read and the reader's policy admits, ready to run. */
 export interface AdmittedQuery {
   /** `select` (SELECT, UNION, INTERSECT), `explain`, `describe`, `exists`, `show`. */
@@ -83,7 +99,7 @@ export interface AnalysisOptions {
 
 /**
  * Reads a query with the engine's own parser and admits it only if it reads, and reads
- * only `allowed` tables: one statement (`formatQuerySingleLine` refuses several), of an
+ * only tables `policy` allows: one statement (`formatQuerySingleLine` refuses several), of an
  * admitted kind, no table function, no INTO OUTFILE, no SETTINGS clause (settings come
  * from the caller's allowlist), no function that reaches files, dictionaries, tables or
  * services by name (see `OUTSIDE_FUNCTIONS`). Tables are taken from the analyzer's
@@ -102,16 +118,16 @@ export async function admitQuery(
   client: ClickHouseClient,
   query: string,
   params: Readonly<Record<string, string>>,
-  allowed: (table: string) => boolean,
+  policy: TablePolicy,
   analysis: AnalysisOptions = {},
 ): Promise<AdmittedQuery> {
   const { signal } = analysis;
   const canonical = (await collect(client, 'SELECT formatQuerySingleLine({tributary_query_text:String})', { tributary_query_text: query }, 'RawBLOB', signal)).trim();
   const root = parseAstDump(await collect(client, `EXPLAIN AST ${canonical}`, params, 'TSVRaw', signal));
   const withoutAlias = (text: string) => text.replace(/ \(alias .*$/s, '');
-  const mayRead = (name: string) => allowed(name) || METADATA_TABLES.has(name);
+  const readable = (name: string) => mayRead(policy, name);
   const checkTable = (name: string) => {
-    if (!mayRead(name)) refuse(`table ${name} is not among the tables this reader may query`);
+    if (!readable(name)) refuse(`table ${name} is not among the tables this reader may query`);
   };
   /** The names the tree gives tables (`db.name`, or a CTE's name) and the functions it calls, lower case. */
   const named = new Set<string>();
@@ -200,8 +216,9 @@ export async function admitQuery(
     sql = canonical.slice(0, -` FORMAT ${format}`.length);
     if (kind === 'explain' && inner.endsWith(` FORMAT ${format}`)) inner = inner.slice(0, -` FORMAT ${format}`.length);
   }
-  // Before the analyzer, which reads a DESCRIBE's subquery too; and SHOW TABLES reads the catalogue.
-  const settings = catalogueFilters(await readCatalogue(client, named, called, mayRead, signal));
+  // The analyzer reads a DESCRIBE's subquery too.
+  if (kind === 'select' || kind === 'explain' || kind === 'describe') await checkBeforeAnalysis(client, named, called, readable, signal);
+  const settings = catalogueFilters(policy);
   if (kind === 'select' || kind === 'explain') {
     // The analyzer resolves CTEs, views and `IN table` to the tables they read; aliases are
     // renamed (__tableN), so no name a reader wrote stands in a table's place.
@@ -220,53 +237,50 @@ export async function admitQuery(
 }
 
 /**
- * Reads the catalogue before the analyzer reads anything. Refuses a query whose tree names an
- * existing table outside `mayRead` (a name with a dot both as `db.name` and as a name in
- * `default`) or calls a function outside the list by the engine's account: of a category in
- * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined. Returns the tables `mayRead` admits.
+ * Refuses, before the analyzer reads anything, a query whose tree names an existing table
+ * outside `readable` (a name with a dot both as `db.name` and as a name in `default`) or calls
+ * a function outside the list by the engine's account: of a category in
+ * `OUTSIDE_CATEGORIES`, an alias of one, or user-defined.
  */
-async function readCatalogue(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, mayRead: (table: string) => boolean, signal: AbortSignal | undefined): Promise<string[]> {
+async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<string>, called: ReadonlySet<string>, readable: (table: string) => boolean, signal: AbortSignal | undefined): Promise<void> {
+  const tables = [...named].flatMap((name) => (name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]));
   // Names as hex, both ways: a name may hold any character (a line break too), and a
   // parameter's text is unescaped twice.
   const found = await collect(
     client,
-    `WITH arrayMap(x -> unhex(x), {tributary_functions:Array(String)}) AS functions
-     SELECT concat('table ', hex(concat(database, '.', name))) FROM system.tables
+    `WITH arrayMap(x -> unhex(x), {tributary_tables:Array(String)}) AS tables, arrayMap(x -> unhex(x), {tributary_functions:Array(String)}) AS functions
+     SELECT concat('table ', hex(concat(database, '.', name))) FROM system.tables WHERE has(tables, concat(database, '.', name))
      UNION ALL
      SELECT concat(if(origin = 'System', 'function ', 'user-defined function '), name) FROM system.functions
      WHERE has(functions, lower(name))
        AND (origin != 'System' OR categories IN {tributary_categories:Array(String)}
          OR alias_to IN (SELECT name FROM system.functions WHERE categories IN {tributary_categories:Array(String)} OR origin != 'System'))`,
-    { tributary_functions: hexArray([...called]), tributary_categories: `['${OUTSIDE_CATEGORIES.join("','")}']` },
+    { tributary_tables: hexArray(tables), tributary_functions: hexArray([...called]), tributary_categories: `['${OUTSIDE_CATEGORIES.join("','")}']` },
     'TSVRaw',
     signal,
   );
-  const tables = new Set<string>();
   for (const line of found.split('\n')) {
-    if (line.startsWith('table ')) tables.add(Buffer.from(line.slice('table '.length), 'hex').toString('utf8'));
+    const table = line.startsWith('table ') ? Buffer.from(line.slice('table '.length), 'hex').toString('utf8') : undefined;
+    if (table !== undefined && !readable(table)) refuse(`table ${table} is not among the tables this reader may query`);
     else if (line.startsWith('function ') || line.startsWith('user-defined function ')) refuse(`${line} is not allowed`);
   }
-  for (const name of named) {
-    for (const table of name.includes('.') ? [name, `default.${name}`] : [`default.${name}`]) {
-      if (tables.has(table) && !mayRead(table)) refuse(`table ${table} is not among the tables this reader may query`);
-    }
-  }
-  return [...tables].filter(mayRead);
 }
 
 /**
- * The engine's `additional_table_filters` narrowing its catalogue to `visible` tables and
- * their databases: a filter the engine applies to every read of the table it names, in
- * subqueries, views and SHOW TABLES too, before the query's own WHERE sees a row (which
- * sees the names of tables, never more: it runs on the names to choose which tables to list).
+ * The engine's `additional_table_filters` narrowing its catalogue to what `policy` lets a
+ * reader read: a filter the engine applies to every read of the table it names, in
+ * subqueries, views and SHOW TABLES too, before the query's own WHERE sees a row (which sees
+ * the names of tables, never more: it runs on the names to choose which tables to list).
+ * Its size is the policy's, not the catalogue's. Names as hex, in a string in a string.
  */
-function catalogueFilters(visible: readonly string[]): string {
-  // Never an empty list: the metadata tables are visible to every reader.
-  const among = (names: Iterable<string>) => `IN (${[...names].map((name) => `'${Buffer.from(name).toString('hex').toUpperCase()}'`).join(', ')})`;
+function catalogueFilters(policy: TablePolicy): string {
+  const among = (names: Iterable<string>) => `(${[...names].map((name) => `'${Buffer.from(name).toString('hex').toUpperCase()}'`).join(', ')})`;
+  const tables = [...policy.tables, ...METADATA_TABLES];
+  const readable = (table: string) => `(hex(concat(database, '.', ${table})) IN ${among(tables)} OR hex(database) IN ${among(policy.databases)}) AND hex(concat(database, '.', ${table})) NOT IN ${among(policy.except)}`;
   const filters: Record<string, string> = {
-    'system.tables': `hex(concat(database, '.', name)) ${among(visible)}`,
-    'system.columns': `hex(concat(database, '.', table)) ${among(visible)}`,
-    'system.databases': `hex(name) ${among(new Set(visible.map((table) => table.slice(0, table.indexOf('.')))))}`,
+    'system.tables': readable('name'),
+    'system.columns': readable('table'),
+    'system.databases': `hex(name) IN ${among(new Set([...policy.databases, ...tables.map(databaseOf)]))}`,
     'system.functions': "origin = 'System'",
   };
   return `additional_table_filters = {${Object.entries(filters)
@@ -287,6 +301,11 @@ function formatOf(rest: readonly AstNode[], shape: string): string | undefined {
 
 function refuse(reason: string): never {
   throw new QueryRefusedError(reason);
+}
+
+/** The database of a `db.name`. */
+function databaseOf(table: string): string {
+  return table.slice(0, table.indexOf('.'));
 }
 
 /** `db.name` for a name written with or without its database. */

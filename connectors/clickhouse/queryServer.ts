@@ -12,7 +12,7 @@ import type { ClickHouseClient } from './client';
 import { compressedBlock } from './compressedBlocks';
 import { framingOf } from './embedded';
 import { nativeForRevision } from './nativeRevision';
-import { admitQuery, QueryRefusedError } from './queryGuard';
+import { admitQuery, QueryRefusedError, type TablePolicy } from './queryGuard';
 
 /** A reader given by name: its key and, if narrower than the server's, its tables. */
 export interface QueryUser {
@@ -108,8 +108,12 @@ export interface QueryServerOptions {
 /** Largest block of a `compress=1` answer, as a server cuts them. */
 const FRAME_BYTES = 1024 * 1024;
 
-/** The library's own tables: never readable by default. */
-const BOOKKEEPING = new Set(['default.tributary_migrations', 'default.subject_keys', 'default.audit_log']);
+/** What readers may read unless told: the default database less the library's own tables. */
+const DEFAULT_POLICY: TablePolicy = {
+  tables: new Set(),
+  databases: new Set(['default']),
+  except: new Set(['default.tributary_migrations', 'default.subject_keys', 'default.audit_log']),
+};
 
 /** Settings a reader may give in the URL that only shape the output. */
 const OUTPUT_SETTINGS = new Set([
@@ -224,13 +228,13 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   const users = Object.entries(options.users ?? {}).map(([name, given]) => {
     const user = typeof given === 'string' ? { key: given } : given;
     if (typeof user?.key !== 'string' || user.key.length < 8) throw new ConfigError(`users.${name} must be a key of at least 8 characters`);
-    return { name, digest: digest(user.key), tables: user.tables === undefined ? undefined : tableMatcher(user.tables, `users.${name}.tables`) };
+    return { name, digest: digest(user.key), tables: user.tables === undefined ? undefined : tablePolicy(user.tables, `users.${name}.tables`) };
   });
   if (options.access !== undefined && !(options.access instanceof AccessControl)) throw new ConfigError('access must be an AccessControl');
   if (users.length === 0 && !options.access) throw new ConfigError('users must name at least one user and key, or access must be given');
   const permission = options.permission ?? 'query:read';
   if (typeof permission !== 'string' || permission === '') throw new ConfigError(`permission must be a non-empty string, got ${JSON.stringify(options.permission)}`);
-  const serverTables = options.tables === undefined ? undefined : tableMatcher(options.tables, 'tables');
+  const serverTables = options.tables === undefined ? undefined : tablePolicy(options.tables, 'tables');
   const limits: Required<QueryLimits> = {
     maxExecutionTimeS: positiveInteger(options.limits?.maxExecutionTimeS, DEFAULT_QUERY_LIMITS.maxExecutionTimeS, 'limits.maxExecutionTimeS'),
     maxResultRows: positiveInteger(options.limits?.maxResultRows, DEFAULT_QUERY_LIMITS.maxResultRows, 'limits.maxResultRows'),
@@ -246,19 +250,6 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
   const requestTimeoutMs = positiveInteger(options.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   const maxFailedAuth = positiveInteger(options.maxFailedAuthPerMinute, 20, 'maxFailedAuthPerMinute');
   const client = options.client;
-
-  // Which tables the default policy admits: the default database less the bookkeeping,
-  // read from the engine at most once a second so new tables appear without a restart.
-  let defaultTables: { at: number; names: Promise<Set<string>> } | undefined;
-  const defaultAllowed = async (): Promise<(table: string) => boolean> => {
-    if (!defaultTables || Date.now() - defaultTables.at > 1000) {
-      const names = client.query<{ name: string }>("SELECT concat(database, '.', name) AS name FROM system.tables WHERE database = 'default'").then((rows) => new Set(rows.map((row) => row.name).filter((name) => !BOOKKEEPING.has(name))));
-      defaultTables = { at: Date.now(), names };
-      names.catch(() => (defaultTables = undefined));
-    }
-    const names = await defaultTables.names;
-    return (table) => names.has(table);
-  };
 
   const failures = new Map<string, { count: number; since: number }>();
   let running = 0;
@@ -337,8 +328,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     response.once('close', cancel);
     const timer = setTimeout(cancel, (limits.maxExecutionTimeS + 5) * 1000);
     try {
-      const allowed = who.tables ?? serverTables ?? (await defaultAllowed());
-      const admitted = await admitQuery(client, query, params, allowed, { settings: analysisClause(limits, readerPriority), signal: abort.signal });
+      const admitted = await admitQuery(client, query, params, who.tables ?? serverTables ?? DEFAULT_POLICY, { settings: analysisClause(limits, readerPriority), signal: abort.signal });
       const format = admitted.format ?? url.searchParams.get('default_format') ?? request.headers['x-clickhouse-format']?.toString() ?? 'TabSeparated';
       if (!/^[A-Za-z][A-Za-z0-9]*$/.test(format)) throw new QueryError(73, `Unknown format ${format}. (UNKNOWN_FORMAT)`);
       // A result built whole in memory is bounded by what memory can hold, not by bandwidth.
@@ -404,7 +394,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
     reply(response, code === 1001 ? 500 : statusOf(code), code, `${messageOf(error)}\n`);
   }
 
-  function authorized(request: IncomingMessage, url: URL): { outcome: 'ok' | 'FORBIDDEN' | 'UNAUTHENTICATED'; actor: string; reason: string; tables?: (table: string) => boolean } {
+  function authorized(request: IncomingMessage, url: URL): { outcome: 'ok' | 'FORBIDDEN' | 'UNAUTHENTICATED'; actor: string; reason: string; tables?: TablePolicy } {
     let user = header(request, 'x-clickhouse-user');
     let key = header(request, 'x-clickhouse-key');
     const basic = /^Basic (.+)$/i.exec(request.headers.authorization ?? '');
@@ -520,11 +510,13 @@ export function settingsClause(given: Readonly<Record<string, string>>, limits: 
     .join(', ');
 }
 
-function tableMatcher(tables: readonly string[], option: string): (table: string) => boolean {
+function tablePolicy(tables: readonly string[], option: string): TablePolicy {
   if (!Array.isArray(tables) || tables.some((table) => typeof table !== 'string' || table === '')) throw new ConfigError(`${option} must be an array of table names`);
-  const exact = new Set(tables.filter((table) => !table.endsWith('.*')).map((table) => (table.includes('.') ? table : `default.${table}`)));
-  const databases = new Set(tables.filter((table) => table.endsWith('.*')).map((table) => table.slice(0, -2)));
-  return (table) => exact.has(table) || databases.has(table.slice(0, table.indexOf('.')));
+  return {
+    tables: new Set(tables.filter((table) => !table.endsWith('.*')).map((table) => (table.includes('.') ? table : `default.${table}`))),
+    databases: new Set(tables.filter((table) => table.endsWith('.*')).map((table) => table.slice(0, -2))),
+    except: new Set(),
+  };
 }
 
 /**

@@ -178,6 +178,12 @@ describe('tributary (the command line)', function () {
         expect(status.stdout).to.contain('bookings: 54, dead letters: 14');
         const drop = await tributary(['query', 'DROP TABLE bookings'], { env: endpoint });
         expect(drop.code).to.equal(4);
+        // The default policy: the library's own tables are neither readable nor listed.
+        const own = await tributary(['query', 'SELECT count() FROM subject_keys'], { env: endpoint });
+        expect(own.code).to.equal(4);
+        expect(own.stderr).to.contain('table default.subject_keys is not among the tables this reader may query');
+        const listed = await tributary(['query', "SELECT name FROM system.tables WHERE database = 'default' AND name IN ('bookings', 'tributary_migrations', 'subject_keys', 'audit_log')", '-f', 'TSV'], { env: endpoint });
+        expect(listed).to.include({ code: 0, stdout: 'bookings\n' });
         for (const args of [['query', 'SELECT 1', '--write'], ['ingest', join(samplesDir, 'skyway')], ['migrate'], ['demo']]) {
           const run = await tributary(args, { env: endpoint });
           expect(run.code, args.join(' ')).to.equal(3);

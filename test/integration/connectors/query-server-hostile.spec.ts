@@ -263,6 +263,31 @@ describe('analyst endpoint against hostile queries', function () {
     expect((await ask('SELECT * FROM system.functions')).text).to.include('dictGetString');
   });
 
+  it('filters a catalogue of any size: the filter grows with the policy, not with the tables', async function () {
+    this.timeout(300_000);
+    // 800 tables with 200-character names: listed one by one in the filter, they would take
+    // the query past the engine's max_query_size (256 KiB).
+    const store = testClickHouse();
+    const database = `wide_${suffix}`;
+    await store.exec(`CREATE DATABASE ${database}`);
+    const wide = await serveQueries({ client: store, users: { analyst: key }, tables: [`${database}.*`], port: 0 });
+    try {
+      for (let i = 0; i < 800; i++) await store.exec(`CREATE TABLE ${database}.t${i}_${'x'.repeat(190)} (a UInt8) ENGINE = Memory`);
+      for (const [query, expected] of [
+        [`SELECT count() FROM system.tables WHERE database = '${database}'`, '800\n'],
+        [`SELECT count() FROM system.columns WHERE database = '${database}'`, '800\n'],
+        ["SELECT count() FROM system.tables WHERE database = 'default'", '0\n'],
+        [`SELECT count() FROM ${database}.t799_${'x'.repeat(190)}`, '0\n'],
+      ]) {
+        const response = await fetch(`${wide.url}/?query=${encodeURIComponent(query!)}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+        expect([response.status, await response.text()], query).to.deep.equal([200, expected]);
+      }
+    } finally {
+      await wide.close();
+      await store.exec(`DROP DATABASE ${database}`);
+    }
+  });
+
   it('says why it refuses, in the engine\'s READONLY error', async () => {
     for (const [query, reason] of [
       [`SELECT * FROM ${table} SETTINGS max_threads = 1`, 'SETTINGS in a query are not allowed; pass allowlisted settings as URL parameters'],
