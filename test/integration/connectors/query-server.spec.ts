@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { serveQueries, toClickHouse } from '../../../connectors/clickhouse';
+import { migrate, serveQueries, toClickHouse } from '../../../connectors/clickhouse';
+import { migrationsDir } from '../../../examples/bookings/paths';
 import { fromIterable } from '../../../connectors/iterable';
 import { ConfigError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
@@ -82,6 +83,20 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
     } finally {
       await reader.close();
     }
+  });
+
+  it('reads by default every table of the default database but the library\'s own, which it neither reads nor lists', async () => {
+    await migrate(testClickHouse(), migrationsDir);
+    const ask = async (query: string) => {
+      const response = await fetch(`${endpoint.url}/?query=${encodeURIComponent(query)}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      return [response.status, await response.text()];
+    };
+    for (const own of ['tributary_migrations', 'subject_keys', 'audit_log']) {
+      expect(await ask(`SELECT count() FROM ${own}`), own).to.deep.equal([403, `Code: 164. DB::Exception: table default.${own} is not among the tables this reader may query: cannot execute query in readonly mode. (READONLY)\n`]);
+    }
+    const listed = `SELECT name FROM system.tables WHERE database = 'default' AND name IN ('${table}', 'bookings', 'tributary_migrations', 'subject_keys', 'audit_log') ORDER BY name`;
+    expect(await ask(listed)).to.deep.equal([200, `bookings\n${table}\n`]);
+    expect(await ask(`SELECT count() FROM ${table}`)).to.deep.equal([200, '0\n']);
   });
 
   it('refuses a wrong key or an unknown user, over every way of passing them', async () => {
