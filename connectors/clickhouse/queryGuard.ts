@@ -49,7 +49,7 @@ export interface TablePolicy {
 }
 
 /** Whether `policy` lets a reader read `table` (`db.name`). */
-export function mayRead(policy: TablePolicy, table: string): boolean {
+function mayRead(policy: TablePolicy, table: string): boolean {
   if (METADATA_TABLES.has(table)) return true;
   return !policy.except.has(table) && (policy.tables.has(table) || policy.databases.has(databaseOf(table)));
 }
@@ -63,9 +63,9 @@ export interface AdmittedQuery {
   /** The query's FORMAT clause, if it had one. */
   format: string | undefined;
   /**
-   * SETTINGS the query must run with, before any other: the engine's
-   * `additional_table_filters`, so that `system.tables` and `system.columns` show only the
-   * tables the reader may read, and `system.functions` only the engine's own functions.
+   * SETTINGS the query must run with, before any other: the engine's `additional_table_filters`,
+   * so that `system.tables`, `system.columns` and `system.databases` show only the tables the
+   * reader may read and their databases, and `system.functions` only the engine's own functions.
    */
   settings: string;
 }
