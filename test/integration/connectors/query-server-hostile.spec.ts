@@ -465,14 +465,25 @@ describe('analyst endpoint against hostile queries', function () {
     for (const search of ['readonly=0', 'allow_ddl=1', 'output_format_schema=/tmp/x.capnp', 'format_template_resultset=/etc/passwd', 'user_files_path=/', 'max_memory_usage=0&allow_introspection_functions=1', 'os_thread_priority=-20', 'os_thread_priority=0']) {
       await expectRefused(`SELECT * FROM ${table}`, search);
     }
+    // An output setting's value is a string to the engine, whatever quotes and backslashes it
+    // holds: none closes it early to add a setting after it (here, one that would lift the
+    // catalogue's filters).
+    for (const value of ["UTC', additional_table_filters = {}, session_timezone = 'UTC", "UTC\\', additional_table_filters = {}, session_timezone = 'UTC"]) {
+      const answer = await ask("SELECT name FROM system.tables WHERE database = 'default'", `session_timezone=${encodeURIComponent(value)}`);
+      expect(answer.status, answer.text).not.to.equal(200);
+      expect(answer.text).to.contain('time zone').and.not.to.contain(secret);
+    }
     // A limit given in the URL can lower the bound, not lift it.
     const lowered = await ask(`SELECT * FROM ${table}`, 'max_result_rows=1&result_overflow_mode=throw');
     expect([lowered.status, lowered.code], lowered.text).to.deep.equal([500, '396']);
     const small = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, limits: { maxResultRows: 2 } });
     try {
-      const lifted = await fetch(`${small.url}/?max_result_rows=1000000`, { method: 'POST', body: `SELECT * FROM ${table}`, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
-      expect([lifted.status, lifted.headers.get('x-clickhouse-exception-code')]).to.deep.equal([500, '396']);
-      expect(await lifted.text()).to.contain('Limit for result exceeded');
+      // 0 is "no limit" to the engine: never a lowering.
+      for (const search of ['max_result_rows=1000000', 'max_result_rows=0', 'max_result_rows=00', 'max_result_rows=2']) {
+        const lifted = await fetch(`${small.url}/?${search}`, { method: 'POST', body: `SELECT * FROM ${table}`, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+        expect([lifted.status, lifted.headers.get('x-clickhouse-exception-code')], search).to.deep.equal([500, '396']);
+        expect(await lifted.text()).to.contain('Limit for result exceeded');
+      }
     } finally {
       await small.close();
     }
@@ -481,11 +492,25 @@ describe('analyst endpoint against hostile queries', function () {
   it('refuses keys in the URL, slows down guessing, and audits every refusal', async () => {
     const inUrl = await fetch(`${endpoint.url}/?query=SELECT+1&user=analyst&password=${key}`);
     expect([inUrl.status, inUrl.headers.get('x-clickhouse-exception-code')]).to.deep.equal([403, '516']);
+    // Refused even beside the right key in a header: a key in a URL is a key in every log on the way.
+    const alsoInUrl = await fetch(`${endpoint.url}/?query=SELECT+1&password=x`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+    expect([alsoInUrl.status, await alsoInUrl.text()]).to.deep.equal([403, 'Code: 516. DB::Exception: Authentication failed: keys are not accepted in the URL; send them as basic auth or X-ClickHouse-Key. (AUTHENTICATION_FAILED)\n']);
+    // Basic auth is `user:key`: without the colon, or with the key where the user goes, no key is given.
+    for (const credentials of [`analyst${key}`, `:${key}`, `${key}:`]) {
+      const basic = await fetch(`${endpoint.url}/?query=SELECT+1`, { headers: { Authorization: `Basic ${Buffer.from(credentials).toString('base64')}` } });
+      expect(basic.status, credentials).to.equal(403);
+    }
+    const basic = await fetch(`${endpoint.url}/?query=SELECT+1`, { headers: { Authorization: `Basic ${Buffer.from(`analyst:${key}`).toString('base64')}` } });
+    expect([basic.status, await basic.text()]).to.deep.equal([200, '1\n']);
     const strict = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, maxFailedAuthPerMinute: 3 });
     try {
       const statuses: number[] = [];
       for (let i = 0; i < 5; i++) statuses.push((await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': `wrong-${i}-guess` } })).status);
       expect(statuses).to.deep.equal([403, 403, 403, 429, 429]);
+      const locked = await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': 'wrong-again' } });
+      const wait = Number(locked.headers.get('retry-after'));
+      expect([locked.status, await locked.text()]).to.deep.equal([429, 'Code: 516. DB::Exception: too many failed authentications from this address; try again later. (AUTHENTICATION_FAILED)\n']);
+      expect(wait, 'seconds until the minute of the first failure ends').to.be.within(55, 60);
       const right = await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
       expect(right.status, 'even the right key waits out the lockout').to.equal(429);
     } finally {

@@ -127,6 +127,12 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a must be a key of at least 8 characters');
     error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, readerPriority: 20 }).catch((e: unknown) => e);
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'readerPriority must be an integer from 0 to 19, got 20');
+    for (const [tables, where] of [[['bookings', ''], 'tables'], ['bookings', 'tables'], [['bookings', 7], 'tables']] as const) {
+      error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, tables: tables as never }).catch((e: unknown) => e);
+      expect(error, JSON.stringify(tables)).to.be.instanceOf(ConfigError).with.property('message', `${where} must be an array of table names`);
+    }
+    error = await serveQueries({ client: testClickHouse(), users: { a: { key: 'a-long-enough-key', tables: [''] } } }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a.tables must be an array of table names');
   });
 
   it('runs readers at readerPriority: 10 unless set', async () => {
@@ -231,6 +237,9 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
   it('binds param_<name> query parameters, takes database=default and refuses another', async () => {
     const bound = await fetch(`${endpoint.url}/?param_n=41&param_s=${encodeURIComponent("it's; DROP")}&database=default`, { method: 'POST', body: 'SELECT {n:UInt8} + 1, {s:String}', headers });
     expect([bound.status, await bound.text()]).to.deep.equal([200, "42\tit\\'s; DROP\n"]);
+    // A value in ClickHouse's escaped text form, as drivers send it: each escape read as a server reads it.
+    const escaped = await fetch(`${endpoint.url}/?param_s=${encodeURIComponent("\\t\\n\\r\\b\\f\\0\\a\\v\\x41\\x4a\\'\\\\\\z")}`, { method: 'POST', body: 'SELECT hex({s:String})', headers });
+    expect([escaped.status, await escaped.text()]).to.deep.equal([200, `${Buffer.from("\t\n\r\b\f\0\x07\vAJ'\\z").toString('hex').toUpperCase()}\n`]);
     const missing = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT {n:UInt8}', headers });
     expect([missing.status, missing.headers.get('x-clickhouse-exception-code')]).to.deep.equal([400, '456']);
     const other = await fetch(`${endpoint.url}/?database=elsewhere`, { method: 'POST', body: 'SELECT 1', headers });
