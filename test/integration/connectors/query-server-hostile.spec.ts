@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { existsSync, readdirSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { serveQueries } from '../../../connectors/clickhouse';
@@ -523,6 +524,35 @@ describe('analyst endpoint against hostile queries', function () {
     const outcomes = audited.rows.map((event) => (event as { outcome: string }).outcome);
     expect(outcomes).to.include.members(['UNAUTHENTICATED', 'READONLY']);
     expect(JSON.stringify(audited.rows)).not.to.contain('not-the-key');
+  });
+
+  it('keeps its table of failing addresses bounded: past 10,000 the oldest is forgotten first', async function () {
+    this.timeout(180_000);
+    const strict = await serveQueries({ client: testClickHouse(), users: { analyst: key }, tables: [table], port: 0, maxFailedAuthPerMinute: 1 });
+    // Every 127.x.y.z is this machine's loopback: one sender per address.
+    const wrong = (localAddress: string) =>
+      new Promise<number>((resolve, reject) => {
+        const sent = httpRequest(`${strict.url}/?query=SELECT+1`, { localAddress, agent: false, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': 'wrong-key-guess' } }, (response) => {
+          response.resume();
+          response.on('end', () => resolve(response.statusCode!));
+        });
+        sent.on('error', reject);
+        sent.end();
+      });
+    try {
+      expect([await wrong('127.0.0.1'), await wrong('127.0.0.1')], 'one failure locks an address out').to.deep.equal([403, 429]);
+      const others = Array.from({ length: 10_000 }, (_, i) => `127.1.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`);
+      for (let at = 0; at < others.length - 1; at += 50) {
+        const statuses = await Promise.all(others.slice(at, Math.min(at + 50, others.length - 1)).map(wrong));
+        expect(new Set(statuses), `senders from ${at}`).to.deep.equal(new Set([403]));
+      }
+      expect(await wrong('127.0.0.1'), 'at 10,000 addresses the first is still held').to.equal(429);
+      expect(await wrong(others.at(-1)!)).to.equal(403);
+      expect(await wrong(others.at(-1)!), 'the newest is locked out').to.equal(429);
+      expect(await wrong('127.0.0.1'), 'the oldest was forgotten to make room').to.equal(403);
+    } finally {
+      await strict.close();
+    }
   });
 
   it('refuses compressed bodies that grow past the query limit, do not decompress, or stack encodings, without running anything', async () => {
