@@ -272,16 +272,20 @@ async function checkBeforeAnalysis(client: ClickHouseClient, named: ReadonlySet<
  * subqueries, views and SHOW TABLES too, before the query's own WHERE sees a row (which sees
  * the names of tables, never more: it runs on the names to choose which tables to list).
  * Its size is the policy's, not the catalogue's. Names as hex, in a string in a string.
+ *
+ * The engine also applies a filter to any table whose alias is the filter's table name
+ * (`FROM system.columns AS "system.tables"`), so each filter names a column only its own
+ * table has: given another table, it is an unknown identifier, never a pass.
  */
 function catalogueFilters(policy: TablePolicy): string {
   const among = (names: Iterable<string>) => `(${[...names].map((name) => `'${Buffer.from(name).toString('hex').toUpperCase()}'`).join(', ')})`;
   const tables = [...policy.tables, ...METADATA_TABLES];
   const readable = (table: string) => `(hex(concat(database, '.', ${table})) IN ${among(tables)} OR hex(database) IN ${among(policy.databases)}) AND hex(concat(database, '.', ${table})) NOT IN ${among(policy.except)}`;
   const filters: Record<string, string> = {
-    'system.tables': readable('name'),
-    'system.columns': readable('table'),
-    'system.databases': `hex(name) IN ${among(new Set([...policy.databases, ...tables.map(databaseOf)]))}`,
-    'system.functions': "origin = 'System'",
+    'system.tables': `isNotNull(create_table_query) AND ${readable('name')}`,
+    'system.columns': `isNotNull(default_expression) AND ${readable('table')}`,
+    'system.databases': `isNotNull(data_path) AND hex(name) IN ${among(new Set([...policy.databases, ...tables.map(databaseOf)]))}`,
+    'system.functions': "isNotNull(is_aggregate) AND origin = 'System'",
   };
   return `additional_table_filters = {${Object.entries(filters)
     .map(([table, filter]) => `'${table}': '${filter.replace(/'/g, "\\'")}'`)
