@@ -27,8 +27,9 @@ export interface ClickHouseClient {
   /**
    * Runs a read and yields its result as raw bytes in an output `format`, chunk by chunk,
    * so memory stays flat for any result size. `params` fill `{name:Type}` placeholders (bound
-   * by the engine, never spliced into the text). Aborting `signal` cancels the query. On the
-   * embedded store a stream runs beside inserts instead of queueing them behind itself.
+   * by the engine, never spliced into the text). Aborting `signal` cancels the query; on the
+   * embedded store the stream then ends once the engine has stopped it. There a stream runs
+   * beside inserts instead of queueing them behind itself.
    */
   stream(sql: string, options: StreamQueryOptions): AsyncIterable<Uint8Array>;
   /**

@@ -1,8 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { Session } from 'chdb';
 import { ConfigError } from '../../lib/errors';
 import { quietLogger, type Logger } from '../../lib/logger';
+import { sleep } from '../../lib/sleep';
 import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
 import { forgetUncommittedInserts } from './uncommittedInserts';
 
@@ -34,6 +36,15 @@ const ENGINE_CONFIG = `<clickhouse>
 </clickhouse>
 `;
 
+/** A session that runs one stream at a time, and the log_comment that marks its queries. */
+interface Reader {
+  session: Session;
+  mark: string;
+}
+
+/** How soon a query given up before the engine listed it is looked for again (then twice as long each time, up to a second). */
+const KILL_RETRY_MS = 50;
+
 /** Directories this process has opened: the engine is shared by every session on one. */
 const opened = new Set<string>();
 
@@ -59,7 +70,38 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   // A stream runs beside inserts and queries on the other sessions, where a query through
   // `queryAsync` waits for the one before it: readers streaming a long result never hold up
   // the sink.
-  const idleReaders: Session[] = [];
+  //
+  // A query cannot be interrupted through chDB's API: aborting one only stops the waiting
+  // for it, while the engine runs it on to its end, holding one of libuv's threads (which
+  // the sink's inserts need too). Each reader session is marked by its own log_comment
+  // instead, and a stream that is given up kills its session's one query by that mark; it
+  // ends when the engine has stopped, so a caller's slot is not free while its query runs.
+  const idleReaders: Reader[] = [];
+  const takeReader = async (): Promise<Reader> => {
+    const idle = idleReaders.pop();
+    if (idle) return idle;
+    const fresh = { session: connect(), mark: `tributary-reader-${randomUUID()}` };
+    try {
+      await fresh.session.queryAsync(`SET log_comment = '${fresh.mark}'`, { format: 'TSV' });
+    } catch (cause) {
+      fresh.session.close();
+      throw errorOf(cause);
+    }
+    return fresh;
+  };
+  /** Kills the query of the reader session marked `mark`, again until one is killed or `settled`: a query aborted before the engine listed it is killed once it is. */
+  const kill = async (mark: string, settled: () => boolean): Promise<void> => {
+    for (let wait = KILL_RETRY_MS; !settled(); wait = Math.min(2 * wait, 1000)) {
+      let killed: string;
+      try {
+        killed = (await open().queryAsync(`KILL QUERY WHERE Settings['log_comment'] = '${mark}' ASYNC`, { format: 'TSV' })).text();
+      } catch (cause) {
+        return logger.warn('embedded ClickHouse: cannot kill a query given up; it runs to its end or its time limit', { error: errorOf(cause).message });
+      }
+      if (killed !== '') return;
+      await sleep(wait);
+    }
+  };
   const connect = (): Session => {
     mkdirSync(path, { recursive: true });
     const chdb = require('chdb') as typeof import('chdb');
@@ -114,12 +156,21 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     },
     async *stream(sql, { format, params, signal }) {
       open();
-      const reader = idleReaders.pop() ?? connect();
+      const taken = await takeReader();
+      if (signal?.aborted) {
+        idleReaders.push(taken);
+        throw errorOf(signal.reason ?? new Error('aborted'));
+      }
+      const { session: reader, mark } = taken;
+      let settled = false;
+      const giveUp = () => void kill(mark, () => settled);
+      signal?.addEventListener('abort', giveUp, { once: true });
       const bound = params !== undefined && Object.keys(params).length > 0;
       const framing = framingOf(format);
+      // Without the signal: the answer comes when the engine has stopped (killed, on abort).
       const whole = async (): Promise<Uint8Array> => {
         try {
-          return (bound ? await reader.queryBindAsync(sql, params, { format, signal }) : await reader.queryAsync(sql, { format, signal })).bytes();
+          return (bound ? await reader.queryBindAsync(sql, params, { format }) : await reader.queryAsync(sql, { format })).bytes();
         } catch (cause) {
           throw errorOf(cause);
         }
@@ -169,7 +220,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
           chunks.cancel();
         }
       } finally {
-        if (session && reusable) idleReaders.push(reader);
+        settled = true;
+        signal?.removeEventListener('abort', giveUp);
+        if (session && reusable) idleReaders.push({ session: reader, mark });
         else reader.close();
       }
     },
@@ -190,7 +243,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       return true;
     },
     async close() {
-      for (const reader of idleReaders.splice(0)) reader.close();
+      for (const idle of idleReaders.splice(0)) idle.session.close();
       session?.close();
       session = undefined;
     },

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { migrate, toClickHouse } from '../../../connectors/clickhouse';
@@ -10,7 +11,7 @@ import { bookingPipeline, SAMPLE_VENDORS } from '../../../examples/bookings/pipe
 import { ClickHouseError, ConfigError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { MemorySink, observed, tempDir, testClickHouse } from '../../helpers';
+import { delay, MemorySink, observed, tempDir, testClickHouse } from '../../helpers';
 
 const count = async (sql: string) => Number((await testClickHouse().query<{ n: string }>(sql))[0]!.n);
 
@@ -193,5 +194,53 @@ describe('embedded ClickHouse (chDB)', function () {
     } finally {
       dir.remove();
     }
+  });
+});
+
+describe('embedded ClickHouse: a stream given up', function () {
+  this.timeout(120_000);
+  const clickhouse = testClickHouse();
+  const table = `given_up_${randomUUID().replace(/-/g, '')}`;
+  // Minutes of work for the engine unless stopped.
+  const heavy = `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range({k:UInt32}) AS r SETTINGS max_block_size = 100`;
+  const running = () => count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`);
+  const outcome = async (stream: AsyncIterable<Uint8Array>): Promise<unknown> => {
+    try {
+      for await (const chunk of stream) void chunk;
+      return 'ran to its end';
+    } catch (error) {
+      return error;
+    }
+  };
+  const within = <T>(promise: Promise<T>, ms: number) => Promise.race([promise, delay(ms).then(() => 'still running')]);
+
+  before(async () => {
+    await clickhouse.exec(`CREATE TABLE ${table} (n UInt64) ENGINE = MergeTree ORDER BY n`);
+    await clickhouse.exec(`INSERT INTO ${table} SELECT number FROM numbers(10000000)`);
+  });
+  after(() => clickhouse.exec(`DROP TABLE IF EXISTS ${table}`));
+
+  it('is stopped in the engine when aborted, also while it waited its turn to start', async () => {
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: first.signal }));
+    for (let waited = 0; (await running()) === 0; waited += 20) {
+      if (waited > 20_000) throw new Error('the first query never started');
+      await delay(20);
+    }
+    // Bound queries start one after another in chDB: the second waits for the first, unlisted.
+    const b = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: second.signal }));
+    await delay(300);
+    expect(await running(), 'the second query waits its turn').to.equal(1);
+    second.abort();
+    await delay(300);
+    first.abort();
+    // Stopped in moments, not the minutes each query takes.
+    for (const [name, ended] of [['first', a], ['second', b]] as const) {
+      const error = await within(ended, 20_000);
+      expect(error, name).to.be.instanceOf(ClickHouseError);
+      expect((error as ClickHouseError).clickhouseCode, name).to.equal(394);
+    }
+    expect(await running()).to.equal(0);
   });
 });

@@ -311,6 +311,37 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
       await one.close();
     }
   });
+
+  it('stops in the engine a query whose client went away, before its slot serves another (built whole or streamed)', async function () {
+    // Minutes of work unless stopped: the slot must not come free while the engine runs it
+    // on, or a reader who drops one heavy query after another holds every libuv thread
+    // (the sink's inserts wait for one) while never holding more than one slot.
+    this.timeout(120_000);
+    const table = `abandoned_${randomUUID().replace(/-/g, '')}`;
+    await testClickHouse().exec(`CREATE TABLE ${table} (n UInt64) ENGINE = MergeTree ORDER BY n`);
+    await testClickHouse().exec(`INSERT INTO ${table} SELECT number FROM numbers(10000000)`);
+    after(() => testClickHouse().exec(`DROP TABLE IF EXISTS ${table}`));
+    const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1, limits: { maxExecutionTimeS: 3600 } });
+    const running = async () => Number((await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
+    try {
+      for (const format of ['JSON', 'TSV']) {
+        const controller = new AbortController();
+        const heavy = fetch(`${one.url}/?default_format=${format}&max_block_size=100`, { method: 'POST', body: `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range(1000) AS r`, headers, signal: controller.signal }).catch(() => 'aborted');
+        for (let waited = 0; (await running()) === 0; waited += 50) {
+          if (waited > 20_000) throw new Error(`${format}: the heavy query never started`);
+          await delay(50);
+        }
+        controller.abort();
+        expect(await heavy, format).to.equal('aborted');
+        // Served once the engine has stopped the heavy query: in moments, not the minutes it would take.
+        const next = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 1', headers, signal: AbortSignal.timeout(20_000) });
+        expect([next.status, await next.text()], format).to.deep.equal([200, '1\n']);
+        expect(await running(), `${format}: still running in the engine once the slot served the next query`).to.equal(0);
+      }
+    } finally {
+      await one.close();
+    }
+  });
 });
 
 describe('query and metrics endpoints over HTTPS', function () {
