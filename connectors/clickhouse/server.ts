@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ClickHouseClient as HttpClient } from '@clickhouse/client';
@@ -101,10 +102,17 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
       }
     },
     async *stream(sql, { format, params, signal }) {
+      // A server runs a query on after its client has gone, until it next writes to it
+      // (unless cancel_http_readonly_queries_on_client_close, which older servers lack):
+      // an aborted stream kills its query by id.
+      const queryId = randomUUID();
+      const giveUp = () => void http.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` }).catch(() => undefined);
+      signal?.addEventListener('abort', giveUp, { once: true });
       let result;
       try {
-        result = await http.exec({ query: `${sql}\nFORMAT ${format}`, query_params: { ...params }, abort_signal: signal });
+        result = await http.exec({ query: `${sql}\nFORMAT ${format}`, query_id: queryId, query_params: { ...params }, abort_signal: signal });
       } catch (cause) {
+        signal?.removeEventListener('abort', giveUp);
         throw clickhouseErrorOf(cause);
       }
       try {
@@ -112,6 +120,7 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
       } catch (cause) {
         throw clickhouseErrorOf(cause);
       } finally {
+        signal?.removeEventListener('abort', giveUp);
         result.stream.destroy();
       }
     },

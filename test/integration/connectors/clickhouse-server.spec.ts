@@ -44,6 +44,41 @@ describe('ClickHouse server over HTTP', function () {
     expect(error).to.include({ clickhouseCode: 60, retriable: false, rowsAtFault: false });
   });
 
+  it('stops on the server a stream given up: aborted, or left before its end', async () => {
+    // Minutes of work for the server unless stopped; the server runs a query on after its
+    // client has gone.
+    const marker = `given_up_${randomUUID().replace(/-/g, '')}`;
+    const heavy = `SELECT '${marker}', sum(cityHash64(number)) FROM numbers(1000000000000)`;
+    const running = async () => Number((await client.query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${marker}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
+    const started = async () => {
+      for (let waited = 0; (await running()) === 0; waited += 20) {
+        if (waited > 20_000) throw new Error('the query never started');
+        await delay(20);
+      }
+    };
+    const stopped = async (how: string) => {
+      for (let waited = 0; (await running()) > 0; waited += 50) {
+        // In moments, not the minutes the query takes.
+        if (waited > 20_000) throw new Error(`${how}: still running on the server`);
+        await delay(50);
+      }
+    };
+    const controller = new AbortController();
+    const aborted = (async () => {
+      for await (const chunk of client.stream(heavy, { format: 'TSV', signal: controller.signal })) void chunk;
+    })().catch((error: unknown) => error);
+    await started();
+    controller.abort();
+    await aborted;
+    await stopped('aborted');
+    // A reader that stops after its first chunk, with no signal.
+    for await (const chunk of client.stream(`SELECT '${marker}', number FROM numbers(1000000000000)`, { format: 'TSV' })) {
+      void chunk;
+      break;
+    }
+    await stopped('left');
+  });
+
   it('loses and duplicates nothing when the server goes down for 10 s, three times, mid-stream', async () => {
     const table = `outage_${randomUUID().replace(/-/g, '')}`;
     await client.exec(`CREATE TABLE ${table} (id UInt32, at DateTime) ENGINE = ReplacingMergeTree ORDER BY id`);
