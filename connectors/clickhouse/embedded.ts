@@ -6,6 +6,7 @@ import { ConfigError } from '../../lib/errors';
 import { quietLogger, type Logger } from '../../lib/logger';
 import { sleep } from '../../lib/sleep';
 import { clickhouseErrorOf as errorOf, type ClickHouseClient } from './client';
+import { ResultPipes, throughPipe } from './resultPipes';
 import { forgetUncommittedInserts } from './uncommittedInserts';
 
 export interface EmbeddedClickHouseOptions {
@@ -15,7 +16,7 @@ export interface EmbeddedClickHouseOptions {
    * (chDB locks it). @default '.tributary/chdb'
    */
   path?: string;
-  /** Where opening the store reports the inserts of a crashed process it made it forget (warn). */
+  /** Where opening the store reports the inserts of a crashed process it made it forget, and that results cannot stream through a named pipe here (warn). */
   logger?: Logger;
 }
 
@@ -41,6 +42,13 @@ interface Reader {
   session: Session;
   mark: string;
 }
+
+/**
+ * Reads whose result goes out through a named pipe: those that start as a SELECT, to which
+ * an INTO OUTFILE clause can be added at the end (an EXPLAIN would give it to the query it
+ * explains).
+ */
+const PIPED = /^\s*(?:SELECT|WITH)\b/i;
 
 /** How soon a query given up before the engine listed it is looked for again (then twice as long each time, up to a second). */
 const KILL_RETRY_MS = 50;
@@ -129,6 +137,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     return opening;
   };
   const open = (): Session => (session ??= connect());
+  const pipes = new ResultPipes(logger);
   return {
     kind: 'embedded',
     async exec(sql) {
@@ -183,6 +192,22 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         if (framing === 'whole') {
           yield await whole();
           reusable = true;
+          return;
+        }
+        // Native goes a block a chunk: the query server rewrites its blocks for a driver's revision.
+        const pipe = PIPED.test(sql) && format.toLowerCase() !== 'native' ? await pipes.take() : undefined;
+        if (pipe !== undefined) {
+          // A reader that stops before the end (and did not abort) leaves the engine writing
+          // on into a closed pipe, which it does not notice: the query is killed.
+          const stop = () => void (signal?.aborted || kill(mark, () => settled));
+          try {
+            yield* throughPipe(pipe, sql, format, (target) => (bound ? reader.queryBindAsync(target, params, { format }) : reader.queryAsync(target, { format })), stop);
+            reusable = true;
+          } catch (cause) {
+            throw errorOf(cause);
+          } finally {
+            pipes.give(pipe);
+          }
           return;
         }
         let chunks: ReturnType<Session['queryStream']> | undefined;
@@ -245,17 +270,19 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     async close() {
       for (const idle of idleReaders.splice(0)) idle.session.close();
       session?.close();
+      pipes.close();
       session = undefined;
     },
   };
 }
 
 /**
- * How a streamed result's chunks join up. The engine formats each chunk on its own, so
- * only formats whose output is a plain sequence of rows or blocks (`rows`) stream as they
- * come; formats with a header (`…WithNames`, `…WithNamesAndTypes`) stream with the header
- * kept from the first chunk only; formats that frame the whole result (JSON, XML, Pretty,
- * Parquet, Arrow, ORC, Avro, …) are built whole, on the reader's own session.
+ * How a streamed result's chunks join up. Formats that frame the whole result (JSON, XML,
+ * Pretty, Parquet, Arrow, ORC, Avro, …) are built whole, on the reader's own session. The
+ * others stream: a SELECT through a named pipe (`resultPipes`), the engine writing its
+ * output as one; anything else, Native, and everything where no pipe can be made, through
+ * chDB's streaming API, which formats each chunk on its own, so formats with a header
+ * (`…WithNames`, `…WithNamesAndTypes`) keep it from the first chunk only.
  */
 type Framing = 'rows' | 'whole' | { lines: number } | { sections: number };
 
