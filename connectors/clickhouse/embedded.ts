@@ -85,6 +85,8 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
   // instead, and a stream that is given up kills its session's one query by that mark; it
   // ends when the engine has stopped, so a caller's slot is not free while its query runs.
   const idleReaders: Reader[] = [];
+  /** Where kills run: not behind the sink's inserts and queries on the store's own session. */
+  let control: Session | undefined;
   const takeReader = async (): Promise<Reader> => {
     const idle = idleReaders.pop();
     if (idle) return idle;
@@ -102,7 +104,7 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     for (let wait = KILL_RETRY_MS; !settled(); wait = Math.min(2 * wait, 1000)) {
       let killed: string;
       try {
-        killed = (await open().queryAsync(`KILL QUERY WHERE Settings['log_comment'] = '${mark}' ASYNC`, { format: 'TSV' })).text();
+        killed = (await (control ??= connect()).queryAsync(`KILL QUERY WHERE Settings['log_comment'] = '${mark}' ASYNC`, { format: 'TSV' })).text();
       } catch (cause) {
         return logger.warn('embedded ClickHouse: cannot kill a query given up; it runs to its end or its time limit', { error: errorOf(cause).message });
       }
@@ -269,6 +271,8 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
     },
     async close() {
       for (const idle of idleReaders.splice(0)) idle.session.close();
+      control?.close();
+      control = undefined;
       session?.close();
       pipes.close();
       session = undefined;

@@ -13,7 +13,7 @@ import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
 import { delay, MemorySink, observed, tempDir, testClickHouse, testClickHousePath } from '../../helpers';
 
-const count = async (sql: string) => Number((await testClickHouse().query<{ n: string }>(sql))[0]!.n);
+const count = async (sql: string, store = testClickHouse()) => Number((await store.query<{ n: string }>(sql))[0]!.n);
 
 describe('embedded ClickHouse (chDB)', function () {
   this.timeout(120_000);
@@ -289,6 +289,28 @@ describe('embedded ClickHouse: streams', function () {
       await store.close();
     }
     expect(warnings.filter((w) => /named pipe/.test(w))).to.have.length(1);
+  });
+
+  it('is stopped when aborted while the store runs a long query of its own', async () => {
+    // The store's own session takes one query at a time: a kill queued behind this one
+    // would wait the 8 s it runs.
+    const own = clickhouse.query(`SELECT sum(cityHash64(n, r)) AS s FROM ${table} ARRAY JOIN range(1000) AS r SETTINGS max_block_size = 100, max_execution_time = 8, timeout_overflow_mode = 'break'`);
+    const controller = new AbortController();
+    const stream = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: controller.signal }));
+    // Looked at from a store of its own: the test's store is busy.
+    const observer = embeddedClickHouse({ path: testClickHousePath() });
+    try {
+      for (let waited = 0; (await count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, observer)) < 2; waited += 20) {
+        if (waited > 20_000) throw new Error('the queries never started');
+        await delay(20);
+      }
+    } finally {
+      await observer.close();
+    }
+    controller.abort();
+    expect(await Promise.race([stream.then(() => 'the stream'), own.then(() => 'the long query')])).to.equal('the stream');
+    expect(((await stream) as ClickHouseError).clickhouseCode).to.equal(394);
+    await own;
   });
 
   it('is stopped in the engine when aborted, also while it waited its turn to start', async () => {
