@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
+import { Socket, type SocketConstructorOpts } from 'node:net';
+import type { DuplexOptions } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../lib/logger';
@@ -65,6 +66,9 @@ export class ResultPipes {
   };
 }
 
+/** How much of a result is read ahead of its reader. */
+const PIPE_READ_BYTES = 1024 * 1024;
+
 /**
  * Runs `sql` (through `run`) with its result written `INTO OUTFILE` the named pipe `path`
  * in `format`, and yields the bytes as they come out of the pipe. A query that fails
@@ -85,7 +89,11 @@ export async function* throughPipe(path: string, sql: string, format: string, ru
     closeSync(readFd);
     throw error;
   }
-  const pipe = new Socket({ fd: readFd, readable: true, writable: false });
+  // What arrived while the reader was busy comes as one chunk, up to a MiB: a reader whose
+  // work goes by the chunk (a round trip each) keeps up as with the engine's blocks.
+  // (A Socket passes its options on to its Duplex: the typings leave that out.)
+  const options: SocketConstructorOpts & Pick<DuplexOptions, 'readableHighWaterMark'> = { fd: readFd, readable: true, writable: false, readableHighWaterMark: PIPE_READ_BYTES };
+  const pipe = new Socket(options);
   let failure: { error: unknown } | undefined;
   // On its own line: a comment ending the caller's SQL does not hide the clause.
   const running = run(`${sql}\nINTO OUTFILE '${path.replace(/[\\']/g, '\\$&')}' TRUNCATE FORMAT ${format}`)
