@@ -274,6 +274,16 @@ describe('embedded ClickHouse: streams', function () {
     expect(JSON.parse(await text('SELECT 3 AS z', 'JSON')).data).to.deep.equal([{ z: 3 }]);
   });
 
+  it('hands a reader that was busy what came meanwhile as one chunk, up to a MiB', async () => {
+    // A reader that pays by the chunk (a round trip each) must not pay for every 64 KiB read of the pipe.
+    const sizes: number[] = [];
+    for await (const chunk of clickhouse.stream('SELECT number FROM numbers(5000000)', { format: 'TSV' })) {
+      sizes.push(chunk.length);
+      await delay(20);
+    }
+    expect(Math.max(...sizes)).to.be.within(512 * 1024, 1024 * 1024 + 64 * 1024);
+  });
+
   it('streams through chDB when no named pipe can be made here, and says so once', async () => {
     const warnings: string[] = [];
     const store = embeddedClickHouse({ path: testClickHousePath(), logger: { debug() {}, info() {}, error() {}, warn: (message) => warnings.push(message) } });
