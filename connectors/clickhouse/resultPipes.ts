@@ -43,7 +43,7 @@ export class ResultPipes {
       return path;
     } catch (cause) {
       this.#unavailable = true;
-      this.#logger.warn("embedded ClickHouse: cannot make a named pipe for streamed results; they stream through chDB's streaming API, about half as fast", { error: (cause as Error).message });
+      this.#logger.warn("embedded ClickHouse: cannot make a named pipe for streamed results; they stream through chDB's streaming API, which is slower", { error: (cause as Error).message });
       return undefined;
     }
   }
@@ -96,7 +96,9 @@ export async function* throughPipe(path: string, sql: string, format: string, ru
   const pipe = new Socket(options);
   let failure: { error: unknown } | undefined;
   // On its own line: a comment ending the caller's SQL does not hide the clause.
-  const running = run(`${sql}\nINTO OUTFILE '${path.replace(/[\\']/g, '\\$&')}' TRUNCATE FORMAT ${format}`)
+  // Started a turn later, so that one that throws at once comes out here as a failure.
+  const running = Promise.resolve()
+    .then(() => run(`${sql}\nINTO OUTFILE '${path.replace(/[\\']/g, '\\$&')}' TRUNCATE FORMAT ${format}`))
     .then(
       (result) => {
         // Written anywhere but the pipe: the clause went to another query than the read.
