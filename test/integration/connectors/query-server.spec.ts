@@ -336,7 +336,11 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
         // Served once the engine has stopped the heavy query: in moments, not the minutes it would take.
         const next = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 1', headers, signal: AbortSignal.timeout(20_000) });
         expect([next.status, await next.text()], format).to.deep.equal([200, '1\n']);
-        expect(await running(), `${format}: still running in the engine once the slot served the next query`).to.equal(0);
+        // (The engine lists a query a moment after its end: a query running on would be listed for minutes.)
+        for (let waited = 0; (await running()) > 0; waited += 50) {
+          if (waited > 2000) throw new Error(`${format}: still running in the engine once the slot served the next query`);
+          await delay(50);
+        }
       }
     } finally {
       await one.close();
