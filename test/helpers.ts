@@ -118,6 +118,16 @@ export const withoutCiphertexts = (value: unknown): string => JSON.stringify(val
 
 export const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Reads `stream` to its end: what it throws, or 'read to its end'. */
+export async function readToEnd(stream: AsyncIterable<unknown>): Promise<unknown> {
+  try {
+    for await (const chunk of stream) void chunk;
+    return 'read to its end';
+  } catch (error) {
+    return error;
+  }
+}
+
 /** What `promise` rejects with, or undefined when it resolves. */
 export const rejection = (promise: Promise<unknown>): Promise<unknown> => promise.then(() => undefined, (error: unknown) => error);
 

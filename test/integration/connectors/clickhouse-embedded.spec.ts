@@ -11,7 +11,7 @@ import { bookingPipeline, SAMPLE_VENDORS } from '../../../examples/bookings/pipe
 import { ClickHouseError, ConfigError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { delay, MemorySink, observed, tempDir, testClickHouse, testClickHousePath } from '../../helpers';
+import { delay, MemorySink, observed, readToEnd, tempDir, testClickHouse, testClickHousePath } from '../../helpers';
 
 const count = async (sql: string, store = testClickHouse()) => Number((await store.query<{ n: string }>(sql))[0]!.n);
 
@@ -204,14 +204,6 @@ describe('embedded ClickHouse: streams', function () {
   // Minutes of work for the engine unless stopped.
   const heavy = `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range({k:UInt32}) AS r SETTINGS max_block_size = 100`;
   const running = () => count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`);
-  const outcome = async (stream: AsyncIterable<Uint8Array>): Promise<unknown> => {
-    try {
-      for await (const chunk of stream) void chunk;
-      return 'ran to its end';
-    } catch (error) {
-      return error;
-    }
-  };
   const all = async (stream: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> => {
     const chunks: Uint8Array[] = [];
     for await (const chunk of stream) chunks.push(chunk);
@@ -306,7 +298,7 @@ describe('embedded ClickHouse: streams', function () {
     // would wait the 8 s it runs.
     const own = clickhouse.query(`SELECT sum(cityHash64(n, r)) AS s FROM ${table} ARRAY JOIN range(1000) AS r SETTINGS max_block_size = 100, max_execution_time = 8, timeout_overflow_mode = 'break'`);
     const controller = new AbortController();
-    const stream = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: controller.signal }));
+    const stream = readToEnd(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: controller.signal }));
     // Looked at from a store of its own: the test's store is busy.
     const observer = embeddedClickHouse({ path: testClickHousePath() });
     try {
@@ -326,13 +318,13 @@ describe('embedded ClickHouse: streams', function () {
   it('is stopped in the engine when aborted, also while it waited its turn to start', async () => {
     const first = new AbortController();
     const second = new AbortController();
-    const a = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: first.signal }));
+    const a = readToEnd(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: first.signal }));
     for (let waited = 0; (await running()) === 0; waited += 20) {
       if (waited > 20_000) throw new Error('the first query never started');
       await delay(20);
     }
     // Bound queries start one after another in chDB: the second waits for the first, unlisted.
-    const b = outcome(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: second.signal }));
+    const b = readToEnd(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: second.signal }));
     await delay(300);
     expect(await running(), 'the second query waits its turn').to.equal(1);
     second.abort();

@@ -7,7 +7,7 @@ import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
 import { clickhouseServer } from '../../clickhouseServer';
 import { clickhouseSinkConformance } from '../../conformance/clickhouse-sink';
-import { delay, MemorySink, observed, until } from '../../helpers';
+import { delay, MemorySink, observed, readToEnd, until } from '../../helpers';
 
 describe('serverClickHouse options', () => {
   it('refuses a bad request timeout at construction with the rule', () => {
@@ -64,9 +64,7 @@ describe('ClickHouse server over HTTP', function () {
       }
     };
     const controller = new AbortController();
-    const aborted = (async () => {
-      for await (const chunk of client.stream(heavy, { format: 'TSV', signal: controller.signal })) void chunk;
-    })().catch((error: unknown) => error);
+    const aborted = readToEnd(client.stream(heavy, { format: 'TSV', signal: controller.signal }));
     await started();
     controller.abort();
     await aborted;

@@ -2,18 +2,11 @@ import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { ResultPipes, throughPipe } from '../../../connectors/clickhouse/resultPipes';
 import { quietLogger } from '../../../lib/logger';
+import { readToEnd as read } from '../../helpers';
 
 /** The descriptors this process holds. */
 const openDescriptors = () => readdirSync('/proc/self/fd').length;
 
-const read = async (stream: AsyncIterable<Uint8Array>): Promise<unknown> => {
-  try {
-    for await (const chunk of stream) void chunk;
-    return 'read to its end';
-  } catch (error) {
-    return error;
-  }
-};
 
 describe('result pipes', () => {
   let pipes: ResultPipes;
