@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { ResultPipes, throughPipe } from '../../../connectors/clickhouse/resultPipes';
 import { quietLogger } from '../../../lib/logger';
 import { readToEnd as read } from '../../helpers';
@@ -18,6 +19,21 @@ describe('result pipes', () => {
     expect(path, 'a named pipe made here').to.be.a('string');
   });
   afterEach(() => pipes.close());
+
+  it('hands a pipe given back to the next stream, and removes every pipe and its directory on close, exit hook included', async () => {
+    pipes.give(path);
+    expect(await pipes.take(), 'the pipe given back').to.equal(path);
+    const other = (await pipes.take())!;
+    expect(other).not.to.equal(path);
+    expect(dirname(other)).to.equal(dirname(path));
+    const hooks = process.listenerCount('exit');
+    pipes.close();
+    expect([existsSync(path), existsSync(other), existsSync(dirname(path))]).to.deep.equal([false, false, false]);
+    expect(process.listenerCount('exit'), 'the exit hook, gone').to.equal(hooks - 1);
+    // Used again after close: a new directory, and its own exit hook.
+    const again = (await pipes.take())!;
+    expect([existsSync(again), process.listenerCount('exit')]).to.deep.equal([true, hooks]);
+  });
 
   it('fails a read whose query throws at once, and leaves no descriptor open', async () => {
     const before = openDescriptors();
