@@ -179,9 +179,10 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
       const bound = params !== undefined && Object.keys(params).length > 0;
       const framing = framingOf(format);
       // Without the signal: the answer comes when the engine has stopped (killed, on abort).
+      const run = (text: string) => (bound ? reader.queryBindAsync(text, params, { format }) : reader.queryAsync(text, { format }));
       const whole = async (): Promise<Uint8Array> => {
         try {
-          return (bound ? await reader.queryBindAsync(sql, params, { format }) : await reader.queryAsync(sql, { format })).bytes();
+          return (await run(sql)).bytes();
         } catch (cause) {
           throw errorOf(cause);
         }
@@ -201,9 +202,9 @@ export function embeddedClickHouse(options: EmbeddedClickHouseOptions = {}): Cli
         if (pipe !== undefined) {
           // A reader that stops before the end (and did not abort) leaves the engine writing
           // on into a closed pipe, which it does not notice: the query is killed.
-          const stop = () => void (signal?.aborted || kill(mark, () => settled));
+          const stop = () => void (signal?.aborted || giveUp());
           try {
-            yield* throughPipe(pipe, sql, format, (target) => (bound ? reader.queryBindAsync(target, params, { format }) : reader.queryAsync(target, { format })), stop);
+            yield* throughPipe(pipe, sql, format, run, stop);
             reusable = true;
           } catch (cause) {
             throw errorOf(cause);
