@@ -131,12 +131,12 @@ export async function readToEnd(stream: AsyncIterable<unknown>): Promise<unknown
 /** What `promise` rejects with, or undefined when it resolves. */
 export const rejection = (promise: Promise<unknown>): Promise<unknown> => promise.then(() => undefined, (error: unknown) => error);
 
-/** Polls `condition` until true, or fails after `timeoutMs`. */
-export async function until(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+/** Polls `condition` (awaited: it may ask a store) every `everyMs` until true, or fails after `timeoutMs`. */
+export async function until(condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition', everyMs = 5): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(5);
+    await delay(everyMs);
   }
 }
 

@@ -11,7 +11,7 @@ import { bookingPipeline, SAMPLE_VENDORS } from '../../../examples/bookings/pipe
 import { ClickHouseError, ConfigError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { delay, MemorySink, observed, readToEnd, tempDir, testClickHouse, testClickHousePath } from '../../helpers';
+import { delay, MemorySink, observed, readToEnd, tempDir, testClickHouse, testClickHousePath, until } from '../../helpers';
 
 const count = async (sql: string, store = testClickHouse()) => Number((await store.query<{ n: string }>(sql))[0]!.n);
 
@@ -210,12 +210,7 @@ describe('embedded ClickHouse: streams', function () {
     return chunks;
   };
   /** Waits until no query of the table is listed: in moments, not the minutes each takes. */
-  const gone = async (what: string) => {
-    for (let waited = 0; (await running()) > 0; waited += 50) {
-      if (waited > 20_000) throw new Error(`${what}: still running in the engine`);
-      await delay(50);
-    }
-  };
+  const gone = (what: string) => until(async () => (await running()) === 0, 20_000, `${what} to leave the engine`, 50);
   const within = <T>(promise: Promise<T>, ms: number) => Promise.race([promise, delay(ms).then(() => 'still running')]);
 
   before(async () => {
@@ -302,10 +297,7 @@ describe('embedded ClickHouse: streams', function () {
     // Looked at from a store of its own: the test's store is busy.
     const observer = embeddedClickHouse({ path: testClickHousePath() });
     try {
-      for (let waited = 0; (await count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, observer)) < 2; waited += 20) {
-        if (waited > 20_000) throw new Error('the queries never started');
-        await delay(20);
-      }
+      await until(async () => (await count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, observer)) >= 2, 20_000, 'both queries to start', 20);
     } finally {
       await observer.close();
     }
@@ -319,10 +311,7 @@ describe('embedded ClickHouse: streams', function () {
     const first = new AbortController();
     const second = new AbortController();
     const a = readToEnd(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: first.signal }));
-    for (let waited = 0; (await running()) === 0; waited += 20) {
-      if (waited > 20_000) throw new Error('the first query never started');
-      await delay(20);
-    }
+    await until(async () => (await running()) > 0, 20_000, 'the first query to start', 20);
     // Bound queries start one after another in chDB: the second waits for the first, unlisted.
     const b = readToEnd(clickhouse.stream(heavy, { format: 'JSON', params: { k: '1000' }, signal: second.signal }));
     await delay(300);

@@ -50,19 +50,9 @@ describe('ClickHouse server over HTTP', function () {
     const marker = `given_up_${randomUUID().replace(/-/g, '')}`;
     const heavy = `SELECT '${marker}', sum(cityHash64(number)) FROM numbers(1000000000000)`;
     const running = async () => Number((await client.query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${marker}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
-    const started = async () => {
-      for (let waited = 0; (await running()) === 0; waited += 20) {
-        if (waited > 20_000) throw new Error('the query never started');
-        await delay(20);
-      }
-    };
-    const stopped = async (how: string) => {
-      for (let waited = 0; (await running()) > 0; waited += 50) {
-        // In moments, not the minutes the query takes.
-        if (waited > 20_000) throw new Error(`${how}: still running on the server`);
-        await delay(50);
-      }
-    };
+    const started = () => until(async () => (await running()) > 0, 20_000, 'the query to start', 20);
+    // In moments, not the minutes the query takes.
+    const stopped = (how: string) => until(async () => (await running()) === 0, 20_000, `${how}: the query to stop on the server`, 50);
     const controller = new AbortController();
     const aborted = readToEnd(client.stream(heavy, { format: 'TSV', signal: controller.signal }));
     await started();

@@ -327,20 +327,14 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
       for (const format of ['JSON', 'TSV']) {
         const controller = new AbortController();
         const heavy = fetch(`${one.url}/?default_format=${format}&max_block_size=100`, { method: 'POST', body: `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range(1000) AS r`, headers, signal: controller.signal }).catch(() => 'aborted');
-        for (let waited = 0; (await running()) === 0; waited += 50) {
-          if (waited > 20_000) throw new Error(`${format}: the heavy query never started`);
-          await delay(50);
-        }
+        await until(async () => (await running()) > 0, 20_000, `${format}: the heavy query to start`, 50);
         controller.abort();
         expect(await heavy, format).to.equal('aborted');
         // Served once the engine has stopped the heavy query: in moments, not the minutes it would take.
         const next = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 1', headers, signal: AbortSignal.timeout(20_000) });
         expect([next.status, await next.text()], format).to.deep.equal([200, '1\n']);
         // (The engine lists a query a moment after its end: a query running on would be listed for minutes.)
-        for (let waited = 0; (await running()) > 0; waited += 50) {
-          if (waited > 2000) throw new Error(`${format}: still running in the engine once the slot served the next query`);
-          await delay(50);
-        }
+        await until(async () => (await running()) === 0, 2000, `${format}: the heavy query to leave the engine once the slot served the next query`, 50);
       }
     } finally {
       await one.close();
