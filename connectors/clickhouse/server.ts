@@ -108,20 +108,17 @@ export function serverClickHouse(options: ServerClickHouseOptions = {}): ClickHo
       const queryId = randomUUID();
       const giveUp = () => void http.command({ query: `KILL QUERY WHERE query_id = '${queryId}' ASYNC` }).catch(() => undefined);
       signal?.addEventListener('abort', giveUp, { once: true });
-      let result;
       try {
-        result = await http.exec({ query: `${sql}\nFORMAT ${format}`, query_id: queryId, query_params: { ...params }, abort_signal: signal });
-      } catch (cause) {
-        signal?.removeEventListener('abort', giveUp);
-        throw clickhouseErrorOf(cause);
-      }
-      try {
-        for await (const chunk of result.stream) yield chunk as Buffer;
+        const result = await http.exec({ query: `${sql}\nFORMAT ${format}`, query_id: queryId, query_params: { ...params }, abort_signal: signal });
+        try {
+          for await (const chunk of result.stream) yield chunk as Buffer;
+        } finally {
+          result.stream.destroy();
+        }
       } catch (cause) {
         throw clickhouseErrorOf(cause);
       } finally {
         signal?.removeEventListener('abort', giveUp);
-        result.stream.destroy();
       }
     },
     async insert(table, rows, settings) {
