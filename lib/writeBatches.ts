@@ -17,20 +17,17 @@ export interface JoinLimits {
    * With no write under way, a partial batch starts one only this long after the last
    * write started and half this long after the last one ended, joined meanwhile with what
    * comes; while writes are slow (the median of the last five took longer than this), only
-   * this long after the last one ended. That rest is over once as many records wait as the
-   * last write wrote: the callers it answered are back (or callers that do not wait for
-   * the writes keep coming), and waiting longer only delays them. For batches handed over
-   * at once rather than cut by time (a source whose callers wait for each write): a lone
-   * batch goes at once, writes start no more often than time-cut batches would make them,
-   * the callers the last write answered are back to join the next one (a write started as
-   * soon as the last ended would cut their group in two, and the half left out waits a
-   * write more), and slow writes are not started back to back while their callers come
-   * back. While the engine or the machine is busy (an insert into ClickHouse costs about
-   * the same whatever its size, most of it making the part), writes are then fewer and
-   * larger instead of keeping the engine busy with small ones. A write slow now and then
-   * (a merge beside it) is no reason for a whole rest: the batches behind it would only
-   * wait longer. Writes ending within half of this of their start are never held longer.
-   * @default 0
+   * this long after the last one ended. For batches handed over at once rather than cut by
+   * time (a source whose callers wait for each write): a lone batch goes at once, writes
+   * start no more often than time-cut batches would make them, the callers the last write
+   * answered are back to join the next one (a write started as soon as the last ended would
+   * cut their group in two, and the half left out waits a write more), and slow writes are
+   * not started back to back. While the engine or the machine is busy (an insert into
+   * ClickHouse costs about the same whatever its size, most of it making the part), writes
+   * are then fewer and larger instead of keeping the engine busy with small ones. A write
+   * slow now and then (a merge beside it) is no reason for a whole rest: the batches behind
+   * it would only wait longer. Writes ending within half of this of their start are never
+   * held longer. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -67,13 +64,11 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       /** When the last write started, and when the sink has rested after the last one that ended (scheduler time). */
       let lastStart = -Infinity;
       let restUntil = -Infinity;
-      /** Records of the last write that ended: once as many wait, its callers are back. */
-      let lastRows = 0;
       /** How long the last writes took, the oldest written over. */
       const durations = new Float64Array(RECENT_WRITES);
       let writesEnded = 0;
       /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
-      const restedAt = (rows: number) => Math.max(lastStart + intervalMs, rows >= lastRows ? -Infinity : restUntil);
+      const restedAt = () => Math.max(lastStart + intervalMs, restUntil);
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;
@@ -111,7 +106,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         // Due, and taking in what the loop has received first.
         if (taking !== undefined) return false;
         // Once the input has ended, nothing more is coming to join: no interval.
-        if (writing === 0) return ended || scheduler.now() >= restedAt(batch.rows);
+        if (writing === 0) return ended || scheduler.now() >= restedAt();
         // Beside a write under way: once the batch has waited maxWaitMs in all.
         return batch.since !== undefined && limits.maxWaitMs !== undefined && scheduler.now() - batch.since >= limits.maxWaitMs;
       };
@@ -124,7 +119,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         if (waiting.length === 0 || writing === concurrency) cancel();
         // No write under way: the first waiting batch goes once the sink has rested.
         else if (writing === 0) {
-          const at = restedAt(waiting[0]!.rows);
+          const at = restedAt();
           if (at < overdueAt) schedule(at);
         } else if (limits?.maxWaitMs !== undefined) {
           // Counted from when the batch came, not from when a slot came free: a batch that
@@ -141,10 +136,8 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
             writing--;
             const now = scheduler.now();
             durations[writesEnded++ % RECENT_WRITES] = now - started;
-            // Half a rest, for the callers it answered to come back (over once as many records
-            // wait as it wrote); a whole one only while writes are slow, not after one slow write.
+            // Half a rest, for the callers it answered to come back; a whole one only while writes are slow, not after one slow write.
             restUntil = now + (median(durations) > intervalMs ? intervalMs : intervalMs / 2);
-            lastRows = batch.envelopes.length;
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },
