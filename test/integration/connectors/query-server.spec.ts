@@ -246,6 +246,65 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect([other.status, other.headers.get('x-clickhouse-exception-code')]).to.deep.equal([404, '81']);
   });
 
+  it('applies each output setting a reader gives in the URL, and takes the protocol parameters drivers send without refusing them', async () => {
+    const ask = async (query: string, search: string): Promise<[number, string]> => {
+      const response = await fetch(`${endpoint.url}/?${search}`, { method: 'POST', body: query, headers });
+      return [response.status, await response.text()];
+    };
+    // Each setting the endpoint lets a reader give (README), with a value other than what it runs under unless given.
+    const given: Record<string, string> = {
+      output_format_json_quote_64bit_integers: '0',
+      output_format_json_quote_64bit_floats: '1',
+      output_format_json_quote_denormals: '1',
+      output_format_json_quote_decimals: '1',
+      output_format_json_named_tuples_as_objects: '0',
+      output_format_json_escape_forward_slashes: '0',
+      output_format_decimal_trailing_zeros: '1',
+      output_format_arrow_string_as_string: '0',
+      output_format_parquet_string_as_string: '0',
+      output_format_native_encode_types_in_binary_format: '1',
+      output_format_binary_encode_types_in_binary_format: '1',
+      output_format_write_statistics: '0',
+      output_format_pretty_max_rows: '7',
+      date_time_output_format: 'iso',
+      session_timezone: 'Asia/Tokyo',
+      extremes: '1',
+      join_use_nulls: '1',
+      result_overflow_mode: 'break',
+      max_block_size: '1000',
+    };
+    for (const [name, value] of Object.entries(given)) {
+      const query = `SELECT toString(getSetting('${name}'))`;
+      const [, unless] = await ask(query, '');
+      const [status, applied] = await ask(query, `${name}=${encodeURIComponent(value)}`);
+      expect(status, name).to.equal(200);
+      expect(applied, `${name}: given, it takes effect`).to.not.equal(unless);
+      // The first line: with extremes=1 the extremes follow the result.
+      expect(applied.split('\n')[0]!.replace(/^true$/, '1').replace(/^false$/, '0'), name).to.equal(value);
+    }
+    // The HTTP interface's own parameters, as drivers and tools send them: none refused.
+    const protocol = [
+      'database=default',
+      'default_format=TabSeparated',
+      'user=analyst',
+      'query_id=a-reader-query',
+      'session_id=a-session&session_timeout=60&session_check=0',
+      'enable_http_compression=0&http_zlib_compression_level=3',
+      'wait_end_of_query=1&buffer_size=4096',
+      'send_progress_in_http_headers=0&http_headers_progress_interval_ms=100',
+      'cancel_http_readonly_queries_on_client_close=1',
+      'client_protocol_version=54460',
+      'readonly=1',
+      'compress=0&decompress=0',
+      'add_http_cors_header=0',
+    ];
+    for (const search of protocol) expect(await ask('SELECT 1', search), search).to.deep.equal([200, '1\n']);
+    expect(await ask('', `query=${encodeURIComponent('SELECT 2')}`), 'query in the URL').to.deep.equal([200, '2\n']);
+    // But a key: URLs end up in logs.
+    const [status, text] = await ask('SELECT 1', `user=analyst&password=${key}`);
+    expect([status, text.slice(0, 9)]).to.deep.equal([403, 'Code: 516']);
+  });
+
   it('compresses with enable_http_compression, reads gzip bodies, and answers probes, typos and formats as a server does', async () => {
     const { gunzipSync, gzipSync } = await import('node:zlib');
     const raw = await new Promise<{ status: number; encoding: string | undefined; body: Buffer }>((resolve, reject) => {
