@@ -305,6 +305,34 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     expect([status, text.slice(0, 9)]).to.deep.equal([403, 'Code: 516']);
   });
 
+  it('answers each output format with the Content-Type a ClickHouse server sends for it', async () => {
+    const expected: Record<string, string> = {
+      JSON: 'application/json; charset=UTF-8',
+      JSONCompact: 'application/json; charset=UTF-8',
+      JSONEachRow: 'application/json; charset=UTF-8',
+      TabSeparated: 'text/tab-separated-values; charset=UTF-8',
+      TSVWithNames: 'text/tab-separated-values; charset=UTF-8',
+      CSV: 'text/csv; charset=UTF-8; header=absent',
+      CSVWithNames: 'text/csv; charset=UTF-8; header=present',
+      XML: 'application/xml; charset=UTF-8',
+      Pretty: 'text/plain; charset=UTF-8',
+      PrettyCompact: 'text/plain; charset=UTF-8',
+      Vertical: 'text/plain; charset=UTF-8',
+      Values: 'text/plain; charset=UTF-8',
+      Markdown: 'text/plain; charset=UTF-8',
+      Null: 'text/plain; charset=UTF-8',
+      SQLInsert: 'text/plain; charset=UTF-8',
+      RowBinary: 'application/octet-stream',
+      Native: 'application/octet-stream',
+      Parquet: 'application/octet-stream',
+    };
+    for (const [format, type] of Object.entries(expected)) {
+      const response = await fetch(`${endpoint.url}/?default_format=${format}`, { method: 'POST', body: 'SELECT 1 AS n', headers });
+      await response.arrayBuffer();
+      expect([response.status, response.headers.get('content-type')], format).to.deep.equal([200, type]);
+    }
+  });
+
   it('compresses with enable_http_compression, reads gzip bodies, and answers probes, typos and formats as a server does', async () => {
     const { gunzipSync, gzipSync } = await import('node:zlib');
     const raw = await new Promise<{ status: number; encoding: string | undefined; body: Buffer }>((resolve, reject) => {
