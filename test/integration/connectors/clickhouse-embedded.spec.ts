@@ -203,7 +203,7 @@ describe('embedded ClickHouse: streams', function () {
   const table = `given_up_${randomUUID().replace(/-/g, '')}`;
   // Minutes of work for the engine unless stopped.
   const heavy = `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range({k:UInt32}) AS r SETTINGS max_block_size = 100`;
-  const running = () => count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`);
+  const running = (store = testClickHouse()) => count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, store);
   const all = async (stream: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> => {
     const chunks: Uint8Array[] = [];
     for await (const chunk of stream) chunks.push(chunk);
@@ -297,7 +297,7 @@ describe('embedded ClickHouse: streams', function () {
     // Looked at from a store of its own: the test's store is busy.
     const observer = embeddedClickHouse({ path: testClickHousePath() });
     try {
-      await until(async () => (await count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, observer)) >= 2, 20_000, 'both queries to start', 20);
+      await until(async () => (await running(observer)) >= 2, 20_000, 'both queries to start', 20);
     } finally {
       await observer.close();
     }

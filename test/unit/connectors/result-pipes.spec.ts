@@ -8,7 +8,6 @@ import { readToEnd as read } from '../../helpers';
 /** The descriptors this process holds. */
 const openDescriptors = () => readdirSync('/proc/self/fd').length;
 
-
 describe('result pipes', () => {
   let pipes: ResultPipes;
   let path: string;
