@@ -17,17 +17,19 @@ export interface JoinLimits {
    * With no write under way, a partial batch starts one only this long after the last
    * write started and half this long after the last one ended, joined meanwhile with what
    * comes; while writes are slow (the median of the last five took longer than this), only
-   * this long after the last one ended. For batches handed over at once rather than cut by
-   * time (a source whose callers wait for each write): a lone batch goes at once, writes
-   * start no more often than time-cut batches would make them, the callers the last write
-   * answered are back to join the next one (a write started as soon as the last ended would
-   * cut their group in two, and the half left out waits a write more), and slow writes are
-   * not started back to back. While the engine or the machine is busy (an insert into
-   * ClickHouse costs about the same whatever its size, most of it making the part), writes
-   * are then fewer and larger instead of keeping the engine busy with small ones. A write
-   * slow now and then (a merge beside it) is no reason for a whole rest: the batches behind
-   * it would only wait longer. Writes ending within half of this of their start are never
-   * held longer. @default 0
+   * this long after the last one ended. Unless writes are slow, the rest never holds a batch
+   * past this long after it came: one that came during a long write goes when it ends. For
+   * batches handed over at once rather than cut by time (a source whose callers wait for
+   * each write): a lone batch goes at once, writes start no more often than time-cut
+   * batches would make them, the callers the last write answered are back to join the next
+   * one (a write started as soon as the last ended would cut their group in two, and the
+   * half left out waits a write more), and slow writes are not started back to back. While
+   * the engine or the machine is busy (an insert into ClickHouse costs about the same
+   * whatever its size, most of it making the part), writes are then fewer and larger
+   * instead of keeping the engine busy with small ones. A write slow now and then (a merge
+   * beside it) is no reason for a rest: the batches behind it have waited long enough
+   * already, and would only wait longer. Writes ending within half of this of their start
+   * are never held longer. @default 0
    */
   writeIntervalMs?: number;
   /** Scheduler for these waits, for tests on virtual time. @default asyncScheduler */
@@ -67,8 +69,10 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
       /** How long the last writes took, the oldest written over. */
       const durations = new Float64Array(RECENT_WRITES);
       let writesEnded = 0;
-      /** When a partial batch may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
-      const restedAt = () => Math.max(lastStart + intervalMs, restUntil);
+      /** Whether the median of the last writes took longer than the interval. */
+      let slow = false;
+      /** When a partial batch that came at `since` may start a write on the idle sink: see `JoinLimits.writeIntervalMs`. */
+      const restedAt = (since: number) => Math.max(lastStart + intervalMs, slow ? restUntil : Math.min(restUntil, since + intervalMs));
       /** Runs while the first waiting batch is partial and a slot is free: it then takes the slot. */
       let overdue: Subscription | undefined;
       let overdueAt = Infinity;
@@ -106,7 +110,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         // Due, and taking in what the loop has received first.
         if (taking !== undefined) return false;
         // Once the input has ended, nothing more is coming to join: no interval.
-        if (writing === 0) return ended || scheduler.now() >= restedAt();
+        if (writing === 0) return ended || scheduler.now() >= restedAt(batch.since ?? scheduler.now());
         // Beside a write under way: once the batch has waited maxWaitMs in all.
         return batch.since !== undefined && limits.maxWaitMs !== undefined && scheduler.now() - batch.since >= limits.maxWaitMs;
       };
@@ -119,7 +123,7 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
         if (waiting.length === 0 || writing === concurrency) cancel();
         // No write under way: the first waiting batch goes once the sink has rested.
         else if (writing === 0) {
-          const at = restedAt();
+          const at = restedAt(waiting[0]!.since);
           if (at < overdueAt) schedule(at);
         } else if (limits?.maxWaitMs !== undefined) {
           // Counted from when the batch came, not from when a slot came free: a batch that
@@ -137,7 +141,8 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
             const now = scheduler.now();
             durations[writesEnded++ % RECENT_WRITES] = now - started;
             // Half a rest, for the callers it answered to come back; a whole one only while writes are slow, not after one slow write.
-            restUntil = now + (median(durations) > intervalMs ? intervalMs : intervalMs / 2);
+            slow = median(durations) > intervalMs;
+            restUntil = now + (slow ? intervalMs : intervalMs / 2);
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },

@@ -226,6 +226,44 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
+  it('with writeIntervalMs, a batch that came during a write rests after it only until the interval since it came, unless writes are slow', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
+    const advance = (ms: number) => {
+      scheduler.schedule(() => undefined, ms);
+      scheduler.flush();
+    };
+    h.input.next(batchOf(['a'])); // at 0
+    advance(1);
+    h.input.next(batchOf(['b'])); // at 1, while a is written
+    advance(7);
+    await h.settle(); // a took 8, ended at 8
+    scheduler.flush();
+    expect(scheduler.now(), 'b went 10 after it came, not 5 after a ended').to.equal(11);
+    expect(values(h.written)).to.deep.equal(['a', 'b']);
+    advance(2);
+    h.input.next(batchOf(['c'])); // at 13, while b is written
+    advance(28);
+    await h.settle(); // b took 30, ended at 41: durations 8, 30
+    expect(values(h.written), 'c, waiting since 13, went when b ended at 41').to.deep.equal(['a', 'b', 'c']);
+    advance(1);
+    h.input.next(batchOf(['d'])); // at 42
+    advance(19);
+    await h.settle(); // c took 20, ended at 61: 8, 30, 20 (median of five 8)
+    expect(values(h.written), 'd, waiting since 42, went when c ended').to.deep.equal(['a', 'b', 'c', 'd']);
+    advance(1);
+    h.input.next(batchOf(['e'])); // at 62
+    advance(19);
+    await h.settle(); // d took 20, ended at 81: 8, 30, 20, 20 (median 20): writes are slow
+    expect(values(h.written), 'e rests').to.deep.equal(['a', 'b', 'c', 'd']);
+    scheduler.flush();
+    expect(scheduler.now(), 'writes slow: e rested the whole interval after d ended').to.equal(91);
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'e']);
+    h.input.complete();
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
   it('with writeIntervalMs, a full batch does not rest while writes are slow, nor does the last once the input ended', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
