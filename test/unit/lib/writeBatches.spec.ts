@@ -63,6 +63,11 @@ describe('writeBatches: batches waiting for a write are joined', () => {
   }
 
   const values = (written: Batch<string>[]) => written.map((b) => b.envelopes.map((e) => e.value).join(''));
+  /** Runs `scheduler`'s clock `ms` on. */
+  const advance = (scheduler: VirtualTimeScheduler, ms: number) => {
+    scheduler.schedule(() => undefined, ms);
+    scheduler.flush();
+  };
 
   it('joins what waits, records and encoded rows in order, up to the limits; a partial batch waits for the write under way', async () => {
     const h = harness(2, { rows: 5, bytes: 1000 });
@@ -129,8 +134,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     h.input.next(batchOf(['a']));
     h.input.next(batchOf(['x', 'y', 'z'])); // full: beside 'a'
     h.input.next(batchOf(['b'])); // both slots busy: waits
-    scheduler.schedule(() => undefined, 15);
-    scheduler.flush();
+    advance(scheduler, 15);
     expect(values(h.written)).to.deep.equal(['a', 'xyz']);
     await h.settle();
     // 'b' has waited 15 ms: it takes the slot 'a' left, beside 'xyz', without waiting 10 ms more.
@@ -175,10 +179,6 @@ describe('writeBatches: batches waiting for a write are joined', () => {
   it('with writeIntervalMs, the sink rests half the interval after each write before a partial batch starts the next, and the whole of it while writes are slow (the median of the last five past the interval); a lone slow write, or one of the interval exactly, is no whole rest', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
-    const advance = (ms: number) => {
-      scheduler.schedule(() => undefined, ms);
-      scheduler.flush();
-    };
     /** Sends `value` `after` ms from now, runs the clock until it is written, and says when that was. */
     const writtenAt = (value: string, after: number) => {
       scheduler.schedule(() => h.input.next(batchOf([value])), after);
@@ -187,38 +187,38 @@ describe('writeBatches: batches waiting for a write are joined', () => {
       return scheduler.now();
     };
     h.input.next(batchOf(['a'])); // at 0
-    advance(4);
+    advance(scheduler, 4);
     await h.settle(); // a took 4 ms, ended at 4
     expect(writtenAt('b', 1), 'b waited until 10 after a started (later than 5 after it ended)').to.equal(10);
-    advance(30);
+    advance(scheduler, 30);
     await h.settle(); // b took 30 ms, ended at 40: durations 4, 30
     expect(writtenAt('c', 1), 'one slow write is no whole rest: c 5 after b ended').to.equal(45);
-    advance(12);
+    advance(scheduler, 12);
     await h.settle(); // c took 12, ended at 57: 4, 30, 12 (median of five 4)
     expect(writtenAt('d', 1), 'two of five slow: half a rest').to.equal(62);
-    advance(12);
+    advance(scheduler, 12);
     await h.settle(); // d took 12, ended at 74: 4, 30, 12, 12 (median 12)
     scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
     scheduler.schedule(() => h.input.next(batchOf(['f'])), 5);
     scheduler.flush();
     expect(scheduler.now(), 'three of five slow: e and f waited, joined, for a rest of 10 after d ended').to.equal(84);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'ef']);
-    advance(2);
+    advance(scheduler, 2);
     await h.settle(); // ef took 2, ended at 86: 4, 30, 12, 12, 2 (median 12)
     expect(writtenAt('g', 1), 'still three of five slow: a whole rest after a quick write too').to.equal(96);
-    advance(2);
+    advance(scheduler, 2);
     await h.settle(); // g took 2, ended at 98: 2, 30, 12, 12, 2 (the oldest written over; median 12)
     expect(writtenAt('h', 1), 'a whole rest after g').to.equal(108);
-    advance(2);
+    advance(scheduler, 2);
     await h.settle(); // h took 2, ended at 110: 2, 2, 12, 12, 2 (median 2)
     expect(writtenAt('i', 1), 'writes quick again: i 10 after h started (later than 5 after it ended)').to.equal(118);
-    advance(10);
+    advance(scheduler, 10);
     await h.settle(); // i took 10, the interval exactly, ended at 128: 2, 2, 10, 12, 2
     expect(writtenAt('j', 1)).to.equal(133);
-    advance(10);
+    advance(scheduler, 10);
     await h.settle(); // j took 10, ended at 143: 2, 2, 10, 10, 2
     expect(writtenAt('k', 1)).to.equal(148);
-    advance(10);
+    advance(scheduler, 10);
     await h.settle(); // k took 10, ended at 158: 2, 2, 10, 10, 10 (median 10)
     expect(writtenAt('l', 1), 'three of five at the interval exactly are not slow: half a rest').to.equal(163);
     h.input.complete();
@@ -229,31 +229,27 @@ describe('writeBatches: batches waiting for a write are joined', () => {
   it('with writeIntervalMs, a batch that came during a write rests after it only until the interval since it came, unless writes are slow', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
-    const advance = (ms: number) => {
-      scheduler.schedule(() => undefined, ms);
-      scheduler.flush();
-    };
     h.input.next(batchOf(['a'])); // at 0
-    advance(1);
+    advance(scheduler, 1);
     h.input.next(batchOf(['b'])); // at 1, while a is written
-    advance(7);
+    advance(scheduler, 7);
     await h.settle(); // a took 8, ended at 8
     scheduler.flush();
     expect(scheduler.now(), 'b went 10 after it came, not 5 after a ended').to.equal(11);
     expect(values(h.written)).to.deep.equal(['a', 'b']);
-    advance(2);
+    advance(scheduler, 2);
     h.input.next(batchOf(['c'])); // at 13, while b is written
-    advance(28);
+    advance(scheduler, 28);
     await h.settle(); // b took 30, ended at 41: durations 8, 30
     expect(values(h.written), 'c, waiting since 13, went when b ended at 41').to.deep.equal(['a', 'b', 'c']);
-    advance(1);
+    advance(scheduler, 1);
     h.input.next(batchOf(['d'])); // at 42
-    advance(19);
+    advance(scheduler, 19);
     await h.settle(); // c took 20, ended at 61: 8, 30, 20 (median of five 8)
     expect(values(h.written), 'd, waiting since 42, went when c ended').to.deep.equal(['a', 'b', 'c', 'd']);
-    advance(1);
+    advance(scheduler, 1);
     h.input.next(batchOf(['e'])); // at 62
-    advance(19);
+    advance(scheduler, 19);
     await h.settle(); // d took 20, ended at 81: 8, 30, 20, 20 (median 20): writes are slow
     expect(values(h.written), 'e rests').to.deep.equal(['a', 'b', 'c', 'd']);
     scheduler.flush();
@@ -269,8 +265,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     for (const value of ['a', 'b', 'c']) {
       h.input.next(batchOf([value]));
-      scheduler.schedule(() => undefined, 20);
-      scheduler.flush();
+      advance(scheduler, 20);
       await h.settle(); // each took 20 ms
     }
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c']);
@@ -278,8 +273,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(values(h.written), 'three slow writes: d rests').to.deep.equal(['a', 'b', 'c']);
     h.input.next(batchOf(['e', 'f']));
     expect(values(h.written), 'd, joined up to the limit, is full: it does not rest').to.deep.equal(['a', 'b', 'c', 'def']);
-    scheduler.schedule(() => undefined, 20);
-    scheduler.flush();
+    advance(scheduler, 20);
     await h.settle();
     h.input.next(batchOf(['g']));
     expect(values(h.written), 'g rests').to.deep.equal(['a', 'b', 'c', 'def']);
