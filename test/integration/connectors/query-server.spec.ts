@@ -9,6 +9,7 @@ import { migrate, serveQueries, toClickHouse } from '../../../connectors/clickho
 import { migrationsDir } from '../../../examples/bookings/paths';
 import { fromIterable } from '../../../connectors/iterable';
 import { ConfigError } from '../../../lib/errors';
+import { AccessControl, type AccessDecision } from '../../../lib/security';
 import { Pipeline } from '../../../lib/pipeline';
 import { serveMetrics } from '../../../lib/serveMetrics';
 import type { DeadLetter } from '../../../lib/sink';
@@ -133,6 +134,139 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
     }
     error = await serveQueries({ client: testClickHouse(), users: { a: { key: 'a-long-enough-key', tables: [''] } } }).catch((e: unknown) => e);
     expect(error).to.be.instanceOf(ConfigError).with.property('message', 'users.a.tables must be an array of table names');
+    error = await serveQueries({ users: { a: 'a-long-enough-key' } } as never).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'client is required');
+    for (const given of ['seven-7', { key: 12345678 }, { tables: ['t'] }]) {
+      error = await serveQueries({ client: testClickHouse(), users: { a: given as never } }).catch((e: unknown) => e);
+      expect(error, JSON.stringify(given)).to.be.instanceOf(ConfigError).with.property('message', 'users.a must be a key of at least 8 characters');
+    }
+    const eight = await serveQueries({ client: testClickHouse(), users: { a: 'eight-88' }, port: 0 });
+    await eight.close();
+    error = await serveQueries({ client: testClickHouse(), access: {} as never }).catch((e: unknown) => e);
+    expect(error).to.be.instanceOf(ConfigError).with.property('message', 'access must be an AccessControl');
+    for (const permission of ['', 7]) {
+      error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, permission: permission as never }).catch((e: unknown) => e);
+      expect(error).to.be.instanceOf(ConfigError).with.property('message', `permission must be a non-empty string, got ${JSON.stringify(permission)}`);
+    }
+    // Each numeric option is named in its refusal.
+    const numeric: [string, Record<string, unknown>][] = [
+      ...['maxExecutionTimeS', 'maxResultRows', 'maxResultBytes', 'maxMemoryUsage', 'maxThreads'].map((name): [string, Record<string, unknown>] => [`limits.${name}`, { limits: { [name]: 0 } }]),
+      ...['maxConcurrentQueries', 'maxQueuedQueries', 'maxBufferedResultBytes', 'maxQueryBytes', 'requestTimeoutMs', 'maxFailedAuthPerMinute'].map((name): [string, Record<string, unknown>] => [name, { [name]: 0 }]),
+    ];
+    for (const [name, options] of numeric) {
+      error = await serveQueries({ client: testClickHouse(), users: { a: 'a-long-enough-key' }, ...options }).catch((e: unknown) => e);
+      expect(error, name).to.be.instanceOf(ConfigError);
+      expect((error as Error).message, name).to.match(new RegExp(`^${name.replace('.', '\\.')} `));
+    }
+  });
+
+  it('answers another path 404, another method 405, a bare GET as a probe and an empty query as a syntax error, with the headers a server sends', async () => {
+    const headers = { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key };
+    const other = await fetch(`${endpoint.url}/play?query=SELECT+1`, { headers });
+    expect([other.status, await other.text()]).to.deep.equal([404, 'There is no handle /play\n']);
+    for (const method of ['PUT', 'DELETE', 'PATCH']) {
+      const refused = await fetch(`${endpoint.url}/?query=SELECT+1`, { method, headers });
+      expect([refused.status, await refused.text()], method).to.deep.equal([405, 'Only GET and POST are allowed\n']);
+    }
+    expect((await fetch(`${endpoint.url}/?query=SELECT+1`, { method: 'HEAD', headers })).status).to.equal(200);
+    const probe = await fetch(`${endpoint.url}/`, { headers });
+    expect([probe.status, await probe.text()]).to.deep.equal([200, 'Ok.\n']);
+    for (const [what, response] of [
+      ['a blank POST', await fetch(`${endpoint.url}/`, { method: 'POST', body: ' \n', headers })],
+      ['a blank query in the URL', await fetch(`${endpoint.url}/?query=+`, { headers })],
+    ] as const) {
+      expect([response.status, response.headers.get('x-clickhouse-exception-code'), await response.text()], what).to.deep.equal([400, '62', 'Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)\n']);
+    }
+    const answered = await fetch(`${endpoint.url}/?query=SELECT+1&query_id=my-query-7`, { headers });
+    expect(await answered.text()).to.equal('1\n');
+    expect(['x-clickhouse-query-id', 'x-clickhouse-timezone', 'x-clickhouse-server-display-name', 'x-clickhouse-format'].map((name) => answered.headers.get(name))).to.deep.equal(['my-query-7', 'UTC', 'tributary', 'TabSeparated']);
+    expect(JSON.parse(answered.headers.get('x-clickhouse-summary')!)).to.have.property('read_rows', '0');
+    const unnamed = await fetch(`${endpoint.url}/?query=SELECT+1`, { headers });
+    expect(unnamed.headers.get('x-clickhouse-query-id')).to.match(/^[0-9a-f-]{36}$/);
+  });
+
+  it('compresses only when asked in the URL and accepted by the client, at the level asked when it is one of 1-9, else 3', async () => {
+    const { gunzipSync } = await import('node:zlib');
+    const query = 'SELECT+number+*+7919+%25+1000003+FROM+system.one+ARRAY+JOIN+range(200000)+AS+number';
+    const get = (params: string, encoding?: string) =>
+      new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+        const sent = require('node:http').request(`${endpoint.url}/?query=${query}${params}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, ...(encoding && { 'Accept-Encoding': encoding }) } }, (response: import('node:http').IncomingMessage) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('end', () => resolve({ encoding: response.headers['content-encoding'], body: Buffer.concat(chunks) }));
+        });
+        sent.on('error', reject);
+        sent.end();
+      });
+    const plain = await get('');
+    expect([plain.encoding, plain.body.toString().split('\n').length]).to.deep.equal([undefined, 200_001]);
+    expect((await get('&enable_http_compression=1')).encoding, 'not accepted by the client').to.equal(undefined);
+    expect((await get('', 'gzip')).encoding, 'not asked in the URL').to.equal(undefined);
+    const sizes: Record<string, number> = {};
+    for (const level of ['', '1', '3', '9', '0', '10', 'x']) {
+      const zipped = await get(`&enable_http_compression=1${level === '' ? '' : `&http_zlib_compression_level=${level}`}`, 'deflate, gzip');
+      expect(zipped.encoding, level).to.equal('gzip');
+      expect(gunzipSync(zipped.body).equals(plain.body), level).to.equal(true);
+      sizes[level] = zipped.body.length;
+    }
+    expect(sizes['1'], 'level 1 is not level 3').to.not.equal(sizes['3']);
+    expect(sizes['9'], 'level 9 is not level 3').to.not.equal(sizes['3']);
+    for (const level of ['', '0', '10', 'x']) expect(sizes[level], `level ${JSON.stringify(level)} is taken as 3`).to.equal(sizes['3']);
+  });
+
+  it('locks out an address for the minute of its first failure, no longer, and counts afresh after it', async () => {
+    const strict = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxFailedAuthPerMinute: 2 });
+    const now = Date.now;
+    let clock = now();
+    Date.now = () => clock;
+    const ask = async (given: string) => {
+      const response = await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': given } });
+      await response.arrayBuffer();
+      return response.status;
+    };
+    try {
+      expect([await ask('wrong-key-1'), await ask('wrong-key-2'), await ask(key)]).to.deep.equal([403, 403, 429]);
+      clock += 59_999;
+      expect(await ask(key), 'within the minute').to.equal(429);
+      clock += 1;
+      expect(await ask(key), 'the minute of the first failure is over').to.equal(200);
+      expect([await ask('wrong-key-3'), await ask('wrong-key-4')]).to.deep.equal([403, 403]);
+      const locked = await fetch(`${strict.url}/?query=SELECT+1`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      expect([locked.status, locked.headers.get('retry-after')], 'two new failures: a new minute from the first of them').to.deep.equal([429, '60']);
+      await locked.arrayBuffer();
+    } finally {
+      Date.now = now;
+      await strict.close();
+    }
+  });
+
+  it('with access instead of users: a key with the permission reads, one without is forbidden (497), any other is unknown (516)', async () => {
+    const reader = AccessControl.issueKey('reader', ['reader']);
+    const writer = AccessControl.issueKey('writer', ['writer']);
+    const decisions: AccessDecision[] = [];
+    const access = new AccessControl({ roles: { reader: ['query:read'], writer: ['webhook:post:acme'], analytics: ['analytics:read'] }, keys: [reader.record, writer.record], onDecision: (decision) => decisions.push(decision) });
+    const served = await serveQueries({ client: testClickHouse(), access, port: 0 });
+    const asks = (url: string, token: string, method = 'GET') => fetch(`${url}/?query=SELECT+1`, { method, headers: { Authorization: `Bearer ${token}` } });
+    try {
+      const read = await asks(served.url, reader.token, 'POST');
+      expect([read.status, await read.text()]).to.deep.equal([200, '1\n']);
+      expect(decisions.at(-1)).to.include({ allowed: true, permission: 'query:read', keyId: 'reader', context: 'POST /' });
+      const viaHeader = await fetch(`${served.url}/?query=SELECT+2`, { headers: { 'X-ClickHouse-Key': reader.token } });
+      expect(await viaHeader.text()).to.equal('2\n');
+      const forbidden = await asks(served.url, writer.token);
+      expect([forbidden.status, forbidden.headers.get('x-clickhouse-exception-code'), await forbidden.text()]).to.deep.equal([403, '497', 'Code: 497. DB::Exception: the key lacks permission query:read. (ACCESS_DENIED)\n']);
+      const unknown = await asks(served.url, `${reader.token}x`);
+      expect([unknown.status, unknown.headers.get('x-clickhouse-exception-code')]).to.deep.equal([403, '516']);
+    } finally {
+      await served.close();
+    }
+    const analytics = await serveQueries({ client: testClickHouse(), access, permission: 'analytics:read', port: 0 });
+    try {
+      const refused = await asks(analytics.url, reader.token);
+      expect([refused.status, await refused.text()], 'the permission asked is the one given').to.deep.equal([403, 'Code: 497. DB::Exception: the key lacks permission analytics:read. (ACCESS_DENIED)\n']);
+    } finally {
+      await analytics.close();
+    }
   });
 
   it('runs readers at readerPriority: 10 unless set', async () => {
