@@ -515,6 +515,41 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     }
   });
 
+  it('runs maxConcurrentQueries at once, queues maxQueuedQueries more in order, and answers the rest 503 TOO_MANY_SIMULTANEOUS_QUERIES', async () => {
+    const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1, maxQueuedQueries: 1 });
+    const ended: string[] = [];
+    const ask = (name: string, query: string, signal?: AbortSignal) =>
+      fetch(`${one.url}/?max_block_size=1`, { method: 'POST', body: query, headers, ...(signal && { signal }) }).then(
+        async (response) => {
+          const answer = [response.status, await response.text()];
+          ended.push(name);
+          return answer;
+        },
+        () => ended.push(`${name} aborted`),
+      );
+    try {
+      // Runs for 50 s unless its client leaves.
+      const mark = `slow_${randomUUID().replace(/-/g, '')}`;
+      const controller = new AbortController();
+      const slow = ask('slow', `SELECT sleepEachRow(0.5) AS ${mark} FROM system.one ARRAY JOIN range(100) AS n`, controller.signal);
+      const running = async () => Number((await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${mark}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
+      await until(async () => (await running()) === 1, 10_000, 'the slow query to run');
+      const queued = ask('queued', 'SELECT 2');
+      await delay(300);
+      const refused = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 3', headers });
+      expect([refused.status, refused.headers.get('x-clickhouse-exception-code'), await refused.text()]).to.deep.equal([503, '202', 'Code: 202. DB::Exception: Too many simultaneous queries. Maximum: 1. (TOO_MANY_SIMULTANEOUS_QUERIES)\n']);
+      expect(ended, 'the second waits while the first runs').to.deep.equal([]);
+      controller.abort();
+      await slow;
+      expect(await queued, 'and runs once its slot is free').to.deep.equal([200, '2\n']);
+      expect(ended).to.deep.equal(['slow aborted', 'queued']);
+      const after = await Promise.all(['SELECT 4', 'SELECT 5'].map((query, i) => ask(`after-${i}`, query)));
+      expect(after, 'the slot came back: one runs, the other waits for it').to.deep.equal([[200, '4\n'], [200, '5\n']]);
+    } finally {
+      await one.close();
+    }
+  });
+
   it('cancels a query whose client went away, freeing its slot', async () => {
     const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1 });
     try {
