@@ -377,7 +377,26 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     const missing = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT {n:UInt8}', headers });
     expect([missing.status, missing.headers.get('x-clickhouse-exception-code')]).to.deep.equal([400, '456']);
     const other = await fetch(`${endpoint.url}/?database=elsewhere`, { method: 'POST', body: 'SELECT 1', headers });
-    expect([other.status, other.headers.get('x-clickhouse-exception-code')]).to.deep.equal([404, '81']);
+    expect([other.status, other.headers.get('x-clickhouse-exception-code'), await other.text()]).to.deep.equal([404, '81', 'Code: 81. DB::Exception: Database elsewhere does not exist. (UNKNOWN_DATABASE)\n']);
+    // Named in a header, as some drivers do; empty, as others send when none is set.
+    for (const [database, status] of [['default', 200], ['', 200], ['elsewhere', 404]] as const) {
+      const response = await fetch(`${endpoint.url}/`, { method: 'POST', body: 'SELECT 1', headers: { ...headers, 'X-ClickHouse-Database': database } });
+      expect([response.status, await response.text()], `header ${JSON.stringify(database)}`).to.include(status);
+      const inUrl = await fetch(`${endpoint.url}/?database=${database}`, { method: 'POST', body: 'SELECT 1', headers });
+      expect(inUrl.status, `database=${database}`).to.equal(status);
+      await inUrl.arrayBuffer();
+    }
+  });
+
+  it('refuses a format name that is not a bare word before the engine sees it, and says why for a refused setting', async () => {
+    for (const format of ['TSV\n', '1TSV', 'TSV;JSON', 'JSON Each']) {
+      const response = await fetch(`${endpoint.url}/?default_format=${encodeURIComponent(format)}`, { method: 'POST', body: 'SELECT 1', headers });
+      expect([response.status, await response.text()], JSON.stringify(format)).to.deep.equal([404, `Code: 73. DB::Exception: Unknown format ${format}. (UNKNOWN_FORMAT)\n`]);
+    }
+    const setting = await fetch(`${endpoint.url}/?query=SELECT+1&max_rows_to_read=0`, { headers });
+    expect([setting.status, await setting.text()]).to.deep.equal([403, 'Code: 164. DB::Exception: setting max_rows_to_read is not allowed for readers: cannot execute query in readonly mode. (READONLY)\n']);
+    const writable = await fetch(`${endpoint.url}/?query=SELECT+1&readonly=0`, { headers });
+    expect([writable.status, await writable.text()]).to.deep.equal([403, 'Code: 164. DB::Exception: readers cannot turn readonly off: cannot execute query in readonly mode. (READONLY)\n']);
   });
 
   it('applies each output setting a reader gives in the URL, and takes the protocol parameters drivers send without refusing them', async () => {
