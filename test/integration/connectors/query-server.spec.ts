@@ -388,6 +388,20 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     }
   });
 
+  it('holds its limits over the whole of a UNION, whichever part is large (a SETTINGS clause after a UNION binds only its last part)', async () => {
+    const strict = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, limits: { maxResultRows: 10 } });
+    try {
+      const large = 'SELECT number FROM system.one ARRAY JOIN range(100) AS number';
+      for (const query of [`${large} UNION ALL SELECT 1`, `SELECT 1 UNION ALL ${large}`, `SELECT 1 UNION ALL ${large} UNION ALL SELECT 2`]) {
+        const response = await fetch(`${strict.url}/`, { method: 'POST', body: query, headers });
+        expect([response.status, response.headers.get('x-clickhouse-exception-code')], query).to.deep.equal([500, '396']);
+        expect(await response.text(), query).to.match(/^Code: 396\. DB::Exception: Limit for result exceeded, max rows: 10\.00/);
+      }
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('refuses a format name that is not a bare word before the engine sees it, and says why for a refused setting', async () => {
     for (const format of ['TSV\n', '1TSV', 'TSV;JSON', 'JSON Each']) {
       const response = await fetch(`${endpoint.url}/?default_format=${encodeURIComponent(format)}`, { method: 'POST', body: 'SELECT 1', headers });
