@@ -73,9 +73,10 @@ export interface Source<T> {
   /**
    * True when a caller waits for each record's write (a webhook's sender holds its request
    * open until its records are stored): a partial batch then goes to the sink as soon as
-   * no write is under way and the last one started `batch.maxWaitMs` ago or more and ended
-   * half that ago (the whole of it, while writes take longer than that), instead of
-   * `batch.maxWaitMs` after its first record. So a lone request is written at once, writes
+   * no write is under way and the last one started `batch.maxWaitMs` ago or more and either
+   * ended half that ago or the batch came `batch.maxWaitMs` ago (while writes take longer
+   * than that: once the last ended that long ago), instead of `batch.maxWaitMs` after its
+   * first record. So a lone request is written at once, writes
    * start no more often than with batches cut by time, the callers a write answered are back
    * to join the next, slow writes are not started back to back, and while a write is
    * under way a batch still waits for it, joined with what comes, up to `batch.maxWaitMs`.
