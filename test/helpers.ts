@@ -156,6 +156,12 @@ export function testClickHouse(): import('../connectors/clickhouse').ClickHouseC
   return shared.client;
 }
 
+/** Queries running in `client` whose text holds `marker`, the count's own left out. */
+export async function runningQueries(marker: string, client: import('../connectors/clickhouse').ClickHouseClient = testClickHouse()): Promise<number> {
+  const rows = await client.query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${marker}%' AND query NOT LIKE '%system.processes%'`);
+  return Number(rows[0]!.n);
+}
+
 /** `real` with `overrides` in place of some of its methods: every other call goes to `real`. */
 export function clientLike(real: import('../connectors/clickhouse').ClickHouseClient, overrides: Partial<import('../connectors/clickhouse').ClickHouseClient>): import('../connectors/clickhouse').ClickHouseClient {
   return {

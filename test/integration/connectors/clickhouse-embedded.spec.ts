@@ -11,7 +11,7 @@ import { bookingPipeline, SAMPLE_VENDORS } from '../../../examples/bookings/pipe
 import { ClickHouseError, ConfigError } from '../../../lib/errors';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
-import { delay, MemorySink, observed, readToEnd, tempDir, testClickHouse, testClickHousePath, until } from '../../helpers';
+import { delay, MemorySink, observed, readToEnd, runningQueries, tempDir, testClickHouse, testClickHousePath, until } from '../../helpers';
 
 const count = async (sql: string, store = testClickHouse()) => Number((await store.query<{ n: string }>(sql))[0]!.n);
 
@@ -203,7 +203,7 @@ describe('embedded ClickHouse: streams', function () {
   const table = `given_up_${randomUUID().replace(/-/g, '')}`;
   // Minutes of work for the engine unless stopped.
   const heavy = `SELECT sum(cityHash64(n, r)) FROM ${table} ARRAY JOIN range({k:UInt32}) AS r SETTINGS max_block_size = 100`;
-  const running = (store = testClickHouse()) => count(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`, store);
+  const running = (store = testClickHouse()) => runningQueries(table, store);
   const all = async (stream: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> => {
     const chunks: Uint8Array[] = [];
     for await (const chunk of stream) chunks.push(chunk);

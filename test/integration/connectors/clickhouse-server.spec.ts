@@ -7,7 +7,7 @@ import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter } from '../../../lib/sink';
 import { clickhouseServer } from '../../clickhouseServer';
 import { clickhouseSinkConformance } from '../../conformance/clickhouse-sink';
-import { delay, MemorySink, observed, readToEnd, until } from '../../helpers';
+import { delay, MemorySink, observed, readToEnd, runningQueries, until } from '../../helpers';
 
 describe('serverClickHouse options', () => {
   it('refuses a bad request timeout at construction with the rule', () => {
@@ -49,7 +49,7 @@ describe('ClickHouse server over HTTP', function () {
     // client has gone.
     const marker = `given_up_${randomUUID().replace(/-/g, '')}`;
     const heavy = `SELECT '${marker}', sum(cityHash64(number)) FROM numbers(1000000000000)`;
-    const running = async () => Number((await client.query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${marker}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
+    const running = () => runningQueries(marker, client);
     const started = () => until(async () => (await running()) > 0, 20_000, 'the query to start', 20);
     // In moments, not the minutes the query takes.
     const stopped = (how: string) => until(async () => (await running()) === 0, 20_000, `${how}: the query to stop on the server`, 50);

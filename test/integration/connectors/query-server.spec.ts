@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { migrate, serveQueries, toClickHouse } from '../../../connectors/clickhouse';
@@ -13,7 +14,20 @@ import { AccessControl, type AccessDecision } from '../../../lib/security';
 import { Pipeline } from '../../../lib/pipeline';
 import { serveMetrics } from '../../../lib/serveMetrics';
 import type { DeadLetter } from '../../../lib/sink';
-import { delay, MemorySink, tempDir, testClickHouse, until } from '../../helpers';
+import { delay, MemorySink, runningQueries, tempDir, testClickHouse, until } from '../../helpers';
+
+/** A GET with node:http, its body as it came: fetch would undo a gzip Content-Encoding. */
+function rawGet(url: string, headers: Record<string, string>): Promise<{ status: number; encoding: string | undefined; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const sent = httpRequest(url, { headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode!, encoding: response.headers['content-encoding'], body: Buffer.concat(chunks) }));
+    });
+    sent.on('error', reject);
+    sent.end();
+  });
+}
 
 describe('read-only query endpoint over embedded ClickHouse', function () {
   this.timeout(60_000);
@@ -188,18 +202,9 @@ describe('read-only query endpoint over embedded ClickHouse', function () {
   it('compresses only when asked in the URL and accepted by the client, at the level asked when it is one of 1-9, else 3', async () => {
     const { gunzipSync } = await import('node:zlib');
     const query = 'SELECT+number+*+7919+%25+1000003+FROM+system.one+ARRAY+JOIN+range(200000)+AS+number';
-    const get = (params: string, encoding?: string) =>
-      new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
-        const sent = require('node:http').request(`${endpoint.url}/?query=${query}${params}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, ...(encoding && { 'Accept-Encoding': encoding }) } }, (response: import('node:http').IncomingMessage) => {
-          const chunks: Buffer[] = [];
-          response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.on('end', () => resolve({ encoding: response.headers['content-encoding'], body: Buffer.concat(chunks) }));
-        });
-        sent.on('error', reject);
-        sent.end();
-      });
+    const get = (params: string, encoding?: string) => rawGet(`${endpoint.url}/?query=${query}${params}`, { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, ...(encoding && { 'Accept-Encoding': encoding }) });
     const plain = await get('');
-    expect([plain.encoding, plain.body.toString().split('\n').length]).to.deep.equal([undefined, 200_001]);
+    expect([plain.status, plain.encoding, plain.body.toString().split('\n').length]).to.deep.equal([200, undefined, 200_001]);
     expect((await get('&enable_http_compression=1')).encoding, 'not accepted by the client').to.equal(undefined);
     expect((await get('', 'gzip')).encoding, 'not asked in the URL').to.equal(undefined);
     const sizes: Record<string, number> = {};
@@ -507,15 +512,7 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
 
   it('compresses with enable_http_compression, reads gzip bodies, and answers probes, typos and formats as a server does', async () => {
     const { gunzipSync, gzipSync } = await import('node:zlib');
-    const raw = await new Promise<{ status: number; encoding: string | undefined; body: Buffer }>((resolve, reject) => {
-      const request = require('node:http').request(`${endpoint.url}/?enable_http_compression=1&query=SELECT+number+FROM+system.one+ARRAY+JOIN+range(1000)+AS+number`, { headers: { ...headers, 'Accept-Encoding': 'gzip' } }, (response: import('node:http').IncomingMessage) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => resolve({ status: response.statusCode!, encoding: response.headers['content-encoding'], body: Buffer.concat(chunks) }));
-      });
-      request.on('error', reject);
-      request.end();
-    });
+    const raw = await rawGet(`${endpoint.url}/?enable_http_compression=1&query=SELECT+number+FROM+system.one+ARRAY+JOIN+range(1000)+AS+number`, { ...headers, 'Accept-Encoding': 'gzip' });
     expect([raw.status, raw.encoding]).to.deep.equal([200, 'gzip']);
     expect(gunzipSync(raw.body).toString().split('\n')).to.have.length(1001);
     const zipped = await fetch(`${endpoint.url}/`, { method: 'POST', body: gzipSync('SELECT 7'), headers: { ...headers, 'Content-Encoding': 'gzip' } });
@@ -570,8 +567,7 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
       const mark = `slow_${randomUUID().replace(/-/g, '')}`;
       const controller = new AbortController();
       const slow = ask('slow', `SELECT sleepEachRow(0.5) AS ${mark} FROM system.one ARRAY JOIN range(100) AS n`, controller.signal);
-      const running = async () => Number((await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${mark}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
-      await until(async () => (await running()) === 1, 10_000, 'the slow query to run');
+      await until(async () => (await runningQueries(mark)) === 1, 10_000, 'the slow query to run');
       const queued = ask('queued', 'SELECT 2');
       await delay(300);
       const refused = await fetch(`${one.url}/`, { method: 'POST', body: 'SELECT 3', headers });
@@ -616,7 +612,7 @@ describe('analyst endpoint speaks ClickHouse HTTP', function () {
     await testClickHouse().exec(`INSERT INTO ${table} SELECT number FROM numbers(10000000)`);
     after(() => testClickHouse().exec(`DROP TABLE IF EXISTS ${table}`));
     const one = await serveQueries({ client: testClickHouse(), users: { analyst: key }, port: 0, maxConcurrentQueries: 1, limits: { maxExecutionTimeS: 3600 } });
-    const running = async () => Number((await testClickHouse().query<{ n: string }>(`SELECT count() AS n FROM system.processes WHERE query LIKE '%${table}%' AND query NOT LIKE '%system.processes%'`))[0]!.n);
+    const running = () => runningQueries(table);
     try {
       for (const format of ['JSON', 'TSV']) {
         const controller = new AbortController();
