@@ -156,12 +156,15 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const redisPerRow = { cpuUs: [] as number[], scriptUs: [] as number[], memoryCpuUs: [] as number[] };
   /** Per files round: this process's CPU seconds (every thread: the pipeline, the embedded ClickHouse) for each side. */
   const processCpu = { alone: [] as number[], cached: [] as number[] };
-  /** Seconds `work` took, and this process's CPU seconds meanwhile. */
-  const secondsAndCpu = async (work: () => Promise<unknown>): Promise<[number, number]> => {
+  /** Per files round: how busy the event loop (the JS thread) was, for each side. */
+  const loopBusy = { alone: [] as number[], cached: [] as number[] };
+  /** Seconds `work` took, this process's CPU seconds meanwhile, and the event loop's utilization. */
+  const secondsAndCpu = async (work: () => Promise<unknown>): Promise<[number, number, number]> => {
     const before = process.cpuUsage();
+    const loop = performance.eventLoopUtilization();
     const spent = await seconds(work);
     const used = process.cpuUsage(before);
-    return [spent, (used.user + used.system) / 1e6];
+    return [spent, (used.user + used.system) / 1e6, performance.eventLoopUtilization(loop).utilization];
   };
   const latency = { reader: [] as number[], bare: [] as number[] };
   const rssAfterRound: number[] = [];
@@ -176,14 +179,14 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     await redis.config('RESETSTAT');
     const cache = toRedisCache<Record<string, unknown>>({ url: REDIS_URL, prefix, customerField: 'customer_token' });
     const before = await redisCpu(redis);
-    const [spent, cpu] = await secondsAndCpu(async () => {
+    const [spent, cpu, busy] = await secondsAndCpu(async () => {
       const stats = await pipelineOf(sinkOf(cache)).run();
       if (stats.written !== rowCount) throw new Error(`the pipeline wrote ${stats.written} of ${rowCount} rows`);
     });
     const after = await redisCpu(redis);
     if (cache.stats.stored !== rowCount) throw new Error(`the cache stored ${cache.stats.stored} of ${rowCount} rows (${JSON.stringify(cache.stats)})`);
     const commandUs = Object.fromEntries(Object.entries(after.commandUs).flatMap(([command, us]) => (command === 'info' || command === 'config' ? [] : [[command, (us - (before.commandUs[command] ?? 0)) / rowCount]])));
-    return { spent, cpu, cpuUs: ((after.cpu - before.cpu) * 1e6) / rowCount, scriptUs: (after.scriptUs - before.scriptUs) / rowCount, commandUs };
+    return { spent, cpu, busy, cpuUs: ((after.cpu - before.cpu) * 1e6) / rowCount, scriptUs: (after.scriptUs - before.scriptUs) / rowCount, commandUs };
   };
   const filesPipeline = (sink: Sink<never>) =>
     new Pipeline<Booking>({ name: 'bench-cache-files', source: bookingSource({ paths: vendorDirs }), transform: bookingTransform(), sink: sink as Sink<Booking>, deadLetters: nowhere }) as unknown as Pipeline<never>;
@@ -193,12 +196,13 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     for (let round = 0; round <= repeat; round++) {
       const filesAlone = async () => {
         await clickhouse.exec('CREATE TABLE bench_files_alone AS bookings');
-        const [spent, cpu] = await secondsAndCpu(async () => {
+        const [spent, cpu, busy] = await secondsAndCpu(async () => {
           const stats = await filesPipeline(toClickHouse({ client: clickhouse, table: 'bench_files_alone' }) as Sink<never>).run();
           if (stats.written !== fileRows) throw new Error(`the pipeline wrote ${stats.written} of ${fileRows} rows`);
         });
         times.filesAlone.push(spent);
         processCpu.alone.push(cpu);
+        loopBusy.alone.push(busy);
         await clickhouse.exec('DROP TABLE bench_files_alone');
       };
       const filesCached = async () => {
@@ -210,6 +214,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         );
         times.filesCached.push(measured.spent);
         processCpu.cached.push(measured.cpu);
+        loopBusy.cached.push(measured.busy);
         redisPerRow.cpuUs.push(measured.cpuUs);
         redisPerRow.scriptUs.push(measured.scriptUs);
         commandUsPerRow.push(measured.commandUs);
@@ -299,7 +304,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     await clickhouse.close();
     rmSync(dir, { recursive: true, force: true });
   }
-  for (const list of [...Object.values(times), ...Object.values(redisPerRow), ...Object.values(processCpu), warmHeldMb, streamHeldMb]) list.shift();
+  for (const list of [...Object.values(times), ...Object.values(redisPerRow), ...Object.values(processCpu), ...Object.values(loopBusy), warmHeldMb, streamHeldMb]) list.shift();
   const peaks = memory.stop();
   const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]!);
   const filesRounds = ratios(times.filesAlone, times.filesCached);
@@ -318,9 +323,10 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const warmHeld = Math.max(...warmHeldMb);
   // RSS after the first counted round against after the last: the cache holds nothing in the process.
   const rssGrowth = rssAfterRound.length > 2 ? rssAfterRound[rssAfterRound.length - 1]! / rssAfterRound[1]! - 1 : 0;
-  const figure = (label: string, count: number, list: number[], cores?: number): RunFigures => ({
+  const figure = (label: string, count: number, list: number[], cores?: number, busy?: number[]): RunFigures => ({
     label,
     ...(cores !== undefined && { cores }),
+    ...(busy !== undefined && { eventLoopBusy: round(median(busy), 3) }),
     records: count,
     mb: 0,
     seconds: round(median(list), 3),
@@ -332,8 +338,8 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     peakHeapMb: peaks.peakHeapMb,
   });
   const runs = [
-    figure(`files → ClickHouse (booking pipeline; ${aloneCpuUs.toFixed(1)} µs CPU/row)`, fileRows, times.filesAlone, coresOf(processCpu.alone, times.filesAlone)),
-    figure(`files → ClickHouse + Redis cache (required; ${cachedCpuUs.toFixed(1)} µs CPU/row, Redis ${redisCpuUs.toFixed(1)} more)`, fileRows, times.filesCached, coresOf(processCpu.cached, times.filesCached)),
+    figure(`files → ClickHouse (booking pipeline; ${aloneCpuUs.toFixed(1)} µs CPU/row)`, fileRows, times.filesAlone, coresOf(processCpu.alone, times.filesAlone), loopBusy.alone),
+    figure(`files → ClickHouse + Redis cache (required; ${cachedCpuUs.toFixed(1)} µs CPU/row, Redis ${redisCpuUs.toFixed(1)} more)`, fileRows, times.filesCached, coresOf(processCpu.cached, times.filesCached), loopBusy.cached),
     figure('memory → ClickHouse', ROWS, times.alone),
     figure(`memory → ClickHouse + Redis cache with customer index (required; Redis ${median(redisPerRow.memoryCpuUs).toFixed(1)} µs CPU/row)`, ROWS, times.cached),
     figure(`recentBookings.get, one at a time (p99 ${median(latency.reader).toFixed(3)} ms)`, READS, times.reader),
@@ -370,7 +376,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       `From memory: ${ROWS.toLocaleString('en')} unified rows (fromIterable, 10k-row batches) with a customer-token index, the same pairing; informative.`,
       `Reads: ${READS.toLocaleString('en')} gets of cached keys one after the other, against ioredis HGET of the same bookings, in alternating chunks of 1000; p99 per read in the run labels.`,
       `warm(): Redis flushed, then recentBookings.warm() rebuilds the ${ROWS.toLocaleString('en')} bookings from the ClickHouse table the memory round wrote, against streaming the same SELECT … FINAL (JSONEachRow) and counting its rows, alternating which goes first; memory held: heapUsed + arrayBuffers sampled every 10 ms, its peak less its value before (garbage not yet collected counts: reading alone shows how much).`,
-      'Redis CPU per row: used_cpu_user + used_cpu_sys from its INFO before and after each cached run, ÷ rows. CPU per row of the files runs: this process (every thread: pipeline, embedded ClickHouse, garbage collector; process.cpuUsage) ÷ rows; cores: that CPU ÷ wall time. With both cores shared by the pipeline, ClickHouse and Redis, the write ratio follows the ratio of CPU a row, Redis included (in the check).',
+      'Redis CPU per row: used_cpu_user + used_cpu_sys from its INFO before and after each cached run, ÷ rows. CPU per row of the files runs: this process (every thread: pipeline, embedded ClickHouse, garbage collector; process.cpuUsage) ÷ rows; cores: that CPU ÷ wall time; JS thread busy: its event loop’s utilization over the run. With both cores shared by the pipeline, ClickHouse and Redis, the write ratio follows the ratio of CPU a row, Redis included (in the check).',
       'Ratios are the median of each round’s own ratio; round 0 warms up and is not counted.',
     ],
     settings: {
