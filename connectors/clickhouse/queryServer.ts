@@ -317,6 +317,10 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       else if (!PROTOCOL_PARAMS.has(name)) throw new QueryRefusedError(`setting ${name} is not allowed for readers`);
     }
     if (url.searchParams.get('readonly') === '0') throw new QueryRefusedError('readers cannot turn readonly off');
+    // Echoed in a header: printable ASCII only (a line break would end the header, and Node
+    // refuses it only once the query runs). None or an empty one: one is made, as a server does.
+    const queryId = url.searchParams.get('query_id') || randomUUID();
+    if (!/^[\x20-\x7e]{1,256}$/.test(queryId)) throw new QueryError(36, 'query_id must be at most 256 printable ASCII characters. (BAD_ARGUMENTS)');
     const database = url.searchParams.get('database') ?? request.headers['x-clickhouse-database'];
     if (database !== undefined && database !== '' && database !== 'default') throw new QueryError(81, `Database ${database} does not exist. (UNKNOWN_DATABASE)`);
 
@@ -342,7 +346,7 @@ export async function serveQueries(options: QueryServerOptions): Promise<{ url: 
       const headers: Record<string, string> = {
         'Content-Type': contentTypeOf(format),
         'X-ClickHouse-Format': format,
-        'X-ClickHouse-Query-Id': url.searchParams.get('query_id') ?? randomUUID(),
+        'X-ClickHouse-Query-Id': queryId,
         'X-ClickHouse-Timezone': 'UTC',
         'X-ClickHouse-Server-Display-Name': 'tributary',
         'X-ClickHouse-Summary': '{"read_rows":"0","read_bytes":"0","written_rows":"0","written_bytes":"0","total_rows_to_read":"0","result_rows":"0","result_bytes":"0"}',

@@ -560,6 +560,25 @@ describe('analyst endpoint against hostile queries', function () {
     }
   });
 
+  it('echoes a query_id only when it is a safe header value, and refuses any other before the engine runs anything', async () => {
+    const echoed = async (search: string) => {
+      const response = await fetch(`${endpoint.url}/?query=SELECT+1&${search}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      expect(response.status, await response.text()).to.equal(200);
+      return response.headers.get('x-clickhouse-query-id');
+    };
+    // Printable ASCII up to 256 characters, as given; none or an empty one: one is made, as a server does.
+    for (const id of ['my-query', 'a b/c:d=e;"f"', '~'.repeat(256)]) expect(await echoed(`query_id=${encodeURIComponent(id)}`)).to.equal(id);
+    for (const search of ['', 'query_id=']) expect(await echoed(search)).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-/);
+    // Refused before the engine: the query names a table that does not exist, which the engine would answer with UNKNOWN_TABLE (60).
+    for (const id of ['a\r\nX-Injected: 1', 'a\nb', 'a\rb', 'tab\there', 'nul\u0000', '\u007f', 'é', '中文', '😀', '~'.repeat(257)]) {
+      const response = await fetch(`${endpoint.url}/?query_id=${encodeURIComponent(id)}`, { method: 'POST', body: `SELECT 1 FROM missing_${suffix}`, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      const text = await response.text();
+      expect([response.status, response.headers.get('x-clickhouse-exception-code')], `${JSON.stringify(id)}: ${text}`).to.deep.equal([400, '36']);
+      expect(text).to.contain('query_id must be');
+      expect(response.headers.get('x-injected')).to.equal(null);
+    }
+  });
+
   it('refuses compressed bodies that grow past the query limit, do not decompress, or stack encodings, without running anything', async () => {
     const post = async (body: Buffer, encoding: string) => {
       const response = await fetch(`${endpoint.url}/`, { method: 'POST', body, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, 'Content-Encoding': encoding } });
