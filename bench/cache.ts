@@ -123,7 +123,7 @@ async function redisCpu(redis: Redis): Promise<{ cpu: number; scriptUs: number; 
 }
 
 async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> {
-  const repeat = options.repeat ?? 3;
+  const repeat = options.repeat ?? 5;
   startTestRedis();
   const memory = sampleMemory(100);
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-cache-'));
@@ -133,7 +133,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const rows = makeRows(now);
   const vendorDirs = writeFiles(dir, now);
   const fileRows = FILE_ROWS * VENDORS.length;
-  const times = { filesAlone: [] as number[], filesCached: [] as number[], alone: [] as number[], cached: [] as number[], reader: [] as number[], bare: [] as number[], warm: [] as number[], stream: [] as number[] };
+  const times = { filesAlone: [] as number[], filesCached: [] as number[], filesOnThread: [] as number[], alone: [] as number[], cached: [] as number[], reader: [] as number[], bare: [] as number[], warm: [] as number[], stream: [] as number[] };
   /** Per round: the most heap and buffers (garbage not yet collected included) warm(), and reading its answer alone, held beyond what the process held before, MiB. */
   const warmHeldMb: number[] = [];
   const streamHeldMb: number[] = [];
@@ -155,9 +155,9 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   };
   const redisPerRow = { cpuUs: [] as number[], scriptUs: [] as number[], memoryCpuUs: [] as number[] };
   /** Per files round: this process's CPU seconds (every thread: the pipeline, the embedded ClickHouse) for each side. */
-  const processCpu = { alone: [] as number[], cached: [] as number[] };
+  const processCpu = { alone: [] as number[], cached: [] as number[], onThread: [] as number[] };
   /** Per files round: how busy the event loop (the JS thread) was, for each side. */
-  const loopBusy = { alone: [] as number[], cached: [] as number[] };
+  const loopBusy = { alone: [] as number[], cached: [] as number[], onThread: [] as number[] };
   /** Seconds `work` took, this process's CPU seconds meanwhile, and the event loop's utilization. */
   const secondsAndCpu = async (work: () => Promise<unknown>): Promise<[number, number, number]> => {
     const before = process.cpuUsage();
@@ -174,10 +174,10 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const pipelineOptions = { deadLetters: nowhere, batch: { rows: BATCH, maxWaitMs: 1000 }, inFlight: { records: 3 * BATCH } };
 
   /** A required cache's write, measured: seconds, and Redis' CPU and script time per row. */
-  const cachedRun = async (rowCount: number, sinkOf: (cache: ReturnType<typeof toRedisCache<Record<string, unknown>>>) => Sink<never>, pipelineOf: (sink: Sink<never>) => Pipeline<never>) => {
+  const cachedRun = async (rowCount: number, sinkOf: (cache: ReturnType<typeof toRedisCache<Record<string, unknown>>>) => Sink<never>, pipelineOf: (sink: Sink<never>) => Pipeline<never>, packInWorker = true) => {
     await redis.flushdb();
     await redis.config('RESETSTAT');
-    const cache = toRedisCache<Record<string, unknown>>({ url: REDIS_URL, prefix, customerField: 'customer_token' });
+    const cache = toRedisCache<Record<string, unknown>>({ url: REDIS_URL, prefix, customerField: 'customer_token', packInWorker });
     const before = await redisCpu(redis);
     const [spent, cpu, busy] = await secondsAndCpu(async () => {
       const stats = await pipelineOf(sinkOf(cache)).run();
@@ -205,13 +205,16 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         loopBusy.alone.push(busy);
         await clickhouse.exec('DROP TABLE bench_files_alone');
       };
-      const filesCached = async () => {
-        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
-        const measured = await cachedRun(
+      const filesCachedRun = (packInWorker: boolean) =>
+        cachedRun(
           fileRows,
           (cache) => fanOut<never>([{ sink: toClickHouse({ client: clickhouse, table: 'bench_files_both' }), required: true }, { sink: cache as Sink<never>, required: true }]),
           filesPipeline,
+          packInWorker,
         );
+      const filesCached = async () => {
+        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
+        const measured = await filesCachedRun(true);
         times.filesCached.push(measured.spent);
         processCpu.cached.push(measured.cpu);
         loopBusy.cached.push(measured.busy);
@@ -220,7 +223,16 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         commandUsPerRow.push(measured.commandUs);
         await clickhouse.exec('DROP TABLE bench_files_both');
       };
-      for (const side of round % 2 === 0 ? [filesAlone, filesCached] : [filesCached, filesAlone]) await side();
+      const filesOnThread = async () => {
+        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
+        const measured = await filesCachedRun(false);
+        times.filesOnThread.push(measured.spent);
+        processCpu.onThread.push(measured.cpu);
+        loopBusy.onThread.push(measured.busy);
+        await clickhouse.exec('DROP TABLE bench_files_both');
+      };
+      const sides = [filesAlone, filesCached, filesOnThread];
+      for (let i = 0; i < sides.length; i++) await sides[(round + i) % sides.length]!();
 
       await fresh(clickhouse, 'bench_cache_alone');
       times.alone.push(await seconds(() => new Pipeline({ source: fromIterable(rows), sink: toClickHouse({ client: clickhouse, table: 'bench_cache_alone' }), ...pipelineOptions }).run()));
@@ -313,6 +325,9 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const perRow = (cpu: number) => (cpu * 1e6) / fileRows;
   const aloneCpuUs = median(processCpu.alone.map(perRow));
   const cachedCpuUs = median(processCpu.cached.map(perRow));
+  const onThreadCpuUs = median(processCpu.onThread.map(perRow));
+  const workerRounds = ratios(times.filesOnThread, times.filesCached);
+  const workerGain = median(workerRounds);
   const redisCpuUs = median(redisPerRow.cpuUs);
   const cpuRounds = processCpu.alone.map((cpu, i) => perRow(cpu) / (perRow(processCpu.cached[i]!) + redisPerRow.cpuUs[i]!));
   const cpuRatio = median(cpuRounds);
@@ -340,6 +355,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const runs = [
     figure(`files → ClickHouse (booking pipeline; ${aloneCpuUs.toFixed(1)} µs CPU/row)`, fileRows, times.filesAlone, coresOf(processCpu.alone, times.filesAlone), loopBusy.alone),
     figure(`files → ClickHouse + Redis cache (required; ${cachedCpuUs.toFixed(1)} µs CPU/row, Redis ${redisCpuUs.toFixed(1)} more)`, fileRows, times.filesCached, coresOf(processCpu.cached, times.filesCached), loopBusy.cached),
+    figure(`the same, packed on the pipeline’s thread (packInWorker: false; ${onThreadCpuUs.toFixed(1)} µs CPU/row)`, fileRows, times.filesOnThread, coresOf(processCpu.onThread, times.filesOnThread), loopBusy.onThread),
     figure('memory → ClickHouse', ROWS, times.alone),
     figure(`memory → ClickHouse + Redis cache with customer index (required; Redis ${median(redisPerRow.memoryCpuUs).toFixed(1)} µs CPU/row)`, ROWS, times.cached),
     figure(`recentBookings.get, one at a time (p99 ${median(latency.reader).toFixed(3)} ms)`, READS, times.reader),
@@ -349,6 +365,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   ];
   const checks: Check[] = [
     { name: 'write with the cache', claim: 'files → ClickHouse + cache ≥ 0.8 × files → ClickHouse alone, rows/s', actual: `${filesRatio.toFixed(3)} (rounds ${filesRounds.map((r) => r.toFixed(3)).join(', ')}); CPU a row alone ÷ with the cache, Redis's included: ${cpuRatio.toFixed(3)}`, pass: filesRatio >= 0.8, goal: true },
+    { name: 'packing on a worker', claim: 'files → ClickHouse + cache packed on the worker (the default) ≥ packed on the pipeline’s thread, rows/s', actual: `${workerGain.toFixed(3)} (rounds ${workerRounds.map((r) => r.toFixed(3)).join(', ')})`, pass: workerGain >= 1, goal: true },
     { name: 'reader get by key', claim: 'recentBookings.get ≥ 0.8 × bare ioredis HGET of the same bookings, reads/s', actual: readRatio.toFixed(3), pass: readRatio >= 0.8, goal: true },
     {
       name: 'warm() memory',
@@ -372,7 +389,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     seconds: round(Object.values(times).flat().reduce((a, b) => a + b, 0), 1),
     repeat,
     method: [
-      `Write: the booking pipeline (examples/bookings: fromFiles → normalize → validate, default batches) on ${fileRows.toLocaleString('en')} bookings of the last day in three vendor files, into embedded ClickHouse alone and through fanOut into ClickHouse + toRedisCache (required, so its writes are inside the time); paired rounds, alternating which side goes first.`,
+      `Write: the booking pipeline (examples/bookings: fromFiles → normalize → validate, default batches) on ${fileRows.toLocaleString('en')} bookings of the last day in three vendor files, into embedded ClickHouse alone, through fanOut into ClickHouse + toRedisCache (required, so its writes are inside the time), and the same with the cache’s commands packed on the pipeline’s thread instead of its worker (packInWorker: false); rounds of the three sides, each going first in turn.`,
       `From memory: ${ROWS.toLocaleString('en')} unified rows (fromIterable, 10k-row batches) with a customer-token index, the same pairing; informative.`,
       `Reads: ${READS.toLocaleString('en')} gets of cached keys one after the other, against ioredis HGET of the same bookings, in alternating chunks of 1000; p99 per read in the run labels.`,
       `warm(): Redis flushed, then recentBookings.warm() rebuilds the ${ROWS.toLocaleString('en')} bookings from the ClickHouse table the memory round wrote, against streaming the same SELECT … FINAL (JSONEachRow) and counting its rows, alternating which goes first; memory held: heapUsed + arrayBuffers sampled every 10 ms, its peak less its value before (garbage not yet collected counts: reading alone shows how much).`,

@@ -4,7 +4,7 @@ import { MAX_TIME_MS } from '../../lib/dates';
 import { ConfigError, TributaryError } from '../../lib/errors';
 import { nonNegativeInteger } from '../../lib/options';
 import { quoteIdentifier, type ClickHouseClient } from '../../lib/store';
-import { CacheKeys, execPuts, queuePuts, redisClient, resolveLayout, storedBooking, TAG_LENGTH, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
+import { CacheKeys, execPuts, onPipeline, queuePuts, redisClient, resolveLayout, storedBooking, TAG_LENGTH, timeMs, type RedisCacheLayoutOptions, type RedisConnectionOptions } from './cache';
 
 export interface RecentBookingsOptions extends RedisCacheLayoutOptions {
   /** The cache's Redis: `{ url }`, `{ url, redis: { username, password, tls } }` or `{ client }`. Same layout options as the `toRedisCache` that fills it. */
@@ -171,7 +171,7 @@ export function recentBookings<R = Record<string, unknown>>(options: RecentBooki
         ends.push(end - from);
       }
       const pipeline = client.pipeline();
-      const unqueued = queuePuts(pipeline, keys, [], now, { body: body.subarray(from, end), ends });
+      const unqueued = queuePuts(onPipeline(pipeline), keys, [], now, { body: body.subarray(from, end), ends });
       queued += ends.length - unqueued.expired - unqueued.ahead - unqueued.unkeyed;
       await execPuts(client, pipeline, 'recentBookings');
       from = end;

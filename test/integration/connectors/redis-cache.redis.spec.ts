@@ -1,11 +1,13 @@
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { register as globalRegistry } from 'prom-client';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
-import { CacheKeys, columnsTag, resolveLayout, SHARDS } from '../../../connectors/redis/cache';
+import { CacheKeys, columnsTag, packWorker, resolveLayout, SHARDS } from '../../../connectors/redis/cache';
 import { encodeRows } from '../../../lib/batch';
 import { ConfigError, SinkError, TributaryError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
@@ -26,6 +28,7 @@ interface Booking {
 }
 
 const HOUR = 3_600_000;
+const execFileAsync = promisify(execFile);
 const iso = (ms: number) => new Date(ms).toISOString();
 
 function booking(i: number, overrides: Partial<Booking> = {}): Booking {
@@ -220,6 +223,83 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       });
     }
 
+    it("packs encoded batches of 256 rows or more on a worker thread, into what the sink's own thread writes; a worker stopped under a batch fails that write as retriable, and the next write starts another", async () => {
+      const now = Date.now();
+      // What the packing reads, each kind: keys needing escapes and past ASCII, a booking again
+      // with an older and a newer version, expired, unkeyed, too far ahead, a customer index.
+      const rows = Array.from({ length: 3000 }, (_, i) => booking(i + 10, i % 7 === 0 ? { vendor: 'café', booking_id: `Ü-${i}-"q"\\` } : {}));
+      rows[500] = booking(11, { status: 'older', updated_at: iso(now - 2 * HOUR) });
+      rows[2500] = booking(13, { status: 'newer', updated_at: iso(now - HOUR / 2) });
+      rows.push(booking(5000, { booked_at: iso(now - 30 * HOUR) }), booking(5001, { booking_id: '' }), booking(5002, { booked_at: iso(now + 30 * HOUR) }));
+      /** Every key of the cache (less its prefix), its type and what it holds. */
+      const contents = async () => {
+        const keys = (await redis.keys(`${prefix}*`)).sort();
+        return Promise.all(
+          keys.map(async (key) => {
+            const type = await redis.type(key);
+            const value = type === 'hash' ? Object.entries(await redis.hgetall(key)).sort() : type === 'list' ? await redis.lrange(key, 0, -1) : type === 'zset' ? await redis.zrange(key, '0', '-1', 'WITHSCORES') : await redis.get(key);
+            return [key.slice(prefix.length), type, value];
+          }),
+        );
+      };
+      const onThread = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token', packInWorker: false });
+      const onWorker = toRedisCache<Booking>({ url, prefix, customerField: 'customer_token' });
+      const pack = packWorker.pack;
+      let packed = 0;
+      packWorker.pack = (...args) => {
+        packed++;
+        return pack.apply(packWorker, args);
+      };
+      try {
+        await write(onThread, rows, true);
+        expect(packed, 'packInWorker: false').to.equal(0);
+        const expected = await contents();
+        expect(onThread.stats).to.deep.equal({ stored: 2999, older: 1, expired: 1, ahead: 1, unkeyed: 1 });
+        expect(expected.length).to.be.greaterThan(60);
+        await redis.del(...(await redis.keys(`${prefix}*`)));
+        await write(onWorker, rows, true);
+        expect(packed).to.equal(1);
+        expect(await contents()).to.deep.equal(expected);
+        expect(onWorker.stats).to.deep.equal(onThread.stats);
+        // Fewer rows are packed on the sink's thread.
+        await write(onWorker, rows.slice(0, 255), true);
+        expect(packed).to.equal(1);
+        await write(onWorker, rows.slice(0, 256), true);
+        expect(packed).to.equal(2);
+
+        // Stopped with the batch on it: the write fails, retriable, and is written whole when retried.
+        await redis.del(...(await redis.keys(`${prefix}*`)));
+        const failed = rejection(write(onWorker, rows, true));
+        await until(() => packWorker.busy > 0, 5000, 'the batch on the worker');
+        await packWorker.terminate();
+        const error = (await failed) as SinkError;
+        expect(error).to.be.instanceOf(SinkError);
+        expect([error.code, error.retriable]).to.deep.equal(['CACHE_PACK', true]);
+        expect(error.message).to.contain('the packing worker was stopped');
+        await write(onWorker, rows, true);
+        expect(packed).to.equal(4);
+        expect(await contents()).to.deep.equal(expected);
+        // A failure inside the worker comes back as the batch's.
+        expect(String(await rejection(packWorker.pack('{', { body: Buffer.from('{}\n'), ends: [3] }, now)))).to.contain('packing a batch failed: SyntaxError');
+      } finally {
+        packWorker.pack = pack;
+        await onThread.close();
+        await onWorker.close();
+      }
+      // The worker holds a process open only while a batch is on it: one that wrote and closed its cache ends by itself.
+      const script = [
+        `const { toRedisCache } = require(${JSON.stringify(require.resolve('../../../connectors/redis'))});`,
+        `const cache = toRedisCache({ url: ${JSON.stringify(url)}, prefix: ${JSON.stringify(prefix)} });`,
+        `const at = (ms) => new Date(Date.now() - ms).toISOString();`,
+        `const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ vendor: 'acme', booking_id: 'X-' + i, updated_at: at(${HOUR}), booked_at: at(${2 * HOUR}) }));`,
+        `const body = Buffer.from(lines.join('\\n') + '\\n');`,
+        `const ends = []; for (let at = body.indexOf(10); at >= 0; at = body.indexOf(10, at + 1)) ends.push(at + 1);`,
+        `cache.write({ envelopes: lines.map(() => ({})), bytes: body.length, encoded: { body, ends } }, { token: 'exit', attempt: 1 }).then(() => cache.close()).then(() => console.log(JSON.stringify(cache.stats)));`,
+      ].join('\n');
+      const { stdout } = await execFileAsync(process.execPath, ['-e', script], { timeout: 30_000 });
+      expect(JSON.parse(stdout)).to.deep.include({ stored: 1000 });
+    });
+
     it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
       const cache = toRedisCache<Booking>({ url, prefix });
       try {
@@ -305,6 +385,7 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       expect(() => toRedisCache({ url, versionField: '' })).to.throw(ConfigError, 'versionField must be a column name, got ""');
       expect(() => toRedisCache({ url, customerField: 'a-b' })).to.throw(ConfigError, 'customerField must be a column name, got "a-b"');
       expect(() => toRedisCache({ url, prefix: 7 as never })).to.throw(ConfigError, 'prefix must be a string, got 7');
+      expect(() => toRedisCache({ url, packInWorker: 'yes' as never })).to.throw(ConfigError, 'packInWorker must be true or false, got "yes"');
       for (const keyFields of [[''], ['vendor', 7], 'vendor', ['vendor', '']]) {
         expect(() => toRedisCache({ url, keyFields: keyFields as never })).to.throw(ConfigError, `keyFields must be a non-empty list of column names, vendor first, got ${JSON.stringify(keyFields)}`);
       }

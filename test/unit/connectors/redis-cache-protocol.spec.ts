@@ -13,8 +13,7 @@ function queuedCommands(keys: CacheKeys, rows: Record<string, unknown>[], now: n
 /** `queuedCommands`, and the rows `queuePuts` did not queue. */
 function queued(keys: CacheKeys, rows: Record<string, unknown>[], now: number, encoded?: ReturnType<typeof encodedRows>): { commands: Buffer[][]; unqueued: ReturnType<typeof queuePuts> } {
   const written: Buffer[] = [];
-  const pipeline = { sendCommand: (command: { toWritable(): Buffer }) => written.push(command.toWritable()) };
-  const unqueued = queuePuts(pipeline as never, keys, rows, now, encoded);
+  const unqueued = queuePuts((bytes) => written.push(bytes), keys, rows, now, encoded);
   const bytes = Buffer.concat(written);
   const commands: Buffer[][] = [];
   let at = 0;
