@@ -43,7 +43,8 @@ export interface ToRedisCacheOptions extends RedisCacheLayoutOptions, RedisConne
   /**
    * Whether batches of at least 256 encoded rows (what a pipeline hands a cache beside
    * ClickHouse) are packed into Redis commands on a worker thread (one for every cache of
-   * the process, kept while it lives, holding nothing open), not on the JS thread, where the
+   * the process, kept while it lives, holding nothing open; on Linux it runs at nice 10, below
+   * the JS thread), not on the JS thread, where the
    * pipeline's parsing and mapping run and which bounds its speed. The JS thread then copies
    * the rows' bytes (once) and sends the commands packed. The same bytes go to Redis either
    * way. @default true
@@ -1254,6 +1255,9 @@ type Packed = Extract<PackReply, { chunks: unknown }>;
 
 /** Encoded rows a batch has at least for a sink to pack them on the worker: fewer pack faster than a message goes there and back. */
 const WORKER_ROWS = 256;
+
+/** The nice the pack worker's thread runs at (Linux): below the pipeline's thread. */
+export const PACK_NICE = 10;
 
 /** The worker's script, beside this one (absent where the sources run untranspiled: batches are then packed on the sink's thread). */
 const PACK_WORKER = join(__dirname, 'packWorker.js');

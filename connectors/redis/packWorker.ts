@@ -4,8 +4,18 @@
  * back their bytes. The sink's JS thread, where a pipeline's parsing and mapping run too,
  * then only copies the rows and sends the bytes.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
-import { CacheKeys, queuePuts, type PackReply, type PackRequest } from './cache';
+import { CacheKeys, PACK_NICE, queuePuts, type PackReply, type PackRequest } from './cache';
+
+// Below the pipeline's thread, which bounds the pipeline: on cores the pipeline, the engine and
+// Redis share, packing waits for it rather than it for packing (Linux: a thread's own nice).
+try {
+  setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), PACK_NICE);
+} catch {
+  // Elsewhere the worker runs at the process's priority.
+}
 
 /** The keys of each layout a batch came with, by its JSON. */
 const keysByLayout = new Map<string, CacheKeys>();

@@ -1,13 +1,14 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { register as globalRegistry } from 'prom-client';
 import { fromIterable } from '../../../connectors/iterable';
 import { toClickHouse } from '../../../connectors/clickhouse';
 import { recentBookings, toRedisCache } from '../../../connectors/redis';
-import { CacheKeys, columnsTag, packWorker, resolveLayout, SHARDS } from '../../../connectors/redis/cache';
+import { CacheKeys, columnsTag, PACK_NICE, packWorker, resolveLayout, SHARDS } from '../../../connectors/redis/cache';
 import { encodeRows } from '../../../lib/batch';
 import { ConfigError, SinkError, TributaryError } from '../../../lib/errors';
 import { fanOut } from '../../../lib/fanOut';
@@ -260,6 +261,10 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         await write(onWorker, rows, true);
         expect(packed).to.equal(1);
         expect(await contents()).to.deep.equal(expected);
+        // The worker's thread yields to the pipeline's: its own nice, not the process's.
+        const nices = readdirSync('/proc/self/task').map((task) => Number(readFileSync(`/proc/self/task/${task}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]));
+        expect(nices.filter((nice) => nice === PACK_NICE), 'threads at the worker\'s nice').to.have.length(1);
+        expect(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[16], 'the main thread').to.equal('0');
         expect(onWorker.stats).to.deep.equal(onThread.stats);
         // Fewer rows are packed on the sink's thread.
         await write(onWorker, rows.slice(0, 255), true);
