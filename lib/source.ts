@@ -75,8 +75,8 @@ export interface Source<T> {
    * open until its records are stored): a partial batch then goes to the sink as soon as
    * no write is under way and the last one started `batch.maxWaitMs` ago or more and either
    * ended half that ago or the batch came `batch.maxWaitMs` ago (while writes take longer
-   * than that: once the last ended that long ago), instead of `batch.maxWaitMs` after its
-   * first record. So a lone request is written at once, writes
+   * than that: once the last ended half that ago, however long the batch waited), instead of
+   * `batch.maxWaitMs` after its first record. So a lone request is written at once, writes
    * start no more often than with batches cut by time, the callers a write answered are back
    * to join the next, slow writes are not started back to back, and while a write is
    * under way a batch still waits for it, joined with what comes, up to `batch.maxWaitMs`.

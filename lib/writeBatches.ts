@@ -16,9 +16,9 @@ export interface JoinLimits {
   /**
    * With no write under way, a partial batch starts one only this long after the last
    * write started and half this long after the last one ended, joined meanwhile with what
-   * comes; while writes are slow (the median of the last five took longer than this), only
-   * this long after the last one ended. Unless writes are slow, the rest never holds a batch
-   * past this long after it came: one that came during a long write goes when it ends. For
+   * comes. Unless writes are slow (the median of the last five took longer than this), the
+   * rest never holds a batch past this long after it came: one that came during a long write
+   * goes when it ends; while they are slow, the half rest holds for it too. For
    * batches handed over at once rather than cut by time (a source whose callers wait for
    * each write): a lone batch goes at once, writes start no more often than time-cut
    * batches would make them, the callers the last write answered are back to join the next
@@ -140,9 +140,9 @@ export function writeBatches<T>(write: (batch: Batch<T>) => Promise<void>, concu
             writing--;
             const now = scheduler.now();
             durations[writesEnded++ % RECENT_WRITES] = now - started;
-            // Half a rest, for the callers it answered to come back; a whole one only while writes are slow, not after one slow write.
+            // Half a rest, for the callers it answered to come back: while writes are slow, also for a batch that has waited the interval.
             slow = median(durations) > intervalMs;
-            restUntil = now + (slow ? intervalMs : intervalMs / 2);
+            restUntil = now + intervalMs / 2;
             startWaiting(false);
             if (ended && writing === 0) subscriber.complete();
           },

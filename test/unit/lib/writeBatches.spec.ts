@@ -176,7 +176,7 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, the sink rests half the interval after each write before a partial batch starts the next, and the whole of it while writes are slow (the median of the last five past the interval); a lone slow write, or one of the interval exactly, is no whole rest', async () => {
+  it('with writeIntervalMs, the sink rests half the interval after each write before a partial batch starts the next, and starts none sooner than the interval after the last started, writes slow or not', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     /** Sends `value` `after` ms from now, runs the clock until it is written, and says when that was. */
@@ -192,41 +192,26 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(writtenAt('b', 1), 'b waited until 10 after a started (later than 5 after it ended)').to.equal(10);
     advance(scheduler, 30);
     await h.settle(); // b took 30 ms, ended at 40: durations 4, 30
-    expect(writtenAt('c', 1), 'one slow write is no whole rest: c 5 after b ended').to.equal(45);
+    expect(writtenAt('c', 1), 'c 5 after b ended').to.equal(45);
     advance(scheduler, 12);
     await h.settle(); // c took 12, ended at 57: 4, 30, 12 (median of five 4)
-    expect(writtenAt('d', 1), 'two of five slow: half a rest').to.equal(62);
+    expect(writtenAt('d', 1)).to.equal(62);
     advance(scheduler, 12);
-    await h.settle(); // d took 12, ended at 74: 4, 30, 12, 12 (median 12)
+    await h.settle(); // d took 12, ended at 74: 4, 30, 12, 12 (median 12): writes are slow
     scheduler.schedule(() => h.input.next(batchOf(['e'])), 1);
-    scheduler.schedule(() => h.input.next(batchOf(['f'])), 5);
+    scheduler.schedule(() => h.input.next(batchOf(['f'])), 3);
     scheduler.flush();
-    expect(scheduler.now(), 'three of five slow: e and f waited, joined, for a rest of 10 after d ended').to.equal(84);
+    expect(scheduler.now(), 'writes slow: e and f waited, joined, for half a rest after d ended, no more').to.equal(79);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'ef']);
     advance(scheduler, 2);
-    await h.settle(); // ef took 2, ended at 86: 4, 30, 12, 12, 2 (median 12)
-    expect(writtenAt('g', 1), 'still three of five slow: a whole rest after a quick write too').to.equal(96);
-    advance(scheduler, 2);
-    await h.settle(); // g took 2, ended at 98: 2, 30, 12, 12, 2 (the oldest written over; median 12)
-    expect(writtenAt('h', 1), 'a whole rest after g').to.equal(108);
-    advance(scheduler, 2);
-    await h.settle(); // h took 2, ended at 110: 2, 2, 12, 12, 2 (median 2)
-    expect(writtenAt('i', 1), 'writes quick again: i 10 after h started (later than 5 after it ended)').to.equal(118);
-    advance(scheduler, 10);
-    await h.settle(); // i took 10, the interval exactly, ended at 128: 2, 2, 10, 12, 2
-    expect(writtenAt('j', 1)).to.equal(133);
-    advance(scheduler, 10);
-    await h.settle(); // j took 10, ended at 143: 2, 2, 10, 10, 2
-    expect(writtenAt('k', 1)).to.equal(148);
-    advance(scheduler, 10);
-    await h.settle(); // k took 10, ended at 158: 2, 2, 10, 10, 10 (median 10)
-    expect(writtenAt('l', 1), 'three of five at the interval exactly are not slow: half a rest').to.equal(163);
+    await h.settle(); // ef took 2, ended at 81
+    expect(writtenAt('g', 1), 'g 10 after ef started (later than 5 after it ended)').to.equal(89);
     h.input.complete();
     await h.settle();
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, a batch that came during a write rests after it only until the interval since it came, unless writes are slow', async () => {
+  it('with writeIntervalMs, a batch that came during a write rests after it only until the interval since it came, unless writes are slow (the median of the last five past the interval): then half the interval after it ends', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
     h.input.next(batchOf(['a'])); // at 0
@@ -253,8 +238,26 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     await h.settle(); // d took 20, ended at 81: 8, 30, 20, 20 (median 20): writes are slow
     expect(values(h.written), 'e rests').to.deep.equal(['a', 'b', 'c', 'd']);
     scheduler.flush();
-    expect(scheduler.now(), 'writes slow: e rested the whole interval after d ended').to.equal(91);
+    expect(scheduler.now(), 'writes slow: e, waiting since 62, rested half the interval after d ended all the same').to.equal(86);
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd', 'e']);
+    h.input.complete();
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
+  it('with writeIntervalMs, writes of the interval exactly are not slow: a batch that came during one goes the interval after it came', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
+    h.input.next(batchOf(['a'])); // at 0
+    for (const value of ['b', 'c', 'd']) {
+      advance(scheduler, 1);
+      h.input.next(batchOf([value])); // 1 after the write under way started
+      advance(scheduler, 9);
+      await h.settle(); // each write took 10, the interval exactly
+      scheduler.flush();
+    }
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd']);
+    expect(scheduler.now(), 'd came at 23, during c (22 to 32, durations 10, 10, 10): it went at 33, not 5 after c ended').to.equal(33);
     h.input.complete();
     await h.settle();
     expect(h.completed()).to.equal(true);
