@@ -205,15 +205,19 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         loopBusy.alone.push(busy);
         await clickhouse.exec('DROP TABLE bench_files_alone');
       };
-      const filesCachedRun = (packInWorker: boolean) =>
-        cachedRun(
+      /** Files → ClickHouse + cache, the cache's commands packed on its worker or on the pipeline's thread. */
+      const filesCachedRun = async (packInWorker: boolean) => {
+        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
+        const measured = await cachedRun(
           fileRows,
           (cache) => fanOut<never>([{ sink: toClickHouse({ client: clickhouse, table: 'bench_files_both' }), required: true }, { sink: cache as Sink<never>, required: true }]),
           filesPipeline,
           packInWorker,
         );
+        await clickhouse.exec('DROP TABLE bench_files_both');
+        return measured;
+      };
       const filesCached = async () => {
-        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
         const measured = await filesCachedRun(true);
         times.filesCached.push(measured.spent);
         processCpu.cached.push(measured.cpu);
@@ -221,15 +225,12 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
         redisPerRow.cpuUs.push(measured.cpuUs);
         redisPerRow.scriptUs.push(measured.scriptUs);
         commandUsPerRow.push(measured.commandUs);
-        await clickhouse.exec('DROP TABLE bench_files_both');
       };
       const filesOnThread = async () => {
-        await clickhouse.exec('CREATE TABLE bench_files_both AS bookings');
         const measured = await filesCachedRun(false);
         times.filesOnThread.push(measured.spent);
         processCpu.onThread.push(measured.cpu);
         loopBusy.onThread.push(measured.busy);
-        await clickhouse.exec('DROP TABLE bench_files_both');
       };
       const sides = [filesAlone, filesCached, filesOnThread];
       for (let i = 0; i < sides.length; i++) await sides[(round + i) % sides.length]!();
