@@ -47,7 +47,8 @@ export interface ToRedisCacheOptions extends RedisCacheLayoutOptions, RedisConne
    * the JS thread), not on the JS thread, where the
    * pipeline's parsing and mapping run and which bounds its speed. The JS thread then copies
    * the rows' bytes (once) and sends the commands packed. The same bytes go to Redis either
-   * way. @default true
+   * way. Where a worker cannot run (one fails before its first answer), every batch is
+   * packed on the JS thread. @default true
    */
   packInWorker?: boolean;
 }
@@ -1267,14 +1268,37 @@ const PACK_WORKER = join(__dirname, 'packWorker.js');
  * there): one, started on the first such batch and kept, so that its code stays compiled
  * from one sink to the next. It holds the process open only while a batch is on it. A
  * worker that fails or exits fails the batches on it (their writes fail, retriable), and
- * the next batch starts another.
+ * the next batch starts another; one that does so before its first answer cannot run here,
+ * and the sinks pack on their own thread from then on.
  */
 class PackWorker {
   #worker: Worker | undefined;
   readonly #pending = new Map<number, { resolve(reply: Packed): void; reject(error: Error): void }>();
   #next = 0;
 
-  readonly available = existsSync(PACK_WORKER);
+  #script = PACK_WORKER;
+  /** Whether a worker can run here: its script is there, and none failed before its first answer. */
+  #available = existsSync(PACK_WORKER);
+
+  get available(): boolean {
+    return this.#available;
+  }
+
+  /** The worker's script (a spec's hook); setting it stops the worker and tries workers again. */
+  get script(): string {
+    return this.#script;
+  }
+
+  set script(script: string) {
+    void this.terminate();
+    this.#script = script;
+    this.#available = existsSync(script);
+  }
+
+  /** Whether a worker is running now. */
+  get running(): boolean {
+    return this.#worker !== undefined;
+  }
 
   /** Batches on the worker now. */
   get busy(): number {
@@ -1298,9 +1322,17 @@ class PackWorker {
   }
 
   #start(): Worker {
-    const worker = new Worker(PACK_WORKER);
+    let worker: Worker;
+    try {
+      worker = new Worker(this.#script);
+    } catch (error) {
+      this.#available = false;
+      throw error;
+    }
     worker.unref();
+    let answered = false;
     worker.on('message', (reply: PackReply) => {
+      answered = true;
       const pending = this.#pending.get(reply.id);
       if (pending === undefined) return;
       this.#pending.delete(reply.id);
@@ -1308,8 +1340,9 @@ class PackWorker {
       if ('error' in reply) pending.reject(new Error(`packing a batch failed: ${reply.error}`));
       else pending.resolve(reply);
     });
-    worker.on('error', (error) => this.#stopped(worker, error));
-    worker.on('exit', (code) => this.#stopped(worker, new Error(`the packing worker stopped (exit code ${code})`)));
+    // One that fails before its first answer cannot run here: batches are packed on the sink's thread from now on.
+    worker.on('error', (error) => this.#stopped(worker, error, !answered));
+    worker.on('exit', (code) => this.#stopped(worker, new Error(`the packing worker stopped (exit code ${code})`), !answered));
     this.#worker = worker;
     return worker;
   }
@@ -1322,10 +1355,11 @@ class PackWorker {
     await worker.terminate();
   }
 
-  /** Fails the batches on `worker`, which is gone. */
-  #stopped(worker: Worker, error: Error): void {
+  /** Fails the batches on `worker`, which is gone; `unable`: it never answered. */
+  #stopped(worker: Worker, error: Error, unable = false): void {
     if (this.#worker !== worker) return;
     this.#worker = undefined;
+    if (unable) this.#available = false;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const { reject } of pending) reject(error);
@@ -1371,7 +1405,7 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
   if (options?.packInWorker !== undefined && typeof options.packInWorker !== 'boolean') throw new ConfigError(`packInWorker must be true or false, got ${JSON.stringify(options.packInWorker)}`);
   const { client, close } = redisClient(options, 'toRedisCache');
   const keys = new CacheKeys(layout);
-  const inWorker = options.packInWorker !== false && packWorker.available;
+  const inWorker = options.packInWorker !== false;
   const layoutJson = JSON.stringify(layout);
   const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, ahead: 0, unkeyed: 0 };
   const name = `redis-cache:${layout.prefix}`;
@@ -1396,14 +1430,19 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
       if (lost) pipeline.del(keys.fresh, keys.warming);
       const encoded = batch.encoded;
       let unqueued: Unqueued;
-      if (inWorker && encoded !== undefined && encoded.ends.length >= WORKER_ROWS) {
-        let packed: Packed;
+      let packed: Packed | undefined;
+      if (inWorker && packWorker.available && encoded !== undefined && encoded.ends.length >= WORKER_ROWS) {
         try {
           packed = await packWorker.pack(layoutJson, encoded, Date.now());
         } catch (cause) {
-          missed.add(context.token);
-          throw new SinkError(`sink ${name}: ${(cause as Error).message}`, { code: 'CACHE_PACK', retriable: true, cause });
+          // A worker that cannot run here leaves the batch to this thread; one that stopped fails it, retriable.
+          if (packWorker.available) {
+            missed.add(context.token);
+            throw new SinkError(`sink ${name}: ${(cause as Error).message}`, { code: 'CACHE_PACK', retriable: true, cause });
+          }
         }
+      }
+      if (packed !== undefined) {
         const queue = onPipeline(pipeline);
         for (const { bytes, commands } of packed.chunks) queue(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), commands);
         unqueued = packed.unqueued;

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { register as globalRegistry } from 'prom-client';
@@ -15,7 +16,7 @@ import { fanOut } from '../../../lib/fanOut';
 import { Pipeline } from '../../../lib/pipeline';
 import type { DeadLetter, Sink } from '../../../lib/sink';
 import type { ClickHouseClient } from '../../../lib/store';
-import { delay, MemorySink, Recorder, rejection, testClickHouse, until } from '../../helpers';
+import { delay, MemorySink, Recorder, rejection, tempDir, testClickHouse, until } from '../../helpers';
 import { ensureRedis, ensureRedisTls, startRedis, stopRedis, stopRedisTls } from '../../services';
 
 interface Booking {
@@ -289,6 +290,36 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
         expect(await contents()).to.deep.equal(expected);
         // A failure inside the worker comes back as the batch's.
         expect(String(await rejection(packWorker.pack('{', { body: Buffer.from('{}\n'), ends: [3] }, now)))).to.contain('packing a batch failed: SyntaxError');
+
+        // A worker that cannot run here (it fails before its first answer): the batch, and those after it, are packed on the sink's thread.
+        const script = packWorker.script;
+        const dir = tempDir('tributary-pack-');
+        const broken = join(dir.path, 'broken-worker.js');
+        writeFileSync(broken, "throw new Error('no threads here');\n");
+        packWorker.script = broken;
+        try {
+          await redis.del(...(await redis.keys(`${prefix}*`)));
+          await write(onWorker, rows, true);
+          expect(packWorker.available).to.equal(false);
+          expect(await contents()).to.deep.equal(expected);
+          await write(onWorker, rows, true);
+          expect(packed, 'no worker tried again').to.equal(6);
+          // One that stops by itself after answering could run here: the next batch starts another.
+          const quitting = join(dir.path, 'quitting-worker.js');
+          writeFileSync(quitting, `require(${JSON.stringify(script)});\nrequire('node:worker_threads').parentPort.once('message', () => setTimeout(() => process.exit(3), 20));\n`);
+          packWorker.script = quitting;
+          expect(packWorker.available).to.equal(true);
+          await write(onWorker, rows, true);
+          expect(packed).to.equal(7);
+          await until(() => !packWorker.running, 5000, 'the worker to stop');
+          expect(packWorker.available, 'it answered before it stopped').to.equal(true);
+          await write(onWorker, rows, true);
+          expect(packed).to.equal(8);
+        } finally {
+          packWorker.script = script;
+          dir.remove();
+        }
+        expect(packWorker.available).to.equal(true);
       } finally {
         packWorker.pack = pack;
         await onThread.close();
