@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import type { Redis } from 'ioredis';
 import { wallClockMs, type TimeParts } from '../../lib/dates';
 import { ConfigError, SinkError } from '../../lib/errors';
-import { integerAtLeast } from '../../lib/options';
+import { booleanOption, integerAtLeast } from '../../lib/options';
 import { loadPackage } from '../../lib/packages';
 import { connectRedis, redisFailure, type RedisConnectionOptions } from '../../lib/redis';
 import type { Batch, EncodedRows, Sink, WriteContext } from '../../lib/sink';
@@ -1402,10 +1402,9 @@ export interface RedisCacheSink<T> extends Sink<T> {
  */
 export function toRedisCache<T extends object>(options: ToRedisCacheOptions): RedisCacheSink<T> {
   const layout = resolveLayout(options ?? {});
-  if (options?.packInWorker !== undefined && typeof options.packInWorker !== 'boolean') throw new ConfigError(`packInWorker must be true or false, got ${JSON.stringify(options.packInWorker)}`);
+  const inWorker = booleanOption(options?.packInWorker, true, 'packInWorker');
   const { client, close } = redisClient(options, 'toRedisCache');
   const keys = new CacheKeys(layout);
-  const inWorker = options.packInWorker !== false;
   const layoutJson = JSON.stringify(layout);
   const stats: RedisCacheStats = { stored: 0, older: 0, expired: 0, ahead: 0, unkeyed: 0 };
   const name = `redis-cache:${layout.prefix}`;

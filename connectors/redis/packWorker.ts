@@ -29,11 +29,9 @@ parentPort!.on('message', ({ id, layout, body, ends, columns, now }: PackRequest
     const unqueued = queuePuts(
       (bytes, commands) => {
         // A Buffer of its own is moved; one in Node's shared pool (a few KiB) is copied.
-        const own = bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length;
-        const chunk = own ? bytes : new Uint8Array(bytes);
-        if (own) moved.push(bytes.buffer as ArrayBuffer);
+        const chunk = bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.length ? bytes : new Uint8Array(bytes);
+        moved.push(chunk.buffer as ArrayBuffer);
         chunks.push({ bytes: chunk, commands: commands.slice() });
-        if (!own) moved.push(chunk.buffer as ArrayBuffer);
       },
       keys,
       [],
