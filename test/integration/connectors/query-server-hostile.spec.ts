@@ -579,6 +579,20 @@ describe('analyst endpoint against hostile queries', function () {
     }
   });
 
+  it('reflects a hostile database or format name only in a plain-text body, never in a header', async () => {
+    const injected = 'x\r\nX-Injected: 1\r\n\r\n<script>alert(1)</script>';
+    for (const [search, code] of [
+      [`database=${encodeURIComponent(injected)}`, '81'],
+      [`default_format=${encodeURIComponent(injected)}`, '73'],
+    ] as const) {
+      const response = await fetch(`${endpoint.url}/?query=SELECT+1&${search}`, { headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key } });
+      const text = await response.text();
+      expect([response.status, response.headers.get('x-clickhouse-exception-code')], text).to.deep.equal([404, code]);
+      expect(response.headers.get('x-injected')).to.equal(null);
+      expect(response.headers.get('content-type')).to.match(/^text\/plain/);
+    }
+  });
+
   it('refuses compressed bodies that grow past the query limit, do not decompress, or stack encodings, without running anything', async () => {
     const post = async (body: Buffer, encoding: string) => {
       const response = await fetch(`${endpoint.url}/`, { method: 'POST', body, headers: { 'X-ClickHouse-User': 'analyst', 'X-ClickHouse-Key': key, 'Content-Encoding': encoding } });
