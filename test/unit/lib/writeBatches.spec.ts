@@ -263,6 +263,25 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
+  it('with writeIntervalMs, a write is slow by its own duration, whatever the clock reads when it starts', async () => {
+    const scheduler = new VirtualTimeScheduler();
+    const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
+    advance(scheduler, 100);
+    h.input.next(batchOf(['a'])); // at 100
+    for (const value of ['b', 'c', 'd']) {
+      advance(scheduler, 1);
+      h.input.next(batchOf([value])); // 1 after the write under way started
+      advance(scheduler, 7);
+      await h.settle(); // each write took 8: quick
+      scheduler.flush();
+    }
+    expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd']);
+    expect(scheduler.now(), 'd came at 123, during c (122 to 130, durations 8, 8, 8): it went at 133, not 5 after c ended as after slow writes').to.equal(133);
+    h.input.complete();
+    await h.settle();
+    expect(h.completed()).to.equal(true);
+  });
+
   it('with writeIntervalMs, a full batch does not rest while writes are slow, nor does the last once the input ended', async () => {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
