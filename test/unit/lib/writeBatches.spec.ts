@@ -245,41 +245,36 @@ describe('writeBatches: batches waiting for a write are joined', () => {
     expect(h.completed()).to.equal(true);
   });
 
-  it('with writeIntervalMs, writes of the interval exactly are not slow: a batch that came during one goes the interval after it came', async () => {
+  /**
+   * From `from` on the clock, a is written, then b, c and d each come 1 after the write under
+   * way started; every write takes `writeMs`. Returns when d went (the clock then).
+   */
+  async function batchDuringEachWrite(from: number, writeMs: number): Promise<number> {
     const scheduler = new VirtualTimeScheduler();
     const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
-    h.input.next(batchOf(['a'])); // at 0
+    advance(scheduler, from);
+    h.input.next(batchOf(['a']));
     for (const value of ['b', 'c', 'd']) {
       advance(scheduler, 1);
-      h.input.next(batchOf([value])); // 1 after the write under way started
-      advance(scheduler, 9);
-      await h.settle(); // each write took 10, the interval exactly
+      h.input.next(batchOf([value]));
+      advance(scheduler, writeMs - 1);
+      await h.settle();
       scheduler.flush();
     }
     expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd']);
-    expect(scheduler.now(), 'd came at 23, during c (22 to 32, durations 10, 10, 10): it went at 33, not 5 after c ended').to.equal(33);
+    const went = scheduler.now();
     h.input.complete();
     await h.settle();
     expect(h.completed()).to.equal(true);
+    return went;
+  }
+
+  it('with writeIntervalMs, writes of the interval exactly are not slow: a batch that came during one goes the interval after it came', async () => {
+    expect(await batchDuringEachWrite(0, 10), 'd came at 23, during c (22 to 32, durations 10, 10, 10): it went at 33, not 5 after c ended').to.equal(33);
   });
 
   it('with writeIntervalMs, a write is slow by its own duration, whatever the clock reads when it starts', async () => {
-    const scheduler = new VirtualTimeScheduler();
-    const h = harness(1, { rows: 3, bytes: 1000, maxWaitMs: 10, writeIntervalMs: 10, scheduler });
-    advance(scheduler, 100);
-    h.input.next(batchOf(['a'])); // at 100
-    for (const value of ['b', 'c', 'd']) {
-      advance(scheduler, 1);
-      h.input.next(batchOf([value])); // 1 after the write under way started
-      advance(scheduler, 7);
-      await h.settle(); // each write took 8: quick
-      scheduler.flush();
-    }
-    expect(values(h.written)).to.deep.equal(['a', 'b', 'c', 'd']);
-    expect(scheduler.now(), 'd came at 123, during c (122 to 130, durations 8, 8, 8): it went at 133, not 5 after c ended as after slow writes').to.equal(133);
-    h.input.complete();
-    await h.settle();
-    expect(h.completed()).to.equal(true);
+    expect(await batchDuringEachWrite(100, 8), 'd came at 123, during c (122 to 130, durations 8, 8, 8): it went at 133, not 5 after c ended as after slow writes').to.equal(133);
   });
 
   it('with writeIntervalMs, a full batch does not rest while writes are slow, nor does the last once the input ended', async () => {
