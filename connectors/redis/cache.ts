@@ -1311,7 +1311,7 @@ class PackWorker {
     const id = this.#next++;
     // Copies of their own, moved to the worker: the body goes on to ClickHouse meanwhile.
     const ends = Float64Array.from(encoded.ends);
-    const body = new Uint8Array(ends.length === 0 ? 0 : ends[ends.length - 1]!);
+    const body = new Uint8Array(ends[ends.length - 1] ?? 0);
     body.set(encoded.body.subarray(0, body.length));
     const request: PackRequest = { id, layout, body, ends, columns: encoded.columns, now };
     return new Promise((resolve, reject) => {
@@ -1329,7 +1329,7 @@ class PackWorker {
       this.#available = false;
       throw error;
     }
-    worker.unref();
+    // Held open by its 'message' listener until the first answer; from then on only while a batch is on it.
     let answered = false;
     worker.on('message', (reply: PackReply) => {
       answered = true;
@@ -1417,8 +1417,7 @@ export function toRedisCache<T extends object>(options: ToRedisCacheOptions): Re
     // Arrays of ClickHouse's columns beside it: stored as they are, the columns kept once.
     reads: ['json-compact'],
     encode: (value: T) => JSON.stringify(value) ?? 'null',
-    // The key, time and version columns are read from the encoded rows: the values can go once they are encoded.
-    keepsValues: false,
+    // keepsValues left unset: the key, time and version columns are read from the encoded rows, so the values can go once they are encoded.
     async write(batch: Batch<T>, context: WriteContext) {
       // A sink written beside this one (ClickHouse) starts its insert before this one packs.
       await new Promise(setImmediate);

@@ -339,6 +339,62 @@ describe('Redis bookings cache (real redis-server, embedded ClickHouse)', functi
       expect(JSON.parse(stdout)).to.deep.include({ stored: 1000 });
     });
 
+    it('holds the process open while a batch is on the worker and only then; a worker that stops under a batch says so; one that cannot be made leaves batches to the sink', async () => {
+      const layoutJson = JSON.stringify(resolveLayout({ prefix }));
+      const encoded = (count: number) => encodeRows(Array.from({ length: count }, (_, i) => new Recorder().envelope(booking(i))), (row) => JSON.stringify(row));
+      /** Handles keeping the event loop alive that a worker's port is one of. */
+      const ports = () => process.getActiveResourcesInfo().filter((resource) => resource === 'MessagePort').length;
+      await packWorker.terminate();
+      expect(packWorker.running).to.equal(false);
+      const idle = ports();
+      const small = packWorker.pack(layoutJson, encoded(300), Date.now());
+      const large = packWorker.pack(layoutJson, encoded(50_000), Date.now());
+      expect(packWorker.running).to.equal(true);
+      expect(ports(), 'two batches on the worker').to.equal(idle + 1);
+      await small;
+      expect(packWorker.busy).to.equal(1);
+      expect(ports(), 'one batch still on it').to.equal(idle + 1);
+      await large;
+      expect(ports(), 'no batch on it').to.equal(idle);
+      expect(packWorker.running, 'an idle worker stays for the next batch').to.equal(true);
+      const next = packWorker.pack(layoutJson, encoded(300), Date.now());
+      expect(ports(), 'a batch on the idle worker').to.equal(idle + 1);
+      await next;
+      expect(ports(), 'that one answered too').to.equal(idle);
+
+      const script = packWorker.script;
+      const dir = tempDir('tributary-pack-');
+      try {
+        // Answers one batch, then stops under the next.
+        const quitting = join(dir.path, 'quitting-worker.js');
+        writeFileSync(quitting, `let seen = 0;\nrequire('node:worker_threads').parentPort.on('message', () => { if (++seen === 2) process.exit(3); });\nrequire(${JSON.stringify(script)});\n`);
+        packWorker.script = quitting;
+        await packWorker.pack(layoutJson, encoded(300), Date.now());
+        expect(String(await rejection(packWorker.pack(layoutJson, encoded(300), Date.now())))).to.contain('the packing worker stopped (exit code 3)');
+        expect(packWorker.available, 'it answered before').to.equal(true);
+
+        // A worker the runtime refuses to make (here a relative path, which it takes only as ./…).
+        packWorker.script = 'package.json';
+        expect(packWorker.available, 'the file is there').to.equal(true);
+        const cache = toRedisCache<Booking>({ url, prefix });
+        try {
+          const rows = Array.from({ length: 300 }, (_, i) => booking(i));
+          await write(cache, rows, true);
+          expect(packWorker.available).to.equal(false);
+          expect(cache.stats.stored).to.equal(300);
+          expect(await stored(rows[299]!.vendor, rows[299]!.booking_id)).to.deep.equal(rows[299]);
+          // A value the transform left undefined goes as JSON's null (and is then unkeyed), as JSON.stringify writes an array's.
+          expect(cache.encode!(undefined as unknown as Booking)).to.equal('null');
+        } finally {
+          await cache.close();
+        }
+      } finally {
+        packWorker.script = script;
+        dir.remove();
+      }
+      expect(packWorker.available).to.equal(true);
+    });
+
     it('puts each of hundreds of vendors in one call into its own index, with times given as epoch ms, fractions too', async () => {
       const cache = toRedisCache<Booking>({ url, prefix });
       try {
