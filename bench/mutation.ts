@@ -31,6 +31,8 @@ export interface FileResult {
   score: number;
   counts: Record<string, number>;
   survivors: Survivor[];
+  /** The lines mutated, when the run named ranges of the file (`--mutate file.ts:10-90`) rather than all of it. */
+  lines?: string;
 }
 
 /** What bench/mutation.json holds. */
@@ -67,7 +69,7 @@ function scoreOf(counts: Record<string, number>): number {
 const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
 
 /** One entry per file of a Stryker report. */
-export function fileResults(report: StrykerReport, date: string, commit: string): FileResult[] {
+export function fileResults(report: StrykerReport, date: string, commit: string, ranges: ReadonlyMap<string, string> = new Map()): FileResult[] {
   return Object.entries(report.files).map(([file, { mutants }]) => {
     const counts: Record<string, number> = {};
     const survivors: Survivor[] = [];
@@ -77,7 +79,8 @@ export function fileResults(report: StrykerReport, date: string, commit: string)
         survivors.push({ line: mutant.location.start.line, mutator: mutant.mutatorName, replacement: oneLine(mutant.replacement ?? '').slice(0, 120), status: mutant.status });
       }
     }
-    return { file, date, commit, score: scoreOf(counts), counts, survivors: survivors.sort((a, b) => a.line - b.line) };
+    const lines = ranges.get(file);
+    return { file, date, commit, score: scoreOf(counts), counts, survivors: survivors.sort((a, b) => a.line - b.line), ...(lines !== undefined && { lines }) };
   });
 }
 
@@ -153,7 +156,9 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
   const counts: Record<string, number> = {};
   for (const f of summary.files) for (const [status, n] of Object.entries(f.counts)) counts[status] = (counts[status] ?? 0) + n;
   const recorded = new Set(summary.files.map((f) => f.file));
-  const missing = scopeFiles().filter((f) => !recorded.has(f));
+  const scope = scopeFiles();
+  const missing = scope.filter((f) => !recorded.has(f));
+  const beyond = summary.files.filter((f) => !scope.includes(f.file)).map(named);
   const notRun = missing.filter(compilesToCode);
   const noCode = missing.filter((f) => !notRun.includes(f));
   const dates = summary.files.map((f) => f.date.slice(0, 10)).sort();
@@ -164,7 +169,7 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
     '## Mutation testing',
     '',
     `\`npm run mutate\` (StrykerJS, mocha runner, TypeScript checker), run in parts ${dates[0] === dates[dates.length - 1] ? `on ${dates[0]}` : `between ${dates[0]} and ${dates[dates.length - 1]}`} on ${m.cores} × ${m.cpus}: ` +
-      `**${scoreOf(counts)}%** of mutants killed (goal 85%) over ${summary.files.length} of the ${summary.files.length + missing.length} files in scope; ` +
+      `**${scoreOf(counts)}%** of mutants killed (goal 85%) over ${summary.files.length - beyond.length} of the ${scope.length} files in scope${beyond.length === 0 ? '' : ` and ${beyond.join(', ')} beyond it`}; ` +
       Object.entries(counts)
         .map(([status, n]) => `${n} ${status}`)
         .join(', ') +
@@ -177,7 +182,7 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
     ...summary.files.map((f) => {
       const mutants = Object.values(f.counts).reduce((a, b) => a + b, 0);
       const explained = f.survivors.filter((s) => explain(f.file, s, explanations)).length;
-      return `| ${f.file} | ${f.score}% | ${mutants} | ${f.survivors.length} | ${explained} | ${f.date.slice(0, 10)}, ${f.commit} |`;
+      return `| ${named(f)} | ${f.score}% | ${mutants} | ${f.survivors.length} | ${explained} | ${f.date.slice(0, 10)}, ${f.commit} |`;
     }),
     '',
     `Survivors (${survivors.length}; ${unexplained} without an explanation, each a missing test), explanations from bench/mutation-explained.json:`,
@@ -186,6 +191,22 @@ export function mutationMarkdown(summary: MutationSummary): string[] {
       (s) => `- ${s.file}:${s.line} ${s.mutator}${s.status === 'NoCoverage' ? ' (no test reaches it)' : ''}: \`${s.replacement.replace(/`/g, "'")}\`${s.why ? ` — ${s.why}` : ' — **no test yet**'}`,
     ),
   ];
+}
+
+/** The file, with the lines run when they were not all of it. */
+const named = (f: FileResult) => (f.lines === undefined ? f.file : `${f.file} (lines ${f.lines})`);
+
+/** The line ranges a run's `--mutate` named, by file (`a.ts:10-90,a.ts:120-140` → a.ts: 10-90, 120-140). */
+export function rangesOf(args: readonly string[]): Map<string, string> {
+  const ranges = new Map<string, string>();
+  args.forEach((arg, i) => {
+    const value = arg === '--mutate' ? args[i + 1] : arg.startsWith('--mutate=') ? arg.slice('--mutate='.length) : undefined;
+    for (const entry of value?.split(',') ?? []) {
+      const range = /^(.+):(\d+(?:-\d+)?)$/.exec(entry);
+      if (range) ranges.set(range[1]!, ranges.has(range[1]!) ? `${ranges.get(range[1]!)}, ${range[2]}` : range[2]!);
+    }
+  });
+  return ranges;
 }
 
 function commitOf(): string {
@@ -197,7 +218,8 @@ function commitOf(): string {
 if (require.main === module) {
   const report = JSON.parse(readFileSync(process.argv[2] ?? 'reports/mutation/mutation.json', 'utf8')) as StrykerReport;
   const previous = existsSync(MUTATION_FILE) ? (JSON.parse(readFileSync(MUTATION_FILE, 'utf8')) as Partial<MutationSummary>) : undefined;
-  const results = fileResults(report, process.env.MUTATION_DATE ?? new Date().toISOString(), process.env.MUTATION_COMMIT ?? commitOf());
+  // After the report: the arguments the run gave Stryker, for the line ranges it named.
+  const results = fileResults(report, process.env.MUTATION_DATE ?? new Date().toISOString(), process.env.MUTATION_COMMIT ?? commitOf(), rangesOf(process.argv.slice(3)));
   // A summary in the earlier one-run layout (no per-file dates) is replaced whole.
   const summary = merge(previous?.files?.every((f) => 'date' in f) ? (previous as MutationSummary) : undefined, results, machine());
   writeFileSync(MUTATION_FILE, JSON.stringify(summary, null, 2) + '\n');

@@ -22,5 +22,5 @@ npm run build >/dev/null
 "$cache/node_modules/.bin/stryker" run stryker.config.json \
   --plugins "$cache/node_modules/@stryker-mutator/mocha-runner/dist/src/index.js,$cache/node_modules/@stryker-mutator/typescript-checker/dist/src/index.js" "$@"
 # The score and every survivor go to bench/mutation.json and bench/RESULTS.md.
-node dist/bench/mutation.js reports/mutation/mutation.json
+node dist/bench/mutation.js reports/mutation/mutation.json "$@"
 node dist/bench/run.js --markdown

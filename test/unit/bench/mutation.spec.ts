@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hasCode, mutationMarkdown, scopeFiles, type MutationSummary } from '../../../bench/mutation';
+import { fileResults, hasCode, mutationMarkdown, rangesOf, scopeFiles, type MutationSummary } from '../../../bench/mutation';
 
 /** The compiled JavaScript of a project file, as tsc wrote it next to this spec's own. */
 const compiled = (file: string) => readFileSync(join(__dirname, '../../..', file.replace(/\.ts$/, '.js')), 'utf8');
@@ -49,5 +49,23 @@ describe('bench mutation record', () => {
     const all = mutationMarkdown({ ...summary, files: [...summary.files, { ...summary.files[0]!, file: 'lib/retry.ts' }] });
     expect(all).to.include('Every file in scope with code has been run.');
     expect(all.join('\n')).to.not.include('Not run yet');
+  });
+
+  it('records the line ranges a run named for a file, and shows such a file beside the scope, not in it', () => {
+    const ranges = rangesOf(['--concurrency', '2', '--mutate', 'connectors/redis/cache.ts:1274-1370,lib/retry.ts,connectors/redis/cache.ts:1403-1451']);
+    expect([...ranges]).to.deep.equal([['connectors/redis/cache.ts', '1274-1370, 1403-1451']]);
+    expect([...rangesOf(['--mutate=lib/x.ts:7'])]).to.deep.equal([['lib/x.ts', '7']]);
+    const report = { files: { 'connectors/redis/cache.ts': { mutants: [{ mutatorName: 'BooleanLiteral', replacement: 'true', status: 'Survived', location: { start: { line: 1300 } } }, { mutatorName: 'BooleanLiteral', replacement: 'false', status: 'Killed', location: { start: { line: 1301 } } }] }, 'lib/retry.ts': { mutants: [] } } };
+    const [cache, retry] = fileResults(report, '2026-12-07T17:00:00.000Z', 'abc1234', ranges);
+    expect(cache).to.deep.include({ score: 50, lines: '1274-1370, 1403-1451' });
+    expect(retry).to.not.have.property('lines');
+    const scope = scopeFiles();
+    const summary: MutationSummary = {
+      machine: { cpus: 'Test CPU', cores: 2, memGb: 4, node: 'v20.0.0', platform: 'linux-x64' },
+      files: [...scope.map((file) => ({ file, date: '2026-12-04T09:00:00.000Z', commit: 'abc1234', score: 100, counts: { Killed: 1 }, survivors: [] })), cache!],
+    };
+    const text = mutationMarkdown(summary).join('\n');
+    expect(text).to.contain(`over ${scope.length} of the ${scope.length} files in scope and connectors/redis/cache.ts (lines 1274-1370, 1403-1451) beyond it;`);
+    expect(text).to.contain('| connectors/redis/cache.ts (lines 1274-1370, 1403-1451) | 50% | 2 | 1 | ');
   });
 });
