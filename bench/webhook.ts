@@ -16,7 +16,7 @@
  * full. */
 import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
@@ -163,6 +163,8 @@ function stopServer(child: ChildProcess): Promise<ServerReport> {
 /** What a server child has done so far: CPU microseconds (all threads), bytes allocated on its JS heap, time in garbage collection, inserts into ClickHouse and the engine's merges (each insert makes a part, which merges rewrite); with its event loop's longest delay since the last ask. */
 interface ServerCounters {
   cpuMicros: number;
+  /** Of it, the main (JS) thread's: 0 where the system does not say (it is read from Linux's /proc). */
+  jsThreadMicros: number;
   allocatedBytes: number;
   gcMs: number;
   inserts: number;
@@ -193,6 +195,8 @@ interface Measured {
   inserts?: { count: number; rows: number; mergeMs: number };
   /** The server's JS heap during the slice: KiB allocated per request answered 2xx, and milliseconds of garbage collection (paired rounds only). */
   heap?: { kibPerRequest: number; gcMs: number };
+  /** CPU microseconds per request answered 2xx of the server's main thread alone (paired rounds only; 0 where it cannot be read). */
+  jsThreadMicrosPerRequest?: number;
 }
 
 async function measure(mode: Mode, budget: { ms: number }): Promise<Measured> {
@@ -250,8 +254,9 @@ async function paired(rounds: number, budget: { ms: number }, pacedRounds = roun
         const othersCores = round(Math.max(0, timing.othersCores - serverCores), 2);
         const served = Math.max(1, figures.ok);
         const heap = { kibPerRequest: round((after.allocatedBytes - before.allocatedBytes) / served / 1024, 1), gcMs: Math.round(after.gcMs - before.gcMs) };
-        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows, mergeMs: after.mergeMs - before.mergeMs }, heap });
-        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, merges ${after.mergeMs - before.mergeMs} ms, ${round(after.insertMs - before.insertMs, 0)} ms in inserts (${after.delayedMs - before.delayedMs} delayed for parts), loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
+        const jsThreadMicrosPerRequest = Math.round((after.jsThreadMicros - before.jsThreadMicros) / served);
+        slices[mode].push({ load: figures, othersCores, senders: { cores: timing.cores, eventLoopBusy: timing.eventLoopBusy }, cores: round(serverCores, 2), inserts: { count: inserts, rows: after.rows - before.rows, mergeMs: after.mergeMs - before.mergeMs }, heap, jsThreadMicrosPerRequest });
+        line.push(`${mode} ${rate(figures).toLocaleString('en')}/s p99 ${figures.p99Ms} ms (server ${round(serverCores, 2)}, ${Math.round((after.cpuMicros - before.cpuMicros) / served)} µs (JS thread ${jsThreadMicrosPerRequest}) and ${heap.kibPerRequest} KiB allocated per request, GC ${heap.gcMs} ms, ${inserts} inserts of ${Math.round((after.rows - before.rows) / Math.max(1, inserts))} rows, merges ${after.mergeMs - before.mergeMs} ms, ${round(after.insertMs - before.insertMs, 0)} ms in inserts (${after.delayedMs - before.delayedMs} delayed for parts), loop delay max ${after.loopMaxMs} ms; senders ${timing.cores} cores, loop ${Math.round(timing.eventLoopBusy * 100)}%, others ${othersCores}${Object.keys(figures.refused).length + figures.errors > 0 ? `, refused ${JSON.stringify(figures.refused)}, errors ${figures.errors}` : ''})`);
       }
       console.log(`  ${perSecond === undefined ? 'round' : 'paced'} ${String(i + 1).padStart(2)}: ${line.join('; ')}`);
     }
@@ -360,6 +365,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
   const soakRate = rate(soak.load);
   const cpuPerRequest = (m: Measured) => round((m.server.cores * m.load.seconds * 1e6) / m.load.ok, 0);
   const medianCpuPerRequest = (runs: Measured[]) => round(middle(runs.map(cpuPerRequest)), 0);
+  const medianJsThread = (runs: Measured[]) => round(middle(runs.map((m) => m.jsThreadMicrosPerRequest ?? 0)), 0);
   const heapOf = (runs: Measured[]) => `${round(middle(runs.map((m) => m.heap?.kibPerRequest ?? 0)), 1)} KiB per request, ${round(middle(runs.map((m) => m.heap?.gcMs ?? 0)), 0)} ms of GC per slice`;
   const insertsOf = (runs: Measured[]) => `${round(middle(runs.map((m) => (m.inserts?.count ?? 0) / m.load.seconds)), 0)}/s of ${round(middle(runs.map((m) => (m.inserts?.rows ?? 0) / Math.max(1, m.inserts?.count ?? 0))), 0)} rows, merging ${round(middle(runs.map((m) => (m.inserts?.mergeMs ?? 0) / m.load.seconds)), 0)} ms a second`;
   const sendersBusiest = Math.max(...[...pipelines, ...baselines].map((m) => m.senders.eventLoopBusy));
@@ -403,6 +409,13 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       claim: `median over ${repeat} paired rounds of each round's p99 at most the hand-written durable handler's`,
       actual: `${medians.pipelineP99Ms} vs ${medians.handlerP99Ms} ms (rounds: ${rounds.map((r) => `${r.pipelineP99Ms}/${r.handlerP99Ms}`).join(', ')})`,
       pass: medians.pipelineP99Ms <= medians.handlerP99Ms,
+    },
+    {
+      name: 'CPU per request no more than the handler',
+      goal: true,
+      claim: `median over ${repeat} paired rounds of each round's server CPU (all threads, user + system) per request answered at most the hand-written durable handler's`,
+      actual: `${medianCpuPerRequest(pipelines)} vs ${medianCpuPerRequest(baselines)} µs (main thread ${medianJsThread(pipelines)} vs ${medianJsThread(baselines)}; paced: ${medianCpuPerRequest(paced.pipelines)} vs ${medianCpuPerRequest(paced.baselines)})`,
+      pass: medianCpuPerRequest(pipelines) <= medianCpuPerRequest(baselines),
     },
     {
       name: 'p99 at the same rate no worse than the handler',
@@ -463,7 +476,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
       `${repeat} paired rounds against both servers, started once and side by side (the one not under load idles), after a ${WARM_UP_SECONDS} s warm-up each; in each round a ${SECONDS} s slice against each, alternating which goes first; the headline figures are the medians over the rounds of each side's requests/s, the ratio is the ratio of those medians (the median of each round's own ratio: ${medians.ratioOfRounds}). Per round (pipeline/handler requests/s, p99 ms): ${rounds.map((r) => `${r.pipeline}/${r.handler} (${r.pipelineP99Ms}/${r.handlerP99Ms})`).join('; ')}.`,
       `Latency is from sending a request to its answer, of requests answered 2xx; median of the rounds' p99: pipeline **${medians.pipelineP99Ms} ms**, handler ${medians.handlerP99Ms} ms (median-rate run's p50: pipeline ${pipeline.load.p50Ms} ms, handler ${baseline.load.p50Ms} ms).`,
       `Then ${paced.pipelines.length} paired rounds with the senders paced to the same ${paced.perSecond.toLocaleString('en')} requests/s for both (${PACED_SHARE} of the slower side's median; latency from when each request was due): median p50/p99 pipeline ${medians.pacedPipelineP50Ms}/**${medians.pacedPipelineP99Ms} ms**, handler ${medians.pacedHandlerP50Ms}/${medians.pacedHandlerP99Ms} ms. At full speed a side that answers faster gets more requests from the fixed senders, so its inserts grow and its p99 is taken at a higher load; the paced rounds compare latency at the same load.`,
-      `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs; inserts into ClickHouse (median of the rounds): pipeline ${insertsOf(pipelines)}, handler ${insertsOf(baselines)}; allocated on the server's JS heap (median of the rounds): pipeline ${heapOf(pipelines)}, handler ${heapOf(baselines)}. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
+      `CPU per request (server process, all threads, user + system; median of the rounds): pipeline ${medianCpuPerRequest(pipelines)} µs, handler ${medianCpuPerRequest(baselines)} µs, of which the main (JS) thread's pipeline ${medianJsThread(pipelines)} µs, handler ${medianJsThread(baselines)} µs, the rest other threads' (the engine's inserts and merges, V8's collector helpers); inserts into ClickHouse (median of the rounds): pipeline ${insertsOf(pipelines)}, handler ${insertsOf(baselines)}; allocated on the server's JS heap (median of the rounds): pipeline ${heapOf(pipelines)}, handler ${heapOf(baselines)}. The senders' event loop was at most ${Math.round(sendersBusiest * 100)}% busy in any round.`,
       `Soak: the pipeline with toleranceSeconds ${SOAK_WINDOW} (10 min against 300 s, shortened in proportion) and a replay store sized for ${SOAK_PEAK_RATE.toLocaleString('en')} requests/s, ${SENDERS} senders at full speed for ${SOAK_SECONDS} s: ${soakRate.toLocaleString('en')} requests/s, p99 ${soak.load.p99Ms} ms, peak RSS ${soak.server.peakRssMb} MiB; replay store each 5 s (ids held / MiB): ${replay.filter((_, i) => i % 5 === 4).map((r) => `${r.ids.toLocaleString('en')}/${round(r.bytes / MB, 1)}`).join(', ')}.`,
       'rows/s in the table below counts records (10 per request); the headline counts requests.',
       ...(chosen.quiet < pipelines.length || chosenBaseline.quiet < baselines.length
@@ -474,7 +487,7 @@ async function run(options: { repeat?: number } = {}): Promise<BenchmarkResult> 
     runs: [figures('fromWebhook → embedded ClickHouse', pipelines, chosen), figures('hand-written durable handler', baselines, chosenBaseline), figures('bare server: answers 200, stores nothing', [bare], { run: bare, quiet: bare.othersCores <= QUIET_CORES ? 1 : 0, range: [rate(bare.load), rate(bare.load)] }), figures(`soak (${SOAK_SECONDS} s, ${SOAK_WINDOW} s window)`, [soak], { run: soak, quiet: soak.othersCores <= QUIET_CORES ? 1 : 0, range: [soakRate, soakRate] })],
     checks,
     latencyMs: { pipeline: { p50: pipeline.load.p50Ms, p99: medians.pipelineP99Ms }, baseline: { p50: baseline.load.p50Ms, p99: medians.handlerP99Ms }, pacedPipeline: { p50: medians.pacedPipelineP50Ms, p99: medians.pacedPipelineP99Ms }, pacedBaseline: { p50: medians.pacedHandlerP50Ms, p99: medians.pacedHandlerP99Ms }, soak: { p50: soak.load.p50Ms, p99: soak.load.p99Ms } },
-    cpuMicrosecondsPerRequest: { pipeline: medianCpuPerRequest(pipelines), baseline: medianCpuPerRequest(baselines) },
+    cpuMicrosecondsPerRequest: { pipeline: medianCpuPerRequest(pipelines), baseline: medianCpuPerRequest(baselines), pipelineJsThread: medianJsThread(pipelines), baselineJsThread: medianJsThread(baselines) },
     rounds,
     soak: { requestsPerSecond: soakRate, replay },
   };
@@ -540,6 +553,15 @@ function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
 /** The table both servers insert into (embedded-stalls inserts into it too). */
 export const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
 
+/** CPU microseconds the main thread has run (Linux: its schedstat); 0 where that cannot be read. */
+function mainThreadMicros(): number {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
+  } catch {
+    return 0;
+  }
+}
+
 /** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds (with a store: the bare server has none). */
 async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: string } | undefined, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {
   const memory = sampleMemory(100);
@@ -565,6 +587,7 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
       }
       if (message === 'cpu') {
         const usage = process.cpuUsage();
+        const jsThreadMicros = mainThreadMicros();
         const loopMaxMs = round(loop.max / 1e6, 1);
         loop.reset();
         const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTotalMilliseconds', 'DelayedInsertsMilliseconds', 'InsertQueryTimeMicroseconds')") : Promise.resolve([]);
@@ -573,7 +596,7 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
           .catch(() => [])
           .then((events) => {
             const count = (name: string) => Number(events.find((e) => e.event === name)?.value ?? 0);
-            process.send!({ cpuMicros: usage.user + usage.system, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), mergeMs: count('MergeTotalMilliseconds'), insertMs: count('InsertQueryTimeMicroseconds') / 1000, delayedMs: count('DelayedInsertsMilliseconds'), loopMaxMs } satisfies ServerCounters);
+            process.send!({ cpuMicros: usage.user + usage.system, jsThreadMicros, ...heap(), inserts: count('InsertQuery'), rows: count('InsertedRows'), mergeMs: count('MergeTotalMilliseconds'), insertMs: count('InsertQueryTimeMicroseconds') / 1000, delayedMs: count('DelayedInsertsMilliseconds'), loopMaxMs } satisfies ServerCounters);
           });
         return;
       }

@@ -1329,7 +1329,7 @@ class PackWorker {
       this.#available = false;
       throw error;
     }
-    // Held open by its 'message' listener until the first answer; from then on only while a batch is on it.
+    // It holds the process open from its start (as its 'message' listener would anyway) until an answer leaves no batch on it; after that only while pack() has one on it.
     let answered = false;
     worker.on('message', (reply: PackReply) => {
       answered = true;
