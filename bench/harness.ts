@@ -150,6 +150,18 @@ export function statCpuMs(path: string): number | undefined {
 }
 
 /**
+ * CPU milliseconds this process's main (JS) thread has run: from its schedstat (nanoseconds)
+ * where Linux keeps one, else its stat (10 ms ticks); undefined where neither can be read.
+ */
+export function mainThreadCpuMs(): number | undefined {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+  } catch {
+    return statCpuMs(`/proc/self/task/${process.pid}/stat`);
+  }
+}
+
+/**
  * Times `work`: wall clock, CPU of the process, and how busy the event loop was. `helpers`
  * are processes doing the work with it (a ClickHouse server it inserts into): their CPU
  * over the run is the run's own, not a disturbance, so it is left out of `othersCores`.

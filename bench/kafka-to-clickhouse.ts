@@ -32,7 +32,7 @@ import { mappings } from '../examples/bookings/mappings';
 import { migrationsDir, samplesDir } from '../examples/bookings/paths';
 import { bookingSchema, type Booking } from '../examples/bookings/schema';
 import { formatAllocations, sampleAllocations } from './allocations';
-import { answerParent, benchDir, median, round, runChild, sampleMemory, statCpuMs, table } from './harness';
+import { answerParent, benchDir, mainThreadCpuMs, median, round, runChild, sampleMemory, table } from './harness';
 import { bookingValidator, mapStaylodge } from './peers';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 import { installRecordDecoder } from '../connectors/kafka/recordDecoder';
@@ -92,7 +92,7 @@ interface CpuMark {
 
 /** CPU time of the main thread (the JS one: kafkajs, the pipeline, the peer's code, GC pauses), s; NaN where /proc is not there. */
 function mainThreadCpuSeconds(): number {
-  return (statCpuMs(`/proc/self/task/${process.pid}/stat`) ?? NaN) / 1000;
+  return (mainThreadCpuMs() ?? NaN) / 1000;
 }
 
 function cpuMark(): CpuMark {

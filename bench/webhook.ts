@@ -16,7 +16,7 @@
  * full. */
 import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, createServer, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
@@ -30,7 +30,7 @@ import { AccessControl } from '../lib/security/access';
 import type { Envelope } from '../lib/envelope';
 import { Pipeline } from '../lib/pipeline';
 import { formatAllocations, sampleAllocations } from './allocations';
-import { MB, quietMachine, round, sampleMemory, timed, type MemoryPeaks } from './harness';
+import { mainThreadCpuMs, MB, quietMachine, round, sampleMemory, timed, type MemoryPeaks } from './harness';
 import type { Benchmark, BenchmarkResult, Check, RunFigures } from './types';
 
 const name = 'webhook';
@@ -553,15 +553,6 @@ function heapCounters(): () => { allocatedBytes: number; gcMs: number } {
 /** The table both servers insert into (embedded-stalls inserts into it too). */
 export const TABLE = "CREATE TABLE bookings (webhook_id String, record UInt32, booking_id String, status String, amount Decimal(18, 2), currency String, updated_at DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (webhook_id, record)";
 
-/** CPU microseconds the main thread has run (Linux: its schedstat); 0 where that cannot be read. */
-function mainThreadMicros(): number {
-  try {
-    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1000;
-  } catch {
-    return 0;
-  }
-}
-
 /** Serves with `serve` until the parent says stop; then reports memory, CPU and what the table holds (with a store: the bare server has none). */
 async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: string } | undefined, serve: () => Promise<{ url: string; token: string; stop(): Promise<void>; extra?: () => Partial<ServerReport> }>): Promise<void> {
   const memory = sampleMemory(100);
@@ -587,7 +578,7 @@ async function serveUntilStopped(store: { clickhouse: ClickHouseClient; dir: str
       }
       if (message === 'cpu') {
         const usage = process.cpuUsage();
-        const jsThreadMicros = mainThreadMicros();
+        const jsThreadMicros = (mainThreadCpuMs() ?? 0) * 1000;
         const loopMaxMs = round(loop.max / 1e6, 1);
         loop.reset();
         const engine = store ? store.clickhouse.query<{ event: string; value: string }>("SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergeTotalMilliseconds', 'DelayedInsertsMilliseconds', 'InsertQueryTimeMicroseconds')") : Promise.resolve([]);
